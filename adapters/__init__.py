@@ -1,0 +1,1 @@
+"""Protocol edges (MQTT, SFTP, HTTP ingest) and the file formats they carry."""

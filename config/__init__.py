@@ -1,0 +1,1 @@
+"""Default configuration and demo catalog shipped with billing-oss."""

@@ -1,0 +1,1 @@
+"""Compiled hot paths (Cython). Imports nothing from the rest of billing-oss."""

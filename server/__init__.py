@@ -1,0 +1,1 @@
+"""The billing-oss server: configuration, pipeline, store, API and CLI."""

@@ -1,0 +1,8 @@
+"""CLI verbs, one module each. A verb module exposes ``register(subparsers)``.
+
+Adding a verb: write ``server/commands/<verb>.py`` and list it in ``VERB_MODULES``.
+"""
+
+VERB_MODULES: tuple[str, ...] = (
+    "server.commands.serve",
+)

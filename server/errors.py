@@ -1,0 +1,69 @@
+"""One error tree with stable string codes, shared by CLI, pipeline and HTTP API.
+
+``Reason`` names why a record went to suspense; ``BillingError`` subclasses carry a
+stable ``code`` that the HTTP layer maps to problem+json and the CLI to an exit status.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    """Why a usage record was not charged. Stored in ``suspense.reason``."""
+
+    UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
+    NO_TARIFF = "NO_TARIFF"
+    NO_ZONE = "NO_ZONE"
+    NO_RATE = "NO_RATE"
+    OVERFLOW = "OVERFLOW"
+    BAD_FIELD = "BAD_FIELD"
+    MALFORMED = "MALFORMED"
+    PARTIAL_INCOMPLETE = "PARTIAL_INCOMPLETE"
+
+
+class BillingError(Exception):
+    """Base of every error billing-oss raises on purpose."""
+
+    code = "INTERNAL"
+    exit_status = 1
+
+    def __init__(self, message: str, **detail: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class ConfigError(BillingError):
+    """The configuration or the command line is wrong; the server cannot start."""
+
+    code = "CONFIG"
+    exit_status = 2
+
+
+class StartupError(BillingError):
+    """A dependency the server needs at start is unavailable (database, port)."""
+
+    code = "STARTUP"
+    exit_status = 2
+
+
+class DecodeError(BillingError):
+    """Input bytes are malformed. ``offset`` is the byte offset (or line) where it was seen."""
+
+    code = "MALFORMED"
+
+    def __init__(self, message: str, *, offset: int | None = None, **detail: object) -> None:
+        where = f" at offset {offset}" if offset is not None else ""
+        super().__init__(f"{message}{where}", offset=offset, **detail)
+        self.offset = offset
+
+
+class CatalogError(BillingError):
+    """A catalog (tariffs, accounts) failed validation. ``path`` names the JSON path."""
+
+    code = "CATALOG_INVALID"
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}", path=path)
+        self.path = path
