@@ -1,15 +1,59 @@
-"""`billing-oss serve`: placeholder until the foundation lands."""
+"""`billing-oss serve`: run the server until SIGINT/SIGTERM, then shut down cleanly."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 from typing import Any
+
+from server import config as config_module
+from server import logs
+from server.service import serve
 
 
 def register(verbs: Any) -> None:
-    parser: argparse.ArgumentParser = verbs.add_parser("serve", help="start the server")
+    parser: argparse.ArgumentParser = verbs.add_parser(
+        "serve", help="start the server",
+        description="Start the server. With no configuration: embedded PostgreSQL under "
+        "./var/, HTTP on 127.0.0.1:8080, demo catalog loaded.",
+    )
+    add_config_options(parser)
+    parser.add_argument("--host", help="HTTP listen address (http.host)")
+    parser.add_argument("--port", type=int, help="HTTP listen port (http.port)")
     parser.set_defaults(handler=run)
 
 
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Options every verb that touches the database shares."""
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--database-url", metavar="DSN",
+                        help="PostgreSQL DSN instead of the embedded server "
+                        "(database.url, env BILLING_OSS_DATABASE_URL)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def load_config(args: argparse.Namespace) -> config_module.Config:
+    overrides = {
+        "database.url": getattr(args, "database_url", None),
+        "log.level": getattr(args, "log_level", None),
+        "http.host": getattr(args, "host", None),
+        "http.port": getattr(args, "port", None),
+    }
+    config = config_module.load(args.config, overrides=overrides)
+    logs.configure(config.log.level, config.log.format)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    asyncio.run(_serve_until_signalled(config))
     return 0
+
+
+async def _serve_until_signalled(config: config_module.Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop)

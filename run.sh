@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The two commands of the README:
+#   ./run.sh serve [OPTIONS]   install billing-oss into .venv and start the server
+#   ./run.sh test [PYTEST ARGS] install the test tools (and Mosquitto), lint, type-check, test
+# Only Python 3.11+ is needed beforehand; everything else is installed here.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+pick_python() {
+  for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return
+    fi
+  done
+  echo "billing-oss needs Python 3.11 or newer" >&2; exit 2
+}
+
+# Install (or refresh, when the project's build inputs changed) into .venv.
+install() {
+  local extra=$1 stamp=.venv/.installed-$1
+  [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
+  if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py native -newer "$stamp" \
+        \( -name '*.pyx' -o -name '*.pxd' -o -name '*.toml' -o -name 'setup.py' \) -print -quit)" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".${extra:+[$extra]}"
+    touch "$stamp"
+  fi
+}
+
+ensure_mosquitto() {
+  if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then return; fi
+  echo "installing mosquitto (MQTT broker for the integration tests)" >&2
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
+}
+
+case "${1:-}" in
+  serve)
+    shift
+    install ""
+    exec .venv/bin/billing-oss serve "$@"
+    ;;
+  test)
+    shift
+    install dev
+    ensure_mosquitto
+    .venv/bin/ruff check .
+    .venv/bin/mypy server adapters
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh serve [--config FILE] [--database-url DSN] | ./run.sh test [PYTEST ARGS]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,138 @@
+"""Configuration: shipped defaults, then an optional file, then environment, then CLI flags.
+
+The defaults live in one documented file, ``config/billing-oss.toml``. The merged result is
+validated once, at start, into typed structs; a bad value fails with the key's name.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from server.errors import ConfigError
+
+DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "billing-oss.toml"
+ENV_PREFIX = "BILLING_OSS_"
+
+
+class DatabaseConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    url: str
+    data_dir: str
+    name: str
+    pool_min: int
+    pool_max: int
+    connect_timeout_s: float
+
+
+class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    host: str
+    port: int
+    max_body_bytes: int
+
+
+class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    level: Literal["debug", "info", "warning", "error"]
+    format: Literal["json", "text"]
+
+
+class CatalogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    demo: str
+    load_demo: bool
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    database: DatabaseConfig
+    http: HttpConfig
+    log: LogConfig
+    catalog: CatalogConfig
+
+    def demo_catalog_path(self) -> Path:
+        path = Path(self.catalog.demo)
+        return path if path.is_absolute() else DEFAULTS_FILE.parent / path
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge defaults, ``path``, environment and ``overrides`` ({"http.port": 8081}); validate."""
+    merged = _read_toml(DEFAULTS_FILE)
+    if path is not None:
+        _merge(merged, _read_toml(Path(path)), where=str(path))
+    _merge(merged, _from_env(os.environ if env is None else env, merged), where="environment")
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            section, key = dotted.split(".", 1)
+            merged[section][key] = value
+    try:
+        config = msgspec.convert(merged, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_name_key(str(exc))}") from None
+    _check(config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any], *, where: str) -> None:
+    for section, values in extra.items():
+        if section not in base:
+            raise ConfigError(f"unknown configuration section [{section}] in {where}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"configuration key {section} in {where} must be a table")
+        base[section].update(values)
+
+
+def _from_env(env: Mapping[str, str], known: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """``BILLING_OSS_HTTP_PORT=9000`` → ``{"http": {"port": "9000"}}`` (converted later)."""
+    found: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for section in known:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                if key not in known[section]:
+                    raise ConfigError(f"{name}: no configuration key {section}.{key}")
+                found.setdefault(section, {})[key] = value
+                break
+    return found
+
+
+def _name_key(message: str) -> str:
+    """msgspec says "... - at `$.http.port`"; operators want "http.port: ..."."""
+    text, sep, where = message.rpartition(" - at `$.")
+    if not sep:
+        return message
+    return f"{where.rstrip('`')}: {text}"
+
+
+def _check(config: Config) -> None:
+    db, http = config.database, config.http
+    if not 1 <= http.port <= 65535:
+        raise ConfigError(f"http.port: {http.port} is not a TCP port (1-65535)")
+    if db.pool_min < 1 or db.pool_max < db.pool_min:
+        raise ConfigError(
+            f"database.pool_min/pool_max: need 1 <= pool_min <= pool_max, "
+            f"got {db.pool_min}/{db.pool_max}"
+        )
+    if db.connect_timeout_s <= 0:
+        raise ConfigError("database.connect_timeout_s: must be positive")
+    if http.max_body_bytes < 1024:
+        raise ConfigError("http.max_body_bytes: must be at least 1024")

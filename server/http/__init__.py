@@ -1,0 +1,1 @@
+"""The HTTP surface (aiohttp): application factory, routing with OpenAPI, problem+json."""

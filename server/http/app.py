@@ -1,0 +1,54 @@
+"""The aiohttp application: route modules, middlewares and typed state in one place.
+
+A route module exposes ``register(api)``; adding one means listing it in ``ROUTE_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import asyncpg
+from aiohttp import web
+
+from server import metrics
+from server.config import Config
+from server.http.keys import API, CONFIG, POOL
+from server.http.problems import Handler, problem_middleware
+from server.http.routing import Api
+
+ROUTE_MODULES: tuple[str, ...] = ("server.http.health",)
+
+API_TITLE = "billing-oss"
+API_VERSION = "1"
+
+
+def build_api() -> Api:
+    api = Api(API_TITLE, API_VERSION)
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).register(api)
+    return api
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    metrics.HTTP_LATENCY.labels(name).observe(time.perf_counter() - started)
+    metrics.HTTP_REQUESTS.labels(request.method, name, str(response.status)).inc()
+    return response
+
+
+def create_app(config: Config, pool: asyncpg.Pool) -> web.Application:
+    app = web.Application(
+        client_max_size=config.http.max_body_bytes,
+        middlewares=[metrics_middleware, problem_middleware],
+    )
+    api = build_api()
+    app[CONFIG] = config
+    app[POOL] = pool
+    app[API] = api
+    api.install(app)
+    return app

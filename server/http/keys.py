@@ -1,0 +1,17 @@
+"""Typed application state (aiohttp ``AppKey``s) shared by the route modules."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from server.config import Config
+
+if TYPE_CHECKING:
+    from server.http.routing import Api
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+CONFIG = web.AppKey("config", Config)
+API: web.AppKey[Api] = web.AppKey("api")

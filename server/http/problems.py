@@ -1,0 +1,95 @@
+"""RFC 9457 problem details: the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from server.errors import BillingError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+# Stable error code → HTTP status. Codes not listed are client errors of the request itself.
+STATUS_BY_CODE: dict[str, int] = {
+    "MALFORMED": 400,
+    "CATALOG_INVALID": 422,
+    "VALIDATION": 422,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
+    "NOT_FOUND": 404,
+    "CONFLICT": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "INTERNAL": 500,
+    "CONFIG": 500,
+    "STARTUP": 503,
+}
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem document; ``code`` repeats the stable error code for clients."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str | None = None,
+    *, instance: str | None = None, errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = Problem(
+        type=f"/problems/{code.lower().replace('_', '-')}", title=title, status=status,
+        code=code, detail=detail, instance=instance, errors=errors,
+    )
+    return web.Response(
+        body=msgspec.json.encode(body), status=status, content_type=PROBLEM_TYPE,
+        headers=headers,
+    )
+
+
+def from_error(exc: BillingError, instance: str | None = None) -> web.Response:
+    status = STATUS_BY_CODE.get(exc.code, 400)
+    errors = exc.detail.get("errors") if isinstance(exc.detail.get("errors"), list) else None
+    return problem_response(
+        status, exc.code, exc.code.replace("_", " ").capitalize(), exc.message,
+        instance=instance, errors=errors,  # type: ignore[arg-type]
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BillingError as exc:
+        return from_error(exc, instance=request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.upper().replace(" ", "_").replace("-", "_")
+        return problem_response(
+            exc.status, code, exc.reason, exc.text if exc.text != f"{exc.status}: {exc.reason}"
+            else None, instance=request.path, headers=_kept_headers(exc),
+        )
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"path": request.path}})
+        return problem_response(500, "INTERNAL", "Internal error", instance=request.path)
+
+
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    kept = ("Allow", "WWW-Authenticate", "Retry-After")
+    return {k: v for k, v in exc.headers.items() if k in kept}

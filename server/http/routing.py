@@ -1,0 +1,130 @@
+"""Routes declared once, with the types that describe them, so the OpenAPI document and the
+router cannot drift apart. Route modules call ``api.add(...)``; ``api.install(app)`` wires
+aiohttp; ``api.openapi()`` renders the OpenAPI 3.1 document from the same declarations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Operation(msgspec.Struct, frozen=True, kw_only=True):
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    response: Any = None
+    status: int = 200
+    request: Any = None
+    query: Any = None
+    content_type: str = "application/json"
+    roles: tuple[str, ...] | None = None  # None: public, no key needed
+    errors: tuple[int, ...] = ()
+
+
+class Api:
+    def __init__(self, title: str, version: str) -> None:
+        self.title = title
+        self.version = version
+        self.operations: list[Operation] = []
+
+    def add(self, method: str, path: str, handler: Handler, **spec: Any) -> None:
+        self.operations.append(Operation(method=method.upper(), path=path, handler=handler, **spec))
+
+    def install(self, app: web.Application) -> None:
+        for op in self.operations:
+            app.router.add_route(op.method, op.path, op.handler, name=_operation_id(op))
+
+    def openapi(self) -> dict[str, Any]:
+        types = {t for op in self.operations for t in (op.response, op.request) if _is_struct(t)}
+        schemas, components = msgspec.json.schema_components(
+            sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
+        )
+        refs = dict(zip(sorted(types, key=lambda t: t.__name__), schemas, strict=True))
+        paths: dict[str, dict[str, Any]] = {}
+        for op in self.operations:
+            paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
+        doc: dict[str, Any] = {
+            "openapi": "3.1.0",
+            "info": {"title": self.title, "version": self.version},
+            "paths": paths,
+            "components": {
+                "schemas": {**components, "Problem": _PROBLEM_SCHEMA},
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+        }
+        return doc
+
+
+def _is_struct(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, msgspec.Struct)
+
+
+def _operation_id(op: Operation) -> str:
+    return op.handler.__name__
+
+
+def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": _operation_id(op), "summary": op.summary, "tags": [op.tag],
+    }
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _path_params(op.path)
+    ]
+    if _is_struct(op.query):
+        schema = msgspec.json.schema(op.query)
+        required = set(schema.get("required", []))
+        params += [
+            {"name": name, "in": "query", "required": name in required, "schema": prop}
+            for name, prop in schema.get("properties", {}).items()
+        ]
+    if params:
+        out["parameters"] = params
+    if op.request is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs.get(op.request, {})}},
+        }
+    ok: dict[str, Any] = {"description": "OK"}
+    if op.response is not None:
+        schema = refs.get(op.response) or {"type": "string"}
+        ok["content"] = {op.content_type: {"schema": schema}}
+    responses: dict[str, Any] = {str(op.status): ok}
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    codes = set(op.errors) | ({401, 403} if op.roles else set())
+    if op.request is not None or op.query is not None:
+        codes |= {400, 422}
+    for code in sorted(codes):
+        responses[str(code)] = {"description": "Problem", "content": problem}
+    out["responses"] = responses
+    if op.roles:
+        out["security"] = [{"bearer": []}]
+        out["x-roles"] = list(op.roles)
+    return out
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}

@@ -1,0 +1,113 @@
+"""The running server: database (embedded or external), migrations, demo catalog, HTTP.
+
+Start-up happens in dependency order inside one ``AsyncExitStack`` so shutdown unwinds in
+reverse: stop accepting requests, close the pool, then stop the embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import tomllib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from server.config import Config
+from server.errors import ConfigError, StartupError
+from server.http.app import create_app
+from server.store import catalog_repo
+from server.store.embedded import embedded_postgres
+from server.store.migrate import migrate
+from server.store.pool import open_pool
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def database(config: Config) -> AsyncIterator[str]:
+    """Yield the DSN to use: the configured one, else the embedded server's."""
+    if config.database.url:
+        yield config.database.url
+        return
+    async with embedded_postgres(config.database.data_dir, config.database.name) as dsn:
+        yield dsn
+
+
+@contextlib.asynccontextmanager
+async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
+    """An open, migrated pool; closed (and the embedded server stopped) on exit."""
+    async with database(config) as dsn:
+        db = config.database
+        pool = await open_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
+                               timeout_s=db.connect_timeout_s)
+        try:
+            await migrate(pool)
+            yield pool
+        finally:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=10)
+            except TimeoutError:
+                pool.terminate()
+
+
+def read_catalog_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read catalog {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"catalog {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"catalog {path}: the top level must be an object")
+    return data
+
+
+async def load_demo_catalog(config: Config, pool: asyncpg.Pool) -> None:
+    if not config.catalog.load_demo or await catalog_repo.has_tariffs(pool):
+        return
+    path = config.demo_catalog_path()
+    result = await catalog_repo.load_catalog(pool, read_catalog_file(path))
+    log.info("demo catalog loaded", extra={"fields": {"path": str(path), **_as_dict(result)}})
+
+
+def _as_dict(result: catalog_repo.LoadResult) -> dict[str, int]:
+    return {"tariffs": result.tariffs, "versions": result.versions_added,
+            "accounts": result.accounts_added}
+
+
+async def serve(config: Config, stop: asyncio.Event, *,
+                started: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set; ``started`` is set once HTTP accepts connections."""
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(database_pool(config))
+        await load_demo_catalog(config, pool)
+        runner = web.AppRunner(create_app(config, pool), handle_signals=False, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await _listen(runner, config)
+        log.info("serving", extra={"fields": {"url": f"http://{config.http.host}:{config.http.port}"}})
+        if started is not None:
+            started.set()
+        await stop.wait()
+        log.info("shutting down")
+
+
+async def _listen(runner: web.AppRunner, config: Config) -> None:
+    host, port = config.http.host, config.http.port
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"cannot listen on {host}:{port}: the port is already in use"
+            ) from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

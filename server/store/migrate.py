@@ -1,0 +1,65 @@
+"""Versioned SQL migrations, applied at start in name order, each once, each in a transaction.
+
+Files live in ``server/store/migrations/NNNN_name.sql``. Applied ones are recorded in
+``schema_migrations`` with their sha256; a recorded migration whose file changed since is
+refused rather than silently diverging. An advisory lock lets several processes start at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import asyncpg
+
+from server.errors import StartupError
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_LOCK_KEY = 0x62696C6C  # "bill": serialises concurrent migrators
+
+log = logging.getLogger(__name__)
+
+
+def available() -> list[tuple[str, str, str]]:
+    """(name, sha256, sql) for every migration file, in order."""
+    out = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        sql = path.read_text()
+        out.append((path.stem, hashlib.sha256(sql.encode()).hexdigest(), sql))
+    return out
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply pending migrations; return the names applied now."""
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       name text PRIMARY KEY,
+                       sha256 text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            rows = await conn.fetch("SELECT name, sha256 FROM schema_migrations")
+            done: dict[str, str] = {row["name"]: row["sha256"] for row in rows}
+            for name, digest, sql in available():
+                if name in done:
+                    if done[name] != digest:
+                        raise StartupError(
+                            f"migration {name} was changed after it was applied; "
+                            "write a new migration instead"
+                        )
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (name, sha256) VALUES ($1, $2)",
+                        name, digest,
+                    )
+                applied_now.append(name)
+                log.info("migration applied", extra={"fields": {"migration": name}})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    return applied_now

@@ -1,0 +1,46 @@
+import asyncpg
+import pytest
+
+from server.errors import StartupError
+from server.store import migrate as migrate_module
+from server.store.migrate import migrate
+
+
+async def test_all_migrations_applied_once(pool: asyncpg.Pool) -> None:
+    names = [name for name, _, _ in migrate_module.available()]
+    recorded = [r["name"] for r in await pool.fetch("SELECT name FROM schema_migrations ORDER BY name")]
+    assert recorded == names
+    assert await migrate(pool) == []  # idempotent
+
+
+async def test_core_tables_exist(pool: asyncpg.Pool) -> None:
+    tables = {r["relname"] for r in await pool.fetch(
+        "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace")}
+    assert {"accounts", "account_identifiers", "tariffs", "tariff_versions", "subscriptions",
+            "usage_records", "usage_keys", "charges", "suspense", "source_files",
+            "source_offsets"} <= tables
+
+
+async def test_changed_migration_is_refused(pool: asyncpg.Pool,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real = migrate_module.available()
+    tampered = [(real[0][0], "0" * 64, real[0][2]), *real[1:]]
+    monkeypatch.setattr(migrate_module, "available", lambda: tampered)
+    with pytest.raises(StartupError, match="changed after it was applied"):
+        await migrate(pool)
+
+
+async def test_month_partitions_are_created_on_demand(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        for _ in range(2):  # the second call finds it and does nothing
+            await conn.execute("SELECT ensure_month_partition('usage_records', '2026-02-17')")
+        await conn.execute(
+            "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key, kind)"
+            " VALUES ('A1', 1, '2026-02-28T23:59:59Z', 's', 'k', 'voice')")
+        where = await conn.fetchval(
+            "SELECT tableoid::regclass::text FROM usage_records WHERE usage_id = 1")
+        assert where == "usage_records_2026_02"
+        with pytest.raises(asyncpg.exceptions.CheckViolationError, match="no partition"):
+            await conn.execute(
+                "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"
+                " kind) VALUES ('A1', 2, '2026-03-01T00:00:00Z', 's', 'k2', 'voice')")
