@@ -14,8 +14,9 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -25,6 +26,7 @@ from server.store.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -127,9 +129,11 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         broker.stop()
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll an async predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout
+async def wait_until(
+    predicate: Callable[[], Awaitable[T]], within: float = 10.0, interval: float = 0.05
+) -> T:
+    """Poll an async predicate until it returns something truthy (or time runs out)."""
+    deadline = time.monotonic() + within
     while True:
         result = await predicate()
         if result or time.monotonic() > deadline:

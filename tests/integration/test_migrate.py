@@ -8,14 +8,17 @@ from server.store.migrate import migrate
 
 async def test_all_migrations_applied_once(pool: asyncpg.Pool) -> None:
     names = [name for name, _, _ in migrate_module.available()]
-    recorded = [r["name"] for r in await pool.fetch("SELECT name FROM schema_migrations ORDER BY name")]
+    rows = await pool.fetch("SELECT name FROM schema_migrations ORDER BY name")
+    recorded = [r["name"] for r in rows]
     assert recorded == names
     assert await migrate(pool) == []  # idempotent
 
 
 async def test_core_tables_exist(pool: asyncpg.Pool) -> None:
-    tables = {r["relname"] for r in await pool.fetch(
-        "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace")}
+    rows = await pool.fetch(
+        "SELECT relname FROM pg_class"
+        " WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace")
+    tables = {r["relname"] for r in rows}
     assert {"accounts", "account_identifiers", "tariffs", "tariff_versions", "subscriptions",
             "usage_records", "usage_keys", "charges", "suspense", "source_files",
             "source_offsets"} <= tables
