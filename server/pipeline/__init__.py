@@ -1,0 +1,1 @@
+"""The mediation core: decode → normalise/validate → dedupe → merge partials → rate → commit."""
