@@ -8,7 +8,7 @@ import signal
 from typing import Any
 
 from server import config as config_module
-from server import logs
+from server.commands.options import add_config_options, load_config
 from server.service import serve
 
 
@@ -22,27 +22,6 @@ def register(verbs: Any) -> None:
     parser.add_argument("--host", help="HTTP listen address (http.host)")
     parser.add_argument("--port", type=int, help="HTTP listen port (http.port)")
     parser.set_defaults(handler=run)
-
-
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Options every verb that touches the database shares."""
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--database-url", metavar="DSN",
-                        help="PostgreSQL DSN instead of the embedded server "
-                        "(database.url, env BILLING_OSS_DATABASE_URL)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-
-
-def load_config(args: argparse.Namespace) -> config_module.Config:
-    overrides = {
-        "database.url": getattr(args, "database_url", None),
-        "log.level": getattr(args, "log_level", None),
-        "http.host": getattr(args, "host", None),
-        "http.port": getattr(args, "port", None),
-    }
-    config = config_module.load(args.config, overrides=overrides)
-    logs.configure(config.log.level, config.log.format)
-    return config
 
 
 def run(args: argparse.Namespace) -> int:

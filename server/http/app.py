@@ -13,6 +13,7 @@ from aiohttp import web
 
 from server import metrics
 from server.config import Config
+from server.http.auth import KEY_CACHE, KeyCache
 from server.http.keys import API, CONFIG, POOL
 from server.http.problems import Handler, problem_middleware
 from server.http.routing import Api
@@ -50,5 +51,6 @@ def create_app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app[CONFIG] = config
     app[POOL] = pool
     app[API] = api
+    app[KEY_CACHE] = KeyCache()
     api.install(app)
     return app

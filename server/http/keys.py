@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from server.config import Config
+from server.store.api_keys import ApiKey
 
 if TYPE_CHECKING:
     from server.http.routing import Api
@@ -15,3 +16,5 @@ if TYPE_CHECKING:
 POOL = web.AppKey("pool", asyncpg.Pool)
 CONFIG = web.AppKey("config", Config)
 API: web.AppKey[Api] = web.AppKey("api")
+# The API key that authenticated this request (set by server.http.auth on protected routes).
+PRINCIPAL = web.RequestKey("principal", ApiKey)

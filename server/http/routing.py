@@ -36,11 +36,17 @@ class Api:
         self.operations: list[Operation] = []
 
     def add(self, method: str, path: str, handler: Handler, **spec: Any) -> None:
-        self.operations.append(Operation(method=method.upper(), path=path, handler=handler, **spec))
+        op = Operation(method=method.upper(), path=path, handler=handler, **spec)
+        if any(_operation_id(o) == _operation_id(op) for o in self.operations):
+            raise ValueError(f"two routes share the operation id {_operation_id(op)!r}")
+        self.operations.append(op)
 
     def install(self, app: web.Application) -> None:
+        from server.http.auth import protect
+
         for op in self.operations:
-            app.router.add_route(op.method, op.path, op.handler, name=_operation_id(op))
+            handler = protect(op.handler, op.roles) if op.roles else op.handler
+            app.router.add_route(op.method, op.path, handler, name=_operation_id(op))
 
     def openapi(self) -> dict[str, Any]:
         types = {t for op in self.operations for t in (op.response, op.request) if _is_struct(t)}

@@ -77,3 +77,19 @@ def test_embedded_postgres_start_serve_and_clean_stop(tmp_path: Path) -> None:
     while (tmp_path / "var" / "pgdata" / "postmaster.pid").exists():
         assert time.monotonic() < deadline, "embedded PostgreSQL still running"
         time.sleep(0.1)
+
+
+def test_api_key_verb_creates_lists_and_revokes(tmp_path: Path, database_url: str) -> None:
+    db = ["--database-url", database_url]
+    created = _run(["api-key", "create", "--role", "operator", "--name", "ops", "--json", *db],
+                   tmp_path)
+    assert created.returncode == 0, created.stderr
+    import json
+
+    new = json.loads(created.stdout)
+    assert new["token"].startswith("bok_") and new["key"]["role"] == "operator"
+    listed = _run(["api-key", "list", *db], tmp_path)
+    assert new["key"]["key_id"] in listed.stdout and new["token"] not in listed.stdout
+    assert _run(["api-key", "revoke", new["key"]["key_id"], *db], tmp_path).returncode == 0
+    again = _run(["api-key", "revoke", new["key"]["key_id"], *db], tmp_path)
+    assert again.returncode == 1 and "no active key" in again.stderr

@@ -1,0 +1,97 @@
+"""API keys: ``bok_<key id>_<secret>``; the secret is 256 random bits, stored as its sha256.
+
+A sha256 suffices (no slow KDF) because the secret is random, not a password: nobody can
+brute-force 2^256. Comparisons are constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Literal
+
+import asyncpg
+import msgspec
+
+Role = Literal["admin", "operator", "viewer", "ingest"]
+ROLES: tuple[Role, ...] = ("admin", "operator", "viewer", "ingest")
+TOKEN_PREFIX = "bok_"
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    key_id: str
+    role: Role
+    name: str = ""
+    source: str | None = None
+    created_at: str | None = None
+    revoked_at: str | None = None
+
+
+class NewKey(msgspec.Struct, frozen=True, kw_only=True):
+    key: ApiKey
+    token: str  # shown once; never stored, never logged
+
+
+async def create(pool: asyncpg.Pool, role: Role, name: str = "",
+                 source: str | None = None) -> NewKey:
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    row = await pool.fetchrow(
+        "INSERT INTO api_keys (key_id, secret_sha256, role, name, source) "
+        "VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+        key_id, _digest(secret), role, name, source,
+    )
+    assert row is not None
+    key = ApiKey(key_id=key_id, role=role, name=name, source=source,
+                 created_at=row["created_at"].isoformat())
+    return NewKey(key=key, token=f"{TOKEN_PREFIX}{key_id}_{secret}")
+
+
+async def verify(pool: asyncpg.Pool, token: str) -> ApiKey | None:
+    """The active key a token belongs to, or None (malformed, unknown, revoked, wrong secret)."""
+    parsed = parse_token(token)
+    if parsed is None:
+        return None
+    key_id, secret = parsed
+    row = await pool.fetchrow(
+        "SELECT key_id, secret_sha256, role, name, source FROM api_keys "
+        "WHERE key_id = $1 AND revoked_at IS NULL", key_id,
+    )
+    if row is None or not hmac.compare_digest(bytes(row["secret_sha256"]), _digest(secret)):
+        return None
+    return ApiKey(key_id=row["key_id"], role=row["role"], name=row["name"], source=row["source"])
+
+
+async def list_keys(pool: asyncpg.Pool) -> list[ApiKey]:
+    rows = await pool.fetch(
+        "SELECT key_id, role, name, source, created_at, revoked_at"
+        " FROM api_keys ORDER BY created_at"
+    )
+    return [
+        ApiKey(key_id=r["key_id"], role=r["role"], name=r["name"], source=r["source"],
+               created_at=r["created_at"].isoformat(),
+               revoked_at=r["revoked_at"].isoformat() if r["revoked_at"] else None)
+        for r in rows
+    ]
+
+
+async def revoke(pool: asyncpg.Pool, key_id: str) -> bool:
+    done = await pool.fetchval(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL "
+        "RETURNING true", key_id,
+    )
+    return bool(done)
+
+
+def parse_token(token: str) -> tuple[str, str] | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    key_id, sep, secret = token[len(TOKEN_PREFIX):].partition("_")
+    if not sep or len(key_id) != 16 or not secret:
+        return None
+    return key_id, secret
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
