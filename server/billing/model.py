@@ -76,6 +76,8 @@ class Discount(msgspec.Struct, frozen=True):
     currency: str | None = None
     tiers: tuple[VolumeTier, ...] = ()
     description: str = ""
+    valid_from: dt.date = dt.date.min
+    valid_to: dt.date | None = None
 
 
 class Settings(msgspec.Struct, frozen=True):

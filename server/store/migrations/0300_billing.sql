@@ -105,7 +105,7 @@ CREATE TABLE invoices (
     payable_micros    bigint NOT NULL,
     seller            jsonb NOT NULL,
     buyer             jsonb NOT NULL,
-    notes             text[] NOT NULL DEFAULT '{}',
+    notes             text NOT NULL DEFAULT '',
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
     finalised_at      timestamptz,
