@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 
 from server.billing.documents import Invoice
 from server.billing.model import Line
-from server.billing.rounding import format_amount, to_decimal
+from server.billing.rounding import format_amount, plain, to_decimal
 
 NS = {
     "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
@@ -51,7 +51,7 @@ def unit_price(amount_micros: int, quantity: Decimal | int, currency: str) -> st
         return format_amount(amount_micros, currency)
     price = (to_decimal(amount_micros) / Decimal(quantity)).quantize(
         Decimal("0.000001"), ROUND_HALF_UP)
-    return str(price.normalize()) if price == price.to_integral() else str(price)
+    return plain(price)
 
 
 def to_xml(invoice: Invoice) -> bytes:
@@ -94,7 +94,7 @@ def to_xml(invoice: Invoice) -> bytes:
         _sub(tax, "ram:CategoryCode", x.category)
         if x.category == "AE":
             _sub(tax, "ram:ExemptionReasonCode", "VATEX-EU-AE")
-        _sub(tax, "ram:RateApplicablePercent", str(x.rate.normalize()))
+        _sub(tax, "ram:RateApplicablePercent", plain(x.rate))
     period = _sub(settle, "ram:BillingSpecifiedPeriod")
     _date(period, "ram:StartDateTime", c.period_start.date())
     _date(period, "ram:EndDateTime", (c.period_end - dt.timedelta(seconds=1)).date())
@@ -106,7 +106,7 @@ def to_xml(invoice: Invoice) -> bytes:
         cat = _sub(allowance, "ram:CategoryTradeTax")
         _sub(cat, "ram:TypeCode", "VAT")
         _sub(cat, "ram:CategoryCode", a.tax_category)
-        _sub(cat, "ram:RateApplicablePercent", str(a.tax_rate.normalize()))
+        _sub(cat, "ram:RateApplicablePercent", plain(a.tax_rate))
     terms = _sub(settle, "ram:SpecifiedTradePaymentTerms")
     _sub(terms, "ram:Description", "Bank transfer")
     if invoice.due_date:
@@ -142,7 +142,7 @@ def _line(trade: ET.Element, ln: Line, currency: str) -> None:
         quantity = Decimal(1)
     if ln.net_micros < 0:
         quantity = -quantity
-    qty = str(quantity.normalize()) if quantity == quantity.to_integral() else str(quantity)
+    qty = plain(quantity)
     agreement = _sub(item, "ram:SpecifiedLineTradeAgreement")
     price = _sub(agreement, "ram:NetPriceProductTradePrice")
     _sub(price, "ram:ChargeAmount", format_amount(abs(ln.net_micros), currency))
@@ -152,7 +152,7 @@ def _line(trade: ET.Element, ln: Line, currency: str) -> None:
     tax = _sub(settle, "ram:ApplicableTradeTax")
     _sub(tax, "ram:TypeCode", "VAT")
     _sub(tax, "ram:CategoryCode", ln.tax_category)
-    _sub(tax, "ram:RateApplicablePercent", str(ln.tax_rate.normalize()))
+    _sub(tax, "ram:RateApplicablePercent", plain(ln.tax_rate))
     _sub(_sub(settle, "ram:SpecifiedTradeSettlementLineMonetarySummation"),
          "ram:LineTotalAmount", format_amount(ln.net_micros, currency))
 

@@ -15,7 +15,7 @@ import typst
 
 from server.billing import cii
 from server.billing.documents import Invoice
-from server.billing.rounding import format_amount
+from server.billing.rounding import format_amount, plain
 
 _local = threading.local()
 
@@ -108,12 +108,12 @@ def document_data(invoice: Invoice) -> dict[str, Any]:
             "no": str(ln.line_no), "description": ln.description
             + (f" (discount {amount(ln.discount_micros)})" if ln.discount_micros else ""),
             "quantity": f"{qty}", "unit_price": cii.unit_price(shown, qty, cur),
-            "vat": f"{ln.tax_category} {ln.tax_rate.normalize()} %", "amount": amount(shown),
+            "vat": f"{ln.tax_category} {plain(ln.tax_rate)} %", "amount": amount(shown),
         })
         if ln.kind == "usage" and ln.charges:
             usage.append({"no": str(ln.line_no), "what": ln.description,
                           "records": str(ln.charges),
-                          "usage": f"{ln.quantity.normalize()} {UNIT_NAMES.get(ln.unit, ln.unit)}",
+                          "usage": f"{plain(ln.quantity)} {UNIT_NAMES.get(ln.unit, ln.unit)}",
                           "amount": amount(ln.net_micros)})
     t = c.totals
     totals = [("Lines net", t.line_total_micros), ("Discounts", -t.allowance_micros),
@@ -132,9 +132,9 @@ def document_data(invoice: Invoice) -> dict[str, Any]:
         "seller": {k: str(v) for k, v in c.seller.items()},
         "buyer": {"name": "", "address": "", "country": "", "vat_id": "", **buyer},
         "groups": [{"title": k, "lines": v} for k, v in groups.items()],
-        "allowances": [{"reason": a.reason, "vat": f"{a.tax_category} {a.tax_rate.normalize()} %",
+        "allowances": [{"reason": a.reason, "vat": f"{a.tax_category} {plain(a.tax_rate)} %",
                         "amount": amount(a.amount_micros)} for a in c.allowances],
-        "taxes": [{"category": x.category, "rate": str(x.rate.normalize()),
+        "taxes": [{"category": x.category, "rate": plain(x.rate),
                    "taxable": amount(x.taxable), "tax": amount(x.tax)} for x in c.taxes],
         "totals": [{"label": label, "value": f"{amount(v)} {cur}"} for label, v in totals],
         "notes": list(c.notes) + (["Prices include VAT."] if c.tax_inclusive else []),
