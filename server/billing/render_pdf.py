@@ -85,7 +85,7 @@ def render(invoice: Invoice) -> bytes:
     data = msgspec.json.encode(document_data(invoice)).decode()
     xml = cii.to_xml(invoice).decode()
     pdf: bytes = _compiler().compile(TEMPLATE.encode(), sys_inputs={"data": data, "xml": xml},
-                                     pdf_standards="a-3b")
+                                     pdf_standards="a-3b", pdf_tags=False)
     return pdf
 
 
