@@ -18,7 +18,7 @@ from server.http.keys import API, CONFIG, POOL
 from server.http.problems import Handler, problem_middleware
 from server.http.routing import Api
 
-ROUTE_MODULES: tuple[str, ...] = ("server.http.health",)
+ROUTE_MODULES: tuple[str, ...] = ("server.http.health", "server.http.invoices")
 
 API_TITLE = "billing-oss"
 API_VERSION = "1"
