@@ -1,0 +1,82 @@
+"""Normalise and validate one usage record before it may be rated or stored.
+
+A record that fails gets a ``Failure`` with reason ``BAD_FIELD`` naming the field, and goes
+to suspense with its raw form; it is never dropped. Checks are what the database and the
+rater rely on: a parseable UTC event time in a sane range, digit strings for numbers,
+non-negative 64-bit counters, decimal strings for amounts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from server.errors import Reason
+from server.pipeline.ports import Failure
+from server.records import UsageRecord
+
+MAX_KEY_LENGTH = 256
+MIN_YEAR, MAX_YEAR = 1990, 2199
+_INT64_MAX = 2**63 - 1
+_DIGIT_FIELDS = ("calling", "called", "imsi", "msisdn")
+_COUNTER_FIELDS = ("duration_s", "volume_up", "volume_down")
+
+
+def parse_event_time(text: str) -> datetime:
+    """RFC 3339 with an explicit offset → aware UTC datetime; ValueError otherwise."""
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError("no UTC offset")
+    if not MIN_YEAR <= when.year <= MAX_YEAR:
+        raise ValueError(f"year {when.year} outside {MIN_YEAR}..{MAX_YEAR}")
+    return when.astimezone(UTC)
+
+
+def validate(record: UsageRecord) -> tuple[datetime | None, Failure | None]:
+    """The record's UTC event time, or the first problem found (with the field's name)."""
+    if not record.record_key or len(record.record_key) > MAX_KEY_LENGTH:
+        return None, _bad("record_key", f"must be 1..{MAX_KEY_LENGTH} characters")
+    try:
+        when = parse_event_time(record.event_time)
+    except (ValueError, TypeError) as exc:
+        return None, _bad("event_time", f"{record.event_time!r} is not RFC 3339 UTC ({exc})")
+    problem = _check_numbers(record) or _check_kind(record)
+    return (when, None) if problem is None else (when, problem)
+
+
+def _check_numbers(record: UsageRecord) -> Failure | None:
+    for name in _COUNTER_FIELDS:
+        value = getattr(record, name)
+        if value is not None and not 0 <= value <= _INT64_MAX:
+            return _bad(name, f"{value} is not a counter in 0..2^63-1")
+    for name in _DIGIT_FIELDS:
+        value = getattr(record, name)
+        if value is not None and not (value.isascii() and value.isdigit() and len(value) <= 32):
+            return _bad(name, f"{value!r} is not a digit string of at most 32 digits")
+    for name in ("charge", "quantity"):
+        value = getattr(record, name)
+        if value is not None and not _is_decimal(value):
+            return _bad(name, f"{value!r} is not a decimal string")
+    if record.partial_seq is not None and not 1 <= record.partial_seq <= 2**31 - 1:
+        return _bad("partial_seq", f"{record.partial_seq} is not a sequence number >= 1")
+    return None
+
+
+def _check_kind(record: UsageRecord) -> Failure | None:
+    if record.kind == "voice" and record.duration_s is None:
+        return _bad("duration_s", "a voice record needs a duration")
+    if record.kind == "data" and record.volume_up is None and record.volume_down is None:
+        return _bad("volume_up", "a data record needs volume_up or volume_down")
+    return None
+
+
+def _is_decimal(text: str) -> bool:
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ValueError):
+        return False
+    return value.is_finite() and len(text) <= 40
+
+
+def _bad(field: str, message: str) -> Failure:
+    return Failure(Reason.BAD_FIELD, f"{field}: {message}")
