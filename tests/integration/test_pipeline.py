@@ -78,8 +78,8 @@ async def test_file_reconciles_and_replay_changes_nothing(
     dup = await pipeline.ingest_file(copy, source="msc1", format="jsonl")
     assert (dup.counts.in_, dup.counts.duplicates, dup.counts.charged) == (20, 20, 0)
     stored = await pool.fetchval(
-        "SELECT sum(amount_micros) FROM charges c JOIN usage_records u USING (account_id, usage_id) "
-        "WHERE u.record_key LIKE 'f1-%'")
+        "SELECT sum(amount_micros) FROM charges c "
+        "JOIN usage_records u USING (account_id, usage_id) WHERE u.record_key LIKE 'f1-%'")
     assert stored == 190_000
 
 
@@ -172,7 +172,8 @@ async def test_incomplete_partial_group_expires_to_suspense(
     await pool.execute("UPDATE partial_records SET received_at = now() - interval '2 days' "
                        "WHERE group_key = 'cid88'")
     assert await pipeline.expire_partials() == 1
-    row = await pool.fetchrow("SELECT reason, detail FROM suspense WHERE record_key = 'cid88/merged'")
+    row = await pool.fetchrow(
+        "SELECT reason, detail FROM suspense WHERE record_key = 'cid88/merged'")
     assert row["reason"] == Reason.PARTIAL_INCOMPLETE and "missing parts [1]" in row["detail"]
 
 
