@@ -18,8 +18,6 @@ from server.records import UsageRecord
 MAX_KEY_LENGTH = 256
 MIN_YEAR, MAX_YEAR = 1990, 2199
 _INT64_MAX = 2**63 - 1
-_DIGIT_FIELDS = ("calling", "called", "imsi", "msisdn")
-_COUNTER_FIELDS = ("duration_s", "volume_up", "volume_down")
 
 
 def parse_event_time(text: str) -> datetime:
@@ -45,18 +43,19 @@ def validate(record: UsageRecord) -> tuple[datetime | None, Failure | None]:
 
 
 def _check_numbers(record: UsageRecord) -> Failure | None:
-    for name in _COUNTER_FIELDS:
-        value = getattr(record, name)
+    # Unrolled: this runs for every record, and most fields are absent.
+    for name, value in (("duration_s", record.duration_s), ("volume_up", record.volume_up),
+                        ("volume_down", record.volume_down)):
         if value is not None and not 0 <= value <= _INT64_MAX:
             return _bad(name, f"{value} is not a counter in 0..2^63-1")
-    for name in _DIGIT_FIELDS:
-        value = getattr(record, name)
-        if value is not None and not (value.isascii() and value.isdigit() and len(value) <= 32):
-            return _bad(name, f"{value!r} is not a digit string of at most 32 digits")
-    for name in ("charge", "quantity"):
-        value = getattr(record, name)
-        if value is not None and not _is_decimal(value):
-            return _bad(name, f"{value!r} is not a decimal string")
+    for name, text in (("calling", record.calling), ("called", record.called),
+                       ("imsi", record.imsi), ("msisdn", record.msisdn)):
+        if text is not None and not (text.isdigit() and text.isascii() and len(text) <= 32):
+            return _bad(name, f"{text!r} is not a digit string of at most 32 digits")
+    if record.charge is not None and not _is_decimal(record.charge):
+        return _bad("charge", f"{record.charge!r} is not a decimal string")
+    if record.quantity is not None and not _is_decimal(record.quantity):
+        return _bad("quantity", f"{record.quantity!r} is not a decimal string")
     if record.partial_seq is not None and not 1 <= record.partial_seq <= 2**31 - 1:
         return _bad("partial_seq", f"{record.partial_seq} is not a sequence number >= 1")
     return None

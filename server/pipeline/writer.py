@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -112,11 +113,9 @@ async def _claim(conn: Connection, keyed: list[Entry]) -> list[Entry]:
 
 def _optional_columns(entries: list[Entry]) -> tuple[str, ...]:
     """Only the optional usage columns some record of the batch fills (less to encode)."""
-    used = []
-    for name in usage_repo.USAGE_OPTIONAL:
-        if any(getattr(e.record, name) is not None for e in entries):
-            used.append(name)
-    return tuple(used)
+    records = [e.record for e in entries]
+    return tuple(name for name in usage_repo.USAGE_OPTIONAL
+                 if list(map(attrgetter(name), records)).count(None) < len(records))
 
 
 def usage_row(
