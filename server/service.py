@@ -95,10 +95,10 @@ def read_catalog_file(path: Path) -> dict[str, Any]:
 def validate_catalog(catalog: dict[str, Any]) -> None:
     """Check a parsed catalog before it is stored; errors name the JSON path."""
     try:
-        from server.catalog import parse_catalog  # type: ignore[import-not-found]
+        from server.catalog import catalog_from_dict  # type: ignore[import-not-found]
     except ImportError:
         return
-    parse_catalog(catalog)
+    catalog_from_dict(catalog)
 
 
 async def load_demo_catalog(config: Config, pool: asyncpg.Pool) -> None:

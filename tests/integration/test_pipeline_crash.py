@@ -3,11 +3,11 @@ and the database equals a clean run's — same charges, same suspense, nothing d
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -134,7 +134,7 @@ async def test_sigkill_at_random_points_equals_a_clean_run(
         proc = worker(crash_dsn, files)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.25))
+        await asyncio.sleep(rng.uniform(0.0, 0.25))
         if proc.poll() is not None:
             assert proc.returncode == 0
             break
