@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import random
 import resource
@@ -32,7 +31,6 @@ sys.path.insert(0, str(REPO))
 
 from server import config  # noqa: E402
 from server.pipeline.pipeline import Pipeline  # noqa: E402
-from server.pipeline.raters import RaterFactory  # noqa: E402
 from server.records import UsageRecord  # noqa: E402
 from server.service import decoders, rater_factory, read_catalog_file  # noqa: E402
 from server.store import catalog_repo  # noqa: E402
@@ -107,19 +105,10 @@ async def fresh_database(admin_dsn: str, label: str) -> tuple[str, str]:
     return name, dsn
 
 
-def pick_rater() -> RaterFactory:
-    if importlib.util.find_spec("server.rating") is not None:
-        return rater_factory()
-    from tests.pipeline_doubles import FlatRater
-
-    print("note: server.rating is not in this build; rating with the test double FlatRater")
-    return FlatRater
-
-
 async def ours(dsn: str, path: Path, fmt: str) -> tuple[float, int, int]:
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
     assert pool is not None
-    pipeline = Pipeline(pool, config.load(env={}).pipeline, rater_factory=pick_rater(),
+    pipeline = Pipeline(pool, config.load(env={}).pipeline, rater_factory=rater_factory(),
                         decoders=decoders())
     await pipeline.raters.current()  # build the rater before the clock starts
     started = time.perf_counter()

@@ -5,32 +5,27 @@ shape as a catalog file's version) and ``account_identifiers`` + ``subscriptions
 tariff each account is on: the subscription valid now, else its latest). Charges name their
 version as ``(tariff id, effective_from)``; the bridge maps that back to the database's
 ``tariff_version_id`` so charge rows reference the exact version used.
-
-``server.rating`` / ``server.catalog`` are imported when the rater is first built, so the
-pipeline runs (with its own tests' rater) in builds where they are absent.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.errors import Reason, StartupError
+from server.catalog import catalog_from_definitions
+from server.errors import Reason
 from server.pipeline.ports import Charge, Failure, Rater
 from server.pipeline.raters import CatalogSnapshot, SubscriptionRow
+from server.rating import Charge as CoreCharge
+from server.rating import Rater as CoreRater
+from server.rating import make_rater
 from server.records import UsageRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def build_rater(snapshot: CatalogSnapshot) -> Rater:
-    try:
-        catalog_module = importlib.import_module("server.catalog")
-        rating_module = importlib.import_module("server.rating")
-    except ImportError as exc:
-        raise StartupError(f"the rating engine is not available in this build: {exc}") from None
     tariffs: dict[str, dict[str, Any]] = {}
     for v in snapshot.versions:
         tariff = tariffs.setdefault(v.tariff_id, {"id": v.tariff_id, "currency": v.currency,
@@ -40,21 +35,16 @@ def build_rater(snapshot: CatalogSnapshot) -> Rater:
     identifiers = {ident: (account, plan[account])
                    for ident, account in snapshot.identifiers.items() if account in plan}
     currency = snapshot.versions[0].currency if snapshot.versions else "EUR"
-    catalog = catalog_module.catalog_from_definitions(currency, list(tariffs.values()),
+    catalog = catalog_from_definitions(currency, list(tariffs.values()),
                                                       identifiers)
     version_ids = {(v.tariff_id, _micros(v.effective_from)): v.tariff_version_id
                    for v in snapshot.versions}
-    by_identity = {}
-    for tariff in catalog.tariffs.values():
-        for version in tariff.versions:
-            by_identity[(tariff.id, version.effective_from)] = version_ids.get(
-                (tariff.id, version.effective_us))
-    factory = getattr(rating_module, "build_rater", None) or _reference(rating_module)
-    return _Adapter(factory(catalog), by_identity, snapshot.generation)
-
-
-def _reference(rating_module: Any) -> Any:
-    return importlib.import_module("server.rating.reference").ReferenceRater
+    by_identity: dict[tuple[str, str], int | None] = {}
+    for checked in catalog.tariffs.values():
+        for version in checked.versions:
+            by_identity[(checked.id, version.effective_from)] = version_ids.get(
+                (checked.id, version.effective_us))
+    return _Adapter(make_rater(catalog), by_identity, snapshot.generation)
 
 
 def _current_tariffs(subscriptions: Sequence[SubscriptionRow]) -> dict[str, str]:
@@ -76,7 +66,7 @@ def _micros(when: datetime) -> int:
 class _Adapter:
     """``server.rating`` outcomes → the pipeline's ``Charge`` / ``Failure``."""
 
-    def __init__(self, rater: Any, version_ids: dict[tuple[str, str], int | None],
+    def __init__(self, rater: CoreRater, version_ids: dict[tuple[str, str], int | None],
                  generation: int) -> None:
         self._rater = rater
         self._version_ids = version_ids
@@ -86,7 +76,7 @@ class _Adapter:
         out: list[Charge | Failure] = []
         ids = self._version_ids
         for result in self._rater.rate(records):
-            if hasattr(result, "amount_micros"):
+            if isinstance(result, CoreCharge):
                 out.append(Charge(result.account_id,
                                   ids.get((result.tariff_id, result.effective_from)),
                                   result.zone, result.band, result.amount_micros,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import msgspec
 
 from server.records import UsageRecord
@@ -62,3 +63,15 @@ def test_load_ingest_reconcile_replay_and_retry(database_url: str, tmp_path: Pat
     out = cli(["suspense", "retry"], database_url)
     assert out.returncode == 0 and "charged 1" in out.stdout, out.stdout + out.stderr
     assert "no suspense records" in cli(["suspense", "list"], database_url).stdout
+
+
+async def test_charges_name_the_version_zone_and_band(pool: asyncpg.Pool) -> None:
+    # Runs after the test above on the same module database.
+    rows = await pool.fetch("SELECT c.tariff_version_id, c.zone, c.band, c.amount_micros, "
+                            "v.tariff_id FROM charges c JOIN tariff_versions v "
+                            "USING (tariff_version_id)")
+    assert len(rows) == 6
+    assert {(r["tariff_id"], r["zone"], r["band"]) for r in rows} == {
+        ("retail", "national", "peak")}
+    # 0.10 connect + 60 s at 0.20/60 s = 0.30 EUR (minimum 0.15 does not apply).
+    assert {r["amount_micros"] for r in rows} == {300_000}
