@@ -54,6 +54,14 @@ def catalog() -> dict[str, object]:
     return demo
 
 
+# Weekdays of January 2026, 08:00-18:59 UTC: the demo tariff's peak band (Europe/Paris).
+_WEEKDAYS = [d for d in range(1, 32) if (d + 2) % 7 < 5]
+
+
+def _peak_time(i: int) -> str:
+    return f"2026-01-{_WEEKDAYS[i % len(_WEEKDAYS)]:02d}T{8 + i % 11:02d}:{i % 60:02d}:00Z"
+
+
 def generate_jsonl(path: Path, n: int) -> None:
     rng = random.Random(7)
     enc = msgspec.json.Encoder()
@@ -62,7 +70,7 @@ def generate_jsonl(path: Path, n: int) -> None:
         for i in range(n):
             rec = UsageRecord(
                 record_key=f"r{i:09d}", source="bench", kind="voice",
-                event_time=f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+                event_time=_peak_time(i),
                 duration_s=rng.randrange(1, 3600), calling=f"3361{rng.randrange(ACCOUNTS):07d}",
                 called=f"3362{rng.randrange(10**7):07d}")
             enc.encode_into(rec, buf, len(buf))
