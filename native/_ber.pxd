@@ -146,6 +146,26 @@ cdef inline int tbcd(const uint8_t* b, Py_ssize_t s, Py_ssize_t e, char* out, in
     return n
 
 
+cdef inline int bcd(const uint8_t* b, Py_ssize_t s, Py_ssize_t e, char* out, int cap) noexcept nogil:
+    """Packed BCD, high nibble first (TAP3 BCDString), filler 0xF dropped."""
+    cdef int n = 0
+    cdef uint8_t nib
+    cdef int k
+    cdef const char* alpha = b"0123456789*#abc"
+    while s < e:
+        for k in range(2):
+            nib = (b[s] >> 4) if k == 0 else (b[s] & 0x0F)
+            if nib == 0x0F:
+                continue
+            if n >= cap - 1:
+                return -1
+            out[n] = alpha[nib]
+            n += 1
+        s += 1
+    out[n] = 0
+    return n
+
+
 cdef inline int copy_text(const uint8_t* b, Py_ssize_t s, Py_ssize_t e, char* out, int cap) noexcept nogil:
     """Printable ASCII octets copied as they are; -1 if too long or not printable."""
     cdef int n = 0
