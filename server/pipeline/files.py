@@ -26,7 +26,7 @@ from server.pipeline import writer
 from server.pipeline.amounts import decimal_string
 from server.pipeline.batch import Batch, Entry, prepare
 from server.pipeline.contract import Counts, FileOutcome
-from server.pipeline.ports import Decoder, Failure, Item, Rater
+from server.pipeline.ports import Decoder, Failure, Item, Rater, SequencedDecoder
 from server.pipeline.raters import RaterCache
 from server.pipeline.retry import with_retries
 from server.store import usage_repo
@@ -88,6 +88,8 @@ async def ingest_file(
 ) -> FileOutcome:
     """Push one file through the pipeline; return its reconciliation."""
     sha, size = await file_sha256(path)
+    if sequence_no is None and isinstance(decoder, SequencedDecoder):
+        sequence_no = await _header_sequence(decoder, path)
     async with pool.acquire() as conn:
         claim = await usage_repo.claim_file(conn, source=source, name=name, fmt=fmt, sha256=sha,
                                             size=size, sequence_no=sequence_no)
@@ -276,6 +278,15 @@ class _FileRun:
         entry.status = "suspense"
         await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS,
                                    [writer.suspense_row(entry, entry.outcome, self.file_id)])  # type: ignore[arg-type]
+
+
+async def _header_sequence(decoder: SequencedDecoder, path: Path) -> int | None:
+    """The file's own sequence number; a header too damaged to read is the decode stage's
+    problem (it stops there and the file goes to ``error``), not the claim's."""
+    try:
+        return await asyncio.to_thread(decoder.sequence_no, path)
+    except (DecodeError, OSError, ValueError):
+        return None
 
 
 def _positions(name: str, start: int) -> Callable[[int], str]:
