@@ -86,7 +86,7 @@ def generate_jsonl(path: Path, n: int) -> None:
 
 
 def _tlv(tag: int, body: bytes, constructed: bool = False) -> bytes:
-    assert tag < 31 or tag < 128 and len(body) < 128
+    assert tag < 128 and len(body) < 256
     head = bytes([(0xA0 if constructed else 0x80) | tag]) if tag < 31 else bytes(
         [0xBF if constructed else 0x9F, tag])
     size = len(body)

@@ -29,6 +29,7 @@ from server.pipeline.contract import Counts, FileOutcome
 from server.pipeline.ports import Decoder, Failure, Item, Rater, SequencedDecoder
 from server.pipeline.raters import RaterCache
 from server.pipeline.retry import with_retries
+from server.pipeline.rows import build_rows
 from server.store import usage_repo
 from server.store.pool import Connection
 
@@ -172,32 +173,42 @@ class _FileRun:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _decode(self, out: asyncio.Queue[_Chunk | _Stop]) -> None:
+        """Decoding runs in a worker thread (the native decoders release the GIL), so the
+        event loop keeps feeding PostgreSQL meanwhile."""
         resume = self.state.claim.committed_records
         ordinal = 0
         chunks = self.decoder(self.path, source=self.source, chunk=self.settings.batch_size)
         try:
-            for items in chunks:
+            while (items := await asyncio.to_thread(next, chunks, None)) is not None:
                 start, ordinal = ordinal, ordinal + len(items)
                 if ordinal > resume:
                     skip = max(0, resume - start)
                     await out.put(_Chunk(start + skip, items[skip:] if skip else items))
                     PIPELINE_QUEUE_DEPTH.labels("decoded").set(out.qsize())
-                await asyncio.sleep(0)  # let the other stages run between chunks
         except DecodeError as exc:
             await out.put(_Stop(exc, ordinal))
             return
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
         await out.put(_Stop(None, ordinal))
 
     async def _rate(self, inp: asyncio.Queue[_Chunk | _Stop],
                     out: asyncio.Queue[_Chunk | _Stop]) -> None:
+        """Validate, rate and build the batch's rows in a worker thread; usage ids are
+        reserved first so the write stage only streams rows."""
         while True:
             chunk = await inp.get()
             if isinstance(chunk, _Stop):
                 await out.put(chunk)
                 return
             chunk.rater = await self.raters.current()
-            chunk.batch = prepare(chunk.items, chunk.rater, self.source,
-                                  _positions(self.name, chunk.start))
+            async with self.pool.acquire() as conn:
+                ids = await usage_repo.next_usage_ids(conn, len(chunk.items))
+            chunk.batch = await asyncio.to_thread(
+                _prepare_rows, chunk.items, chunk.rater, self.source,
+                _positions(self.name, chunk.start), ids, self.file_id)
             chunk.items = []
             await out.put(chunk)
             PIPELINE_QUEUE_DEPTH.labels("rated").set(out.qsize())
@@ -287,6 +298,14 @@ async def _header_sequence(decoder: SequencedDecoder, path: Path) -> int | None:
         return await asyncio.to_thread(decoder.sequence_no, path)
     except (DecodeError, OSError, ValueError):
         return None
+
+
+def _prepare_rows(items: list[Item], rater: Rater, source: str,
+                  position_of: Callable[[int], str], ids: list[int],
+                  source_file_id: int) -> Batch:
+    batch = prepare(items, rater, source, position_of)
+    batch.rows = build_rows(batch, ids, source_file_id)
+    return batch
 
 
 def _positions(name: str, start: int) -> Callable[[int], str]:
