@@ -10,10 +10,12 @@ worker off a file that is being processed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,10 +104,34 @@ async def ingest_file(
         await run.lock()
         if state.claim.state != "claimed":
             return _outcome(state.claim, name, sha, replay=True)
-        await run.stages()
+        with _fewer_collections():
+            await run.stages()
     finally:
         await run.release()
     return _outcome(state.claim, name, sha, replay=False)
+
+
+GC_THRESHOLD_INGESTING = 50_000  # allocations between young-generation collections
+_ingesting: list[tuple[int, int, int]] = []  # the thresholds saved by each running file
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """A file makes millions of short-lived, acyclic objects (records, rows, outcomes); at
+    the default threshold the cyclic collector runs every 700 allocations and keeps
+    traversing the batches waiting in the queues — a third of the CPU of an ingest. While
+    any file is being ingested the young generation is collected less often."""
+    saved = gc.get_threshold()
+    if not _ingesting:
+        gc.set_threshold(max(saved[0], GC_THRESHOLD_INGESTING), saved[1], saved[2])
+    _ingesting.append(saved)
+    try:
+        yield
+    finally:
+        first = _ingesting[0]
+        _ingesting.pop()
+        if not _ingesting:
+            gc.set_threshold(*first)
 
 
 class _FileRun:
