@@ -177,7 +177,7 @@ class Tap3File:
 def open_tap3(
     path: Path, *, source: str, options: Mapping[str, Any] | None = None, batch_size: int = 4096
 ) -> Tap3File:
-    fh = open(path, "rb")  # noqa: SIM115 - owned by the returned object
+    fh = open(path, "rb")
     try:
         if path.stat().st_size == 0:
             raise DecodeError("bad TAP3 file: empty file", offset=0)

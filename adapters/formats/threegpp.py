@@ -134,7 +134,7 @@ class Cdr3gppFile:
 def open_3gpp(
     path: Path, *, source: str, options: Mapping[str, Any] | None = None, batch_size: int = 4096
 ) -> Cdr3gppFile:
-    fh = open(path, "rb")  # noqa: SIM115 - owned by the returned object
+    fh = open(path, "rb")
     try:
         return Cdr3gppFile(fh, source=source, size=path.stat().st_size,
                            options=options, batch_size=batch_size)

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from adapters.formats.generate import write_fast_3gpp
+from tests.conftest import SHARED
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "third-party" / "libxfsx"
+VECTORS = SHARED / "vectors" / "third-party" / "libxfsx"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

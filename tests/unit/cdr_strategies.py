@@ -32,7 +32,7 @@ def records(draw: Any) -> tuple[str, dict[str, Any]]:
         v["callDuration"] = draw(small)
         v["causeForTerm"] = draw(st.integers(0, 100))
         v["callReference"] = draw(st.binary(min_size=1, max_size=8))
-        v["servedIMSI" if name == "mtCallRecord" else "servedIMSI"] = draw(digits)
+        v["servedIMSI"] = draw(digits)
         for key in ("servedMSISDN", "callingNumber"):
             _maybe(v, draw, key, digits)
         if name == "moCallRecord":

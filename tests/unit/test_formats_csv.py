@@ -61,7 +61,8 @@ def test_custom_mapping_with_header() -> None:
 
 
 def test_bad_line_is_a_problem_with_its_line_number() -> None:
-    text = MASTER + '"","1003","1","c","","SIP/x","","Dial","","garbage","","",1,x,"A","D","u3",""\n'
+    text = MASTER + (
+        '"","1003","1","c","","SIP/x","","Dial","","garbage","","",1,x,"A","D","u3",""\n')
     decoded = decode_bytes("csv", text.encode(), source="pbx")
     assert len(decoded.records) == 2
     (problem,) = decoded.problems

@@ -19,8 +19,9 @@ from adapters.formats.reference_tap3 import decode_events
 from native._records import RecordBatch
 from native.tap3 import TAGS, Tap3Walker
 from server.errors import DecodeError
+from tests.conftest import SHARED
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "third-party" / "libxfsx"
+VECTORS = SHARED / "vectors" / "third-party" / "libxfsx"
 VALID = ["tap_3_12_valid.ber", "tap_3_12_valid_most_indef.ber",
          "tap_3_12_valid_some_cdr_indefinite.ber"]
 
