@@ -8,7 +8,7 @@ into columnar batches (``Cdr3gppFile.native_batches``); "native + UsageRecord" a
 conversion to ``server.records.UsageRecord`` the pipeline uses. Peers decode a sample of
 the same records one by one (pyasn1 is ~1000x slower; decoding all of them would take
 minutes), and their rate is records per second on that sample. Peak memory is measured in
-a child process decoding a file of the given size (RSS high-water mark, ru_maxrss).
+a child process decoding a file of the given size (RSS high-water mark, VmHWM).
 """
 
 from __future__ import annotations
@@ -166,8 +166,9 @@ def bench_tap3(n: int, pyasn1_sample: int) -> dict[str, float]:
     return {"native": native, "pyasn1_ratio": native / p_rate}
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from the (big) parent.
 CHILD = """
-import resource, sys
+import sys
 sys.path.insert(0, {repo!r})
 from adapters.formats.threegpp import open_3gpp
 from pathlib import Path
@@ -179,7 +180,8 @@ with open_3gpp(Path({path!r}), source="bench") as f:
     else:
         for b, _, _ in f.native_batches():
             n += len(b)
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(n, hwm)
 """
 
 
