@@ -26,13 +26,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.catalog import catalog_from_dict, load_catalog  # noqa: E402
-from server.rating import NativeRater, ReferenceRater  # noqa: E402
-from server.records import UsageRecord  # noqa: E402
+from server.catalog import catalog_from_dict, load_catalog
+from server.rating import NativeRater, ReferenceRater
+from server.records import UsageRecord
 
 BANDS = [
     {"name": "peak", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:00", "to": "20:00"},
-    {"name": "evening", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "20:00", "to": "23:00"},
+    {
+        "name": "evening",
+        "days": ["mon", "tue", "wed", "thu", "fri"],
+        "from": "20:00",
+        "to": "23:00",
+    },
     {"name": "weekend", "days": ["sat", "sun"], "from": "00:00", "to": "24:00"},
     {"name": "night", "default": True},
 ]
@@ -42,8 +47,10 @@ def make_catalog(prefix_count: int, zone_count: int, seed: int = 7) -> dict[str,
     rng = random.Random(seed)
     prefixes: set[str] = set()
     while len(prefixes) < prefix_count:
-        prefixes.add(str(rng.randrange(1, 10)) + "".join(
-            rng.choice("0123456789") for _ in range(rng.randrange(1, 8))))
+        prefixes.add(
+            str(rng.randrange(1, 10))
+            + "".join(rng.choice("0123456789") for _ in range(rng.randrange(1, 8)))
+        )
     zones: dict[str, list[str]] = {f"z{n}": [] for n in range(zone_count)}
     for prefix in sorted(prefixes):
         zones[f"z{rng.randrange(zone_count)}"].append(prefix)
@@ -52,28 +59,70 @@ def make_catalog(prefix_count: int, zone_count: int, seed: int = 7) -> dict[str,
         rates: list[dict[str, Any]] = []
         for n in range(zone_count):
             price = f"0.{rng.randrange(1, 99):02d}{factor}"
-            rates.append({"kind": "voice", "zone": f"z{n}", "band": "*", "connect_fee": "0.05",
-                          "steps": [{"from": 0, "price": price, "unit": 60, "increment": 60},
-                                    {"from": 60, "price": price, "unit": 60, "increment": 1}],
-                          "minimum_charge": "0.10", "rounding": {"decimals": 4,
-                                                                 "method": "half-up"}})
+            rates.append(
+                {
+                    "kind": "voice",
+                    "zone": f"z{n}",
+                    "band": "*",
+                    "connect_fee": "0.05",
+                    "steps": [
+                        {"from": 0, "price": price, "unit": 60, "increment": 60},
+                        {"from": 60, "price": price, "unit": 60, "increment": 1},
+                    ],
+                    "minimum_charge": "0.10",
+                    "rounding": {"decimals": 4, "method": "half-up"},
+                }
+            )
             if n % 3 == 0:
-                rates.append({"kind": "voice", "zone": f"z{n}", "band": "peak",
-                              "connect_fee": "0.10",
-                              "steps": [{"from": 0, "price": "0.30", "unit": 60, "increment": 30},
-                                        {"from": 30, "price": "0.20", "unit": 60,
-                                         "increment": 1}]})
-        rates.append({"kind": "sms", "zone": "*", "band": "*",
-                      "steps": [{"from": 0, "price": "0.05", "unit": 1, "increment": 1}]})
-        rates.append({"kind": "data", "zone": "*", "band": "*", "maximum_charge": "25",
-                      "steps": [{"from": 0, "price": "0.01", "unit": 1048576, "increment": 1024},
-                                {"from": 10**9, "price": "0.002", "unit": 1048576,
-                                 "increment": 1024}]})
-        versions.append({"effective_from": effective, "timezone": "Europe/Paris",
-                         "zones": zones, "time_bands": BANDS, "rates": rates})
-    return {"currency": "EUR", "tariffs": [{"id": "retail", "versions": versions}],
-            "accounts": [{"id": f"A{n}", "identifiers": [f"3360000{n:04d}"], "tariff": "retail"}
-                         for n in range(1000)]}
+                rates.append(
+                    {
+                        "kind": "voice",
+                        "zone": f"z{n}",
+                        "band": "peak",
+                        "connect_fee": "0.10",
+                        "steps": [
+                            {"from": 0, "price": "0.30", "unit": 60, "increment": 30},
+                            {"from": 30, "price": "0.20", "unit": 60, "increment": 1},
+                        ],
+                    }
+                )
+        rates.append(
+            {
+                "kind": "sms",
+                "zone": "*",
+                "band": "*",
+                "steps": [{"from": 0, "price": "0.05", "unit": 1, "increment": 1}],
+            }
+        )
+        rates.append(
+            {
+                "kind": "data",
+                "zone": "*",
+                "band": "*",
+                "maximum_charge": "25",
+                "steps": [
+                    {"from": 0, "price": "0.01", "unit": 1048576, "increment": 1024},
+                    {"from": 10**9, "price": "0.002", "unit": 1048576, "increment": 1024},
+                ],
+            }
+        )
+        versions.append(
+            {
+                "effective_from": effective,
+                "timezone": "Europe/Paris",
+                "zones": zones,
+                "time_bands": BANDS,
+                "rates": rates,
+            }
+        )
+    return {
+        "currency": "EUR",
+        "tariffs": [{"id": "retail", "versions": versions}],
+        "accounts": [
+            {"id": f"A{n}", "identifiers": [f"3360000{n:04d}"], "tariff": "retail"}
+            for n in range(1000)
+        ],
+    }
 
 
 def make_records(catalog: dict[str, Any], count: int, seed: int = 11) -> list[UsageRecord]:
@@ -86,11 +135,16 @@ def make_records(catalog: dict[str, Any], count: int, seed: int = 11) -> list[Us
         when = start + timedelta(seconds=rng.randrange(365 * 86400))
         account = f"3360000{rng.randrange(1000):04d}"
         called = rng.choice(prefixes) + str(rng.randrange(10**6)) if rng.random() < 0.97 else "0"
-        fields: dict[str, Any] = {"record_key": f"r{n}", "source": "bench", "kind": kind,
-                                  "event_time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        fields: dict[str, Any] = {
+            "record_key": f"r{n}",
+            "source": "bench",
+            "kind": kind,
+            "event_time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         if kind == "data":
-            fields.update(msisdn=account, volume_down=rng.randrange(10**9),
-                          volume_up=rng.randrange(10**7))
+            fields.update(
+                msisdn=account, volume_down=rng.randrange(10**9), volume_up=rng.randrange(10**7)
+            )
         else:
             fields.update(calling=account, called=called)
             if kind == "voice":
@@ -116,12 +170,15 @@ def bench(total: int, unique: int, prefix_count: int, reference_count: int) -> N
     status = array("B", bytes(n))
     amount, version = array("q", bytes(8 * n)), array("i", bytes(4 * n))
     zone, band = array("i", bytes(4 * n)), array("i", bytes(4 * n))
-    print(f"catalog: {prefix_count:,} prefixes, 200 zones, 4 bands, 2 versions; "
-          f"{n:,} records ({unique:,} distinct)")
+    print(
+        f"catalog: {prefix_count:,} prefixes, 200 zones, 4 bands, 2 versions; "
+        f"{n:,} records ({unique:,} distinct)"
+    )
 
     began = time.perf_counter()
-    native.compiled.kernel.rate(tariff, event_us, kind, usage, called, status, amount,
-                                version, zone, band)
+    native.compiled.kernel.rate(
+        tariff, event_us, kind, usage, called, status, amount, version, zone, band
+    )
     kernel_s = time.perf_counter() - began
     charged = n - sum(1 for s in status[:unique] if s) * repeat
     print(f"kernel (columns, 1 core)     {rate_per_s(n, kernel_s)}  ({charged:,} charged)")
@@ -130,19 +187,23 @@ def bench(total: int, unique: int, prefix_count: int, reference_count: int) -> N
     native.compiled.lpms[0].lookup_batch(called, zone)
     print(f"LPM alone                    {rate_per_s(n, time.perf_counter() - began)}")
 
-    sample = records[:reference_count * 5]
+    sample = records[: reference_count * 5]
     began = time.perf_counter()
     native_outcomes = native.rate(sample)
-    print(f"native rater, end to end     {rate_per_s(len(sample), time.perf_counter() - began)}"
-          "  (UsageRecord -> columns -> kernel -> Charge objects)")
+    print(
+        f"native rater, end to end     {rate_per_s(len(sample), time.perf_counter() - began)}"
+        "  (UsageRecord -> columns -> kernel -> Charge objects)"
+    )
 
     reference = ReferenceRater(catalog)
     sample = records[:reference_count]
     began = time.perf_counter()
     reference_outcomes = reference.rate(sample)
     reference_s = time.perf_counter() - began
-    print(f"reference rater (Fraction)   {rate_per_s(len(sample), reference_s)}"
-          f"  (first {len(sample):,} of the same records)")
+    print(
+        f"reference rater (Fraction)   {rate_per_s(len(sample), reference_s)}"
+        f"  (first {len(sample):,} of the same records)"
+    )
     assert reference_outcomes == native_outcomes[: len(sample)], "kernel and reference differ"
     ratio = (n / kernel_s) / (len(sample) / reference_s)
     print(f"kernel / reference           {ratio:>14,.0f} x   (outcomes identical on the sample)")
@@ -162,9 +223,11 @@ def load_large(path: Path) -> None:
     peak = _peak_rss_kib()
     lpm = rater.compiled.lpms[0]
     prefixes = sum(len(p) for p in rater.catalog.tariffs["retail"].versions[0].zones.values())
-    print(f"load {prefixes:,} prefixes (JSON -> checked catalog -> kernel): {seconds:.2f} s, "
-          f"peak RSS of the loading process {peak / 1024:.0f} MB, "
-          f"LPM {lpm.segments:,} segments / {lpm.nbytes / 2**20:.0f} MiB")
+    print(
+        f"load {prefixes:,} prefixes (JSON -> checked catalog -> kernel): {seconds:.2f} s, "
+        f"peak RSS of the loading process {peak / 1024:.0f} MB, "
+        f"LPM {lpm.segments:,} segments / {lpm.nbytes / 2**20:.0f} MiB"
+    )
 
 
 def _peak_rss_kib() -> int:
