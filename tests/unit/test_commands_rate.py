@@ -78,7 +78,7 @@ def test_cli_reads_a_file_and_reports_catalog_errors(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["amount"] == "0.3525"
+    assert json.loads(run.stdout)["amount"] == "0.3017"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"currency": "EUR", "tariffs": [{"id": "x", "versions": []}]}))
     run = subprocess.run(
