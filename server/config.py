@@ -45,11 +45,44 @@ class CatalogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     load_demo: bool
 
 
+class BillingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    invoice_series: str
+    credit_note_series: str
+    rounding: Literal["half-up", "half-even", "up", "down"]
+    payment_terms_days: int
+    grace_days: int
+    batch_size: int
+    seller_name: str
+    seller_country: str
+    seller_vat_id: str
+    seller_address: str
+    seller_postcode: str
+    seller_city: str
+    seller_iban: str
+
+    def seller(self) -> dict[str, str]:
+        return {"name": self.seller_name, "country": self.seller_country,
+                "vat_id": self.seller_vat_id, "address": self.seller_address,
+                "postcode": self.seller_postcode, "city": self.seller_city,
+                "iban": self.seller_iban}
+
+
+class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    batch_size: int
+    queue_depth: int
+    partial_timeout_s: float
+    partial_sweep_s: float
+    write_attempts: int
+    retry_backoff_s: float
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     database: DatabaseConfig
     http: HttpConfig
     log: LogConfig
     catalog: CatalogConfig
+    billing: BillingConfig
+    pipeline: PipelineConfig
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -136,3 +169,8 @@ def _check(config: Config) -> None:
         raise ConfigError("database.connect_timeout_s: must be positive")
     if http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    pipe = config.pipeline
+    if not 1 <= pipe.batch_size <= 1_000_000:
+        raise ConfigError("pipeline.batch_size: must be in 1..1000000")
+    if pipe.queue_depth < 1 or pipe.write_attempts < 1:
+        raise ConfigError("pipeline.queue_depth and pipeline.write_attempts: must be >= 1")
