@@ -215,7 +215,7 @@ def fast_record(kind: str, i: int, rng: random.Random, t0: int = 1768472430) -> 
             + _tlv(4, _tlv(0, bytes([10, 0, 0, 1 + i % 4])), True)
             + _tlv(5, _int_octets(i)) + _tlv(7, b"internet") + vols + _tlv(13, ts)
             + _tlv(14, _int_octets(rng.randrange(1, 3600))) + _tlv(15, b"\x00")
-            + _tlv(17, _int_octets(i % 4)) + _tlv(22, msisdn))
+            + _tlv(22, msisdn))
     if pgw:
         sd = (_tlv(1, b"\x01") + _tlv(12, _int_octets(up)) + _tlv(13, _int_octets(down))
               + _tlv(14, ts))
