@@ -9,4 +9,5 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",
+    "server.commands.files",
 )
