@@ -231,7 +231,7 @@ def _band(entry: BandDef, path: str) -> Band:
         raise CatalogError(f"{path}.{missing}", "required unless the band is the default")
     start = _time_of_day(entry.from_, f"{path}.from", allow_end=False)
     end = _time_of_day(entry.to, f"{path}.to", allow_end=True)
-    if start == end % 86_400:
+    if start == end:
         raise CatalogError(f"{path}.to", "from and to are equal: the band would be empty")
     days: set[int] = set()
     for d_index, day in enumerate(entry.days if entry.days is not None else DAY_NAMES):

@@ -10,5 +10,7 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",
+    "server.commands.files",
+    "server.commands.rate",
     "server.commands.decode",
 )

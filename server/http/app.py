@@ -19,7 +19,9 @@ from server.http.problems import Handler, problem_middleware
 from server.http.routing import Api
 from server.pipeline.pipeline import Pipeline
 
-ROUTE_MODULES: tuple[str, ...] = ("server.http.health", "server.http.invoices")
+ROUTE_MODULES: tuple[str, ...] = (
+    "server.http.health", "server.http.invoices", "adapters.http_ingest",
+)
 
 API_TITLE = "billing-oss"
 API_VERSION = "1"
