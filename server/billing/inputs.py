@@ -81,6 +81,10 @@ async def read_batch(conn: Connection, ids: list[str], period: str) -> Batch:
     ) for r in rows}
     cycles = {a.account_id: cycle(period, a.billing_day, a.timezone) for a in accounts.values()}
     await conn.execute(
+        "DELETE FROM invoice_line_charges l USING invoices i WHERE i.account_id = ANY($1) "
+        "AND i.period = $2 AND i.status = 'draft' "
+        "AND l.account_id = i.account_id AND l.invoice_id = i.invoice_id", ids, period)
+    await conn.execute(
         "DELETE FROM invoice_lines l USING invoices i WHERE i.account_id = ANY($1) "
         "AND i.period = $2 AND i.status = 'draft' "
         "AND l.account_id = i.account_id AND l.invoice_id = i.invoice_id", ids, period)

@@ -174,7 +174,7 @@ async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int
         "INSERT INTO invoice_line_charges (account_id, charge_id, invoice_id, line_no) "
         "SELECT c.account_id, c.charge_id, m.invoice_id, m.line_no FROM run_charges c "
         "JOIN run_lines m ON m.account_id = c.account_id AND m.currency = c.currency "
-        "AND m.service = c.service AND m.zone = c.zone")
+        "AND m.service = c.service AND m.zone = c.zone ORDER BY c.account_id, c.charge_id")
     return sorted(ids.values())
 
 
