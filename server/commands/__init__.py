@@ -7,4 +7,8 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.serve",
     "server.commands.api_key",
     "server.commands.bill_run",
+    "server.commands.ingest",
+    "server.commands.catalog",
+    "server.commands.suspense",
+    "server.commands.rate",
 )

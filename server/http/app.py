@@ -14,9 +14,10 @@ from aiohttp import web
 from server import metrics
 from server.config import Config
 from server.http.auth import KEY_CACHE, KeyCache
-from server.http.keys import API, CONFIG, POOL
+from server.http.keys import API, CONFIG, PIPELINE, POOL
 from server.http.problems import Handler, problem_middleware
 from server.http.routing import Api
+from server.pipeline.pipeline import Pipeline
 
 ROUTE_MODULES: tuple[str, ...] = ("server.http.health", "server.http.invoices")
 
@@ -42,7 +43,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-def create_app(config: Config, pool: asyncpg.Pool) -> web.Application:
+def create_app(
+    config: Config, pool: asyncpg.Pool, pipeline: Pipeline | None = None
+) -> web.Application:
     app = web.Application(
         client_max_size=config.http.max_body_bytes,
         middlewares=[metrics_middleware, problem_middleware],
@@ -52,5 +55,7 @@ def create_app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app[POOL] = pool
     app[API] = api
     app[KEY_CACHE] = KeyCache()
+    if pipeline is not None:
+        app[PIPELINE] = pipeline
     api.install(app)
     return app

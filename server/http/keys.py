@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from server.config import Config
+from server.pipeline.pipeline import Pipeline
 from server.store.api_keys import ApiKey
 
 if TYPE_CHECKING:
@@ -16,5 +17,7 @@ if TYPE_CHECKING:
 POOL = web.AppKey("pool", asyncpg.Pool)
 CONFIG = web.AppKey("config", Config)
 API: web.AppKey[Api] = web.AppKey("api")
+# The process's mediation pipeline (a ``contract.Sink``): ingest routes commit through it.
+PIPELINE = web.AppKey("pipeline", Pipeline)
 # The API key that authenticated this request (set by server.http.auth on protected routes).
 PRINCIPAL = web.RequestKey("principal", ApiKey)
