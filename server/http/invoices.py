@@ -3,6 +3,7 @@ XML, finalisation, credit notes."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from decimal import Decimal
 from typing import TypeVar
@@ -159,7 +160,8 @@ async def get_invoice(request: web.Request) -> web.Response:
 async def get_invoice_pdf(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         invoice = await documents.load(conn, _invoice_id(request))
-    return web.Response(body=render_pdf.render(invoice), content_type="application/pdf")
+    pdf = await asyncio.to_thread(render_pdf.render, invoice)  # CPU-bound: off the loop
+    return web.Response(body=pdf, content_type="application/pdf")
 
 
 async def get_invoice_xml(request: web.Request) -> web.Response:

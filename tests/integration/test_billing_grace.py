@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import sys
+from pathlib import Path
 
 import asyncpg
 import msgspec
@@ -134,3 +135,29 @@ async def test_links_are_checked_per_statement(pool: asyncpg.Pool) -> None:
                                "WHERE charge_id = $1", second)
         assert await conn.fetchval("SELECT count(*) FROM invoice_line_charges "
                                    "WHERE account_id = 'L1'") == 2
+
+
+async def test_invoice_verb_shows_renders_and_exports(database_url: str, pool: asyncpg.Pool,
+                                                      tmp_path: Path) -> None:
+    async with pool.acquire() as conn:
+        await seed.account(conn, "V1")
+        await seed.charge(conn, "V1", dt.datetime(2026, 1, 7, tzinfo=UTC), 2_345_678)
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["V1"])
+    env = {**os.environ, "BILLING_OSS_DATABASE_URL": database_url}
+    outputs = {}
+    for what in ("show", "pdf", "xml"):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.cli", "invoice", what, str(run.invoice_ids[0]),
+            "--output", str(tmp_path / what), cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err.decode()
+        outputs[what] = (tmp_path / what).read_bytes()
+    shown = json.loads(outputs["show"])
+    assert shown["totals"]["net"] == "2.35" and shown["status"] == "draft"
+    assert outputs["pdf"].startswith(b"%PDF-") and b"factur-x.xml" in outputs["pdf"]
+    assert b"<ram:DuePayableAmount>2.82</ram:DuePayableAmount>" in outputs["xml"]
+    missing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "invoice", "show", "999999999", cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(missing.communicate(), timeout=60)
+    assert missing.returncode == 1 and b"no invoice 999999999" in err
