@@ -64,7 +64,11 @@ async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
 
 def decoders() -> dict[str, Decoder]:
     """File decoders by format name (``billing-oss ingest --format``)."""
+    from adapters.formats.items import decoder_for
+
     found: dict[str, Decoder] = {"jsonl": decode_jsonl}
+    for fmt in ("3gpp", "tap3", "csv"):
+        found[fmt] = decoder_for(fmt)
     return found
 
 
