@@ -6,4 +6,5 @@ Adding a verb: write ``server/commands/<verb>.py`` and list it in ``VERB_MODULES
 VERB_MODULES: tuple[str, ...] = (
     "server.commands.serve",
     "server.commands.api_key",
+    "server.commands.audit",
 )

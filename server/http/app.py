@@ -5,8 +5,10 @@ A route module exposes ``register(api)``; adding one means listing it in ``ROUTE
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -15,10 +17,20 @@ from server import metrics
 from server.config import Config
 from server.http.auth import KEY_CACHE, KeyCache
 from server.http.keys import API, CONFIG, POOL
-from server.http.problems import Handler, problem_middleware
+from server.http.problems import Handler, problem_middleware, problem_response
 from server.http.routing import Api
 
-ROUTE_MODULES: tuple[str, ...] = ("server.http.health",)
+ROUTE_MODULES: tuple[str, ...] = (
+    "server.http.health",
+    "server.http.accounts",
+    "server.http.subscriptions",
+    "server.http.tariffs",
+    "server.http.traffic",
+    "server.http.suspense",
+    "server.http.rerate",
+    "server.http.files",
+    "server.http.api_keys",
+)
 
 API_TITLE = "billing-oss"
 API_VERSION = "1"
@@ -42,10 +54,27 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def timeout(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(seconds):
+                return await handler(request)
+        except TimeoutError:
+            return problem_response(
+                503, "TIMEOUT", "Request timed out",
+                f"the request did not complete within {seconds:g} s", instance=request.path,
+                headers={"Retry-After": "1"},
+            )
+
+    return timeout
+
+
 def create_app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app = web.Application(
         client_max_size=config.http.max_body_bytes,
-        middlewares=[metrics_middleware, problem_middleware],
+        middlewares=[metrics_middleware, problem_middleware,
+                     timeout_middleware(config.http.request_timeout_s)],
     )
     api = build_api()
     app[CONFIG] = config

@@ -29,6 +29,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "INTERNAL": 500,
     "CONFIG": 500,
     "STARTUP": 503,
+    "TIMEOUT": 503,
+    "UNAVAILABLE": 503,
 }
 
 
