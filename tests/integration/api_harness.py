@@ -1,0 +1,79 @@
+"""A live admin API on loopback for the test_api_* modules, with one key per role.
+
+Import the fixtures into a test module: ``from tests.integration.api_harness import api``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import pytest
+from aiohttp import web
+
+from server import config
+from server.http.app import create_app
+from server.store import api_keys
+from tests.conftest import free_port
+
+ROLES = ("admin", "operator", "viewer", "ingest")
+
+
+class Api:
+    """The server's URL, a token per role and a client session."""
+
+    def __init__(self, url: str, tokens: dict[str, str], http: aiohttp.ClientSession,
+                 app: web.Application) -> None:
+        self.url, self.tokens, self.http, self.app = url, tokens, http, app
+
+    def headers(self, role: str | None = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+
+    async def call(self, method: str, path: str, role: str | None = "admin",
+                   json: Any = None, params: dict[str, Any] | None = None,
+                   data: bytes | None = None,
+                   content_type: str | None = None) -> tuple[int, Any]:
+        headers = self.headers(role)
+        body = data
+        if json is not None:
+            body = msgspec.json.encode(json)
+            headers["Content-Type"] = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
+        async with self.http.request(method, self.url + path, headers=headers, data=body,
+                                     params=params) as r:
+            payload = await r.json(content_type=None) if r.content_length != 0 else None
+            if r.status >= 400:
+                assert r.content_type == "application/problem+json", (r.status, payload)
+            return r.status, payload
+
+    async def pages(self, path: str, params: dict[str, Any], role: str = "viewer") -> list[
+            list[Any]]:
+        """Every page of a list, following next_cursor."""
+        out, cursor = [], None
+        while True:
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            status, body = await self.call("GET", path, role, params=query)
+            assert status == 200, body
+            out.append(body["items"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return out
+
+
+@pytest.fixture(scope="module")
+async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
+    port = free_port()
+    cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port})
+    app = create_app(cfg, pool)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    tokens = {role: (await api_keys.create(pool, role, name=f"test {role}")).token
+              for role in ROLES}
+    async with aiohttp.ClientSession() as http:
+        yield Api(f"http://127.0.0.1:{port}", tokens, http, app)
+    await runner.cleanup()
