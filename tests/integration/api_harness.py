@@ -77,3 +77,30 @@ async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as http:
         yield Api(f"http://127.0.0.1:{port}", tokens, http, app)
     await runner.cleanup()
+
+
+async def seed_usage(pool: asyncpg.Pool, account_id: str, event_time: str, *,
+                     amount_micros: int | None, kind: str = "voice", duration_s: int = 60,
+                     called: str = "33612345678", currency: str = "EUR",
+                     tariff_version_id: int | None = None, source: str = "test") -> int:
+    """One usage row (and its charge unless ``amount_micros`` is None); the usage id."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT ensure_month_partition('usage_records', $1::text::timestamptz::date)"
+                           , event_time)
+        await conn.execute("SELECT ensure_month_partition('charges', $1::text::timestamptz::date)",
+                           event_time)
+        usage_id: int = await conn.fetchval("SELECT nextval('usage_id_seq')")
+        await conn.execute(
+            "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"
+            " kind, duration_s, calling, called) VALUES ($1, $2, $3::text::timestamptz, $4, $5,"
+            " $6, $7, '33611111111', $8)",
+            account_id, usage_id, event_time, source, f"{source}-{usage_id}", kind,
+            duration_s, called)
+        if amount_micros is not None:
+            await conn.execute(
+                "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
+                " amount_micros, currency, tariff_version_id)"
+                " VALUES ($1, nextval('charge_id_seq'), $2::text::timestamptz, $3, 'charge', $4,"
+                " $5, $6)",
+                account_id, event_time, usage_id, amount_micros, currency, tariff_version_id)
+    return usage_id
