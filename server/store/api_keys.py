@@ -102,7 +102,7 @@ async def create_audited(pool: asyncpg.Pool, actor: str, role: Role, name: str =
 async def find(pool: asyncpg.Pool, *, role: Role | None, include_revoked: bool,
                after: str | None, limit: int) -> list[ApiKey]:
     w = (Where().add("role = {}", role).add("key_id > {}", after)
-         .add("(revoked_at IS NULL OR {})", include_revoked or None))
+         .when(not include_revoked, "revoked_at IS NULL"))
     rows = await pool.fetch(
         "SELECT key_id, role, name, source, created_at, revoked_at FROM api_keys" + w.sql()
         + " ORDER BY key_id" + w.limit(limit + 1), *w.args,

@@ -20,6 +20,12 @@ class Where:
             self.clauses.append(clause.format(f"${len(self.args)}"))
         return self
 
+    def when(self, condition: bool, clause: str) -> Where:
+        """A clause without a parameter, kept only when ``condition`` holds."""
+        if condition:
+            self.clauses.append(clause)
+        return self
+
     def keyset(self, columns: str, key: tuple[Any, ...] | None) -> Where:
         """Rows after ``key`` in the order of ``columns`` (a row comparison)."""
         if key is not None:
