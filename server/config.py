@@ -46,11 +46,21 @@ class CatalogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     load_demo: bool
 
 
+class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    batch_size: int
+    queue_depth: int
+    partial_timeout_s: float
+    partial_sweep_s: float
+    write_attempts: int
+    retry_backoff_s: float
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     database: DatabaseConfig
     http: HttpConfig
     log: LogConfig
     catalog: CatalogConfig
+    pipeline: PipelineConfig
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -139,3 +149,8 @@ def _check(config: Config) -> None:
         raise ConfigError("http.request_timeout_s: must be positive")
     if http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    pipe = config.pipeline
+    if not 1 <= pipe.batch_size <= 1_000_000:
+        raise ConfigError("pipeline.batch_size: must be in 1..1000000")
+    if pipe.queue_depth < 1 or pipe.write_attempts < 1:
+        raise ConfigError("pipeline.queue_depth and pipeline.write_attempts: must be >= 1")

@@ -15,3 +15,25 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 DB_POOL_SIZE = Gauge("billing_db_pool_connections", "Connections open in the pool")
+
+# Mediation pipeline. stage: decode | validate | rate | write; outcome: a record status
+# (charged, suspense, duplicate, filtered, pending) or "in".
+PIPELINE_RECORDS = Counter(
+    "billing_pipeline_records_total", "Usage records through the pipeline", ["stage", "outcome"]
+)
+PIPELINE_BATCH_SECONDS = Histogram(
+    "billing_pipeline_batch_seconds", "Time to commit one batch (one transaction)", ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PIPELINE_QUEUE_DEPTH = Gauge(
+    "billing_pipeline_queue_depth", "Batches waiting between pipeline stages", ["queue"]
+)
+PIPELINE_WRITE_RETRIES = Counter(
+    "billing_pipeline_write_retries_total", "Batches retried after a database failure"
+)
+SUSPENSE_RECORDS = Counter(
+    "billing_suspense_records_total", "Records put in suspense", ["reason"]
+)
+SUSPENSE_RESOLVED = Counter(
+    "billing_suspense_resolved_total", "Suspense records charged on retry"
+)

@@ -19,9 +19,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from server import rerate
 from server.config import Config
 from server.errors import ConfigError, StartupError
 from server.http.app import create_app
+from server.http.keys import RERATE_WAKE
+from server.pipeline.jsonlines import decode_jsonl
+from server.pipeline.pipeline import Pipeline
+from server.pipeline.ports import Decoder
+from server.pipeline.raters import RaterFactory
 from server.store import catalog_repo
 from server.store.embedded import embedded_postgres
 from server.store.migrate import migrate
@@ -57,6 +63,23 @@ async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
                 pool.terminate()
 
 
+def decoders() -> dict[str, Decoder]:
+    """File decoders by format name (``billing-oss ingest --format``)."""
+    found: dict[str, Decoder] = {"jsonl": decode_jsonl}
+    return found
+
+
+def rater_factory() -> RaterFactory:
+    """How the pipeline builds its rater from the catalog stored in the database."""
+    from server.pipeline.rating_bridge import build_rater
+
+    return build_rater
+
+
+def make_pipeline(config: Config, pool: asyncpg.Pool) -> Pipeline:
+    return Pipeline(pool, config.pipeline, rater_factory=rater_factory(), decoders=decoders())
+
+
 def read_catalog_file(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
@@ -69,6 +92,15 @@ def read_catalog_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"catalog {path}: the top level must be an object")
     return data
+
+
+def validate_catalog(catalog: dict[str, Any]) -> None:
+    """Check a parsed catalog before it is stored; errors name the JSON path."""
+    try:
+        from server.catalog import catalog_from_dict  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    catalog_from_dict(catalog)
 
 
 async def load_demo_catalog(config: Config, pool: asyncpg.Pool) -> None:
@@ -90,7 +122,13 @@ async def serve(config: Config, stop: asyncio.Event, *,
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(database_pool(config))
         await load_demo_catalog(config, pool)
-        runner = web.AppRunner(create_app(config, pool), handle_signals=False, access_log=None)
+        pipeline = make_pipeline(config, pool)
+        sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
+        stack.push_async_callback(_cancel, sweeper)
+        worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
+        app = create_app(config, pool, pipeline)
+        app[RERATE_WAKE] = worker.wake
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await _listen(runner, config)
@@ -99,6 +137,12 @@ async def serve(config: Config, stop: asyncio.Event, *,
             started.set()
         await stop.wait()
         log.info("shutting down")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _listen(runner: web.AppRunner, config: Config) -> None:

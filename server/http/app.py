@@ -16,9 +16,10 @@ from aiohttp import web
 from server import metrics
 from server.config import Config
 from server.http.auth import KEY_CACHE, KeyCache
-from server.http.keys import API, CONFIG, POOL
+from server.http.keys import API, CONFIG, PIPELINE, POOL
 from server.http.problems import Handler, problem_middleware, problem_response
 from server.http.routing import Api
+from server.pipeline.pipeline import Pipeline
 
 ROUTE_MODULES: tuple[str, ...] = (
     "server.http.health",
@@ -70,7 +71,9 @@ def timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResp
     return timeout
 
 
-def create_app(config: Config, pool: asyncpg.Pool) -> web.Application:
+def create_app(
+    config: Config, pool: asyncpg.Pool, pipeline: Pipeline | None = None
+) -> web.Application:
     app = web.Application(
         client_max_size=config.http.max_body_bytes,
         middlewares=[metrics_middleware, problem_middleware,
@@ -81,5 +84,7 @@ def create_app(config: Config, pool: asyncpg.Pool) -> web.Application:
     app[POOL] = pool
     app[API] = api
     app[KEY_CACHE] = KeyCache()
+    if pipeline is not None:
+        app[PIPELINE] = pipeline
     api.install(app)
     return app

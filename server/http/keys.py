@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
 
 from server.config import Config
+from server.pipeline.pipeline import Pipeline
 from server.store.api_keys import ApiKey
 
 if TYPE_CHECKING:
@@ -17,10 +18,8 @@ if TYPE_CHECKING:
 POOL = web.AppKey("pool", asyncpg.Pool)
 CONFIG = web.AppKey("config", Config)
 API: web.AppKey[Api] = web.AppKey("api")
-# Retries one suspense record: (pool, actor, suspense_id) → (status, reason, detail). The
-# composition root wires the pipeline's retry here; the HTTP layer does not build raters.
-SuspenseRetry = Callable[[asyncpg.Pool, str, int], Awaitable[tuple[str, str | None, str | None]]]
-SUSPENSE_RETRY: web.AppKey[SuspenseRetry] = web.AppKey("suspense_retry")
+# The process's mediation pipeline (a ``contract.Sink``): ingest routes commit through it.
+PIPELINE = web.AppKey("pipeline", Pipeline)
 # Wakes the rerate worker when a job is submitted (absent: the worker polls).
 RERATE_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("rerate_wake")
 # The API key that authenticated this request (set by server.http.auth on protected routes).

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
 
-from server.errors import BillingError
+from server.errors import BillingError, Conflict
 from server.http.auth import actor
-from server.http.keys import POOL, SUSPENSE_RETRY
+from server.http.keys import PIPELINE, POOL
 from server.http.pagination import Cursor, Limit, decode_cursor, page
 from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Text
+from server.http.types import Id, IntId, Money, Text
 from server.http.validation import decode_body, decode_path, decode_query
+from server.pipeline.suspense import RetryResult
 from server.store import suspense_desk
 from server.store.suspense_desk import State, SuspenseDetail, SuspenseItem
 
@@ -50,9 +52,10 @@ class RetryOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """What a retry did: ``charged``, still in ``suspense`` (with the new reason), or a
     ``duplicate`` of usage already charged."""
 
-    status: str
+    status: Literal["charged", "suspense", "duplicate"]
     reason: str | None = None
     detail: str | None = None
+    amount: Money | None = None
     item: SuspenseDetail
 
 
@@ -75,13 +78,20 @@ async def get_suspense(request: web.Request) -> web.Response:
 async def retry_suspense(request: web.Request) -> web.Response:
     path = decode_path(request, SuspensePath)
     pool = request.app[POOL]
-    await suspense_desk.require_open(pool, path.suspense_id)
-    retry = request.app.get(SUSPENSE_RETRY)
-    if retry is None:
+    pipeline = request.app.get(PIPELINE)
+    if pipeline is None:
         raise Unavailable("suspense retry needs the pipeline, which this server does not run")
-    status, reason, detail = await retry(pool, actor(request), path.suspense_id)
+    before = await suspense_desk.require_open(pool, path.suspense_id)
+    report = await pipeline.retry_suspense(ids=[path.suspense_id], limit=1)
+    if not report.results:  # another retry or a discard got there first
+        raise Conflict(f"suspense record {path.suspense_id} is no longer open")
+    result = report.results[0]
     item = await suspense_desk.get(pool, path.suspense_id)
-    return reply(RetryOutcome(status=status, reason=reason, detail=detail, item=item))
+    # The pipeline commits the retry in its own transaction; the audit entry follows it.
+    await suspense_desk.record_retry(pool, actor(request), before, item, result.status)
+    return reply(RetryOutcome(
+        status=result.status, reason=result.reason,  # type: ignore[arg-type]
+        detail=result.detail, amount=_amount(result), item=item))
 
 
 async def discard_suspense(request: web.Request) -> web.Response:
@@ -89,6 +99,12 @@ async def discard_suspense(request: web.Request) -> web.Response:
     body = await decode_body(request, Discard)
     return reply(await suspense_desk.discard(
         request.app[POOL], actor(request), path.suspense_id, body.reason.strip()))
+
+
+def _amount(result: RetryResult) -> Money | None:
+    if result.amount is None or result.currency is None:
+        return None
+    return Money(amount=f"{Decimal(result.amount):.6f}", currency=result.currency)
 
 
 def register(api: Api) -> None:

@@ -93,9 +93,15 @@ def _summary(item: SuspenseDetail) -> dict[str, Any]:
             "source": item.source, "record_key": item.record_key}
 
 
-async def require_open(pool: asyncpg.Pool, suspense_id: int) -> None:
-    state = await pool.fetchval("SELECT state FROM suspense WHERE suspense_id = $1", suspense_id)
-    if state is None:
-        raise NotFound(f"no suspense record {suspense_id}")
-    if state != "open":
-        raise Conflict(f"suspense record {suspense_id} is {state}, not open")
+async def require_open(pool: asyncpg.Pool, suspense_id: int) -> SuspenseDetail:
+    item = await get(pool, suspense_id)
+    if item.state != "open":
+        raise Conflict(f"suspense record {suspense_id} is {item.state}, not open")
+    return item
+
+
+async def record_retry(pool: asyncpg.Pool, actor: str, before: SuspenseDetail,
+                       after: SuspenseDetail, outcome: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await audit.record(conn, actor, f"suspense.retry.{outcome}",
+                           f"suspense:{before.suspense_id}", _summary(before), _summary(after))

@@ -5,6 +5,7 @@ Import the fixtures into a test module: ``from tests.integration.api_harness imp
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,10 +15,14 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from server import config
+from server import config, rerate
 from server.http.app import create_app
+from server.http.keys import RERATE_WAKE
+from server.pipeline.pipeline import Pipeline
+from server.pipeline.raters import RaterFactory
 from server.store import api_keys
 from tests.conftest import free_port
+from tests.pipeline_doubles import FlatRater
 
 ROLES = ("admin", "operator", "viewer", "ingest")
 
@@ -64,20 +69,32 @@ class Api:
                 return out
 
 
-@pytest.fixture(scope="module")
-async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def live_api(pool: asyncpg.Pool, database_url: str,
+                   rater_factory: RaterFactory = FlatRater) -> AsyncIterator[Api]:
+    """The app with a pipeline and a rerate worker on ``rater_factory``, on a free port."""
     port = free_port()
     cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port})
-    app = create_app(cfg, pool)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    tokens = {role: (await api_keys.create(pool, role, name=f"test {role}")).token
-              for role in ROLES}
-    async with aiohttp.ClientSession() as http:
-        yield Api(f"http://127.0.0.1:{port}", tokens, http, app)
-    await runner.cleanup()
+    pipeline = Pipeline(pool, cfg.pipeline, rater_factory=rater_factory, decoders={})
+    async with rerate.running_worker(pool, pipeline.raters) as worker:
+        app = create_app(cfg, pool, pipeline)
+        app[RERATE_WAKE] = worker.wake
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        tokens = {role: (await api_keys.create(pool, role, name=f"test {role}")).token
+                  for role in ROLES}
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield Api(f"http://127.0.0.1:{port}", tokens, http, app)
+        finally:
+            await runner.cleanup()
 
+
+@pytest.fixture(scope="module")
+async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
+    async with live_api(pool, database_url) as client:
+        yield client
 
 async def seed_usage(pool: asyncpg.Pool, account_id: str, event_time: str, *,
                      amount_micros: int | None, kind: str = "voice", duration_s: int = 60,
@@ -85,10 +102,9 @@ async def seed_usage(pool: asyncpg.Pool, account_id: str, event_time: str, *,
                      tariff_version_id: int | None = None, source: str = "test") -> int:
     """One usage row (and its charge unless ``amount_micros`` is None); the usage id."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT ensure_month_partition('usage_records', $1::text::timestamptz::date)"
-                           , event_time)
-        await conn.execute("SELECT ensure_month_partition('charges', $1::text::timestamptz::date)",
-                           event_time)
+        for table in ("usage_records", "charges"):
+            await conn.execute("SELECT ensure_month_partition($1::regclass,"
+                               " $2::text::timestamptz::date)", table, event_time)
         usage_id: int = await conn.fetchval("SELECT nextval('usage_id_seq')")
         await conn.execute(
             "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"

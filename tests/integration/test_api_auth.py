@@ -14,8 +14,8 @@ SAMPLE_PATH_VALUES = {"account_id": "A1", "subscription_id": "1", "tariff_id": "
                       "source_file_id": "1", "key_id": "0000000000000000"}
 
 
-async def protected_routes(api: Api) -> list[tuple[str, str, list[str]]]:
-    status, doc = await api.call("GET", "/v1/openapi.json", role=None)
+async def protected_routes(client: Api) -> list[tuple[str, str, list[str]]]:
+    status, doc = await client.call("GET", "/v1/openapi.json", role=None)
     assert status == 200
     return [(method.upper(), path, op["x-roles"])
             for path, ops in doc["paths"].items() for method, op in ops.items()

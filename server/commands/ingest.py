@@ -1,0 +1,146 @@
+"""`billing-oss ingest FILE...`: push files through the full pipeline into the database.
+
+For each file it prints the reconciliation (in = charged + suspense + duplicates + filtered
++ pending) and the total charged per currency; a file ingested before is recognised by its
+content and changes nothing. Exit status: 0 all charged (or duplicates/filtered/pending),
+1 a file could not be read or decoded at all, 3 partial (records in suspense, or a file
+malformed part-way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from server.commands.options import add_config_options, load_config
+from server.errors import BillingError
+from server.pipeline.contract import FileOutcome
+from server.pipeline.files import Progress
+from server.service import database_pool, decoders, make_pipeline
+
+log = logging.getLogger(__name__)
+
+# File name endings → format, when --format is not given.
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".ber": "3gpp",
+                  ".cdr": "3gpp", ".asn": "3gpp", ".dat": "3gpp", ".tap": "tap3", ".rap": "tap3"}
+EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 3
+
+
+def register(verbs: Any) -> None:
+    parser: argparse.ArgumentParser = verbs.add_parser(
+        "ingest", help="push usage files through the pipeline into the database",
+        description="Decode, validate, dedupe, rate and store usage files exactly once, "
+        "then print each file's reconciliation.")
+    parser.add_argument("files", nargs="+", metavar="FILE", type=Path)
+    parser.add_argument("--format", choices=sorted({*decoders(), *SUFFIX_FORMATS.values()}),
+                        help="file format (default: from the file name)")
+    parser.add_argument("--source", default="file",
+                        help="source name records are deduplicated under (default: file)")
+    parser.add_argument("--sequence", type=int, help="the file's sequence number (one file)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file")
+    add_config_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    formats = [args.format or _guess_format(path) for path in args.files]
+    return asyncio.run(_ingest_all(args, config, formats))
+
+
+def _guess_format(path: Path) -> str:
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise BillingError(f"{path}: cannot tell the format from the name; give --format")
+    return fmt
+
+
+async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str]) -> int:
+    status = EXIT_OK
+    async with database_pool(config) as pool:
+        pipeline = make_pipeline(config, pool)
+        for path, fmt in zip(args.files, formats, strict=True):
+            if not path.is_file():
+                print(f"billing-oss ingest: {path}: no such file", file=sys.stderr)
+                status = max(status, EXIT_BAD_INPUT)
+                continue
+            with _progress(path) as progress:
+                outcome = await pipeline.ingest_file(path, source=args.source, format=fmt,
+                                                     sequence_no=args.sequence,
+                                                     progress=progress)
+            error = await pool.fetchval("SELECT error FROM source_files WHERE "
+                                        "source_file_id = $1", outcome.source_file_id)
+            _report(args, outcome, error)
+            status = max(status, _status(outcome, error))
+    return status
+
+
+def _status(outcome: FileOutcome, error: str | None) -> int:
+    if error is not None and outcome.counts.in_ - 1 == 0:
+        return EXIT_BAD_INPUT  # nothing in the file could be decoded
+    if error is not None or outcome.counts.suspense:
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, outcome: FileOutcome, error: str | None) -> None:
+    if args.json:
+        data = msgspec.to_builtins(outcome)
+        data["error"] = error
+        print(msgspec.json.encode(data).decode(), flush=True)
+        return
+    c = outcome.counts
+    totals = "  ".join(f"{cur} {amount}" for cur, amount in outcome.totals.items()) or "-"
+    note = "  (already ingested: nothing changed)" if outcome.replay else ""
+    print(f"{outcome.name}: in {c.in_}  charged {c.charged}  suspense {c.suspense}  "
+          f"duplicates {c.duplicates}  filtered {c.filtered}  pending {c.pending}  "
+          f"total {totals}{note}", flush=True)
+    if error:
+        print(f"{outcome.name}: malformed: {error}", file=sys.stderr)
+
+
+class _progress:
+    """A rich progress line on a terminal; periodic log lines otherwise."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.started = time.monotonic()
+        self.logged = self.started
+        self.bar: Any = None
+
+    def __enter__(self) -> Progress:
+        if sys.stderr.isatty():
+            from rich.progress import (
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                                TimeElapsedColumn(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.path.name, total=None, rate="")
+        return self.update
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        rate = done / max(now - self.started, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, rate=f"{rate:,.0f} records/s")
+        elif now - self.logged >= 5:
+            self.logged = now
+            log.info("ingest progress", extra={"fields": {
+                "file": str(self.path), "records": done, "records_per_s": round(rate)}})
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,86 @@
+"""A batch on its way to the database: each item validated and, where it can be, rated.
+
+``prepare`` is the CPU stage (no I/O): rejects and invalid records become suspense entries,
+3GPP partial parts are set aside for the merge (which needs the database), everything else
+is priced by the rater in one call. The writer then only dedupes and stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from server.pipeline.contract import RecordStatus, Reject
+from server.pipeline.ports import Charge, Failure, Item, Rater
+from server.pipeline.validate import validate
+from server.records import UsageRecord
+
+
+@dataclass(slots=True)
+class Entry:
+    """One item of a batch. ``outcome`` is None for a partial part awaiting its group."""
+
+    source: str
+    record: UsageRecord | None
+    event_time: datetime | None
+    outcome: Charge | Failure | None
+    position: str  # where it came from, stored with suspense rows
+    raw: bytes | None = None
+    status: RecordStatus | None = None  # set by the writer
+    usage_id: int | None = None
+    parts: list[Entry] | None = None  # a merged partial group: its parts in this batch
+
+
+@dataclass(slots=True)
+class Batch:
+    entries: list[Entry]
+    generation: int
+    counts: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)  # currency → micro-units charged
+    merged: list[Entry] = field(default_factory=list)  # partial groups completed by the batch
+
+    def reset(self) -> None:
+        """Forget what a failed write attempt decided, so the batch can be written again."""
+        for entry in self.entries:
+            entry.status = None
+            entry.usage_id = None
+        self.counts = {}
+        self.totals = {}
+        self.merged = []
+
+
+def prepare(
+    items: Sequence[Item], rater: Rater, source: str, position_of: Callable[[int], str]
+) -> Batch:
+    """Validate and rate ``items`` received from ``source``.
+
+    ``position_of(i)`` names where item i came from; it is only called for items that may
+    be stored outside usage (suspense, partial parts). A record is deduplicated under its
+    own ``source`` field; ``source`` is used for rejects, which have none.
+    """
+    entries: list[Entry] = []
+    to_rate: list[UsageRecord] = []
+    rated: list[tuple[int, Entry]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, Reject):
+            detail = f"{item.detail} (at {item.where})" if item.where else item.detail
+            entries.append(Entry(source, None, None, Failure(item.reason, detail),
+                                 position_of(index), item.raw))
+            continue
+        when, problem = validate(item)
+        if problem is not None:
+            entries.append(Entry(item.source, item, when, problem, position_of(index)))
+        elif item.partial_seq is not None:
+            entries.append(Entry(item.source, item, when, None, position_of(index)))
+        else:
+            entry = Entry(item.source, item, when, None, "")
+            entries.append(entry)
+            to_rate.append(item)
+            rated.append((index, entry))
+    if to_rate:
+        for (index, entry), outcome in zip(rated, rater.rate(to_rate), strict=True):
+            entry.outcome = outcome
+            if isinstance(outcome, Failure):
+                entry.position = position_of(index)
+    return Batch(entries, rater.generation)

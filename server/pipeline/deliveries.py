@@ -1,0 +1,129 @@
+"""Committing adapters' deliveries (MQTT messages, HTTP batches): one transaction per call.
+
+Positions are claimed first (``source_offsets``): a position committed before is a replay and
+gets the stored outcome of its first delivery; a position repeated within the same call is a
+replay of its first occurrence. The remaining deliveries are written as one batch, and each
+one's outcome is stored with its position so a replay can answer the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import asyncpg
+import msgspec
+
+from server.metrics import PIPELINE_BATCH_SECONDS
+from server.pipeline import writer
+from server.pipeline.amounts import decimal_string
+from server.pipeline.batch import Batch, Entry, prepare
+from server.pipeline.contract import Counts, Delivery, Outcome, RecordResult
+from server.pipeline.ports import Charge, Failure, Item
+from server.pipeline.raters import RaterCache
+from server.pipeline.retry import with_retries
+from server.store import usage_repo
+
+_COUNT_FIELD = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
+                "filtered": "filtered", "pending": "pending"}
+
+
+async def commit(
+    pool: asyncpg.Pool, raters: RaterCache, deliveries: Sequence[Delivery], *,
+    attempts: int, backoff_s: float,
+) -> list[Outcome]:
+    if not deliveries:
+        return []
+    rater = await raters.current()
+    prepared: list[Batch] = []
+    for delivery in deliveries:
+        items: list[Item] = [*delivery.records, *delivery.rejects]
+        prepared.append(prepare(items, rater, delivery.source, _positions(delivery.position)))
+    combined = Batch([e for b in prepared for e in b.entries], rater.generation)
+
+    async def attempt() -> list[Outcome]:
+        async with pool.acquire() as conn:
+            await usage_repo.ensure_partitions(conn, writer.months(combined))
+            async with conn.transaction():
+                stored = await usage_repo.claim_offsets(
+                    conn, [d.source for d in deliveries], [d.position for d in deliveries])
+                fresh = _fresh(deliveries, stored)
+                batch = Batch([e for i, b in enumerate(prepared) if fresh[i] for e in b.entries],
+                              rater.generation)
+                await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
+                outcomes = _outcomes(deliveries, prepared, fresh, stored)
+                new = [i for i, is_fresh in enumerate(fresh) if is_fresh]
+                await usage_repo.store_offset_results(
+                    conn, [deliveries[i].source for i in new],
+                    [deliveries[i].position for i in new],
+                    [msgspec.json.encode(outcomes[i]) for i in new])
+        writer.observe(batch)
+        return outcomes
+
+    started = time.perf_counter()
+    outcomes = await with_retries(attempt, attempts=attempts, backoff_s=backoff_s,
+                                  what=f"{len(deliveries)} deliveries")
+    PIPELINE_BATCH_SECONDS.labels("deliveries").observe(time.perf_counter() - started)
+    return outcomes
+
+
+def _positions(position: str) -> Callable[[int], str]:
+    return lambda index: f"{position}#{index}"
+
+
+def _fresh(deliveries: Sequence[Delivery], stored: dict[tuple[str, str], bytes | None]
+           ) -> list[bool]:
+    """Deliveries to write now: not committed before, first occurrence in this call."""
+    seen: set[tuple[str, str]] = set()
+    fresh = []
+    for d in deliveries:
+        key = (d.source, d.position)
+        fresh.append(key not in stored and key not in seen)
+        seen.add(key)
+    return fresh
+
+
+def _outcomes(deliveries: Sequence[Delivery], prepared: list[Batch], fresh: list[bool],
+              stored: dict[tuple[str, str], bytes | None]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    first: dict[tuple[str, str], Outcome] = {}
+    for delivery, batch, is_fresh in zip(deliveries, prepared, fresh, strict=True):
+        key = (delivery.source, delivery.position)
+        if is_fresh:
+            outcome = _outcome(delivery.position, batch.entries)
+            first[key] = outcome
+        elif key in first:
+            outcome = _replayed(first[key])
+        else:
+            raw = stored.get(key)
+            outcome = (_replayed(msgspec.json.decode(raw, type=Outcome)) if raw
+                       else Outcome(position=delivery.position, replay=True, counts=Counts(),
+                                    results=[]))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _replayed(original: Outcome) -> Outcome:
+    return Outcome(position=original.position, replay=True, counts=original.counts,
+                   results=original.results)
+
+
+def _outcome(position: str, entries: list[Entry]) -> Outcome:
+    counts = Counts(in_=len(entries))
+    results = []
+    for entry in entries:
+        status = entry.status or "suspense"
+        name = _COUNT_FIELD[status]
+        setattr(counts, name, getattr(counts, name) + 1)
+        key = entry.record.record_key if entry.record is not None else None
+        outcome = entry.outcome
+        if status == "charged" and isinstance(outcome, Charge):
+            results.append(RecordResult(record_key=key, status=status,
+                                        amount=decimal_string(outcome.amount_micros),
+                                        currency=outcome.currency))
+        elif status == "suspense" and isinstance(outcome, Failure):
+            results.append(RecordResult(record_key=key, status=status,
+                                        reason=str(outcome.reason), detail=outcome.detail))
+        else:
+            results.append(RecordResult(record_key=key, status=status))
+    return Outcome(position=position, replay=False, counts=counts, results=results)

@@ -1,0 +1,300 @@
+"""Ingesting one file: decode → validate + rate → write, as three tasks joined by bounded queues.
+
+The file is registered by content (``source_files``, unique per source and sha256). Each batch
+commits its rows together with the file's checkpoint (items committed so far, cumulative
+counts and totals), so a crash at any point resumes after the last committed batch and a file
+ingested before is recognised and changes nothing. A session advisory lock keeps a second
+worker off a file that is being processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from server.errors import BillingError, DecodeError, Reason
+from server.metrics import PIPELINE_BATCH_SECONDS, PIPELINE_QUEUE_DEPTH
+from server.pipeline import writer
+from server.pipeline.amounts import decimal_string
+from server.pipeline.batch import Batch, Entry, prepare
+from server.pipeline.contract import Counts, FileOutcome
+from server.pipeline.ports import Decoder, Failure, Item, Rater
+from server.pipeline.raters import RaterCache
+from server.pipeline.retry import with_retries
+from server.store import usage_repo
+from server.store.pool import Connection
+
+# Called after each committed batch with the number of items committed so far.
+Progress = Callable[[int], None]
+RAW_EXCERPT = 65536  # bytes of an undecodable remainder kept in suspense for diagnosis
+
+
+class FileBusy(BillingError):
+    code = "FILE_BUSY"
+
+
+@dataclass(frozen=True, slots=True)
+class FileSettings:
+    batch_size: int
+    queue_depth: int
+    write_attempts: int
+    retry_backoff_s: float
+
+
+@dataclass(slots=True)
+class _Chunk:
+    start: int  # ordinal of the first item in the file
+    items: list[Item]
+    batch: Batch | None = None
+    rater: Rater | None = None
+
+
+@dataclass(slots=True)
+class _Stop:
+    error: DecodeError | None  # None: the file ended normally
+    ordinal: int  # items decoded before the stop
+
+
+@dataclass(slots=True)
+class _State:
+    claim: usage_repo.FileClaim
+    conn: Any = None  # the writer's connection, holding the file's lock
+
+
+async def file_sha256(path: Path) -> tuple[str, int]:
+    def digest() -> tuple[str, int]:
+        h = hashlib.sha256()
+        size = 0
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+                size += len(block)
+        return h.hexdigest(), size
+    return await asyncio.to_thread(digest)
+
+
+async def ingest_file(
+    pool: asyncpg.Pool, raters: RaterCache, decoder: Decoder, settings: FileSettings,
+    path: Path, *, source: str, fmt: str, name: str, sequence_no: int | None = None,
+    progress: Progress | None = None, fault: Callable[[Connection], Awaitable[None]] | None = None,
+) -> FileOutcome:
+    """Push one file through the pipeline; return its reconciliation."""
+    sha, size = await file_sha256(path)
+    async with pool.acquire() as conn:
+        claim = await usage_repo.claim_file(conn, source=source, name=name, fmt=fmt, sha256=sha,
+                                            size=size, sequence_no=sequence_no)
+    if claim.state != "claimed":
+        return _outcome(claim, name, sha, replay=True)
+    state = _State(claim)
+    run = _FileRun(pool, raters, decoder, settings, path, source, name, state, progress, fault)
+    try:
+        await run.lock()
+        if state.claim.state != "claimed":
+            return _outcome(state.claim, name, sha, replay=True)
+        await run.stages()
+    finally:
+        await run.release()
+    return _outcome(state.claim, name, sha, replay=False)
+
+
+class _FileRun:
+    def __init__(self, pool: asyncpg.Pool, raters: RaterCache, decoder: Decoder,
+                 settings: FileSettings, path: Path, source: str, name: str, state: _State,
+                 progress: Progress | None,
+                 fault: Callable[[Connection], Awaitable[None]] | None) -> None:
+        self.pool, self.raters, self.decoder, self.settings = pool, raters, decoder, settings
+        self.path, self.source, self.name, self.state = path, source, name, state
+        self.progress, self.fault = progress, fault
+        self.file_id = state.claim.source_file_id
+
+    # -- the writer's connection and the file lock ---------------------------------------
+
+    async def lock(self) -> None:
+        conn = await self.pool.acquire()
+        try:
+            if not await usage_repo.try_lock_file(conn, self.file_id):
+                raise FileBusy(f"{self.name} is being ingested by another worker")
+            # Re-read under the lock: another worker may have finished it meanwhile.
+            self.state.claim = await usage_repo.read_file(conn, self.file_id)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        self.state.conn = conn
+
+    async def release(self) -> None:
+        conn, self.state.conn = self.state.conn, None
+        if conn is None:
+            return
+        try:
+            await usage_repo.unlock_file(conn, self.file_id)
+        except Exception:  # a dead connection released its session locks already
+            pass
+        await self.pool.release(conn)
+
+    async def _connection(self) -> Connection:
+        if self.state.conn is None:
+            await self.lock()
+        conn: Connection = self.state.conn
+        return conn
+
+    async def _drop_connection(self) -> None:
+        """After a failure the connection's state is unknown: close it; retries reconnect,
+        relock and re-read the checkpoint."""
+        conn, self.state.conn = self.state.conn, None
+        if conn is not None:
+            conn.terminate()
+            await self.pool.release(conn)
+
+    # -- the stages ------------------------------------------------------------------------
+
+    async def stages(self) -> None:
+        depth = self.settings.queue_depth
+        decoded: asyncio.Queue[_Chunk | _Stop] = asyncio.Queue(depth)
+        rated: asyncio.Queue[_Chunk | _Stop] = asyncio.Queue(depth)
+        tasks = [asyncio.create_task(self._decode(decoded), name="decode"),
+                 asyncio.create_task(self._rate(decoded, rated), name="rate"),
+                 asyncio.create_task(self._write(rated), name="write")]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _decode(self, out: asyncio.Queue[_Chunk | _Stop]) -> None:
+        resume = self.state.claim.committed_records
+        ordinal = 0
+        chunks = self.decoder(self.path, source=self.source, chunk=self.settings.batch_size)
+        try:
+            for items in chunks:
+                start, ordinal = ordinal, ordinal + len(items)
+                if ordinal > resume:
+                    skip = max(0, resume - start)
+                    await out.put(_Chunk(start + skip, items[skip:] if skip else items))
+                    PIPELINE_QUEUE_DEPTH.labels("decoded").set(out.qsize())
+                await asyncio.sleep(0)  # let the other stages run between chunks
+        except DecodeError as exc:
+            await out.put(_Stop(exc, ordinal))
+            return
+        await out.put(_Stop(None, ordinal))
+
+    async def _rate(self, inp: asyncio.Queue[_Chunk | _Stop],
+                    out: asyncio.Queue[_Chunk | _Stop]) -> None:
+        while True:
+            chunk = await inp.get()
+            if isinstance(chunk, _Stop):
+                await out.put(chunk)
+                return
+            chunk.rater = await self.raters.current()
+            chunk.batch = prepare(chunk.items, chunk.rater, self.source,
+                                  _positions(self.name, chunk.start))
+            chunk.items = []
+            await out.put(chunk)
+            PIPELINE_QUEUE_DEPTH.labels("rated").set(out.qsize())
+
+    async def _write(self, inp: asyncio.Queue[_Chunk | _Stop]) -> None:
+        while True:
+            chunk = await inp.get()
+            if isinstance(chunk, _Stop):
+                await self._finish(chunk)
+                return
+            started = time.perf_counter()
+            await with_retries(functools.partial(self._commit, chunk),
+                               attempts=self.settings.write_attempts,
+                               backoff_s=self.settings.retry_backoff_s, what=self.name)
+            PIPELINE_BATCH_SECONDS.labels("file").observe(time.perf_counter() - started)
+            assert chunk.batch is not None
+            writer.observe(chunk.batch)
+            if self.progress is not None:
+                self.progress(self.state.claim.committed_records)
+
+    async def _commit(self, chunk: _Chunk) -> None:
+        batch, rater = chunk.batch, chunk.rater
+        assert batch is not None and rater is not None
+        end = chunk.start + len(batch.entries)
+        try:
+            conn = await self._connection()
+            claim = self.state.claim  # re-read whenever the connection was replaced
+            if claim.committed_records >= end:
+                return  # committed by an attempt whose answer was lost
+            await usage_repo.ensure_partitions(conn, writer.months(batch))
+            async with conn.transaction():
+                await writer.store_batch(conn, batch, source_file_id=self.file_id, rater=rater)
+                counts = _add(claim.counts, batch.counts)
+                totals = _add(claim.totals, batch.totals)
+                await usage_repo.checkpoint_file(conn, self.file_id, committed_records=end,
+                                                 counts=counts, totals=totals)
+                if self.fault is not None:
+                    await self.fault(conn)
+        except BaseException:
+            await self._drop_connection()
+            raise
+        claim.committed_records, claim.counts, claim.totals = end, counts, totals
+
+    async def _finish(self, stop: _Stop) -> None:
+        async def attempt() -> None:
+            try:
+                conn = await self._connection()
+                claim = self.state.claim
+                if claim.state != "claimed":
+                    return
+                async with conn.transaction():
+                    counts = dict(claim.counts)
+                    error, end = None, stop.ordinal
+                    if stop.error is not None:
+                        # The undecodable remainder counts as one item, in suspense.
+                        error, end = stop.error.message, stop.ordinal + 1
+                        await self._store_undecodable(conn, stop)
+                        counts = _add(counts, {"in": 1, "suspense": 1})
+                    await usage_repo.checkpoint_file(
+                        conn, self.file_id, committed_records=end,
+                        counts=counts, totals=claim.totals,
+                        state="error" if error else "done", error=error)
+            except BaseException:
+                await self._drop_connection()
+                raise
+            claim.state, claim.counts, claim.error = ("error" if error else "done"), counts, error
+        await with_retries(attempt, attempts=self.settings.write_attempts,
+                           backoff_s=self.settings.retry_backoff_s, what=self.name)
+
+    async def _store_undecodable(self, conn: Connection, stop: _Stop) -> None:
+        assert stop.error is not None
+        offset = stop.error.offset or 0
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            raw = f.read(RAW_EXCERPT)
+        entry = Entry(self.source, None, None, Failure(Reason.MALFORMED, stop.error.message),
+                      f"{self.name}#{stop.ordinal}", raw)
+        entry.status = "suspense"
+        await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS,
+                                   [writer.suspense_row(entry, entry.outcome, self.file_id)])  # type: ignore[arg-type]
+
+
+def _positions(name: str, start: int) -> Callable[[int], str]:
+    return lambda index: f"{name}#{start + index}"
+
+
+def _add(base: dict[str, int], extra: dict[str, int]) -> dict[str, int]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = out.get(key, 0) + value
+    return out
+
+
+def _outcome(claim: usage_repo.FileClaim, name: str, sha: str, *, replay: bool) -> FileOutcome:
+    c = claim.counts
+    return FileOutcome(
+        source_file_id=claim.source_file_id, name=name, sha256=sha,
+        sequence_no=claim.sequence_no, replay=replay,
+        counts=Counts(in_=c.get("in", 0), charged=c.get("charged", 0),
+                      suspense=c.get("suspense", 0), duplicates=c.get("duplicates", 0),
+                      filtered=c.get("filtered", 0), pending=c.get("pending", 0)),
+        totals={cur: decimal_string(v) for cur, v in sorted(claim.totals.items())})

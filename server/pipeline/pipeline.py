@@ -1,0 +1,81 @@
+"""``Pipeline``: the mediation core one process holds, and the ``Sink`` adapters commit to.
+
+It owns the rater cache and the decoders by format. ``commit`` takes adapters' deliveries
+(one transaction per call); ``ingest_file`` runs a file through the staged pipeline;
+``run_sweeper`` (a long-running task under ``serve``) expires stale partial-record groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+import asyncpg
+
+from server.config import PipelineConfig
+from server.errors import BillingError
+from server.pipeline import deliveries, files, suspense
+from server.pipeline.contract import Delivery, FileOutcome, Outcome
+from server.pipeline.ports import Decoder
+from server.pipeline.raters import RaterCache, RaterFactory
+from server.store.pool import Connection
+
+log = logging.getLogger(__name__)
+
+
+class UnknownFormat(BillingError):
+    code = "UNKNOWN_FORMAT"
+    exit_status = 2
+
+
+class Pipeline:
+    def __init__(self, pool: asyncpg.Pool, config: PipelineConfig, *,
+                 rater_factory: RaterFactory, decoders: Mapping[str, Decoder]) -> None:
+        self.pool = pool
+        self.config = config
+        self.raters = RaterCache(pool, rater_factory)
+        self.decoders = dict(decoders)
+        self._files = files.FileSettings(
+            batch_size=config.batch_size, queue_depth=config.queue_depth,
+            write_attempts=config.write_attempts, retry_backoff_s=config.retry_backoff_s)
+
+    async def commit(self, batch: Sequence[Delivery]) -> list[Outcome]:
+        return await deliveries.commit(self.pool, self.raters, batch,
+                                       attempts=self.config.write_attempts,
+                                       backoff_s=self.config.retry_backoff_s)
+
+    async def ingest_file(
+        self, path: Path, *, source: str, format: str, name: str | None = None,
+        sequence_no: int | None = None, progress: files.Progress | None = None,
+        fault: Callable[[Connection], Awaitable[None]] | None = None,
+    ) -> FileOutcome:
+        decoder = self.decoders.get(format)
+        if decoder is None:
+            known = ", ".join(sorted(self.decoders)) or "none"
+            raise UnknownFormat(f"no decoder for format {format!r} (known: {known})")
+        return await files.ingest_file(
+            self.pool, self.raters, decoder, self._files, path, source=source, fmt=format,
+            name=name or path.name, sequence_no=sequence_no, progress=progress, fault=fault)
+
+    async def retry_suspense(self, *, ids: list[int] | None = None, reason: str | None = None,
+                             limit: int = 1000) -> suspense.RetryReport:
+        return await suspense.retry(self.pool, self.raters, ids=ids, reason=reason, limit=limit)
+
+    async def expire_partials(self) -> int:
+        return await suspense.expire_partials(self.pool, self.config.partial_timeout_s)
+
+    async def run_sweeper(self, stop: asyncio.Event) -> None:
+        """Expire stale partial groups every ``partial_sweep_s`` until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                expired = await self.expire_partials()
+                if expired:
+                    log.info("partial groups expired to suspense",
+                             extra={"fields": {"groups": expired}})
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("partial sweep failed", extra={"fields": {"error": str(exc)}})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.partial_sweep_s)

@@ -1,0 +1,57 @@
+"""The two things the pipeline needs from outside: a decoder per file format and a rater.
+
+Both are small protocols so the stages can be tested and benchmarked against whatever
+implementation is plugged in (``server.rating`` for rating, ``adapters.formats`` for decoding;
+the composition root — ``server.service`` or a CLI verb — wires them together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from server.errors import Reason
+from server.pipeline.contract import Reject
+from server.records import UsageRecord
+
+
+class Charge(NamedTuple):
+    """A record priced: the amount is integer micro-units of ``currency``."""
+
+    account_id: str
+    tariff_version_id: int | None
+    zone: str | None
+    band: str | None
+    amount_micros: int
+    currency: str
+
+
+class Failure(NamedTuple):
+    """A record that could not be priced; it goes to suspense with this reason."""
+
+    reason: Reason
+    detail: str
+    account_id: str | None = None
+
+
+class Rater(Protocol):
+    """Prices records. ``generation`` names the catalog state it was built from."""
+
+    generation: int
+
+    def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]: ...
+
+
+# One decoded item in file order: a record, or input that could not become one.
+Item = UsageRecord | Reject
+
+
+class Decoder(Protocol):
+    """Streams a file's items in order, a chunk at a time (bounded memory).
+
+    A structural error that stops decoding raises ``DecodeError`` (with the byte offset)
+    after the items before it were yielded.
+    """
+
+    def __call__(self, path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]: ...

@@ -1,0 +1,112 @@
+"""Second chances: retrying suspense records after the catalog was fixed, and expiring
+partial-record groups that never completed.
+
+A retried record is validated and rated again with the current catalog. Charged, it gets the
+usage id its record key reserved when it was suspended, so a record can never be charged twice
+(by a retry and by a redelivery). Still failing, its row stays open with the new reason.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from server.metrics import SUSPENSE_RECORDS, SUSPENSE_RESOLVED
+from server.pipeline import writer
+from server.pipeline.amounts import decimal_string
+from server.pipeline.batch import Entry
+from server.pipeline.ports import Charge, Failure
+from server.pipeline.raters import RaterCache
+from server.pipeline.validate import validate
+from server.records import UsageRecord
+from server.store import suspense_repo, usage_repo
+from server.store.pool import Connection
+
+
+class RetryResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    suspense_id: int
+    record_key: str | None
+    status: str  # charged | suspense | duplicate
+    reason: str | None = None
+    detail: str | None = None
+    amount: str | None = None
+    currency: str | None = None
+
+
+class RetryReport(msgspec.Struct, kw_only=True):
+    retried: int
+    charged: int
+    still_open: int
+    duplicates: int
+    results: list[RetryResult]
+
+
+async def retry(
+    pool: asyncpg.Pool, raters: RaterCache, *, ids: list[int] | None = None,
+    reason: str | None = None, limit: int = 1000,
+) -> RetryReport:
+    """Re-process open suspense rows (optionally only ``ids`` / one ``reason``)."""
+    rater = await raters.current()
+    results: list[RetryResult] = []
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await suspense_repo.claim_for_retry(conn, ids=ids, reason=reason, limit=limit)
+        for row in rows:
+            results.append(await _retry_one(conn, row, rater))
+    charged = sum(r.status == "charged" for r in results)
+    SUSPENSE_RESOLVED.inc(charged)
+    return RetryReport(retried=len(results), charged=charged,
+                       duplicates=sum(r.status == "duplicate" for r in results),
+                       still_open=sum(r.status == "suspense" for r in results), results=results)
+
+
+async def _retry_one(
+    conn: Connection, row: suspense_repo.SuspenseRow, rater: writer.Rater
+) -> RetryResult:
+    assert row.record is not None
+    record = msgspec.json.decode(row.record, type=UsageRecord)
+    when, problem = validate(record)
+    outcome: Charge | Failure = problem if problem is not None else rater.rate([record])[0]
+    if isinstance(outcome, Failure):
+        await suspense_repo.still_failing(conn, row.suspense_id, str(outcome.reason),
+                                          outcome.detail)
+        return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
+                           status="suspense", reason=str(outcome.reason), detail=outcome.detail)
+    assert when is not None
+    if await suspense_repo.key_is_charged(conn, record.source, record.record_key):
+        await suspense_repo.resolve(conn, row.suspense_id, "duplicate of a charged usage")
+        return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
+                           status="duplicate")
+    await usage_repo.ensure_partitions(conn, [when.date().replace(day=1)])
+    usage_id = await suspense_repo.reclaim_key(conn, record.source, record.record_key,
+                                               outcome.account_id, when)
+    entry = Entry(record.source, record, when, outcome, row.source_position or "",
+                  usage_id=usage_id)
+    columns = (*usage_repo.USAGE_FIXED, *usage_repo.USAGE_OPTIONAL, *usage_repo.USAGE_TAIL)
+    await usage_repo.copy_rows(conn, "usage_records", columns, [
+        writer.usage_row(entry, outcome.account_id, usage_repo.USAGE_OPTIONAL,
+                         row.source_file_id)])
+    await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS,
+                               [writer.charge_row(entry, outcome)])
+    await suspense_repo.resolve(conn, row.suspense_id, f"charged as usage {usage_id}")
+    return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
+                       status="charged", amount=decimal_string(outcome.amount_micros),
+                       currency=outcome.currency)
+
+
+async def expire_partials(pool: asyncpg.Pool, older_than_s: float) -> int:
+    """Groups with no new part for ``older_than_s``: to suspense (PARTIAL_INCOMPLETE)."""
+    async with pool.acquire() as conn, conn.transaction():
+        groups = await usage_repo.stale_groups(conn, older_than_s)
+        if not groups:
+            return 0
+        found = await usage_repo.open_parts(conn, groups)
+        rows = []
+        for (source, group), parts in found.items():
+            records = [msgspec.json.decode(p.record, type=UsageRecord) for p in parts]
+            merged, failure = writer.expired_record(group, records)
+            entry = Entry(source, merged, None, failure, f"partial:{group}")
+            rows.append(writer.suspense_row(entry, failure, None))
+            SUSPENSE_RECORDS.labels(str(failure.reason)).inc()
+        await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, rows)
+        await usage_repo.close_groups(conn, groups, "expired")
+    return len(groups)

@@ -1,0 +1,227 @@
+"""The write stage: dedupe, merge partials, and store a prepared batch in the open transaction.
+
+Order inside the transaction: partial parts are stored (a complete group becomes one merged
+entry, rated here), record keys are claimed (a key already taken is a duplicate), then usage,
+charge and suspense rows go in by binary COPY. Each entry ends with a ``status``; the batch
+gets its counts (over input items only) and charged totals per currency.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+from server.errors import Reason
+from server.metrics import PIPELINE_RECORDS, SUSPENSE_RECORDS
+from server.pipeline import partials
+from server.pipeline.batch import Batch, Entry
+from server.pipeline.ports import Charge, Failure, Rater
+
+__all__ = ["Rater", "charge_row", "store_batch", "suspense_row", "usage_row"]
+from server.pipeline.validate import validate
+from server.records import UsageRecord
+from server.store import usage_repo
+from server.store.pool import Connection
+
+_STATUS_COUNT = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
+                 "filtered": "filtered", "pending": "pending"}
+_EMPTY_ATTRS = "{}"
+_encode = msgspec.json.encode
+
+
+def months(batch: Batch) -> set[date]:
+    """Months the batch's rows land in (partitions must exist before the transaction)."""
+    found: set[date] = set()
+    last = None
+    for entry in batch.entries:
+        when = entry.event_time
+        if when is not None and (when.year, when.month) != last:
+            last = (when.year, when.month)
+            found.add(date(when.year, when.month, 1))
+    return found
+
+
+async def store_batch(
+    conn: Connection, batch: Batch, *, source_file_id: int | None, rater: Rater
+) -> None:
+    batch.reset()
+    merged = await _merge_partials(conn, batch, source_file_id, rater)
+    keyed = [e for e in batch.entries if e.record is not None and e.outcome is not None]
+    keyed.extend(merged)
+    claimed = await _claim(conn, keyed)
+    usage_rows: list[tuple[Any, ...]] = []
+    charge_rows: list[tuple[Any, ...]] = []
+    suspense_rows: list[tuple[Any, ...]] = []
+    optional = _optional_columns(claimed)
+    totals = batch.totals
+    for entry in claimed:
+        outcome = entry.outcome
+        record = entry.record
+        assert record is not None
+        if isinstance(outcome, Charge):
+            entry.status = "charged"
+            usage_rows.append(usage_row(entry, outcome.account_id, optional, source_file_id))
+            charge_rows.append(charge_row(entry, outcome))
+            totals[outcome.currency] = totals.get(outcome.currency, 0) + outcome.amount_micros
+        else:
+            assert isinstance(outcome, Failure)
+            entry.status = "suspense"
+            suspense_rows.append(suspense_row(entry, outcome, source_file_id))
+    for entry in batch.entries:
+        if entry.record is None:
+            assert isinstance(entry.outcome, Failure)
+            entry.status = "suspense"
+            suspense_rows.append(suspense_row(entry, entry.outcome, source_file_id))
+    columns = (*usage_repo.USAGE_FIXED, *optional, *usage_repo.USAGE_TAIL)
+    await usage_repo.copy_rows(conn, "usage_records", columns, usage_rows)
+    await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS, charge_rows)
+    await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, suspense_rows)
+    _count(batch)
+
+
+async def _claim(conn: Connection, keyed: list[Entry]) -> list[Entry]:
+    """Claim record keys; mark duplicates (in the batch or seen before); return the rest."""
+    first: dict[tuple[str, str], Entry] = {}
+    for entry in keyed:
+        assert entry.record is not None
+        key = (entry.source, entry.record.record_key)
+        if key in first:
+            entry.status = "duplicate"
+        else:
+            first[key] = entry
+    if not first:
+        return []
+    entries = list(first.values())
+    ids = await usage_repo.claim_keys(
+        conn, [e.source for e in entries], [k for _, k in first],
+        [e.outcome.account_id if e.outcome is not None else None for e in entries],
+        [e.event_time for e in entries])
+    claimed = []
+    for key, entry in first.items():
+        usage_id = ids.get(key)
+        if usage_id is None:
+            entry.status = "duplicate"
+        else:
+            entry.usage_id = usage_id
+            claimed.append(entry)
+    return claimed
+
+
+def _optional_columns(entries: list[Entry]) -> tuple[str, ...]:
+    """Only the optional usage columns some record of the batch fills (less to encode)."""
+    records = [e.record for e in entries]
+    return tuple(name for name in usage_repo.USAGE_OPTIONAL
+                 if list(map(attrgetter(name), records)).count(None) < len(records))
+
+
+def usage_row(
+    entry: Entry, account_id: str, optional: tuple[str, ...], source_file_id: int | None
+) -> tuple[Any, ...]:
+    record = entry.record
+    assert record is not None
+    row: list[Any] = [account_id, entry.usage_id, entry.event_time, record.source,
+                      record.record_key, record.kind]
+    for name in optional:
+        value = getattr(record, name)
+        if value is not None and (name == "quantity" or name == "charge"):
+            value = Decimal(value)
+        row.append(value)
+    row.append(_encode(record.attrs).decode() if record.attrs else _EMPTY_ATTRS)
+    row.append(source_file_id)
+    return tuple(row)
+
+
+def charge_row(entry: Entry, charge: Charge) -> tuple[Any, ...]:
+    return (charge.account_id, entry.event_time, entry.usage_id, "charge", charge.amount_micros,
+            charge.currency, charge.tariff_version_id, charge.zone, charge.band)
+
+
+def suspense_row(
+    entry: Entry, failure: Failure, source_file_id: int | None
+) -> tuple[Any, ...]:
+    record = entry.record
+    return (entry.source, record.record_key if record is not None else None,
+            failure.account_id, str(failure.reason), failure.detail,
+            _encode(record).decode() if record is not None else None,
+            entry.raw, source_file_id, entry.position)
+
+
+async def _merge_partials(
+    conn: Connection, batch: Batch, source_file_id: int | None, rater: Rater
+) -> list[Entry]:
+    """Store partial parts; merge and rate each group completed by this batch."""
+    parts = [e for e in batch.entries if e.outcome is None and e.record is not None]
+    if not parts:
+        return []
+    rows = []
+    for entry in parts:
+        record = entry.record
+        assert record is not None and record.partial_seq is not None
+        rows.append(usage_repo.Part(entry.source, partials.group_key(record), record.partial_seq,
+                                    partials.is_last(record), _encode(record)))
+    new = await usage_repo.insert_parts(conn, rows, source_file_id, [e.position for e in parts])
+    touched: dict[tuple[str, str], list[Entry]] = {}
+    for entry, row in zip(parts, rows, strict=True):
+        key = (row.source, row.group_key, row.partial_seq)
+        if key in new:
+            new.discard(key)  # a second copy in the same batch is a duplicate
+            touched.setdefault((row.source, row.group_key), []).append(entry)
+            entry.status = "pending"
+        else:
+            entry.status = "duplicate"
+    stored = await usage_repo.open_parts(conn, list(touched))
+    complete = {group: found for group, found in stored.items()
+                if partials.missing([(p.partial_seq, p.is_last) for p in found]) == []}
+    if not complete:
+        return []
+    await usage_repo.close_groups(conn, list(complete), "merged")
+    merged_entries = []
+    for (source, group), found in complete.items():
+        records = [msgspec.json.decode(p.record, type=UsageRecord) for p in found]
+        merged = partials.merge(group, records)
+        when, problem = validate(merged)
+        entry = Entry(source, merged, when, problem, f"partial:{group}")
+        merged_entries.append(entry)
+        entry.parts = touched[(source, group)]
+    to_rate = [e for e in merged_entries if e.outcome is None]
+    if to_rate:
+        outcomes = rater.rate([e.record for e in to_rate if e.record is not None])
+        for entry, outcome in zip(to_rate, outcomes, strict=True):
+            entry.outcome = outcome
+    batch.merged = merged_entries
+    return merged_entries
+
+
+def observe(batch: Batch) -> None:
+    """Metrics for a committed batch."""
+    for name, value in batch.counts.items():
+        PIPELINE_RECORDS.labels("write", name).inc(value)
+    if batch.counts.get("suspense"):
+        for entry in batch.entries:
+            if entry.status == "suspense" and isinstance(entry.outcome, Failure):
+                SUSPENSE_RECORDS.labels(str(entry.outcome.reason)).inc()
+
+
+def _count(batch: Batch) -> None:
+    for merged in batch.merged:
+        for part in merged.parts or ():
+            part.status = merged.status  # the parts follow the usage they make up
+    counts = batch.counts
+    counts["in"] = counts.get("in", 0) + len(batch.entries)
+    for entry in batch.entries:
+        name = _STATUS_COUNT[entry.status or "suspense"]
+        counts[name] = counts.get(name, 0) + 1
+
+
+def expired_record(group: str, records: list[UsageRecord]) -> tuple[UsageRecord, Failure]:
+    """What an incomplete group becomes after the timeout: its parts merged, in suspense."""
+    merged = partials.merge(group, records)
+    have = sorted(r.partial_seq or 0 for r in records)
+    gaps = partials.missing([(r.partial_seq or 0, partials.is_last(r)) for r in records])
+    what = (f"missing parts {gaps}" if gaps else "last part never arrived")
+    return merged, Failure(Reason.PARTIAL_INCOMPLETE,
+                           f"charging id {group}: {what} (have parts {have})")

@@ -1,0 +1,100 @@
+"""Suspense rows: listing them, and resolving one when a retry charged it.
+
+Rows are never deleted. A retry that charges a record marks its row ``retried`` with the
+usage id it became; one that fails again keeps it open with the new reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from server.store.pool import Connection
+
+
+class SuspenseRow(msgspec.Struct, kw_only=True):
+    suspense_id: int
+    source: str
+    record_key: str | None
+    account_id: str | None
+    reason: str
+    detail: str
+    record: str | None  # JSON of the usage record, when one was decoded
+    source_file_id: int | None
+    source_position: str | None
+    state: str
+    resolution: str | None
+    created_at: datetime
+
+
+_COLUMNS = ("suspense_id, source, record_key, account_id, reason, detail, record::text, "
+            "source_file_id, source_position, state, resolution, created_at")
+
+
+def _rows(rows: list[object]) -> list[SuspenseRow]:
+    return [SuspenseRow(**dict(row)) for row in rows]  # type: ignore[call-overload]
+
+
+async def list_rows(
+    conn: Connection, *, state: str | None = "open", reason: str | None = None,
+    source: str | None = None, after: int = 0, limit: int = 100,
+) -> list[SuspenseRow]:
+    """Rows by ascending id after ``after`` (cursor pagination)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM suspense WHERE suspense_id > $1 "
+        "AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR reason = $3) "
+        "AND ($4::text IS NULL OR source = $4) ORDER BY suspense_id LIMIT $5",
+        after, state, reason, source, limit)
+    return _rows(list(rows))
+
+
+async def claim_for_retry(
+    conn: Connection, *, ids: list[int] | None, reason: str | None, limit: int
+) -> list[SuspenseRow]:
+    """Open rows to retry, locked for this transaction (other workers skip them)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM suspense WHERE state = 'open' AND record IS NOT NULL "
+        "AND ($1::bigint[] IS NULL OR suspense_id = ANY($1)) "
+        "AND ($2::text IS NULL OR reason = $2) "
+        "ORDER BY suspense_id LIMIT $3 FOR UPDATE SKIP LOCKED", ids, reason, limit)
+    return _rows(list(rows))
+
+
+async def reclaim_key(
+    conn: Connection, source: str, record_key: str, account_id: str, event_time: datetime
+) -> int:
+    """The usage id reserved by the suspended record's key (claimed now if it never was)."""
+    usage_id = await conn.fetchval(
+        "INSERT INTO usage_keys (source, record_key, account_id, event_time) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (source, record_key) DO UPDATE "
+        "SET account_id = EXCLUDED.account_id, event_time = EXCLUDED.event_time "
+        "RETURNING usage_id", source, record_key, account_id, event_time)
+    return int(usage_id)
+
+
+async def key_is_charged(conn: Connection, source: str, record_key: str) -> bool:
+    """Whether a usage row exists for this key (the key was reused, e.g. by a later retry)."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM usage_keys k JOIN usage_records u "
+        "ON u.account_id = k.account_id AND u.event_time = k.event_time "
+        "AND u.usage_id = k.usage_id WHERE k.source = $1 AND k.record_key = $2)",
+        source, record_key))
+
+
+async def resolve(conn: Connection, suspense_id: int, resolution: str) -> None:
+    await conn.execute(
+        "UPDATE suspense SET state = 'retried', resolution = $2, resolved_at = now() "
+        "WHERE suspense_id = $1", suspense_id, resolution)
+
+
+async def still_failing(conn: Connection, suspense_id: int, reason: str, detail: str) -> None:
+    await conn.execute(
+        "UPDATE suspense SET reason = $2, detail = $3 WHERE suspense_id = $1",
+        suspense_id, reason, detail)
+
+
+async def counts_by_reason(conn: Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT reason, count(*) FROM suspense WHERE state = 'open' GROUP BY reason")
+    return {row[0]: row[1] for row in rows}

@@ -1,0 +1,226 @@
+"""SQL of the mediation pipeline: record-key claims, binary COPY of usage / charges / suspense,
+partial parts, and the source positions (files, message offsets) committed with them.
+
+Every function runs on the caller's connection inside the caller's transaction: the pipeline
+commits rows and the position that produced them together, or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+import msgspec
+
+from server.store.pool import Connection
+
+USAGE_FIXED = ("account_id", "usage_id", "event_time", "source", "record_key", "kind")
+USAGE_OPTIONAL = ("duration_s", "volume_up", "volume_down", "quantity", "unit", "calling",
+                  "called", "imsi", "msisdn", "charge", "partial_seq")
+USAGE_TAIL = ("attrs", "source_file_id")
+CHARGE_COLUMNS = ("account_id", "event_time", "usage_id", "kind", "amount_micros", "currency",
+                  "tariff_version_id", "zone", "band")
+SUSPENSE_COLUMNS = ("source", "record_key", "account_id", "reason", "detail", "record", "raw",
+                    "source_file_id", "source_position")
+
+_CLAIM_KEYS = """
+INSERT INTO usage_keys (source, record_key, account_id, event_time)
+SELECT s, k, a, coalesce(t, now()) FROM unnest($1::text[], $2::text[], $3::text[],
+                                             $4::timestamptz[]) AS u(s, k, a, t)
+ON CONFLICT (source, record_key) DO NOTHING
+RETURNING source, record_key, usage_id"""
+
+
+async def ensure_partitions(conn: Connection, months: Iterable[date]) -> None:
+    """Monthly partitions of usage_records and charges for these months (idempotent)."""
+    for month in sorted(set(months)):
+        await conn.execute(
+            "SELECT ensure_month_partition('usage_records', $1), "
+            "ensure_month_partition('charges', $1)", month)
+
+
+async def claim_keys(
+    conn: Connection, sources: list[str], keys: list[str], accounts: list[str | None],
+    times: list[datetime | None],
+) -> dict[tuple[str, str], int]:
+    """Claim record keys; return usage ids of those claimed now (absent: seen before)."""
+    rows = await conn.fetch(_CLAIM_KEYS, sources, keys, accounts, times)
+    return {(row[0], row[1]): row[2] for row in rows}
+
+
+async def copy_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    if rows:
+        await conn.copy_records_to_table(table, records=rows, columns=list(columns))
+
+
+# -- partial records ------------------------------------------------------------------------
+
+class Part(NamedTuple):
+    source: str
+    group_key: str
+    partial_seq: int
+    is_last: bool
+    record: bytes  # JSON of the UsageRecord
+
+
+async def insert_parts(
+    conn: Connection, parts: Sequence[Part], source_file_id: int | None, positions: list[str]
+) -> set[tuple[str, str, int]]:
+    """Store new parts (groups locked in a stable order); return those not seen before."""
+    sources = [p.source for p in parts]
+    groups = [p.group_key for p in parts]
+    await conn.execute(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(s || chr(1) || g, 0))) "
+        "FROM (SELECT DISTINCT s, g FROM unnest($1::text[], $2::text[]) AS u(s, g) "
+        "ORDER BY 1, 2) AS ordered", sources, groups)
+    rows = await conn.fetch(
+        "INSERT INTO partial_records (source, group_key, partial_seq, is_last, record, "
+        "source_file_id, source_position) "
+        "SELECT s, g, q, l, r::jsonb, $6, p FROM unnest($1::text[], $2::text[], $3::int[], "
+        "$4::bool[], $5::text[], $7::text[]) AS u(s, g, q, l, r, p) "
+        "ON CONFLICT DO NOTHING RETURNING source, group_key, partial_seq",
+        sources, groups, [p.partial_seq for p in parts], [p.is_last for p in parts],
+        [p.record.decode() for p in parts], source_file_id, positions)
+    return {(row[0], row[1], row[2]) for row in rows}
+
+
+async def open_parts(
+    conn: Connection, groups: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[Part]]:
+    rows = await conn.fetch(
+        "SELECT source, group_key, partial_seq, is_last, record::text FROM partial_records "
+        "WHERE state = 'open' AND (source, group_key) IN "
+        "(SELECT * FROM unnest($1::text[], $2::text[])) ORDER BY partial_seq",
+        [g[0] for g in groups], [g[1] for g in groups])
+    found: dict[tuple[str, str], list[Part]] = {}
+    for row in rows:
+        part = Part(row[0], row[1], row[2], row[3], row[4].encode())
+        found.setdefault((part.source, part.group_key), []).append(part)
+    return found
+
+
+async def close_groups(
+    conn: Connection, groups: Sequence[tuple[str, str]], state: str
+) -> None:
+    await conn.execute(
+        "UPDATE partial_records SET state = $3 WHERE state = 'open' AND (source, group_key) IN "
+        "(SELECT * FROM unnest($1::text[], $2::text[]))",
+        [g[0] for g in groups], [g[1] for g in groups], state)
+
+
+async def stale_groups(conn: Connection, older_than_s: float) -> list[tuple[str, str]]:
+    rows = await conn.fetch(
+        "SELECT source, group_key FROM partial_records WHERE state = 'open' "
+        "GROUP BY source, group_key "
+        "HAVING max(received_at) < now() - make_interval(secs => $1) ORDER BY 1, 2",
+        older_than_s)
+    return [(row[0], row[1]) for row in rows]
+
+
+async def pending_parts(conn: Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM partial_records WHERE state = 'open'"))
+
+
+# -- source positions -----------------------------------------------------------------------
+
+class FileClaim(msgspec.Struct, kw_only=True):
+    source_file_id: int
+    state: str
+    committed_records: int
+    counts: dict[str, int]
+    totals: dict[str, int]
+    sequence_no: int | None
+    error: str | None
+
+
+_COUNT_COLUMNS = ("in", "charged", "suspense", "duplicates", "filtered", "pending")
+
+
+async def claim_file(
+    conn: Connection, *, source: str, name: str, fmt: str, sha256: str, size: int,
+    sequence_no: int | None,
+) -> FileClaim:
+    """Register a file (or find it registered) by content; its row says where to resume."""
+    await conn.execute(
+        "INSERT INTO source_files (source, name, format, sequence_no, size_bytes, sha256) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, sha256) DO NOTHING",
+        source, name, fmt, sequence_no, size, sha256)
+    file_id = await conn.fetchval(
+        "SELECT source_file_id FROM source_files WHERE source = $1 AND sha256 = $2",
+        source, sha256)
+    return await read_file(conn, file_id)
+
+
+async def read_file(conn: Connection, source_file_id: int) -> FileClaim:
+    row = await conn.fetchrow(
+        "SELECT source_file_id, state, committed_records, sequence_no, error, totals::text, "
+        + ", ".join(f"count_{c}" for c in _COUNT_COLUMNS)
+        + " FROM source_files WHERE source_file_id = $1", source_file_id)
+    assert row is not None
+    totals = {cur: int(v) for cur, v in msgspec.json.decode(row["totals"]).items()}
+    return FileClaim(
+        source_file_id=row["source_file_id"], state=row["state"],
+        committed_records=row["committed_records"], sequence_no=row["sequence_no"],
+        error=row["error"], totals=totals,
+        counts={c: row[f"count_{c}"] for c in _COUNT_COLUMNS})
+
+
+async def checkpoint_file(
+    conn: Connection, source_file_id: int, *, committed_records: int, counts: dict[str, int],
+    totals: dict[str, int], state: str = "claimed", error: str | None = None,
+) -> None:
+    """Record the file's progress (cumulative); ``state`` done/error completes it."""
+    await conn.execute(
+        "UPDATE source_files SET committed_records = $2, totals = $3::jsonb, state = $4, "
+        "error = $5, completed_at = CASE WHEN $4 = 'claimed' THEN NULL ELSE now() END, "
+        + ", ".join(f"count_{c} = ${i}" for i, c in enumerate(_COUNT_COLUMNS, start=6))
+        + " WHERE source_file_id = $1",
+        source_file_id, committed_records,
+        msgspec.json.encode({cur: str(v) for cur, v in totals.items()}).decode(), state, error,
+        *(counts.get(c, 0) for c in _COUNT_COLUMNS))
+
+
+async def try_lock_file(conn: Connection, source_file_id: int) -> bool:
+    """Session lock: one worker at a time processes a file (released with the connection)."""
+    return bool(await conn.fetchval(
+        "SELECT pg_try_advisory_lock(hashtextextended('source_file', $1))", source_file_id))
+
+
+async def unlock_file(conn: Connection, source_file_id: int) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_unlock(hashtextextended('source_file', $1))", source_file_id)
+
+
+async def claim_offsets(
+    conn: Connection, source: list[str], positions: list[str]
+) -> dict[tuple[str, str], bytes | None]:
+    """Claim message positions. Returns the already-committed ones with their stored result.
+
+    A concurrent claim of the same position waits on the row lock until the first commits,
+    then sees it as committed.
+    """
+    rows = await conn.fetch(
+        "INSERT INTO source_offsets (source, position) "
+        "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING "
+        "RETURNING source, position", source, positions)
+    new = {(row[0], row[1]) for row in rows}
+    seen = [(s, p) for s, p in zip(source, positions, strict=True) if (s, p) not in new]
+    if not seen:
+        return {}
+    stored = await conn.fetch(
+        "SELECT source, position, result::text FROM source_offsets WHERE (source, position) IN "
+        "(SELECT * FROM unnest($1::text[], $2::text[]))",
+        [s for s, _ in seen], [p for _, p in seen])
+    return {(row[0], row[1]): row[2].encode() if row[2] else None for row in stored}
+
+
+async def store_offset_results(
+    conn: Connection, sources: list[str], positions: list[str], results: list[bytes]
+) -> None:
+    await conn.execute(
+        "UPDATE source_offsets o SET result = u.r::jsonb FROM unnest($1::text[], $2::text[], "
+        "$3::text[]) AS u(s, p, r) WHERE o.source = u.s AND o.position = u.p",
+        sources, positions, [r.decode() for r in results])

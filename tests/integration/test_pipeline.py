@@ -1,0 +1,214 @@
+"""The mediation pipeline against a real PostgreSQL: exactly-once files and deliveries,
+reconciliation, suspense and retry, partial records, a dropped connection mid-batch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import pytest
+
+from server import config
+from server.errors import Reason
+from server.pipeline.contract import Delivery, Reject
+from server.pipeline.jsonlines import decode_jsonl
+from server.pipeline.pipeline import Pipeline
+from server.records import UsageRecord
+from server.service import read_catalog_file
+from server.store import catalog_repo
+from server.store.pool import Connection
+from tests.conftest import REPO
+from tests.pipeline_doubles import FlatRater
+
+CALLER = "33611111111"  # an identifier of account A1 in the demo catalog
+
+
+def voice(key: str, *, calling: str = CALLER, called: str = "33612345678", seconds: int = 60,
+          when: str = "2026-02-03T10:00:00Z", **extra: object) -> UsageRecord:
+    return UsageRecord(record_key=key, source="msc1", kind="voice", event_time=when,
+                       duration_s=seconds, calling=calling, called=called, **extra)  # type: ignore[arg-type]
+
+
+def write_jsonl(path: Path, records: list[UsageRecord], extra_lines: list[bytes] = ()) -> Path:  # type: ignore[assignment]
+    with path.open("wb") as f:
+        for r in records:
+            f.write(msgspec.json.encode(r) + b"\n")
+        for line in extra_lines:
+            f.write(line + b"\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+async def pipeline(pool: asyncpg.Pool) -> AsyncIterator[Pipeline]:
+    await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
+    cfg = config.load(env={}).pipeline
+    cfg = msgspec.structs.replace(cfg, batch_size=7, retry_backoff_s=0.01)
+    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": decode_jsonl})
+
+
+async def table_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    out = {}
+    for table in ("usage_records", "charges", "suspense", "usage_keys", "source_files"):
+        out[table] = await pool.fetchval(f"SELECT count(*) FROM {table}")
+    return out
+
+
+async def test_file_reconciles_and_replay_changes_nothing(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    records = [voice(f"f1-{i}", seconds=i) for i in range(20)]
+    records.append(voice("f1-3", seconds=999))  # same key again: a duplicate
+    path = write_jsonl(tmp_path / "cdr1.jsonl", records, [b'{"not": "a record"}', b"{broken"])
+    out = await pipeline.ingest_file(path, source="msc1", format="jsonl")
+    c = out.counts
+    assert (c.in_, c.charged, c.suspense, c.duplicates, c.pending) == (23, 20, 2, 1, 0)
+    assert c.in_ == c.charged + c.suspense + c.duplicates + c.filtered + c.pending
+    assert out.totals == {"EUR": "0.19"}  # Σ i·1000 micros for i < 20
+    assert not out.replay
+    before = await table_counts(pool)
+
+    again = await pipeline.ingest_file(path, source="msc1", format="jsonl")
+    assert again.replay and again.counts == out.counts and again.totals == out.totals
+    assert await table_counts(pool) == before
+
+    # The same records in another file (another name, other bytes) are all duplicates.
+    copy = write_jsonl(tmp_path / "cdr1-copy.jsonl", records[:20])
+    dup = await pipeline.ingest_file(copy, source="msc1", format="jsonl")
+    assert (dup.counts.in_, dup.counts.duplicates, dup.counts.charged) == (20, 20, 0)
+    stored = await pool.fetchval(
+        "SELECT sum(amount_micros) FROM charges c "
+        "JOIN usage_records u USING (account_id, usage_id) WHERE u.record_key LIKE 'f1-%'")
+    assert stored == 190_000
+
+
+async def test_suspense_keeps_raw_form_and_retry_charges_after_fix(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    records = [voice("s-unknown", calling="33699999999"), voice("s-zone", called="99912"),
+               voice("s-time", when="yesterday")]
+    path = write_jsonl(tmp_path / "susp.jsonl", records, [b"{broken"])
+    out = await pipeline.ingest_file(path, source="msc1", format="jsonl")
+    assert (out.counts.in_, out.counts.suspense) == (4, 4)
+    rows = await pool.fetch(
+        "SELECT record_key, reason, detail, raw, source_position, account_id FROM suspense "
+        "WHERE source_file_id = $1 ORDER BY source_position", out.source_file_id)
+    by_key = {r["record_key"]: r for r in rows}
+    assert by_key["s-unknown"]["reason"] == Reason.UNKNOWN_ACCOUNT
+    assert by_key["s-zone"]["reason"] == Reason.NO_ZONE and by_key["s-zone"]["account_id"] == "A1"
+    assert by_key["s-time"]["reason"] == Reason.BAD_FIELD
+    assert "event_time" in by_key["s-time"]["detail"]
+    assert by_key[None]["raw"] == b"{broken" and by_key[None]["reason"] == Reason.MALFORMED
+    assert by_key[None]["source_position"] == "susp.jsonl#3"
+
+    # Replaying one of them through another file does not add a second suspense row.
+    again = write_jsonl(tmp_path / "susp2.jsonl", records[:1])
+    assert (await pipeline.ingest_file(again, source="msc1", format="jsonl")).counts.duplicates == 1
+
+    # Fix the catalog: the unknown caller becomes an identifier of A1; retry charges it once.
+    await pool.execute("INSERT INTO account_identifiers VALUES ('33699999999', 'A1', 'msisdn')")
+    report = await pipeline.retry_suspense(reason=Reason.UNKNOWN_ACCOUNT)
+    assert (report.retried, report.charged) == (1, 1)
+    assert report.results[0].amount == "0.06"
+    assert (await pipeline.retry_suspense(reason=Reason.UNKNOWN_ACCOUNT)).retried == 0
+    report = await pipeline.retry_suspense(reason=Reason.NO_ZONE)
+    assert (report.retried, report.still_open) == (1, 1)
+    charged = await pool.fetchval(
+        "SELECT count(*) FROM charges c JOIN usage_records u USING (account_id, usage_id) "
+        "WHERE u.record_key = 's-unknown'")
+    assert charged == 1
+    state = await pool.fetchval("SELECT state FROM suspense WHERE record_key = 's-unknown'")
+    assert state == "retried"
+
+
+async def test_deliveries_commit_once_and_replays_answer_the_same(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    first = Delivery(source="mqtt", position="msg-1",
+                     records=[voice("d-1", seconds=10), voice("d-2", calling="1")],
+                     rejects=[Reject(reason=Reason.MALFORMED, detail="not JSON", raw=b"\x00",
+                                     where="payload")])
+    second = Delivery(source="mqtt", position="msg-2", records=[voice("d-1", seconds=10)])
+    outcomes = await pipeline.commit([first, second, first])
+    assert [o.replay for o in outcomes] == [False, False, True]
+    one = outcomes[0]
+    assert [r.status for r in one.results] == ["charged", "suspense", "suspense"]
+    assert one.results[0].amount == "0.01" and one.results[1].reason == "UNKNOWN_ACCOUNT"
+    assert one.counts.in_ == 3 and outcomes[1].counts.duplicates == 1
+    assert outcomes[2].results == one.results
+    before = await table_counts(pool)
+
+    replay = await pipeline.commit([first])
+    assert replay[0].replay and replay[0].results == one.results
+    assert await table_counts(pool) == before
+
+
+async def test_partial_records_merge_into_one_usage(pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    def part(seq: int, last: bool, seconds: int) -> UsageRecord:
+        return voice(f"cid77-{seq}", seconds=seconds, partial_seq=seq,
+                     attrs={"charging_id": "cid77", "partial_last": last},
+                     when=f"2026-02-03T10:0{seq}:00Z")
+
+    out = await pipeline.commit([Delivery(source="mqtt", position="p-1",
+                                          records=[part(1, False, 100), part(3, True, 5)])])
+    assert out[0].counts.pending == 2
+    out = await pipeline.commit([Delivery(source="mqtt", position="p-2",
+                                          records=[part(2, False, 50), part(1, False, 100)])])
+    assert (out[0].counts.charged, out[0].counts.duplicates) == (1, 1)
+    row = await pool.fetchrow(
+        "SELECT u.duration_s, u.event_time, c.amount_micros FROM usage_records u "
+        "JOIN charges c USING (account_id, usage_id) WHERE u.record_key = 'cid77/merged'")
+    assert row["duration_s"] == 155 and row["amount_micros"] == 155_000
+    assert row["event_time"].minute == 1
+
+
+async def test_incomplete_partial_group_expires_to_suspense(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    lone = voice("cid88-2", partial_seq=2, attrs={"charging_id": "cid88", "partial_last": True})
+    await pipeline.commit([Delivery(source="mqtt", position="p-3", records=[lone])])
+    assert await pipeline.expire_partials() == 0  # not stale yet
+    await pool.execute("UPDATE partial_records SET received_at = now() - interval '2 days' "
+                       "WHERE group_key = 'cid88'")
+    assert await pipeline.expire_partials() == 1
+    row = await pool.fetchrow(
+        "SELECT reason, detail FROM suspense WHERE record_key = 'cid88/merged'")
+    assert row["reason"] == Reason.PARTIAL_INCOMPLETE and "missing parts [1]" in row["detail"]
+
+
+async def test_connection_dropped_mid_batch_is_retried_and_committed_once(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    records = [voice(f"drop-{i}", seconds=1) for i in range(30)]
+    path = write_jsonl(tmp_path / "drop.jsonl", records)
+    killed: list[int] = []
+
+    async def kill_once(conn: Connection) -> None:
+        # The batch's rows are written, the checkpoint too; the COMMIT never happens.
+        if len(killed) < 2:
+            pid = conn.get_server_pid()
+            killed.append(pid)
+            await pool.fetchval("SELECT pg_terminate_backend($1)", pid)
+            await conn.fetchval("SELECT 1")  # the dead connection fails here
+
+    out = await pipeline.ingest_file(path, source="msc1", format="jsonl", fault=kill_once)
+    assert len(killed) == 2
+    assert (out.counts.in_, out.counts.charged) == (30, 30)
+    n = await pool.fetchval("SELECT count(*) FROM usage_records WHERE record_key LIKE 'drop-%'")
+    c = await pool.fetchval("SELECT count(*) FROM charges c JOIN usage_records u "
+                            "USING (account_id, usage_id) WHERE u.record_key LIKE 'drop-%'")
+    assert (n, c) == (30, 30)
+    done = await pool.fetchrow("SELECT state, committed_records FROM source_files "
+                               "WHERE source_file_id = $1", out.source_file_id)
+    assert tuple(done) == ("done", 30)
+
+
+async def test_catalog_change_rebuilds_the_rater(pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    before = await pipeline.raters.current()
+    await pool.execute("INSERT INTO account_identifiers VALUES ('33600000001', 'A1', 'msisdn')")
+    after = await pipeline.raters.current()
+    assert after.generation > before.generation
+    out = await pipeline.commit([Delivery(source="mqtt", position="gen-1",
+                                          records=[voice("gen-1", calling="33600000001")])])
+    assert out[0].results[0].status == "charged"

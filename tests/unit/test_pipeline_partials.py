@@ -1,0 +1,41 @@
+"""Partial-record groups: completeness and the merge."""
+
+from __future__ import annotations
+
+from server.pipeline import partials
+from server.pipeline.amounts import decimal_string
+from server.records import UsageRecord
+
+
+def part(seq: int, **attrs: object) -> UsageRecord:
+    return UsageRecord(record_key=f"c1-{seq}", source="s", kind="data",
+                       event_time=f"2026-01-15T10:0{seq}:00Z", volume_up=seq, volume_down=10 * seq,
+                       msisdn="33611111111", partial_seq=seq, attrs={"charging_id": 42, **attrs})
+
+
+def test_missing_parts() -> None:
+    assert partials.missing([(1, False), (2, False)]) is None  # last not seen: unknown
+    assert partials.missing([(1, False), (3, True)]) == [2]
+    assert partials.missing([(2, False), (1, False), (3, True)]) == []
+
+
+def test_last_part_from_flag_or_closing_cause() -> None:
+    assert partials.is_last(part(1, partial_last=True))
+    assert not partials.is_last(part(1, cause_for_record_closing="partialRecord"))
+    assert partials.is_last(part(1, cause_for_record_closing="normalRelease"))
+    assert not partials.is_last(part(1))
+
+
+def test_merge_sums_counters_and_keeps_the_first_start() -> None:
+    merged = partials.merge(partials.group_key(part(1)), [part(3), part(1), part(2)])
+    assert merged.record_key == "42/merged" and merged.partial_seq is None
+    assert (merged.volume_up, merged.volume_down) == (6, 60)
+    assert merged.event_time == "2026-01-15T10:01:00Z"
+    assert merged.attrs["partial_parts"] == ["c1-1", "c1-2", "c1-3"]
+
+
+def test_decimal_strings_are_exact() -> None:
+    assert decimal_string(1_234_500) == "1.2345"
+    assert decimal_string(0) == "0.00"
+    assert decimal_string(-5) == "-0.000005"
+    assert decimal_string(2**63 - 1) == "9223372036854.775807"

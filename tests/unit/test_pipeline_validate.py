@@ -1,0 +1,47 @@
+"""Record validation: every problem is BAD_FIELD and names its field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from server.errors import Reason
+from server.pipeline.validate import validate
+from server.records import UsageRecord
+
+
+def record(**fields: object) -> UsageRecord:
+    base: dict[str, object] = {"record_key": "k1", "source": "s", "kind": "voice",
+                               "event_time": "2026-01-15T10:20:30Z", "duration_s": 61,
+                               "calling": "33611111111", "called": "4930123"}
+    base.update(fields)
+    return UsageRecord(**base)  # type: ignore[arg-type]
+
+
+def test_valid_record_gets_its_utc_time() -> None:
+    when, problem = validate(record(event_time="2026-01-15T11:20:30+01:00"))
+    assert problem is None and when == datetime(2026, 1, 15, 10, 20, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"record_key": ""}, "record_key"),
+    ({"record_key": "x" * 300}, "record_key"),
+    ({"event_time": "2026-01-15T10:20:30"}, "event_time"),
+    ({"event_time": "yesterday"}, "event_time"),
+    ({"event_time": "1970-01-01T00:00:00Z"}, "event_time"),
+    ({"duration_s": -1}, "duration_s"),
+    ({"duration_s": None}, "duration_s"),
+    ({"volume_up": 2**63}, "volume_up"),
+    ({"calling": "+33611"}, "calling"),
+    ({"called": "٣٣٦"}, "called"),  # non-ASCII digits
+    ({"charge": "1e400x"}, "charge"),
+    ({"charge": "NaN"}, "charge"),
+    ({"quantity": "abc"}, "quantity"),
+    ({"partial_seq": 0}, "partial_seq"),
+    ({"kind": "data", "duration_s": None}, "volume_up"),
+])
+def test_bad_fields_are_named(fields: dict[str, object], field: str) -> None:
+    _, problem = validate(record(**fields))
+    assert problem is not None and problem.reason == Reason.BAD_FIELD
+    assert problem.detail.startswith(f"{field}:")
