@@ -1,0 +1,245 @@
+"""Stored invoices: read them back, finalise them (gapless numbers), credit them.
+
+Numbers come from ``document_series`` by an UPDATE inside the finalising transaction: the
+row lock queues concurrent finalisers, and a rollback or a crash before COMMIT returns the
+number — so a series has no gap and no duplicate. The database refuses any later change to
+a finalised invoice (triggers in migration 0300); corrections are credit notes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, cast
+
+import msgspec
+
+from server.billing.model import Allowance, InvoiceDraft, Line, Totals
+from server.billing.rounding import Method, from_decimal
+from server.billing.tax import CategoryTotal, tax_on
+from server.errors import BillingError
+from server.store.pool import Connection
+
+
+class NotFound(BillingError):
+    code = "NOT_FOUND"
+
+
+class Conflict(BillingError):
+    code = "CONFLICT"
+
+
+class Invalid(BillingError):
+    code = "VALIDATION"
+
+
+class Invoice(msgspec.Struct, frozen=True):
+    invoice_id: int
+    account_id: str
+    status: str
+    number_text: str | None
+    issue_date: dt.date | None
+    due_date: dt.date | None
+    content: InvoiceDraft
+    credited_micros: int = 0
+
+
+class CreditRequest(msgspec.Struct, frozen=True):
+    line_no: int
+    amount: Decimal | None = None  # net amount to credit; None: what is left of the line
+
+
+class CreditNote(msgspec.Struct, frozen=True):
+    credit_note_id: int
+    account_id: str
+    invoice_id: int
+    number_text: str
+    reason: str
+    issue_date: dt.date
+    currency: str
+    net_micros: int
+    tax_micros: int
+    total_micros: int
+    lines: list[dict[str, Any]]
+    taxes: list[dict[str, Any]]
+
+
+def number_text(series: str, number: int) -> str:
+    return f"{series}-{number:06d}"
+
+
+async def take_numbers(conn: Connection, series: str, count: int) -> int:
+    """The first of ``count`` consecutive numbers of ``series``; call inside a transaction."""
+    await conn.execute("INSERT INTO document_series (series) VALUES ($1) "
+                       "ON CONFLICT (series) DO NOTHING", series)
+    first: int = await conn.fetchval(
+        "UPDATE document_series SET next_number = next_number + $2 WHERE series = $1 "
+        "RETURNING next_number - $2", series, count)
+    return first
+
+
+async def finalise(conn: Connection, invoice_ids: list[int], series: str, today: dt.date,
+                   payment_terms_days: int) -> list[int]:
+    """Finalise drafts in one transaction, numbered in invoice-id order; already finalised
+    ones are left as they are (finalising is idempotent). Returns the ids finalised now."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT account_id, invoice_id, status FROM invoices WHERE invoice_id = ANY($1) "
+            "ORDER BY invoice_id FOR UPDATE", invoice_ids)
+        missing = set(invoice_ids) - {r["invoice_id"] for r in rows}
+        if missing:
+            raise NotFound(f"no invoice {min(missing)}", invoice_id=min(missing))
+        drafts = [r for r in rows if r["status"] == "draft"]
+        if not drafts:
+            return []
+        first = await take_numbers(conn, series, len(drafts))
+        numbers = list(range(first, first + len(drafts)))
+        await conn.execute(
+            "UPDATE invoices i SET status = 'finalised', series = $1, number = n.number, "
+            "number_text = n.text, issue_date = $2, due_date = $3, finalised_at = now(), "
+            "updated_at = now() FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::text[]) "
+            "AS n(account_id, invoice_id, number, text) "
+            "WHERE i.account_id = n.account_id AND i.invoice_id = n.invoice_id",
+            series, today, today + dt.timedelta(days=payment_terms_days),
+            [r["account_id"] for r in drafts], [r["invoice_id"] for r in drafts], numbers,
+            [number_text(series, n) for n in numbers])
+    return [r["invoice_id"] for r in drafts]
+
+
+async def load(conn: Connection, invoice_id: int) -> Invoice:
+    head = await conn.fetchrow("SELECT * FROM invoices WHERE invoice_id = $1", invoice_id)
+    if head is None:
+        raise NotFound(f"no invoice {invoice_id}", invoice_id=invoice_id)
+    key = (head["account_id"], invoice_id)
+    lines = await conn.fetch("SELECT * FROM invoice_lines WHERE account_id = $1 "
+                             "AND invoice_id = $2 ORDER BY line_no", *key)
+    allowances = await conn.fetch("SELECT * FROM invoice_allowances WHERE account_id = $1 "
+                                  "AND invoice_id = $2 ORDER BY seq", *key)
+    taxes = await conn.fetch("SELECT * FROM taxes WHERE account_id = $1 AND invoice_id = $2 "
+                             "ORDER BY category, rate", *key)
+    credited = await conn.fetchval("SELECT coalesce(sum(total_micros), 0) FROM credit_notes "
+                                   "WHERE account_id = $1 AND invoice_id = $2", *key)
+    content = InvoiceDraft(
+        account_id=head["account_id"], currency=head["currency"].strip(), period=head["period"],
+        period_start=head["period_start"], period_end=head["period_end"],
+        tax_inclusive=head["tax_inclusive"], reverse_charge=head["reverse_charge"],
+        rounding_method=head["rounding_method"],
+        lines=tuple(_line(r) for r in lines),
+        allowances=tuple(Allowance(r["seq"], r["discount_id"], r["reason"], r["amount_micros"],
+                                   r["tax_category"], r["tax_rate"]) for r in allowances),
+        taxes=tuple(CategoryTotal(r["category"], r["rate"], r["taxable_micros"], r["tax_micros"],
+                                  exemption_reason=r["exemption_reason"]) for r in taxes),
+        totals=Totals(head["line_total_micros"], head["allowance_micros"], head["net_micros"],
+                      head["tax_micros"], head["total_micros"], head["rounding_micros"],
+                      head["payable_micros"]),
+        seller=json.loads(head["seller"]), buyer=json.loads(head["buyer"]),
+        notes=tuple(n for n in head["notes"].split("\n") if n),
+    )
+    return Invoice(invoice_id=invoice_id, account_id=head["account_id"], status=head["status"],
+                   number_text=head["number_text"], issue_date=head["issue_date"],
+                   due_date=head["due_date"], content=content, credited_micros=int(credited))
+
+
+def _line(r: Any) -> Line:
+    detail = json.loads(r["detail"])
+    return Line(
+        line_no=r["line_no"], kind=r["kind"], service=r["service"],
+        description=r["description"], quantity=r["quantity"], unit=r["unit"],
+        charges=r["charges"], gross_micros=r["gross_micros"],
+        discount_micros=r["discount_micros"], net_micros=r["net_micros"],
+        tax_category=r["tax_category"], tax_rate=r["tax_rate"],
+        inclusive_micros=r["inclusive_micros"], zone=detail.get("zone"),
+        subscription_id=r["subscription_id"], adjustment_id=r["adjustment_id"], detail=detail,
+    )
+
+
+async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
+                            requests: list[CreditRequest] | None, series: str,
+                            today: dt.date) -> CreditNote:
+    """Credit a finalised invoice in full (``requests`` None) or some lines in part. The sum
+    of an invoice's credit notes never exceeds it: per line, per tax category and in total,
+    checked under the invoice's row lock."""
+    async with conn.transaction():
+        locked = await conn.fetchrow("SELECT account_id, status FROM invoices "
+                                     "WHERE invoice_id = $1 FOR UPDATE", invoice_id)
+        if locked is None:
+            raise NotFound(f"no invoice {invoice_id}", invoice_id=invoice_id)
+        if locked["status"] != "finalised":
+            raise Conflict(f"invoice {invoice_id} is a draft: recompute it instead of crediting")
+        invoice = await load(conn, invoice_id)
+        before = await conn.fetch("SELECT lines, taxes FROM credit_notes WHERE account_id = $1 "
+                                  "AND invoice_id = $2", invoice.account_id, invoice_id)
+        lines, taxes = _credit(invoice, before, requests)
+        net = sum(t["taxable"] for t in taxes)
+        tax = sum(t["tax"] for t in taxes)
+        if net + tax <= 0:
+            raise Invalid(f"nothing left to credit on invoice {invoice_id}")
+        if invoice.credited_micros + net + tax > invoice.content.totals.total_micros:
+            raise Invalid(f"credit notes would exceed invoice {invoice_id}'s total")
+        number = await take_numbers(conn, series, 1)
+        text = number_text(series, number)
+        credit_id = await conn.fetchval(
+            "INSERT INTO credit_notes (account_id, invoice_id, series, number, number_text, "
+            "reason, issue_date, currency, net_micros, tax_micros, total_micros, lines, taxes) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+            "RETURNING credit_note_id",
+            invoice.account_id, invoice_id, series, number, text, reason, today,
+            invoice.content.currency, net, tax, net + tax, json.dumps(lines), json.dumps(taxes))
+    return CreditNote(credit_note_id=credit_id, account_id=invoice.account_id,
+                      invoice_id=invoice_id, number_text=text, reason=reason, issue_date=today,
+                      currency=invoice.content.currency, net_micros=net, tax_micros=tax,
+                      total_micros=net + tax, lines=lines, taxes=taxes)
+
+
+def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] | None,
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    content = invoice.content
+    credited_line: dict[int, int] = defaultdict(int)
+    credited_cat: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
+    for row in before:
+        for ln in json.loads(row["lines"]):
+            credited_line[ln["line_no"]] += ln["net_micros"]
+        for t in json.loads(row["taxes"]):
+            n, x = credited_cat[t["category"], t["rate"]]
+            credited_cat[t["category"], t["rate"]] = (n + t["taxable"], x + t["tax"])
+    by_no = {ln.line_no: ln for ln in content.lines}
+    left = {c: (t.taxable - credited_cat[c][0], t.tax - credited_cat[c][1])
+            for t in content.taxes for c in [(t.category, str(t.rate))]}
+    if requests is None:  # full: what is left, category by category, tax included exactly
+        lines = [_credit_line(ln, ln.net_micros - credited_line[ln.line_no])
+                 for ln in content.lines if ln.net_micros != credited_line[ln.line_no]]
+        taxes = [{"category": c[0], "rate": c[1], "taxable": n, "tax": x}
+                 for c, (n, x) in sorted(left.items()) if n or x]
+        return lines, taxes
+    lines = []
+    sums: dict[tuple[str, str], int] = defaultdict(int)
+    for req in requests:
+        ln = by_no.get(req.line_no)
+        if ln is None:
+            raise Invalid(f"invoice {invoice.invoice_id} has no line {req.line_no}")
+        remaining = ln.net_micros - credited_line[ln.line_no]
+        amount = remaining if req.amount is None else from_decimal(req.amount)
+        if amount <= 0 or amount > remaining:
+            raise Invalid(f"line {req.line_no}: can credit more than 0 and at most "
+                          f"{Fraction(remaining, 10**6)} (asked {Fraction(amount, 10**6)})",
+                          line_no=req.line_no)
+        credited_line[ln.line_no] += amount
+        lines.append(_credit_line(ln, amount))
+        sums[ln.tax_category, str(ln.tax_rate)] += amount
+    taxes = []
+    for c, net in sorted(sums.items()):
+        n_left, x_left = left[c]
+        if net > n_left:
+            raise Invalid(f"tax category {c[0]} {c[1]}%: credits would exceed its taxable amount")
+        tax = min(x_left, tax_on(net, Decimal(c[1]), content.currency,
+                                 cast(Method, content.rounding_method)))
+        taxes.append({"category": c[0], "rate": c[1], "taxable": net, "tax": tax})
+    return lines, taxes
+
+
+def _credit_line(ln: Line, amount: int) -> dict[str, Any]:
+    return {"line_no": ln.line_no, "description": ln.description, "net_micros": amount,
+            "tax_category": ln.tax_category, "tax_rate": str(ln.tax_rate)}

@@ -1,0 +1,101 @@
+"""Money at the invoice edge: micro-units ⇄ Decimal, and the one rounding DESIGN.md names
+for invoices — a line amount to the currency's minor unit, with a named method.
+
+Minor units come from CLDR/ISO 4217 data shipped with babel, never from a table typed here.
+"""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+from fractions import Fraction
+from typing import Literal, get_args
+
+from babel.numbers import get_currency_precision, is_currency
+
+from server.errors import BillingError
+
+MICROS = 1_000_000
+Method = Literal["half-up", "half-even", "up", "down"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+
+class MoneyError(BillingError):
+    """An amount or a currency that billing cannot represent exactly."""
+
+    code = "VALIDATION"
+
+
+@functools.cache
+def minor_digits(currency: str) -> int:
+    """Decimal places of the currency's minor unit (EUR 2, JPY 0, BHD 3)."""
+    if not is_currency(currency):
+        raise MoneyError(f"unknown ISO 4217 currency {currency!r}", currency=currency)
+    digits = int(get_currency_precision(currency))
+    if not 0 <= digits <= 6:
+        raise MoneyError(f"currency {currency} has {digits} decimals; at most 6 are supported")
+    return digits
+
+
+def minor_step(currency: str) -> int:
+    """Micro-units in one minor unit (EUR: 10 000)."""
+    step: int = 10 ** (6 - minor_digits(currency))
+    return step
+
+
+def round_fraction(value: Fraction | int, step: int, method: Method) -> int:
+    """``value`` (micro-units, exact) rounded to a multiple of ``step`` micro-units."""
+    q = Fraction(value) / step
+    floor = q.numerator // q.denominator
+    rest = q - floor
+    if rest == 0:
+        return floor * step
+    if method == "down":  # toward zero
+        n = floor if q > 0 else floor + 1
+    elif method == "up":  # away from zero
+        n = floor + 1 if q > 0 else floor
+    elif rest != Fraction(1, 2):
+        n = floor + 1 if rest > Fraction(1, 2) else floor
+    elif method == "half-up":  # ties away from zero
+        n = floor + 1 if q > 0 else floor
+    elif method == "half-even":
+        n = floor + (floor % 2)
+    else:
+        raise MoneyError(f"unknown rounding method {method!r}; one of {', '.join(METHODS)}")
+    return n * step
+
+
+def round_minor(value: Fraction | int, currency: str, method: Method) -> int:
+    """Micro-units rounded to the currency's minor unit."""
+    return round_fraction(value, minor_step(currency), method)
+
+
+def to_decimal(micros: int) -> Decimal:
+    return Decimal(micros).scaleb(-6)
+
+
+def format_amount(micros: int, currency: str) -> str:
+    """Decimal string with exactly the currency's minor digits (no float anywhere)."""
+    digits = minor_digits(currency)
+    value = to_decimal(micros)
+    exact = value.quantize(Decimal(1).scaleb(-digits))
+    if exact != value:
+        return str(value.normalize()) if value == value.to_integral() else str(value)
+    return str(exact)
+
+
+def from_decimal(value: Decimal | str) -> int:
+    """Micro-units of a decimal amount; more than 6 decimals is refused, never rounded."""
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        raise MoneyError(f"not a decimal amount: {value!r}") from None
+    if not amount.is_finite():
+        raise MoneyError(f"not a finite amount: {value!r}")
+    micros = amount.scaleb(6)
+    if micros != micros.to_integral_value():
+        raise MoneyError(f"{value} has more than 6 decimals")
+    result = int(micros)
+    if not -(2**63) <= result < 2**63:
+        raise MoneyError(f"{value} does not fit in 64-bit micro-units")
+    return result

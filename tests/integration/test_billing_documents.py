@@ -1,0 +1,130 @@
+"""Finalisation (gapless numbers under concurrency and crashes) and credit notes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from server.billing import documents
+from server.billing.documents import CreditRequest
+from server.billing.runs import bill_run
+from tests.conftest import wait_until
+from tests.integration import billing_seed as seed
+
+UTC = dt.UTC
+TODAY = dt.date(2026, 2, 2)
+
+
+async def drafts(pool: asyncpg.Pool, prefix: str, n: int) -> list[int]:
+    async with pool.acquire() as conn:
+        await seed.base(conn)
+        for i in range(n):
+            await seed.account(conn, f"{prefix}{i}")
+            await seed.charge(conn, f"{prefix}{i}", dt.datetime(2026, 1, 7, tzinfo=UTC),
+                              (i + 1) * 1_000_000)
+    run = await bill_run(pool, "2026-01", seed.SETTINGS,
+                         accounts=[f"{prefix}{i}" for i in range(n)])
+    return run.invoice_ids
+
+
+async def numbers(pool: asyncpg.Pool, series: str) -> list[int]:
+    rows = await pool.fetch("SELECT number FROM invoices WHERE series = $1 ORDER BY number", series)
+    return [r["number"] for r in rows]
+
+
+async def test_crash_while_finalising_leaves_no_gap(pool: asyncpg.Pool) -> None:
+    ids = await drafts(pool, "CR", 3)
+    holder = await pool.acquire()
+    victim = await pool.acquire()
+    try:
+        await documents.finalise(holder, ids[:1], "CRASH", TODAY, 30)  # number 1
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("UPDATE document_series SET next_number = next_number "
+                             "WHERE series = 'CRASH'")
+        pid = victim.get_server_pid()
+        task = asyncio.create_task(documents.finalise(victim, ids[1:2], "CRASH", TODAY, 30))
+
+        async def waiting() -> bool:
+            return bool(await pool.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid))
+
+        await wait_until(waiting, within=10)  # inside the transaction, invoice row locked
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises((asyncpg.PostgresError, ConnectionError, asyncpg.InterfaceError)):
+            await task
+        await tx.rollback()
+    finally:
+        await pool.release(holder)
+        await pool.release(victim)
+    row = await pool.fetchrow("SELECT status, number FROM invoices WHERE invoice_id = $1", ids[1])
+    assert row["status"] == "draft" and row["number"] is None
+    async with pool.acquire() as conn:
+        await documents.finalise(conn, ids[1:], "CRASH", TODAY, 30)
+    assert await numbers(pool, "CRASH") == [1, 2, 3]
+
+
+async def test_concurrent_finalisers_with_crashes_number_without_gaps(pool: asyncpg.Pool) -> None:
+    ids = await drafts(pool, "CC", 24)
+
+    async def finalise_one(invoice_id: int, crash: bool) -> None:
+        async with pool.acquire() as conn:
+            if not crash:
+                await documents.finalise(conn, [invoice_id], "CONC", TODAY, 30)
+                return
+            try:
+                async with conn.transaction():
+                    await documents.take_numbers(conn, "CONC", 1)
+                    await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            except (asyncpg.PostgresError, ConnectionError, asyncpg.InterfaceError):
+                pass  # the session died mid-transaction: its number must come back
+
+    await asyncio.gather(*(finalise_one(i, n % 4 == 0) for n, i in enumerate(ids)))
+    done = await numbers(pool, "CONC")
+    assert done == list(range(1, len(done) + 1)) and len(done) == 18
+    async with pool.acquire() as conn:
+        await documents.finalise(conn, ids, "CONC", TODAY, 30)  # the crashed ones now
+    assert await numbers(pool, "CONC") == list(range(1, 25))
+
+
+async def test_credit_notes_never_exceed_the_invoice(pool: asyncpg.Pool) -> None:
+    ids = await drafts(pool, "CN", 1)  # one line of 1.00 net, VAT 0.20
+    async with pool.acquire() as conn:
+        with pytest.raises(documents.Conflict):  # a draft is recomputed, not credited
+            await documents.issue_credit_note(conn, ids[0], "x", None, "CN", TODAY)
+        await documents.finalise(conn, ids, "CNI", TODAY, 30)
+        part = await documents.issue_credit_note(
+            conn, ids[0], "goodwill", [CreditRequest(line_no=1, amount=Decimal("0.40"))],
+            "CN", TODAY)
+        assert (part.net_micros, part.tax_micros) == (400_000, 80_000)
+        with pytest.raises(documents.Invalid):
+            await documents.issue_credit_note(
+                conn, ids[0], "too much", [CreditRequest(line_no=1, amount=Decimal("0.61"))],
+                "CN", TODAY)
+        rest = await documents.issue_credit_note(conn, ids[0], "cancel", None, "CN", TODAY)
+        assert (rest.net_micros, rest.tax_micros) == (600_000, 120_000)
+        with pytest.raises(documents.Invalid):
+            await documents.issue_credit_note(conn, ids[0], "again", None, "CN", TODAY)
+        inv = await documents.load(conn, ids[0])
+    assert inv.credited_micros == inv.content.totals.total_micros
+    assert [part.number_text, rest.number_text] == ["CN-000001", "CN-000002"]
+
+
+async def test_concurrent_full_credits_issue_only_one(pool: asyncpg.Pool) -> None:
+    ids = await drafts(pool, "CF", 1)
+    async with pool.acquire() as conn:
+        await documents.finalise(conn, ids, "CFI", TODAY, 30)
+
+    async def credit() -> bool:
+        async with pool.acquire() as conn:
+            try:
+                await documents.issue_credit_note(conn, ids[0], "cancel", None, "CF", TODAY)
+                return True
+            except documents.Invalid:
+                return False
+
+    assert sorted(await asyncio.gather(*(credit() for _ in range(5)))) == [False] * 4 + [True]

@@ -1,0 +1,109 @@
+"""Bill runs against a real PostgreSQL: drafts, recomputation, late usage, finalisation."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+import pytest
+
+from server.billing import documents
+from server.billing.runs import bill_run
+from tests.integration import billing_seed as seed
+
+UTC = dt.UTC
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def seeded(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await seed.base(conn)
+        await seed.product(conn, "basic", 10_000_000)
+        await seed.account(conn, "A1")
+        await seed.subscribe(conn, "A1", "basic", dt.datetime(2025, 12, 1, tzinfo=UTC))
+        for i in range(10):
+            await seed.charge(conn, "A1", dt.datetime(2026, 1, 5, 10, i, tzinfo=UTC), 123_456)
+
+
+async def test_draft_totals_and_links(pool: asyncpg.Pool) -> None:
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["A1"])
+    assert run.invoices == 1 and run.charges == 10
+    async with pool.acquire() as conn:
+        inv = await documents.load(conn, run.invoice_ids[0])
+        linked = await conn.fetchval("SELECT count(*) FROM invoice_line_charges "
+                                     "WHERE invoice_id = $1", inv.invoice_id)
+    t = inv.content.totals
+    assert linked == 10
+    # 10 × 0.123456 = 1.23456 → 1.23; fee 10.00; VAT 20 % of 11.23 = 2.246 → 2.25
+    assert [ln.net_micros for ln in inv.content.lines] == [1_230_000, 10_000_000]
+    assert t.net_micros == 11_230_000 and t.tax_micros == 2_250_000
+    assert t.payable_micros == 13_480_000
+
+
+async def test_dry_run_writes_nothing(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await seed.account(conn, "DRY")
+        await seed.charge(conn, "DRY", dt.datetime(2026, 1, 9, tzinfo=UTC), 5_000_000)
+        before = await conn.fetchval("SELECT count(*) FROM invoice_line_charges")
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["DRY"], dry_run=True)
+    assert run.bill_run_id is None and len(run.previews) == 1
+    assert run.previews[0].totals.payable_micros == 6_000_000
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM invoice_line_charges") == before
+        assert await conn.fetchval("SELECT count(*) FROM invoices WHERE account_id = 'DRY'") == 0
+
+
+async def test_late_usage_recomputes_draft_then_goes_to_next_invoice(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await seed.account(conn, "LATE")
+        await seed.charge(conn, "LATE", dt.datetime(2026, 1, 10, tzinfo=UTC), 1_000_000)
+    first = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"])
+    async with pool.acquire() as conn:  # late usage within the grace period
+        await seed.charge(conn, "LATE", dt.datetime(2026, 1, 31, 23, tzinfo=UTC), 2_000_000)
+    again = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"])
+    assert again.invoice_ids == first.invoice_ids  # same draft, recomputed in place
+    async with pool.acquire() as conn:
+        inv = await documents.load(conn, first.invoice_ids[0])
+        assert inv.content.totals.net_micros == 3_000_000
+        await documents.finalise(conn, first.invoice_ids, "T", dt.date(2026, 2, 3), 30)
+        # after finalisation: late January usage waits for the February invoice
+        await seed.charge(conn, "LATE", dt.datetime(2026, 1, 20, tzinfo=UTC), 4_000_000)
+    rerun = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"])
+    async with pool.acquire() as conn:
+        frozen = await documents.load(conn, first.invoice_ids[0])
+        assert frozen.content.totals.net_micros == 3_000_000 and frozen.status == "finalised"
+    assert rerun.invoice_ids != first.invoice_ids
+    feb = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["LATE"], dry_run=True)
+    assert rerun.charges == 1 and feb.charges == 0  # billed once, on the next document
+
+
+async def test_finalised_invoice_is_immutable_in_the_database(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await seed.account(conn, "IMM")
+        await seed.charge(conn, "IMM", dt.datetime(2026, 1, 10, tzinfo=UTC), 1_000_000)
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["IMM"])
+    async with pool.acquire() as conn:
+        await documents.finalise(conn, run.invoice_ids, "T", dt.date(2026, 2, 3), 30)
+        key = run.invoice_ids[0]
+        for sql in ("UPDATE invoices SET tax_micros = tax_micros WHERE invoice_id = $1",
+                    "DELETE FROM invoices WHERE invoice_id = $1",
+                    "UPDATE invoice_lines SET net_micros = 0 WHERE invoice_id = $1",
+                    "DELETE FROM invoice_line_charges WHERE invoice_id = $1",
+                    "DELETE FROM taxes WHERE invoice_id = $1"):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+                await conn.execute(sql, key)
+
+
+async def test_multi_currency_account_gets_one_invoice_per_currency(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await seed.account(conn, "MC")
+        await seed.charge(conn, "MC", dt.datetime(2026, 1, 3, tzinfo=UTC), 1_005_000)
+        await seed.charge(conn, "MC", dt.datetime(2026, 1, 3, tzinfo=UTC), 150_500_000,
+                          currency="JPY")
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["MC"])
+    async with pool.acquire() as conn:
+        invoices = {i.content.currency: i for i in
+                    [await documents.load(conn, n) for n in run.invoice_ids]}
+    assert invoices["EUR"].content.totals.net_micros == 1_010_000  # 1.005 → 1.01 half-up
+    assert invoices["JPY"].content.totals.net_micros == 151_000_000  # 150.5 → 151 (0 decimals)
+    assert invoices["JPY"].content.totals.tax_micros == 30_000_000  # 20 % of 151 = 30.2 → 30

@@ -1,0 +1,105 @@
+"""Money maths of invoicing: rounding, tiers, proration, taxes (exclusive and inclusive)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.billing import pricing
+from server.billing.periods import active_days, cycle, prorated
+from server.billing.rounding import minor_digits, round_fraction, round_minor
+from server.billing.tax import split_inclusive, tax_on
+
+UTC = dt.UTC
+
+
+def test_minor_units_come_from_iso_4217_data() -> None:
+    assert (minor_digits("EUR"), minor_digits("JPY"), minor_digits("BHD")) == (2, 0, 3)
+
+
+@pytest.mark.parametrize(("value", "method", "expected"), [
+    (Fraction(5), "half-up", 10), (Fraction(-5), "half-up", -10),
+    (Fraction(5), "half-even", 0), (Fraction(15), "half-even", 20),
+    (Fraction(1), "up", 10), (Fraction(-1), "up", -10),
+    (Fraction(19), "down", 10), (Fraction(-19), "down", -10),
+    (Fraction(14), "half-up", 10), (Fraction(16), "half-even", 20),
+])
+def test_rounding_methods(value: Fraction, method: str, expected: int) -> None:
+    assert round_fraction(value, 10, method) == expected  # type: ignore[arg-type]
+
+
+GRAD = pricing.UsageComponent(service="data", model="graduated", tiers=(
+    pricing.Tier(Decimal(10), Decimal("1.00")), pricing.Tier(Decimal(20), Decimal("0.50")),
+    pricing.Tier(None, Decimal("0.25"))))
+VOL = pricing.UsageComponent(service="data", model="volume", tiers=GRAD.tiers)
+
+
+@pytest.mark.parametrize(("units", "graduated", "volume"), [
+    (0, 0, 0), (10, 10, 10), (Fraction(1001, 100), Fraction(10005, 1000),
+                               Fraction(1001, 200)),
+    (20, 15, 10), (21, Fraction(1525, 100), Fraction(525, 100)),
+])
+def test_graduated_vs_volume_on_boundaries(units: Fraction, graduated: Fraction,
+                                           volume: Fraction) -> None:
+    assert pricing.price_units(GRAD, Fraction(units)) == graduated * 1_000_000
+    assert pricing.price_units(VOL, Fraction(units)) == volume * 1_000_000
+
+
+def test_package_and_allowance() -> None:
+    c = pricing.UsageComponent(service="sms", model="package", price=Decimal("2"),
+                               package_size=Decimal(100), included=Decimal(50))
+    assert pricing.billable_units(c, 50) == 0
+    assert pricing.price_units(c, pricing.billable_units(c, 51)) == 2_000_000
+    assert pricing.price_units(c, pricing.billable_units(c, 250)) == 4_000_000
+
+
+def test_proration_start_on_last_day_of_leap_february() -> None:
+    feb = cycle("2028-02", 1, "UTC")
+    assert feb.days == 29
+    assert active_days(feb, dt.datetime(2028, 2, 29, 15, tzinfo=UTC), None, "UTC") == 1
+    assert prorated(29_000_000, 1, feb.days) == 1_000_000
+    assert cycle("2026-02", 1, "UTC").days == 28
+
+
+def test_change_mid_period_bills_each_day_once() -> None:
+    jan = cycle("2026-01", 1, "Europe/Paris")
+    change = dt.datetime(2026, 1, 15, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    old = active_days(jan, dt.datetime(2025, 6, 1, tzinfo=UTC), change, "Europe/Paris")
+    new = active_days(jan, change, None, "Europe/Paris")
+    assert (old, new) == (14, 17) and old + new == jan.days
+
+
+def test_cycle_follows_billing_day_and_timezone() -> None:
+    c = cycle("2026-03", 15, "America/New_York")
+    assert c.start == dt.datetime(2026, 3, 15, 4, tzinfo=UTC)  # EDT from 8 March
+    assert c.end == dt.datetime(2026, 4, 15, 4, tzinfo=UTC)
+    assert cycle("2026-12", 1, "UTC").end == dt.datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@settings(max_examples=300)
+@given(cents=st.integers(-10**9, 10**9), rate=st.sampled_from(
+    [Decimal("20"), Decimal("5.5"), Decimal("19"), Decimal("7.7"), Decimal("0"), Decimal("21")]))
+def test_tax_inclusive_round_trip(cents: int, rate: Decimal) -> None:
+    gross = cents * 10_000
+    s = split_inclusive(gross, rate, "EUR", "half-up")
+    assert s.net + s.tax + s.rounding == gross  # the customer pays the gross exactly
+    assert s.tax == tax_on(s.net, rate, "EUR", "half-up")  # EN 16931 BR-CO-17
+    assert abs(s.rounding) <= 10_000 and s.net % 10_000 == 0
+
+
+@given(total=st.integers(-10**6, 10**6), weights=st.lists(st.integers(-10**6, 10**6),
+                                                          min_size=1, max_size=8))
+def test_allocation_sums_exactly(total: int, weights: list[int]) -> None:
+    shares = pricing.allocate_signed(total * 100, weights, 100)
+    assert sum(shares) == total * 100 and all(s % 100 == 0 for s in shares)
+
+
+@given(micros=st.integers(-10**12, 10**12))
+def test_round_minor_is_within_half_a_unit(micros: int) -> None:
+    r = round_minor(micros, "EUR", "half-even")
+    assert abs(r - micros) <= 5_000 and r % 10_000 == 0
