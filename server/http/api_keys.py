@@ -6,7 +6,8 @@ import msgspec
 from aiohttp import web
 
 from server.http.auth import KEY_CACHE, actor
-from server.http.keys import POOL
+from server.errors import Conflict
+from server.http.keys import POOL, PRINCIPAL
 from server.http.pagination import Cursor, Limit, decode_cursor, page
 from server.http.routing import Api, reply
 from server.http.types import Id, Text
@@ -56,6 +57,8 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def revoke_key(request: web.Request) -> web.Response:
     path = decode_path(request, KeyPath)
+    if path.key_id == request[PRINCIPAL].key_id:
+        raise Conflict("a key cannot revoke itself; revoke it with another admin key")
     revoked = await api_keys.revoke_audited(request.app[POOL], actor(request), path.key_id)
     request.app[KEY_CACHE].forget(path.key_id)
     return reply(revoked)

@@ -29,6 +29,9 @@ async def test_key_lifecycle(api: Api, pool: asyncpg.Pool) -> None:  # noqa: F81
     assert status == 409
     status, _ = await api.call("DELETE", "/v1/api-keys/ffffffffffffffff", "admin")
     assert status == 404
+    own = api.tokens["admin"].split("_")[1]
+    status, problem = await api.call("DELETE", f"/v1/api-keys/{own}", "admin")
+    assert status == 409 and "itself" in problem["detail"]
     pages = await api.pages("/v1/api-keys", {}, role="admin")
     assert key_id not in [k["key_id"] for p in pages for k in p]
     pages = await api.pages("/v1/api-keys", {"include_revoked": "true"}, role="admin")
