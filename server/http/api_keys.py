@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from server.http.auth import KEY_CACHE, actor
 from server.errors import Conflict
+from server.http.auth import KEY_CACHE, actor
 from server.http.keys import POOL, PRINCIPAL
 from server.http.pagination import Cursor, Limit, decode_cursor, page
 from server.http.routing import Api, reply
