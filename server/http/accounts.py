@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from server.errors import InvalidRequest
+from server.http.account_cache import ACCOUNT_CACHE
 from server.http.auth import actor
 from server.http.keys import POOL
 from server.http.pagination import Cursor, Limit, decode_cursor, page
@@ -93,7 +94,13 @@ async def create_account(request: web.Request) -> web.Response:
 
 async def get_account(request: web.Request) -> web.Response:
     path = decode_path(request, AccountPath)
-    return reply(await accounts_repo.get(request.app[POOL], path.account_id))
+    cache = request.app[ACCOUNT_CACHE]
+    body = cache.get(path.account_id)
+    if body is None:
+        epoch = cache.epoch
+        body = msgspec.json.encode(await accounts_repo.get(request.app[POOL], path.account_id))
+        cache.put(path.account_id, body, epoch)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def update_account(request: web.Request) -> web.Response:
@@ -109,8 +116,11 @@ async def update_account(request: web.Request) -> web.Response:
         changes["identifiers"] = [
             AccountIdentifier(i.identifier, i.kind) for i in changes["identifiers"]
         ]
-    stored = await accounts_repo.update(
-        request.app[POOL], actor(request), path.account_id, changes)
+    try:
+        stored = await accounts_repo.update(
+            request.app[POOL], actor(request), path.account_id, changes)
+    finally:
+        request.app[ACCOUNT_CACHE].forget(path.account_id)
     return reply(stored)
 
 

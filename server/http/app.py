@@ -15,6 +15,7 @@ from aiohttp import web
 
 from server import metrics
 from server.config import Config
+from server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
 from server.http.auth import KEY_CACHE, KeyCache
 from server.http.keys import API, CONFIG, PIPELINE, POOL
 from server.http.problems import Handler, problem_middleware, problem_response
@@ -84,6 +85,8 @@ def create_app(
     app[POOL] = pool
     app[API] = api
     app[KEY_CACHE] = KeyCache()
+    app[ACCOUNT_CACHE] = AccountCache()
+    app.cleanup_ctx.append(listen_for_changes)
     if pipeline is not None:
         app[PIPELINE] = pipeline
     api.install(app)

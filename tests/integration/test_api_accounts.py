@@ -3,6 +3,7 @@
 import asyncpg
 
 from server.store import audit
+from tests.conftest import wait_until
 from tests.integration.api_harness import Api, api  # noqa: F401
 
 
@@ -104,3 +105,26 @@ async def test_list_filters_and_pagination(api: Api) -> None:  # noqa: F811
         status, problem = await api.call("GET", "/v1/accounts", params=bad)
         assert status == 422, (bad, problem)
         assert problem["errors"][0]["location"] == "query"
+
+
+async def test_cached_reads_follow_every_change(api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811
+    await api.call("POST", "/v1/accounts", json={"account_id": "CACHE-1", "name": "one"})
+    for _ in range(3):
+        status, read = await api.call("GET", "/v1/accounts/CACHE-1", "viewer")
+        assert status == 200 and read["name"] == "one"
+    await api.call("PATCH", "/v1/accounts/CACHE-1", json={"name": "two"})
+    assert (await api.call("GET", "/v1/accounts/CACHE-1"))[1]["name"] == "two"
+    # A write from elsewhere (another process, psql): the NOTIFY drops the cached body.
+    await pool.execute("UPDATE accounts SET name = 'three' WHERE account_id = 'CACHE-1'")
+
+    async def seen() -> bool:
+        return bool((await api.call("GET", "/v1/accounts/CACHE-1"))[1]["name"] == "three")
+
+    assert await wait_until(seen, within=2.0)
+    await pool.execute("INSERT INTO account_identifiers VALUES ('4477700001', 'CACHE-1')")
+
+    async def identifier_seen() -> bool:
+        body = (await api.call("GET", "/v1/accounts/CACHE-1"))[1]
+        return bool(body["identifiers"])
+
+    assert await wait_until(identifier_seen, within=2.0)
