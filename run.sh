@@ -37,6 +37,14 @@ ensure_mosquitto() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
 }
 
+ensure_poppler() {
+  if command -v pdftotext >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1; then return; fi
+  echo "installing poppler-utils (pdftotext/pdftoppm for the invoice PDF tests)" >&2
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq poppler-utils >/dev/null
+}
+
 case "${1:-}" in
   serve)
     shift
@@ -47,6 +55,7 @@ case "${1:-}" in
     shift
     install dev
     ensure_mosquitto
+    ensure_poppler
     .venv/bin/ruff check .
     .venv/bin/mypy server adapters
     exec .venv/bin/python -m pytest "$@"

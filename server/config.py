@@ -55,12 +55,35 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     retry_backoff_s: float
 
 
+class BillingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    invoice_series: str
+    credit_note_series: str
+    rounding: Literal["half-up", "half-even", "up", "down"]
+    payment_terms_days: int
+    grace_days: int
+    batch_size: int
+    seller_name: str
+    seller_country: str
+    seller_vat_id: str
+    seller_address: str
+    seller_postcode: str
+    seller_city: str
+    seller_iban: str
+
+    def seller(self) -> dict[str, str]:
+        return {"name": self.seller_name, "country": self.seller_country,
+                "vat_id": self.seller_vat_id, "address": self.seller_address,
+                "postcode": self.seller_postcode, "city": self.seller_city,
+                "iban": self.seller_iban}
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     database: DatabaseConfig
     http: HttpConfig
     log: LogConfig
     catalog: CatalogConfig
     pipeline: PipelineConfig
+    billing: BillingConfig
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)

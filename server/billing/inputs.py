@@ -114,7 +114,8 @@ async def read_batch(conn: Connection, ids: list[str], period: str) -> Batch:
     )
 
 
-async def _subscriptions(conn: Connection, cycles: dict[str, Cycle]) -> dict[str, list[Subscription]]:
+async def _subscriptions(conn: Connection,
+                         cycles: dict[str, Cycle]) -> dict[str, list[Subscription]]:
     rows = await conn.fetch(
         "SELECT s.account_id, s.subscription_id, s.valid_from, s.valid_to, p.product_id, p.name, "
         "p.currency, p.recurring_fee_micros, p.tax_class, p.usage_pricing "

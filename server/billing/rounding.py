@@ -80,7 +80,7 @@ def format_amount(micros: int, currency: str) -> str:
     value = to_decimal(micros)
     exact = value.quantize(Decimal(1).scaleb(-digits))
     if exact != value:
-        return str(value.normalize()) if value == value.to_integral() else str(value)
+        return plain(value)
     return str(exact)
 
 
@@ -99,3 +99,8 @@ def from_decimal(value: Decimal | str) -> int:
     if not -(2**63) <= result < 2**63:
         raise MoneyError(f"{value} does not fit in 64-bit micro-units")
     return result
+
+
+def plain(value: Decimal) -> str:
+    """A decimal without exponent or trailing zeros: 20.0000 → "20", 5.50 → "5.5"."""
+    return format(value.normalize(), "f")

