@@ -11,4 +11,5 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.catalog",
     "server.commands.suspense",
     "server.commands.bill_run",
+    "server.commands.rate",
 )

@@ -1,0 +1,51 @@
+"""Versioned tariff catalog (DESIGN.md §5): load, check, and hand to the raters.
+
+Public API:
+
+- ``load_catalog(path)`` -> ``Catalog``: a JSON or TOML file (``.toml`` suffix).
+- ``catalog_from_dict(data)``: the same shape, already parsed (e.g. from jsonb).
+- ``catalog_from_definitions(currency, tariffs, identifiers)``: what the database holds —
+  tariffs ``[{"id", "currency"?, "versions": [<tariff_versions.definition>, ...]}]`` and
+  ``{identifier: (account_id, tariff_id)}`` — without a catalog file.
+- ``version_from_definition(tariff_id, definition)``: check one version definition.
+
+Every validation failure raises ``server.errors.CatalogError(path, message)`` where
+``path`` is like ``tariffs[0].versions[1].rates[3].steps[1].increment``. The checks and the
+choices they encode are listed in ``server.catalog.validate``.
+
+A tariff version's stable identity is ``<tariff id>@<effective_from as RFC 3339 UTC>``,
+e.g. ``retail@2026-01-01T00:00:00Z`` (``TariffVersion.identity``); it is what
+``billing-oss rate`` prints as ``tariff_version``.
+"""
+
+from server.catalog.loader import (
+    catalog_from_definitions,
+    catalog_from_dict,
+    load_catalog,
+    version_from_definition,
+)
+from server.catalog.model import (
+    Account,
+    Band,
+    Catalog,
+    Rate,
+    Rounding,
+    Step,
+    Tariff,
+    TariffVersion,
+)
+
+__all__ = [
+    "Account",
+    "Band",
+    "Catalog",
+    "Rate",
+    "Rounding",
+    "Step",
+    "Tariff",
+    "TariffVersion",
+    "catalog_from_definitions",
+    "catalog_from_dict",
+    "load_catalog",
+    "version_from_definition",
+]

@@ -1,0 +1,161 @@
+"""The reference rater: DESIGN.md §5 in plain Python with exact ``Fraction`` arithmetic.
+
+This is the executable specification the native kernel is tested against; it favours
+reading top-down over speed. Choices the design leaves open (shared with the kernel):
+
+- Zone: the longest prefix of ``called`` among all the version's prefixes. A record with
+  ``called`` that no prefix matches is ``NO_ZONE``. A record without ``called`` (data,
+  usually) has no zone: only rates with zone ``"*"`` apply; if none does, ``NO_ZONE``.
+- Band: local time = event start in the version's time zone (converted from UTC, so DST
+  gaps and overlaps are unambiguous); the first ``time_bands`` entry, in file order, whose
+  days and [from, to) contain it; else the default band; else no band (only ``"*"`` band
+  rates apply).
+- Rate precedence for kind K, zone Z, band B: (Z, B), then (Z, "*"), then ("*", B), then
+  ("*", "*"); a more specific zone beats a more specific band. None -> ``NO_RATE``.
+- ``u == 0`` -> amount 0 (not the connect fee, not the minimum), once a rate is found.
+- OVERFLOW: the final amount does not fit a signed 64-bit count of micro-units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+from server.catalog.model import WILDCARD, Catalog, Rate, Rounding, TariffVersion
+from server.errors import Reason
+from server.money import INT64_MAX, fraction_to_micros
+from server.rating.fields import BadField, event_micros, find_account, usage_of
+from server.rating.outcome import Charge, Outcome, Rejection
+from server.records import UsageRecord
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ReferenceRater:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def rate(self, records: Sequence[UsageRecord]) -> list[Outcome]:
+        return [self.rate_one(record) for record in records]
+
+    def rate_one(self, record: UsageRecord) -> Outcome:
+        key = record.record_key
+        try:
+            event_us = event_micros(record.event_time)
+            usage = usage_of(record)
+        except BadField as exc:
+            return Rejection(record_key=key, reason=Reason.BAD_FIELD, detail=str(exc))
+
+        account = find_account(self.catalog, record)
+        if account is None:
+            return Rejection(record_key=key, reason=Reason.UNKNOWN_ACCOUNT)
+        tariff = self.catalog.tariffs[account.tariff_id]
+        version = version_at(tariff.versions, event_us)
+        if version is None:
+            return Rejection(record_key=key, reason=Reason.NO_TARIFF, account_id=account.id)
+
+        called = record.called or None
+        zone = longest_prefix_zone(version, called) if called else None
+        if called and zone is None:
+            return Rejection(record_key=key, reason=Reason.NO_ZONE, account_id=account.id)
+        band = band_at(version, event_us)
+        rate = find_rate(version, record.kind, zone, band)
+        if rate is None:
+            reason = Reason.NO_ZONE if called is None else Reason.NO_RATE
+            return Rejection(record_key=key, reason=reason, account_id=account.id)
+
+        micros = amount_micros(rate, usage)
+        if micros > INT64_MAX:
+            return Rejection(record_key=key, reason=Reason.OVERFLOW, account_id=account.id)
+        return Charge(
+            record_key=key,
+            account_id=account.id,
+            amount_micros=micros,
+            currency=tariff.currency,
+            zone=zone,
+            band=band,
+            tariff_id=tariff.id,
+            effective_from=version.effective_from,
+            tariff_version=version.identity,
+        )
+
+
+def version_at(versions: Sequence[TariffVersion], event_us: int) -> TariffVersion | None:
+    """The latest version with effective_from <= event time."""
+    effective = [v for v in versions if v.effective_us <= event_us]
+    return max(effective, key=lambda v: v.effective_us) if effective else None
+
+
+def longest_prefix_zone(version: TariffVersion, called: str) -> str | None:
+    for length in range(len(called), 0, -1):
+        zone = version.prefix_zone.get(called[:length])
+        if zone is not None:
+            return zone
+    return None
+
+
+def band_at(version: TariffVersion, event_us: int) -> str | None:
+    local = (_EPOCH + timedelta(microseconds=event_us)).astimezone(ZoneInfo(version.timezone))
+    second_of_day = Fraction(local.hour * 3600 + local.minute * 60 + local.second) + Fraction(
+        local.microsecond, 1_000_000
+    )
+    for band in version.bands:
+        if band.contains(local.weekday(), second_of_day):
+            return band.name
+    return version.default_band
+
+
+def find_rate(version: TariffVersion, kind: str, zone: str | None, band: str | None) -> Rate | None:
+    zones = ([zone] if zone is not None else []) + [WILDCARD]
+    bands = ([band] if band is not None else []) + [WILDCARD]
+    for wanted_zone in zones:
+        for wanted_band in bands:
+            for rate in version.rates:
+                if (rate.kind, rate.zone, rate.band) == (kind, wanted_zone, wanted_band):
+                    return rate
+    return None
+
+
+def amount_micros(rate: Rate, usage: int) -> int:
+    """DESIGN.md §5 steps 3-5: exact total, clamps, per-call rounding, then micro-units."""
+    if usage == 0:
+        return 0
+    total = rate.connect_fee + sum(
+        (step_cost(rate, i, usage) for i in range(len(rate.steps))), Fraction(0)
+    )
+    if rate.minimum is not None:
+        total = max(total, rate.minimum)
+    if rate.maximum is not None:
+        total = min(total, rate.maximum)
+    if rate.rounding is not None:
+        total = round_amount(total, rate.rounding)
+    return fraction_to_micros(total)
+
+
+def step_cost(rate: Rate, index: int, usage: int) -> Fraction:
+    step = rate.steps[index]
+    following = rate.steps[index + 1].start if index + 1 < len(rate.steps) else None
+    upper = usage if following is None else min(usage, following)
+    portion = max(0, upper - step.start)
+    billed = math.ceil(Fraction(portion, step.increment)) * step.increment
+    return billed * step.price / step.unit
+
+
+def round_amount(value: Fraction, rounding: Rounding) -> Fraction:
+    """Round a non-negative exact amount to ``decimals`` places by the named method."""
+    scale = 10**rounding.decimals
+    scaled = value * scale
+    floor, remainder = divmod(scaled.numerator, scaled.denominator)
+    doubled, denominator = 2 * remainder, scaled.denominator
+    if rounding.method == "down":
+        rounded = floor
+    elif rounding.method == "up":
+        rounded = floor + (remainder > 0)
+    elif rounding.method == "half-up":
+        rounded = floor + (doubled >= denominator)
+    else:  # half-even
+        rounded = floor + (doubled > denominator or (doubled == denominator and floor % 2 == 1))
+    return Fraction(rounded, scale)
