@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import random
 import resource
@@ -32,7 +31,6 @@ sys.path.insert(0, str(REPO))
 
 from server import config  # noqa: E402
 from server.pipeline.pipeline import Pipeline  # noqa: E402
-from server.pipeline.raters import RaterFactory  # noqa: E402
 from server.records import UsageRecord  # noqa: E402
 from server.service import decoders, rater_factory, read_catalog_file  # noqa: E402
 from server.store import catalog_repo  # noqa: E402
@@ -56,6 +54,14 @@ def catalog() -> dict[str, object]:
     return demo
 
 
+# Weekdays of January 2026, 08:00-18:59 UTC: the demo tariff's peak band (Europe/Paris).
+_WEEKDAYS = [d for d in range(1, 32) if (d + 2) % 7 < 5]
+
+
+def _peak_time(i: int) -> str:
+    return f"2026-01-{_WEEKDAYS[i % len(_WEEKDAYS)]:02d}T{8 + i % 11:02d}:{i % 60:02d}:00Z"
+
+
 def generate_jsonl(path: Path, n: int) -> None:
     rng = random.Random(7)
     enc = msgspec.json.Encoder()
@@ -64,7 +70,7 @@ def generate_jsonl(path: Path, n: int) -> None:
         for i in range(n):
             rec = UsageRecord(
                 record_key=f"r{i:09d}", source="bench", kind="voice",
-                event_time=f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+                event_time=_peak_time(i),
                 duration_s=rng.randrange(1, 3600), calling=f"3361{rng.randrange(ACCOUNTS):07d}",
                 called=f"3362{rng.randrange(10**7):07d}")
             enc.encode_into(rec, buf, len(buf))
@@ -107,19 +113,10 @@ async def fresh_database(admin_dsn: str, label: str) -> tuple[str, str]:
     return name, dsn
 
 
-def pick_rater() -> RaterFactory:
-    if importlib.util.find_spec("server.rating") is not None:
-        return rater_factory()
-    from tests.pipeline_doubles import FlatRater
-
-    print("note: server.rating is not in this build; rating with the test double FlatRater")
-    return FlatRater
-
-
 async def ours(dsn: str, path: Path, fmt: str) -> tuple[float, int, int]:
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
     assert pool is not None
-    pipeline = Pipeline(pool, config.load(env={}).pipeline, rater_factory=pick_rater(),
+    pipeline = Pipeline(pool, config.load(env={}).pipeline, rater_factory=rater_factory(),
                         decoders=decoders())
     await pipeline.raters.current()  # build the rater before the clock starts
     started = time.perf_counter()

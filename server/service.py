@@ -20,6 +20,7 @@ import asyncpg
 from aiohttp import web
 
 from server import rerate
+from server.catalog import catalog_from_dict
 from server.config import Config
 from server.errors import ConfigError, StartupError
 from server.http.app import create_app
@@ -96,10 +97,6 @@ def read_catalog_file(path: Path) -> dict[str, Any]:
 
 def validate_catalog(catalog: dict[str, Any]) -> None:
     """Check a parsed catalog before it is stored; errors name the JSON path."""
-    try:
-        from server.catalog import catalog_from_dict  # type: ignore[import-not-found]
-    except ImportError:
-        return
     catalog_from_dict(catalog)
 
 

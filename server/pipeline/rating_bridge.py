@@ -1,11 +1,87 @@
-"""Builds the production rater (``server.rating``) from the catalog stored in the database."""
+"""Builds the production rater (``server.rating``) from the catalog stored in the database.
+
+The catalog is rebuilt from ``tariff_versions.definition`` (one jsonb per version, the same
+shape as a catalog file's version) and ``account_identifiers`` + ``subscriptions`` (which
+tariff each account is on: the subscription valid now, else its latest). Charges name their
+version as ``(tariff id, effective_from)``; the bridge maps that back to the database's
+``tariff_version_id`` so charge rows reference the exact version used.
+"""
 
 from __future__ import annotations
 
-from server.errors import StartupError
-from server.pipeline.ports import Rater
-from server.pipeline.raters import CatalogSnapshot
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from server.catalog import catalog_from_definitions
+from server.errors import Reason
+from server.pipeline.ports import Charge, Failure, Rater
+from server.pipeline.raters import CatalogSnapshot, SubscriptionRow
+from server.rating import Charge as CoreCharge
+from server.rating import Rater as CoreRater
+from server.rating import make_rater
+from server.records import UsageRecord
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def build_rater(snapshot: CatalogSnapshot) -> Rater:
-    raise StartupError("the rating engine (server.rating) is not available in this build")
+    tariffs: dict[str, dict[str, Any]] = {}
+    for v in snapshot.versions:
+        tariff = tariffs.setdefault(v.tariff_id, {"id": v.tariff_id, "currency": v.currency,
+                                                  "versions": []})
+        tariff["versions"].append(v.definition)
+    plan = _current_tariffs(snapshot.subscriptions)
+    identifiers = {ident: (account, plan[account])
+                   for ident, account in snapshot.identifiers.items() if account in plan}
+    currency = snapshot.versions[0].currency if snapshot.versions else "EUR"
+    catalog = catalog_from_definitions(currency, list(tariffs.values()),
+                                                      identifiers)
+    version_ids = {(v.tariff_id, _micros(v.effective_from)): v.tariff_version_id
+                   for v in snapshot.versions}
+    by_identity: dict[tuple[str, str], int | None] = {}
+    for checked in catalog.tariffs.values():
+        for version in checked.versions:
+            by_identity[(checked.id, version.effective_from)] = version_ids.get(
+                (checked.id, version.effective_us))
+    return _Adapter(make_rater(catalog), by_identity, snapshot.generation)
+
+
+def _current_tariffs(subscriptions: Sequence[SubscriptionRow]) -> dict[str, str]:
+    """account → tariff: the subscription valid now, else the latest one."""
+    now = datetime.now(UTC)
+    plan: dict[str, str] = {}
+    for s in subscriptions:  # ordered by account, valid_from
+        if s.valid_from <= now and (s.valid_to is None or now < s.valid_to):
+            plan[s.account_id] = s.tariff_id
+        else:
+            plan.setdefault(s.account_id, s.tariff_id)
+    return plan
+
+
+def _micros(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+class _Adapter:
+    """``server.rating`` outcomes → the pipeline's ``Charge`` / ``Failure``."""
+
+    def __init__(self, rater: CoreRater, version_ids: dict[tuple[str, str], int | None],
+                 generation: int) -> None:
+        self._rater = rater
+        self._version_ids = version_ids
+        self.generation = generation
+
+    def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
+        out: list[Charge | Failure] = []
+        ids = self._version_ids
+        for result in self._rater.rate(records):
+            if isinstance(result, CoreCharge):
+                out.append(Charge(result.account_id,
+                                  ids.get((result.tariff_id, result.effective_from)),
+                                  result.zone, result.band, result.amount_micros,
+                                  result.currency))
+            else:
+                out.append(Failure(Reason(result.reason), result.detail or str(result.reason),
+                                   result.account_id))
+        return out
