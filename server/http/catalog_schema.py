@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.errors import InvalidRequest
+from server.catalog import version_from_definition
+from server.errors import CatalogError, InvalidRequest
 from server.http.types import Currency, Id, Identifier, Text, Timestamp
 
 DecimalText = Annotated[
@@ -28,19 +29,20 @@ Kind = Literal["voice", "sms", "data", "event"]
 TimeZone = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9_+/-]+$")]
 
 
-class Step(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Step(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     from_: Annotated[int, msgspec.Meta(ge=0, le=10**15)] = msgspec.field(name="from")
     price: DecimalText
     unit: Annotated[int, msgspec.Meta(ge=1, le=10**15)]
     increment: Annotated[int, msgspec.Meta(ge=1, le=10**15)]
 
 
-class Rounding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Rounding(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     decimals: Annotated[int, msgspec.Meta(ge=0, le=6)]
     method: Literal["half-up", "half-even", "up", "down"]
 
 
-class Rate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Rate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+             omit_defaults=True):
     kind: Kind
     zone: ZoneName
     band: ZoneName
@@ -51,7 +53,8 @@ class Rate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     rounding: Rounding | None = None
 
 
-class TimeBand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TimeBand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+             omit_defaults=True):
     name: ZoneName
     days: Annotated[list[Day], msgspec.Meta(max_length=7)] = []
     from_: ClockTime | None = msgspec.field(name="from", default=None)
@@ -59,23 +62,26 @@ class TimeBand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     default: bool = False
 
 
-class TariffVersionIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TariffVersionIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+             omit_defaults=True):
     effective_from: Timestamp
-    timezone: TimeZone = "UTC"
+    timezone: TimeZone
     zones: Annotated[dict[ZoneName, Annotated[list[Prefix], msgspec.Meta(max_length=100_000)]],
                      msgspec.Meta(max_length=10_000)] = {}
     time_bands: Annotated[list[TimeBand], msgspec.Meta(max_length=100)] = []
-    rates: Annotated[list[Rate], msgspec.Meta(max_length=10_000)] = []
+    rates: Annotated[list[Rate], msgspec.Meta(max_length=10_000)]
 
 
-class TariffIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TariffIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+             omit_defaults=True):
     id: Id
     currency: Currency | None = None
     description: Text = ""
     versions: Annotated[list[TariffVersionIn], msgspec.Meta(max_length=1000)] = []
 
 
-class CatalogAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class CatalogAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+             omit_defaults=True):
     id: Id
     name: Text = ""
     currency: Currency | None = None
@@ -83,7 +89,8 @@ class CatalogAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     tariff: Id | None = None
 
 
-class CatalogIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class CatalogIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+             omit_defaults=True):
     currency: Currency = "EUR"
     tariffs: Annotated[list[TariffIn], msgspec.Meta(max_length=1000)] = []
     accounts: Annotated[list[CatalogAccount], msgspec.Meta(max_length=100_000)] = []
@@ -100,14 +107,16 @@ def check_catalog(catalog: CatalogIn) -> None:
             if version.effective_from in seen:
                 _fail(f"$.tariffs[{t}].versions[{v}].effective_from", "appears twice")
             seen.add(version.effective_from)
-            check_version(version, f"$.tariffs[{t}].versions[{v}]")
+            check_version(version, f"$.tariffs[{t}].versions[{v}]", tariff.id)
     for a, account in enumerate(catalog.accounts):
         if account.tariff is not None and account.tariff not in tariff_ids:
             _fail(f"$.accounts[{a}].tariff", f"no tariff {account.tariff} in this catalog")
 
 
-def check_version(version: TariffVersionIn, at: str = "$") -> None:
-    """Cross-field rules: zones and bands referenced exist, steps start at 0 and ascend."""
+def check_version(version: TariffVersionIn, at: str = "$", tariff_id: str = "") -> None:
+    """Cross-field rules: zones and bands referenced exist, steps start at 0 and ascend;
+    then the rating engine's own checks (``server.catalog``), so that nothing is published
+    that the raters would refuse to build."""
     _check_zone(version.timezone, f"{at}.timezone")
     bands = {b.name for b in version.time_bands}
     defaults = [i for i, b in enumerate(version.time_bands) if b.default]
@@ -136,6 +145,11 @@ def check_version(version: TariffVersionIn, at: str = "$") -> None:
         if (rate.minimum_charge is not None and rate.maximum_charge is not None
                 and _dec(rate.minimum_charge) > _dec(rate.maximum_charge)):
             _fail(f"{where}.maximum_charge", "is below minimum_charge")
+    try:
+        version_from_definition(tariff_id or "tariff", msgspec.to_builtins(version), at)
+    except CatalogError as exc:
+        path = exc.path if exc.path.startswith("$") else f"$.{exc.path}"
+        _fail(path, exc.message.removeprefix(f"{exc.path}: "))
 
 
 def _check_zone(name: str, path: str) -> None:

@@ -78,7 +78,7 @@ async def list_versions(request: web.Request) -> web.Response:
 async def publish_version(request: web.Request) -> web.Response:
     path = decode_path(request, TariffPath)
     body = await decode_body(request, TariffVersionIn)
-    check_version(body)
+    check_version(body, "$", path.tariff_id)
     published = await tariffs_repo.publish(
         request.app[POOL], actor(request), path.tariff_id, msgspec.to_builtins(body))
     return reply(published.version, status=201 if published.created else 200)

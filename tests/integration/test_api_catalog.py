@@ -27,10 +27,11 @@ async def test_upload_demo_catalog_then_again(api: Api, pool: asyncpg.Pool) -> N
     status, again = await api.call("POST", "/v1/tariffs", "operator", json=DEMO)
     assert status == 200 and again["versions_added"] == 0 and again["accounts_added"] == 0
     status, tariff = await api.call("GET", "/v1/tariffs/retail", "viewer")
-    assert status == 200 and tariff["versions"][0]["effective_from"] == "2026-01-01T00:00:00Z"
+    assert status == 200 and tariff["versions"][0]["effective_from"].endswith("Z")
     vid = tariff["versions"][0]["tariff_version_id"]
     status, stored = await api.call("GET", f"/v1/tariffs/retail/versions/{vid}", "viewer")
-    assert status == 200 and stored["definition"]["zones"]["de"] == ["49"]
+    retail = next(t for t in DEMO["tariffs"] if t["id"] == "retail")
+    assert status == 200 and stored["definition"]["zones"] == retail["versions"][0]["zones"]
     assert [e.action for e in await audit.entries(pool, "catalog")] == [
         "catalog.upload", "catalog.upload"]
 
@@ -52,6 +53,11 @@ async def test_catalog_errors_name_the_json_path(api: Api) -> None:  # noqa: F81
     bad = copy.deepcopy(DEMO)
     bad["accounts"][0]["tariff"] = "nope"
     cases.append((bad, "$.accounts[0].tariff"))
+    bad = copy.deepcopy(DEMO)  # a rule of the rating engine itself (server.catalog)
+    zones = bad["tariffs"][0]["versions"][0]["zones"]
+    first, second = list(zones)[:2]
+    zones[second] = [*zones[second], zones[first][0]]
+    cases.append((bad, f"$.tariffs[0].versions[0].zones.{second}[{len(zones[second]) - 1}]"))
     for body, path in cases:
         status, problem = await api.call("POST", "/v1/tariffs", json=body)
         assert status == 422, (path, problem)

@@ -1,12 +1,12 @@
-"""Rerating through the API: a corrected tariff version, a rerate job, exact differences,
-and a finalised invoice that stays exactly as it was (corrections go to the next one)."""
+"""Rerating through the API with the production rater (server.rating from the stored
+catalog): a corrected tariff version, a rerate job, exact differences, and a finalised
+invoice that stays exactly as it was (corrections go to the next one)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
-from decimal import Decimal
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,48 +14,20 @@ import pytest
 
 from server.billing import documents
 from server.billing.runs import bill_run
-from server.errors import Reason
-from server.pipeline.ports import Charge, Failure
-from server.pipeline.raters import CatalogSnapshot
-from server.records import UsageRecord
+from server.pipeline.rating_bridge import build_rater
 from tests.integration import billing_seed
 from tests.integration.api_harness import Api, live_api, seed_usage
 
 
-class VersionPriced:
-    """A rater double whose price comes from the tariff version effective at the event:
-    the first step's price per unit, per second of the call. Enough to see a correction."""
-
-    def __init__(self, snapshot: CatalogSnapshot) -> None:
-        self.generation = snapshot.generation
-        self.snapshot = snapshot
-
-    def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
-        return [self._one(r) for r in records]
-
-    def _one(self, r: UsageRecord) -> Charge | Failure:
-        account = self.snapshot.identifiers.get(r.calling or "")
-        if account is None:
-            return Failure(Reason.UNKNOWN_ACCOUNT, f"no account for {r.calling}")
-        when = dt.datetime.fromisoformat(r.event_time)
-        tariff = next(s.tariff_id for s in self.snapshot.subscriptions
-                      if s.account_id == account and s.valid_from <= when)
-        version = [v for v in self.snapshot.versions
-                   if v.tariff_id == tariff and v.effective_from <= when][-1]
-        step = version.definition["rates"][0]["steps"][0]
-        micros = int(Decimal(step["price"]) * 1_000_000) * (r.duration_s or 0) // step["unit"]
-        return Charge(account, version.tariff_version_id, "fr", "*", micros, version.currency)
-
-
 def version(effective_from: str, price: str) -> dict[str, Any]:
-    return {"effective_from": effective_from, "zones": {"fr": ["33"]},
+    return {"effective_from": effective_from, "timezone": "UTC", "zones": {"fr": ["33"]},
             "rates": [{"kind": "voice", "zone": "fr", "band": "*",
                        "steps": [{"from": 0, "price": price, "unit": 60, "increment": 1}]}]}
 
 
 @pytest.fixture(scope="module")
 async def rapi(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
-    async with live_api(pool, database_url, rater_factory=VersionPriced) as client:
+    async with live_api(pool, database_url, rater_factory=build_rater) as client:
         yield client
 
 
