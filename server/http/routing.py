@@ -5,6 +5,7 @@ aiohttp; ``api.openapi()`` renders the OpenAPI 3.1 document from the same declar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -58,7 +59,7 @@ class Api:
         refs = dict(zip(sorted(types, key=lambda t: t.__name__), schemas, strict=True))
         paths: dict[str, dict[str, Any]] = {}
         for op in self.operations:
-            paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
+            paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op, refs)
         doc: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {"title": self.title, "version": self.version},
@@ -75,6 +76,11 @@ def reply(value: Any, status: int = 200) -> web.Response:
     """A JSON response encoded by msgspec (RFC 3339 timestamps, decimal strings as given)."""
     return web.Response(body=msgspec.json.encode(value), status=status,
                         content_type="application/json")
+
+
+def openapi_path(path: str) -> str:
+    """The OpenAPI template of an aiohttp path: ``{id:\\d+}`` becomes ``{id}``."""
+    return re.sub(r"{(\w+):[^}]+}", r"{\1}", path)
 
 
 def _is_struct(t: Any) -> bool:
