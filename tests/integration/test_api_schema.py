@@ -68,3 +68,23 @@ async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_schema(
 async def test_hostile_inputs_are_client_errors(api: Api, path: str) -> None:  # noqa: F811
     async with api.http.get(api.url + path, headers=api.headers()) as r:
         assert 400 <= r.status < 500 and r.content_type == "application/problem+json"
+
+
+async def test_every_list_validates_limit_and_cursor(api: Api) -> None:  # noqa: F811
+    status, doc = await api.call("GET", "/v1/openapi.json", role=None)
+    mine = {"accounts", "subscriptions", "tariffs", "usage", "charges", "suspense", "rerate",
+            "files", "api-keys"}
+    lists = [path for path, ops in doc["paths"].items()
+             if set(ops.get("get", {}).get("tags", [])) & mine
+             and any(p["name"] == "limit" for p in ops["get"].get("parameters", []))]
+    assert len(lists) >= 10
+    for path in lists:
+        url = path.replace("{tariff_id}", "ST")
+        for params, field in (({"limit": "0"}, "limit"), ({"limit": "501"}, "limit"),
+                              ({"limit": "ten"}, "limit"), ({"cursor": "%%%"}, "cursor")):
+            names = [p["name"] for p in doc["paths"][path]["get"]["parameters"]]
+            if field not in names:
+                continue
+            status, problem = await api.call("GET", url, params=params)
+            assert status == 422, (path, params, problem)
+            assert problem["errors"][0]["path"] == field, (path, problem)
