@@ -7,6 +7,7 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.serve",
     "server.commands.api_key",
     "server.commands.audit",
+    "server.commands.rerate",
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",

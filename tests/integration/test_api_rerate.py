@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 from server.billing import documents
 from server.billing.runs import bill_run
 from server.pipeline.rating_bridge import build_rater
+from tests.conftest import REPO
 from tests.integration import billing_seed
 from tests.integration.api_harness import Api, live_api, seed_usage
 
@@ -134,6 +138,26 @@ async def test_rerate_corrects_by_the_exact_difference(rapi: Api, pool: asyncpg.
     assert (await totals(api, "RR-1"))["net"]["amount"] == "7.500000"
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+
+
+async def test_rerate_verb_reports_per_account(rapi: Api, database_url: str) -> None:
+    out = await asyncio.to_thread(cli, "rerate", "--from", "2026-01-01T00:00:00Z",
+                                  "--to", "2026-02-01T00:00:00Z", "--account", "RR-1",
+                                  "--json", "--database-url", database_url)
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)
+    assert (job["state"], job["usage_done"], job["usage_changed"]) == ("done", 10, 0)
+    assert job["accounts"][0]["after_micros"] == 7_500_000
+    status, seen = await rapi.call("GET", f"/v1/rerate-jobs/{job['rerate_job_id']}")
+    assert status == 200 and seen["requested_by"] == "cli"
+    bad = await asyncio.to_thread(cli, "rerate", "--from", "2026-02-01", "--to", "2026-01-01Z",
+                                  "--database-url", database_url)
+    assert bad.returncode == 2 and "--from" in bad.stderr
+
+
 async def test_rerate_validation_and_listing(rapi: Api) -> None:
     api = rapi
     status, problem = await api.call("POST", "/v1/rerate-jobs", json={
@@ -145,6 +169,6 @@ async def test_rerate_validation_and_listing(rapi: Api) -> None:
     status, problem = await api.call("POST", "/v1/rerate-jobs", json={"from": "2026-01-01"})
     assert status == 422
     pages = await api.pages("/v1/rerate-jobs", {"limit": 1})
-    assert [len(p) for p in pages] == [1, 1]
+    assert [len(p) for p in pages] == [1, 1, 1]
     status, _ = await api.call("GET", "/v1/rerate-jobs/987654")
     assert status == 404
