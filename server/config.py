@@ -46,15 +46,6 @@ class CatalogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     load_demo: bool
 
 
-class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    batch_size: int
-    queue_depth: int
-    partial_timeout_s: float
-    partial_sweep_s: float
-    write_attempts: int
-    retry_backoff_s: float
-
-
 class BillingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     invoice_series: str
     credit_note_series: str
@@ -77,13 +68,22 @@ class BillingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                 "iban": self.seller_iban}
 
 
+class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    batch_size: int
+    queue_depth: int
+    partial_timeout_s: float
+    partial_sweep_s: float
+    write_attempts: int
+    retry_backoff_s: float
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     database: DatabaseConfig
     http: HttpConfig
     log: LogConfig
     catalog: CatalogConfig
-    pipeline: PipelineConfig
     billing: BillingConfig
+    pipeline: PipelineConfig
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)

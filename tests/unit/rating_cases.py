@@ -87,7 +87,9 @@ def bands(draw: st.DrawFn) -> list[dict[str, Any]]:
             continue
         entry: dict[str, Any] = {"name": f"b{n % 2}" if n < 3 else "x", "from": start, "to": end}
         if draw(st.booleans()):
-            entry["days"] = draw(st.lists(st.sampled_from(DAYS), min_size=1, max_size=7, unique=True))
+            entry["days"] = draw(
+                st.lists(st.sampled_from(DAYS), min_size=1, max_size=7, unique=True)
+            )
         entries.append(entry)
     if draw(st.booleans()):
         entries.insert(draw(st.integers(0, len(entries))), {"name": "default", "default": True})
@@ -96,12 +98,14 @@ def bands(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 @st.composite
 def steps(draw: st.DrawFn) -> list[dict[str, Any]]:
-    starts = [0] + sorted(draw(st.sets(st.integers(1, 10**7), max_size=2)))
+    starts = [0, *sorted(draw(st.sets(st.integers(1, 10**7), max_size=2)))]
     return [
         {
             "from": start,
             "price": draw(st.one_of(decimals(), decimals(max_units=10**6))),
-            "unit": draw(st.sampled_from((1, 60, 1000, 1024, 1048576, draw(st.integers(1, 10**6))))),
+            "unit": draw(
+                st.sampled_from((1, 60, 1000, 1024, 1048576, draw(st.integers(1, 10**6))))
+            ),
             "increment": draw(st.sampled_from((1, 7, 60, 1024, draw(st.integers(1, 10**4))))),
         }
         for start in starts
@@ -122,7 +126,9 @@ def rates(draw: st.DrawFn, zones: list[str], band_names: list[str]) -> list[dict
             continue
         seen.add(key)
         rate: dict[str, Any] = {
-            "kind": key[0], "zone": key[1], "band": key[2],
+            "kind": key[0],
+            "zone": key[1],
+            "band": key[2],
             "connect_fee": draw(decimals(max_units=2)),
             "steps": draw(steps()),
         }
@@ -141,8 +147,9 @@ def rates(draw: st.DrawFn, zones: list[str], band_names: list[str]) -> list[dict
 
 @st.composite
 def versions(draw: st.DrawFn) -> dict[str, Any]:
-    prefixes = draw(st.lists(st.text(DIGITS, min_size=1, max_size=5), min_size=1, max_size=12,
-                             unique=True))
+    prefixes = draw(
+        st.lists(st.text(DIGITS, min_size=1, max_size=5), min_size=1, max_size=12, unique=True)
+    )
     zone_count = draw(st.integers(1, 3))
     zones: dict[str, list[str]] = {f"z{n}": [] for n in range(zone_count)}
     for prefix in prefixes:
@@ -180,13 +187,24 @@ def event_times(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         offset = timedelta(seconds=draw(st.integers(-3 * 86400, 3 * 86400)))
     else:
-        offset = timedelta(hours=draw(st.integers(-30, 30)), minutes=draw(st.sampled_from((0, 30, 59))))
+        offset = timedelta(
+            hours=draw(st.integers(-30, 30)), minutes=draw(st.sampled_from((0, 30, 59)))
+        )
         offset += timedelta(seconds=draw(st.sampled_from((-1, 0, 1, 59))))
     if draw(st.integers(0, 9)) == 0:
         offset += timedelta(microseconds=draw(st.integers(0, 999_999)))
     if draw(st.integers(0, 19)) == 0:
-        return draw(st.sampled_from(("2026-13-01T00:00:00Z", "yesterday", "2026-01-01T00:00:00",
-                                     "1969-12-31T23:59:59Z", "2026-01-01T02:00:00+02:00")))
+        return draw(
+            st.sampled_from(
+                (
+                    "2026-13-01T00:00:00Z",
+                    "yesterday",
+                    "2026-01-01T00:00:00",
+                    "1969-12-31T23:59:59Z",
+                    "2026-01-01T02:00:00+02:00",
+                )
+            )
+        )
     return rfc3339(base + offset)
 
 
@@ -194,25 +212,39 @@ def event_times(draw: st.DrawFn) -> str:
 def called_numbers(draw: st.DrawFn, prefixes: list[str]) -> str | None:
     if prefixes and draw(st.integers(0, 3)):
         return draw(st.sampled_from(prefixes)) + draw(st.text(DIGITS, max_size=10))
-    return draw(st.one_of(st.none(), st.just(""), st.text(DIGITS, min_size=1, max_size=12),
-                          st.just("+3312"), st.text("0123x", max_size=6)))
+    return draw(
+        st.one_of(
+            st.none(),
+            st.just(""),
+            st.text(DIGITS, min_size=1, max_size=12),
+            st.just("+3312"),
+            st.text("0123x", max_size=6),
+        )
+    )
 
 
 @st.composite
 def records(draw: st.DrawFn, index: int = 0, prefixes: tuple[str, ...] = ()) -> UsageRecord:
     kind = draw(st.sampled_from(KINDS))
-    identifier = draw(st.sampled_from(("1000", "1000", "1000", "2000", "1100", "2100", "999", None)))
+    identifier = draw(
+        st.sampled_from(("1000", "1000", "1000", "2000", "1100", "2100", "999", None))
+    )
     called = draw(called_numbers(list(prefixes)))
     fields: dict[str, Any] = {
-        "record_key": f"r{index}", "source": "test", "kind": kind,
-        "event_time": draw(event_times()), "called": called,
+        "record_key": f"r{index}",
+        "source": "test",
+        "kind": kind,
+        "event_time": draw(event_times()),
+        "called": called,
     }
     if kind in ("voice", "sms"):
         fields["calling"] = identifier
     else:
         fields[draw(st.sampled_from(("msisdn", "imsi", "msisdn", "imsi", "calling")))] = identifier
     if kind == "voice" and draw(st.integers(0, 19)):
-        fields["duration_s"] = draw(st.one_of(st.integers(0, 10**7), st.sampled_from((0, 1, 59, 60, 61))))
+        fields["duration_s"] = draw(
+            st.one_of(st.integers(0, 10**7), st.sampled_from((0, 1, 59, 60, 61)))
+        )
     if kind == "data":
         if draw(st.integers(0, 19)):
             fields["volume_up"] = draw(st.integers(0, 10**13))

@@ -20,39 +20,91 @@ RATERS: list[Callable[[Catalog], Rater]] = [ReferenceRater, NativeRater]
 
 BASE: dict[str, Any] = {
     "currency": "EUR",
-    "tariffs": [{"id": "retail", "versions": [{
-        "effective_from": "2026-01-01T00:00:00Z", "timezone": "Europe/Paris",
-        "zones": {"national": ["3361", "3362"], "mobile": ["336"], "de": ["49"]},
-        "time_bands": [
-            {"name": "peak", "days": ["mon", "tue", "wed", "thu", "fri"],
-             "from": "08:00", "to": "20:00"},
-            {"name": "night", "from": "02:00", "to": "03:00"},
-            {"name": "offpeak", "default": True},
-        ],
-        "rates": [
-            {"kind": "voice", "zone": "national", "band": "peak", "connect_fee": "0.10",
-             "steps": [{"from": 0, "price": "0.20", "unit": 60, "increment": 60},
-                       {"from": 60, "price": "0.10", "unit": 60, "increment": 1}],
-             "minimum_charge": "0.15", "maximum_charge": None,
-             "rounding": {"decimals": 4, "method": "half-up"}},
-            {"kind": "voice", "zone": "national", "band": "*", "connect_fee": "0",
-             "steps": [{"from": 0, "price": "0.06", "unit": 60, "increment": 1}]},
-            {"kind": "voice", "zone": "*", "band": "night", "connect_fee": "0",
-             "steps": [{"from": 0, "price": "0.01", "unit": 60, "increment": 60}]},
-            {"kind": "sms", "zone": "*", "band": "*", "connect_fee": "0",
-             "steps": [{"from": 0, "price": "0.05", "unit": 1, "increment": 1}]},
-            {"kind": "data", "zone": "*", "band": "*", "connect_fee": "0",
-             "steps": [{"from": 0, "price": "0.01", "unit": 1048576, "increment": 1024}],
-             "maximum_charge": "5"},
-        ],
-    }, {
-        "effective_from": "2026-07-01T00:00:00+02:00", "timezone": "Europe/Paris",
-        "zones": {"national": ["336"]},
-        "rates": [{"kind": "voice", "zone": "national", "band": "*", "connect_fee": "0",
-                   "steps": [{"from": 0, "price": "1", "unit": 1, "increment": 1}]}],
-    }]}],
-    "accounts": [{"id": "A1", "identifiers": ["33611111111", "208011234567890"],
-                  "tariff": "retail"}],
+    "tariffs": [
+        {
+            "id": "retail",
+            "versions": [
+                {
+                    "effective_from": "2026-01-01T00:00:00Z",
+                    "timezone": "Europe/Paris",
+                    "zones": {"national": ["3361", "3362"], "mobile": ["336"], "de": ["49"]},
+                    "time_bands": [
+                        {
+                            "name": "peak",
+                            "days": ["mon", "tue", "wed", "thu", "fri"],
+                            "from": "08:00",
+                            "to": "20:00",
+                        },
+                        {"name": "night", "from": "02:00", "to": "03:00"},
+                        {"name": "offpeak", "default": True},
+                    ],
+                    "rates": [
+                        {
+                            "kind": "voice",
+                            "zone": "national",
+                            "band": "peak",
+                            "connect_fee": "0.10",
+                            "steps": [
+                                {"from": 0, "price": "0.20", "unit": 60, "increment": 60},
+                                {"from": 60, "price": "0.10", "unit": 60, "increment": 1},
+                            ],
+                            "minimum_charge": "0.15",
+                            "maximum_charge": None,
+                            "rounding": {"decimals": 4, "method": "half-up"},
+                        },
+                        {
+                            "kind": "voice",
+                            "zone": "national",
+                            "band": "*",
+                            "connect_fee": "0",
+                            "steps": [{"from": 0, "price": "0.06", "unit": 60, "increment": 1}],
+                        },
+                        {
+                            "kind": "voice",
+                            "zone": "*",
+                            "band": "night",
+                            "connect_fee": "0",
+                            "steps": [{"from": 0, "price": "0.01", "unit": 60, "increment": 60}],
+                        },
+                        {
+                            "kind": "sms",
+                            "zone": "*",
+                            "band": "*",
+                            "connect_fee": "0",
+                            "steps": [{"from": 0, "price": "0.05", "unit": 1, "increment": 1}],
+                        },
+                        {
+                            "kind": "data",
+                            "zone": "*",
+                            "band": "*",
+                            "connect_fee": "0",
+                            "steps": [
+                                {"from": 0, "price": "0.01", "unit": 1048576, "increment": 1024}
+                            ],
+                            "maximum_charge": "5",
+                        },
+                    ],
+                },
+                {
+                    "effective_from": "2026-07-01T00:00:00+02:00",
+                    "timezone": "Europe/Paris",
+                    "zones": {"national": ["336"]},
+                    "rates": [
+                        {
+                            "kind": "voice",
+                            "zone": "national",
+                            "band": "*",
+                            "connect_fee": "0",
+                            "steps": [{"from": 0, "price": "1", "unit": 1, "increment": 1}],
+                        }
+                    ],
+                },
+            ],
+        }
+    ],
+    "accounts": [
+        {"id": "A1", "identifiers": ["33611111111", "208011234567890"], "tariff": "retail"}
+    ],
 }
 
 
@@ -62,10 +114,18 @@ def rater(request: pytest.FixtureRequest) -> Rater:
     return factory(catalog_from_dict(BASE))
 
 
-def voice(when: str, seconds: int | None, called: str | None = "33612345678",
-          calling: str = "33611111111") -> UsageRecord:
-    return UsageRecord(record_key="k", source="t", kind="voice", event_time=when,
-                       duration_s=seconds, calling=calling, called=called)
+def voice(
+    when: str, seconds: int | None, called: str | None = "33612345678", calling: str = "33611111111"
+) -> UsageRecord:
+    return UsageRecord(
+        record_key="k",
+        source="t",
+        kind="voice",
+        event_time=when,
+        duration_s=seconds,
+        calling=calling,
+        called=called,
+    )
 
 
 def one(rater: Rater, record: UsageRecord) -> Charge | Rejection:
@@ -91,7 +151,10 @@ def test_steps_connect_fee_and_per_call_rounding(rater: Rater) -> None:
     assert isinstance(outcome, Charge)
     assert outcome.amount_micros == 301_700
     assert (outcome.zone, outcome.band, outcome.tariff_version) == (
-        "national", "peak", "retail@2026-01-01T00:00:00Z")
+        "national",
+        "peak",
+        "retail@2026-01-01T00:00:00Z",
+    )
     assert (outcome.account_id, outcome.currency) == ("A1", "EUR")
 
 
@@ -148,32 +211,56 @@ def test_unknown_account_and_bad_fields(rater: Rater) -> None:
 
 
 def test_data_without_called_uses_wildcard_zone_and_maximum(rater: Rater) -> None:
-    record = UsageRecord(record_key="d", source="t", kind="data",
-                         event_time="2026-01-15T10:00:00Z", volume_up=1_000_000,
-                         volume_down=48_576, imsi="208011234567890")
+    record = UsageRecord(
+        record_key="d",
+        source="t",
+        kind="data",
+        event_time="2026-01-15T10:00:00Z",
+        volume_up=1_000_000,
+        volume_down=48_576,
+        imsi="208011234567890",
+    )
     outcome = one(rater, record)
     assert isinstance(outcome, Charge) and outcome.zone is None
     assert outcome.amount_micros == 10_000  # exactly 1 MiB at 0.01
-    huge = UsageRecord(record_key="h", source="t", kind="data",
-                       event_time="2026-01-15T10:00:00Z", volume_down=10**13,
-                       msisdn="33611111111")
+    huge = UsageRecord(
+        record_key="h",
+        source="t",
+        kind="data",
+        event_time="2026-01-15T10:00:00Z",
+        volume_down=10**13,
+        msisdn="33611111111",
+    )
     assert amount(rater, huge) == 5_000_000
 
 
 def test_overflow_is_reported_not_wrapped() -> None:
     data = copy.deepcopy(BASE)
     data["tariffs"][0]["versions"][0]["rates"][4] = {
-        "kind": "data", "zone": "*", "band": "*",
-        "steps": [{"from": 0, "price": "9000000000000", "unit": 1, "increment": 1}]}
+        "kind": "data",
+        "zone": "*",
+        "band": "*",
+        "steps": [{"from": 0, "price": "9000000000000", "unit": 1, "increment": 1}],
+    }
     for factory in RATERS:
         rater = factory(catalog_from_dict(data))
-        record = UsageRecord(record_key="o", source="t", kind="data",
-                             event_time="2026-01-15T10:00:00Z", volume_up=10**13,
-                             imsi="208011234567890")
+        record = UsageRecord(
+            record_key="o",
+            source="t",
+            kind="data",
+            event_time="2026-01-15T10:00:00Z",
+            volume_up=10**13,
+            imsi="208011234567890",
+        )
         assert reason(rater, record) == Reason.OVERFLOW
-        record = UsageRecord(record_key="o", source="t", kind="data",
-                             event_time="2026-01-15T10:00:00Z", volume_up=1,
-                             imsi="208011234567890")
+        record = UsageRecord(
+            record_key="o",
+            source="t",
+            kind="data",
+            event_time="2026-01-15T10:00:00Z",
+            volume_up=1,
+            imsi="208011234567890",
+        )
         assert amount(rater, record) == 9 * 10**18
 
 
@@ -184,16 +271,24 @@ def test_overflow_is_reported_not_wrapped() -> None:
 def test_rounding_methods(method: str, expected: list[int]) -> None:
     data = copy.deepcopy(BASE)
     data["tariffs"][0]["versions"][0]["rates"][3] = {
-        "kind": "sms", "zone": "*", "band": "*",
+        "kind": "sms",
+        "zone": "*",
+        "band": "*",
         "steps": [{"from": 0, "price": "0.5", "unit": 1, "increment": 1}],
-        "rounding": {"decimals": 0, "method": method}}
+        "rounding": {"decimals": 0, "method": method},
+    }
     for fee, want in zip(("0", "1", "2"), expected, strict=True):
         data["tariffs"][0]["versions"][0]["rates"][3]["connect_fee"] = fee
         for factory in RATERS:
             rater = factory(catalog_from_dict(data))
-            record = UsageRecord(record_key="s", source="t", kind="sms",
-                                 event_time="2026-01-15T10:00:00Z", calling="33611111111",
-                                 called="49")
+            record = UsageRecord(
+                record_key="s",
+                source="t",
+                kind="sms",
+                event_time="2026-01-15T10:00:00Z",
+                calling="33611111111",
+                called="49",
+            )
             assert amount(rater, record) == want * 1_000_000, (method, fee, factory)
 
 
@@ -207,9 +302,12 @@ def test_kernel_agrees_with_reference(scenario: tuple[dict[str, Any], list[Usage
 
 
 @settings(max_examples=100, deadline=None)
-@given(prefixes=st.lists(st.text("0129", min_size=1, max_size=18), min_size=1, max_size=40,
-                         unique=True),
-       numbers=st.lists(st.text("0129x", max_size=22), min_size=1, max_size=40))
+@given(
+    prefixes=st.lists(
+        st.text("0129", min_size=1, max_size=18), min_size=1, max_size=40, unique=True
+    ),
+    numbers=st.lists(st.text("0129x", max_size=22), min_size=1, max_size=40),
+)
 def test_lpm_matches_longest_prefix(prefixes: list[str], numbers: list[str]) -> None:
     from array import array
 

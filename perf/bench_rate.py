@@ -1,0 +1,265 @@
+"""Rating benchmark: native kernel vs. the Python reference rater, in the same run.
+
+    python perf/bench_rate.py            # 10 M records, 100 k prefixes, 4 bands, 2 versions
+    python perf/bench_rate.py --quick    # a smoke run (1 M records, 20 k prefixes)
+
+Prints records/s for the kernel on columns (one call, GIL released), the LPM alone, the
+native rater end to end on ``UsageRecord`` objects (columns + kernel + outcomes), and the
+reference rater on the first records of the same batch, plus the ratio; then the time and
+peak memory of loading a catalog with 1 M prefixes (in a child process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.catalog import catalog_from_dict, load_catalog
+from server.rating import NativeRater, ReferenceRater
+from server.records import UsageRecord
+
+BANDS = [
+    {"name": "peak", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:00", "to": "20:00"},
+    {
+        "name": "evening",
+        "days": ["mon", "tue", "wed", "thu", "fri"],
+        "from": "20:00",
+        "to": "23:00",
+    },
+    {"name": "weekend", "days": ["sat", "sun"], "from": "00:00", "to": "24:00"},
+    {"name": "night", "default": True},
+]
+
+
+def make_catalog(prefix_count: int, zone_count: int, seed: int = 7) -> dict[str, Any]:
+    rng = random.Random(seed)
+    prefixes: set[str] = set()
+    while len(prefixes) < prefix_count:
+        prefixes.add(
+            str(rng.randrange(1, 10))
+            + "".join(rng.choice("0123456789") for _ in range(rng.randrange(1, 8)))
+        )
+    zones: dict[str, list[str]] = {f"z{n}": [] for n in range(zone_count)}
+    for prefix in sorted(prefixes):
+        zones[f"z{rng.randrange(zone_count)}"].append(prefix)
+    versions = []
+    for effective, factor in (("2026-01-01T00:00:00Z", 1), ("2026-07-01T00:00:00+02:00", 2)):
+        rates: list[dict[str, Any]] = []
+        for n in range(zone_count):
+            price = f"0.{rng.randrange(1, 99):02d}{factor}"
+            rates.append(
+                {
+                    "kind": "voice",
+                    "zone": f"z{n}",
+                    "band": "*",
+                    "connect_fee": "0.05",
+                    "steps": [
+                        {"from": 0, "price": price, "unit": 60, "increment": 60},
+                        {"from": 60, "price": price, "unit": 60, "increment": 1},
+                    ],
+                    "minimum_charge": "0.10",
+                    "rounding": {"decimals": 4, "method": "half-up"},
+                }
+            )
+            if n % 3 == 0:
+                rates.append(
+                    {
+                        "kind": "voice",
+                        "zone": f"z{n}",
+                        "band": "peak",
+                        "connect_fee": "0.10",
+                        "steps": [
+                            {"from": 0, "price": "0.30", "unit": 60, "increment": 30},
+                            {"from": 30, "price": "0.20", "unit": 60, "increment": 1},
+                        ],
+                    }
+                )
+        rates.append(
+            {
+                "kind": "sms",
+                "zone": "*",
+                "band": "*",
+                "steps": [{"from": 0, "price": "0.05", "unit": 1, "increment": 1}],
+            }
+        )
+        rates.append(
+            {
+                "kind": "data",
+                "zone": "*",
+                "band": "*",
+                "maximum_charge": "25",
+                "steps": [
+                    {"from": 0, "price": "0.01", "unit": 1048576, "increment": 1024},
+                    {"from": 10**9, "price": "0.002", "unit": 1048576, "increment": 1024},
+                ],
+            }
+        )
+        versions.append(
+            {
+                "effective_from": effective,
+                "timezone": "Europe/Paris",
+                "zones": zones,
+                "time_bands": BANDS,
+                "rates": rates,
+            }
+        )
+    return {
+        "currency": "EUR",
+        "tariffs": [{"id": "retail", "versions": versions}],
+        "accounts": [
+            {"id": f"A{n}", "identifiers": [f"3360000{n:04d}"], "tariff": "retail"}
+            for n in range(1000)
+        ],
+    }
+
+
+def make_records(catalog: dict[str, Any], count: int, seed: int = 11) -> list[UsageRecord]:
+    rng = random.Random(seed)
+    prefixes = [p for zone in catalog["tariffs"][0]["versions"][0]["zones"].values() for p in zone]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    out = []
+    for n in range(count):
+        kind = rng.choices(("voice", "sms", "data"), weights=(6, 2, 2))[0]
+        when = start + timedelta(seconds=rng.randrange(365 * 86400))
+        account = f"3360000{rng.randrange(1000):04d}"
+        called = rng.choice(prefixes) + str(rng.randrange(10**6)) if rng.random() < 0.97 else "0"
+        fields: dict[str, Any] = {
+            "record_key": f"r{n}",
+            "source": "bench",
+            "kind": kind,
+            "event_time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if kind == "data":
+            fields.update(
+                msisdn=account, volume_down=rng.randrange(10**9), volume_up=rng.randrange(10**7)
+            )
+        else:
+            fields.update(calling=account, called=called)
+            if kind == "voice":
+                fields["duration_s"] = rng.randrange(3600)
+        out.append(UsageRecord(**fields))
+    return out
+
+
+def rate_per_s(count: int, seconds: float) -> str:
+    return f"{count / seconds:>14,.0f} records/s"
+
+
+def bench(total: int, unique: int, prefix_count: int, reference_count: int) -> None:
+    catalog_dict = make_catalog(prefix_count, zone_count=200)
+    catalog = catalog_from_dict(catalog_dict)
+    native = NativeRater(catalog)
+    records = make_records(catalog_dict, unique)
+    cols = native.columns(records)
+    repeat = total // unique
+    tariff, event_us, kind = cols.tariff * repeat, cols.event_us * repeat, cols.kind * repeat
+    usage, called = cols.usage * repeat, cols.called * repeat
+    n = len(tariff)
+    status = array("B", bytes(n))
+    amount, version = array("q", bytes(8 * n)), array("i", bytes(4 * n))
+    zone, band = array("i", bytes(4 * n)), array("i", bytes(4 * n))
+    print(
+        f"catalog: {prefix_count:,} prefixes, 200 zones, 4 bands, 2 versions; "
+        f"{n:,} records ({unique:,} distinct)"
+    )
+
+    began = time.perf_counter()
+    native.compiled.kernel.rate(
+        tariff, event_us, kind, usage, called, status, amount, version, zone, band
+    )
+    kernel_s = time.perf_counter() - began
+    charged = n - sum(1 for s in status[:unique] if s) * repeat
+    print(f"kernel (columns, 1 core)     {rate_per_s(n, kernel_s)}  ({charged:,} charged)")
+
+    began = time.perf_counter()
+    native.compiled.lpms[0].lookup_batch(called, zone)
+    print(f"LPM alone                    {rate_per_s(n, time.perf_counter() - began)}")
+
+    sample = records[: reference_count * 5]
+    began = time.perf_counter()
+    native_outcomes = native.rate(sample)
+    print(
+        f"native rater, end to end     {rate_per_s(len(sample), time.perf_counter() - began)}"
+        "  (UsageRecord -> columns -> kernel -> Charge objects)"
+    )
+
+    reference = ReferenceRater(catalog)
+    sample = records[:reference_count]
+    began = time.perf_counter()
+    reference_outcomes = reference.rate(sample)
+    reference_s = time.perf_counter() - began
+    print(
+        f"reference rater (Fraction)   {rate_per_s(len(sample), reference_s)}"
+        f"  (first {len(sample):,} of the same records)"
+    )
+    assert reference_outcomes == native_outcomes[: len(sample)], "kernel and reference differ"
+    ratio = (n / kernel_s) / (len(sample) / reference_s)
+    print(f"kernel / reference           {ratio:>14,.0f} x   (outcomes identical on the sample)")
+
+
+def write_large(prefix_count: int, path: Path) -> None:
+    data = make_catalog(prefix_count, zone_count=1000)
+    data["tariffs"][0]["versions"] = data["tariffs"][0]["versions"][:1]
+    path.write_text(json.dumps(data))
+
+
+def load_large(path: Path) -> None:
+    """Child process: time loading + compiling the catalog file at ``path``."""
+    began = time.perf_counter()
+    rater = NativeRater(load_catalog(path))
+    seconds = time.perf_counter() - began
+    peak = _peak_rss_kib()
+    lpm = rater.compiled.lpms[0]
+    prefixes = sum(len(p) for p in rater.catalog.tariffs["retail"].versions[0].zones.values())
+    print(
+        f"load {prefixes:,} prefixes (JSON -> checked catalog -> kernel): {seconds:.2f} s, "
+        f"peak RSS of the loading process {peak / 1024:.0f} MB, "
+        f"LPM {lpm.segments:,} segments / {lpm.nbytes / 2**20:.0f} MiB"
+    )
+
+
+def _peak_rss_kib() -> int:
+    """VmHWM of this process (ru_maxrss would carry over the parent's peak across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--load-only", type=Path, metavar="CATALOG", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_only:
+        load_large(args.load_only)
+        return
+    if args.quick:
+        bench(total=200_000, unique=20_000, prefix_count=20_000, reference_count=1_000)
+        load_prefixes = 100_000
+    else:
+        bench(total=10_000_000, unique=1_000_000, prefix_count=100_000, reference_count=20_000)
+        load_prefixes = 1_000_000
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "catalog.json"
+        write_large(load_prefixes, path)
+        subprocess.run([sys.executable, __file__, "--load-only", str(path)], check=True)
+
+
+if __name__ == "__main__":
+    main()
