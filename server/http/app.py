@@ -18,7 +18,12 @@ from server.config import Config
 from server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
 from server.http.auth import KEY_CACHE, KeyCache
 from server.http.keys import API, CONFIG, PIPELINE, POOL
-from server.http.problems import Handler, problem_middleware, problem_response
+from server.http.problems import (
+    Handler,
+    nul_middleware,
+    problem_middleware,
+    problem_response,
+)
 from server.http.routing import Api
 from server.pipeline.pipeline import Pipeline
 
@@ -78,7 +83,7 @@ def create_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=config.http.max_body_bytes,
-        middlewares=[metrics_middleware, problem_middleware,
+        middlewares=[metrics_middleware, problem_middleware, nul_middleware,
                      timeout_middleware(config.http.request_timeout_s)],
     )
     api = build_api()

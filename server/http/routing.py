@@ -118,7 +118,7 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
         }
     ok: dict[str, Any] = {"description": "OK"}
     if op.response is not None:
-        schema = refs.get(op.response) or {"type": "string"}
+        schema = refs.get(op.response) or {"type": "object" if op.response is dict else "string"}
         ok["content"] = {op.content_type: {"schema": schema}}
     responses: dict[str, Any] = {str(status): ok for status in (op.status, *op.also)}
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -126,9 +126,9 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
     if op.request is not None:
         codes |= {400, 413, 415, 422}
     if op.query is not None:
-        codes |= {422}
-    if op.params is not None:
-        codes |= {404}
+        codes |= {400, 422}
+    if op.params is not None or _path_params(op.path):
+        codes |= {400, 404}
     for code in sorted(codes):
         responses[str(code)] = {"description": "Problem", "content": problem}
     out["responses"] = responses

@@ -16,7 +16,17 @@ from tests.integration.api_harness import Api, api  # noqa: F401
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_schema_conformance")
+# The admin API's own operations (the billing module's routes have their own owners' tests;
+# set BILLING_OSS_SCHEMATHESIS_ALL=1 to fuzz every operation of the document).
+ADMIN_TAGS = ("ops", "accounts", "subscriptions", "tariffs", "usage", "charges", "suspense",
+              "rerate", "files", "api-keys")
 MAX_EXAMPLES = int(os.environ.get("BILLING_OSS_SCHEMATHESIS_EXAMPLES", "25"))
+
+
+def tag_filter() -> list[str]:
+    if os.environ.get("BILLING_OSS_SCHEMATHESIS_ALL"):
+        return []
+    return ["--include-tag-regex", f"^({'|'.join(ADMIN_TAGS)})$"]
 
 
 def schemathesis_cli() -> str:
@@ -53,7 +63,7 @@ async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_schema(
         "--checks", CHECKS, "--phases", "examples,fuzzing",
         "--max-examples", str(MAX_EXAMPLES), "--seed", "20260101", "--workers", "1",
         "--request-timeout", "10", "--suppress-health-check", "all",
-        "--no-color",
+        "--no-color", *tag_filter(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(process.communicate(), timeout=300)
