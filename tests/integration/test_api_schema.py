@@ -49,7 +49,7 @@ async def test_openapi_document_is_complete(api: Api) -> None:  # noqa: F811
 
 
 async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_schema(
-        api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811
+        api: Api, pool: asyncpg.Pool, tmp_path: Path) -> None:  # noqa: F811
     # Something behind the small ids the fuzzer tries first, so it reaches past the 404s.
     await api.call("POST", "/v1/tariffs", json={"tariffs": [{"id": "ST", "versions": []}]})
     for i in range(3):
@@ -65,6 +65,7 @@ async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_schema(
         "--request-timeout", "10", "--suppress-health-check", "all",
         "--no-color", *tag_filter(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,  # its crash cache lands here, not in the repository
     )
     out, _ = await asyncio.wait_for(process.communicate(), timeout=300)
     text = out.decode(errors="replace")
