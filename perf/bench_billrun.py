@@ -98,12 +98,14 @@ async def main(quick: bool, dsn: str) -> None:
                                      __import__("datetime").date(2026, 2, 1), 30)
             invoices = [await documents.load(conn, i) for i in run.invoice_ids[:n]]
         render_pdf.render(invoices[0])  # fonts loaded once, like a running server
-        t = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         sizes = [len(render_pdf.render(inv)) for inv in invoices]
-        pdf_s = time.perf_counter() - t
-        print(f"{'PDF/A-3 + Factur-X, one core':<34}{n / pdf_s:>8.1f} /s  "
-              f"({n} invoices, {sum(sizes) // n:,} bytes each)   "
-              f"target ≥ 100/s: {'ok' if n / pdf_s >= 100 else 'MISSED'}")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        # One thread renders: CPU seconds of this process are what one core spent, whatever
+        # else the machine runs; wall time is shown beside it.
+        print(f"{'PDF/A-3 + Factur-X, one core':<34}{n / cpu:>8.1f} /s  "
+              f"({n / wall:.1f}/s wall clock; {n} invoices, {sum(sizes) // n:,} bytes each)"
+              f"   target ≥ 100/s: {'ok' if n / cpu >= 100 else 'MISSED'}")
         await pool.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from server.errors import ConfigError
+from server.sources_config import SourceConfig
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "billing-oss.toml"
 ENV_PREFIX = "BILLING_OSS_"
@@ -84,6 +85,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     catalog: CatalogConfig
     billing: BillingConfig
     pipeline: PipelineConfig
+    # Collection sources by name (MQTT subscriptions, SFTP pollers); see sources_config.
+    sources: dict[str, SourceConfig]
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -158,6 +161,7 @@ def _name_key(message: str) -> str:
 
 
 def _check(config: Config) -> None:
+    _check_sources(config)
     db, http = config.database, config.http
     if not 1 <= http.port <= 65535:
         raise ConfigError(f"http.port: {http.port} is not a TCP port (1-65535)")
@@ -177,3 +181,21 @@ def _check(config: Config) -> None:
         raise ConfigError("pipeline.batch_size: must be in 1..1000000")
     if pipe.queue_depth < 1 or pipe.write_attempts < 1:
         raise ConfigError("pipeline.queue_depth and pipeline.write_attempts: must be >= 1")
+
+
+def _check_sources(config: Config) -> None:
+    from server.sources_config import MqttSource
+
+    for name, source in config.sources.items():
+        where = f"sources.{name}"
+        if not 1 <= source.port <= 65535:
+            raise ConfigError(f"{where}.port: {source.port} is not a TCP port (1-65535)")
+        if isinstance(source, MqttSource):
+            if not source.topics:
+                raise ConfigError(f"{where}.topics: subscribe to at least one topic filter")
+            if not 1 <= source.receive_maximum <= 65535:
+                raise ConfigError(f"{where}.receive_maximum: must be 1..65535")
+            if source.batch_records < 1 or source.flush_ms < 0:
+                raise ConfigError(f"{where}: batch_records >= 1 and flush_ms >= 0 are needed")
+        elif source.poll_interval_s <= 0:
+            raise ConfigError(f"{where}.poll_interval_s: must be positive")

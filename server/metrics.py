@@ -37,3 +37,22 @@ SUSPENSE_RECORDS = Counter(
 SUSPENSE_RESOLVED = Counter(
     "billing_suspense_resolved_total", "Suspense records charged on retry"
 )
+
+MQTT_CONNECTED = Gauge("billing_mqtt_connected", "1 while the MQTT source is connected", ["source"])
+MQTT_RECONNECTS = Counter(
+    "billing_mqtt_reconnects_total", "MQTT connections lost and retried", ["source"]
+)
+MQTT_ACKED = Counter(
+    "billing_mqtt_messages_acked_total", "MQTT messages committed and acknowledged", ["source"]
+)
+MQTT_LATENCY = Histogram(
+    "billing_mqtt_commit_seconds", "From an MQTT message's arrival to its commit", ["source"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+SFTP_FILES = Counter(
+    "billing_sftp_files_total", "Files collected over SFTP, by outcome", ["source", "outcome"]
+)
+FILE_ALARMS = Counter(
+    "billing_source_file_alarms_total", "File sequence alarms (gap, repeat, reused)",
+    ["source", "kind"],
+)

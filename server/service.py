@@ -12,7 +12,7 @@ import errno
 import json
 import logging
 import tomllib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,11 @@ async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
 
 def decoders() -> dict[str, Decoder]:
     """File decoders by format name (``billing-oss ingest --format``)."""
+    from adapters.formats.items import decoder_for
+
     found: dict[str, Decoder] = {"jsonl": decode_jsonl}
+    for fmt in ("3gpp", "tap3", "csv"):
+        found[fmt] = decoder_for(fmt)
     return found
 
 
@@ -129,11 +133,46 @@ async def serve(config: Config, stop: asyncio.Event, *,
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await _listen(runner, config)
+        await stack.enter_async_context(running_sources(config, pipeline, pool))
         log.info("serving", extra={"fields": {"url": f"http://{config.http.host}:{config.http.port}"}})
         if started is not None:
             started.set()
         await stop.wait()
         log.info("shutting down")
+
+
+@contextlib.asynccontextmanager
+async def running_sources(config: Config, sink: Pipeline, pool: asyncpg.Pool
+                          ) -> AsyncIterator[None]:
+    """Run the configured collection sources; on exit stop their intake and let each finish
+    (commit and acknowledge) the batch it holds before the pool closes."""
+    from adapters.sources import build_all
+
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(_supervised(source.name, source.run, stop),
+                                 name=f"source-{source.name}")
+             for source in build_all(config.sources, sink, pool)]
+    try:
+        yield
+    finally:
+        stop.set()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=30)
+            for task in late:
+                await _cancel(task)
+
+
+async def _supervised(name: str, run: Callable[[asyncio.Event], Awaitable[None]],
+                      stop: asyncio.Event) -> None:
+    """A source that fails unexpectedly is logged and started again after a pause."""
+    while not stop.is_set():
+        try:
+            await run(stop)
+        except Exception:
+            log.exception("collection source failed; restarting", extra={"fields": {
+                "source": name}})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -108,6 +108,9 @@ class Broker:
             f"listener {self.port} {self.host}\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\n"
             "max_inflight_messages 1000\nmax_queued_messages 100000\n"
+            # As root, Mosquitto drops to the "mosquitto" user, which cannot write the
+            # persistence file into this root-owned directory: sessions would not survive.
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -109,6 +109,26 @@ async def finalise(conn: Connection, invoice_ids: list[int], series: str, today:
     return [r["invoice_id"] for r in drafts]
 
 
+class Due(msgspec.Struct, frozen=True):
+    due: list[int]  # drafts whose grace period is over (or all of them, when forced)
+    waiting: list[int]  # drafts still in their grace period
+    waiting_until: dt.datetime | None  # when the last of them may be finalised
+
+
+async def drafts_due(conn: Connection, period: str, accounts: list[str] | None,
+                     grace_days: int, now: dt.datetime, *, force: bool = False) -> Due:
+    """Drafts of a period ready to be finalised: their cycle ended ``grace_days`` ago."""
+    rows = await conn.fetch(
+        "SELECT invoice_id, period_end FROM invoices WHERE period = $1 AND status = 'draft' "
+        "AND ($2::text[] IS NULL OR account_id = ANY($2)) ORDER BY invoice_id",
+        period, accounts)
+    grace = dt.timedelta(days=grace_days)
+    waiting = [r for r in rows if not force and r["period_end"] + grace > now]
+    return Due(due=[r["invoice_id"] for r in rows if force or r["period_end"] + grace <= now],
+               waiting=[r["invoice_id"] for r in waiting],
+               waiting_until=max((r["period_end"] + grace for r in waiting), default=None))
+
+
 async def load(conn: Connection, invoice_id: int) -> Invoice:
     head = await conn.fetchrow("SELECT * FROM invoices WHERE invoice_id = $1", invoice_id)
     if head is None:

@@ -55,6 +55,7 @@ class Batch(msgspec.Struct):
     discounts: dict[str | None, list[Discount]]
     finalised: set[tuple[str, str]]  # (account, currency) whose cycle fees are already billed
     charges: int = 0
+    frozen: int = 0  # accounts skipped: their draft's grace period is over
 
 
 async def account_ids(conn: Connection, only: list[str] | None) -> list[str]:
@@ -70,16 +71,34 @@ async def tax_rates(conn: Connection) -> tuple[TaxRate, ...]:
     return tuple(TaxRate(**dict(r)) for r in rows)
 
 
-async def read_batch(conn: Connection, ids: list[str], period: str) -> Batch:
-    """Lock the batch's accounts, drop their drafts' lines for recomputation, read inputs."""
+async def read_batch(conn: Connection, ids: list[str], period: str,
+                     frozen_before: dt.datetime | None = None) -> Batch:
+    """Lock the batch's accounts, drop their drafts' lines for recomputation, read inputs.
+
+    An account whose draft of the period ended before ``frozen_before`` (its grace period
+    is over) is left out: the draft stays as it is until finalised, and charges arriving
+    now wait for a later invoice.
+    """
     rows = await conn.fetch(
         "SELECT account_id, name, currency, timezone, billing_day, attrs FROM accounts "
         "WHERE account_id = ANY($1) ORDER BY account_id FOR UPDATE", ids)
+    frozen: set[str] = set()
+    if frozen_before is not None:
+        frozen = {r["account_id"] for r in await conn.fetch(
+            "SELECT DISTINCT account_id FROM invoices WHERE account_id = ANY($1) "
+            "AND period = $2 AND status = 'draft' AND period_end <= $3",
+            ids, period, frozen_before)}
+        rows = [r for r in rows if r["account_id"] not in frozen]
+        ids = [r["account_id"] for r in rows]
     accounts = {r["account_id"]: Account(
         account_id=r["account_id"], name=r["name"], currency=r["currency"].strip(),
         timezone=r["timezone"], billing_day=r["billing_day"], attrs=json.loads(r["attrs"]),
     ) for r in rows}
     cycles = {a.account_id: cycle(period, a.billing_day, a.timezone) for a in accounts.values()}
+    await conn.execute(
+        "DELETE FROM invoice_line_charges l USING invoices i WHERE i.account_id = ANY($1) "
+        "AND i.period = $2 AND i.status = 'draft' "
+        "AND l.account_id = i.account_id AND l.invoice_id = i.invoice_id", ids, period)
     await conn.execute(
         "DELETE FROM invoice_lines l USING invoices i WHERE i.account_id = ANY($1) "
         "AND i.period = $2 AND i.status = 'draft' "
@@ -110,7 +129,7 @@ async def read_batch(conn: Connection, ids: list[str], period: str) -> Batch:
         finalised={(r["account_id"], r["currency"].strip()) for r in await conn.fetch(
             "SELECT account_id, currency FROM invoices WHERE account_id = ANY($1) "
             "AND period = $2 AND status = 'finalised'", ids, period)},
-        charges=charges,
+        charges=charges, frozen=len(frozen),
     )
 
 

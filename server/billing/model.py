@@ -84,6 +84,9 @@ class Settings(msgspec.Struct, frozen=True):
     seller: dict[str, Any]
     rounding: str = "half-up"
     usage_tax_class: str = "standard"
+    # Days after a cycle's end during which its draft is still recomputed; then the draft is
+    # left as it is until finalised. None: drafts are recomputed whenever a run comes by.
+    grace_days: int | None = None
 
 
 class BillingInput(msgspec.Struct, frozen=True):

@@ -23,11 +23,13 @@ TEMPLATE = r"""
 #let d = json(bytes(sys.inputs.data))
 #set document(title: d.title, author: d.seller.name)
 #set page(paper: "a4", margin: (x: 18mm, y: 16mm),
-  footer: context [#set text(8pt, fill: gray); #d.title #h(1fr) page #counter(page).display()])
+  footer: text(8pt, fill: gray, d.title))
 #set text(font: "Libertinus Serif", size: 9.5pt)
+#set grid(stroke: 0.3pt + gray, inset: 4pt)
+#let title(t) = block(above: 12pt, below: 6pt, text(11pt, weight: "bold", t))
 #pdf.attach("factur-x.xml", bytes(sys.inputs.xml), relationship: "alternative",
   mime-type: "text/xml", description: "Factur-X EN 16931 invoice")
-#grid(columns: (1fr, 1fr), gutter: 12pt,
+#grid(columns: (1fr, 1fr), stroke: none, inset: 0pt,
   [#text(13pt, weight: "bold", d.seller.name) \
    #d.seller.address \ #d.seller.postcode #d.seller.city \ #d.seller.country \
    VAT #d.seller.vat_id],
@@ -37,35 +39,34 @@ TEMPLATE = r"""
 #block(stroke: 0.5pt + gray, inset: 8pt, width: 60%)[*Bill to* \ #d.buyer.name \
   Account #d.buyer.account_id \ #d.buyer.address \ #d.buyer.country
   #if d.buyer.vat_id != "" [\ VAT #d.buyer.vat_id]]
-#v(8pt)
 #for group in d.groups [
-  === #group.title
-  #table(columns: (auto, 1fr, auto, auto, auto, auto), stroke: 0.3pt + gray,
+  #title(group.title)
+  #grid(columns: (auto, 1fr, auto, auto, auto, auto),
     align: (left, left, right, right, right, right),
     [*No.*], [*Description*], [*Quantity*], [*Unit price*], [*VAT*], [*Amount #d.currency*],
     ..group.lines.map(l => (l.no, l.description, l.quantity, l.unit_price, l.vat, l.amount))
       .flatten())
 ]
 #if d.allowances.len() > 0 [
-  === Invoice discounts
-  #table(columns: (1fr, auto, auto), stroke: 0.3pt + gray, align: (left, right, right),
+  #title[Invoice discounts]
+  #grid(columns: (1fr, auto, auto), align: (left, right, right),
     ..d.allowances.map(a => (a.reason, a.vat, "-" + a.amount)).flatten())
 ]
-=== VAT summary
-#table(columns: (auto, auto, 1fr, 1fr), stroke: 0.3pt + gray, align: right,
+#title[VAT summary]
+#grid(columns: (auto, auto, 1fr, 1fr), align: right,
   [*Category*], [*Rate*], [*Taxable #d.currency*], [*VAT #d.currency*],
   ..d.taxes.map(t => (t.category, t.rate + " %", t.taxable, t.tax)).flatten())
-#align(right, table(columns: (auto, auto), stroke: none, align: right,
+#align(right, grid(columns: (auto, auto), stroke: none, align: right,
   ..d.totals.map(t => (t.label, t.value)).flatten()))
 #for n in d.notes [#emph(n) \ ]
 *Payment terms:* #d.terms
 #if d.usage.len() > 0 [
   #pagebreak()
-  == Appendix: usage breakdown
+  #title[Appendix: usage breakdown]
   Every usage line above is the sum of the rated records listed here by service and zone;
   each record is kept with its charge and can be requested by its line number.
-  #table(columns: (auto, auto, auto, auto, auto), stroke: 0.3pt + gray,
-    align: (left, left, right, right, right),
+  #v(4pt)
+  #grid(columns: (auto, auto, auto, auto, auto), align: (left, left, right, right, right),
     [*Line*], [*Service / zone*], [*Records*], [*Usage*], [*Amount #d.currency*],
     ..d.usage.map(u => (u.no, u.what, u.records, u.usage, u.amount)).flatten())
 ]

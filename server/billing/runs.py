@@ -32,6 +32,7 @@ class RunResult(msgspec.Struct):
     invoices: int
     charges: int
     seconds: float
+    frozen: int = 0  # accounts whose draft was left unchanged: grace period over
     invoice_ids: list[int] = []
     previews: list[InvoiceDraft] = []
 
@@ -42,9 +43,11 @@ class _Rollback(Exception):
 
 async def bill_run(pool: asyncpg.Pool, period: str, settings: Settings, *,
                    accounts: list[str] | None = None, dry_run: bool = False,
-                   batch_size: int = 1000,
+                   batch_size: int = 1000, now: dt.datetime | None = None,
                    progress: Callable[[int, int], None] | None = None) -> RunResult:
     started = time.perf_counter()
+    frozen_before = None if settings.grace_days is None else (
+        (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=settings.grace_days))
     async with pool.acquire() as conn:
         ids = await inputs.account_ids(conn, accounts)
         rates = await inputs.tax_rates(conn)
@@ -56,7 +59,8 @@ async def bill_run(pool: asyncpg.Pool, period: str, settings: Settings, *,
         try:
             for first in range(0, len(ids), batch_size):
                 chunk = ids[first:first + batch_size]
-                await _batch(conn, chunk, period, settings, rates, run_id, result)
+                await _batch(conn, chunk, period, settings, rates, run_id, result,
+                             frozen_before)
                 if progress:
                     progress(min(first + batch_size, len(ids)), len(ids))
         except Exception as exc:
@@ -74,12 +78,14 @@ async def bill_run(pool: asyncpg.Pool, period: str, settings: Settings, *,
 
 
 async def _batch(conn: Connection, ids: list[str], period: str, settings: Settings,
-                 rates: tuple[TaxRate, ...], run_id: int | None, result: RunResult) -> None:
+                 rates: tuple[TaxRate, ...], run_id: int | None, result: RunResult,
+                 frozen_before: dt.datetime | None) -> None:
     try:
         async with conn.transaction():
-            batch = await inputs.read_batch(conn, ids, period)
+            batch = await inputs.read_batch(conn, ids, period, frozen_before)
             drafts = [d for d in _compute_all(batch, settings, rates) if d.lines]
             result.charges += batch.charges
+            result.frozen += batch.frozen
             result.invoices += len(drafts)
             if run_id is None:
                 result.previews.extend(drafts)
@@ -174,7 +180,7 @@ async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int
         "INSERT INTO invoice_line_charges (account_id, charge_id, invoice_id, line_no) "
         "SELECT c.account_id, c.charge_id, m.invoice_id, m.line_no FROM run_charges c "
         "JOIN run_lines m ON m.account_id = c.account_id AND m.currency = c.currency "
-        "AND m.service = c.service AND m.zone = c.zone")
+        "AND m.service = c.service AND m.zone = c.zone ORDER BY c.account_id, c.charge_id")
     return sorted(ids.values())
 
 

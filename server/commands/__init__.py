@@ -7,10 +7,13 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.serve",
     "server.commands.api_key",
     "server.commands.bill_run",
+    "server.commands.invoice",
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",
     "server.commands.audit",
     "server.commands.rerate",
+    "server.commands.files",
     "server.commands.rate",
+    "server.commands.decode",
 )

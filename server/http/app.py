@@ -38,6 +38,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "server.http.files",
     "server.http.api_keys",
     "server.http.invoices",
+    "adapters.http_ingest",
 )
 
 API_TITLE = "billing-oss"

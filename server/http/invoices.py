@@ -3,6 +3,7 @@ XML, finalisation, credit notes."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from decimal import Decimal
 from typing import TypeVar
@@ -27,7 +28,8 @@ class BillRunRequest(msgspec.Struct, forbid_unknown_fields=True):
     period: str  # YYYY-MM
     accounts: list[str] | None = None
     dry_run: bool = False
-    finalize: bool = False
+    finalize: bool = False  # the period's drafts whose grace period is over
+    force: bool = False  # with finalize: drafts still in their grace period too
 
 
 class BillRunResponse(msgspec.Struct):
@@ -40,6 +42,8 @@ class BillRunResponse(msgspec.Struct):
     seconds: float
     invoice_ids: list[int]
     finalized: list[int]
+    frozen: int  # accounts whose draft was past its grace period: left unchanged
+    in_grace: list[int]  # drafts not finalised: still in their grace period
     previews: list[views.InvoiceView]
 
 
@@ -78,7 +82,8 @@ class CreditNoteRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def settings(config: Config) -> Settings:
-    return Settings(seller=config.billing.seller(), rounding=config.billing.rounding)
+    return Settings(seller=config.billing.seller(), rounding=config.billing.rounding,
+                    grace_days=config.billing.grace_days)
 
 
 T = TypeVar("T")
@@ -106,18 +111,24 @@ async def create_bill_run(request: web.Request) -> web.Response:
     body = await _body(request, BillRunRequest)
     config = request.app[CONFIG]
     pool = request.app[POOL]
+    now = dt.datetime.now(dt.UTC)
     run = await bill_run(pool, body.period, settings(config), accounts=body.accounts,
-                         dry_run=body.dry_run, batch_size=config.billing.batch_size)
+                         dry_run=body.dry_run, batch_size=config.billing.batch_size, now=now)
     finalized: list[int] = []
-    if body.finalize and not body.dry_run and run.invoice_ids:
+    due = documents.Due([], [], None)
+    if body.finalize and not body.dry_run:
         async with pool.acquire() as conn:
-            finalized = await documents.finalise(
-                conn, run.invoice_ids, config.billing.invoice_series, dt.date.today(),
-                config.billing.payment_terms_days)
+            due = await documents.drafts_due(conn, body.period, body.accounts,
+                                             config.billing.grace_days, now, force=body.force)
+            if due.due:
+                finalized = await documents.finalise(
+                    conn, due.due, config.billing.invoice_series, now.date(),
+                    config.billing.payment_terms_days)
     return _json(BillRunResponse(
         bill_run_id=run.bill_run_id, period=run.period, dry_run=run.dry_run,
         accounts=run.accounts, invoices=run.invoices, charges=run.charges, seconds=run.seconds,
-        invoice_ids=run.invoice_ids, finalized=finalized,
+        invoice_ids=run.invoice_ids, finalized=finalized, frozen=run.frozen,
+        in_grace=due.waiting,
         previews=[views.draft_view(d) for d in run.previews]), status=201)
 
 
@@ -149,7 +160,8 @@ async def get_invoice(request: web.Request) -> web.Response:
 async def get_invoice_pdf(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         invoice = await documents.load(conn, _invoice_id(request))
-    return web.Response(body=render_pdf.render(invoice), content_type="application/pdf")
+    pdf = await asyncio.to_thread(render_pdf.render, invoice)  # CPU-bound: off the loop
+    return web.Response(body=pdf, content_type="application/pdf")
 
 
 async def get_invoice_xml(request: web.Request) -> web.Response:

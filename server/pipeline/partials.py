@@ -19,9 +19,14 @@ _PARTIAL_CAUSES = frozenset({"partialRecord", "partialRecordCallReestablishment"
 
 
 def group_key(record: UsageRecord) -> str:
-    """Parts of one usage share this key (charging id, else the record key itself)."""
-    charging_id = record.attrs.get("charging_id")
-    return str(charging_id) if charging_id is not None else record.record_key
+    """Parts of one usage share this key: the decoder's ``merge_key`` (record type, node
+    address and charging id: two gateways may hand out the same charging id), else the
+    charging id, else the record key itself."""
+    for name in ("merge_key", "charging_id"):
+        value = record.attrs.get(name)
+        if value is not None:
+            return str(value)
+    return record.record_key
 
 
 def is_last(record: UsageRecord) -> bool:

@@ -1,0 +1,117 @@
+"""``POST /v1/usage``: a batch of usage records (or meter readings) over HTTP, idempotently.
+
+The body is JSON or MessagePack (``Content-Type``), shaped as ``adapters.formats.payload``
+describes. The delivery's position is the ``Idempotency-Key`` header when sent, else the
+body's digest, so the same request twice commits once and gets the same answer (the second
+with ``Idempotent-Replayed: true``). Records without a ``record_key`` are keyed
+``<Idempotency-Key>#<index>``; without either they are rejected. The key authenticating the
+request names the source: its ``source`` if it has one, else ``http:<key id>``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from adapters import intake
+from adapters.formats import payload
+from server.errors import BillingError, Reason
+from server.http.keys import CONFIG, PIPELINE, POOL, PRINCIPAL
+from server.http.routing import Api
+from server.pipeline.contract import Counts, Outcome
+
+MAX_IDEMPOTENCY_KEY = 200
+# Suspense reasons that mean the sender's input was wrong (rejected), as opposed to usage
+# accepted but not chargeable yet (unknown account, no tariff...), which the operator fixes.
+REJECTED_REASONS = frozenset({Reason.MALFORMED, Reason.BAD_FIELD})
+
+
+class RecordIssue(msgspec.Struct, kw_only=True, omit_defaults=True):
+    status: str  # duplicate | rejected | suspense
+    record_key: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+class IngestResult(msgspec.Struct, kw_only=True):
+    accepted: int
+    duplicate: int
+    rejected: int
+    counts: Counts
+    issues: list[RecordIssue]  # every record not accepted cleanly, with its reason
+
+
+class UnsupportedMediaType(BillingError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class PayloadTooLarge(BillingError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class BadHeader(BillingError):
+    code = "VALIDATION"
+
+
+async def post_usage(request: web.Request) -> web.Response:
+    """Ingest a batch of usage records; answers per-record outcomes once committed."""
+    encoding = _encoding(request)
+    limit = request.app[CONFIG].http.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body has {request.content_length} bytes; the limit is {limit}")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes") from None
+    key = request[PRINCIPAL]
+    source = key.source or f"http:{key.key_id}"
+    idempotency_key = _idempotency_key(request)
+    position = (f"idem:{idempotency_key}" if idempotency_key
+                else "body:" + intake.content_position(encoding.encode(), body))
+    delivery = await intake.to_delivery(
+        request.app[POOL], body, source=source, position=position, where="body",
+        encoding=encoding, key_prefix=idempotency_key, strict=True)
+    outcome = (await request.app[PIPELINE].commit([delivery]))[0]
+    headers = {"Idempotent-Replayed": "true"} if outcome.replay else {}
+    return web.Response(body=msgspec.json.encode(summarise(outcome)),
+                        content_type="application/json", headers=headers)
+
+
+def summarise(outcome: Outcome) -> IngestResult:
+    issues: list[RecordIssue] = []
+    rejected = 0
+    for result in outcome.results:
+        if result.status == "duplicate":
+            issues.append(RecordIssue(status="duplicate", record_key=result.record_key))
+        elif result.status == "suspense":
+            status = "rejected" if result.reason in REJECTED_REASONS else "suspense"
+            rejected += status == "rejected"
+            issues.append(RecordIssue(status=status, record_key=result.record_key,
+                                      reason=result.reason, detail=result.detail))
+    duplicate = outcome.counts.duplicates
+    return IngestResult(accepted=outcome.counts.in_ - duplicate - rejected, duplicate=duplicate,
+                        rejected=rejected, counts=outcome.counts, issues=issues)
+
+
+def _encoding(request: web.Request) -> payload.Encoding:
+    content_type = request.content_type  # aiohttp defaults a missing type to octet-stream
+    encoding = payload.CONTENT_TYPES.get(content_type)
+    if encoding is None:
+        known = ", ".join(sorted(payload.CONTENT_TYPES))
+        raise UnsupportedMediaType(f"content type {content_type!r} is not one of: {known}")
+    return encoding
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    value = request.headers.get("Idempotency-Key", "").strip()
+    if not value:
+        return None
+    if len(value) > MAX_IDEMPOTENCY_KEY or not value.isprintable():
+        raise BadHeader(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} printable characters")
+    return value
+
+
+def register(api: Api) -> None:
+    api.add("POST", "/v1/usage", post_usage, summary="Ingest a batch of usage records",
+            tag="ingest", response=IngestResult, roles=("ingest",), errors=(400, 413, 415, 422))
+

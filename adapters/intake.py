@@ -1,0 +1,53 @@
+"""Turning one received message (an MQTT publish, an HTTP body) into one ``Delivery``.
+
+Shared by the message transports so a payload means the same whichever way it came. A
+payload that cannot be parsed at all is kept as a single ``Reject`` (raw bytes, reason and
+where it came from) so it reaches suspense instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import asyncpg
+
+from adapters import meters
+from adapters.formats import payload
+from server.errors import DecodeError, Reason
+from server.pipeline.contract import Delivery, Reject
+from server.records import UsageRecord
+
+
+def content_position(*parts: bytes) -> str:
+    """A position naming the content itself: a redelivery of the same bytes finds it again."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()[:40]
+
+
+async def to_delivery(
+    pool: asyncpg.Pool, body: bytes, *, source: str, position: str, where: str,
+    encoding: payload.Encoding | None = None, kind: str | None = None,
+    key_prefix: str | None = None, strict: bool = False,
+) -> Delivery:
+    """Decode ``body``; with ``strict`` an unparseable body raises ``DecodeError`` (HTTP answers
+    it with 400), otherwise it becomes a MALFORMED reject (MQTT keeps it in suspense)."""
+    try:
+        decoded = payload.decode(body, encoding)
+    except DecodeError as exc:
+        if strict:
+            raise
+        reject = Reject(reason=Reason.MALFORMED, detail=f"{where}: {exc.message}", raw=body,
+                        where=where)
+        return Delivery(source=source, position=position, records=[], rejects=[reject])
+    rejects = decoded.rejects
+    rejects.extend(payload.complete(decoded.records, source=source, kind=kind,
+                                    key_prefix=key_prefix))
+    records: list[UsageRecord] = list(decoded.records)
+    if decoded.readings:
+        from_meters, meter_rejects = await meters.to_records(pool, source, decoded.readings)
+        records.extend(from_meters)
+        rejects.extend(meter_rejects)
+    return Delivery(source=source, position=position, records=records, rejects=rejects)

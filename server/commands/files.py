@@ -1,0 +1,80 @@
+"""`billing-oss files list [--gaps]`: the received-file ledger, or its sequence alarms.
+
+``--gaps`` lists the alarms raised as files arrived: ``gap`` (numbers skipped), ``repeat``
+(content received again under another name) and ``reused`` (a number received again with
+different content).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from server.commands.options import add_config_options, load_config
+from server.service import database_pool
+
+
+def register(verbs: Any) -> None:
+    parser: argparse.ArgumentParser = verbs.add_parser("files", help="received files")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="list received files (newest last)")
+    listing.add_argument("--source", help="only this source")
+    listing.add_argument("--gaps", action="store_true",
+                         help="list sequence alarms (gaps, repeats, reused numbers) instead")
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_config_options(listing)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+
+    async def act() -> int:
+        async with database_pool(config) as pool:
+            lines = await render(pool, source=args.source, gaps=args.gaps, as_json=args.json,
+                                 limit=args.limit)
+        print("\n".join(lines) if lines else ("no alarms" if args.gaps else "no files"))
+        return 0
+
+    return asyncio.run(act())
+
+
+async def render(pool: asyncpg.Pool, *, source: str | None, gaps: bool, as_json: bool,
+                 limit: int = 1000) -> list[str]:
+    if gaps:
+        rows = await pool.fetch(
+            "SELECT alarm_id, source, kind, name, sequence_no, first_missing, last_missing,"
+            " detail, raised_at FROM source_file_alarms WHERE $1::text IS NULL OR source = $1"
+            " ORDER BY alarm_id LIMIT $2", source, limit)
+        text = [f"{r['raised_at']:%Y-%m-%d %H:%M:%S}  {r['source']:<12} {r['kind']:<7} "
+                f"{r['name']}  {_missing(r) or r['detail']}" for r in rows]
+    else:
+        rows = await pool.fetch(
+            "SELECT source_file_id, source, name, sequence_no, state, count_in, count_charged,"
+            " count_suspense, count_duplicates, sha256, received_at FROM source_files"
+            " WHERE $1::text IS NULL OR source = $1 ORDER BY source_file_id LIMIT $2",
+            source, limit)
+        text = [f"{r['source_file_id']:>8}  {r['source']:<12} {r['name']:<32} "
+                f"seq {r['sequence_no'] if r['sequence_no'] is not None else '-':<8} "
+                f"{r['state']:<7} in {r['count_in']} charged {r['count_charged']} "
+                f"suspense {r['count_suspense']} dup {r['count_duplicates']}" for r in rows]
+    if as_json:
+        return [msgspec.json.encode({k: _plain(v) for k, v in dict(r).items()}).decode()
+                for r in rows]
+    return text
+
+
+def _missing(row: asyncpg.Record) -> str:
+    if row["first_missing"] is None:
+        return ""
+    first, last = row["first_missing"], row["last_missing"]
+    return f"missing {first}" if first == last else f"missing {first}..{last}"
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if hasattr(value, "isoformat") else value

@@ -1,0 +1,55 @@
+"""Configured collection sources: ``[sources.<name>]`` tables, one transport each, by ``type``.
+
+Each table names its transport with ``type = "mqtt"`` or ``type = "sftp"``; the keys a table
+leaves out take the defaults below (documented with examples in ``config/billing-oss.toml``).
+No source is configured by default: HTTP ingest (``POST /v1/usage``) is always served.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class MqttSource(msgspec.Struct, tag="mqtt", tag_field="type", forbid_unknown_fields=True,
+                 frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    # Topic filters subscribed at QoS 1; with shared_group set each becomes
+    # "$share/<group>/<filter>" so several workers split the messages.
+    topics: list[str] = msgspec.field(default_factory=lambda: ["usage/#"])
+    shared_group: str = ""
+    # Stable per worker: the broker keeps the session (unacknowledged messages) under it.
+    client_id: str = ""
+    session_expiry_s: int = 86400
+    # Unacknowledged messages the broker may send ahead (MQTT v5 Receive Maximum).
+    receive_maximum: int = 2000
+    # A batch is committed when it holds batch_records records or flush_ms after its first.
+    batch_records: int = 2000
+    flush_ms: int = 20
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 30.0
+    enabled: bool = True
+
+
+class SftpSource(msgspec.Struct, tag="sftp", tag_field="type", forbid_unknown_fields=True,
+                 frozen=True, kw_only=True):
+    host: str
+    username: str
+    remote_dir: str
+    format: str
+    port: int = 22
+    password: str = ""
+    client_key: str = ""  # path of a private key file
+    # The server's public host key ("ssh-ed25519 AAAA...") or a known_hosts file path.
+    known_host_key: str = ""
+    pattern: str = "*"
+    # Regular expression whose first group, matched on the file name, is its sequence number.
+    sequence_pattern: str = r"(\d+)(?!.*\d)"
+    poll_interval_s: float = 30.0
+    partner: str = ""
+    enabled: bool = True
+
+
+SourceConfig = MqttSource | SftpSource

@@ -1,0 +1,184 @@
+"""Discounts (percentage, fixed, volume; per line or per invoice) and invoice allowances:
+exact amounts, tax per category after allowances, totals equal to the sums."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from server.billing.compute import compute
+from server.billing.model import (
+    Account,
+    Adjustment,
+    BillingInput,
+    Discount,
+    InvoiceDraft,
+    Product,
+    Settings,
+    Subscription,
+    UsageGroup,
+)
+from server.billing.periods import cycle
+from server.billing.pricing import VolumeTier
+from server.billing.tax import TaxRate, tax_on
+
+UTC = dt.UTC
+CYCLE = cycle("2026-01", 1, "UTC")
+SETTINGS = Settings(seller={"name": "Seller", "country": "FR"}, rounding="half-up")
+RATES = (TaxRate("FR", "standard", "S", Decimal(20), dt.date(2000, 1, 1)),
+         TaxRate("FR", "reduced", "S", Decimal("5.5"), dt.date(2000, 1, 1)))
+ACCOUNT = Account("A1", "Customer", "EUR", "UTC", 1, {"country": "FR"})
+# voice 12.345678 + data 7.00 at 20 %; a 10.00 plan at 5.5 %
+USAGE = (UsageGroup("EUR", "voice", "national", 3, 12_345_678, Decimal(180)),
+         UsageGroup("EUR", "data", "", 2, 7_000_000, Decimal(1000)))
+PLAN = Subscription(1, Product("p", "Plan", "EUR", 10_000_000, "reduced"),
+                    dt.datetime(2025, 1, 1, tzinfo=UTC), None)
+
+
+def bill(*discounts: Discount, adjustments: tuple[Adjustment, ...] = ()) -> InvoiceDraft:
+    draft = compute(BillingInput(account=ACCOUNT, currency="EUR", usage=USAGE,
+                                 subscriptions=(PLAN,), adjustments=adjustments,
+                                 discounts=discounts, tax_rates=RATES), CYCLE, SETTINGS)
+    check_sums(draft)
+    return draft
+
+
+def check_sums(d: InvoiceDraft) -> None:
+    t = d.totals
+    assert t.line_total_micros == sum(ln.net_micros for ln in d.lines)
+    assert t.allowance_micros == sum(a.amount_micros for a in d.allowances)
+    assert t.net_micros == t.line_total_micros - t.allowance_micros
+    assert t.tax_micros == sum(x.tax for x in d.taxes)
+    assert t.net_micros == sum(x.taxable for x in d.taxes)
+    assert t.total_micros == t.net_micros + t.tax_micros
+    for x in d.taxes:  # each category: its lines minus its allowances, taxed once
+        lines = sum(ln.net_micros for ln in d.lines
+                    if (ln.tax_category, ln.tax_rate) == (x.category, x.rate))
+        off = sum(a.amount_micros for a in d.allowances
+                  if (a.tax_category, a.tax_rate) == (x.category, x.rate))
+        assert x.taxable == lines - off
+        assert x.tax == tax_on(x.taxable, x.rate, "EUR", "half-up")
+    for ln in d.lines:
+        assert ln.net_micros % 10_000 == 0  # rounded to the cent
+
+
+def nets(d: InvoiceDraft) -> dict[str, int]:
+    return {ln.service: ln.net_micros for ln in d.lines}
+
+
+def taxes(d: InvoiceDraft) -> dict[Decimal, tuple[int, int]]:
+    return {x.rate: (x.taxable, x.tax) for x in d.taxes}
+
+
+def test_no_discount_baseline() -> None:
+    d = bill()
+    assert nets(d) == {"data": 7_000_000, "voice": 12_350_000, "subscription": 10_000_000}
+    assert taxes(d) == {Decimal(20): (19_350_000, 3_870_000),
+                        Decimal("5.5"): (10_000_000, 550_000)}
+    assert d.totals.total_micros == 33_770_000
+
+
+def test_line_percentage_on_one_service() -> None:
+    d = bill(Discount(1, "percentage", "line", service="voice", percent=Decimal(10)))
+    voice = next(ln for ln in d.lines if ln.service == "voice")
+    # 12.345678 − 10 % = 11.1111102 → 11.11; the discount is kept exactly until rounding
+    assert (voice.gross_micros, voice.discount_micros, voice.net_micros) == (
+        12_345_678, 1_234_567, 11_110_000)
+    assert nets(d)["data"] == 7_000_000 and nets(d)["subscription"] == 10_000_000
+    # 20 %: 18.11 → 3.622 → 3.62; 5.5 %: 10.00 → 0.55
+    assert taxes(d) == {Decimal(20): (18_110_000, 3_620_000),
+                        Decimal("5.5"): (10_000_000, 550_000)}
+    assert d.totals.total_micros == 28_110_000 + 4_170_000
+    assert voice.detail["discounts"] == [{"discount_id": 1, "micros": 1_234_567}]
+
+
+def test_line_percentage_on_every_line_except_adjustments() -> None:
+    credit = Adjustment(9, -2_000_000, "EUR", "Goodwill")
+    d = bill(Discount(1, "percentage", "line", percent=Decimal(50)), adjustments=(credit,))
+    assert nets(d) == {"data": 3_500_000, "voice": 6_170_000, "subscription": 5_000_000,
+                       "adjustment": -2_000_000}  # 6.172839 → 6.17; the credit untouched
+    assert taxes(d) == {Decimal(20): (7_670_000, 1_530_000),  # 7.67 × 20 % = 1.534
+                        Decimal("5.5"): (5_000_000, 280_000)}  # 0.275 → 0.28 half-up
+
+
+@pytest.mark.parametrize(("amount", "data_net"), [(5_000_000, 2_000_000), (10_000_000, 0)])
+def test_line_fixed_never_below_zero(amount: int, data_net: int) -> None:
+    d = bill(Discount(1, "fixed", "line", service="data", amount_micros=amount))
+    assert nets(d)["data"] == data_net
+    data = next(ln for ln in d.lines if ln.service == "data")
+    assert data.discount_micros == 7_000_000 - data_net
+
+
+def test_line_volume_takes_the_highest_tier_reached() -> None:
+    tiers = (VolumeTier(0, Decimal(0)), VolumeTier(10_000_000, Decimal(5)),
+             VolumeTier(20_000_000, Decimal(10)))
+    d = bill(Discount(1, "volume", "line", service="voice", tiers=tiers),
+             Discount(2, "volume", "line", service="data", tiers=tiers))
+    # voice 12.345678 ≥ 10: 5 % → 11.7283941 → 11.73; data 7.00 < 10: 0 %
+    assert nets(d)["voice"] == 11_730_000 and nets(d)["data"] == 7_000_000
+
+
+def test_discount_in_another_currency_does_not_apply() -> None:
+    d = bill(Discount(1, "fixed", "line", amount_micros=1_000_000, currency="USD"))
+    assert nets(d) == nets(bill()) and not d.allowances
+
+
+def test_invoice_percentage_is_split_over_categories_then_taxed() -> None:
+    d = bill(Discount(1, "percentage", "invoice", percent=Decimal(10), description="10 % off"))
+    # base 29.35 → 2.935 → 2.94, split 19.35 : 10.00 by largest remainder: 1.94 + 1.00
+    assert [(a.tax_rate, a.amount_micros, a.reason) for a in d.allowances] == [
+        (Decimal("5.5"), 1_000_000, "10 % off"), (Decimal(20), 1_940_000, "10 % off")]
+    # 17.41 × 20 % = 3.482 → 3.48; 9.00 × 5.5 % = 0.495 → 0.50 (half-up)
+    assert taxes(d) == {Decimal(20): (17_410_000, 3_480_000),
+                        Decimal("5.5"): (9_000_000, 500_000)}
+    t = d.totals
+    assert (t.line_total_micros, t.allowance_micros, t.net_micros, t.tax_micros,
+            t.total_micros) == (29_350_000, 2_940_000, 26_410_000, 3_980_000, 30_390_000)
+
+
+def test_invoice_fixed_allowance_and_its_cap() -> None:
+    d = bill(Discount(1, "fixed", "invoice", amount_micros=3_000_000))
+    # 3.00 split 19.35 : 10.00 → 1.9779 : 1.0221 cents-wise → 1.98 + 1.02
+    assert sorted(a.amount_micros for a in d.allowances) == [1_020_000, 1_980_000]
+    assert taxes(d) == {Decimal(20): (17_370_000, 3_470_000),  # 3.474 → 3.47
+                        Decimal("5.5"): (8_980_000, 490_000)}  # 0.4939 → 0.49
+    capped = bill(Discount(1, "fixed", "invoice", amount_micros=50_000_000))
+    assert capped.totals.allowance_micros == 29_350_000  # never more than the base
+    assert capped.totals.net_micros == 0 and capped.totals.tax_micros == 0
+
+
+def test_invoice_volume_allowance() -> None:
+    tiers = (VolumeTier(0, Decimal(0)), VolumeTier(25_000_000, Decimal(2)),
+             VolumeTier(50_000_000, Decimal(5)))
+    d = bill(Discount(1, "volume", "invoice", tiers=tiers))
+    # base 29.35 reaches 25: 2 % = 0.587 → 0.59, split → 0.39 (20 %) + 0.20 (5.5 %)
+    assert {a.tax_rate: a.amount_micros for a in d.allowances} == {
+        Decimal(20): 390_000, Decimal("5.5"): 200_000}
+    assert taxes(d) == {Decimal(20): (18_960_000, 3_790_000),  # 3.792 → 3.79
+                        Decimal("5.5"): (9_800_000, 540_000)}  # 0.539 → 0.54
+
+
+def test_line_then_invoice_discounts_apply_in_that_order() -> None:
+    d = bill(Discount(1, "percentage", "line", service="voice", percent=Decimal(10)),
+             Discount(2, "fixed", "invoice", amount_micros=1_000_000),
+             Discount(3, "percentage", "invoice", percent=Decimal(10)))
+    # lines 7.00 + 11.11 (20 %) + 10.00 (5.5 %) = 28.11; fixed 1.00 → 0.64 + 0.36;
+    # then 10 % of what is left, 27.11 → 2.711 → 2.71 → 1.75 + 0.96
+    by = [(a.discount_id, a.tax_rate, a.amount_micros) for a in d.allowances]
+    assert by == [(2, Decimal("5.5"), 360_000), (2, Decimal(20), 640_000),
+                  (3, Decimal("5.5"), 960_000), (3, Decimal(20), 1_750_000)]
+    assert taxes(d) == {Decimal(20): (15_720_000, 3_140_000),
+                        Decimal("5.5"): (8_680_000, 480_000)}  # 3.144 → 3.14; 0.4774 → 0.48
+
+
+def test_inclusive_invoice_with_allowance_keeps_gross_and_sums() -> None:
+    account = Account("A2", "Consumer", "EUR", "UTC", 1, {"country": "FR", "tax_inclusive": True})
+    d = compute(BillingInput(account=account, currency="EUR", usage=USAGE, subscriptions=(PLAN,),
+                             adjustments=(), tax_rates=RATES,
+                             discounts=(Discount(1, "percentage", "invoice",
+                                                 percent=Decimal(10)),)), CYCLE, SETTINGS)
+    check_sums(d)
+    # customer-facing gross 29.35 − 2.94 = 26.41 is what is payable, tax included
+    assert d.totals.payable_micros == 26_410_000
