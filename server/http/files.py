@@ -44,7 +44,7 @@ class GapList(msgspec.Struct, frozen=True):
 
 async def list_files(request: web.Request) -> web.Response:
     q = decode_query(request, FileQuery)
-    after = decode_cursor(q.cursor, tuple[int])
+    after = decode_cursor(q.cursor, tuple[IntId])
     rows = await files_repo.find(request.app[POOL], source=q.source, state=q.state,
                                  partner=q.partner, after=after[0] if after else None,
                                  limit=q.limit)

@@ -94,7 +94,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     q = decode_query(request, JobQuery)
-    after = decode_cursor(q.cursor, tuple[int])
+    after = decode_cursor(q.cursor, tuple[IntId])
     rows = await rerate.find(request.app[POOL], state=q.state,
                              after=after[0] if after else None, limit=q.limit)
     items, next_cursor = page(rows, q.limit, lambda j: (j.rerate_job_id,))

@@ -75,7 +75,7 @@ async def update_subscription(request: web.Request) -> web.Response:
 
 async def list_subscriptions(request: web.Request) -> web.Response:
     q = decode_query(request, SubscriptionQuery)
-    after = decode_cursor(q.cursor, tuple[int])
+    after = decode_cursor(q.cursor, tuple[IntId])
     rows = await subscriptions_repo.find(request.app[POOL], SubscriptionFilter(
         account_id=q.account_id, tariff_id=q.tariff_id, active_at=q.active_at,
         after=after[0] if after else None, limit=q.limit,

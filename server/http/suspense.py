@@ -61,7 +61,7 @@ class RetryOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 async def list_suspense(request: web.Request) -> web.Response:
     q = decode_query(request, SuspenseQuery)
-    after = decode_cursor(q.cursor, tuple[int])
+    after = decode_cursor(q.cursor, tuple[IntId])
     rows = await suspense_desk.find(
         request.app[POOL], state=q.state, reason=q.reason, source=q.source,
         account_id=q.account_id, after=after[0] if after else None, limit=q.limit,

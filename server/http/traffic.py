@@ -89,7 +89,7 @@ async def list_usage(request: web.Request) -> web.Response:
     q = decode_query(request, UsageQuery)
     rows = await traffic_repo.usage(
         request.app[POOL], Period(account_id=q.account_id, start=q.from_, end=q.to),
-        kind=q.kind, source=q.source, after=decode_cursor(q.cursor, tuple[Timestamp, int]),
+        kind=q.kind, source=q.source, after=decode_cursor(q.cursor, tuple[Timestamp, IntId]),
         limit=q.limit,
     )
     items, next_cursor = page(rows, q.limit, lambda u: (u.event_time, u.usage_id))
@@ -101,7 +101,7 @@ async def list_charges(request: web.Request) -> web.Response:
     rows = await traffic_repo.charges(
         request.app[POOL], Period(account_id=q.account_id, start=q.from_, end=q.to),
         kind=q.kind, rerate_job_id=q.rerate_job_id,
-        after=decode_cursor(q.cursor, tuple[Timestamp, int]), limit=q.limit,
+        after=decode_cursor(q.cursor, tuple[Timestamp, IntId]), limit=q.limit,
     )
     items, next_cursor = page(rows, q.limit, lambda c: (c.event_time, c.charge_id))
     return reply(ChargePage([_charge(c) for c in items], next_cursor))

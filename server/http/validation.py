@@ -38,12 +38,31 @@ async def decode_body(request: web.Request, type_: type[T]) -> T:
 
 
 def decode_query(request: web.Request, type_: type[T]) -> T:
-    """The query string as ``type_`` (strings converted to the declared field types)."""
+    """The query string as ``type_`` (strings converted to the declared field types).
+
+    A parameter given twice is refused rather than one value silently winning, and so is the
+    word ``null``, which lax conversion would turn into "no filter" (listing everything)."""
+    for name in request.query:
+        if len(request.query.getall(name)) > 1:
+            raise _query_error(name, "given more than once")
+        if request.query[name] == "null":
+            raise _query_error(name, "null is not a value: leave the parameter out")
     try:
         value = msgspec.convert(dict(request.query), type_, strict=False)
     except msgspec.ValidationError as exc:
         raise _invalid("query", exc) from None
+    if isinstance(value, msgspec.Struct):
+        # Lax conversion reads a bare number as Unix time; the contract is RFC 3339 only.
+        for name, key in zip(value.__struct_fields__, value.__struct_encode_fields__,
+                             strict=True):
+            if isinstance(getattr(value, name), dt.datetime) and ":" not in request.query[key]:
+                raise _query_error(key, "expected an RFC 3339 timestamp")
     return _in_utc(value, "", "query")  # type: ignore[no-any-return]
+
+
+def _query_error(name: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"invalid query: {name}: {message}",
+                          errors=[{"location": "query", "path": name, "message": message}])
 
 
 def decode_path(request: web.Request, type_: type[T]) -> T:

@@ -70,6 +70,37 @@ async def record(conn: Connection, actor: str, action: str, entity: str,
     return int(seq)
 
 
+async def record_many(conn: Connection, actor: str, action: str,
+                      changes: list[tuple[str, Any, Any]]) -> None:
+    """Append one entry per ``(entity, before, after)`` in one statement; call inside the
+    transaction of the change. Bulk changes (a bill run finalising thousands of drafts) keep
+    one entry per entity without a round trip per entry."""
+    if not changes:
+        return
+    if not conn.is_in_transaction():
+        raise RuntimeError("audit.record_many must run inside the transaction of the change")
+    head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
+    assert head is not None, "migration 0200 creates the audit head row"
+    seq, prev_hash = head["seq"], head["hash"]
+    at = dt.datetime.now(dt.UTC)
+    columns: list[list[Any]] = [[] for _ in range(6)]
+    for entity, before, after in changes:
+        before_v, after_v = _plain(before), _plain(after)
+        digest = chain_hash(prev_hash, actor, action, entity, before_v, after_v, at)
+        seq += 1
+        for column, value in zip(columns, (seq, entity, _json(before_v), _json(after_v),
+                                           prev_hash, digest), strict=True):
+            column.append(value)
+        prev_hash = digest
+    await conn.execute(
+        "INSERT INTO audit_log (seq, at, actor, action, entity, before, after, prev_hash, hash)"
+        " SELECT s, $1, $2, $3, e, b, a, p, h FROM unnest($4::bigint[], $5::text[],"
+        " $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) AS u(s, e, b, a, p, h)",
+        at, actor, action, *columns,
+    )
+    await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", seq, prev_hash)
+
+
 def chain_hash(prev_hash: str, actor: str, action: str, entity: str,
                before: Any, after: Any, at: dt.datetime) -> str:
     canonical = json.dumps(

@@ -82,9 +82,9 @@ async def test_rerate_corrects_by_the_exact_difference(rapi: Api, pool: asyncpg.
     await seed_usage(pool, "RR-1", "2026-02-02T12:00:00Z", amount_micros=600_000,
                      tariff_version_id=v1)  # outside the rerated period
 
-    run = await bill_run(pool, "2026-01", billing_seed.SETTINGS, accounts=["RR-1"])
+    run = await bill_run(pool, "2026-01", billing_seed.SETTINGS, accounts=["RR-1"], actor="test")
     async with pool.acquire() as conn:
-        await documents.finalise(conn, run.invoice_ids, "RR", dt.date(2026, 2, 3), 30)
+        await documents.finalise(conn, run.invoice_ids, "RR", dt.date(2026, 2, 3), 30, actor="test")
     [invoice_id] = run.invoice_ids
     frozen = await invoice_rows(pool, invoice_id)
     charges_before = [dict(r) for r in await pool.fetch("SELECT * FROM charges ORDER BY charge_id")]
@@ -122,7 +122,7 @@ async def test_rerate_corrects_by_the_exact_difference(rapi: Api, pool: asyncpg.
 
     # The finalised invoice is untouched; the corrections bill on the next document.
     assert await invoice_rows(pool, invoice_id) == frozen
-    rerun = await bill_run(pool, "2026-01", billing_seed.SETTINGS, accounts=["RR-1"])
+    rerun = await bill_run(pool, "2026-01", billing_seed.SETTINGS, accounts=["RR-1"], actor="test")
     assert rerun.invoice_ids and rerun.invoice_ids != [invoice_id]
     assert rerun.charges == 10  # five reversals and five new charges
     async with pool.acquire() as conn:
