@@ -22,7 +22,7 @@ from server.http.auth import actor
 from server.http.keys import CONFIG, POOL
 from server.http.pagination import Cursor, Limit, decode_cursor, page
 from server.http.routing import Api, reply
-from server.http.types import Id, IntId
+from server.http.types import Id, IntId, Reason
 from server.http.validation import decode_body, decode_path, decode_query
 
 OPERATE = ("operator",)
@@ -36,8 +36,6 @@ LineNo = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 # A net amount to credit in the invoice's currency: positive, at most 6 decimals.
 CreditAmount = Annotated[str, msgspec.Meta(pattern="^[0-9]{1,12}(\\.[0-9]{1,6})?$",
                                            examples=["12.50"])]
-CreditReason = Annotated[str, msgspec.Meta(min_length=1, max_length=500,
-                                           pattern="^[^\\x00]*\\S[^\\x00]*$")]
 
 
 class BillRunRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -99,7 +97,7 @@ class CreditLineRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
 
 class CreditNoteRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     invoice_id: IntId
-    reason: CreditReason
+    reason: Reason
     # None: credit everything left
     lines: Annotated[list[CreditLineRequest], msgspec.Meta(min_length=1,
                                                            max_length=1000)] | None = None

@@ -13,13 +13,11 @@ from server.http.auth import actor
 from server.http.keys import PIPELINE, POOL
 from server.http.pagination import Cursor, Limit, decode_cursor, page
 from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Money, Text
+from server.http.types import Id, IntId, Money, Reason, Text
 from server.http.validation import decode_body, decode_path, decode_query
 from server.pipeline.suspense import RetryResult
 from server.store import suspense_desk
 from server.store.suspense_desk import State, SuspenseDetail, SuspenseItem
-
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern="^[^\\x00]*\\S")]
 
 
 class Unavailable(BillingError):

@@ -15,6 +15,9 @@ import msgspec
 _NO_NUL = "^[^\\x00]*$"
 Text = Annotated[str, msgspec.Meta(max_length=200, pattern=_NO_NUL)]
 LongText = Annotated[str, msgspec.Meta(max_length=2000, pattern=_NO_NUL)]
+# Why an operator did something (discard, credit): not blank, no NUL anywhere.
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500,
+                                     pattern="^[^\\x00]*[^\\s\\x00][^\\x00]*$")]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9._:@-]+$")]
 Identifier = Annotated[
     str, msgspec.Meta(min_length=1, max_length=32, pattern="^[0-9A-Za-z._:-]+$")
