@@ -66,11 +66,11 @@ async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
 
 def decoders() -> dict[str, Decoder]:
     """File decoders by format name (``billing-oss ingest --format``)."""
-    from adapters.formats.items import decoder_for
+    from adapters.formats import FORMATS
+    from adapters.formats.pipeline_decoders import FormatDecoder
 
     found: dict[str, Decoder] = {"jsonl": decode_jsonl}
-    for fmt in ("3gpp", "tap3", "csv"):
-        found[fmt] = decoder_for(fmt)
+    found.update({fmt: FormatDecoder(fmt) for fmt in FORMATS})
     return found
 
 
