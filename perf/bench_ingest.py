@@ -3,6 +3,10 @@ final rows into the same tables (with the same indexes) — the physical limit h
 
     python perf/bench_ingest.py [--records N] [--quick] [--database-url DSN] [--format FMT]
 
+The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default): MSC
+moCallRecords (national numbers, peak hours) and S-GW / P-GW data records, every one of
+them chargeable by the demo tariff.
+
 Prints our records/s, the raw COPY's, the ratio, and this process's peak RSS during ingest.
 Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is started
 in a temporary directory. The file is generated on disk first (not timed).
@@ -33,15 +37,15 @@ from server import config  # noqa: E402
 from server.pipeline.pipeline import Pipeline  # noqa: E402
 from server.records import UsageRecord  # noqa: E402
 from server.service import decoders, rater_factory, read_catalog_file  # noqa: E402
-from server.store import catalog_repo  # noqa: E402
+from server.store import catalog_repo, usage_repo  # noqa: E402
 from server.store.dsn import with_database  # noqa: E402
 from server.store.migrate import migrate  # noqa: E402
 
 ACCOUNTS = 1000
 COPY_TABLES = {
     "usage_keys": ("source", "record_key", "account_id", "event_time", "usage_id"),
-    "usage_records": ("account_id", "usage_id", "event_time", "source", "record_key", "kind",
-                      "duration_s", "calling", "called", "attrs", "source_file_id"),
+    "usage_records": (*usage_repo.USAGE_FIXED, *usage_repo.USAGE_OPTIONAL,
+                      *usage_repo.USAGE_TAIL),
     "charges": ("account_id", "charge_id", "event_time", "usage_id", "kind", "amount_micros",
                 "currency", "tariff_version_id", "zone", "band"),
 }
@@ -81,7 +85,58 @@ def generate_jsonl(path: Path, n: int) -> None:
         f.write(buf)
 
 
-GENERATORS: dict[str, Callable[[Path, int], None]] = {"jsonl": generate_jsonl}
+def _tlv(tag: int, body: bytes, constructed: bool = False) -> bytes:
+    assert tag < 128 and len(body) < 256
+    head = bytes([(0xA0 if constructed else 0x80) | tag]) if tag < 31 else bytes(
+        [0xBF if constructed else 0x9F, tag])
+    size = len(body)
+    return head + (bytes([size]) if size < 0x80 else bytes([0x81, size])) + body
+
+
+def _int(value: int) -> bytes:
+    return value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True)
+
+
+def _cdr(i: int, rng: random.Random) -> bytes:
+    """Record i of the mix: moCall, P-GW, S-GW, P-GW (half voice, half data)."""
+    from adapters.formats import ber_text
+
+    day = _WEEKDAYS[i % len(_WEEKDAYS)]
+    when = 1767225600 + (day - 1) * 86400 + (8 + i % 11) * 3600 + i % 3600  # UTC peak
+    ts = ber_text.encode_timestamp(when, 60)
+    caller = f"3361{rng.randrange(ACCOUNTS):07d}"
+    imsi = ber_text.encode_tbcd(f"20801{i:010d}")
+    kind = i % 4
+    if kind == 0:
+        body = (_tlv(0, b"\x00") + _tlv(1, imsi) + _tlv(3, ber_text.encode_address(caller))
+                + _tlv(4, ber_text.encode_address(caller))
+                + _tlv(5, ber_text.encode_address(f"3362{rng.randrange(10**7):07d}"))
+                + _tlv(9, ber_text.encode_address("33609000001")) + _tlv(22, ts) + _tlv(23, ts)
+                + _tlv(25, _int(rng.randrange(1, 3600))) + _tlv(30, b"\x00")
+                + _tlv(32, i.to_bytes(8, "big")))
+        return _tlv(0, body, True)
+    pgw = kind != 2
+    up, down = rng.randrange(10**7), rng.randrange(10**8)
+    change = _tlv(3, _int(up)) + _tlv(4, _int(down)) + _tlv(5, b"\x00") + _tlv(6, ts)
+    body = (_tlv(0, bytes([85 if pgw else 84])) + _tlv(3, imsi)
+            + _tlv(4, _tlv(0, bytes([10, 0, 0, 1 + i % 4])), True)
+            + _tlv(5, _int(i)) + _tlv(7, b"internet")
+            + _tlv(12, b"\x30" + bytes([len(change)]) + change, True) + _tlv(13, ts)
+            + _tlv(14, _int(rng.randrange(1, 3600))) + _tlv(15, b"\x00")
+            + _tlv(22, ber_text.encode_address(caller)))
+    return _tlv(79 if pgw else 78, body, True)
+
+
+def generate_3gpp(path: Path, n: int) -> None:
+    from adapters.formats.generate import write_3gpp_file
+
+    rng = random.Random(7)
+    with path.open("wb") as f:
+        write_3gpp_file(f, (_cdr(i, rng) for i in range(n)), sequence_number=42)
+
+
+GENERATORS: dict[str, Callable[[Path, int], None]] = {"3gpp": generate_3gpp,
+                                                      "jsonl": generate_jsonl}
 
 
 @asynccontextmanager
@@ -150,13 +205,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=2_000_000)
     parser.add_argument("--quick", action="store_true", help="a small smoke run (50 000)")
-    parser.add_argument("--format", default="jsonl", choices=sorted(GENERATORS))
+    parser.add_argument("--format", default="3gpp", choices=sorted(GENERATORS))
     parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
     args = parser.parse_args()
     n = 50_000 if args.quick else args.records
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"bench.{args.format}"
+        started = time.perf_counter()
         GENERATORS[args.format](path, n)
+        print(f"generated {n} records, {path.stat().st_size / 1e6:.0f} MB, format "
+              f"{args.format} in {time.perf_counter() - started:.1f} s (not timed)", flush=True)
         async with server(args.database_url) as admin:
             (a_name, a_dsn), (b_name, b_dsn) = (await fresh_database(admin, "ours"),
                                                 await fresh_database(admin, "peer"))

@@ -9,7 +9,7 @@ import msgspec
 Kind = Literal["voice", "sms", "data", "event"]
 
 
-class UsageRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+class UsageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One usage event after decoding and normalisation.
 
     ``event_time`` is RFC 3339 UTC (``2026-01-15T10:20:30Z``); numbers are plain digit

@@ -64,7 +64,11 @@ async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
 
 def decoders() -> dict[str, Decoder]:
     """File decoders by format name (``billing-oss ingest --format``)."""
+    from adapters.formats import FORMATS
+    from adapters.formats.pipeline_decoders import FormatDecoder
+
     found: dict[str, Decoder] = {"jsonl": decode_jsonl}
+    found.update({fmt: FormatDecoder(fmt) for fmt in FORMATS})
     return found
 
 

@@ -13,4 +13,5 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.suspense",
     "server.commands.files",
     "server.commands.rate",
+    "server.commands.decode",
 )

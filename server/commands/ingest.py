@@ -27,9 +27,12 @@ from server.service import database_pool, decoders, make_pipeline
 
 log = logging.getLogger(__name__)
 
-# File name endings → format, when --format is not given.
+# File name endings → format, when --format is not given. BER files (.ber and the like) may be
+# TAP3 or 3GPP: their first octet tells (TAP3 DataInterChange is [APPLICATION 1] or
+# [APPLICATION 2]: 0x61 TransferBatch, 0x62 Notification).
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".ber": "3gpp",
                   ".cdr": "3gpp", ".asn": "3gpp", ".dat": "3gpp", ".tap": "tap3", ".rap": "tap3"}
+TAP3_FIRST_OCTETS = (0x61, 0x62)
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 3
 
 
@@ -56,7 +59,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _guess_format(path: Path) -> str:
+    """By name ending; BER files and unknown endings by their first octet."""
     fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt not in (None, "3gpp"):
+        return fmt
+    try:
+        with path.open("rb") as f:
+            head = f.read(1)
+    except OSError:
+        head = b""
+    if head and head[0] in TAP3_FIRST_OCTETS:
+        return "tap3"
+    if fmt is None and head[:1] == b"{":
+        return "jsonl"
     if fmt is None:
         raise BillingError(f"{path}: cannot tell the format from the name; give --format")
     return fmt

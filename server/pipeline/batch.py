@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from server.pipeline.contract import RecordStatus, Reject
 from server.pipeline.ports import Charge, Failure, Item, Rater
 from server.pipeline.validate import validate
 from server.records import UsageRecord
+
+if TYPE_CHECKING:
+    from server.pipeline.rows import Rows
 
 
 @dataclass(slots=True)
@@ -39,12 +43,13 @@ class Batch:
     counts: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)  # currency → micro-units charged
     merged: list[Entry] = field(default_factory=list)  # partial groups completed by the batch
+    rows: Rows | None = None  # built ahead of the write (``server.pipeline.rows``)
 
     def reset(self) -> None:
-        """Forget what a failed write attempt decided, so the batch can be written again."""
+        """Forget what a failed write attempt decided, so the batch can be written again
+        (usage ids reserved with the rows stay: the rolled-back attempt did not use them)."""
         for entry in self.entries:
             entry.status = None
-            entry.usage_id = None
         self.counts = {}
         self.totals = {}
         self.merged = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from server.errors import Reason
 from server.pipeline.contract import Reject
@@ -55,3 +55,13 @@ class Decoder(Protocol):
     """
 
     def __call__(self, path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]: ...
+
+
+@runtime_checkable
+class SequencedDecoder(Protocol):
+    """A decoder that can also read the file's own sequence number from its header
+    (stored in ``source_files.sequence_no`` unless the caller gives one)."""
+
+    def __call__(self, path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]: ...
+
+    def sequence_no(self, path: Path) -> int | None: ...

@@ -18,8 +18,9 @@ from server.errors import Reason
 from server.pipeline.ports import Charge, Failure, Rater
 from server.pipeline.raters import CatalogSnapshot, SubscriptionRow
 from server.rating import Charge as CoreCharge
+from server.rating import NativeRater, make_rater
 from server.rating import Rater as CoreRater
-from server.rating import make_rater
+from server.rating.native import STATUS_REASONS
 from server.records import UsageRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,15 +65,55 @@ def _micros(when: datetime) -> int:
 
 
 class _Adapter:
-    """``server.rating`` outcomes → the pipeline's ``Charge`` / ``Failure``."""
+    """``server.rating`` outcomes → the pipeline's ``Charge`` / ``Failure``.
+
+    With the native rater, charges are read straight from the kernel's columns (one
+    ``Charge`` per record, no intermediate outcome objects); the reference rater goes
+    through its outcomes.
+    """
 
     def __init__(self, rater: CoreRater, version_ids: dict[tuple[str, str], int | None],
                  generation: int) -> None:
         self._rater = rater
         self._version_ids = version_ids
         self.generation = generation
+        if isinstance(rater, NativeRater):
+            compiled = rater.compiled
+            # Per kernel version number: (database id, zone names, band names).
+            self._versions = [
+                (version_ids.get((v.tariff_id, v.effective_from)), zones, bands)
+                for v, zones, bands in zip(compiled.versions, compiled.zone_names,
+                                           compiled.band_names, strict=True)]
 
     def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
+        if isinstance(self._rater, NativeRater):
+            return self._rate_columns(self._rater, records)
+        return self._rate_outcomes(records)
+
+    def _rate_columns(self, rater: NativeRater,
+                      records: Sequence[UsageRecord]) -> list[Charge | Failure]:
+        cols = rater.columns(records)
+        rated = rater.rate_columns(cols)
+        currencies = rater.compiled.currencies
+        versions = self._versions
+        details = cols.details
+        out: list[Charge | Failure] = []
+        append = out.append
+        for n, (code, account_id, number, zone, band, amount, tariff) in enumerate(zip(
+                rated.status, cols.account_ids, rated.version, rated.zone, rated.band,
+                rated.amount, cols.tariff, strict=True)):
+            if code:
+                reason = STATUS_REASONS[code]
+                assert reason is not None
+                append(Failure(reason, details.get(n) or str(reason), account_id))
+                continue
+            version_id, zones, bands = versions[number]
+            assert account_id is not None
+            append(Charge(account_id, version_id, zones[zone] if zone >= 0 else None,
+                          bands[band] if band >= 0 else None, amount, currencies[tariff]))
+        return out
+
+    def _rate_outcomes(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
         out: list[Charge | Failure] = []
         ids = self._version_ids
         for result in self._rater.rate(records):

@@ -43,15 +43,23 @@ def validate(record: UsageRecord) -> tuple[datetime | None, Failure | None]:
 
 
 def _check_numbers(record: UsageRecord) -> Failure | None:
-    # Unrolled: this runs for every record, and most fields are absent.
-    for name, value in (("duration_s", record.duration_s), ("volume_up", record.volume_up),
-                        ("volume_down", record.volume_down)):
-        if value is not None and not 0 <= value <= _INT64_MAX:
-            return _bad(name, f"{value} is not a counter in 0..2^63-1")
-    for name, text in (("calling", record.calling), ("called", record.called),
-                       ("imsi", record.imsi), ("msisdn", record.msisdn)):
-        if text is not None and not (text.isdigit() and text.isascii() and len(text) <= 32):
-            return _bad(name, f"{text!r} is not a digit string of at most 32 digits")
+    # Straight-line: this runs for every record, and most fields are absent.
+    duration, up, down = record.duration_s, record.volume_up, record.volume_down
+    if duration is not None and not 0 <= duration <= _INT64_MAX:
+        return _bad("duration_s", f"{duration} is not a counter in 0..2^63-1")
+    if up is not None and not 0 <= up <= _INT64_MAX:
+        return _bad("volume_up", f"{up} is not a counter in 0..2^63-1")
+    if down is not None and not 0 <= down <= _INT64_MAX:
+        return _bad("volume_down", f"{down} is not a counter in 0..2^63-1")
+    calling, called, imsi, msisdn = record.calling, record.called, record.imsi, record.msisdn
+    if calling is not None and not _is_digits(calling):
+        return _bad_digits("calling", calling)
+    if called is not None and not _is_digits(called):
+        return _bad_digits("called", called)
+    if imsi is not None and not _is_digits(imsi):
+        return _bad_digits("imsi", imsi)
+    if msisdn is not None and not _is_digits(msisdn):
+        return _bad_digits("msisdn", msisdn)
     if record.charge is not None and not _is_decimal(record.charge):
         return _bad("charge", f"{record.charge!r} is not a decimal string")
     if record.quantity is not None and not _is_decimal(record.quantity):
@@ -59,6 +67,14 @@ def _check_numbers(record: UsageRecord) -> Failure | None:
     if record.partial_seq is not None and not 1 <= record.partial_seq <= 2**31 - 1:
         return _bad("partial_seq", f"{record.partial_seq} is not a sequence number >= 1")
     return None
+
+
+def _is_digits(text: str) -> bool:
+    return text.isdigit() and text.isascii() and len(text) <= 32
+
+
+def _bad_digits(name: str, text: str) -> Failure:
+    return _bad(name, f"{text!r} is not a digit string of at most 32 digits")
 
 
 def _check_kind(record: UsageRecord) -> Failure | None:

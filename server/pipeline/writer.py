@@ -2,15 +2,15 @@
 
 Order inside the transaction: partial parts are stored (a complete group becomes one merged
 entry, rated here), record keys are claimed (a key already taken is a duplicate), then usage,
-charge and suspense rows go in by binary COPY. Each entry ends with a ``status``; the batch
+charge and suspense rows go in by binary COPY. The rows are usually built before the
+transaction (``server.pipeline.rows``); the writer then only drops those of records whose key
+was taken. Each entry ends with a ``status``; the batch
 gets its counts (over input items only) and charged totals per currency.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
-from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -22,6 +22,13 @@ from server.pipeline.batch import Batch, Entry
 from server.pipeline.ports import Charge, Failure, Rater
 
 __all__ = ["Rater", "charge_row", "store_batch", "suspense_row", "usage_row"]
+from server.pipeline.rows import (
+    build_rows,
+    charge_row,
+    optional_columns,
+    suspense_row,
+    usage_row,
+)
 from server.pipeline.validate import validate
 from server.records import UsageRecord
 from server.store import usage_repo
@@ -29,7 +36,6 @@ from server.store.pool import Connection
 
 _STATUS_COUNT = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
                  "filtered": "filtered", "pending": "pending"}
-_EMPTY_ATTRS = "{}"
 _encode = msgspec.json.encode
 
 
@@ -50,18 +56,46 @@ async def store_batch(
 ) -> None:
     batch.reset()
     merged = await _merge_partials(conn, batch, source_file_id, rater)
-    keyed = [e for e in batch.entries if e.record is not None and e.outcome is not None]
-    keyed.extend(merged)
-    claimed = await _claim(conn, keyed)
+    rows = batch.rows
+    if rows is None or rows.source_file_id != source_file_id:
+        ids = await usage_repo.next_usage_ids(conn, len(batch.entries))
+        rows = batch.rows = build_rows(batch, ids, source_file_id)
+    claimed = await usage_repo.claim_key_rows(conn, rows.keys)
+    if claimed is not None:
+        rows.keep(claimed)
+    for entry in rows.duplicates:
+        entry.status = "duplicate"
+    for entry in rows.claims:
+        entry.status = "duplicate"
+    claims = rows.claims
+    for i in rows.charged:
+        claims[i].status = "charged"
+    for i in rows.failed:
+        claims[i].status = "suspense"
+    totals = batch.totals
+    for currency, amount in rows.totals.items():
+        totals[currency] = totals.get(currency, 0) + amount
+    await usage_repo.copy_rows(conn, "usage_records", rows.usage_columns, rows.usage)
+    await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS, rows.charges)
+    await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS,
+                               rows.suspense + rows.rejects)
+    if merged:
+        await _store_merged(conn, batch, merged, source_file_id)
+    _count(batch)
+
+
+async def _store_merged(
+    conn: Connection, batch: Batch, merged: list[Entry], source_file_id: int | None
+) -> None:
+    """Usage of partial groups completed by this batch (claimed with database ids)."""
+    claimed = await _claim(conn, merged)
     usage_rows: list[tuple[Any, ...]] = []
     charge_rows: list[tuple[Any, ...]] = []
     suspense_rows: list[tuple[Any, ...]] = []
-    optional = _optional_columns(claimed)
+    optional = optional_columns(claimed)
     totals = batch.totals
     for entry in claimed:
         outcome = entry.outcome
-        record = entry.record
-        assert record is not None
         if isinstance(outcome, Charge):
             entry.status = "charged"
             usage_rows.append(usage_row(entry, outcome.account_id, optional, source_file_id))
@@ -71,16 +105,10 @@ async def store_batch(
             assert isinstance(outcome, Failure)
             entry.status = "suspense"
             suspense_rows.append(suspense_row(entry, outcome, source_file_id))
-    for entry in batch.entries:
-        if entry.record is None:
-            assert isinstance(entry.outcome, Failure)
-            entry.status = "suspense"
-            suspense_rows.append(suspense_row(entry, entry.outcome, source_file_id))
     columns = (*usage_repo.USAGE_FIXED, *optional, *usage_repo.USAGE_TAIL)
     await usage_repo.copy_rows(conn, "usage_records", columns, usage_rows)
     await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS, charge_rows)
     await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, suspense_rows)
-    _count(batch)
 
 
 async def _claim(conn: Connection, keyed: list[Entry]) -> list[Entry]:
@@ -109,45 +137,6 @@ async def _claim(conn: Connection, keyed: list[Entry]) -> list[Entry]:
             entry.usage_id = usage_id
             claimed.append(entry)
     return claimed
-
-
-def _optional_columns(entries: list[Entry]) -> tuple[str, ...]:
-    """Only the optional usage columns some record of the batch fills (less to encode)."""
-    records = [e.record for e in entries]
-    return tuple(name for name in usage_repo.USAGE_OPTIONAL
-                 if list(map(attrgetter(name), records)).count(None) < len(records))
-
-
-def usage_row(
-    entry: Entry, account_id: str, optional: tuple[str, ...], source_file_id: int | None
-) -> tuple[Any, ...]:
-    record = entry.record
-    assert record is not None
-    row: list[Any] = [account_id, entry.usage_id, entry.event_time, record.source,
-                      record.record_key, record.kind]
-    for name in optional:
-        value = getattr(record, name)
-        if value is not None and (name == "quantity" or name == "charge"):
-            value = Decimal(value)
-        row.append(value)
-    row.append(_encode(record.attrs).decode() if record.attrs else _EMPTY_ATTRS)
-    row.append(source_file_id)
-    return tuple(row)
-
-
-def charge_row(entry: Entry, charge: Charge) -> tuple[Any, ...]:
-    return (charge.account_id, entry.event_time, entry.usage_id, "charge", charge.amount_micros,
-            charge.currency, charge.tariff_version_id, charge.zone, charge.band)
-
-
-def suspense_row(
-    entry: Entry, failure: Failure, source_file_id: int | None
-) -> tuple[Any, ...]:
-    record = entry.record
-    return (entry.source, record.record_key if record is not None else None,
-            failure.account_id, str(failure.reason), failure.detail,
-            _encode(record).decode() if record is not None else None,
-            entry.raw, source_file_id, entry.position)
 
 
 async def _merge_partials(

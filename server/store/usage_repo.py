@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
+import asyncpg
 import msgspec
 
 from server.store.pool import Connection
@@ -47,6 +48,52 @@ async def claim_keys(
     """Claim record keys; return usage ids of those claimed now (absent: seen before)."""
     rows = await conn.fetch(_CLAIM_KEYS, sources, keys, accounts, times)
     return {(row[0], row[1]): row[2] for row in rows}
+
+
+KEY_COLUMNS = ("source", "record_key", "account_id", "event_time", "usage_id")
+# Fewer keys than this are claimed in one INSERT … ON CONFLICT; more by an optimistic COPY.
+COPY_CLAIM_MIN = 500
+
+_CLAIM_KEY_ROWS = """
+INSERT INTO usage_keys (source, record_key, account_id, event_time, usage_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[])
+ON CONFLICT (source, record_key) DO NOTHING
+RETURNING usage_id"""
+
+
+async def next_usage_ids(conn: Connection, count: int) -> list[int]:
+    """Reserve ``count`` usage ids (unused ones are gaps, as a rolled-back insert leaves)."""
+    if count <= 0:
+        return []
+    ids = await conn.fetchval(
+        "SELECT array_agg(nextval('usage_id_seq')) FROM generate_series(1, $1)", count)
+    return list(ids)
+
+
+async def claim_key_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> set[int] | None:
+    """Claim record keys (``KEY_COLUMNS`` rows carrying their usage id). None: all claimed;
+    else the usage ids of the rows claimed (the others' keys were taken before).
+
+    Big batches go by COPY inside a savepoint — the common case, a file of new records,
+    costs what a plain COPY does; a unique violation undoes it and the batch is claimed
+    row by row with ON CONFLICT instead. A concurrent claim of the same key waits for the
+    other transaction either way, and loses to it if that one commits.
+    """
+    if not rows:
+        return None
+    if len(rows) >= COPY_CLAIM_MIN:
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table("usage_keys", records=rows,
+                                                 columns=list(KEY_COLUMNS))
+            return None
+        except asyncpg.UniqueViolationError:
+            pass
+    columns = list(zip(*rows, strict=True))
+    claimed = await conn.fetch(_CLAIM_KEY_ROWS, *columns)
+    if len(claimed) == len(rows):
+        return None
+    return {row[0] for row in claimed}
 
 
 async def copy_rows(

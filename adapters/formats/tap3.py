@@ -1,0 +1,197 @@
+"""TAP 3.11/3.12 (GSMA TD.57) TransferBatch and Notification files, decoded by
+``native.tap3`` over a memory map (the file is never copied into Python memory).
+
+Normalisation (DESIGN.md §5b): ``event_time`` = CallEventStartTimeStamp (else the
+ChargingTimeStamp of a supplementary service event) minus the UTC offset its
+UtcTimeOffsetCode names in NetworkInfo; ``charge`` = the sum of the event's charge-type
+"00" charges scaled by tapDecimalPlaces (decimal string, currency in ``attrs``). MO/MT calls
+with teleservice 20/21/22 and MessagingEvents are ``sms``; GprsCall is ``data``
+(``volume_up`` = DataVolumeOutgoing, ``volume_down`` = DataVolumeIncoming); other events
+are ``event``.
+
+``record_key`` = ``<sender>:<recipient>:<fileSequenceNumber>:<event index>`` — the TAP3
+file identity is unique per sender/recipient pair and the event list is immutable.
+
+After the last batch the audit totals (CallEventDetailsCount, TotalCharge) are checked
+against the events; a mismatch raises ``DecodeError`` naming both numbers (the records
+have all been yielded by then).
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from adapters.formats.api import Batch, FileInfo, RecordProblem
+from native._records import ERRORS, RecordBatch
+from native.tap3 import EVENT_NAMES, Tap3Walker
+from server.errors import DecodeError, Reason
+from server.records import Kind, UsageRecord
+
+SMS_TELESERVICES = {"T20", "T21", "T22"}
+MAX_RAW = 4096
+
+
+class Tap3File:
+    def __init__(
+        self, data: bytes | mmap.mmap, *, source: str, options: Mapping[str, Any] | None = None,
+        batch_size: int = 4096, closer: Any = None,
+    ) -> None:
+        self._data = data
+        self._closer = closer
+        self.source = source
+        self.batch_size = batch_size
+        self.check_audit = bool((options or {}).get("check_audit", True))
+        try:
+            self.walker = Tap3Walker(data)
+        except ValueError as exc:
+            message, offset = exc.args
+            raise DecodeError(f"bad TAP3 file: {message}", offset=offset) from None
+        w = self.walker
+        head = w.batch_control if w.kind == "TransferBatch" else w.notification
+        self.sender = head.get("Sender", "")
+        self.recipient = head.get("Recipient", "")
+        self.file_sequence = head.get("FileSequenceNumber", "")
+        self.decimal_places = int(w.accounting.get("TapDecimalPlaces", 0))
+        self.currency = w.accounting.get("TapCurrency") or "SDR"
+        self.info = FileInfo(
+            format="tap3",
+            sequence_number=int(self.file_sequence) if self.file_sequence.isdigit() else None,
+            sender=self.sender, recipient=self.recipient,
+            declared_count=w.audit.get("CallEventDetailsCount"),
+            header={"kind": w.kind, "batch_control": w.batch_control or w.notification,
+                    "accounting": w.accounting, "network": w.network, "audit": w.audit},
+        )
+
+    def __enter__(self) -> Tap3File:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closer is not None:
+            del self.walker
+            self._closer()
+            self._closer = None
+
+    def batches(self) -> Iterator[Batch]:
+        index, total = 0, 0
+        native = RecordBatch(self.batch_size)
+        more = True
+        while more:
+            native.clear()
+            error: ValueError | None = None
+            try:
+                more = self.walker.next_batch(native)
+            except ValueError as exc:
+                error, more = exc, False
+            out = Batch(first_index=index, records=[])
+            for row in native.rows():
+                total += row[11] or 0
+                if row[3]:
+                    out.problems.append(self._problem(row, index))
+                else:
+                    out.records.append(self.to_usage_record(row, index))
+                    out.indexes.append(index)
+                index += 1
+            if out.records or out.problems:
+                yield out
+            if error is not None:
+                message, offset = error.args
+                raise DecodeError(str(message), offset=offset, record_index=index)
+        if self.walker.kind == "TransferBatch" and self.check_audit:
+            self._check_audit(index, total)
+
+    def _check_audit(self, count: int, total: int) -> None:
+        audit = self.walker.audit
+        if not audit:
+            raise DecodeError("TAP3 TransferBatch has no AuditControlInfo", record_index=count)
+        declared = audit.get("CallEventDetailsCount")
+        if declared is not None and declared != count:
+            raise DecodeError(
+                f"audit mismatch: CallEventDetailsCount is {declared} but the file holds "
+                f"{count} call events", record_index=count, expected=declared, actual=count)
+        declared_total = audit.get("TotalCharge")
+        if declared_total is not None and declared_total != total:
+            raise DecodeError(
+                f"audit mismatch: TotalCharge is {self._scale(declared_total)} but the call "
+                f"events' charges sum to {self._scale(total)}",
+                record_index=count, expected=declared_total, actual=total)
+
+    def _scale(self, raw: int) -> str:
+        return str(Decimal(raw).scaleb(-self.decimal_places))
+
+    def _problem(self, row: tuple[Any, ...], index: int) -> RecordProblem:
+        rtype, offset, length, err, err_tag, err_offset = row[:6]
+        detail = f"{EVENT_NAMES.get(rtype, rtype)}: {ERRORS[err]}"
+        if err_tag:
+            detail += f" (tag [APPLICATION {err_tag}])"
+        detail += f" at offset {err_offset}"
+        raw = bytes(self._data[offset : offset + min(length, MAX_RAW)])
+        reason = Reason.MALFORMED if err == 1 else Reason.BAD_FIELD
+        return RecordProblem(index=index, offset=offset, reason=reason, detail=detail, raw=raw)
+
+    def to_usage_record(self, row: tuple[Any, ...], index: int) -> UsageRecord:
+        (rtype, offset, _length, _err, _etag, _eoff, event_time, _sz, duration, up, down,
+         charge, charging_id, _seq, cause, imsi, msisdn, calling, called, _node, ss_code,
+         apn, service) = row
+        attrs: dict[str, Any] = {"event_type": EVENT_NAMES.get(rtype, str(rtype)),
+                                 "offset": offset, "currency": self.currency}
+        kind: Kind = "event"
+        if rtype in (9, 10):
+            kind = "sms" if service in SMS_TELESERVICES else "voice"
+            if rtype == 9:
+                calling = msisdn
+            else:
+                called = msisdn
+        elif rtype == 433:
+            kind = "sms"
+        elif rtype == 14:
+            kind = "data"
+            attrs["charging_id"] = charging_id
+            if apn is not None:
+                attrs["apn"] = apn
+        if service is not None:
+            attrs["teleservice" if service[0] == "T" else "bearer_service"] = service[1:]
+        if ss_code is not None:
+            attrs["suppl_service_code"] = ss_code
+        if cause is not None:
+            attrs["cause"] = cause
+        if kind != "voice" and duration is not None:
+            attrs["duration_s"] = duration
+        return UsageRecord(
+            record_key=f"{self.sender}:{self.recipient}:{self.file_sequence}:{index}",
+            source=self.source, kind=kind, event_time=event_time,
+            duration_s=duration if kind == "voice" else None,
+            volume_up=up if kind == "data" else None,
+            volume_down=down if kind == "data" else None,
+            calling=calling, called=called, imsi=imsi, msisdn=msisdn,
+            charge=self._scale(charge or 0), attrs=attrs,
+        )
+
+
+def open_tap3(
+    path: Path, *, source: str, options: Mapping[str, Any] | None = None, batch_size: int = 4096
+) -> Tap3File:
+    fh = open(path, "rb")  # noqa: SIM115 - owned by the returned object
+    try:
+        if path.stat().st_size == 0:
+            raise DecodeError("bad TAP3 file: empty file", offset=0)
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except BaseException:
+        fh.close()
+        raise
+
+    def close() -> None:
+        mm.close()
+        fh.close()
+
+    try:
+        return Tap3File(mm, source=source, options=options, batch_size=batch_size, closer=close)
+    except BaseException:
+        close()
+        raise

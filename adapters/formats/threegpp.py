@@ -1,0 +1,205 @@
+"""3GPP TS 32.297 CDR files carrying TS 32.298 BER records, streamed through the native
+decoder (``native.cdr3gpp``) in a fixed window: memory stays flat whatever the file size.
+
+Options (``options`` mapping): ``framing`` = ``"auto"`` (default), ``"32.297"`` or ``"raw"``
+(bare concatenated BER records, 0x00/0xFF fill tolerated).
+
+Normalisation (DESIGN.md §5b): ``event_time`` = answerTime, else seizureTime (calls),
+originationTime / deliveryTime (SMS), recordOpeningTime (S-GW/P-GW); volumes from
+listOfServiceData when present, else listOfTrafficVolumes. ``partial_seq`` =
+sequenceNumber / recordSequenceNumber; ``attrs["charging_id"]`` for packet records.
+
+``record_key`` (stable across re-decoding, unique per source):
+  calls  ``<recordType name>:<recordingEntity>:<callReference hex>:<sequenceNumber or 0>``
+  SMS    ``moSMS:<recordingEntity>:<IMSI>:<event_time>:<messageReference hex>`` /
+         ``mtSMS:<recordingEntity>:<IMSI>:<event_time>``
+  packet ``<sGW|pGW>:<gateway address>:<chargingID>:<recordSequenceNumber or 0>`` — the
+         partial records of one bearer share ``<gateway>:<chargingID>``
+         (``attrs["merge_key"]``) and differ by ``partial_seq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from adapters.formats.api import Batch, FileInfo, RecordProblem
+from native import cdr3gpp
+from native._records import ERRORS, RecordBatch
+from server.errors import DecodeError, Reason
+from server.records import UsageRecord
+
+CHUNK = 1 << 22  # bytes read per step
+MAX_RAW = 256  # bytes of a bad record kept for suspense
+_NAMES = cdr3gpp.RECORD_TYPES
+_SHORT = {0: "moCall", 1: "mtCall", 6: "moSMS", 7: "mtSMS", 78: "sGW", 79: "pGW"}
+_REASON_BY_ERROR = {
+    1: Reason.MALFORMED, 7: Reason.MALFORMED, 9: Reason.MALFORMED,
+}
+
+
+def detect_framing(head: bytes, file_size: int) -> bool:
+    """True when the bytes start with a 32.297 file header rather than a BER record."""
+    if len(head) >= 50:
+        file_length = int.from_bytes(head[0:4], "big")
+        header_length = int.from_bytes(head[4:8], "big")
+        if 50 <= header_length <= min(file_size, 1 << 20) and file_length in (0, file_size):
+            return True
+    return not (head[:1] and 0xA0 <= head[0] <= 0xBF)
+
+
+class Cdr3gppFile:
+    """A 32.297 file (or raw BER stream) opened for batch decoding."""
+
+    def __init__(
+        self, stream: IO[bytes], *, source: str, size: int,
+        options: Mapping[str, Any] | None = None, batch_size: int = 4096,
+    ) -> None:
+        self._fh = stream
+        self.source = source
+        self.batch_size = batch_size
+        framing = (options or {}).get("framing", "auto")
+        head = stream.read(CHUNK)
+        if framing == "auto":
+            self.framed = detect_framing(head, size)
+        elif framing in ("32.297", "raw"):
+            self.framed = framing == "32.297"
+        else:
+            raise DecodeError(f"unknown framing {framing!r} (auto, 32.297 or raw)")
+        self.info = FileInfo(format="3gpp")
+        self._start = 0
+        if self.framed:
+            try:
+                header = cdr3gpp.parse_file_header(head)
+            except ValueError as exc:
+                message, offset = exc.args
+                raise DecodeError(f"bad 32.297 file header: {message}", offset=offset) from None
+            self.info = FileInfo(
+                format="3gpp", sequence_number=header["file_sequence_number"],
+                declared_count=header["cdr_count"], header=header,
+            )
+            self._start = header["header_length"]
+        self._head = head
+
+    def __enter__(self) -> Cdr3gppFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def native_batches(self) -> Iterator[tuple[RecordBatch, bytes | bytearray, int]]:
+        """The raw native batches with the window and its file offset (for the benchmark
+        and for callers that want the columns); raises DecodeError at framing damage."""
+        buf: bytes | bytearray = self._head
+        base, pos = 0, self._start
+        final = len(buf) < CHUNK
+        batch = RecordBatch(self.batch_size)
+        seen = 0
+        while True:
+            batch.clear()
+            pos, status, message = cdr3gpp.decode_cdrs(buf, pos, batch, base, self.framed, final)
+            if len(batch):
+                yield batch, buf, base
+                seen += len(batch)
+            if status == cdr3gpp.STATUS_FULL:
+                continue
+            if status == cdr3gpp.STATUS_DONE:
+                return
+            if status == cdr3gpp.STATUS_ERROR:
+                raise DecodeError(str(message), offset=base + pos, record_index=seen)
+            more = self._fh.read(CHUNK)
+            final = len(more) < CHUNK
+            buf = bytes(memoryview(buf)[pos:]) + more
+            base += pos
+            pos = 0
+
+    def batches(self) -> Iterator[Batch]:
+        index = 0
+        for native, buf, base in self.native_batches():
+            out = Batch(first_index=index, records=[])
+            for row in native.rows():
+                if row[3]:
+                    out.problems.append(_problem(row, index, buf, base))
+                else:
+                    out.records.append(to_usage_record(row, self.source))
+                    out.indexes.append(index)
+                index += 1
+            yield out
+
+
+def open_3gpp(
+    path: Path, *, source: str, options: Mapping[str, Any] | None = None, batch_size: int = 4096
+) -> Cdr3gppFile:
+    fh = open(path, "rb")  # noqa: SIM115 - owned by the returned object
+    try:
+        return Cdr3gppFile(fh, source=source, size=path.stat().st_size,
+                           options=options, batch_size=batch_size)
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _problem(row: tuple[Any, ...], index: int, buf: bytes | bytearray, base: int) -> RecordProblem:
+    rtype, offset, length, err, err_tag, err_offset = row[:6]
+    name = _NAMES.get(rtype, f"record [{rtype}]")
+    detail = f"{name}: {ERRORS[err]}"
+    if err_tag:
+        detail += f" (field [{err_tag}])"
+    detail += f" at offset {err_offset}"
+    start = offset - base
+    raw = bytes(buf[start : start + min(length, MAX_RAW)]) if 0 <= start < len(buf) else b""
+    reason = _REASON_BY_ERROR.get(err, Reason.BAD_FIELD)
+    return RecordProblem(index=index, offset=offset, reason=reason, detail=detail, raw=raw)
+
+
+def to_usage_record(row: tuple[Any, ...], source: str) -> UsageRecord:
+    """One ``ROW_FIELDS`` tuple (native or reference) as the normalised record."""
+    (rtype, offset, _length, _err, _etag, _eoff, event_time, seizure_time, duration,
+     up, down, _charge, charging_id, seq, cause, imsi, msisdn, calling, called, node,
+     ref, apn, _service) = row
+    attrs: dict[str, Any] = {"record_type": _NAMES[rtype], "offset": offset}
+    if cause is not None:
+        attrs["cause"] = cause
+    short = _SHORT[rtype]
+    if rtype in (0, 1):
+        attrs["recording_entity"] = node
+        attrs["call_reference"] = ref
+        if seizure_time is not None:
+            attrs["seizure_time"] = seizure_time
+        if rtype == 0:
+            calling = calling if calling is not None else msisdn
+        else:
+            called = msisdn
+        return UsageRecord(
+            record_key=f"{short}:{node}:{ref}:{seq or 0}", source=source, kind="voice",
+            event_time=event_time, duration_s=duration, calling=calling, called=called,
+            imsi=imsi, msisdn=msisdn, partial_seq=seq, attrs=attrs,
+        )
+    if rtype in (6, 7):
+        attrs["recording_entity"] = node
+        if rtype == 6:
+            key = f"moSMS:{node}:{imsi}:{event_time}:{ref}"
+            attrs["message_reference"] = ref
+            calling = msisdn
+        else:
+            key = f"mtSMS:{node}:{imsi}:{event_time}"
+            called = msisdn
+        return UsageRecord(
+            record_key=key, source=source, kind="sms", event_time=event_time,
+            calling=calling, called=called, imsi=imsi, msisdn=msisdn, attrs=attrs,
+        )
+    attrs["charging_id"] = charging_id
+    attrs["node"] = node
+    attrs["duration_s"] = duration
+    attrs["merge_key"] = f"{short}:{node}:{charging_id}"
+    if apn is not None:
+        attrs["apn"] = apn
+    return UsageRecord(
+        record_key=f"{short}:{node}:{charging_id}:{seq or 0}", source=source, kind="data",
+        event_time=event_time, volume_up=up, volume_down=down, imsi=imsi, msisdn=msisdn,
+        partial_seq=seq, attrs=attrs,
+    )

@@ -1,0 +1,100 @@
+# cython: language_level=3
+"""Columnar record batch shared by the native decoders.
+
+A ``RecordBatch`` owns a fixed C array of ``OutRec`` (see ``_records.pxd``); decoders fill
+it without touching Python objects. ``rows()`` turns it into tuples (one per record, in
+``ROW_FIELDS`` order) for the adapter layer to build ``UsageRecord``s from.
+"""
+
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from libc.string cimport memset
+
+from native._ber cimport format_rfc3339
+
+ROW_FIELDS = (
+    "rtype", "offset", "length", "error", "error_tag", "error_offset", "event_time",
+    "seizure_time", "duration", "volume_up", "volume_down", "charge", "charging_id", "seq",
+    "cause", "imsi", "msisdn", "calling", "called", "node", "ref", "apn", "service",
+)
+
+ERRORS = (
+    "ok",
+    "malformed BER inside the record",
+    "no event time (answer, seizure or opening time) in the record",
+    "bad TimeStamp",
+    "field value too long",
+    "bad INTEGER",
+    "mandatory field missing",
+    "unsupported record type",
+    "unknown UTC time offset code",
+    "record format is not BER",
+    "value out of range",
+)
+
+
+cdef class RecordBatch:
+    def __cinit__(self, Py_ssize_t capacity=4096):
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self.recs = <OutRec*>PyMem_Calloc(capacity, sizeof(OutRec))
+        if self.recs == NULL:
+            raise MemoryError()
+        self.cap = capacity
+        self.n = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.recs)
+
+    cdef OutRec* next_slot(self) noexcept nogil:
+        cdef OutRec* r
+        if self.n >= self.cap:
+            return NULL
+        r = &self.recs[self.n]
+        memset(r, 0, sizeof(OutRec))
+        return r
+
+    def clear(self):
+        self.n = 0
+
+    @property
+    def capacity(self):
+        return self.cap
+
+    def __len__(self):
+        return self.n
+
+    def rows(self):
+        cdef list out = []
+        cdef OutRec* r
+        cdef Py_ssize_t i
+        cdef char ts[24]
+        cdef char sz[24]
+        cdef uint32_t f
+        for i in range(self.n):
+            r = &self.recs[i]
+            f = r.flags
+            if f & F_TIME:
+                format_rfc3339(r.event_time, ts)
+            if f & F_SEIZURE:
+                format_rfc3339(r.seizure_time, sz)
+            out.append((
+                r.rtype, r.offset, r.length, r.err, r.err_tag, r.err_offset,
+                (<bytes>ts).decode() if f & F_TIME else None,
+                (<bytes>sz).decode() if f & F_SEIZURE else None,
+                r.duration if f & F_DURATION else None,
+                r.vol_up if f & F_VOLUME else None,
+                r.vol_down if f & F_VOLUME else None,
+                r.charge if f & F_CHARGE else None,
+                r.charging_id if f & F_CHARGING_ID else None,
+                r.seq if f & F_SEQ else None,
+                r.cause if f & F_CAUSE else None,
+                (<bytes>r.imsi).decode() if f & F_IMSI else None,
+                (<bytes>r.msisdn).decode() if f & F_MSISDN else None,
+                (<bytes>r.calling).decode() if f & F_CALLING else None,
+                (<bytes>r.called).decode() if f & F_CALLED else None,
+                (<bytes>r.node).decode() if f & F_NODE else None,
+                (<bytes>r.ref).decode() if f & F_REF else None,
+                (<bytes>r.apn).decode() if f & F_APN else None,
+                (<bytes>r.service).decode() if f & F_SERVICE else None,
+            ))
+        return out

@@ -1,0 +1,165 @@
+"""The database rows of a prepared batch, built before its transaction opens.
+
+``build_rows`` turns a batch's entries into the tuples the writer COPYs — record keys, usage,
+charges, suspense — given usage ids reserved beforehand (``usage_repo.next_usage_ids``).
+File ingest builds them on the CPU stage, so the write stage only streams rows to
+PostgreSQL; should a key turn out to be taken (a duplicate of an earlier file), the writer
+drops the rows of the records that lost their claim (``Rows.keep``).
+
+Columns are picked per batch: only the optional usage columns some record fills are sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+from server.pipeline.batch import Batch, Entry
+from server.pipeline.ports import Charge, Failure
+from server.store import usage_repo
+
+_EMPTY_ATTRS = "{}"
+_encode = msgspec.json.encode
+_DECIMAL_COLUMNS = ("quantity", "charge")
+
+
+@dataclass(slots=True)
+class Rows:
+    source_file_id: int | None
+    claims: list[Entry]  # entries claiming a record key (first of their key in the batch)
+    keys: list[tuple[Any, ...]]  # usage_keys rows, parallel to ``claims``
+    duplicates: list[Entry]  # a key repeated inside the batch
+    usage_columns: tuple[str, ...]
+    usage: list[tuple[Any, ...]] = field(default_factory=list)
+    charges: list[tuple[Any, ...]] = field(default_factory=list)
+    charged: list[int] = field(default_factory=list)  # claim index of each usage/charge row
+    suspense: list[tuple[Any, ...]] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)  # claim index of each suspense row
+    rejects: list[tuple[Any, ...]] = field(default_factory=list)  # items that are no record
+    totals: dict[str, int] = field(default_factory=dict)  # currency → micros, all claimed
+
+    def keep(self, claimed: set[int]) -> None:
+        """Only the claims whose usage id is in ``claimed`` won their key: drop the rest."""
+        won = [key[4] in claimed for key in self.keys]
+        self.usage = [r for r, i in zip(self.usage, self.charged, strict=True) if won[i]]
+        self.charges = [r for r, i in zip(self.charges, self.charged, strict=True) if won[i]]
+        self.suspense = [r for r, i in zip(self.suspense, self.failed, strict=True) if won[i]]
+        self.charged = [i for i in self.charged if won[i]]
+        self.failed = [i for i in self.failed if won[i]]
+        totals: dict[str, int] = {}
+        for i in self.charged:
+            outcome = self.claims[i].outcome
+            assert isinstance(outcome, Charge)
+            totals[outcome.currency] = totals.get(outcome.currency, 0) + outcome.amount_micros
+        self.totals = totals
+
+
+def build_rows(batch: Batch, ids: Sequence[int], source_file_id: int | None) -> Rows:
+    """Rows of ``batch`` (partial parts excluded: they are stored on the write stage), the
+    i-th claim taking ``ids[i]`` as usage id. ``ids`` must hold a usage id per entry."""
+    first: dict[tuple[str, str], Entry] = {}
+    duplicates: list[Entry] = []
+    rejects: list[tuple[Any, ...]] = []
+    for entry in batch.entries:
+        record = entry.record
+        if record is None:
+            assert isinstance(entry.outcome, Failure)
+            rejects.append(suspense_row(entry, entry.outcome, source_file_id))
+        elif entry.outcome is not None:
+            key = (entry.source, record.record_key)
+            if key in first:
+                duplicates.append(entry)
+            else:
+                first[key] = entry
+    claims = list(first.values())
+    now = datetime.now(UTC)
+    keys: list[tuple[Any, ...]] = []
+    for entry, usage_id in zip(claims, ids, strict=False):
+        entry.usage_id = usage_id
+        outcome = entry.outcome
+        keys.append((entry.source, entry.record.record_key,  # type: ignore[union-attr]
+                     outcome.account_id, entry.event_time or now, usage_id))  # type: ignore[union-attr]
+    if len(keys) < len(claims):
+        raise ValueError(f"{len(ids)} usage ids for {len(claims)} records")
+    charged_entries = [(i, e) for i, e in enumerate(claims) if isinstance(e.outcome, Charge)]
+    optional = optional_columns([e for _, e in charged_entries])
+    rows = Rows(source_file_id, claims, keys, duplicates,
+                (*usage_repo.USAGE_FIXED, *optional, *usage_repo.USAGE_TAIL), rejects=rejects)
+    rows.usage = usage_rows([e for _, e in charged_entries], optional, source_file_id)
+    totals = rows.totals
+    for i, entry in charged_entries:
+        charge = entry.outcome
+        assert isinstance(charge, Charge)
+        rows.charges.append(charge_row(entry, charge))
+        rows.charged.append(i)
+        totals[charge.currency] = totals.get(charge.currency, 0) + charge.amount_micros
+    for i, entry in enumerate(claims):
+        if isinstance(entry.outcome, Failure):
+            rows.suspense.append(suspense_row(entry, entry.outcome, source_file_id))
+            rows.failed.append(i)
+    return rows
+
+
+def optional_columns(entries: Sequence[Entry]) -> tuple[str, ...]:
+    """Only the optional usage columns some record of the batch fills (less to encode)."""
+    records = [e.record for e in entries]
+    return tuple(name for name in usage_repo.USAGE_OPTIONAL
+                 if list(map(attrgetter(name), records)).count(None) < len(records))
+
+
+def usage_rows(
+    entries: Sequence[Entry], optional: tuple[str, ...], source_file_id: int | None
+) -> list[tuple[Any, ...]]:
+    """Usage rows of charged entries, in ``USAGE_FIXED + optional + USAGE_TAIL`` order."""
+    fields = attrgetter("source", "record_key", "kind", *optional)
+    decimals = [i for i, name in enumerate(optional, start=3) if name in _DECIMAL_COLUMNS]
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    for entry in entries:
+        record = entry.record
+        values = fields(record)
+        if decimals:
+            values = tuple(Decimal(v) if i in decimals and v is not None else v
+                           for i, v in enumerate(values))
+        attrs = record.attrs  # type: ignore[union-attr]
+        append((entry.outcome.account_id, entry.usage_id, entry.event_time,  # type: ignore[union-attr]
+                *values, _encode(attrs).decode() if attrs else _EMPTY_ATTRS, source_file_id))
+    return out
+
+
+def usage_row(
+    entry: Entry, account_id: str, optional: tuple[str, ...], source_file_id: int | None
+) -> tuple[Any, ...]:
+    record = entry.record
+    assert record is not None
+    row: list[Any] = [account_id, entry.usage_id, entry.event_time, record.source,
+                      record.record_key, record.kind]
+    for name in optional:
+        value = getattr(record, name)
+        if value is not None and name in _DECIMAL_COLUMNS:
+            value = Decimal(value)
+        row.append(value)
+    row.append(_encode(record.attrs).decode() if record.attrs else _EMPTY_ATTRS)
+    row.append(source_file_id)
+    return tuple(row)
+
+
+def charge_row(entry: Entry, charge: Charge) -> tuple[Any, ...]:
+    return (charge.account_id, entry.event_time, entry.usage_id, "charge", charge.amount_micros,
+            charge.currency, charge.tariff_version_id, charge.zone, charge.band)
+
+
+def suspense_row(
+    entry: Entry, failure: Failure, source_file_id: int | None
+) -> tuple[Any, ...]:
+    record = entry.record
+    return (entry.source, record.record_key if record is not None else None,
+            failure.account_id, str(failure.reason), failure.detail,
+            _encode(record).decode() if record is not None else None,
+            entry.raw, source_file_id, entry.position)
