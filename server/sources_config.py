@@ -28,6 +28,9 @@ class MqttSource(msgspec.Struct, tag="mqtt", tag_field="type", forbid_unknown_fi
     # A batch is committed when it holds batch_records records or flush_ms after its first.
     batch_records: int = 2000
     flush_ms: int = 20
+    # Batches being committed at once (each its own transaction); acknowledgements still go
+    # out in arrival order, a batch's only after every earlier one's.
+    commits_in_flight: int = 3
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 30.0
     enabled: bool = True
