@@ -198,3 +198,5 @@ def _check_sources(config: Config) -> None:
                 raise ConfigError(f"{where}.commits_in_flight: must be 1..64")
         elif source.poll_interval_s <= 0:
             raise ConfigError(f"{where}.poll_interval_s: must be positive")
+        elif not 1 <= source.files_in_flight <= 16:
+            raise ConfigError(f"{where}.files_in_flight: must be 1..16")
