@@ -8,6 +8,8 @@ one's outcome is stored with its position so a replay can answer the same.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from collections.abc import Callable, Sequence
 
@@ -30,9 +32,29 @@ _COUNT_FIELD = {"charged": "charged", "suspense": "suspense", "duplicate": "dupl
                 "filtered": "filtered", "pending": "pending"}
 
 
+class UsageIds:
+    """Usage ids reserved from the database sequence in blocks, handed out here: a commit
+    of a few hundred records should not pay a round trip for its ids. Ids never used (the
+    rest of a block when the process stops) are gaps, as a rolled-back insert leaves."""
+
+    def __init__(self, pool: asyncpg.Pool, block: int = 8192) -> None:
+        self.pool, self.block = pool, block
+        self._free: collections.deque[int] = collections.deque()
+        self._refill = asyncio.Lock()
+
+    async def take(self, count: int) -> list[int]:
+        async with self._refill:
+            if len(self._free) < count:
+                async with self.pool.acquire() as conn:
+                    self._free.extend(await usage_repo.next_usage_ids(
+                        conn, max(count - len(self._free), self.block)))
+            free = self._free
+            return [free.popleft() for _ in range(count)]
+
+
 async def commit(
     pool: asyncpg.Pool, raters: RaterCache, deliveries: Sequence[Delivery], *,
-    attempts: int, backoff_s: float,
+    attempts: int, backoff_s: float, usage_ids: UsageIds | None = None,
 ) -> list[Outcome]:
     if not deliveries:
         return []
@@ -41,8 +63,7 @@ async def commit(
     # Validation, rating and the COPY rows are built before a connection is taken, so the
     # transaction only claims and streams. Usage ids are reserved for every item.
     size = sum(len(d.records) + len(d.rejects) for d in deliveries)
-    async with pool.acquire() as conn:
-        ids = await usage_repo.next_usage_ids(conn, size)
+    ids = await (usage_ids or UsageIds(pool, block=0)).take(size)
     prepared, combined = _prepare(deliveries, rater, ids)
     months = writer.months(combined)
     tries = 0
