@@ -7,7 +7,6 @@ it without touching Python objects. ``rows()`` turns it into tuples (one per rec
 """
 
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from libc.string cimport memset
 
 from native._ber cimport format_rfc3339
 
@@ -50,7 +49,16 @@ cdef class RecordBatch:
         if self.n >= self.cap:
             return NULL
         r = &self.recs[self.n]
-        memset(r, 0, sizeof(OutRec))
+        # Only what decoders accumulate or always read; the rest is read under its flag.
+        r.flags = 0
+        r.err = 0
+        r.err_tag = 0
+        r.err_offset = 0
+        r.charge = 0
+        r.vol_up = 0
+        r.vol_down = 0
+        r.rtype = -1
+        r.length = 0
         return r
 
     def clear(self):

@@ -271,7 +271,7 @@ cdef class Tap3Walker:
             elif tag == 15:
                 self.audit = self._fields(cstart, cend)
         for code, text in self.network.get("UtcTimeOffsetInfoList", []):
-            if not 0 <= code < 256:
+            if not isinstance(code, int) or not 0 <= code < 256:
                 raise ValueError(f"UtcTimeOffsetCode {code} out of range", top.cstart)
             self.offset_min[code] = _offset_minutes(text)
             self.offset_known[code] = 1

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="misc,no-any-return"
+# (pyasn1 ships no type information: its base classes are Any to mypy.)
 """pyasn1 description of the TS 32.298 subset billing-oss decodes: the reference twin.
 
 The types mirror CSChargingDataTypes / GPRSChargingDataTypes (IMPLICIT TAGS) for the

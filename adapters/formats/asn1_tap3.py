@@ -1,3 +1,5 @@
+# mypy: disable-error-code="misc,no-any-return"
+# (pyasn1 ships no type information: its base classes are Any to mypy.)
 """pyasn1 description of the TAP 3.12 (TD.57) subset billing-oss reads and writes.
 
 The reference twin of ``native.tap3``: tests encode generated batches with it and compare

@@ -136,7 +136,7 @@ class CsvFile:
 def open_csv(
     path: Path, *, source: str, options: Mapping[str, Any] | None = None, batch_size: int = 4096
 ) -> CsvFile:
-    fh = open(path, encoding="utf-8", errors="replace", newline="")  # noqa: SIM115
+    fh = open(path, encoding="utf-8", errors="replace", newline="")
     return CsvFile(fh, source=source, options=options, batch_size=batch_size)
 
 

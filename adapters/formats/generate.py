@@ -28,7 +28,7 @@ from typing import IO, Any
 from pyasn1.codec.ber import encoder
 
 from adapters.formats import ber_text
-from adapters.formats.asn1_3gpp import RECORD_CLASSES, CallEventRecord
+from adapters.formats.asn1_3gpp import CallEventRecord
 
 _DIGITS = {"servedIMSI"}
 _ADDRESSES = {"servedMSISDN", "callingNumber", "calledNumber", "recordingEntity", "serviceCentre"}
@@ -215,7 +215,7 @@ def fast_record(kind: str, i: int, rng: random.Random, t0: int = 1768472430) -> 
             + _tlv(4, _tlv(0, bytes([10, 0, 0, 1 + i % 4])), True)
             + _tlv(5, _int_octets(i)) + _tlv(7, b"internet") + vols + _tlv(13, ts)
             + _tlv(14, _int_octets(rng.randrange(1, 3600))) + _tlv(15, b"\x00")
-            + _tlv(17, _int_octets(i % 4)) + _tlv(22, msisdn))
+            + _tlv(22, msisdn))
     if pgw:
         sd = (_tlv(1, b"\x01") + _tlv(12, _int_octets(up)) + _tlv(13, _int_octets(down))
               + _tlv(14, ts))
@@ -232,5 +232,13 @@ def fast_records(n: int, *, seed: int = 1, mix: tuple[str, ...] = MIX) -> Iterab
         yield fast_record(mix[i % len(mix)], i, rng)
 
 
-def write_fast_3gpp(fh: IO[bytes], n: int, *, seed: int = 1, sequence_number: int = 1) -> int:
-    return write_3gpp_file(fh, fast_records(n, seed=seed), sequence_number=sequence_number)
+def write_fast_3gpp(
+    fh: IO[bytes], n: int, *, seed: int = 1, sequence_number: int = 1, distinct: int | None = None
+) -> int:
+    """``n`` records; with ``distinct``, that many are built and then repeated in a cycle
+    (fast for big benchmark files; record keys then repeat)."""
+    records: Iterable[bytes] = fast_records(n, seed=seed)
+    if distinct is not None and distinct < n:
+        pool = list(fast_records(distinct, seed=seed))
+        records = (pool[i % distinct] for i in range(n))
+    return write_3gpp_file(fh, records, sequence_number=sequence_number)

@@ -64,7 +64,8 @@ def _event(slot: Any, ev: Mapping[str, Any]) -> None:
         _stamp(bci["callEventStartTimeStamp"], ev)
         bci["totalCallEventDuration"] = ev.get("duration", 0)
         used = body["basicServiceUsedList"].getComponentByPosition(0)
-        used["basicService"]["serviceCode"]["teleServiceCode"] = ev.get("teleservice", "11").encode()
+        code = ev.get("teleservice", "11").encode()
+        used["basicService"]["serviceCode"]["teleServiceCode"] = code
         _charge_info(used["chargeInformationList"].getComponentByPosition(0), charges, "D")
     elif ev["type"] == "gprs":
         bci = body["gprsBasicCallInformation"]

@@ -120,7 +120,8 @@ def _normalise(rtype: int, rec: Any, offset: int, length: int) -> Row:
         seq = integer("sequenceNumber")
         cause = integer("causeForTerm")
     elif rtype in (6, 7):
-        event_t = ber_text.timestamp(octets("originationTime" if rtype == 6 else "deliveryTime") or b"")
+        stamp = octets("originationTime" if rtype == 6 else "deliveryTime")
+        event_t = ber_text.timestamp(stamp or b"")
         duration = seq = cause = None
         ref = octets("messageReference").hex() if rtype == 6 else None  # type: ignore[union-attr]
     else:
@@ -159,10 +160,12 @@ def _normalise(rtype: int, rec: Any, offset: int, length: int) -> Row:
 def _volumes(rec: Any) -> tuple[int, int]:
     service = _get(rec, "listOfServiceData")
     if service is not None:
-        pairs = [(_get(c, "datavolumeFBCUplink"), _get(c, "datavolumeFBCDownlink")) for c in service]
+        pairs = [(_get(c, "datavolumeFBCUplink"), _get(c, "datavolumeFBCDownlink"))
+                 for c in service]
     else:
         traffic = _get(rec, "listOfTrafficVolumes") or []
-        pairs = [(_get(c, "dataVolumeGPRSUplink"), _get(c, "dataVolumeGPRSDownlink")) for c in traffic]
+        pairs = [(_get(c, "dataVolumeGPRSUplink"), _get(c, "dataVolumeGPRSDownlink"))
+                 for c in traffic]
     return (
         sum(int(u) for u, _ in pairs if u is not None),
         sum(int(d) for _, d in pairs if d is not None),

@@ -52,11 +52,14 @@ class Tap3File:
             raise DecodeError(f"bad TAP3 file: {message}", offset=offset) from None
         w = self.walker
         head = w.batch_control if w.kind == "TransferBatch" else w.notification
-        self.sender = head.get("Sender", "")
-        self.recipient = head.get("Recipient", "")
-        self.file_sequence = head.get("FileSequenceNumber", "")
-        self.decimal_places = int(w.accounting.get("TapDecimalPlaces", 0))
-        self.currency = w.accounting.get("TapCurrency") or "SDR"
+        self.sender = _text(head.get("Sender"))
+        self.recipient = _text(head.get("Recipient"))
+        self.file_sequence = _text(head.get("FileSequenceNumber"))
+        self.decimal_places = w.accounting.get("TapDecimalPlaces", 0)
+        if not isinstance(self.decimal_places, int) or not 0 <= self.decimal_places <= 12:
+            raise DecodeError(f"bad TAP3 file: TapDecimalPlaces {self.decimal_places!r} "
+                              "outside 0..12", offset=0)
+        self.currency = _text(w.accounting.get("TapCurrency")) or "SDR"
         self.info = FileInfo(
             format="tap3",
             sequence_number=int(self.file_sequence) if self.file_sequence.isdigit() else None,
@@ -111,6 +114,9 @@ class Tap3File:
         if not audit:
             raise DecodeError("TAP3 TransferBatch has no AuditControlInfo", record_index=count)
         declared = audit.get("CallEventDetailsCount")
+        if not isinstance(declared, int | None) or not isinstance(
+                audit.get("TotalCharge"), int | None):
+            raise DecodeError("TAP3 AuditControlInfo is malformed", record_index=count)
         if declared is not None and declared != count:
             raise DecodeError(
                 f"audit mismatch: CallEventDetailsCount is {declared} but the file holds "
@@ -174,10 +180,15 @@ class Tap3File:
         )
 
 
+def _text(value: object) -> str:
+    """A header field that should be a string (a damaged file may nest or omit it)."""
+    return value if isinstance(value, str) else ""
+
+
 def open_tap3(
     path: Path, *, source: str, options: Mapping[str, Any] | None = None, batch_size: int = 4096
 ) -> Tap3File:
-    fh = open(path, "rb")  # noqa: SIM115 - owned by the returned object
+    fh = open(path, "rb")
     try:
         if path.stat().st_size == 0:
             raise DecodeError("bad TAP3 file: empty file", offset=0)

@@ -16,6 +16,10 @@ sequenceNumber / recordSequenceNumber; ``attrs["charging_id"]`` for packet recor
   packet ``<sGW|pGW>:<gateway address>:<chargingID>:<recordSequenceNumber or 0>`` — the
          partial records of one bearer share ``<gateway>:<chargingID>``
          (``attrs["merge_key"]``) and differ by ``partial_seq``.
+
+Partial records (a sequence number is present) carry ``attrs["partial_last"]``: false when
+the closing cause says more parts follow (calls: partialRecord,
+partialRecordCallReestablishment; packet: volumeLimit .. aPNAMBRChange, 16-26).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ CHUNK = 1 << 22  # bytes read per step
 MAX_RAW = 256  # bytes of a bad record kept for suspense
 _NAMES = cdr3gpp.RECORD_TYPES
 _SHORT = {0: "moCall", 1: "mtCall", 6: "moSMS", 7: "mtSMS", 78: "sGW", 79: "pGW"}
+# causeForTerm (calls) / causeForRecClosing (packet) values that mean "more parts follow"
+_CS_PARTIAL = frozenset({1, 2})  # partialRecord, partialRecordCallReestablishment
+_PS_PARTIAL = frozenset(range(16, 27))  # volumeLimit .. aPNAMBRChange
 _REASON_BY_ERROR = {
     1: Reason.MALFORMED, 7: Reason.MALFORMED, 9: Reason.MALFORMED,
 }
@@ -134,7 +141,7 @@ class Cdr3gppFile:
 def open_3gpp(
     path: Path, *, source: str, options: Mapping[str, Any] | None = None, batch_size: int = 4096
 ) -> Cdr3gppFile:
-    fh = open(path, "rb")  # noqa: SIM115 - owned by the returned object
+    fh = open(path, "rb")
     try:
         return Cdr3gppFile(fh, source=source, size=path.stat().st_size,
                            options=options, batch_size=batch_size)
@@ -170,6 +177,8 @@ def to_usage_record(row: tuple[Any, ...], source: str) -> UsageRecord:
         attrs["call_reference"] = ref
         if seizure_time is not None:
             attrs["seizure_time"] = seizure_time
+        if seq is not None:
+            attrs["partial_last"] = cause not in _CS_PARTIAL
         if rtype == 0:
             calling = calling if calling is not None else msisdn
         else:
@@ -196,6 +205,9 @@ def to_usage_record(row: tuple[Any, ...], source: str) -> UsageRecord:
     attrs["node"] = node
     attrs["duration_s"] = duration
     attrs["merge_key"] = f"{short}:{node}:{charging_id}"
+    attrs["cause_for_record_closing"] = cause
+    if seq is not None:
+        attrs["partial_last"] = cause not in _PS_PARTIAL
     if apn is not None:
         attrs["apn"] = apn
     return UsageRecord(

@@ -3,9 +3,8 @@
 A long call or data session is closed in several partial CDRs sharing a charging id, numbered
 by ``recordSequenceNumber`` (``partial_seq``) from 1; the last one is closed for a reason other
 than "partial record". The group is rated as one usage once parts 1..n are all there and part
-n is the last. The decoder names the group in ``attrs["merge_key"]`` (else the charging id in
-``attrs["charging_id"]``, which is unique per gateway only) and marks the last part with
-``attrs["partial_last"] = true`` (or gives ``attrs["cause_for_record_closing"]``).
+n is the last. The decoder puts the charging id in ``attrs["charging_id"]`` and marks the last
+part with ``attrs["partial_last"] = true`` (or gives ``attrs["cause_for_record_closing"]``).
 """
 
 from __future__ import annotations
@@ -20,12 +19,14 @@ _PARTIAL_CAUSES = frozenset({"partialRecord", "partialRecordCallReestablishment"
 
 
 def group_key(record: UsageRecord) -> str:
-    """Parts of one usage share this key (merge key, charging id, else the record key)."""
-    merge_key = record.attrs.get("merge_key")
-    if merge_key is not None:
-        return str(merge_key)
-    charging_id = record.attrs.get("charging_id")
-    return str(charging_id) if charging_id is not None else record.record_key
+    """Parts of one usage share this key: the decoder's ``merge_key`` (record type, node
+    address and charging id: two gateways may hand out the same charging id), else the
+    charging id, else the record key itself."""
+    for name in ("merge_key", "charging_id"):
+        value = record.attrs.get(name)
+        if value is not None:
+            return str(value)
+    return record.record_key
 
 
 def is_last(record: UsageRecord) -> bool:

@@ -39,3 +39,10 @@ def test_decimal_strings_are_exact() -> None:
     assert decimal_string(0) == "0.00"
     assert decimal_string(-5) == "-0.000005"
     assert decimal_string(2**63 - 1) == "9223372036854.775807"
+
+
+def test_parts_from_two_gateways_with_one_charging_id_stay_apart() -> None:
+    a = part(1, merge_key="pgw:10.0.0.1:42")
+    b = part(1, merge_key="pgw:10.0.0.2:42")
+    assert partials.group_key(a) != partials.group_key(b)
+    assert partials.group_key(part(2, merge_key="pgw:10.0.0.1:42")) == partials.group_key(a)
