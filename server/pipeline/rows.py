@@ -11,6 +11,8 @@ Columns are picked per batch: only the optional usage columns some record fills 
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +29,8 @@ from server.store import usage_repo
 _EMPTY_ATTRS = "{}"
 _encode = msgspec.json.encode
 _DECIMAL_COLUMNS = ("quantity", "charge")
+_ABSENT = object()
+_present = functools.partial(operator.is_not, None)
 
 
 @dataclass(slots=True)
@@ -109,8 +113,10 @@ def build_rows(batch: Batch, ids: Sequence[int], source_file_id: int | None) -> 
 def optional_columns(entries: Sequence[Entry]) -> tuple[str, ...]:
     """Only the optional usage columns some record of the batch fills (less to encode)."""
     records = [e.record for e in entries]
+    # filter(_present, map(...)) runs in C and stops at the first record that fills it.
     return tuple(name for name in usage_repo.USAGE_OPTIONAL
-                 if list(map(attrgetter(name), records)).count(None) < len(records))
+                 if next(filter(_present, map(attrgetter(name), records)), _ABSENT)
+                 is not _ABSENT)
 
 
 def usage_rows(
