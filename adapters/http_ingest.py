@@ -41,6 +41,13 @@ class IngestResult(msgspec.Struct, kw_only=True):
     issues: list[RecordIssue]  # every record not accepted cleanly, with its reason
 
 
+class UsageBatch(msgspec.Struct, kw_only=True):
+    """The body as documented: a batch of records (JSON or MessagePack). The endpoint also
+    takes one record, a bare array of records and meter readings (``adapters.formats.payload``)."""
+
+    records: list[payload.RecordIn]
+
+
 class UnsupportedMediaType(BillingError):
     code = "UNSUPPORTED_MEDIA_TYPE"
 
@@ -113,5 +120,6 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 def register(api: Api) -> None:
     api.add("POST", "/v1/usage", post_usage, summary="Ingest a batch of usage records",
-            tag="ingest", response=IngestResult, roles=("ingest",), errors=(400, 413, 415, 422))
+            tag="ingest", request=UsageBatch, response=IngestResult, roles=("ingest",),
+            errors=(400, 413, 415, 422))
 

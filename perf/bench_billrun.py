@@ -82,7 +82,7 @@ async def main(quick: bool, dsn: str) -> None:
         select_s = time.perf_counter() - t
         assert len(rows) == charges
         del rows
-        run = await bill_run(pool, "2026-01", SETTINGS)
+        run = await bill_run(pool, "2026-01", SETTINGS, actor="bench")
         assert run.charges == charges and run.invoices == accounts
         linked = await pool.fetchval("SELECT count(*) FROM invoice_line_charges")
         assert linked == charges
@@ -95,7 +95,7 @@ async def main(quick: bool, dsn: str) -> None:
         n = 50 if quick else 300
         async with pool.acquire() as conn:
             await documents.finalise(conn, run.invoice_ids[:n], "BENCH",
-                                     __import__("datetime").date(2026, 2, 1), 30)
+                                     __import__("datetime").date(2026, 2, 1), 30, actor="bench")
             invoices = [await documents.load(conn, i) for i in run.invoice_ids[:n]]
         render_pdf.render(invoices[0])  # fonts loaded once, like a running server
         wall, cpu = time.perf_counter(), time.process_time()

@@ -34,6 +34,7 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     host: str
     port: int
     max_body_bytes: int
+    request_timeout_s: float
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -171,6 +172,8 @@ def _check(config: Config) -> None:
         )
     if db.connect_timeout_s <= 0:
         raise ConfigError("database.connect_timeout_s: must be positive")
+    if http.request_timeout_s <= 0:
+        raise ConfigError("http.request_timeout_s: must be positive")
     if http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
     pipe = config.pipeline

@@ -69,3 +69,25 @@ class CatalogError(BillingError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}", path=path)
         self.path = path
+
+
+class InvalidRequest(BillingError):
+    """A request failed validation. ``errors`` lists ``{"path": "$.field", "message": ...}``."""
+
+    code = "VALIDATION"
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message, errors=errors or [])
+        self.errors = errors or []
+
+
+class NotFound(BillingError):
+    """The named entity does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class Conflict(BillingError):
+    """The request contradicts the stored state (a duplicate, an immutable row, a state)."""
+
+    code = "CONFLICT"

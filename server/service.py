@@ -20,10 +20,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from server import rerate
 from server.catalog import catalog_from_dict
 from server.config import Config
 from server.errors import ConfigError, StartupError
 from server.http.app import create_app
+from server.http.keys import RERATE_WAKE
 from server.pipeline.jsonlines import decode_jsonl
 from server.pipeline.pipeline import Pipeline
 from server.pipeline.ports import Decoder
@@ -125,8 +127,10 @@ async def serve(config: Config, stop: asyncio.Event, *,
         pipeline = make_pipeline(config, pool)
         sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
         stack.push_async_callback(_cancel, sweeper)
-        runner = web.AppRunner(create_app(config, pool, pipeline), handle_signals=False,
-                               access_log=None)
+        worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
+        app = create_app(config, pool, pipeline)
+        app[RERATE_WAKE] = worker.wake
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await _listen(runner, config)

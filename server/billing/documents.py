@@ -20,20 +20,9 @@ import msgspec
 from server.billing.model import Allowance, InvoiceDraft, Line, Totals
 from server.billing.rounding import Method, from_decimal
 from server.billing.tax import CategoryTotal, tax_on
-from server.errors import BillingError
+from server.errors import Conflict, InvalidRequest, NotFound
+from server.store import audit
 from server.store.pool import Connection
-
-
-class NotFound(BillingError):
-    code = "NOT_FOUND"
-
-
-class Conflict(BillingError):
-    code = "CONFLICT"
-
-
-class Invalid(BillingError):
-    code = "VALIDATION"
 
 
 class Invoice(msgspec.Struct, frozen=True):
@@ -82,9 +71,10 @@ async def take_numbers(conn: Connection, series: str, count: int) -> int:
 
 
 async def finalise(conn: Connection, invoice_ids: list[int], series: str, today: dt.date,
-                   payment_terms_days: int) -> list[int]:
+                   payment_terms_days: int, *, actor: str) -> list[int]:
     """Finalise drafts in one transaction, numbered in invoice-id order; already finalised
-    ones are left as they are (finalising is idempotent). Returns the ids finalised now."""
+    ones are left as they are (finalising is idempotent). Returns the ids finalised now.
+    Each one finalised gets its audit entry (``invoice:<id>``) in the same transaction."""
     async with conn.transaction():
         rows = await conn.fetch(
             "SELECT account_id, invoice_id, status FROM invoices WHERE invoice_id = ANY($1) "
@@ -97,15 +87,23 @@ async def finalise(conn: Connection, invoice_ids: list[int], series: str, today:
             return []
         first = await take_numbers(conn, series, len(drafts))
         numbers = list(range(first, first + len(drafts)))
+        due = today + dt.timedelta(days=payment_terms_days)
         await conn.execute(
             "UPDATE invoices i SET status = 'finalised', series = $1, number = n.number, "
             "number_text = n.text, issue_date = $2, due_date = $3, finalised_at = now(), "
             "updated_at = now() FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::text[]) "
             "AS n(account_id, invoice_id, number, text) "
             "WHERE i.account_id = n.account_id AND i.invoice_id = n.invoice_id",
-            series, today, today + dt.timedelta(days=payment_terms_days),
+            series, today, due,
             [r["account_id"] for r in drafts], [r["invoice_id"] for r in drafts], numbers,
             [number_text(series, n) for n in numbers])
+        # Last in the transaction: the audit head stays locked only until the commit.
+        await audit.record_many(conn, actor, "invoice.finalise", [
+            (f"invoice:{r['invoice_id']}", {"status": "draft"},
+             {"status": "finalised", "account_id": r["account_id"],
+              "number": number_text(series, n), "issue_date": today.isoformat(),
+              "due_date": due.isoformat()})
+            for r, n in zip(drafts, numbers, strict=True)])
     return [r["invoice_id"] for r in drafts]
 
 
@@ -178,10 +176,10 @@ def _line(r: Any) -> Line:
 
 async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
                             requests: list[CreditRequest] | None, series: str,
-                            today: dt.date) -> CreditNote:
+                            today: dt.date, *, actor: str) -> CreditNote:
     """Credit a finalised invoice in full (``requests`` None) or some lines in part. The sum
     of an invoice's credit notes never exceeds it: per line, per tax category and in total,
-    checked under the invoice's row lock."""
+    checked under the invoice's row lock. The note's audit entry commits with it."""
     async with conn.transaction():
         locked = await conn.fetchrow("SELECT account_id, status FROM invoices "
                                      "WHERE invoice_id = $1 FOR UPDATE", invoice_id)
@@ -196,9 +194,9 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
         net = sum(t["taxable"] for t in taxes)
         tax = sum(t["tax"] for t in taxes)
         if net + tax <= 0:
-            raise Invalid(f"nothing left to credit on invoice {invoice_id}")
+            raise _invalid("$.invoice_id", f"nothing left to credit on invoice {invoice_id}")
         if invoice.credited_micros + net + tax > invoice.content.totals.total_micros:
-            raise Invalid(f"credit notes would exceed invoice {invoice_id}'s total")
+            raise _invalid("$.lines", f"credit notes would exceed invoice {invoice_id}'s total")
         number = await take_numbers(conn, series, 1)
         text = number_text(series, number)
         credit_id = await conn.fetchval(
@@ -208,10 +206,13 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
             "RETURNING credit_note_id",
             invoice.account_id, invoice_id, series, number, text, reason, today,
             invoice.content.currency, net, tax, net + tax, json.dumps(lines), json.dumps(taxes))
-    return CreditNote(credit_note_id=credit_id, account_id=invoice.account_id,
-                      invoice_id=invoice_id, number_text=text, reason=reason, issue_date=today,
-                      currency=invoice.content.currency, net_micros=net, tax_micros=tax,
-                      total_micros=net + tax, lines=lines, taxes=taxes)
+        note = CreditNote(credit_note_id=credit_id, account_id=invoice.account_id,
+                          invoice_id=invoice_id, number_text=text, reason=reason,
+                          issue_date=today, currency=invoice.content.currency, net_micros=net,
+                          tax_micros=tax, total_micros=net + tax, lines=lines, taxes=taxes)
+        await audit.record(conn, actor, "credit_note.issue", f"credit_note:{credit_id}", None,
+                           note)
+    return note
 
 
 def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] | None,
@@ -236,16 +237,17 @@ def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] |
         return lines, taxes
     lines = []
     sums: dict[tuple[str, str], int] = defaultdict(int)
-    for req in requests:
+    for i, req in enumerate(requests):
         ln = by_no.get(req.line_no)
         if ln is None:
-            raise Invalid(f"invoice {invoice.invoice_id} has no line {req.line_no}")
+            raise _invalid(f"$.lines[{i}].line_no",
+                           f"invoice {invoice.invoice_id} has no line {req.line_no}")
         remaining = ln.net_micros - credited_line[ln.line_no]
         amount = remaining if req.amount is None else from_decimal(req.amount)
         if amount <= 0 or amount > remaining:
-            raise Invalid(f"line {req.line_no}: can credit more than 0 and at most "
-                          f"{Fraction(remaining, 10**6)} (asked {Fraction(amount, 10**6)})",
-                          line_no=req.line_no)
+            raise _invalid(f"$.lines[{i}].amount",
+                           f"line {req.line_no}: can credit more than 0 and at most "
+                           f"{Fraction(remaining, 10**6)} (asked {Fraction(amount, 10**6)})")
         credited_line[ln.line_no] += amount
         lines.append(_credit_line(ln, amount))
         sums[ln.tax_category, str(ln.tax_rate)] += amount
@@ -253,11 +255,18 @@ def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] |
     for c, net in sorted(sums.items()):
         n_left, x_left = left[c]
         if net > n_left:
-            raise Invalid(f"tax category {c[0]} {c[1]}%: credits would exceed its taxable amount")
+            raise _invalid("$.lines", f"tax category {c[0]} {c[1]}%: credits would exceed "
+                           "its taxable amount")
         tax = min(x_left, tax_on(net, Decimal(c[1]), content.currency,
                                  cast(Method, content.rounding_method)))
         taxes.append({"category": c[0], "rate": c[1], "taxable": net, "tax": tax})
     return lines, taxes
+
+
+def _invalid(path: str, message: str) -> InvalidRequest:
+    """A credit request the invoice cannot honour, naming the request field at fault."""
+    return InvalidRequest(message, errors=[{"location": "body", "path": path,
+                                            "message": message}])
 
 
 def _credit_line(ln: Line, amount: int) -> dict[str, Any]:

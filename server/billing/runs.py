@@ -2,6 +2,8 @@
 (account, currency) invoice and stores the drafts with their lines, taxes and charge links.
 
 A dry run does the same work and rolls the transaction back: a preview that writes nothing.
+A real run is audited (``bill_run:<id>``): its start, each batch (the drafts it stored, in the
+batch's transaction) and its end.
 A draft of the same cycle is recomputed in place (same invoice id), so late usage within the
 grace period lands on it; a finalised invoice is never touched (its cycle's late charges
 wait for the next cycle's invoice).
@@ -21,6 +23,7 @@ from server.billing import inputs
 from server.billing.compute import compute
 from server.billing.model import BillingInput, InvoiceDraft, Settings
 from server.billing.tax import TaxRate
+from server.store import audit
 from server.store.pool import Connection
 
 
@@ -44,53 +47,83 @@ class _Rollback(Exception):
 async def bill_run(pool: asyncpg.Pool, period: str, settings: Settings, *,
                    accounts: list[str] | None = None, dry_run: bool = False,
                    batch_size: int = 1000, now: dt.datetime | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> RunResult:
+                   progress: Callable[[int, int], None] | None = None,
+                   actor: str) -> RunResult:
+    """``actor`` names who asked in the audit log (``key:<id>``, ``cli:<user>``)."""
     started = time.perf_counter()
     frozen_before = None if settings.grace_days is None else (
         (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=settings.grace_days))
     async with pool.acquire() as conn:
         ids = await inputs.account_ids(conn, accounts)
         rates = await inputs.tax_rates(conn)
-        run_id = None if dry_run else await conn.fetchval(
-            "INSERT INTO bill_runs (period, accounts) VALUES ($1, $2) RETURNING bill_run_id",
-            period, accounts)
+        run_id = None if dry_run else await _start(conn, actor, period, accounts)
         result = RunResult(bill_run_id=run_id, period=period, dry_run=dry_run,
                            accounts=len(ids), invoices=0, charges=0, seconds=0.0)
         try:
             for first in range(0, len(ids), batch_size):
                 chunk = ids[first:first + batch_size]
                 await _batch(conn, chunk, period, settings, rates, run_id, result,
-                             frozen_before)
+                             frozen_before, actor)
                 if progress:
                     progress(min(first + batch_size, len(ids)), len(ids))
         except Exception as exc:
             if run_id is not None:
-                await conn.execute("UPDATE bill_runs SET state = 'failed', error = $2, "
-                                   "finished_at = now() WHERE bill_run_id = $1", run_id, str(exc))
+                await _finish(conn, actor, run_id, result, error=str(exc))
             raise
         if run_id is not None:
-            await conn.execute(
-                "UPDATE bill_runs SET state = 'done', invoices = $2, charges = $3, "
-                "finished_at = now() WHERE bill_run_id = $1",
-                run_id, result.invoices, result.charges)
+            await _finish(conn, actor, run_id, result)
     result.seconds = time.perf_counter() - started
     return result
 
 
+async def _start(conn: Connection, actor: str, period: str, accounts: list[str] | None) -> int:
+    async with conn.transaction():
+        run_id: int = await conn.fetchval(
+            "INSERT INTO bill_runs (period, accounts) VALUES ($1, $2) RETURNING bill_run_id",
+            period, accounts)
+        await audit.record(conn, actor, "bill_run.start", f"bill_run:{run_id}", None,
+                           {"period": period, "accounts": accounts})
+    return run_id
+
+
+async def _finish(conn: Connection, actor: str, run_id: int, result: RunResult,
+                  error: str | None = None) -> None:
+    state = "failed" if error is not None else "done"
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE bill_runs SET state = $2, error = $3, invoices = $4, charges = $5, "
+            "finished_at = now() WHERE bill_run_id = $1",
+            run_id, state, error, result.invoices, result.charges)
+        await audit.record(conn, actor, f"bill_run.{state}", f"bill_run:{run_id}",
+                           {"state": "running"},
+                           {"state": state, "error": error, "accounts": result.accounts,
+                            "invoices": result.invoices, "charges": result.charges,
+                            "frozen": result.frozen})
+
+
 async def _batch(conn: Connection, ids: list[str], period: str, settings: Settings,
                  rates: tuple[TaxRate, ...], run_id: int | None, result: RunResult,
-                 frozen_before: dt.datetime | None) -> None:
+                 frozen_before: dt.datetime | None, actor: str) -> None:
     try:
         async with conn.transaction():
             batch = await inputs.read_batch(conn, ids, period, frozen_before)
             drafts = [d for d in _compute_all(batch, settings, rates) if d.lines]
-            result.charges += batch.charges
-            result.frozen += batch.frozen
-            result.invoices += len(drafts)
             if run_id is None:
+                result.charges += batch.charges
+                result.frozen += batch.frozen
+                result.invoices += len(drafts)
                 result.previews.extend(drafts)
                 raise _Rollback
-            result.invoice_ids.extend(await store_drafts(conn, drafts, run_id))
+            stored = await store_drafts(conn, drafts, run_id)
+            # Last in the transaction: the audit head stays locked only until the commit.
+            await audit.record(conn, actor, "bill_run.batch", f"bill_run:{run_id}", None, {
+                "first_account": ids[0], "last_account": ids[-1], "account_count": len(ids),
+                "charges": batch.charges, "frozen": batch.frozen,
+                "invoice_ids": stored})
+        result.charges += batch.charges
+        result.frozen += batch.frozen
+        result.invoices += len(drafts)
+        result.invoice_ids.extend(stored)
     except _Rollback:
         pass
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from server.catalog.model import Catalog, TariffVersion
+from server.catalog.model import Catalog, Plan, TariffVersion
 from server.catalog.schema import CatalogFile, TariffDef, VersionDef
 from server.catalog.validate import build_catalog, validate_catalog, validate_version
 from server.errors import CatalogError
@@ -51,12 +51,14 @@ def catalog_from_definitions(
     currency: str,
     tariffs: Sequence[Mapping[str, Any]],
     identifiers: Mapping[str, tuple[str, str]],
+    plans: Mapping[str, Sequence[Plan]] | None = None,
 ) -> Catalog:
     """A catalog from stored pieces: tariffs as ``{"id", "versions": [definition, ...]}``
-    (each definition the jsonb of ``tariff_versions``, optional ``"currency"``) and
-    identifier -> (account id, tariff id)."""
+    (each definition the jsonb of ``tariff_versions``, optional ``"currency"``),
+    identifier -> (account id, tariff id), and optionally each account's subscription
+    history (``Plan``s), which then decides the tariff by event time."""
     defs = [_convert(tariff, TariffDef, f"tariffs[{i}]") for i, tariff in enumerate(tariffs)]
-    return build_catalog(currency, defs, identifiers)
+    return build_catalog(currency, defs, identifiers, plans)
 
 
 def version_from_definition(

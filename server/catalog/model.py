@@ -97,9 +97,35 @@ class Tariff:
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """One subscription: the account is on ``tariff_id`` for events in ``[from, to)``."""
+
+    valid_from_us: int
+    valid_to_us: int | None
+    tariff_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     id: str
     tariff_id: str
+    # Subscription history. Empty: always on ``tariff_id`` (a catalog file's account).
+    plans: tuple[Plan, ...] = ()
+
+    def tariff_at(self, event_us: int) -> str | None:
+        """The tariff the account is on at the event time (None: no subscription then).
+
+        A record is rated under the plan in force when it happened, so rerating a past
+        period after a plan change still prices it on the plan of that time.
+        """
+        if not self.plans:
+            return self.tariff_id
+        for plan in self.plans:
+            if plan.valid_from_us <= event_us and (
+                plan.valid_to_us is None or event_us < plan.valid_to_us
+            ):
+                return plan.tariff_id
+        return None
 
 
 @dataclass(frozen=True, slots=True)

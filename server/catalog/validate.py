@@ -34,6 +34,7 @@ from server.catalog.model import (
     Account,
     Band,
     Catalog,
+    Plan,
     Rate,
     Rounding,
     Step,
@@ -85,16 +86,24 @@ def build_catalog(
     currency: str,
     tariffs: Sequence[TariffDef],
     identifiers: Mapping[str, tuple[str, str]],
+    plans: Mapping[str, Sequence[Plan]] | None = None,
 ) -> Catalog:
-    """A catalog from stored tariff definitions and an identifier -> (account, tariff) map."""
+    """A catalog from stored tariff definitions and an identifier -> (account, tariff) map;
+    ``plans`` (account -> subscription history) makes the tariff depend on the event time."""
     checked = validate_tariffs(tariffs, currency)
+    plans = plans or {}
+    for account_id, history in plans.items():
+        for plan in history:
+            if plan.tariff_id not in checked:
+                raise CatalogError(f"accounts[{account_id}].subscriptions",
+                                   f"tariff {plan.tariff_id!r} is not defined")
     accounts: dict[str, Account] = {}
     for identifier, (account_id, tariff_id) in identifiers.items():
         if tariff_id not in checked:
             raise CatalogError(
                 f"accounts[{account_id}].tariff", f"tariff {tariff_id!r} is not defined"
             )
-        accounts[identifier] = Account(account_id, tariff_id)
+        accounts[identifier] = Account(account_id, tariff_id, tuple(plans.get(account_id, ())))
     return Catalog(currency, checked, accounts)
 
 

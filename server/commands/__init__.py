@@ -11,6 +11,8 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",
+    "server.commands.audit",
+    "server.commands.rerate",
     "server.commands.files",
     "server.commands.rate",
     "server.commands.decode",

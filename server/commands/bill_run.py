@@ -18,7 +18,7 @@ import msgspec
 
 from server.billing import documents, views
 from server.billing.runs import bill_run
-from server.commands.options import add_config_options, load_config
+from server.commands.options import add_config_options, cli_actor, load_config
 from server.commands.progress import progress
 from server.errors import BillingError
 from server.http.invoices import settings
@@ -49,13 +49,14 @@ def run(args: argparse.Namespace) -> int:
 
     async def act() -> int:
         now = dt.datetime.now(dt.UTC)
+        actor = cli_actor()
         async with database_pool(config) as pool:
             with progress(f"bill-run {args.period}", "accounts",
                           interactive=None if not args.json else False) as report:
                 result = await bill_run(pool, args.period, settings(config),
                                         accounts=args.accounts, dry_run=args.dry_run,
                                         batch_size=config.billing.batch_size, now=now,
-                                        progress=report)
+                                        progress=report, actor=actor)
             due = documents.Due([], [], None)
             finalised: list[int] = []
             if args.finalize and not args.dry_run:
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                     if due.due:
                         finalised = await documents.finalise(
                             conn, due.due, config.billing.invoice_series, now.date(),
-                            config.billing.payment_terms_days)
+                            config.billing.payment_terms_days, actor=actor)
         if args.json:
             print(msgspec.json.encode({
                 "bill_run_id": result.bill_run_id, "period": result.period,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 
 from server import config as config_module
 from server import logs
@@ -27,3 +29,12 @@ def load_config(args: argparse.Namespace) -> config_module.Config:
     config = config_module.load(getattr(args, "config", None), overrides=overrides)
     logs.configure(config.log.level, config.log.format)
     return config
+
+
+def cli_actor() -> str:
+    """How the audit log names a change made from the shell: ``cli:<user>``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}"

@@ -5,22 +5,40 @@ A route module exposes ``register(api)``; adding one means listing it in ``ROUTE
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
 
 from server import metrics
 from server.config import Config
+from server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
 from server.http.auth import KEY_CACHE, KeyCache
 from server.http.keys import API, CONFIG, PIPELINE, POOL
-from server.http.problems import Handler, problem_middleware
+from server.http.problems import (
+    Handler,
+    nul_middleware,
+    problem_middleware,
+    problem_response,
+)
 from server.http.routing import Api
 from server.pipeline.pipeline import Pipeline
 
 ROUTE_MODULES: tuple[str, ...] = (
-    "server.http.health", "server.http.invoices", "adapters.http_ingest",
+    "server.http.health",
+    "server.http.accounts",
+    "server.http.subscriptions",
+    "server.http.tariffs",
+    "server.http.traffic",
+    "server.http.suspense",
+    "server.http.rerate",
+    "server.http.files",
+    "server.http.api_keys",
+    "server.http.invoices",
+    "adapters.http_ingest",
 )
 
 API_TITLE = "billing-oss"
@@ -45,18 +63,37 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def timeout(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(seconds):
+                return await handler(request)
+        except TimeoutError:
+            return problem_response(
+                503, "TIMEOUT", "Request timed out",
+                f"the request did not complete within {seconds:g} s", instance=request.path,
+                headers={"Retry-After": "1"},
+            )
+
+    return timeout
+
+
 def create_app(
     config: Config, pool: asyncpg.Pool, pipeline: Pipeline | None = None
 ) -> web.Application:
     app = web.Application(
         client_max_size=config.http.max_body_bytes,
-        middlewares=[metrics_middleware, problem_middleware],
+        middlewares=[metrics_middleware, problem_middleware, nul_middleware,
+                     timeout_middleware(config.http.request_timeout_s)],
     )
     api = build_api()
     app[CONFIG] = config
     app[POOL] = pool
     app[API] = api
     app[KEY_CACHE] = KeyCache()
+    app[ACCOUNT_CACHE] = AccountCache()
+    app.cleanup_ctx.append(listen_for_changes)
     if pipeline is not None:
         app[PIPELINE] = pipeline
     api.install(app)

@@ -48,6 +48,12 @@ class KeyCache:
         self._entries[token] = (now + CACHE_SECONDS, key)
         return key
 
+    def forget(self, key_id: str) -> None:
+        """Drop a key's cached verdicts (after a revocation through this process)."""
+        stale = [t for t, (_, key) in self._entries.items() if key and key.key_id == key_id]
+        for token in stale:
+            del self._entries[token]
+
 
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 
@@ -77,6 +83,11 @@ def protect(handler: Handler, roles: tuple[str, ...]) -> Handler:
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__
     return guarded
+
+
+def actor(request: web.Request) -> str:
+    """How the audit log names who made a request: ``key:<key id>``."""
+    return f"key:{request[PRINCIPAL].key_id}"
 
 
 def _bearer(request: web.Request) -> str | None:

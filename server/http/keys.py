@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -19,5 +20,7 @@ CONFIG = web.AppKey("config", Config)
 API: web.AppKey[Api] = web.AppKey("api")
 # The process's mediation pipeline (a ``contract.Sink``): ingest routes commit through it.
 PIPELINE = web.AppKey("pipeline", Pipeline)
+# Wakes the rerate worker when a job is submitted (absent: the worker polls).
+RERATE_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("rerate_wake")
 # The API key that authenticated this request (set by server.http.auth on protected routes).
 PRINCIPAL = web.RequestKey("principal", ApiKey)

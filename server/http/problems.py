@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -29,6 +30,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "INTERNAL": 500,
     "CONFIG": 500,
     "STARTUP": 503,
+    "TIMEOUT": 503,
+    "UNAVAILABLE": 503,
 }
 
 
@@ -72,6 +75,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
+async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a percent-encoded NUL in the path or query string before any route sees it:
+    PostgreSQL text cannot hold one, and no identifier or filter contains one."""
+    if "%00" in request.raw_path:
+        return problem_response(400, "MALFORMED", "Malformed",
+                                "the URL contains a NUL character (%00)", instance=request.path)
+    return await handler(request)
+
+
+@web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
@@ -85,6 +98,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             exc.status, code, exc.reason, exc.text if exc.text != f"{exc.status}: {exc.reason}"
             else None, instance=request.path, headers=_kept_headers(exc),
         )
+    except asyncpg.CharacterNotInRepertoireError:
+        # Text PostgreSQL cannot store (a NUL byte) that slipped past a route's validation.
+        return problem_response(400, "MALFORMED", "Malformed",
+                                "text must not contain NUL characters", instance=request.path)
     except Exception:
         log.exception("unhandled error", extra={"fields": {"path": request.path}})
         return problem_response(500, "INTERNAL", "Internal error", instance=request.path)

@@ -5,6 +5,7 @@ aiohttp; ``api.openapi()`` renders the OpenAPI 3.1 document from the same declar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,8 +23,10 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     tag: str
     response: Any = None
     status: int = 200
+    also: tuple[int, ...] = ()  # other success statuses with the same response body
     request: Any = None
     query: Any = None
+    params: Any = None  # a Struct whose fields are the path parameters
     content_type: str = "application/json"
     roles: tuple[str, ...] | None = None  # None: public, no key needed
     errors: tuple[int, ...] = ()
@@ -56,7 +59,7 @@ class Api:
         refs = dict(zip(sorted(types, key=lambda t: t.__name__), schemas, strict=True))
         paths: dict[str, dict[str, Any]] = {}
         for op in self.operations:
-            paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
+            paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op, refs)
         doc: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {"title": self.title, "version": self.version},
@@ -67,6 +70,17 @@ class Api:
             },
         }
         return doc
+
+
+def reply(value: Any, status: int = 200) -> web.Response:
+    """A JSON response encoded by msgspec (RFC 3339 timestamps, decimal strings as given)."""
+    return web.Response(body=msgspec.json.encode(value), status=status,
+                        content_type="application/json")
+
+
+def openapi_path(path: str) -> str:
+    """The OpenAPI template of an aiohttp path: ``{id:\\d+}`` becomes ``{id}``."""
+    return re.sub(r"{(\w+):[^}]+}", r"{\1}", path)
 
 
 def _is_struct(t: Any) -> bool:
@@ -81,15 +95,18 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
     out: dict[str, Any] = {
         "operationId": _operation_id(op), "summary": op.summary, "tags": [op.tag],
     }
+    path_schemas = _fields_schema(op.params).get("properties", {}) if op.params else {}
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True,
+         "schema": path_schemas.get(name, {"type": "string"})}
         for name in _path_params(op.path)
     ]
     if _is_struct(op.query):
-        schema = msgspec.json.schema(op.query)
+        schema = _fields_schema(op.query)
         required = set(schema.get("required", []))
         params += [
-            {"name": name, "in": "query", "required": name in required, "schema": prop}
+            {"name": name, "in": "query", "required": name in required,
+             "schema": _not_null(prop)}
             for name, prop in schema.get("properties", {}).items()
         ]
     if params:
@@ -101,13 +118,17 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
         }
     ok: dict[str, Any] = {"description": "OK"}
     if op.response is not None:
-        schema = refs.get(op.response) or {"type": "string"}
+        schema = refs.get(op.response) or {"type": "object" if op.response is dict else "string"}
         ok["content"] = {op.content_type: {"schema": schema}}
-    responses: dict[str, Any] = {str(op.status): ok}
+    responses: dict[str, Any] = {str(status): ok for status in (op.status, *op.also)}
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    codes = set(op.errors) | ({401, 403} if op.roles else set())
-    if op.request is not None or op.query is not None:
+    codes = set(op.errors) | ({401, 403, 503} if op.roles else set())
+    if op.request is not None:
+        codes |= {400, 413, 415, 422}
+    if op.query is not None:
         codes |= {400, 422}
+    if op.params is not None or _path_params(op.path):
+        codes |= {400, 404}
     for code in sorted(codes):
         responses[str(code)] = {"description": "Problem", "content": problem}
     out["responses"] = responses
@@ -115,6 +136,21 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
         out["security"] = [{"bearer": []}]
         out["x-roles"] = list(op.roles)
     return out
+
+
+def _fields_schema(struct: Any) -> dict[str, Any]:
+    """A flat struct's object schema (msgspec puts it behind a ``$ref`` into ``$defs``)."""
+    schema: dict[str, Any] = msgspec.json.schema(struct)
+    ref = schema.get("$ref")
+    return schema["$defs"][ref.rsplit("/", 1)[-1]] if ref else schema
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or a value: drop the ``null`` alternative msgspec adds."""
+    options = [o for o in schema.get("anyOf", []) if o != {"type": "null"}]
+    if len(options) == 1:
+        return options[0]  # type: ignore[no-any-return]
+    return {k: v for k, v in schema.items() if not (k == "default" and v is None)}
 
 
 def _path_params(path: str) -> list[str]:
@@ -131,6 +167,10 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
         "code": {"type": "string"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object"}},
+        "errors": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"location": {"type": "string"}, "path": {"type": "string"},
+                           "message": {"type": "string"}},
+        }},
     },
 }

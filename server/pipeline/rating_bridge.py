@@ -1,8 +1,9 @@
 """Builds the production rater (``server.rating``) from the catalog stored in the database.
 
 The catalog is rebuilt from ``tariff_versions.definition`` (one jsonb per version, the same
-shape as a catalog file's version) and ``account_identifiers`` + ``subscriptions`` (which
-tariff each account is on: the subscription valid now, else its latest). Charges name their
+shape as a catalog file's version), ``account_identifiers`` and ``subscriptions``: each
+account's history of plans, so a record is rated on the tariff its account was on at the
+record's event time (outside every subscription: ``NO_TARIFF``). Charges name their
 version as ``(tariff id, effective_from)``; the bridge maps that back to the database's
 ``tariff_version_id`` so charge rows reference the exact version used.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.catalog import catalog_from_definitions
+from server.catalog import Plan, catalog_from_definitions
 from server.errors import Reason
 from server.pipeline.ports import Charge, Failure, Rater
 from server.pipeline.raters import CatalogSnapshot, SubscriptionRow
@@ -36,8 +37,8 @@ def build_rater(snapshot: CatalogSnapshot) -> Rater:
     identifiers = {ident: (account, plan[account])
                    for ident, account in snapshot.identifiers.items() if account in plan}
     currency = snapshot.versions[0].currency if snapshot.versions else "EUR"
-    catalog = catalog_from_definitions(currency, list(tariffs.values()),
-                                                      identifiers)
+    catalog = catalog_from_definitions(currency, list(tariffs.values()), identifiers,
+                                       _histories(snapshot.subscriptions))
     version_ids = {(v.tariff_id, _micros(v.effective_from)): v.tariff_version_id
                    for v in snapshot.versions}
     by_identity: dict[tuple[str, str], int | None] = {}
@@ -58,6 +59,16 @@ def _current_tariffs(subscriptions: Sequence[SubscriptionRow]) -> dict[str, str]
         else:
             plan.setdefault(s.account_id, s.tariff_id)
     return plan
+
+
+def _histories(subscriptions: Sequence[SubscriptionRow]) -> dict[str, list[Plan]]:
+    """account → its subscriptions, so each record is rated on the plan of its event time."""
+    histories: dict[str, list[Plan]] = {}
+    for s in subscriptions:
+        histories.setdefault(s.account_id, []).append(Plan(
+            _micros(s.valid_from), None if s.valid_to is None else _micros(s.valid_to),
+            s.tariff_id))
+    return histories
 
 
 def _micros(when: datetime) -> int:

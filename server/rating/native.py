@@ -95,7 +95,11 @@ class NativeRater:
                     status = kernel.STATUS_UNKNOWN_ACCOUNT
                 else:
                     account_id = account.id
-                    tariff_number = tariff_index[account.tariff_id]
+                    tariff_id = account.tariff_at(event)
+                    if tariff_id is None:
+                        status = kernel.STATUS_NO_TARIFF
+                    else:
+                        tariff_number = tariff_index[tariff_id]
             cols.account_ids.append(account_id)
             cols.status.append(status)
             cols.tariff.append(tariff_number)

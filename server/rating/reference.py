@@ -52,9 +52,10 @@ class ReferenceRater:
         account = find_account(self.catalog, record)
         if account is None:
             return Rejection(record_key=key, reason=Reason.UNKNOWN_ACCOUNT)
-        tariff = self.catalog.tariffs[account.tariff_id]
-        version = version_at(tariff.versions, event_us)
-        if version is None:
+        tariff_id = account.tariff_at(event_us)
+        tariff = self.catalog.tariffs[tariff_id] if tariff_id is not None else None
+        version = version_at(tariff.versions, event_us) if tariff is not None else None
+        if tariff is None or version is None:
             return Rejection(record_key=key, reason=Reason.NO_TARIFF, account_id=account.id)
 
         called = record.called or None

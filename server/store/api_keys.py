@@ -14,6 +14,11 @@ from typing import Literal
 import asyncpg
 import msgspec
 
+from server.errors import Conflict, NotFound
+from server.store import audit
+from server.store.filters import Where
+from server.store.pool import Connection
+
 Role = Literal["admin", "operator", "viewer", "ingest"]
 ROLES: tuple[Role, ...] = ("admin", "operator", "viewer", "ingest")
 TOKEN_PREFIX = "bok_"
@@ -33,7 +38,7 @@ class NewKey(msgspec.Struct, frozen=True, kw_only=True):
     token: str  # shown once; never stored, never logged
 
 
-async def create(pool: asyncpg.Pool, role: Role, name: str = "",
+async def create(pool: asyncpg.Pool | Connection, role: Role, name: str = "",
                  source: str | None = None) -> NewKey:
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -82,6 +87,51 @@ async def revoke(pool: asyncpg.Pool, key_id: str) -> bool:
         "RETURNING true", key_id,
     )
     return bool(done)
+
+
+async def create_audited(pool: asyncpg.Pool, actor: str, role: Role, name: str = "",
+                         source: str | None = None) -> NewKey:
+    """``create`` with its audit entry (the key's description, never its token)."""
+    async with pool.acquire() as conn, conn.transaction():
+        new = await create(conn, role, name, source)
+        await audit.record(conn, actor, "api_key.create", f"api_key:{new.key.key_id}",
+                           None, new.key)
+    return new
+
+
+async def find(pool: asyncpg.Pool, *, role: Role | None, include_revoked: bool,
+               after: str | None, limit: int) -> list[ApiKey]:
+    w = (Where().add("role = {}", role).add("key_id > {}", after)
+         .when(not include_revoked, "revoked_at IS NULL"))
+    rows = await pool.fetch(
+        "SELECT key_id, role, name, source, created_at, revoked_at FROM api_keys" + w.sql()
+        + " ORDER BY key_id" + w.limit(limit + 1), *w.args,
+    )
+    return [_key(r) for r in rows]
+
+
+async def revoke_audited(pool: asyncpg.Pool, actor: str, key_id: str) -> ApiKey:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT key_id, role, name, source, created_at, revoked_at FROM api_keys"
+            " WHERE key_id = $1 FOR UPDATE", key_id)
+        if row is None:
+            raise NotFound(f"no API key {key_id}")
+        if row["revoked_at"] is not None:
+            raise Conflict(f"API key {key_id} is already revoked")
+        after = await conn.fetchrow(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1"
+            " RETURNING key_id, role, name, source, created_at, revoked_at", key_id)
+        assert after is not None
+        await audit.record(conn, actor, "api_key.revoke", f"api_key:{key_id}",
+                           _key(row), _key(after))
+    return _key(after)
+
+
+def _key(r: asyncpg.Record) -> ApiKey:
+    return ApiKey(key_id=r["key_id"], role=r["role"], name=r["name"], source=r["source"],
+                  created_at=r["created_at"].isoformat(),
+                  revoked_at=r["revoked_at"].isoformat() if r["revoked_at"] else None)
 
 
 def parse_token(token: str) -> tuple[str, str] | None:

@@ -30,24 +30,29 @@ async def has_tariffs(pool: asyncpg.Pool) -> bool:
 
 async def load_catalog(pool: asyncpg.Pool, catalog: Mapping[str, Any]) -> LoadResult:
     """Store a parsed catalog in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await load_into(conn, catalog)
+
+
+async def load_into(conn: Connection, catalog: Mapping[str, Any]) -> LoadResult:
+    """Store a parsed catalog on ``conn`` (inside the caller's transaction)."""
     currency = catalog.get("currency", "EUR")
     versions_added = accounts_added = 0
-    async with pool.acquire() as conn, conn.transaction():
-        for t_index, tariff in enumerate(catalog.get("tariffs", [])):
-            await conn.execute(
-                "INSERT INTO tariffs (tariff_id, currency) VALUES ($1, $2) "
-                "ON CONFLICT (tariff_id) DO NOTHING",
-                tariff["id"], tariff.get("currency", currency),
-            )
-            for v_index, version in enumerate(tariff.get("versions", [])):
-                path = f"tariffs[{t_index}].versions[{v_index}]"
-                versions_added += await _publish_version(conn, tariff["id"], version, path)
-        for account in catalog.get("accounts", []):
-            accounts_added += await _add_account(conn, account, currency)
+    for t_index, tariff in enumerate(catalog.get("tariffs", [])):
+        await conn.execute(
+            "INSERT INTO tariffs (tariff_id, currency, description) VALUES ($1, $2, $3) "
+            "ON CONFLICT (tariff_id) DO NOTHING",
+            tariff["id"], tariff.get("currency") or currency, tariff.get("description", ""),
+        )
+        for v_index, version in enumerate(tariff.get("versions", [])):
+            path = f"tariffs[{t_index}].versions[{v_index}]"
+            versions_added += await publish_version(conn, tariff["id"], version, path)
+    for account in catalog.get("accounts", []):
+        accounts_added += await _add_account(conn, account, currency)
     return LoadResult(len(catalog.get("tariffs", [])), versions_added, accounts_added)
 
 
-async def _publish_version(
+async def publish_version(
     conn: Connection, tariff_id: str, version: Mapping[str, Any], path: str
 ) -> int:
     definition = json.dumps(version, sort_keys=True, separators=(",", ":"))
@@ -77,7 +82,7 @@ async def _add_account(conn: Connection, account: Mapping[str, Any], currency: s
     inserted = await conn.fetchval(
         "INSERT INTO accounts (account_id, name, currency) VALUES ($1, $2, $3) "
         "ON CONFLICT (account_id) DO NOTHING RETURNING 1",
-        account["id"], account.get("name", ""), account.get("currency", currency),
+        account["id"], account.get("name", ""), account.get("currency") or currency,
     )
     for identifier in account.get("identifiers", []):
         owner = await conn.fetchval(

@@ -12,6 +12,7 @@ import pytest
 from server.billing import documents
 from server.billing.documents import CreditRequest
 from server.billing.runs import bill_run
+from server.errors import Conflict, InvalidRequest
 from tests.conftest import wait_until
 from tests.integration import billing_seed as seed
 
@@ -27,7 +28,7 @@ async def drafts(pool: asyncpg.Pool, prefix: str, n: int) -> list[int]:
             await seed.charge(conn, f"{prefix}{i}", dt.datetime(2026, 1, 7, tzinfo=UTC),
                               (i + 1) * 1_000_000)
     run = await bill_run(pool, "2026-01", seed.SETTINGS,
-                         accounts=[f"{prefix}{i}" for i in range(n)])
+                         accounts=[f"{prefix}{i}" for i in range(n)], actor="test")
     return run.invoice_ids
 
 
@@ -41,13 +42,14 @@ async def test_crash_while_finalising_leaves_no_gap(pool: asyncpg.Pool) -> None:
     holder = await pool.acquire()
     victim = await pool.acquire()
     try:
-        await documents.finalise(holder, ids[:1], "CRASH", TODAY, 30)  # number 1
+        await documents.finalise(holder, ids[:1], "CRASH", TODAY, 30, actor="test")  # number 1
         tx = holder.transaction()
         await tx.start()
         await holder.execute("UPDATE document_series SET next_number = next_number "
                              "WHERE series = 'CRASH'")
         pid = victim.get_server_pid()
-        task = asyncio.create_task(documents.finalise(victim, ids[1:2], "CRASH", TODAY, 30))
+        task = asyncio.create_task(documents.finalise(victim, ids[1:2], "CRASH", TODAY, 30,
+                                                      actor="test"))
 
         async def waiting() -> bool:
             return bool(await pool.fetchval(
@@ -64,7 +66,7 @@ async def test_crash_while_finalising_leaves_no_gap(pool: asyncpg.Pool) -> None:
     row = await pool.fetchrow("SELECT status, number FROM invoices WHERE invoice_id = $1", ids[1])
     assert row["status"] == "draft" and row["number"] is None
     async with pool.acquire() as conn:
-        await documents.finalise(conn, ids[1:], "CRASH", TODAY, 30)
+        await documents.finalise(conn, ids[1:], "CRASH", TODAY, 30, actor="test")
     assert await numbers(pool, "CRASH") == [1, 2, 3]
 
 
@@ -74,7 +76,7 @@ async def test_concurrent_finalisers_with_crashes_number_without_gaps(pool: asyn
     async def finalise_one(invoice_id: int, crash: bool) -> None:
         async with pool.acquire() as conn:
             if not crash:
-                await documents.finalise(conn, [invoice_id], "CONC", TODAY, 30)
+                await documents.finalise(conn, [invoice_id], "CONC", TODAY, 30, actor="test")
                 return
             try:
                 async with conn.transaction():
@@ -87,28 +89,30 @@ async def test_concurrent_finalisers_with_crashes_number_without_gaps(pool: asyn
     done = await numbers(pool, "CONC")
     assert done == list(range(1, len(done) + 1)) and len(done) == 18
     async with pool.acquire() as conn:
-        await documents.finalise(conn, ids, "CONC", TODAY, 30)  # the crashed ones now
+        await documents.finalise(conn, ids, "CONC", TODAY, 30, actor="test")  # the crashed ones now
     assert await numbers(pool, "CONC") == list(range(1, 25))
 
 
 async def test_credit_notes_never_exceed_the_invoice(pool: asyncpg.Pool) -> None:
     ids = await drafts(pool, "CN", 1)  # one line of 1.00 net, VAT 0.20
     async with pool.acquire() as conn:
-        with pytest.raises(documents.Conflict):  # a draft is recomputed, not credited
-            await documents.issue_credit_note(conn, ids[0], "x", None, "CN", TODAY)
-        await documents.finalise(conn, ids, "CNI", TODAY, 30)
+        with pytest.raises(Conflict):  # a draft is recomputed, not credited
+            await documents.issue_credit_note(conn, ids[0], "x", None, "CN", TODAY, actor="test")
+        await documents.finalise(conn, ids, "CNI", TODAY, 30, actor="test")
         part = await documents.issue_credit_note(
             conn, ids[0], "goodwill", [CreditRequest(line_no=1, amount=Decimal("0.40"))],
-            "CN", TODAY)
+            "CN", TODAY, actor="test")
         assert (part.net_micros, part.tax_micros) == (400_000, 80_000)
-        with pytest.raises(documents.Invalid):
+        with pytest.raises(InvalidRequest):
             await documents.issue_credit_note(
                 conn, ids[0], "too much", [CreditRequest(line_no=1, amount=Decimal("0.61"))],
-                "CN", TODAY)
-        rest = await documents.issue_credit_note(conn, ids[0], "cancel", None, "CN", TODAY)
+                "CN", TODAY, actor="test")
+        rest = await documents.issue_credit_note(conn, ids[0], "cancel", None, "CN", TODAY,
+                                                 actor="test")
         assert (rest.net_micros, rest.tax_micros) == (600_000, 120_000)
-        with pytest.raises(documents.Invalid):
-            await documents.issue_credit_note(conn, ids[0], "again", None, "CN", TODAY)
+        with pytest.raises(InvalidRequest):
+            await documents.issue_credit_note(conn, ids[0], "again", None, "CN", TODAY,
+                                              actor="test")
         inv = await documents.load(conn, ids[0])
     assert inv.credited_micros == inv.content.totals.total_micros
     assert [part.number_text, rest.number_text] == ["CN-000001", "CN-000002"]
@@ -117,14 +121,15 @@ async def test_credit_notes_never_exceed_the_invoice(pool: asyncpg.Pool) -> None
 async def test_concurrent_full_credits_issue_only_one(pool: asyncpg.Pool) -> None:
     ids = await drafts(pool, "CF", 1)
     async with pool.acquire() as conn:
-        await documents.finalise(conn, ids, "CFI", TODAY, 30)
+        await documents.finalise(conn, ids, "CFI", TODAY, 30, actor="test")
 
     async def credit() -> bool:
         async with pool.acquire() as conn:
             try:
-                await documents.issue_credit_note(conn, ids[0], "cancel", None, "CF", TODAY)
+                await documents.issue_credit_note(conn, ids[0], "cancel", None, "CF", TODAY,
+                                                  actor="test")
                 return True
-            except documents.Invalid:
+            except InvalidRequest:
                 return False
 
     assert sorted(await asyncio.gather(*(credit() for _ in range(5)))) == [False] * 4 + [True]

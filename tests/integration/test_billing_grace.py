@@ -39,26 +39,27 @@ async def test_draft_recomputed_within_grace_then_left_alone(pool: asyncpg.Pool)
         await seed.account(conn, "G1")
         await seed.charge(conn, "G1", dt.datetime(2026, 1, 10, tzinfo=UTC), 1_000_000)
     first = await bill_run(pool, "2026-01", GRACE, accounts=["G1"],
-                           now=JAN_END + dt.timedelta(days=1))
+                           now=JAN_END + dt.timedelta(days=1), actor="test")
     async with pool.acquire() as conn:
         await seed.charge(conn, "G1", dt.datetime(2026, 1, 31, 20, tzinfo=UTC), 2_000_000)
     last_minute = JAN_END + dt.timedelta(days=3, seconds=-1)
-    again = await bill_run(pool, "2026-01", GRACE, accounts=["G1"], now=last_minute)
+    again = await bill_run(pool, "2026-01", GRACE, accounts=["G1"], now=last_minute, actor="test")
     assert again.invoice_ids == first.invoice_ids and again.frozen == 0
     assert await net(pool, first.invoice_ids[0]) == 3_000_000
 
     async with pool.acquire() as conn:  # arrives once the grace period is over
         late = await seed.charge(conn, "G1", dt.datetime(2026, 1, 31, 22, tzinfo=UTC), 4_000_000)
     over = await bill_run(pool, "2026-01", GRACE, accounts=["G1"],
-                          now=JAN_END + dt.timedelta(days=3))
+                          now=JAN_END + dt.timedelta(days=3), actor="test")
     assert over.frozen == 1 and over.invoices == 0 and over.charges == 0
     assert await net(pool, first.invoice_ids[0]) == 3_000_000  # untouched draft
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM invoice_line_charges "
                                    "WHERE account_id = 'G1' AND charge_id = $1", late) == 0
-        await documents.finalise(conn, first.invoice_ids, "G", dt.date(2026, 2, 4), 30)
+        await documents.finalise(conn, first.invoice_ids, "G", dt.date(2026, 2, 4), 30,
+                                 actor="test")
     feb = await bill_run(pool, "2026-02", GRACE, accounts=["G1"],
-                         now=dt.datetime(2026, 3, 2, tzinfo=UTC))
+                         now=dt.datetime(2026, 3, 2, tzinfo=UTC), actor="test")
     assert feb.charges == 1 and await net(pool, feb.invoice_ids[0]) == 4_000_000
 
 
@@ -69,7 +70,7 @@ async def test_finalise_only_drafts_past_grace_unless_forced(pool: asyncpg.Pool)
         for a in ("G2", "G3"):
             await seed.charge(conn, a, dt.datetime(2026, 1, 20, tzinfo=UTC), 1_000_000)
     now = dt.datetime(2026, 2, 10, tzinfo=UTC)
-    run = await bill_run(pool, "2026-01", GRACE, accounts=["G2", "G3"], now=now)
+    run = await bill_run(pool, "2026-01", GRACE, accounts=["G2", "G3"], now=now, actor="test")
     g2, g3 = run.invoice_ids
     async with pool.acquire() as conn:
         due = await documents.drafts_due(conn, "2026-01", ["G2", "G3"], 3, now)
@@ -115,7 +116,7 @@ async def test_links_are_checked_per_statement(pool: asyncpg.Pool) -> None:
         await seed.account(conn, "L1")
         first = await seed.charge(conn, "L1", dt.datetime(2026, 1, 3, tzinfo=UTC), 1_000_000)
         second = await seed.charge(conn, "L1", dt.datetime(2026, 1, 4, tzinfo=UTC), 1_000_000)
-    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["L1"])
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["L1"], actor="test")
     invoice_id = run.invoice_ids[0]
     insert = ("INSERT INTO invoice_line_charges (account_id, charge_id, invoice_id, line_no) "
               "VALUES ('L1', $1, $2, $3)")
@@ -127,7 +128,7 @@ async def test_links_are_checked_per_statement(pool: asyncpg.Pool) -> None:
         with pytest.raises(asyncpg.ForeignKeyViolationError):  # a linked line stays
             await conn.execute("DELETE FROM invoice_lines WHERE account_id = 'L1' "
                                "AND invoice_id = $1", invoice_id)
-        await documents.finalise(conn, run.invoice_ids, "L", dt.date(2026, 2, 2), 30)
+        await documents.finalise(conn, run.invoice_ids, "L", dt.date(2026, 2, 2), 30, actor="test")
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
             await conn.execute("DELETE FROM invoice_line_charges WHERE charge_id = $1", second)
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
@@ -142,7 +143,7 @@ async def test_invoice_verb_shows_renders_and_exports(database_url: str, pool: a
     async with pool.acquire() as conn:
         await seed.account(conn, "V1")
         await seed.charge(conn, "V1", dt.datetime(2026, 1, 7, tzinfo=UTC), 2_345_678)
-    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["V1"])
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["V1"], actor="test")
     env = {**os.environ, "BILLING_OSS_DATABASE_URL": database_url}
     outputs = {}
     for what in ("show", "pdf", "xml"):

@@ -26,7 +26,7 @@ async def seeded(pool: asyncpg.Pool) -> None:
 
 
 async def test_draft_totals_and_links(pool: asyncpg.Pool) -> None:
-    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["A1"])
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["A1"], actor="test")
     assert run.invoices == 1 and run.charges == 10
     async with pool.acquire() as conn:
         inv = await documents.load(conn, run.invoice_ids[0])
@@ -45,7 +45,8 @@ async def test_dry_run_writes_nothing(pool: asyncpg.Pool) -> None:
         await seed.account(conn, "DRY")
         await seed.charge(conn, "DRY", dt.datetime(2026, 1, 9, tzinfo=UTC), 5_000_000)
         before = await conn.fetchval("SELECT count(*) FROM invoice_line_charges")
-    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["DRY"], dry_run=True)
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["DRY"], dry_run=True,
+                         actor="test")
     assert run.bill_run_id is None and len(run.previews) == 1
     assert run.previews[0].totals.payable_micros == 6_000_000
     async with pool.acquire() as conn:
@@ -57,23 +58,25 @@ async def test_late_usage_recomputes_draft_then_goes_to_next_invoice(pool: async
     async with pool.acquire() as conn:
         await seed.account(conn, "LATE")
         await seed.charge(conn, "LATE", dt.datetime(2026, 1, 10, tzinfo=UTC), 1_000_000)
-    first = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"])
+    first = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"], actor="test")
     async with pool.acquire() as conn:  # late usage within the grace period
         await seed.charge(conn, "LATE", dt.datetime(2026, 1, 31, 23, tzinfo=UTC), 2_000_000)
-    again = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"])
+    again = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"], actor="test")
     assert again.invoice_ids == first.invoice_ids  # same draft, recomputed in place
     async with pool.acquire() as conn:
         inv = await documents.load(conn, first.invoice_ids[0])
         assert inv.content.totals.net_micros == 3_000_000
-        await documents.finalise(conn, first.invoice_ids, "T", dt.date(2026, 2, 3), 30)
+        await documents.finalise(conn, first.invoice_ids, "T", dt.date(2026, 2, 3), 30,
+                                 actor="test")
         # after finalisation: late January usage waits for the February invoice
         await seed.charge(conn, "LATE", dt.datetime(2026, 1, 20, tzinfo=UTC), 4_000_000)
-    rerun = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"])
+    rerun = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"], actor="test")
     async with pool.acquire() as conn:
         frozen = await documents.load(conn, first.invoice_ids[0])
         assert frozen.content.totals.net_micros == 3_000_000 and frozen.status == "finalised"
     assert rerun.invoice_ids != first.invoice_ids
-    feb = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["LATE"], dry_run=True)
+    feb = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["LATE"], dry_run=True,
+                         actor="test")
     assert rerun.charges == 1 and feb.charges == 0  # billed once, on the next document
 
 
@@ -81,9 +84,9 @@ async def test_finalised_invoice_is_immutable_in_the_database(pool: asyncpg.Pool
     async with pool.acquire() as conn:
         await seed.account(conn, "IMM")
         await seed.charge(conn, "IMM", dt.datetime(2026, 1, 10, tzinfo=UTC), 1_000_000)
-    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["IMM"])
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["IMM"], actor="test")
     async with pool.acquire() as conn:
-        await documents.finalise(conn, run.invoice_ids, "T", dt.date(2026, 2, 3), 30)
+        await documents.finalise(conn, run.invoice_ids, "T", dt.date(2026, 2, 3), 30, actor="test")
         key = run.invoice_ids[0]
         for sql in ("UPDATE invoices SET tax_micros = tax_micros WHERE invoice_id = $1",
                     "DELETE FROM invoices WHERE invoice_id = $1",
@@ -100,7 +103,7 @@ async def test_multi_currency_account_gets_one_invoice_per_currency(pool: asyncp
         await seed.charge(conn, "MC", dt.datetime(2026, 1, 3, tzinfo=UTC), 1_005_000)
         await seed.charge(conn, "MC", dt.datetime(2026, 1, 3, tzinfo=UTC), 150_500_000,
                           currency="JPY")
-    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["MC"])
+    run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["MC"], actor="test")
     async with pool.acquire() as conn:
         invoices = {i.content.currency: i for i in
                     [await documents.load(conn, n) for n in run.invoice_ids]}

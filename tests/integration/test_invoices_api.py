@@ -92,7 +92,11 @@ async def test_bill_run_finalise_render_and_credit(
         ids = run["invoice_ids"]
         async with http.get(f"{base}/v1/invoices?limit=1", headers=viewer) as r:
             page = await r.json()
-        assert len(page["items"]) == 1 and page["next_cursor"] == ids[0]
+        assert [i["invoice_id"] for i in page["items"]] == ids[:1] and page["next_cursor"]
+        async with http.get(f"{base}/v1/invoices", headers=viewer,
+                            params={"limit": "1", "cursor": page["next_cursor"]}) as r:
+            page = await r.json()
+        assert [i["invoice_id"] for i in page["items"]] == ids[1:2]
         invoices = {}
         for invoice_id in ids:
             async with http.post(f"{base}/v1/invoices/{invoice_id}/finalize",

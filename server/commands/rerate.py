@@ -1,0 +1,136 @@
+"""`billing-oss rerate --from T --to T [--account A]`: rerate a period under the current
+catalog from the shell, with a progress bar (rate, ETA) on a terminal and log lines otherwise.
+
+The job is the same as ``POST /v1/rerate-jobs`` (audited, resumable, correction rows only);
+this verb runs it in-process and prints the difference per account. Exit 0 when the job is
+done, 3 when some usage could not be rated (left as it was), 1 when the job failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from server import rerate
+from server.commands.options import add_config_options, load_config
+from server.errors import ConfigError
+from server.service import database_pool, make_pipeline
+
+log = logging.getLogger(__name__)
+EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 3
+
+
+def register(verbs: Any) -> None:
+    parser: argparse.ArgumentParser = verbs.add_parser(
+        "rerate", help="rate a period's usage again under the current catalog")
+    parser.add_argument("--from", dest="start", required=True, metavar="TIME",
+                        help="period start, RFC 3339 (inclusive)")
+    parser.add_argument("--to", dest="end", required=True, metavar="TIME",
+                        help="period end, RFC 3339 (exclusive)")
+    parser.add_argument("--account", help="only this account (default: every account)")
+    parser.add_argument("--json", action="store_true", help="JSON output for scripts")
+    add_config_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    start, end = _instant(args.start, "--from"), _instant(args.end, "--to")
+    if end <= start:
+        raise ConfigError("--to must be after --from")
+    config = load_config(args)
+
+    async def go() -> rerate.Job:
+        async with database_pool(config) as pool:
+            job = await rerate.submit(pool, "cli", args.account, start, end)
+            pipeline = make_pipeline(config, pool)
+            worker = asyncio.create_task(_run_job(pool, pipeline.raters, job.rerate_job_id))
+            with _Progress() as progress:
+                while not worker.done():
+                    progress.update(await rerate.get(pool, job.rerate_job_id))
+                    await asyncio.wait([worker], timeout=0.5)
+            await worker
+            return await rerate.get(pool, job.rerate_job_id)
+
+    job = asyncio.run(go())
+    _print(args, job)
+    if job.state != "done":
+        return EXIT_FAILED
+    return EXIT_PARTIAL if job.usage_failed else EXIT_OK
+
+
+async def _run_job(pool: Any, raters: Any, job_id: int) -> None:
+    """Run queued jobs until ours has finished (a running server may take it instead)."""
+    while True:
+        ran = await rerate.run_next(pool, raters)
+        if (await rerate.get(pool, job_id)).state in ("done", "failed"):
+            return
+        if ran is None:
+            await asyncio.sleep(0.5)
+
+
+def _instant(text: str, option: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{option}: not an RFC 3339 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise ConfigError(f"{option}: give the offset (e.g. {text}Z)")
+    return value.astimezone(dt.UTC)
+
+
+def _print(args: argparse.Namespace, job: rerate.Job) -> None:
+    if args.json:
+        print(msgspec.json.encode(job).decode())
+        return
+    print(f"rerate job {job.rerate_job_id}: {job.state}; usage {job.usage_done} of "
+          f"{job.usage_total}, changed {job.usage_changed}, not rated {job.usage_failed}")
+    for a in job.accounts:
+        print(f"  {a.account_id:<20} {a.currency}  before {_money(a.before_micros)}  "
+              f"after {_money(a.after_micros)}  "
+              f"difference {_money(a.after_micros - a.before_micros)}")
+    if job.error:
+        print(f"error: {job.error}", file=sys.stderr)
+
+
+def _money(micros: int) -> str:
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+class _Progress:
+    """A rich progress bar on a terminal; a log line every 5 s otherwise."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.logged = time.monotonic()
+
+    def __enter__(self) -> _Progress:
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self.bar = Progress(BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("rerate", total=None)
+        return self
+
+    def update(self, job: rerate.Job) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, total=job.usage_total, completed=job.usage_done)
+        elif time.monotonic() - self.logged >= 5:
+            self.logged = time.monotonic()
+            log.info("rerate progress", extra={"fields": {
+                "rerate_job_id": job.rerate_job_id, "usage_done": job.usage_done,
+                "usage_total": job.usage_total}})
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,121 @@
+"""`/v1/suspense`: records that could not be charged — list, inspect, retry, discard."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import msgspec
+from aiohttp import web
+
+from server.errors import BillingError, Conflict
+from server.http.auth import actor
+from server.http.keys import PIPELINE, POOL
+from server.http.pagination import Cursor, Limit, decode_cursor, page
+from server.http.routing import Api, reply
+from server.http.types import Id, IntId, Money, Reason, Text
+from server.http.validation import decode_body, decode_path, decode_query
+from server.pipeline.suspense import RetryResult
+from server.store import suspense_desk
+from server.store.suspense_desk import State, SuspenseDetail, SuspenseItem
+
+
+class Unavailable(BillingError):
+    code = "UNAVAILABLE"
+
+
+class SuspenseQuery(msgspec.Struct, frozen=True, kw_only=True):
+    state: State | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=64, pattern="^[A-Z_]+$")] | None = None
+    source: Text | None = None
+    account_id: Id | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None
+
+
+class SuspensePath(msgspec.Struct, frozen=True):
+    suspense_id: IntId
+
+
+class Discard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: Reason
+
+
+class SuspensePage(msgspec.Struct, frozen=True):
+    items: list[SuspenseItem]
+    next_cursor: str | None
+
+
+class RetryOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a retry did: ``charged``, still in ``suspense`` (with the new reason), or a
+    ``duplicate`` of usage already charged."""
+
+    status: Literal["charged", "suspense", "duplicate"]
+    reason: str | None = None
+    detail: str | None = None
+    amount: Money | None = None
+    item: SuspenseDetail
+
+
+async def list_suspense(request: web.Request) -> web.Response:
+    q = decode_query(request, SuspenseQuery)
+    after = decode_cursor(q.cursor, tuple[IntId])
+    rows = await suspense_desk.find(
+        request.app[POOL], state=q.state, reason=q.reason, source=q.source,
+        account_id=q.account_id, after=after[0] if after else None, limit=q.limit,
+    )
+    items, next_cursor = page(rows, q.limit, lambda s: (s.suspense_id,))
+    return reply(SuspensePage(items, next_cursor))
+
+
+async def get_suspense(request: web.Request) -> web.Response:
+    path = decode_path(request, SuspensePath)
+    return reply(await suspense_desk.get(request.app[POOL], path.suspense_id))
+
+
+async def retry_suspense(request: web.Request) -> web.Response:
+    path = decode_path(request, SuspensePath)
+    pool = request.app[POOL]
+    pipeline = request.app.get(PIPELINE)
+    if pipeline is None:
+        raise Unavailable("suspense retry needs the pipeline, which this server does not run")
+    before = await suspense_desk.require_open(pool, path.suspense_id)
+    report = await pipeline.retry_suspense(ids=[path.suspense_id], limit=1)
+    if not report.results:  # another retry or a discard got there first
+        raise Conflict(f"suspense record {path.suspense_id} is no longer open")
+    result = report.results[0]
+    item = await suspense_desk.get(pool, path.suspense_id)
+    # The pipeline commits the retry in its own transaction; the audit entry follows it.
+    await suspense_desk.record_retry(pool, actor(request), before, item, result.status)
+    return reply(RetryOutcome(
+        status=result.status, reason=result.reason,  # type: ignore[arg-type]
+        detail=result.detail, amount=_amount(result), item=item))
+
+
+async def discard_suspense(request: web.Request) -> web.Response:
+    path = decode_path(request, SuspensePath)
+    body = await decode_body(request, Discard)
+    return reply(await suspense_desk.discard(
+        request.app[POOL], actor(request), path.suspense_id, body.reason.strip()))
+
+
+def _amount(result: RetryResult) -> Money | None:
+    if result.amount is None or result.currency is None:
+        return None
+    return Money(amount=f"{Decimal(result.amount):.6f}", currency=result.currency)
+
+
+def register(api: Api) -> None:
+    tag = "suspense"
+    api.add("GET", "/v1/suspense", list_suspense, summary="List suspense records", tag=tag,
+            query=SuspenseQuery, response=SuspensePage, roles=("viewer",))
+    api.add("GET", "/v1/suspense/{suspense_id}", get_suspense,
+            summary="Inspect a suspense record: raw form (base64), decoded record, reason",
+            tag=tag, params=SuspensePath, response=SuspenseDetail, roles=("viewer",))
+    api.add("POST", "/v1/suspense/{suspense_id}/retry", retry_suspense,
+            summary="Rate an open suspense record again under the current catalog", tag=tag,
+            params=SuspensePath, response=RetryOutcome, roles=("operator",), errors=(409,))
+    api.add("POST", "/v1/suspense/{suspense_id}/discard", discard_suspense,
+            summary="Close an open suspense record without charging it, with a reason",
+            tag=tag, params=SuspensePath, request=Discard, response=SuspenseDetail,
+            roles=("operator",), errors=(409,))

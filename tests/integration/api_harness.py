@@ -1,0 +1,122 @@
+"""A live admin API on loopback for the test_api_* modules, with one key per role.
+
+Import the fixtures into a test module: ``from tests.integration.api_harness import api``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import pytest
+from aiohttp import web
+
+from server import config, rerate
+from server.http.app import create_app
+from server.http.keys import RERATE_WAKE
+from server.pipeline.pipeline import Pipeline
+from server.pipeline.raters import RaterFactory
+from server.store import api_keys
+from tests.conftest import free_port
+from tests.pipeline_doubles import FlatRater
+
+ROLES = ("admin", "operator", "viewer", "ingest")
+
+
+class Api:
+    """The server's URL, a token per role and a client session."""
+
+    def __init__(self, url: str, tokens: dict[str, str], http: aiohttp.ClientSession,
+                 app: web.Application) -> None:
+        self.url, self.tokens, self.http, self.app = url, tokens, http, app
+
+    def headers(self, role: str | None = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+
+    async def call(self, method: str, path: str, role: str | None = "admin",
+                   json: Any = None, params: dict[str, Any] | None = None,
+                   data: bytes | None = None,
+                   content_type: str | None = None) -> tuple[int, Any]:
+        headers = self.headers(role)
+        body = data
+        if json is not None:
+            body = msgspec.json.encode(json)
+            headers["Content-Type"] = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
+        async with self.http.request(method, self.url + path, headers=headers, data=body,
+                                     params=params) as r:
+            payload = await r.json(content_type=None) if r.content_length != 0 else None
+            if r.status >= 400:
+                assert r.content_type == "application/problem+json", (r.status, payload)
+            return r.status, payload
+
+    async def pages(self, path: str, params: dict[str, Any], role: str = "viewer") -> list[
+            list[Any]]:
+        """Every page of a list, following next_cursor."""
+        out, cursor = [], None
+        while True:
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            status, body = await self.call("GET", path, role, params=query)
+            assert status == 200, body
+            out.append(body["items"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return out
+
+
+@contextlib.asynccontextmanager
+async def live_api(pool: asyncpg.Pool, database_url: str,
+                   rater_factory: RaterFactory = FlatRater) -> AsyncIterator[Api]:
+    """The app with a pipeline and a rerate worker on ``rater_factory``, on a free port."""
+    port = free_port()
+    cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port})
+    pipeline = Pipeline(pool, cfg.pipeline, rater_factory=rater_factory, decoders={})
+    async with rerate.running_worker(pool, pipeline.raters) as worker:
+        app = create_app(cfg, pool, pipeline)
+        app[RERATE_WAKE] = worker.wake
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        tokens = {role: (await api_keys.create(pool, role, name=f"test {role}")).token
+                  for role in ROLES}
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield Api(f"http://127.0.0.1:{port}", tokens, http, app)
+        finally:
+            await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
+    async with live_api(pool, database_url) as client:
+        yield client
+
+async def seed_usage(pool: asyncpg.Pool, account_id: str, event_time: str, *,
+                     amount_micros: int | None, kind: str = "voice", duration_s: int = 60,
+                     called: str = "33612345678", currency: str = "EUR",
+                     tariff_version_id: int | None = None, source: str = "test") -> int:
+    """One usage row (and its charge unless ``amount_micros`` is None); the usage id."""
+    async with pool.acquire() as conn, conn.transaction():
+        for table in ("usage_records", "charges"):
+            await conn.execute("SELECT ensure_month_partition($1::regclass,"
+                               " $2::text::timestamptz::date)", table, event_time)
+        usage_id: int = await conn.fetchval("SELECT nextval('usage_id_seq')")
+        await conn.execute(
+            "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"
+            " kind, duration_s, calling, called) VALUES ($1, $2, $3::text::timestamptz, $4, $5,"
+            " $6, $7, '33611111111', $8)",
+            account_id, usage_id, event_time, source, f"{source}-{usage_id}", kind,
+            duration_s, called)
+        if amount_micros is not None:
+            await conn.execute(
+                "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
+                " amount_micros, currency, tariff_version_id)"
+                " VALUES ($1, nextval('charge_id_seq'), $2::text::timestamptz, $3, 'charge', $4,"
+                " $5, $6)",
+                account_id, event_time, usage_id, amount_micros, currency, tariff_version_id)
+    return usage_id
