@@ -30,11 +30,16 @@ install() {
 }
 
 ensure_mosquitto() {
-  if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then return; fi
-  echo "installing mosquitto (MQTT broker for the integration tests)" >&2
+  # mosquitto: the broker the integration tests run; mosquitto-clients: the README's
+  # mosquitto_pub example.
+  local packages=()
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
+  command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
+  [ "${#packages[@]}" -gt 0 ] || return 0
+  echo "installing ${packages[*]} (MQTT broker and clients)" >&2
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 }
 
 ensure_poppler() {

@@ -5,8 +5,12 @@ expiry, so the broker keeps every unacknowledged message across a crash or a res
 either side and sends it again. Paho's automatic acknowledgement is turned off: messages
 are gathered into batches (``batch_records`` records, or ``flush_ms`` after the first one),
 each batch is committed through the pipeline in one transaction, and only then are its
-messages acknowledged, in arrival order. A redelivered message has the same position (its
-topic and payload digest), so the pipeline recognises it and nothing is doubled.
+messages acknowledged, in arrival order. Up to ``commits_in_flight`` batches commit at once
+(the next batch is gathered and validated while the database writes the earlier ones); a
+batch's acknowledgements wait for every earlier batch's, so PUBACKs still follow arrival
+order, and a failed commit acknowledges nothing after it. A redelivered message has the
+same position (its topic and payload digest), so the pipeline recognises it and nothing is
+doubled.
 
 The broker never has more than ``receive_maximum`` unacknowledged messages out to us (MQTT
 v5 flow control), which bounds what waits here. A lost connection is retried with
@@ -17,11 +21,14 @@ dropped (their packet ids mean nothing on the new one; the broker resends them i
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 import asyncpg
@@ -102,18 +109,33 @@ class MqttAdapter:
             inbox: asyncio.Queue[_Received] = asyncio.Queue()
             reader = asyncio.create_task(self._read(client, inbox), name=f"mqtt-read-{self.name}")
             stopping = asyncio.create_task(stop.wait())
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            in_flight: collections.deque[asyncio.Task[None]] = collections.deque()
             try:
                 while True:
-                    batch = await self._gather(inbox, reader, stopping)
+                    batch = await self._gather(inbox, (reader, stopping, failed))
                     if batch:
-                        await self._commit(batch)
+                        previous = in_flight[-1] if in_flight else None
+                        task = asyncio.create_task(self._commit(batch, previous))
+                        task.add_done_callback(functools.partial(_on_commit_done, failed))
+                        in_flight.append(task)
+                    while in_flight and (in_flight[0].done()
+                                         or len(in_flight) >= self.config.commits_in_flight):
+                        await asyncio.wait([in_flight[0]])
+                        in_flight.popleft().result()  # a failed commit ends the session
                     if stopping.done() or reader.done():
                         break
+                while in_flight:  # stopping: the batches in hand commit and acknowledge
+                    await asyncio.wait([in_flight[0]])
+                    in_flight.popleft().result()
             finally:
                 stopping.cancel()
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+                for task in in_flight:  # a commit failed: what follows it is not acknowledged
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
             if not stop.is_set() and reader.done() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
             # Stopping: what was received but not gathered stays unacknowledged; the broker
@@ -136,14 +158,15 @@ class MqttAdapter:
             await inbox.put(_Received(client, message.mid, message.qos, delivery,
                                       time.monotonic()))
 
-    async def _gather(self, inbox: asyncio.Queue[_Received], reader: asyncio.Task[None],
-                      stopping: asyncio.Task[bool]) -> list[_Received]:
-        """The next batch: at least one message (unless stopping or the reader ended), then
-        more until ``batch_records`` records or ``flush_ms`` after the first."""
+    async def _gather(self, inbox: asyncio.Queue[_Received],
+                      ends: tuple[asyncio.Future[Any], ...]) -> list[_Received]:
+        """The next batch: at least one message (unless one of ``ends`` is done: stopping,
+        the reader ended, a commit failed), then more until ``batch_records`` records or
+        ``flush_ms`` after the first."""
         batch: list[_Received] = []
         if inbox.empty():
             getter = asyncio.ensure_future(inbox.get())
-            await asyncio.wait([getter, reader, stopping], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([getter, *ends], return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -157,7 +180,7 @@ class MqttAdapter:
         while records < self.config.batch_records:
             if inbox.empty():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or reader.done() or stopping.done():
+                if remaining <= 0 or any(end.done() for end in ends):
                     break
                 try:
                     item = await asyncio.wait_for(inbox.get(), remaining)
@@ -175,11 +198,16 @@ class MqttAdapter:
             batch.append(inbox.get_nowait())
         return batch
 
-    async def _commit(self, batch: list[_Received]) -> None:
+    async def _commit(self, batch: list[_Received], previous: asyncio.Task[None] | None
+                      ) -> None:
+        """Commit ``batch``; acknowledge its messages once ``previous`` (the batch before
+        it) is acknowledged — if that one failed, this one fails too, unacknowledged."""
         try:
             await self.sink.commit([r.delivery for r in batch])
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise CommitFailed(f"commit of {len(batch)} messages failed: {exc}") from exc
+        if previous is not None:
+            await previous
         now = time.monotonic()
         for item in batch:  # arrival order
             if item.qos > 0:
@@ -187,3 +215,9 @@ class MqttAdapter:
             MQTT_LATENCY.labels(self.name).observe(now - item.received)
         MQTT_ACKED.labels(self.name).inc(len(batch))
         self.committed += len(batch)
+
+
+def _on_commit_done(failed: asyncio.Future[None], task: asyncio.Task[None]) -> None:
+    """Wake the session up as soon as a commit fails: it ends the session."""
+    if not failed.done() and not task.cancelled() and task.exception() is not None:
+        failed.set_result(None)

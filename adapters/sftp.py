@@ -7,6 +7,12 @@ the file ledger for sequence alarms, ingested through the pipeline (registered i
 ``source_files`` by content: a crash anywhere resumes or recognises it), then renamed on the
 remote into ``done/`` — or ``error/`` with a ``<name>.reason`` file beside it.
 
+Up to ``files_in_flight`` files are ingested at once: a file is a few pipeline batches, so
+one file at a time leaves the database idle while the next is decoded and rated. Files are
+still claimed, downloaded and checked for alarms one by one in name order (against the
+ledger and the files of the same poll not registered yet), and a file with the same content
+as one still being ingested waits for it.
+
 Sequence alarms (a metric, a log line and a ``source_file_alarms`` row each):
 ``gap`` — numbers skipped since the highest received; ``repeat`` — content already received
 under another name; ``reused`` — a number already received with different content.
@@ -47,6 +53,14 @@ class Alarm:
     last_missing: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    name: str
+    sha256: str
+    sequence_no: int | None
+    local: Path  # the downloaded copy
+
+
 class SftpPoller:
     def __init__(self, name: str, config: SftpSource, sink: Sink, pool: asyncpg.Pool) -> None:
         self.name = name
@@ -84,54 +98,105 @@ class SftpPoller:
             if entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR
             and fnmatch.fnmatchcase(str(entry.filename), self.config.pattern)
             and not str(entry.filename).endswith(".reason"))
-        done, contended = 0, False
-        for name in names:
-            if stop is not None and stop.is_set():
-                return done
-            result = await self._claim_and_process(sftp, name)
-            contended |= result is None
-            done += result or 0
+        slots = asyncio.Semaphore(self.config.files_in_flight)
+        fetched: list[_Fetched] = []
+        tasks: list[asyncio.Task[int]] = []
+        by_content: dict[str, asyncio.Task[int]] = {}  # sha256 → the last file ingesting it
+        contended = False
+        try:
+            with tempfile.TemporaryDirectory(prefix="billing-sftp-") as tmp:
+                async with asyncio.TaskGroup() as group:
+                    for name in names:
+                        await slots.acquire()
+                        if stop is not None and stop.is_set():
+                            break
+                        claim = await self._claim(name)
+                        if claim is None:
+                            contended = True
+                            slots.release()
+                            continue
+                        try:
+                            got = await self._fetch(sftp, name, Path(tmp), fetched)
+                        except BaseException:
+                            await self._release(claim, name)
+                            raise
+                        if got is None:
+                            await self._release(claim, name)
+                            slots.release()
+                            continue
+                        fetched.append(got)
+                        task = group.create_task(self._ingest(
+                            sftp, got, claim, slots, after=by_content.get(got.sha256)))
+                        by_content[got.sha256] = task
+                        tasks.append(task)
+        except BaseExceptionGroup as failed:  # the first failure, as a file at a time had it
+            raise failed.exceptions[0] from None
         if not contended:  # a file another worker holds would look like a gap for a moment
             await self._scan_gaps()
-        return done
+        return sum(task.result() for task in tasks)
 
-    async def _claim_and_process(self, sftp: asyncssh.SFTPClient, name: str) -> int | None:
-        """1 when processed, 0 when gone meanwhile, None when another worker holds it."""
-        lock = f"sftp:{self.name}:{name}"
-        async with self.pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", lock):
-                return None
-            try:
-                return await self._process(sftp, name)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock)
+    async def _claim(self, name: str) -> Any:
+        """A connection holding the file's lock, or None when another worker holds it."""
+        conn = await self.pool.acquire()
+        try:
+            if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))",
+                                   f"sftp:{self.name}:{name}"):
+                return conn
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        await self.pool.release(conn)
+        return None
 
-    async def _process(self, sftp: asyncssh.SFTPClient, name: str) -> int:
-        remote = posixpath.join(self.config.remote_dir, name)
-        with tempfile.TemporaryDirectory(prefix="billing-sftp-") as tmp:
-            local = Path(tmp) / name
-            try:
-                await sftp.get(remote, str(local))
-            except asyncssh.SFTPNoSuchFile:
-                return 0  # moved by another worker since the listing
-            sha = await asyncio.to_thread(_sha256, local)
-            sequence_no = self._sequence_no(name)
-            error: str | None = None
-            for alarm in await self._alarms(name, sha, sequence_no):
-                await self._raise_alarm(name, sequence_no, alarm)
-            try:
-                outcome = await self.sink.ingest_file(local, source=self.name,
-                                                      format=self.config.format, name=name)
-            except BillingError as exc:
-                if exc.code == "FILE_BUSY":
-                    return 0
-                outcome, error = None, exc.message
+    async def _release(self, conn: Any, name: str) -> None:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))",
+                               f"sftp:{self.name}:{name}")
+        finally:
+            await self.pool.release(conn)
+
+    async def _fetch(self, sftp: asyncssh.SFTPClient, name: str, folder: Path,
+                     fetched: list[_Fetched]) -> _Fetched | None:
+        """Download a file and raise its alarms; None when it is gone (another worker)."""
+        local = folder / name
+        try:
+            await sftp.get(posixpath.join(self.config.remote_dir, name), str(local))
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        sha = await asyncio.to_thread(_sha256, local)
+        got = _Fetched(name, sha, self._sequence_no(name), local)
+        for alarm in await self._alarms(got, fetched):
+            await self._raise_alarm(name, got.sequence_no, alarm)
+        return got
+
+    async def _ingest(self, sftp: asyncssh.SFTPClient, got: _Fetched, claim: Any,
+                      slots: asyncio.Semaphore, after: asyncio.Task[int] | None) -> int:
+        """Ingest a fetched file and move it aside; 1, or 0 when another worker has it."""
+        try:
+            if after is not None:  # the same content, still being ingested: let it finish
+                await asyncio.wait([after])
+            return await self._process(sftp, got)
+        finally:
+            got.local.unlink(missing_ok=True)
+            await self._release(claim, got.name)
+            slots.release()
+
+    async def _process(self, sftp: asyncssh.SFTPClient, got: _Fetched) -> int:
+        name, sequence_no = got.name, got.sequence_no
+        error: str | None = None
+        try:
+            outcome = await self.sink.ingest_file(got.local, source=self.name,
+                                                  format=self.config.format, name=name)
+        except BillingError as exc:
+            if exc.code == "FILE_BUSY":
+                return 0
+            outcome, error = None, exc.message
         if outcome is not None:
             error = await self._record(outcome, sequence_no)
         await self._move(sftp, name, error)
         SFTP_FILES.labels(self.name, "error" if error else "done").inc()
         log.info("sftp file collected", extra={"fields": {
-            "source": self.name, "file": name, "sequence_no": sequence_no, "sha256": sha,
+            "source": self.name, "file": name, "sequence_no": sequence_no, "sha256": got.sha256,
             "replay": outcome.replay if outcome else None,
             "records": outcome.counts.in_ if outcome else 0, "error": error}})
         self.processed += 1
@@ -144,18 +209,26 @@ class SftpPoller:
         text = match.group(1) if match.groups() else match.group(0)
         return int(text) if text.isdigit() else None
 
-    async def _alarms(self, name: str, sha: str, sequence_no: int | None) -> list[Alarm]:
+    async def _alarms(self, got: _Fetched, fetched: list[_Fetched]) -> list[Alarm]:
+        """Alarms for a file, against the ledger and the files of this poll fetched before
+        it (which may not be registered yet: they may still be waiting to be ingested)."""
+        name, sha, sequence_no = got.name, got.sha256, got.sequence_no
         rows = await self.pool.fetch(
             "SELECT name, sha256, sequence_no FROM source_files WHERE source = $1"
             " AND (sha256 = $2 OR sequence_no = $3)", self.name, sha, sequence_no)
+        earlier = {row["name"]: (row["sha256"], row["sequence_no"]) for row in rows}
+        for other in fetched:
+            if other.sha256 == sha or (sequence_no is not None
+                                       and other.sequence_no == sequence_no):
+                earlier.setdefault(other.name, (other.sha256, other.sequence_no))
         alarms: list[Alarm] = []
-        for row in rows:
-            if row["name"] == name and row["sha256"] == sha:
+        for other_name, (other_sha, other_sequence) in earlier.items():
+            if other_name == name and other_sha == sha:
                 return []  # this very file again: a retry after a crash, not an alarm
-            if row["sha256"] == sha:
-                alarms.append(Alarm("repeat", f"same content as {row['name']}"))
-            elif row["sequence_no"] == sequence_no:
-                alarms.append(Alarm("reused", f"sequence {sequence_no} was {row['name']} "
+            if other_sha == sha:
+                alarms.append(Alarm("repeat", f"same content as {other_name}"))
+            elif other_sequence == sequence_no:
+                alarms.append(Alarm("reused", f"sequence {sequence_no} was {other_name} "
                                               f"with different content"))
         return alarms
 

@@ -197,5 +197,9 @@ def _check_sources(config: Config) -> None:
                 raise ConfigError(f"{where}.receive_maximum: must be 1..65535")
             if source.batch_records < 1 or source.flush_ms < 0:
                 raise ConfigError(f"{where}: batch_records >= 1 and flush_ms >= 0 are needed")
+            if not 1 <= source.commits_in_flight <= 64:
+                raise ConfigError(f"{where}.commits_in_flight: must be 1..64")
         elif source.poll_interval_s <= 0:
             raise ConfigError(f"{where}.poll_interval_s: must be positive")
+        elif not 1 <= source.files_in_flight <= 16:
+            raise ConfigError(f"{where}.files_in_flight: must be 1..16")

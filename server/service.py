@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import tomllib
@@ -134,11 +135,32 @@ async def serve(config: Config, stop: asyncio.Event, *,
         stack.push_async_callback(runner.cleanup)
         await _listen(runner, config)
         await stack.enter_async_context(running_sources(config, pipeline, pool))
+        stack.callback(_fewer_collections())
         log.info("serving", extra={"fields": {"url": f"http://{config.http.host}:{config.http.port}"}})
         if started is not None:
             started.set()
         await stop.wait()
         log.info("shutting down")
+
+
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections
+
+
+def _fewer_collections() -> Callable[[], None]:
+    """Serving is a stream of short-lived, acyclic objects (records, rows, outcomes) while
+    batches wait in queues; at the default threshold the cyclic collector runs every 700
+    allocations and keeps traversing those batches — a sixth of the CPU at full intake.
+    What startup made (modules, catalog, app) is frozen out of the collections. Returns
+    what puts the collector back as it was."""
+    saved = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(max(saved[0], GC_YOUNG_THRESHOLD), saved[1], saved[2])
+
+    def restore() -> None:
+        gc.set_threshold(*saved)
+        gc.unfreeze()
+    return restore
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,9 @@ class MqttSource(msgspec.Struct, tag="mqtt", tag_field="type", forbid_unknown_fi
     # A batch is committed when it holds batch_records records or flush_ms after its first.
     batch_records: int = 2000
     flush_ms: int = 20
+    # Batches being committed at once (each its own transaction); acknowledgements still go
+    # out in arrival order, a batch's only after every earlier one's.
+    commits_in_flight: int = 3
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 30.0
     enabled: bool = True
@@ -48,6 +51,8 @@ class SftpSource(msgspec.Struct, tag="sftp", tag_field="type", forbid_unknown_fi
     # Regular expression whose first group, matched on the file name, is its sequence number.
     sequence_pattern: str = r"(\d+)(?!.*\d)"
     poll_interval_s: float = 30.0
+    # Files ingested at once (each downloaded and checked in name order first).
+    files_in_flight: int = 2
     partner: str = ""
     enabled: bool = True
 

@@ -8,6 +8,8 @@ one's outcome is stored with its position so a replay can answer the same.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from collections.abc import Callable, Sequence
 
@@ -19,52 +21,94 @@ from server.pipeline import writer
 from server.pipeline.amounts import decimal_string
 from server.pipeline.batch import Batch, Entry, prepare
 from server.pipeline.contract import Counts, Delivery, Outcome, RecordResult
-from server.pipeline.ports import Charge, Failure, Item
+from server.pipeline.ports import Charge, Failure, Item, Rater
 from server.pipeline.raters import RaterCache
 from server.pipeline.retry import with_retries
+from server.pipeline.rows import build_rows
 from server.store import usage_repo
 
+_encode = msgspec.json.encode
 _COUNT_FIELD = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
                 "filtered": "filtered", "pending": "pending"}
 
 
+class UsageIds:
+    """Usage ids reserved from the database sequence in blocks, handed out here: a commit
+    of a few hundred records should not pay a round trip for its ids. Ids never used (the
+    rest of a block when the process stops) are gaps, as a rolled-back insert leaves."""
+
+    def __init__(self, pool: asyncpg.Pool, block: int = 8192) -> None:
+        self.pool, self.block = pool, block
+        self._free: collections.deque[int] = collections.deque()
+        self._refill = asyncio.Lock()
+
+    async def take(self, count: int) -> list[int]:
+        async with self._refill:
+            if len(self._free) < count:
+                async with self.pool.acquire() as conn:
+                    self._free.extend(await usage_repo.next_usage_ids(
+                        conn, max(count - len(self._free), self.block)))
+            free = self._free
+            return [free.popleft() for _ in range(count)]
+
+
 async def commit(
     pool: asyncpg.Pool, raters: RaterCache, deliveries: Sequence[Delivery], *,
-    attempts: int, backoff_s: float,
+    attempts: int, backoff_s: float, usage_ids: UsageIds | None = None,
 ) -> list[Outcome]:
     if not deliveries:
         return []
+    started = time.perf_counter()
     rater = await raters.current()
+    # Validation, rating and the COPY rows are built before a connection is taken, so the
+    # transaction only claims and streams. Usage ids are reserved for every item.
+    size = sum(len(d.records) + len(d.rejects) for d in deliveries)
+    ids = await (usage_ids or UsageIds(pool, block=0)).take(size)
+    prepared, combined = _prepare(deliveries, rater, ids)
+    months = writer.months(combined)
+    tries = 0
+
+    async def attempt() -> tuple[list[Outcome], Batch]:
+        nonlocal tries
+        tries += 1
+        async with pool.acquire() as conn:
+            await usage_repo.ensure_partitions(conn, months)
+            async with conn.transaction():
+                stored = await usage_repo.claim_offsets(
+                    conn, [d.source for d in deliveries], [d.position for d in deliveries])
+                fresh = _fresh(deliveries, stored)
+                if all(fresh) and tries == 1:
+                    batch = combined  # the rows built ahead are the ones to write
+                else:  # replays (or a retry after a partial claim): rows built in here
+                    batch = Batch([e for i, b in enumerate(prepared) if fresh[i]
+                                   for e in b.entries], rater.generation)
+                await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
+                outcomes = _outcomes(deliveries, prepared, fresh, stored)
+                new = [i for i, is_fresh in enumerate(fresh) if is_fresh]
+                if new:
+                    await usage_repo.store_offset_results(
+                        conn, [deliveries[i].source for i in new],
+                        [deliveries[i].position for i in new],
+                        [_encode(outcomes[i]) for i in new])
+        return outcomes, batch
+
+    outcomes, batch = await with_retries(attempt, attempts=attempts, backoff_s=backoff_s,
+                                         what=f"{len(deliveries)} deliveries")
+    writer.observe(batch)
+    PIPELINE_BATCH_SECONDS.labels("deliveries").observe(time.perf_counter() - started)
+    return outcomes
+
+
+def _prepare(deliveries: Sequence[Delivery], rater: Rater, ids: list[int]
+             ) -> tuple[list[Batch], Batch]:
+    """Each delivery's entries, and all of them as one batch with its rows built."""
     prepared: list[Batch] = []
     for delivery in deliveries:
         items: list[Item] = [*delivery.records, *delivery.rejects]
         prepared.append(prepare(items, rater, delivery.source, _positions(delivery.position)))
     combined = Batch([e for b in prepared for e in b.entries], rater.generation)
-
-    async def attempt() -> list[Outcome]:
-        async with pool.acquire() as conn:
-            await usage_repo.ensure_partitions(conn, writer.months(combined))
-            async with conn.transaction():
-                stored = await usage_repo.claim_offsets(
-                    conn, [d.source for d in deliveries], [d.position for d in deliveries])
-                fresh = _fresh(deliveries, stored)
-                batch = Batch([e for i, b in enumerate(prepared) if fresh[i] for e in b.entries],
-                              rater.generation)
-                await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
-                outcomes = _outcomes(deliveries, prepared, fresh, stored)
-                new = [i for i, is_fresh in enumerate(fresh) if is_fresh]
-                await usage_repo.store_offset_results(
-                    conn, [deliveries[i].source for i in new],
-                    [deliveries[i].position for i in new],
-                    [msgspec.json.encode(outcomes[i]) for i in new])
-        writer.observe(batch)
-        return outcomes
-
-    started = time.perf_counter()
-    outcomes = await with_retries(attempt, attempts=attempts, backoff_s=backoff_s,
-                                  what=f"{len(deliveries)} deliveries")
-    PIPELINE_BATCH_SECONDS.labels("deliveries").observe(time.perf_counter() - started)
-    return outcomes
+    combined.rows = build_rows(combined, ids, None)
+    return prepared, combined
 
 
 def _positions(position: str) -> Callable[[int], str]:
@@ -110,20 +154,27 @@ def _replayed(original: Outcome) -> Outcome:
 
 def _outcome(position: str, entries: list[Entry]) -> Outcome:
     counts = Counts(in_=len(entries))
-    results = []
+    tally = dict.fromkeys(_COUNT_FIELD.values(), 0)
+    results: list[RecordResult] = []
+    append = results.append
+    amounts: dict[int, str] = {}  # the same few prices recur: format each once
     for entry in entries:
         status = entry.status or "suspense"
-        name = _COUNT_FIELD[status]
-        setattr(counts, name, getattr(counts, name) + 1)
+        tally[_COUNT_FIELD[status]] += 1
         key = entry.record.record_key if entry.record is not None else None
         outcome = entry.outcome
         if status == "charged" and isinstance(outcome, Charge):
-            results.append(RecordResult(record_key=key, status=status,
-                                        amount=decimal_string(outcome.amount_micros),
-                                        currency=outcome.currency))
+            micros = outcome.amount_micros
+            amount = amounts.get(micros)
+            if amount is None:
+                amount = amounts[micros] = decimal_string(micros)
+            append(RecordResult(record_key=key, status=status, amount=amount,
+                                currency=outcome.currency))
         elif status == "suspense" and isinstance(outcome, Failure):
-            results.append(RecordResult(record_key=key, status=status,
-                                        reason=str(outcome.reason), detail=outcome.detail))
+            append(RecordResult(record_key=key, status=status, reason=str(outcome.reason),
+                                detail=outcome.detail))
         else:
-            results.append(RecordResult(record_key=key, status=status))
+            append(RecordResult(record_key=key, status=status))
+    for name, value in tally.items():
+        setattr(counts, name, value)
     return Outcome(position=position, replay=False, counts=counts, results=results)

@@ -38,6 +38,7 @@ class Pipeline:
         self.config = config
         self.raters = RaterCache(pool, rater_factory)
         self.decoders = dict(decoders)
+        self._usage_ids = deliveries.UsageIds(pool)
         self._files = files.FileSettings(
             batch_size=config.batch_size, queue_depth=config.queue_depth,
             write_attempts=config.write_attempts, retry_backoff_s=config.retry_backoff_s)
@@ -45,7 +46,8 @@ class Pipeline:
     async def commit(self, batch: Sequence[Delivery]) -> list[Outcome]:
         return await deliveries.commit(self.pool, self.raters, batch,
                                        attempts=self.config.write_attempts,
-                                       backoff_s=self.config.retry_backoff_s)
+                                       backoff_s=self.config.retry_backoff_s,
+                                       usage_ids=self._usage_ids)
 
     async def ingest_file(
         self, path: Path, *, source: str, format: str, name: str | None = None,

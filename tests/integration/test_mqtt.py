@@ -176,6 +176,99 @@ async def test_sigkill_between_receive_and_commit_then_redelivery_exactly_once(
     assert charges == 20000
 
 
+class _GatedSink:
+    """The real pipeline, with the first commit held until ``release`` is set and, when
+    ``fail_first``, then failing (as a dropped database connection would)."""
+
+    def __init__(self, sink: Any, *, fail_first: bool = False) -> None:
+        self.sink, self.fail_first = sink, fail_first
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def commit(self, deliveries: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            await self.release.wait()
+            if self.fail_first:
+                raise OSError("connection lost")
+        return await self.sink.commit(deliveries)
+
+    async def ingest_file(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+async def _run_gated(db: asyncpg.Pool, broker: Broker, monkeypatch: pytest.MonkeyPatch,
+                     *, fail_first: bool) -> tuple[list[int], int, str, int]:
+    """Three one-message batches committed concurrently, the first held back. Returns the
+    packet ids acknowledged (in order), the acks seen while the first was held, the source
+    name and the records committed meanwhile by the later batches."""
+    import paho.mqtt.client as paho
+
+    from adapters.mqtt import MqttAdapter
+    from server.service import load_demo_catalog, make_pipeline
+    from server.sources_config import MqttSource
+
+    acked: list[int] = []
+    original = paho.Client.ack
+
+    def ack(self: paho.Client, mid: int, qos: int) -> Any:
+        acked.append(mid)
+        return original(self, mid, qos)
+
+    monkeypatch.setattr(paho.Client, "ack", ack)
+    cfg = config.load(env={})
+    await load_demo_catalog(cfg, db)
+    name = f"g{uuid.uuid4().hex[:10]}"
+    sink = _GatedSink(make_pipeline(cfg, db), fail_first=fail_first)
+    source = MqttSource(host=broker.host, port=broker.port, topics=[f"usage/{name}/#"],
+                        client_id=f"test-{name}", batch_records=1, flush_ms=0,
+                        commits_in_flight=3, reconnect_min_s=0.05)
+    adapter = MqttAdapter(name, source, sink, db)
+    stop = asyncio.Event()
+    task = asyncio.create_task(adapter.run(stop))
+    try:
+        assert await wait_until(lambda: _subscribed(name), within=20)
+        await publish(broker, [(f"usage/{name}/voice", msgspec.json.encode(
+            {"records": [voice(f"g{i}-{j}") for j in range(10)]})) for i in range(3)])
+        sql = "SELECT count(*) FROM usage_keys WHERE source = $1"
+        assert await wait_until(lambda: _equals(db, 20, sql, name), within=20)
+        committed_meanwhile = await count(db, sql, name)
+        await asyncio.sleep(0.2)  # acks the later batches would send, if they did not wait
+        held = len(acked)
+        sink.release.set()
+        assert await wait_until(lambda: _equals(db, 30, sql, name), within=30)
+        assert await wait_until(lambda: _true(adapter.committed >= 3), within=30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    return acked, held, name, committed_meanwhile
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_pipelined_commits_acknowledge_in_arrival_order(
+        db: asyncpg.Pool, mqtt_broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    acked, held, name, meanwhile = await _run_gated(db, mqtt_broker, monkeypatch,
+                                                    fail_first=False)
+    assert meanwhile == 20  # the two later batches committed while the first was held...
+    assert held == 0  # ...but acknowledged nothing before it
+    assert acked == sorted(acked) and len(acked) == 3
+    assert await count(db, "SELECT count(*) FROM source_offsets WHERE source = $1", name) == 3
+
+
+async def test_failed_commit_acknowledges_nothing_after_it_and_redelivery_is_exact(
+        db: asyncpg.Pool, mqtt_broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    acked, held, name, _ = await _run_gated(db, mqtt_broker, monkeypatch, fail_first=True)
+    assert held == 0
+    # The later batches were committed, yet not acknowledged: the broker sent all three
+    # again on the new connection; two were replays, nothing doubled.
+    assert await count(db, "SELECT count(*) FROM usage_records WHERE source = $1", name) == 30
+    assert await count(db, "SELECT count(*) FROM source_offsets WHERE source = $1", name) == 3
+    assert len(acked) >= 3
+
+
 async def _positive(pool: asyncpg.Pool, sql: str, *args: Any) -> bool:
     return await count(pool, sql, *args) > 0
 

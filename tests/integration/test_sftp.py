@@ -123,6 +123,28 @@ async def test_files_ingested_once_moved_and_sequence_alarms(
     assert usage == 5  # the repeated content added nothing
 
 
+async def test_alarms_between_files_of_one_poll_ingested_together(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    """With several files in flight a file is checked before the ones ahead of it are
+    registered: the alarms still see them."""
+    root = sftp_root[0]
+    put(root, "par_0001.jsonl", [f"p1-{i}" for i in range(3000)])
+    (root / "out" / "par_0002.jsonl").write_bytes((root / "out" / "par_0001.jsonl").read_bytes())
+    put(root, "par_0002-bis_0002.jsonl", ["p2-other"])
+    put(root, "par_0003.jsonl", ["p3"])
+    p = poller("par", sftp_root, pipeline, pool, files_in_flight=4)
+    assert await poll_once(p) == 4
+    alarms = await pool.fetch("SELECT kind, name FROM source_file_alarms WHERE source = 'par'"
+                              " ORDER BY alarm_id")
+    # in name order: par_0002-bis_0002 (sequence 2), then par_0002 (sequence 2 again, and
+    # the content of par_0001) — checked while par_0001 may still be ingesting
+    assert sorted(tuple(a) for a in alarms) == [("repeat", "par_0002.jsonl"),
+                                                ("reused", "par_0002.jsonl")]
+    usage = await pool.fetchval("SELECT count(*) FROM usage_keys WHERE source = 'par'")
+    assert usage == 3002  # the repeated content added nothing
+    assert len(list((root / "out" / "done").glob("par_*"))) == 4
+
+
 async def test_malformed_file_goes_to_error_with_reason(
         sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
     root = sftp_root[0]
