@@ -11,6 +11,7 @@ Columns are picked per batch: only the optional usage columns some record fills 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Sequence
@@ -48,20 +49,28 @@ class Rows:
     rejects: list[tuple[Any, ...]] = field(default_factory=list)  # items that are no record
     totals: dict[str, int] = field(default_factory=dict)  # currency → micros, all claimed
 
-    def keep(self, claimed: set[int]) -> None:
-        """Only the claims whose usage id is in ``claimed`` won their key: drop the rest."""
+    def kept(self, claimed: set[int]) -> Rows:
+        """The rows of the claims whose usage id is in ``claimed`` (they won their key).
+
+        A new ``Rows``: these rows stay whole, because the transaction may still roll back
+        and its retry may win keys this attempt lost.
+        """
         won = [key[4] in claimed for key in self.keys]
-        self.usage = [r for r, i in zip(self.usage, self.charged, strict=True) if won[i]]
-        self.charges = [r for r, i in zip(self.charges, self.charged, strict=True) if won[i]]
-        self.suspense = [r for r, i in zip(self.suspense, self.failed, strict=True) if won[i]]
-        self.charged = [i for i in self.charged if won[i]]
-        self.failed = [i for i in self.failed if won[i]]
+        charged = [i for i in self.charged if won[i]]
         totals: dict[str, int] = {}
-        for i in self.charged:
+        for i in charged:
             outcome = self.claims[i].outcome
             assert isinstance(outcome, Charge)
             totals[outcome.currency] = totals.get(outcome.currency, 0) + outcome.amount_micros
-        self.totals = totals
+        return dataclasses.replace(
+            self,
+            usage=[r for r, i in zip(self.usage, self.charged, strict=True) if won[i]],
+            charges=[r for r, i in zip(self.charges, self.charged, strict=True) if won[i]],
+            suspense=[r for r, i in zip(self.suspense, self.failed, strict=True) if won[i]],
+            charged=charged,
+            failed=[i for i in self.failed if won[i]],
+            totals=totals,
+        )
 
 
 def build_rows(batch: Batch, ids: Sequence[int], source_file_id: int | None) -> Rows:

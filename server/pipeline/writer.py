@@ -62,7 +62,7 @@ async def store_batch(
         rows = batch.rows = build_rows(batch, ids, source_file_id)
     claimed = await usage_repo.claim_key_rows(conn, rows.keys)
     if claimed is not None:
-        rows.keep(claimed)
+        rows = rows.kept(claimed)
     for entry in rows.duplicates:
         entry.status = "duplicate"
     for entry in rows.claims:

@@ -228,3 +228,34 @@ async def test_usage_ids_handed_out_from_blocks_never_twice(pool: asyncpg.Pool) 
     async with pool.acquire() as conn:
         later = await conn.fetchval("SELECT nextval('usage_id_seq')")
     assert later > max(flat)
+
+
+async def test_keys_lost_on_a_rolled_back_attempt_are_charged_on_the_retry(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Another writer holds two of the batch's keys during the first attempt, which then rolls
+    back; that writer's keys are gone before the retry. The retry must write every record:
+    rows dropped for keys lost the first time must not stay dropped."""
+    records = [voice(f"race-{i}", seconds=1) for i in range(5)]
+    path = write_jsonl(tmp_path / "race.jsonl", records)
+    await pool.execute(
+        "INSERT INTO usage_keys (source, record_key, event_time, usage_id) VALUES"
+        " ('msc1', 'race-1', now(), nextval('usage_id_seq')),"
+        " ('msc1', 'race-3', now(), nextval('usage_id_seq'))")
+    attempts: list[int] = []
+
+    async def other_writer_rolls_back(conn: Connection) -> None:
+        if not attempts:
+            attempts.append(conn.get_server_pid())
+            await pool.execute("DELETE FROM usage_keys WHERE record_key IN ('race-1', 'race-3')")
+            await pool.fetchval("SELECT pg_terminate_backend($1)", attempts[0])
+            await conn.fetchval("SELECT 1")
+
+    out = await pipeline.ingest_file(path, source="msc1", format="jsonl",
+                                     fault=other_writer_rolls_back)
+    assert attempts
+    assert (out.counts.in_, out.counts.charged, out.counts.duplicates) == (5, 5, 0)
+    stored = await pool.fetchval(
+        "SELECT count(*) FROM usage_records u JOIN charges c USING (account_id, usage_id)"
+        " WHERE u.record_key LIKE 'race-%'")
+    assert stored == 5
