@@ -21,12 +21,13 @@ import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
 
 from server.errors import NotFound
+from server.pipeline.ports import Charge, Rater
 from server.records import UsageRecord
 from server.store import audit
 from server.store.pool import Connection
@@ -34,21 +35,6 @@ from server.store.pool import Connection
 log = logging.getLogger(__name__)
 
 CHUNK = 500
-
-
-class Priced(Protocol):
-    """A rated record (``server.pipeline.ports.Charge``); anything else is a failure."""
-
-    account_id: str
-    tariff_version_id: int | None
-    zone: str | None
-    band: str | None
-    amount_micros: int
-    currency: str
-
-
-class Rater(Protocol):
-    def rate(self, records: Sequence[UsageRecord]) -> Sequence[Any]: ...
 
 
 class RaterSource(Protocol):
@@ -213,10 +199,9 @@ async def _rerate_chunk(conn: Connection, job_id: int, rows: Sequence[asyncpg.Re
     changed = failed = 0
     for row, outcome in zip(rows, outcomes, strict=True):
         old = active.get((row["account_id"], row["usage_id"]))
-        if not hasattr(outcome, "amount_micros"):
+        if not isinstance(outcome, Charge):
             failed += 1
             continue
-        outcome = cast(Priced, outcome)
         currency = outcome.currency
         before = old["amount_micros"] if old is not None else 0
         diff = diffs.setdefault((row["account_id"], currency), [0, 0, 0, 0])
