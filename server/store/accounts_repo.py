@@ -139,15 +139,22 @@ async def update(pool: asyncpg.Pool, actor: str, account_id: str,
 _UPDATABLE = frozenset({"name", "status", "currency", "timezone", "billing_day", "attrs"})
 
 
+async def claim_identifier(conn: Connection, identifier: str, account_id: str,
+                           kind: str) -> str:
+    """Give ``identifier`` to ``account_id`` unless it has an owner; return its owner."""
+    owner: str = await conn.fetchval(
+        "INSERT INTO account_identifiers (identifier, account_id, kind) VALUES ($1, $2, $3)"
+        " ON CONFLICT (identifier) DO UPDATE SET identifier = EXCLUDED.identifier"
+        " RETURNING account_id",
+        identifier, account_id, kind,
+    )
+    return owner
+
+
 async def _add_identifiers(conn: Connection, account_id: str,
                            identifiers: Sequence[AccountIdentifier]) -> None:
     for ident in identifiers:
-        owner = await conn.fetchval(
-            "INSERT INTO account_identifiers (identifier, account_id, kind) VALUES ($1, $2, $3)"
-            " ON CONFLICT (identifier) DO UPDATE SET identifier = EXCLUDED.identifier"
-            " RETURNING account_id",
-            ident.identifier, account_id, ident.kind,
-        )
+        owner = await claim_identifier(conn, ident.identifier, account_id, ident.kind)
         if owner != account_id:
             raise Conflict(f"identifier {ident.identifier} already belongs to account {owner}")
 

@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 
 from server.errors import CatalogError
+from server.store import accounts_repo
 from server.store.pool import Connection
 
 
@@ -85,12 +86,8 @@ async def _add_account(conn: Connection, account: Mapping[str, Any], currency: s
         account["id"], account.get("name", ""), account.get("currency") or currency,
     )
     for identifier in account.get("identifiers", []):
-        owner = await conn.fetchval(
-            "INSERT INTO account_identifiers (identifier, account_id, kind) VALUES ($1, $2, $3) "
-            "ON CONFLICT (identifier) DO UPDATE SET identifier = EXCLUDED.identifier "
-            "RETURNING account_id",
-            identifier, account["id"], _identifier_kind(identifier),
-        )
+        owner = await accounts_repo.claim_identifier(
+            conn, identifier, account["id"], _identifier_kind(identifier))
         if owner != account["id"]:
             raise CatalogError(
                 f"accounts[{account['id']}].identifiers",
