@@ -76,6 +76,7 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     partial_sweep_s: float
     write_attempts: int
     retry_backoff_s: float
+    write_lanes: int
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -181,6 +182,8 @@ def _check(config: Config) -> None:
         raise ConfigError("pipeline.batch_size: must be in 1..1000000")
     if pipe.queue_depth < 1 or pipe.write_attempts < 1:
         raise ConfigError("pipeline.queue_depth and pipeline.write_attempts: must be >= 1")
+    if not 1 <= pipe.write_lanes <= 8:
+        raise ConfigError("pipeline.write_lanes: must be in 1..8")
 
 
 def _check_sources(config: Config) -> None:

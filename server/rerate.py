@@ -247,14 +247,14 @@ async def _active_charges(conn: Connection, rows: Sequence[asyncpg.Record]) -> d
     found = await conn.fetch(
         "SELECT DISTINCT ON (c.account_id, c.usage_id) c.account_id, c.usage_id, c.charge_id,"
         " c.amount_micros, c.currency, c.tariff_version_id, c.zone, c.band"
-        " FROM charges c WHERE (c.account_id, c.usage_id) IN"
-        " (SELECT * FROM unnest($1::text[], $2::bigint[]))"
-        " AND c.event_time >= $3 AND c.event_time <= $4 AND c.kind = 'charge'"
+        " FROM charges c WHERE (c.account_id, c.event_time, c.usage_id) IN"
+        " (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]))"
+        " AND c.kind = 'charge'"
         " AND NOT EXISTS (SELECT 1 FROM charges r WHERE r.account_id = c.account_id"
-        "   AND r.usage_id = c.usage_id AND r.reverses_charge_id = c.charge_id)"
+        "   AND r.event_time = c.event_time AND r.reverses_charge_id = c.charge_id)"
         " ORDER BY c.account_id, c.usage_id, c.charge_id DESC",
-        [r["account_id"] for r in rows], [r["usage_id"] for r in rows],
-        min(r["event_time"] for r in rows), max(r["event_time"] for r in rows))
+        [r["account_id"] for r in rows], [r["event_time"] for r in rows],
+        [r["usage_id"] for r in rows])
     return {(r["account_id"], r["usage_id"]): r for r in found}
 
 

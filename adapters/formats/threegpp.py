@@ -7,7 +7,9 @@ Options (``options`` mapping): ``framing`` = ``"auto"`` (default), ``"32.297"`` 
 Normalisation (DESIGN.md §5b): ``event_time`` = answerTime, else seizureTime (calls),
 originationTime / deliveryTime (SMS), recordOpeningTime (S-GW/P-GW); volumes from
 listOfServiceData when present, else listOfTrafficVolumes. ``partial_seq`` =
-sequenceNumber / recordSequenceNumber; ``attrs["charging_id"]`` for packet records.
+sequenceNumber / recordSequenceNumber; ``duration_s`` = callDuration / duration (packet records
+too); ``attrs["charging_id"]`` and ``attrs["node"]`` for packet records, ``attrs["cause"]`` the
+causeForTerm / causeForRecClosing.
 
 ``record_key`` (stable across re-decoding, unique per source):
   calls  ``<recordType name>:<recordingEntity>:<callReference hex>:<sequenceNumber or 0>``
@@ -203,15 +205,13 @@ def to_usage_record(row: tuple[Any, ...], source: str) -> UsageRecord:
         )
     attrs["charging_id"] = charging_id
     attrs["node"] = node
-    attrs["duration_s"] = duration
-    attrs["merge_key"] = f"{short}:{node}:{charging_id}"
-    attrs["cause_for_record_closing"] = cause
     if seq is not None:
+        attrs["merge_key"] = f"{short}:{node}:{charging_id}"
         attrs["partial_last"] = cause not in _PS_PARTIAL
     if apn is not None:
         attrs["apn"] = apn
     return UsageRecord(
         record_key=f"{short}:{node}:{charging_id}:{seq or 0}", source=source, kind="data",
-        event_time=event_time, volume_up=up, volume_down=down, imsi=imsi, msisdn=msisdn,
-        partial_seq=seq, attrs=attrs,
+        event_time=event_time, duration_s=duration, volume_up=up, volume_down=down, imsi=imsi,
+        msisdn=msisdn, partial_seq=seq, attrs=attrs,
     )

@@ -10,10 +10,12 @@ worker off a file that is being processed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import gc
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -23,20 +25,21 @@ from typing import Any
 import asyncpg
 
 from server.errors import BillingError, DecodeError, Reason
-from server.metrics import PIPELINE_BATCH_SECONDS, PIPELINE_QUEUE_DEPTH
+from server.metrics import PIPELINE_BATCH_SECONDS, PIPELINE_QUEUE_DEPTH, PIPELINE_WRITE_RETRIES
 from server.pipeline import writer
 from server.pipeline.amounts import decimal_string
 from server.pipeline.batch import Batch, Entry, prepare
 from server.pipeline.contract import Counts, FileOutcome
 from server.pipeline.ports import Decoder, Failure, Item, Rater, SequencedDecoder
 from server.pipeline.raters import RaterCache
-from server.pipeline.retry import with_retries
+from server.pipeline.retry import TRANSIENT, with_retries
 from server.pipeline.rows import build_rows
 from server.store import usage_repo
 from server.store.pool import Connection
 
 # Called after each committed batch with the number of items committed so far.
 Progress = Callable[[int], None]
+log = logging.getLogger(__name__)
 RAW_EXCERPT = 65536  # bytes of an undecodable remainder kept in suspense for diagnosis
 
 
@@ -50,6 +53,7 @@ class FileSettings:
     queue_depth: int
     write_attempts: int
     retry_backoff_s: float
+    write_lanes: int = 1
 
 
 @dataclass(slots=True)
@@ -70,6 +74,19 @@ class _Stop:
 class _State:
     claim: usage_repo.FileClaim
     conn: Any = None  # the writer's connection, holding the file's lock
+
+
+@dataclass(slots=True)
+class _InFlight:
+    chunk: _Chunk
+    task: asyncio.Task[None]
+    started: float
+    lane: int
+    claimed: asyncio.Event  # its record keys are taken: the next batch may take its own
+
+
+class _PreviousFailed(Exception):
+    """The batch before this one did not commit: this one rolls back and is run again."""
 
 
 async def file_sha256(path: Path) -> tuple[str, int]:
@@ -143,6 +160,9 @@ class _FileRun:
         self.path, self.source, self.name, self.state = path, source, name, state
         self.progress, self.fault = progress, fault
         self.file_id = state.claim.source_file_id
+        # Lane 0 writes on the lock connection; the other lanes on pooled connections.
+        self.lanes: list[Any] = [None] * max(1, settings.write_lanes)  # pool connections
+        self._locking = asyncio.Lock()
 
     # -- the writer's connection and the file lock ---------------------------------------
 
@@ -159,6 +179,11 @@ class _FileRun:
         self.state.conn = conn
 
     async def release(self) -> None:
+        for lane in range(1, len(self.lanes)):
+            conn = self.lanes[lane]
+            self.lanes[lane] = None
+            if conn is not None:
+                await self.pool.release(conn)
         conn, self.state.conn = self.state.conn, None
         if conn is None:
             return
@@ -169,18 +194,33 @@ class _FileRun:
         await self.pool.release(conn)
 
     async def _connection(self) -> Connection:
-        if self.state.conn is None:
-            await self.lock()
+        async with self._locking:  # lanes reconnecting at once must not lock twice
+            if self.state.conn is None:
+                await self.lock()
         conn: Connection = self.state.conn
         return conn
 
+    async def _lane(self, lane: int) -> Connection:
+        """The lane's connection. The lock connection comes first, so that after a failure the
+        checkpoint is re-read before any lane decides what is already committed."""
+        conn = await self._connection()
+        if lane == 0:
+            return conn
+        if self.lanes[lane] is None:
+            self.lanes[lane] = await self.pool.acquire()
+        lane_conn: Connection = self.lanes[lane]
+        return lane_conn
+
     async def _drop_connection(self) -> None:
-        """After a failure the connection's state is unknown: close it; retries reconnect,
-        relock and re-read the checkpoint."""
-        conn, self.state.conn = self.state.conn, None
-        if conn is not None:
-            conn.terminate()
-            await self.pool.release(conn)
+        """After a failure the connections' state is unknown: close them all; retries
+        reconnect, relock and re-read the checkpoint."""
+        conns = [self.state.conn, *self.lanes[1:]]
+        self.state.conn = None
+        self.lanes = [None] * len(self.lanes)
+        for conn in conns:
+            if conn is not None:
+                conn.terminate()
+                await self.pool.release(conn)
 
     # -- the stages ------------------------------------------------------------------------
 
@@ -240,33 +280,111 @@ class _FileRun:
             PIPELINE_QUEUE_DEPTH.labels("rated").set(out.qsize())
 
     async def _write(self, inp: asyncio.Queue[_Chunk | _Stop]) -> None:
-        while True:
-            chunk = await inp.get()
-            if isinstance(chunk, _Stop):
-                await self._finish(chunk)
-                return
-            started = time.perf_counter()
-            await with_retries(functools.partial(self._commit, chunk),
-                               attempts=self.settings.write_attempts,
-                               backoff_s=self.settings.retry_backoff_s, what=self.name)
-            PIPELINE_BATCH_SECONDS.labels("file").observe(time.perf_counter() - started)
-            assert chunk.batch is not None
-            writer.observe(chunk.batch)
-            if self.progress is not None:
-                self.progress(self.state.claim.committed_records)
+        """Commit the chunks in file order, several in flight: chunk n+1 writes its rows on
+        another connection while chunk n commits, so PostgreSQL and this process work at the
+        same time. Each commit (rows + the file's checkpoint) waits for the one before it.
 
-    async def _commit(self, chunk: _Chunk) -> None:
+        When a chunk's transaction fails, the chunks in flight after it are rolled back too,
+        and all of them run again from the last committed checkpoint after a pause — the
+        retry a lone batch would get (``server.pipeline.retry``), for a window of them.
+        """
+        window: collections.deque[_InFlight] = collections.deque()
+        ready: collections.deque[_Chunk] = collections.deque()  # received or rolled back
+        getter: asyncio.Future[_Chunk | _Stop] | None = None
+        stop: _Stop | None = None
+        failures, delay = 0, self.settings.retry_backoff_s
+        try:
+            while True:
+                while ready and len(window) < len(self.lanes):
+                    self._launch(window, ready.popleft())
+                if stop is not None and not window and not ready:
+                    await self._finish(stop)
+                    return
+                if getter is None and stop is None and not ready:
+                    getter = asyncio.ensure_future(inp.get())
+                waits: set[asyncio.Future[Any]] = {window[0].task} if window else set()
+                if getter is not None and len(window) < len(self.lanes):
+                    waits.add(getter)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if getter is not None and getter.done():
+                    item, getter = getter.result(), None
+                    if isinstance(item, _Stop):
+                        stop = item
+                    else:
+                        ready.append(item)
+                if not (window and window[0].task.done()):
+                    continue
+                flight = window.popleft()
+                try:
+                    flight.task.result()
+                except TRANSIENT as exc:
+                    failures += 1
+                    if failures >= self.settings.write_attempts:
+                        raise
+                    rolled_back = [flight.chunk, *await self._abort(window)]
+                    ready.extendleft(reversed(rolled_back))
+                    PIPELINE_WRITE_RETRIES.inc()
+                    log.warning("database write failed; retrying", extra={"fields": {
+                        "what": self.name, "attempt": failures, "batches": len(rolled_back),
+                        "error": f"{type(exc).__name__}: {exc}"}})
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                failures, delay = 0, self.settings.retry_backoff_s
+                self._committed(flight)
+        finally:
+            if getter is not None:
+                getter.cancel()
+            if window:
+                await self._abort(window)
+
+    def _launch(self, window: collections.deque[_InFlight], chunk: _Chunk) -> None:
+        previous = window[-1] if window else None
+        lane, claimed = self._free_lane(window), asyncio.Event()
+        task = asyncio.create_task(self._commit(chunk, lane, previous, claimed),
+                                   name=f"commit {lane}")
+        window.append(_InFlight(chunk, task, time.perf_counter(), lane, claimed))
+
+    def _free_lane(self, window: collections.deque[_InFlight]) -> int:
+        busy = {flight.lane for flight in window}
+        return next(lane for lane in range(len(self.lanes)) if lane not in busy)
+
+    async def _abort(self, window: collections.deque[_InFlight]) -> list[_Chunk]:
+        """Stop the transactions in flight (rolled back with their connections); return
+        their chunks, in order."""
+        for flight in window:
+            flight.task.cancel()
+        await asyncio.gather(*(flight.task for flight in window), return_exceptions=True)
+        chunks = [flight.chunk for flight in window]
+        window.clear()
+        await self._drop_connection()
+        return chunks
+
+    def _committed(self, flight: _InFlight) -> None:
+        PIPELINE_BATCH_SECONDS.labels("file").observe(time.perf_counter() - flight.started)
+        assert flight.chunk.batch is not None
+        writer.observe(flight.chunk.batch)
+        if self.progress is not None:
+            self.progress(self.state.claim.committed_records)
+
+    async def _commit(self, chunk: _Chunk, lane: int, previous: _InFlight | None,
+                      claimed: asyncio.Event) -> None:
         batch, rater = chunk.batch, chunk.rater
         assert batch is not None and rater is not None
         end = chunk.start + len(batch.entries)
         try:
-            conn = await self._connection()
-            claim = self.state.claim  # re-read whenever the connection was replaced
-            if claim.committed_records >= end:
+            conn = await self._lane(lane)
+            if self.state.claim.committed_records >= end:
+                claimed.set()
+                await _committed(previous)
                 return  # committed by an attempt whose answer was lost
             await usage_repo.ensure_partitions(conn, writer.months(batch))
             async with conn.transaction():
-                await writer.store_batch(conn, batch, source_file_id=self.file_id, rater=rater)
+                await writer.store_batch(conn, batch, source_file_id=self.file_id, rater=rater,
+                                         turn=functools.partial(_claimed, previous),
+                                         claimed_keys=claimed.set)
+                await _committed(previous)
+                claim = self.state.claim
                 counts = _add(claim.counts, batch.counts)
                 totals = _add(claim.totals, batch.totals)
                 await usage_repo.checkpoint_file(conn, self.file_id, committed_records=end,
@@ -274,9 +392,22 @@ class _FileRun:
                 if self.fault is not None:
                     await self.fault(conn)
         except BaseException:
-            await self._drop_connection()
+            await self._drop_lane(lane)
             raise
         claim.committed_records, claim.counts, claim.totals = end, counts, totals
+
+    async def _drop_lane(self, lane: int) -> None:
+        """A failed lane's connection is closed at once (its transaction rolls back); the
+        write loop then drops the others and re-reads the checkpoint (``_abort``)."""
+        conn = self.lanes[lane] if lane else self.state.conn
+        if conn is None:
+            return
+        if lane:
+            self.lanes[lane] = None
+        else:
+            self.state.conn = None
+        conn.terminate()
+        await self.pool.release(conn)
 
     async def _finish(self, stop: _Stop) -> None:
         async def attempt() -> None:
@@ -332,6 +463,29 @@ def _prepare_rows(items: list[Item], rater: Rater, source: str,
     batch = prepare(items, rater, source, position_of)
     batch.rows = build_rows(batch, ids, source_file_id)
     return batch
+
+
+async def _claimed(previous: _InFlight | None) -> None:
+    """Wait until the batch before this one has taken its record keys; raise if it failed."""
+    if previous is None:
+        return
+    claimed = asyncio.ensure_future(previous.claimed.wait())
+    try:
+        await asyncio.wait({claimed, previous.task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        claimed.cancel()
+    if not previous.claimed.is_set():
+        raise _PreviousFailed
+
+
+async def _committed(previous: _InFlight | None) -> None:
+    """Wait for the batch before this one to commit; raise if it did not."""
+    if previous is None:
+        return
+    task = previous.task
+    await asyncio.wait({task})
+    if task.cancelled() or task.exception() is not None:
+        raise _PreviousFailed
 
 
 def _positions(name: str, start: int) -> Callable[[int], str]:

@@ -41,7 +41,8 @@ class Pipeline:
         self._usage_ids = deliveries.UsageIds(pool)
         self._files = files.FileSettings(
             batch_size=config.batch_size, queue_depth=config.queue_depth,
-            write_attempts=config.write_attempts, retry_backoff_s=config.retry_backoff_s)
+            write_attempts=config.write_attempts, retry_backoff_s=config.retry_backoff_s,
+            write_lanes=config.write_lanes)
 
     async def commit(self, batch: Sequence[Delivery]) -> list[Outcome]:
         return await deliveries.commit(self.pool, self.raters, batch,

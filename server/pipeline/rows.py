@@ -25,7 +25,7 @@ import msgspec
 
 from server.pipeline.batch import Batch, Entry
 from server.pipeline.ports import Charge, Failure
-from server.store import usage_repo
+from server.store import copy_payload, usage_repo
 
 _EMPTY_ATTRS = "{}"
 _encode = msgspec.json.encode
@@ -48,6 +48,9 @@ class Rows:
     failed: list[int] = field(default_factory=list)  # claim index of each suspense row
     rejects: list[tuple[Any, ...]] = field(default_factory=list)  # items that are no record
     totals: dict[str, int] = field(default_factory=dict)  # currency → micros, all claimed
+    # Binary COPY payloads of keys, usage and charges by table (``encode_payloads``); absent
+    # for a table whose rows must go through asyncpg's encoder (numeric columns).
+    payloads: dict[str, bytes] = field(default_factory=dict)
 
     def kept(self, claimed: set[int]) -> Rows:
         """The rows of the claims whose usage id is in ``claimed`` (they won their key).
@@ -70,6 +73,7 @@ class Rows:
             charged=charged,
             failed=[i for i in self.failed if won[i]],
             totals=totals,
+            payloads={},
         )
 
 
@@ -116,7 +120,21 @@ def build_rows(batch: Batch, ids: Sequence[int], source_file_id: int | None) -> 
         if isinstance(entry.outcome, Failure):
             rows.suspense.append(suspense_row(entry, entry.outcome, source_file_id))
             rows.failed.append(i)
+    rows.payloads = encode_payloads(rows)
     return rows
+
+
+def encode_payloads(rows: Rows) -> dict[str, bytes]:
+    """The COPY payloads of the batch's keys, usage and charges, encoded here (on the CPU
+    stage) so that the write stage only ships bytes."""
+    payloads: dict[str, bytes] = {}
+    for table, columns, data in (("usage_keys", usage_repo.KEY_COLUMNS, rows.keys),
+                                 ("usage_records", rows.usage_columns, rows.usage),
+                                 ("charges", usage_repo.CHARGE_COLUMNS, rows.charges)):
+        kinds = copy_payload.kinds_of(table, columns)
+        if data and kinds is not None:
+            payloads[table] = copy_payload.encode(data, kinds)
+    return payloads
 
 
 def optional_columns(entries: Sequence[Entry]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ gets its counts (over input items only) and charged totals per currency.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
@@ -52,15 +53,27 @@ def months(batch: Batch) -> set[date]:
 
 
 async def store_batch(
-    conn: Connection, batch: Batch, *, source_file_id: int | None, rater: Rater
+    conn: Connection, batch: Batch, *, source_file_id: int | None, rater: Rater,
+    turn: Callable[[], Awaitable[None]] | None = None,
+    claimed_keys: Callable[[], None] | None = None,
 ) -> None:
+    """``turn`` is awaited before the first statement that takes a lock another batch may
+    want (partial groups, record keys) and ``claimed_keys`` called once they are all taken:
+    batches written concurrently take their keys one after another in file order, so the
+    first copy of a record wins and two batches never wait on each other's locks."""
     batch.reset()
+    if turn is not None:
+        await turn()
     merged = await _merge_partials(conn, batch, source_file_id, rater)
     rows = batch.rows
     if rows is None or rows.source_file_id != source_file_id:
         ids = await usage_repo.next_usage_ids(conn, len(batch.entries))
         rows = batch.rows = build_rows(batch, ids, source_file_id)
-    claimed = await usage_repo.claim_key_rows(conn, rows.keys)
+    claimed = await usage_repo.claim_key_rows(conn, rows.keys,
+                                              rows.payloads.get("usage_keys"))
+    merged = await _claim(conn, merged) if merged else merged
+    if claimed_keys is not None:
+        claimed_keys()
     if claimed is not None:
         rows = rows.kept(claimed)
     for entry in rows.duplicates:
@@ -75,8 +88,11 @@ async def store_batch(
     totals = batch.totals
     for currency, amount in rows.totals.items():
         totals[currency] = totals.get(currency, 0) + amount
-    await usage_repo.copy_rows(conn, "usage_records", rows.usage_columns, rows.usage)
-    await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS, rows.charges)
+    payloads = rows.payloads
+    await usage_repo.copy_rows(conn, "usage_records", rows.usage_columns, rows.usage,
+                               payloads.get("usage_records"))
+    await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS, rows.charges,
+                               payloads.get("charges"))
     await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS,
                                rows.suspense + rows.rejects)
     if merged:
@@ -87,14 +103,13 @@ async def store_batch(
 async def _store_merged(
     conn: Connection, batch: Batch, merged: list[Entry], source_file_id: int | None
 ) -> None:
-    """Usage of partial groups completed by this batch (claimed with database ids)."""
-    claimed = await _claim(conn, merged)
+    """Usage of the partial groups completed by this batch whose keys it claimed."""
     usage_rows: list[tuple[Any, ...]] = []
     charge_rows: list[tuple[Any, ...]] = []
     suspense_rows: list[tuple[Any, ...]] = []
-    optional = optional_columns(claimed)
+    optional = optional_columns(merged)
     totals = batch.totals
-    for entry in claimed:
+    for entry in merged:
         outcome = entry.outcome
         if isinstance(outcome, Charge):
             entry.status = "charged"

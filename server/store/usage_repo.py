@@ -70,22 +70,23 @@ async def next_usage_ids(conn: Connection, count: int) -> list[int]:
     return list(ids)
 
 
-async def claim_key_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> set[int] | None:
+async def claim_key_rows(conn: Connection, rows: list[tuple[Any, ...]],
+                         payload: bytes | None = None) -> set[int] | None:
     """Claim record keys (``KEY_COLUMNS`` rows carrying their usage id). None: all claimed;
     else the usage ids of the rows claimed (the others' keys were taken before).
 
     Big batches go by COPY inside a savepoint — the common case, a file of new records,
     costs what a plain COPY does; a unique violation undoes it and the batch is claimed
     row by row with ON CONFLICT instead. A concurrent claim of the same key waits for the
-    other transaction either way, and loses to it if that one commits.
+    other transaction either way, and loses to it if that one commits. ``payload``: the
+    rows' binary COPY encoding, when built beforehand.
     """
     if not rows:
         return None
     if len(rows) >= COPY_CLAIM_MIN:
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table("usage_keys", records=rows,
-                                                 columns=list(KEY_COLUMNS))
+                await copy_rows(conn, "usage_keys", KEY_COLUMNS, rows, payload)
             return None
         except asyncpg.UniqueViolationError:
             pass
@@ -97,9 +98,18 @@ async def claim_key_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> set[i
 
 
 async def copy_rows(
-    conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
+    payload: bytes | None = None,
 ) -> None:
-    if rows:
+    """COPY ``rows`` in; ``payload``, when given, is their binary encoding, sent as is."""
+    if not rows:
+        return
+    if payload is not None:
+        # A memoryview: asyncpg takes any buffer (its stubs say otherwise), but bytes for a
+        # file name.
+        source: Any = memoryview(payload)
+        await conn.copy_to_table(table, source=source, columns=list(columns), format="binary")
+    else:
         await conn.copy_records_to_table(table, records=rows, columns=list(columns))
 
 

@@ -259,3 +259,50 @@ async def test_keys_lost_on_a_rolled_back_attempt_are_charged_on_the_retry(
         "SELECT count(*) FROM usage_records u JOIN charges c USING (account_id, usage_id)"
         " WHERE u.record_key LIKE 'race-%'")
     assert stored == 5
+
+
+async def test_batches_in_flight_keep_the_first_copy_of_a_key(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Batches of a file are written on several connections at once (pipeline.write_lanes);
+    a key repeated in the next batches is a duplicate of its first copy, whichever batch
+    reaches the database first. (Taking keys out of file order would also deadlock two
+    batches: the crash test's files, keys repeated across batches, would hang.)"""
+    assert pipeline.config.write_lanes >= 2
+    records = []
+    for i in range(60):  # batch size 7: copies land in the next batches, often in flight
+        records.append(voice(f"lane-{i}", seconds=i + 1))
+        if i >= 3:
+            records.append(voice(f"lane-{i - 3}", seconds=9999))
+    out = await pipeline.ingest_file(write_jsonl(tmp_path / "lanes.jsonl", records),
+                                     source="msc1", format="jsonl")
+    assert (out.counts.in_, out.counts.charged, out.counts.duplicates) == (117, 60, 57)
+    durations = await pool.fetch(
+        "SELECT record_key, duration_s FROM usage_records WHERE record_key LIKE 'lane-%'")
+    assert {r["record_key"]: r["duration_s"] for r in durations} == {
+        f"lane-{i}": i + 1 for i in range(60)}
+
+
+async def test_a_failure_in_flight_rolls_back_the_later_batches_and_retries_them(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    records = [voice(f"fly-{i}", seconds=1) for i in range(100)]
+    path = write_jsonl(tmp_path / "fly.jsonl", records)
+    calls: list[int] = []
+
+    async def kill_some(conn: Connection) -> None:
+        calls.append(conn.get_server_pid())
+        if len(calls) in (3, 4, 9):  # the 4th: the retry of the 3rd's window fails again
+            await pool.fetchval("SELECT pg_terminate_backend($1)", calls[-1])
+            await conn.fetchval("SELECT 1")
+
+    out = await pipeline.ingest_file(path, source="msc1", format="jsonl", fault=kill_some)
+    assert len(calls) > 15  # 15 batches, plus those run again
+    assert (out.counts.in_, out.counts.charged, out.counts.duplicates) == (100, 100, 0)
+    rows = await pool.fetchval(
+        "SELECT count(*) FROM usage_records u JOIN charges c USING (account_id, usage_id)"
+        " WHERE u.record_key LIKE 'fly-%'")
+    assert rows == 100
+    done = await pool.fetchrow("SELECT state, committed_records, count_charged FROM"
+                               " source_files WHERE source_file_id = $1", out.source_file_id)
+    assert tuple(done) == ("done", 100, 100)
