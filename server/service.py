@@ -21,7 +21,7 @@ import asyncpg
 from aiohttp import web
 
 from server import rerate
-from server.catalog import catalog_from_dict
+from server.catalog import Catalog, catalog_from_dict
 from server.config import Config
 from server.errors import ConfigError, StartupError
 from server.http.app import create_app
@@ -100,9 +100,9 @@ def read_catalog_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate_catalog(catalog: dict[str, Any]) -> None:
+def validate_catalog(catalog: dict[str, Any]) -> Catalog:
     """Check a parsed catalog before it is stored; errors name the JSON path."""
-    catalog_from_dict(catalog)
+    return catalog_from_dict(catalog)
 
 
 async def load_demo_catalog(config: Config, pool: asyncpg.Pool) -> None:
@@ -115,7 +115,8 @@ async def load_demo_catalog(config: Config, pool: asyncpg.Pool) -> None:
 
 def _as_dict(result: catalog_repo.LoadResult) -> dict[str, int]:
     return {"tariffs": result.tariffs, "versions": result.versions_added,
-            "accounts": result.accounts_added}
+            "accounts": result.accounts_added, "products": result.products_changed,
+            "tax_rates": result.tax_rates_changed, "discounts": result.discounts_changed}
 
 
 async def serve(config: Config, stop: asyncio.Event, *,

@@ -8,6 +8,9 @@ Public API:
   tariffs ``[{"id", "currency"?, "versions": [<tariff_versions.definition>, ...]}]`` and
   ``{identifier: (account_id, tariff_id)}`` — without a catalog file.
 - ``version_from_definition(tariff_id, definition)``: check one version definition.
+- ``billing_from_dict(data)``: check only the billing sections (products, tax rates,
+  discounts; see ``server.catalog.billing``), which a full check also returns as
+  ``Catalog.billing``.
 
 Every validation failure raises ``server.errors.CatalogError(path, message)`` where
 ``path`` is like ``tariffs[0].versions[1].rates[3].steps[1].increment``. The checks and the
@@ -18,7 +21,9 @@ e.g. ``retail@2026-01-01T00:00:00Z`` (``TariffVersion.identity``); it is what
 ``billing-oss rate`` prints as ``tariff_version``.
 """
 
+from server.catalog.billing import BillingCatalog
 from server.catalog.loader import (
+    billing_from_dict,
     catalog_from_definitions,
     catalog_from_dict,
     load_catalog,
@@ -39,6 +44,7 @@ from server.catalog.model import (
 __all__ = [
     "Account",
     "Band",
+    "BillingCatalog",
     "Catalog",
     "Plan",
     "Rate",
@@ -46,6 +52,7 @@ __all__ = [
     "Step",
     "Tariff",
     "TariffVersion",
+    "billing_from_dict",
     "catalog_from_definitions",
     "catalog_from_dict",
     "load_catalog",

@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from server.catalog.billing import BillingCatalog, check_sections
 from server.catalog.model import Catalog, Plan, TariffVersion
-from server.catalog.schema import CatalogFile, TariffDef, VersionDef
+from server.catalog.schema import BillingSections, CatalogFile, TariffDef, VersionDef
 from server.catalog.validate import build_catalog, validate_catalog, validate_version
 from server.errors import CatalogError
 
@@ -45,6 +46,15 @@ def load_catalog(path: str | Path) -> Catalog:
 def catalog_from_dict(data: Mapping[str, Any]) -> Catalog:
     """Check an already-parsed catalog (same shape as the file)."""
     return validate_catalog(_convert(data, CatalogFile))
+
+
+def billing_from_dict(data: Mapping[str, Any]) -> BillingCatalog:
+    """Check only a parsed catalog's billing sections (``products``, ``tax_rates``,
+    ``discounts``), e.g. of a catalog whose tariffs were checked elsewhere."""
+    sections = {key: data[key] for key in BillingSections.__struct_fields__ if key in data}
+    parsed = _convert(sections, BillingSections)
+    return check_sections(parsed.products, parsed.tax_rates, parsed.discounts,
+                          data.get("currency", "EUR"))
 
 
 def catalog_from_definitions(

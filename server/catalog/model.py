@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from server.catalog.billing import BillingCatalog
+
 # 1970-01-01 .. 2100-01-01 UTC: the window of event times the raters accept (the native
 # kernel's time-zone tables cover it; anything outside is a BAD_FIELD for both raters).
 EVENT_MIN_US = 0
@@ -133,3 +135,4 @@ class Catalog:
     currency: str
     tariffs: dict[str, Tariff]
     identifiers: dict[str, Account] = field(default_factory=dict)
+    billing: BillingCatalog = field(default_factory=BillingCatalog)  # what invoicing needs

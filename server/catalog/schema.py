@@ -10,6 +10,8 @@ from typing import Literal
 
 import msgspec
 
+from server.catalog.billing import DiscountDef, ProductDef, TaxRateDef
+
 Kind = Literal["voice", "sms", "data", "event"]
 RoundingMethod = Literal["half-up", "half-even", "up", "down"]
 
@@ -61,6 +63,7 @@ class TariffDef(_Strict):
     id: str
     versions: list[VersionDef]
     currency: str | None = None
+    description: str = ""
 
 
 class AccountDef(_Strict):
@@ -69,9 +72,20 @@ class AccountDef(_Strict):
     tariff: str
     name: str | None = None
     currency: str | None = None
+    product: str | None = None  # the product of the account's first subscription
+    attrs: dict[str, str] = msgspec.field(default_factory=dict)  # country, vat_id, address...
+
+
+class BillingSections(_Strict):
+    products: list[ProductDef] = msgspec.field(default_factory=list)
+    tax_rates: list[TaxRateDef] = msgspec.field(default_factory=list)
+    discounts: list[DiscountDef] = msgspec.field(default_factory=list)
 
 
 class CatalogFile(_Strict):
     currency: str
     tariffs: list[TariffDef]
     accounts: list[AccountDef] = msgspec.field(default_factory=list)
+    products: list[ProductDef] = msgspec.field(default_factory=list)
+    tax_rates: list[TaxRateDef] = msgspec.field(default_factory=list)
+    discounts: list[DiscountDef] = msgspec.field(default_factory=list)

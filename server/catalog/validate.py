@@ -17,6 +17,8 @@ Rules beyond DESIGN.md §5's text, chosen here and relied on by both raters:
 - Rates: ``zone``/``band`` name a defined zone/band or ``"*"``; a kind × zone × band is
   given once. ``rounding.decimals`` is 0..6 (amounts are stored with 6 decimals).
 - ``effective_from`` is RFC 3339 with an offset, unique within its tariff.
+- The billing sections (``products``, ``tax_rates``, ``discounts``) follow
+  ``server.catalog.billing``; an account's ``product`` names one of the file's products.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from server.catalog.billing import check_sections
 from server.catalog.model import (
     DAY_NAMES,
     WILDCARD,
@@ -61,6 +64,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def validate_catalog(catalog: CatalogFile) -> Catalog:
     tariffs = validate_tariffs(catalog.tariffs, catalog.currency)
+    billing = check_sections(catalog.products, catalog.tax_rates, catalog.discounts,
+                             catalog.currency)
+    products = {p.product_id for p in billing.products}
     identifiers: dict[str, Account] = {}
     seen_accounts: set[str] = set()
     for a_index, account in enumerate(catalog.accounts):
@@ -70,6 +76,8 @@ def validate_catalog(catalog: CatalogFile) -> Catalog:
         seen_accounts.add(account.id)
         if account.tariff not in tariffs:
             raise CatalogError(f"{path}.tariff", f"tariff {account.tariff!r} is not defined")
+        if account.product is not None and account.product not in products:
+            raise CatalogError(f"{path}.product", f"product {account.product!r} is not defined")
         owner = Account(account.id, account.tariff)
         for i_index, identifier in enumerate(account.identifiers):
             previous = identifiers.get(identifier)
@@ -79,7 +87,7 @@ def validate_catalog(catalog: CatalogFile) -> Catalog:
                     f"identifier {identifier} already belongs to account {previous.id}",
                 )
             identifiers[identifier] = owner
-    return Catalog(catalog.currency, tariffs, identifiers)
+    return Catalog(catalog.currency, tariffs, identifiers, billing)
 
 
 def build_catalog(

@@ -1,9 +1,11 @@
 """`billing-oss catalog load FILE`: validate a catalog (JSON or TOML) and store it.
 
-Published tariff versions are immutable: loading the same catalog again changes nothing, and
-a version whose content changed under the same effective date is refused. Errors name the
-JSON path of what is wrong (exit status 1). Running pipelines pick the new catalog up at
-their next batch.
+A catalog holds tariffs and accounts, and what invoicing needs: products, tax rates and
+discounts (see ``server.catalog.billing``). Published tariff versions are immutable: loading
+the same catalog again changes nothing, and a version whose content changed under the same
+effective date is refused; products, tax rate periods and discounts are replaced by the
+file's definition. Errors name the JSON path of what is wrong (exit status 1). The load is
+audited (``cli:<user>``). Running pipelines pick the new catalog up at their next batch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from server.commands.options import add_config_options, load_config
+from server.commands.options import add_config_options, cli_actor, load_config
 from server.service import database_pool, read_catalog_file, validate_catalog
 from server.store import catalog_repo
 
@@ -33,16 +35,19 @@ def register(verbs: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     catalog = read_catalog_file(args.file)
-    validate_catalog(catalog)
+    checked = validate_catalog(catalog)
 
     async def load() -> catalog_repo.LoadResult:
         async with database_pool(config) as pool:
-            return await catalog_repo.load_catalog(pool, catalog)
+            return await catalog_repo.load_catalog(pool, catalog, billing=checked.billing,
+                                                   actor=cli_actor())
 
     result = asyncio.run(load())
     if args.json:
         print(msgspec.json.encode(msgspec.structs.asdict(result)).decode())
     else:
         print(f"{args.file}: {result.tariffs} tariffs, {result.versions_added} new versions, "
-              f"{result.accounts_added} new accounts")
+              f"{result.accounts_added} new accounts, {result.products_changed} products, "
+              f"{result.tax_rates_changed} tax rates, {result.discounts_changed} discounts "
+              "added or changed")
     return 0

@@ -13,9 +13,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.catalog import version_from_definition
+from server.catalog import BillingCatalog, version_from_definition
+from server.catalog.billing import DiscountDef, ProductDef, TaxRateDef, check_sections
 from server.errors import CatalogError, InvalidRequest
-from server.http.types import Currency, Id, Identifier, Text, Timestamp
+from server.http.types import Attrs, Currency, Id, Identifier, Text, Timestamp
 
 DecimalText = Annotated[
     str, msgspec.Meta(pattern="^-?[0-9]{1,12}(\\.[0-9]{1,9})?$", examples=["0.10"])
@@ -87,6 +88,8 @@ class CatalogAccount(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     currency: Currency | None = None
     identifiers: Annotated[list[Identifier], msgspec.Meta(max_length=100)] = []
     tariff: Id | None = None
+    product: Id | None = None  # the product of the first subscription (needs the tariff)
+    attrs: Attrs = {}
 
 
 class CatalogIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
@@ -94,9 +97,14 @@ class CatalogIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     currency: Currency = "EUR"
     tariffs: Annotated[list[TariffIn], msgspec.Meta(max_length=1000)] = []
     accounts: Annotated[list[CatalogAccount], msgspec.Meta(max_length=100_000)] = []
+    products: Annotated[list[ProductDef], msgspec.Meta(max_length=10_000)] = []
+    tax_rates: Annotated[list[TaxRateDef], msgspec.Meta(max_length=10_000)] = []
+    discounts: Annotated[list[DiscountDef], msgspec.Meta(max_length=10_000)] = []
 
 
-def check_catalog(catalog: CatalogIn) -> None:
+def check_catalog(catalog: CatalogIn) -> BillingCatalog:
+    """Every rule a catalog file is held to, with ``$.``-paths; the checked billing
+    sections."""
     tariff_ids = set()
     for t, tariff in enumerate(catalog.tariffs):
         if tariff.id in tariff_ids:
@@ -108,9 +116,19 @@ def check_catalog(catalog: CatalogIn) -> None:
                 _fail(f"$.tariffs[{t}].versions[{v}].effective_from", "appears twice")
             seen.add(version.effective_from)
             check_version(version, f"$.tariffs[{t}].versions[{v}]", tariff.id)
+    products = {p.id for p in catalog.products}
     for a, account in enumerate(catalog.accounts):
         if account.tariff is not None and account.tariff not in tariff_ids:
             _fail(f"$.accounts[{a}].tariff", f"no tariff {account.tariff} in this catalog")
+        if account.product is not None and account.product not in products:
+            _fail(f"$.accounts[{a}].product", f"no product {account.product} in this catalog")
+        if account.product is not None and account.tariff is None:
+            _fail(f"$.accounts[{a}].product", "a subscription needs a tariff too")
+    try:
+        return check_sections(catalog.products, catalog.tax_rates, catalog.discounts,
+                              catalog.currency, prefix="$.")
+    except CatalogError as exc:
+        raise invalid(exc) from None
 
 
 def check_version(version: TariffVersionIn, at: str = "$", tariff_id: str = "") -> None:
@@ -161,6 +179,13 @@ def _check_zone(name: str, path: str) -> None:
 
 def _dec(text: str) -> Decimal:
     return Decimal(text)
+
+
+def invalid(exc: CatalogError) -> InvalidRequest:
+    """A catalog rule's failure as a 422 naming the body's field."""
+    return InvalidRequest(f"invalid body: {exc.message}", errors=[
+        {"location": "body", "path": exc.path,
+         "message": exc.message.removeprefix(f"{exc.path}: ")}])
 
 
 def _fail(path: str, message: str) -> None:

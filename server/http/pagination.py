@@ -25,6 +25,13 @@ Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str, msgspec.Meta(max_length=512, pattern="^[A-Za-z0-9_-]*$")]
 
 
+class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The query of a list with no filter of its own."""
+
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | None = None
+
+
 def encode_cursor(key: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(list(key))).rstrip(b"=").decode()
 

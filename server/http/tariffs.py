@@ -12,17 +12,12 @@ from aiohttp import web
 from server.http.auth import actor
 from server.http.catalog_schema import CatalogIn, TariffVersionIn, check_catalog, check_version
 from server.http.keys import POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
+from server.http.pagination import ListQuery, decode_cursor, page
 from server.http.routing import Api, reply
 from server.http.types import Id, IntId, Timestamp
 from server.http.validation import decode_body, decode_path, decode_query
 from server.store import tariffs_repo
 from server.store.tariffs_repo import CatalogLoaded, Tariff, TariffVersion
-
-
-class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
-    limit: Limit = 50
-    cursor: Cursor | None = None
 
 
 class TariffPath(msgspec.Struct, frozen=True):
@@ -46,10 +41,10 @@ class VersionPage(msgspec.Struct, frozen=True):
 
 async def upload_catalog(request: web.Request) -> web.Response:
     body = await decode_body(request, CatalogIn)
-    check_catalog(body)
+    billing = check_catalog(body)
     loaded = await tariffs_repo.upload_catalog(
-        request.app[POOL], actor(request), msgspec.to_builtins(body))
-    return reply(loaded, status=201 if loaded.versions_added or loaded.accounts_added else 200)
+        request.app[POOL], actor(request), msgspec.to_builtins(body), billing)
+    return reply(loaded, status=201 if loaded.changed else 200)
 
 
 async def list_tariffs(request: web.Request) -> web.Response:
@@ -92,7 +87,8 @@ async def get_version(request: web.Request) -> web.Response:
 def register(api: Api) -> None:
     tag = "tariffs"
     api.add("POST", "/v1/tariffs", upload_catalog,
-            summary="Upload a catalog: tariffs, versions, accounts (201 if anything was added)",
+            summary="Upload a catalog: tariffs, versions, accounts, products, tax rates, "
+            "discounts (201 if anything was added or changed)",
             tag=tag, request=CatalogIn, response=CatalogLoaded, status=201,
             roles=("operator",), also=(200,), errors=(409,))
     api.add("GET", "/v1/tariffs", list_tariffs, summary="List tariffs", tag=tag,

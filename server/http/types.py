@@ -42,5 +42,12 @@ def money(micros: int, currency: str) -> Money:
     return Money(amount=f"{Decimal(micros) / _MICROS:.6f}", currency=currency.strip())
 
 
+def plain(value: Decimal) -> str:
+    """A decimal (a rate, a percentage, a quantity) as a string without exponent or trailing
+    zeros: ``Decimal("20.0000")`` -> ``"20"``, ``Decimal("1E-7")`` -> ``"0.0000001"``."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)

@@ -25,6 +25,7 @@ import msgspec
 from server.store.pool import Connection
 
 GENESIS = "0" * 64
+Change = tuple[str, Any, Any]  # (entity, before, after): one entry of ``record_many``
 _BATCH = 1000
 
 
@@ -71,7 +72,7 @@ async def record(conn: Connection, actor: str, action: str, entity: str,
 
 
 async def record_many(conn: Connection, actor: str, action: str,
-                      changes: list[tuple[str, Any, Any]]) -> None:
+                      changes: list[Change]) -> None:
     """Append one entry per ``(entity, before, after)`` in one statement; call inside the
     transaction of the change. Bulk changes (a bill run finalising thousands of drafts) keep
     one entry per entity without a round trip per entry."""

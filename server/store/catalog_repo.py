@@ -1,7 +1,12 @@
-"""Catalog persistence: tariffs, their versions (jsonb definitions), accounts and identifiers.
+"""Catalog persistence: tariffs, their versions (jsonb definitions), accounts and identifiers,
+and what invoicing needs (products, tax rates, discounts), all in one transaction.
 
 A published tariff version is immutable: loading a catalog again is a no-op for versions
-already stored with the same content, and an error for one whose content differs.
+already stored with the same content, and an error for one whose content differs. Accounts
+are created once (with their first subscription); a later load leaves them as they are.
+Products (by id), tax rate periods (by jurisdiction, class and start) and discounts (by
+code) are stated by the file: its definition replaces the stored one, so the same file
+loaded again changes nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from server.catalog import BillingCatalog, billing_from_dict
 from server.errors import CatalogError
-from server.store import accounts_repo
+from server.store import accounts_repo, audit, discounts_repo, products_repo, tax_rates_repo
 from server.store.pool import Connection
 
 
@@ -23,20 +29,39 @@ class LoadResult(msgspec.Struct, frozen=True):
     tariffs: int
     versions_added: int
     accounts_added: int
+    products_changed: int = 0  # added or replaced
+    tax_rates_changed: int = 0
+    discounts_changed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return any((self.versions_added, self.accounts_added, self.products_changed,
+                    self.tax_rates_changed, self.discounts_changed))
 
 
 async def has_tariffs(pool: asyncpg.Pool) -> bool:
     return bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tariffs)"))
 
 
-async def load_catalog(pool: asyncpg.Pool, catalog: Mapping[str, Any]) -> LoadResult:
-    """Store a parsed catalog in one transaction."""
+async def load_catalog(pool: asyncpg.Pool, catalog: Mapping[str, Any], *,
+                       billing: BillingCatalog | None = None,
+                       actor: str | None = None) -> LoadResult:
+    """Store a parsed catalog in one transaction; with an ``actor``, audited."""
     async with pool.acquire() as conn, conn.transaction():
-        return await load_into(conn, catalog)
+        result = await load_into(conn, catalog, billing=billing, actor=actor)
+        if actor is not None:
+            await audit.record(conn, actor, "catalog.load", "catalog", None, result)
+    return result
 
 
-async def load_into(conn: Connection, catalog: Mapping[str, Any]) -> LoadResult:
-    """Store a parsed catalog on ``conn`` (inside the caller's transaction)."""
+async def load_into(conn: Connection, catalog: Mapping[str, Any], *,
+                    billing: BillingCatalog | None = None,
+                    actor: str | None = None) -> LoadResult:
+    """Store a parsed catalog on ``conn`` (inside the caller's transaction). ``billing`` is
+    its billing sections as already checked (checked here otherwise); with an ``actor``,
+    each product, tax rate and discount changed is audited."""
+    if billing is None:
+        billing = billing_from_dict(catalog)
     currency = catalog.get("currency", "EUR")
     versions_added = accounts_added = 0
     for t_index, tariff in enumerate(catalog.get("tariffs", [])):
@@ -50,7 +75,17 @@ async def load_into(conn: Connection, catalog: Mapping[str, Any]) -> LoadResult:
             versions_added += await publish_version(conn, tariff["id"], version, path)
     for account in catalog.get("accounts", []):
         accounts_added += await _add_account(conn, account, currency)
-    return LoadResult(len(catalog.get("tariffs", [])), versions_added, accounts_added)
+    products = await products_repo.upsert(conn, billing.products)
+    rates = await tax_rates_repo.upsert(
+        conn, billing.tax_rates, [f"tax_rates[{i}]" for i in range(len(billing.tax_rates))])
+    discounts = await discounts_repo.upsert(
+        conn, billing.discounts, [f"discounts[{i}]" for i in range(len(billing.discounts))])
+    if actor is not None:
+        for action, changes in (("product.put", products), ("tax_rate.put", rates),
+                                ("discount.put", discounts)):
+            await audit.record_many(conn, actor, action, changes)
+    return LoadResult(len(catalog.get("tariffs", [])), versions_added, accounts_added,
+                      len(products), len(rates), len(discounts))
 
 
 async def publish_version(
@@ -81,9 +116,10 @@ async def publish_version(
 
 async def _add_account(conn: Connection, account: Mapping[str, Any], currency: str) -> int:
     inserted = await conn.fetchval(
-        "INSERT INTO accounts (account_id, name, currency) VALUES ($1, $2, $3) "
+        "INSERT INTO accounts (account_id, name, currency, attrs) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT (account_id) DO NOTHING RETURNING 1",
-        account["id"], account.get("name", ""), account.get("currency") or currency,
+        account["id"], account.get("name") or "", account.get("currency") or currency,
+        json.dumps(account.get("attrs") or {}),
     )
     for identifier in account.get("identifiers", []):
         owner = await accounts_repo.claim_identifier(
@@ -95,10 +131,10 @@ async def _add_account(conn: Connection, account: Mapping[str, Any], currency: s
             )
     if inserted and account.get("tariff"):
         await conn.execute(
-            "INSERT INTO subscriptions (account_id, tariff_id, valid_from) "
-            "SELECT $1, $2, coalesce(min(effective_from), now()) FROM tariff_versions "
+            "INSERT INTO subscriptions (account_id, tariff_id, product, valid_from) "
+            "SELECT $1, $2, $3, coalesce(min(effective_from), now()) FROM tariff_versions "
             "WHERE tariff_id = $2",
-            account["id"], account["tariff"],
+            account["id"], account["tariff"], account.get("product") or "",
         )
     return 1 if inserted else 0
 

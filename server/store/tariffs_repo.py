@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from server.catalog import BillingCatalog
 from server.errors import CatalogError, Conflict, NotFound
 from server.store import audit, catalog_repo
 from server.store.filters import Where
@@ -45,10 +46,8 @@ class TariffVersion(msgspec.Struct, frozen=True, kw_only=True):
     definition: dict[str, Any]
 
 
-class CatalogLoaded(msgspec.Struct, frozen=True):
-    tariffs: int
-    versions_added: int
-    accounts_added: int
+class CatalogLoaded(catalog_repo.LoadResult, frozen=True):
+    """What an upload stored (the API's name for the catalog load's result)."""
 
 
 class Published(msgspec.Struct, frozen=True):
@@ -99,16 +98,17 @@ async def version(conn: Connection | asyncpg.Pool, tariff_id: str,
     return _version(row)
 
 
-async def upload_catalog(pool: asyncpg.Pool, actor: str,
-                         catalog: Mapping[str, Any]) -> CatalogLoaded:
-    """Store a validated catalog (tariffs, versions, accounts) in one audited transaction."""
+async def upload_catalog(pool: asyncpg.Pool, actor: str, catalog: Mapping[str, Any],
+                         billing: BillingCatalog) -> CatalogLoaded:
+    """Store a validated catalog (tariffs, versions, accounts, products, tax rates,
+    discounts) in one audited transaction."""
     async with pool.acquire() as conn, conn.transaction():
         try:
-            result = await catalog_repo.load_into(conn, catalog)
+            result = await catalog_repo.load_into(conn, catalog, billing=billing, actor=actor)
         except CatalogError as exc:
             path = "$." + exc.path
             raise Conflict(exc.message.replace(exc.path, path, 1)) from None
-        loaded = CatalogLoaded(result.tariffs, result.versions_added, result.accounts_added)
+        loaded = CatalogLoaded(**msgspec.structs.asdict(result))
         await audit.record(conn, actor, "catalog.upload", "catalog",
                            None, {"catalog": catalog, "result": loaded})
     return loaded

@@ -6,27 +6,30 @@ import datetime as dt
 import json
 from typing import Any
 
-from server.billing.model import Settings
+from server.billing.model import Product, Settings
+from server.billing.pricing import parse_components
+from server.store import catalog_repo, products_repo
 from server.store.pool import Connection
 
 SELLER = {"name": "Example Telecom SAS", "country": "FR", "vat_id": "FR12345678901",
           "address": "1 rue de la Paix", "city": "Paris", "postcode": "75002",
           "iban": "FR7630006000011234567890189"}
 SETTINGS = Settings(seller=SELLER, rounding="half-up")
+TAX_RATES = [
+    {"jurisdiction": "FR", "rate": "20", "valid_from": "2000-01-01"},
+    {"jurisdiction": "DE", "rate": "16", "valid_from": "2020-07-01", "valid_to": "2021-01-01"},
+    {"jurisdiction": "DE", "rate": "19", "valid_from": "2021-01-01"},
+    {"jurisdiction": "FR", "tax_class": "reduced", "rate": "5.5", "valid_from": "2000-01-01"},
+]
 UTC = dt.UTC
 
 
 async def base(conn: Connection) -> None:
-    await conn.execute("""
-        INSERT INTO tax_rates VALUES
-          ('FR', 'standard', 'S', 20, '2000-01-01', NULL),
-          ('DE', 'standard', 'S', 16, '2020-07-01', '2021-01-01'),
-          ('DE', 'standard', 'S', 19, '2021-01-01', NULL),
-          ('FR', 'reduced', 'S', 5.5, '2000-01-01', NULL)
-        ON CONFLICT DO NOTHING""")
-    await conn.execute("""
-        INSERT INTO tariffs (tariff_id, currency) VALUES ('retail', 'EUR')
-        ON CONFLICT DO NOTHING""")
+    """The tax rates and the (empty) tariff the billing tests share, through the catalog
+    loader; loading them again changes nothing."""
+    async with conn.transaction():
+        await catalog_repo.load_into(conn, {"currency": "EUR", "tariffs": [
+            {"id": "retail", "versions": []}], "tax_rates": TAX_RATES})
 
 
 async def account(conn: Connection, account_id: str, *, currency: str = "EUR",
@@ -41,10 +44,11 @@ async def account(conn: Connection, account_id: str, *, currency: str = "EUR",
 async def product(conn: Connection, product_id: str, fee: int, *, currency: str = "EUR",
                   usage_pricing: list[dict[str, Any]] | None = None,
                   tax_class: str = "standard") -> None:
-    await conn.execute(
-        "INSERT INTO products VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        product_id, f"Plan {product_id}", currency, fee, tax_class,
-        json.dumps(usage_pricing or []))
+    async with conn.transaction():
+        await products_repo.upsert(conn, [Product(
+            product_id=product_id, name=f"Plan {product_id}", currency=currency,
+            recurring_fee_micros=fee, tax_class=tax_class,
+            usage_pricing=tuple(parse_components(usage_pricing or [])))])
 
 
 async def subscribe(conn: Connection, account_id: str, product_id: str, valid_from: dt.datetime,

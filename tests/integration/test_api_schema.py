@@ -83,6 +83,7 @@ async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_schema(
         await pool.execute("INSERT INTO source_files (source, name, format, sha256)"
                            " VALUES ('st', $1, 'csv', $1)", f"f{i}")
     await seed_invoices(pool)
+    await seed_billing_catalog(api)
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
     process = await asyncio.create_subprocess_exec(
         schemathesis_cli(), "--config-file", str(tmp_path / "schemathesis.toml"), "run",
@@ -118,6 +119,18 @@ async def seed_invoices(pool: asyncpg.Pool) -> None:
                                  actor="test")
 
 
+async def seed_billing_catalog(api: Api) -> None:  # noqa: F811
+    """Discounts 1–2, a product, a tax rate and adjustments of SI0 behind the fuzzed ids."""
+    for code in ("ST-1", "ST-2"):
+        await api.call("POST", "/v1/discounts", json={"code": code, "kind": "percentage",
+                                                      "percent": "5"})
+    await api.call("PUT", "/v1/products/ST", json={"currency": "EUR", "recurring_fee": "1"})
+    await api.call("POST", "/v1/tax-rates", json={"jurisdiction": "ES", "rate": "21",
+                                                  "valid_from": "2012-09-01"})
+    await api.call("POST", "/v1/accounts/SI0/adjustments", json={"amount": "1.00",
+                                                                 "description": "st"})
+
+
 @pytest.mark.parametrize("path", ["/v1/accounts/%00", "/v1/accounts?name_prefix=%00",
                                   "/v1/suspense/99999999999999999999"])
 async def test_hostile_inputs_are_client_errors(api: Api, path: str) -> None:  # noqa: F811
@@ -128,13 +141,13 @@ async def test_hostile_inputs_are_client_errors(api: Api, path: str) -> None:  #
 async def test_every_list_validates_limit_and_cursor(api: Api) -> None:  # noqa: F811
     status, doc = await api.call("GET", "/v1/openapi.json", role=None)
     mine = {"accounts", "subscriptions", "tariffs", "usage", "charges", "suspense", "rerate",
-            "files", "api-keys"}
+            "files", "api-keys", "products", "tax-rates", "discounts", "adjustments"}
     lists = [path for path, ops in doc["paths"].items()
              if set(ops.get("get", {}).get("tags", [])) & mine
              and any(p["name"] == "limit" for p in ops["get"].get("parameters", []))]
-    assert len(lists) >= 10
+    assert len(lists) >= 14
     for path in lists:
-        url = path.replace("{tariff_id}", "ST")
+        url = path.replace("{tariff_id}", "ST").replace("{account_id}", "SI0")
         for params, field in (({"limit": "0"}, "limit"), ({"limit": "501"}, "limit"),
                               ({"limit": "ten"}, "limit"), ({"cursor": "%%%"}, "cursor")):
             names = [p["name"] for p in doc["paths"][path]["get"]["parameters"]]
