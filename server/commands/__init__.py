@@ -8,6 +8,7 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.api_key",
     "server.commands.bill_run",
     "server.commands.invoice",
+    "server.commands.credit_note",
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",
