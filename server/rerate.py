@@ -9,8 +9,9 @@ on a finalised invoice land on the next invoice through the invoicing module's l
 
 Work commits in chunks; each chunk's transaction also advances the job's resume key and
 per-account differences, so progress is visible while it runs and a restart resumes after
-the last committed usage. Accounts in a chunk are locked (advisory, per account) so two
-jobs covering the same usage cannot both reverse the same charge.
+the last committed usage (claims, resumption and shutdown: ``server.jobs``). Accounts in a
+chunk are locked (advisory, per account) so two jobs covering the same usage cannot both
+reverse the same charge.
 """
 
 from __future__ import annotations
@@ -19,20 +20,18 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import asyncpg
 import msgspec
 
+from server import jobs
 from server.errors import NotFound
 from server.pipeline.ports import Charge, Rater
 from server.records import UsageRecord
 from server.store import audit
 from server.store.pool import Connection
-
-log = logging.getLogger(__name__)
 
 CHUNK = 500
 
@@ -112,43 +111,33 @@ async def find(pool: asyncpg.Pool, *, state: str | None, after: int | None,
     return [await get(pool, r["rerate_job_id"]) for r in rows]
 
 
+class RerateJobs:
+    """Rerate jobs for ``server.jobs``: claimed, run and resumed like every job table."""
+
+    table = "rerate_jobs"
+    name = "rerate_job"
+    lock_space = 0x52455241  # "RERA": advisory lock namespace of rerate job claims
+
+    def __init__(self, pool: asyncpg.Pool, raters: RaterSource) -> None:
+        self._pool, self._raters = pool, raters
+
+    async def run(self, holder: Connection, job_id: int, stop: asyncio.Event) -> None:
+        await _run(self._pool, self._raters, job_id, stop)
+
+    async def fail(self, pool: asyncpg.Pool, job_id: int, error: str) -> None:
+        await jobs.mark_failed(pool, self, job_id, error)
+
+
 async def run_next(pool: asyncpg.Pool, raters: RaterSource) -> int | None:
-    """Claim one queued (or interrupted) job and run it to the end; its id, or None.
-
-    The claim is a session advisory lock held on one connection for the whole run: a job
-    left 'running' by a crashed process is free again and resumes where it stopped.
-    """
-    async with pool.acquire() as holder:
-        candidates = await holder.fetch(
-            "SELECT rerate_job_id FROM rerate_jobs WHERE state IN ('queued', 'running')"
-            " ORDER BY rerate_job_id LIMIT 20")
-        for candidate in candidates:
-            job_id = int(candidate["rerate_job_id"])
-            if await holder.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_SPACE,
-                                     job_id % 2**31):
-                break
-        else:
-            return None
-        try:
-            state = await holder.fetchval(
-                "SELECT state FROM rerate_jobs WHERE rerate_job_id = $1", job_id)
-            if state in ("queued", "running"):
-                await _run(pool, raters, job_id)
-        except Exception as exc:
-            log.exception("rerate job failed", extra={"fields": {"rerate_job_id": job_id}})
-            await pool.execute(
-                "UPDATE rerate_jobs SET state = 'failed', error = $2, finished_at = now()"
-                " WHERE rerate_job_id = $1", job_id, f"{type(exc).__name__}: {exc}"[:2000])
-        finally:
-            await holder.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_SPACE,
-                                 job_id % 2**31)
-    return job_id
+    """Claim one queued (or interrupted) job and run it to the end; its id, or None."""
+    return await jobs.run_next(pool, RerateJobs(pool, raters))
 
 
-_LOCK_SPACE = 0x52455241  # "RERA": advisory lock namespace of rerate job claims
+_ACCOUNT_LOCKS = 0x52455242  # advisory lock namespace of the accounts a chunk rerates
 
 
-async def _run(pool: asyncpg.Pool, raters: RaterSource, job_id: int) -> None:
+async def _run(pool: asyncpg.Pool, raters: RaterSource, job_id: int,
+               stop: asyncio.Event) -> None:
     job = await pool.fetchrow("SELECT * FROM rerate_jobs WHERE rerate_job_id = $1", job_id)
     assert job is not None
     scope = (job["account_id"], job["period_start"], job["period_end"])
@@ -161,7 +150,7 @@ async def _run(pool: asyncpg.Pool, raters: RaterSource, job_id: int) -> None:
             " WHERE rerate_job_id = $1", job_id, total)
     rater = await raters.current()
     resume = (job["resume_time"], job["resume_usage_id"])
-    while True:
+    while not stop.is_set():  # stopped: resumed after the last chunk, by the next start
         async with pool.acquire() as conn, conn.transaction():
             rows = await _next_chunk(conn, scope, resume)
             if not rows:
@@ -190,7 +179,7 @@ async def _rerate_chunk(conn: Connection, job_id: int, rows: Sequence[asyncpg.Re
                         rater: Rater) -> None:
     accounts = sorted({r["account_id"] for r in rows})
     for account in accounts:
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_SPACE + 1,
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _ACCOUNT_LOCKS,
                            account)
     active = await _active_charges(conn, rows)
     outcomes = rater.rate([_record(r) for r in rows])
@@ -280,35 +269,7 @@ _RECORD_FIELDS = ("record_key", "source", "kind", "duration_s", "volume_up", "vo
                   "partial_seq")
 
 
-class RerateWorker:
-    """Runs queued jobs one at a time in the background; woken by NOTIFY or a poll."""
-
-    def __init__(self, pool: asyncpg.Pool, raters: RaterSource, poll_s: float = 5.0) -> None:
-        self._pool, self._raters, self._poll_s = pool, raters, poll_s
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                while await run_next(self._pool, self._raters) is not None:
-                    pass
-            except (OSError, asyncpg.PostgresError):
-                log.exception("rerate worker: database error; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
-            self._wake.clear()
-
-
 @contextlib.asynccontextmanager
-async def running_worker(pool: asyncpg.Pool, raters: RaterSource) -> AsyncIterator[RerateWorker]:
-    worker = RerateWorker(pool, raters)
-    task = asyncio.create_task(worker.run(), name="rerate-worker")
-    try:
+async def running_worker(pool: asyncpg.Pool, raters: RaterSource) -> AsyncIterator[jobs.Worker]:
+    async with jobs.running_worker(pool, RerateJobs(pool, raters)) as worker:
         yield worker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -1,7 +1,8 @@
 """The running server: database (embedded or external), migrations, demo catalog, HTTP.
 
 Start-up happens in dependency order inside one ``AsyncExitStack`` so shutdown unwinds in
-reverse: stop accepting requests, close the pool, then stop the embedded PostgreSQL.
+reverse: stop the sources, stop accepting requests, let the background jobs (bill runs,
+rerating) commit the step in progress, close the pool, then stop the embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from server import rerate
+from server import jobs, rerate
+from server.billing import runs
 from server.catalog import Catalog, catalog_from_dict
 from server.config import Config
 from server.errors import ConfigError, StartupError
 from server.http.app import create_app
-from server.http.keys import RERATE_WAKE
+from server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
 from server.pipeline.jsonlines import decode_jsonl
 from server.pipeline.pipeline import Pipeline
 from server.pipeline.ports import Decoder
@@ -129,8 +131,12 @@ async def serve(config: Config, stop: asyncio.Event, *,
         sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
         stack.push_async_callback(_cancel, sweeper)
         worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
+        # Claims the runs a crash or a shutdown left 'running' at once, and resumes them.
+        billing = await stack.enter_async_context(jobs.running_worker(
+            pool, runs.BillRuns(pool, runs.run_settings(config.billing))))
         app = create_app(config, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
+        app[BILL_RUN_WAKE] = billing.wake
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

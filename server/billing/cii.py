@@ -1,5 +1,5 @@
-"""The invoice as an EN 16931 e-invoice in UN/CEFACT Cross Industry Invoice syntax (the
-Factur-X / ZUGFeRD "EN 16931" profile), built with the standard library.
+"""Invoices and credit notes as EN 16931 e-invoices in UN/CEFACT Cross Industry Invoice
+syntax (the Factur-X / ZUGFeRD "EN 16931" profile), built with the standard library.
 
 A line's net price is given for a basis quantity equal to its billed quantity, so price ×
 quantity is the line amount exactly; negative lines bill a negative quantity at a positive
@@ -12,8 +12,9 @@ import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 from xml.etree import ElementTree as ET
 
-from server.billing.documents import Invoice
+from server.billing.documents import CreditNote, Invoice
 from server.billing.model import Line
+from server.billing.rendition import Rendition, of_credit_note, of_invoice
 from server.billing.rounding import format_amount, plain, to_decimal
 
 NS = {
@@ -26,7 +27,6 @@ for _prefix, _uri in NS.items():
     ET.register_namespace(_prefix, _uri)
 
 EN16931 = "urn:cen.eu:en16931:2017"
-INVOICE = "380"
 
 
 def _q(tag: str) -> str:
@@ -55,7 +55,15 @@ def unit_price(amount_micros: int, quantity: Decimal | int, currency: str) -> st
 
 
 def to_xml(invoice: Invoice) -> bytes:
-    c = invoice.content
+    return rendition_xml(of_invoice(invoice))
+
+
+def credit_note_xml(note: CreditNote, invoice: Invoice) -> bytes:
+    return rendition_xml(of_credit_note(note, invoice))
+
+
+def rendition_xml(doc: Rendition) -> bytes:
+    c = doc.content
     cur = c.currency
 
     def amount(micros: int) -> str:
@@ -64,12 +72,12 @@ def to_xml(invoice: Invoice) -> bytes:
     root = ET.Element(_q("rsm:CrossIndustryInvoice"))
     ctx = _sub(root, "rsm:ExchangedDocumentContext")
     _sub(_sub(ctx, "ram:GuidelineSpecifiedDocumentContextParameter"), "ram:ID", EN16931)
-    doc = _sub(root, "rsm:ExchangedDocument")
-    _sub(doc, "ram:ID", invoice.number_text or f"DRAFT-{invoice.invoice_id}")
-    _sub(doc, "ram:TypeCode", INVOICE)
-    _date(doc, "ram:IssueDateTime", invoice.issue_date or dt.date.today())
+    head = _sub(root, "rsm:ExchangedDocument")
+    _sub(head, "ram:ID", doc.number)
+    _sub(head, "ram:TypeCode", doc.type_code)
+    _date(head, "ram:IssueDateTime", doc.issue_date or dt.date.today())
     for note in c.notes:
-        _sub(_sub(doc, "ram:IncludedNote"), "ram:Content", note)
+        _sub(_sub(head, "ram:IncludedNote"), "ram:Content", note)
     trade = _sub(root, "rsm:SupplyChainTradeTransaction")
     for ln in c.lines:
         _line(trade, ln, cur)
@@ -79,7 +87,7 @@ def to_xml(invoice: Invoice) -> bytes:
     _sub(trade, "ram:ApplicableHeaderTradeDelivery")
     settle = _sub(trade, "ram:ApplicableHeaderTradeSettlement")
     _sub(settle, "ram:InvoiceCurrencyCode", cur)
-    if c.seller.get("iban"):
+    if c.seller.get("iban") and not doc.is_credit_note:  # the seller pays a credit back
         means = _sub(settle, "ram:SpecifiedTradeSettlementPaymentMeans")
         _sub(means, "ram:TypeCode", "58")  # SEPA credit transfer
         _sub(_sub(means, "ram:PayeePartyCreditorFinancialAccount"), "ram:IBANID",
@@ -98,19 +106,21 @@ def to_xml(invoice: Invoice) -> bytes:
     period = _sub(settle, "ram:BillingSpecifiedPeriod")
     _date(period, "ram:StartDateTime", c.period_start.date())
     _date(period, "ram:EndDateTime", (c.period_end - dt.timedelta(seconds=1)).date())
-    for a in c.allowances:
+    for a in c.allowances:  # a negative one (credit notes only) is a charge
         allowance = _sub(settle, "ram:SpecifiedTradeAllowanceCharge")
-        _sub(_sub(allowance, "ram:ChargeIndicator"), "udt:Indicator", "false")
-        _sub(allowance, "ram:ActualAmount", amount(a.amount_micros))
+        _sub(_sub(allowance, "ram:ChargeIndicator"), "udt:Indicator",
+             "true" if a.amount_micros < 0 else "false")
+        _sub(allowance, "ram:ActualAmount", amount(abs(a.amount_micros)))
         _sub(allowance, "ram:Reason", a.reason)
         cat = _sub(allowance, "ram:CategoryTradeTax")
         _sub(cat, "ram:TypeCode", "VAT")
         _sub(cat, "ram:CategoryCode", a.tax_category)
         _sub(cat, "ram:RateApplicablePercent", plain(a.tax_rate))
     terms = _sub(settle, "ram:SpecifiedTradePaymentTerms")
-    _sub(terms, "ram:Description", "Bank transfer")
-    if invoice.due_date:
-        _date(terms, "ram:DueDateDateTime", invoice.due_date)
+    _sub(terms, "ram:Description", "Refunded or set off against open invoices"
+         if doc.is_credit_note else "Bank transfer")
+    if doc.due_date:
+        _date(terms, "ram:DueDateDateTime", doc.due_date)
     t = c.totals
     sums = _sub(settle, "ram:SpecifiedTradeSettlementHeaderMonetarySummation")
     _sub(sums, "ram:LineTotalAmount", amount(t.line_total_micros))
@@ -121,6 +131,12 @@ def to_xml(invoice: Invoice) -> bytes:
         _sub(sums, "ram:RoundingAmount", amount(t.rounding_micros))
     _sub(sums, "ram:GrandTotalAmount", amount(t.total_micros))
     _sub(sums, "ram:DuePayableAmount", amount(t.payable_micros))
+    if doc.preceding_number:
+        ref = _sub(settle, "ram:InvoiceReferencedDocument")
+        _sub(ref, "ram:IssuerAssignedID", doc.preceding_number)
+        if doc.preceding_date:
+            _sub(_sub(ref, "ram:FormattedIssueDateTime"), "qdt:DateTimeString",
+                 doc.preceding_date.strftime("%Y%m%d"), format="102")
     xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return xml
 

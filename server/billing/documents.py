@@ -12,13 +12,20 @@ import datetime as dt
 import json
 from collections import defaultdict
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any, cast
 
 import msgspec
 
 from server.billing.model import Allowance, InvoiceDraft, Line, Totals
-from server.billing.rounding import Method, from_decimal
+from server.billing.rounding import (
+    Method,
+    format_amount,
+    from_decimal,
+    minor_digits,
+    minor_step,
+    plain,
+    to_decimal,
+)
 from server.billing.tax import CategoryTotal, tax_on
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.store import audit
@@ -45,6 +52,7 @@ class CreditNote(msgspec.Struct, frozen=True):
     credit_note_id: int
     account_id: str
     invoice_id: int
+    invoice_number: str
     number_text: str
     reason: str
     issue_date: dt.date
@@ -207,12 +215,28 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
             invoice.account_id, invoice_id, series, number, text, reason, today,
             invoice.content.currency, net, tax, net + tax, json.dumps(lines), json.dumps(taxes))
         note = CreditNote(credit_note_id=credit_id, account_id=invoice.account_id,
-                          invoice_id=invoice_id, number_text=text, reason=reason,
+                          invoice_id=invoice_id, invoice_number=str(invoice.number_text),
+                          number_text=text, reason=reason,
                           issue_date=today, currency=invoice.content.currency, net_micros=net,
                           tax_micros=tax, total_micros=net + tax, lines=lines, taxes=taxes)
         await audit.record(conn, actor, "credit_note.issue", f"credit_note:{credit_id}", None,
                            note)
     return note
+
+
+async def load_credit_note(conn: Connection, credit_note_id: int) -> CreditNote:
+    row = await conn.fetchrow(
+        "SELECT c.*, i.number_text AS invoice_number FROM credit_notes c JOIN invoices i "
+        "USING (account_id, invoice_id) WHERE c.credit_note_id = $1", credit_note_id)
+    if row is None:
+        raise NotFound(f"no credit note {credit_note_id}", credit_note_id=credit_note_id)
+    return CreditNote(
+        credit_note_id=credit_note_id, account_id=row["account_id"],
+        invoice_id=row["invoice_id"], invoice_number=row["invoice_number"],
+        number_text=row["number_text"], reason=row["reason"], issue_date=row["issue_date"],
+        currency=row["currency"].strip(), net_micros=row["net_micros"],
+        tax_micros=row["tax_micros"], total_micros=row["total_micros"],
+        lines=json.loads(row["lines"]), taxes=json.loads(row["taxes"]))
 
 
 def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] | None,
@@ -244,10 +268,15 @@ def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] |
                            f"invoice {invoice.invoice_id} has no line {req.line_no}")
         remaining = ln.net_micros - credited_line[ln.line_no]
         amount = remaining if req.amount is None else from_decimal(req.amount)
+        if amount % minor_step(content.currency):  # EN 16931: amounts in the minor unit
+            raise _invalid(f"$.lines[{i}].amount",
+                           f"line {req.line_no}: {plain(to_decimal(amount))} has more decimals "
+                           f"than {content.currency} has ({minor_digits(content.currency)})")
         if amount <= 0 or amount > remaining:
             raise _invalid(f"$.lines[{i}].amount",
                            f"line {req.line_no}: can credit more than 0 and at most "
-                           f"{Fraction(remaining, 10**6)} (asked {Fraction(amount, 10**6)})")
+                           f"{format_amount(remaining, content.currency)} (asked "
+                           f"{plain(to_decimal(amount))})")
         credited_line[ln.line_no] += amount
         lines.append(_credit_line(ln, amount))
         sums[ln.tax_category, str(ln.tax_rate)] += amount

@@ -1,8 +1,9 @@
-"""The invoice as a PDF/A-3b document (typst), with its EN 16931 CII XML attached as
-Factur-X (``factur-x.xml``, relationship Alternative).
+"""Invoices and credit notes as PDF/A-3b documents (typst), each with its EN 16931 CII XML
+attached as Factur-X (``factur-x.xml``, relationship Alternative) and the Factur-X XMP
+metadata (server.billing.facturx).
 
-The typst template is fixed; the invoice goes in as one JSON input with every amount already
-formatted as a decimal string, so the PDF prints exactly the stored figures.
+The typst template is fixed; the document goes in as one JSON input with every amount
+already formatted as a decimal string, so the PDF prints exactly the stored figures.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 import msgspec
 import typst
 
-from server.billing import cii
-from server.billing.documents import Invoice
+from server.billing import cii, facturx
+from server.billing.documents import CreditNote, Invoice
+from server.billing.rendition import Rendition, of_credit_note, of_invoice
 from server.billing.rounding import format_amount, plain
 
 _local = threading.local()
@@ -28,13 +30,13 @@ TEMPLATE = r"""
 #set grid(stroke: 0.3pt + gray, inset: 4pt)
 #let title(t) = block(above: 12pt, below: 6pt, text(11pt, weight: "bold", t))
 #pdf.attach("factur-x.xml", bytes(sys.inputs.xml), relationship: "alternative",
-  mime-type: "text/xml", description: "Factur-X EN 16931 invoice")
+  mime-type: "text/xml", description: d.attachment)
 #grid(columns: (1fr, 1fr), stroke: none, inset: 0pt,
   [#text(13pt, weight: "bold", d.seller.name) \
    #d.seller.address \ #d.seller.postcode #d.seller.city \ #d.seller.country \
    VAT #d.seller.vat_id],
-  align(right)[#text(16pt, weight: "bold", d.kind) \ No. #d.number \
-   Issue date: #d.issue_date \ Due date: #d.due_date \ Period: #d.period_text])
+  align(right)[#text(16pt, weight: "bold", d.kind) \ No. #d.number
+   #for f in d.facts [\ #f.label: #f.value]])
 #v(8pt)
 #block(stroke: 0.5pt + gray, inset: 8pt, width: 60%)[*Bill to* \ #d.buyer.name \
   Account #d.buyer.account_id \ #d.buyer.address \ #d.buyer.country
@@ -59,7 +61,7 @@ TEMPLATE = r"""
 #align(right, grid(columns: (auto, auto), stroke: none, align: right,
   ..d.totals.map(t => (t.label, t.value)).flatten()))
 #for n in d.notes [#emph(n) \ ]
-*Payment terms:* #d.terms
+*#d.terms_label:* #d.terms
 #if d.usage.len() > 0 [
   #pagebreak()
   #title[Appendix: usage breakdown]
@@ -83,15 +85,27 @@ def _compiler() -> Any:
 
 
 def render(invoice: Invoice) -> bytes:
-    data = msgspec.json.encode(document_data(invoice)).decode()
-    xml = cii.to_xml(invoice).decode()
+    return render_rendition(of_invoice(invoice))
+
+
+def render_credit_note(note: CreditNote, invoice: Invoice) -> bytes:
+    return render_rendition(of_credit_note(note, invoice))
+
+
+def render_rendition(doc: Rendition) -> bytes:
+    data = msgspec.json.encode(document_data(doc)).decode()
+    xml = cii.rendition_xml(doc).decode()
     pdf: bytes = _compiler().compile(TEMPLATE.encode(), sys_inputs={"data": data, "xml": xml},
                                      pdf_standards="a-3b", pdf_tags=False)
-    return pdf
+    return facturx.mark_pdf(pdf)
 
 
-def document_data(invoice: Invoice) -> dict[str, Any]:
-    c = invoice.content
+GROUPS = {"usage": "Usage", "recurring": "Subscriptions", "adjustment": "Adjustments",
+          "credit": "Credited invoice lines"}
+
+
+def document_data(doc: Rendition) -> dict[str, Any]:
+    c = doc.content
     cur = c.currency
 
     def amount(micros: int) -> str:
@@ -100,12 +114,10 @@ def document_data(invoice: Invoice) -> dict[str, Any]:
     groups: dict[str, list[dict[str, str]]] = {}
     usage = []
     for ln in c.lines:
-        title = {"usage": "Usage", "recurring": "Subscriptions",
-                 "adjustment": "Adjustments"}[ln.kind]
         shown = ln.inclusive_micros if c.tax_inclusive and ln.inclusive_micros is not None \
             else ln.net_micros
         qty = ln.charges if ln.kind == "usage" and ln.charges else ln.quantity
-        groups.setdefault(title, []).append({
+        groups.setdefault(GROUPS[ln.kind], []).append({
             "no": str(ln.line_no), "description": ln.description
             + (f" (discount {amount(ln.discount_micros)})" if ln.discount_micros else ""),
             "quantity": f"{qty}", "unit_price": cii.unit_price(shown, qty, cur),
@@ -121,14 +133,23 @@ def document_data(invoice: Invoice) -> dict[str, Any]:
               ("Total net", t.net_micros), ("VAT", t.tax_micros), ("Total", t.total_micros)]
     if t.rounding_micros:
         totals.append(("Rounding", t.rounding_micros))
-    totals.append(("Amount due", t.payable_micros))
+    totals.append(("Amount credited" if doc.is_credit_note else "Amount due", t.payable_micros))
     buyer = {k: str(v) for k, v in c.buyer.items()}
+    facts = [("Issue date", str(doc.issue_date or "-"))]
+    if doc.is_credit_note:
+        facts.append(("Credits invoice", f"{doc.preceding_number} of {doc.preceding_date}"))
+        terms = (f"refunded or set off against open invoices of account "
+                 f"{c.buyer.get('account_id', c.account_id)}, quoting {doc.number}.")
+    else:
+        facts.append(("Due date", str(doc.due_date or "-")))
+        terms = (f"due {doc.due_date or 'on finalisation'}, by bank transfer to "
+                 f"{c.seller.get('iban') or 'the account on file'}, quoting "
+                 f"{doc.number if doc.issue_date else 'the invoice number'}.")
+    facts.append(("Period", f"{c.period_start.date()} – {c.period_end.date()} (UTC)"))
     return {
-        "title": f"Invoice {invoice.number_text or 'DRAFT'}", "kind": "INVOICE"
-        if invoice.status == "finalised" else "DRAFT INVOICE",
-        "number": invoice.number_text or f"draft {invoice.invoice_id}",
-        "issue_date": str(invoice.issue_date or "-"), "due_date": str(invoice.due_date or "-"),
-        "period_text": f"{c.period_start.date()} – {c.period_end.date()} (UTC)",
+        "title": doc.title, "kind": doc.heading, "number": doc.number,
+        "facts": [{"label": label, "value": value} for label, value in facts],
+        "attachment": f"Factur-X EN 16931 {doc.heading.lower()}",
         "currency": cur,
         "seller": {**dict.fromkeys(("name", "address", "postcode", "city", "country", "vat_id"),
                                    ""), **{k: str(v) for k, v in c.seller.items()}},
@@ -140,8 +161,7 @@ def document_data(invoice: Invoice) -> dict[str, Any]:
                    "taxable": amount(x.taxable), "tax": amount(x.tax)} for x in c.taxes],
         "totals": [{"label": label, "value": f"{amount(v)} {cur}"} for label, v in totals],
         "notes": list(c.notes) + (["Prices include VAT."] if c.tax_inclusive else []),
-        "terms": f"due {invoice.due_date or 'on finalisation'}, by bank transfer to "
-                 f"{c.seller.get('iban') or 'the account on file'}, quoting "
-                 f"{invoice.number_text or 'the invoice number'}.",
+        "terms_label": "Settlement" if doc.is_credit_note else "Payment terms",
+        "terms": terms,
         "usage": usage,
     }

@@ -1,30 +1,83 @@
-"""Bill runs: for each batch of accounts, one transaction reads the inputs, computes every
-(account, currency) invoice and stores the drafts with their lines, taxes and charge links.
+"""Bill runs: a cycle's charges turned into draft invoices, account batch by account batch,
+optionally followed by the finalisation of the period's drafts whose grace period is over.
 
-A dry run does the same work and rolls the transaction back: a preview that writes nothing.
-A real run is audited (``bill_run:<id>``): its start, each batch (the drafts it stored, in the
-batch's transaction) and its end.
-A draft of the same cycle is recomputed in place (same invoice id), so late usage within the
-grace period lands on it; a finalised invoice is never touched (its cycle's late charges
-wait for the next cycle's invoice).
+A dry run (``preview``) computes every batch in a transaction it rolls back: a preview that
+writes nothing. A real run is a job (``server.jobs``): submitted ``queued`` and audited
+(``bill_run:<id>``), then claimed and run by a worker — the server's, in the background, or
+the caller's own (``bill_run``: the CLI, the tests). Each batch's transaction stores the
+batch's drafts (``server.billing.batches``), advances the run's counters and resume point
+(the batch's last account) and is audited; the end — finalisation included — commits in
+one transaction with the run's ``done``.
+
+A run interrupted by a crash or a shutdown is resumed after its last committed batch by the
+next worker that claims it. That is correct because a batch is idempotent on drafts: it
+rebuilds its accounts' drafts from every charge not on another invoice, never touches a
+finalised invoice, and leaves alone drafts whose grace period is over; so even running a
+committed batch again would change nothing but late usage, and a resumed run ends exactly
+as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import msgspec
 
-from server.billing import inputs
-from server.billing.compute import compute
-from server.billing.model import BillingInput, InvoiceDraft, Settings
+from server import jobs
+from server.billing import documents, inputs
+from server.billing.batches import compute_batch, store_drafts
+from server.billing.model import InvoiceDraft, Settings
 from server.billing.tax import TaxRate
+from server.config import BillingConfig
+from server.errors import NotFound
 from server.store import audit
 from server.store.pool import Connection
+
+Progress = Callable[[int, int], None]  # (accounts done, accounts in the run)
+
+
+class RunSettings(msgspec.Struct, frozen=True):
+    billing: Settings
+    batch_size: int = 1000  # accounts per transaction
+    invoice_series: str = "INV"
+    payment_terms_days: int = 30
+
+
+def run_settings(config: BillingConfig) -> RunSettings:
+    return RunSettings(
+        billing=Settings(seller=config.seller(), rounding=config.rounding,
+                         grace_days=config.grace_days),
+        batch_size=config.batch_size, invoice_series=config.invoice_series,
+        payment_terms_days=config.payment_terms_days)
+
+
+class Run(msgspec.Struct, frozen=True, kw_only=True):
+    """A bill run as stored: what was asked, how far it got, what it made."""
+
+    bill_run_id: int
+    period: str
+    accounts: list[str] | None  # None: every account not closed
+    finalize: bool
+    force: bool
+    state: str
+    requested_by: str
+    accounts_total: int | None
+    accounts_done: int
+    invoices: int
+    charges: int
+    frozen: int  # accounts whose draft was past its grace period: left unchanged
+    invoice_ids: list[int]
+    finalized: list[int]
+    in_grace: list[int]  # drafts not finalised: still in their grace period
+    in_grace_until: dt.datetime | None
+    error: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
 
 
 class RunResult(msgspec.Struct):
@@ -35,9 +88,12 @@ class RunResult(msgspec.Struct):
     invoices: int
     charges: int
     seconds: float
-    frozen: int = 0  # accounts whose draft was left unchanged: grace period over
+    frozen: int = 0
     invoice_ids: list[int] = []
     previews: list[InvoiceDraft] = []
+    finalized: list[int] = []
+    in_grace: list[int] = []
+    in_grace_until: dt.datetime | None = None
 
 
 class _Rollback(Exception):
@@ -46,183 +102,209 @@ class _Rollback(Exception):
 
 async def bill_run(pool: asyncpg.Pool, period: str, settings: Settings, *,
                    accounts: list[str] | None = None, dry_run: bool = False,
-                   batch_size: int = 1000, now: dt.datetime | None = None,
-                   progress: Callable[[int, int], None] | None = None,
+                   finalize: bool = False, force: bool = False, batch_size: int = 1000,
+                   invoice_series: str = "INV", payment_terms_days: int = 30,
+                   now: dt.datetime | None = None, progress: Progress | None = None,
                    actor: str) -> RunResult:
-    """``actor`` names who asked in the audit log (``key:<id>``, ``cli:<user>``)."""
+    """Bill a cycle in this process and wait for the end (a failure is raised). ``actor``
+    names who asked in the audit log (``key:<id>``, ``cli:<user>``)."""
     started = time.perf_counter()
-    frozen_before = None if settings.grace_days is None else (
-        (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=settings.grace_days))
-    async with pool.acquire() as conn:
-        ids = await inputs.account_ids(conn, accounts)
-        rates = await inputs.tax_rates(conn)
-        run_id = None if dry_run else await _start(conn, actor, period, accounts)
-        result = RunResult(bill_run_id=run_id, period=period, dry_run=dry_run,
-                           accounts=len(ids), invoices=0, charges=0, seconds=0.0)
-        try:
-            for first in range(0, len(ids), batch_size):
-                chunk = ids[first:first + batch_size]
-                await _batch(conn, chunk, period, settings, rates, run_id, result,
-                             frozen_before, actor)
-                if progress:
-                    progress(min(first + batch_size, len(ids)), len(ids))
-        except Exception as exc:
-            if run_id is not None:
-                await _finish(conn, actor, run_id, result, error=str(exc))
-            raise
-        if run_id is not None:
-            await _finish(conn, actor, run_id, result)
+    if dry_run:
+        result = await preview(pool, period, settings, accounts=accounts,
+                               batch_size=batch_size, now=now)
+    else:
+        kind = BillRuns(pool, RunSettings(settings, batch_size, invoice_series,
+                                          payment_terms_days), now=now, progress=progress)
+        async with pool.acquire() as holder:
+            async with holder.transaction():
+                run_id = await submit(holder, actor, period, accounts, finalize=finalize,
+                                      force=force)
+                # Claimed before the commit: no worker can see the run unclaimed.
+                await jobs.try_claim(holder, kind, run_id)
+            try:
+                await jobs.run_claimed(pool, holder, kind, run_id, asyncio.Event())
+            finally:
+                await jobs.release(holder, kind, run_id)
+            result = result_of(await get(holder, run_id))
     result.seconds = time.perf_counter() - started
     return result
 
 
-async def _start(conn: Connection, actor: str, period: str, accounts: list[str] | None) -> int:
+async def submit(conn: Connection, actor: str, period: str, accounts: list[str] | None, *,
+                 finalize: bool = False, force: bool = False) -> int:
+    """Queue a run (audited ``bill_run.start``); a worker takes it from there."""
     async with conn.transaction():
         run_id: int = await conn.fetchval(
-            "INSERT INTO bill_runs (period, accounts) VALUES ($1, $2) RETURNING bill_run_id",
-            period, accounts)
+            "INSERT INTO bill_runs (period, accounts, finalize, force, requested_by) "
+            "VALUES ($1, $2, $3, $4, $5) RETURNING bill_run_id",
+            period, accounts, finalize, force, actor)
         await audit.record(conn, actor, "bill_run.start", f"bill_run:{run_id}", None,
-                           {"period": period, "accounts": accounts})
+                           {"period": period, "accounts": accounts, "finalize": finalize,
+                            "force": force})
     return run_id
 
 
-async def _finish(conn: Connection, actor: str, run_id: int, result: RunResult,
-                  error: str | None = None) -> None:
-    state = "failed" if error is not None else "done"
+_RUN = ("SELECT bill_run_id, period, accounts, finalize, force, state, requested_by,"
+        " accounts_total, accounts_done, invoices, charges, frozen, invoice_ids, finalized,"
+        " in_grace, in_grace_until, error, created_at, started_at, finished_at FROM bill_runs")
+
+
+async def get(conn: Connection | asyncpg.Pool, run_id: int) -> Run:
+    row = await conn.fetchrow(_RUN + " WHERE bill_run_id = $1", run_id)
+    if row is None:
+        raise NotFound(f"no bill run {run_id}", bill_run_id=run_id)
+    return Run(**dict(row))
+
+
+async def find(pool: asyncpg.Pool, *, state: str | None, period: str | None,
+               after: int | None, limit: int) -> list[Run]:
+    rows = await pool.fetch(
+        _RUN + " WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR period = $2)"
+        " AND ($3::bigint IS NULL OR bill_run_id > $3) ORDER BY bill_run_id LIMIT $4",
+        state, period, after, limit + 1)
+    return [Run(**dict(r)) for r in rows]
+
+
+def result_of(run: Run) -> RunResult:
+    return RunResult(
+        bill_run_id=run.bill_run_id, period=run.period, dry_run=False,
+        accounts=run.accounts_total or 0, invoices=run.invoices, charges=run.charges,
+        seconds=0.0, frozen=run.frozen, invoice_ids=run.invoice_ids, finalized=run.finalized,
+        in_grace=run.in_grace, in_grace_until=run.in_grace_until)
+
+
+class BillRuns:
+    """Bill runs for ``server.jobs``: claimed, run and resumed like every job table."""
+
+    table = "bill_runs"
+    name = "bill_run"
+    lock_space = 0x42494C4C  # "BILL": advisory lock namespace of bill run claims
+
+    def __init__(self, pool: asyncpg.Pool, settings: RunSettings, *,
+                 now: dt.datetime | None = None, progress: Progress | None = None) -> None:
+        self._pool, self._settings = pool, settings
+        self._now, self._progress = now, progress
+
+    async def run(self, holder: Connection, job_id: int, stop: asyncio.Event) -> None:
+        await execute(holder, job_id, self._settings, stop, now=self._now,
+                      progress=self._progress)
+
+    async def fail(self, pool: asyncpg.Pool, job_id: int, error: str) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            run = await conn.fetchrow(
+                "UPDATE bill_runs SET state = 'failed', error = $2, finished_at = now() "
+                "WHERE bill_run_id = $1 RETURNING requested_by, accounts_done, invoices, "
+                "charges, frozen", job_id, error)
+            assert run is not None
+            await audit.record(conn, run["requested_by"], "bill_run.failed",
+                               f"bill_run:{job_id}", {"state": "running"},
+                               {"state": "failed", "error": error, **_counts(run)})
+
+
+async def execute(conn: Connection, run_id: int, settings: RunSettings, stop: asyncio.Event,
+                  *, now: dt.datetime | None = None, progress: Progress | None = None) -> None:
+    """Run (or resume) a claimed run on ``conn``; return early, the run left ``running``,
+    once ``stop`` is set."""
+    run = await get(conn, run_id)
+    now = now or dt.datetime.now(dt.UTC)
+    ids = await inputs.account_ids(conn, run.accounts)
+    resume = await conn.fetchval("SELECT resume_account FROM bill_runs WHERE bill_run_id = $1",
+                                 run_id)
+    todo = [a for a in ids if resume is None or a > resume]
+    total = run.accounts_done + len(todo)
     async with conn.transaction():
         await conn.execute(
-            "UPDATE bill_runs SET state = $2, error = $3, invoices = $4, charges = $5, "
-            "finished_at = now() WHERE bill_run_id = $1",
-            run_id, state, error, result.invoices, result.charges)
-        await audit.record(conn, actor, f"bill_run.{state}", f"bill_run:{run_id}",
+            "UPDATE bill_runs SET state = 'running', started_at = coalesce(started_at, now()), "
+            "accounts_total = $2 WHERE bill_run_id = $1", run_id, total)
+        if run.state == "running":  # claimed again after a crash or a shutdown
+            await audit.record(conn, run.requested_by, "bill_run.resume", f"bill_run:{run_id}",
+                               {"accounts_done": run.accounts_done, "resume_after": resume},
+                               {"accounts_left": len(todo)})
+    rates = await inputs.tax_rates(conn)
+    grace = settings.billing.grace_days
+    frozen_before = None if grace is None else now - dt.timedelta(days=grace)
+    done = run.accounts_done
+    for first in range(0, len(todo), settings.batch_size):
+        if stop.is_set():
+            return
+        chunk = todo[first:first + settings.batch_size]
+        await _store_batch(conn, run, chunk, settings.billing, rates, frozen_before)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+    await _finish(conn, run, settings, now)
+
+
+async def _store_batch(conn: Connection, run: Run, ids: list[str], settings: Settings,
+                       rates: tuple[TaxRate, ...], frozen_before: dt.datetime | None) -> None:
+    async with conn.transaction():
+        batch, drafts = await compute_batch(conn, ids, run.period, settings, rates,
+                                            frozen_before)
+        stored = await store_drafts(conn, drafts, run.bill_run_id)
+        await conn.execute(
+            "UPDATE bill_runs SET accounts_done = accounts_done + $2, invoices = invoices + $3,"
+            " charges = charges + $4, frozen = frozen + $5, invoice_ids = invoice_ids || $6,"
+            " resume_account = $7 WHERE bill_run_id = $1",
+            run.bill_run_id, len(ids), len(drafts), batch.charges, batch.frozen, stored, ids[-1])
+        # Last in the transaction: the audit head stays locked only until the commit.
+        await audit.record(conn, run.requested_by, "bill_run.batch", f"bill_run:{run.bill_run_id}",
+                           None, {"first_account": ids[0], "last_account": ids[-1],
+                                  "account_count": len(ids), "charges": batch.charges,
+                                  "frozen": batch.frozen, "invoice_ids": stored})
+
+
+async def _finish(conn: Connection, run: Run, settings: RunSettings, now: dt.datetime) -> None:
+    """Finalise what the run was asked to and mark it done, in one transaction."""
+    async with conn.transaction():
+        due = documents.Due([], [], None)
+        finalized: list[int] = []
+        if run.finalize:
+            due = await documents.drafts_due(conn, run.period, run.accounts,
+                                             settings.billing.grace_days or 0, now,
+                                             force=run.force)
+            if due.due:
+                finalized = await documents.finalise(
+                    conn, due.due, settings.invoice_series, now.date(),
+                    settings.payment_terms_days, actor=run.requested_by)
+        row = await conn.fetchrow(
+            "UPDATE bill_runs SET state = 'done', finished_at = now(), finalized = $2, "
+            "in_grace = $3, in_grace_until = $4 WHERE bill_run_id = $1 "
+            "RETURNING accounts_done, invoices, charges, frozen",
+            run.bill_run_id, finalized, due.waiting, due.waiting_until)
+        assert row is not None
+        await audit.record(conn, run.requested_by, "bill_run.done", f"bill_run:{run.bill_run_id}",
                            {"state": "running"},
-                           {"state": state, "error": error, "accounts": result.accounts,
-                            "invoices": result.invoices, "charges": result.charges,
-                            "frozen": result.frozen})
+                           {"state": "done", "error": None, **_counts(row),
+                            "finalized": finalized, "in_grace": due.waiting})
 
 
-async def _batch(conn: Connection, ids: list[str], period: str, settings: Settings,
-                 rates: tuple[TaxRate, ...], run_id: int | None, result: RunResult,
-                 frozen_before: dt.datetime | None, actor: str) -> None:
-    try:
-        async with conn.transaction():
-            batch = await inputs.read_batch(conn, ids, period, frozen_before)
-            drafts = [d for d in _compute_all(batch, settings, rates) if d.lines]
-            if run_id is None:
-                result.charges += batch.charges
-                result.frozen += batch.frozen
-                result.invoices += len(drafts)
-                result.previews.extend(drafts)
-                raise _Rollback
-            stored = await store_drafts(conn, drafts, run_id)
-            # Last in the transaction: the audit head stays locked only until the commit.
-            await audit.record(conn, actor, "bill_run.batch", f"bill_run:{run_id}", None, {
-                "first_account": ids[0], "last_account": ids[-1], "account_count": len(ids),
-                "charges": batch.charges, "frozen": batch.frozen,
-                "invoice_ids": stored})
-        result.charges += batch.charges
-        result.frozen += batch.frozen
-        result.invoices += len(drafts)
-        result.invoice_ids.extend(stored)
-    except _Rollback:
-        pass
+def _counts(row: asyncpg.Record) -> dict[str, int]:
+    return {"accounts": row["accounts_done"], "invoices": row["invoices"],
+            "charges": row["charges"], "frozen": row["frozen"]}
 
 
-def _compute_all(batch: inputs.Batch, settings: Settings,
-                 rates: tuple[TaxRate, ...]) -> list[InvoiceDraft]:
-    out = []
-    for account_id, account in batch.accounts.items():
-        cycle = batch.cycles[account_id]
-        subs = tuple(batch.subscriptions.get(account_id, ()))
-        adjustments = tuple(batch.adjustments.get(account_id, ()))
-        currencies = {c for (a, c) in batch.usage if a == account_id}
-        currencies |= {s.product.currency for s in subs if s.product.recurring_fee_micros}
-        currencies |= {a.currency for a in adjustments}
-        tax_day = cycle.end_local - dt.timedelta(days=1)
-        for currency in sorted(currencies):
-            out.append(compute(BillingInput(
-                account=account, currency=currency,
-                usage=tuple(batch.usage.get((account_id, currency), ())),
-                subscriptions=subs, adjustments=adjustments,
-                discounts=inputs.discounts_on(batch, account_id, tax_day), tax_rates=rates,
-                bill_recurring=(account_id, currency) not in batch.finalised,
-            ), cycle, settings))
-    return out
-
-
-async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int) -> list[int]:
-    """Insert new drafts or refresh the existing draft of the cycle; then lines, allowances,
-    taxes (bulk COPY) and the charge links (one INSERT … SELECT from the run's charges)."""
-    rows = await conn.fetch(
-        """
-        INSERT INTO invoices AS i (account_id, bill_run_id, period, period_start, period_end,
-            currency, tax_inclusive, reverse_charge, rounding_method, line_total_micros,
-            allowance_micros, net_micros, tax_micros, total_micros, rounding_micros,
-            payable_micros, seller, buyer, notes)
-        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
-            $5::timestamptz[], $6::text[], $7::bool[], $8::bool[], $9::text[], $10::bigint[],
-            $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[],
-            $16::bigint[], $17::jsonb[], $18::jsonb[], $19::text[])
-        ON CONFLICT (account_id, period, currency) WHERE status = 'draft' DO UPDATE SET
-            bill_run_id = excluded.bill_run_id, tax_inclusive = excluded.tax_inclusive,
-            reverse_charge = excluded.reverse_charge, rounding_method = excluded.rounding_method,
-            line_total_micros = excluded.line_total_micros,
-            allowance_micros = excluded.allowance_micros, net_micros = excluded.net_micros,
-            tax_micros = excluded.tax_micros, total_micros = excluded.total_micros,
-            rounding_micros = excluded.rounding_micros, payable_micros = excluded.payable_micros,
-            seller = excluded.seller, buyer = excluded.buyer, notes = excluded.notes,
-            updated_at = now()
-        RETURNING account_id, currency, invoice_id
-        """,
-        *_columns([
-            (d.account_id, run_id, d.period, d.period_start, d.period_end, d.currency,
-             d.tax_inclusive, d.reverse_charge, d.rounding_method, d.totals.line_total_micros,
-             d.totals.allowance_micros, d.totals.net_micros, d.totals.tax_micros,
-             d.totals.total_micros, d.totals.rounding_micros, d.totals.payable_micros,
-             json.dumps(d.seller), json.dumps(d.buyer), "\n".join(d.notes))
-            for d in drafts], 19),
-    )
-    ids = {(r["account_id"], r["currency"].strip()): r["invoice_id"] for r in rows}
-    lines, allowances, taxes, links = [], [], [], []
-    for d in drafts:
-        invoice_id = ids[d.account_id, d.currency]
-        for ln in d.lines:
-            lines.append((
-                d.account_id, invoice_id, ln.line_no, ln.kind, ln.service, ln.description,
-                ln.quantity, ln.unit, ln.charges, ln.gross_micros, ln.discount_micros,
-                ln.net_micros, ln.inclusive_micros, ln.tax_category, ln.tax_rate,
-                ln.subscription_id, ln.adjustment_id,
-                json.dumps({**ln.detail, **({"zone": ln.zone} if ln.zone is not None else {})}),
-            ))
-            if ln.kind == "usage" and ln.zone is not None:
-                links.append((d.account_id, d.currency, ln.service, ln.zone, invoice_id,
-                              ln.line_no))
-        allowances += [(d.account_id, invoice_id, a.seq, a.discount_id, a.reason,
-                        a.amount_micros, a.tax_category, a.tax_rate) for a in d.allowances]
-        taxes += [(d.account_id, invoice_id, t.category, t.rate, t.taxable, t.tax,
-                   t.exemption_reason) for t in d.taxes]
-    await conn.copy_records_to_table("invoice_lines", records=lines, columns=_LINE_COLUMNS)
-    if allowances:
-        await conn.copy_records_to_table("invoice_allowances", records=allowances)
-    await conn.copy_records_to_table("taxes", records=taxes)
-    await conn.execute(
-        "CREATE TEMP TABLE run_lines (account_id text, currency text, service text, zone text, "
-        "invoice_id bigint, line_no int) ON COMMIT DROP")
-    await conn.copy_records_to_table("run_lines", records=links)
-    await conn.execute(
-        "INSERT INTO invoice_line_charges (account_id, charge_id, invoice_id, line_no) "
-        "SELECT c.account_id, c.charge_id, m.invoice_id, m.line_no FROM run_charges c "
-        "JOIN run_lines m ON m.account_id = c.account_id AND m.currency = c.currency "
-        "AND m.service = c.service AND m.zone = c.zone ORDER BY c.account_id, c.charge_id")
-    return sorted(ids.values())
-
-
-_LINE_COLUMNS = (
-    "account_id", "invoice_id", "line_no", "kind", "service", "description", "quantity", "unit",
-    "charges", "gross_micros", "discount_micros", "net_micros", "inclusive_micros",
-    "tax_category", "tax_rate", "subscription_id", "adjustment_id", "detail",
-)
-
-
-def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
-    return [[r[i] for r in rows] for i in range(width)] if rows else [[] for _ in range(width)]
+async def preview(pool: asyncpg.Pool, period: str, settings: Settings, *,
+                  accounts: Sequence[str] | None = None, batch_size: int = 1000,
+                  now: dt.datetime | None = None) -> RunResult:
+    """What a run would make now, computed batch by batch and rolled back."""
+    grace = settings.grace_days
+    frozen_before = None if grace is None else (
+        (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=grace))
+    async with pool.acquire() as conn:
+        ids = await inputs.account_ids(conn, None if accounts is None else list(accounts))
+        rates = await inputs.tax_rates(conn)
+        result = RunResult(bill_run_id=None, period=period, dry_run=True, accounts=len(ids),
+                           invoices=0, charges=0, seconds=0.0)
+        for first in range(0, len(ids), batch_size):
+            try:
+                async with conn.transaction():
+                    batch, drafts = await compute_batch(conn, ids[first:first + batch_size],
+                                                        period, settings, rates, frozen_before)
+                    result.charges += batch.charges
+                    result.frozen += batch.frozen
+                    result.invoices += len(drafts)
+                    result.previews.extend(drafts)
+                    raise _Rollback
+            except _Rollback:
+                pass
+    return result

@@ -83,6 +83,7 @@ class CreditNoteView(msgspec.Struct):
     invoice_id: int
     account_id: str
     number: str
+    invoice_number: str  # the invoice credited
     reason: str
     issue_date: dt.date
     currency: str
@@ -141,7 +142,8 @@ def credit_note_view(c: CreditNote) -> CreditNoteView:
 
     return CreditNoteView(
         credit_note_id=c.credit_note_id, invoice_id=c.invoice_id, account_id=c.account_id,
-        number=c.number_text, reason=c.reason, issue_date=c.issue_date, currency=c.currency,
+        number=c.number_text, invoice_number=c.invoice_number, reason=c.reason,
+        issue_date=c.issue_date, currency=c.currency,
         net=amount(c.net_micros), tax=amount(c.tax_micros), total=amount(c.total_micros),
         lines=[{**ln, "net": amount(ln["net_micros"])} for ln in c.lines],
         taxes=[{**t, "taxable": amount(t["taxable"]), "tax": amount(t["tax"])} for t in c.taxes],

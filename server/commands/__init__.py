@@ -9,6 +9,7 @@ VERB_MODULES: tuple[str, ...] = (
     "server.commands.bill_run",
     "server.commands.invoice",
     "server.commands.adjustment",
+    "server.commands.credit_note",
     "server.commands.ingest",
     "server.commands.catalog",
     "server.commands.suspense",

@@ -4,24 +4,24 @@
 their grace period (`billing.grace_days` after the cycle's end) is over; `--finalize`
 then numbers and freezes the period's drafts whose grace is over (`--force`: all of them).
 `--json` prints the result for scripts. A progress bar shows on a terminal.
+
+The run is the same job as ``POST /v1/bill-runs`` (audited, resumable), run here, in this
+process, to its end; interrupted (Ctrl-C, a crash), it is resumed by the next server start.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import sys
 from typing import Any
 
 import msgspec
 
-from server.billing import documents, views
-from server.billing.runs import bill_run
+from server.billing import runs, views
 from server.commands.options import add_config_options, cli_actor, load_config
 from server.commands.progress import progress
 from server.errors import BillingError
-from server.http.invoices import settings
 from server.service import database_pool
 
 
@@ -48,33 +48,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     async def act() -> int:
-        now = dt.datetime.now(dt.UTC)
-        actor = cli_actor()
+        settings = runs.run_settings(config.billing)
         async with database_pool(config) as pool:
             with progress(f"bill-run {args.period}", "accounts",
                           interactive=None if not args.json else False) as report:
-                result = await bill_run(pool, args.period, settings(config),
-                                        accounts=args.accounts, dry_run=args.dry_run,
-                                        batch_size=config.billing.batch_size, now=now,
-                                        progress=report, actor=actor)
-            due = documents.Due([], [], None)
-            finalised: list[int] = []
-            if args.finalize and not args.dry_run:
-                async with pool.acquire() as conn:
-                    due = await documents.drafts_due(conn, args.period, args.accounts,
-                                                     config.billing.grace_days, now,
-                                                     force=args.force)
-                    if due.due:
-                        finalised = await documents.finalise(
-                            conn, due.due, config.billing.invoice_series, now.date(),
-                            config.billing.payment_terms_days, actor=actor)
+                result = await runs.bill_run(
+                    pool, args.period, settings.billing, accounts=args.accounts,
+                    dry_run=args.dry_run, finalize=args.finalize, force=args.force,
+                    batch_size=settings.batch_size, invoice_series=settings.invoice_series,
+                    payment_terms_days=settings.payment_terms_days, progress=report,
+                    actor=cli_actor())
         if args.json:
             print(msgspec.json.encode({
                 "bill_run_id": result.bill_run_id, "period": result.period,
                 "dry_run": result.dry_run, "accounts": result.accounts,
                 "invoices": result.invoices, "charges": result.charges,
                 "frozen": result.frozen, "invoice_ids": result.invoice_ids,
-                "finalized": finalised, "in_grace": due.waiting,
+                "finalized": result.finalized, "in_grace": result.in_grace,
                 "previews": [views.draft_view(d) for d in result.previews],
             }).decode())
         else:
@@ -82,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{result.accounts} accounts in {result.seconds:.2f} s"
                   f"{' (dry run, nothing written)' if result.dry_run else ''}"
                   f"{f', {result.frozen} past grace left as they are' if result.frozen else ''}"
-                  f"{f', {len(finalised)} finalised' if finalised else ''}"
-                  f"{_waiting(due)}")
+                  f"{f', {len(result.finalized)} finalised' if result.finalized else ''}"
+                  f"{_waiting(result)}")
         return 0
 
     try:
@@ -93,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         return exc.exit_status
 
 
-def _waiting(due: documents.Due) -> str:
-    if not due.waiting or due.waiting_until is None:
+def _waiting(result: runs.RunResult) -> str:
+    if not result.in_grace or result.in_grace_until is None:
         return ""
-    return (f", {len(due.waiting)} drafts still in their grace period (until "
-            f"{due.waiting_until:%Y-%m-%d %H:%M} UTC; --force to finalise them now)")
+    return (f", {len(result.in_grace)} drafts still in their grace period (until "
+            f"{result.in_grace_until:%Y-%m-%d %H:%M} UTC; --force to finalise them now)")

@@ -41,7 +41,9 @@ ROUTE_MODULES: tuple[str, ...] = (
     "server.http.rerate",
     "server.http.files",
     "server.http.api_keys",
+    "server.http.bill_runs",
     "server.http.invoices",
+    "server.http.credit_notes",
     "adapters.http_ingest",
 )
 

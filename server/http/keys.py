@@ -22,5 +22,7 @@ API: web.AppKey[Api] = web.AppKey("api")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 # Wakes the rerate worker when a job is submitted (absent: the worker polls).
 RERATE_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("rerate_wake")
+# Wakes the bill-run worker when a run is submitted (absent: the worker polls).
+BILL_RUN_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("bill_run_wake")
 # The API key that authenticated this request (set by server.http.auth on protected routes).
 PRINCIPAL = web.RequestKey("principal", ApiKey)

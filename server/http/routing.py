@@ -24,6 +24,7 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     response: Any = None
     status: int = 200
     also: tuple[int, ...] = ()  # other success statuses with the same response body
+    alternatives: tuple[tuple[int, Any], ...] = ()  # (status, response) with another body
     request: Any = None
     query: Any = None
     params: Any = None  # a Struct whose fields are the path parameters
@@ -52,7 +53,9 @@ class Api:
             app.router.add_route(op.method, op.path, handler, name=_operation_id(op))
 
     def openapi(self) -> dict[str, Any]:
-        types = {t for op in self.operations for t in (op.response, op.request) if _is_struct(t)}
+        types = {t for op in self.operations
+                 for t in (op.response, op.request, *(r for _, r in op.alternatives))
+                 if _is_struct(t)}
         schemas, components = msgspec.json.schema_components(
             sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
         )
@@ -72,10 +75,11 @@ class Api:
         return doc
 
 
-def reply(value: Any, status: int = 200) -> web.Response:
+def reply(value: Any, status: int = 200,
+          headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response encoded by msgspec (RFC 3339 timestamps, decimal strings as given)."""
     return web.Response(body=msgspec.json.encode(value), status=status,
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
 
 
 def openapi_path(path: str) -> str:
@@ -121,6 +125,9 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
         schema = refs.get(op.response) or {"type": "object" if op.response is dict else "string"}
         ok["content"] = {op.content_type: {"schema": schema}}
     responses: dict[str, Any] = {str(status): ok for status in (op.status, *op.also)}
+    for status, response in op.alternatives:
+        responses[str(status)] = {"description": "OK", "content": {
+            op.content_type: {"schema": refs[response]}}}
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     codes = set(op.errors) | ({401, 403, 503} if op.roles else set())
     if op.request is not None:

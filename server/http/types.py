@@ -24,6 +24,9 @@ Identifier = Annotated[
 ]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", examples=["EUR"])]
 Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+# A billing cycle, YYYY-MM. Years 2000–2999: wide enough for any real cycle, narrow enough
+# that a cycle's end (a month later, in any timezone) is always a representable instant.
+Period = Annotated[str, msgspec.Meta(pattern="^2[0-9]{3}-(0[1-9]|1[0-2])$", examples=["2026-01"])]
 IntId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 AttrKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9._-]+$")]
 Attrs = Annotated[dict[AttrKey, Text], msgspec.Meta(max_length=50)]

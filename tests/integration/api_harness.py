@@ -15,9 +15,10 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from server import config, rerate
+from server import config, jobs, rerate
+from server.billing import runs
 from server.http.app import create_app
-from server.http.keys import RERATE_WAKE
+from server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
 from server.pipeline.pipeline import Pipeline
 from server.pipeline.raters import RaterFactory
 from server.store import api_keys
@@ -31,8 +32,9 @@ class Api:
     """The server's URL, a token per role and a client session."""
 
     def __init__(self, url: str, tokens: dict[str, str], http: aiohttp.ClientSession,
-                 app: web.Application) -> None:
+                 app: web.Application, bill_run_worker: jobs.Worker) -> None:
         self.url, self.tokens, self.http, self.app = url, tokens, http, app
+        self.bill_run_worker = bill_run_worker
 
     def headers(self, role: str | None = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
@@ -71,14 +73,21 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def live_api(pool: asyncpg.Pool, database_url: str,
-                   rater_factory: RaterFactory = FlatRater) -> AsyncIterator[Api]:
-    """The app with a pipeline and a rerate worker on ``rater_factory``, on a free port."""
+                   rater_factory: RaterFactory = FlatRater, *,
+                   overrides: dict[str, Any] | None = None,
+                   job_grace_s: float = jobs.STOP_GRACE_S) -> AsyncIterator[Api]:
+    """The app with a pipeline, a rerate worker on ``rater_factory`` and a bill-run worker,
+    on a free port. ``overrides``: configuration keys ({"billing.batch_size": 1})."""
     port = free_port()
-    cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port})
+    cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port,
+                                         **(overrides or {})})
     pipeline = Pipeline(pool, cfg.pipeline, rater_factory=rater_factory, decoders={})
-    async with rerate.running_worker(pool, pipeline.raters) as worker:
+    billing = runs.BillRuns(pool, runs.run_settings(cfg.billing))
+    async with (rerate.running_worker(pool, pipeline.raters) as worker,
+                jobs.running_worker(pool, billing, job_grace_s) as bill_runs):
         app = create_app(cfg, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
+        app[BILL_RUN_WAKE] = bill_runs.wake
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -86,7 +95,7 @@ async def live_api(pool: asyncpg.Pool, database_url: str,
                   for role in ROLES}
         try:
             async with aiohttp.ClientSession() as http:
-                yield Api(f"http://127.0.0.1:{port}", tokens, http, app)
+                yield Api(f"http://127.0.0.1:{port}", tokens, http, app, bill_runs)
         finally:
             await runner.cleanup()
 

@@ -25,12 +25,18 @@ UTC = dt.UTC
 # Each invoicing route and the least role it needs (admin ⊃ operator ⊃ viewer; ingest: none).
 ROUTES = [
     ("POST", "/v1/bill-runs", "operator", {"period": "2026-03", "dry_run": True}),
+    ("GET", "/v1/bill-runs", "viewer", None),
+    ("GET", "/v1/bill-runs/999999", "viewer", None),
     ("GET", "/v1/invoices", "viewer", None),
     ("GET", "/v1/invoices/999999", "viewer", None),
     ("GET", "/v1/invoices/999999.pdf", "viewer", None),
     ("GET", "/v1/invoices/999999.xml", "viewer", None),
     ("POST", "/v1/invoices/999999/finalize", "operator", None),
     ("POST", "/v1/credit-notes", "operator", {"invoice_id": 999999, "reason": "x"}),
+    ("GET", "/v1/credit-notes", "viewer", None),
+    ("GET", "/v1/credit-notes/999999", "viewer", None),
+    ("GET", "/v1/credit-notes/999999.pdf", "viewer", None),
+    ("GET", "/v1/credit-notes/999999.xml", "viewer", None),
 ]
 ALLOWED = {"viewer": {"viewer", "operator", "admin"}, "operator": {"operator", "admin"}}
 
@@ -133,12 +139,15 @@ async def test_http_billing_writes_are_audited(api: Api, pool: asyncpg.Pool,  # 
     status, preview = await api.call("POST", "/v1/bill-runs", "operator",
                                      json={"period": "2026-01", "accounts": accounts,
                                            "dry_run": True})
-    assert status == 201 and preview["bill_run_id"] is None
+    assert status == 201 and preview["dry_run"] and len(preview["previews"]) == 3
     assert await entries(pool, "bill_run.start") == []  # a preview writes nothing
 
     status, run = await api.call("POST", "/v1/bill-runs", "operator", json={
         "period": "2026-01", "accounts": accounts, "finalize": True, "force": True})
-    assert status == 201 and len(run["finalized"]) == 3, run
+    assert status == 202 and run["state"] in ("queued", "running", "done"), run
+    status, run = await api.call("GET", f"/v1/bill-runs/{run['bill_run_id']}", "viewer",
+                                 params={"wait": "20"})
+    assert status == 200 and run["state"] == "done" and len(run["finalized"]) == 3, run
     entity = f"bill_run:{run['bill_run_id']}"
     trail = await audit.entries(pool, entity)
     assert [e.action for e in trail] == ["bill_run.start", "bill_run.batch", "bill_run.done"]

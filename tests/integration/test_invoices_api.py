@@ -1,4 +1,5 @@
-"""The invoicing HTTP API end to end: bill run, finalise, credit note, JSON, PDF, XML."""
+"""The invoicing HTTP API end to end: bill run, finalise, credit note, JSON, PDF, XML; the
+PDF is PDF/A-3 + Factur-X (XMP, attachment equal to the XML resource, EN 16931 valid)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,20 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import drafthorse
 import pytest
-from aiohttp import web
-from lxml import etree
 
-from server import config as config_module
-from server.http.app import create_app
-from server.store import api_keys
-from tests.conftest import free_port
 from tests.integration import billing_seed as seed
+from tests.integration.api_harness import live_api
+from tests.integration.einvoice import assert_facturx_pdf, assert_valid_cii, pdf_text, text
 
 UTC = dt.UTC
-XSD = Path(drafthorse.__file__).parent / "schema" / "Factur-X_1.0.07_EN16931.xsd"
+# EN 16931 needs the seller's VAT id (BR-CO-26, BR-AE-02): the configuration gives it.
+SELLER = {f"billing.seller_{k}": v for k, v in seed.SELLER.items()}
 
 
 @pytest.fixture(scope="module")
-async def api(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, dict[str, str], dict[str, str]]]:
+async def api(pool: asyncpg.Pool, database_url: str,
+              ) -> AsyncIterator[tuple[str, dict[str, str], dict[str, str]]]:
     async with pool.acquire() as conn:
         await seed.base(conn)
         await seed.product(conn, "pro", 29_990_000)
@@ -41,35 +39,24 @@ async def api(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, dict[str, str], di
                                   333_333, duration_s=61)
             await seed.charge(conn, acc, dt.datetime(2026, 1, 13, tzinfo=UTC), 1_234_567,
                               kind="data", zone="", volume=5_000_000)
-    config = config_module.load(None, env={})
-    app = create_app(config, pool)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    operator = await api_keys.create(pool, "operator", name="billing test")
-    viewer = await api_keys.create(pool, "viewer", name="billing test")
-    yield (f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {operator.token}"},
-           {"Authorization": f"Bearer {viewer.token}"})
-    await runner.cleanup()
+    async with live_api(pool, database_url, overrides=SELLER) as server:
+        yield server.url, server.headers("operator"), server.headers("viewer")
 
 
-def check_pdf(pdf: Path, inv: dict[str, Any], tmp_path: Path) -> None:
-    """The printed totals are the stored ones; the page rasterises; Factur-X is attached."""
-    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
-                          capture_output=True, text=True).stdout
+def check_pdf(pdf: Path, inv: dict[str, Any], xml: bytes, tmp_path: Path) -> None:
+    """The printed totals are the stored ones; the page rasterises; Factur-X: the XMP marks
+    and the attached XML, the XML resource's bytes."""
+    printed = pdf_text(pdf)
     cur = inv["currency"]
-    assert f"Amount due {inv['totals']['payable']} {cur}" in " ".join(text.split())
-    assert f"VAT {inv['totals']['tax']} {cur}" in " ".join(text.split())
-    assert inv["number"] in text and "usage breakdown" in text
+    assert f"Amount due {inv['totals']['payable']} {cur}" in printed
+    assert f"VAT {inv['totals']['tax']} {cur}" in printed
+    assert inv["number"] in printed and "usage breakdown" in printed
     subprocess.run(["pdftoppm", "-png", "-r", "50", "-f", "1", "-l", "1", str(pdf),
                     str(tmp_path / "page")], check=True)
     png = next(tmp_path.glob("page*.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     png.unlink()
-    attached = subprocess.run(["pdfdetach", "-list", str(pdf)], check=True,
-                              capture_output=True, text=True).stdout
-    assert "factur-x.xml" in attached
+    assert_facturx_pdf(pdf, xml, tmp_path)
 
 
 async def test_bill_run_finalise_render_and_credit(
@@ -84,11 +71,14 @@ async def test_bill_run_finalise_render_and_credit(
                              json={"period": "2026-01", "dry_run": True}) as r:
             assert r.status == 201, await r.text()
             preview = await r.json()
-        assert preview["bill_run_id"] is None and len(preview["previews"]) == 2
+        assert preview["dry_run"] and len(preview["previews"]) == 2
         async with http.post(f"{base}/v1/bill-runs", headers=operator,
                              json={"period": "2026-01"}) as r:
+            assert r.status == 202, await r.text()
+            location = r.headers["Location"]
+        async with http.get(f"{base}{location}?wait=20", headers=viewer) as r:
             run = await r.json()
-        assert run["invoices"] == 2 and run["charges"] == 16
+        assert run["state"] == "done" and run["invoices"] == 2 and run["charges"] == 16
         ids = run["invoice_ids"]
         async with http.get(f"{base}/v1/invoices?limit=1", headers=viewer) as r:
             page = await r.json()
@@ -118,13 +108,14 @@ async def test_bill_run_finalise_render_and_credit(
             async with http.get(f"{base}/v1/invoices/{inv['invoice_id']}.xml",
                                 headers=viewer) as r:
                 xml = await r.read()
-            etree.XMLSchema(etree.parse(str(XSD))).assertValid(etree.fromstring(xml))
-            assert f">{inv['totals']['payable']}</ram:DuePayableAmount>".encode() in xml
+            root = assert_valid_cii(xml)
+            assert text(root, ".//ram:DuePayableAmount") == inv["totals"]["payable"]
+            assert text(root, "rsm:ExchangedDocument/ram:TypeCode") == "380"
             async with http.get(f"{base}/v1/invoices/{inv['invoice_id']}.pdf",
                                 headers=viewer) as r:
                 pdf = tmp_path / f"{inv['invoice_id']}.pdf"
                 pdf.write_bytes(await r.read())
-            check_pdf(pdf, inv, tmp_path)
+            check_pdf(pdf, inv, xml, tmp_path)
 
         async with http.post(f"{base}/v1/credit-notes", headers=operator, json={
                 "invoice_id": w1["invoice_id"], "reason": "goodwill",

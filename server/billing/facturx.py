@@ -1,0 +1,102 @@
+"""The Factur-X marks a PDF/A-3 invoice carries in its XMP metadata, next to the attached
+``factur-x.xml``: the ``fx:`` properties (document type, file name, version, conformance
+level) and the PDF/A extension schema that declares them, without which a PDF/A validator
+refuses the unknown namespace.
+
+typst (0.15) writes the PDF/A-3b XMP packet but takes no custom XMP, so the packet it wrote
+is completed here and the metadata stream replaced with pikepdf (qpdf), which rewrites the
+file keeping it PDF/A (``preserve_pdfa``): same objects, same trailer ID and info.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Final
+
+import pikepdf
+from lxml import etree
+
+FX: Final = "urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#"
+RDF: Final = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+PDFA_EXTENSION: Final = "http://www.aiim.org/pdfa/ns/extension/"
+PDFA_SCHEMA: Final = "http://www.aiim.org/pdfa/ns/schema#"
+PDFA_PROPERTY: Final = "http://www.aiim.org/pdfa/ns/property#"
+
+FILE_NAME: Final = "factur-x.xml"
+VERSION: Final = "1.0"
+CONFORMANCE: Final = "EN 16931"
+# Factur-X names credit notes INVOICE too: the CII TypeCode (381) tells them apart.
+DOCUMENT_TYPE: Final = "INVOICE"
+
+# (property, description) as the Factur-X specification's extension schema declares them.
+PROPERTIES: Final = (
+    ("DocumentFileName", "The name of the embedded XML document"),
+    ("DocumentType", "The type of the hybrid document in capital letters, e.g. INVOICE or ORDER"),
+    ("Version", "The actual version of the standard applying to the embedded XML document"),
+    ("ConformanceLevel", "The conformance level of the embedded XML document"),
+)
+
+
+def mark_pdf(pdf: bytes) -> bytes:
+    """``pdf`` (a PDF/A-3 with the XML attached) with the Factur-X XMP metadata."""
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        metadata = doc.Root.Metadata
+        metadata.write(mark_xmp(metadata.read_bytes()))
+        out = io.BytesIO()
+        # The version is the one typst wrote in the header and in the XMP (pdf:PDFVersion):
+        # pikepdf's check of that (a second XMP parse) would cost a third of the save.
+        doc.save(out, preserve_pdfa=True, fix_metadata_version=False)
+    return out.getvalue()
+
+
+def mark_xmp(packet: bytes) -> bytes:
+    """The XMP ``packet`` with the fx: properties in an rdf:Description of their own and
+    the fx: schema added to the packet's pdfaExtension:schemas (created if absent)."""
+    root = etree.fromstring(packet, etree.XMLParser(remove_blank_text=False,
+                                                    resolve_entities=False))
+    rdf = root if root.tag == _q(RDF, "RDF") else root.find(_q(RDF, "RDF"))
+    if rdf is None:
+        raise ValueError("XMP packet without rdf:RDF")
+    for description in rdf.findall(_q(RDF, "Description")):  # marked twice: one fx: set
+        for old in [e for e in description if etree.QName(e).namespace == FX]:
+            description.remove(old)
+        if len(description) == 0:
+            rdf.remove(description)
+    values = {"DocumentFileName": FILE_NAME, "DocumentType": DOCUMENT_TYPE,
+              "Version": VERSION, "ConformanceLevel": CONFORMANCE}
+    fx = etree.SubElement(rdf, _q(RDF, "Description"), {_q(RDF, "about"): ""},
+                          nsmap={"fx": FX})
+    for name, _ in PROPERTIES:
+        etree.SubElement(fx, _q(FX, name)).text = values[name]
+    _declare_schema(rdf)
+    out: bytes = etree.tostring(root.getroottree(), encoding="UTF-8")
+    return out
+
+
+def _declare_schema(rdf: etree._Element) -> None:
+    bag = rdf.find(f"{_q(RDF, 'Description')}/{_q(PDFA_EXTENSION, 'schemas')}/{_q(RDF, 'Bag')}")
+    if bag is None:
+        holder = etree.SubElement(rdf, _q(RDF, "Description"), {_q(RDF, "about"): ""},
+                                  nsmap={"pdfaExtension": PDFA_EXTENSION})
+        bag = etree.SubElement(etree.SubElement(holder, _q(PDFA_EXTENSION, "schemas")),
+                               _q(RDF, "Bag"))
+    for li in bag.findall(_q(RDF, "li")):
+        if li.findtext(_q(PDFA_SCHEMA, "namespaceURI")) == FX:
+            bag.remove(li)
+    nsmap = {"pdfaSchema": PDFA_SCHEMA, "pdfaProperty": PDFA_PROPERTY}
+    schema = etree.SubElement(bag, _q(RDF, "li"), {_q(RDF, "parseType"): "Resource"},
+                              nsmap=nsmap)
+    etree.SubElement(schema, _q(PDFA_SCHEMA, "schema")).text = "Factur-X PDFA Extension Schema"
+    etree.SubElement(schema, _q(PDFA_SCHEMA, "namespaceURI")).text = FX
+    etree.SubElement(schema, _q(PDFA_SCHEMA, "prefix")).text = "fx"
+    seq = etree.SubElement(etree.SubElement(schema, _q(PDFA_SCHEMA, "property")), _q(RDF, "Seq"))
+    for name, description in PROPERTIES:
+        prop = etree.SubElement(seq, _q(RDF, "li"), {_q(RDF, "parseType"): "Resource"})
+        etree.SubElement(prop, _q(PDFA_PROPERTY, "name")).text = name
+        etree.SubElement(prop, _q(PDFA_PROPERTY, "valueType")).text = "Text"
+        etree.SubElement(prop, _q(PDFA_PROPERTY, "category")).text = "external"
+        etree.SubElement(prop, _q(PDFA_PROPERTY, "description")).text = description
+
+
+def _q(namespace: str, name: str) -> str:
+    return f"{{{namespace}}}{name}"
