@@ -36,8 +36,8 @@ async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
         await seed.account(conn, "CN-DE", vat_id="DE999999999", country="DE")
         await seed.account(conn, "CN-INC", tax_inclusive=True)
         await conn.execute(
-            "INSERT INTO discounts (account_id, kind, scope, percent, description) "
-            "VALUES ('CN-FR', 'percentage', 'invoice', 10, 'Loyalty 10 %')")
+            "INSERT INTO discounts (code, account_id, kind, scope, percent, description) "
+            "VALUES ('CN-LOYALTY', 'CN-FR', 'percentage', 'invoice', 10, 'Loyalty 10 %')")
         for acc in ("CN-FR", "CN-DE", "CN-INC"):
             await seed.subscribe(conn, acc, "pro", dt.datetime(2026, 1, 1, tzinfo=UTC))
             for i in range(5):
