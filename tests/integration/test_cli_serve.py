@@ -67,7 +67,9 @@ def test_embedded_postgres_start_serve_and_clean_stop(tmp_path: Path) -> None:
         wait_for_port(port, timeout=60)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
             assert r.status == 200
-        assert (tmp_path / "var" / "pgdata" / "PG_VERSION").exists()
+        pgdata = tmp_path / "var" / "pgdata"
+        assert (pgdata / "PG_VERSION").exists()
+        assert "max_wal_size = '4GB'" in (pgdata / "billing-oss.conf").read_text()
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
