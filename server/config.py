@@ -68,6 +68,13 @@ class BillingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                 "postcode": self.seller_postcode, "city": self.seller_city,
                 "iban": self.seller_iban}
 
+    def einvoice_gaps(self) -> list[str]:
+        """Seller keys an EN 16931 invoice needs but this configuration leaves empty: the
+        name (BR-6), the country (BR-9) and a VAT identifier (BR-CO-26)."""
+        required = {"seller_name": self.seller_name, "seller_country": self.seller_country,
+                    "seller_vat_id": self.seller_vat_id}
+        return [f"billing.{key}" for key, value in required.items() if not value.strip()]
+
 
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int

@@ -127,6 +127,10 @@ async def serve(config: Config, stop: asyncio.Event, *,
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(database_pool(config))
         await load_demo_catalog(config, pool)
+        if gaps := config.billing.einvoice_gaps():
+            # Invoices still render; their e-invoice fails validation until these are set.
+            log.warning("e-invoices will not be EN 16931 valid: set the seller's details",
+                        extra={"fields": {"missing": gaps}})
         pipeline = make_pipeline(config, pool)
         sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
         stack.push_async_callback(_cancel, sweeper)

@@ -15,7 +15,7 @@ from xml.etree import ElementTree as ET
 from server.billing.documents import CreditNote, Invoice
 from server.billing.model import Line
 from server.billing.rendition import Rendition, of_credit_note, of_invoice
-from server.billing.rounding import format_amount, plain, to_decimal
+from server.billing.rounding import format_amount, plain, quantity_text, to_decimal
 
 NS = {
     "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
@@ -158,7 +158,7 @@ def _line(trade: ET.Element, ln: Line, currency: str) -> None:
         quantity = Decimal(1)
     if ln.net_micros < 0:
         quantity = -quantity
-    qty = plain(quantity)
+    qty = quantity_text(quantity)
     agreement = _sub(item, "ram:SpecifiedLineTradeAgreement")
     price = _sub(agreement, "ram:NetPriceProductTradePrice")
     _sub(price, "ram:ChargeAmount", format_amount(abs(ln.net_micros), currency))

@@ -17,7 +17,7 @@ import typst
 from server.billing import cii, facturx
 from server.billing.documents import CreditNote, Invoice
 from server.billing.rendition import Rendition, of_credit_note, of_invoice
-from server.billing.rounding import format_amount, plain
+from server.billing.rounding import format_amount, plain, quantity_text
 
 _local = threading.local()
 
@@ -120,13 +120,13 @@ def document_data(doc: Rendition) -> dict[str, Any]:
         groups.setdefault(GROUPS[ln.kind], []).append({
             "no": str(ln.line_no), "description": ln.description
             + (f" (discount {amount(ln.discount_micros)})" if ln.discount_micros else ""),
-            "quantity": f"{qty}", "unit_price": cii.unit_price(shown, qty, cur),
+            "quantity": quantity_text(qty), "unit_price": cii.unit_price(shown, qty, cur),
             "vat": f"{ln.tax_category} {plain(ln.tax_rate)} %", "amount": amount(shown),
         })
         if ln.kind == "usage" and ln.charges:
             usage.append({"no": str(ln.line_no), "what": ln.description,
                           "records": str(ln.charges),
-                          "usage": f"{plain(ln.quantity)} {UNIT_NAMES.get(ln.unit, ln.unit)}",
+                          "usage": f"{quantity_text(ln.quantity)} {UNIT_NAMES.get(ln.unit, ln.unit)}",
                           "amount": amount(ln.net_micros)})
     t = c.totals
     totals = [("Lines net", t.line_total_micros), ("Discounts", -t.allowance_micros),

@@ -7,7 +7,7 @@ Minor units come from CLDR/ISO 4217 data shipped with babel, never from a table 
 from __future__ import annotations
 
 import functools
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Literal, get_args
 
@@ -104,3 +104,15 @@ def from_decimal(value: Decimal | str) -> int:
 def plain(value: Decimal) -> str:
     """A decimal without exponent or trailing zeros: 20.0000 → "20", 5.50 → "5.5"."""
     return format(value.normalize(), "f")
+
+
+QUANTITY_STEP = Decimal("0.0001")
+
+
+def quantity_text(value: Decimal | int) -> str:
+    """A quantity as printed: at most four decimals (a prorated 22/31 month reads 0.7097).
+
+    Display only; amounts never derive from it (the e-invoice states each line's price for a
+    basis quantity equal to its billed quantity, so both may carry this same rounded value).
+    """
+    return plain(Decimal(value).quantize(QUANTITY_STEP, ROUND_HALF_UP))

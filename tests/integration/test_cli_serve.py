@@ -75,6 +75,9 @@ def test_embedded_postgres_start_serve_and_clean_stop(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "embedded postgresql stopped" in err
+    # the default configuration names no seller VAT id: said once, at start
+    assert err.count("e-invoices will not be EN 16931 valid") == 1
+    assert "billing.seller_vat_id" in err
     deadline = time.monotonic() + 10
     while (tmp_path / "var" / "pgdata" / "postmaster.pid").exists():
         assert time.monotonic() < deadline, "embedded PostgreSQL still running"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from server.billing import pricing
 from server.billing.periods import active_days, cycle, prorated
-from server.billing.rounding import minor_digits, round_fraction, round_minor
+from server.billing.rounding import minor_digits, quantity_text, round_fraction, round_minor
 from server.billing.tax import split_inclusive, tax_on
 
 UTC = dt.UTC
@@ -103,3 +103,12 @@ def test_allocation_sums_exactly(total: int, weights: list[int]) -> None:
 def test_round_minor_is_within_half_a_unit(micros: int) -> None:
     r = round_minor(micros, "EUR", "half-even")
     assert abs(r - micros) <= 5_000 and r % 10_000 == 0
+
+
+@pytest.mark.parametrize(("quantity", "text"), [
+    (Decimal(22) / 31, "0.7097"), (Decimal(1) / 31, "0.0323"), (Decimal(31) / 31, "1"),
+    (Decimal("427"), "427"), (Decimal("2.50000"), "2.5"), (-Decimal(22) / 31, "-0.7097"),
+    (7, "7"),
+])
+def test_quantities_print_with_at_most_four_decimals(quantity: Decimal | int, text: str) -> None:
+    assert quantity_text(quantity) == text
