@@ -1,5 +1,5 @@
 """Invoices and credit notes as EN 16931 e-invoices in UN/CEFACT Cross Industry Invoice
-syntax (the Factur-X / ZUGFeRD "EN 16931" profile), built with the standard library.
+syntax (the Factur-X / ZUGFeRD "EN 16931" profile), built with lxml.
 
 A line's net price is given for a basis quantity equal to its billed quantity, so price ×
 quantity is the line amount exactly; negative lines bill a negative quantity at a positive
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
-from xml.etree import ElementTree as ET
+
+from lxml import etree
 
 from server.billing.documents import CreditNote, Invoice
 from server.billing.model import Line
@@ -23,8 +24,6 @@ NS = {
     "udt": "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100",
     "qdt": "urn:un:unece:uncefact:data:standard:QualifiedDataType:100",
 }
-for _prefix, _uri in NS.items():
-    ET.register_namespace(_prefix, _uri)
 
 EN16931 = "urn:cen.eu:en16931:2017"
 
@@ -34,14 +33,14 @@ def _q(tag: str) -> str:
     return f"{{{NS[prefix]}}}{name}"
 
 
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
-    el = ET.SubElement(parent, _q(tag), attrs)
+def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    el = etree.SubElement(parent, _q(tag), attrs)
     if text is not None:
         el.text = text
     return el
 
 
-def _date(parent: ET.Element, tag: str, day: dt.date) -> None:
+def _date(parent: etree._Element, tag: str, day: dt.date) -> None:
     _sub(_sub(parent, tag), "udt:DateTimeString", day.strftime("%Y%m%d"), format="102")
 
 
@@ -69,7 +68,7 @@ def rendition_xml(doc: Rendition) -> bytes:
     def amount(micros: int) -> str:
         return format_amount(micros, cur)
 
-    root = ET.Element(_q("rsm:CrossIndustryInvoice"))
+    root = etree.Element(_q("rsm:CrossIndustryInvoice"), nsmap=NS)
     ctx = _sub(root, "rsm:ExchangedDocumentContext")
     _sub(_sub(ctx, "ram:GuidelineSpecifiedDocumentContextParameter"), "ram:ID", EN16931)
     head = _sub(root, "rsm:ExchangedDocument")
@@ -137,14 +136,14 @@ def rendition_xml(doc: Rendition) -> bytes:
         if doc.preceding_date:
             _sub(_sub(ref, "ram:FormattedIssueDateTime"), "qdt:DateTimeString",
                  doc.preceding_date.strftime("%Y%m%d"), format="102")
-    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    xml: bytes = etree.tostring(root, encoding="utf-8", xml_declaration=True)
     return xml
 
 
 UNIT_CODES = {"s": "SEC", "byte": "AD", "month": "MON"}
 
 
-def _line(trade: ET.Element, ln: Line, currency: str) -> None:
+def _line(trade: etree._Element, ln: Line, currency: str) -> None:
     item = _sub(trade, "ram:IncludedSupplyChainTradeLineItem")
     _sub(_sub(item, "ram:AssociatedDocumentLineDocument"), "ram:LineID", str(ln.line_no))
     _sub(_sub(item, "ram:SpecifiedTradeProduct"), "ram:Name", ln.description)
@@ -173,7 +172,7 @@ def _line(trade: ET.Element, ln: Line, currency: str) -> None:
          "ram:LineTotalAmount", format_amount(ln.net_micros, currency))
 
 
-def _party(parent: ET.Element, tag: str, p: dict[str, object]) -> None:
+def _party(parent: etree._Element, tag: str, p: dict[str, object]) -> None:
     party = _sub(parent, tag)
     _sub(party, "ram:Name", str(p.get("name") or p.get("account_id") or "-"))
     address = _sub(party, "ram:PostalTradeAddress")
