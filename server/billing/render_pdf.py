@@ -93,11 +93,17 @@ def render_credit_note(note: CreditNote, invoice: Invoice) -> bytes:
 
 
 def render_rendition(doc: Rendition) -> bytes:
+    xml = cii.rendition_xml(doc)
+    return facturx.mark_pdf(typeset(doc, xml))
+
+
+def typeset(doc: Rendition, xml: bytes) -> bytes:
+    """The PDF/A-3b typst writes, ``xml`` attached, before the Factur-X XMP is added."""
     data = msgspec.json.encode(document_data(doc)).decode()
-    xml = cii.rendition_xml(doc).decode()
-    pdf: bytes = _compiler().compile(TEMPLATE.encode(), sys_inputs={"data": data, "xml": xml},
+    pdf: bytes = _compiler().compile(TEMPLATE.encode(),
+                                     sys_inputs={"data": data, "xml": xml.decode()},
                                      pdf_standards="a-3b", pdf_tags=False)
-    return facturx.mark_pdf(pdf)
+    return pdf
 
 
 GROUPS = {"usage": "Usage", "recurring": "Subscriptions", "adjustment": "Adjustments",
@@ -126,7 +132,8 @@ def document_data(doc: Rendition) -> dict[str, Any]:
         if ln.kind == "usage" and ln.charges:
             usage.append({"no": str(ln.line_no), "what": ln.description,
                           "records": str(ln.charges),
-                          "usage": f"{quantity_text(ln.quantity)} {UNIT_NAMES.get(ln.unit, ln.unit)}",
+                          "usage": f"{quantity_text(ln.quantity)} "
+                                   f"{UNIT_NAMES.get(ln.unit, ln.unit)}",
                           "amount": amount(ln.net_micros)})
     t = c.totals
     totals = [("Lines net", t.line_total_micros), ("Discounts", -t.allowance_micros),
