@@ -7,7 +7,9 @@ The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default
 moCallRecords (national numbers, peak hours) and S-GW / P-GW data records, every one of
 them chargeable by the demo tariff.
 
-Prints our records/s, the raw COPY's, the ratio, and this process's peak RSS during ingest.
+Prints our records/s, the raw COPY's, the ratio, this process's peak RSS during ingest, and
+for each side where the CPU went per record (this process vs PostgreSQL, from /proc/stat)
+with the rate two fully busy cores would allow at that cost.
 Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is started
 in a temporary directory. The file is generated on disk first (not timed).
 """
@@ -168,6 +170,42 @@ async def fresh_database(admin_dsn: str, label: str) -> tuple[str, str]:
     return name, dsn
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds every process on this machine has spent (user + system + irq), from
+    /proc/stat; 0.0 where there is none. Minus this process's own, it is PostgreSQL's."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:8]]
+    except OSError:
+        return 0.0
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSplit:
+    """Where the timed sections' CPU went, per record: this process and everything else.
+    Entered once per section; the sections add up."""
+
+    def __init__(self) -> None:
+        self.machine = self.own = 0.0
+
+    def __enter__(self) -> CpuSplit:
+        self._start = machine_cpu_s(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.machine += machine_cpu_s() - self._start[0]
+        self.own += time.process_time() - self._start[1]
+
+    def line(self, records: int) -> str:
+        if not self.machine:
+            return "CPU split: /proc/stat unavailable"
+        own, other = self.own / records * 1e6, (self.machine - self.own) / records * 1e6
+        ceiling = (os.cpu_count() or 1) / (self.machine / records)
+        return (f"CPU per record: this process {own:.1f} µs, PostgreSQL (and the rest) "
+                f"{other:.1f} µs; {os.cpu_count()} cores at 100% allow {ceiling:,.0f} records/s")
+
+
 async def ours(dsn: str, path: Path, fmt: str) -> tuple[float, int, int]:
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
     assert pool is not None
@@ -183,7 +221,7 @@ async def ours(dsn: str, path: Path, fmt: str) -> tuple[float, int, int]:
     return elapsed, c.in_, c.charged
 
 
-async def raw_copy(src_dsn: str, dst_dsn: str) -> float:
+async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit) -> float:
     """COPY the rows our run stored into an identical empty database; only COPY is timed."""
     src, dst = await asyncpg.connect(src_dsn), await asyncpg.connect(dst_dsn)
     await dst.execute("SELECT ensure_month_partition('usage_records', '2026-01-01'), "
@@ -194,7 +232,8 @@ async def raw_copy(src_dsn: str, dst_dsn: str) -> float:
             cursor = await src.cursor(f"SELECT {', '.join(columns)} FROM {table}")
             while rows := await cursor.fetch(20000):
                 started = time.perf_counter()
-                await dst.copy_records_to_table(table, records=rows, columns=list(columns))
+                with cpu:
+                    await dst.copy_records_to_table(table, records=rows, columns=list(columns))
                 timed += time.perf_counter() - started
     await src.close()
     await dst.close()
@@ -220,9 +259,11 @@ async def main() -> None:
                                                 await fresh_database(admin, "peer"))
             try:
                 rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                elapsed, count, charged = await ours(a_dsn, path, args.format)
+                ours_cpu, peer_cpu = CpuSplit(), CpuSplit()
+                with ours_cpu:
+                    elapsed, count, charged = await ours(a_dsn, path, args.format)
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                peer = await raw_copy(a_dsn, b_dsn)
+                peer = await raw_copy(a_dsn, b_dsn, peer_cpu)
             finally:
                 conn = await asyncpg.connect(admin)
                 for name in (a_name, b_name):
@@ -236,6 +277,8 @@ async def main() -> None:
           f"{peer_rate:,.0f} records/s")
     print(f"ratio: {ours_rate / peer_rate:.1%}   peak RSS: {rss / 1024:.0f} MB "
           f"(before ingest {rss_before / 1024:.0f} MB)")
+    print(f"ours  {ours_cpu.line(count)}")
+    print(f"peer  {peer_cpu.line(charged)}")
 
 
 if __name__ == "__main__":
