@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from server.commands.options import add_config_options, load_config
+from server.commands.progress import progress
 from server.errors import BillingError
 from server.pipeline.contract import FileOutcome
-from server.pipeline.files import Progress
 from server.service import database_pool, decoders, make_pipeline
-
-log = logging.getLogger(__name__)
 
 # File name endings → format, when --format is not given. BER files (.ber and the like) may be
 # TAP3 or 3GPP: their first octet tells (TAP3 DataInterChange is [APPLICATION 1] or
@@ -86,10 +82,10 @@ async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str])
                 print(f"billing-oss ingest: {path}: no such file", file=sys.stderr)
                 status = max(status, EXIT_BAD_INPUT)
                 continue
-            with _progress(path) as progress:
-                outcome = await pipeline.ingest_file(path, source=args.source, format=fmt,
-                                                     sequence_no=args.sequence,
-                                                     progress=progress)
+            with progress(str(path), "records") as report:
+                outcome = await pipeline.ingest_file(
+                    path, source=args.source, format=fmt, sequence_no=args.sequence,
+                    progress=lambda done: report(done, None))
             error = await pool.fetchval("SELECT error FROM source_files WHERE "
                                         "source_file_id = $1", outcome.source_file_id)
             _report(args, outcome, error)
@@ -119,43 +115,3 @@ def _report(args: argparse.Namespace, outcome: FileOutcome, error: str | None) -
           f"total {totals}{note}", flush=True)
     if error:
         print(f"{outcome.name}: malformed: {error}", file=sys.stderr)
-
-
-class _progress:
-    """A rich progress line on a terminal; periodic log lines otherwise."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.started = time.monotonic()
-        self.logged = self.started
-        self.bar: Any = None
-
-    def __enter__(self) -> Progress:
-        if sys.stderr.isatty():
-            from rich.progress import (
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                                TimeElapsedColumn(), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self.path.name, total=None, rate="")
-        return self.update
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        rate = done / max(now - self.started, 1e-9)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, rate=f"{rate:,.0f} records/s")
-        elif now - self.logged >= 5:
-            self.logged = now
-            log.info("ingest progress", extra={"fields": {
-                "file": str(self.path), "records": done, "records_per_s": round(rate)}})
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()

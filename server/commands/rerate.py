@@ -11,19 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import logging
 import sys
-import time
 from typing import Any
 
 import msgspec
 
 from server import rerate
 from server.commands.options import add_config_options, load_config
+from server.commands.progress import progress
 from server.errors import ConfigError
 from server.service import database_pool, make_pipeline
 
-log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 3
 
 
@@ -51,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
             job = await rerate.submit(pool, "cli", args.account, start, end)
             pipeline = make_pipeline(config, pool)
             worker = asyncio.create_task(_run_job(pool, pipeline.raters, job.rerate_job_id))
-            with _Progress() as progress:
+            with progress(f"rerate job {job.rerate_job_id}", "records") as report:
                 while not worker.done():
-                    progress.update(await rerate.get(pool, job.rerate_job_id))
+                    now = await rerate.get(pool, job.rerate_job_id)
+                    report(now.usage_done, now.usage_total)
                     await asyncio.wait([worker], timeout=0.5)
             await worker
             return await rerate.get(pool, job.rerate_job_id)
@@ -103,34 +102,3 @@ def _money(micros: int) -> str:
     sign = "-" if micros < 0 else ""
     whole, frac = divmod(abs(micros), 1_000_000)
     return f"{sign}{whole}.{frac:06d}"
-
-
-class _Progress:
-    """A rich progress bar on a terminal; a log line every 5 s otherwise."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.logged = time.monotonic()
-
-    def __enter__(self) -> _Progress:
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-            self.bar = Progress(BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("rerate", total=None)
-        return self
-
-    def update(self, job: rerate.Job) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, total=job.usage_total, completed=job.usage_done)
-        elif time.monotonic() - self.logged >= 5:
-            self.logged = time.monotonic()
-            log.info("rerate progress", extra={"fields": {
-                "rerate_job_id": job.rerate_job_id, "usage_done": job.usage_done,
-                "usage_total": job.usage_total}})
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
