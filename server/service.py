@@ -28,7 +28,7 @@ from server.config import Config
 from server.errors import ConfigError, StartupError
 from server.http.app import create_app
 from server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
-from server.pipeline.jsonlines import decode_jsonl
+from server.pipeline.jsonlines import JsonlDecoder
 from server.pipeline.pipeline import Pipeline
 from server.pipeline.ports import Decoder
 from server.pipeline.raters import RaterFactory
@@ -72,7 +72,7 @@ def decoders() -> dict[str, Decoder]:
     from adapters.formats import FORMATS
     from adapters.formats.pipeline_decoders import FormatDecoder
 
-    found: dict[str, Decoder] = {"jsonl": decode_jsonl}
+    found: dict[str, Decoder] = {"jsonl": JsonlDecoder()}
     found.update({fmt: FormatDecoder(fmt) for fmt in FORMATS})
     return found
 

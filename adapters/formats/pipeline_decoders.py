@@ -4,8 +4,9 @@ also asks of them: the file's own sequence number, and a group key for partial c
 ``FormatDecoder(fmt)`` is a ``server.pipeline.ports.SequencedDecoder``: called, it streams the
 file's items in file order (``items.batch_items``: records, and a ``Reject`` with reason,
 detail, raw bytes and byte offset / CSV line for each record that could not become one);
-``sequence_no(path)`` reads the header's sequence number (32.297 file sequence number, TAP3
-FileSequenceNumber) for ``source_files.sequence_no``.
+``header(path)`` reads the header's sequence number (32.297 file sequence number, TAP3
+FileSequenceNumber) for ``source_files.sequence_no``, and the record count the file declares
+(32.297 header, TAP3 audit; for CSV its line count) as the progress display's total.
 
 3GPP partial records are grouped by ``attrs["merge_key"]``: the decoder gives it for packet
 records (gateway + charging id); partial MSC calls get recording entity + call reference
@@ -20,7 +21,8 @@ from typing import Any
 
 from adapters.formats import open_file
 from adapters.formats.items import batch_items
-from server.pipeline.ports import Item
+from server.pipeline.jsonlines import line_count
+from server.pipeline.ports import FileHeader, Item
 from server.records import UsageRecord
 
 
@@ -41,10 +43,13 @@ class FormatDecoder:
                     _key_partial_calls(batch.records)
                 yield batch_items(batch, line_numbers=lines)
 
-    def sequence_no(self, path: Path) -> int | None:
+    def header(self, path: Path) -> FileHeader:
         with open_file(self.fmt, path, source="", options=self.options) as decoded:
-            number = decoded.info.sequence_number
-        return int(number) if number is not None else None
+            number, count = decoded.info.sequence_number, decoded.info.declared_count
+        if self.fmt == "csv":
+            count = line_count(path)
+        return FileHeader(int(number) if number is not None else None,
+                          int(count) if count is not None else None)
 
 
 def _key_partial_calls(records: list[UsageRecord]) -> None:

@@ -85,7 +85,7 @@ async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str])
             with progress(str(path), "records") as report:
                 outcome = await pipeline.ingest_file(
                     path, source=args.source, format=fmt, sequence_no=args.sequence,
-                    progress=lambda done: report(done, None))
+                    progress=report)
             error = await pool.fetchval("SELECT error FROM source_files WHERE "
                                         "source_file_id = $1", outcome.source_file_id)
             _report(args, outcome, error)

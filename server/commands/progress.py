@@ -1,8 +1,8 @@
 """Progress of long work: a rich bar with rate and ETA on a terminal, plain periodic log
 lines otherwise (pipes, files, CI), so scripts never see terminal control codes.
 
-A total of ``None`` means not known yet (a file's record count before it is decoded): the
-bar then shows the count and the rate, without an ETA."""
+A total of ``None`` means not known (a file whose header declares no record count, until it
+is decoded): the bar then shows the count and the rate, without an ETA."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _lines(label: str, unit: str, every_s: float) -> Report:
             log.info(f"{label}: {done} {unit} ({rate:,.0f}/s)",
                      extra={"fields": {"done": done, "rate": round(rate, 1)}})
             return
-        eta = (total - done) / rate if rate else 0.0
+        eta = max(total - done, 0) / rate if rate else 0.0
         log.info(f"{label}: {done}/{total} {unit} ({rate:,.0f}/s, ETA {eta:.0f} s)",
                  extra={"fields": {"done": done, "total": total, "rate": round(rate, 1),
                                    "eta_s": round(eta, 1)}})

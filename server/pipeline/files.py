@@ -30,7 +30,7 @@ from server.pipeline import writer
 from server.pipeline.amounts import decimal_string
 from server.pipeline.batch import Batch, Entry, prepare
 from server.pipeline.contract import Counts, FileOutcome
-from server.pipeline.ports import Decoder, Failure, Item, Rater, SequencedDecoder
+from server.pipeline.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
 from server.pipeline.raters import RaterCache
 from server.pipeline.retry import TRANSIENT, with_retries
 from server.pipeline.rows import build_rows
@@ -38,7 +38,7 @@ from server.store import usage_repo
 from server.store.pool import Connection
 
 # Called after each committed batch with the number of items committed so far.
-Progress = Callable[[int], None]
+Progress = Callable[[int, int | None], None]  # (items committed, items in the file)
 log = logging.getLogger(__name__)
 RAW_EXCERPT = 65536  # bytes of an undecodable remainder kept in suspense for diagnosis
 
@@ -108,8 +108,11 @@ async def ingest_file(
 ) -> FileOutcome:
     """Push one file through the pipeline; return its reconciliation."""
     sha, size = await file_sha256(path)
-    if sequence_no is None and isinstance(decoder, SequencedDecoder):
-        sequence_no = await _header_sequence(decoder, path)
+    header = FileHeader(None, None)
+    if (sequence_no is None or progress is not None) and isinstance(decoder, SequencedDecoder):
+        header = await _read_header(decoder, path)
+    if sequence_no is None:
+        sequence_no = header.sequence_no
     async with pool.acquire() as conn:
         claim = await usage_repo.claim_file(conn, source=source, name=name, fmt=fmt, sha256=sha,
                                             size=size, sequence_no=sequence_no)
@@ -117,6 +120,7 @@ async def ingest_file(
         return _outcome(claim, name, sha, replay=True)
     state = _State(claim)
     run = _FileRun(pool, raters, decoder, settings, path, source, name, state, progress, fault)
+    run.total = header.items
     try:
         await run.lock()
         if state.claim.state != "claimed":
@@ -159,6 +163,7 @@ class _FileRun:
         self.pool, self.raters, self.decoder, self.settings = pool, raters, decoder, settings
         self.path, self.source, self.name, self.state = path, source, name, state
         self.progress, self.fault = progress, fault
+        self.total: int | None = None  # items in the file: declared, then counted once decoded
         self.file_id = state.claim.source_file_id
         # Lane 0 writes on the lock connection; the other lanes on pooled connections.
         self.lanes: list[Any] = [None] * max(1, settings.write_lanes)  # pool connections
@@ -252,12 +257,14 @@ class _FileRun:
                     await out.put(_Chunk(start + skip, items[skip:] if skip else items))
                     PIPELINE_QUEUE_DEPTH.labels("decoded").set(out.qsize())
         except DecodeError as exc:
+            self.total = None  # the malformed rest is one more item, of no known size
             await out.put(_Stop(exc, ordinal))
             return
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
+        self.total = ordinal
         await out.put(_Stop(None, ordinal))
 
     async def _rate(self, inp: asyncio.Queue[_Chunk | _Stop],
@@ -365,7 +372,7 @@ class _FileRun:
         assert flight.chunk.batch is not None
         writer.observe(flight.chunk.batch)
         if self.progress is not None:
-            self.progress(self.state.claim.committed_records)
+            self.progress(self.state.claim.committed_records, self.total)
 
     async def _commit(self, chunk: _Chunk, lane: int, previous: _InFlight | None,
                       claimed: asyncio.Event) -> None:
@@ -448,13 +455,13 @@ class _FileRun:
                                    [writer.suspense_row(entry, entry.outcome, self.file_id)])  # type: ignore[arg-type]
 
 
-async def _header_sequence(decoder: SequencedDecoder, path: Path) -> int | None:
-    """The file's own sequence number; a header too damaged to read is the decode stage's
-    problem (it stops there and the file goes to ``error``), not the claim's."""
+async def _read_header(decoder: SequencedDecoder, path: Path) -> FileHeader:
+    """The file's header; a header too damaged to read is the decode stage's problem (it
+    stops there and the file goes to ``error``), not the claim's."""
     try:
-        return await asyncio.to_thread(decoder.sequence_no, path)
+        return await asyncio.to_thread(decoder.header, path)
     except (DecodeError, OSError, ValueError):
-        return None
+        return FileHeader(None, None)
 
 
 def _prepare_rows(items: list[Item], rater: Rater, source: str,

@@ -14,10 +14,31 @@ import msgspec
 
 from server.errors import Reason
 from server.pipeline.contract import Reject
-from server.pipeline.ports import Item
+from server.pipeline.ports import FileHeader, Item
 from server.records import UsageRecord
 
 _decoder = msgspec.json.Decoder(UsageRecord)
+
+
+class JsonlDecoder:
+    """``decode_jsonl`` with the header the pipeline asks of a file: no sequence number, and
+    its line count as the record count."""
+
+    def __call__(self, path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]:
+        return decode_jsonl(path, source=source, chunk=chunk)
+
+    def header(self, path: Path) -> FileHeader:
+        return FileHeader(None, line_count(path))
+
+
+def line_count(path: Path) -> int:
+    """Lines of ``path`` (a last line without a newline counts), read in 1 MiB blocks."""
+    count, last = 0, b"\n"
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def decode_jsonl(path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]:

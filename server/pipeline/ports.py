@@ -57,11 +57,18 @@ class Decoder(Protocol):
     def __call__(self, path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]: ...
 
 
+class FileHeader(NamedTuple):
+    """What a file says of itself before it is decoded."""
+
+    sequence_no: int | None  # stored in ``source_files.sequence_no`` unless the caller gives one
+    items: int | None  # how many records (good or bad) it holds: the progress display's total
+
+
 @runtime_checkable
 class SequencedDecoder(Protocol):
-    """A decoder that can also read the file's own sequence number from its header
-    (stored in ``source_files.sequence_no`` unless the caller gives one)."""
+    """A decoder that can also read the file's header: its own sequence number and the
+    record count it declares (or, for line formats, its line count)."""
 
     def __call__(self, path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]: ...
 
-    def sequence_no(self, path: Path) -> int | None: ...
+    def header(self, path: Path) -> FileHeader: ...

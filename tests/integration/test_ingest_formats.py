@@ -39,6 +39,8 @@ def test_ingest_3gpp_and_tap3_files(database_url: str, tmp_path: Path) -> None:
     result = json.loads(out.stdout)
     assert result["counts"] == {"in": 4, "charged": 3, "suspense": 1, "duplicates": 0,
                                 "filtered": 0, "pending": 0}
+    # progress without a terminal: the header's CDR count is the total, the end is logged
+    assert "4/4 records" in out.stderr and "ETA 0 s" in out.stderr
 
     events = [{"type": "moc", "imsi": "208011234567890", "msisdn": "33611111111",
                "called": "33622222222", "start": "20260115112030", "utc_code": 1,

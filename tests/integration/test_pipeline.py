@@ -13,7 +13,7 @@ import pytest
 from server import config
 from server.errors import Reason
 from server.pipeline.contract import Delivery, Reject
-from server.pipeline.jsonlines import decode_jsonl
+from server.pipeline.jsonlines import JsonlDecoder
 from server.pipeline.pipeline import Pipeline
 from server.records import UsageRecord
 from server.service import read_catalog_file
@@ -45,7 +45,7 @@ async def pipeline(pool: asyncpg.Pool) -> AsyncIterator[Pipeline]:
     await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
     cfg = config.load(env={}).pipeline
     cfg = msgspec.structs.replace(cfg, batch_size=7, retry_backoff_s=0.01)
-    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": decode_jsonl})
+    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": JsonlDecoder()})
 
 
 async def table_counts(pool: asyncpg.Pool) -> dict[str, int]:
@@ -81,6 +81,19 @@ async def test_file_reconciles_and_replay_changes_nothing(
         "SELECT sum(amount_micros) FROM charges c "
         "JOIN usage_records u USING (account_id, usage_id) WHERE u.record_key LIKE 'f1-%'")
     assert stored == 190_000
+
+
+async def test_progress_counts_up_to_the_files_own_total(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "progress.jsonl", [voice(f"pr-{i}") for i in range(30)],
+                       [b"{broken"])
+    seen: list[tuple[int, int | None]] = []
+    await pipeline.ingest_file(path, source="msc1", format="jsonl",
+                               progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) == 5  # batches of 7
+    assert [done for done, _ in seen] == [7, 14, 21, 28, 31]
+    assert {total for _, total in seen} == {31}  # known before the first commit
 
 
 async def test_suspense_keeps_raw_form_and_retry_charges_after_fix(
