@@ -107,8 +107,8 @@ async def main(quick: bool, dsn: str) -> None:
         print(f"{'PDF/A-3 + Factur-X, one core':<34}{ours:>8.1f} /s  "
               f"({n / wall:.1f}/s wall clock; {n} invoices, {sum(sizes) // n:,} bytes each)"
               f"   target ≥ 100/s: {'ok' if ours >= 100 else 'MISSED'}")
-        # The peer: typst's own typesetting of the same documents, data and XML prepared
-        # beforehand (no CII building, no XMP step).
+        # The peer: typst's typesetting of the same documents (with the document data and
+        # its JSON, which ``typeset`` builds), the CII XML built beforehand, no XMP step.
         prepared = [(rendition.of_invoice(inv), cii.to_xml(inv)) for inv in invoices]
         cpu = time.process_time()
         for doc, xml in prepared:

@@ -230,7 +230,8 @@ async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit) -> float:
     async with src.transaction():
         for table, columns in COPY_TABLES.items():
             cursor = await src.cursor(f"SELECT {', '.join(columns)} FROM {table}")
-            while rows := await cursor.fetch(20000):
+            while fetched := await cursor.fetch(20000):
+                rows = [tuple(r) for r in fetched]
                 started = time.perf_counter()
                 with cpu:
                     await dst.copy_records_to_table(table, records=rows, columns=list(columns))

@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from server import config
-from server.pipeline.jsonlines import decode_jsonl
+from server.pipeline.jsonlines import JsonlDecoder
 from server.pipeline.pipeline import Pipeline
 from server.store.migrate import migrate
 from tests.pipeline_doubles import FlatRater
@@ -25,7 +25,7 @@ async def main(dsn: str, batch_size: int, files: list[Path]) -> None:
     assert pool is not None
     await migrate(pool)
     cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=batch_size)
-    pipeline = Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": decode_jsonl})
+    pipeline = Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": JsonlDecoder()})
     print("ready", flush=True)
     for path in files:
         await pipeline.ingest_file(path, source="msc1", format="jsonl")

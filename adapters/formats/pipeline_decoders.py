@@ -43,13 +43,13 @@ class FormatDecoder:
                     _key_partial_calls(batch.records)
                 yield batch_items(batch, line_numbers=lines)
 
-    def header(self, path: Path) -> FileHeader:
+    def header(self, path: Path, *, count: bool) -> FileHeader:
         with open_file(self.fmt, path, source="", options=self.options) as decoded:
-            number, count = decoded.info.sequence_number, decoded.info.declared_count
-        if self.fmt == "csv":
-            count = line_count(path)
+            number, items = decoded.info.sequence_number, decoded.info.declared_count
+        if self.fmt == "csv" and count:
+            items = line_count(path)  # the column header line included: an estimate
         return FileHeader(int(number) if number is not None else None,
-                          int(count) if count is not None else None)
+                          int(items) if items is not None and count else None)
 
 
 def _key_partial_calls(records: list[UsageRecord]) -> None:

@@ -115,4 +115,8 @@ def quantity_text(value: Decimal | int) -> str:
     Display only; amounts never derive from it (the e-invoice states each line's price for a
     basis quantity equal to its billed quantity, so both may carry this same rounded value).
     """
-    return plain(Decimal(value).quantize(QUANTITY_STEP, ROUND_HALF_UP))
+    exact = Decimal(value)
+    shown = exact.quantize(QUANTITY_STEP, ROUND_HALF_UP)
+    if not shown and exact:  # 0.00003 MB is not "0": four significant digits instead
+        shown = exact.quantize(Decimal(1).scaleb(exact.adjusted() - 3), ROUND_HALF_UP)
+    return plain(shown)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,8 +32,8 @@ Report = Callable[[int, int | None], None]
 def progress(label: str, unit: str, *, interactive: bool | None = None,
              every_s: float = 5.0) -> Iterator[Report]:
     """Yield ``report(done, total)``; ``interactive`` defaults to stderr being a terminal.
-    The bar is left on screen once done; the lines say where the work stands every
-    ``every_s`` seconds and once more at the end."""
+    The bar (on stderr) is left on screen once done; the lines say where the work stands
+    every ``every_s`` seconds and once at the end. The rate counts from the first report."""
     if interactive if interactive is not None else sys.stderr.isatty():
         with _bar(label, unit) as report:
             yield report
@@ -46,27 +47,32 @@ def _bar(label: str, unit: str) -> Iterator[Report]:
                TextColumn(unit), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
+    # On stderr: stdout carries the verb's result (`--json` piped to a script).
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(label, total=None, rate="")
-        started = time.monotonic()
+        pace = _Pace()
 
         def report(done: int, total: int | None) -> None:
-            rate = done / max(time.monotonic() - started, 1e-9)
+            if pace.baseline is None:  # work resumed part-done: not a burst of speed
+                bar.reset(task, completed=done, total=total)
+            rate = pace.rate(done)
             bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} {unit}/s")
 
         yield report
 
 
 def _lines(label: str, unit: str, every_s: float) -> Report:
-    started = last = time.monotonic()
+    pace = _Pace()
+    last, ended = pace.started, False
 
     def report(done: int, total: int | None) -> None:
-        nonlocal last
+        nonlocal last, ended
         now = time.monotonic()
-        if now - last < every_s and (total is None or done < total):
+        rate = pace.rate(done)
+        at_end = total is not None and done >= total
+        if ended or (now - last < every_s and not at_end):
             return
-        last = now
-        rate = done / max(now - started, 1e-9)
+        last, ended = now, at_end
         if total is None:
             log.info(f"{label}: {done} {unit} ({rate:,.0f}/s)",
                      extra={"fields": {"done": done, "rate": round(rate, 1)}})
@@ -77,3 +83,17 @@ def _lines(label: str, unit: str, every_s: float) -> Report:
                                    "eta_s": round(eta, 1)}})
 
     return report
+
+
+class _Pace:
+    """Units per second since the first report, counted from the first report's ``done``
+    (a resumed file reports what earlier runs committed first)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.baseline: int | None = None
+
+    def rate(self, done: int) -> float:
+        if self.baseline is None:
+            self.baseline, self.started = done, time.monotonic()
+        return (done - self.baseline) / max(time.monotonic() - self.started, 1e-9)

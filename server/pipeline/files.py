@@ -110,7 +110,7 @@ async def ingest_file(
     sha, size = await file_sha256(path)
     header = FileHeader(None, None)
     if (sequence_no is None or progress is not None) and isinstance(decoder, SequencedDecoder):
-        header = await _read_header(decoder, path)
+        header = await _read_header(decoder, path, count=progress is not None)
     if sequence_no is None:
         sequence_no = header.sequence_no
     async with pool.acquire() as conn:
@@ -125,8 +125,11 @@ async def ingest_file(
         await run.lock()
         if state.claim.state != "claimed":
             return _outcome(state.claim, name, sha, replay=True)
+        run.report_progress()  # where this run starts: the rate counts from here
         with _fewer_collections():
             await run.stages()
+        run.total = state.claim.committed_records  # done: the exact count, said once more
+        run.report_progress()
     finally:
         await run.release()
     return _outcome(state.claim, name, sha, replay=False)
@@ -168,6 +171,16 @@ class _FileRun:
         # Lane 0 writes on the lock connection; the other lanes on pooled connections.
         self.lanes: list[Any] = [None] * max(1, settings.write_lanes)  # pool connections
         self._locking = asyncio.Lock()
+
+    def report_progress(self) -> None:
+        """Items committed and the file's total, while the total is credible: a header that
+        declares fewer items than are already committed (or a negative count) has none."""
+        if self.progress is None:
+            return
+        done = self.state.claim.committed_records
+        if self.total is not None and self.total < done:
+            self.total = None
+        self.progress(done, self.total)
 
     # -- the writer's connection and the file lock ---------------------------------------
 
@@ -371,8 +384,7 @@ class _FileRun:
         PIPELINE_BATCH_SECONDS.labels("file").observe(time.perf_counter() - flight.started)
         assert flight.chunk.batch is not None
         writer.observe(flight.chunk.batch)
-        if self.progress is not None:
-            self.progress(self.state.claim.committed_records, self.total)
+        self.report_progress()
 
     async def _commit(self, chunk: _Chunk, lane: int, previous: _InFlight | None,
                       claimed: asyncio.Event) -> None:
@@ -455,11 +467,11 @@ class _FileRun:
                                    [writer.suspense_row(entry, entry.outcome, self.file_id)])  # type: ignore[arg-type]
 
 
-async def _read_header(decoder: SequencedDecoder, path: Path) -> FileHeader:
+async def _read_header(decoder: SequencedDecoder, path: Path, *, count: bool) -> FileHeader:
     """The file's header; a header too damaged to read is the decode stage's problem (it
     stops there and the file goes to ``error``), not the claim's."""
     try:
-        return await asyncio.to_thread(decoder.header, path)
+        return await asyncio.to_thread(functools.partial(decoder.header, path, count=count))
     except (DecodeError, OSError, ValueError):
         return FileHeader(None, None)
 

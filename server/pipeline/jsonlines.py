@@ -22,13 +22,13 @@ _decoder = msgspec.json.Decoder(UsageRecord)
 
 class JsonlDecoder:
     """``decode_jsonl`` with the header the pipeline asks of a file: no sequence number, and
-    its line count as the record count."""
+    its line count as the item count (blank lines included: an estimate)."""
 
     def __call__(self, path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]:
         return decode_jsonl(path, source=source, chunk=chunk)
 
-    def header(self, path: Path) -> FileHeader:
-        return FileHeader(None, line_count(path))
+    def header(self, path: Path, *, count: bool) -> FileHeader:
+        return FileHeader(None, line_count(path) if count else None)
 
 
 def line_count(path: Path) -> int:

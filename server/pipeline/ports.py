@@ -61,14 +61,16 @@ class FileHeader(NamedTuple):
     """What a file says of itself before it is decoded."""
 
     sequence_no: int | None  # stored in ``source_files.sequence_no`` unless the caller gives one
-    items: int | None  # how many records (good or bad) it holds: the progress display's total
+    # About how many items (records, good or bad) it holds, for the progress display only:
+    # the count a header declares, or a line count; may be wrong, never relied upon.
+    items: int | None
 
 
 @runtime_checkable
 class SequencedDecoder(Protocol):
-    """A decoder that can also read the file's header: its own sequence number and the
-    record count it declares (or, for line formats, its line count)."""
+    """A decoder that can also read the file's header: its own sequence number and, when
+    ``count`` is asked (a format may need a pass over the file for it), its item count."""
 
     def __call__(self, path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]: ...
 
-    def header(self, path: Path) -> FileHeader: ...
+    def header(self, path: Path, *, count: bool) -> FileHeader: ...

@@ -31,7 +31,8 @@ async def api(pool: asyncpg.Pool, database_url: str,
         await seed.product(conn, "pro", 29_990_000)
         await seed.account(conn, "W1", address="5 Main St", vat_id="DE999999999",
                            country="DE")
-        await seed.account(conn, "W2", tax_inclusive=True)
+        # a control character in operator-entered text: XML 1.0 cannot carry it
+        await seed.account(conn, "W2", tax_inclusive=True, address="2 Side\x0bStreet")
         for acc in ("W1", "W2"):
             await seed.subscribe(conn, acc, "pro", dt.datetime(2026, 1, 10, tzinfo=UTC))
             for i in range(7):
@@ -113,6 +114,8 @@ async def test_bill_run_finalise_render_and_credit(
                                 headers=viewer) as r:
                 xml = await r.read()
             root = assert_valid_cii(xml)
+            if inv["account_id"] == "W2":
+                assert b"<ram:LineOne>2 Side Street</ram:LineOne>" in xml
             assert text(root, ".//ram:DuePayableAmount") == inv["totals"]["payable"]
             assert text(root, "rsm:ExchangedDocument/ram:TypeCode") == "380"
             async with http.get(f"{base}/v1/invoices/{inv['invoice_id']}.pdf",

@@ -15,6 +15,7 @@ from server.errors import Reason
 from server.pipeline.contract import Delivery, Reject
 from server.pipeline.jsonlines import JsonlDecoder
 from server.pipeline.pipeline import Pipeline
+from server.pipeline.ports import FileHeader
 from server.records import UsageRecord
 from server.service import read_catalog_file
 from server.store import catalog_repo
@@ -91,9 +92,26 @@ async def test_progress_counts_up_to_the_files_own_total(
     seen: list[tuple[int, int | None]] = []
     await pipeline.ingest_file(path, source="msc1", format="jsonl",
                                progress=lambda done, total: seen.append((done, total)))
-    assert len(seen) == 5  # batches of 7
-    assert [done for done, _ in seen] == [7, 14, 21, 28, 31]
+    # where the run starts, each batch of 7, and the end
+    assert [done for done, _ in seen] == [0, 7, 14, 21, 28, 31, 31]
     assert {total for _, total in seen} == {31}  # known before the first commit
+
+
+class _LyingHeader(JsonlDecoder):
+    def header(self, path: Path, *, count: bool) -> FileHeader:
+        return FileHeader(None, 3)  # declares 3 items; the file holds 20
+
+
+async def test_a_header_that_undercounts_gives_no_total(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=7)
+    lying = Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"lying": _LyingHeader()})
+    path = write_jsonl(tmp_path / "lying.jsonl", [voice(f"ly-{i}") for i in range(20)])
+    seen: list[tuple[int, int | None]] = []
+    await lying.ingest_file(path, source="msc1", format="lying",
+                            progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 3)  # believed until shown wrong
+    assert all(total is None or total >= done for done, total in seen)
+    assert seen[-1] == (20, 20)  # the end: the exact count
 
 
 async def test_suspense_keeps_raw_form_and_retry_charges_after_fix(

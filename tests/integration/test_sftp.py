@@ -15,7 +15,7 @@ from adapters.sftp import SftpPoller
 from server import config
 from server.commands import files as files_verb
 from server.errors import DecodeError
-from server.pipeline.jsonlines import decode_jsonl
+from server.pipeline.jsonlines import JsonlDecoder, decode_jsonl
 from server.pipeline.pipeline import Pipeline
 from server.pipeline.ports import Item
 from server.pipeline.rating_bridge import build_rater
@@ -65,7 +65,7 @@ async def pipeline(pool: asyncpg.Pool) -> Pipeline:
     cfg = config.load(env={})
     await load_demo_catalog(cfg, pool)
     return Pipeline(pool, cfg.pipeline, rater_factory=build_rater,
-                    decoders={"jsonl": decode_jsonl, "strict": strict_decoder})
+                    decoders={"jsonl": JsonlDecoder(), "strict": strict_decoder})
 
 
 def record(key: str) -> bytes:

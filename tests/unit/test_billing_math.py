@@ -108,7 +108,8 @@ def test_round_minor_is_within_half_a_unit(micros: int) -> None:
 @pytest.mark.parametrize(("quantity", "text"), [
     (Decimal(22) / 31, "0.7097"), (Decimal(1) / 31, "0.0323"), (Decimal(31) / 31, "1"),
     (Decimal("427"), "427"), (Decimal("2.50000"), "2.5"), (-Decimal(22) / 31, "-0.7097"),
-    (7, "7"),
+    (7, "7"), (Decimal("0.00003"), "0.00003"), (Decimal("-0.0000123456"), "-0.00001235"),
+    (Decimal("0.00004999"), "0.00004999"), (Decimal("0.00005"), "0.0001"), (Decimal(0), "0"),
 ])
 def test_quantities_print_with_at_most_four_decimals(quantity: Decimal | int, text: str) -> None:
     assert quantity_text(quantity) == text

@@ -33,7 +33,8 @@ def test_3gpp_header_declares_sequence_and_cdr_count(tmp_path: Path) -> None:
         write_3gpp_file(fh, calls, sequence_number=42)
     decoder = FormatDecoder("3gpp")
     assert isinstance(decoder, SequencedDecoder)
-    assert decoder.header(path) == FileHeader(42, 5)
+    assert decoder.header(path, count=True) == FileHeader(42, 5)
+    assert decoder.header(path, count=False) == FileHeader(42, None)
 
 
 def test_tap3_header_counts_call_events_from_the_audit(tmp_path: Path) -> None:
@@ -42,13 +43,14 @@ def test_tap3_header_counts_call_events_from_the_audit(tmp_path: Path) -> None:
              "duration": 60, "charges": [("00", 1500)]}
     path = tmp_path / "CDAAAAABBBBB00007"
     path.write_bytes(tap3_file([event, event, event]))
-    assert FormatDecoder("tap3").header(path).items == 3
+    assert FormatDecoder("tap3").header(path, count=True).items == 3
 
 
 def test_line_formats_count_their_lines(tmp_path: Path) -> None:
     jsonl = tmp_path / "r.jsonl"
     jsonl.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": 3}')
-    assert JsonlDecoder().header(jsonl) == FileHeader(None, 3)
+    assert JsonlDecoder().header(jsonl, count=True) == FileHeader(None, 3)
+    assert JsonlDecoder().header(jsonl, count=False) == FileHeader(None, None)  # no pass
     csv = tmp_path / "r.csv"
     csv.write_text("a,b\n1,2\n3,4\n")
-    assert FormatDecoder("csv").header(csv).items == 3
+    assert FormatDecoder("csv").header(csv, count=True).items == 3

@@ -30,3 +30,32 @@ def test_known_total_logs_eta_and_always_the_end(caplog: pytest.LogCaptureFixtur
     assert line.getMessage().startswith("rerate job 7: 100/100 records (")
     assert "ETA 0 s" in line.getMessage()
     assert line.fields["eta_s"] == 0  # type: ignore[attr-defined]
+
+
+def test_the_end_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="billing_oss.progress")
+    with progress("rerate job 8", "records", interactive=False, every_s=0) as report:
+        for _ in range(3):  # a poller seeing the finished job until its worker exits
+            report(10, 10)
+    assert len(caplog.records) == 1
+
+
+def test_rate_counts_from_where_the_work_resumed(caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="billing_oss.progress")
+    now = [100.0]
+    monkeypatch.setattr("server.commands.progress.time.monotonic", lambda: now[0])
+    with progress("cdr.ber", "records", interactive=False, every_s=1) as report:
+        report(900_000, 1_000_000)  # committed by an earlier, interrupted run
+        now[0] = 102.0
+        report(1_000_000, 1_000_000)  # 100 000 more in 2 s
+    (line,) = caplog.records
+    assert line.fields["rate"] == 50_000  # type: ignore[attr-defined]
+
+
+def test_bar_goes_to_stderr_and_leaves_stdout_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    with progress("cdr.ber", "records", interactive=True) as report:
+        report(5, 10)
+        report(10, 10)
+    out, err = capsys.readouterr()
+    assert out == "" and "10/10" in err
