@@ -49,6 +49,23 @@ def compute_all(batch: inputs.Batch, settings: Settings,
     return out
 
 
+async def drop_emptied_drafts(conn: Connection, batch: inputs.Batch, period: str,
+                              drafts: list[InvoiceDraft]) -> list[int]:
+    """Delete the batch's drafts of ``period`` that the recomputation left without lines
+    (their lines are gone already): nothing to bill in that currency any more, e.g. after a
+    plan changed currency. A finalised invoice is never touched."""
+    kept = [(d.account_id, d.currency) for d in drafts]
+    rows = await conn.fetch(
+        """
+        DELETE FROM invoices i WHERE i.account_id = ANY($1) AND i.period = $2
+            AND i.status = 'draft'
+            AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS k(account, cur)
+                            WHERE k.account = i.account_id AND k.cur = i.currency)
+        RETURNING invoice_id
+        """, list(batch.accounts), period, [a for a, _ in kept], [c for _, c in kept])
+    return [r["invoice_id"] for r in rows]
+
+
 async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int) -> list[int]:
     """Insert new drafts or refresh the existing draft of the cycle; then lines, allowances,
     taxes (bulk COPY) and the charge links (one INSERT … SELECT from the run's charges)."""

@@ -73,7 +73,8 @@ async def tax_rates(conn: Connection) -> tuple[TaxRate, ...]:
 
 async def read_batch(conn: Connection, ids: list[str], period: str,
                      frozen_before: dt.datetime | None = None) -> Batch:
-    """Lock the batch's accounts, drop their drafts' lines for recomputation, read inputs.
+    """Lock the batch's accounts and their drafts, drop the drafts' lines for recomputation,
+    read inputs.
 
     An account whose draft of the period ended before ``frozen_before`` (its grace period
     is over) is left out: the draft stays as it is until finalised, and charges arriving
@@ -95,6 +96,11 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
         timezone=r["timezone"], billing_day=r["billing_day"], attrs=json.loads(r["attrs"]),
     ) for r in rows}
     cycles = {a.account_id: cycle(period, a.billing_day, a.timezone) for a in accounts.values()}
+    # The drafts too: a finaliser locks only its invoice, so a draft being finalised now is
+    # waited for, and then (no longer a draft) left out of the recomputation below.
+    await conn.fetch(
+        "SELECT invoice_id FROM invoices WHERE account_id = ANY($1) AND period = $2 "
+        "AND status = 'draft' ORDER BY account_id, invoice_id FOR UPDATE", ids, period)
     await conn.execute(
         "DELETE FROM invoice_line_charges l USING invoices i WHERE i.account_id = ANY($1) "
         "AND i.period = $2 AND i.status = 'draft' "

@@ -29,7 +29,7 @@ import msgspec
 
 from server import jobs
 from server.billing import documents, inputs
-from server.billing.batches import compute_batch, store_drafts
+from server.billing.batches import compute_batch, drop_emptied_drafts, store_drafts
 from server.billing.model import InvoiceDraft, Settings
 from server.billing.tax import TaxRate
 from server.config import BillingConfig
@@ -240,6 +240,7 @@ async def _store_batch(conn: Connection, run: Run, ids: list[str], settings: Set
     async with conn.transaction():
         batch, drafts = await compute_batch(conn, ids, run.period, settings, rates,
                                             frozen_before)
+        dropped = await drop_emptied_drafts(conn, batch, run.period, drafts)
         stored = await store_drafts(conn, drafts, run.bill_run_id)
         await conn.execute(
             "UPDATE bill_runs SET accounts_done = accounts_done + $2, invoices = invoices + $3,"
@@ -250,7 +251,8 @@ async def _store_batch(conn: Connection, run: Run, ids: list[str], settings: Set
         await audit.record(conn, run.requested_by, "bill_run.batch", f"bill_run:{run.bill_run_id}",
                            None, {"first_account": ids[0], "last_account": ids[-1],
                                   "account_count": len(ids), "charges": batch.charges,
-                                  "frozen": batch.frozen, "invoice_ids": stored})
+                                  "frozen": batch.frozen, "invoice_ids": stored,
+                                  "drafts_dropped": dropped})
 
 
 async def _finish(conn: Connection, run: Run, settings: RunSettings, now: dt.datetime) -> None:

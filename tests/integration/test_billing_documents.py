@@ -9,7 +9,8 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from server.billing import documents
+from server.billing import documents, inputs
+from server.billing.batches import compute_batch, drop_emptied_drafts, store_drafts
 from server.billing.documents import CreditRequest
 from server.billing.runs import bill_run
 from server.errors import Conflict, InvalidRequest
@@ -133,3 +134,36 @@ async def test_concurrent_full_credits_issue_only_one(pool: asyncpg.Pool) -> Non
                 return False
 
     assert sorted(await asyncio.gather(*(credit() for _ in range(5)))) == [False] * 4 + [True]
+
+
+
+async def test_a_draft_finalised_during_a_recomputation_keeps_its_lines(
+    pool: asyncpg.Pool,
+) -> None:
+    """A finaliser arriving while a bill-run batch recomputes the draft waits for it, then
+    numbers the recomputed draft: the invoice stays whole and nothing is billed twice."""
+    (invoice_id,) = await drafts(pool, "RACE", 1)
+    rates = await inputs.tax_rates(pool)
+    run_id = await pool.fetchval("SELECT bill_run_id FROM invoices WHERE invoice_id = $1",
+                                 invoice_id)
+    async with pool.acquire() as batch_conn:
+        async with batch_conn.transaction():  # the steps of one bill-run batch
+            batch, computed = await compute_batch(batch_conn, ["RACE0"], "2026-01",
+                                                  seed.SETTINGS, rates, None)
+            finalising = asyncio.create_task(_finalise_alone(pool, invoice_id))
+            await asyncio.sleep(0.3)
+            assert not finalising.done()  # waits for the batch's lock on the draft
+            await drop_emptied_drafts(batch_conn, batch, "2026-01", computed)
+            await store_drafts(batch_conn, computed, run_id)
+    assert await finalising == [invoice_id]
+    counts = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM invoice_lines WHERE invoice_id = $1) AS lines, "
+        "(SELECT count(*) FROM taxes WHERE invoice_id = $1) AS taxes, "
+        "(SELECT count(*) FROM invoice_line_charges WHERE invoice_id = $1) AS links, "
+        "(SELECT count(*) FROM invoices WHERE account_id = 'RACE0') AS invoices", invoice_id)
+    assert dict(counts) == {"lines": 1, "taxes": 1, "links": 1, "invoices": 1}
+
+
+async def _finalise_alone(pool: asyncpg.Pool, invoice_id: int) -> list[int]:
+    async with pool.acquire() as conn:
+        return await documents.finalise(conn, [invoice_id], "RACE", TODAY, 30, actor="test")

@@ -9,6 +9,7 @@ import pytest
 
 from server.billing import documents
 from server.billing.runs import bill_run
+from server.store import subscriptions_repo
 from tests.integration import billing_seed as seed
 
 UTC = dt.UTC
@@ -110,3 +111,26 @@ async def test_multi_currency_account_gets_one_invoice_per_currency(pool: asyncp
     assert invoices["EUR"].content.totals.net_micros == 1_010_000  # 1.005 → 1.01 half-up
     assert invoices["JPY"].content.totals.net_micros == 151_000_000  # 150.5 → 151 (0 decimals)
     assert invoices["JPY"].content.totals.tax_micros == 30_000_000  # 20 % of 151 = 30.2 → 30
+
+
+async def test_a_draft_left_with_nothing_to_bill_is_removed(pool: asyncpg.Pool) -> None:
+    """The plan moves to another currency: the old currency's draft must not stay behind
+    with its old totals (and no lines) to be finalised and billed beside the new one."""
+    async with pool.acquire() as conn:
+        await seed.product(conn, "plan-eur", 10_000_000)
+        await seed.product(conn, "plan-usd", 11_000_000, currency="USD")
+        await seed.account(conn, "CUR1")
+        sub = await seed.subscribe(conn, "CUR1", "plan-eur", dt.datetime(2025, 12, 1, tzinfo=UTC))
+    first = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["CUR1"], actor="test")
+    (eur,) = first.invoice_ids
+    await subscriptions_repo.update(pool, "test", sub, product="plan-usd", valid_to=None,
+                                    set_valid_to=False)
+    second = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["CUR1"], actor="test")
+    rows = await pool.fetch("SELECT invoice_id, currency, payable_micros FROM invoices "
+                            "WHERE account_id = 'CUR1'")
+    assert [(r["currency"], r["payable_micros"]) for r in rows] == [("USD", 13_200_000)]
+    assert rows[0]["invoice_id"] == second.invoice_ids[0] != eur
+    dropped = await pool.fetchval(
+        "SELECT after->>'drafts_dropped' FROM audit_log WHERE action = 'bill_run.batch' "
+        "ORDER BY seq DESC LIMIT 1")
+    assert dropped == f"[{eur}]"
