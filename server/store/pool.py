@@ -19,7 +19,10 @@ async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                     timeout_s: float = 10.0) -> asyncpg.Pool:
     try:
         pool = await asyncio.wait_for(
-            asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size), timeout_s
+            # Sessions in UTC: SQL that reads a timestamptz's date (partitions, periods)
+            # must not depend on the database's or the role's TimeZone default.
+            asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                server_settings={"timezone": "UTC"}), timeout_s
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         reason = str(exc) or type(exc).__name__
