@@ -406,8 +406,9 @@ class _FileRun:
                 claim = self.state.claim
                 counts = _add(claim.counts, batch.counts)
                 totals = _add(claim.totals, batch.totals)
-                await usage_repo.checkpoint_file(conn, self.file_id, committed_records=end,
-                                                 counts=counts, totals=totals)
+                await usage_repo.checkpoint_file(conn, self.file_id, after=chunk.start,
+                                                 committed_records=end, counts=counts,
+                                                 totals=totals)
                 if self.fault is not None:
                     await self.fault(conn)
         except BaseException:
@@ -444,7 +445,7 @@ class _FileRun:
                         await self._store_undecodable(conn, stop)
                         counts = _add(counts, {"in": 1, "suspense": 1})
                     await usage_repo.checkpoint_file(
-                        conn, self.file_id, committed_records=end,
+                        conn, self.file_id, after=claim.committed_records, committed_records=end,
                         counts=counts, totals=claim.totals,
                         state="error" if error else "done", error=error)
             except BaseException:

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import msgspec
 
+from server.errors import BillingError
 from server.store.pool import Connection
 
 USAGE_FIXED = ("account_id", "usage_id", "event_time", "source", "record_key", "kind")
@@ -225,19 +226,33 @@ async def read_file(conn: Connection, source_file_id: int) -> FileClaim:
         counts={c: row[f"count_{c}"] for c in _COUNT_COLUMNS})
 
 
+class CheckpointMoved(BillingError):
+    """The file's checkpoint is not where this writer left it: another worker took the file
+    over (this writer's lock went with a dropped connection). This writer stops; the file is
+    the other worker's, as with a file found locked."""
+
+    code = "FILE_BUSY"
+
+
 async def checkpoint_file(
-    conn: Connection, source_file_id: int, *, committed_records: int, counts: dict[str, int],
-    totals: dict[str, int], state: str = "claimed", error: str | None = None,
+    conn: Connection, source_file_id: int, *, after: int, committed_records: int,
+    counts: dict[str, int], totals: dict[str, int], state: str = "claimed",
+    error: str | None = None,
 ) -> None:
-    """Record the file's progress (cumulative); ``state`` done/error completes it."""
-    await conn.execute(
+    """Move the file's progress from ``after`` items to ``committed_records`` (cumulative
+    counts); ``state`` done/error completes it. Raises ``CheckpointMoved`` (and writes
+    nothing) when the stored checkpoint is no longer ``after``."""
+    status = await conn.execute(
         "UPDATE source_files SET committed_records = $2, totals = $3::jsonb, state = $4, "
         "error = $5, completed_at = CASE WHEN $4 = 'claimed' THEN NULL ELSE now() END, "
         + ", ".join(f"count_{c} = ${i}" for i, c in enumerate(_COUNT_COLUMNS, start=6))
-        + " WHERE source_file_id = $1",
+        + f" WHERE source_file_id = $1 AND committed_records = ${6 + len(_COUNT_COLUMNS)}"
+        " AND state = 'claimed'",
         source_file_id, committed_records,
         msgspec.json.encode({cur: str(v) for cur, v in totals.items()}).decode(), state, error,
-        *(counts.get(c, 0) for c in _COUNT_COLUMNS))
+        *(counts.get(c, 0) for c in _COUNT_COLUMNS), after)
+    if status != "UPDATE 1":
+        raise CheckpointMoved(f"source file {source_file_id}: checkpoint moved from {after}")
 
 
 async def try_lock_file(conn: Connection, source_file_id: int) -> bool:

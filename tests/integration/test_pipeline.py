@@ -3,6 +3,7 @@ reconciliation, suspense and retry, partial records, a dropped connection mid-ba
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from server.records import UsageRecord
 from server.service import read_catalog_file
 from server.store import catalog_repo
 from server.store.pool import Connection
+from server.store.usage_repo import CheckpointMoved
 from tests.conftest import REPO
 from tests.pipeline_doubles import FlatRater
 
@@ -112,6 +114,33 @@ async def test_a_header_that_undercounts_gives_no_total(pool: asyncpg.Pool, tmp_
     assert seen[0] == (0, 3)  # believed until shown wrong
     assert all(total is None or total >= done for done, total in seen)
     assert seen[-1] == (20, 20)  # the end: the exact count
+
+
+async def test_a_writer_whose_checkpoint_moved_stops_without_writing(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Another worker advanced the file (this writer's lock went with a dropped connection):
+    the writer's next commit must fail whole instead of writing the same items again."""
+    path = write_jsonl(tmp_path / "moved.jsonl", [voice(f"mv-{i}") for i in range(30)])
+    tasks = []
+
+    async def bump() -> None:
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE source_files SET committed_records = committed_records "
+                               "+ 1 WHERE name = 'moved.jsonl'")
+
+    def progress(done: int, total: int | None) -> None:
+        if done == 0:  # the run starts: the other worker moves on behind its back
+            tasks.append(asyncio.get_running_loop().create_task(bump()))
+
+    with pytest.raises(CheckpointMoved):
+        await pipeline.ingest_file(path, source="msc1", format="jsonl", progress=progress)
+    await asyncio.gather(*tasks)
+    committed = await pool.fetchval(
+        "SELECT committed_records FROM source_files WHERE name = 'moved.jsonl'")
+    stored = await pool.fetchval(
+        "SELECT count(*) FROM usage_records WHERE record_key LIKE 'mv-%'")
+    assert stored == committed - 1 < 30  # only what committed before the move; none after
 
 
 async def test_suspense_keeps_raw_form_and_retry_charges_after_fix(
