@@ -72,13 +72,13 @@ async def _retry_one(
         return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
                            status="suspense", reason=str(outcome.reason), detail=outcome.detail)
     assert when is not None
-    if await suspense_repo.key_is_charged(conn, record.source, record.record_key):
-        await suspense_repo.resolve(conn, row.suspense_id, "duplicate of a charged usage")
-        return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
-                           status="duplicate")
     await usage_repo.ensure_partitions(conn, [when.date().replace(day=1)])
     usage_id = await suspense_repo.reclaim_key(conn, record.source, record.record_key,
                                                outcome.account_id, when)
+    if usage_id is None:
+        await suspense_repo.resolve(conn, row.suspense_id, "duplicate of a charged usage")
+        return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
+                           status="duplicate")
     entry = Entry(record.source, record, when, outcome, row.source_position or "",
                   usage_id=usage_id)
     columns = (*usage_repo.USAGE_FIXED, *usage_repo.USAGE_OPTIONAL, *usage_repo.USAGE_TAIL)
