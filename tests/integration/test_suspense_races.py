@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from server import config, rerate
-from server.pipeline import suspense
+from server.pipeline import suspense, writer
+from server.pipeline.batch import prepare
 from server.pipeline.contract import Delivery
 from server.pipeline.jsonlines import JsonlDecoder
 from server.pipeline.pipeline import Pipeline
@@ -37,12 +38,13 @@ def part(group: str, seq: int, last: bool, seconds: int, when: str) -> UsageReco
                  attrs={"charging_id": group, "partial_last": last})
 
 
-async def waiting_on_a_lock(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
-    """Until ``conn``'s backend waits on a lock another transaction holds."""
-    pid = conn.get_server_pid()
+async def waiting_on_a_lock(pool: asyncpg.Pool, conn: asyncpg.Connection | None) -> None:
+    """Until ``conn``'s backend (else any of this database's) waits on a lock."""
+    pid = conn.get_server_pid() if conn is not None else None
     for _ in range(500):
-        if await pool.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity "
-                               "WHERE pid = $1", pid):
+        if await pool.fetchval("SELECT bool_or(wait_event_type = 'Lock') FROM pg_stat_activity"
+                               " WHERE datname = current_database()"
+                               " AND ($1::int IS NULL OR pid = $1)", pid):
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the second transaction never waited")
@@ -84,6 +86,30 @@ async def test_two_open_rows_of_one_key_retried_at_once_charge_once(
                               "ANY($1) ORDER BY suspense_id", ids)
     assert [s["state"] for s in states] == ["retried", "retried"]
     assert states[1]["resolution"] == "duplicate of a charged usage"
+
+
+async def test_the_sweeper_leaves_a_group_a_batch_is_completing(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    await pipeline.commit([Delivery(source="mqtt", position="sweep-1", records=[
+        part("sweep1", 1, False, 60, "2026-02-03T10:00:00Z")])])
+    rater = await pipeline.raters.current()
+    batch = prepare([part("sweep1", 2, True, 60, "2026-02-03T10:01:00Z")], rater, "mqtt",
+                    lambda i: f"sweep-2#{i}")
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
+            assert [m.status for m in batch.merged] == ["charged"]  # not committed yet
+            # The group's parts are all older than 0 s: the sweeper finds it stale.
+            sweep = asyncio.create_task(suspense.expire_partials(pool, 0.0))
+            await waiting_on_a_lock(pool, None)
+        assert await sweep == 0
+    assert await pool.fetchval("SELECT count(*) FROM suspense WHERE record_key = "
+                               "'sweep1/merged'") == 0
+    charged = await pool.fetchval(
+        "SELECT count(*) FROM charges c JOIN usage_records u "
+        "USING (account_id, event_time, usage_id) WHERE u.record_key = 'sweep1/merged'")
+    assert charged == 1
 
 
 class PlusOne:
