@@ -118,3 +118,17 @@ async def test_records_with_an_invalid_key_never_count_as_duplicates(
     assert [r["record_key"] for r in rows] == ["", "", "k" * 300, "k" * 300, "a\ufffd", "a\ufffd"]
     assert await pool.fetchval("SELECT count(*) FROM usage_keys WHERE record_key = '' "
                                "OR length(record_key) > 256") == 0
+
+
+async def test_records_bound_for_suspense_create_no_partitions(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    junk = [voice(f"far-{m}", calling="33699999999", when=f"2150-{m:02d}-01T00:00:00Z")
+            for m in range(1, 13)]  # unknown account: suspense only
+    out = await pipeline.commit([Delivery(source="mqtt", position="far", records=[
+        *junk, voice("far-good", when="2151-03-05T00:00:00Z")])])
+    assert (out[0].counts.suspense, out[0].counts.charged) == (12, 1)
+    created = await pool.fetch("SELECT c.relname::text FROM pg_inherits i JOIN pg_class c "
+                               "ON c.oid = i.inhrelid WHERE c.relname ~ '_21[0-9][0-9]_' "
+                               "AND c.relkind = 'r' ORDER BY 1")
+    assert [r[0] for r in created] == ["charges_2151_03", "usage_records_2151_03"]
