@@ -187,7 +187,7 @@ async def _rerate_chunk(conn: Connection, job_id: int, rows: Sequence[asyncpg.Re
     diffs: dict[tuple[str, str], list[int]] = {}
     changed = failed = 0
     for row, outcome in zip(rows, outcomes, strict=True):
-        old = active.get((row["account_id"], row["usage_id"]))
+        old = active.get((row["account_id"], row["event_time"], row["usage_id"]))
         if not isinstance(outcome, Charge):
             failed += 1
             continue
@@ -231,20 +231,22 @@ async def _rerate_chunk(conn: Connection, job_id: int, rows: Sequence[asyncpg.Re
 
 
 async def _active_charges(conn: Connection, rows: Sequence[asyncpg.Record]) -> dict[
-        tuple[str, int], asyncpg.Record]:
-    """The latest unreversed ``charge`` row of each usage in ``rows``."""
+        tuple[str, Any, int], asyncpg.Record]:
+    """The latest unreversed ``charge`` row of each usage in ``rows``, by the usage's
+    primary key (account, event time, usage id): a usage id alone may not be unique."""
     found = await conn.fetch(
-        "SELECT DISTINCT ON (c.account_id, c.usage_id) c.account_id, c.usage_id, c.charge_id,"
+        "SELECT DISTINCT ON (c.account_id, c.event_time, c.usage_id) c.account_id,"
+        " c.event_time, c.usage_id, c.charge_id,"
         " c.amount_micros, c.currency, c.tariff_version_id, c.zone, c.band"
         " FROM charges c WHERE (c.account_id, c.event_time, c.usage_id) IN"
         " (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]))"
         " AND c.kind = 'charge'"
         " AND NOT EXISTS (SELECT 1 FROM charges r WHERE r.account_id = c.account_id"
         "   AND r.event_time = c.event_time AND r.reverses_charge_id = c.charge_id)"
-        " ORDER BY c.account_id, c.usage_id, c.charge_id DESC",
+        " ORDER BY c.account_id, c.event_time, c.usage_id, c.charge_id DESC",
         [r["account_id"] for r in rows], [r["event_time"] for r in rows],
         [r["usage_id"] for r in rows])
-    return {(r["account_id"], r["usage_id"]): r for r in found}
+    return {(r["account_id"], r["event_time"], r["usage_id"]): r for r in found}
 
 
 async def _insert_charges(conn: Connection, rows: list[tuple[Any, ...]]) -> None:

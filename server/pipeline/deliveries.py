@@ -24,7 +24,7 @@ from server.pipeline.contract import Counts, Delivery, Outcome, RecordResult
 from server.pipeline.ports import Charge, Failure, Item, Rater
 from server.pipeline.raters import RaterCache
 from server.pipeline.retry import with_retries
-from server.pipeline.rows import build_rows
+from server.pipeline.rows import build_rows, printable
 from server.store import usage_repo
 
 _encode = msgspec.json.encode
@@ -171,6 +171,8 @@ def _outcome(position: str, entries: list[Entry]) -> Outcome:
             append(RecordResult(record_key=key, status=status, amount=amount,
                                 currency=outcome.currency))
         elif status == "suspense" and isinstance(outcome, Failure):
+            if key is not None and "\x00" in key:  # outcomes are stored as jsonb
+                key = printable(key)
             append(RecordResult(record_key=key, status=status, reason=str(outcome.reason),
                                 detail=outcome.detail))
         else:

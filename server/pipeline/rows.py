@@ -25,6 +25,7 @@ import msgspec
 
 from server.pipeline.batch import Batch, Entry
 from server.pipeline.ports import Charge, Failure
+from server.pipeline.validate import key_problem
 from server.store import copy_payload, usage_repo
 
 _EMPTY_ATTRS = "{}"
@@ -87,6 +88,9 @@ def build_rows(batch: Batch, ids: Sequence[int], source_file_id: int | None) -> 
         record = entry.record
         if record is None:
             assert isinstance(entry.outcome, Failure)
+            rejects.append(suspense_row(entry, entry.outcome, source_file_id))
+        elif isinstance(entry.outcome, Failure) and key_problem(record) is not None:
+            # No usable key to claim: suspense every time, never a "duplicate" of another.
             rejects.append(suspense_row(entry, entry.outcome, source_file_id))
         elif entry.outcome is not None:
             key = (entry.source, record.record_key)
@@ -192,7 +196,20 @@ def suspense_row(
     entry: Entry, failure: Failure, source_file_id: int | None
 ) -> tuple[Any, ...]:
     record = entry.record
-    return (entry.source, record.record_key if record is not None else None,
-            failure.account_id, str(failure.reason), failure.detail,
-            _encode(record).decode() if record is not None else None,
-            entry.raw, source_file_id, entry.position)
+    if record is None:
+        return (entry.source, None, failure.account_id, str(failure.reason), failure.detail,
+                None, entry.raw, source_file_id, entry.position)
+    encoded = _encode(record)
+    if b"\\u0000" not in encoded:
+        return (entry.source, record.record_key, failure.account_id, str(failure.reason),
+                failure.detail, encoded.decode(), entry.raw, source_file_id, entry.position)
+    # jsonb and text refuse NUL: the record is kept whole as raw JSON bytes instead (a
+    # retry could not charge it anyway), its key and source shown with U+FFFD for NUL.
+    return (printable(entry.source), printable(record.record_key), failure.account_id,
+            str(failure.reason), failure.detail, None, encoded, source_file_id,
+            entry.position)
+
+
+def printable(text: str) -> str:
+    """``text`` storable in PostgreSQL text or jsonb (which refuse NUL)."""
+    return text.replace("\x00", "\ufffd")

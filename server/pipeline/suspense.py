@@ -72,13 +72,13 @@ async def _retry_one(
         return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
                            status="suspense", reason=str(outcome.reason), detail=outcome.detail)
     assert when is not None
-    if await suspense_repo.key_is_charged(conn, record.source, record.record_key):
-        await suspense_repo.resolve(conn, row.suspense_id, "duplicate of a charged usage")
-        return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
-                           status="duplicate")
     await usage_repo.ensure_partitions(conn, [when.date().replace(day=1)])
     usage_id = await suspense_repo.reclaim_key(conn, record.source, record.record_key,
                                                outcome.account_id, when)
+    if usage_id is None:
+        await suspense_repo.resolve(conn, row.suspense_id, "duplicate of a charged usage")
+        return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
+                           status="duplicate")
     entry = Entry(record.source, record, when, outcome, row.source_position or "",
                   usage_id=usage_id)
     columns = (*usage_repo.USAGE_FIXED, *usage_repo.USAGE_OPTIONAL, *usage_repo.USAGE_TAIL)
@@ -94,19 +94,28 @@ async def _retry_one(
 
 
 async def expire_partials(pool: asyncpg.Pool, older_than_s: float) -> int:
-    """Groups with no new part for ``older_than_s``: to suspense (PARTIAL_INCOMPLETE)."""
+    """Groups with no new part for ``older_than_s``: to suspense (PARTIAL_INCOMPLETE).
+
+    Groups are locked as a batch storing parts locks them, then checked again: one a batch
+    completed (merged and charged) or extended meanwhile stays out of suspense.
+    """
     async with pool.acquire() as conn, conn.transaction():
-        groups = await usage_repo.stale_groups(conn, older_than_s)
-        if not groups:
+        candidates = await usage_repo.stale_groups(conn, older_than_s)
+        if not candidates:
             return 0
+        await usage_repo.lock_groups(conn, candidates)
+        locked = set(candidates)
+        groups = [g for g in await usage_repo.stale_groups(conn, older_than_s) if g in locked]
         found = await usage_repo.open_parts(conn, groups)
+        closed = await usage_repo.close_groups(conn, groups, "expired") if groups else set()
         rows = []
         for (source, group), parts in found.items():
+            if (source, group) not in closed:
+                continue
             records = [msgspec.json.decode(p.record, type=UsageRecord) for p in parts]
             merged, failure = writer.expired_record(group, records)
             entry = Entry(source, merged, None, failure, f"partial:{group}")
             rows.append(writer.suspense_row(entry, failure, None))
             SUSPENSE_RECORDS.labels(str(failure.reason)).inc()
         await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, rows)
-        await usage_repo.close_groups(conn, groups, "expired")
-    return len(groups)
+    return len(rows)

@@ -15,7 +15,13 @@ from server.errors import Reason
 from server.pipeline.ports import Failure
 from server.records import UsageRecord
 
+# record_key and source form the primary key of usage_keys: a btree entry must fit in a
+# third of a page (~2.7 kB), and no decoder makes keys anywhere near this long.
 MAX_KEY_LENGTH = 256
+# Amounts stay far inside int64 micro-units (9.2e12 units) and asyncpg's numeric encoder.
+MAX_DIGITS = 15  # integer digits: |value| < 1e15
+CHARGE_PLACES = 6  # money: micro-units
+QUANTITY_PLACES = 12
 MIN_YEAR, MAX_YEAR = 1990, 2199
 _INT64_MAX = 2**63 - 1
 
@@ -32,14 +38,65 @@ def parse_event_time(text: str) -> datetime:
 
 def validate(record: UsageRecord) -> tuple[datetime | None, Failure | None]:
     """The record's UTC event time, or the first problem found (with the field's name)."""
-    if not record.record_key or len(record.record_key) > MAX_KEY_LENGTH:
-        return None, _bad("record_key", f"must be 1..{MAX_KEY_LENGTH} characters")
+    problem = key_problem(record)
+    if problem is not None:
+        return None, problem
     try:
         when = parse_event_time(record.event_time)
     except (ValueError, TypeError) as exc:
         return None, _bad("event_time", f"{record.event_time!r} is not RFC 3339 UTC ({exc})")
-    problem = _check_numbers(record) or _check_kind(record)
+    problem = (_check_numbers(record) or _check_kind(record) or _check_nul(record)
+               or _check_group(record))
     return (when, None) if problem is None else (when, problem)
+
+
+def key_problem(record: UsageRecord) -> Failure | None:
+    """What makes the record's dedupe key (source, record_key) unusable: such a record
+    claims no key and goes to suspense every time it comes."""
+    key, source = record.record_key, record.source
+    if not key or len(key) > MAX_KEY_LENGTH:
+        return _bad("record_key", f"must be 1..{MAX_KEY_LENGTH} characters")
+    if "\x00" in key:
+        return _bad("record_key", "contains a NUL character")
+    if len(source) > MAX_KEY_LENGTH:
+        return _bad("source", f"must be at most {MAX_KEY_LENGTH} characters")
+    if "\x00" in source:
+        return _bad("source", "contains a NUL character")
+    return None
+
+
+def _check_nul(record: UsageRecord) -> Failure | None:
+    # PostgreSQL text and jsonb cannot hold U+0000 (the digit fields are checked already).
+    for name in ("kind", "event_time", "unit", "charge", "quantity"):
+        value = getattr(record, name)
+        if isinstance(value, str) and "\x00" in value:
+            return _bad(name, "contains a NUL character")
+    if record.attrs and _has_nul(record.attrs):
+        return _bad("attrs", "contains a NUL character")
+    return None
+
+
+def _check_group(record: UsageRecord) -> Failure | None:
+    # A partial part's group key is in the primary key of partial_records.
+    if record.partial_seq is None:
+        return None
+    for name in ("merge_key", "charging_id"):
+        value = record.attrs.get(name)
+        if value is not None:
+            if len(str(value)) > MAX_KEY_LENGTH:
+                return _bad(f"attrs.{name}", f"must be at most {MAX_KEY_LENGTH} characters")
+            return None
+    return None
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _check_numbers(record: UsageRecord) -> Failure | None:
@@ -60,10 +117,10 @@ def _check_numbers(record: UsageRecord) -> Failure | None:
         return _bad_digits("imsi", imsi)
     if msisdn is not None and not _is_digits(msisdn):
         return _bad_digits("msisdn", msisdn)
-    if record.charge is not None and not _is_decimal(record.charge):
-        return _bad("charge", f"{record.charge!r} is not a decimal string")
-    if record.quantity is not None and not _is_decimal(record.quantity):
-        return _bad("quantity", f"{record.quantity!r} is not a decimal string")
+    if record.charge is not None and not _is_decimal(record.charge, CHARGE_PLACES):
+        return _bad_decimal("charge", record.charge, CHARGE_PLACES)
+    if record.quantity is not None and not _is_decimal(record.quantity, QUANTITY_PLACES):
+        return _bad_decimal("quantity", record.quantity, QUANTITY_PLACES)
     if record.partial_seq is not None and not 1 <= record.partial_seq <= 2**31 - 1:
         return _bad("partial_seq", f"{record.partial_seq} is not a sequence number >= 1")
     return None
@@ -85,12 +142,25 @@ def _check_kind(record: UsageRecord) -> Failure | None:
     return None
 
 
-def _is_decimal(text: str) -> bool:
+def _is_decimal(text: str, places: int) -> bool:
+    if len(text) > 40:
+        return False
     try:
         value = Decimal(text)
     except (InvalidOperation, ValueError):
         return False
-    return value.is_finite() and len(text) <= 40
+    if not value.is_finite():
+        return False
+    # The value is stored as written ("0e999999" is zero but not encodable): bound the
+    # written exponent, and the magnitude through the leading digit's position.
+    exponent = value.as_tuple().exponent
+    return isinstance(exponent, int) and exponent >= -places and value.adjusted() < MAX_DIGITS
+
+
+def _bad_decimal(name: str, text: str, places: int) -> Failure:
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    return _bad(name, f"{shown!r} is not a decimal string below 1e{MAX_DIGITS} in magnitude "
+                      f"with at most {places} decimal places")
 
 
 def _bad(field: str, message: str) -> Failure:

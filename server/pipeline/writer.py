@@ -41,12 +41,17 @@ _encode = msgspec.json.encode
 
 
 def months(batch: Batch) -> set[date]:
-    """Months the batch's rows land in (partitions must exist before the transaction)."""
+    """Months the batch's usage and charges land in (partitions must exist before the
+    transaction): rated records and partial parts (a merged group takes a part's time).
+    Records headed for suspense only are left out, so junk event times (any year the
+    validator allows) create no partitions."""
     found: set[date] = set()
     last = None
     for entry in batch.entries:
         when = entry.event_time
-        if when is not None and (when.year, when.month) != last:
+        if when is None or isinstance(entry.outcome, Failure):
+            continue
+        if (when.year, when.month) != last:
             last = (when.year, when.month)
             found.add(date(when.year, when.month, 1))
     return found

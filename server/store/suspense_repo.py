@@ -63,13 +63,25 @@ async def claim_for_retry(
 
 async def reclaim_key(
     conn: Connection, source: str, record_key: str, account_id: str, event_time: datetime
-) -> int:
-    """The usage id reserved by the suspended record's key (claimed now if it never was)."""
-    usage_id = await conn.fetchval(
+) -> int | None:
+    """The usage id reserved by the suspended record's key (claimed now if it never was),
+    locked for this transaction; None if a usage row already holds the key.
+
+    The lock makes two open rows of one key (e.g. a partial group split by its timeout)
+    retried at once charge once: the second waits here, then finds the key charged.
+    """
+    await conn.execute(
         "INSERT INTO usage_keys (source, record_key, account_id, event_time) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT (source, record_key) DO UPDATE "
-        "SET account_id = EXCLUDED.account_id, event_time = EXCLUDED.event_time "
-        "RETURNING usage_id", source, record_key, account_id, event_time)
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (source, record_key) DO NOTHING",
+        source, record_key, account_id, event_time)
+    usage_id = await conn.fetchval(
+        "SELECT usage_id FROM usage_keys WHERE source = $1 AND record_key = $2 FOR UPDATE",
+        source, record_key)
+    if await key_is_charged(conn, source, record_key):  # a fresh snapshot, after the lock
+        return None
+    await conn.execute(
+        "UPDATE usage_keys SET account_id = $3, event_time = $4 "
+        "WHERE source = $1 AND record_key = $2", source, record_key, account_id, event_time)
     return int(usage_id)
 
 

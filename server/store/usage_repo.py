@@ -130,10 +130,7 @@ async def insert_parts(
     """Store new parts (groups locked in a stable order); return those not seen before."""
     sources = [p.source for p in parts]
     groups = [p.group_key for p in parts]
-    await conn.execute(
-        "SELECT count(pg_advisory_xact_lock(hashtextextended(s || chr(1) || g, 0))) "
-        "FROM (SELECT DISTINCT s, g FROM unnest($1::text[], $2::text[]) AS u(s, g) "
-        "ORDER BY 1, 2) AS ordered", sources, groups)
+    await lock_groups(conn, list(zip(sources, groups, strict=True)))
     rows = await conn.fetch(
         "INSERT INTO partial_records (source, group_key, partial_seq, is_last, record, "
         "source_file_id, source_position) "
@@ -143,6 +140,15 @@ async def insert_parts(
         sources, groups, [p.partial_seq for p in parts], [p.is_last for p in parts],
         [p.record.decode() for p in parts], source_file_id, positions)
     return {(row[0], row[1], row[2]) for row in rows}
+
+
+async def lock_groups(conn: Connection, groups: Sequence[tuple[str, str]]) -> None:
+    """Lock partial groups for this transaction, in a stable order (no deadlock between
+    batches and the sweeper)."""
+    await conn.execute(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(s || chr(1) || g, 0))) "
+        "FROM (SELECT DISTINCT s, g FROM unnest($1::text[], $2::text[]) AS u(s, g) "
+        "ORDER BY 1, 2) AS ordered", [g[0] for g in groups], [g[1] for g in groups])
 
 
 async def open_parts(
@@ -162,11 +168,14 @@ async def open_parts(
 
 async def close_groups(
     conn: Connection, groups: Sequence[tuple[str, str]], state: str
-) -> None:
-    await conn.execute(
-        "UPDATE partial_records SET state = $3 WHERE state = 'open' AND (source, group_key) IN "
-        "(SELECT * FROM unnest($1::text[], $2::text[]))",
+) -> set[tuple[str, str]]:
+    """Close the groups still open; return those this call closed."""
+    rows = await conn.fetch(
+        "WITH closed AS (UPDATE partial_records SET state = $3 WHERE state = 'open' "
+        "AND (source, group_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
+        "RETURNING source, group_key) SELECT DISTINCT source, group_key FROM closed",
         [g[0] for g in groups], [g[1] for g in groups], state)
+    return {(row[0], row[1]) for row in rows}
 
 
 async def stale_groups(conn: Connection, older_than_s: float) -> list[tuple[str, str]]:

@@ -38,6 +38,18 @@ def test_valid_record_gets_its_utc_time() -> None:
     ({"charge": "1e400x"}, "charge"),
     ({"charge": "NaN"}, "charge"),
     ({"quantity": "abc"}, "quantity"),
+    ({"charge": "1e999999"}, "charge"),  # finite, but no numeric column takes it
+    ({"charge": "0e999999"}, "charge"),
+    ({"charge": "1000000000000000"}, "charge"),
+    ({"charge": "0.0000001"}, "charge"),  # below a micro-unit
+    ({"quantity": "1e-999999"}, "quantity"),
+    ({"record_key": "k\x00"}, "record_key"),
+    ({"source": "s" * 300}, "source"),
+    ({"source": "s\x00"}, "source"),
+    ({"unit": "\x00"}, "unit"),
+    ({"attrs": {"a": [{"b": "\x00"}]}}, "attrs"),
+    ({"attrs": {"\x00": 1}}, "attrs"),
+    ({"partial_seq": 1, "attrs": {"charging_id": "c" * 300}}, "attrs.charging_id"),
     ({"partial_seq": 0}, "partial_seq"),
     ({"kind": "data", "duration_s": None}, "volume_up"),
 ])
@@ -45,3 +57,12 @@ def test_bad_fields_are_named(fields: dict[str, object], field: str) -> None:
     _, problem = validate(record(**fields))
     assert problem is not None and problem.reason == Reason.BAD_FIELD
     assert problem.detail.startswith(f"{field}:")
+
+
+@pytest.mark.parametrize("fields", [
+    {"charge": "999999999999999.999999"}, {"charge": "-1.5"}, {"charge": "1e3"},
+    {"quantity": "0.000000000001"}, {"attrs": {"a": ["b", 1, None]}},
+    {"record_key": "k" * 256},
+])
+def test_edge_values_that_fit_are_valid(fields: dict[str, object]) -> None:
+    assert validate(record(**fields))[1] is None
