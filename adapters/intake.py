@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import asyncpg
+import msgspec
 
 from adapters import meters
 from adapters.formats import payload
@@ -36,10 +37,12 @@ async def to_delivery(
     it with 400), otherwise it becomes a MALFORMED reject (MQTT keeps it in suspense)."""
     try:
         decoded = payload.decode(body, encoding)
-    except DecodeError as exc:
+    except (DecodeError, msgspec.MsgspecError) as exc:
+        # a parser error the decoder did not translate is still the sender's bad input
+        error = exc if isinstance(exc, DecodeError) else DecodeError(f"malformed payload: {exc}")
         if strict:
-            raise
-        reject = Reject(reason=Reason.MALFORMED, detail=f"{where}: {exc.message}", raw=body,
+            raise error from None
+        reject = Reject(reason=Reason.MALFORMED, detail=f"{where}: {error.message}", raw=body,
                         where=where)
         return Delivery(source=source, position=position, records=[], rejects=[reject])
     rejects = decoded.rejects

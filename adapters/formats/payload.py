@@ -132,7 +132,11 @@ def _decode_list(payload: bytes, codec: _Codec) -> Decoded:
         pass
     except msgspec.DecodeError as exc:
         raise DecodeError(f"not a valid array of records: {exc}") from None
-    return _per_entry(codec.raw_list.decode(payload), codec.record, "", Decoded().records, [])
+    try:
+        raws = codec.raw_list.decode(payload)
+    except msgspec.DecodeError as exc:  # an entry failed validation before the syntax error
+        raise DecodeError(f"not a valid array of records: {exc}") from None
+    return _per_entry(raws, codec.record, "", Decoded().records, [])
 
 
 def _decode_entries(payload: bytes, codec: _Codec) -> Decoded:

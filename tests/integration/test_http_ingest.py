@@ -115,6 +115,8 @@ async def test_records_without_any_key_are_rejected_with_reason(server: str, tok
 @pytest.mark.parametrize(("body", "content_type", "status", "code"), [
     (b"{not json", "application/json", 400, "MALFORMED"),
     (b'{"records": 5}', "application/json", 400, "MALFORMED"),
+    (b"[1, }", "application/json", 400, "MALFORMED"),
+    (b"\x92\x01\xc1", "application/msgpack", 400, "MALFORMED"),
     (b"<usage/>", "application/xml", 415, "UNSUPPORTED_MEDIA_TYPE"),
     (b"[" + b" " * 70000 + b"]", "application/json", 413, "PAYLOAD_TOO_LARGE"),
 ])

@@ -94,6 +94,22 @@ async def test_batch_single_msgpack_and_malformed(running: str, mqtt_broker: Bro
     assert [k["kind"] for k in kinds] == ["sms", "voice", "voice", "voice"]
 
 
+async def test_malformed_array_goes_to_suspense_and_the_subscription_lives_on(
+        running: str, mqtt_broker: Broker, db: asyncpg.Pool) -> None:
+    name = running
+    topic = f"usage/{name}/voice"
+    await publish(mqtt_broker, [(topic, b"[1, }"), (topic, b"\x92\x01\xc1"),
+                                (topic, msgspec.json.encode(voice("after1"))),
+                                (topic, msgspec.json.encode(voice("after2")))])
+    sql = "SELECT count(*) FROM usage_keys WHERE source = $1"
+    assert await wait_until(lambda: _equals(db, 2, sql, name), within=20)
+    rows = await db.fetch("SELECT detail, raw FROM suspense WHERE source = $1"
+                          " AND reason = 'MALFORMED' ORDER BY detail", name)
+    assert sorted(bytes(r["raw"]) for r in rows) == sorted([b"[1, }", b"\x92\x01\xc1"])
+    assert all(r["detail"].startswith(f"topic {topic}: not a valid array") for r in rows)
+    assert metrics.MQTT_RECONNECTS.labels(name)._value.get() == 0
+
+
 async def _subscribed(name: str, port: int | None = None) -> bool:
     """The source's subscription is in place (read from /metrics when in another process)."""
     if port is None:
