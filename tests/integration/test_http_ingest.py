@@ -112,6 +112,26 @@ async def test_records_without_any_key_are_rejected_with_reason(server: str, tok
     assert "record_key is required" in details and "records[1]" in details
 
 
+async def test_a_record_naming_another_source_is_rejected(server: str, db: asyncpg.Pool
+                                                          ) -> None:
+    victim, attacker = (f"{who}-{uuid.uuid4().hex[:6]}" for who in ("victim", "attacker"))
+    stolen = (await api_keys.create(db, "ingest", source=attacker)).token
+    owner = (await api_keys.create(db, "ingest", source=victim)).token
+    body = msgspec.json.encode({"records": [voice("k1", source=victim),
+                                            voice("k2", source=attacker)]})
+    status, _, result, _ = await post(server, stolen, body)
+    assert status == 200 and (result["accepted"], result["rejected"]) == (1, 1), result
+    [issue] = result["issues"]
+    assert (issue["status"], issue["reason"]) == ("rejected", "BAD_FIELD")
+    assert f"source '{victim}' is not this sender's source '{attacker}'" in issue["detail"]
+    # the victim's own record with that key is still its to send
+    status, _, result, _ = await post(server, owner, msgspec.json.encode(voice("k1")))
+    assert status == 200 and result["accepted"] == 1 and not result["issues"], result
+    owners = await db.fetch("SELECT source FROM usage_keys WHERE record_key IN ('k1', 'k2')"
+                            " AND source IN ($1, $2) ORDER BY record_key", victim, attacker)
+    assert [r["source"] for r in owners] == [victim, attacker]
+
+
 @pytest.mark.parametrize(("body", "content_type", "status", "code"), [
     (b"{not json", "application/json", 400, "MALFORMED"),
     (b'{"records": 5}', "application/json", 400, "MALFORMED"),

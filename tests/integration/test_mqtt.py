@@ -110,6 +110,23 @@ async def test_malformed_array_goes_to_suspense_and_the_subscription_lives_on(
     assert metrics.MQTT_RECONNECTS.labels(name)._value.get() == 0
 
 
+async def test_a_record_naming_another_source_than_its_topic_is_rejected(
+        running: str, mqtt_broker: Broker, db: asyncpg.Pool) -> None:
+    name = running
+    await publish(mqtt_broker, [
+        (f"usage/{name}/voice", msgspec.json.encode({**voice("x1"), "source": "victim"})),
+        (f"usage/{name}/voice", msgspec.json.encode({**voice("x2"), "source": name}))])
+    sql = "SELECT count(*) FROM suspense WHERE source = $1 AND reason = 'BAD_FIELD'"
+    assert await wait_until(lambda: _equals(db, 1, sql, name), within=20)
+    detail = await db.fetchval("SELECT detail FROM suspense WHERE source = $1", name)
+    assert f"source 'victim' is not this sender's source '{name}'" in detail
+    assert await wait_until(lambda: _equals(
+        db, 1, "SELECT count(*) FROM usage_keys WHERE source = $1 AND record_key = 'x2'", name),
+        within=20)
+    assert await count(db, "SELECT count(*) FROM usage_keys WHERE source = 'victim'"
+                       " AND record_key = 'x1'") == 0
+
+
 async def _subscribed(name: str, port: int | None = None) -> bool:
     """The source's subscription is in place (read from /metrics when in another process)."""
     if port is None:
