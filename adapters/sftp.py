@@ -97,7 +97,8 @@ class SftpPoller:
             str(entry.filename) for entry in await sftp.readdir(self.config.remote_dir)
             if entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR
             and fnmatch.fnmatchcase(str(entry.filename), self.config.pattern)
-            and not str(entry.filename).endswith(".reason"))
+            and not str(entry.filename).endswith(".reason")
+            and self._safe_name(str(entry.filename)))
         slots = asyncio.Semaphore(self.config.files_in_flight)
         fetched: list[_Fetched] = []
         tasks: list[asyncio.Task[int]] = []
@@ -159,6 +160,9 @@ class SftpPoller:
                      fetched: list[_Fetched]) -> _Fetched | None:
         """Download a file and raise its alarms; None when it is gone (another worker)."""
         local = folder / name
+        if Path(posixpath.normpath(local)).parent != folder:  # no name may climb out
+            self._skip_unsafe(name, "resolves outside the download folder")
+            return None
         try:
             await sftp.get(posixpath.join(self.config.remote_dir, name), str(local))
         except asyncssh.SFTPNoSuchFile:
@@ -201,6 +205,21 @@ class SftpPoller:
             "records": outcome.counts.in_ if outcome else 0, "error": error}})
         self.processed += 1
         return 1
+
+    def _safe_name(self, name: str) -> bool:
+        """A listed name is used as a local file name: one that is a path (a hostile or broken
+        server) could write outside the download folder, so it is skipped, loudly."""
+        if "/" in name or "\\" in name:
+            return self._skip_unsafe(name, "contains a path separator")
+        if name in (".", "..") or "\0" in name:
+            return self._skip_unsafe(name, "is not a file name")
+        return True
+
+    def _skip_unsafe(self, name: str, why: str) -> bool:
+        SFTP_FILES.labels(self.name, "unsafe_name").inc()
+        log.warning("sftp file skipped: unsafe name", extra={"fields": {
+            "source": self.name, "file": name, "reason": why}})
+        return False
 
     def _sequence_no(self, name: str) -> int | None:
         match = self.sequence.search(name)
