@@ -175,3 +175,22 @@ async def test_meter_readings_become_usage_by_difference(
     # a replay of the second reading changes nothing
     status, _, result, headers = await post(server, token, msgspec.json.encode(readings[1]))
     assert status == 200 and headers["Idempotent-Replayed"] == "true"
+
+
+async def test_batches_of_the_same_meters_in_opposite_orders_do_not_deadlock(
+        server: str, db: asyncpg.Pool) -> None:
+    source = f"meters-{uuid.uuid4().hex[:6]}"
+    token = (await api_keys.create(db, "ingest", source=source)).token
+    meters = [f"M-{i}" for i in range(200)]
+
+    def batch(order: list[str], ts: str) -> bytes:
+        return msgspec.json.encode({"readings": [
+            {"meter": m, "reading": "10", "unit": "kWh", "ts": ts} for m in order]})
+
+    for day in range(1, 4):  # a deadlock is likely, not certain, in any one round
+        answers = await asyncio.gather(
+            post(server, token, batch(meters, f"2026-03-0{day}T00:00:00Z")),
+            post(server, token, batch(meters[::-1], f"2026-03-0{day}T00:00:01Z")))
+        assert [a[0] for a in answers] == [200, 200], [a[2] for a in answers]
+    stored = await db.fetchval("SELECT count(*) FROM meter_readings WHERE source = $1", source)
+    assert stored == 200 * 6
