@@ -194,3 +194,36 @@ async def test_batches_of_the_same_meters_in_opposite_orders_do_not_deadlock(
         assert [a[0] for a in answers] == [200, 200], [a[2] for a in answers]
     stored = await db.fetchval("SELECT count(*) FROM meter_readings WHERE source = $1", source)
     assert stored == 200 * 6
+
+
+async def test_an_idempotency_key_sent_again_with_another_body_is_refused(
+        server: str, db: asyncpg.Pool) -> None:
+    source = f"idem-{uuid.uuid4().hex[:6]}"
+    token = (await api_keys.create(db, "ingest", source=source)).token
+    key = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+
+    def reading(value: str, ts: str) -> bytes:
+        return msgspec.json.encode({"readings": [
+            {"meter": "M-1", "reading": value, "unit": "kWh", "ts": ts}]})
+
+    first = reading("100", "2026-03-02T00:00:00Z")
+    status, _, result, _ = await post(server, token, first, **key)
+    assert status == 200 and result["accepted"] == 1, result
+    status, _, again, headers = await post(server, token, first, **key)
+    assert (status, again, headers["Idempotent-Replayed"]) == (200, result, "true")
+    for other in (reading("150", "2026-03-02T01:00:00Z"),
+                  msgspec.json.encode({"records": [voice("idem-r2")]})):
+        status, ctype, problem, _ = await post(server, token, other, **key)
+        assert (status, ctype, problem["code"]) == (
+            422, "application/problem+json", "IDEMPOTENCY_KEY_REUSED"), problem
+    # nothing of the refused bodies was kept: not the reading, not the record
+    readings = await db.fetch("SELECT reading::text FROM meter_readings WHERE source = $1",
+                              source)
+    assert [r["reading"] for r in readings] == ["100"]
+    assert await db.fetchval("SELECT count(*) FROM usage_keys WHERE source = $1", source) == 1
+    # a body that did not parse binds nothing: corrected, it goes under the same key
+    fixed = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    assert (await post(server, token, b"[1, }", **fixed))[0] == 400
+    status, _, result, _ = await post(server, token, reading("160", "2026-03-02T02:00:00Z"),
+                                      **fixed)
+    assert status == 200 and result["accepted"] == 1, result
