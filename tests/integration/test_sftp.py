@@ -2,7 +2,9 @@
 the real pipeline: files ingested once, moved to done/ or error/, sequence alarms raised."""
 
 import asyncio
+import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,7 @@ def poller(name: str, sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool
            fmt: str = "jsonl", **extra: Any) -> SftpPoller:
     _, port, host_key = sftp_root
     settings: dict[str, Any] = {"known_host_key": host_key, "pattern": f"{name}_*.jsonl",
-                                **extra}
+                                "min_age_s": 0, **extra}  # the tests' files are complete
     cfg = SftpSource(host="127.0.0.1", port=port, username="billing", password=PASSWORD,
                      remote_dir="/out", format=fmt, poll_interval_s=0.1, **settings)
     return SftpPoller(name, cfg, pipeline, pool)
@@ -144,6 +146,20 @@ async def test_alarms_between_files_of_one_poll_ingested_together(
     usage = await pool.fetchval("SELECT count(*) FROM usage_keys WHERE source = 'par'")
     assert usage == 3002  # the repeated content added nothing
     assert len(list((root / "out" / "done").glob("par_*"))) == 4
+
+
+async def test_a_file_modified_recently_waits_for_a_later_poll(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    root = sftp_root[0]
+    put(root, "upl_0001.jsonl", ["u1"])  # just written: maybe still uploading
+    p = poller("upl", sftp_root, pipeline, pool, min_age_s=60)
+    assert await poll_once(p) == 0
+    assert (root / "out" / "upl_0001.jsonl").exists()
+    assert await pool.fetchval("SELECT count(*) FROM source_files WHERE source = 'upl'") == 0
+    minutes_ago = time.time() - 120
+    os.utime(root / "out" / "upl_0001.jsonl", (minutes_ago, minutes_ago))
+    assert await poll_once(p) == 1
+    assert (root / "out" / "done" / "upl_0001.jsonl").exists()
 
 
 class _PathListingServer(asyncssh.SFTPServer):
