@@ -3,13 +3,18 @@
 The body is JSON or MessagePack (``Content-Type``), shaped as ``adapters.formats.payload``
 describes. The delivery's position is the ``Idempotency-Key`` header when sent, else the
 body's digest, so the same request twice commits once and gets the same answer (the second
-with ``Idempotent-Replayed: true``). Records without a ``record_key`` are keyed
+with ``Idempotent-Replayed: true``); the same ``Idempotency-Key`` with another body is refused
+(422 ``IDEMPOTENCY_KEY_REUSED``). Records without a ``record_key`` are keyed
 ``<Idempotency-Key>#<index>``; without either they are rejected. The key authenticating the
 request names the source: its ``source`` if it has one, else ``http:<key id>``.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -60,6 +65,10 @@ class BadHeader(BillingError):
     code = "VALIDATION"
 
 
+class IdempotencyKeyReused(BillingError):
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
 async def post_usage(request: web.Request) -> web.Response:
     """Ingest a batch of usage records; answers per-record outcomes once committed."""
     encoding = _encoding(request)
@@ -75,13 +84,31 @@ async def post_usage(request: web.Request) -> web.Response:
     idempotency_key = _idempotency_key(request)
     position = (f"idem:{idempotency_key}" if idempotency_key
                 else "body:" + intake.content_position(encoding.encode(), body))
+    bind = (functools.partial(_bind_body, request.app[POOL], source, idempotency_key, body)
+            if idempotency_key else None)
     delivery = await intake.to_delivery(
         request.app[POOL], body, source=source, position=position, where="body",
-        encoding=encoding, key_prefix=idempotency_key, strict=True)
+        encoding=encoding, key_prefix=idempotency_key, strict=True, on_decoded=bind)
     outcome = (await request.app[PIPELINE].commit([delivery]))[0]
     headers = {"Idempotent-Replayed": "true"} if outcome.replay else {}
     return web.Response(body=msgspec.json.encode(summarise(outcome)),
                         content_type="application/json", headers=headers)
+
+
+async def _bind_body(pool: asyncpg.Pool, source: str, key: str, body: bytes) -> None:
+    """Bind the key to its first body (once that body parsed: a malformed request may be
+    corrected and sent again under its key); another body under the key is refused before
+    any of it is stored, rather than answered with the first body's outcome."""
+    digest = hashlib.sha256(body).hexdigest()
+    bound = await pool.fetchval(
+        "INSERT INTO http_idempotency_keys (source, idempotency_key, body_sha256)"
+        " VALUES ($1, $2, $3) ON CONFLICT (source, idempotency_key)"
+        " DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key RETURNING body_sha256",
+        source, key, digest)
+    if bound != digest:
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was already used with another body; send a new key "
+            "for a new batch")
 
 
 def summarise(outcome: Outcome) -> IngestResult:

@@ -8,8 +8,10 @@ where it came from) so it reaches suspense instead of being dropped.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 
 import asyncpg
+import msgspec
 
 from adapters import meters
 from adapters.formats import payload
@@ -31,17 +33,24 @@ async def to_delivery(
     pool: asyncpg.Pool, body: bytes, *, source: str, position: str, where: str,
     encoding: payload.Encoding | None = None, kind: str | None = None,
     key_prefix: str | None = None, strict: bool = False,
+    on_decoded: Callable[[], Awaitable[None]] | None = None,
 ) -> Delivery:
     """Decode ``body``; with ``strict`` an unparseable body raises ``DecodeError`` (HTTP answers
-    it with 400), otherwise it becomes a MALFORMED reject (MQTT keeps it in suspense)."""
+    it with 400), otherwise it becomes a MALFORMED reject (MQTT keeps it in suspense).
+    ``on_decoded`` runs once the body parsed, before anything of it (meter readings) is
+    stored; what it raises ends the intake."""
     try:
         decoded = payload.decode(body, encoding)
-    except DecodeError as exc:
+    except (DecodeError, msgspec.MsgspecError) as exc:
+        # a parser error the decoder did not translate is still the sender's bad input
+        error = exc if isinstance(exc, DecodeError) else DecodeError(f"malformed payload: {exc}")
         if strict:
-            raise
-        reject = Reject(reason=Reason.MALFORMED, detail=f"{where}: {exc.message}", raw=body,
+            raise error from None
+        reject = Reject(reason=Reason.MALFORMED, detail=f"{where}: {error.message}", raw=body,
                         where=where)
         return Delivery(source=source, position=position, records=[], rejects=[reject])
+    if on_decoded is not None:
+        await on_decoded()
     rejects = decoded.rejects
     rejects.extend(payload.complete(decoded.records, source=source, kind=kind,
                                     key_prefix=key_prefix))

@@ -41,6 +41,7 @@ async def to_records(pool: asyncpg.Pool, source: str, readings: Sequence[Reading
     if not readings:
         return records, rejects
     async with pool.acquire() as conn, conn.transaction():
+        await _lock_meters(conn, source, readings)
         for index, reading in enumerate(readings):
             result = await _one(conn, source, reading)
             if isinstance(result, RecordIn):
@@ -52,6 +53,17 @@ async def to_records(pool: asyncpg.Pool, source: str, readings: Sequence[Reading
     return records, rejects
 
 
+async def _lock_meters(conn: Connection, source: str, readings: Sequence[Reading]) -> None:
+    """Lock every meter of the batch before reading any, in one global order (of the lock
+    keys themselves), so two batches naming the same meters in another order cannot
+    deadlock."""
+    keys = await conn.fetchval(
+        "SELECT array_agg(DISTINCT hashtext($1 || m) ORDER BY hashtext($1 || m))"
+        " FROM unnest($2::text[]) m", f"meter:{source}:", [r.meter for r in readings])
+    for key in keys:
+        await conn.execute("SELECT pg_advisory_xact_lock($1::int)", key)
+
+
 async def _one(conn: Connection, source: str, reading: Reading
                ) -> RecordIn | tuple[Reason, str]:
     try:
@@ -60,8 +72,6 @@ async def _one(conn: Connection, source: str, reading: Reading
         return Reason.BAD_FIELD, f"ts {reading.ts!r} is not RFC 3339 UTC ({exc})"
     if not reading.reading.is_finite() or reading.reading < 0:
         return Reason.BAD_FIELD, f"reading {reading.reading} is not a register value"
-    lock = f"meter:{source}:{reading.meter}"
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock)
     stored = await conn.fetchrow(
         "SELECT reading FROM meter_readings WHERE source = $1 AND meter = $2 AND ts = $3",
         source, reading.meter, when)

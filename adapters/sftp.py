@@ -1,6 +1,7 @@
 """SFTP collection: poll a remote directory, ingest each new file once, move it aside.
 
-Per poll, files whose name matches ``pattern`` are taken in name order. Each is claimed in
+Per poll, files whose name matches ``pattern`` and that were not modified in the last
+``min_age_s`` (still uploading, maybe) are taken in name order. Each is claimed in
 PostgreSQL (a session advisory lock on source + name, held while it is processed, so several
 workers polling the same source never process a file twice), downloaded, checked against
 the file ledger for sequence alarms, ingested through the pipeline (registered in
@@ -28,6 +29,7 @@ import logging
 import posixpath
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,11 +95,14 @@ class SftpPoller:
 
     async def poll(self, sftp: asyncssh.SFTPClient, stop: asyncio.Event | None = None) -> int:
         """Process every matching file present now; the number processed."""
+        now = time.time()
         names = sorted(
             str(entry.filename) for entry in await sftp.readdir(self.config.remote_dir)
             if entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR
             and fnmatch.fnmatchcase(str(entry.filename), self.config.pattern)
-            and not str(entry.filename).endswith(".reason"))
+            and not str(entry.filename).endswith(".reason")
+            and self._safe_name(str(entry.filename))
+            and self._settled(entry, now))
         slots = asyncio.Semaphore(self.config.files_in_flight)
         fetched: list[_Fetched] = []
         tasks: list[asyncio.Task[int]] = []
@@ -159,6 +164,9 @@ class SftpPoller:
                      fetched: list[_Fetched]) -> _Fetched | None:
         """Download a file and raise its alarms; None when it is gone (another worker)."""
         local = folder / name
+        if Path(posixpath.normpath(local)).parent != folder:  # no name may climb out
+            self._skip_unsafe(name, "resolves outside the download folder")
+            return None
         try:
             await sftp.get(posixpath.join(self.config.remote_dir, name), str(local))
         except asyncssh.SFTPNoSuchFile:
@@ -201,6 +209,31 @@ class SftpPoller:
             "records": outcome.counts.in_ if outcome else 0, "error": error}})
         self.processed += 1
         return 1
+
+    def _safe_name(self, name: str) -> bool:
+        """A listed name is used as a local file name: one that is a path (a hostile or broken
+        server) could write outside the download folder, so it is skipped, loudly."""
+        if "/" in name or "\\" in name:
+            return self._skip_unsafe(name, "contains a path separator")
+        if name in (".", "..") or "\0" in name:
+            return self._skip_unsafe(name, "is not a file name")
+        return True
+
+    def _settled(self, entry: asyncssh.SFTPName, now: float) -> bool:
+        """A file modified within ``min_age_s`` may still be uploading: taking it now would
+        ingest part of it and move it away from under its uploader. It waits a poll."""
+        mtime = entry.attrs.mtime
+        if mtime is None or now - mtime >= self.config.min_age_s:
+            return True
+        log.debug("sftp file still recent; left for a later poll", extra={"fields": {
+            "source": self.name, "file": str(entry.filename), "age_s": round(now - mtime, 3)}})
+        return False
+
+    def _skip_unsafe(self, name: str, why: str) -> bool:
+        SFTP_FILES.labels(self.name, "unsafe_name").inc()
+        log.warning("sftp file skipped: unsafe name", extra={"fields": {
+            "source": self.name, "file": name, "reason": why}})
+        return False
 
     def _sequence_no(self, name: str) -> int | None:
         match = self.sequence.search(name)

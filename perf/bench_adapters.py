@@ -258,7 +258,8 @@ async def bench_files(pool: asyncpg.Pool, pipeline: Pipeline, tmp: Path, files: 
         sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()))
     cfg = SftpSource(host="127.0.0.1", port=port, username="bench", password="bench",
                      known_host_key=key.export_public_key().decode().strip(),
-                     remote_dir="/out", format="3gpp", pattern="cdr_*")
+                     remote_dir="/out", format="3gpp", pattern="cdr_*",
+                     min_age_s=0)  # the files were just written, and are complete
     poller = SftpPoller("bench-sftp", cfg, pipeline, pool)
     try:
         started = time.monotonic()

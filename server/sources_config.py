@@ -51,6 +51,8 @@ class SftpSource(msgspec.Struct, tag="sftp", tag_field="type", forbid_unknown_fi
     # Regular expression whose first group, matched on the file name, is its sequence number.
     sequence_pattern: str = r"(\d+)(?!.*\d)"
     poll_interval_s: float = 30.0
+    # A file modified less than this long ago may still be uploading: left for a later poll.
+    min_age_s: float = 2.0
     # Files ingested at once (each downloaded and checked in name order first).
     files_in_flight: int = 2
     partner: str = ""

@@ -132,7 +132,11 @@ def _decode_list(payload: bytes, codec: _Codec) -> Decoded:
         pass
     except msgspec.DecodeError as exc:
         raise DecodeError(f"not a valid array of records: {exc}") from None
-    return _per_entry(codec.raw_list.decode(payload), codec.record, "", Decoded().records, [])
+    try:
+        raws = codec.raw_list.decode(payload)
+    except msgspec.DecodeError as exc:  # an entry failed validation before the syntax error
+        raise DecodeError(f"not a valid array of records: {exc}") from None
+    return _per_entry(raws, codec.record, "", Decoded().records, [])
 
 
 def _decode_entries(payload: bytes, codec: _Codec) -> Decoded:
@@ -194,18 +198,22 @@ def _where(exc: msgspec.ValidationError) -> str | None:
 
 def complete(records: list[RecordIn], *, source: str, kind: str | None,
              key_prefix: str | None) -> list[Reject]:
-    """Fill what the transport supplies, in place; records still missing a field are rejected
-    (and removed from ``records``)."""
+    """Fill what the transport supplies, in place; records still missing a field, or naming
+    another source than the transport's, are rejected (and removed from ``records``)."""
     rejects: list[Reject] = []
     kept = 0
     for index, record in enumerate(records):
+        # the transport's source is authoritative: a sender may not write another's keys
+        foreign = record.source if record.source and record.source != source else None
         if not record.source:
             record.source = source
         if not record.kind and kind in _KINDS:
             record.kind = kind  # type: ignore[assignment]
         if not record.record_key and key_prefix is not None:
             record.record_key = f"{key_prefix}#{index}"
-        problem = ("record_key is required (or send an Idempotency-Key)" if not record.record_key
+        problem = (f"source {foreign!r} is not this sender's source {source!r}" if foreign
+                   else "record_key is required (or send an Idempotency-Key)"
+                   if not record.record_key
                    else "kind is required (voice, sms, data or event)" if not record.kind
                    else None)
         if problem is None:

@@ -112,9 +112,31 @@ async def test_records_without_any_key_are_rejected_with_reason(server: str, tok
     assert "record_key is required" in details and "records[1]" in details
 
 
+async def test_a_record_naming_another_source_is_rejected(server: str, db: asyncpg.Pool
+                                                          ) -> None:
+    victim, attacker = (f"{who}-{uuid.uuid4().hex[:6]}" for who in ("victim", "attacker"))
+    stolen = (await api_keys.create(db, "ingest", source=attacker)).token
+    owner = (await api_keys.create(db, "ingest", source=victim)).token
+    body = msgspec.json.encode({"records": [voice("k1", source=victim),
+                                            voice("k2", source=attacker)]})
+    status, _, result, _ = await post(server, stolen, body)
+    assert status == 200 and (result["accepted"], result["rejected"]) == (1, 1), result
+    [issue] = result["issues"]
+    assert (issue["status"], issue["reason"]) == ("rejected", "BAD_FIELD")
+    assert f"source '{victim}' is not this sender's source '{attacker}'" in issue["detail"]
+    # the victim's own record with that key is still its to send
+    status, _, result, _ = await post(server, owner, msgspec.json.encode(voice("k1")))
+    assert status == 200 and result["accepted"] == 1 and not result["issues"], result
+    owners = await db.fetch("SELECT source FROM usage_keys WHERE record_key IN ('k1', 'k2')"
+                            " AND source IN ($1, $2) ORDER BY record_key", victim, attacker)
+    assert [r["source"] for r in owners] == [victim, attacker]
+
+
 @pytest.mark.parametrize(("body", "content_type", "status", "code"), [
     (b"{not json", "application/json", 400, "MALFORMED"),
     (b'{"records": 5}', "application/json", 400, "MALFORMED"),
+    (b"[1, }", "application/json", 400, "MALFORMED"),
+    (b"\x92\x01\xc1", "application/msgpack", 400, "MALFORMED"),
     (b"<usage/>", "application/xml", 415, "UNSUPPORTED_MEDIA_TYPE"),
     (b"[" + b" " * 70000 + b"]", "application/json", 413, "PAYLOAD_TOO_LARGE"),
 ])
@@ -153,3 +175,55 @@ async def test_meter_readings_become_usage_by_difference(
     # a replay of the second reading changes nothing
     status, _, result, headers = await post(server, token, msgspec.json.encode(readings[1]))
     assert status == 200 and headers["Idempotent-Replayed"] == "true"
+
+
+async def test_batches_of_the_same_meters_in_opposite_orders_do_not_deadlock(
+        server: str, db: asyncpg.Pool) -> None:
+    source = f"meters-{uuid.uuid4().hex[:6]}"
+    token = (await api_keys.create(db, "ingest", source=source)).token
+    meters = [f"M-{i}" for i in range(200)]
+
+    def batch(order: list[str], ts: str) -> bytes:
+        return msgspec.json.encode({"readings": [
+            {"meter": m, "reading": "10", "unit": "kWh", "ts": ts} for m in order]})
+
+    for day in range(1, 4):  # a deadlock is likely, not certain, in any one round
+        answers = await asyncio.gather(
+            post(server, token, batch(meters, f"2026-03-0{day}T00:00:00Z")),
+            post(server, token, batch(meters[::-1], f"2026-03-0{day}T00:00:01Z")))
+        assert [a[0] for a in answers] == [200, 200], [a[2] for a in answers]
+    stored = await db.fetchval("SELECT count(*) FROM meter_readings WHERE source = $1", source)
+    assert stored == 200 * 6
+
+
+async def test_an_idempotency_key_sent_again_with_another_body_is_refused(
+        server: str, db: asyncpg.Pool) -> None:
+    source = f"idem-{uuid.uuid4().hex[:6]}"
+    token = (await api_keys.create(db, "ingest", source=source)).token
+    key = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+
+    def reading(value: str, ts: str) -> bytes:
+        return msgspec.json.encode({"readings": [
+            {"meter": "M-1", "reading": value, "unit": "kWh", "ts": ts}]})
+
+    first = reading("100", "2026-03-02T00:00:00Z")
+    status, _, result, _ = await post(server, token, first, **key)
+    assert status == 200 and result["accepted"] == 1, result
+    status, _, again, headers = await post(server, token, first, **key)
+    assert (status, again, headers["Idempotent-Replayed"]) == (200, result, "true")
+    for other in (reading("150", "2026-03-02T01:00:00Z"),
+                  msgspec.json.encode({"records": [voice("idem-r2")]})):
+        status, ctype, problem, _ = await post(server, token, other, **key)
+        assert (status, ctype, problem["code"]) == (
+            422, "application/problem+json", "IDEMPOTENCY_KEY_REUSED"), problem
+    # nothing of the refused bodies was kept: not the reading, not the record
+    readings = await db.fetch("SELECT reading::text FROM meter_readings WHERE source = $1",
+                              source)
+    assert [r["reading"] for r in readings] == ["100"]
+    assert await db.fetchval("SELECT count(*) FROM usage_keys WHERE source = $1", source) == 1
+    # a body that did not parse binds nothing: corrected, it goes under the same key
+    fixed = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    assert (await post(server, token, b"[1, }", **fixed))[0] == 400
+    status, _, result, _ = await post(server, token, reading("160", "2026-03-02T02:00:00Z"),
+                                      **fixed)
+    assert status == 200 and result["accepted"] == 1, result

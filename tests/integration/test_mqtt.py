@@ -94,6 +94,39 @@ async def test_batch_single_msgpack_and_malformed(running: str, mqtt_broker: Bro
     assert [k["kind"] for k in kinds] == ["sms", "voice", "voice", "voice"]
 
 
+async def test_malformed_array_goes_to_suspense_and_the_subscription_lives_on(
+        running: str, mqtt_broker: Broker, db: asyncpg.Pool) -> None:
+    name = running
+    topic = f"usage/{name}/voice"
+    await publish(mqtt_broker, [(topic, b"[1, }"), (topic, b"\x92\x01\xc1"),
+                                (topic, msgspec.json.encode(voice("after1"))),
+                                (topic, msgspec.json.encode(voice("after2")))])
+    sql = "SELECT count(*) FROM usage_keys WHERE source = $1"
+    assert await wait_until(lambda: _equals(db, 2, sql, name), within=20)
+    rows = await db.fetch("SELECT detail, raw FROM suspense WHERE source = $1"
+                          " AND reason = 'MALFORMED' ORDER BY detail", name)
+    assert sorted(bytes(r["raw"]) for r in rows) == sorted([b"[1, }", b"\x92\x01\xc1"])
+    assert all(r["detail"].startswith(f"topic {topic}: not a valid array") for r in rows)
+    assert metrics.MQTT_RECONNECTS.labels(name)._value.get() == 0
+
+
+async def test_a_record_naming_another_source_than_its_topic_is_rejected(
+        running: str, mqtt_broker: Broker, db: asyncpg.Pool) -> None:
+    name = running
+    await publish(mqtt_broker, [
+        (f"usage/{name}/voice", msgspec.json.encode({**voice("x1"), "source": "victim"})),
+        (f"usage/{name}/voice", msgspec.json.encode({**voice("x2"), "source": name}))])
+    sql = "SELECT count(*) FROM suspense WHERE source = $1 AND reason = 'BAD_FIELD'"
+    assert await wait_until(lambda: _equals(db, 1, sql, name), within=20)
+    detail = await db.fetchval("SELECT detail FROM suspense WHERE source = $1", name)
+    assert f"source 'victim' is not this sender's source '{name}'" in detail
+    assert await wait_until(lambda: _equals(
+        db, 1, "SELECT count(*) FROM usage_keys WHERE source = $1 AND record_key = 'x2'", name),
+        within=20)
+    assert await count(db, "SELECT count(*) FROM usage_keys WHERE source = 'victim'"
+                       " AND record_key = 'x1'") == 0
+
+
 async def _subscribed(name: str, port: int | None = None) -> bool:
     """The source's subscription is in place (read from /metrics when in another process)."""
     if port is None:

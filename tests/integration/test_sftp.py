@@ -2,6 +2,9 @@
 the real pipeline: files ingested once, moved to done/ or error/, sequence alarms raised."""
 
 import asyncio
+import os
+import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import msgspec
 import pytest
 
 from adapters.sftp import SftpPoller
-from server import config
+from server import config, metrics
 from server.commands import files as files_verb
 from server.errors import DecodeError
 from server.pipeline.jsonlines import JsonlDecoder, decode_jsonl
@@ -81,10 +84,10 @@ def put(root: Path, name: str, keys: list[str], header: bytes = b"") -> None:
 def poller(name: str, sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool,
            fmt: str = "jsonl", **extra: Any) -> SftpPoller:
     _, port, host_key = sftp_root
-    settings: dict[str, Any] = {"known_host_key": host_key, **extra}
+    settings: dict[str, Any] = {"known_host_key": host_key, "pattern": f"{name}_*.jsonl",
+                                "min_age_s": 0, **extra}  # the tests' files are complete
     cfg = SftpSource(host="127.0.0.1", port=port, username="billing", password=PASSWORD,
-                     remote_dir="/out", format=fmt, pattern=f"{name}_*.jsonl",
-                     poll_interval_s=0.1, **settings)
+                     remote_dir="/out", format=fmt, poll_interval_s=0.1, **settings)
     return SftpPoller(name, cfg, pipeline, pool)
 
 
@@ -143,6 +146,63 @@ async def test_alarms_between_files_of_one_poll_ingested_together(
     usage = await pool.fetchval("SELECT count(*) FROM usage_keys WHERE source = 'par'")
     assert usage == 3002  # the repeated content added nothing
     assert len(list((root / "out" / "done").glob("par_*"))) == 4
+
+
+async def test_a_file_modified_recently_waits_for_a_later_poll(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    root = sftp_root[0]
+    put(root, "upl_0001.jsonl", ["u1"])  # just written: maybe still uploading
+    p = poller("upl", sftp_root, pipeline, pool, min_age_s=60)
+    assert await poll_once(p) == 0
+    assert (root / "out" / "upl_0001.jsonl").exists()
+    assert await pool.fetchval("SELECT count(*) FROM source_files WHERE source = 'upl'") == 0
+    minutes_ago = time.time() - 120
+    os.utime(root / "out" / "upl_0001.jsonl", (minutes_ago, minutes_ago))
+    assert await poll_once(p) == 1
+    assert (root / "out" / "done" / "upl_0001.jsonl").exists()
+
+
+class _PathListingServer(asyncssh.SFTPServer):
+    """A hostile server: its listing also names files that are paths, not names."""
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        async for entry in super().scandir(path):
+            yield entry
+        regular = asyncssh.SFTPAttrs(type=asyncssh.FILEXFER_TYPE_REGULAR, permissions=0o100644,
+                                     size=10)
+        for name in (b"../victim_0001.jsonl", b"..", b"sub\\x_0002.jsonl"):
+            yield asyncssh.SFTPName(name, attrs=regular)
+
+
+async def test_remote_names_that_are_paths_are_skipped(
+        tmp_path: Path, pipeline: Pipeline, pool: asyncpg.Pool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    root, downloads = tmp_path / "root", tmp_path / "downloads"
+    (root / "out").mkdir(parents=True)
+    downloads.mkdir()
+    (root / "out" / "trv_0001.jsonl").write_bytes(record("trv-1") + b"\n")
+    (root / "victim_0001.jsonl").write_bytes(record("trv-evil") + b"\n")
+    victim = downloads / "victim_0001.jsonl"  # where "../victim_0001.jsonl" would land
+    victim.write_text("precious local data\n")
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    port = free_port()
+    server = await asyncssh.create_server(
+        _Server, "127.0.0.1", port, server_host_keys=[key],
+        sftp_factory=lambda chan: _PathListingServer(chan, chroot=str(root).encode()))
+    try:
+        p = poller("trv", (root, port, key.export_public_key().decode().strip()), pipeline,
+                   pool, pattern="*")
+        skipped = metrics.SFTP_FILES.labels("trv", "unsafe_name")._value.get()
+        assert await poll_once(p) == 1
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert victim.read_text() == "precious local data\n"
+    assert (root / "victim_0001.jsonl").exists()
+    assert metrics.SFTP_FILES.labels("trv", "unsafe_name")._value.get() == skipped + 3
+    keys = await pool.fetch("SELECT record_key FROM usage_keys WHERE source = 'trv'")
+    assert [k["record_key"] for k in keys] == ["trv-1"]
 
 
 async def test_malformed_file_goes_to_error_with_reason(
