@@ -209,24 +209,29 @@ def _discount_amount(d: Discount, base: Fraction) -> Fraction:
 def _allowances(drafts: list[_Draft], nets: list[int], rates: dict[str, tuple[str, Decimal]],
                 discounts: list[Discount], currency: str, method: Method) -> list[Allowance]:
     """Invoice-scope discounts on positive category sums, split over categories in
-    proportion, each share rounded (fixed ones allocated so the shares sum exactly)."""
+    proportion, each share rounded (fixed ones allocated so the shares sum exactly).
+    Adjustments are no discount base, but a category's credits cap its allowances: a
+    discount never takes a category's net below zero (it does not create a credit)."""
     base: dict[tuple[str, Decimal], int] = defaultdict(int)
+    after: dict[tuple[str, Decimal], int] = defaultdict(int)
     for d, n in zip(drafts, nets, strict=True):
+        after[rates[d.tax_class]] += n
         if d.kind != "adjustment":
             base[rates[d.tax_class]] += n
     keys = sorted(k for k, v in base.items() if v > 0)
+    room = {k: max(0, min(base[k], after[k])) for k in keys}
     out: list[Allowance] = []
     for disc in discounts:
-        if not keys:
-            break
-        left = {k: base[k] - sum(a.amount_micros for a in out
-                                 if (a.tax_category, a.tax_rate) == k) for k in keys}
-        total_base = sum(left.values())
-        if total_base <= 0:
+        given = {k: sum(a.amount_micros for a in out if (a.tax_category, a.tax_rate) == k)
+                 for k in keys}
+        total_base = sum(base[k] - given[k] for k in keys)
+        room_left = [room[k] - given[k] for k in keys]
+        if total_base <= 0 or sum(room_left) <= 0:
             break
         wanted = min(Fraction(total_base), _discount_amount(disc, Fraction(total_base)))
-        total = round_minor(wanted, currency, method)
-        shares = pricing.allocate(total, [max(0, left[k]) for k in keys], minor_step(currency))
+        total = min(round_minor(wanted, currency, method), sum(room_left))
+        # in proportion to what each category can still bear: no share exceeds its room
+        shares = pricing.allocate(total, room_left, minor_step(currency))
         for k, share in zip(keys, shares, strict=True):
             if share:
                 out.append(Allowance(len(out) + 1, disc.discount_id,
