@@ -301,8 +301,12 @@ def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] |
         if net > n_left:
             raise _invalid("$.lines", f"tax category {c[0]} {c[1]}%: credits would exceed "
                            "its taxable amount")
-        tax = min(x_left, tax_on(net, Decimal(c[1]), content.currency,
-                                 cast(Method, content.rounding_method)))
+        # the tax on all the category's credits so far less the tax already credited: each
+        # note's tax follows its taxable amount, and the notes add up to the invoice's tax
+        n_before, x_before = credited_cat[c]
+        cumulative = tax_on(n_before + net, Decimal(c[1]), content.currency,
+                            cast(Method, content.rounding_method))
+        tax = max(0, min(x_left, cumulative - x_before))
         taxes.append({"category": c[0], "rate": c[1], "taxable": net, "tax": tax})
     return lines, taxes
 

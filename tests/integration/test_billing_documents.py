@@ -163,6 +163,40 @@ async def test_credit_notes_of_a_tax_inclusive_invoice_add_up_to_what_was_payabl
         await credit(pool, invoice_id)
 
 
+def tax_of(note: documents.CreditNote) -> list[tuple[int, int]]:
+    return [(t["taxable"], t["tax"]) for t in note.taxes]
+
+
+async def test_partial_credits_tax_what_they_credit_so_far(pool: asyncpg.Pool) -> None:
+    # two lines of 0.03 at 20 %: taxable 0.06, VAT 0.012 → 0.01. Each note's tax is the tax
+    # on everything credited so far less the tax already credited: 0.01, then 0.00
+    invoice_id = await seed.finalised_invoice(pool, "PCT-3", charges=[("a", 30_000),
+                                                                      ("b", 30_000)])
+    first = await credit(pool, invoice_id, [CreditRequest(line_no=1)])
+    second = await credit(pool, invoice_id, [CreditRequest(line_no=2)])
+    assert (tax_of(first), tax_of(second)) == ([(30_000, 10_000)], [(30_000, 0)])
+    with pytest.raises(InvalidRequest):  # nothing left, tax included
+        await credit(pool, invoice_id)
+
+
+async def test_partial_credits_add_up_to_the_invoice_tax(pool: asyncpg.Pool) -> None:
+    # three notes of 0.02 (0.004 VAT each, 0.00 alone): the second brings the credits to
+    # 0.04, whose tax is 0.01; the invoice's 0.01 is credited with its lines, never later
+    # on a note without a taxable amount
+    invoice_id = await seed.finalised_invoice(pool, "PCT-2", charges=[("a", 30_000),
+                                                                      ("b", 30_000)])
+    cent, two = Decimal("0.01"), Decimal("0.02")
+    notes = [await credit(pool, invoice_id, req) for req in (
+        [CreditRequest(1, two)], [CreditRequest(1, cent), CreditRequest(2, cent)],
+        [CreditRequest(2, two)])]
+    assert [tax_of(n) for n in notes] == [[(20_000, 0)], [(20_000, 10_000)], [(20_000, 0)]]
+    with pytest.raises(InvalidRequest):
+        await credit(pool, invoice_id)
+    async with pool.acquire() as conn:
+        invoice = await documents.load(conn, invoice_id)
+    assert invoice.credited_micros == invoice.content.totals.payable_micros == 70_000
+
+
 async def test_concurrent_full_credits_issue_only_one(pool: asyncpg.Pool) -> None:
     ids = await drafts(pool, "CF", 1)
     async with pool.acquire() as conn:
