@@ -130,7 +130,9 @@ def _usage_lines(data: BillingInput, settings: Settings) -> Iterable[_Draft]:
 
 def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
     """Periodic pricing of the cycle's total usage per service; the product active last in
-    the cycle prices a service when several do."""
+    the cycle prices a service when several do. Usage arriving after the cycle's invoice was
+    finalised is priced as what the cycle's total costs more than the usage already billed,
+    so the included allowance and the cheaper tiers count once per cycle."""
     components: dict[str, tuple[Subscription, pricing.UsageComponent]] = {}
     for sub in sorted(data.subscriptions, key=lambda s: s.valid_from):
         if active_days(cycle, sub.valid_from, sub.valid_to, data.account.timezone) == 0:
@@ -141,9 +143,12 @@ def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
         groups = [g for g in data.usage if g.service == service and g.currency == data.currency]
         if sub.product.currency != data.currency:
             continue
-        total = sum((Fraction(g.quantity) for g in groups), Fraction(0))
-        units = pricing.billable_units(c, total)
-        price = pricing.price_units(c, units)
+        before = Fraction(data.billed_quantity.get(service, Decimal(0)))
+        total = before + sum((Fraction(g.quantity) for g in groups), Fraction(0))
+        units_before = pricing.billable_units(c, before)
+        units = pricing.billable_units(c, total) - units_before
+        price = (pricing.price_units(c, units + units_before)
+                 - pricing.price_units(c, units_before))
         all_units = total / c.unit_size
         yield _Draft(
             "usage", service, f"{sub.product.name}: {service} ({c.model.replace('_', '-')})",
@@ -151,8 +156,13 @@ def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
             sub.product.tax_class, subscription_id=sub.subscription_id,
             detail={"model": c.model, "included": str(c.included),
                     "total_units": str(Decimal(all_units.numerator) / all_units.denominator),
-                    "zones": sorted(g.zone for g in groups)},
+                    "zones": sorted(g.zone for g in groups),
+                    **({"billed_before_units": _decimal(units_before)} if before else {})},
         )
+
+
+def _decimal(units: Fraction) -> str:
+    return str(Decimal(units.numerator) / Decimal(units.denominator))
 
 
 def _recurring_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
