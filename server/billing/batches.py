@@ -45,6 +45,7 @@ def compute_all(batch: inputs.Batch, settings: Settings,
                 subscriptions=subs, adjustments=adjustments,
                 discounts=inputs.discounts_on(batch, account_id, tax_day), tax_rates=rates,
                 bill_recurring=(account_id, currency) not in batch.finalised,
+                billed_quantity=batch.billed.get((account_id, currency), {}),
             ), cycle, settings))
     return out
 

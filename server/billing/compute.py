@@ -130,7 +130,9 @@ def _usage_lines(data: BillingInput, settings: Settings) -> Iterable[_Draft]:
 
 def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
     """Periodic pricing of the cycle's total usage per service; the product active last in
-    the cycle prices a service when several do."""
+    the cycle prices a service when several do. Usage arriving after the cycle's invoice was
+    finalised is priced as what the cycle's total costs more than the usage already billed,
+    so the included allowance and the cheaper tiers count once per cycle."""
     components: dict[str, tuple[Subscription, pricing.UsageComponent]] = {}
     for sub in sorted(data.subscriptions, key=lambda s: s.valid_from):
         if active_days(cycle, sub.valid_from, sub.valid_to, data.account.timezone) == 0:
@@ -141,9 +143,12 @@ def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
         groups = [g for g in data.usage if g.service == service and g.currency == data.currency]
         if sub.product.currency != data.currency:
             continue
-        total = sum((Fraction(g.quantity) for g in groups), Fraction(0))
-        units = pricing.billable_units(c, total)
-        price = pricing.price_units(c, units)
+        before = Fraction(data.billed_quantity.get(service, Decimal(0)))
+        total = before + sum((Fraction(g.quantity) for g in groups), Fraction(0))
+        units_before = pricing.billable_units(c, before)
+        units = pricing.billable_units(c, total) - units_before
+        price = (pricing.price_units(c, units + units_before)
+                 - pricing.price_units(c, units_before))
         all_units = total / c.unit_size
         yield _Draft(
             "usage", service, f"{sub.product.name}: {service} ({c.model.replace('_', '-')})",
@@ -151,8 +156,13 @@ def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
             sub.product.tax_class, subscription_id=sub.subscription_id,
             detail={"model": c.model, "included": str(c.included),
                     "total_units": str(Decimal(all_units.numerator) / all_units.denominator),
-                    "zones": sorted(g.zone for g in groups)},
+                    "zones": sorted(g.zone for g in groups),
+                    **({"billed_before_units": _decimal(units_before)} if before else {})},
         )
+
+
+def _decimal(units: Fraction) -> str:
+    return str(Decimal(units.numerator) / Decimal(units.denominator))
 
 
 def _recurring_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
@@ -209,24 +219,29 @@ def _discount_amount(d: Discount, base: Fraction) -> Fraction:
 def _allowances(drafts: list[_Draft], nets: list[int], rates: dict[str, tuple[str, Decimal]],
                 discounts: list[Discount], currency: str, method: Method) -> list[Allowance]:
     """Invoice-scope discounts on positive category sums, split over categories in
-    proportion, each share rounded (fixed ones allocated so the shares sum exactly)."""
+    proportion, each share rounded (fixed ones allocated so the shares sum exactly).
+    Adjustments are no discount base, but a category's credits cap its allowances: a
+    discount never takes a category's net below zero (it does not create a credit)."""
     base: dict[tuple[str, Decimal], int] = defaultdict(int)
+    after: dict[tuple[str, Decimal], int] = defaultdict(int)
     for d, n in zip(drafts, nets, strict=True):
+        after[rates[d.tax_class]] += n
         if d.kind != "adjustment":
             base[rates[d.tax_class]] += n
     keys = sorted(k for k, v in base.items() if v > 0)
+    room = {k: max(0, min(base[k], after[k])) for k in keys}
     out: list[Allowance] = []
     for disc in discounts:
-        if not keys:
-            break
-        left = {k: base[k] - sum(a.amount_micros for a in out
-                                 if (a.tax_category, a.tax_rate) == k) for k in keys}
-        total_base = sum(left.values())
-        if total_base <= 0:
+        given = {k: sum(a.amount_micros for a in out if (a.tax_category, a.tax_rate) == k)
+                 for k in keys}
+        total_base = sum(base[k] - given[k] for k in keys)
+        room_left = [room[k] - given[k] for k in keys]
+        if total_base <= 0 or sum(room_left) <= 0:
             break
         wanted = min(Fraction(total_base), _discount_amount(disc, Fraction(total_base)))
-        total = round_minor(wanted, currency, method)
-        shares = pricing.allocate(total, [max(0, left[k]) for k in keys], minor_step(currency))
+        total = min(round_minor(wanted, currency, method), sum(room_left))
+        # in proportion to what each category can still bear: no share exceeds its room
+        shares = pricing.allocate(total, room_left, minor_step(currency))
         for k, share in zip(keys, shares, strict=True):
             if share:
                 out.append(Allowance(len(out) + 1, disc.discount_id,

@@ -62,6 +62,12 @@ class CreditNote(msgspec.Struct, frozen=True):
     total_micros: int
     lines: list[dict[str, Any]]
     taxes: list[dict[str, Any]]
+    rounding_micros: int = 0  # its share of the invoice's rounding amount (BT-114)
+
+    @property
+    def payable_micros(self) -> int:
+        """What the note refunds."""
+        return self.total_micros + self.rounding_micros
 
 
 def number_text(series: str, number: int) -> str:
@@ -146,7 +152,8 @@ async def load(conn: Connection, invoice_id: int) -> Invoice:
                                   "AND invoice_id = $2 ORDER BY seq", *key)
     taxes = await conn.fetch("SELECT * FROM taxes WHERE account_id = $1 AND invoice_id = $2 "
                              "ORDER BY category, rate", *key)
-    credited = await conn.fetchval("SELECT coalesce(sum(total_micros), 0) FROM credit_notes "
+    credited = await conn.fetchval("SELECT coalesce(sum(total_micros + rounding_micros), 0) "
+                                   "FROM credit_notes "
                                    "WHERE account_id = $1 AND invoice_id = $2", *key)
     content = InvoiceDraft(
         account_id=head["account_id"], currency=head["currency"].strip(), period=head["period"],
@@ -187,7 +194,8 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
                             today: dt.date, *, actor: str) -> CreditNote:
     """Credit a finalised invoice in full (``requests`` None) or some lines in part. The sum
     of an invoice's credit notes never exceeds it: per line, per tax category and in total,
-    checked under the invoice's row lock. The note's audit entry commits with it."""
+    checked under the invoice's row lock; what the notes refund together never exceeds what
+    was payable. The note's audit entry commits with it."""
     async with conn.transaction():
         locked = await conn.fetchrow("SELECT account_id, status FROM invoices "
                                      "WHERE invoice_id = $1 FOR UPDATE", invoice_id)
@@ -196,29 +204,35 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
         if locked["status"] != "finalised":
             raise Conflict(f"invoice {invoice_id} is a draft: recompute it instead of crediting")
         invoice = await load(conn, invoice_id)
-        before = await conn.fetch("SELECT lines, taxes FROM credit_notes WHERE account_id = $1 "
-                                  "AND invoice_id = $2", invoice.account_id, invoice_id)
+        before = await conn.fetch("SELECT lines, taxes, rounding_micros FROM credit_notes "
+                                  "WHERE account_id = $1 AND invoice_id = $2",
+                                  invoice.account_id, invoice_id)
         lines, taxes = _credit(invoice, before, requests)
         net = sum(t["taxable"] for t in taxes)
         tax = sum(t["tax"] for t in taxes)
         if net + tax <= 0:
             raise _invalid("$.invoice_id", f"nothing left to credit on invoice {invoice_id}")
-        if invoice.credited_micros + net + tax > invoice.content.totals.total_micros:
-            raise _invalid("$.lines", f"credit notes would exceed invoice {invoice_id}'s total")
+        rounding = _rounding(invoice, before, taxes)
+        if invoice.credited_micros + net + tax + rounding > invoice.content.totals.payable_micros:
+            raise _invalid("$.lines", f"credit notes would exceed what invoice {invoice_id} "
+                           "made payable")
         number = await take_numbers(conn, series, 1)
         text = number_text(series, number)
         credit_id = await conn.fetchval(
             "INSERT INTO credit_notes (account_id, invoice_id, series, number, number_text, "
-            "reason, issue_date, currency, net_micros, tax_micros, total_micros, lines, taxes) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+            "reason, issue_date, currency, net_micros, tax_micros, total_micros, lines, taxes, "
+            "rounding_micros) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
             "RETURNING credit_note_id",
             invoice.account_id, invoice_id, series, number, text, reason, today,
-            invoice.content.currency, net, tax, net + tax, json.dumps(lines), json.dumps(taxes))
+            invoice.content.currency, net, tax, net + tax, json.dumps(lines), json.dumps(taxes),
+            rounding)
         note = CreditNote(credit_note_id=credit_id, account_id=invoice.account_id,
                           invoice_id=invoice_id, invoice_number=str(invoice.number_text),
                           number_text=text, reason=reason,
                           issue_date=today, currency=invoice.content.currency, net_micros=net,
-                          tax_micros=tax, total_micros=net + tax, lines=lines, taxes=taxes)
+                          tax_micros=tax, total_micros=net + tax, lines=lines, taxes=taxes,
+                          rounding_micros=rounding)
         await audit.record(conn, actor, "credit_note.issue", f"credit_note:{credit_id}", None,
                            note)
     return note
@@ -236,7 +250,8 @@ async def load_credit_note(conn: Connection, credit_note_id: int) -> CreditNote:
         number_text=row["number_text"], reason=row["reason"], issue_date=row["issue_date"],
         currency=row["currency"].strip(), net_micros=row["net_micros"],
         tax_micros=row["tax_micros"], total_micros=row["total_micros"],
-        lines=json.loads(row["lines"]), taxes=json.loads(row["taxes"]))
+        lines=json.loads(row["lines"]), taxes=json.loads(row["taxes"]),
+        rounding_micros=row["rounding_micros"])
 
 
 def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] | None,
@@ -286,10 +301,32 @@ def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] |
         if net > n_left:
             raise _invalid("$.lines", f"tax category {c[0]} {c[1]}%: credits would exceed "
                            "its taxable amount")
-        tax = min(x_left, tax_on(net, Decimal(c[1]), content.currency,
-                                 cast(Method, content.rounding_method)))
+        # the tax on all the category's credits so far less the tax already credited: each
+        # note's tax follows its taxable amount, and the notes add up to the invoice's tax
+        n_before, x_before = credited_cat[c]
+        cumulative = tax_on(n_before + net, Decimal(c[1]), content.currency,
+                            cast(Method, content.rounding_method))
+        tax = max(0, min(x_left, cumulative - x_before))
         taxes.append({"category": c[0], "rate": c[1], "taxable": net, "tax": tax})
     return lines, taxes
+
+
+def _rounding(invoice: Invoice, before: list[Any], taxes: list[dict[str, Any]]) -> int:
+    """The note's share of the invoice's rounding amount (BT-114): what is left of it when
+    the note completes the credit, so the notes refund exactly what was payable; before
+    that, as much of a negative one as keeps the notes within what was payable."""
+    totals = invoice.content.totals
+    left = totals.rounding_micros - sum(int(r["rounding_micros"]) for r in before)
+    credited: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
+    for t in [*(t for r in before for t in json.loads(r["taxes"])), *taxes]:
+        n, x = credited[t["category"], t["rate"]]
+        credited[t["category"], t["rate"]] = (n + t["taxable"], x + t["tax"])
+    if all(credited[t.category, str(t.rate)] == (t.taxable, t.tax)
+           for t in invoice.content.taxes):
+        return left
+    over = invoice.credited_micros + sum(t["taxable"] + t["tax"] for t in taxes) \
+        - totals.payable_micros
+    return max(left, -over) if left < 0 and over > 0 else 0
 
 
 def _invalid(path: str, message: str) -> InvalidRequest:

@@ -39,6 +39,21 @@ WHERE NOT EXISTS (SELECT 1 FROM invoice_line_charges l
                   WHERE l.account_id = c.account_id AND l.charge_id = c.charge_id)
 """
 
+# Usage quantities per service already billed on the period's finalised invoices: periodic
+# pricing (allowances, tiers) prices the cycle's total, less what those invoices priced.
+BILLED = f"""
+SELECT c.account_id, c.currency, coalesce(u.kind, 'other') AS service,
+       sum(CASE WHEN c.kind = 'reversal' THEN -({_QUANTITY}) ELSE {_QUANTITY} END) AS quantity
+FROM unnest($1::text[], $2::timestamptz[]) AS a(account_id, period_end)
+JOIN invoices i ON i.account_id = a.account_id AND i.period = $3 AND i.status = 'finalised'
+JOIN invoice_line_charges l ON l.account_id = i.account_id AND l.invoice_id = i.invoice_id
+JOIN charges c ON c.account_id = l.account_id AND c.charge_id = l.charge_id
+    AND c.event_time < a.period_end
+LEFT JOIN usage_records u ON u.account_id = c.account_id AND u.event_time = c.event_time
+    AND u.usage_id = c.usage_id
+GROUP BY 1, 2, 3
+"""
+
 GROUPS = """
 SELECT account_id, currency, service, zone, count(*) AS charges,
        sum(amount_micros)::bigint AS amount, sum(quantity) AS quantity
@@ -54,6 +69,8 @@ class Batch(msgspec.Struct):
     adjustments: dict[str, list[Adjustment]]
     discounts: dict[str | None, list[Discount]]
     finalised: set[tuple[str, str]]  # (account, currency) whose cycle fees are already billed
+    # (account, currency) → service → base quantity already on the period's final invoices
+    billed: dict[tuple[str, str], dict[str, Decimal]] = {}
     charges: int = 0
     frozen: int = 0  # accounts skipped: their draft's grace period is over
 
@@ -120,6 +137,9 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
     ends = [cycles[a].end for a in accounts]
     await conn.execute(COLLECT, list(accounts), ends)
     usage: dict[tuple[str, str], list[UsageGroup]] = defaultdict(list)
+    billed: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(dict)
+    for r in await conn.fetch(BILLED, list(accounts), ends, period):
+        billed[r["account_id"], r["currency"].strip()][r["service"]] = Decimal(r["quantity"])
     charges = 0
     for r in await conn.fetch(GROUPS):
         currency = r["currency"].strip()
@@ -135,7 +155,7 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
         finalised={(r["account_id"], r["currency"].strip()) for r in await conn.fetch(
             "SELECT account_id, currency FROM invoices WHERE account_id = ANY($1) "
             "AND period = $2 AND status = 'finalised'", ids, period)},
-        charges=charges, frozen=len(frozen),
+        billed=dict(billed), charges=charges, frozen=len(frozen),
     )
 
 

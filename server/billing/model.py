@@ -98,6 +98,9 @@ class BillingInput(msgspec.Struct, frozen=True):
     discounts: tuple[Discount, ...]
     tax_rates: tuple[TaxRate, ...]
     bill_recurring: bool = True  # False when this cycle's fees are already on a final invoice
+    # service → base quantity of the cycle's usage already on its final invoices: periodic
+    # pricing prices the cycle's total less what those invoices priced
+    billed_quantity: dict[str, Decimal] = {}
 
 
 class Line(msgspec.Struct, frozen=True):

@@ -81,8 +81,8 @@ def of_credit_note(note: CreditNote, invoice: Invoice) -> Rendition:
         totals=Totals(line_total_micros=line_total,
                       allowance_micros=sum(a.amount_micros for a in allowances),
                       net_micros=note.net_micros, tax_micros=note.tax_micros,
-                      total_micros=note.total_micros, rounding_micros=0,
-                      payable_micros=note.total_micros),
+                      total_micros=note.total_micros, rounding_micros=note.rounding_micros,
+                      payable_micros=note.payable_micros),
         notes=(f"Credits invoice {invoice.number_text}: {note.reason}", *inv.notes))
     return Rendition(type_code=CREDIT_NOTE, heading="CREDIT NOTE", number=note.number_text,
                      issue_date=note.issue_date, due_date=None, content=content,

@@ -90,6 +90,8 @@ class CreditNoteView(msgspec.Struct):
     net: str
     tax: str
     total: str
+    rounding: str  # its share of the invoice's rounding amount (BT-114)
+    payable: str  # what it refunds: total + rounding
     lines: list[dict[str, Any]]
     taxes: list[dict[str, Any]]
 
@@ -145,6 +147,7 @@ def credit_note_view(c: CreditNote) -> CreditNoteView:
         number=c.number_text, invoice_number=c.invoice_number, reason=c.reason,
         issue_date=c.issue_date, currency=c.currency,
         net=amount(c.net_micros), tax=amount(c.tax_micros), total=amount(c.total_micros),
+        rounding=amount(c.rounding_micros), payable=amount(c.payable_micros),
         lines=[{**ln, "net": amount(ln["net_micros"])} for ln in c.lines],
         taxes=[{**t, "taxable": amount(t["taxable"]), "tax": amount(t["tax"])} for t in c.taxes],
     )

@@ -61,6 +61,7 @@ class CreditNoteSummary(msgspec.Struct):
     issue_date: dt.date
     currency: str
     total: str  # net + tax credited, to the currency's minor unit
+    payable: str  # what it refunds: total + its share of the invoice's rounding amount
 
 
 class CreditNotePage(msgspec.Struct):
@@ -87,7 +88,8 @@ async def list_credit_notes(request: web.Request) -> web.Response:
     after = decode_cursor(q.cursor, tuple[IntId])
     rows = await request.app[POOL].fetch(
         "SELECT c.credit_note_id, c.account_id, c.invoice_id, i.number_text AS invoice_number,"
-        " c.number_text, c.issue_date, c.currency, c.total_micros FROM credit_notes c"
+        " c.number_text, c.issue_date, c.currency, c.total_micros,"
+        " c.rounding_micros FROM credit_notes c"
         " JOIN invoices i USING (account_id, invoice_id)"
         " WHERE ($1::text IS NULL OR c.account_id = $1)"
         " AND ($2::bigint IS NULL OR c.invoice_id = $2)"
@@ -99,7 +101,9 @@ async def list_credit_notes(request: web.Request) -> web.Response:
         credit_note_id=r["credit_note_id"], account_id=r["account_id"],
         invoice_id=r["invoice_id"], invoice_number=r["invoice_number"],
         number=r["number_text"], issue_date=r["issue_date"], currency=r["currency"].strip(),
-        total=format_amount(r["total_micros"], r["currency"].strip())) for r in items],
+        total=format_amount(r["total_micros"], r["currency"].strip()),
+        payable=format_amount(r["total_micros"] + r["rounding_micros"], r["currency"].strip()))
+        for r in items],
         next_cursor=next_cursor))
 
 

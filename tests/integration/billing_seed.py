@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any
+
+import asyncpg
 
 from server.billing.model import Product, Settings
 from server.billing.pricing import parse_components
+from server.billing.runs import bill_run
 from server.store import catalog_repo, products_repo
 from server.store.pool import Connection
 
@@ -76,3 +80,23 @@ async def charge(conn: Connection, account_id: str, when: dt.datetime, amount_mi
         "currency, zone) VALUES ($1, nextval('charge_id_seq'), $2, $3, 'charge', $4, $5, $6) "
         "RETURNING charge_id", account_id, when, usage_id, amount_micros, currency, zone)
     return charge_id
+
+
+async def finalised_invoice(pool: asyncpg.Pool, account_id: str, *, fee: int = 0,
+                            charges: Sequence[tuple[str, int]] = (), **attrs: Any) -> int:
+    """One account billed for 2026-01 and finalised: a plan of ``fee`` (if any) and one
+    voice charge per (zone, amount). Returns the invoice id."""
+    async with pool.acquire() as conn:
+        await base(conn)
+        await account(conn, account_id, **attrs)
+        if fee:
+            await product(conn, f"plan-{account_id}", fee)
+            await subscribe(conn, account_id, f"plan-{account_id}",
+                            dt.datetime(2025, 1, 1, tzinfo=UTC))
+        for zone, amount in charges:
+            await charge(conn, account_id, dt.datetime(2026, 1, 5, tzinfo=UTC), amount,
+                         zone=zone)
+    run = await bill_run(pool, "2026-01", SETTINGS, accounts=[account_id], finalize=True,
+                         force=True, actor="test")
+    (invoice_id,) = run.invoice_ids
+    return invoice_id

@@ -119,6 +119,84 @@ async def test_credit_notes_never_exceed_the_invoice(pool: asyncpg.Pool) -> None
     assert [part.number_text, rest.number_text] == ["CN-000001", "CN-000002"]
 
 
+async def credit(pool: asyncpg.Pool, invoice_id: int,
+                 requests: list[CreditRequest] | None = None) -> documents.CreditNote:
+    async with pool.acquire() as conn:
+        return await documents.issue_credit_note(conn, invoice_id, "x", requests, "CN", TODAY,
+                                                 actor="test")
+
+
+async def test_a_full_credit_refunds_what_a_tax_inclusive_invoice_made_payable(
+        pool: asyncpg.Pool) -> None:
+    # 10.05 tax included has no net N with N + round(N × 20 %) = 10.05: net 8.38, VAT 1.68,
+    # rounding −0.01 (BT-114), payable 10.05; the credit note takes the rounding along
+    invoice_id = await seed.finalised_invoice(pool, "RND-FULL", fee=10_050_000,
+                                              tax_inclusive=True)
+    async with pool.acquire() as conn:
+        totals = (await documents.load(conn, invoice_id)).content.totals
+    assert (totals.total_micros, totals.rounding_micros, totals.payable_micros) == (
+        10_060_000, -10_000, 10_050_000)
+    note = await credit(pool, invoice_id)
+    assert (note.net_micros, note.tax_micros, note.total_micros) == (8_380_000, 1_680_000,
+                                                                     10_060_000)
+    assert (note.rounding_micros, note.payable_micros) == (-10_000, 10_050_000)
+    async with pool.acquire() as conn:
+        assert (await documents.load_credit_note(conn, note.credit_note_id)) == note
+        assert (await documents.load(conn, invoice_id)).credited_micros == 10_050_000
+
+
+@pytest.mark.parametrize("first", [Decimal("5.00"), None])
+async def test_credit_notes_of_a_tax_inclusive_invoice_add_up_to_what_was_payable(
+        pool: asyncpg.Pool, first: Decimal | None) -> None:
+    # 5.00 net (VAT 1.00) then the rest: 3.38 + 0.68 − 0.01; or the whole line at once as a
+    # partial credit, which completes the credit and so carries the rounding
+    invoice_id = await seed.finalised_invoice(pool, f"RND-{first}", fee=10_050_000,
+                                              tax_inclusive=True)
+    part = await credit(pool, invoice_id, [CreditRequest(line_no=1, amount=first)])
+    notes = [part] if first is None else [part, await credit(pool, invoice_id)]
+    assert sum(n.payable_micros for n in notes) == 10_050_000
+    if first is not None:
+        assert (part.total_micros, part.rounding_micros) == (6_000_000, 0)
+        assert (notes[1].net_micros, notes[1].tax_micros, notes[1].rounding_micros) == (
+            3_380_000, 680_000, -10_000)
+    with pytest.raises(InvalidRequest):
+        await credit(pool, invoice_id)
+
+
+def tax_of(note: documents.CreditNote) -> list[tuple[int, int]]:
+    return [(t["taxable"], t["tax"]) for t in note.taxes]
+
+
+async def test_partial_credits_tax_what_they_credit_so_far(pool: asyncpg.Pool) -> None:
+    # two lines of 0.03 at 20 %: taxable 0.06, VAT 0.012 → 0.01. Each note's tax is the tax
+    # on everything credited so far less the tax already credited: 0.01, then 0.00
+    invoice_id = await seed.finalised_invoice(pool, "PCT-3", charges=[("a", 30_000),
+                                                                      ("b", 30_000)])
+    first = await credit(pool, invoice_id, [CreditRequest(line_no=1)])
+    second = await credit(pool, invoice_id, [CreditRequest(line_no=2)])
+    assert (tax_of(first), tax_of(second)) == ([(30_000, 10_000)], [(30_000, 0)])
+    with pytest.raises(InvalidRequest):  # nothing left, tax included
+        await credit(pool, invoice_id)
+
+
+async def test_partial_credits_add_up_to_the_invoice_tax(pool: asyncpg.Pool) -> None:
+    # three notes of 0.02 (0.004 VAT each, 0.00 alone): the second brings the credits to
+    # 0.04, whose tax is 0.01; the invoice's 0.01 is credited with its lines, never later
+    # on a note without a taxable amount
+    invoice_id = await seed.finalised_invoice(pool, "PCT-2", charges=[("a", 30_000),
+                                                                      ("b", 30_000)])
+    cent, two = Decimal("0.01"), Decimal("0.02")
+    notes = [await credit(pool, invoice_id, req) for req in (
+        [CreditRequest(1, two)], [CreditRequest(1, cent), CreditRequest(2, cent)],
+        [CreditRequest(2, two)])]
+    assert [tax_of(n) for n in notes] == [[(20_000, 0)], [(20_000, 10_000)], [(20_000, 0)]]
+    with pytest.raises(InvalidRequest):
+        await credit(pool, invoice_id)
+    async with pool.acquire() as conn:
+        invoice = await documents.load(conn, invoice_id)
+    assert invoice.credited_micros == invoice.content.totals.payable_micros == 70_000
+
+
 async def test_concurrent_full_credits_issue_only_one(pool: asyncpg.Pool) -> None:
     ids = await drafts(pool, "CF", 1)
     async with pool.acquire() as conn:

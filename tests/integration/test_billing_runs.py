@@ -81,6 +81,51 @@ async def test_late_usage_recomputes_draft_then_goes_to_next_invoice(pool: async
     assert rerun.charges == 1 and feb.charges == 0  # billed once, on the next document
 
 
+# 10 minutes included, then 0.10 a minute up to 10 billable minutes, 0.05 beyond
+TIERED = [{"service": "voice", "model": "graduated", "unit": "min", "unit_size": 60,
+           "included": "10", "tiers": [{"up_to": "10", "price": "0.10"},
+                                       {"up_to": None, "price": "0.05"}]}]
+
+
+async def minutes(pool: asyncpg.Pool, account_id: str, day: int, n: int) -> None:
+    async with pool.acquire() as conn:
+        for i in range(n):
+            await seed.charge(conn, account_id, dt.datetime(2026, 1, day, 10, i, tzinfo=UTC), 0)
+
+
+async def usage_nets(pool: asyncpg.Pool, account_id: str) -> list[int]:
+    rows = await pool.fetch("SELECT net_micros FROM invoices WHERE account_id = $1 "
+                            "ORDER BY invoice_id", account_id)
+    return [r["net_micros"] for r in rows]
+
+
+async def test_late_usage_gets_the_cycle_allowance_and_tiers_once(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await seed.product(conn, "tiered", 0, usage_pricing=TIERED)
+        for acc in ("TIER-ON", "TIER-LATE"):
+            await seed.account(conn, acc)
+            await seed.subscribe(conn, acc, "tiered", dt.datetime(2025, 12, 1, tzinfo=UTC))
+    await minutes(pool, "TIER-ON", 5, 15)
+    await minutes(pool, "TIER-ON", 20, 15)
+    await minutes(pool, "TIER-LATE", 5, 15)
+    await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["TIER-ON", "TIER-LATE"],
+                   finalize=True, force=True, actor="test")
+    await minutes(pool, "TIER-LATE", 20, 15)  # late: the first invoice is final already
+    await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["TIER-LATE"], finalize=True,
+                   force=True, actor="test")
+    # 30 minutes: 10 included, 10 × 0.10, 10 × 0.05 = 1.50, on time or in two invoices
+    # (15 minutes: 0.50; then the cycle's 30 cost 1.00 more, not 15 minutes afresh: 0.50)
+    assert await usage_nets(pool, "TIER-ON") == [1_500_000]
+    assert await usage_nets(pool, "TIER-LATE") == [500_000, 1_000_000]
+    async with pool.acquire() as conn:
+        late_id = await conn.fetchval("SELECT max(invoice_id) FROM invoices "
+                                      "WHERE account_id = 'TIER-LATE'")
+        (line,) = [ln for ln in (await documents.load(conn, late_id)).content.lines
+                   if ln.subscription_id is not None]
+    assert (line.quantity, line.detail["total_units"], line.detail["billed_before_units"]) == (
+        15, "30", "5")
+
+
 async def test_finalised_invoice_is_immutable_in_the_database(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await seed.account(conn, "IMM")

@@ -35,6 +35,10 @@ async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
         await seed.account(conn, "CN-FR", address="2 rue Neuve", city="Lyon", postcode="69001")
         await seed.account(conn, "CN-DE", vat_id="DE999999999", country="DE")
         await seed.account(conn, "CN-INC", tax_inclusive=True)
+        # 10.05 tax included: net 8.38 + VAT 1.68 = 10.06, rounding −0.01 (BT-114)
+        await seed.product(conn, "odd", 10_050_000)
+        await seed.account(conn, "CN-RND", tax_inclusive=True)
+        await seed.subscribe(conn, "CN-RND", "odd", dt.datetime(2026, 1, 1, tzinfo=UTC))
         await conn.execute(
             "INSERT INTO discounts (code, account_id, kind, scope, percent, description) "
             "VALUES ('CN-LOYALTY', 'CN-FR', 'percentage', 'invoice', 10, 'Loyalty 10 %')")
@@ -53,12 +57,12 @@ async def api(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Api]:
 async def invoices(api: Api) -> dict[str, dict[str, Any]]:
     """The cycle billed and finalised; the invoices by account."""
     status, run = await api.call("POST", "/v1/bill-runs", "operator", json={
-        "period": "2026-01", "accounts": ["CN-DE", "CN-FR", "CN-INC"], "finalize": True,
+        "period": "2026-01", "accounts": ["CN-DE", "CN-FR", "CN-INC", "CN-RND"], "finalize": True,
         "force": True})
     assert status == 202, run
     status, run = await api.call("GET", f"/v1/bill-runs/{run['bill_run_id']}",
                                  params={"wait": "20"})
-    assert run["state"] == "done" and len(run["finalized"]) == 3, run
+    assert run["state"] == "done" and len(run["finalized"]) == 4, run
     out = {}
     for invoice_id in run["finalized"]:
         invoice = (await api.call("GET", f"/v1/invoices/{invoice_id}"))[1]
@@ -92,9 +96,12 @@ async def check_documents(api: Api, note: dict[str, Any], invoice: dict[str, Any
     assert text(root, f"{sums}/ram:TaxBasisTotalAmount") == note["net"]
     assert text(root, f"{sums}/ram:TaxTotalAmount") == note["tax"]
     assert text(root, f"{sums}/ram:GrandTotalAmount") == note["total"]
-    assert text(root, f"{sums}/ram:DuePayableAmount") == note["total"]
-    for amount in root.iterfind(f"{sums}/*", NS):
-        assert Decimal(amount.text) >= 0, amount.tag  # the sign is in the type code
+    assert text(root, f"{sums}/ram:DuePayableAmount") == note["payable"]
+    rounding = root.find(f"{sums}/ram:RoundingAmount", NS)
+    assert (rounding.text if rounding is not None else "0.00") == note["rounding"]
+    for amount in root.iterfind(f"{sums}/*", NS):  # the sign is in the type code; a
+        if amount is not rounding:  # rounding amount only corrects the total
+            assert Decimal(amount.text) >= 0, amount.tag
     lines = root.findall(".//ram:IncludedSupplyChainTradeLineItem", NS)
     assert [text(ln, ".//ram:LineTotalAmount") for ln in lines] == [
         ln["net"] for ln in note["lines"]]
@@ -106,7 +113,7 @@ async def check_documents(api: Api, note: dict[str, Any], invoice: dict[str, Any
     assert f"Credits invoice: {invoice['number']} of {invoice['issue_date']}" in printed
     assert f"Total net {note['net']} {cur}" in printed
     assert f"VAT {note['tax']} {cur}" in printed
-    assert f"Amount credited {note['total']} {cur}" in printed
+    assert f"Amount credited {note['payable']} {cur}" in printed
     for ln in note["lines"]:
         assert f"(invoice line {ln['line_no']})" in printed
     assert_facturx_pdf(pdf, xml, tmp_path)
@@ -146,7 +153,7 @@ async def test_partial_then_full_credit_of_a_discounted_invoice(
     assert after["credited"] == invoice["totals"]["total"]
 
 
-@pytest.mark.parametrize("account", ["CN-DE", "CN-INC"])
+@pytest.mark.parametrize("account", ["CN-DE", "CN-INC", "CN-RND"])
 async def test_full_credit_of_reverse_charge_and_tax_inclusive_invoices(
         api: Api, invoices: dict[str, dict[str, Any]], account: str, tmp_path: Path) -> None:
     invoice = invoices[account]
@@ -154,6 +161,14 @@ async def test_full_credit_of_reverse_charge_and_tax_inclusive_invoices(
         "invoice_id": invoice["invoice_id"], "reason": "Cancelled"})
     assert status == 201, note
     assert note["total"] == invoice["totals"]["total"]
+    # the invoice's rounding amount goes along: the note refunds what was payable
+    assert (note["rounding"], note["payable"]) == (invoice["totals"]["rounding"],
+                                                   invoice["totals"]["payable"])
+    if account == "CN-RND":
+        assert (note["total"], note["rounding"], note["payable"]) == ("10.06", "-0.01", "10.05")
+        listed = (await api.call("GET", "/v1/credit-notes", "viewer",
+                                 params={"invoice_id": str(invoice["invoice_id"])}))[1]
+        assert [(n["total"], n["payable"]) for n in listed["items"]] == [("10.06", "10.05")]
     root = await check_documents(api, note, invoice, tmp_path)
     if invoice["reverse_charge"]:  # the credit note keeps the invoice's exemption reason
         assert text(root, ".//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax"

@@ -6,7 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.billing.compute import compute
 from server.billing.model import (
@@ -22,6 +25,7 @@ from server.billing.model import (
 )
 from server.billing.periods import cycle
 from server.billing.pricing import VolumeTier
+from server.billing.rounding import minor_step
 from server.billing.tax import TaxRate, tax_on
 
 UTC = dt.UTC
@@ -182,3 +186,87 @@ def test_inclusive_invoice_with_allowance_keeps_gross_and_sums() -> None:
     check_sums(d)
     # customer-facing gross 29.35 − 2.94 = 26.41 is what is payable, tax included
     assert d.totals.payable_micros == 26_410_000
+
+
+def one_usage(amount: int, adjustment: int, *discounts: Discount,
+              inclusive: bool = False) -> InvoiceDraft:
+    account = Account("A3", "Customer", "EUR", "UTC", 1,
+                      {"country": "FR", "tax_inclusive": inclusive})
+    return compute(BillingInput(
+        account=account, currency="EUR",
+        usage=(UsageGroup("EUR", "voice", "national", 1, amount, Decimal(60)),),
+        subscriptions=(), adjustments=(Adjustment(1, adjustment, "EUR", "Goodwill"),),
+        discounts=discounts, tax_rates=RATES), CYCLE, SETTINGS)
+
+
+@pytest.mark.parametrize("discount", [
+    Discount(1, "percentage", "invoice", percent=Decimal(50)),
+    Discount(1, "fixed", "invoice", amount_micros=30_000_000)])
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_invoice_discount_stops_at_the_category_net_after_credits(
+        discount: Discount, inclusive: bool) -> None:
+    # usage 100.00, goodwill −80.00: 50 % (50.00) or 30.00 off the charges, capped at the
+    # 20.00 still owed: the invoice comes to zero, never to a credit
+    d = one_usage(100_000_000, -80_000_000, discount, inclusive=inclusive)
+    assert d.totals.net_micros == 0 and d.totals.tax_micros == 0
+    assert d.totals.payable_micros == 0
+    if not inclusive:
+        check_sums(d)
+        assert [a.amount_micros for a in d.allowances] == [20_000_000]
+
+
+def test_a_credit_in_one_category_caps_only_that_category() -> None:
+    # −12.00 on the 5.5 % plan (10.00) leaves it nothing to discount; voice and data bear
+    # the whole 10 % of 29.35 (2.94) alone
+    d = bill(Discount(1, "percentage", "invoice", percent=Decimal(10)),
+             adjustments=(Adjustment(9, -12_000_000, "EUR", "Goodwill", "reduced"),))
+    assert [(a.tax_rate, a.amount_micros) for a in d.allowances] == [(Decimal(20), 2_940_000)]
+    assert taxes(d) == {Decimal(20): (16_410_000, 3_280_000),  # 3.282 → 3.28
+                        Decimal("5.5"): (-2_000_000, -110_000)}
+
+
+CURRENCIES = st.sampled_from(["EUR", "JPY", "BHD"])
+DISCOUNTS = st.one_of(
+    st.builds(lambda p: Discount(1, "percentage", "invoice", percent=Decimal(p) / 100),
+              st.integers(1, 10_000)),
+    st.builds(lambda a: Discount(1, "fixed", "invoice", amount_micros=a),
+              st.integers(1, 100_000_000)))
+
+
+@settings(max_examples=300)
+@given(currency=CURRENCIES, inclusive=st.booleans(),
+       method=st.sampled_from(["half-up", "half-even", "up", "down"]),
+       usage=st.lists(st.tuples(st.sampled_from(["voice", "data"]), st.integers(0, 50_000_000)),
+                      max_size=4),
+       adjustments=st.lists(st.tuples(st.integers(-50_000_000, 50_000_000),
+                                      st.sampled_from(["standard", "reduced"])), max_size=3),
+       discounts=st.lists(DISCOUNTS, max_size=3))
+def test_no_invoice_discount_makes_a_category_negative(
+        currency: str, inclusive: bool, method: str, usage: list[tuple[str, int]],
+        adjustments: list[tuple[int, str]], discounts: list[Discount]) -> None:
+    account = Account("A4", "Customer", currency, "UTC", 1,
+                      {"country": "FR", "tax_inclusive": inclusive})
+    data = BillingInput(
+        account=account, currency=currency,
+        usage=tuple(UsageGroup(currency, s, f"z{i}", 1, a, Decimal(1))
+                    for i, (s, a) in enumerate(usage)),
+        subscriptions=(), discounts=tuple(discounts), tax_rates=RATES,
+        adjustments=tuple(Adjustment(i, a, currency, "Adjustment", c)
+                          for i, (a, c) in enumerate(adjustments)))
+    undiscounted = compute(msgspec.structs.replace(data, discounts=()), CYCLE,
+                     Settings(seller=SETTINGS.seller, rounding=method))
+    d = compute(data, CYCLE, Settings(seller=SETTINGS.seller, rounding=method))
+    before = {(x.category, x.rate): x.taxable + x.tax + x.rounding for x in undiscounted.taxes}
+    t = d.totals
+    assert t.line_total_micros == sum(ln.net_micros for ln in d.lines)
+    assert t.allowance_micros == sum(a.amount_micros for a in d.allowances)
+    assert t.tax_micros == sum(x.tax for x in d.taxes)
+    assert all(a.amount_micros > 0 and a.amount_micros % minor_step(currency) == 0
+               for a in d.allowances)
+    for x in d.taxes:  # what the category comes to: lower with discounts, never below zero
+        after = x.taxable + x.tax + x.rounding
+        assert min(0, before[x.category, x.rate]) <= after <= before[x.category, x.rate]
+        if not inclusive:
+            assert x.taxable >= min(0, sum(ln.net_micros for ln in d.lines
+                                           if (ln.tax_category, ln.tax_rate)
+                                           == (x.category, x.rate)))

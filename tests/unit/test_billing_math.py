@@ -6,14 +6,17 @@ import datetime as dt
 from decimal import Decimal
 from fractions import Fraction
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.billing import pricing
+from server.billing.compute import compute
+from server.billing.model import Account, BillingInput, Product, Settings, Subscription, UsageGroup
 from server.billing.periods import active_days, cycle, prorated
 from server.billing.rounding import minor_digits, quantity_text, round_fraction, round_minor
-from server.billing.tax import split_inclusive, tax_on
+from server.billing.tax import TaxRate, split_inclusive, tax_on
 
 UTC = dt.UTC
 
@@ -56,6 +59,42 @@ def test_package_and_allowance() -> None:
     assert pricing.billable_units(c, 50) == 0
     assert pricing.price_units(c, pricing.billable_units(c, 51)) == 2_000_000
     assert pricing.price_units(c, pricing.billable_units(c, 250)) == 4_000_000
+
+
+def usage_net(component: pricing.UsageComponent, units: int, billed_before: int) -> int:
+    """The component line of ``units`` more units in a cycle already billed for
+    ``billed_before`` on a final invoice."""
+    plan = Subscription(1, Product("p", "Plan", "EUR", 0, usage_pricing=(component,)),
+                        dt.datetime(2025, 1, 1, tzinfo=UTC), None)
+    draft = compute(BillingInput(
+        account=Account("A", "n", "EUR", "UTC", 1, {"country": "FR"}), currency="EUR",
+        usage=(UsageGroup("EUR", "data", "", 1, 0, Decimal(units)),) if units else (),
+        subscriptions=(plan,), adjustments=(), discounts=(),
+        tax_rates=(TaxRate("FR", "standard", "S", Decimal(20), dt.date(2000, 1, 1)),),
+        bill_recurring=not billed_before,
+        billed_quantity={"data": Decimal(billed_before)} if billed_before else {}),
+        cycle("2026-01", 1, "UTC"), Settings(seller={"country": "FR"}))
+    (line,) = [ln for ln in draft.lines if ln.subscription_id is not None]
+    return line.net_micros
+
+
+@pytest.mark.parametrize(("component", "first", "late", "first_net", "late_net"), [
+    # 5 included: 10 units cost 5 × 1.00, 22 cost 10 × 1.00 + 7 × 0.50: 8.50 more, not
+    # 12 − 5 included at the first tier's price again (7.00)
+    (msgspec.structs.replace(GRAD, included=Decimal(5)), 10, 12, 5_000_000, 8_500_000),
+    # volume: 25 units all at 0.25 cost less than 10 at 1.00: the late usage is a credit
+    (VOL, 10, 15, 10_000_000, -3_750_000),
+    # started packages of 100, 50 free: 120 is one package, 260 three: two more
+    (pricing.UsageComponent(service="data", model="package", price=Decimal("2"),
+                            package_size=Decimal(100), included=Decimal(50)),
+     120, 140, 2_000_000, 4_000_000),
+])
+def test_late_usage_is_priced_on_the_cycle_total(component: pricing.UsageComponent,
+                                                 first: int, late: int, first_net: int,
+                                                 late_net: int) -> None:
+    assert usage_net(component, first, 0) == first_net
+    assert usage_net(component, late, first) == late_net
+    assert first_net + late_net == usage_net(component, first + late, 0)  # as if on time
 
 
 def test_proration_start_on_last_day_of_leap_february() -> None:
