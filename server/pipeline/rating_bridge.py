@@ -116,7 +116,9 @@ class _Adapter:
             if code:
                 reason = STATUS_REASONS[code]
                 assert reason is not None
-                append(Failure(reason, details.get(n) or str(reason), account_id))
+                append(Failure(reason, details.get(n) or failure_detail(reason, records[n],
+                                                                        account_id),
+                               account_id))
                 continue
             version_id, zones, bands = versions[number]
             assert account_id is not None
@@ -127,13 +129,40 @@ class _Adapter:
     def _rate_outcomes(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
         out: list[Charge | Failure] = []
         ids = self._version_ids
-        for result in self._rater.rate(records):
+        for record, result in zip(records, self._rater.rate(records), strict=True):
             if isinstance(result, CoreCharge):
                 out.append(Charge(result.account_id,
                                   ids.get((result.tariff_id, result.effective_from)),
                                   result.zone, result.band, result.amount_micros,
                                   result.currency))
             else:
-                out.append(Failure(Reason(result.reason), result.detail or str(result.reason),
-                                   result.account_id))
+                reason = Reason(result.reason)
+                out.append(Failure(reason, result.detail or failure_detail(
+                    reason, record, result.account_id), result.account_id))
         return out
+
+
+def failure_detail(reason: Reason, record: UsageRecord, account_id: str | None) -> str:
+    """Why rating refused the record, with the values an operator looks at to fix the
+    catalog (the rater itself only says which rule failed)."""
+    kind = record.kind
+    if reason is Reason.UNKNOWN_ACCOUNT:
+        tried = {"voice": ("calling",), "sms": ("calling",), "data": ("msisdn", "imsi")}.get(
+            kind, ("msisdn", "imsi", "calling"))
+        shown = ", ".join(f"{name} {getattr(record, name)!r}" for name in tried
+                          if getattr(record, name))
+        return f"UNKNOWN_ACCOUNT: no account has the identifier ({shown or 'none given'})"
+    if reason is Reason.NO_TARIFF:
+        return (f"NO_TARIFF: account {account_id} has no subscription or tariff version in "
+                f"force at {record.event_time}")
+    if reason is Reason.NO_ZONE:
+        if not record.called:
+            return f"NO_ZONE: a {kind} record without 'called' matches only zone '*' rates"
+        return f"NO_ZONE: no zone prefix matches called {record.called!r}"
+    if reason is Reason.NO_RATE:
+        return (f"NO_RATE: the tariff of account {account_id} has no {kind} rate for the "
+                f"zone of {record.called!r} at {record.event_time}")
+    if reason is Reason.OVERFLOW:
+        return (f"OVERFLOW: the amount for this {kind} usage (duration_s {record.duration_s}, "
+                f"volume {record.volume_up}/{record.volume_down}) exceeds 2^63-1 micro-units")
+    return str(reason)

@@ -54,3 +54,17 @@ def test_a_charge_names_the_stored_version() -> None:
                                        event_time="2026-01-14T10:00:00Z", duration_s=60,
                                        calling="33611111111", called="33612345678")])
     assert charge.tariff_version_id == 11 and charge.zone == "national"  # type: ignore[union-attr]
+
+
+def test_failures_name_the_values_behind_them() -> None:
+    def voice(calling: str, called: str | None, when: str = "2026-01-14T10:00:00Z") -> UsageRecord:
+        return UsageRecord(record_key="k", source="t", kind="voice", event_time=when,
+                           duration_s=60, calling=calling, called=called)
+
+    unknown, no_zone, no_tariff = RATER.rate([
+        voice("33600000000", "33612345678"), voice("33611111111", "999"),
+        voice("33611111111", "33612345678", when="2025-12-31T10:00:00Z")])
+    assert unknown.detail == ("UNKNOWN_ACCOUNT: no account has the identifier "  # type: ignore[union-attr]
+                              "(calling '33600000000')")
+    assert no_zone.detail == "NO_ZONE: no zone prefix matches called '999'"  # type: ignore[union-attr]
+    assert no_tariff.detail.startswith("NO_TARIFF: account A1 has no ")  # type: ignore[union-attr]
