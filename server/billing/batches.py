@@ -4,7 +4,8 @@ lines, taxes and charge links.
 
 A draft of the same cycle is recomputed in place (same invoice id): its lines and links
 are dropped and rebuilt from every charge not on another invoice, so computing a batch
-again gives the same drafts (plus any late usage). A finalised invoice is never touched.
+again gives the same drafts (plus any late usage); its period follows the account's cycle,
+which a change of billing day moves. A finalised invoice is never touched.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int
             $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[],
             $16::bigint[], $17::jsonb[], $18::jsonb[], $19::text[])
         ON CONFLICT (account_id, period, currency) WHERE status = 'draft' DO UPDATE SET
-            bill_run_id = excluded.bill_run_id, tax_inclusive = excluded.tax_inclusive,
+            bill_run_id = excluded.bill_run_id, period_start = excluded.period_start,
+            period_end = excluded.period_end, tax_inclusive = excluded.tax_inclusive,
             reverse_charge = excluded.reverse_charge, rounding_method = excluded.rounding_method,
             line_total_micros = excluded.line_total_micros,
             allowance_micros = excluded.allowance_micros, net_micros = excluded.net_micros,

@@ -175,12 +175,14 @@ def _recurring_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
         days = active_days(cycle, sub.valid_from, sub.valid_to, data.account.timezone)
         if days == 0:
             continue
-        note = "" if days == cycle.days else f" ({days}/{cycle.days} days)"
+        # Over the normal cycle's days: a shorter transition cycle bills its days only.
+        month = cycle.month_days
+        note = "" if days == month else f" ({days}/{month} days)"
         yield _Draft(
-            "recurring", "subscription", f"{p.name}{note}", Decimal(days) / cycle.days,
-            "month", prorated(p.recurring_fee_micros, days, cycle.days), p.tax_class,
+            "recurring", "subscription", f"{p.name}{note}", Decimal(days) / month,
+            "month", prorated(p.recurring_fee_micros, days, month), p.tax_class,
             subscription_id=sub.subscription_id,
-            detail={"days": days, "cycle_days": cycle.days,
+            detail={"days": days, "cycle_days": month,
                     "fee_micros": p.recurring_fee_micros, "product": p.product_id},
         )
 

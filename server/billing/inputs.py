@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from server.billing.model import Account, Adjustment, Discount, Product, Subscription, UsageGroup
-from server.billing.periods import Cycle, cycle
+from server.billing.periods import Cycle, after, cycle
 from server.billing.pricing import VolumeTier, parse_components
 from server.billing.tax import TaxRate
 from server.store.pool import Connection
@@ -112,7 +112,7 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
         account_id=r["account_id"], name=r["name"], currency=r["currency"].strip(),
         timezone=r["timezone"], billing_day=r["billing_day"], attrs=json.loads(r["attrs"]),
     ) for r in rows}
-    cycles = {a.account_id: cycle(period, a.billing_day, a.timezone) for a in accounts.values()}
+    cycles = await _cycles(conn, accounts, period)
     # The drafts too: a finaliser locks only its invoice, so a draft being finalised now is
     # waited for, and then (no longer a draft) left out of the recomputation below.
     await conn.fetch(
@@ -157,6 +157,28 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
             "AND period = $2 AND status = 'finalised'", ids, period)},
         billed=dict(billed), charges=charges, frozen=len(frozen),
     )
+
+
+# The end of each account's latest finalised invoice of an earlier period that runs into
+# this cycle (its billing day changed since): the cycle starts there. Any currency: a cycle
+# is the account's, its invoices in every currency share it.
+INVOICED_END = """
+SELECT i.account_id, max(i.period_end) AS period_end
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS a(account_id, s, e)
+JOIN invoices i ON i.account_id = a.account_id AND i.status = 'finalised' AND i.period < $4
+    AND i.period_end > a.s AND i.period_start < a.e
+GROUP BY i.account_id
+"""
+
+
+async def _cycles(conn: Connection, accounts: dict[str, Account],
+                  period: str) -> dict[str, Cycle]:
+    normal = {a.account_id: cycle(period, a.billing_day, a.timezone) for a in accounts.values()}
+    rows = await conn.fetch(INVOICED_END, list(normal), [c.start for c in normal.values()],
+                            [c.end for c in normal.values()], period)
+    ends = {r["account_id"]: r["period_end"] for r in rows}
+    return {account_id: after(c, ends[account_id], accounts[account_id].timezone)
+            if account_id in ends else c for account_id, c in normal.items()}
 
 
 async def _subscriptions(conn: Connection,

@@ -4,6 +4,12 @@ Cycle ``YYYY-MM`` of an account with billing day ``d`` runs from day ``d`` of th
 00:00 local time, to day ``d`` of the next month. A fee is prorated by the local calendar
 days the subscription is active in the cycle (a started day counts in full) over the
 cycle's days — so February has 28 or 29 days and a start on the last day bills 1 day.
+
+After a change of billing day (or timezone) the previous cycle, already invoiced, may end
+after this cycle's normal start: the cycle then starts where the invoiced one ended (a
+shorter transition cycle, see ``after``), so no day is billed twice. Its fee is still
+prorated over the days of the normal cycle (the month it would cover): a transition cycle
+of d days bills fee × d / month_days, never the whole fee for a part of a month.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class Cycle(msgspec.Struct, frozen=True):
     end_local: dt.date  # first day after the cycle
     start: dt.datetime  # UTC instants
     end: dt.datetime
+    month_days: int  # days of the normal cycle: what a fee is prorated over
 
     @property
     def days(self) -> int:
@@ -56,7 +63,19 @@ def cycle(period: str, billing_day: int, timezone: str) -> Cycle:
     return Cycle(
         period=period, start_local=start_local, end_local=end_local,
         start=_midnight_utc(start_local, tz), end=_midnight_utc(end_local, tz),
+        month_days=(end_local - start_local).days,
     )
+
+
+def after(c: Cycle, invoiced_end: dt.datetime, timezone: str) -> Cycle:
+    """The cycle starting no earlier than ``invoiced_end``, the end of the last invoiced
+    cycle: unchanged if that ended by the normal start. A start within a local day (the
+    timezone changed) keeps that day: a started day counts, as for subscriptions."""
+    if invoiced_end <= c.start:
+        return c
+    start = min(invoiced_end, c.end)
+    return msgspec.structs.replace(
+        c, start=start, start_local=start.astimezone(zone(timezone)).date())
 
 
 def _midnight_utc(day: dt.date, tz: ZoneInfo) -> dt.datetime:

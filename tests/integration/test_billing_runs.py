@@ -9,7 +9,7 @@ import pytest
 
 from server.billing import documents
 from server.billing.runs import bill_run
-from server.store import subscriptions_repo
+from server.store import accounts_repo, subscriptions_repo
 from tests.integration import billing_seed as seed
 
 UTC = dt.UTC
@@ -179,3 +179,74 @@ async def test_a_draft_left_with_nothing_to_bill_is_removed(pool: asyncpg.Pool) 
         "SELECT after->>'drafts_dropped' FROM audit_log WHERE action = 'bill_run.batch' "
         "ORDER BY seq DESC LIMIT 1")
     assert dropped == f"[{eur}]"
+
+
+async def _day15_account_billed_for_january(pool: asyncpg.Pool, account_id: str) -> int:
+    """An account on billing day 15 with a 28.00 plan, January (15 Jan → 15 Feb) finalised
+    with a 1.00 call of 5 February. Returns that call's charge id."""
+    async with pool.acquire() as conn:
+        await seed.product(conn, "plan-28", 28_000_000)
+        await seed.account(conn, account_id, billing_day=15)
+        await seed.subscribe(conn, account_id, "plan-28", dt.datetime(2025, 6, 1, tzinfo=UTC))
+        overlap = await seed.charge(conn, account_id, dt.datetime(2026, 2, 5, tzinfo=UTC),
+                                    1_000_000)
+    await bill_run(pool, "2026-01", seed.SETTINGS, accounts=[account_id], finalize=True,
+                   force=True, actor="test")
+    return overlap
+
+
+async def _period(pool: asyncpg.Pool, invoice_id: int) -> tuple[dt.date, dt.date]:
+    async with pool.acquire() as conn:
+        c = (await documents.load(conn, invoice_id)).content
+    return c.period_start.date(), c.period_end.date()
+
+
+async def test_billing_day_change_bills_a_transition_cycle_once(pool: asyncpg.Pool) -> None:
+    """15 → 1 after January (15 Jan → 15 Feb) was finalised: February runs 15 Feb → 1 Mar,
+    its fee is 14/28 of the plan, the call of 5 February stays on January's invoice; March
+    is a normal cycle again. An account keeping day 15 is billed as before."""
+    overlap = await _day15_account_billed_for_january(pool, "BDAY1")
+    await _day15_account_billed_for_january(pool, "BDAY15")
+    await accounts_repo.update(pool, "test", "BDAY1", {"billing_day": 1})
+    async with pool.acquire() as conn:
+        late = await seed.charge(conn, "BDAY1", dt.datetime(2026, 2, 20, tzinfo=UTC), 2_000_000)
+    feb = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["BDAY1", "BDAY15"],
+                         finalize=True, force=True, actor="test")
+    async with pool.acquire() as conn:
+        invoices = {i.content.account_id: i.content for i in
+                    [await documents.load(conn, n) for n in feb.invoice_ids]}
+        links = {r["charge_id"]: r["n"] for r in await conn.fetch(
+            "SELECT charge_id, count(*) AS n FROM invoice_line_charges "
+            "WHERE account_id = 'BDAY1' GROUP BY charge_id")}
+    moved = invoices["BDAY1"]
+    assert (moved.period_start.date(), moved.period_end.date()) == (
+        dt.date(2026, 2, 15), dt.date(2026, 3, 1))
+    assert [(ln.kind, ln.description, ln.net_micros) for ln in moved.lines] == [
+        ("usage", "Voice — national", 2_000_000),
+        ("recurring", "Plan plan-28 (14/28 days)", 14_000_000)]
+    assert links == {overlap: 1, late: 1}
+    kept = invoices["BDAY15"]
+    assert (kept.period_start.date(), kept.period_end.date()) == (
+        dt.date(2026, 2, 15), dt.date(2026, 3, 15))
+    assert [(ln.description, ln.net_micros) for ln in kept.lines] == [("Plan plan-28", 28_000_000)]
+    mar = await bill_run(pool, "2026-03", seed.SETTINGS, accounts=["BDAY1"], actor="test")
+    assert await _period(pool, mar.invoice_ids[0]) == (dt.date(2026, 3, 1), dt.date(2026, 4, 1))
+    async with pool.acquire() as conn:
+        march = (await documents.load(conn, mar.invoice_ids[0])).content
+    assert [(ln.description, ln.net_micros) for ln in march.lines] == [("Plan plan-28", 28_000_000)]
+
+
+async def test_refreshed_draft_follows_a_billing_day_change(pool: asyncpg.Pool) -> None:
+    await _day15_account_billed_for_january(pool, "BDAY2")
+    first = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["BDAY2"], actor="test")
+    assert await _period(pool, first.invoice_ids[0]) == (dt.date(2026, 2, 15),
+                                                          dt.date(2026, 3, 15))
+    await accounts_repo.update(pool, "test", "BDAY2", {"billing_day": 1})
+    again = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["BDAY2"], actor="test")
+    assert again.invoice_ids == first.invoice_ids  # the same draft, refreshed
+    assert await _period(pool, first.invoice_ids[0]) == (dt.date(2026, 2, 15),
+                                                          dt.date(2026, 3, 1))
+    row = await pool.fetchrow("SELECT period_start, period_end, net_micros FROM invoices "
+                              "WHERE invoice_id = $1", first.invoice_ids[0])
+    assert row["period_end"] == dt.datetime(2026, 3, 1, tzinfo=UTC)
+    assert row["net_micros"] == 14_000_000

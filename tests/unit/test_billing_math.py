@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from server.billing import pricing
 from server.billing.compute import compute
 from server.billing.model import Account, BillingInput, Product, Settings, Subscription, UsageGroup
-from server.billing.periods import active_days, cycle, prorated
+from server.billing.periods import active_days, after, cycle, prorated
 from server.billing.rounding import minor_digits, quantity_text, round_fraction, round_minor
 from server.billing.tax import TaxRate, split_inclusive, tax_on
 
@@ -152,3 +152,20 @@ def test_round_minor_is_within_half_a_unit(micros: int) -> None:
 ])
 def test_quantities_print_with_at_most_four_decimals(quantity: Decimal | int, text: str) -> None:
     assert quantity_text(quantity) == text
+
+
+def test_transition_cycle_after_a_billing_day_change() -> None:
+    """Day 15 → 1: the invoiced cycle ended on 15 February, February's cycle starts there
+    and a full plan is prorated over the 28 days of the normal cycle; no overlap, no change."""
+    feb = cycle("2026-02", 1, "UTC")
+    moved = after(feb, cycle("2026-01", 15, "UTC").end, "UTC")
+    assert (moved.start_local, moved.end_local) == (dt.date(2026, 2, 15), dt.date(2026, 3, 1))
+    assert moved.start == dt.datetime(2026, 2, 15, tzinfo=UTC) and moved.end == feb.end
+    days = active_days(moved, dt.datetime(2025, 6, 1, tzinfo=UTC), None, "UTC")
+    assert (days, moved.month_days) == (14, 28)
+    assert prorated(28_000_000, days, moved.month_days) == 14_000_000
+    assert after(feb, cycle("2026-01", 1, "UTC").end, "UTC") == feb
+    # a timezone change may overlap by hours: the started day still counts, no proration
+    paris = cycle("2026-02", 1, "Europe/Paris")
+    shifted = after(paris, cycle("2026-01", 1, "America/New_York").end, "Europe/Paris")
+    assert shifted.start_local == paris.start_local and shifted.start > paris.start
