@@ -159,14 +159,16 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
     )
 
 
-# The end of each account's latest finalised invoice of an earlier period that runs into
-# this cycle (its billing day changed since): the cycle starts there. Any currency: a cycle
-# is the account's, its invoices in every currency share it.
+# The end of each account's latest finalised invoice of an earlier period that ends within
+# a month before this cycle's normal start or runs into the cycle (its billing day changed
+# since): the cycle starts there, so no day is billed twice (it ran into the cycle) or never
+# (it ended before). Any currency: a cycle is the account's, its invoices in every currency
+# share it. An invoice that ended longer ago is no neighbour: nothing is reached back for.
 INVOICED_END = """
 SELECT i.account_id, max(i.period_end) AS period_end
 FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS a(account_id, s, e)
 JOIN invoices i ON i.account_id = a.account_id AND i.status = 'finalised' AND i.period < $4
-    AND i.period_end > a.s AND i.period_start < a.e
+    AND i.period_end > a.s - interval '1 month' AND i.period_start < a.e
 GROUP BY i.account_id
 """
 

@@ -6,10 +6,11 @@ days the subscription is active in the cycle (a started day counts in full) over
 cycle's days — so February has 28 or 29 days and a start on the last day bills 1 day.
 
 After a change of billing day (or timezone) the previous cycle, already invoiced, may end
-after this cycle's normal start: the cycle then starts where the invoiced one ended (a
-shorter transition cycle, see ``after``), so no day is billed twice. Its fee is still
-prorated over the days of the normal cycle (the month it would cover): a transition cycle
-of d days bills fee × d / month_days, never the whole fee for a part of a month.
+after this cycle's normal start, or before it: the cycle then starts where the invoiced one
+ended (a shorter or longer transition cycle, see ``after``), so no day is billed twice and
+none is skipped. Its fee is prorated over the days of the normal cycle (the month it would
+cover): a transition cycle of d days bills fee × d / month_days — half a fee for half a
+month, one and a half for a month and a half.
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def cycle(period: str, billing_day: int, timezone: str) -> Cycle:
 
 
 def after(c: Cycle, invoiced_end: dt.datetime, timezone: str) -> Cycle:
-    """The cycle starting no earlier than ``invoiced_end``, the end of the last invoiced
-    cycle: unchanged if that ended by the normal start. A start within a local day (the
-    timezone changed) keeps that day: a started day counts, as for subscriptions."""
-    if invoiced_end <= c.start:
+    """The cycle starting where the last invoiced cycle ended (``invoiced_end``): later than
+    the normal start after the billing day moved earlier (a shorter cycle), earlier after it
+    moved later (a longer one, so the days between are billed); unchanged when they meet.
+    A start within a local day (the timezone changed) keeps that day: a started day counts,
+    as for subscriptions."""
+    if invoiced_end == c.start:
         return c
     start = min(invoiced_end, c.end)
     return msgspec.structs.replace(

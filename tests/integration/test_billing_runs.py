@@ -236,6 +236,24 @@ async def test_billing_day_change_bills_a_transition_cycle_once(pool: asyncpg.Po
     assert [(ln.description, ln.net_micros) for ln in march.lines] == [("Plan plan-28", 28_000_000)]
 
 
+async def test_billing_day_moved_later_bills_the_days_between(pool: asyncpg.Pool) -> None:
+    """1 → 15 after January (1 Jan → 1 Feb) was finalised: February runs 1 Feb → 15 Mar and
+    bills 42 of the plan's 28 days; the fortnight between is not lost."""
+    async with pool.acquire() as conn:
+        await seed.product(conn, "plan-28", 28_000_000)
+        await seed.account(conn, "BDAYL")
+        await seed.subscribe(conn, "BDAYL", "plan-28", dt.datetime(2025, 6, 1, tzinfo=UTC))
+    await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["BDAYL"], finalize=True,
+                   force=True, actor="test")
+    await accounts_repo.update(pool, "test", "BDAYL", {"billing_day": 15})
+    feb = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["BDAYL"], actor="test")
+    assert await _period(pool, feb.invoice_ids[0]) == (dt.date(2026, 2, 1), dt.date(2026, 3, 15))
+    async with pool.acquire() as conn:
+        lines = (await documents.load(conn, feb.invoice_ids[0])).content.lines
+    assert [(ln.description, ln.net_micros) for ln in lines] == [
+        ("Plan plan-28 (42/28 days)", 42_000_000)]
+
+
 async def test_refreshed_draft_follows_a_billing_day_change(pool: asyncpg.Pool) -> None:
     await _day15_account_billed_for_january(pool, "BDAY2")
     first = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["BDAY2"], actor="test")

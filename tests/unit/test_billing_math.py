@@ -165,6 +165,14 @@ def test_transition_cycle_after_a_billing_day_change() -> None:
     assert (days, moved.month_days) == (14, 28)
     assert prorated(28_000_000, days, moved.month_days) == 14_000_000
     assert after(feb, cycle("2026-01", 1, "UTC").end, "UTC") == feb
+    # day 1 → 15: the invoiced cycle ended on 1 February, February's runs from there to
+    # 15 March: the fortnight between is billed, not skipped (42 of 28 days)
+    later = cycle("2026-02", 15, "UTC")
+    longer = after(later, cycle("2026-01", 1, "UTC").end, "UTC")
+    assert (longer.start_local, longer.end_local) == (dt.date(2026, 2, 1), dt.date(2026, 3, 15))
+    days = active_days(longer, dt.datetime(2025, 6, 1, tzinfo=UTC), None, "UTC")
+    assert (days, longer.month_days) == (42, 28)
+    assert prorated(28_000_000, days, longer.month_days) == 42_000_000
     # a timezone change may overlap by hours: the started day still counts, no proration
     paris = cycle("2026-02", 1, "Europe/Paris")
     shifted = after(paris, cycle("2026-01", 1, "America/New_York").end, "Europe/Paris")
