@@ -20,6 +20,7 @@ class Reason(enum.StrEnum):
     BAD_FIELD = "BAD_FIELD"
     MALFORMED = "MALFORMED"
     PARTIAL_INCOMPLETE = "PARTIAL_INCOMPLETE"
+    PARTIAL_LATE = "PARTIAL_LATE"  # a part arriving after its incomplete group was closed
     NEGATIVE_DELTA = "NEGATIVE_DELTA"  # a meter reading below the previous one, no rollover
     OUT_OF_ORDER = "OUT_OF_ORDER"  # a meter reading older than the latest, or contradicting one
 

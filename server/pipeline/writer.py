@@ -32,7 +32,7 @@ from server.pipeline.rows import (
 )
 from server.pipeline.validate import validate
 from server.records import UsageRecord
-from server.store import usage_repo
+from server.store import suspense_repo, usage_repo
 from server.store.pool import Connection
 
 _STATUS_COUNT = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
@@ -182,6 +182,8 @@ async def _merge_partials(
             entry.status = "pending"
         else:
             entry.status = "duplicate"
+    if touched:
+        await _late_parts(conn, touched, source_file_id)
     stored = await usage_repo.open_parts(conn, list(touched))
     complete = {group: found for group, found in stored.items()
                 if partials.missing([(p.partial_seq, p.is_last) for p in found]) == []}
@@ -203,6 +205,47 @@ async def _merge_partials(
             entry.outcome = outcome
     batch.merged = merged_entries
     return merged_entries
+
+
+async def _late_parts(
+    conn: Connection, touched: dict[tuple[str, str], list[Entry]], source_file_id: int | None
+) -> None:
+    """New parts of groups the sweeper expired (the groups are locked). While the expired
+    group's suspense row is open, the group is reopened and that row resolved: the late part
+    completes it (or it waits and expires again, missing fewer parts). Once the incomplete
+    merge was retried or discarded, each late part goes to suspense on its own (PARTIAL_LATE),
+    naming what became of the merge: a new group would expire again under the same merged
+    key, and its retry be taken for a duplicate of the charged one."""
+    expired = await usage_repo.expired_groups(conn, list(touched))
+    if not expired:
+        return
+    keys = {group: (group[0], f"{group[1]}/merged") for group in expired}
+    open_rows = await suspense_repo.lock_open_by_key(conn, list(keys.values()))
+    reopen = [group for group in expired if keys[group] in open_rows]
+    if reopen:
+        await usage_repo.reopen_groups(conn, reopen)
+    for group in reopen:
+        seqs = sorted(e.record.partial_seq or 0 for e in touched[group] if e.record is not None)
+        for suspense_id in open_rows[keys[group]]:
+            await suspense_repo.resolve(conn, suspense_id,
+                                        f"reopened: late part(s) {seqs} rejoined the group")
+    closed = [group for group in expired if keys[group] not in open_rows]
+    rows: list[tuple[Any, ...]] = []
+    late: list[tuple[str, str, int]] = []
+    for group in closed:
+        fate = await suspense_repo.how_closed(conn, *keys[group])
+        for entry in touched.pop(group):
+            assert entry.record is not None and entry.record.partial_seq is not None
+            seq = entry.record.partial_seq
+            failure = Failure(Reason.PARTIAL_LATE,
+                              f"charging id {group[1]}: part {seq} arrived after the incomplete "
+                              f"group {keys[group][1]} was closed ({fate})")
+            rows.append(suspense_row(entry, failure, source_file_id))
+            late.append((group[0], group[1], seq))
+            entry.status = "suspense"
+    if late:
+        await usage_repo.expire_parts(conn, late)
+        await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, rows)
 
 
 def observe(batch: Batch) -> None:

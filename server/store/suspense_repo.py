@@ -6,6 +6,7 @@ usage id it became; one that fails again keeps it open with the new reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
@@ -92,6 +93,39 @@ async def key_is_charged(conn: Connection, source: str, record_key: str) -> bool
         "ON u.account_id = k.account_id AND u.event_time = k.event_time "
         "AND u.usage_id = k.usage_id WHERE k.source = $1 AND k.record_key = $2)",
         source, record_key))
+
+
+async def lock_open_by_key(
+    conn: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[int]]:
+    """Ids of the open rows holding these (source, record key), locked for this transaction
+    (a retry skips them; one under way is waited for, and its row is then no longer open)."""
+    rows = await conn.fetch(
+        "SELECT suspense_id, source, record_key FROM suspense WHERE state = 'open' "
+        "AND (source, record_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
+        "ORDER BY suspense_id FOR UPDATE", [k[0] for k in keys], [k[1] for k in keys])
+    found: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        found.setdefault((row[1], row[2]), []).append(row[0])
+    return found
+
+
+async def how_closed(conn: Connection, source: str, record_key: str) -> str:
+    """What became of a key's suspended record: the usage it was charged as, else the last
+    resolution of its rows."""
+    usage_id = await conn.fetchval(
+        "SELECT u.usage_id FROM usage_keys k JOIN usage_records u "
+        "ON u.account_id = k.account_id AND u.event_time = k.event_time "
+        "AND u.usage_id = k.usage_id WHERE k.source = $1 AND k.record_key = $2",
+        source, record_key)
+    if usage_id is not None:
+        return f"charged as usage {usage_id}"
+    row = await conn.fetchrow(
+        "SELECT state, resolution FROM suspense WHERE source = $1 AND record_key = $2 "
+        "ORDER BY suspense_id DESC LIMIT 1", source, record_key)
+    if row is None:
+        return "closed"
+    return f"{row[0]}: {row[1]}" if row[1] else str(row[0])
 
 
 async def resolve(conn: Connection, suspense_id: int, resolution: str) -> None:

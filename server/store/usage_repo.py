@@ -178,6 +178,35 @@ async def close_groups(
     return {(row[0], row[1]) for row in rows}
 
 
+async def expired_groups(
+    conn: Connection, groups: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Those of ``groups`` that have parts the sweeper expired."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT source, group_key FROM partial_records WHERE state = 'expired' "
+        "AND (source, group_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [g[0] for g in groups], [g[1] for g in groups])
+    return {(row[0], row[1]) for row in rows}
+
+
+async def reopen_groups(conn: Connection, groups: Sequence[tuple[str, str]]) -> None:
+    """Expired parts back to open: a late part completes their group after all."""
+    await conn.execute(
+        "UPDATE partial_records SET state = 'open' WHERE state = 'expired' "
+        "AND (source, group_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [g[0] for g in groups], [g[1] for g in groups])
+
+
+async def expire_parts(conn: Connection, parts: Sequence[tuple[str, str, int]]) -> None:
+    """Mark these parts expired (a late part put in suspense: it must not start a new group
+    that would expire again under the same merged key)."""
+    await conn.execute(
+        "UPDATE partial_records SET state = 'expired' WHERE state = 'open' "
+        "AND (source, group_key, partial_seq) IN "
+        "(SELECT * FROM unnest($1::text[], $2::text[], $3::int[]))",
+        [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
+
+
 async def stale_groups(conn: Connection, older_than_s: float) -> list[tuple[str, str]]:
     rows = await conn.fetch(
         "SELECT source, group_key FROM partial_records WHERE state = 'open' "

@@ -237,6 +237,73 @@ async def test_incomplete_partial_group_expires_to_suspense(
     assert row["reason"] == Reason.PARTIAL_INCOMPLETE and "missing parts [1]" in row["detail"]
 
 
+def late_part(group: str, seq: int, last: bool, seconds: int) -> UsageRecord:
+    return voice(f"{group}-{seq}", seconds=seconds, partial_seq=seq,
+                 attrs={"charging_id": group, "partial_last": last},
+                 when=f"2026-02-03T11:0{seq}:00Z")
+
+
+async def expire_group(pipeline: Pipeline, pool: asyncpg.Pool, group: str) -> int:
+    """Age the group past the timeout, sweep; the id of its PARTIAL_INCOMPLETE row."""
+    await pool.execute("UPDATE partial_records SET received_at = now() - interval '2 days' "
+                       "WHERE group_key = $1", group)
+    await pipeline.expire_partials()
+    return int(await pool.fetchval(
+        "SELECT suspense_id FROM suspense WHERE record_key = $1 AND state = 'open' "
+        "AND reason = 'PARTIAL_INCOMPLETE'", f"{group}/merged"))
+
+
+async def test_late_part_reopens_an_expired_group_and_completes_it(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    await pipeline.commit([Delivery(source="mqtt", position="late-1", records=[
+        late_part("cidL1", 1, False, 100), late_part("cidL1", 3, True, 5)])])
+    suspense_id = await expire_group(pipeline, pool, "cidL1")
+
+    out = await pipeline.commit([Delivery(source="mqtt", position="late-2",
+                                          records=[late_part("cidL1", 2, False, 500)])])
+    c = out[0].counts
+    assert (c.in_, c.charged, c.suspense, c.pending) == (1, 1, 0, 0)
+    assert await pool.fetchval("SELECT duration_s FROM usage_records "
+                               "WHERE record_key = 'cidL1/merged'") == 605
+    row = await pool.fetchrow("SELECT state, resolution FROM suspense WHERE suspense_id = $1",
+                              suspense_id)
+    assert row["state"] == "retried" and "late part(s) [2]" in row["resolution"]
+    assert await pool.fetchval("SELECT count(*) FROM suspense WHERE state = 'open' "
+                               "AND record_key LIKE 'cidL1%'") == 0
+    states = await pool.fetch("SELECT state FROM partial_records WHERE group_key = 'cidL1'")
+    assert {r["state"] for r in states} == {"merged"} and len(states) == 3
+
+
+async def test_late_part_after_the_incomplete_merge_was_charged_goes_to_suspense(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    await pipeline.commit([Delivery(source="mqtt", position="late-3", records=[
+        late_part("cidL2", 1, False, 100), late_part("cidL2", 3, True, 5)])])
+    suspense_id = await expire_group(pipeline, pool, "cidL2")
+    report = await pipeline.retry_suspense(ids=[suspense_id])
+    assert [r.status for r in report.results] == ["charged"]
+    usage_id = await pool.fetchval("SELECT usage_id FROM usage_records "
+                                   "WHERE record_key = 'cidL2/merged'")
+
+    out = await pipeline.commit([Delivery(source="mqtt", position="late-4",
+                                          records=[late_part("cidL2", 2, False, 500)])])
+    c = out[0].counts
+    assert (c.in_, c.charged, c.suspense, c.duplicates, c.pending) == (1, 0, 1, 0, 0)
+    row = await pool.fetchrow("SELECT suspense_id, reason, detail FROM suspense "
+                              "WHERE record_key = 'cidL2-2' AND state = 'open'")
+    assert row["reason"] == Reason.PARTIAL_LATE
+    assert f"cidL2/merged was closed (charged as usage {usage_id})" in row["detail"]
+    # It starts no new group: nothing to expire again under the charged merged key.
+    assert await pool.fetchval("SELECT count(*) FROM partial_records "
+                               "WHERE group_key = 'cidL2' AND state = 'open'") == 0
+    # An operator may charge it on its own: it is not a duplicate of the merged usage.
+    report = await pipeline.retry_suspense(ids=[row["suspense_id"]])
+    assert [r.status for r in report.results] == ["charged"]
+    assert await pool.fetchval("SELECT sum(duration_s) FROM usage_records "
+                               "WHERE record_key LIKE 'cidL2%'") == 605
+
+
 async def test_connection_dropped_mid_batch_is_retried_and_committed_once(
     pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:

@@ -53,13 +53,15 @@ async def waiting_on_a_lock(pool: asyncpg.Pool, conn: asyncpg.Connection | None)
 async def test_two_open_rows_of_one_key_retried_at_once_charge_once(
     pipeline: Pipeline, pool: asyncpg.Pool
 ) -> None:
-    # A partial group split by its timeout: two open suspense rows under one record key.
+    # Two open suspense rows under one record key (a partial group split by its timeout, as
+    # stored before a late part reopened its expired group): a copy of the expired group's.
     await pipeline.commit([Delivery(source="mqtt", position="race-1", records=[
         part("race1", 1, False, 100, "2026-02-03T10:00:00Z")])])
     await suspense.expire_partials(pool, 0.0)
-    await pipeline.commit([Delivery(source="mqtt", position="race-2", records=[
-        part("race1", 2, True, 500, "2026-02-03T10:05:00Z")])])
-    await suspense.expire_partials(pool, 0.0)
+    await pool.execute(
+        "INSERT INTO suspense (source, record_key, account_id, reason, detail, record, "
+        "source_position) SELECT source, record_key, account_id, reason, detail, record, "
+        "source_position FROM suspense WHERE record_key = 'race1/merged'")
     ids = [r[0] for r in await pool.fetch(
         "SELECT suspense_id FROM suspense WHERE record_key = 'race1/merged' AND state = 'open' "
         "ORDER BY 1")]
@@ -110,6 +112,34 @@ async def test_the_sweeper_leaves_a_group_a_batch_is_completing(
         "SELECT count(*) FROM charges c JOIN usage_records u "
         "USING (account_id, event_time, usage_id) WHERE u.record_key = 'sweep1/merged'")
     assert charged == 1
+
+
+async def test_a_late_part_waits_for_a_retry_charging_its_expired_group(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    await pipeline.commit([Delivery(source="mqtt", position="late-1", records=[
+        part("late1", 1, False, 100, "2026-02-03T10:00:00Z")])])
+    await suspense.expire_partials(pool, 0.0)
+    suspense_id = await pool.fetchval(
+        "SELECT suspense_id FROM suspense WHERE record_key = 'late1/merged'")
+    rater = await pipeline.raters.current()
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            [row] = await suspense_repo.claim_for_retry(conn, ids=[suspense_id], reason=None,
+                                                        limit=1)
+            assert (await suspense._retry_one(conn, row, rater)).status == "charged"
+            late = asyncio.create_task(pipeline.commit([Delivery(
+                source="mqtt", position="late-2",
+                records=[part("late1", 2, True, 500, "2026-02-03T10:05:00Z")])]))
+            await waiting_on_a_lock(pool, None)
+        out = await late
+    # Once the retry committed, the group is charged: the late part is suspended on its own.
+    assert (out[0].counts.suspense, out[0].counts.pending) == (1, 0)
+    usage_id = await pool.fetchval(
+        "SELECT usage_id FROM usage_records WHERE record_key = 'late1/merged'")
+    detail = await pool.fetchval("SELECT detail FROM suspense WHERE record_key = 'late1-2' "
+                                 "AND reason = 'PARTIAL_LATE' AND state = 'open'")
+    assert f"charged as usage {usage_id}" in detail
 
 
 class PlusOne:
