@@ -99,23 +99,34 @@ async def expire_partials(pool: asyncpg.Pool, older_than_s: float) -> int:
     Groups are locked as a batch storing parts locks them, then checked again: one a batch
     completed (merged and charged) or extended meanwhile stays out of suspense.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        candidates = await usage_repo.stale_groups(conn, older_than_s)
-        if not candidates:
-            return 0
-        await usage_repo.lock_groups(conn, candidates)
-        locked = set(candidates)
-        groups = [g for g in await usage_repo.stale_groups(conn, older_than_s) if g in locked]
-        found = await usage_repo.open_parts(conn, groups)
-        closed = await usage_repo.close_groups(conn, groups, "expired") if groups else set()
-        rows = []
-        for (source, group), parts in found.items():
-            if (source, group) not in closed:
-                continue
-            records = [msgspec.json.decode(p.record, type=UsageRecord) for p in parts]
-            merged, failure = writer.expired_record(group, records)
-            entry = Entry(source, merged, None, failure, f"partial:{group}")
-            rows.append(writer.suspense_row(entry, failure, None))
-            SUSPENSE_RECORDS.labels(str(failure.reason)).inc()
-        await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, rows)
+    expired, after = 0, ("", "")
+    async with pool.acquire() as conn:
+        while True:  # a chunk of groups per transaction: a backlog must not exhaust locks
+            async with conn.transaction():
+                candidates = await usage_repo.stale_groups(conn, older_than_s, after=after)
+                if not candidates:
+                    return expired
+                expired += await _expire_chunk(conn, candidates, older_than_s, after)
+            after = candidates[-1]
+
+
+async def _expire_chunk(conn: Connection, candidates: list[tuple[str, str]],
+                        older_than_s: float, after: tuple[str, str]) -> int:
+    """Expire the candidates still stale once locked; the suspense rows written."""
+    await usage_repo.lock_groups(conn, candidates)
+    locked = set(candidates)
+    groups = [g for g in await usage_repo.stale_groups(conn, older_than_s, after=after)
+              if g in locked]
+    found = await usage_repo.open_parts(conn, groups)
+    closed = await usage_repo.close_groups(conn, groups, "expired") if groups else set()
+    rows = []
+    for (source, group), parts in found.items():
+        if (source, group) not in closed:
+            continue
+        records = [msgspec.json.decode(p.record, type=UsageRecord) for p in parts]
+        merged, failure = writer.expired_record(group, records)
+        entry = Entry(source, merged, None, failure, f"partial:{group}")
+        rows.append(writer.suspense_row(entry, failure, None))
+        SUSPENSE_RECORDS.labels(str(failure.reason)).inc()
+    await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, rows)
     return len(rows)

@@ -22,10 +22,11 @@ _encode = msgspec.json.encode
 # record_key and source form the primary key of usage_keys: a btree entry must fit in a
 # third of a page (~2.7 kB), and no decoder makes keys anywhere near this long.
 MAX_KEY_LENGTH = 256
-# Amounts stay far inside int64 micro-units (9.2e12 units) and asyncpg's numeric encoder.
+# charge and quantity are stored as numeric, as sent: below 1e15 in magnitude, and written
+# with an exponent PostgreSQL's numeric and asyncpg's encoder take ("1e-999999" is not;
+# "34.5600000000002", a meter difference of JSON floats, is).
 MAX_DIGITS = 15  # integer digits: |value| < 1e15
-CHARGE_PLACES = 6  # money: micro-units
-QUANTITY_PLACES = 12
+MAX_SCALE = 1000  # digits after the point, as written
 MIN_YEAR, MAX_YEAR = 1990, 2199
 _INT64_MAX = 2**63 - 1
 
@@ -126,10 +127,10 @@ def _check_numbers(record: UsageRecord) -> Failure | None:
         return _bad_digits("imsi", imsi)
     if msisdn is not None and not _is_digits(msisdn):
         return _bad_digits("msisdn", msisdn)
-    if record.charge is not None and not _is_decimal(record.charge, CHARGE_PLACES):
-        return _bad_decimal("charge", record.charge, CHARGE_PLACES)
-    if record.quantity is not None and not _is_decimal(record.quantity, QUANTITY_PLACES):
-        return _bad_decimal("quantity", record.quantity, QUANTITY_PLACES)
+    if record.charge is not None and not _is_decimal(record.charge):
+        return _bad_decimal("charge", record.charge)
+    if record.quantity is not None and not _is_decimal(record.quantity):
+        return _bad_decimal("quantity", record.quantity)
     if record.partial_seq is not None and not 1 <= record.partial_seq <= 2**31 - 1:
         return _bad("partial_seq", f"{record.partial_seq} is not a sequence number >= 1")
     return None
@@ -151,7 +152,7 @@ def _check_kind(record: UsageRecord) -> Failure | None:
     return None
 
 
-def _is_decimal(text: str, places: int) -> bool:
+def _is_decimal(text: str) -> bool:
     if len(text) > 40:
         return False
     try:
@@ -163,13 +164,14 @@ def _is_decimal(text: str, places: int) -> bool:
     # The value is stored as written ("0e999999" is zero but not encodable): bound the
     # written exponent, and the magnitude through the leading digit's position.
     exponent = value.as_tuple().exponent
-    return isinstance(exponent, int) and exponent >= -places and value.adjusted() < MAX_DIGITS
+    return (isinstance(exponent, int) and -MAX_SCALE <= exponent <= MAX_DIGITS
+            and value.adjusted() < MAX_DIGITS)
 
 
-def _bad_decimal(name: str, text: str, places: int) -> Failure:
+def _bad_decimal(name: str, text: str) -> Failure:
     shown = text if len(text) <= 40 else text[:40] + "..."
     return _bad(name, f"{shown!r} is not a decimal string below 1e{MAX_DIGITS} in magnitude "
-                      f"with at most {places} decimal places")
+                      f"with at most {MAX_SCALE} decimal places")
 
 
 def _bad(field: str, message: str) -> Failure:

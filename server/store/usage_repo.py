@@ -207,12 +207,16 @@ async def expire_parts(conn: Connection, parts: Sequence[tuple[str, str, int]]) 
         [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
 
 
-async def stale_groups(conn: Connection, older_than_s: float) -> list[tuple[str, str]]:
+async def stale_groups(conn: Connection, older_than_s: float, *,
+                       after: tuple[str, str] = ("", ""), limit: int = 500,
+                       ) -> list[tuple[str, str]]:
+    """Open groups with no new part for ``older_than_s``, in key order after ``after``:
+    at most ``limit``, so that a sweep locks a bounded number of groups per transaction."""
     rows = await conn.fetch(
         "SELECT source, group_key FROM partial_records WHERE state = 'open' "
-        "GROUP BY source, group_key "
-        "HAVING max(received_at) < now() - make_interval(secs => $1) ORDER BY 1, 2",
-        older_than_s)
+        "AND (source, group_key) > ($2, $3) GROUP BY source, group_key "
+        "HAVING max(received_at) < now() - make_interval(secs => $1) ORDER BY 1, 2 LIMIT $4",
+        older_than_s, after[0], after[1], limit)
     return [(row[0], row[1]) for row in rows]
 
 

@@ -35,7 +35,7 @@ def event(key: str, **extra: object) -> UsageRecord:
 POISON: dict[str, tuple[UsageRecord, str]] = {
     "charge-exponent": (voice("p-charge", charge="1e999999"), "charge"),
     "charge-zero-exponent": (voice("p-charge0", charge="0e999999"), "charge"),
-    "charge-places": (voice("p-charge-places", charge="0.0000001"), "charge"),
+    "charge-scale": (voice("p-charge-scale", charge="1e-1001"), "charge"),
     "quantity-exponent": (event("p-quantity", quantity="1e999999"), "quantity"),
     "quantity-tiny": (event("p-quantity-tiny", quantity="1e-999999"), "quantity"),
     "huge-key": (voice("".join(random.Random(1).choices(string.ascii_letters, k=9000))),

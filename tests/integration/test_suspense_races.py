@@ -185,3 +185,24 @@ async def test_rerate_reverses_each_usage_own_charge(
     new = await pool.fetch("SELECT amount_micros FROM charges WHERE usage_id = 777 AND"
                            " kind = 'charge' AND rerate_job_id IS NOT NULL ORDER BY event_time")
     assert [n["amount_micros"] for n in new] == [10_001, 20_001]
+
+
+async def test_a_backlog_of_stale_groups_larger_than_the_lock_table_expires(
+    pool: asyncpg.Pool,
+) -> None:
+    """After an outage thousands of groups may be stale at once: the sweeper takes them a
+    chunk per transaction, so it never runs out of lock slots (about 6 400 by default)."""
+    groups = 20_000
+    await pool.execute(
+        "INSERT INTO partial_records (source, group_key, partial_seq, is_last, record, "
+        "received_at) SELECT 'backlog', 'b' || n, 1, false, jsonb_build_object("
+        "'record_key', 'b' || n || '-1', 'source', 'backlog', 'kind', 'voice', "
+        "'event_time', '2026-02-01T00:00:00Z', 'duration_s', 10, 'calling', '33611111111', "
+        "'called', '33612345678', 'partial_seq', 1, 'attrs', jsonb_build_object("
+        "'charging_id', 'b' || n)), now() - interval '2 hours' "
+        "FROM generate_series(1, $1) AS n", groups)
+    assert await suspense.expire_partials(pool, 3600) == groups
+    assert await pool.fetchval("SELECT count(*) FROM partial_records WHERE source = 'backlog' "
+                               "AND state = 'open'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM suspense WHERE source = 'backlog' "
+                               "AND reason = 'PARTIAL_INCOMPLETE'") == groups

@@ -41,7 +41,7 @@ def test_valid_record_gets_its_utc_time() -> None:
     ({"charge": "1e999999"}, "charge"),  # finite, but no numeric column takes it
     ({"charge": "0e999999"}, "charge"),
     ({"charge": "1000000000000000"}, "charge"),
-    ({"charge": "0.0000001"}, "charge"),  # below a micro-unit
+    ({"quantity": "1e-1001"}, "quantity"),  # more decimals than any sender writes
     ({"quantity": "1e-999999"}, "quantity"),
     ({"record_key": "k\x00"}, "record_key"),
     ({"source": "s" * 300}, "source"),
@@ -62,6 +62,8 @@ def test_bad_fields_are_named(fields: dict[str, object], field: str) -> None:
 @pytest.mark.parametrize("fields", [
     {"charge": "999999999999999.999999"}, {"charge": "-1.5"}, {"charge": "1e3"},
     {"quantity": "0.000000000001"}, {"attrs": {"a": ["b", 1, None]}},
+    # a meter difference of JSON floats, a network's charge of 7 places, trailing zeros
+    {"quantity": "34.5600000000002"}, {"charge": "0.0012345"}, {"charge": "1.5000000"},
     {"record_key": "k" * 256},
 ])
 def test_edge_values_that_fit_are_valid(fields: dict[str, object]) -> None:
