@@ -242,7 +242,8 @@ async def _late_parts(
                               f"group {keys[group][1]} was closed ({fate})")
             rows.append(suspense_row(entry, failure, source_file_id))
             late.append((group[0], group[1], seq))
-            entry.status = "suspense"
+            # The part's own answer (a delivery's per-record result) and the suspense metric.
+            entry.status, entry.outcome = "suspense", failure
     if late:
         await usage_repo.expire_parts(conn, late)
         await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, rows)

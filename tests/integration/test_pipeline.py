@@ -290,6 +290,7 @@ async def test_late_part_after_the_incomplete_merge_was_charged_goes_to_suspense
                                           records=[late_part("cidL2", 2, False, 500)])])
     c = out[0].counts
     assert (c.in_, c.charged, c.suspense, c.duplicates, c.pending) == (1, 0, 1, 0, 0)
+    assert [(r.status, r.reason) for r in out[0].results] == [("suspense", "PARTIAL_LATE")]
     row = await pool.fetchrow("SELECT suspense_id, reason, detail FROM suspense "
                               "WHERE record_key = 'cidL2-2' AND state = 'open'")
     assert row["reason"] == Reason.PARTIAL_LATE
