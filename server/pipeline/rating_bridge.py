@@ -21,6 +21,7 @@ from server.pipeline.raters import CatalogSnapshot, SubscriptionRow
 from server.rating import Charge as CoreCharge
 from server.rating import NativeRater, make_rater
 from server.rating import Rater as CoreRater
+from server.rating.fields import IDENTIFIER_FIELDS
 from server.rating.native import STATUS_REASONS
 from server.records import UsageRecord
 
@@ -147,8 +148,7 @@ def failure_detail(reason: Reason, record: UsageRecord, account_id: str | None) 
     catalog (the rater itself only says which rule failed)."""
     kind = record.kind
     if reason is Reason.UNKNOWN_ACCOUNT:
-        tried = {"voice": ("calling",), "sms": ("calling",), "data": ("msisdn", "imsi")}.get(
-            kind, ("msisdn", "imsi", "calling"))
+        tried = IDENTIFIER_FIELDS.get(kind, IDENTIFIER_FIELDS["event"])
         shown = ", ".join(f"{name} {getattr(record, name)!r}" for name in tried
                           if getattr(record, name))
         return f"UNKNOWN_ACCOUNT: no account has the identifier ({shown or 'none given'})"

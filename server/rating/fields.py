@@ -67,16 +67,18 @@ def usage_of(record: UsageRecord) -> int:
     return usage
 
 
+# The fields that name a record's account, tried in this order (DESIGN.md §5, rule 1).
+IDENTIFIER_FIELDS: dict[str, tuple[str, ...]] = {
+    "voice": ("calling",), "sms": ("calling",), "data": ("msisdn", "imsi"),
+    "event": ("msisdn", "imsi", "calling"),
+}
+_EVENT_FIELDS = IDENTIFIER_FIELDS["event"]
+
+
 def find_account(catalog: Catalog, record: UsageRecord) -> Account | None:
     identifiers = catalog.identifiers
-    kind = record.kind
-    if kind == "voice" or kind == "sms":
-        candidates: tuple[str | None, ...] = (record.calling,)
-    elif kind == "data":
-        candidates = (record.msisdn, record.imsi)
-    else:
-        candidates = (record.msisdn, record.imsi, record.calling)
-    for candidate in candidates:
+    for name in IDENTIFIER_FIELDS.get(record.kind, _EVENT_FIELDS):
+        candidate = getattr(record, name)
         if candidate:
             account = identifiers.get(candidate)
             if account is not None:
