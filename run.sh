@@ -62,7 +62,7 @@ case "${1:-}" in
     ensure_mosquitto
     ensure_poppler
     .venv/bin/ruff check .
-    .venv/bin/mypy server adapters
+    .venv/bin/mypy -p billing_oss.core -p billing_oss.server -p billing_oss.adapters
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)

@@ -1,6 +1,7 @@
 """Declares the Cython extensions; everything else lives in pyproject.toml.
 
-Every ``native/**/*.pyx`` becomes an extension named after its path. Set
+Every ``native/**/*.pyx`` becomes an extension named after its path under the
+``billing_oss`` import root (``billing_oss.native.rating``). Set
 ``BILLING_OSS_NATIVE_DEBUG=1`` for a debug build (bounds and wraparound checks on,
 line tracing, -O0 -g) used when hunting memory bugs and by the fuzz tests.
 """
@@ -26,7 +27,7 @@ def _extensions() -> list[Extension]:
             define_macros=macros,
             extra_compile_args=args,
         )
-        for pyx in sorted(Path("native").rglob("*.pyx"))
+        for pyx in sorted(Path("billing_oss/native").rglob("*.pyx"))
     ]
 
 

@@ -18,12 +18,12 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from adapters import intake
-from adapters.formats import payload
-from server.errors import BillingError, Reason
-from server.http.keys import CONFIG, PIPELINE, POOL, PRINCIPAL
-from server.http.routing import Api
-from server.pipeline.contract import Counts, Outcome
+from billing_oss.adapters import intake
+from billing_oss.adapters.formats import payload
+from billing_oss.core.contract import Counts, Outcome
+from billing_oss.core.errors import BillingError, Reason
+from billing_oss.server.http.keys import CONFIG, PIPELINE, POOL, PRINCIPAL
+from billing_oss.server.http.routing import Api
 
 MAX_IDEMPOTENCY_KEY = 200
 # Suspense reasons that mean the sender's input was wrong (rejected), as opposed to usage

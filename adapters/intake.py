@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import msgspec
 
-from adapters import meters
-from adapters.formats import payload
-from server.errors import DecodeError, Reason
-from server.pipeline.contract import Delivery, Reject
-from server.records import UsageRecord
+from billing_oss.adapters import meters
+from billing_oss.adapters.formats import payload
+from billing_oss.core.contract import Delivery, Reject
+from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.core.records import UsageRecord
 
 
 def content_position(*parts: bytes) -> str:

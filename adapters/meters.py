@@ -24,11 +24,11 @@ from decimal import Decimal
 import asyncpg
 import msgspec
 
-from adapters.formats.payload import Reading, RecordIn
-from server.errors import Reason
-from server.pipeline.contract import Reject
-from server.pipeline.validate import parse_event_time
-from server.store.pool import Connection
+from billing_oss.adapters.formats.payload import Reading, RecordIn
+from billing_oss.core.contract import Reject
+from billing_oss.core.errors import Reason
+from billing_oss.server.pipeline.validate import parse_event_time
+from billing_oss.server.store.pool import Connection
 
 _ZERO = Decimal(0)
 

@@ -35,10 +35,10 @@ import asyncpg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters import intake
-from server.metrics import MQTT_ACKED, MQTT_CONNECTED, MQTT_LATENCY, MQTT_RECONNECTS
-from server.pipeline.contract import Delivery, Sink
-from server.sources_config import MqttSource
+from billing_oss.adapters import intake
+from billing_oss.core.contract import Delivery, Sink
+from billing_oss.core.sources_config import MqttSource
+from billing_oss.server.metrics import MQTT_ACKED, MQTT_CONNECTED, MQTT_LATENCY, MQTT_RECONNECTS
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ from typing import Any
 import asyncpg
 import asyncssh
 
-from server.errors import BillingError
-from server.metrics import FILE_ALARMS, SFTP_FILES
-from server.pipeline.contract import FileOutcome, Sink
-from server.sources_config import SftpSource
+from billing_oss.core.contract import FileOutcome, Sink
+from billing_oss.core.errors import BillingError
+from billing_oss.core.sources_config import SftpSource
+from billing_oss.server.metrics import FILE_ALARMS, SFTP_FILES
 
 log = logging.getLogger(__name__)
 

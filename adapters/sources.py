@@ -13,8 +13,8 @@ from typing import Protocol
 
 import asyncpg
 
-from server.pipeline.contract import Sink
-from server.sources_config import MqttSource, SftpSource, SourceConfig
+from billing_oss.core.contract import Sink
+from billing_oss.core.sources_config import MqttSource, SftpSource, SourceConfig
 
 
 class Source(Protocol):
@@ -25,11 +25,11 @@ class Source(Protocol):
 
 def build(name: str, config: SourceConfig, sink: Sink, pool: asyncpg.Pool) -> Source:
     if isinstance(config, MqttSource):
-        from adapters.mqtt import MqttAdapter
+        from billing_oss.adapters.mqtt import MqttAdapter
 
         return MqttAdapter(name, config, sink, pool)
     if isinstance(config, SftpSource):
-        from adapters.sftp import SftpPoller
+        from billing_oss.adapters.sftp import SftpPoller
 
         return SftpPoller(name, config, sink, pool)
     raise TypeError(f"no adapter for {type(config).__name__}")

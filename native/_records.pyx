@@ -8,7 +8,7 @@ it without touching Python objects. ``rows()`` turns it into tuples (one per rec
 
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 
-from native._ber cimport format_rfc3339
+from ._ber cimport format_rfc3339
 
 ROW_FIELDS = (
     "rtype", "offset", "length", "error", "error_tag", "error_offset", "event_time",

@@ -1,6 +1,6 @@
 from typing import Any
 
-from native._records import RecordBatch
+from billing_oss.native._records import RecordBatch
 
 RECORD_TYPES: dict[int, str]
 FIELD_TAGS: dict[str, dict[str, int]]

@@ -21,10 +21,10 @@ length that runs past the data) stops the walk with a file-level status and offs
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.string cimport strcpy
 
-from native._ber cimport (
+from ._ber cimport (
     E_OK, Tlv, copy_hex, copy_text, days_from_civil, read_int, read_tlv, tbcd, valid_civil,
 )
-from native._records cimport (
+from ._records cimport (
     F_ANSWER, F_CALLED, F_CALLING, F_CAUSE, F_CHARGING_ID, F_DURATION, F_IMSI, F_MSISDN,
     F_NODE, F_REF, F_APN, F_SEIZURE, F_SEQ, F_SERVICE_DATA, F_TIME, F_TRAFFIC, F_VOLUME,
     OutRec, RecordBatch, R_BAD_INTEGER, R_BAD_TIMESTAMP, R_MALFORMED, R_MISSING_FIELD,

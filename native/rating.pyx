@@ -34,7 +34,7 @@ cdef extern from *:
     bint bo_mul128(bo_i128 a, bo_i128 b, bo_i128 *out) nogil
     bint bo_add128(bo_i128 a, bo_i128 b, bo_i128 *out) nogil
 
-# Record status codes (server.rating.native maps them to server.errors.Reason).
+# Record status codes (server.rating.native maps them to core.errors.Reason).
 STATUS_OK = 0
 STATUS_UNKNOWN_ACCOUNT = 1
 STATUS_NO_TARIFF = 2

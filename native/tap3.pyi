@@ -1,6 +1,6 @@
 from typing import Any
 
-from native._records import RecordBatch
+from billing_oss.native._records import RecordBatch
 
 TAGS: dict[str, int]
 EVENT_NAMES: dict[int, str]

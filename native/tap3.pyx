@@ -14,11 +14,11 @@ pyasn1 schema in ``adapters.formats.asn1_tap3`` by the tests).
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.string cimport memcmp
 
-from native._ber cimport (
+from ._ber cimport (
     E_OK, Tlv, ascii_digits, bcd, copy_text, days_from_civil, parse_utc_offset, read_int,
     read_tlv, valid_civil,
 )
-from native._records cimport (
+from ._records cimport (
     F_APN, F_CALLED, F_CALLING, F_CAUSE, F_CHARGE, F_CHARGING_ID, F_DURATION, F_IMSI,
     F_MSISDN, F_REF, F_SERVICE, F_TIME, F_VOLUME, OutRec, RecordBatch, R_BAD_INTEGER,
     R_BAD_TIMESTAMP, R_MALFORMED, R_NO_EVENT_TIME, R_OVERFLOW, R_TOO_LONG,

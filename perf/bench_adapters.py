@@ -42,15 +42,15 @@ sys.path.insert(0, str(REPO / "perf"))
 
 import bench_ingest  # noqa: E402  (perf/ is on sys.path: this script's folder)
 
-from adapters.formats.generate import write_3gpp_file  # noqa: E402
-from adapters.sftp import SftpPoller  # noqa: E402
-from server import config  # noqa: E402
-from server.pipeline.pipeline import Pipeline  # noqa: E402
-from server.service import decoders, rater_factory  # noqa: E402
-from server.sources_config import SftpSource  # noqa: E402
-from server.store import api_keys, catalog_repo  # noqa: E402
-from server.store.dsn import with_database  # noqa: E402
-from server.store.migrate import migrate  # noqa: E402
+from billing_oss.adapters.sftp import SftpPoller  # noqa: E402
+from billing_oss.core.sources_config import SftpSource  # noqa: E402
+from billing_oss.server import config  # noqa: E402
+from billing_oss.server.composition import decoders, rater_factory  # noqa: E402
+from billing_oss.server.pipeline.pipeline import Pipeline  # noqa: E402
+from billing_oss.server.store import api_keys, catalog_repo  # noqa: E402
+from billing_oss.server.store.dsn import with_database  # noqa: E402
+from billing_oss.server.store.migrate import migrate  # noqa: E402
+from tests.generators.threegpp_files import write_3gpp_file  # noqa: E402
 
 A1 = "33610000001"  # an account of bench_ingest.catalog()
 
@@ -322,7 +322,7 @@ async def run(admin_dsn: str, parts: set[str], scale: float, quick: bool) -> int
             '[sources.bench-lat]\ntype = "mqtt"\n'
             f'port = {mqtt_port}\ntopics = ["usage/bench-lat/#"]\nclient_id = "bench-lat"\n')
         server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", "serve", "--config", str(tmp / "serve.toml"),
+            sys.executable, "-m", "billing_oss", "serve", "--config", str(tmp / "serve.toml"),
             "--database-url", dsn, "--port", str(http_port), "--log-level", "warning",
             cwd=tmp, env={k: v for k, v in os.environ.items() if not k.startswith("BILLING_OSS_")})
         url = f"http://127.0.0.1:{http_port}"

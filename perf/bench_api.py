@@ -37,9 +37,9 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from server.store import accounts_repo, api_keys  # noqa: E402
-from server.store.dsn import with_database  # noqa: E402
-from server.store.migrate import migrate  # noqa: E402
+from billing_oss.server.store import accounts_repo, api_keys  # noqa: E402
+from billing_oss.server.store.dsn import with_database  # noqa: E402
+from billing_oss.server.store.migrate import migrate  # noqa: E402
 
 TARGET_RPS, TARGET_P99_MS = 5000.0, 20.0
 CONNECTIONS = 32
@@ -58,7 +58,7 @@ class Result:
 async def database(url: str | None) -> AsyncIterator[str]:
     """A fresh database on ``url``'s server, or in an embedded server; dropped afterwards."""
     if url is None:
-        from server.store.embedded import embedded_postgres
+        from billing_oss.server.store.embedded import embedded_postgres
 
         with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
             async with embedded_postgres(Path(tmp) / "pg", "bench") as dsn:
@@ -96,7 +96,7 @@ def start_server(dsn: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "BILLING_OSS_CATALOG_LOAD_DEMO": "false",
            "BILLING_OSS_LOG_LEVEL": "warning"}
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--database-url", dsn,
+        [sys.executable, "-m", "billing_oss", "serve", "--database-url", dsn,
          "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
 
 

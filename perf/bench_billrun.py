@@ -19,11 +19,12 @@ from pathlib import Path
 
 import asyncpg
 
-from server.billing import cii, documents, render_pdf, rendition
-from server.billing.model import Settings
-from server.billing.runs import bill_run
-from server.store.dsn import with_database
-from server.store.migrate import migrate
+from billing_oss.server.billing import issuing
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.billing.model import Settings
+from billing_oss.server.billing.render import cii, content, typst_pdf
+from billing_oss.server.store.dsn import with_database
+from billing_oss.server.store.migrate import migrate
 
 SETTINGS = Settings(seller={"name": "Bench Telecom", "country": "FR", "vat_id": "FR1",
                             "iban": "FR7630006000011234567890189"})
@@ -94,12 +95,12 @@ async def main(quick: bool, dsn: str) -> None:
               f"target ≤ 30 s: {'ok' if run.seconds <= 30 else 'MISSED'}")
         n = 50 if quick else 300
         async with pool.acquire() as conn:
-            await documents.finalise(conn, run.invoice_ids[:n], "BENCH",
+            await issuing.finalise(conn, run.invoice_ids[:n], "BENCH",
                                      __import__("datetime").date(2026, 2, 1), 30, actor="bench")
-            invoices = [await documents.load(conn, i) for i in run.invoice_ids[:n]]
-        render_pdf.render(invoices[0])  # fonts loaded once, like a running server
+            invoices = [await issuing.load(conn, i) for i in run.invoice_ids[:n]]
+        typst_pdf.render(invoices[0])  # fonts loaded once, like a running server
         wall, cpu = time.perf_counter(), time.process_time()
-        sizes = [len(render_pdf.render(inv)) for inv in invoices]
+        sizes = [len(typst_pdf.render(inv)) for inv in invoices]
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         # One thread renders: CPU seconds of this process are what one core spent, whatever
         # else the machine runs; wall time is shown beside it.
@@ -109,10 +110,10 @@ async def main(quick: bool, dsn: str) -> None:
               f"   target ≥ 100/s: {'ok' if ours >= 100 else 'MISSED'}")
         # The peer: typst's typesetting of the same documents (with the document data and
         # its JSON, which ``typeset`` builds), the CII XML built beforehand, no XMP step.
-        prepared = [(rendition.of_invoice(inv), cii.to_xml(inv)) for inv in invoices]
+        prepared = [(content.of_invoice(inv), cii.to_xml(inv)) for inv in invoices]
         cpu = time.process_time()
         for doc, xml in prepared:
-            render_pdf.typeset(doc, xml)
+            typst_pdf.typeset(doc, xml)
         cpu = time.process_time() - cpu
         print(f"{'typst typesetting alone, one core':<34}{n / cpu:>8.1f} /s  "
               f"(ours: {ours / (n / cpu):.2f}x of it; the rest is CII XML and XMP)")

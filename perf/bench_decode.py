@@ -5,7 +5,7 @@
 
 All figures come from the same run on the same records. The native figure is the walk
 into columnar batches (``Cdr3gppFile.native_batches``); "native + UsageRecord" adds the
-conversion to ``server.records.UsageRecord`` the pipeline uses. Peers decode a sample of
+conversion to ``core.records.UsageRecord`` the pipeline uses. Peers decode a sample of
 the same records one by one (pyasn1 is ~1000x slower; decoding all of them would take
 minutes), and their rate is records per second on that sample. Peak memory is measured in
 a child process decoding a file of the given size (RSS high-water mark, VmHWM).
@@ -26,13 +26,13 @@ sys.path.insert(0, str(REPO))
 import asn1tools  # noqa: E402
 from pyasn1.codec.ber import decoder as pyasn1_decoder  # noqa: E402
 
-from adapters.formats.asn1_3gpp import CallEventRecord  # noqa: E402
-from adapters.formats.asn1_tap3 import CallEventDetail  # noqa: E402
-from adapters.formats.generate import file_header, write_fast_3gpp  # noqa: E402
-from adapters.formats.generate_tap3 import fast_tap3_file  # noqa: E402
-from adapters.formats.threegpp import open_3gpp  # noqa: E402
-from native._records import RecordBatch  # noqa: E402
-from native.tap3 import Tap3Walker  # noqa: E402
+from billing_oss.adapters.formats.asn1_3gpp import CallEventRecord  # noqa: E402
+from billing_oss.adapters.formats.asn1_tap3 import CallEventDetail  # noqa: E402
+from billing_oss.adapters.formats.threegpp import open_3gpp  # noqa: E402
+from billing_oss.native._records import RecordBatch  # noqa: E402
+from billing_oss.native.tap3 import Tap3Walker  # noqa: E402
+from tests.generators.tap3_files import fast_tap3_file  # noqa: E402
+from tests.generators.threegpp_files import file_header, write_fast_3gpp  # noqa: E402
 
 OUT = REPO / "perf" / "out"
 ASN = REPO / "perf" / "asn1" / "cdr_subset.asn"
@@ -170,7 +170,7 @@ def bench_tap3(n: int, pyasn1_sample: int) -> dict[str, float]:
 CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
-from adapters.formats.threegpp import open_3gpp
+from billing_oss.adapters.formats.threegpp import open_3gpp
 from pathlib import Path
 n = 0
 with open_3gpp(Path({path!r}), source="bench") as f:

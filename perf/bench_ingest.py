@@ -35,13 +35,13 @@ import msgspec
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from server import config  # noqa: E402
-from server.pipeline.pipeline import Pipeline  # noqa: E402
-from server.records import UsageRecord  # noqa: E402
-from server.service import decoders, rater_factory, read_catalog_file  # noqa: E402
-from server.store import catalog_repo, usage_repo  # noqa: E402
-from server.store.dsn import with_database  # noqa: E402
-from server.store.migrate import migrate  # noqa: E402
+from billing_oss.core.records import UsageRecord  # noqa: E402
+from billing_oss.server import config  # noqa: E402
+from billing_oss.server.composition import decoders, rater_factory, read_catalog_file  # noqa: E402
+from billing_oss.server.pipeline.pipeline import Pipeline  # noqa: E402
+from billing_oss.server.store import catalog_repo, usage_repo  # noqa: E402
+from billing_oss.server.store.dsn import with_database  # noqa: E402
+from billing_oss.server.store.migrate import migrate  # noqa: E402
 
 ACCOUNTS = 1000
 COPY_TABLES = {
@@ -101,7 +101,7 @@ def _int(value: int) -> bytes:
 
 def _cdr(i: int, rng: random.Random) -> bytes:
     """Record i of the mix: moCall, P-GW, S-GW, P-GW (half voice, half data)."""
-    from adapters.formats import ber_text
+    from billing_oss.adapters.formats import ber_text
 
     day = _WEEKDAYS[i % len(_WEEKDAYS)]
     when = 1767225600 + (day - 1) * 86400 + (8 + i % 11) * 3600 + i % 3600  # UTC peak
@@ -130,7 +130,7 @@ def _cdr(i: int, rng: random.Random) -> bytes:
 
 
 def generate_3gpp(path: Path, n: int) -> None:
-    from adapters.formats.generate import write_3gpp_file
+    from tests.generators.threegpp_files import write_3gpp_file
 
     rng = random.Random(7)
     with path.open("wb") as f:
@@ -146,7 +146,7 @@ async def server(dsn: str | None) -> AsyncIterator[str]:
     if dsn:
         yield dsn
         return
-    from server.store.embedded import start_server
+    from billing_oss.server.store.embedded import start_server
 
     with tempfile.TemporaryDirectory() as tmp:
         pg = start_server(Path(tmp) / "data", cleanup_mode="delete")

@@ -26,9 +26,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.catalog import catalog_from_dict, load_catalog
-from server.rating import NativeRater, ReferenceRater
-from server.records import UsageRecord
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.catalog import catalog_from_dict, load_catalog
+from billing_oss.server.rating import NativeRater, ReferenceRater
 
 BANDS = [
     {"name": "peak", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:00", "to": "20:00"},

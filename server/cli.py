@@ -11,8 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from server.commands import VERB_MODULES
-from server.errors import BillingError
+from billing_oss.core.errors import BillingError
+from billing_oss.server.commands import VERB_MODULES
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 

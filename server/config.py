@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from server.errors import ConfigError
-from server.sources_config import SourceConfig
+from billing_oss.core.errors import ConfigError
+from billing_oss.core.sources_config import SourceConfig
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "billing-oss.toml"
 ENV_PREFIX = "BILLING_OSS_"
@@ -194,7 +194,7 @@ def _check(config: Config) -> None:
 
 
 def _check_sources(config: Config) -> None:
-    from server.sources_config import MqttSource
+    from billing_oss.core.sources_config import MqttSource
 
     for name, source in config.sources.items():
         where = f"sources.{name}"

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import asyncpg
 
-from server.store.pool import Connection
+from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from typing import Any, Protocol
 import asyncpg
 import msgspec
 
-from server import jobs
-from server.errors import NotFound
-from server.pipeline.ports import Charge, Rater
-from server.records import UsageRecord
-from server.store import audit
-from server.store.pool import Connection
+from billing_oss.core.errors import NotFound
+from billing_oss.core.ports import Charge, Rater
+from billing_oss.core.records import UsageRecord
+from billing_oss.server import jobs
+from billing_oss.server.store import audit
+from billing_oss.server.store.pool import Connection
 
 CHUNK = 500
 

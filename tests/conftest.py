@@ -21,12 +21,19 @@ from typing import TypeVar
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, settings
 
-from server.store.dsn import with_database
-from server.store.migrate import migrate
+from billing_oss.server.store.dsn import with_database
+from billing_oss.server.store.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+# A busy 2-core machine makes input generation slow and timings noisy; neither says anything
+# about the code under test, so neither fails a test.
+settings.register_profile("billing-oss", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("billing-oss")
+
+VECTORS = REPO / "tests" / "vectors" / "libxfsx"  # third-party TAP3/RAP files
 T = TypeVar("T")
 
 
@@ -37,7 +44,7 @@ def pg_admin_dsn() -> Iterator[str]:
     if external:
         yield external
         return
-    from server.store.embedded import start_server
+    from billing_oss.server.store.embedded import start_server
 
     # Not under pytest's tmp dir: the server runs as another user, and pytest prunes (and
     # keeps private, mode 0700) its base directories while other runs may still use them.

@@ -13,10 +13,10 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from server import config
-from server.pipeline.jsonlines import JsonlDecoder
-from server.pipeline.pipeline import Pipeline
-from server.store.migrate import migrate
+from billing_oss.server import config
+from billing_oss.server.pipeline.jsonlines import JsonlDecoder
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.store.migrate import migrate
 from tests.pipeline_doubles import FlatRater
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.errors import Reason
-from server.pipeline.ports import Charge, Failure
-from server.pipeline.raters import CatalogSnapshot
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.ports import Charge, Failure
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.pipeline.raters import CatalogSnapshot
 
 
 class FlatRater:

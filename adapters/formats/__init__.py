@@ -4,7 +4,7 @@ Entry points for the pipeline and the CLI:
 
 - ``open_file(format, path, *, source, options=None, batch_size=4096) -> DecodedFile``:
   ``.info`` (``FileInfo``: sequence number, TAP3 sender/recipient, declared record count,
-  raw header) and ``.batches()`` yielding ``Batch``es of ``UsageRecord``s plus per-record
+  raw header) and ``.batches()`` yielding ``DecodedBatch``es of ``UsageRecord``s plus per-record
   ``RecordProblem``s (reason, offset, raw bytes) in file order. A file-level failure raises
   ``DecodeError`` (``offset``, ``detail["record_index"]``) only after every batch before it.
   Use as a context manager (closes the file).
@@ -24,14 +24,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.formats.api import Batch, Decoded, DecodedFile, FileInfo, RecordProblem, collect
-from server.errors import DecodeError
+from billing_oss.adapters.formats.api import (
+    Decoded,
+    DecodedBatch,
+    DecodedFile,
+    FileInfo,
+    RecordProblem,
+    collect,
+)
+from billing_oss.core.errors import DecodeError
 
 FORMATS = ("3gpp", "tap3", "csv")
 
 __all__ = [
-    "FORMATS", "Batch", "Decoded", "DecodedFile", "FileInfo", "RecordProblem",
-    "decode_bytes", "open_file",
+    "FORMATS",
+    "Decoded",
+    "DecodedBatch",
+    "DecodedFile",
+    "FileInfo",
+    "RecordProblem",
+    "decode_bytes",
+    "open_file",
 ]
 
 
@@ -41,15 +54,15 @@ def open_file(
 ) -> DecodedFile:
     path = Path(path)
     if format == "3gpp":
-        from adapters.formats.threegpp import open_3gpp
+        from billing_oss.adapters.formats.threegpp import open_3gpp
 
         return open_3gpp(path, source=source, options=options, batch_size=batch_size)
     if format == "tap3":
-        from adapters.formats.tap3 import open_tap3
+        from billing_oss.adapters.formats.tap3 import open_tap3
 
         return open_tap3(path, source=source, options=options, batch_size=batch_size)
     if format == "csv":
-        from adapters.formats.csvcdr import open_csv
+        from billing_oss.adapters.formats.csvcdr import open_csv
 
         return open_csv(path, source=source, options=options, batch_size=batch_size)
     raise DecodeError(f"unknown format {format!r} (one of {', '.join(FORMATS)})")
@@ -60,15 +73,15 @@ def decode_bytes(
 ) -> Decoded:
     decoded: DecodedFile
     if format == "3gpp":
-        from adapters.formats.threegpp import Cdr3gppFile
+        from billing_oss.adapters.formats.threegpp import Cdr3gppFile
 
         decoded = Cdr3gppFile(io.BytesIO(data), source=source, size=len(data), options=options)
     elif format == "tap3":
-        from adapters.formats.tap3 import Tap3File
+        from billing_oss.adapters.formats.tap3 import Tap3File
 
         decoded = Tap3File(data, source=source, options=options)
     elif format == "csv":
-        from adapters.formats.csvcdr import csv_from_bytes
+        from billing_oss.adapters.formats.csvcdr import csv_from_bytes
 
         decoded = csv_from_bytes(data, source=source, options=options)
     else:

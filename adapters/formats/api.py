@@ -1,11 +1,11 @@
 """What every file format hands the pipeline: file metadata, batches, per-record problems.
 
 ``open_file`` (in ``adapters.formats``) returns a ``DecodedFile``; iterating its
-``batches()`` yields ``Batch``es in file order. A record that is well framed but unusable
+``batches()`` yields ``DecodedBatch``es in file order. A record that is well framed but unusable
 (missing mandatory field, bad timestamp, unsupported record type) becomes a
 ``RecordProblem`` in its batch, with the reason for suspense and its byte offset (or line),
 and the file goes on. Damage that makes the rest of the file unreadable raises
-``server.errors.DecodeError`` (``offset``; ``detail["record_index"]`` = records seen before
+``core.errors.DecodeError`` (``offset``; ``detail["record_index"]`` = records seen before
 it) *after* every batch before the damage has been yielded, so nothing decoded is lost.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from server.errors import DecodeError, Reason
-from server.records import UsageRecord
+from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.core.records import UsageRecord
 
 
 class FileInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -37,7 +37,7 @@ class RecordProblem(msgspec.Struct, frozen=True, kw_only=True):
     raw: bytes = b""
 
 
-class Batch(msgspec.Struct, kw_only=True):
+class DecodedBatch(msgspec.Struct, kw_only=True):
     first_index: int
     records: list[UsageRecord]
     problems: list[RecordProblem] = msgspec.field(default_factory=list)
@@ -47,7 +47,7 @@ class Batch(msgspec.Struct, kw_only=True):
 class DecodedFile(Protocol):
     info: FileInfo
 
-    def batches(self) -> Iterator[Batch]: ...
+    def batches(self) -> Iterator[DecodedBatch]: ...
 
     def close(self) -> None: ...
 

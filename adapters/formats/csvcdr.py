@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import IO, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from adapters.formats.api import Batch, FileInfo, RecordProblem
-from server.errors import DecodeError, Reason
-from server.records import Kind, UsageRecord
+from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
+from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.core.records import Kind, UsageRecord
 
 ASTERISK_COLUMNS = (
     "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
@@ -68,9 +68,9 @@ class CsvFile:
     def close(self) -> None:
         self._fh.close()
 
-    def batches(self) -> Iterator[Batch]:
+    def batches(self) -> Iterator[DecodedBatch]:
         reader = csv.reader(self._fh, delimiter=self.delimiter)
-        out = Batch(first_index=0, records=[])
+        out = DecodedBatch(first_index=0, records=[])
         index = 0
         try:
             for row in reader:
@@ -88,7 +88,7 @@ class CsvFile:
                 index += 1
                 if len(out.records) + len(out.problems) >= self.batch_size:
                     yield out
-                    out = Batch(first_index=index, records=[])
+                    out = DecodedBatch(first_index=index, records=[])
         except csv.Error as exc:
             if out.records or out.problems:
                 yield out

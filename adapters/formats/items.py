@@ -1,4 +1,4 @@
-"""The formats as the pipeline's ``Decoder`` port (``server.pipeline.ports.Decoder``).
+"""The formats as the pipeline's ``Decoder`` port (``core.ports.Decoder``).
 
 ``decoder_for(format, options)`` returns ``decode(path, *, source, chunk)`` yielding lists of
 items in file order: ``UsageRecord``s, and a ``Reject`` (reason, detail, raw bytes,
@@ -12,16 +12,16 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.formats import open_file
-from adapters.formats.api import Batch
-from server.pipeline.contract import Reject
-from server.records import UsageRecord
+from billing_oss.adapters.formats import open_file
+from billing_oss.adapters.formats.api import DecodedBatch
+from billing_oss.core.contract import Reject
+from billing_oss.core.records import UsageRecord
 
 Item = UsageRecord | Reject
 DecodeFn = Callable[..., Iterator[list[Item]]]
 
 
-def batch_items(batch: Batch, *, line_numbers: bool = False) -> list[Item]:
+def batch_items(batch: DecodedBatch, *, line_numbers: bool = False) -> list[Item]:
     """A batch's records and problems merged back into file order."""
     if not batch.problems:
         return list(batch.records)

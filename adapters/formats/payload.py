@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from server.errors import DecodeError, Reason
-from server.pipeline.contract import Reject
-from server.records import UsageRecord
+from billing_oss.core.contract import Reject
+from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.core.records import UsageRecord
 
 Encoding = Literal["json", "msgpack"]
 CONTENT_TYPES: dict[str, Encoding] = {

@@ -1,7 +1,7 @@
 """The formats' pipeline decoders (``adapters.formats.items``) with what the file pipeline
 also asks of them: the file's own sequence number, and a group key for partial calls.
 
-``FormatDecoder(fmt)`` is a ``server.pipeline.ports.SequencedDecoder``: called, it streams the
+``FormatDecoder(fmt)`` is a ``core.ports.SequencedDecoder``: called, it streams the
 file's items in file order (``items.batch_items``: records, and a ``Reject`` with reason,
 detail, raw bytes and byte offset / CSV line for each record that could not become one);
 ``header(path)`` reads the header's sequence number (32.297 file sequence number, TAP3
@@ -19,11 +19,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.formats import open_file
-from adapters.formats.items import batch_items
-from server.pipeline.jsonlines import line_count
-from server.pipeline.ports import FileHeader, Item
-from server.records import UsageRecord
+from billing_oss.adapters.formats import open_file
+from billing_oss.adapters.formats.items import batch_items
+from billing_oss.core.ports import FileHeader, Item
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.pipeline.jsonlines import line_count
 
 
 class FormatDecoder:

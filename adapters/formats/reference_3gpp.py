@@ -12,8 +12,8 @@ from typing import Any
 from pyasn1.codec.ber import decoder
 from pyasn1.error import PyAsn1Error
 
-from adapters.formats import ber_text
-from adapters.formats.asn1_3gpp import RECORD_CLASSES, CallEventRecord
+from billing_oss.adapters.formats import ber_text
+from billing_oss.adapters.formats.asn1_3gpp import RECORD_CLASSES, CallEventRecord
 
 # per-record problem codes, same values as native/_records.pxd
 R_MALFORMED, R_NO_EVENT_TIME, R_BAD_TIMESTAMP, R_BAD_INTEGER = 1, 2, 3, 5

@@ -13,8 +13,8 @@ from typing import Any
 from pyasn1.codec.ber import decoder
 from pyasn1.type import univ
 
-from adapters.formats import ber_text
-from adapters.formats.asn1_tap3 import DataInterChange
+from billing_oss.adapters.formats import ber_text
+from billing_oss.adapters.formats.asn1_tap3 import DataInterChange
 
 _EVENT_TAGS = {"mobileOriginatedCall": 9, "mobileTerminatedCall": 10,
                "supplServiceEvent": 11, "gprsCall": 14}

@@ -25,11 +25,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapters.formats.api import Batch, FileInfo, RecordProblem
-from native._records import ERRORS, RecordBatch
-from native.tap3 import EVENT_NAMES, Tap3Walker
-from server.errors import DecodeError, Reason
-from server.records import Kind, UsageRecord
+from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
+from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.core.records import Kind, UsageRecord
+from billing_oss.native._records import ERRORS, RecordBatch
+from billing_oss.native.tap3 import EVENT_NAMES, Tap3Walker
 
 SMS_TELESERVICES = {"T20", "T21", "T22"}
 MAX_RAW = 4096
@@ -81,7 +81,7 @@ class Tap3File:
             self._closer()
             self._closer = None
 
-    def batches(self) -> Iterator[Batch]:
+    def batches(self) -> Iterator[DecodedBatch]:
         index, total = 0, 0
         native = RecordBatch(self.batch_size)
         more = True
@@ -92,7 +92,7 @@ class Tap3File:
                 more = self.walker.next_batch(native)
             except ValueError as exc:
                 error, more = exc, False
-            out = Batch(first_index=index, records=[])
+            out = DecodedBatch(first_index=index, records=[])
             for row in native.rows():
                 total += row[11] or 0
                 if row[3]:

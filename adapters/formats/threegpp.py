@@ -30,11 +30,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from adapters.formats.api import Batch, FileInfo, RecordProblem
-from native import cdr3gpp
-from native._records import ERRORS, RecordBatch
-from server.errors import DecodeError, Reason
-from server.records import UsageRecord
+from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
+from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.core.records import UsageRecord
+from billing_oss.native import cdr3gpp
+from billing_oss.native._records import ERRORS, RecordBatch
 
 CHUNK = 1 << 22  # bytes read per step
 MAX_RAW = 256  # bytes of a bad record kept for suspense
@@ -126,10 +126,10 @@ class Cdr3gppFile:
             base += pos
             pos = 0
 
-    def batches(self) -> Iterator[Batch]:
+    def batches(self) -> Iterator[DecodedBatch]:
         index = 0
         for native, buf, base in self.native_batches():
-            out = Batch(first_index=index, records=[])
+            out = DecodedBatch(first_index=index, records=[])
             for row in native.rows():
                 if row[3]:
                     out.problems.append(_problem(row, index, buf, base))

@@ -15,8 +15,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import cast
 
-from server.billing import pricing
-from server.billing.model import (
+from billing_oss.server.billing import pricing
+from billing_oss.server.billing.model import (
     Allowance,
     BillingInput,
     Discount,
@@ -26,9 +26,9 @@ from server.billing.model import (
     Subscription,
     Totals,
 )
-from server.billing.periods import Cycle, active_days, prorated
-from server.billing.rounding import Method, minor_step, round_minor
-from server.billing.tax import (
+from billing_oss.server.billing.periods import Cycle, active_days, prorated
+from billing_oss.server.billing.rounding import Method, minor_step, round_minor
+from billing_oss.server.billing.tax import (
     REVERSE_CHARGE_NOTE,
     CategoryTotal,
     Party,

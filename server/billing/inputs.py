@@ -15,11 +15,18 @@ from typing import Any
 
 import msgspec
 
-from server.billing.model import Account, Adjustment, Discount, Product, Subscription, UsageGroup
-from server.billing.periods import Cycle, after, cycle
-from server.billing.pricing import VolumeTier, parse_components
-from server.billing.tax import TaxRate
-from server.store.pool import Connection
+from billing_oss.server.billing.model import (
+    Account,
+    Adjustment,
+    Discount,
+    Product,
+    Subscription,
+    UsageGroup,
+)
+from billing_oss.server.billing.periods import Cycle, after, cycle
+from billing_oss.server.billing.pricing import VolumeTier, parse_components
+from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.store.pool import Connection
 
 # Base quantity of a usage record per service: seconds, bytes, messages, event quantity.
 _QUANTITY = """CASE u.kind WHEN 'voice' THEN coalesce(u.duration_s, 0)
@@ -61,7 +68,7 @@ FROM run_charges GROUP BY account_id, currency, service, zone
 """
 
 
-class Batch(msgspec.Struct):
+class BatchInputs(msgspec.Struct):
     accounts: dict[str, Account]
     cycles: dict[str, Cycle]
     usage: dict[tuple[str, str], list[UsageGroup]]
@@ -89,7 +96,7 @@ async def tax_rates(conn: Connection) -> tuple[TaxRate, ...]:
 
 
 async def read_batch(conn: Connection, ids: list[str], period: str,
-                     frozen_before: dt.datetime | None = None) -> Batch:
+                     frozen_before: dt.datetime | None = None) -> BatchInputs:
     """Lock the batch's accounts and their drafts, drop the drafts' lines for recomputation,
     read inputs.
 
@@ -147,7 +154,7 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
             currency=currency, service=r["service"], zone=r["zone"], charges=r["charges"],
             amount_micros=r["amount"], quantity=Decimal(r["quantity"])))
         charges += r["charges"]
-    return Batch(
+    return BatchInputs(
         accounts=accounts, cycles=cycles, usage=dict(usage),
         subscriptions=await _subscriptions(conn, cycles),
         adjustments=await _adjustments(conn, cycles),
@@ -246,7 +253,7 @@ def _discount(r: Any) -> Discount:
     )
 
 
-def discounts_on(batch: Batch, account_id: str, day: dt.date) -> tuple[Discount, ...]:
+def discounts_on(batch: BatchInputs, account_id: str, day: dt.date) -> tuple[Discount, ...]:
     found = [*batch.discounts.get(None, []), *batch.discounts.get(account_id, [])]
     return tuple(d for d in found if d.valid_from <= day and (d.valid_to is None
                                                               or day < d.valid_to))

@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 
-from server.billing.pricing import UsageComponent, VolumeTier
-from server.billing.tax import CategoryTotal, Party, TaxRate
+from billing_oss.server.billing.pricing import UsageComponent, VolumeTier
+from billing_oss.server.billing.tax import CategoryTotal, Party, TaxRate
 
 
 class Account(msgspec.Struct, frozen=True):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from server.billing.rounding import MICROS, MoneyError
+from billing_oss.server.billing.rounding import MICROS, MoneyError
 
 Model = Literal["per_unit", "graduated", "volume", "package"]
 

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 from babel.numbers import get_currency_precision, is_currency
 
-from server.errors import BillingError
+from billing_oss.core.errors import BillingError
 
 MICROS = 1_000_000
 Method = Literal["half-up", "half-even", "up", "down"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 
-from server.billing.documents import CreditNote, Invoice
-from server.billing.model import InvoiceDraft
-from server.billing.rounding import format_amount
+from billing_oss.server.billing.issuing import CreditNote, Invoice
+from billing_oss.server.billing.model import InvoiceDraft
+from billing_oss.server.billing.rounding import format_amount
 
 
 class LineView(msgspec.Struct):

@@ -12,7 +12,7 @@ Public API:
   discounts; see ``server.catalog.billing``), which a full check also returns as
   ``Catalog.billing``.
 
-Every validation failure raises ``server.errors.CatalogError(path, message)`` where
+Every validation failure raises ``core.errors.CatalogError(path, message)`` where
 ``path`` is like ``tariffs[0].versions[1].rates[3].steps[1].increment``. The checks and the
 choices they encode are listed in ``server.catalog.validate``.
 
@@ -21,15 +21,15 @@ e.g. ``retail@2026-01-01T00:00:00Z`` (``TariffVersion.identity``); it is what
 ``billing-oss rate`` prints as ``tariff_version``.
 """
 
-from server.catalog.billing import BillingCatalog
-from server.catalog.loader import (
+from billing_oss.server.catalog.billing import BillingCatalog
+from billing_oss.server.catalog.loader import (
     billing_from_dict,
     catalog_from_definitions,
     catalog_from_dict,
     load_catalog,
     version_from_definition,
 )
-from server.catalog.model import (
+from billing_oss.server.catalog.model import (
     Account,
     Band,
     Catalog,

@@ -32,12 +32,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.billing.model import Product
-from server.billing.pricing import Tier, UsageComponent, VolumeTier
-from server.billing.rounding import MoneyError, minor_digits
-from server.billing.tax import TaxRate
-from server.errors import CatalogError
-from server.money import INT64_MAX, parse_micros
+from billing_oss.core.errors import CatalogError
+from billing_oss.core.money import INT64_MAX, parse_micros
+from billing_oss.server.billing.model import Product
+from billing_oss.server.billing.pricing import Tier, UsageComponent, VolumeTier
+from billing_oss.server.billing.rounding import MoneyError, minor_digits
+from billing_oss.server.billing.tax import TaxRate
 
 _NO_NUL = "^[^\\x00]*$"
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9._:@-]+$")]

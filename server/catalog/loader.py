@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from server.catalog.billing import BillingCatalog, check_sections
-from server.catalog.model import Catalog, Plan, TariffVersion
-from server.catalog.schema import BillingSections, CatalogFile, TariffDef, VersionDef
-from server.catalog.validate import build_catalog, validate_catalog, validate_version
-from server.errors import CatalogError
+from billing_oss.core.errors import CatalogError
+from billing_oss.server.catalog.billing import BillingCatalog, check_sections
+from billing_oss.server.catalog.model import Catalog, Plan, TariffVersion
+from billing_oss.server.catalog.schema import BillingSections, CatalogFile, TariffDef, VersionDef
+from billing_oss.server.catalog.validate import build_catalog, validate_catalog, validate_version
 
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _T = TypeVar("_T")

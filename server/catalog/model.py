@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from server.catalog.billing import BillingCatalog
+from billing_oss.server.catalog.billing import BillingCatalog
 
 # 1970-01-01 .. 2100-01-01 UTC: the window of event times the raters accept (the native
 # kernel's time-zone tables cover it; anything outside is a BAD_FIELD for both raters).

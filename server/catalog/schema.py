@@ -10,7 +10,7 @@ from typing import Literal
 
 import msgspec
 
-from server.catalog.billing import DiscountDef, ProductDef, TaxRateDef
+from billing_oss.server.catalog.billing import DiscountDef, ProductDef, TaxRateDef
 
 Kind = Literal["voice", "sms", "data", "event"]
 RoundingMethod = Literal["half-up", "half-even", "up", "down"]

@@ -30,8 +30,10 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from server.catalog.billing import check_sections
-from server.catalog.model import (
+from billing_oss.core.errors import CatalogError
+from billing_oss.core.money import INT64_MAX, MICROS_PER_UNIT, parse_decimal
+from billing_oss.server.catalog.billing import check_sections
+from billing_oss.server.catalog.model import (
     DAY_NAMES,
     WILDCARD,
     Account,
@@ -44,7 +46,7 @@ from server.catalog.model import (
     Tariff,
     TariffVersion,
 )
-from server.catalog.schema import (
+from billing_oss.server.catalog.schema import (
     BandDef,
     CatalogFile,
     RateDef,
@@ -52,8 +54,6 @@ from server.catalog.schema import (
     TariffDef,
     VersionDef,
 )
-from server.errors import CatalogError
-from server.money import INT64_MAX, MICROS_PER_UNIT, parse_decimal
 
 MAX_PREFIX_DIGITS = 18
 MAX_DENOMINATOR = 2**62

@@ -15,12 +15,12 @@ from typing import Any
 
 import msgspec
 
-from server.commands.options import add_config_options, cli_actor, load_config
-from server.http.adjustments import AdjustmentIn, view
-from server.money import format_micros, parse_micros
-from server.service import database_pool
-from server.store import adjustments_repo
-from server.store.adjustments_repo import Adjustment, NewAdjustment
+from billing_oss.core.money import format_micros, parse_micros
+from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
+from billing_oss.server.composition import database_pool
+from billing_oss.server.http.adjustments import AdjustmentIn, view
+from billing_oss.server.store import adjustments_repo
+from billing_oss.server.store.adjustments_repo import Adjustment, NewAdjustment
 
 PAGE = 500
 

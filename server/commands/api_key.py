@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
-from server.commands.options import add_config_options, load_config
-from server.service import database_pool
-from server.store import api_keys
+from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.composition import database_pool
+from billing_oss.server.store import api_keys
 
 
 def register(verbs: Any) -> None:

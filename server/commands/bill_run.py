@@ -18,11 +18,11 @@ from typing import Any
 
 import msgspec
 
-from server.billing import runs, views
-from server.commands.options import add_config_options, cli_actor, load_config
-from server.commands.progress import progress
-from server.errors import BillingError
-from server.service import database_pool
+from billing_oss.core.errors import BillingError
+from billing_oss.server.billing import bill_runs, views
+from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
+from billing_oss.server.commands.progress import progress
+from billing_oss.server.composition import database_pool
 
 
 def register(verbs: Any) -> None:
@@ -48,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     async def act() -> int:
-        settings = runs.run_settings(config.billing)
+        settings = bill_runs.run_settings(config.billing)
         async with database_pool(config) as pool:
             with progress(f"bill-run {args.period}", "accounts",
                           interactive=None if not args.json else False) as report:
-                result = await runs.bill_run(
+                result = await bill_runs.bill_run(
                     pool, args.period, settings.billing, accounts=args.accounts,
                     dry_run=args.dry_run, finalize=args.finalize, force=args.force,
                     batch_size=settings.batch_size, invoice_series=settings.invoice_series,
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return exc.exit_status
 
 
-def _waiting(result: runs.RunResult) -> str:
+def _waiting(result: bill_runs.RunResult) -> str:
     if not result.in_grace or result.in_grace_until is None:
         return ""
     return (f", {len(result.in_grace)} drafts still in their grace period (until "

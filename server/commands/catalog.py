@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
-from server.commands.options import add_config_options, cli_actor, load_config
-from server.service import database_pool, read_catalog_file, validate_catalog
-from server.store import catalog_repo
+from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
+from billing_oss.server.composition import database_pool, read_catalog_file, validate_catalog
+from billing_oss.server.store import catalog_repo
 
 
 def register(verbs: Any) -> None:

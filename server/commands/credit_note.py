@@ -12,10 +12,11 @@ from typing import Any
 
 import msgspec
 
-from server.billing import cii, documents, render_pdf, views
-from server.billing.documents import CreditNote, Invoice
-from server.commands.invoice import add_document_verb, print_document
-from server.store.pool import Connection
+from billing_oss.server.billing import issuing, views
+from billing_oss.server.billing.issuing import CreditNote, Invoice
+from billing_oss.server.billing.render import cii, typst_pdf
+from billing_oss.server.commands.invoice import add_document_verb, print_document
+from billing_oss.server.store.pool import Connection
 
 
 def register(verbs: Any) -> None:
@@ -26,8 +27,8 @@ def register(verbs: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     async def fetch(conn: Connection) -> tuple[CreditNote, Invoice]:
-        note = await documents.load_credit_note(conn, args.document_id)
-        return note, await documents.load(conn, note.invoice_id)
+        note = await issuing.load_credit_note(conn, args.document_id)
+        return note, await issuing.load(conn, note.invoice_id)
 
     def render(found: tuple[CreditNote, Invoice]) -> bytes:
         note, invoice = found
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             return msgspec.json.format(msgspec.json.encode(views.credit_note_view(note)),
                                        indent=2)
         if args.what == "pdf":
-            return render_pdf.render_credit_note(note, invoice)
+            return typst_pdf.render_credit_note(note, invoice)
         return cii.credit_note_xml(note, invoice)
 
     return print_document(args, "credit-note", fetch, render)

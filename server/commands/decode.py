@@ -18,8 +18,8 @@ from typing import Any
 
 import msgspec
 
-from adapters.formats import FORMATS, open_file
-from server.errors import DecodeError
+from billing_oss.adapters.formats import FORMATS, open_file
+from billing_oss.core.errors import DecodeError
 
 
 def register(verbs: Any) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from server.commands.options import add_config_options, load_config
-from server.service import database_pool
+from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.composition import database_pool
 
 
 def register(verbs: Any) -> None:

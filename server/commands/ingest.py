@@ -17,11 +17,11 @@ from typing import Any
 
 import msgspec
 
-from server.commands.options import add_config_options, load_config
-from server.commands.progress import progress
-from server.errors import BillingError
-from server.pipeline.contract import FileOutcome
-from server.service import database_pool, decoders, make_pipeline
+from billing_oss.core.contract import FileOutcome
+from billing_oss.core.errors import BillingError
+from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.progress import progress
+from billing_oss.server.composition import database_pool, decoders, make_pipeline
 
 # File name endings → format, when --format is not given. BER files (.ber and the like) may be
 # TAP3 or 3GPP: their first octet tells (TAP3 DataInterChange is [APPLICATION 1] or

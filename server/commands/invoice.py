@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from server.billing import cii, documents, render_pdf, views
-from server.commands.options import add_config_options, load_config
-from server.config import Config
-from server.errors import BillingError
-from server.service import database_pool
-from server.store.pool import Connection
+from billing_oss.core.errors import BillingError
+from billing_oss.server.billing import issuing, views
+from billing_oss.server.billing.render import cii, typst_pdf
+from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.composition import database_pool
+from billing_oss.server.config import Config
+from billing_oss.server.store.pool import Connection
 
 FORMATS = ("show", "pdf", "xml")
 T = TypeVar("T")
@@ -43,14 +44,14 @@ def add_document_verb(verbs: Any, verb: str, help_text: str) -> argparse.Argumen
 
 
 def run(args: argparse.Namespace) -> int:
-    def render(invoice: documents.Invoice) -> bytes:
+    def render(invoice: issuing.Invoice) -> bytes:
         if args.what == "show":
             return msgspec.json.format(msgspec.json.encode(views.invoice_view(invoice)),
                                        indent=2)
-        return render_pdf.render(invoice) if args.what == "pdf" else cii.to_xml(invoice)
+        return typst_pdf.render(invoice) if args.what == "pdf" else cii.to_xml(invoice)
 
     return print_document(args, "invoice",
-                          lambda conn: documents.load(conn, args.document_id), render)
+                          lambda conn: issuing.load(conn, args.document_id), render)
 
 
 def print_document(args: argparse.Namespace, verb: str,

@@ -6,8 +6,8 @@ import argparse
 import getpass
 import os
 
-from server import config as config_module
-from server import logs
+from billing_oss.server import config as config_module
+from billing_oss.server import logs
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

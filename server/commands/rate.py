@@ -18,11 +18,11 @@ from typing import IO, Any
 
 import msgspec
 
-from server.catalog import load_catalog
-from server.errors import CatalogError, ConfigError, Reason
-from server.money import format_micros
-from server.rating import Charge, Rater, make_rater
-from server.records import UsageRecord
+from billing_oss.core.errors import CatalogError, ConfigError, Reason
+from billing_oss.core.money import format_micros
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.catalog import load_catalog
+from billing_oss.server.rating import Charge, Rater, make_rater
 
 BATCH = 4096
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3

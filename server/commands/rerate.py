@@ -16,11 +16,11 @@ from typing import Any
 
 import msgspec
 
-from server import rerate
-from server.commands.options import add_config_options, load_config
-from server.commands.progress import progress
-from server.errors import ConfigError
-from server.service import database_pool, make_pipeline
+from billing_oss.core.errors import ConfigError
+from billing_oss.server import rerate
+from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.progress import progress
+from billing_oss.server.composition import database_pool, make_pipeline
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 3
 

@@ -7,9 +7,9 @@ import asyncio
 import signal
 from typing import Any
 
-from server import config as config_module
-from server.commands.options import add_config_options, load_config
-from server.service import serve
+from billing_oss.server import config as config_module
+from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.composition import serve
 
 
 def register(verbs: Any) -> None:

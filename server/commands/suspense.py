@@ -9,10 +9,10 @@ from typing import Any
 
 import msgspec
 
-from server.commands.options import add_config_options, load_config
-from server.errors import Reason
-from server.service import database_pool, make_pipeline
-from server.store import suspense_repo
+from billing_oss.core.errors import Reason
+from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.composition import database_pool, make_pipeline
+from billing_oss.server.store import suspense_repo
 
 
 def register(verbs: Any) -> None:

@@ -61,7 +61,7 @@ ACCOUNT_CACHE = web.AppKey("account_cache", AccountCache)
 
 async def listen_for_changes(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: LISTEN on one pooled connection while the app runs."""
-    from server.http.keys import POOL
+    from billing_oss.server.http.keys import POOL
 
     cache = app[ACCOUNT_CACHE]
     conn: Any = None

@@ -8,16 +8,16 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from server.errors import InvalidRequest
-from server.http.account_cache import ACCOUNT_CACHE
-from server.http.auth import actor
-from server.http.keys import POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Attrs, Currency, Id, Identifier, Text
-from server.http.validation import decode_body, decode_path, decode_query
-from server.store import accounts_repo
-from server.store.accounts_repo import (
+from billing_oss.core.errors import InvalidRequest
+from billing_oss.server.http.account_cache import ACCOUNT_CACHE
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Attrs, Currency, Id, Identifier, Text
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.store import accounts_repo
+from billing_oss.server.store.accounts_repo import (
     Account,
     AccountIdentifier,
     IdentifierKind,

@@ -11,16 +11,16 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from server.catalog.billing import TaxClass
-from server.http.auth import actor
-from server.http.keys import POOL
-from server.http.pagination import ListQuery, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Currency, Id, IntId, Money, Reason, money
-from server.http.validation import decode_body, decode_path, decode_query
-from server.money import parse_micros
-from server.store import adjustments_repo
-from server.store.adjustments_repo import Adjustment, NewAdjustment
+from billing_oss.core.money import parse_micros
+from billing_oss.server.catalog.billing import TaxClass
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import ListQuery, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Currency, Id, IntId, Money, Reason, money
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.store import adjustments_repo
+from billing_oss.server.store.adjustments_repo import Adjustment, NewAdjustment
 
 # Negative: a credit; positive: a debit. At most 6 decimals here, the currency's minor unit
 # checked against the account's currency.

@@ -5,15 +5,15 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from server.errors import Conflict
-from server.http.auth import KEY_CACHE, actor
-from server.http.keys import POOL, PRINCIPAL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, Text
-from server.http.validation import decode_body, decode_path, decode_query
-from server.store import api_keys
-from server.store.api_keys import ApiKey, NewKey, Role
+from billing_oss.core.errors import Conflict
+from billing_oss.server.http.auth import KEY_CACHE, actor
+from billing_oss.server.http.keys import POOL, PRINCIPAL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, Text
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.store import api_keys
+from billing_oss.server.store.api_keys import ApiKey, NewKey, Role
 
 
 class KeyCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -13,38 +13,38 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from server import metrics
-from server.config import Config
-from server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
-from server.http.auth import KEY_CACHE, KeyCache
-from server.http.keys import API, CONFIG, PIPELINE, POOL
-from server.http.problems import (
+from billing_oss.server import metrics
+from billing_oss.server.config import Config
+from billing_oss.server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
+from billing_oss.server.http.auth import KEY_CACHE, KeyCache
+from billing_oss.server.http.keys import API, CONFIG, PIPELINE, POOL
+from billing_oss.server.http.problems import (
     Handler,
     nul_middleware,
     problem_middleware,
     problem_response,
 )
-from server.http.routing import Api
-from server.pipeline.pipeline import Pipeline
+from billing_oss.server.http.routing import Api
+from billing_oss.server.pipeline.pipeline import Pipeline
 
 ROUTE_MODULES: tuple[str, ...] = (
-    "server.http.health",
-    "server.http.accounts",
-    "server.http.subscriptions",
-    "server.http.tariffs",
-    "server.http.products",
-    "server.http.tax_rates",
-    "server.http.discounts",
-    "server.http.adjustments",
-    "server.http.traffic",
-    "server.http.suspense",
-    "server.http.rerate",
-    "server.http.files",
-    "server.http.api_keys",
-    "server.http.bill_runs",
-    "server.http.invoices",
-    "server.http.credit_notes",
-    "adapters.http_ingest",
+    "billing_oss.server.http.health",
+    "billing_oss.server.http.accounts",
+    "billing_oss.server.http.subscriptions",
+    "billing_oss.server.http.tariffs",
+    "billing_oss.server.http.products",
+    "billing_oss.server.http.tax_rates",
+    "billing_oss.server.http.discounts",
+    "billing_oss.server.http.adjustments",
+    "billing_oss.server.http.traffic",
+    "billing_oss.server.http.suspense",
+    "billing_oss.server.http.rerate",
+    "billing_oss.server.http.files",
+    "billing_oss.server.http.api_keys",
+    "billing_oss.server.http.bill_runs",
+    "billing_oss.server.http.invoices",
+    "billing_oss.server.http.credit_notes",
+    "billing_oss.adapters.http_ingest",
 )
 
 API_TITLE = "billing-oss"

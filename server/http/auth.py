@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from server.http.keys import POOL, PRINCIPAL
-from server.http.problems import problem_response
-from server.store import api_keys
-from server.store.api_keys import ApiKey
+from billing_oss.server.http.keys import POOL, PRINCIPAL
+from billing_oss.server.http.problems import problem_response
+from billing_oss.server.store import api_keys
+from billing_oss.server.store.api_keys import ApiKey
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -1,5 +1,5 @@
 """`/v1/bill-runs`: bill a cycle. A real run is a job (202): the server's bill-run worker
-runs it in the background, batch by batch, resumable (server.billing.runs); the run resource
+runs it in the background, batch by batch, resumable (server.billing.bill_runs); the run resource
 shows its state, progress, counts and error. A dry run is a synchronous preview (201).
 
 ``GET /v1/bill-runs/{id}?wait=S`` answers as soon as the run is done or failed, or after S
@@ -16,14 +16,14 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from server.billing import runs, views
-from server.errors import InvalidRequest
-from server.http.auth import actor
-from server.http.keys import BILL_RUN_WAKE, CONFIG, POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Period, Timestamp
-from server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.core.errors import InvalidRequest
+from billing_oss.server.billing import bill_runs, views
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.keys import BILL_RUN_WAKE, CONFIG, POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Period, Timestamp
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 
 RunState = Literal["queued", "running", "done", "failed"]
 # Below the default request timeout (30 s), so a waiting request is never cut by it.
@@ -54,7 +54,7 @@ class BillRunPreview(msgspec.Struct):
     previews: list[views.InvoiceView]
 
 
-class Progress(msgspec.Struct, frozen=True):
+class BillRunProgress(msgspec.Struct, frozen=True):
     accounts_total: int | None  # None until the run has started
     accounts_done: int
 
@@ -66,7 +66,7 @@ class BillRun(msgspec.Struct, frozen=True, kw_only=True):
     requested_by: str
     finalize: bool
     force: bool
-    progress: Progress
+    progress: BillRunProgress
     invoices: int
     charges: int
     frozen: int  # accounts whose draft was past its grace period: left unchanged
@@ -112,19 +112,20 @@ async def create_bill_run(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     pool = request.app[POOL]
     if body.dry_run:
-        settings = runs.run_settings(config.billing)
+        settings = bill_runs.run_settings(config.billing)
         started = time.perf_counter()
-        result = await runs.preview(pool, body.period, settings.billing, accounts=body.accounts,
-                                    batch_size=settings.batch_size, now=dt.datetime.now(dt.UTC))
+        result = await bill_runs.preview(pool, body.period, settings.billing,
+                                         accounts=body.accounts, batch_size=settings.batch_size,
+                                         now=dt.datetime.now(dt.UTC))
         return reply(BillRunPreview(
             period=result.period, dry_run=True, accounts=result.accounts,
             invoices=result.invoices, charges=result.charges,
             seconds=time.perf_counter() - started, frozen=result.frozen,
             previews=[views.draft_view(d) for d in result.previews]), status=201)
     async with pool.acquire() as conn:
-        run_id = await runs.submit(conn, actor(request), body.period, body.accounts,
+        run_id = await bill_runs.submit(conn, actor(request), body.period, body.accounts,
                                    finalize=body.finalize, force=body.force)
-        run = await runs.get(conn, run_id)
+        run = await bill_runs.get(conn, run_id)
     wake = request.app.get(BILL_RUN_WAKE)
     if wake is not None:
         wake()
@@ -136,38 +137,38 @@ async def get_bill_run(request: web.Request) -> web.Response:
     wait = decode_query(request, RunWait).wait
     pool = request.app[POOL]
     deadline = time.monotonic() + wait
-    run = await runs.get(pool, run_id)
+    run = await bill_runs.get(pool, run_id)
     while run.state in ("queued", "running") and time.monotonic() < deadline:
         await asyncio.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
-        run = await runs.get(pool, run_id)
+        run = await bill_runs.get(pool, run_id)
     return reply(_detail(run))
 
 
 async def list_bill_runs(request: web.Request) -> web.Response:
     q = decode_query(request, RunQuery)
     after = decode_cursor(q.cursor, tuple[IntId])
-    found = await runs.find(request.app[POOL], state=q.state, period=q.period,
+    found = await bill_runs.find(request.app[POOL], state=q.state, period=q.period,
                             after=after[0] if after else None, limit=q.limit)
     items, next_cursor = page(found, q.limit, lambda r: (r.bill_run_id,))
     return reply(RunPage([_summary(r) for r in items], next_cursor))
 
 
-def _fields(run: runs.Run) -> dict[str, object]:
+def _fields(run: bill_runs.Run) -> dict[str, object]:
     return {
         "bill_run_id": run.bill_run_id, "period": run.period, "state": run.state,
         "requested_by": run.requested_by, "finalize": run.finalize, "force": run.force,
-        "progress": Progress(run.accounts_total, run.accounts_done), "invoices": run.invoices,
-        "charges": run.charges, "frozen": run.frozen, "error": run.error,
+        "progress": BillRunProgress(run.accounts_total, run.accounts_done),
+        "invoices": run.invoices, "charges": run.charges, "frozen": run.frozen, "error": run.error,
         "created_at": run.created_at,
         "started_at": run.started_at, "finished_at": run.finished_at,
     }
 
 
-def _summary(run: runs.Run) -> BillRun:
+def _summary(run: bill_runs.Run) -> BillRun:
     return BillRun(**_fields(run))  # type: ignore[arg-type]
 
 
-def _detail(run: runs.Run) -> BillRunDetail:
+def _detail(run: bill_runs.Run) -> BillRunDetail:
     return BillRunDetail(**_fields(run),  # type: ignore[arg-type]
                          accounts=run.accounts, invoice_ids=run.invoice_ids,
                          finalized=run.finalized, in_grace=run.in_grace,

@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.catalog import BillingCatalog, version_from_definition
-from server.catalog.billing import DiscountDef, ProductDef, TaxRateDef, check_sections
-from server.errors import CatalogError, InvalidRequest
-from server.http.types import Attrs, Currency, Id, Identifier, Text, Timestamp
+from billing_oss.core.errors import CatalogError, InvalidRequest
+from billing_oss.server.catalog import BillingCatalog, version_from_definition
+from billing_oss.server.catalog.billing import DiscountDef, ProductDef, TaxRateDef, check_sections
+from billing_oss.server.http.types import Attrs, Currency, Id, Identifier, Text, Timestamp
 
 DecimalText = Annotated[
     str, msgspec.Meta(pattern="^-?[0-9]{1,12}(\\.[0-9]{1,9})?$", examples=["0.10"])

@@ -11,15 +11,16 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from server.billing import cii, documents, render_pdf, views
-from server.billing.documents import CreditNote, CreditRequest, Invoice
-from server.billing.rounding import format_amount
-from server.http.auth import actor
-from server.http.keys import CONFIG, POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Reason
-from server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.billing import issuing, views
+from billing_oss.server.billing.issuing import CreditNote, CreditRequest, Invoice
+from billing_oss.server.billing.render import cii, typst_pdf
+from billing_oss.server.billing.rounding import format_amount
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.keys import CONFIG, POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Reason
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 
 LineNo = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 # A net amount to credit in the invoice's currency: positive, at most 6 decimals (and no
@@ -76,7 +77,7 @@ async def create_credit_note(request: web.Request) -> web.Response:
         CreditRequest(ln.line_no, None if ln.amount is None else Decimal(ln.amount))
         for ln in body.lines]
     async with request.app[POOL].acquire() as conn:
-        note = await documents.issue_credit_note(conn, body.invoice_id, body.reason.strip(),
+        note = await issuing.issue_credit_note(conn, body.invoice_id, body.reason.strip(),
                                                  lines, config.billing.credit_note_series,
                                                  dt.date.today(), actor=actor(request))
     return reply(views.credit_note_view(note), status=201,
@@ -110,20 +111,20 @@ async def list_credit_notes(request: web.Request) -> web.Response:
 async def _load(request: web.Request) -> tuple[CreditNote, Invoice]:
     credit_note_id = decode_path(request, CreditNotePath).credit_note_id
     async with request.app[POOL].acquire() as conn:
-        note = await documents.load_credit_note(conn, credit_note_id)
-        return note, await documents.load(conn, note.invoice_id)
+        note = await issuing.load_credit_note(conn, credit_note_id)
+        return note, await issuing.load(conn, note.invoice_id)
 
 
 async def get_credit_note(request: web.Request) -> web.Response:
     credit_note_id = decode_path(request, CreditNotePath).credit_note_id
     async with request.app[POOL].acquire() as conn:
-        note = await documents.load_credit_note(conn, credit_note_id)
+        note = await issuing.load_credit_note(conn, credit_note_id)
     return reply(views.credit_note_view(note))
 
 
 async def get_credit_note_pdf(request: web.Request) -> web.Response:
     note, invoice = await _load(request)
-    pdf = await asyncio.to_thread(render_pdf.render_credit_note, note, invoice)  # CPU-bound
+    pdf = await asyncio.to_thread(typst_pdf.render_credit_note, note, invoice)  # CPU-bound
     return web.Response(body=pdf, content_type="application/pdf")
 
 

@@ -14,17 +14,17 @@ import datetime as dt
 import msgspec
 from aiohttp import web
 
-from server.catalog.billing import DiscountDef, check_discount
-from server.errors import CatalogError
-from server.http.auth import actor
-from server.http.catalog_schema import invalid
-from server.http.keys import POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Money, money, plain
-from server.http.validation import decode_body, decode_path, decode_query
-from server.store import discounts_repo
-from server.store.discounts_repo import Discount, DiscountFilter
+from billing_oss.core.errors import CatalogError
+from billing_oss.server.catalog.billing import DiscountDef, check_discount
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.catalog_schema import invalid
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Money, money, plain
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.store import discounts_repo
+from billing_oss.server.store.discounts_repo import Discount, DiscountFilter
 
 
 class VolumeTierView(msgspec.Struct, frozen=True):

@@ -7,13 +7,13 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from server.http.keys import POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import IntId, Text
-from server.http.validation import decode_path, decode_query
-from server.store import files_repo
-from server.store.files_repo import Gap, SourceFile
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import IntId, Text
+from billing_oss.server.http.validation import decode_path, decode_query
+from billing_oss.server.store import files_repo
+from billing_oss.server.store.files_repo import Gap, SourceFile
 
 
 class FileQuery(msgspec.Struct, frozen=True, kw_only=True):

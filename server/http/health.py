@@ -6,8 +6,8 @@ import msgspec
 import prometheus_client
 from aiohttp import web
 
-from server.http.keys import API, POOL
-from server.http.routing import Api
+from billing_oss.server.http.keys import API, POOL
+from billing_oss.server.http.routing import Api
 
 
 class Health(msgspec.Struct):

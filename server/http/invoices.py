@@ -10,14 +10,15 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from server.billing import cii, documents, render_pdf, views
-from server.billing.rounding import format_amount
-from server.http.auth import actor
-from server.http.keys import CONFIG, POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Period
-from server.http.validation import decode_path, decode_query
+from billing_oss.server.billing import issuing, views
+from billing_oss.server.billing.render import cii, typst_pdf
+from billing_oss.server.billing.rounding import format_amount
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.keys import CONFIG, POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Period
+from billing_oss.server.http.validation import decode_path, decode_query
 
 OPERATE = ("operator",)
 READ = ("viewer",)
@@ -72,21 +73,21 @@ async def list_invoices(request: web.Request) -> web.Response:
 async def get_invoice(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     async with request.app[POOL].acquire() as conn:
-        return reply(views.invoice_view(await documents.load(conn, invoice_id)))
+        return reply(views.invoice_view(await issuing.load(conn, invoice_id)))
 
 
 async def get_invoice_pdf(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     async with request.app[POOL].acquire() as conn:
-        invoice = await documents.load(conn, invoice_id)
-    pdf = await asyncio.to_thread(render_pdf.render, invoice)  # CPU-bound: off the loop
+        invoice = await issuing.load(conn, invoice_id)
+    pdf = await asyncio.to_thread(typst_pdf.render, invoice)  # CPU-bound: off the loop
     return web.Response(body=pdf, content_type="application/pdf")
 
 
 async def get_invoice_xml(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     async with request.app[POOL].acquire() as conn:
-        invoice = await documents.load(conn, invoice_id)
+        invoice = await issuing.load(conn, invoice_id)
     return web.Response(body=cii.to_xml(invoice), content_type="application/xml")
 
 
@@ -94,10 +95,10 @@ async def finalize_invoice(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     config = request.app[CONFIG]
     async with request.app[POOL].acquire() as conn:
-        await documents.finalise(conn, [invoice_id], config.billing.invoice_series,
+        await issuing.finalise(conn, [invoice_id], config.billing.invoice_series,
                                  dt.date.today(), config.billing.payment_terms_days,
                                  actor=actor(request))
-        return reply(views.invoice_view(await documents.load(conn, invoice_id)))
+        return reply(views.invoice_view(await issuing.load(conn, invoice_id)))
 
 
 def register(api: Api) -> None:

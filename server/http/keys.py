@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
-from server.config import Config
-from server.pipeline.pipeline import Pipeline
-from server.store.api_keys import ApiKey
+from billing_oss.server.config import Config
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.store.api_keys import ApiKey
 
 if TYPE_CHECKING:
-    from server.http.routing import Api
+    from billing_oss.server.http.routing import Api
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 CONFIG = web.AppKey("config", Config)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from server.errors import InvalidRequest
+from billing_oss.core.errors import InvalidRequest
 
 T = TypeVar("T")
 K = TypeVar("K")

@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from server.errors import BillingError
+from billing_oss.core.errors import BillingError
 
 log = logging.getLogger(__name__)
 

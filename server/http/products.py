@@ -9,18 +9,18 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from server.billing.model import Product
-from server.billing.pricing import UsageComponent
-from server.catalog.billing import ProductIn, check_product
-from server.errors import CatalogError
-from server.http.auth import actor
-from server.http.catalog_schema import invalid
-from server.http.keys import POOL
-from server.http.pagination import ListQuery, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, Money, money, plain
-from server.http.validation import decode_body, decode_path, decode_query
-from server.store import products_repo
+from billing_oss.core.errors import CatalogError
+from billing_oss.server.billing.model import Product
+from billing_oss.server.billing.pricing import UsageComponent
+from billing_oss.server.catalog.billing import ProductIn, check_product
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.catalog_schema import invalid
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import ListQuery, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, Money, money, plain
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.store import products_repo
 
 
 class TierView(msgspec.Struct, frozen=True):

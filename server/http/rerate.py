@@ -11,14 +11,14 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from server import rerate
-from server.errors import InvalidRequest
-from server.http.auth import actor
-from server.http.keys import POOL, RERATE_WAKE
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Money, Timestamp, money
-from server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.core.errors import InvalidRequest
+from billing_oss.server import rerate
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.keys import POOL, RERATE_WAKE
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Money, Timestamp, money
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 
 JobState = Literal["queued", "running", "done", "failed"]
 
@@ -50,7 +50,7 @@ class AccountDifference(msgspec.Struct, frozen=True, kw_only=True):
     difference: Money
 
 
-class Progress(msgspec.Struct, frozen=True, kw_only=True):
+class RerateProgress(msgspec.Struct, frozen=True, kw_only=True):
     usage_total: int | None
     usage_done: int
     usage_changed: int
@@ -64,7 +64,7 @@ class RerateJob(msgspec.Struct, frozen=True, kw_only=True):
     to: Timestamp
     state: JobState
     requested_by: str
-    progress: Progress
+    progress: RerateProgress
     accounts: list[AccountDifference]
     error: str | None
     created_at: Timestamp
@@ -115,7 +115,7 @@ def _job(job: rerate.Job) -> RerateJob:
         rerate_job_id=job.rerate_job_id, account_id=job.account_id, from_=job.period_start,
         to=job.period_end, state=job.state,  # type: ignore[arg-type]
         requested_by=job.requested_by,
-        progress=Progress(usage_total=job.usage_total, usage_done=job.usage_done,
+        progress=RerateProgress(usage_total=job.usage_total, usage_done=job.usage_done,
                           usage_changed=job.usage_changed, usage_failed=job.usage_failed),
         accounts=[
             AccountDifference(

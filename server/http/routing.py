@@ -46,7 +46,7 @@ class Api:
         self.operations.append(op)
 
     def install(self, app: web.Application) -> None:
-        from server.http.auth import protect
+        from billing_oss.server.http.auth import protect
 
         for op in self.operations:
             handler = protect(op.handler, op.roles) if op.roles else op.handler

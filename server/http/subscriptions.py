@@ -5,14 +5,14 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from server.http.auth import actor
-from server.http.keys import POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Text, Timestamp
-from server.http.validation import decode_body, decode_path, decode_query
-from server.store import subscriptions_repo
-from server.store.subscriptions_repo import Subscription, SubscriptionFilter
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Text, Timestamp
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.store import subscriptions_repo
+from billing_oss.server.store.subscriptions_repo import Subscription, SubscriptionFilter
 
 
 class SubscriptionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -8,16 +8,16 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from server.errors import BillingError, Conflict
-from server.http.auth import actor
-from server.http.keys import PIPELINE, POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Money, Reason, Text
-from server.http.validation import decode_body, decode_path, decode_query
-from server.pipeline.suspense import RetryResult
-from server.store import suspense_desk
-from server.store.suspense_desk import State, SuspenseDetail, SuspenseItem
+from billing_oss.core.errors import BillingError, Conflict
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.keys import PIPELINE, POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Money, Reason, Text
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.pipeline.suspense import RetryResult
+from billing_oss.server.store import suspense_repo
+from billing_oss.server.store.suspense_repo import State, SuspenseDetail, SuspenseItem
 
 
 class Unavailable(BillingError):
@@ -60,7 +60,7 @@ class RetryOutcome(msgspec.Struct, frozen=True, kw_only=True):
 async def list_suspense(request: web.Request) -> web.Response:
     q = decode_query(request, SuspenseQuery)
     after = decode_cursor(q.cursor, tuple[IntId])
-    rows = await suspense_desk.find(
+    rows = await suspense_repo.find(
         request.app[POOL], state=q.state, reason=q.reason, source=q.source,
         account_id=q.account_id, after=after[0] if after else None, limit=q.limit,
     )
@@ -70,7 +70,7 @@ async def list_suspense(request: web.Request) -> web.Response:
 
 async def get_suspense(request: web.Request) -> web.Response:
     path = decode_path(request, SuspensePath)
-    return reply(await suspense_desk.get(request.app[POOL], path.suspense_id))
+    return reply(await suspense_repo.get(request.app[POOL], path.suspense_id))
 
 
 async def retry_suspense(request: web.Request) -> web.Response:
@@ -79,14 +79,14 @@ async def retry_suspense(request: web.Request) -> web.Response:
     pipeline = request.app.get(PIPELINE)
     if pipeline is None:
         raise Unavailable("suspense retry needs the pipeline, which this server does not run")
-    before = await suspense_desk.require_open(pool, path.suspense_id)
+    before = await suspense_repo.require_open(pool, path.suspense_id)
     report = await pipeline.retry_suspense(ids=[path.suspense_id], limit=1)
     if not report.results:  # another retry or a discard got there first
         raise Conflict(f"suspense record {path.suspense_id} is no longer open")
     result = report.results[0]
-    item = await suspense_desk.get(pool, path.suspense_id)
+    item = await suspense_repo.get(pool, path.suspense_id)
     # The pipeline commits the retry in its own transaction; the audit entry follows it.
-    await suspense_desk.record_retry(pool, actor(request), before, item, result.status)
+    await suspense_repo.record_retry(pool, actor(request), before, item, result.status)
     return reply(RetryOutcome(
         status=result.status, reason=result.reason,  # type: ignore[arg-type]
         detail=result.detail, amount=_amount(result), item=item))
@@ -95,7 +95,7 @@ async def retry_suspense(request: web.Request) -> web.Response:
 async def discard_suspense(request: web.Request) -> web.Response:
     path = decode_path(request, SuspensePath)
     body = await decode_body(request, Discard)
-    return reply(await suspense_desk.discard(
+    return reply(await suspense_repo.discard(
         request.app[POOL], actor(request), path.suspense_id, body.reason.strip()))
 
 

@@ -9,15 +9,20 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from server.http.auth import actor
-from server.http.catalog_schema import CatalogIn, TariffVersionIn, check_catalog, check_version
-from server.http.keys import POOL
-from server.http.pagination import ListQuery, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Timestamp
-from server.http.validation import decode_body, decode_path, decode_query
-from server.store import tariffs_repo
-from server.store.tariffs_repo import CatalogLoaded, Tariff, TariffVersion
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.catalog_schema import (
+    CatalogIn,
+    TariffVersionIn,
+    check_catalog,
+    check_version,
+)
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import ListQuery, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Timestamp
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.store import tariffs_repo
+from billing_oss.server.store.tariffs_repo import CatalogLoaded, Tariff, TariffVersion
 
 
 class TariffPath(msgspec.Struct, frozen=True):

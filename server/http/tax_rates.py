@@ -14,18 +14,18 @@ import datetime as dt
 import msgspec
 from aiohttp import web
 
-from server.billing.tax import TaxRate
-from server.catalog.billing import Jurisdiction, TaxClass, TaxRateDef, check_tax_rate
-from server.errors import CatalogError
-from server.http.auth import actor
-from server.http.catalog_schema import invalid
-from server.http.keys import POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import plain
-from server.http.validation import decode_body, decode_query
-from server.store import tax_rates_repo
-from server.store.tax_rates_repo import RateFilter
+from billing_oss.core.errors import CatalogError
+from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.catalog.billing import Jurisdiction, TaxClass, TaxRateDef, check_tax_rate
+from billing_oss.server.http.auth import actor
+from billing_oss.server.http.catalog_schema import invalid
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import plain
+from billing_oss.server.http.validation import decode_body, decode_query
+from billing_oss.server.store import tax_rates_repo
+from billing_oss.server.store.tax_rates_repo import RateFilter
 
 
 class TaxRateView(msgspec.Struct, frozen=True, kw_only=True):

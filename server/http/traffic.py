@@ -7,13 +7,13 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from server.http.keys import POOL
-from server.http.pagination import Cursor, Limit, decode_cursor, page
-from server.http.routing import Api, reply
-from server.http.types import Id, IntId, Money, Text, Timestamp, money
-from server.http.validation import decode_query
-from server.store import traffic_repo
-from server.store.traffic_repo import Period, UsageRow
+from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
+from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.types import Id, IntId, Money, Text, Timestamp, money
+from billing_oss.server.http.validation import decode_query
+from billing_oss.server.store import traffic_repo
+from billing_oss.server.store.traffic_repo import Period, UsageRow
 
 UsageKind = Literal["voice", "sms", "data", "event"]
 
@@ -49,7 +49,7 @@ class UsagePage(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
-class Charge(msgspec.Struct, frozen=True, kw_only=True):
+class ChargeView(msgspec.Struct, frozen=True, kw_only=True):
     charge_id: int
     account_id: str
     event_time: Timestamp
@@ -65,7 +65,7 @@ class Charge(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ChargePage(msgspec.Struct, frozen=True):
-    items: list[Charge]
+    items: list[ChargeView]
     next_cursor: str | None
 
 
@@ -120,8 +120,8 @@ async def charge_totals(request: web.Request) -> web.Response:
     ]))
 
 
-def _charge(c: traffic_repo.ChargeRow) -> Charge:
-    return Charge(
+def _charge(c: traffic_repo.ChargeRow) -> ChargeView:
+    return ChargeView(
         charge_id=c.charge_id, account_id=c.account_id, event_time=c.event_time,
         usage_id=c.usage_id, kind=c.kind,  # type: ignore[arg-type]
         amount=money(c.amount_micros, c.currency), tariff_version_id=c.tariff_version_id,

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from server.errors import BillingError, DecodeError, InvalidRequest, NotFound
+from billing_oss.core.errors import BillingError, DecodeError, InvalidRequest, NotFound
 
 T = TypeVar("T")
 

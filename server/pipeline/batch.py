@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from server.pipeline.contract import RecordStatus, Reject
-from server.pipeline.ports import Charge, Failure, Item, Rater
-from server.pipeline.validate import validate
-from server.records import UsageRecord
+from billing_oss.core.contract import RecordStatus, Reject
+from billing_oss.core.ports import Charge, Failure, Item, Rater
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.pipeline.validate import validate
 
 if TYPE_CHECKING:
-    from server.pipeline.rows import Rows
+    from billing_oss.server.pipeline.rows import Rows
 
 
 @dataclass(slots=True)
@@ -37,7 +37,7 @@ class Entry:
 
 
 @dataclass(slots=True)
-class Batch:
+class WriteBatch:
     entries: list[Entry]
     generation: int
     counts: dict[str, int] = field(default_factory=dict)
@@ -57,7 +57,7 @@ class Batch:
 
 def prepare(
     items: Sequence[Item], rater: Rater, source: str, position_of: Callable[[int], str]
-) -> Batch:
+) -> WriteBatch:
     """Validate and rate ``items`` received from ``source``.
 
     ``position_of(i)`` names where item i came from; it is only called for items that may
@@ -88,4 +88,4 @@ def prepare(
             entry.outcome = outcome
             if isinstance(outcome, Failure):
                 entry.position = position_of(index)
-    return Batch(entries, rater.generation)
+    return WriteBatch(entries, rater.generation)

@@ -16,16 +16,16 @@ from collections.abc import Callable, Sequence
 import asyncpg
 import msgspec
 
-from server.metrics import PIPELINE_BATCH_SECONDS
-from server.pipeline import writer
-from server.pipeline.amounts import decimal_string
-from server.pipeline.batch import Batch, Entry, prepare
-from server.pipeline.contract import Counts, Delivery, Outcome, RecordResult
-from server.pipeline.ports import Charge, Failure, Item, Rater
-from server.pipeline.raters import RaterCache
-from server.pipeline.retry import with_retries
-from server.pipeline.rows import build_rows, printable
-from server.store import usage_repo
+from billing_oss.core.contract import Counts, Delivery, Outcome, RecordResult
+from billing_oss.core.ports import Charge, Failure, Item, Rater
+from billing_oss.server.metrics import PIPELINE_BATCH_SECONDS
+from billing_oss.server.pipeline import writer
+from billing_oss.server.pipeline.amounts import decimal_string
+from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
+from billing_oss.server.pipeline.raters import RaterCache
+from billing_oss.server.pipeline.retry import with_retries
+from billing_oss.server.pipeline.rows import build_rows, printable
+from billing_oss.server.store import usage_repo
 
 _encode = msgspec.json.encode
 _COUNT_FIELD = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
@@ -68,7 +68,7 @@ async def commit(
     months = writer.months(combined)
     tries = 0
 
-    async def attempt() -> tuple[list[Outcome], Batch]:
+    async def attempt() -> tuple[list[Outcome], WriteBatch]:
         nonlocal tries
         tries += 1
         async with pool.acquire() as conn:
@@ -80,7 +80,7 @@ async def commit(
                 if all(fresh) and tries == 1:
                     batch = combined  # the rows built ahead are the ones to write
                 else:  # replays (or a retry after a partial claim): rows built in here
-                    batch = Batch([e for i, b in enumerate(prepared) if fresh[i]
+                    batch = WriteBatch([e for i, b in enumerate(prepared) if fresh[i]
                                    for e in b.entries], rater.generation)
                 await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
                 outcomes = _outcomes(deliveries, prepared, fresh, stored)
@@ -100,13 +100,13 @@ async def commit(
 
 
 def _prepare(deliveries: Sequence[Delivery], rater: Rater, ids: list[int]
-             ) -> tuple[list[Batch], Batch]:
+             ) -> tuple[list[WriteBatch], WriteBatch]:
     """Each delivery's entries, and all of them as one batch with its rows built."""
-    prepared: list[Batch] = []
+    prepared: list[WriteBatch] = []
     for delivery in deliveries:
         items: list[Item] = [*delivery.records, *delivery.rejects]
         prepared.append(prepare(items, rater, delivery.source, _positions(delivery.position)))
-    combined = Batch([e for b in prepared for e in b.entries], rater.generation)
+    combined = WriteBatch([e for b in prepared for e in b.entries], rater.generation)
     combined.rows = build_rows(combined, ids, None)
     return prepared, combined
 
@@ -127,7 +127,7 @@ def _fresh(deliveries: Sequence[Delivery], stored: dict[tuple[str, str], bytes |
     return fresh
 
 
-def _outcomes(deliveries: Sequence[Delivery], prepared: list[Batch], fresh: list[bool],
+def _outcomes(deliveries: Sequence[Delivery], prepared: list[WriteBatch], fresh: list[bool],
               stored: dict[tuple[str, str], bytes | None]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     first: dict[tuple[str, str], Outcome] = {}

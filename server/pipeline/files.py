@@ -24,18 +24,22 @@ from typing import Any
 
 import asyncpg
 
-from server.errors import BillingError, DecodeError, Reason
-from server.metrics import PIPELINE_BATCH_SECONDS, PIPELINE_QUEUE_DEPTH, PIPELINE_WRITE_RETRIES
-from server.pipeline import writer
-from server.pipeline.amounts import decimal_string
-from server.pipeline.batch import Batch, Entry, prepare
-from server.pipeline.contract import Counts, FileOutcome
-from server.pipeline.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
-from server.pipeline.raters import RaterCache
-from server.pipeline.retry import TRANSIENT, with_retries
-from server.pipeline.rows import build_rows
-from server.store import usage_repo
-from server.store.pool import Connection
+from billing_oss.core.contract import Counts, FileOutcome
+from billing_oss.core.errors import BillingError, DecodeError, Reason
+from billing_oss.core.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
+from billing_oss.server.metrics import (
+    PIPELINE_BATCH_SECONDS,
+    PIPELINE_QUEUE_DEPTH,
+    PIPELINE_WRITE_RETRIES,
+)
+from billing_oss.server.pipeline import writer
+from billing_oss.server.pipeline.amounts import decimal_string
+from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
+from billing_oss.server.pipeline.raters import RaterCache
+from billing_oss.server.pipeline.retry import TRANSIENT, with_retries
+from billing_oss.server.pipeline.rows import build_rows
+from billing_oss.server.store import usage_repo
+from billing_oss.server.store.pool import Connection
 
 # Called after each committed batch with the number of items committed so far.
 Progress = Callable[[int, int | None], None]  # (items committed, items in the file)
@@ -60,7 +64,7 @@ class FileSettings:
 class _Chunk:
     start: int  # ordinal of the first item in the file
     items: list[Item]
-    batch: Batch | None = None
+    batch: WriteBatch | None = None
     rater: Rater | None = None
 
 
@@ -479,7 +483,7 @@ async def _read_header(decoder: SequencedDecoder, path: Path, *, count: bool) ->
 
 def _prepare_rows(items: list[Item], rater: Rater, source: str,
                   position_of: Callable[[int], str], ids: list[int],
-                  source_file_id: int) -> Batch:
+                  source_file_id: int) -> WriteBatch:
     batch = prepare(items, rater, source, position_of)
     batch.rows = build_rows(batch, ids, source_file_id)
     return batch

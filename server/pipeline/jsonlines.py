@@ -12,10 +12,10 @@ from pathlib import Path
 
 import msgspec
 
-from server.errors import Reason
-from server.pipeline.contract import Reject
-from server.pipeline.ports import FileHeader, Item
-from server.records import UsageRecord
+from billing_oss.core.contract import Reject
+from billing_oss.core.errors import Reason
+from billing_oss.core.ports import FileHeader, Item
+from billing_oss.core.records import UsageRecord
 
 _decoder = msgspec.json.Decoder(UsageRecord)
 

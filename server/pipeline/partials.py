@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from server.records import UsageRecord
+from billing_oss.core.records import UsageRecord
 
 # causeForRecClosing values (TS 32.298) that mean "more parts follow".
 _PARTIAL_CAUSES = frozenset({"partialRecord", "partialRecordCallReestablishment",

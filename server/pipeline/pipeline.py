@@ -15,13 +15,13 @@ from pathlib import Path
 
 import asyncpg
 
-from server.config import PipelineConfig
-from server.errors import BillingError
-from server.pipeline import deliveries, files, suspense
-from server.pipeline.contract import Delivery, FileOutcome, Outcome
-from server.pipeline.ports import Decoder
-from server.pipeline.raters import RaterCache, RaterFactory
-from server.store.pool import Connection
+from billing_oss.core.contract import Delivery, FileOutcome, Outcome
+from billing_oss.core.errors import BillingError
+from billing_oss.core.ports import Decoder
+from billing_oss.server.config import PipelineConfig
+from billing_oss.server.pipeline import deliveries, files, suspense
+from billing_oss.server.pipeline.raters import RaterCache, RaterFactory
+from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
 

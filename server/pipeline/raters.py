@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from server.pipeline.ports import Rater
-from server.store.pool import Connection
+from billing_oss.core.ports import Rater
+from billing_oss.server.store.pool import Connection
 
 
 class VersionRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,16 +14,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.catalog import Plan, catalog_from_definitions
-from server.errors import Reason
-from server.pipeline.ports import Charge, Failure, Rater
-from server.pipeline.raters import CatalogSnapshot, SubscriptionRow
-from server.rating import Charge as CoreCharge
-from server.rating import NativeRater, make_rater
-from server.rating import Rater as CoreRater
-from server.rating.fields import IDENTIFIER_FIELDS
-from server.rating.native import STATUS_REASONS
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.ports import Charge, Failure, Rater
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.catalog import Plan, catalog_from_definitions
+from billing_oss.server.pipeline.raters import CatalogSnapshot, SubscriptionRow
+from billing_oss.server.rating import Charge as CoreCharge
+from billing_oss.server.rating import NativeRater, make_rater
+from billing_oss.server.rating import Rater as CoreRater
+from billing_oss.server.rating.fields import IDENTIFIER_FIELDS
+from billing_oss.server.rating.native import STATUS_REASONS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from server.metrics import PIPELINE_WRITE_RETRIES
+from billing_oss.server.metrics import PIPELINE_WRITE_RETRIES
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

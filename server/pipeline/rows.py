@@ -23,10 +23,10 @@ from typing import Any
 
 import msgspec
 
-from server.pipeline.batch import Batch, Entry
-from server.pipeline.ports import Charge, Failure
-from server.pipeline.validate import key_problem
-from server.store import copy_payload, usage_repo
+from billing_oss.core.ports import Charge, Failure
+from billing_oss.server.pipeline.batch import Entry, WriteBatch
+from billing_oss.server.pipeline.validate import key_problem
+from billing_oss.server.store import copy_payload, usage_repo
 
 _EMPTY_ATTRS = "{}"
 _encode = msgspec.json.encode
@@ -78,7 +78,7 @@ class Rows:
         )
 
 
-def build_rows(batch: Batch, ids: Sequence[int], source_file_id: int | None) -> Rows:
+def build_rows(batch: WriteBatch, ids: Sequence[int], source_file_id: int | None) -> Rows:
     """Rows of ``batch`` (partial parts excluded: they are stored on the write stage), the
     i-th claim taking ``ids[i]`` as usage id. ``ids`` must hold a usage id per entry."""
     first: dict[tuple[str, str], Entry] = {}

@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from server.metrics import SUSPENSE_RECORDS, SUSPENSE_RESOLVED
-from server.pipeline import writer
-from server.pipeline.amounts import decimal_string
-from server.pipeline.batch import Entry
-from server.pipeline.ports import Charge, Failure
-from server.pipeline.raters import RaterCache
-from server.pipeline.validate import validate
-from server.records import UsageRecord
-from server.store import suspense_repo, usage_repo
-from server.store.pool import Connection
+from billing_oss.core.ports import Charge, Failure
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.metrics import SUSPENSE_RECORDS, SUSPENSE_RESOLVED
+from billing_oss.server.pipeline import writer
+from billing_oss.server.pipeline.amounts import decimal_string
+from billing_oss.server.pipeline.batch import Entry
+from billing_oss.server.pipeline.raters import RaterCache
+from billing_oss.server.pipeline.validate import validate
+from billing_oss.server.store import suspense_repo, usage_repo
+from billing_oss.server.store.pool import Connection
 
 
 class RetryResult(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -13,9 +13,9 @@ from decimal import Decimal, InvalidOperation
 
 import msgspec
 
-from server.errors import Reason
-from server.pipeline.ports import Failure
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.ports import Failure
+from billing_oss.core.records import UsageRecord
 
 _encode = msgspec.json.encode
 

@@ -16,31 +16,31 @@ from typing import Any
 
 import msgspec
 
-from server.errors import Reason
-from server.metrics import PIPELINE_RECORDS, SUSPENSE_RECORDS
-from server.pipeline import partials
-from server.pipeline.batch import Batch, Entry
-from server.pipeline.ports import Charge, Failure, Rater
+from billing_oss.core.errors import Reason
+from billing_oss.core.ports import Charge, Failure, Rater
+from billing_oss.server.metrics import PIPELINE_RECORDS, SUSPENSE_RECORDS
+from billing_oss.server.pipeline import partials
+from billing_oss.server.pipeline.batch import Entry, WriteBatch
 
 __all__ = ["Rater", "charge_row", "store_batch", "suspense_row", "usage_row"]
-from server.pipeline.rows import (
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.pipeline.rows import (
     build_rows,
     charge_row,
     optional_columns,
     suspense_row,
     usage_row,
 )
-from server.pipeline.validate import validate
-from server.records import UsageRecord
-from server.store import suspense_repo, usage_repo
-from server.store.pool import Connection
+from billing_oss.server.pipeline.validate import validate
+from billing_oss.server.store import suspense_repo, usage_repo
+from billing_oss.server.store.pool import Connection
 
 _STATUS_COUNT = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
                  "filtered": "filtered", "pending": "pending"}
 _encode = msgspec.json.encode
 
 
-def months(batch: Batch) -> set[date]:
+def months(batch: WriteBatch) -> set[date]:
     """Months the batch's usage and charges land in (partitions must exist before the
     transaction): rated records and partial parts (a merged group takes a part's time).
     Records headed for suspense only are left out, so junk event times (any year the
@@ -58,7 +58,7 @@ def months(batch: Batch) -> set[date]:
 
 
 async def store_batch(
-    conn: Connection, batch: Batch, *, source_file_id: int | None, rater: Rater,
+    conn: Connection, batch: WriteBatch, *, source_file_id: int | None, rater: Rater,
     turn: Callable[[], Awaitable[None]] | None = None,
     claimed_keys: Callable[[], None] | None = None,
 ) -> None:
@@ -106,7 +106,7 @@ async def store_batch(
 
 
 async def _store_merged(
-    conn: Connection, batch: Batch, merged: list[Entry], source_file_id: int | None
+    conn: Connection, batch: WriteBatch, merged: list[Entry], source_file_id: int | None
 ) -> None:
     """Usage of the partial groups completed by this batch whose keys it claimed."""
     usage_rows: list[tuple[Any, ...]] = []
@@ -160,7 +160,7 @@ async def _claim(conn: Connection, keyed: list[Entry]) -> list[Entry]:
 
 
 async def _merge_partials(
-    conn: Connection, batch: Batch, source_file_id: int | None, rater: Rater
+    conn: Connection, batch: WriteBatch, source_file_id: int | None, rater: Rater
 ) -> list[Entry]:
     """Store partial parts; merge and rate each group completed by this batch."""
     parts = [e for e in batch.entries if e.outcome is None and e.record is not None]
@@ -249,7 +249,7 @@ async def _late_parts(
         await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, rows)
 
 
-def observe(batch: Batch) -> None:
+def observe(batch: WriteBatch) -> None:
     """Metrics for a committed batch."""
     for name, value in batch.counts.items():
         PIPELINE_RECORDS.labels("write", name).inc(value)
@@ -259,7 +259,7 @@ def observe(batch: Batch) -> None:
                 SUSPENSE_RECORDS.labels(str(entry.outcome.reason)).inc()
 
 
-def _count(batch: Batch) -> None:
+def _count(batch: WriteBatch) -> None:
     for merged in batch.merged:
         for part in merged.parts or ():
             part.status = merged.status  # the parts follow the usage they make up

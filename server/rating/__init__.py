@@ -7,7 +7,7 @@ Build a rater once per catalog and rate batches with it::
 
 - ``Charge``: record_key, account_id, amount_micros, currency, zone, band, tariff_id,
   effective_from, tariff_version (``<tariff id>@<effective_from>``).
-- ``Rejection``: record_key, reason (``server.errors.Reason``), account_id, detail.
+- ``Rejection``: record_key, reason (``core.errors.Reason``), account_id, detail.
 - Columnar path (native): ``cols = rater.columns(records)`` or build ``UsageColumns``
   yourself, ``rated = rater.rate_columns(cols)`` (arrays: status, amount, version, zone,
   band), ``rater.outcomes(cols, rated)`` when objects are wanted.
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from server.catalog.model import Catalog
-from server.rating.native import NativeRater, RatedColumns, UsageColumns
-from server.rating.outcome import Charge, Outcome, Rater, Rejection
-from server.rating.reference import ReferenceRater
+from billing_oss.server.catalog.model import Catalog
+from billing_oss.server.rating.native import NativeRater, RatedColumns, UsageColumns
+from billing_oss.server.rating.outcome import Charge, Outcome, Rater, Rejection
+from billing_oss.server.rating.reference import ReferenceRater
 
 
 def make_rater(

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from native import rating as native_rating
-from server.catalog.model import (
+from billing_oss.core.money import INT64_MAX, MICROS_PER_UNIT
+from billing_oss.native import rating as native_rating
+from billing_oss.server.catalog.model import (
     EVENT_MAX_US,
     KINDS,
     WILDCARD,
@@ -25,7 +26,6 @@ from server.catalog.model import (
     Rate,
     TariffVersion,
 )
-from server.money import INT64_MAX, MICROS_PER_UNIT
 
 ROUNDING_CODES = {"half-up": 0, "half-even": 1, "up": 2, "down": 3}
 _DAY = 86_400

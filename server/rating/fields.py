@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from server.catalog.model import EVENT_MAX_US, EVENT_MIN_US, Account, Catalog
-from server.money import INT64_MAX
-from server.records import UsageRecord
+from billing_oss.core.money import INT64_MAX
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.catalog.model import EVENT_MAX_US, EVENT_MIN_US, Account, Catalog
 
 KIND_CODES = {"voice": 0, "sms": 1, "data": 2, "event": 3}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

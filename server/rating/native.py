@@ -15,13 +15,19 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from native import rating as kernel
-from server.catalog.model import Catalog
-from server.errors import Reason
-from server.rating.compile import CompiledCatalog, compile_catalog
-from server.rating.fields import KIND_CODES, BadField, event_micros, find_account, usage_of
-from server.rating.outcome import Charge, Outcome, Rejection
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.records import UsageRecord
+from billing_oss.native import rating as kernel
+from billing_oss.server.catalog.model import Catalog
+from billing_oss.server.rating.compile import CompiledCatalog, compile_catalog
+from billing_oss.server.rating.fields import (
+    KIND_CODES,
+    BadField,
+    event_micros,
+    find_account,
+    usage_of,
+)
+from billing_oss.server.rating.outcome import Charge, Outcome, Rejection
 
 WIDTH = kernel.CALLED_WIDTH
 # Kernel status code -> suspense reason (index = code; 0 is a charge).

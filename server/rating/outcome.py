@@ -7,9 +7,9 @@ from typing import Protocol
 
 import msgspec
 
-from server.catalog.model import Catalog
-from server.errors import Reason
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.catalog.model import Catalog
 
 
 class Charge(msgspec.Struct, frozen=True, kw_only=True):

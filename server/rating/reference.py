@@ -24,12 +24,12 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
-from server.catalog.model import WILDCARD, Catalog, Rate, Rounding, TariffVersion
-from server.errors import Reason
-from server.money import INT64_MAX, fraction_to_micros
-from server.rating.fields import BadField, event_micros, find_account, usage_of
-from server.rating.outcome import Charge, Outcome, Rejection
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.money import INT64_MAX, fraction_to_micros
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.catalog.model import WILDCARD, Catalog, Rate, Rounding, TariffVersion
+from billing_oss.server.rating.fields import BadField, event_micros, find_account, usage_of
+from billing_oss.server.rating.outcome import Charge, Outcome, Rejection
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

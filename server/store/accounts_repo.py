@@ -14,10 +14,10 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from server.errors import Conflict, NotFound
-from server.store import audit
-from server.store.filters import Where
-from server.store.pool import Connection
+from billing_oss.core.errors import Conflict, NotFound
+from billing_oss.server.store import audit
+from billing_oss.server.store.filters import Where
+from billing_oss.server.store.pool import Connection
 
 Status = Literal["active", "suspended", "closed"]
 IdentifierKind = Literal["msisdn", "imsi", "meter", "other"]

@@ -16,12 +16,12 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from server.billing.rounding import minor_digits, minor_step
-from server.errors import Conflict, InvalidRequest, NotFound
-from server.money import format_micros
-from server.store import audit
-from server.store.filters import Where
-from server.store.pool import Connection
+from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
+from billing_oss.core.money import format_micros
+from billing_oss.server.billing.rounding import minor_digits, minor_step
+from billing_oss.server.store import audit
+from billing_oss.server.store.filters import Where
+from billing_oss.server.store.pool import Connection
 
 
 class Adjustment(msgspec.Struct, frozen=True, kw_only=True):

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from server.store.pool import Connection
+from billing_oss.server.store.pool import Connection
 
 GENESIS = "0" * 64
 Change = tuple[str, Any, Any]  # (entity, before, after): one entry of ``record_many``

@@ -19,10 +19,16 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from server.catalog import BillingCatalog, billing_from_dict
-from server.errors import CatalogError
-from server.store import accounts_repo, audit, discounts_repo, products_repo, tax_rates_repo
-from server.store.pool import Connection
+from billing_oss.core.errors import CatalogError
+from billing_oss.server.catalog import BillingCatalog, billing_from_dict
+from billing_oss.server.store import (
+    accounts_repo,
+    audit,
+    discounts_repo,
+    products_repo,
+    tax_rates_repo,
+)
+from billing_oss.server.store.pool import Connection
 
 
 class LoadResult(msgspec.Struct, frozen=True):

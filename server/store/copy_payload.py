@@ -13,7 +13,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from native.pgcopy import encode
+from billing_oss.native.pgcopy import encode
 
 __all__ = ["KINDS", "encode", "encode_reference", "kinds_of"]
 

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
-from server.billing.pricing import VolumeTier
-from server.catalog.billing import DiscountSpec
-from server.errors import CatalogError, Conflict, InvalidRequest, NotFound
-from server.store import audit
-from server.store.filters import Where
-from server.store.pool import Connection
+from billing_oss.core.errors import CatalogError, Conflict, InvalidRequest, NotFound
+from billing_oss.server.billing.pricing import VolumeTier
+from billing_oss.server.catalog.billing import DiscountSpec
+from billing_oss.server.store import audit
+from billing_oss.server.store.filters import Where
+from billing_oss.server.store.pool import Connection
 
 _COLUMNS = ("code, account_id, kind, scope, service, percent, amount_micros, currency,"
             " tiers, description, valid_from, valid_to")

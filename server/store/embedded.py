@@ -15,8 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from server.errors import StartupError
-from server.store.dsn import with_database
+from billing_oss.core.errors import StartupError
+from billing_oss.server.store.dsn import with_database
 
 log = logging.getLogger(__name__)
 

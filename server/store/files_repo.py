@@ -11,8 +11,8 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from server.errors import NotFound
-from server.store.filters import Where
+from billing_oss.core.errors import NotFound
+from billing_oss.server.store.filters import Where
 
 
 class SourceFile(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from server.errors import StartupError
+from billing_oss.core.errors import StartupError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _LOCK_KEY = 0x62696C6C  # "bill": serialises concurrent migrators

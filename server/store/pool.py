@@ -8,8 +8,8 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from server.errors import StartupError
-from server.store.dsn import redacted
+from billing_oss.core.errors import StartupError
+from billing_oss.server.store.dsn import redacted
 
 # What `pool.acquire()` and `asyncpg.connect()` hand out; repositories accept either.
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"

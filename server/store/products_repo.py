@@ -12,12 +12,12 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
-from server.billing.model import Product
-from server.billing.pricing import parse_components
-from server.errors import NotFound
-from server.store import audit
-from server.store.filters import Where
-from server.store.pool import Connection
+from billing_oss.core.errors import NotFound
+from billing_oss.server.billing.model import Product
+from billing_oss.server.billing.pricing import parse_components
+from billing_oss.server.store import audit
+from billing_oss.server.store.filters import Where
+from billing_oss.server.store.pool import Connection
 
 _SELECT = ("SELECT product_id, name, currency, recurring_fee_micros, tax_class,"
            " usage_pricing::text AS usage_pricing FROM products")

@@ -10,10 +10,10 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from server.errors import Conflict, InvalidRequest, NotFound
-from server.store import audit
-from server.store.filters import Where
-from server.store.pool import Connection
+from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
+from billing_oss.server.store import audit
+from billing_oss.server.store.filters import Where
+from billing_oss.server.store.pool import Connection
 
 
 class Subscription(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,17 +1,115 @@
-"""Suspense rows: listing them, and resolving one when a retry charged it.
+"""Suspense rows: the operator's view (list, inspect with raw bytes and reason, discard) and
+what the pipeline's retry needs (claim, reclaim a key, resolve).
 
-Rows are never deleted. A retry that charges a record marks its row ``retried`` with the
-usage id it became; one that fails again keeps it open with the new reason.
+Rows are never deleted. A discard sets ``state = 'discarded'`` with the operator's reason in
+``resolution``, audited. A retry that charges a record marks its row ``retried`` with the usage
+id it became; one that fails again keeps it open with the new reason. Retrying itself is the
+pipeline's job (``server.pipeline.suspense.retry``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, Literal
 
+import asyncpg
 import msgspec
 
-from server.store.pool import Connection
+from billing_oss.core.errors import Conflict, NotFound
+from billing_oss.server.store import audit
+from billing_oss.server.store.filters import Where
+from billing_oss.server.store.pool import Connection
+
+State = Literal["open", "retried", "discarded"]
+
+
+class SuspenseItem(msgspec.Struct, frozen=True, kw_only=True):
+    suspense_id: int
+    source: str
+    record_key: str | None
+    account_id: str | None
+    reason: str
+    detail: str
+    state: State
+    resolution: str | None
+    source_file_id: int | None
+    source_position: str | None
+    created_at: dt.datetime
+    resolved_at: dt.datetime | None
+
+
+class SuspenseDetail(SuspenseItem, frozen=True, kw_only=True):
+    record: Any
+    raw: bytes | None  # base64 in JSON
+
+
+_ITEM_COLUMNS = ("suspense_id, source, record_key, account_id, reason, detail, state, resolution,"
+            " source_file_id, source_position, created_at, resolved_at")
+
+
+async def find(pool: asyncpg.Pool, *, state: str | None, reason: str | None,
+               source: str | None, account_id: str | None, after: int | None,
+               limit: int) -> list[SuspenseItem]:
+    w = (Where().add("state = {}", state).add("reason = {}", reason).add("source = {}", source)
+         .add("account_id = {}", account_id).add("suspense_id > {}", after))
+    rows = await pool.fetch(f"SELECT {_ITEM_COLUMNS} FROM suspense" + w.sql()
+                            + " ORDER BY suspense_id" + w.limit(limit + 1), *w.args)
+    return [SuspenseItem(**dict(r)) for r in rows]
+
+
+async def get(conn: Connection | asyncpg.Pool, suspense_id: int) -> SuspenseDetail:
+    row = await conn.fetchrow(
+        f"SELECT {_ITEM_COLUMNS}, record::text AS record, raw FROM suspense WHERE suspense_id = $1",
+        suspense_id,
+    )
+    if row is None:
+        raise NotFound(f"no suspense record {suspense_id}")
+    values = dict(row)
+    values["record"] = json.loads(values["record"]) if values["record"] is not None else None
+    return SuspenseDetail(**values)
+
+
+async def discard(pool: asyncpg.Pool, actor: str, suspense_id: int,
+                  reason: str) -> SuspenseDetail:
+    async with pool.acquire() as conn, conn.transaction():
+        state = await conn.fetchval(
+            "SELECT state FROM suspense WHERE suspense_id = $1 FOR UPDATE", suspense_id)
+        if state is None:
+            raise NotFound(f"no suspense record {suspense_id}")
+        if state != "open":
+            raise Conflict(f"suspense record {suspense_id} is {state}, not open")
+        before = await get(conn, suspense_id)
+        await conn.execute(
+            "UPDATE suspense SET state = 'discarded', resolution = $2, resolved_at = now()"
+            " WHERE suspense_id = $1", suspense_id, reason,
+        )
+        after = await get(conn, suspense_id)
+        await audit.record(conn, actor, "suspense.discard", f"suspense:{suspense_id}",
+                           _summary(before), _summary(after))
+    return after
+
+
+def _summary(item: SuspenseDetail) -> dict[str, Any]:
+    """What the audit keeps of a suspense row: its state, not its (possibly large) payload."""
+    return {"state": item.state, "reason": item.reason, "resolution": item.resolution,
+            "source": item.source, "record_key": item.record_key}
+
+
+async def require_open(pool: asyncpg.Pool, suspense_id: int) -> SuspenseDetail:
+    item = await get(pool, suspense_id)
+    if item.state != "open":
+        raise Conflict(f"suspense record {suspense_id} is {item.state}, not open")
+    return item
+
+
+async def record_retry(pool: asyncpg.Pool, actor: str, before: SuspenseDetail,
+                       after: SuspenseDetail, outcome: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await audit.record(conn, actor, f"suspense.retry.{outcome}",
+                           f"suspense:{before.suspense_id}", _summary(before), _summary(after))
 
 
 class SuspenseRow(msgspec.Struct, kw_only=True):
@@ -29,7 +127,7 @@ class SuspenseRow(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-_COLUMNS = ("suspense_id, source, record_key, account_id, reason, detail, record::text, "
+_ROW_COLUMNS = ("suspense_id, source, record_key, account_id, reason, detail, record::text, "
             "source_file_id, source_position, state, resolution, created_at")
 
 
@@ -43,7 +141,7 @@ async def list_rows(
 ) -> list[SuspenseRow]:
     """Rows by ascending id after ``after`` (cursor pagination)."""
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM suspense WHERE suspense_id > $1 "
+        f"SELECT {_ROW_COLUMNS} FROM suspense WHERE suspense_id > $1 "
         "AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR reason = $3) "
         "AND ($4::text IS NULL OR source = $4) ORDER BY suspense_id LIMIT $5",
         after, state, reason, source, limit)
@@ -55,7 +153,7 @@ async def claim_for_retry(
 ) -> list[SuspenseRow]:
     """Open rows to retry, locked for this transaction (other workers skip them)."""
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM suspense WHERE state = 'open' AND record IS NOT NULL "
+        f"SELECT {_ROW_COLUMNS} FROM suspense WHERE state = 'open' AND record IS NOT NULL "
         "AND ($1::bigint[] IS NULL OR suspense_id = ANY($1)) "
         "AND ($2::text IS NULL OR reason = $2) "
         "ORDER BY suspense_id LIMIT $3 FOR UPDATE SKIP LOCKED", ids, reason, limit)

@@ -15,11 +15,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from server.catalog import BillingCatalog
-from server.errors import CatalogError, Conflict, NotFound
-from server.store import audit, catalog_repo
-from server.store.filters import Where
-from server.store.pool import Connection
+from billing_oss.core.errors import CatalogError, Conflict, NotFound
+from billing_oss.server.catalog import BillingCatalog
+from billing_oss.server.store import audit, catalog_repo
+from billing_oss.server.store.filters import Where
+from billing_oss.server.store.pool import Connection
 
 
 class VersionSummary(msgspec.Struct, frozen=True, kw_only=True):

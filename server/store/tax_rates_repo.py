@@ -18,12 +18,12 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
-from server.billing.tax import TaxRate
-from server.catalog.billing import describe, first_overlap, overlaps
-from server.errors import CatalogError, Conflict
-from server.store import audit
-from server.store.filters import Where
-from server.store.pool import Connection
+from billing_oss.core.errors import CatalogError, Conflict
+from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.catalog.billing import describe, first_overlap, overlaps
+from billing_oss.server.store import audit
+from billing_oss.server.store.filters import Where
+from billing_oss.server.store.pool import Connection
 
 _SELECT = "SELECT jurisdiction, tax_class, category, rate, valid_from, valid_to FROM tax_rates"
 _KEY = "jurisdiction, tax_class, valid_from"

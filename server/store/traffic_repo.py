@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from server.store.filters import Where
+from billing_oss.server.store.filters import Where
 
 
 class Period(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import asyncpg
 import msgspec
 
-from server.errors import BillingError
-from server.store.pool import Connection
+from billing_oss.core.errors import BillingError
+from billing_oss.server.store.pool import Connection
 
 USAGE_FIXED = ("account_id", "usage_id", "event_time", "source", "record_key", "kind")
 USAGE_OPTIONAL = ("duration_s", "volume_up", "volume_down", "quantity", "unit", "calling",

@@ -15,13 +15,13 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from server import config, jobs, rerate
-from server.billing import runs
-from server.http.app import create_app
-from server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
-from server.pipeline.pipeline import Pipeline
-from server.pipeline.raters import RaterFactory
-from server.store import api_keys
+from billing_oss.server import config, jobs, rerate
+from billing_oss.server.billing import bill_runs
+from billing_oss.server.http.app import create_app
+from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.pipeline.raters import RaterFactory
+from billing_oss.server.store import api_keys
 from tests.conftest import free_port
 from tests.pipeline_doubles import FlatRater
 
@@ -82,12 +82,12 @@ async def live_api(pool: asyncpg.Pool, database_url: str,
     cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port,
                                          **(overrides or {})})
     pipeline = Pipeline(pool, cfg.pipeline, rater_factory=rater_factory, decoders={})
-    billing = runs.BillRuns(pool, runs.run_settings(cfg.billing))
+    billing = bill_runs.BillRuns(pool, bill_runs.run_settings(cfg.billing))
     async with (rerate.running_worker(pool, pipeline.raters) as worker,
-                jobs.running_worker(pool, billing, job_grace_s) as bill_runs):
+                jobs.running_worker(pool, billing, job_grace_s) as billing_worker):
         app = create_app(cfg, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
-        app[BILL_RUN_WAKE] = bill_runs.wake
+        app[BILL_RUN_WAKE] = billing_worker.wake
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -95,7 +95,7 @@ async def live_api(pool: asyncpg.Pool, database_url: str,
                   for role in ROLES}
         try:
             async with aiohttp.ClientSession() as http:
-                yield Api(f"http://127.0.0.1:{port}", tokens, http, app, bill_runs)
+                yield Api(f"http://127.0.0.1:{port}", tokens, http, app, billing_worker)
         finally:
             await runner.cleanup()
 

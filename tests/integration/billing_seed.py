@@ -9,11 +9,11 @@ from typing import Any
 
 import asyncpg
 
-from server.billing.model import Product, Settings
-from server.billing.pricing import parse_components
-from server.billing.runs import bill_run
-from server.store import catalog_repo, products_repo
-from server.store.pool import Connection
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.billing.model import Product, Settings
+from billing_oss.server.billing.pricing import parse_components
+from billing_oss.server.store import catalog_repo, products_repo
+from billing_oss.server.store.pool import Connection
 
 SELLER = {"name": "Example Telecom SAS", "country": "FR", "vat_id": "FR12345678901",
           "address": "1 rue de la Paix", "city": "Paris", "postcode": "75002",

@@ -7,9 +7,9 @@ import datetime as dt
 
 import asyncpg
 
-from server.billing import documents
-from server.billing.runs import bill_run
-from server.store import audit
+from billing_oss.server.billing import issuing
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.store import audit
 from tests.integration import billing_seed
 from tests.integration.api_harness import Api, api, seed_usage  # noqa: F401
 
@@ -106,7 +106,7 @@ async def test_bill_run_over_what_the_api_set_up(api: Api, pool: asyncpg.Pool) -
 
     run = await bill_run(pool, period, billing_seed.SETTINGS, accounts=["IT1"], actor="test")
     async with pool.acquire() as conn:
-        invoice = (await documents.load(conn, run.invoice_ids[0])).content
+        invoice = (await issuing.load(conn, run.invoice_ids[0])).content
     lines = {ln.kind: ln for ln in invoice.lines}
     assert lines["usage"].net_micros == 1_230_000  # 1.234567 → 1.23
     assert lines["recurring"].net_micros == 20_000_000  # the whole month of the product

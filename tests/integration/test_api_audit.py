@@ -7,7 +7,7 @@ import sys
 import asyncpg
 import pytest
 
-from server.store import audit
+from billing_oss.server.store import audit
 from tests.conftest import REPO
 
 
@@ -50,7 +50,7 @@ async def tamper(pool: asyncpg.Pool, sql: str) -> None:
 
 def verify_cli(database_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "audit", "verify", "--database-url", database_url],
+        [sys.executable, "-m", "billing_oss", "audit", "verify", "--database-url", database_url],
         capture_output=True, text=True, cwd=REPO, timeout=60)
 
 

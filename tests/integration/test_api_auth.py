@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from server.http.auth import GRANTS
+from billing_oss.server.http.auth import GRANTS
 from tests.integration.api_harness import ROLES, Api, api  # noqa: F401
 
 SAMPLE_PATH_VALUES = {"account_id": "A1", "subscription_id": "1", "tariff_id": "T1",

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from server.store import audit
+from billing_oss.server.store import audit
 from tests.integration.api_harness import Api, api  # noqa: F401
 
 PLAN: dict[str, Any] = {

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from server.store import audit
+from billing_oss.server.store import audit
 from tests.conftest import REPO
 from tests.integration.api_harness import Api, api  # noqa: F401
 

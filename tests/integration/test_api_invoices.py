@@ -14,7 +14,7 @@ import sys
 import asyncpg
 import pytest
 
-from server.store import audit
+from billing_oss.server.store import audit
 from tests.conftest import REPO
 from tests.integration import billing_seed as seed
 from tests.integration.api_harness import ROLES, Api, api  # noqa: F401
@@ -188,7 +188,7 @@ async def test_cli_bill_run_is_audited_as_the_user(pool: asyncpg.Pool,
     accounts = await seed_accounts(pool, "AUC", 2)
     args = [arg for a in accounts for arg in ("--account", a)]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "bill-run", "--period", "2026-01", *args,
+        sys.executable, "-m", "billing_oss", "bill-run", "--period", "2026-01", *args,
         "--finalize", "--force", "--json", "--database-url", database_url, cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)

@@ -2,7 +2,7 @@
 
 import asyncpg
 
-from server.store import audit
+from billing_oss.server.store import audit
 from tests.integration.api_harness import Api, api  # noqa: F401
 
 

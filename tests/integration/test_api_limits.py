@@ -7,9 +7,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from server.http.app import timeout_middleware
-from server.http.keys import CONFIG
-from server.http.problems import problem_middleware
+from billing_oss.server.http.app import timeout_middleware
+from billing_oss.server.http.keys import CONFIG
+from billing_oss.server.http.problems import problem_middleware
 from tests.conftest import free_port
 from tests.integration.api_harness import Api, api  # noqa: F401
 

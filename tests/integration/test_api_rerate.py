@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server.billing import documents
-from server.billing.runs import bill_run
-from server.pipeline.rating_bridge import build_rater
+from billing_oss.server.billing import issuing
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.pipeline.rating_bridge import build_rater
 from tests.conftest import REPO
 from tests.integration import billing_seed
 from tests.integration.api_harness import Api, live_api, seed_usage
@@ -84,7 +84,7 @@ async def test_rerate_corrects_by_the_exact_difference(rapi: Api, pool: asyncpg.
 
     run = await bill_run(pool, "2026-01", billing_seed.SETTINGS, accounts=["RR-1"], actor="test")
     async with pool.acquire() as conn:
-        await documents.finalise(conn, run.invoice_ids, "RR", dt.date(2026, 2, 3), 30, actor="test")
+        await issuing.finalise(conn, run.invoice_ids, "RR", dt.date(2026, 2, 3), 30, actor="test")
     [invoice_id] = run.invoice_ids
     frozen = await invoice_rows(pool, invoice_id)
     charges_before = [dict(r) for r in await pool.fetch("SELECT * FROM charges ORDER BY charge_id")]
@@ -126,7 +126,7 @@ async def test_rerate_corrects_by_the_exact_difference(rapi: Api, pool: asyncpg.
     assert rerun.invoice_ids and rerun.invoice_ids != [invoice_id]
     assert rerun.charges == 10  # five reversals and five new charges
     async with pool.acquire() as conn:
-        nxt = await documents.load(conn, rerun.invoice_ids[0])
+        nxt = await issuing.load(conn, rerun.invoice_ids[0])
     assert nxt.content.totals.net_micros == 1_500_000
 
     # Rerating again under the same catalog changes nothing.
@@ -139,7 +139,7 @@ async def test_rerate_corrects_by_the_exact_difference(rapi: Api, pool: asyncpg.
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "billing_oss", *args], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from server.billing import documents
-from server.billing.runs import bill_run
-from server.http.routing import openapi_path
+from billing_oss.server.billing import issuing
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.http.routing import openapi_path
 from tests.integration import billing_seed
 from tests.integration.api_harness import Api, api  # noqa: F401
 
@@ -115,7 +115,7 @@ async def seed_invoices(pool: asyncpg.Pool) -> None:
                          accounts=[f"SI{i}" for i in range(4)])
     assert len(run.invoice_ids) == 4
     async with pool.acquire() as conn:
-        await documents.finalise(conn, run.invoice_ids[:2], "ST", dt.date(2026, 2, 1), 30,
+        await issuing.finalise(conn, run.invoice_ids[:2], "ST", dt.date(2026, 2, 1), 30,
                                  actor="test")
 
 

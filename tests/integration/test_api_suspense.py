@@ -6,7 +6,7 @@ import json
 import asyncpg
 import pytest
 
-from server.store import audit
+from billing_oss.server.store import audit
 from tests.integration.api_harness import Api, api  # noqa: F401
 
 

@@ -7,11 +7,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from server.http.auth import KEY_CACHE, KeyCache
-from server.http.keys import POOL, PRINCIPAL
-from server.http.problems import problem_middleware
-from server.http.routing import Api
-from server.store import api_keys
+from billing_oss.server.http.auth import KEY_CACHE, KeyCache
+from billing_oss.server.http.keys import POOL, PRINCIPAL
+from billing_oss.server.http.problems import problem_middleware
+from billing_oss.server.http.routing import Api
+from billing_oss.server.store import api_keys
 from tests.conftest import free_port
 
 

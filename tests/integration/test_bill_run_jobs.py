@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server.store import audit
+from billing_oss.server.store import audit
 from tests.conftest import REPO, wait_until
 from tests.integration import billing_seed as seed
 from tests.integration.api_harness import Api, live_api
@@ -175,7 +175,7 @@ async def test_a_killed_run_resumes_at_the_next_start(pool: asyncpg.Pool,
     names = await accounts(pool, "KILL", 4)
     locked = await account_lock(pool, names[2])
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "bill-run", "--period", "2026-01",
+        sys.executable, "-m", "billing_oss", "bill-run", "--period", "2026-01",
         *[a for n in names for a in ("--account", n)], "--json", cwd=REPO,
         env={**os.environ, "BILLING_OSS_DATABASE_URL": database_url,
              "BILLING_OSS_BILLING_BATCH_SIZE": "1"},

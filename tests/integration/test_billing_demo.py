@@ -13,15 +13,20 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from server import config
-from server.billing import documents
-from server.billing.model import InvoiceDraft
-from server.billing.runs import bill_run
-from server.pipeline.pipeline import Pipeline
-from server.records import UsageRecord
-from server.service import decoders, rater_factory, read_catalog_file, validate_catalog
-from server.store import catalog_repo, discounts_repo
-from server.store.discounts_repo import DiscountFilter
+from billing_oss.core.records import UsageRecord
+from billing_oss.server import config
+from billing_oss.server.billing import issuing
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.billing.model import InvoiceDraft
+from billing_oss.server.composition import (
+    decoders,
+    rater_factory,
+    read_catalog_file,
+    validate_catalog,
+)
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.store import catalog_repo, discounts_repo
+from billing_oss.server.store.discounts_repo import DiscountFilter
 from tests.conftest import REPO
 from tests.integration import billing_seed
 from tests.integration.api_harness import Api, api  # noqa: F401
@@ -73,7 +78,7 @@ async def test_demo_catalog_bills_taxed_invoices(api: Api, pool: asyncpg.Pool,  
     invoices: dict[str, InvoiceDraft] = {}
     async with pool.acquire() as conn:
         for invoice_id in run.invoice_ids:
-            content = (await documents.load(conn, invoice_id)).content
+            content = (await issuing.load(conn, invoice_id)).content
             invoices[content.account_id] = content
     assert sorted(invoices) == ["A1", "A2", "B1", "IOT1"]
     charged = {r["account_id"]: r["amount"] for r in await pool.fetch(

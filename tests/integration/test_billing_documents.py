@@ -9,11 +9,11 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from server.billing import documents, inputs
-from server.billing.batches import compute_batch, drop_emptied_drafts, store_drafts
-from server.billing.documents import CreditRequest
-from server.billing.runs import bill_run
-from server.errors import Conflict, InvalidRequest
+from billing_oss.core.errors import Conflict, InvalidRequest
+from billing_oss.server.billing import inputs, issuing
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.billing.drafting import compute_batch, drop_emptied_drafts, store_drafts
+from billing_oss.server.billing.issuing import CreditRequest
 from tests.conftest import wait_until
 from tests.integration import billing_seed as seed
 
@@ -43,13 +43,13 @@ async def test_crash_while_finalising_leaves_no_gap(pool: asyncpg.Pool) -> None:
     holder = await pool.acquire()
     victim = await pool.acquire()
     try:
-        await documents.finalise(holder, ids[:1], "CRASH", TODAY, 30, actor="test")  # number 1
+        await issuing.finalise(holder, ids[:1], "CRASH", TODAY, 30, actor="test")  # number 1
         tx = holder.transaction()
         await tx.start()
         await holder.execute("UPDATE document_series SET next_number = next_number "
                              "WHERE series = 'CRASH'")
         pid = victim.get_server_pid()
-        task = asyncio.create_task(documents.finalise(victim, ids[1:2], "CRASH", TODAY, 30,
+        task = asyncio.create_task(issuing.finalise(victim, ids[1:2], "CRASH", TODAY, 30,
                                                       actor="test"))
 
         async def waiting() -> bool:
@@ -67,7 +67,7 @@ async def test_crash_while_finalising_leaves_no_gap(pool: asyncpg.Pool) -> None:
     row = await pool.fetchrow("SELECT status, number FROM invoices WHERE invoice_id = $1", ids[1])
     assert row["status"] == "draft" and row["number"] is None
     async with pool.acquire() as conn:
-        await documents.finalise(conn, ids[1:], "CRASH", TODAY, 30, actor="test")
+        await issuing.finalise(conn, ids[1:], "CRASH", TODAY, 30, actor="test")
     assert await numbers(pool, "CRASH") == [1, 2, 3]
 
 
@@ -77,11 +77,11 @@ async def test_concurrent_finalisers_with_crashes_number_without_gaps(pool: asyn
     async def finalise_one(invoice_id: int, crash: bool) -> None:
         async with pool.acquire() as conn:
             if not crash:
-                await documents.finalise(conn, [invoice_id], "CONC", TODAY, 30, actor="test")
+                await issuing.finalise(conn, [invoice_id], "CONC", TODAY, 30, actor="test")
                 return
             try:
                 async with conn.transaction():
-                    await documents.take_numbers(conn, "CONC", 1)
+                    await issuing.take_numbers(conn, "CONC", 1)
                     await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
             except (asyncpg.PostgresError, ConnectionError, asyncpg.InterfaceError):
                 pass  # the session died mid-transaction: its number must come back
@@ -90,7 +90,7 @@ async def test_concurrent_finalisers_with_crashes_number_without_gaps(pool: asyn
     done = await numbers(pool, "CONC")
     assert done == list(range(1, len(done) + 1)) and len(done) == 18
     async with pool.acquire() as conn:
-        await documents.finalise(conn, ids, "CONC", TODAY, 30, actor="test")  # the crashed ones now
+        await issuing.finalise(conn, ids, "CONC", TODAY, 30, actor="test")  # the crashed ones now
     assert await numbers(pool, "CONC") == list(range(1, 25))
 
 
@@ -98,31 +98,31 @@ async def test_credit_notes_never_exceed_the_invoice(pool: asyncpg.Pool) -> None
     ids = await drafts(pool, "CN", 1)  # one line of 1.00 net, VAT 0.20
     async with pool.acquire() as conn:
         with pytest.raises(Conflict):  # a draft is recomputed, not credited
-            await documents.issue_credit_note(conn, ids[0], "x", None, "CN", TODAY, actor="test")
-        await documents.finalise(conn, ids, "CNI", TODAY, 30, actor="test")
-        part = await documents.issue_credit_note(
+            await issuing.issue_credit_note(conn, ids[0], "x", None, "CN", TODAY, actor="test")
+        await issuing.finalise(conn, ids, "CNI", TODAY, 30, actor="test")
+        part = await issuing.issue_credit_note(
             conn, ids[0], "goodwill", [CreditRequest(line_no=1, amount=Decimal("0.40"))],
             "CN", TODAY, actor="test")
         assert (part.net_micros, part.tax_micros) == (400_000, 80_000)
         with pytest.raises(InvalidRequest):
-            await documents.issue_credit_note(
+            await issuing.issue_credit_note(
                 conn, ids[0], "too much", [CreditRequest(line_no=1, amount=Decimal("0.61"))],
                 "CN", TODAY, actor="test")
-        rest = await documents.issue_credit_note(conn, ids[0], "cancel", None, "CN", TODAY,
+        rest = await issuing.issue_credit_note(conn, ids[0], "cancel", None, "CN", TODAY,
                                                  actor="test")
         assert (rest.net_micros, rest.tax_micros) == (600_000, 120_000)
         with pytest.raises(InvalidRequest):
-            await documents.issue_credit_note(conn, ids[0], "again", None, "CN", TODAY,
+            await issuing.issue_credit_note(conn, ids[0], "again", None, "CN", TODAY,
                                               actor="test")
-        inv = await documents.load(conn, ids[0])
+        inv = await issuing.load(conn, ids[0])
     assert inv.credited_micros == inv.content.totals.total_micros
     assert [part.number_text, rest.number_text] == ["CN-000001", "CN-000002"]
 
 
 async def credit(pool: asyncpg.Pool, invoice_id: int,
-                 requests: list[CreditRequest] | None = None) -> documents.CreditNote:
+                 requests: list[CreditRequest] | None = None) -> issuing.CreditNote:
     async with pool.acquire() as conn:
-        return await documents.issue_credit_note(conn, invoice_id, "x", requests, "CN", TODAY,
+        return await issuing.issue_credit_note(conn, invoice_id, "x", requests, "CN", TODAY,
                                                  actor="test")
 
 
@@ -133,7 +133,7 @@ async def test_a_full_credit_refunds_what_a_tax_inclusive_invoice_made_payable(
     invoice_id = await seed.finalised_invoice(pool, "RND-FULL", fee=10_050_000,
                                               tax_inclusive=True)
     async with pool.acquire() as conn:
-        totals = (await documents.load(conn, invoice_id)).content.totals
+        totals = (await issuing.load(conn, invoice_id)).content.totals
     assert (totals.total_micros, totals.rounding_micros, totals.payable_micros) == (
         10_060_000, -10_000, 10_050_000)
     note = await credit(pool, invoice_id)
@@ -141,8 +141,8 @@ async def test_a_full_credit_refunds_what_a_tax_inclusive_invoice_made_payable(
                                                                      10_060_000)
     assert (note.rounding_micros, note.payable_micros) == (-10_000, 10_050_000)
     async with pool.acquire() as conn:
-        assert (await documents.load_credit_note(conn, note.credit_note_id)) == note
-        assert (await documents.load(conn, invoice_id)).credited_micros == 10_050_000
+        assert (await issuing.load_credit_note(conn, note.credit_note_id)) == note
+        assert (await issuing.load(conn, invoice_id)).credited_micros == 10_050_000
 
 
 @pytest.mark.parametrize("first", [Decimal("5.00"), None])
@@ -163,7 +163,7 @@ async def test_credit_notes_of_a_tax_inclusive_invoice_add_up_to_what_was_payabl
         await credit(pool, invoice_id)
 
 
-def tax_of(note: documents.CreditNote) -> list[tuple[int, int]]:
+def tax_of(note: issuing.CreditNote) -> list[tuple[int, int]]:
     return [(t["taxable"], t["tax"]) for t in note.taxes]
 
 
@@ -193,19 +193,19 @@ async def test_partial_credits_add_up_to_the_invoice_tax(pool: asyncpg.Pool) -> 
     with pytest.raises(InvalidRequest):
         await credit(pool, invoice_id)
     async with pool.acquire() as conn:
-        invoice = await documents.load(conn, invoice_id)
+        invoice = await issuing.load(conn, invoice_id)
     assert invoice.credited_micros == invoice.content.totals.payable_micros == 70_000
 
 
 async def test_concurrent_full_credits_issue_only_one(pool: asyncpg.Pool) -> None:
     ids = await drafts(pool, "CF", 1)
     async with pool.acquire() as conn:
-        await documents.finalise(conn, ids, "CFI", TODAY, 30, actor="test")
+        await issuing.finalise(conn, ids, "CFI", TODAY, 30, actor="test")
 
     async def credit() -> bool:
         async with pool.acquire() as conn:
             try:
-                await documents.issue_credit_note(conn, ids[0], "cancel", None, "CF", TODAY,
+                await issuing.issue_credit_note(conn, ids[0], "cancel", None, "CF", TODAY,
                                                   actor="test")
                 return True
             except InvalidRequest:
@@ -244,4 +244,4 @@ async def test_a_draft_finalised_during_a_recomputation_keeps_its_lines(
 
 async def _finalise_alone(pool: asyncpg.Pool, invoice_id: int) -> list[int]:
     async with pool.acquire() as conn:
-        return await documents.finalise(conn, [invoice_id], "RACE", TODAY, 30, actor="test")
+        return await issuing.finalise(conn, [invoice_id], "RACE", TODAY, 30, actor="test")

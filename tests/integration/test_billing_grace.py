@@ -13,8 +13,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from server.billing import documents
-from server.billing.runs import bill_run
+from billing_oss.server.billing import issuing
+from billing_oss.server.billing.bill_runs import bill_run
 from tests.conftest import REPO
 from tests.integration import billing_seed as seed
 
@@ -31,7 +31,7 @@ async def seeded(pool: asyncpg.Pool) -> None:
 
 async def net(pool: asyncpg.Pool, invoice_id: int) -> int:
     async with pool.acquire() as conn:
-        return (await documents.load(conn, invoice_id)).content.totals.net_micros
+        return (await issuing.load(conn, invoice_id)).content.totals.net_micros
 
 
 async def test_draft_recomputed_within_grace_then_left_alone(pool: asyncpg.Pool) -> None:
@@ -56,7 +56,7 @@ async def test_draft_recomputed_within_grace_then_left_alone(pool: asyncpg.Pool)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM invoice_line_charges "
                                    "WHERE account_id = 'G1' AND charge_id = $1", late) == 0
-        await documents.finalise(conn, first.invoice_ids, "G", dt.date(2026, 2, 4), 30,
+        await issuing.finalise(conn, first.invoice_ids, "G", dt.date(2026, 2, 4), 30,
                                  actor="test")
     feb = await bill_run(pool, "2026-02", GRACE, accounts=["G1"],
                          now=dt.datetime(2026, 3, 2, tzinfo=UTC), actor="test")
@@ -73,16 +73,16 @@ async def test_finalise_only_drafts_past_grace_unless_forced(pool: asyncpg.Pool)
     run = await bill_run(pool, "2026-01", GRACE, accounts=["G2", "G3"], now=now, actor="test")
     g2, g3 = run.invoice_ids
     async with pool.acquire() as conn:
-        due = await documents.drafts_due(conn, "2026-01", ["G2", "G3"], 3, now)
+        due = await issuing.drafts_due(conn, "2026-01", ["G2", "G3"], 3, now)
         assert (due.due, due.waiting) == ([g2], [g3])
         assert due.waiting_until == dt.datetime(2026, 2, 18, tzinfo=UTC)
-        forced = await documents.drafts_due(conn, "2026-01", ["G2", "G3"], 3, now, force=True)
+        forced = await issuing.drafts_due(conn, "2026-01", ["G2", "G3"], 3, now, force=True)
         assert (forced.due, forced.waiting) == ([g2, g3], [])
 
 
 async def cli_bill_run(database_url: str, *args: str) -> dict[str, object]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "bill-run", *args, "--json", cwd=REPO,
+        sys.executable, "-m", "billing_oss", "bill-run", *args, "--json", cwd=REPO,
         env={**os.environ, "BILLING_OSS_DATABASE_URL": database_url,
              "BILLING_OSS_BILLING_GRACE_DAYS": "3"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -128,7 +128,7 @@ async def test_links_are_checked_per_statement(pool: asyncpg.Pool) -> None:
         with pytest.raises(asyncpg.ForeignKeyViolationError):  # a linked line stays
             await conn.execute("DELETE FROM invoice_lines WHERE account_id = 'L1' "
                                "AND invoice_id = $1", invoice_id)
-        await documents.finalise(conn, run.invoice_ids, "L", dt.date(2026, 2, 2), 30, actor="test")
+        await issuing.finalise(conn, run.invoice_ids, "L", dt.date(2026, 2, 2), 30, actor="test")
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
             await conn.execute("DELETE FROM invoice_line_charges WHERE charge_id = $1", second)
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
@@ -148,7 +148,7 @@ async def test_invoice_verb_shows_renders_and_exports(database_url: str, pool: a
     outputs = {}
     for what in ("show", "pdf", "xml"):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.cli", "invoice", what, str(run.invoice_ids[0]),
+            sys.executable, "-m", "billing_oss", "invoice", what, str(run.invoice_ids[0]),
             "--output", str(tmp_path / what), cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE)
         _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode == 0, err.decode()
@@ -158,7 +158,7 @@ async def test_invoice_verb_shows_renders_and_exports(database_url: str, pool: a
     assert outputs["pdf"].startswith(b"%PDF-") and b"factur-x.xml" in outputs["pdf"]
     assert b"<ram:DuePayableAmount>2.82</ram:DuePayableAmount>" in outputs["xml"]
     missing = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "invoice", "show", "999999999", cwd=REPO, env=env,
+        sys.executable, "-m", "billing_oss", "invoice", "show", "999999999", cwd=REPO, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(missing.communicate(), timeout=60)
     assert missing.returncode == 1 and b"no invoice 999999999" in err

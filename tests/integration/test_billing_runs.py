@@ -7,9 +7,9 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from server.billing import documents
-from server.billing.runs import bill_run
-from server.store import accounts_repo, subscriptions_repo
+from billing_oss.server.billing import issuing
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.store import accounts_repo, subscriptions_repo
 from tests.integration import billing_seed as seed
 
 UTC = dt.UTC
@@ -30,7 +30,7 @@ async def test_draft_totals_and_links(pool: asyncpg.Pool) -> None:
     run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["A1"], actor="test")
     assert run.invoices == 1 and run.charges == 10
     async with pool.acquire() as conn:
-        inv = await documents.load(conn, run.invoice_ids[0])
+        inv = await issuing.load(conn, run.invoice_ids[0])
         linked = await conn.fetchval("SELECT count(*) FROM invoice_line_charges "
                                      "WHERE invoice_id = $1", inv.invoice_id)
     t = inv.content.totals
@@ -65,15 +65,15 @@ async def test_late_usage_recomputes_draft_then_goes_to_next_invoice(pool: async
     again = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"], actor="test")
     assert again.invoice_ids == first.invoice_ids  # same draft, recomputed in place
     async with pool.acquire() as conn:
-        inv = await documents.load(conn, first.invoice_ids[0])
+        inv = await issuing.load(conn, first.invoice_ids[0])
         assert inv.content.totals.net_micros == 3_000_000
-        await documents.finalise(conn, first.invoice_ids, "T", dt.date(2026, 2, 3), 30,
+        await issuing.finalise(conn, first.invoice_ids, "T", dt.date(2026, 2, 3), 30,
                                  actor="test")
         # after finalisation: late January usage waits for the February invoice
         await seed.charge(conn, "LATE", dt.datetime(2026, 1, 20, tzinfo=UTC), 4_000_000)
     rerun = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["LATE"], actor="test")
     async with pool.acquire() as conn:
-        frozen = await documents.load(conn, first.invoice_ids[0])
+        frozen = await issuing.load(conn, first.invoice_ids[0])
         assert frozen.content.totals.net_micros == 3_000_000 and frozen.status == "finalised"
     assert rerun.invoice_ids != first.invoice_ids
     feb = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["LATE"], dry_run=True,
@@ -120,7 +120,7 @@ async def test_late_usage_gets_the_cycle_allowance_and_tiers_once(pool: asyncpg.
     async with pool.acquire() as conn:
         late_id = await conn.fetchval("SELECT max(invoice_id) FROM invoices "
                                       "WHERE account_id = 'TIER-LATE'")
-        (line,) = [ln for ln in (await documents.load(conn, late_id)).content.lines
+        (line,) = [ln for ln in (await issuing.load(conn, late_id)).content.lines
                    if ln.subscription_id is not None]
     assert (line.quantity, line.detail["total_units"], line.detail["billed_before_units"]) == (
         15, "30", "5")
@@ -132,7 +132,7 @@ async def test_finalised_invoice_is_immutable_in_the_database(pool: asyncpg.Pool
         await seed.charge(conn, "IMM", dt.datetime(2026, 1, 10, tzinfo=UTC), 1_000_000)
     run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["IMM"], actor="test")
     async with pool.acquire() as conn:
-        await documents.finalise(conn, run.invoice_ids, "T", dt.date(2026, 2, 3), 30, actor="test")
+        await issuing.finalise(conn, run.invoice_ids, "T", dt.date(2026, 2, 3), 30, actor="test")
         key = run.invoice_ids[0]
         for sql in ("UPDATE invoices SET tax_micros = tax_micros WHERE invoice_id = $1",
                     "DELETE FROM invoices WHERE invoice_id = $1",
@@ -152,7 +152,7 @@ async def test_multi_currency_account_gets_one_invoice_per_currency(pool: asyncp
     run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["MC"], actor="test")
     async with pool.acquire() as conn:
         invoices = {i.content.currency: i for i in
-                    [await documents.load(conn, n) for n in run.invoice_ids]}
+                    [await issuing.load(conn, n) for n in run.invoice_ids]}
     assert invoices["EUR"].content.totals.net_micros == 1_010_000  # 1.005 → 1.01 half-up
     assert invoices["JPY"].content.totals.net_micros == 151_000_000  # 150.5 → 151 (0 decimals)
     assert invoices["JPY"].content.totals.tax_micros == 30_000_000  # 20 % of 151 = 30.2 → 30
@@ -197,7 +197,7 @@ async def _day15_account_billed_for_january(pool: asyncpg.Pool, account_id: str)
 
 async def _period(pool: asyncpg.Pool, invoice_id: int) -> tuple[dt.date, dt.date]:
     async with pool.acquire() as conn:
-        c = (await documents.load(conn, invoice_id)).content
+        c = (await issuing.load(conn, invoice_id)).content
     return c.period_start.date(), c.period_end.date()
 
 
@@ -214,7 +214,7 @@ async def test_billing_day_change_bills_a_transition_cycle_once(pool: asyncpg.Po
                          finalize=True, force=True, actor="test")
     async with pool.acquire() as conn:
         invoices = {i.content.account_id: i.content for i in
-                    [await documents.load(conn, n) for n in feb.invoice_ids]}
+                    [await issuing.load(conn, n) for n in feb.invoice_ids]}
         links = {r["charge_id"]: r["n"] for r in await conn.fetch(
             "SELECT charge_id, count(*) AS n FROM invoice_line_charges "
             "WHERE account_id = 'BDAY1' GROUP BY charge_id")}
@@ -232,7 +232,7 @@ async def test_billing_day_change_bills_a_transition_cycle_once(pool: asyncpg.Po
     mar = await bill_run(pool, "2026-03", seed.SETTINGS, accounts=["BDAY1"], actor="test")
     assert await _period(pool, mar.invoice_ids[0]) == (dt.date(2026, 3, 1), dt.date(2026, 4, 1))
     async with pool.acquire() as conn:
-        march = (await documents.load(conn, mar.invoice_ids[0])).content
+        march = (await issuing.load(conn, mar.invoice_ids[0])).content
     assert [(ln.description, ln.net_micros) for ln in march.lines] == [("Plan plan-28", 28_000_000)]
 
 
@@ -249,7 +249,7 @@ async def test_billing_day_moved_later_bills_the_days_between(pool: asyncpg.Pool
     feb = await bill_run(pool, "2026-02", seed.SETTINGS, accounts=["BDAYL"], actor="test")
     assert await _period(pool, feb.invoice_ids[0]) == (dt.date(2026, 2, 1), dt.date(2026, 3, 15))
     async with pool.acquire() as conn:
-        lines = (await documents.load(conn, feb.invoice_ids[0])).content.lines
+        lines = (await issuing.load(conn, feb.invoice_ids[0])).content.lines
     assert [(ln.description, ln.net_micros) for ln in lines] == [
         ("Plan plan-28 (42/28 days)", 42_000_000)]
 

@@ -17,15 +17,21 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server.errors import CatalogError
-from server.service import read_catalog_file, validate_catalog
-from server.store import audit, catalog_repo, discounts_repo, products_repo, tax_rates_repo
-from server.store.discounts_repo import DiscountFilter
-from server.store.tax_rates_repo import RateFilter
+from billing_oss.core.errors import CatalogError
+from billing_oss.server.composition import read_catalog_file, validate_catalog
+from billing_oss.server.store import (
+    audit,
+    catalog_repo,
+    discounts_repo,
+    products_repo,
+    tax_rates_repo,
+)
+from billing_oss.server.store.discounts_repo import DiscountFilter
+from billing_oss.server.store.tax_rates_repo import RateFilter
 from tests.conftest import REPO
 
 DEMO = read_catalog_file(REPO / "config/demo-catalog.json")
-CLI = [sys.executable, "-m", "server.cli"]
+CLI = [sys.executable, "-m", "billing_oss"]
 
 
 async def audit_rows(pool: asyncpg.Pool) -> int:

@@ -7,14 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapters.formats.generate import write_fast_3gpp
-from tests.conftest import SHARED
-
-VECTORS = SHARED / "vectors" / "third-party" / "libxfsx"
+from tests.conftest import VECTORS
+from tests.generators.threegpp_files import write_fast_3gpp
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", "decode", *args],
+    return subprocess.run([sys.executable, "-m", "billing_oss", "decode", *args],
                           capture_output=True, text=True, timeout=120, check=False)
 
 

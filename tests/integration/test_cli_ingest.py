@@ -11,10 +11,10 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from server.records import UsageRecord
+from billing_oss.core.records import UsageRecord
 from tests.conftest import REPO
 
-CLI = [sys.executable, "-m", "server.cli"]
+CLI = [sys.executable, "-m", "billing_oss"]
 
 
 def cli(args: list[str], database_url: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import free_port, wait_for_port
 
-CLI = [sys.executable, "-m", "server.cli"]
+CLI = [sys.executable, "-m", "billing_oss"]
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ import datetime as dt
 
 import asyncpg
 
-from server.store import copy_payload, usage_repo
+from billing_oss.server.store import copy_payload, usage_repo
 
 _KIND_OF_TYPE = {"text": "t", "character": "t", "character varying": "t", "json": "t",
                  "jsonb": "j", "bigint": "q", "integer": "i", "smallint": "h",

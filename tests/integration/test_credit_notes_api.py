@@ -206,7 +206,7 @@ async def test_listing_and_missing_credit_notes(
 
 
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "server.cli", "credit-note", *args,
+    return subprocess.run([sys.executable, "-m", "billing_oss", "credit-note", *args,
                            "--database-url", database_url], capture_output=True, cwd=REPO,
                           timeout=120)
 

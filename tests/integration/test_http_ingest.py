@@ -10,9 +10,9 @@ import asyncpg
 import msgspec
 import pytest
 
-from server import config
-from server.service import serve
-from server.store import api_keys
+from billing_oss.server import config
+from billing_oss.server.composition import serve
+from billing_oss.server.store import api_keys
 from tests.conftest import free_port
 
 A1 = "33611111111"  # the demo catalog's account

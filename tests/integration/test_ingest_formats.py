@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapters.formats.generate import encode_record, write_3gpp_file
-from adapters.formats.generate_tap3 import tap3_file
 from tests.conftest import REPO
+from tests.generators.tap3_files import tap3_file
+from tests.generators.threegpp_files import encode_record, write_3gpp_file
 from tests.unit.test_native_cdr3gpp import MO_CALL
 
-CLI = [sys.executable, "-m", "server.cli"]
+CLI = [sys.executable, "-m", "billing_oss"]
 
 
 def cli(args: list[str], database_url: str) -> subprocess.CompletedProcess[str]:

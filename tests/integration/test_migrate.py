@@ -1,9 +1,9 @@
 import asyncpg
 import pytest
 
-from server.errors import StartupError
-from server.store import migrate as migrate_module
-from server.store.migrate import migrate
+from billing_oss.core.errors import StartupError
+from billing_oss.server.store import migrate as migrate_module
+from billing_oss.server.store.migrate import migrate
 
 
 async def test_all_migrations_applied_once(pool: asyncpg.Pool) -> None:

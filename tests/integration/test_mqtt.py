@@ -17,8 +17,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from server import config, metrics
-from server.service import serve
+from billing_oss.server import config, metrics
+from billing_oss.server.composition import serve
 from tests.conftest import Broker, free_port, wait_for_port, wait_until
 
 A1 = "33611111111"
@@ -174,7 +174,7 @@ async def test_sigkill_between_receive_and_commit_then_redelivery_exactly_once(
     def start() -> subprocess.Popen[bytes]:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--config", str(conf),
+            [sys.executable, "-m", "billing_oss", "serve", "--config", str(conf),
              "--database-url", database_url, "--port", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
             env={k: v for k, v in os.environ.items() if not k.startswith("BILLING_OSS_")})
@@ -237,9 +237,9 @@ async def _run_gated(db: asyncpg.Pool, broker: Broker, monkeypatch: pytest.Monke
     name and the records committed meanwhile by the later batches."""
     import paho.mqtt.client as paho
 
-    from adapters.mqtt import MqttAdapter
-    from server.service import load_demo_catalog, make_pipeline
-    from server.sources_config import MqttSource
+    from billing_oss.adapters.mqtt import MqttAdapter
+    from billing_oss.core.sources_config import MqttSource
+    from billing_oss.server.composition import load_demo_catalog, make_pipeline
 
     acked: list[int] = []
     original = paho.Client.ack
@@ -307,8 +307,8 @@ async def _positive(pool: asyncpg.Pool, sql: str, *args: Any) -> bool:
 
 
 def test_shared_subscription_filters() -> None:
-    from adapters.mqtt import MqttAdapter
-    from server.sources_config import MqttSource
+    from billing_oss.adapters.mqtt import MqttAdapter
+    from billing_oss.core.sources_config import MqttSource
 
     cfg = MqttSource(shared_group="billing")
     adapter = MqttAdapter("n", cfg, None, None)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from server.store.pool import open_pool
+from billing_oss.server.store.pool import open_pool
 
 
 async def test_partition_bounds_are_utc_months_from_any_session(pool: asyncpg.Pool) -> None:

@@ -11,17 +11,17 @@ import asyncpg
 import msgspec
 import pytest
 
-from server import config
-from server.errors import Reason
-from server.pipeline.contract import Delivery, Reject
-from server.pipeline.jsonlines import JsonlDecoder
-from server.pipeline.pipeline import Pipeline
-from server.pipeline.ports import FileHeader
-from server.records import UsageRecord
-from server.service import read_catalog_file
-from server.store import catalog_repo
-from server.store.pool import Connection
-from server.store.usage_repo import CheckpointMoved
+from billing_oss.core.contract import Delivery, Reject
+from billing_oss.core.errors import Reason
+from billing_oss.core.ports import FileHeader
+from billing_oss.core.records import UsageRecord
+from billing_oss.server import config
+from billing_oss.server.composition import read_catalog_file
+from billing_oss.server.pipeline.jsonlines import JsonlDecoder
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.store import catalog_repo
+from billing_oss.server.store.pool import Connection
+from billing_oss.server.store.usage_repo import CheckpointMoved
 from tests.conftest import REPO
 from tests.pipeline_doubles import FlatRater
 
@@ -345,7 +345,7 @@ async def test_catalog_change_rebuilds_the_rater(pipeline: Pipeline, pool: async
 async def test_usage_ids_handed_out_from_blocks_never_twice(pool: asyncpg.Pool) -> None:
     import asyncio
 
-    from server.pipeline.deliveries import UsageIds
+    from billing_oss.server.pipeline.deliveries import UsageIds
 
     ids = UsageIds(pool, block=100)
     taken = await asyncio.gather(*(ids.take(n) for n in (30, 70, 1, 250, 99, 0)))

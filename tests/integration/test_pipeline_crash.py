@@ -17,11 +17,11 @@ import asyncpg
 import msgspec
 import pytest
 
-from server.records import UsageRecord
-from server.service import read_catalog_file
-from server.store import catalog_repo
-from server.store.dsn import with_database
-from server.store.migrate import migrate
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.composition import read_catalog_file
+from billing_oss.server.store import catalog_repo
+from billing_oss.server.store.dsn import with_database
+from billing_oss.server.store.migrate import migrate
 from tests.conftest import REPO
 
 BATCH = 150

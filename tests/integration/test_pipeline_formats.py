@@ -13,16 +13,16 @@ import asyncpg
 import msgspec
 import pytest
 
-from adapters.formats.generate import encode_record, write_3gpp_file
-from server import config
-from server.pipeline.contract import Counts, FileOutcome
-from server.pipeline.pipeline import Pipeline
-from server.service import decoders, rater_factory, read_catalog_file
-from server.store import catalog_repo
-from tests.conftest import REPO, SHARED
+from billing_oss.core.contract import Counts, FileOutcome
+from billing_oss.server import config
+from billing_oss.server.composition import decoders, rater_factory, read_catalog_file
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.store import catalog_repo
+from tests.conftest import REPO, VECTORS
+from tests.generators.threegpp_files import encode_record, write_3gpp_file
 
 CALLER = "33611111111"  # account A1 of the demo catalog
-TAP3_VECTOR = SHARED / "vectors/third-party/libxfsx/tap_3_12_valid.ber"
+TAP3_VECTOR = VECTORS / "tap_3_12_valid.ber"
 # 2026-01-14 10:00:30 UTC, a Wednesday: the demo tariff's peak band
 WEDNESDAY = 1768384830
 

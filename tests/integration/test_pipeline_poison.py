@@ -13,14 +13,14 @@ import asyncpg
 import msgspec
 import pytest
 
-from server import config
-from server.errors import Reason
-from server.pipeline.contract import Delivery
-from server.pipeline.jsonlines import JsonlDecoder
-from server.pipeline.pipeline import Pipeline
-from server.records import UsageRecord
-from server.service import read_catalog_file
-from server.store import catalog_repo
+from billing_oss.core.contract import Delivery
+from billing_oss.core.errors import Reason
+from billing_oss.core.records import UsageRecord
+from billing_oss.server import config
+from billing_oss.server.composition import read_catalog_file
+from billing_oss.server.pipeline.jsonlines import JsonlDecoder
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO
 from tests.integration.test_pipeline import CALLER, voice, write_jsonl
 from tests.pipeline_doubles import FlatRater

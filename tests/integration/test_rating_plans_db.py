@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from server.errors import Reason
-from server.pipeline.ports import Charge, Failure
-from server.pipeline.raters import load_snapshot
-from server.pipeline.rating_bridge import build_rater
-from server.records import UsageRecord
-from server.store import catalog_repo
+from billing_oss.core.errors import Reason
+from billing_oss.core.ports import Charge, Failure
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.pipeline.raters import load_snapshot
+from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.store import catalog_repo
 
 
 def tariff(tariff_id: str, price: str) -> dict[str, object]:

@@ -14,16 +14,16 @@ import asyncssh
 import msgspec
 import pytest
 
-from adapters.sftp import SftpPoller
-from server import config, metrics
-from server.commands import files as files_verb
-from server.errors import DecodeError
-from server.pipeline.jsonlines import JsonlDecoder, decode_jsonl
-from server.pipeline.pipeline import Pipeline
-from server.pipeline.ports import Item
-from server.pipeline.rating_bridge import build_rater
-from server.service import load_demo_catalog
-from server.sources_config import SftpSource
+from billing_oss.adapters.sftp import SftpPoller
+from billing_oss.core.errors import DecodeError
+from billing_oss.core.ports import Item
+from billing_oss.core.sources_config import SftpSource
+from billing_oss.server import config, metrics
+from billing_oss.server.commands import files as files_verb
+from billing_oss.server.composition import load_demo_catalog
+from billing_oss.server.pipeline.jsonlines import JsonlDecoder, decode_jsonl
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.pipeline.rating_bridge import build_rater
 from tests.conftest import free_port
 
 PASSWORD = "s3cret"

@@ -11,16 +11,16 @@ import asyncpg
 import msgspec
 import pytest
 
-from server import config, rerate
-from server.pipeline import suspense, writer
-from server.pipeline.batch import prepare
-from server.pipeline.contract import Delivery
-from server.pipeline.jsonlines import JsonlDecoder
-from server.pipeline.pipeline import Pipeline
-from server.pipeline.ports import Charge, Failure, Rater
-from server.records import UsageRecord
-from server.service import read_catalog_file
-from server.store import catalog_repo, suspense_repo, usage_repo
+from billing_oss.core.contract import Delivery
+from billing_oss.core.ports import Charge, Failure, Rater
+from billing_oss.core.records import UsageRecord
+from billing_oss.server import config, rerate
+from billing_oss.server.composition import read_catalog_file
+from billing_oss.server.pipeline import suspense, writer
+from billing_oss.server.pipeline.batch import prepare
+from billing_oss.server.pipeline.jsonlines import JsonlDecoder
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.store import catalog_repo, suspense_repo, usage_repo
 from tests.conftest import REPO
 from tests.integration.test_pipeline import voice
 from tests.pipeline_doubles import FlatRater

@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from server.records import UsageRecord
+from billing_oss.core.records import UsageRecord
 
 TIMEZONES = (
     "UTC",

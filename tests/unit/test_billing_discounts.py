@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.billing.compute import compute
-from server.billing.model import (
+from billing_oss.server.billing.compute import compute
+from billing_oss.server.billing.model import (
     Account,
     Adjustment,
     BillingInput,
@@ -23,10 +23,10 @@ from server.billing.model import (
     Subscription,
     UsageGroup,
 )
-from server.billing.periods import cycle
-from server.billing.pricing import VolumeTier
-from server.billing.rounding import minor_step
-from server.billing.tax import TaxRate, tax_on
+from billing_oss.server.billing.periods import cycle
+from billing_oss.server.billing.pricing import VolumeTier
+from billing_oss.server.billing.rounding import minor_step
+from billing_oss.server.billing.tax import TaxRate, tax_on
 
 UTC = dt.UTC
 CYCLE = cycle("2026-01", 1, "UTC")

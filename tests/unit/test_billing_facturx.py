@@ -10,7 +10,7 @@ import pytest
 import typst
 from lxml import etree
 
-from server.billing import facturx
+from billing_oss.server.billing.render import facturx
 
 NS = {"x": "adobe:ns:meta/", "rdf": facturx.RDF, "fx": facturx.FX,
       "pdfaid": "http://www.aiim.org/pdfa/ns/id/", "pdfaExtension": facturx.PDFA_EXTENSION,

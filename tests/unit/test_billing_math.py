@@ -11,12 +11,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.billing import pricing
-from server.billing.compute import compute
-from server.billing.model import Account, BillingInput, Product, Settings, Subscription, UsageGroup
-from server.billing.periods import active_days, after, cycle, prorated
-from server.billing.rounding import minor_digits, quantity_text, round_fraction, round_minor
-from server.billing.tax import TaxRate, split_inclusive, tax_on
+from billing_oss.server.billing import pricing
+from billing_oss.server.billing.compute import compute
+from billing_oss.server.billing.model import (
+    Account,
+    BillingInput,
+    Product,
+    Settings,
+    Subscription,
+    UsageGroup,
+)
+from billing_oss.server.billing.periods import active_days, after, cycle, prorated
+from billing_oss.server.billing.rounding import (
+    minor_digits,
+    quantity_text,
+    round_fraction,
+    round_minor,
+)
+from billing_oss.server.billing.tax import TaxRate, split_inclusive, tax_on
 
 UTC = dt.UTC
 

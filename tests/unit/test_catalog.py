@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from server.catalog import (
+from billing_oss.core.errors import CatalogError
+from billing_oss.server.catalog import (
     catalog_from_definitions,
     catalog_from_dict,
     load_catalog,
     version_from_definition,
 )
-from server.errors import CatalogError
 from tests.unit.test_rating import BASE
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo-catalog.json"
@@ -249,7 +249,7 @@ def test_catalog_from_stored_definitions() -> None:
 def test_million_prefixes_load_quickly(tmp_path: Path) -> None:
     import time
 
-    from server.rating import NativeRater
+    from billing_oss.server.rating import NativeRater
 
     zones = {f"z{n}": [str(10**6 + n * 1000 + k) for k in range(1000)] for n in range(1000)}
     data = copy.deepcopy(BASE)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from server.commands.ingest import _guess_format
-from server.errors import BillingError
-from tests.conftest import SHARED
+from billing_oss.core.errors import BillingError
+from billing_oss.server.commands.ingest import _guess_format
+from tests.conftest import VECTORS
 
 
 def test_format_from_name_and_magic(tmp_path: Path) -> None:
     tap = tmp_path / "tap.ber"
-    shutil.copy(SHARED / "vectors/third-party/libxfsx/tap_3_12_valid.ber", tap)
+    shutil.copy(VECTORS / "tap_3_12_valid.ber", tap)
     cdr = tmp_path / "cdr.ber"
     cdr.write_bytes(bytes([0xA0, 0x03, 0x80, 0x01, 0x00]))
     unnamed = tmp_path / "records"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from server.catalog import catalog_from_dict
-from server.commands.rate import rate_stream
-from server.rating import NativeRater, ReferenceRater
+from billing_oss.server.catalog import catalog_from_dict
+from billing_oss.server.commands.rate import rate_stream
+from billing_oss.server.rating import NativeRater, ReferenceRater
 from tests.unit.test_rating import BASE
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo-catalog.json"
@@ -66,7 +66,7 @@ def test_cli_reads_a_file_and_reports_catalog_errors(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "billing_oss.server.cli",
             "rate",
             "--catalog",
             str(DEMO),
@@ -82,7 +82,7 @@ def test_cli_reads_a_file_and_reports_catalog_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"currency": "EUR", "tariffs": [{"id": "x", "versions": []}]}))
     run = subprocess.run(
-        [sys.executable, "-m", "server.cli", "rate", "--catalog", str(bad), "--records", "-"],
+        [sys.executable, "-m", "billing_oss", "rate", "--catalog", str(bad), "--records", "-"],
         input="",
         capture_output=True,
         text=True,

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from server import config
-from server.errors import ConfigError
+from billing_oss.core.errors import ConfigError
+from billing_oss.server import config
 
 
 def test_defaults_come_from_the_shipped_file() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.store import embedded
+from billing_oss.server.store import embedded
 
 
 def test_settings_are_included_once_and_rewritten(tmp_path: Path) -> None:

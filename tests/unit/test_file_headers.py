@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.formats.generate import encode_record, write_3gpp_file
-from adapters.formats.generate_tap3 import tap3_file
-from adapters.formats.pipeline_decoders import FormatDecoder
-from server.pipeline.jsonlines import JsonlDecoder, line_count
-from server.pipeline.ports import FileHeader, SequencedDecoder
+from billing_oss.adapters.formats.pipeline_decoders import FormatDecoder
+from billing_oss.core.ports import FileHeader, SequencedDecoder
+from billing_oss.server.pipeline.jsonlines import JsonlDecoder, line_count
+from tests.generators.tap3_files import tap3_file
+from tests.generators.threegpp_files import encode_record, write_3gpp_file
 from tests.unit.test_native_cdr3gpp import MO_CALL
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from adapters.formats import decode_bytes
-from server.errors import Reason
+from billing_oss.adapters.formats import decode_bytes
+from billing_oss.core.errors import Reason
 
 MASTER = (
     '"","1001","33622222222","from-internal","""Alice"" <1001>","SIP/1001-0001",'

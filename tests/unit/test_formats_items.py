@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.formats.generate import encode_record, write_3gpp_file
-from adapters.formats.items import decoder_for
-from server.pipeline.contract import Reject
-from server.records import UsageRecord
-from server.service import decoders
+from billing_oss.adapters.formats.items import decoder_for
+from billing_oss.core.contract import Reject
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.composition import decoders
+from tests.generators.threegpp_files import encode_record, write_3gpp_file
 from tests.unit.test_native_cdr3gpp import MO_CALL, PGW
 
 

@@ -1,7 +1,7 @@
 import msgspec
 import pytest
 
-from server.http.types import Reason
+from billing_oss.server.http.types import Reason
 
 
 class Body(msgspec.Struct):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.money import (
+from billing_oss.core.money import (
     INT64_MAX,
     decimal_to_micros,
     fits_int64,

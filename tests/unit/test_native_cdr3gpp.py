@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from pyasn1.codec.ber import encoder
 from pyasn1.type import tag
 
-from adapters.formats import decode_bytes
-from adapters.formats import reference_3gpp as reference
-from adapters.formats.asn1_3gpp import RECORD_CLASSES, CallEventRecord
-from adapters.formats.ber_text import encode_address, encode_tbcd, encode_timestamp
-from adapters.formats.generate import encode_record, write_3gpp_file, write_fast_3gpp
-from native import cdr3gpp
-from native._records import ROW_FIELDS, RecordBatch
-from server.errors import DecodeError, Reason
+from billing_oss.adapters.formats import decode_bytes
+from billing_oss.adapters.formats import reference_3gpp as reference
+from billing_oss.adapters.formats.asn1_3gpp import RECORD_CLASSES, CallEventRecord
+from billing_oss.adapters.formats.ber_text import encode_address, encode_tbcd, encode_timestamp
+from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.native import cdr3gpp
+from billing_oss.native._records import ROW_FIELDS, RecordBatch
+from tests.generators.threegpp_files import encode_record, write_3gpp_file, write_fast_3gpp
 from tests.unit.cdr_strategies import records
 
 Rows = tuple[list[tuple[Any, ...]], str | None]
@@ -203,7 +203,7 @@ def test_truncated_file_reports_offset_and_keeps_records(decode: Callable[..., R
 
 
 def test_streams_across_window_boundaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from adapters.formats import open_file, threegpp
+    from billing_oss.adapters.formats import open_file, threegpp
 
     monkeypatch.setattr(threegpp, "CHUNK", 997)
     path = tmp_path / "f.cdr"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from native.pgcopy import encode
-from server.store.copy_payload import encode_reference
+from billing_oss.native.pgcopy import encode
+from billing_oss.server.store.copy_payload import encode_reference
 
 _VALUES: dict[str, st.SearchStrategy[Any]] = {
     "t": st.text(),

@@ -1,6 +1,6 @@
 import pytest
 
-from native import _probe
+from billing_oss.native import _probe
 
 
 def test_native_extension_builds_and_adds() -> None:

@@ -12,16 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.formats import decode_bytes, open_file
-from adapters.formats.asn1_tap3 import TransferBatch
-from adapters.formats.generate_tap3 import fast_tap3_file, sample_events, tap3_file
-from adapters.formats.reference_tap3 import decode_events
-from native._records import RecordBatch
-from native.tap3 import TAGS, Tap3Walker
-from server.errors import DecodeError
-from tests.conftest import SHARED
+from billing_oss.adapters.formats import decode_bytes, open_file
+from billing_oss.adapters.formats.asn1_tap3 import TransferBatch
+from billing_oss.adapters.formats.reference_tap3 import decode_events
+from billing_oss.core.errors import DecodeError
+from billing_oss.native._records import RecordBatch
+from billing_oss.native.tap3 import TAGS, Tap3Walker
+from tests.conftest import VECTORS
+from tests.generators.tap3_files import fast_tap3_file, sample_events, tap3_file
 
-VECTORS = SHARED / "vectors" / "third-party" / "libxfsx"
 VALID = ["tap_3_12_valid.ber", "tap_3_12_valid_most_indef.ber",
          "tap_3_12_valid_some_cdr_indefinite.ber"]
 

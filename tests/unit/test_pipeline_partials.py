@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.pipeline import partials
-from server.pipeline.amounts import decimal_string
-from server.records import UsageRecord
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.pipeline import partials
+from billing_oss.server.pipeline.amounts import decimal_string
 
 
 def part(seq: int, **attrs: object) -> UsageRecord:

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.pipeline.raters import CatalogSnapshot, SubscriptionRow, VersionRow
-from server.pipeline.rating_bridge import build_rater
-from server.records import UsageRecord
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.pipeline.raters import CatalogSnapshot, SubscriptionRow, VersionRow
+from billing_oss.server.pipeline.rating_bridge import build_rater
 from tests.conftest import REPO
 
 DEMO = json.loads((REPO / "config/demo-catalog.json").read_text())

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.errors import Reason
-from server.pipeline.validate import validate
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.pipeline.validate import validate
 
 
 def record(**fields: object) -> UsageRecord:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from server.commands.progress import progress
+from billing_oss.server.commands.progress import progress
 
 
 def test_unknown_total_logs_count_and_rate(caplog: pytest.LogCaptureFixture) -> None:
@@ -44,7 +44,7 @@ def test_rate_counts_from_where_the_work_resumed(caplog: pytest.LogCaptureFixtur
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO, logger="billing_oss.progress")
     now = [100.0]
-    monkeypatch.setattr("server.commands.progress.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("billing_oss.server.commands.progress.time.monotonic", lambda: now[0])
     with progress("cdr.ber", "records", interactive=False, every_s=1) as report:
         report(900_000, 1_000_000)  # committed by an earlier, interrupted run
         now[0] = 102.0

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.catalog import Catalog, catalog_from_dict
-from server.errors import Reason
-from server.rating import Charge, NativeRater, Rater, ReferenceRater, Rejection
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.catalog import Catalog, catalog_from_dict
+from billing_oss.server.rating import Charge, NativeRater, Rater, ReferenceRater, Rejection
 from tests.unit.rating_cases import scenarios
 
 RATERS: list[Callable[[Catalog], Rater]] = [ReferenceRater, NativeRater]
@@ -311,7 +311,7 @@ def test_kernel_agrees_with_reference(scenario: tuple[dict[str, Any], list[Usage
 def test_lpm_matches_longest_prefix(prefixes: list[str], numbers: list[str]) -> None:
     from array import array
 
-    from native.rating import Lpm
+    from billing_oss.native.rating import Lpm
 
     lpm = Lpm(prefixes, array("i", range(len(prefixes))))
     for number in numbers:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from server.catalog import Catalog, Plan, catalog_from_definitions
-from server.errors import Reason
-from server.rating import Charge, NativeRater, Rater, ReferenceRater, Rejection
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.records import UsageRecord
+from billing_oss.server.catalog import Catalog, Plan, catalog_from_definitions
+from billing_oss.server.rating import Charge, NativeRater, Rater, ReferenceRater, Rejection
 
 RATERS: list[Callable[[Catalog], Rater]] = [ReferenceRater, NativeRater]
 
@@ -68,7 +68,7 @@ def test_tariff_of_the_plan_in_force_at_event_time(
 
 
 def test_plans_naming_an_unknown_tariff_are_refused() -> None:
-    from server.errors import CatalogError
+    from billing_oss.core.errors import CatalogError
 
     with pytest.raises(CatalogError, match="gold"):
         catalog_from_definitions("EUR", [tariff("retail", "1")], {"1": ("A1", "retail")},

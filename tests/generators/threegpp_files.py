@@ -27,8 +27,8 @@ from typing import IO, Any
 
 from pyasn1.codec.ber import encoder
 
-from adapters.formats import ber_text
-from adapters.formats.asn1_3gpp import CallEventRecord
+from billing_oss.adapters.formats import ber_text
+from billing_oss.adapters.formats.asn1_3gpp import CallEventRecord
 
 _DIGITS = {"servedIMSI"}
 _ADDRESSES = {"servedMSISDN", "callingNumber", "calledNumber", "recordingEntity", "serviceCentre"}

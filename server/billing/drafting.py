@@ -13,22 +13,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from server.billing import inputs
-from server.billing.compute import compute
-from server.billing.model import BillingInput, InvoiceDraft, Settings
-from server.billing.tax import TaxRate
-from server.store.pool import Connection
+from billing_oss.server.billing import inputs
+from billing_oss.server.billing.compute import compute
+from billing_oss.server.billing.model import BillingInput, InvoiceDraft, Settings
+from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.store.pool import Connection
 
 
 async def compute_batch(conn: Connection, ids: list[str], period: str, settings: Settings,
                         rates: tuple[TaxRate, ...], frozen_before: dt.datetime | None,
-                        ) -> tuple[inputs.Batch, list[InvoiceDraft]]:
+                        ) -> tuple[inputs.BatchInputs, list[InvoiceDraft]]:
     """The batch's inputs and its drafts (those with lines); call inside a transaction."""
     batch = await inputs.read_batch(conn, ids, period, frozen_before)
     return batch, [d for d in compute_all(batch, settings, rates) if d.lines]
 
 
-def compute_all(batch: inputs.Batch, settings: Settings,
+def compute_all(batch: inputs.BatchInputs, settings: Settings,
                  rates: tuple[TaxRate, ...]) -> list[InvoiceDraft]:
     out = []
     for account_id, account in batch.accounts.items():
@@ -51,7 +51,7 @@ def compute_all(batch: inputs.Batch, settings: Settings,
     return out
 
 
-async def drop_emptied_drafts(conn: Connection, batch: inputs.Batch, period: str,
+async def drop_emptied_drafts(conn: Connection, batch: inputs.BatchInputs, period: str,
                               drafts: list[InvoiceDraft]) -> list[int]:
     """Delete the batch's drafts of ``period`` that the recomputation left without lines
     (their lines are gone already): nothing to bill in that currency any more, e.g. after a

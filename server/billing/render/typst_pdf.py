@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 import typst
 
-from server.billing import cii, facturx
-from server.billing.documents import CreditNote, Invoice
-from server.billing.rendition import Rendition, of_credit_note, of_invoice
-from server.billing.rounding import format_amount, plain, quantity_text
+from billing_oss.server.billing.issuing import CreditNote, Invoice
+from billing_oss.server.billing.render import cii, facturx
+from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
+from billing_oss.server.billing.rounding import format_amount, plain, quantity_text
 
 _local = threading.local()
 

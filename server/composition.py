@@ -21,21 +21,21 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from server import jobs, rerate
-from server.billing import runs
-from server.catalog import Catalog, catalog_from_dict
-from server.config import Config
-from server.errors import ConfigError, StartupError
-from server.http.app import create_app
-from server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
-from server.pipeline.jsonlines import JsonlDecoder
-from server.pipeline.pipeline import Pipeline
-from server.pipeline.ports import Decoder
-from server.pipeline.raters import RaterFactory
-from server.store import catalog_repo
-from server.store.embedded import embedded_postgres
-from server.store.migrate import migrate
-from server.store.pool import open_pool
+from billing_oss.core.errors import ConfigError, StartupError
+from billing_oss.core.ports import Decoder
+from billing_oss.server import jobs, rerate
+from billing_oss.server.billing import bill_runs
+from billing_oss.server.catalog import Catalog, catalog_from_dict
+from billing_oss.server.config import Config
+from billing_oss.server.http.app import create_app
+from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
+from billing_oss.server.pipeline.jsonlines import JsonlDecoder
+from billing_oss.server.pipeline.pipeline import Pipeline
+from billing_oss.server.pipeline.raters import RaterFactory
+from billing_oss.server.store import catalog_repo
+from billing_oss.server.store.embedded import embedded_postgres
+from billing_oss.server.store.migrate import migrate
+from billing_oss.server.store.pool import open_pool
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
 
 def decoders() -> dict[str, Decoder]:
     """File decoders by format name (``billing-oss ingest --format``)."""
-    from adapters.formats import FORMATS
-    from adapters.formats.pipeline_decoders import FormatDecoder
+    from billing_oss.adapters.formats import FORMATS
+    from billing_oss.adapters.formats.pipeline_decoders import FormatDecoder
 
     found: dict[str, Decoder] = {"jsonl": JsonlDecoder()}
     found.update({fmt: FormatDecoder(fmt) for fmt in FORMATS})
@@ -79,7 +79,7 @@ def decoders() -> dict[str, Decoder]:
 
 def rater_factory() -> RaterFactory:
     """How the pipeline builds its rater from the catalog stored in the database."""
-    from server.pipeline.rating_bridge import build_rater
+    from billing_oss.server.pipeline.rating_bridge import build_rater
 
     return build_rater
 
@@ -137,7 +137,7 @@ async def serve(config: Config, stop: asyncio.Event, *,
         worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
         # Claims the runs a crash or a shutdown left 'running' at once, and resumes them.
         billing = await stack.enter_async_context(jobs.running_worker(
-            pool, runs.BillRuns(pool, runs.run_settings(config.billing))))
+            pool, bill_runs.BillRuns(pool, bill_runs.run_settings(config.billing))))
         app = create_app(config, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
         app[BILL_RUN_WAKE] = billing.wake
@@ -179,7 +179,7 @@ async def running_sources(config: Config, sink: Pipeline, pool: asyncpg.Pool
                           ) -> AsyncIterator[None]:
     """Run the configured collection sources; on exit stop their intake and let each finish
     (commit and acknowledge) the batch it holds before the pool closes."""
-    from adapters.sources import build_all
+    from billing_oss.adapters.sources import build_all
 
     stop = asyncio.Event()
     tasks = [asyncio.create_task(_supervised(source.name, source.run, stop),

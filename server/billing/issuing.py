@@ -16,8 +16,9 @@ from typing import Any, cast
 
 import msgspec
 
-from server.billing.model import Allowance, InvoiceDraft, Line, Totals
-from server.billing.rounding import (
+from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
+from billing_oss.server.billing.model import Allowance, InvoiceDraft, Line, Totals
+from billing_oss.server.billing.rounding import (
     Method,
     format_amount,
     from_decimal,
@@ -26,10 +27,9 @@ from server.billing.rounding import (
     plain,
     to_decimal,
 )
-from server.billing.tax import CategoryTotal, tax_on
-from server.errors import Conflict, InvalidRequest, NotFound
-from server.store import audit
-from server.store.pool import Connection
+from billing_oss.server.billing.tax import CategoryTotal, tax_on
+from billing_oss.server.store import audit
+from billing_oss.server.store.pool import Connection
 
 
 class Invoice(msgspec.Struct, frozen=True):

@@ -7,8 +7,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from server import config
-from server.service import serve
+from billing_oss.server import config
+from billing_oss.server.composition import serve
 from tests.conftest import free_port
 
 

@@ -2,7 +2,7 @@
 
 Both are small protocols so the stages can be tested and benchmarked against whatever
 implementation is plugged in (``server.rating`` for rating, ``adapters.formats`` for decoding;
-the composition root — ``server.service`` or a CLI verb — wires them together).
+the composition root — ``server.composition`` or a CLI verb — wires them together).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from server.errors import Reason
-from server.pipeline.contract import Reject
-from server.records import UsageRecord
+from billing_oss.core.contract import Reject
+from billing_oss.core.errors import Reason
+from billing_oss.core.records import UsageRecord
 
 
 class Charge(NamedTuple):

@@ -5,7 +5,7 @@ A dry run (``preview``) computes every batch in a transaction it rolls back: a p
 writes nothing. A real run is a job (``server.jobs``): submitted ``queued`` and audited
 (``bill_run:<id>``), then claimed and run by a worker — the server's, in the background, or
 the caller's own (``bill_run``: the CLI, the tests). Each batch's transaction stores the
-batch's drafts (``server.billing.batches``), advances the run's counters and resume point
+batch's drafts (``server.billing.drafting``), advances the run's counters and resume point
 (the batch's last account) and is audited; the end — finalisation included — commits in
 one transaction with the run's ``done``.
 
@@ -27,15 +27,15 @@ from collections.abc import Callable, Sequence
 import asyncpg
 import msgspec
 
-from server import jobs
-from server.billing import documents, inputs
-from server.billing.batches import compute_batch, drop_emptied_drafts, store_drafts
-from server.billing.model import InvoiceDraft, Settings
-from server.billing.tax import TaxRate
-from server.config import BillingConfig
-from server.errors import NotFound
-from server.store import audit
-from server.store.pool import Connection
+from billing_oss.core.errors import NotFound
+from billing_oss.server import jobs
+from billing_oss.server.billing import inputs, issuing
+from billing_oss.server.billing.drafting import compute_batch, drop_emptied_drafts, store_drafts
+from billing_oss.server.billing.model import InvoiceDraft, Settings
+from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.config import BillingConfig
+from billing_oss.server.store import audit
+from billing_oss.server.store.pool import Connection
 
 Progress = Callable[[int, int], None]  # (accounts done, accounts in the run)
 
@@ -258,14 +258,14 @@ async def _store_batch(conn: Connection, run: Run, ids: list[str], settings: Set
 async def _finish(conn: Connection, run: Run, settings: RunSettings, now: dt.datetime) -> None:
     """Finalise what the run was asked to and mark it done, in one transaction."""
     async with conn.transaction():
-        due = documents.Due([], [], None)
+        due = issuing.Due([], [], None)
         finalized: list[int] = []
         if run.finalize:
-            due = await documents.drafts_due(conn, run.period, run.accounts,
+            due = await issuing.drafts_due(conn, run.period, run.accounts,
                                              settings.billing.grace_days or 0, now,
                                              force=run.force)
             if due.due:
-                finalized = await documents.finalise(
+                finalized = await issuing.finalise(
                     conn, due.due, settings.invoice_series, now.date(),
                     settings.payment_terms_days, actor=run.requested_by)
         row = await conn.fetchrow(

@@ -21,8 +21,8 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from server.errors import Reason
-from server.records import UsageRecord
+from billing_oss.core.errors import Reason
+from billing_oss.core.records import UsageRecord
 
 RecordStatus = Literal["charged", "suspense", "duplicate", "filtered", "pending"]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from pyasn1.codec.ber import encoder
 
-from adapters.formats import ber_text
-from adapters.formats.asn1_tap3 import CallEventDetail, DataInterChange
+from billing_oss.adapters.formats import ber_text
+from billing_oss.adapters.formats.asn1_tap3 import CallEventDetail, DataInterChange
 
 _TYPES = {"moc": "mobileOriginatedCall", "mtc": "mobileTerminatedCall",
           "gprs": "gprsCall", "sse": "supplServiceEvent"}

@@ -14,10 +14,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from lxml import etree
 
-from server.billing.documents import CreditNote, Invoice
-from server.billing.model import Line
-from server.billing.rendition import Rendition, of_credit_note, of_invoice
-from server.billing.rounding import format_amount, plain, quantity_text, to_decimal
+from billing_oss.server.billing.issuing import CreditNote, Invoice
+from billing_oss.server.billing.model import Line
+from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
+from billing_oss.server.billing.rounding import format_amount, plain, quantity_text, to_decimal
 
 NS = {
     "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
