@@ -1,0 +1,44 @@
+"""SQL of the integrations package: the outbox's streams and events."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from billing_oss.server.store.pool import Connection
+
+
+class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
+    stream: str
+    seq: int
+    event_id: str
+    type: str
+    version: int
+    account_id: str | None
+    payload: str  # JSON text, as stored
+    occurred_at: dt.datetime
+
+
+async def append(conn: Connection, stream: str, event_id: str, type: str, version: int,
+                 account_id: str | None, payload: bytes) -> int:
+    """Append one event to ``stream`` and return its ``seq``; the head row's lock (held to
+    commit) orders the transactions that emit into one stream."""
+    seq: int = await conn.fetchval(
+        "INSERT INTO outbox_heads AS h (stream, seq) VALUES ($1, 1)"
+        " ON CONFLICT (stream) DO UPDATE SET seq = h.seq + 1 RETURNING seq", stream)
+    await conn.execute(
+        "INSERT INTO outbox_events (stream, seq, event_id, type, version, account_id, payload)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+        stream, seq, event_id, type, version, account_id, payload.decode())
+    return seq
+
+
+async def events_after(conn: Connection, stream: str, after_seq: int, limit: int
+                       ) -> list[StoredEvent]:
+    """A stream's events with ``seq > after_seq``, oldest first."""
+    rows = await conn.fetch(
+        "SELECT stream, seq, event_id, type, version, account_id, payload::text AS payload,"
+        " occurred_at FROM outbox_events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        stream, after_seq, limit)
+    return [StoredEvent(**dict(r)) for r in rows]
