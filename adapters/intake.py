@@ -46,17 +46,25 @@ async def to_delivery(
         error = exc if isinstance(exc, DecodeError) else DecodeError(f"malformed payload: {exc}")
         if strict:
             raise error from None
-        reject = Reject(reason=Reason.MALFORMED, detail=f"{where}: {error.message}", raw=body,
-                        where=where)
-        return Delivery(source=source, position=position, records=[], rejects=[reject])
+        return refused(body, source=source, position=position, where=where,
+                       why=error.message)
     if on_decoded is not None:
         await on_decoded()
     rejects = decoded.rejects
     rejects.extend(payload.complete(decoded.records, source=source, kind=kind,
                                     key_prefix=key_prefix))
+    # filed under the transport's source, whatever source a rejected entry claims
+    rejects = [msgspec.structs.replace(r, source=source) for r in rejects]
     records: list[UsageRecord] = list(decoded.records)
     if decoded.readings:
         from_meters, meter_rejects = await meters.to_records(pool, source, decoded.readings)
         records.extend(from_meters)
         rejects.extend(meter_rejects)
     return Delivery(source=source, position=position, records=records, rejects=rejects)
+
+
+def refused(body: bytes, *, source: str, position: str, where: str, why: str) -> Delivery:
+    """A message refused whole: one MALFORMED reject, kept in suspense under ``source``."""
+    reject = Reject(reason=Reason.MALFORMED, detail=f"{where}: {why}", raw=body, where=where,
+                    source=source)
+    return Delivery(source=source, position=position, records=[], rejects=[reject])

@@ -149,10 +149,17 @@ class MqttAdapter:
             position = intake.content_position(topic.encode(), body)
             levels = topic.split("/")
             source = levels[1] if len(levels) > 1 and levels[1] else self.name
-            kind = levels[2] if len(levels) > 2 and levels[2] in _KINDS else None
-            delivery = await intake.to_delivery(
-                self.pool, body, source=source, position=position, where=f"topic {topic}",
-                kind=kind, key_prefix=position)
+            kind = levels[2] if len(levels) > 2 else ""
+            if kind in _KINDS:
+                delivery = await intake.to_delivery(
+                    self.pool, body, source=source, position=position, where=f"topic {topic}",
+                    kind=kind, key_prefix=position)
+            else:  # the topic decides what is charged: without its kind level nothing is
+                delivery = intake.refused(
+                    body, source=source, position=position, where=f"topic {topic}",
+                    why=f"topic {topic!r} has no <kind> level (usage/<source>/<kind>, kind one"
+                        f" of {', '.join(_KINDS)})" if not kind else
+                        f"topic {topic!r}: kind {kind!r} is not one of {', '.join(_KINDS)}")
             delivery = Delivery(source=self.name, position=position, records=delivery.records,
                                 rejects=delivery.rejects)
             await inbox.put(_Received(client, message.mid, message.qos, delivery,

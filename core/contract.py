@@ -34,6 +34,8 @@ class Reject(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
     raw: bytes
     where: str | None = None  # byte offset, batch index or field that was wrong
+    # The source it is filed under in suspense, when not the delivery's (an MQTT topic's).
+    source: str | None = None
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):

@@ -98,6 +98,8 @@ def sniff(payload: bytes) -> Encoding:
 def decode(payload: bytes, encoding: Encoding | None = None) -> Decoded:
     """Parse a payload into records, readings and per-entry rejects."""
     enc = encoding or sniff(payload)
+    if enc == "msgpack" and not _is_msgpack_container(payload):
+        raise DecodeError(_not_a_payload(payload, sniffed=encoding is None))
     codec = _CODECS[enc]
     if _is_array(payload, enc):
         return _decode_list(payload, codec)
@@ -117,6 +119,23 @@ def decode(payload: bytes, encoding: Encoding | None = None) -> Decoded:
 
 
 _NAMES: dict[Encoding, str] = {"json": "JSON", "msgpack": "MessagePack"}
+
+
+def _is_msgpack_container(payload: bytes) -> bool:
+    """A MessagePack map or array (what a record, a batch or readings encode to)."""
+    return bool(payload) and (0x80 <= payload[0] <= 0x9F or payload[0] in _CONTAINERS)
+
+
+_CONTAINERS = frozenset({0xDC, 0xDD, 0xDE, 0xDF})  # array 16/32, map 16/32
+
+
+def _not_a_payload(payload: bytes, *, sniffed: bool) -> str:
+    """Say what was expected: plain text taken for MessagePack reads as a stray integer."""
+    expected = ("a JSON object or array, or a MessagePack map or array" if sniffed
+                else "a MessagePack map or array")
+    start = payload[:24]
+    got = "an empty payload" if not payload else f"one starting with {start!r}"
+    return f"expected {expected} (a record, a batch or readings); got {got}"
 
 
 def _is_array(payload: bytes, enc: Encoding) -> bool:

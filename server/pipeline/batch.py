@@ -70,7 +70,8 @@ def prepare(
     for index, item in enumerate(items):
         if isinstance(item, Reject):
             detail = f"{item.detail} (at {item.where})" if item.where else item.detail
-            entries.append(Entry(source, None, None, Failure(item.reason, detail),
+            failure = Failure(item.reason, detail)
+            entries.append(Entry(item.source or source, None, None, failure,
                                  position_of(index), item.raw))
             continue
         when, problem = validate(item)

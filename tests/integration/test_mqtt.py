@@ -314,3 +314,54 @@ def test_shared_subscription_filters() -> None:
     adapter = MqttAdapter("n", cfg, None, None)  # type: ignore[arg-type]
     assert adapter.filters() == ["$share/billing/usage/#"]
     assert adapter.client_id == "billing-oss-n"
+
+
+async def test_topic_without_kind_plain_text_and_foreign_source_go_to_the_topics_suspense(
+        db: asyncpg.Pool, mqtt_broker: Broker) -> None:
+    """A topic missing its <kind> level charges nothing; plain text is named as such, not as
+    a MessagePack type error; a rejected record claiming another source is filed under the
+    topic's source."""
+    from billing_oss.adapters.mqtt import MqttAdapter
+    from billing_oss.core.sources_config import MqttSource
+    from billing_oss.server.composition import load_demo_catalog, make_pipeline
+
+    cfg = config.load(env={})
+    await load_demo_catalog(cfg, db)
+    name = f"t{uuid.uuid4().hex[:10]}"
+    device = f"{name}-dev"
+    source = MqttSource(host=mqtt_broker.host, port=mqtt_broker.port,
+                        topics=[f"usage/{name}/#", f"usage/{device}/#"],
+                        client_id=f"test-{name}", flush_ms=0)
+    adapter = MqttAdapter(name, source, make_pipeline(cfg, db), db)
+    stop = asyncio.Event()
+    task = asyncio.create_task(adapter.run(stop))
+    try:
+        assert await wait_until(lambda: _subscribed(name), within=20)
+        await publish(mqtt_broker, [
+            (f"usage/{name}", msgspec.json.encode(voice("nokind"))),
+            (f"usage/{name}/bogus", msgspec.json.encode(voice("badkind"))),
+            (f"usage/{name}/voice", b"hello, meter 7 here"),
+            (f"usage/{device}/voice", msgspec.json.encode({**voice("f1"), "source": "victim"})),
+            (f"usage/{device}/voice", msgspec.json.encode(voice("ok1")))])
+        assert await wait_until(lambda: _true(adapter.committed >= 5), within=20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    rows = await db.fetch("SELECT source, reason, detail FROM suspense WHERE source = ANY($1)"
+                          " ORDER BY suspense_id", [name, device, "victim"])
+    found = [(r["source"], r["reason"], r["detail"]) for r in rows]
+    assert len(found) == 4, found
+
+    def one(text: str) -> tuple[str, str, str]:
+        [row] = [f for f in found if text in f[2]]
+        return row
+
+    assert one(f"topic 'usage/{name}' has no <kind> level")[:2] == (name, "MALFORMED")
+    assert one("kind 'bogus' is not one of")[:2] == (name, "MALFORMED")
+    text = one("got one starting with b'hello, meter 7 here'")
+    assert text[0] == name and "expected a JSON object or array" in text[2]
+    assert "Expected" not in text[2]
+    assert one("source 'victim' is not this sender's source")[:2] == (device, "BAD_FIELD")
+    keys = await db.fetch("SELECT source, record_key FROM usage_keys WHERE source = ANY($1)",
+                          [name, device, "victim"])
+    assert [tuple(k) for k in keys] == [(device, "ok1")]
