@@ -24,6 +24,7 @@ from billing_oss.server.composition import load_demo_catalog
 from billing_oss.server.pipeline.jsonlines import JsonlDecoder, decode_jsonl
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.store import files_repo
 from tests.conftest import free_port
 
 PASSWORD = "s3cret"
@@ -250,7 +251,28 @@ async def test_wrong_host_key_is_refused(
         await poll_once(p)
 
 
-async def test_files_list_gaps_shows_alarms(pool: asyncpg.Pool) -> None:
-    lines = await files_verb.render(pool, source="msc", gaps=True, as_json=True)
+async def test_files_list_alarms_shows_alarms(pool: asyncpg.Pool) -> None:
+    lines = await files_verb.render(pool, source="msc", alarms=True, as_json=True)
     kinds = [msgspec.json.decode(line)["kind"] for line in lines]
     assert kinds == ["gap", "reused", "repeat"]
+
+
+async def test_files_list_gaps_forgets_a_gap_a_later_file_filled(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    """``files list --gaps`` answers what is missing now, as ``GET /v1/files/gaps`` does."""
+    root = sftp_root[0]
+    put(root, "fill_0001.jsonl", ["fill-1"])
+    put(root, "fill_0003.jsonl", ["fill-3"])
+    p = poller("fill", sftp_root, pipeline, pool)
+    assert await poll_once(p) == 2
+    lines = await files_verb.render(pool, source="fill", gaps=True, as_json=True)
+    assert [(g["first_missing"], g["last_missing"]) for g in map(msgspec.json.decode, lines)
+            ] == [(2, 2)]
+    text = await files_verb.render(pool, source="fill", gaps=True)
+    assert len(text) == 1 and "missing 2" in text[0]
+    put(root, "fill_0002.jsonl", ["fill-2"])  # late, but it came
+    assert await poll_once(p) == 1
+    assert await files_verb.render(pool, source="fill", gaps=True) == []
+    assert await files_repo.gaps(pool, source="fill", limit=10) == []
+    alarms = await files_verb.render(pool, source="fill", alarms=True, as_json=True)
+    assert [msgspec.json.decode(a)["kind"] for a in alarms] == ["gap"]  # the history stays
