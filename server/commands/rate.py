@@ -1,6 +1,7 @@
 """`billing-oss rate --catalog FILE [--records FILE|-]`: rate JSON-lines records offline.
 
-Each input line is a normalised record (DESIGN.md §5b); each output line is either
+Each input line is a normalised record (DESIGN.md §5b; ``source`` may be left out: rating
+does not use it, and such a record is rated as ``cli``'s); each output line is either
 ``{"record_key", "amount", "currency", "zone", "band", "tariff_version"}`` (amount a decimal
 string) or ``{"record_key", "error"}`` with a ``Reason`` code. A line that is not a valid
 record gives ``{"record_key": null, "error": "MALFORMED", "line": N, "message": ...}``
@@ -26,6 +27,13 @@ from billing_oss.server.rating import Charge, Rater, make_rater
 
 BATCH = 4096
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+DEFAULT_SOURCE = "cli"  # what `decode` stamps on records by default
+
+
+class RateRecord(UsageRecord, kw_only=True, omit_defaults=True, gc=False):
+    """A record to rate: rating does not read ``source``, so one without it is ``cli``'s."""
+
+    source: str = DEFAULT_SOURCE
 
 
 def register(verbs: Any) -> None:
@@ -62,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def rate_stream(rater: Rater, source: IO[bytes], sink: IO[bytes]) -> int:
-    decoder = msgspec.json.Decoder(UsageRecord)
+    decoder = msgspec.json.Decoder(RateRecord)
     encoder = msgspec.json.Encoder()
     charged = failed = 0
     for batch in _batches(enumerate(source, start=1)):

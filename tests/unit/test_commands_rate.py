@@ -53,7 +53,7 @@ def test_rates_lines_and_reports_bad_ones_by_line(factory: type) -> None:
     assert out[1]["error"] == "MALFORMED" and out[1]["line"] == 2
     assert out[1]["record_key"] is None
     assert out[2]["error"] == "MALFORMED" and out[2]["line"] == 3
-    assert out[2]["record_key"] == "b" and "source" in out[2]["message"]
+    assert out[2]["record_key"] == "b" and "event_time" in out[2]["message"]
     assert out[3] == {"record_key": "c", "error": "UNKNOWN_ACCOUNT"}
     assert out[4] == {"record_key": "d", "error": "NO_ZONE"}
     assert status == 3
@@ -90,3 +90,16 @@ def test_cli_reads_a_file_and_reports_catalog_errors(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "tariffs[0].versions" in run.stderr
+
+
+@pytest.mark.parametrize("factory", [ReferenceRater, NativeRater], ids=["reference", "native"])
+def test_a_record_without_source_is_rated_as_clis(factory: type) -> None:
+    lines = [json.dumps({k: v for k, v in CALL.items() if k != "source"}),
+             json.dumps({**CALL, "record_key": "with-source"})]
+    sink = io.BytesIO()
+    status = rate_stream(
+        factory(catalog_from_dict(BASE)), io.BytesIO("\n".join(lines).encode()), sink
+    )
+    out = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert [o.get("amount") for o in out] == ["0.3017", "0.3017"]
+    assert status == 0
