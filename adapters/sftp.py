@@ -38,7 +38,7 @@ import asyncpg
 import asyncssh
 
 from billing_oss.core.contract import FileOutcome, Sink
-from billing_oss.core.errors import BillingError
+from billing_oss.core.errors import BillingError, ConfigError
 from billing_oss.core.sources_config import SftpSource
 from billing_oss.server.metrics import FILE_ALARMS, SFTP_FILES
 
@@ -65,6 +65,9 @@ class _Fetched:
 
 class SftpPoller:
     def __init__(self, name: str, config: SftpSource, sink: Sink, pool: asyncpg.Pool) -> None:
+        if not config.known_host_key and not config.insecure_skip_host_key:
+            raise ConfigError(f"sources.{name}.known_host_key: the server's host key is "
+                              "required, or insecure_skip_host_key = true")
         self.name = name
         self.config = config
         self.sink = sink
@@ -95,6 +98,10 @@ class SftpPoller:
 
     async def poll(self, sftp: asyncssh.SFTPClient, stop: asyncio.Event | None = None) -> int:
         """Process every matching file present now; the number processed."""
+        if not self.config.known_host_key:
+            log.warning("sftp host key not checked: insecure_skip_host_key is set, any server"
+                        " answering this address is trusted", extra={"fields": {
+                            "source": self.name, "host": self.config.host}})
         now = time.time()
         names = sorted(
             str(entry.filename) for entry in await sftp.readdir(self.config.remote_dir)
@@ -329,7 +336,8 @@ ORDER BY s.sequence_no
 
 
 def _known_hosts(value: str) -> object:
-    """A public key line, a known_hosts file path, or empty (the host key is not checked)."""
+    """A public key line, a known_hosts file path, or empty (insecure_skip_host_key: the host
+    key is not checked)."""
     if not value:
         return None
     if value.startswith(("ssh-", "ecdsa-")):

@@ -46,7 +46,10 @@ class SftpSource(msgspec.Struct, tag="sftp", tag_field="type", forbid_unknown_fi
     password: str = ""
     client_key: str = ""  # path of a private key file
     # The server's public host key ("ssh-ed25519 AAAA...") or a known_hosts file path.
+    # Required: a source without one does not start, unless insecure_skip_host_key is set
+    # (then any server is trusted, and each poll logs a warning saying so).
     known_host_key: str = ""
+    insecure_skip_host_key: bool = False
     pattern: str = "*"
     # Regular expression whose first group, matched on the file name, is its sequence number.
     sequence_pattern: str = r"(\d+)(?!.*\d)"

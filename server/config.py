@@ -15,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from billing_oss.core.errors import ConfigError
-from billing_oss.core.sources_config import SourceConfig
+from billing_oss.core.sources_config import SftpSource, SourceConfig
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "billing-oss.toml"
 ENV_PREFIX = "BILLING_OSS_"
@@ -209,7 +209,16 @@ def _check_sources(config: Config) -> None:
                 raise ConfigError(f"{where}: batch_records >= 1 and flush_ms >= 0 are needed")
             if not 1 <= source.commits_in_flight <= 64:
                 raise ConfigError(f"{where}.commits_in_flight: must be 1..64")
-        elif source.poll_interval_s <= 0:
-            raise ConfigError(f"{where}.poll_interval_s: must be positive")
-        elif not 1 <= source.files_in_flight <= 16:
-            raise ConfigError(f"{where}.files_in_flight: must be 1..16")
+        else:
+            _check_sftp(where, source)
+
+
+def _check_sftp(where: str, source: SftpSource) -> None:
+    if source.poll_interval_s <= 0:
+        raise ConfigError(f"{where}.poll_interval_s: must be positive")
+    if not 1 <= source.files_in_flight <= 16:
+        raise ConfigError(f"{where}.files_in_flight: must be 1..16")
+    if not source.known_host_key and not source.insecure_skip_host_key:
+        raise ConfigError(f"{where}.known_host_key: the server's host key is required (a "
+                          "public key line or a known_hosts file); to trust any server, set "
+                          "insecure_skip_host_key = true")

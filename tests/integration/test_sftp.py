@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from billing_oss.adapters.sftp import SftpPoller
-from billing_oss.core.errors import DecodeError
+from billing_oss.core.errors import ConfigError, DecodeError
 from billing_oss.core.ports import Item
 from billing_oss.core.sources_config import SftpSource
 from billing_oss.server import config, metrics
@@ -276,3 +276,35 @@ async def test_files_list_gaps_forgets_a_gap_a_later_file_filled(
     assert await files_repo.gaps(pool, source="fill", limit=10) == []
     alarms = await files_verb.render(pool, source="fill", alarms=True, as_json=True)
     assert [msgspec.json.decode(a)["kind"] for a in alarms] == ["gap"]  # the history stays
+
+
+def test_a_source_without_a_host_key_does_not_start(tmp_path: Path, pipeline: Pipeline,
+                                                    pool: asyncpg.Pool) -> None:
+    conf = tmp_path / "c.toml"
+    table = ('[sources.nokey]\ntype = "sftp"\nhost = "127.0.0.1"\nusername = "billing"\n'
+             'remote_dir = "/out"\nformat = "jsonl"\n')
+    conf.write_text(table + 'known_host_key = ""\n')
+    with pytest.raises(ConfigError) as refused:
+        config.load(conf, env={})
+    assert "sources.nokey.known_host_key" in refused.value.message
+    assert "insecure_skip_host_key = true" in refused.value.message
+    with pytest.raises(ConfigError):
+        SftpPoller("nokey", SftpSource(host="h", username="u", remote_dir="/", format="jsonl"),
+                   pipeline, pool)
+    conf.write_text(table + "insecure_skip_host_key = true\n")
+    assert config.load(conf, env={}).sources["nokey"].insecure_skip_host_key
+
+
+async def test_insecure_skip_host_key_is_explicit_and_warns_each_poll(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    root = sftp_root[0]
+    put(root, "ins_0001.jsonl", ["ins-1"])
+    p = poller("ins", sftp_root, pipeline, pool, known_host_key="",
+               insecure_skip_host_key=True)
+    with caplog.at_level("WARNING", logger="billing_oss.adapters.sftp"):
+        assert await poll_once(p) == 1
+        assert await poll_once(p) == 0
+    warned = [r for r in caplog.records if "host key not checked" in r.getMessage()]
+    assert len(warned) == 2
+    assert (root / "out" / "done" / "ins_0001.jsonl").exists()
