@@ -95,11 +95,74 @@ def sniff(payload: bytes) -> Encoding:
     return "json" if head in (b"{", b"[") else "msgpack"
 
 
+# Nesting levels (objects and arrays, the envelope included) a payload may have. Only
+# ``attrs`` nests freely; a bound keeps a hostile body from exhausting the decoder's stack.
+MAX_DEPTH = 32
+
+
 def decode(payload: bytes, encoding: Encoding | None = None) -> Decoded:
     """Parse a payload into records, readings and per-entry rejects."""
     enc = encoding or sniff(payload)
     if enc == "msgpack" and not _is_msgpack_container(payload):
         raise DecodeError(_not_a_payload(payload, sniffed=encoding is None))
+    try:
+        decoded = _decode(payload, enc)
+    except RecursionError:  # far deeper than the bound: the parser gave up first
+        raise DecodeError(f"the payload nests deeper than {MAX_DEPTH} levels (objects and"
+                          f" arrays); at most {MAX_DEPTH} are accepted") from None
+    _check_depth(decoded, _record_level(payload, enc, decoded))
+    return decoded
+
+
+def _record_level(payload: bytes, enc: Encoding, decoded: Decoded) -> int:
+    """How deep a record (or reading) object sits: 1 alone, 2 in a bare array, 3 in
+    ``{"records": [...]}``."""
+    if _is_array(payload, enc):
+        return 2
+    one = len(decoded.records) + len(decoded.readings) + len(decoded.rejects) == 1
+    return 1 if one and _is_single(payload, enc) else 3
+
+
+def _is_single(payload: bytes, enc: Encoding) -> bool:
+    try:
+        shape = _CODECS[enc].raw_shape.decode(payload)
+    except msgspec.MsgspecError:
+        return True
+    return shape.records is None and shape.readings is None
+
+
+def _check_depth(decoded: Decoded, level: int) -> None:
+    """Refuse a payload whose ``attrs`` nest the whole deeper than ``MAX_DEPTH``."""
+    room = MAX_DEPTH - level  # levels left for an attrs object and what it holds
+    groups: tuple[tuple[str, list[dict[str, Any]]], ...] = (
+        ("records", [r.attrs for r in decoded.records]),
+        ("readings", [r.attrs for r in decoded.readings]))
+    for name, all_attrs in groups:
+        for index, attrs in enumerate(all_attrs):
+            if attrs and (depth := _nesting(attrs, room)) > room:
+                where = f"{name}[{index}].attrs" if level > 1 else "attrs"
+                raise DecodeError(
+                    f"{where} nests the payload more than {MAX_DEPTH} levels deep (objects and"
+                    f" arrays, at least {level + depth}); at most {MAX_DEPTH} are accepted")
+
+
+def _nesting(value: Any, room: int) -> int:
+    """Levels of objects/arrays in ``value`` (a scalar is 0), counted up to ``room + 1``."""
+    if not isinstance(value, dict | list):
+        return 0
+    if room <= 0:
+        return 1
+    children = value.values() if isinstance(value, dict) else value
+    deepest = 0
+    for child in children:
+        if isinstance(child, dict | list):
+            deepest = max(deepest, _nesting(child, room - 1))
+            if deepest >= room:
+                break
+    return 1 + deepest
+
+
+def _decode(payload: bytes, enc: Encoding) -> Decoded:
     codec = _CODECS[enc]
     if _is_array(payload, enc):
         return _decode_list(payload, codec)

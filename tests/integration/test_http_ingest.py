@@ -147,6 +147,31 @@ async def test_bad_requests_are_problem_json(server: str, token: str, body: byte
     assert problem["detail"]
 
 
+@pytest.mark.parametrize("body", [
+    b"[" * 30000 + b"]" * 30000,  # beyond what the parser's stack takes
+    b'{"records": [' + b'{"attrs": ' * 5000 + b"1" + b"}" * 5000 + b"]}",
+    msgspec.json.encode({"records": [voice("deep", attrs={"a": [[[[[[[[[[[[[[[[[[[[
+        [[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]})]}),  # 33 levels in all
+    b"\x91" * 30000 + b"\x90",
+])
+async def test_deeply_nested_bodies_are_refused_with_the_depth_named(
+        server: str, token: str, body: bytes) -> None:
+    content_type = "application/msgpack" if body[:1] == b"\x91" else "application/json"
+    got, ctype, problem, _ = await post(server, token, body, content_type)
+    assert (got, ctype, problem["code"]) == (400, "application/problem+json", "MALFORMED")
+    assert "more than 32 levels" in problem["detail"] or "deeper than 32 levels" in \
+        problem["detail"], problem
+
+
+async def test_attrs_nested_up_to_the_bound_are_accepted(
+        server: str, token: str, db: asyncpg.Pool) -> None:
+    key = f"nest-{uuid.uuid4().hex[:8]}"
+    attrs = {"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]}  # 32 levels
+    status, _, result, _ = await post(server, token, msgspec.json.encode(
+        {"records": [voice(key, attrs=attrs)]}))
+    assert status == 200 and result["accepted"] == 1, result
+
+
 async def test_meter_readings_become_usage_by_difference(
         server: str, token: str, db: asyncpg.Pool) -> None:
     meter = f"M-{uuid.uuid4().hex[:6]}"
