@@ -1,10 +1,13 @@
 """SFTP collection: poll a remote directory, ingest each new file once, move it aside.
 
-Per poll, files whose name matches ``pattern`` and that were not modified in the last
-``min_age_s`` (still uploading, maybe) are taken in name order. Each is claimed in
-PostgreSQL (a session advisory lock on source + name, held while it is processed, so several
-workers polling the same source never process a file twice), downloaded, checked against
-the file ledger for sequence alarms, ingested through the pipeline (registered in
+Per poll, files whose name matches ``pattern``, that are complete by the source's
+``completion`` convention (``adapters.sftp_completion``: their header, a rename, a marker
+file, a stable size) and that were not modified in the last ``min_age_s`` are taken in name
+order; an incomplete file stays for a later poll, alarmed once it stays so too long. Each is
+claimed in PostgreSQL (a session advisory lock on source + name, held while it is
+processed, so several workers polling the same source never process a file twice),
+downloaded (checked against its header, in ``header`` mode), checked against the file
+ledger for sequence alarms, ingested through the pipeline (registered in
 ``source_files`` by content: a crash anywhere resumes or recognises it), then renamed on the
 remote into ``done/`` — or ``error/`` with a ``<name>.reason`` file beside it.
 
@@ -16,7 +19,8 @@ as one still being ingested waits for it.
 
 Sequence alarms (a metric, a log line and a ``source_file_alarms`` row each):
 ``gap`` — numbers skipped since the highest received; ``repeat`` — content already received
-under another name; ``reused`` — a number already received with different content.
+under another name; ``reused`` — a number already received with different content;
+``incomplete`` — a file still not whole ``incomplete_alarm_s`` after it was first listed.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 import asyncpg
 import asyncssh
 
+from billing_oss.adapters.sftp_completion import CompletionGate
 from billing_oss.core.contract import FileOutcome, Sink
 from billing_oss.core.errors import BillingError, ConfigError
 from billing_oss.core.sources_config import SftpSource
@@ -49,7 +54,7 @@ DONE_DIR, ERROR_DIR = "done", "error"
 
 @dataclass(frozen=True, slots=True)
 class Alarm:
-    kind: str  # gap | repeat | reused
+    kind: str  # gap | repeat | reused | incomplete
     detail: str
     first_missing: int | None = None
     last_missing: int | None = None
@@ -73,6 +78,7 @@ class SftpPoller:
         self.sink = sink
         self.pool = pool
         self.sequence = re.compile(config.sequence_pattern)
+        self.gate = CompletionGate(config)
         self.processed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -103,13 +109,16 @@ class SftpPoller:
                         " answering this address is trusted", extra={"fields": {
                             "source": self.name, "host": self.config.host}})
         now = time.time()
-        names = sorted(
-            str(entry.filename) for entry in await sftp.readdir(self.config.remote_dir)
-            if entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR
-            and fnmatch.fnmatchcase(str(entry.filename), self.config.pattern)
+        entries = [entry for entry in await sftp.readdir(self.config.remote_dir)
+                   if entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR]
+        listed = sorted(
+            str(entry.filename) for entry in entries
+            if fnmatch.fnmatchcase(str(entry.filename), self.config.pattern)
             and not str(entry.filename).endswith(".reason")
-            and self._safe_name(str(entry.filename))
-            and self._settled(entry, now))
+            and not self.gate.is_marker(str(entry.filename))
+            and self._safe_name(str(entry.filename)))
+        recent = {str(entry.filename) for entry in entries if not self._settled(entry, now)}
+        names = [name for name in self.gate.candidates(entries, listed) if name not in recent]
         slots = asyncio.Semaphore(self.config.files_in_flight)
         fetched: list[_Fetched] = []
         tasks: list[asyncio.Task[int]] = []
@@ -145,6 +154,9 @@ class SftpPoller:
             raise failed.exceptions[0] from None
         if not contended:  # a file another worker holds would look like a gap for a moment
             await self._scan_gaps()
+        for name, why, age in self.gate.overdue():
+            await self._raise_alarm(name, self._sequence_no(name), Alarm(
+                "incomplete", f"incomplete for {age:.0f} s: {why}"))
         return sum(task.result() for task in tasks)
 
     async def _claim(self, name: str) -> Any:
@@ -178,6 +190,11 @@ class SftpPoller:
             await sftp.get(posixpath.join(self.config.remote_dir, name), str(local))
         except asyncssh.SFTPNoSuchFile:
             return None
+        if (why := await asyncio.to_thread(self.gate.check_downloaded, name, local)) is not None:
+            local.unlink(missing_ok=True)
+            log.info("sftp file incomplete; left for a later poll", extra={"fields": {
+                "source": self.name, "file": name, "reason": why}})
+            return None
         sha = await asyncio.to_thread(_sha256, local)
         got = _Fetched(name, sha, self._sequence_no(name), local)
         for alarm in await self._alarms(got, fetched):
@@ -209,6 +226,7 @@ class SftpPoller:
         if outcome is not None:
             error = await self._record(outcome, sequence_no)
         await self._move(sftp, name, error)
+        self.gate.taken(name)
         SFTP_FILES.labels(self.name, "error" if error else "done").inc()
         log.info("sftp file collected", extra={"fields": {
             "source": self.name, "file": name, "sequence_no": sequence_no, "sha256": got.sha256,
@@ -314,6 +332,13 @@ class SftpPoller:
         if error:
             async with sftp.open(posixpath.join(folder, name + ".reason"), "w") as f:
                 await f.write(error + "\n")
+        if self.gate.mode == "marker":  # the marker goes with its file, first: a crash
+            marker = name + self.config.marker_suffix  # between the two leaves no stray one
+            with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                await self._rename_into(sftp, folder, marker)
+        await self._rename_into(sftp, folder, name)
+
+    async def _rename_into(self, sftp: asyncssh.SFTPClient, folder: str, name: str) -> None:
         target = posixpath.join(folder, name)
         with contextlib.suppress(asyncssh.SFTPNoSuchFile):
             if await sftp.exists(target):

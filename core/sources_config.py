@@ -7,6 +7,8 @@ No source is configured by default: HTTP ingest (``POST /v1/usage``) is always s
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 
@@ -56,6 +58,17 @@ class SftpSource(msgspec.Struct, tag="sftp", tag_field="type", forbid_unknown_fi
     poll_interval_s: float = 30.0
     # A file modified less than this long ago may still be uploading: left for a later poll.
     min_age_s: float = 2.0
+    # How a file is known to be whole (adapters/sftp_completion.py): "header" (its header's
+    # declared length or count is on disk), "rename" (uploaded under a temporary name, then
+    # renamed), "marker" (<name><marker_suffix> appears beside it), "stable" (size and mtime
+    # unchanged across two polls). Empty: "header" for 3gpp and tap3, "stable" otherwise.
+    completion: Literal["", "header", "rename", "marker", "stable"] = ""
+    # Names an upload in progress goes under: never taken, whatever the mode.
+    temporary_patterns: list[str] = msgspec.field(
+        default_factory=lambda: [".*", "*.tmp", "*.part", "*.filepart"])
+    marker_suffix: str = ".done"
+    # A file still incomplete after this long raises an "incomplete" alarm (once).
+    incomplete_alarm_s: float = 3600.0
     # Files ingested at once (each downloaded and checked in name order first).
     files_in_flight: int = 2
     partner: str = ""

@@ -218,6 +218,10 @@ def _check_sftp(where: str, source: SftpSource) -> None:
         raise ConfigError(f"{where}.poll_interval_s: must be positive")
     if not 1 <= source.files_in_flight <= 16:
         raise ConfigError(f"{where}.files_in_flight: must be 1..16")
+    if source.completion == "marker" and not source.marker_suffix:
+        raise ConfigError(f"{where}.marker_suffix: required with completion = \"marker\"")
+    if source.incomplete_alarm_s <= 0:
+        raise ConfigError(f"{where}.incomplete_alarm_s: must be positive")
     if not source.known_host_key and not source.insecure_skip_host_key:
         raise ConfigError(f"{where}.known_host_key: the server's host key is required (a "
                           "public key line or a known_hosts file); to trust any server, set "

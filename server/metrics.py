@@ -53,6 +53,6 @@ SFTP_FILES = Counter(
     "billing_sftp_files_total", "Files collected over SFTP, by outcome", ["source", "outcome"]
 )
 FILE_ALARMS = Counter(
-    "billing_source_file_alarms_total", "File sequence alarms (gap, repeat, reused)",
+    "billing_source_file_alarms_total", "File alarms (gap, repeat, reused, incomplete)",
     ["source", "kind"],
 )

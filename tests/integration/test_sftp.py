@@ -2,6 +2,7 @@
 the real pipeline: files ingested once, moved to done/ or error/, sequence alarms raised."""
 
 import asyncio
+import io
 import os
 import tempfile
 import time
@@ -14,6 +15,7 @@ import asyncssh
 import msgspec
 import pytest
 
+from billing_oss.adapters.formats.pipeline_decoders import FormatDecoder
 from billing_oss.adapters.sftp import SftpPoller
 from billing_oss.core.errors import ConfigError, DecodeError
 from billing_oss.core.ports import Item
@@ -26,6 +28,7 @@ from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.rating_bridge import build_rater
 from billing_oss.server.store import files_repo
 from tests.conftest import free_port
+from tests.generators.threegpp_files import cdr_header, fast_records, write_fast_3gpp
 
 PASSWORD = "s3cret"
 
@@ -69,7 +72,8 @@ async def pipeline(pool: asyncpg.Pool) -> Pipeline:
     cfg = config.load(env={})
     await load_demo_catalog(cfg, pool)
     return Pipeline(pool, cfg.pipeline, rater_factory=build_rater,
-                    decoders={"jsonl": JsonlDecoder(), "strict": strict_decoder})
+                    decoders={"jsonl": JsonlDecoder(), "strict": strict_decoder,
+                              "3gpp": FormatDecoder("3gpp")})
 
 
 def record(key: str) -> bytes:
@@ -85,8 +89,9 @@ def put(root: Path, name: str, keys: list[str], header: bytes = b"") -> None:
 def poller(name: str, sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool,
            fmt: str = "jsonl", **extra: Any) -> SftpPoller:
     _, port, host_key = sftp_root
+    # the tests' files are written whole under their final names, as after a rename
     settings: dict[str, Any] = {"known_host_key": host_key, "pattern": f"{name}_*.jsonl",
-                                "min_age_s": 0, **extra}  # the tests' files are complete
+                                "min_age_s": 0, "completion": "rename", **extra}
     cfg = SftpSource(host="127.0.0.1", port=port, username="billing", password=PASSWORD,
                      remote_dir="/out", format=fmt, poll_interval_s=0.1, **settings)
     return SftpPoller(name, cfg, pipeline, pool)
@@ -308,3 +313,100 @@ async def test_insecure_skip_host_key_is_explicit_and_warns_each_poll(
     warned = [r for r in caplog.records if "host key not checked" in r.getMessage()]
     assert len(warned) == 2
     assert (root / "out" / "done" / "ins_0001.jsonl").exists()
+
+
+
+def cdr_file(records: int) -> tuple[bytes, list[int]]:
+    """A 32.297 file of ``records`` CDRs and the offset each CDR ends at."""
+    buffer = io.BytesIO()
+    write_fast_3gpp(buffer, records)
+    data = buffer.getvalue()
+    ends, end = [], len(data)
+    for cdr in reversed(list(fast_records(records))):
+        ends.append(end)
+        end -= len(cdr_header(cdr)) + len(cdr)
+    return data, ends[::-1]
+
+
+async def alarms_of(pool: asyncpg.Pool, source: str) -> list[tuple[str, str, str]]:
+    rows = await pool.fetch("SELECT kind, name, detail FROM source_file_alarms WHERE source = $1"
+                            " ORDER BY alarm_id", source)
+    return [(r["kind"], r["name"], r["detail"]) for r in rows]
+
+
+@pytest.mark.parametrize("cut", ["boundary", "mid-record"])
+async def test_a_stalled_upload_is_left_until_its_header_is_satisfied(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool,
+        cut: str) -> None:
+    """A 500-CDR upload pauses half-way (on a CDR boundary, or inside a CDR): it is not taken,
+    not moved, and alarmed once it stays incomplete past the limit; finished, it is taken
+    whole."""
+    root = sftp_root[0]
+    name = "stall" + cut.replace("-", "")
+    data, ends = cdr_file(500)
+    half = ends[249] if cut == "boundary" else ends[249] + 7
+    p = poller(name, sftp_root, pipeline, pool, fmt="3gpp", pattern=f"{name}_*.cdr",
+               completion="", incomplete_alarm_s=0.5)
+    assert p.gate.mode == "header"  # the default for a format that declares its length
+    async with p._connect() as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open(f"/out/{name}_0001.cdr", "wb") as upload:
+            await upload.write(data[:half])  # the partner's upload stalls here
+            for _ in range(3):
+                assert await p.poll(sftp) == 0
+                await asyncio.sleep(0.3)
+            assert (root / "out" / f"{name}_0001.cdr").stat().st_size == half
+            assert not (root / "out" / "done" / f"{name}_0001.cdr").exists()
+            assert not (root / "out" / "error" / f"{name}_0001.cdr").exists()
+            assert await pool.fetchval("SELECT count(*) FROM source_files WHERE source = $1",
+                                       name) == 0
+            [(kind, file, detail)] = await alarms_of(pool, name)
+            assert (kind, file) == ("incomplete", f"{name}_0001.cdr")
+            assert f"file ends at offset {half}" in detail and str(len(data)) in detail
+            await upload.write(data[half:])
+        assert await p.poll(sftp) == 1
+    assert (root / "out" / "done" / f"{name}_0001.cdr").read_bytes() == data
+    row = await pool.fetchrow("SELECT state, count_in FROM source_files WHERE source = $1", name)
+    assert (row["state"], row["count_in"]) == ("done", 500)
+    assert len(await alarms_of(pool, name)) == 1  # alarmed once
+
+
+async def test_stable_mode_waits_for_size_and_mtime_to_hold_across_two_polls(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    root = sftp_root[0]
+    p = poller("stab", sftp_root, pipeline, pool, completion="stable")
+    async with p._connect() as conn, conn.start_sftp_client() as sftp:
+        async with sftp.open("/out/stab_0001.jsonl", "wb") as upload:
+            await upload.write(record("st-1") + b"\n" + record("st-2")[:20])
+            assert await p.poll(sftp) == 0  # first seen
+            await upload.write(record("st-2")[20:] + b"\n")
+            assert await p.poll(sftp) == 0  # grew since
+        assert await p.poll(sftp) == 1  # as at the poll before: taken
+    assert (root / "out" / "done" / "stab_0001.jsonl").exists()
+    assert await pool.fetchval("SELECT count(*) FROM usage_keys WHERE source = 'stab'") == 2
+
+
+async def test_rename_mode_leaves_temporary_names_alone(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    root = sftp_root[0]
+    p = poller("ren", sftp_root, pipeline, pool, pattern="ren_*")
+    put(root, "ren_0001.jsonl.part", ["rn-1"])
+    put(root, ".ren_0002.jsonl", ["rn-2"])
+    assert await poll_once(p) == 0
+    (root / "out" / "ren_0001.jsonl.part").rename(root / "out" / "ren_0001.jsonl")
+    assert await poll_once(p) == 1
+    assert (root / "out" / "done" / "ren_0001.jsonl").exists()
+    assert (root / "out" / ".ren_0002.jsonl").exists()
+
+
+async def test_marker_mode_takes_a_file_once_its_marker_appears_and_moves_both(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    root = sftp_root[0]
+    p = poller("mrk", sftp_root, pipeline, pool, completion="marker", pattern="mrk_*")
+    put(root, "mrk_0001.jsonl", ["mk-1"])
+    assert await poll_once(p) == 0
+    (root / "out" / "mrk_0001.jsonl.done").write_bytes(b"")
+    assert await poll_once(p) == 1
+    assert (root / "out" / "done" / "mrk_0001.jsonl").exists()
+    assert (root / "out" / "done" / "mrk_0001.jsonl.done").exists()
+    assert not list((root / "out").glob("mrk_*"))
+    assert await pool.fetchval("SELECT count(*) FROM source_files WHERE source = 'mrk'") == 1
