@@ -316,13 +316,13 @@ async def test_insecure_skip_host_key_is_explicit_and_warns_each_poll(
 
 
 
-def cdr_file(records: int) -> tuple[bytes, list[int]]:
+def cdr_file(records: int, seed: int = 1) -> tuple[bytes, list[int]]:
     """A 32.297 file of ``records`` CDRs and the offset each CDR ends at."""
     buffer = io.BytesIO()
-    write_fast_3gpp(buffer, records)
+    write_fast_3gpp(buffer, records, seed=seed)
     data = buffer.getvalue()
     ends, end = [], len(data)
-    for cdr in reversed(list(fast_records(records))):
+    for cdr in reversed(list(fast_records(records, seed=seed))):
         ends.append(end)
         end -= len(cdr_header(cdr)) + len(cdr)
     return data, ends[::-1]
