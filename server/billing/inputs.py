@@ -66,11 +66,15 @@ GROUP BY 1, 2, 3
 GROUPS = """
 SELECT account_id, currency, service, zone, count(*) AS charges,
        sum(amount_micros)::bigint AS amount, sum(quantity) AS quantity,
-       CASE WHEN service = 'event' AND count(DISTINCT unit) = 1 THEN min(unit) ELSE '' END
-           AS unit,
-       array_agg(DISTINCT tariff_version_id::text || ' ' || band)
-           FILTER (WHERE tariff_version_id IS NOT NULL) AS rated
+       CASE WHEN service = 'event' AND count(unit) = count(*) AND min(unit) = max(unit)
+           THEN min(unit) ELSE '' END AS unit
 FROM run_charges GROUP BY account_id, currency, service, zone
+"""
+
+# The tariff versions and time bands that rated each group: the prices its line prints.
+RATED = """
+SELECT DISTINCT account_id, currency, service, zone, tariff_version_id, band
+FROM run_charges WHERE tariff_version_id IS NOT NULL
 """
 
 
@@ -154,19 +158,19 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
     for r in await conn.fetch(BILLED, list(accounts), ends, period):
         billed[r["account_id"], r["currency"].strip()][r["service"]] = Decimal(r["quantity"])
     charges = 0
-    groups = await conn.fetch(GROUPS)
-    rated = {(r["account_id"], r["currency"], r["service"], r["zone"]): [
-        (int(version), band) for version, _, band in (p.partition(" ") for p in r["rated"] or [])]
-        for r in groups}
+    rated: dict[tuple[str, str, str, str], list[tuple[int, str]]] = defaultdict(list)
+    for r in await conn.fetch(RATED):
+        rated[r["account_id"], r["currency"], r["service"], r["zone"]].append(
+            (r["tariff_version_id"], r["band"]))
     definitions = await _definitions(conn, {v for pairs in rated.values() for v, _ in pairs})
-    for r in groups:
+    for r in await conn.fetch(GROUPS):
         currency = r["currency"].strip()
         usage[r["account_id"], currency].append(UsageGroup(
             currency=currency, service=r["service"], zone=r["zone"], charges=r["charges"],
             amount_micros=r["amount"], quantity=Decimal(r["quantity"]), unit=r["unit"],
             prices=tuple(tariff_prices.prices(
                 definitions, r["service"], r["zone"],
-                rated[r["account_id"], r["currency"], r["service"], r["zone"]]))))
+                rated.get((r["account_id"], r["currency"], r["service"], r["zone"]), [])))))
         charges += r["charges"]
     return BatchInputs(
         accounts=accounts, cycles=cycles, usage=dict(usage),
@@ -181,11 +185,12 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
 
 
 async def _definitions(conn: Connection, version_ids: set[int]) -> dict[int, dict[str, Any]]:
-    """The tariff versions that rated the batch's charges, by id."""
-    rows = await conn.fetch("SELECT tariff_version_id, definition::text AS definition "
+    """The rates of the tariff versions that rated the batch's charges, by id (only the
+    rates: a version's zones may hold millions of prefixes)."""
+    rows = await conn.fetch("SELECT tariff_version_id, (definition->'rates')::text AS rates "
                             "FROM tariff_versions WHERE tariff_version_id = ANY($1)",
                             sorted(version_ids))
-    return {r["tariff_version_id"]: json.loads(r["definition"]) for r in rows}
+    return {r["tariff_version_id"]: {"rates": json.loads(r["rates"] or "[]")} for r in rows}
 
 
 # The end of each account's latest finalised invoice of an earlier period that ends within
