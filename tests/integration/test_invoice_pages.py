@@ -1,11 +1,13 @@
 """The invoice as its customer reads it: the demo catalog's consumer, business and IoT
-accounts billed for March 2026 under the demo configuration's seller, rendered, rasterised
-(pdftoppm) and read back (pdftotext): both parties' addresses, quantities in their units
-with a unit price (or the tariff's), discounts as rows that the totals agree with, no
-zero-value noise, the appendix in human units, the period with its last day."""
+accounts, and a consumer whose prices include VAT, billed for March 2026 under the demo
+configuration's seller, rendered, rasterised (pdftoppm) and read back (pdftotext): both
+parties' addresses, quantities in their units with a unit price (or the tariff's), discounts
+as rows that the totals agree with, no zero-value noise, the appendix in human units, the
+period with its last day."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 from pathlib import Path
@@ -29,6 +31,7 @@ from billing_oss.server.composition import (
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO
+from tests.integration import billing_seed
 from tests.integration.einvoice import assert_valid_cii, pdf_text
 
 DAY = "2026-03-02T10:00:00Z"  # a Monday: 11:00 in Paris, the retail tariff's peak
@@ -60,8 +63,13 @@ async def pages(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory,
     path.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in usage()))
     pipeline = Pipeline(pool, demo.pipeline, rater_factory=rater_factory(), decoders=decoders())
     assert (await pipeline.ingest_file(path, source="demo", format="jsonl")).counts.charged == 4
+    async with pool.acquire() as conn:  # a consumer whose prices include VAT
+        await billing_seed.account(conn, "C1", tax_inclusive=True, address="4 place du Marché",
+                                   postcode="33000", city="Bordeaux")
+        await billing_seed.subscribe(conn, "C1", "mobile-s",
+                                     dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     settings = Settings(seller=demo.billing.seller(), rounding=demo.billing.rounding)
-    run = await bill_run(pool, "2026-03", settings, accounts=["A1", "B1", "IOT1"],
+    run = await bill_run(pool, "2026-03", settings, accounts=["A1", "B1", "C1", "IOT1"],
                          finalize=True, force=True, actor="test")
     async with pool.acquire() as conn:
         invoices = [await issuing.load(conn, i) for i in run.invoice_ids]
@@ -120,6 +128,12 @@ def test_discounts_are_rows_the_totals_agree_with(
     assert "Discounts -2.90 EUR" in b1
     # charges less discounts is the net the VAT summary taxes
     assert "Charges 10.35 EUR Discounts -1.00 EUR Total net 9.35 EUR" in a1
+    # prices including VAT: the rows print gross, and so do the sums they make
+    c1 = pages["C1"][0]
+    assert "Mobile S 1 month 9.99 S 20 % 9.99" in c1 and f"{welcome} -1.00" in c1
+    assert ("Charges (VAT incl.) 9.99 EUR Discounts (VAT incl.) -1.00 EUR "
+            "Lines (VAT incl.) 8.99 EUR Total net 7.49 EUR VAT 1.50 EUR Total 8.99 EUR") in c1
+    assert "Customer C1 Account C1 4 place du Marché 33000 Bordeaux FR" in c1
 
 
 def test_zero_value_lines_are_left_out_and_their_usage_is_in_the_appendix(
