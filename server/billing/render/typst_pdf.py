@@ -120,7 +120,7 @@ def document_data(doc: Rendition) -> dict[str, Any]:
     reading = page.read_lines(shown)
     usage = page.usage_rows(c, {ln.line_no for ln in shown.lines})
     t = c.totals
-    totals = _totals(c, reading)
+    totals = _totals(c, reading, "Credited" if doc.is_credit_note else "Charges")
     if t.rounding_micros:
         totals.append(("Rounding", t.rounding_micros))
     totals.append(("Amount credited" if doc.is_credit_note else "Amount due", t.payable_micros))
@@ -158,12 +158,12 @@ def document_data(doc: Rendition) -> dict[str, Any]:
     }
 
 
-def _totals(c: InvoiceDraft, reading: page.Reading) -> list[tuple[str, int]]:
+def _totals(c: InvoiceDraft, reading: page.Reading, first: str) -> list[tuple[str, int]]:
     """The totals block, each figure the sum of rows printed above it: charges less the
     discount rows is the lines' sum; less the invoice discounts, the net."""
     t = c.totals
     incl = " (VAT incl.)" if c.tax_inclusive else ""
-    rows = [(f"Charges{incl}", reading.charges_micros)]
+    rows = [(f"{first}{incl}", reading.charges_micros)]
     if c.tax_inclusive:  # the lines print gross, the invoice discounts and the net don't
         if reading.line_discounts_micros:
             rows += [(f"Discounts{incl}", -reading.line_discounts_micros),
