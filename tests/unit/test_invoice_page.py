@@ -13,8 +13,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing_oss.server.billing import pricing, tariff_prices
-from billing_oss.server.billing.model import InvoiceDraft, Totals
+from billing_oss.server.billing.compute import compute
+from billing_oss.server.billing.model import (
+    Account,
+    BillingInput,
+    InvoiceDraft,
+    Product,
+    Settings,
+    Subscription,
+    Totals,
+    UsageGroup,
+)
+from billing_oss.server.billing.periods import cycle
 from billing_oss.server.billing.render import page
+from billing_oss.server.billing.tax import TaxRate
 from tests.conftest import REPO
 
 CATALOG = json.loads((REPO / "config/demo-catalog.json").read_text())
@@ -110,3 +122,26 @@ def test_amounts_and_prices_print_with_thousands_separators() -> None:
     assert page.money(1_234_560_000, "EUR") == "1,234.56"
     assert page.money(-5_000_000, "EUR") == "-5.00"
     assert page.measured(Decimal(95), "s") == ("1.58", "min")
+
+
+def iot_invoice(*usage: UsageGroup) -> InvoiceDraft:
+    plan = Subscription(1, Product("iot", "IoT", "EUR", 4_500_000,
+                                   usage_pricing=(GRADUATED, PACKAGE)),
+                        dt.datetime(2025, 1, 1, tzinfo=dt.UTC), None)
+    return compute(BillingInput(
+        account=Account("A", "n", "EUR", "Europe/Paris", 1, {"country": "FR"}),
+        currency="EUR", usage=usage, subscriptions=(plan,), adjustments=(), discounts=(),
+        tax_rates=(TaxRate("FR", "standard", "S", Decimal(20), dt.date(2000, 1, 1)),)),
+        cycle("2026-03", 1, "Europe/Paris"), Settings(seller={"country": "FR"}))
+
+
+def test_a_product_price_of_a_service_not_used_is_no_line() -> None:
+    idle = iot_invoice()
+    assert [(ln.kind, ln.service) for ln in idle.lines] == [("recurring", "subscription")]
+    used = iot_invoice(UsageGroup("EUR", "data", "", 1, 0, Decimal(1_800_000_000)))
+    [data] = [ln for ln in used.lines if ln.subscription_id is not None and ln.kind == "usage"]
+    assert data.net_micros == 27_500_000 and data.detail["slices"] == [
+        {"quantity": "1000", "unit": "MB", "price": "0.02"},
+        {"quantity": "750", "unit": "MB", "price": "0.01"}]
+    assert used.buyer["timezone"] == "Europe/Paris"
+    assert page.period_text(used) == "1 March – 31 March 2026"
