@@ -35,6 +35,17 @@ async def seed(pool: asyncpg.Pool, accounts: int, charges: int) -> None:
         await conn.execute("""
             INSERT INTO tax_rates VALUES ('FR', 'standard', 'S', 20, '2000-01-01', NULL);
             INSERT INTO tariffs (tariff_id, currency) VALUES ('retail', 'EUR');
+            INSERT INTO tariff_versions (tariff_id, effective_from, definition, sha256)
+            VALUES ('retail', '2026-01-01', '{"rates": [
+                {"kind": "voice", "zone": "national", "band": "*", "connect_fee": "0.05",
+                 "steps": [{"from": 0, "price": "0.02", "unit": 60, "increment": 1}]},
+                {"kind": "voice", "zone": "mobile", "band": "peak", "connect_fee": "0",
+                 "steps": [{"from": 0, "price": "0.08", "unit": 60, "increment": 60}]},
+                {"kind": "voice", "zone": "mobile", "band": "*", "connect_fee": "0",
+                 "steps": [{"from": 0, "price": "0.04", "unit": 60, "increment": 60}]},
+                {"kind": "data", "zone": "*", "band": "*", "connect_fee": "0",
+                 "steps": [{"from": 0, "price": "0.005", "unit": 1048576, "increment": 1024}]}
+                ]}', 'bench');
             INSERT INTO products VALUES ('plan', 'Plan M', 'EUR', 19990000, 'standard', '[]');
             SELECT ensure_month_partition('charges', '2026-01-01');
             SELECT ensure_month_partition('usage_records', '2026-01-01');""")
@@ -55,11 +66,13 @@ async def seed(pool: asyncpg.Pool, accounts: int, charges: int) -> None:
                    CASE WHEN i % 3 = 0 THEN i % 10000000 END
             FROM generate_series(1, {charges}) i;
             INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,
-                amount_micros, currency, zone)
+                amount_micros, currency, zone, tariff_version_id, band)
             SELECT account_id, usage_id, event_time, usage_id, 'charge',
                    1000 + (usage_id * 7919) % 500000, 'EUR',
                    CASE WHEN kind = 'data' THEN '' WHEN usage_id % 2 = 0 THEN 'national'
-                        ELSE 'mobile' END
+                        ELSE 'mobile' END,
+                   (SELECT tariff_version_id FROM tariff_versions),
+                   CASE WHEN usage_id % 5 < 3 THEN 'peak' ELSE 'offpeak' END
             FROM usage_records;
             ANALYZE""")
 

@@ -131,6 +131,9 @@ async def serve(config: Config, stop: asyncio.Event, *,
             # Invoices still render; their e-invoice fails validation until these are set.
             log.warning("e-invoices will not be EN 16931 valid: set the seller's details",
                         extra={"fields": {"missing": gaps}})
+        if gaps := config.billing.printed_gaps():
+            log.warning("invoices will print without the seller's address or bank account",
+                        extra={"fields": {"missing": gaps}})
         pipeline = make_pipeline(config, pool)
         sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
         stack.push_async_callback(_cancel, sweeper)

@@ -18,6 +18,8 @@ from billing_oss.core.errors import ConfigError
 from billing_oss.core.sources_config import SftpSource, SourceConfig
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "billing-oss.toml"
+# Added to the defaults when no file is given and the database is the embedded one.
+DEMO_FILE = DEFAULTS_FILE.parent / "demo.toml"
 ENV_PREFIX = "BILLING_OSS_"
 
 
@@ -75,6 +77,13 @@ class BillingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                     "seller_vat_id": self.seller_vat_id}
         return [f"billing.{key}" for key, value in required.items() if not value.strip()]
 
+    def printed_gaps(self) -> list[str]:
+        """Seller keys an invoice prints but this configuration leaves empty: the address a
+        customer writes to and the account it pays into."""
+        printed = {"seller_address": self.seller_address, "seller_postcode": self.seller_postcode,
+                   "seller_city": self.seller_city, "seller_iban": self.seller_iban}
+        return [f"billing.{key}" for key, value in printed.items() if not value.strip()]
+
 
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
@@ -111,6 +120,8 @@ def load(
     merged = _read_toml(DEFAULTS_FILE)
     if path is not None:
         _merge(merged, _read_toml(Path(path)), where=str(path))
+    elif _is_demo(os.environ if env is None else env, overrides or {}):
+        _merge(merged, _read_toml(DEMO_FILE), where=str(DEMO_FILE))
     _merge(merged, _from_env(os.environ if env is None else env, merged), where="environment")
     for dotted, value in (overrides or {}).items():
         if value is not None:
@@ -122,6 +133,11 @@ def load(
         raise ConfigError(f"invalid configuration: {_name_key(str(exc))}") from None
     _check(config)
     return config
+
+
+def _is_demo(env: Mapping[str, str], overrides: Mapping[str, Any]) -> bool:
+    """The quickstart: no configuration file and no database URL (the embedded server)."""
+    return not (overrides.get("database.url") or env.get(f"{ENV_PREFIX}DATABASE_URL"))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

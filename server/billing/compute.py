@@ -105,8 +105,9 @@ def compute(data: BillingInput, cycle: Cycle, settings: Settings) -> InvoiceDraf
         tax_inclusive=data.account.tax_inclusive, reverse_charge=how.reverse_charge,
         rounding_method=method, lines=lines, allowances=tuple(allowances), taxes=tuple(taxes),
         totals=totals, seller=settings.seller,
+        # the timezone dates the period as the customer reads it (its cycle's local days)
         buyer={"account_id": data.account.account_id, "name": data.account.name,
-               **data.account.attrs},
+               **data.account.attrs, "timezone": data.account.timezone},
         notes=(REVERSE_CHARGE_NOTE,) if how.reverse_charge and lines else (),
     )
 
@@ -123,9 +124,11 @@ def _in(discount: Discount, currency: str) -> bool:
 def _usage_lines(data: BillingInput, settings: Settings) -> Iterable[_Draft]:
     for g in sorted(data.usage, key=lambda g: (g.service, g.zone)):
         label = f"{g.service.capitalize()}{' — ' + g.zone if g.zone else ''}"
-        yield _Draft("usage", g.service, label, g.quantity, UNITS.get(g.service, "unit"),
+        unit = g.unit or UNITS.get(g.service, "unit")
+        yield _Draft("usage", g.service, label, g.quantity, unit,
                      Fraction(g.amount_micros), settings.usage_tax_class,
-                     charges=g.charges, zone=g.zone)
+                     charges=g.charges, zone=g.zone,
+                     **({"detail": {"tariff_prices": list(g.prices)}} if g.prices else {}))
 
 
 def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
@@ -150,6 +153,9 @@ def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
         price = (pricing.price_units(c, units + units_before)
                  - pricing.price_units(c, units_before))
         all_units = total / c.unit_size
+        if not groups and not price:
+            continue  # no usage of the service on this invoice: a zero line is noise
+        slices = pricing.slices(c, units_before, units)
         yield _Draft(
             "usage", service, f"{sub.product.name}: {service} ({c.model.replace('_', '-')})",
             Decimal(units.numerator) / Decimal(units.denominator), c.unit, price,
@@ -157,6 +163,10 @@ def _component_lines(data: BillingInput, cycle: Cycle) -> Iterable[_Draft]:
             detail={"model": c.model, "included": str(c.included),
                     "total_units": str(Decimal(all_units.numerator) / all_units.denominator),
                     "zones": sorted(g.zone for g in groups),
+                    # what the invoice prints: quantity × price per slice, summing to the
+                    # line's exact amount (left out where they would not)
+                    **({"slices": [s.as_json() for s in slices]}
+                       if sum(s.amount for s in slices) == price else {}),
                     **({"billed_before_units": _decimal(units_before)} if before else {})},
         )
 
@@ -207,7 +217,8 @@ def _apply_line_discounts(draft: _Draft, discounts: list[Discount]) -> None:
             draft.discount += off
             detail = cast(dict[str, list[object]], draft.extra.setdefault("detail", {}))
             detail.setdefault("discounts", []).append(
-                {"discount_id": d.discount_id, "micros": int(off)})
+                {"discount_id": d.discount_id, "micros": int(off),
+                 "reason": d.description or f"{d.kind} discount"})
 
 
 def _discount_amount(d: Discount, base: Fraction) -> Fraction:

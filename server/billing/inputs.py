@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from billing_oss.server.billing import tariff_prices
 from billing_oss.server.billing.model import (
     Account,
     Adjustment,
@@ -36,7 +37,8 @@ _QUANTITY = """CASE u.kind WHEN 'voice' THEN coalesce(u.duration_s, 0)
 COLLECT = f"""
 CREATE TEMP TABLE run_charges ON COMMIT DROP AS
 SELECT c.account_id, c.charge_id, c.currency, c.amount_micros,
-       coalesce(u.kind, 'other') AS service, coalesce(c.zone, '') AS zone,
+       coalesce(u.kind, 'other') AS service, coalesce(c.zone, '') AS zone, u.unit,
+       c.tariff_version_id, coalesce(c.band, '') AS band,
        CASE WHEN c.kind = 'reversal' THEN -({_QUANTITY}) ELSE {_QUANTITY} END AS quantity
 FROM unnest($1::text[], $2::timestamptz[]) AS a(account_id, period_end)
 JOIN charges c ON c.account_id = a.account_id AND c.event_time < a.period_end
@@ -63,8 +65,16 @@ GROUP BY 1, 2, 3
 
 GROUPS = """
 SELECT account_id, currency, service, zone, count(*) AS charges,
-       sum(amount_micros)::bigint AS amount, sum(quantity) AS quantity
+       sum(amount_micros)::bigint AS amount, sum(quantity) AS quantity,
+       CASE WHEN service = 'event' AND count(unit) = count(*) AND min(unit) = max(unit)
+           THEN min(unit) ELSE '' END AS unit
 FROM run_charges GROUP BY account_id, currency, service, zone
+"""
+
+# The tariff versions and time bands that rated each group: the prices its line prints.
+RATED = """
+SELECT DISTINCT account_id, currency, service, zone, tariff_version_id, band
+FROM run_charges WHERE tariff_version_id IS NOT NULL
 """
 
 
@@ -148,11 +158,19 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
     for r in await conn.fetch(BILLED, list(accounts), ends, period):
         billed[r["account_id"], r["currency"].strip()][r["service"]] = Decimal(r["quantity"])
     charges = 0
+    rated: dict[tuple[str, str, str, str], list[tuple[int, str]]] = defaultdict(list)
+    for r in await conn.fetch(RATED):
+        rated[r["account_id"], r["currency"], r["service"], r["zone"]].append(
+            (r["tariff_version_id"], r["band"]))
+    definitions = await _definitions(conn, {v for pairs in rated.values() for v, _ in pairs})
     for r in await conn.fetch(GROUPS):
         currency = r["currency"].strip()
         usage[r["account_id"], currency].append(UsageGroup(
             currency=currency, service=r["service"], zone=r["zone"], charges=r["charges"],
-            amount_micros=r["amount"], quantity=Decimal(r["quantity"])))
+            amount_micros=r["amount"], quantity=Decimal(r["quantity"]), unit=r["unit"],
+            prices=tuple(tariff_prices.prices(
+                definitions, r["service"], r["zone"],
+                rated.get((r["account_id"], r["currency"], r["service"], r["zone"]), [])))))
         charges += r["charges"]
     return BatchInputs(
         accounts=accounts, cycles=cycles, usage=dict(usage),
@@ -164,6 +182,15 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
             "AND period = $2 AND status = 'finalised'", ids, period)},
         billed=dict(billed), charges=charges, frozen=len(frozen),
     )
+
+
+async def _definitions(conn: Connection, version_ids: set[int]) -> dict[int, dict[str, Any]]:
+    """The rates of the tariff versions that rated the batch's charges, by id (only the
+    rates: a version's zones may hold millions of prefixes)."""
+    rows = await conn.fetch("SELECT tariff_version_id, (definition->'rates')::text AS rates "
+                            "FROM tariff_versions WHERE tariff_version_id = ANY($1)",
+                            sorted(version_ids))
+    return {r["tariff_version_id"]: {"rates": json.loads(r["rates"] or "[]")} for r in rows}
 
 
 # The end of each account's latest finalised invoice of an earlier period that ends within

@@ -40,6 +40,8 @@ class UsageGroup(msgspec.Struct, frozen=True):
     charges: int
     amount_micros: int
     quantity: Decimal  # seconds (voice), bytes (data), messages, event quantity
+    unit: str = ""  # events: the unit their records name (kWh), when they all name one
+    prices: tuple[str, ...] = ()  # the tariff's prices the charges were rated at
 
 
 class Product(msgspec.Struct, frozen=True):

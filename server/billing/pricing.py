@@ -155,3 +155,53 @@ def allocate_signed(total: int, weights: Sequence[int], step: int) -> list[int]:
     for i in order[:left]:
         floors[i] += 1
     return [f * step for f in floors]
+
+
+# What an invoice prints ----------------------------------------------------------------------
+
+
+class Slice(msgspec.Struct, frozen=True):
+    """``quantity`` units at ``price`` each: one row of a priced usage line."""
+
+    quantity: Fraction
+    unit: str
+    price: Decimal
+
+    @property
+    def amount(self) -> Fraction:
+        return self.quantity * _micros(self.price)
+
+    def as_json(self) -> dict[str, str]:
+        q = self.quantity
+        return {"quantity": str(Decimal(q.numerator) / Decimal(q.denominator)),
+                "unit": self.unit, "price": str(self.price)}
+
+
+def slices(component: UsageComponent, units_before: Fraction, units: Fraction) -> list[Slice]:
+    """The price of ``units`` more units after ``units_before`` as quantity × price rows:
+    one row (per unit, volume: the tier reached), packages started, or one row per tier
+    the units fall in (graduated). The caller checks that they sum to the line's price."""
+    c = component
+    if c.model == "per_unit":
+        return [Slice(units, c.unit, c.price)] if units else []
+    if c.model == "package":
+        size = Fraction(c.package_size)
+        started = math.ceil((units_before + units) / size) - math.ceil(units_before / size)
+        what = f"packages ({c.package_size.normalize():,f} {c.unit})"
+        return [Slice(Fraction(started), what, c.price)] if started else []
+    if c.model == "volume":
+        total = units_before + units
+        tier = next(t for t in c.tiers if t.up_to is None or total <= Fraction(t.up_to))
+        return [Slice(units, c.unit, tier.price)] if units else []
+    out = []
+    lower = Fraction(0)
+    start, end = units_before, units_before + units
+    for tier in c.tiers:
+        upper = None if tier.up_to is None else Fraction(tier.up_to)
+        portion = (end if upper is None else min(end, upper)) - max(start, lower)
+        if portion > 0:
+            out.append(Slice(portion, c.unit, tier.price))
+        if upper is None or upper >= end:
+            break
+        lower = upper
+    return out

@@ -92,7 +92,8 @@ async def test_demo_catalog_bills_taxed_invoices(api: Api, pool: asyncpg.Pool,  
     # Mobile S, 9.99 a month, 10 % welcome discount: 9.99 − 0.999 = 8.991 → 8.99.
     assert (fee.gross_micros, fee.discount_micros, fee.net_micros) == (
         9_990_000, 999_000, 8_990_000)
-    assert fee.detail["discounts"] == [{"discount_id": welcome.discount_id, "micros": 999_000}]
+    assert fee.detail["discounts"] == [{"discount_id": welcome.discount_id, "micros": 999_000,
+                                        "reason": welcome.spec.description}]
     assert (adjustment.net_micros, adjustment.adjustment_id) == (-5_000_000,
                                                                 credit["adjustment_id"])
     taxable = usage_line.net_micros + 8_990_000 - 5_000_000

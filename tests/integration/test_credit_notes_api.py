@@ -111,6 +111,8 @@ async def check_documents(api: Api, note: dict[str, Any], invoice: dict[str, Any
     cur = note["currency"]
     assert "CREDIT NOTE" in printed and f"No. {note['number']}" in printed
     assert f"Credits invoice: {invoice['number']} of {invoice['issue_date']}" in printed
+    credited = sum((Decimal(ln["net"]) for ln in note["lines"]), Decimal(0))
+    assert f"Credited {credited:,f} {cur}" in printed  # the credited lines' sum
     assert f"Total net {note['net']} {cur}" in printed
     assert f"VAT {note['tax']} {cur}" in printed
     assert f"Amount credited {note['payable']} {cur}" in printed

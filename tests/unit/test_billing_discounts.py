@@ -95,7 +95,8 @@ def test_line_percentage_on_one_service() -> None:
     assert taxes(d) == {Decimal(20): (18_110_000, 3_620_000),
                         Decimal("5.5"): (10_000_000, 550_000)}
     assert d.totals.total_micros == 28_110_000 + 4_170_000
-    assert voice.detail["discounts"] == [{"discount_id": 1, "micros": 1_234_567}]
+    assert voice.detail["discounts"] == [{"discount_id": 1, "micros": 1_234_567,
+                                          "reason": "percentage discount"}]
 
 
 def test_line_percentage_on_every_line_except_adjustments() -> None:

@@ -53,3 +53,23 @@ def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, env: dict[st
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "absent.toml", env={})
+
+
+def test_the_demo_names_a_complete_fictional_seller_and_a_deployment_is_warned(
+        tmp_path: Path) -> None:
+    demo = config.load(env={}).billing  # no file, no database URL: the quickstart
+    assert demo.einvoice_gaps() == [] and demo.printed_gaps() == []
+    assert demo.seller()["vat_id"] and demo.seller()["iban"] and demo.seller()["city"]
+    path = tmp_path / "c.toml"
+    path.write_text('[database]\nurl = "postgresql://db.example.net/billing"\n')
+    for deployed in (config.load(path, env={}),
+                     config.load(env={"BILLING_OSS_DATABASE_URL": "postgresql://db/billing"}),
+                     config.load(env={}, overrides={"database.url": "postgresql://db/b"})):
+        assert deployed.billing.seller_name != demo.seller_name
+        assert deployed.billing.einvoice_gaps() == ["billing.seller_vat_id"]
+        assert deployed.billing.printed_gaps() == [
+            "billing.seller_address", "billing.seller_postcode", "billing.seller_city",
+            "billing.seller_iban"]
+    # the demo's seller gives way to one the environment names
+    named = config.load(env={"BILLING_OSS_BILLING_SELLER_NAME": "Real SA"}).billing
+    assert named.seller_name == "Real SA" and named.seller_vat_id == demo.seller_vat_id

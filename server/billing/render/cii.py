@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from lxml import etree
 
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import Line
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
-from billing_oss.server.billing.rounding import format_amount, plain, quantity_text, to_decimal
+from billing_oss.server.billing.render.page import local_dates
+from billing_oss.server.billing.rounding import format_amount, plain, quantity_text
 
 NS = {
     "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
@@ -54,15 +55,6 @@ def _date(parent: etree._Element, tag: str, day: dt.date) -> None:
     _sub(_sub(parent, tag), "udt:DateTimeString", day.strftime("%Y%m%d"), format="102")
 
 
-def unit_price(amount_micros: int, quantity: Decimal | int, currency: str) -> str:
-    """Display-only unit price (the XML states prices for the whole basis quantity)."""
-    if not quantity:
-        return format_amount(amount_micros, currency)
-    price = (to_decimal(amount_micros) / Decimal(quantity)).quantize(
-        Decimal("0.000001"), ROUND_HALF_UP)
-    return plain(price)
-
-
 def to_xml(invoice: Invoice) -> bytes:
     return rendition_xml(of_invoice(invoice))
 
@@ -88,7 +80,7 @@ def rendition_xml(doc: Rendition) -> bytes:
     for note in c.notes:
         _sub(_sub(head, "ram:IncludedNote"), "ram:Content", note)
     trade = _sub(root, "rsm:SupplyChainTradeTransaction")
-    for ln in c.lines:
+    for ln in doc.printed_lines:
         _line(trade, ln, cur)
     agreement = _sub(trade, "ram:ApplicableHeaderTradeAgreement")
     _party(agreement, "ram:SellerTradeParty", c.seller)
@@ -113,8 +105,9 @@ def rendition_xml(doc: Rendition) -> bytes:
             _sub(tax, "ram:ExemptionReasonCode", "VATEX-EU-AE")
         _sub(tax, "ram:RateApplicablePercent", plain(x.rate))
     period = _sub(settle, "ram:BillingSpecifiedPeriod")
-    _date(period, "ram:StartDateTime", c.period_start.date())
-    _date(period, "ram:EndDateTime", (c.period_end - dt.timedelta(seconds=1)).date())
+    first, last = local_dates(c)  # the cycle's days where the customer lives
+    _date(period, "ram:StartDateTime", first)
+    _date(period, "ram:EndDateTime", last)
     for a in c.allowances:  # a negative one (credit notes only) is a charge
         allowance = _sub(settle, "ram:SpecifiedTradeAllowanceCharge")
         _sub(_sub(allowance, "ram:ChargeIndicator"), "udt:Indicator",

@@ -36,6 +36,13 @@ class Rendition(msgspec.Struct, frozen=True, kw_only=True):
     content: InvoiceDraft
     preceding_number: str | None = None  # credit notes: the invoice credited (BT-25)
     preceding_date: dt.date | None = None  # and its issue date (BT-26)
+    # Lines left out of both renditions: zero-value usage lines that tell the customer
+    # nothing (see ``noise``). The appendix still lists their usage.
+    omitted: tuple[int, ...] = ()
+
+    @property
+    def printed_lines(self) -> tuple[Line, ...]:
+        return tuple(ln for ln in self.content.lines if ln.line_no not in self.omitted)
 
     @property
     def title(self) -> str:
@@ -51,7 +58,25 @@ def of_invoice(invoice: Invoice) -> Rendition:
     return Rendition(type_code=INVOICE, heading="INVOICE" if final else "DRAFT INVOICE",
                      number=invoice.number_text or f"DRAFT-{invoice.invoice_id}",
                      issue_date=invoice.issue_date, due_date=invoice.due_date,
-                     content=invoice.content)
+                     content=invoice.content, omitted=noise(invoice.content.lines))
+
+
+def noise(lines: tuple[Line, ...]) -> tuple[int, ...]:
+    """Numbers of the zero-value usage lines: a product's price of a service not used in
+    the cycle, and usage rated at 0.00 whose service a product prices on another line (the
+    IoT plan's data). None when nothing else would be left: an invoice has a line (BR-16)."""
+    priced = {ln.service for ln in lines if ln.kind == "usage" and ln.subscription_id is not None}
+    out = []
+    for ln in lines:
+        if ln.kind != "usage" or ln.net_micros or ln.gross_micros or ln.discount_micros:
+            continue
+        if ln.subscription_id is not None:
+            unused = Decimal(str(ln.detail.get("total_units", "0"))) == 0
+        else:
+            unused = ln.charges == 0 or ln.service in priced
+        if unused:
+            out.append(ln.line_no)
+    return tuple(out) if len(out) < len(lines) else ()
 
 
 def of_credit_note(note: CreditNote, invoice: Invoice) -> Rendition:

@@ -15,9 +15,10 @@ import msgspec
 import typst
 
 from billing_oss.server.billing.issuing import CreditNote, Invoice
-from billing_oss.server.billing.render import cii, facturx
+from billing_oss.server.billing.model import InvoiceDraft
+from billing_oss.server.billing.render import cii, facturx, page
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
-from billing_oss.server.billing.rounding import format_amount, plain, quantity_text
+from billing_oss.server.billing.rounding import plain
 
 _local = threading.local()
 
@@ -31,23 +32,27 @@ TEMPLATE = r"""
 #let title(t) = block(above: 12pt, below: 6pt, text(11pt, weight: "bold", t))
 #pdf.attach("factur-x.xml", bytes(sys.inputs.xml), relationship: "alternative",
   mime-type: "text/xml", description: d.attachment)
+#let lines(..parts) = parts.pos().filter(p => p != "").join(linebreak())
 #grid(columns: (1fr, 1fr), stroke: none, inset: 0pt,
   [#text(13pt, weight: "bold", d.seller.name) \
-   #d.seller.address \ #d.seller.postcode #d.seller.city \ #d.seller.country \
-   VAT #d.seller.vat_id],
+   #lines(d.seller.address, (d.seller.postcode + " " + d.seller.city).trim(), d.seller.country,
+     if d.seller.vat_id != "" { "VAT " + d.seller.vat_id } else { "" })],
   align(right)[#text(16pt, weight: "bold", d.kind) \ No. #d.number
    #for f in d.facts [\ #f.label: #f.value]])
 #v(8pt)
-#block(stroke: 0.5pt + gray, inset: 8pt, width: 60%)[*Bill to* \ #d.buyer.name \
-  Account #d.buyer.account_id \ #d.buyer.address \ #d.buyer.country
-  #if d.buyer.vat_id != "" [\ VAT #d.buyer.vat_id]]
+#block(stroke: 0.5pt + gray, inset: 8pt, width: 60%)[*Bill to* \
+  #lines(d.buyer.name, "Account " + d.buyer.account_id, d.buyer.address,
+    (d.buyer.postcode + " " + d.buyer.city).trim(), d.buyer.country,
+    if d.buyer.vat_id != "" { "VAT " + d.buyer.vat_id } else { "" })]
 #for group in d.groups [
   #title(group.title)
-  #grid(columns: (auto, 1fr, auto, auto, auto, auto),
-    align: (left, left, right, right, right, right),
-    [*No.*], [*Description*], [*Quantity*], [*Unit price*], [*VAT*], [*Amount #d.currency*],
-    ..group.lines.map(l => (l.no, l.description, l.quantity, l.unit_price, l.vat, l.amount))
-      .flatten())
+  #grid(columns: (auto, 1fr, auto, auto, auto, auto, auto),
+    align: (left, left, right, left, right, right, right),
+    [*No.*], [*Description*], [*Quantity*], [*Unit*], [*Unit price*], [*VAT*],
+    [*Amount #d.currency*],
+    ..group.lines.map(l => (l.no,
+      if l.note != "" [#l.description \ #text(8pt, fill: luma(90), l.note)] else [#l.description],
+      l.quantity, l.unit, l.unit_price, l.vat, l.amount)).flatten())
 ]
 #if d.allowances.len() > 0 [
   #title[Invoice discounts]
@@ -65,17 +70,15 @@ TEMPLATE = r"""
 #if d.usage.len() > 0 [
   #pagebreak()
   #title[Appendix: usage breakdown]
-  Every usage line above is the sum of the rated records listed here by service and zone;
-  each record is kept with its charge and can be requested by its line number.
+  The rated records by service and zone, with the invoice line that bills them and what
+  they were rated at (a product's price of the cycle's usage bills rated usage on its own
+  line); each record is kept with its charge and can be requested by its line number.
   #v(4pt)
   #grid(columns: (auto, auto, auto, auto, auto), align: (left, left, right, right, right),
-    [*Line*], [*Service / zone*], [*Records*], [*Usage*], [*Amount #d.currency*],
+    [*Line*], [*Service / zone*], [*Records*], [*Usage*], [*Rated #d.currency*],
     ..d.usage.map(u => (u.no, u.what, u.records, u.usage, u.amount)).flatten())
 ]
 """
-
-UNIT_NAMES = {"s": "s", "byte": "bytes", "message": "msg", "unit": "units", "month": "month"}
-
 
 def _compiler() -> Any:
     compiler = getattr(_local, "compiler", None)
@@ -106,38 +109,18 @@ def typeset(doc: Rendition, xml: bytes) -> bytes:
     return pdf
 
 
-GROUPS = {"usage": "Usage", "recurring": "Subscriptions", "adjustment": "Adjustments",
-          "credit": "Credited invoice lines"}
-
-
 def document_data(doc: Rendition) -> dict[str, Any]:
     c = doc.content
     cur = c.currency
 
     def amount(micros: int) -> str:
-        return format_amount(micros, cur)
+        return page.money(micros, cur)
 
-    groups: dict[str, list[dict[str, str]]] = {}
-    usage = []
-    for ln in c.lines:
-        shown = ln.inclusive_micros if c.tax_inclusive and ln.inclusive_micros is not None \
-            else ln.net_micros
-        qty = ln.charges if ln.kind == "usage" and ln.charges else ln.quantity
-        groups.setdefault(GROUPS[ln.kind], []).append({
-            "no": str(ln.line_no), "description": ln.description
-            + (f" (discount {amount(ln.discount_micros)})" if ln.discount_micros else ""),
-            "quantity": quantity_text(qty), "unit_price": cii.unit_price(shown, qty, cur),
-            "vat": f"{ln.tax_category} {plain(ln.tax_rate)} %", "amount": amount(shown),
-        })
-        if ln.kind == "usage" and ln.charges:
-            usage.append({"no": str(ln.line_no), "what": ln.description,
-                          "records": str(ln.charges),
-                          "usage": f"{quantity_text(ln.quantity)} "
-                                   f"{UNIT_NAMES.get(ln.unit, ln.unit)}",
-                          "amount": amount(ln.net_micros)})
+    shown = msgspec.structs.replace(c, lines=doc.printed_lines)
+    reading = page.read_lines(shown)
+    usage = page.usage_rows(c, {ln.line_no for ln in shown.lines})
     t = c.totals
-    totals = [("Lines net", t.line_total_micros), ("Discounts", -t.allowance_micros),
-              ("Total net", t.net_micros), ("VAT", t.tax_micros), ("Total", t.total_micros)]
+    totals = _totals(c, reading, "Credited" if doc.is_credit_note else "Charges")
     if t.rounding_micros:
         totals.append(("Rounding", t.rounding_micros))
     totals.append(("Amount credited" if doc.is_credit_note else "Amount due", t.payable_micros))
@@ -152,7 +135,7 @@ def document_data(doc: Rendition) -> dict[str, Any]:
         terms = (f"due {doc.due_date or 'on finalisation'}, by bank transfer to "
                  f"{c.seller.get('iban') or 'the account on file'}, quoting "
                  f"{doc.number if doc.issue_date else 'the invoice number'}.")
-    facts.append(("Period", f"{c.period_start.date()} – {c.period_end.date()} (UTC)"))
+    facts.append(("Period", page.period_text(c)))
     return {
         "title": doc.title, "kind": doc.heading, "number": doc.number,
         "facts": [{"label": label, "value": value} for label, value in facts],
@@ -160,8 +143,9 @@ def document_data(doc: Rendition) -> dict[str, Any]:
         "currency": cur,
         "seller": {**dict.fromkeys(("name", "address", "postcode", "city", "country", "vat_id"),
                                    ""), **{k: str(v) for k, v in c.seller.items()}},
-        "buyer": {"name": "", "address": "", "country": "", "vat_id": "", **buyer},
-        "groups": [{"title": k, "lines": v} for k, v in groups.items()],
+        "buyer": {**dict.fromkeys(("name", "account_id", "address", "postcode", "city",
+                                   "country", "vat_id"), ""), **buyer},
+        "groups": page.as_data(reading.rows),
         "allowances": [{"reason": a.reason, "vat": f"{a.tax_category} {plain(a.tax_rate)} %",
                         "amount": amount(a.amount_micros)} for a in c.allowances],
         "taxes": [{"category": x.category, "rate": plain(x.rate),
@@ -172,3 +156,21 @@ def document_data(doc: Rendition) -> dict[str, Any]:
         "terms": terms,
         "usage": usage,
     }
+
+
+def _totals(c: InvoiceDraft, reading: page.Reading, first: str) -> list[tuple[str, int]]:
+    """The totals block, each figure the sum of rows printed above it: charges less the
+    discount rows is the lines' sum; less the invoice discounts, the net."""
+    t = c.totals
+    incl = " (VAT incl.)" if c.tax_inclusive else ""
+    rows = [(f"{first}{incl}", reading.charges_micros)]
+    if c.tax_inclusive:  # the lines print gross, the invoice discounts and the net don't
+        if reading.line_discounts_micros:
+            rows += [(f"Discounts{incl}", -reading.line_discounts_micros),
+                     (f"Lines{incl}", reading.charges_micros - reading.line_discounts_micros)]
+        if t.allowance_micros:
+            rows.append(("Invoice discounts (net)", -t.allowance_micros))
+    elif reading.line_discounts_micros or t.allowance_micros:
+        rows.append(("Discounts", -(reading.line_discounts_micros + t.allowance_micros)))
+    rows += [("Total net", t.net_micros), ("VAT", t.tax_micros), ("Total", t.total_micros)]
+    return rows
