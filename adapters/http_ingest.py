@@ -21,7 +21,13 @@ from aiohttp import web
 from billing_oss.adapters import intake
 from billing_oss.adapters.formats import payload
 from billing_oss.core.contract import Counts, Outcome
-from billing_oss.core.errors import BillingError, Reason
+from billing_oss.core.errors import (
+    BillingError,
+    ErrorCode,
+    InvalidValue,
+    Reason,
+    UnsupportedMediaType,
+)
 from billing_oss.server.http.keys import CONFIG, PIPELINE, POOL, PRINCIPAL
 from billing_oss.server.http.routing import Api
 
@@ -53,20 +59,16 @@ class UsageBatch(msgspec.Struct, kw_only=True):
     records: list[payload.RecordIn]
 
 
-class UnsupportedMediaType(BillingError):
-    code = "UNSUPPORTED_MEDIA_TYPE"
-
-
 class PayloadTooLarge(BillingError):
-    code = "PAYLOAD_TOO_LARGE"
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
-class BadHeader(BillingError):
-    code = "VALIDATION"
+class BadHeader(InvalidValue):
+    pass
 
 
 class IdempotencyKeyReused(BillingError):
-    code = "IDEMPOTENCY_KEY_REUSED"
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
 
 
 async def post_usage(request: web.Request) -> web.Response:

@@ -43,7 +43,7 @@ import asyncssh
 
 from billing_oss.adapters.sftp_completion import CompletionGate
 from billing_oss.core.contract import FileOutcome, Sink
-from billing_oss.core.errors import BillingError, ConfigError
+from billing_oss.core.errors import BillingError, ConfigError, FileBusy
 from billing_oss.core.sources_config import SftpSource
 from billing_oss.server.metrics import FILE_ALARMS, SFTP_FILES
 
@@ -219,9 +219,9 @@ class SftpPoller:
         try:
             outcome = await self.sink.ingest_file(got.local, source=self.name,
                                                   format=self.config.format, name=name)
+        except FileBusy:
+            return 0
         except BillingError as exc:
-            if exc.code == "FILE_BUSY":
-                return 0
             outcome, error = None, exc.message
         if outcome is not None:
             error = await self._record(outcome, sequence_no)

@@ -13,17 +13,15 @@ from typing import Literal, get_args
 
 from babel.numbers import get_currency_precision, is_currency
 
-from billing_oss.core.errors import BillingError
+from billing_oss.core.errors import InvalidValue
 
 MICROS = 1_000_000
 Method = Literal["half-up", "half-even", "up", "down"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 
-class MoneyError(BillingError):
+class MoneyError(InvalidValue):
     """An amount or a currency that billing cannot represent exactly."""
-
-    code = "VALIDATION"
 
 
 @functools.cache

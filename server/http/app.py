@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from billing_oss.core.errors import ErrorCode
 from billing_oss.server import metrics
 from billing_oss.server.config import Config
 from billing_oss.server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
@@ -21,8 +22,8 @@ from billing_oss.server.http.keys import API, CONFIG, PIPELINE, POOL
 from billing_oss.server.http.problems import (
     Handler,
     nul_middleware,
+    problem_for,
     problem_middleware,
-    problem_response,
 )
 from billing_oss.server.http.routing import Api
 from billing_oss.server.pipeline.pipeline import Pipeline
@@ -76,8 +77,8 @@ def timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResp
             async with asyncio.timeout(seconds):
                 return await handler(request)
         except TimeoutError:
-            return problem_response(
-                503, "TIMEOUT", "Request timed out",
+            return problem_for(
+                ErrorCode.TIMEOUT, "Request timed out",
                 f"the request did not complete within {seconds:g} s", instance=request.path,
                 headers={"Retry-After": "1"},
             )

@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from billing_oss.core.errors import ErrorCode
 from billing_oss.server.http.keys import POOL, PRINCIPAL
-from billing_oss.server.http.problems import problem_response
+from billing_oss.server.http.problems import problem_for
 from billing_oss.server.store import api_keys
 from billing_oss.server.store.api_keys import ApiKey
 
@@ -66,14 +67,14 @@ def protect(handler: Handler, roles: tuple[str, ...]) -> Handler:
         token = _bearer(request)
         key = await request.app[KEY_CACHE].lookup(request.app[POOL], token) if token else None
         if key is None:
-            return problem_response(
-                401, "UNAUTHORIZED", "Unauthorized",
+            return problem_for(
+                ErrorCode.UNAUTHORIZED, "Unauthorized",
                 "a valid API key is required: Authorization: Bearer <key>",
                 instance=request.path, headers={"WWW-Authenticate": 'Bearer realm="billing-oss"'},
             )
         if not GRANTS[key.role] & wanted:
-            return problem_response(
-                403, "FORBIDDEN", "Forbidden",
+            return problem_for(
+                ErrorCode.FORBIDDEN, "Forbidden",
                 f"role {key.role} may not do this (needs {' or '.join(sorted(wanted))})",
                 instance=request.path,
             )

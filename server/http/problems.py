@@ -10,30 +10,11 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from billing_oss.core.errors import BillingError
+from billing_oss.core.errors import BillingError, ErrorCode
 
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
-
-# Stable error code → HTTP status. Codes not listed are client errors of the request itself.
-STATUS_BY_CODE: dict[str, int] = {
-    "MALFORMED": 400,
-    "CATALOG_INVALID": 422,
-    "VALIDATION": 422,
-    "IDEMPOTENCY_KEY_REUSED": 422,
-    "UNAUTHORIZED": 401,
-    "FORBIDDEN": 403,
-    "NOT_FOUND": 404,
-    "CONFLICT": 409,
-    "PAYLOAD_TOO_LARGE": 413,
-    "UNSUPPORTED_MEDIA_TYPE": 415,
-    "INTERNAL": 500,
-    "CONFIG": 500,
-    "STARTUP": 503,
-    "TIMEOUT": 503,
-    "UNAVAILABLE": 503,
-}
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
@@ -46,6 +27,15 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str | None = None
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+def problem_for(
+    code: ErrorCode, title: str, detail: str | None = None,
+    *, instance: str | None = None, headers: dict[str, str] | None = None,
+) -> web.Response:
+    """The problem document for one of the table's codes, at the table's HTTP status."""
+    return problem_response(code.http_status, code, title, detail, instance=instance,
+                            headers=headers)
 
 
 def problem_response(
@@ -64,10 +54,9 @@ def problem_response(
 
 
 def from_error(exc: BillingError, instance: str | None = None) -> web.Response:
-    status = STATUS_BY_CODE.get(exc.code, 400)
     errors = exc.detail.get("errors") if isinstance(exc.detail.get("errors"), list) else None
     return problem_response(
-        status, exc.code, exc.code.replace("_", " ").capitalize(), exc.message,
+        exc.http_status, exc.code, exc.code.replace("_", " ").capitalize(), exc.message,
         instance=instance, errors=errors,  # type: ignore[arg-type]
     )
 
@@ -80,8 +69,8 @@ async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     """Refuse a percent-encoded NUL in the path or query string before any route sees it:
     PostgreSQL text cannot hold one, and no identifier or filter contains one."""
     if "%00" in request.raw_path:
-        return problem_response(400, "MALFORMED", "Malformed",
-                                "the URL contains a NUL character (%00)", instance=request.path)
+        return problem_for(ErrorCode.MALFORMED, "Malformed",
+                           "the URL contains a NUL character (%00)", instance=request.path)
     return await handler(request)
 
 
@@ -101,11 +90,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     except asyncpg.CharacterNotInRepertoireError:
         # Text PostgreSQL cannot store (a NUL byte) that slipped past a route's validation.
-        return problem_response(400, "MALFORMED", "Malformed",
-                                "text must not contain NUL characters", instance=request.path)
+        return problem_for(ErrorCode.MALFORMED, "Malformed",
+                           "text must not contain NUL characters", instance=request.path)
     except Exception:
         log.exception("unhandled error", extra={"fields": {"path": request.path}})
-        return problem_response(500, "INTERNAL", "Internal error", instance=request.path)
+        return problem_for(ErrorCode.INTERNAL, "Internal error", instance=request.path)
 
 
 def _kept_headers(exc: web.HTTPException) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from billing_oss.core.errors import BillingError, Conflict
+from billing_oss.core.errors import BillingError, Conflict, ErrorCode
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import PIPELINE, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
@@ -21,7 +21,7 @@ from billing_oss.server.store.suspense_repo import State, SuspenseDetail, Suspen
 
 
 class Unavailable(BillingError):
-    code = "UNAVAILABLE"
+    code = ErrorCode.UNAVAILABLE
 
 
 class SuspenseQuery(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from billing_oss.core.errors import BillingError, DecodeError, InvalidRequest, NotFound
+from billing_oss.core.errors import (
+    DecodeError,
+    InvalidRequest,
+    NotFound,
+    UnsupportedMediaType,
+)
 
 T = TypeVar("T")
-
-class UnsupportedMediaType(BillingError):
-    code = "UNSUPPORTED_MEDIA_TYPE"
-
 
 async def decode_body(request: web.Request, type_: type[T]) -> T:
     """The JSON body as ``type_``; 415 for another media type, 400 for bad JSON, 422 invalid."""

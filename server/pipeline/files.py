@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 
 from billing_oss.core.contract import Counts, FileOutcome
-from billing_oss.core.errors import BillingError, DecodeError, Reason
+from billing_oss.core.errors import DecodeError, FileBusy, Reason
 from billing_oss.core.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
 from billing_oss.server.metrics import (
     PIPELINE_BATCH_SECONDS,
@@ -45,10 +45,6 @@ from billing_oss.server.store.pool import Connection
 Progress = Callable[[int, int | None], None]  # (items committed, items in the file)
 log = logging.getLogger(__name__)
 RAW_EXCERPT = 65536  # bytes of an undecodable remainder kept in suspense for diagnosis
-
-
-class FileBusy(BillingError):
-    code = "FILE_BUSY"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from billing_oss.core.closing_causes import more_parts_follow
 from billing_oss.core.records import UsageRecord
-
-# causeForRecClosing values (TS 32.298) that mean "more parts follow".
-_PARTIAL_CAUSES = frozenset({"partialRecord", "partialRecordCallReestablishment",
-                             "maxChangeCond", "timeLimit", "volumeLimit", "16", "17", "18"})
 
 
 def group_key(record: UsageRecord) -> str:
@@ -35,7 +32,7 @@ def is_last(record: UsageRecord) -> bool:
         return bool(flag)
     cause = record.attrs.get("cause_for_record_closing")
     if cause is not None:
-        return str(cause) not in _PARTIAL_CAUSES
+        return not more_parts_follow(cause)
     return False
 
 

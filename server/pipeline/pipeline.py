@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 
 from billing_oss.core.contract import Delivery, FileOutcome, Outcome
-from billing_oss.core.errors import BillingError
+from billing_oss.core.errors import BillingError, ErrorCode
 from billing_oss.core.ports import Decoder
 from billing_oss.server.config import PipelineConfig
 from billing_oss.server.pipeline import deliveries, files, suspense
@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class UnknownFormat(BillingError):
-    code = "UNKNOWN_FORMAT"
-    exit_status = 2
+    code = ErrorCode.UNKNOWN_FORMAT
 
 
 class Pipeline:

@@ -30,17 +30,16 @@ from billing_oss.server.rating.fields import (
 from billing_oss.server.rating.outcome import Charge, Outcome, Rejection
 
 WIDTH = kernel.CALLED_WIDTH
-# Kernel status code -> suspense reason (index = code; 0 is a charge).
-STATUS_REASONS: tuple[Reason | None, ...] = (
-    None,
-    Reason.UNKNOWN_ACCOUNT,
-    Reason.NO_TARIFF,
-    Reason.NO_ZONE,
-    Reason.NO_RATE,
-    Reason.OVERFLOW,
-    Reason.BAD_FIELD,
-)
-assert kernel.STATUS_BAD_FIELD == len(STATUS_REASONS) - 1
+# Kernel status code -> suspense reason (None: a charge).
+STATUS_REASONS: dict[int, Reason | None] = {
+    kernel.STATUS_OK: None,
+    kernel.STATUS_UNKNOWN_ACCOUNT: Reason.UNKNOWN_ACCOUNT,
+    kernel.STATUS_NO_TARIFF: Reason.NO_TARIFF,
+    kernel.STATUS_NO_ZONE: Reason.NO_ZONE,
+    kernel.STATUS_NO_RATE: Reason.NO_RATE,
+    kernel.STATUS_OVERFLOW: Reason.OVERFLOW,
+    kernel.STATUS_BAD_FIELD: Reason.BAD_FIELD,
+}
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import msgspec
 
-from billing_oss.core.errors import BillingError
+from billing_oss.core.errors import FileBusy
 from billing_oss.server.store.pool import Connection
 
 USAGE_FIXED = ("account_id", "usage_id", "event_time", "source", "record_key", "kind")
@@ -268,12 +268,10 @@ async def read_file(conn: Connection, source_file_id: int) -> FileClaim:
         counts={c: row[f"count_{c}"] for c in _COUNT_COLUMNS})
 
 
-class CheckpointMoved(BillingError):
+class CheckpointMoved(FileBusy):
     """The file's checkpoint is not where this writer left it: another worker took the file
     over (this writer's lock went with a dropped connection). This writer stops; the file is
     the other worker's, as with a file found locked."""
-
-    code = "FILE_BUSY"
 
 
 async def checkpoint_file(

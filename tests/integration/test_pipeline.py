@@ -223,6 +223,27 @@ async def test_partial_records_merge_into_one_usage(pipeline: Pipeline, pool: as
     assert row["event_time"].minute == 1
 
 
+async def test_a_bearer_closed_for_max_change_cond_waits_for_its_next_part(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
+    """causeForRecClosing 19 (maxChangeCond) means more parts follow, as the 3GPP decoder
+    reads it: a JSON/MQTT part carrying it must not close the group."""
+    def part(seq: int, cause: object, seconds: int) -> UsageRecord:
+        return voice(f"cid19-{seq}", seconds=seconds, partial_seq=seq,
+                     attrs={"charging_id": "cid19", "cause_for_record_closing": cause},
+                     when=f"2026-02-03T12:0{seq}:00Z")
+
+    out = await pipeline.commit([Delivery(source="mqtt", position="c19-1",
+                                          records=[part(1, 19, 30)])])
+    assert (out[0].counts.pending, out[0].counts.charged) == (1, 0)
+    out = await pipeline.commit([Delivery(source="mqtt", position="c19-2",
+                                          records=[part(2, "normalRelease", 12)])])
+    assert out[0].counts.charged == 1
+    row = await pool.fetchrow(
+        "SELECT u.duration_s FROM usage_records u WHERE u.record_key = 'cid19/merged'")
+    assert row["duration_s"] == 42
+
+
 async def test_incomplete_partial_group_expires_to_suspense(
     pipeline: Pipeline, pool: asyncpg.Pool
 ) -> None:

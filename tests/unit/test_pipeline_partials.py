@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from billing_oss.core.closing_causes import BEARER_PARTIAL, CALL_PARTIAL
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.pipeline import partials
 from billing_oss.server.pipeline.amounts import decimal_string
@@ -24,6 +27,22 @@ def test_last_part_from_flag_or_closing_cause() -> None:
     assert not partials.is_last(part(1, cause_for_record_closing="partialRecord"))
     assert partials.is_last(part(1, cause_for_record_closing="normalRelease"))
     assert not partials.is_last(part(1))
+
+
+@pytest.mark.parametrize("cause", [16, "17", 18, 19, "19", "maxChangeCond", "servingNodeChange",
+                                   26, "aPNAMBRChange", "partialRecordCallReestablishment"])
+def test_every_more_parts_cause_keeps_the_group_open(cause: object) -> None:
+    assert not partials.is_last(part(1, cause_for_record_closing=cause))
+
+
+def test_the_pipeline_reads_closing_causes_as_the_3gpp_decoder_does() -> None:
+    for number, name in BEARER_PARTIAL.items():
+        assert not partials.is_last(part(1, cause_for_record_closing=number))
+        assert not partials.is_last(part(1, cause_for_record_closing=name))
+    for name in CALL_PARTIAL.values():
+        assert not partials.is_last(part(1, cause_for_record_closing=name))
+    for closing in (0, "0", 4, 5, 27, "abnormalRelease", True):
+        assert partials.is_last(part(1, cause_for_record_closing=closing))
 
 
 def test_merge_sums_counters_and_keeps_the_first_start() -> None:
