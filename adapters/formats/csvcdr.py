@@ -1,14 +1,23 @@
 """CSV CDRs: Asterisk ``Master.csv`` (cdr_csv) by default, any layout through a mapping.
 
-Options: ``columns`` (the file's column names, default ``ASTERISK_COLUMNS``; a first row
-equal to them is taken as a header), ``mapping`` (normalised field → column;
+Options (typed in ``adapters.formats.options``): ``columns`` (the file's column names; a
+first row equal to them is taken as a header), ``mapping`` (normalised field → column;
 ``event_time`` takes a list tried in order), ``timezone`` (IANA name the timestamps are
 written in, default UTC), ``time_format`` (strptime, default ``%Y-%m-%d %H:%M:%S``),
 ``delimiter``, ``kind`` (default ``voice``).
 
+Without ``columns`` each line's layout is told by its column count: 21 columns are Asterisk
+12+ (``peeraccount``, ``linkedid``, ``sequence`` after ``userfield``), 16 to 18 the older
+layout (``uniqueid`` and ``userfield`` may be switched off). A file written across an
+Asterisk upgrade holds both; any other count is a problem naming the line.
+
 Asterisk conventions (DESIGN.md §5b): ``duration_s`` = billsec, ``event_time`` = answer
-(else start), ``calling``/``called`` = src/dst, ``record_key`` = uniqueid where present,
-else ``sha1:<first 20 hex of the row's SHA-1>`` (identical rows are the same call).
+(else start), ``calling``/``called`` = src/dst. ``record_key`` is ``<linkedid>:<sequence>``
+where both are present (Asterisk 12+: the sequence is unique per CDR) and otherwise
+``sha1:<first 20 hex of the row's SHA-1>``. It is never the ``uniqueid``: Asterisk writes
+several CDRs under one channel id (forked dials, retries, Local channels, transfers), and
+keying by it counted real calls as duplicates. A ``record_key`` in ``mapping`` names a
+column that is unique in the partner's layout.
 Problems are reported per line (``RecordProblem.offset`` is the 1-based line number).
 """
 
@@ -21,9 +30,9 @@ import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
+from billing_oss.adapters.formats.options import parse_options
 from billing_oss.core.errors import DecodeError, Reason
 from billing_oss.core.records import Kind, UsageRecord
 
@@ -32,11 +41,13 @@ ASTERISK_COLUMNS = (
     "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
     "uniqueid", "userfield",
 )
+ASTERISK12_COLUMNS = (*ASTERISK_COLUMNS, "peeraccount", "linkedid", "sequence")
 ASTERISK_MAPPING: dict[str, Any] = {
     "calling": "src", "called": "dst", "duration_s": "billsec",
-    "event_time": ["answer", "start"], "record_key": "uniqueid",
+    "event_time": ["answer", "start"],
 }
-_ATTR_COLUMNS = ("accountcode", "dcontext", "channel", "dstchannel", "disposition", "lastapp")
+_ATTR_COLUMNS = ("accountcode", "dcontext", "channel", "dstchannel", "disposition", "lastapp",
+                 "uniqueid", "linkedid", "sequence")
 
 
 class CsvFile:
@@ -44,20 +55,18 @@ class CsvFile:
         self, stream: IO[str], *, source: str, options: Mapping[str, Any] | None = None,
         batch_size: int = 4096,
     ) -> None:
-        opts = dict(options or {})
+        opts = parse_options("csv", options)
         self._fh = stream
         self.source = source
         self.batch_size = batch_size
-        self.columns = tuple(opts.get("columns", ASTERISK_COLUMNS))
-        self.mapping = {**ASTERISK_MAPPING, **opts.get("mapping", {})}
-        try:
-            self.tz = ZoneInfo(str(opts.get("timezone", "UTC")))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise DecodeError(f"unknown timezone {opts.get('timezone')!r}") from None
-        self.time_format = str(opts.get("time_format", "%Y-%m-%d %H:%M:%S"))
-        self.delimiter = str(opts.get("delimiter", ","))
-        self.kind = cast(Kind, opts.get("kind", "voice"))
-        self.info = FileInfo(format="csv", header={"columns": list(self.columns)})
+        self.columns: tuple[str, ...] | None = opts["columns"]
+        self.mapping = {**ASTERISK_MAPPING, **(opts["mapping"] or {})}
+        self.tz = opts["timezone"]
+        self.time_format: str = opts["time_format"]
+        self.delimiter: str = opts["delimiter"]
+        self.kind = cast(Kind, opts["kind"])
+        shown = self.columns or ("asterisk: by column count (18 or 21)",)
+        self.info = FileInfo(format="csv", header={"columns": list(shown)})
 
     def __enter__(self) -> CsvFile:
         return self
@@ -75,7 +84,7 @@ class CsvFile:
         try:
             for row in reader:
                 line = reader.line_num
-                if not row or (index == 0 and tuple(row) == self.columns[: len(row)]):
+                if not row or (index == 0 and self._is_header(row)):
                     continue
                 try:
                     out.records.append(self._record(row, line))
@@ -97,10 +106,25 @@ class CsvFile:
         if out.records or out.problems:
             yield out
 
+    def _is_header(self, row: list[str]) -> bool:
+        names = tuple(c.strip().lower() for c in row)
+        layouts = [self.columns] if self.columns else [ASTERISK_COLUMNS, ASTERISK12_COLUMNS]
+        return any(names == tuple(c.lower() for c in layout[: len(names)]) for layout in layouts)
+
+    def _layout(self, row: list[str]) -> tuple[str, ...]:
+        if self.columns is not None:
+            if len(row) > len(self.columns) or len(row) < len(self.columns) - 2:
+                raise ValueError(f"{len(row)} columns, expected {len(self.columns)}")
+            return self.columns
+        if len(row) == len(ASTERISK12_COLUMNS):
+            return ASTERISK12_COLUMNS
+        if len(ASTERISK_COLUMNS) - 2 <= len(row) <= len(ASTERISK_COLUMNS):
+            return ASTERISK_COLUMNS
+        raise ValueError(f"{len(row)} columns: neither the Asterisk 18-column nor the "
+                         "21-column layout (give the columns option for another one)")
+
     def _record(self, row: list[str], line: int) -> UsageRecord:
-        if len(row) > len(self.columns) or len(row) < len(self.columns) - 2:
-            raise ValueError(f"{len(row)} columns, expected {len(self.columns)}")
-        values = dict(zip(self.columns, row, strict=False))
+        values = dict(zip(self._layout(row), row, strict=False))
 
         def col(field: str) -> str:
             name = self.mapping.get(field)
@@ -119,18 +143,24 @@ class CsvFile:
             raise ValueError(f"bad time {when!r}") from None
         utc = local.replace(tzinfo=self.tz).astimezone(dt.UTC)
         duration_text = col("duration_s")
-        if not duration_text.isdigit():
+        if not (duration_text.isascii() and duration_text.isdigit()):
             raise ValueError(f"bad billsec {duration_text!r}")
-        key = col("record_key")
-        if not key:
-            key = "sha1:" + hashlib.sha1("\x1f".join(row).encode()).hexdigest()[:20]
-        attrs = {c: values[c] for c in _ATTR_COLUMNS if values.get(c)}
+        key = col("record_key") or _asterisk_key(values, row)
+        attrs: dict[str, Any] = {c: values[c] for c in _ATTR_COLUMNS if values.get(c)}
         attrs["line"] = line
         return UsageRecord(
             record_key=key, source=self.source, kind=self.kind,
             event_time=utc.strftime("%Y-%m-%dT%H:%M:%SZ"), duration_s=int(duration_text),
             calling=col("calling") or None, called=col("called") or None, attrs=attrs,
         )
+
+
+def _asterisk_key(values: Mapping[str, str], row: list[str]) -> str:
+    linkedid = values.get("linkedid", "").strip()
+    sequence = values.get("sequence", "").strip()
+    if linkedid and sequence:
+        return f"{linkedid}:{sequence}"
+    return "sha1:" + hashlib.sha1("\x1f".join(row).encode()).hexdigest()[:20]
 
 
 def open_csv(

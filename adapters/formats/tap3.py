@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
+from billing_oss.adapters.formats.options import parse_options
 from billing_oss.core.errors import DecodeError, Reason
 from billing_oss.core.records import Kind, UsageRecord
 from billing_oss.native._records import ERRORS, RecordBatch
@@ -44,7 +45,7 @@ class Tap3File:
         self._closer = closer
         self.source = source
         self.batch_size = batch_size
-        self.check_audit = bool((options or {}).get("check_audit", True))
+        self.check_audit: bool = parse_options("tap3", options)["check_audit"]
         try:
             self.walker = Tap3Walker(data)
         except ValueError as exc:

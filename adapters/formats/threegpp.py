@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
+from billing_oss.adapters.formats.options import parse_options
 from billing_oss.core.errors import DecodeError, Reason
 from billing_oss.core.records import UsageRecord
 from billing_oss.native import cdr3gpp
@@ -68,14 +69,12 @@ class Cdr3gppFile:
         self._fh = stream
         self.source = source
         self.batch_size = batch_size
-        framing = (options or {}).get("framing", "auto")
+        framing = parse_options("3gpp", options)["framing"]
         head = stream.read(CHUNK)
         if framing == "auto":
             self.framed = detect_framing(head, size)
-        elif framing in ("32.297", "raw"):
-            self.framed = framing == "32.297"
         else:
-            raise DecodeError(f"unknown framing {framing!r} (auto, 32.297 or raw)")
+            self.framed = framing == "32.297"
         self.info = FileInfo(format="3gpp")
         self._start = 0
         if self.framed:

@@ -7,6 +7,7 @@ import io
 
 from billing_oss.adapters.formats import decode_bytes
 from billing_oss.core.errors import Reason
+from tests.conftest import VECTORS
 
 MASTER = (
     '"","1001","33622222222","from-internal","""Alice"" <1001>","SIP/1001-0001",'
@@ -25,7 +26,8 @@ def test_asterisk_master_csv() -> None:
     a, b = decoded.records
     assert (a.calling, a.called, a.duration_s) == ("1001", "33622222222", 95)
     assert a.event_time == "2026-01-15T10:20:30Z"  # answer column
-    assert a.record_key == "1768472400.1"
+    assert a.record_key.startswith("sha1:")  # 18 columns: no linkedid, the uniqueid repeats
+    assert a.attrs["uniqueid"] == "1768472400.1"
     assert b.event_time == "2026-01-15T11:00:00Z"  # unanswered: start column
     assert b.duration_s == 0 and b.attrs["disposition"] == "NO ANSWER"
 
@@ -68,3 +70,45 @@ def test_bad_line_is_a_problem_with_its_line_number() -> None:
     (problem,) = decoded.problems
     assert problem.offset == 3 and problem.reason is Reason.BAD_FIELD
     assert "line 3" in problem.detail
+
+
+ASTERISK = VECTORS.parent / "asterisk"
+
+
+def test_asterisk12_layout_by_column_count_keys_every_leg() -> None:
+    decoded = decode_bytes("csv", (ASTERISK / "master_a13_forked.csv").read_bytes(),
+                           source="pbx")
+    assert decoded.problems == [] and len(decoded.records) == 9
+    keys = [r.record_key for r in decoded.records]
+    assert len(set(keys)) == 9 and keys[0] == "1768472400.16:40"
+    assert sum(r.duration_s or 0 for r in decoded.records) == 420
+    forked = [r for r in decoded.records if r.attrs["uniqueid"] == "1768472400.16"]
+    assert [r.attrs["disposition"] for r in forked] == ["ANSWERED", "NO ANSWER"]
+    assert decoded.records[6].attrs["linkedid"] == "1768474800.30"
+
+
+def test_18_columns_with_repeated_uniqueid_keep_every_leg() -> None:
+    decoded = decode_bytes("csv", (ASTERISK / "master_18_forked.csv").read_bytes(),
+                           source="pbx")
+    assert decoded.problems == [] and len(decoded.records) == 7
+    assert len({r.record_key for r in decoded.records}) == 7
+    assert all(r.record_key.startswith("sha1:") for r in decoded.records)
+    assert sum(r.duration_s or 0 for r in decoded.records) == 348
+    again = decode_bytes("csv", (ASTERISK / "master_18_forked.csv").read_bytes(),
+                         source="pbx")
+    assert [r.record_key for r in again.records] == [r.record_key for r in decoded.records]
+
+
+def test_layouts_mix_per_line_and_other_counts_are_problems() -> None:
+    new = (ASTERISK / "master_a13_forked.csv").read_text().splitlines()[0]
+    header = ",".join(
+        ["accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+         "lastdata", "start", "answer", "end", "duration", "billsec", "disposition",
+         "amaflags", "uniqueid", "userfield", "peeraccount", "linkedid", "sequence"])
+    seven = '"","1003","1","c","","SIP/x","x"'
+    text = "\n".join([header, MASTER.splitlines()[0], new, seven, ""])
+    decoded = decode_bytes("csv", text.encode(), source="pbx")
+    assert [r.attrs["line"] for r in decoded.records] == [2, 3]
+    assert decoded.records[1].record_key == "1768472400.16:40"
+    (problem,) = decoded.problems
+    assert problem.offset == 4 and "7 columns" in problem.detail
