@@ -19,7 +19,7 @@ import msgspec
 
 from billing_oss.core.contract import FileOutcome
 from billing_oss.core.errors import BillingError
-from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.options import add_config_options, load_config, require_catalog
 from billing_oss.server.commands.progress import progress
 from billing_oss.server.composition import database_pool, decoders, make_pipeline
 
@@ -76,6 +76,7 @@ def _guess_format(path: Path) -> str:
 async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str]) -> int:
     status = EXIT_OK
     async with database_pool(config) as pool:
+        await require_catalog(pool)
         pipeline = make_pipeline(config, pool)
         for path, fmt in zip(args.files, formats, strict=True):
             if not path.is_file():

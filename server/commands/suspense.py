@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import Reason
-from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.options import add_config_options, load_config, require_catalog
 from billing_oss.server.composition import database_pool, make_pipeline
 from billing_oss.server.store import suspense_repo
 
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
                         reason=args.reason, after=args.after, limit=args.limit)
                 _print_rows(args, rows)
                 return 0
+            await require_catalog(pool)
             report = await make_pipeline(config, pool).retry_suspense(
                 ids=args.ids, reason=args.reason, limit=args.limit)
             if args.json:
