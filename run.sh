@@ -23,22 +23,27 @@ install() {
   [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
   if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py native -newer "$stamp" \
         \( -name '*.pyx' -o -name '*.pxd' -o -name '*.toml' -o -name 'setup.py' \) -print -quit)" ]; then
+    echo "installing billing-oss${extra:+ with its $extra tools} into .venv: dependencies, then" \
+         "the Cython extensions are compiled (a few minutes the first time, nothing printed" \
+         "meanwhile; later starts skip this)" >&2
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".${extra:+[$extra]}"
     touch "$stamp"
+    echo "installed; run the CLI as .venv/bin/billing-oss, or 'source .venv/bin/activate' first" >&2
   fi
 }
 
 ensure_mosquitto() {
-  # mosquitto: the broker the integration tests run; mosquitto-clients: the README's
-  # mosquitto_pub example.
+  # mosquitto: the broker the integration tests and `serve` run; mosquitto-clients: the
+  # README's mosquitto_pub example.
   local packages=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
   command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
   [ "${#packages[@]}" -gt 0 ] || return 0
   echo "installing ${packages[*]} (MQTT broker and clients)" >&2
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
+  if [ -n "$sudo" ] && ! command -v sudo >/dev/null 2>&1; then return 1; fi
+  $sudo apt-get update -qq || return 1
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 }
 
@@ -50,11 +55,54 @@ ensure_poppler() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq poppler-utils >/dev/null
 }
 
+# A local MQTT broker for `serve` on 127.0.0.1:$MQTT_PORT (default 1883): one already
+# listening is used; else Mosquitto is started beside the server (installed first where apt
+# can), its data under ./var/mosquitto, and stopped with it. The server subscribes to it
+# through var/mosquitto/source.toml.
+MQTT_PORT=${MQTT_PORT:-1883}
+broker_listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null
+}
+start_broker() {
+  mkdir -p var/mosquitto
+  if broker_listening; then
+    echo "MQTT: using the broker on 127.0.0.1:$MQTT_PORT" >&2; return 0
+  fi
+  if ! { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }; then
+    ensure_mosquitto || true
+  fi
+  local binary; binary=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  if [ ! -x "$binary" ]; then
+    echo "MQTT: no broker on 127.0.0.1:$MQTT_PORT and Mosquitto could not be installed" \
+         "(apt-get install mosquitto mosquitto-clients); serving HTTP only" >&2
+    return 1
+  fi
+  { echo "listener $MQTT_PORT 127.0.0.1"; echo "allow_anonymous true"
+    echo "persistence true"; echo "persistence_location $PWD/var/mosquitto/"
+    [ "$(id -u)" -ne 0 ] || echo "user root"; } > var/mosquitto/mosquitto.conf
+  "$binary" -c var/mosquitto/mosquitto.conf >var/mosquitto/mosquitto.log 2>&1 &
+  BROKER_PID=$!
+  trap 'kill "$BROKER_PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do broker_listening && break; sleep 0.1; done
+  if ! broker_listening; then
+    echo "MQTT: Mosquitto did not start (see var/mosquitto/mosquitto.log); serving HTTP only" >&2
+    return 1
+  fi
+  echo "MQTT: Mosquitto started on 127.0.0.1:$MQTT_PORT (var/mosquitto/)" >&2
+}
+
 case "${1:-}" in
   serve)
     shift
     install ""
-    exec .venv/bin/billing-oss serve "$@"
+    # The broker and its subscription come with the embedded defaults only: a --config of
+    # one's own says where the brokers are.
+    if [[ " $* " != *" --config "* ]] && start_broker; then
+      printf '[sources.devices]\ntype = "mqtt"\nhost = "127.0.0.1"\nport = %s\ntopics = ["usage/#"]\n' \
+        "$MQTT_PORT" > var/mosquitto/source.toml
+      set -- --config var/mosquitto/source.toml "$@"
+    fi
+    .venv/bin/billing-oss serve "$@"
     ;;
   test)
     shift
