@@ -192,3 +192,16 @@ def test_decode_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
         check=False)
     assert out.stdout.count("\n") == 1
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+
+
+def test_an_invoice_by_a_number_that_does_not_exist(
+        database_url: str, clean_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_here(["invoice", "show", "INV-000009", "--database-url", database_url], capsys)
+    assert out.returncode == 1 and "no invoice numbered INV-000009" in out.stderr, out.stderr
+    out = run_here(["invoice", "xml", "INV-x", "--database-url", database_url], capsys)
+    assert out.returncode == 1 and "give its id (4) or its number" in out.stderr, out.stderr
+    out = run_here(["credit-note", "show", "CN-000001", "--database-url", database_url],
+                   capsys)
+    assert out.returncode == 1 and "no credit note numbered CN-000001" in out.stderr
+    out = run_here(["invoice", "list", "--database-url", database_url], capsys)
+    assert out.returncode == 0 and out.stdout.strip() == "no invoices"
