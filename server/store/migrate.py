@@ -77,7 +77,10 @@ async def refuse_foreign(pool: asyncpg.Pool, *, init: bool,
         "SELECT to_regclass('schema_migrations') IS NOT NULL AS ours, current_database() AS db,"
         " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         "  WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT IN"
-        "  ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%') AS tables")
+        "  ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+        # An extension's own tables (Citus metadata, columnar) are not someone's data.
+        "  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+        "  AND d.objid = c.oid AND d.deptype = 'e')) AS tables")
     assert row is not None
     if row["ours"] or row["tables"] == 0 or init:
         return

@@ -145,6 +145,31 @@ async def test_a_database_holding_other_tables_is_not_migrated(foreign_database:
         pass  # ours now: no --init needed again
 
 
+async def test_an_extensions_own_tables_are_not_foreign(pg_admin_dsn: str) -> None:
+    """Citus, columnar and the like bring tables of their own into an empty database."""
+    name = f"t_ext_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        pool = await asyncpg.create_pool(with_database(pg_admin_dsn, name), min_size=1,
+                                         max_size=2)
+        try:
+            try:
+                await pool.execute("CREATE EXTENSION pg_stat_statements")
+            except asyncpg.PostgresError:
+                pytest.skip("no extension with tables of its own in this PostgreSQL")
+
+            async def no(_: str) -> bool:
+                return False
+
+            await refuse_foreign(pool, init=False, confirm=no)
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 def test_verbs_are_quiet_at_a_terminal_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     config = config_module.load(env={})
     monkeypatch.delenv("BILLING_OSS_LOG_LEVEL", raising=False)
