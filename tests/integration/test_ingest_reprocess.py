@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from billing_oss.server.cli import main
+from billing_oss.server.commands import options
 from tests.conftest import REPO
 
 DEMO = REPO / "config" / "demo"
@@ -90,3 +91,23 @@ def test_reprocess_of_a_new_file_is_a_plain_ingest(
     status, out, _ = ingest(capsys, database_url, "--source", "feed", "--reprocess",
                             str(DEMO / "usage-2026-03.jsonl"))
     assert status == 0 and out["counts"]["charged"] == 7
+
+
+def test_a_suspense_retry_from_the_shell_is_audited(
+        database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["catalog", "load", str(REPO / "config" / "demo-catalog.json"),
+                 "--database-url", database_url]) == 0
+    stray = tmp_path / "stray.jsonl"
+    stray.write_text('{"record_key": "stray-1", "source": "shell", "kind": "voice", '
+                     '"event_time": "2026-03-02T10:00:00Z", "calling": "33699999999", '
+                     '"called": "33145678901", "duration_s": 60}\n')
+    status, out, _ = ingest(capsys, database_url, "--source", "shell", str(stray))
+    assert status == 3 and out["counts"]["suspense"] == 1
+    (suspense_id,) = fetch(database_url, "SELECT suspense_id FROM suspense "
+                           "WHERE record_key = 'stray-1'")[0]
+    assert main(["suspense", "retry", "--id", str(suspense_id),
+                 "--database-url", database_url]) == 3  # still no such account
+    trail = fetch(database_url, "SELECT actor, action FROM audit_log WHERE entity = $1",
+                  f"suspense:{suspense_id}")
+    assert [(r["actor"], r["action"]) for r in trail] == [
+        (options.cli_actor(), "suspense.retry.suspense")]
