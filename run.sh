@@ -4,7 +4,7 @@
 #   ./run.sh test [PYTEST ARGS] install the test tools (and Mosquitto), lint, type-check, test
 # Only Python 3.11+ is needed beforehand; everything else is installed here.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "${BASH_SOURCE[0]}")"
 
 pick_python() {
   for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
@@ -57,14 +57,15 @@ ensure_poppler() {
 
 # A local MQTT broker for `serve` on 127.0.0.1:$MQTT_PORT (default 1883): one already
 # listening is used; else Mosquitto is started beside the server (installed first where apt
-# can), its data under ./var/mosquitto, and stopped with it. The server subscribes to it
-# through var/mosquitto/source.toml.
+# can), its data under $MQTT_DIR (./var/mosquitto), and stopped with it. The server
+# subscribes to it through $MQTT_DIR/source.toml.
 MQTT_PORT=${MQTT_PORT:-1883}
+MQTT_DIR=${MQTT_DIR:-var/mosquitto}
 broker_listening() {
   (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null
 }
 start_broker() {
-  mkdir -p var/mosquitto
+  mkdir -p "$MQTT_DIR"
   if broker_listening; then
     echo "MQTT: using the broker on 127.0.0.1:$MQTT_PORT" >&2; return 0
   fi
@@ -78,43 +79,48 @@ start_broker() {
     return 1
   fi
   { echo "listener $MQTT_PORT 127.0.0.1"; echo "allow_anonymous true"
-    echo "persistence true"; echo "persistence_location $PWD/var/mosquitto/"
-    [ "$(id -u)" -ne 0 ] || echo "user root"; } > var/mosquitto/mosquitto.conf
-  "$binary" -c var/mosquitto/mosquitto.conf >var/mosquitto/mosquitto.log 2>&1 &
+    echo "persistence true"; echo "persistence_location $(cd "$MQTT_DIR" && pwd)/"
+    [ "$(id -u)" -ne 0 ] || echo "user root"; } > "$MQTT_DIR/mosquitto.conf"
+  "$binary" -c "$MQTT_DIR/mosquitto.conf" >"$MQTT_DIR/mosquitto.log" 2>&1 &
   BROKER_PID=$!
   trap 'kill "$BROKER_PID" 2>/dev/null || true' EXIT
   for _ in $(seq 50); do broker_listening && break; sleep 0.1; done
   if ! broker_listening; then
-    echo "MQTT: Mosquitto did not start (see var/mosquitto/mosquitto.log); serving HTTP only" >&2
+    echo "MQTT: Mosquitto did not start (see $MQTT_DIR/mosquitto.log); serving HTTP only" >&2
     return 1
   fi
-  echo "MQTT: Mosquitto started on 127.0.0.1:$MQTT_PORT (var/mosquitto/)" >&2
+  echo "MQTT: Mosquitto started on 127.0.0.1:$MQTT_PORT ($MQTT_DIR)" >&2
 }
 
-case "${1:-}" in
-  serve)
-    shift
-    install ""
-    # The broker and its subscription come with the embedded defaults only: a --config of
-    # one's own says where the brokers are.
-    if [[ " $* " != *" --config "* ]] && start_broker; then
-      printf '[sources.devices]\ntype = "mqtt"\nhost = "127.0.0.1"\nport = %s\ntopics = ["usage/#"]\n' \
-        "$MQTT_PORT" > var/mosquitto/source.toml
-      set -- --config var/mosquitto/source.toml "$@"
-    fi
-    .venv/bin/billing-oss serve "$@"
-    ;;
-  test)
-    shift
-    install dev
-    ensure_mosquitto
-    ensure_poppler
-    .venv/bin/ruff check .
-    .venv/bin/mypy -p billing_oss.core -p billing_oss.server -p billing_oss.adapters
-    exec .venv/bin/python -m pytest "$@"
-    ;;
-  *)
-    echo "usage: ./run.sh serve [--config FILE] [--database-url DSN] | ./run.sh test [PYTEST ARGS]" >&2
-    exit 2
-    ;;
-esac
+main() {
+  case "${1:-}" in
+    serve)
+      shift
+      install ""
+      # The broker and its subscription come with the embedded defaults only: a --config of
+      # one's own says where the brokers are.
+      if [[ " $* " != *" --config "* ]] && start_broker; then
+        printf '[sources.devices]\ntype = "mqtt"\nhost = "127.0.0.1"\nport = %s\ntopics = ["usage/#"]\n' \
+          "$MQTT_PORT" > "$MQTT_DIR/source.toml"
+        set -- --config "$MQTT_DIR/source.toml" "$@"
+      fi
+      .venv/bin/billing-oss serve "$@"
+      ;;
+    test)
+      shift
+      install dev
+      ensure_mosquitto
+      ensure_poppler
+      .venv/bin/ruff check .
+      .venv/bin/mypy -p billing_oss.core -p billing_oss.server -p billing_oss.adapters
+      exec .venv/bin/python -m pytest "$@"
+      ;;
+    *)
+      echo "usage: ./run.sh serve [--config FILE] [--database-url DSN] | ./run.sh test [PYTEST ARGS]" >&2
+      exit 2
+      ;;
+  esac
+}
+
+# Sourced (tests call the functions above), nothing runs.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi
