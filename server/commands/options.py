@@ -14,7 +14,7 @@ from billing_oss.core.errors import ConfigError
 from billing_oss.server import config as config_module
 from billing_oss.server import logs
 from billing_oss.server.store import catalog_repo, dsn
-from billing_oss.server.store.embedded import find_data_dir
+from billing_oss.server.store.embedded import DEFAULT_DATA_DIR, find_data_dir
 
 # Verbs whose log lines are their output: the server narrates its life, others answer.
 NARRATING_VERBS = frozenset({"serve"})
@@ -50,8 +50,9 @@ def load_config(args: argparse.Namespace) -> config_module.Config:
         return config
     data_dir, exists = find_data_dir(config.database.data_dir)
     if not exists:
-        print(f"billing-oss: no database found from {os.getcwd()} upward; creating a new "
-              f"one in {data_dir}", file=sys.stderr)
+        where = ("database.data_dir" if config.database.data_dir != DEFAULT_DATA_DIR
+                 else f"no database found from {os.getcwd()} upward")
+        print(f"billing-oss: {where}: creating a new database in {data_dir}", file=sys.stderr)
     database = msgspec.structs.replace(config.database, data_dir=str(data_dir))
     return msgspec.structs.replace(config, database=database)
 

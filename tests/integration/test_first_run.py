@@ -97,7 +97,7 @@ def test_a_new_embedded_database_is_announced(tmp_path: Path, monkeypatch: pytes
             monkeypatch.delenv(name)
     config = options.load_config(argparse.Namespace(verb="files"))
     assert config.database.data_dir == str(tmp_path.resolve() / "var" / "pgdata")
-    assert f"creating a new one in {tmp_path.resolve() / 'var' / 'pgdata'}" in (
+    assert f"upward: creating a new database in {tmp_path.resolve() / 'var' / 'pgdata'}" in (
         capsys.readouterr().err)
 
 
