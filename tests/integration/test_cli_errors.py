@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,16 @@ from billing_oss.server.cli import build_parser, main
 CLI = [sys.executable, "-m", "billing_oss"]
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 NOT_STARTED_BY_THIS_TEST = {"serve"}  # its start-up errors: test_cli_serve.py
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI run in this process points the root logger at this test's captured stderr;
+    later tests must not inherit a handler on a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 def leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()

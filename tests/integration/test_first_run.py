@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +27,16 @@ from billing_oss.server.composition import DEMO_ACTOR, database_pool, load_demo_
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.embedded import DEFAULT_DATA_DIR, find_data_dir
 from billing_oss.server.store.migrate import refuse_foreign
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI run in this process points the root logger at this test's captured stderr;
+    later tests must not inherit a handler on a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 async def _audit_rows(pool: asyncpg.Pool, action: str) -> list[asyncpg.Record]:

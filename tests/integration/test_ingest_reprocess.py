@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,16 @@ from billing_oss.server.commands import options
 from tests.conftest import REPO
 
 DEMO = REPO / "config" / "demo"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI run in this process points the root logger at this test's captured stderr;
+    later tests must not inherit a handler on a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 def ingest(capsys: pytest.CaptureFixture[str], url: str,
