@@ -23,14 +23,17 @@ def check(dsn: str) -> str:
         got = f"scheme {parts.scheme}://" if parts.scheme else "no scheme"
         raise ConfigError(f"invalid database URL {shown}: {got}; expected "
                           "postgresql://[user[:password]@]host[:port]/database") from None
-    if not parts.hostname and not _query(parts.query).get("host"):
-        # No host means "the default unix socket", i.e. whatever server happens to
-        # listen there: too easy to reach (and migrate) the wrong one by accident.
-        raise ConfigError(f"invalid database URL {shown}: no host; name the server "
-                          "(postgresql://localhost/billing, or ?host=/run/postgresql)")
+    query = _query(parts.query)
+    if not parts.path.strip("/") and not query.get("dbname"):
+        # No database means the user's own (often the server's maintenance database "postgres",
+        # and with no host either, on whatever server listens on the default socket): too
+        # easy to migrate the wrong one by accident. `postgresql:///billing` is fine.
+        raise ConfigError(f"invalid database URL {shown}: no database name; name it "
+                          "(postgresql://localhost/billing, postgresql:///billing for the "
+                          "local socket)")
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError(f"invalid database URL {shown}: port {port} out of range")
-    sslmode = _query(parts.query).get("sslmode")
+    sslmode = query.get("sslmode")
     if sslmode is not None and sslmode not in SSLMODES:
         raise ConfigError(f"invalid database URL {shown}: sslmode={sslmode!r}; expected "
                           f"one of {', '.join(SSLMODES)}")

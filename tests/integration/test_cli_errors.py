@@ -135,6 +135,7 @@ def test_every_verb_with_bad_input_against_a_real_database(
 @pytest.mark.parametrize("url", [
     UNREACHABLE, "mysql://root@127.0.0.1/billing", "127.0.0.1:5432/billing",
     "postgresql://127.0.0.1/billing?sslmode=sometimes", "postgres://", "postgresql://h:99999/x",
+    "postgresql://127.0.0.1:5432",
 ])
 def test_every_database_verb_refuses_a_bad_url(url: str, clean_env: None,
                                                capsys: pytest.CaptureFixture[str]) -> None:
