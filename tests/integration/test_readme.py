@@ -119,6 +119,8 @@ def test_every_shell_example_runs(server: int, database_url: str, mqtt_broker: B
         f"the example at {where[-1][4:] if where else 'the start'} failed "
         f"(exit {out.returncode}):\n{out.stderr[-3000:]}\n--- stdout ---\n{out.stdout[-2000:]}")
     assert "Traceback" not in out.stderr
+    # the walk-through ends with an invoice in hand
+    assert (work / "INV-000001.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_the_shipped_32297_demo_file_is_what_its_generator_writes() -> None:
