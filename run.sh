@@ -4,7 +4,7 @@
 #   ./run.sh test [PYTEST ARGS] install the test tools (and Mosquitto), lint, type-check, test
 # Only Python 3.11+ is needed beforehand; everything else is installed here.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "${BASH_SOURCE[0]}")"
 
 pick_python() {
   for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
@@ -23,22 +23,27 @@ install() {
   [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
   if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py native -newer "$stamp" \
         \( -name '*.pyx' -o -name '*.pxd' -o -name '*.toml' -o -name 'setup.py' \) -print -quit)" ]; then
+    echo "installing billing-oss${extra:+ with its $extra tools} into .venv: dependencies, then" \
+         "the Cython extensions are compiled (a few minutes the first time, nothing printed" \
+         "meanwhile; later starts skip this)" >&2
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".${extra:+[$extra]}"
     touch "$stamp"
+    echo "installed; run the CLI as .venv/bin/billing-oss, or 'source .venv/bin/activate' first" >&2
   fi
 }
 
 ensure_mosquitto() {
-  # mosquitto: the broker the integration tests run; mosquitto-clients: the README's
-  # mosquitto_pub example.
+  # mosquitto: the broker the integration tests and `serve` run; mosquitto-clients: the
+  # README's mosquitto_pub example.
   local packages=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
   command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
   [ "${#packages[@]}" -gt 0 ] || return 0
   echo "installing ${packages[*]} (MQTT broker and clients)" >&2
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
+  if [ -n "$sudo" ] && ! command -v sudo >/dev/null 2>&1; then return 1; fi
+  $sudo apt-get update -qq || return 1
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 }
 
@@ -50,23 +55,72 @@ ensure_poppler() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq poppler-utils >/dev/null
 }
 
-case "${1:-}" in
-  serve)
-    shift
-    install ""
-    exec .venv/bin/billing-oss serve "$@"
-    ;;
-  test)
-    shift
-    install dev
-    ensure_mosquitto
-    ensure_poppler
-    .venv/bin/ruff check .
-    .venv/bin/mypy -p billing_oss.core -p billing_oss.server -p billing_oss.adapters
-    exec .venv/bin/python -m pytest "$@"
-    ;;
-  *)
-    echo "usage: ./run.sh serve [--config FILE] [--database-url DSN] | ./run.sh test [PYTEST ARGS]" >&2
-    exit 2
-    ;;
-esac
+# A local MQTT broker for `serve` on 127.0.0.1:$MQTT_PORT (default 1883): one already
+# listening is used; else Mosquitto is started beside the server (installed first where apt
+# can), its data under $MQTT_DIR (./var/mosquitto), and stopped with it. The server
+# subscribes to it through $MQTT_DIR/source.toml.
+MQTT_PORT=${MQTT_PORT:-1883}
+MQTT_DIR=${MQTT_DIR:-var/mosquitto}
+broker_listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null
+}
+start_broker() {
+  mkdir -p "$MQTT_DIR"
+  if broker_listening; then
+    echo "MQTT: using the broker on 127.0.0.1:$MQTT_PORT" >&2; return 0
+  fi
+  if ! { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }; then
+    ensure_mosquitto || true
+  fi
+  local binary; binary=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  if [ ! -x "$binary" ]; then
+    echo "MQTT: no broker on 127.0.0.1:$MQTT_PORT and Mosquitto could not be installed" \
+         "(apt-get install mosquitto mosquitto-clients); serving HTTP only" >&2
+    return 1
+  fi
+  { echo "listener $MQTT_PORT 127.0.0.1"; echo "allow_anonymous true"
+    echo "persistence true"; echo "persistence_location $(cd "$MQTT_DIR" && pwd)/"
+    [ "$(id -u)" -ne 0 ] || echo "user root"; } > "$MQTT_DIR/mosquitto.conf"
+  "$binary" -c "$MQTT_DIR/mosquitto.conf" >"$MQTT_DIR/mosquitto.log" 2>&1 &
+  BROKER_PID=$!
+  trap 'kill "$BROKER_PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do broker_listening && break; sleep 0.1; done
+  if ! broker_listening; then
+    echo "MQTT: Mosquitto did not start (see $MQTT_DIR/mosquitto.log); serving HTTP only" >&2
+    return 1
+  fi
+  echo "MQTT: Mosquitto started on 127.0.0.1:$MQTT_PORT ($MQTT_DIR)" >&2
+}
+
+main() {
+  case "${1:-}" in
+    serve)
+      shift
+      install ""
+      # The broker and its subscription come with the embedded defaults only: a --config of
+      # one's own says where the brokers are.
+      if [[ " $* " != *" --config "* ]] && start_broker; then
+        printf '[sources.devices]\ntype = "mqtt"\nhost = "127.0.0.1"\nport = %s\ntopics = ["usage/#"]\n' \
+          "$MQTT_PORT" > "$MQTT_DIR/source.toml"
+        set -- --config "$MQTT_DIR/source.toml" "$@"
+      fi
+      .venv/bin/billing-oss serve "$@"
+      ;;
+    test)
+      shift
+      install dev
+      ensure_mosquitto
+      ensure_poppler
+      .venv/bin/ruff check .
+      .venv/bin/mypy -p billing_oss.core -p billing_oss.server -p billing_oss.adapters
+      exec .venv/bin/python -m pytest "$@"
+      ;;
+    *)
+      echo "usage: ./run.sh serve [--config FILE] [--database-url DSN] | ./run.sh test [PYTEST ARGS]" >&2
+      exit 2
+      ;;
+  esac
+}
+
+# Sourced (tests call the functions above), nothing runs.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

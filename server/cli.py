@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from billing_oss.core.errors import BillingError
@@ -32,12 +34,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.handler(args)
+        sys.stdout.flush()
     except BillingError as exc:
         print(f"billing-oss {args.verb}: {exc.message}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+    except Exception as exc:  # a defect: still one line, the traceback only when asked
+        return _unexpected(args, exc)
     return status
+
+
+def _reader_gone() -> int:
+    """stdout's reader left (``| head``): not an error. Point stdout at /dev/null so the
+    interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
+    if getattr(args, "log_level", None) == "debug":
+        traceback.print_exception(exc)
+    print(f"billing-oss {args.verb}: internal error: {type(exc).__name__}: {exc} "
+          "(--log-level debug shows where)", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
 from billing_oss.server.store import catalog_repo
 from billing_oss.server.store.embedded import embedded_postgres
-from billing_oss.server.store.migrate import migrate
+from billing_oss.server.store.migrate import ask_at_terminal, migrate, refuse_foreign
 from billing_oss.server.store.pool import open_pool
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
         pool = await open_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
                                timeout_s=db.connect_timeout_s)
         try:
+            await refuse_foreign(pool, init=db.init, confirm=ask_at_terminal)
             await migrate(pool)
             yield pool
         finally:
@@ -107,11 +108,15 @@ def validate_catalog(catalog: dict[str, Any]) -> Catalog:
     return catalog_from_dict(catalog)
 
 
+DEMO_ACTOR = "server:demo-catalog"  # how the audit log names the load at first start
+
+
 async def load_demo_catalog(config: Config, pool: asyncpg.Pool) -> None:
     if not config.catalog.load_demo or await catalog_repo.has_tariffs(pool):
         return
     path = config.demo_catalog_path()
-    result = await catalog_repo.load_catalog(pool, read_catalog_file(path))
+    # Audited like any other load: the demo's accounts and prices are changes too.
+    result = await catalog_repo.load_catalog(pool, read_catalog_file(path), actor=DEMO_ACTOR)
     log.info("demo catalog loaded", extra={"fields": {"path": str(path), **_as_dict(result)}})
 
 

@@ -30,6 +30,7 @@ class DatabaseConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pool_min: int
     pool_max: int
     connect_timeout_s: float
+    init: bool = False  # migrate a database that holds other tables (--init)
 
 
 class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.core.errors import Conflict, NotFound
+from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.store import api_keys
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     async def act() -> int:
         async with database_pool(config) as pool:
             if args.action == "create":
-                new = await api_keys.create(pool, args.role, args.name, args.source)
+                new = await api_keys.create_audited(pool, cli_actor(), args.role, args.name,
+                                                    args.source)
                 _print(args, new, f"{new.token}\n(key {new.key.key_id}, role {new.key.role}: "
                        "store the token now, it is not shown again)")
             elif args.action == "list":
@@ -48,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
                     f"{k.key_id}  {k.role:<8} {k.name or '-':<20} "
                     f"{'revoked ' + (k.revoked_at or '') if k.revoked_at else 'active'}"
                     for k in keys) or "no keys")
-            elif not await api_keys.revoke(pool, args.key_id):
-                print(f"billing-oss api-key: no active key {args.key_id}", file=sys.stderr)
-                return 1
             else:
+                try:
+                    await api_keys.revoke_audited(pool, cli_actor(), args.key_id)
+                except (NotFound, Conflict):
+                    print(f"billing-oss api-key: no active key {args.key_id}", file=sys.stderr)
+                    return 1
                 _print(args, {"revoked": args.key_id}, f"revoked {args.key_id}")
         return 0
 

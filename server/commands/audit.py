@@ -36,9 +36,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(msgspec.json.encode(result).decode())
     elif result.ok:
-        print(f"audit log intact: {result.rows} rows, hash chain verified")
+        print(f"audit log intact: {_count(result.rows, 'row')}, hash chain verified")
     else:
-        print(f"audit log TAMPERED: {len(result.problems)} problem(s) in {result.rows} rows")
+        print(f"audit log TAMPERED: {_count(len(result.problems), 'problem')} in "
+              f"{_count(result.rows, 'row')}")
         for problem in result.problems:
             print(f"  row {problem.seq}: {problem.reason}")
     return 0 if result.ok else 1
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import BillingError
-from billing_oss.server.billing import bill_runs, views
+from billing_oss.server.billing import bill_runs, periods, views
 from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
 from billing_oss.server.commands.progress import progress
 from billing_oss.server.composition import database_pool
@@ -42,10 +42,17 @@ def register(verbs: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args)
+    # Usage errors first: a wrong period must not start (or migrate) a database.
+    try:
+        periods.parse_period(args.period)
+    except BillingError:
+        print(f"billing-oss bill-run: --period must be YYYY-MM (month 01-12), not "
+              f"{args.period!r}", file=sys.stderr)
+        return 2
     if args.force and not args.finalize:
         print("billing-oss bill-run: --force only goes with --finalize", file=sys.stderr)
         return 2
+    config = load_config(args)
 
     async def act() -> int:
         settings = bill_runs.run_settings(config.billing)
@@ -68,12 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 "previews": [views.draft_view(d) for d in result.previews],
             }).decode())
         else:
-            print(f"{result.invoices} invoices from {result.charges} charges for "
-                  f"{result.accounts} accounts in {result.seconds:.2f} s"
-                  f"{' (dry run, nothing written)' if result.dry_run else ''}"
-                  f"{f', {result.frozen} past grace left as they are' if result.frozen else ''}"
-                  f"{f', {len(result.finalized)} finalised' if result.finalized else ''}"
-                  f"{_waiting(result)}")
+            print(summary(result))
         return 0
 
     try:
@@ -83,8 +85,27 @@ def run(args: argparse.Namespace) -> int:
         return exc.exit_status
 
 
+def summary(result: bill_runs.RunResult) -> str:
+    """One sentence: what the run stored, what it left alone, what it finalised."""
+    text = (f"{_count(result.invoices, 'invoice')} from {_count(result.charges, 'charge')} "
+            f"for {_count(result.accounts, 'account')} in {result.seconds:.2f} s")
+    if result.dry_run:
+        text += " (dry run, nothing written)"
+    if result.frozen:
+        # Drafts past their grace period keep their figures; whether they were then
+        # finalised is said apart, so the two counts never read as contradicting.
+        text += f"; {_count(result.frozen, 'draft')} past the grace period not recomputed"
+    if result.finalized:
+        text += f"; {_count(len(result.finalized), 'invoice')} finalised"
+    return text + _waiting(result)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _waiting(result: bill_runs.RunResult) -> str:
     if not result.in_grace or result.in_grace_until is None:
         return ""
-    return (f", {len(result.in_grace)} drafts still in their grace period (until "
+    return (f"; {_count(len(result.in_grace), 'draft')} still in their grace period (until "
             f"{result.in_grace_until:%Y-%m-%d %H:%M} UTC; --force to finalise them now)")

@@ -4,7 +4,8 @@ A catalog holds tariffs and accounts, and what invoicing needs: products, tax ra
 discounts (see ``server.catalog.billing``). Published tariff versions are immutable: loading
 the same catalog again changes nothing, and a version whose content changed under the same
 effective date is refused; products, tax rate periods and discounts are replaced by the
-file's definition. Errors name the JSON path of what is wrong (exit status 1). The load is
+file's definition. Errors name the JSON path of what is wrong, all of them up to a limit
+(exit status 1). The load is
 audited (``cli:<user>``). Running pipelines pick the new catalog up at their next batch.
 """
 
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from billing_oss.server.catalog.problems import LIMIT, catalog_problems
 from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
 from billing_oss.server.composition import database_pool, read_catalog_file, validate_catalog
 from billing_oss.server.store import catalog_repo
@@ -33,9 +36,19 @@ def register(verbs: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args)
     catalog = read_catalog_file(args.file)
+    # Every problem at once (up to a limit), before any database is touched.
+    problems = catalog_problems(catalog, validate_catalog)
+    if problems:
+        for problem in problems:
+            print(f"billing-oss catalog: {args.file}: {problem.message}", file=sys.stderr)
+        more = " (the first ones; fix them and load again)" if len(problems) >= LIMIT else ""
+        print(f"billing-oss catalog: {args.file}: {len(problems)} "
+              f"problem{'s' if len(problems) != 1 else ''}{more}; nothing stored",
+              file=sys.stderr)
+        return 1
     checked = validate_catalog(catalog)
+    config = load_config(args)
 
     async def load() -> catalog_repo.LoadResult:
         async with database_pool(config) as pool:

@@ -15,7 +15,7 @@ import msgspec
 from billing_oss.server.billing import issuing, views
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.render import cii, typst_pdf
-from billing_oss.server.commands.invoice import add_document_verb, print_document
+from billing_oss.server.commands.invoice import add_document_verb, print_document, resolve_id
 from billing_oss.server.store.pool import Connection
 
 
@@ -27,7 +27,8 @@ def register(verbs: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     async def fetch(conn: Connection) -> tuple[CreditNote, Invoice]:
-        note = await issuing.load_credit_note(conn, args.document_id)
+        note_id = await resolve_id(conn, "credit_notes", "credit_note_id", args.document_id)
+        note = await issuing.load_credit_note(conn, note_id)
         return note, await issuing.load(conn, note.invoice_id)
 
     def render(found: tuple[CreditNote, Invoice]) -> bytes:

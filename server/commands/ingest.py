@@ -2,9 +2,10 @@
 
 For each file it prints the reconciliation (in = charged + suspense + duplicates + filtered
 + pending) and the total charged per currency; a file ingested before is recognised by its
-content and changes nothing. Exit status: 0 all charged (or duplicates/filtered/pending),
-1 a file could not be read or decoded at all, 3 partial (records in suspense, or a file
-malformed part-way).
+content and changes nothing, unless ``--reprocess`` reopens it (only a file none of whose
+records was charged: read with the wrong format, say). Exit status: 0 all charged (or
+duplicates/filtered/pending), 1 a file could not be read or decoded at all, 3 partial
+(records in suspense, or a file malformed part-way).
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ import msgspec
 
 from billing_oss.core.contract import FileOutcome
 from billing_oss.core.errors import BillingError
-from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.options import (
+    add_config_options,
+    cli_actor,
+    load_config,
+    require_catalog,
+)
 from billing_oss.server.commands.progress import progress
 from billing_oss.server.composition import database_pool, decoders, make_pipeline
+from billing_oss.server.pipeline.files import file_sha256
+from billing_oss.server.store import reprocess_repo
 
 # File name endings → format, when --format is not given. BER files (.ber and the like) may be
 # TAP3 or 3GPP: their first octet tells (TAP3 DataInterChange is [APPLICATION 1] or
@@ -43,6 +51,10 @@ def register(verbs: Any) -> None:
     parser.add_argument("--source", default="file",
                         help="source name records are deduplicated under (default: file)")
     parser.add_argument("--sequence", type=int, help="the file's sequence number (one file)")
+    parser.add_argument("--reprocess", action="store_true",
+                        help="ingest again a file ingested before whose records all went to "
+                        "suspense (e.g. read with the wrong --format): its open suspense "
+                        "records are discarded, and the whole is audited")
     parser.add_argument("--json", action="store_true", help="one JSON object per file")
     add_config_options(parser)
     parser.set_defaults(handler=run)
@@ -76,12 +88,17 @@ def _guess_format(path: Path) -> str:
 async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str]) -> int:
     status = EXIT_OK
     async with database_pool(config) as pool:
+        await require_catalog(pool)
         pipeline = make_pipeline(config, pool)
         for path, fmt in zip(args.files, formats, strict=True):
             if not path.is_file():
                 print(f"billing-oss ingest: {path}: no such file", file=sys.stderr)
                 status = max(status, EXIT_BAD_INPUT)
                 continue
+            if args.reprocess:
+                sha, _ = await file_sha256(path)
+                await reprocess_repo.reopen(pool, source=args.source, sha256=sha, fmt=fmt,
+                                            actor=cli_actor())
             with progress(str(path), "records") as report:
                 outcome = await pipeline.ingest_file(
                     path, source=args.source, format=fmt, sequence_no=args.sequence,
@@ -109,7 +126,11 @@ def _report(args: argparse.Namespace, outcome: FileOutcome, error: str | None) -
         return
     c = outcome.counts
     totals = "  ".join(f"{cur} {amount}" for cur, amount in outcome.totals.items()) or "-"
-    note = "  (already ingested: nothing changed)" if outcome.replay else ""
+    note = "  (already ingested: nothing changed" if outcome.replay else ""
+    if outcome.replay:
+        stuck = c.charged == c.duplicates == c.filtered == c.pending == 0 and c.suspense
+        note += ("; if it was read with the wrong format, --reprocess --format F reads it "
+                 "again)" if stuck else ")")
     print(f"{outcome.name}: in {c.in_}  charged {c.charged}  suspense {c.suspense}  "
           f"duplicates {c.duplicates}  filtered {c.filtered}  pending {c.pending}  "
           f"total {totals}{note}", flush=True)

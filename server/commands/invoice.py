@@ -1,7 +1,9 @@
-"""`billing-oss invoice show|pdf|xml ID`: one stored invoice as JSON, as its PDF/A-3
-document (Factur-X XML and XMP metadata) or as its EN 16931 CII XML.
+"""`billing-oss invoice show|pdf|xml ID` and `invoice list`: one stored invoice as JSON, as
+its PDF/A-3 document (Factur-X XML and XMP metadata) or as its EN 16931 CII XML; or the
+stored invoices, one line each.
 
-`pdf` and `xml` write to `--output FILE`, or to stdout when it is not a terminal.
+ID is the invoice id (``4``) or the number printed on it (``INV-000004``). `pdf` and `xml`
+write to `--output FILE`, or to stdout when it is not a terminal.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from billing_oss.core.errors import BillingError
+from billing_oss.core.errors import ConfigError, NotFound
 from billing_oss.server.billing import issuing, views
 from billing_oss.server.billing.render import cii, typst_pdf
+from billing_oss.server.billing.rounding import format_amount
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.config import Config
@@ -29,48 +32,83 @@ T = TypeVar("T")
 
 def register(verbs: Any) -> None:
     parser = add_document_verb(verbs, "invoice", "print a stored invoice as JSON, PDF or "
-                               "EN 16931 XML")
+                               "EN 16931 XML, or list invoices", listing=True)
     parser.set_defaults(handler=run)
 
 
-def add_document_verb(verbs: Any, verb: str, help_text: str) -> argparse.ArgumentParser:
+def add_document_verb(verbs: Any, verb: str, help_text: str, *,
+                      listing: bool = False) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
-    parser.add_argument("what", choices=FORMATS, help="show (JSON), pdf or xml")
-    parser.add_argument("document_id", type=int, metavar="ID")
+    parser.add_argument("what", choices=FORMATS + (("list",) if listing else ()),
+                        help="show (JSON), pdf or xml" + (", or list" if listing else ""))
+    parser.add_argument("document_id", metavar="ID", nargs="?",
+                        help="the id (4) or the number printed on it (INV-000004)")
     parser.add_argument("-o", "--output", type=Path, metavar="FILE",
                         help="write the document here (pdf, xml)")
+    if listing:
+        parser.add_argument("--account", help="list: only this account")
+        parser.add_argument("--status", choices=["draft", "finalised"],
+                            help="list: only drafts or finalised invoices")
+        parser.add_argument("--period", metavar="YYYY-MM", help="list: only this cycle")
+        parser.add_argument("--limit", type=int, default=100, help="list: at most N (100)")
+        parser.add_argument("--json", action="store_true", help="list: one JSON object a line")
     add_config_options(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "list":
+        return list_invoices(args)
+
+    async def fetch(conn: Connection) -> issuing.Invoice:
+        invoice_id = await resolve_id(conn, "invoices", "invoice_id", args.document_id)
+        return await issuing.load(conn, invoice_id)
+
     def render(invoice: issuing.Invoice) -> bytes:
         if args.what == "show":
             return msgspec.json.format(msgspec.json.encode(views.invoice_view(invoice)),
                                        indent=2)
         return typst_pdf.render(invoice) if args.what == "pdf" else cii.to_xml(invoice)
 
-    return print_document(args, "invoice",
-                          lambda conn: issuing.load(conn, args.document_id), render)
+    return print_document(args, "invoice", fetch, render)
+
+
+async def resolve_id(conn: Connection, table: str, id_column: str, given: str) -> int:
+    """A document's id from its id or its printed number (``<series>-<number>``)."""
+    if given.isdigit():
+        return int(given)
+    series, _, number = given.rpartition("-")
+    what = "invoice" if table == "invoices" else "credit note"
+    if not series or not number.isdigit():
+        raise NotFound(f"no {what} {given}: give its id (4) or its number (INV-000004)")
+    found: int | None = await conn.fetchval(
+        f"SELECT {id_column} FROM {table} WHERE series = $1 AND number = $2",
+        series, int(number))
+    if found is None:
+        raise NotFound(f"no {what} numbered {given}")
+    return found
 
 
 def print_document(args: argparse.Namespace, verb: str,
                    fetch: Callable[[Connection], Awaitable[T]],
                    render: Callable[[T], bytes]) -> int:
     """Fetch a document, render it as ``args.what`` and write it to ``--output`` or stdout."""
-    config = load_config(args)
+    if args.document_id is None:
+        raise ConfigError(f"{args.what} needs the document's ID")
     if args.what != "show" and args.output is None and sys.stdout.isatty():
-        print(f"billing-oss {verb}: refusing to write {args.what} to a terminal; "
-              "use --output FILE or a pipe", file=sys.stderr)
-        return 2
-    try:
-        document = asyncio.run(_fetch(config, fetch))
-    except BillingError as exc:
-        print(f"billing-oss {verb}: {exc.message}", file=sys.stderr)
-        return exc.exit_status
+        raise ConfigError(f"refusing to write {args.what} to a terminal; use --output FILE "
+                          "or a pipe")
+    if args.output is not None and not args.output.parent.is_dir():
+        # Checked before the database starts: a typo costs nothing.
+        raise ConfigError(f"--output {args.output}: no directory {args.output.parent}")
+    config = load_config(args)
+    document = asyncio.run(_fetch(config, fetch))
     data = render(document)
     if args.output is not None:
-        args.output.write_bytes(data)
+        try:
+            args.output.write_bytes(data)
+        except OSError as exc:
+            raise ConfigError(f"--output {args.output}: {exc.strerror}") from None
     else:
         sys.stdout.buffer.write(data + (b"\n" if args.what == "show" else b""))
         sys.stdout.buffer.flush()
@@ -80,3 +118,40 @@ def print_document(args: argparse.Namespace, verb: str,
 async def _fetch(config: Config, fetch: Callable[[Connection], Awaitable[T]]) -> T:
     async with database_pool(config) as pool, pool.acquire() as conn:
         return await fetch(conn)
+
+
+def list_invoices(args: argparse.Namespace) -> int:
+    if args.document_id is not None:
+        raise ConfigError("list takes no ID (filter with --account, --status, --period)")
+    if not 1 <= args.limit <= 10_000:
+        raise ConfigError("--limit must be between 1 and 10000")
+    config = load_config(args)
+
+    async def fetch() -> list[Any]:
+        async with database_pool(config) as pool:
+            return await pool.fetch(
+                "SELECT invoice_id, account_id, status, number_text, period, currency,"
+                " payable_micros, issue_date, due_date FROM invoices"
+                " WHERE ($1::text IS NULL OR account_id = $1)"
+                " AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR period = $3)"
+                " ORDER BY invoice_id LIMIT $4",
+                args.account, args.status, args.period, args.limit)
+
+    rows = asyncio.run(fetch())
+    for r in rows:
+        currency = r["currency"].strip()
+        if args.json:
+            print(msgspec.json.encode({
+                "invoice_id": r["invoice_id"], "number": r["number_text"],
+                "account_id": r["account_id"], "status": r["status"], "period": r["period"],
+                "payable": {"amount": format_amount(r["payable_micros"], currency),
+                            "currency": currency},
+                "issue_date": r["issue_date"], "due_date": r["due_date"]}).decode())
+        else:
+            print(f"{r['invoice_id']:>6}  {r['number_text'] or '(draft)':<12} "
+                  f"{r['status']:<9} {r['period']}  {r['account_id']:<16} "
+                  f"{format_amount(r['payable_micros'], currency):>14} {currency}")
+    if not rows and not args.json:
+        print("no invoices")
+    return 0
+

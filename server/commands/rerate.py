@@ -18,7 +18,7 @@ import msgspec
 
 from billing_oss.core.errors import ConfigError
 from billing_oss.server import rerate
-from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.options import add_config_options, load_config, require_catalog
 from billing_oss.server.commands.progress import progress
 from billing_oss.server.composition import database_pool, make_pipeline
 
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def go() -> rerate.Job:
         async with database_pool(config) as pool:
+            await require_catalog(pool)
             job = await rerate.submit(pool, "cli", args.account, start, end)
             pipeline = make_pipeline(config, pool)
             worker = asyncio.create_task(_run_job(pool, pipeline.raters, job.rerate_job_id))

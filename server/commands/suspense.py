@@ -1,5 +1,6 @@
 """`billing-oss suspense list|retry`: see what could not be charged, and charge it once the
-catalog is fixed. Rows are never deleted; a retried row records what it became."""
+catalog is fixed. Rows are never deleted; a retried row records what it became, and each
+retry is audited (``cli:<user>``) as the API's are."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import Reason
-from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.options import (
+    add_config_options,
+    cli_actor,
+    load_config,
+    require_catalog,
+)
 from billing_oss.server.composition import database_pool, make_pipeline
 from billing_oss.server.store import suspense_repo
 
@@ -47,8 +53,15 @@ def run(args: argparse.Namespace) -> int:
                         reason=args.reason, after=args.after, limit=args.limit)
                 _print_rows(args, rows)
                 return 0
+            await require_catalog(pool)
+            before = await _open_rows(pool, args.ids, args.reason, args.limit)
             report = await make_pipeline(config, pool).retry_suspense(
                 ids=args.ids, reason=args.reason, limit=args.limit)
+            # Audited as over HTTP, row by row, once the retry has committed.
+            for r in report.results:
+                after = await suspense_repo.get(pool, r.suspense_id)
+                await suspense_repo.record_retry(pool, cli_actor(), before.get(
+                    r.suspense_id, after), after, r.status)
             if args.json:
                 print(msgspec.json.encode(report).decode())
             else:
@@ -73,3 +86,14 @@ def _print_rows(args: argparse.Namespace, rows: list[suspense_repo.SuspenseRow])
               f"{row.record_key or '-'}  {row.source_position or '-'}  {row.detail}")
     if not rows:
         print("no suspense records")
+
+
+async def _open_rows(pool: Any, ids: list[int] | None, reason: str | None,
+                     limit: int) -> dict[int, suspense_repo.SuspenseDetail]:
+    """The rows a retry is about to take, as they are before it (for the audit log)."""
+    found = await pool.fetch(
+        "SELECT suspense_id FROM suspense WHERE state = 'open' AND record IS NOT NULL "
+        "AND ($1::bigint[] IS NULL OR suspense_id = ANY($1)) "
+        "AND ($2::text IS NULL OR reason = $2) ORDER BY suspense_id LIMIT $3",
+        ids, reason, limit)
+    return {r["suspense_id"]: await suspense_repo.get(pool, r["suspense_id"]) for r in found}

@@ -20,6 +20,36 @@ from billing_oss.server.store.dsn import with_database
 
 log = logging.getLogger(__name__)
 
+DEFAULT_DATA_DIR = "./var/pgdata"  # database.data_dir's shipped default
+
+
+def find_data_dir(configured: str, cwd: Path | None = None) -> tuple[Path, bool]:
+    """Where the embedded server's data lives, and whether it already holds a database.
+
+    A ``data_dir`` the configuration sets is used as it is. The shipped default,
+    ``./var/pgdata``, would otherwise make every directory a verb is run from a new, empty
+    database: so it means the nearest ``var/pgdata`` holding a database, from the current
+    directory upward (a verb run in the project's ``docs/`` finds the project's), else a new
+    one here, which the caller announces.
+    """
+    here = (cwd or Path.cwd()).resolve()
+    if configured != DEFAULT_DATA_DIR:
+        path = Path(configured)
+        path = path if path.is_absolute() else here / path
+        return path, _holds_database(path)
+    for folder in (here, *here.parents):
+        candidate = folder / "var" / "pgdata"
+        if _holds_database(candidate):
+            return candidate, True
+    return here / "var" / "pgdata", False
+
+
+def _holds_database(path: Path) -> bool:
+    try:
+        return (path / "PG_VERSION").is_file()
+    except OSError:  # unreadable (another user's): not ours to use
+        return False
+
 
 @contextlib.asynccontextmanager
 async def embedded_postgres(data_dir: str | Path, database: str) -> AsyncIterator[str]:

@@ -7,13 +7,16 @@ refused rather than silently diverging. An advisory lock lets several processes 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 
-from billing_oss.core.errors import StartupError
+from billing_oss.core.errors import ConfigError, StartupError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _LOCK_KEY = 0x62696C6C  # "bill": serialises concurrent migrators
@@ -63,3 +66,38 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def refuse_foreign(pool: asyncpg.Pool, *, init: bool,
+                         confirm: Callable[[str], Awaitable[bool]]) -> None:
+    """Refuse to migrate a database that holds other tables and no billing-oss schema
+    (a wrong URL, someone else's database) unless ``init`` allows it or ``confirm`` (a
+    prompt at a terminal) says yes. An empty database, or one of ours, passes."""
+    row = await pool.fetchrow(
+        "SELECT to_regclass('schema_migrations') IS NOT NULL AS ours, current_database() AS db,"
+        " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "  WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT IN"
+        "  ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+        # An extension's own tables (Citus metadata, columnar) are not someone's data.
+        "  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+        "  AND d.objid = c.oid AND d.deptype = 'e')) AS tables")
+    assert row is not None
+    if row["ours"] or row["tables"] == 0 or init:
+        return
+    question = (f"database {row['db']} holds {row['tables']} tables and no billing-oss schema")
+    if await confirm(f"{question}; create billing-oss's tables in it? [y/N] "):
+        return
+    raise ConfigError(f"{question}: not touching it; check the URL, or pass --init "
+                      "(database.init) to create billing-oss's tables there")
+
+
+async def ask_at_terminal(question: str) -> bool:
+    """A yes/no prompt when a person is at the terminal; no one there means no."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+
+    def ask() -> bool:
+        print(question, end="", file=sys.stderr, flush=True)
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    return await asyncio.to_thread(ask)
