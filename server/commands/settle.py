@@ -30,7 +30,15 @@ import msgspec
 from billing_oss.core.errors import BillingError, ConfigError
 from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
 from billing_oss.server.composition import database_pool
-from billing_oss.server.settlement import exchange, inbound, outbound, partners, repo, report
+from billing_oss.server.settlement import (
+    exchange,
+    inbound,
+    outbound,
+    partners,
+    repo,
+    report,
+    tapin,
+)
 from billing_oss.server.settlement.model import file_view, partner_view
 
 
@@ -178,12 +186,7 @@ async def _receive(pool: Any, actor: str, args: argparse.Namespace) -> int:
             continue
         ok += 1
         _emit(msgspec.to_builtins(received) | {"file": file_view(received.file)}, args.json,
-              f"{path.name}: {received.file.file_type} {received.file.state}"
-              + (" (already received)" if received.duplicate else "")
-              + (f", regenerated {', '.join(received.fatal)}" if received.fatal else "")
-              + (f", {received.severe} events returned" if received.severe else "")
-              + (f", acknowledged {', '.join(received.acknowledged)}"
-                 if received.acknowledged else ""))
+              f"{path.name}: {_describe(received)}")
     if failed:
         return 3 if ok else 1
     return 0
@@ -204,6 +207,20 @@ async def _report(pool: Any, args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _describe(got: inbound.Received | tapin.TapReceived) -> str:
+    text = f"{got.file.file_type} {got.file.state}"
+    if got.duplicate:
+        return text + " (already received)"
+    if isinstance(got, tapin.TapReceived):
+        if got.fatal:
+            return text + f" ({'; '.join(got.fatal)}), answered by RAP {got.rap}"
+        return text + f", {got.accepted} events" + (
+            f", {got.severe} returned by RAP {got.rap}" if got.severe else "")
+    return (text + (f", regenerated {', '.join(got.fatal)}" if got.fatal else "")
+            + (f", {got.severe} events returned" if got.severe else "")
+            + (f", acknowledged {', '.join(got.acknowledged)}" if got.acknowledged else ""))
 
 
 def _emit(obj: Any, as_json: bool, line: str) -> None:

@@ -21,7 +21,7 @@ import asyncssh
 import msgspec
 
 from billing_oss.core.errors import BillingError, ConfigError
-from billing_oss.server.settlement import inbound, outbound, repo
+from billing_oss.server.settlement import inbound, outbound, repo, tapin
 from billing_oss.server.settlement.model import Partner, SftpEndpoint
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ async def collect(pool: asyncpg.Pool, actor: str, tadig: str,
                 try:
                     got = await inbound.receive(pool, actor, name, data, now)
                     detail = "duplicate" if got.duplicate else got.file.state
+                    if isinstance(got, tapin.TapReceived) and got.rap is not None:
+                        detail += f", answered by {got.rap}"
                     out.append(Collected(name, True, detail))
                     await _move(sftp, folder, name, DONE_DIR)
                 except BillingError as exc:

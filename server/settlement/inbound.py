@@ -24,7 +24,7 @@ from billing_oss.core.errors import BillingError, Conflict, DecodeError, Invalid
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.integrations.events import SettlementSequenceGap
 from billing_oss.server.integrations.outbox import emit
-from billing_oss.server.settlement import outbound, repo, wholesale
+from billing_oss.server.settlement import outbound, repo, tapin, wholesale
 from billing_oss.server.settlement.model import Partner, SettlementFile
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
@@ -39,8 +39,13 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def receive(pool: Any, actor: str, name: str, data: bytes,
-                  now: dt.datetime | None = None) -> Received:
-    """Apply one inbound file; on failure keep it as ``rejected`` and raise."""
+                  now: dt.datetime | None = None) -> Received | tapin.TapReceived:
+    """Apply one inbound file (RAP, or a partner's TAP); on failure keep it as ``rejected``
+    and raise."""
+    if tapin.looks_like_tap(data):
+        async with pool.acquire() as conn, conn.transaction():
+            return await tapin.receive_tap(conn, actor, name, data,
+                                           now or dt.datetime.now(dt.UTC))
     try:
         rap = decode_rap(data)
     except DecodeError as exc:

@@ -16,9 +16,10 @@ import asyncpg
 import asyncssh
 import msgspec
 import pytest
-from pycrate_asn1dir.TAP3 import TAP_0312
+from pycrate_asn1dir.TAP3 import RAP_0105, TAP_0312
 
 from billing_oss.adapters.formats import rap as rapfmt
+from billing_oss.adapters.formats import tap3_writer as writer
 from billing_oss.adapters.formats.tap3 import Tap3File
 from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
 from billing_oss.native.tap3enc import encode_events
@@ -26,11 +27,19 @@ from billing_oss.server import config
 from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.rating_bridge import build_rater
-from billing_oss.server.settlement import exchange, inbound, outbound, partners, repo, report
+from billing_oss.server.settlement import (
+    exchange,
+    inbound,
+    outbound,
+    partners,
+    repo,
+    report,
+    tapin,
+)
 from billing_oss.server.settlement.model import PartnerIn, RateIn, SftpEndpoint
 from billing_oss.server.settlement.wholesale import MissingRate
 from billing_oss.server.store.catalog_repo import load_catalog
-from tests.conftest import free_port
+from tests.conftest import VECTORS, free_port
 
 ACTOR = "test:settlement"
 PASSWORD = "s3cret"
@@ -310,3 +319,53 @@ async def test_sequence_numbers_recycle_after_99999(setup: asyncpg.Pool) -> None
         assert await repo.next_fsn(conn, THEM, "out", "test") == (1, 1)
         made = await outbound.generate(conn, ACTOR, THEM, FEB, MAR, kind="test")
         assert (made.file.name, made.file.cycle) == ("TDFRAF1DEUD100002", 1)
+
+
+async def test_inbound_tap_with_audit_mismatch_is_answered_by_a_fatal_rap(
+        setup: asyncpg.Pool) -> None:
+    # libxfsx's TransferBatch WERFD → XLKJE declares TotalCharge 2.300; its events sum to 71.2.
+    async with setup.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig="WERFD", our_tadig="XLKJE", local_currency="EUR",
+            wholesale_tariff="wholesale-de", imsi_prefixes=["999"]))
+    data = (VECTORS / "tap_3_12_valid.ber").read_bytes()
+    got = await inbound.receive(setup, ACTOR, "CDWERFDXLKJE31707", data)
+    assert isinstance(got, tapin.TapReceived)
+    assert got.file.state == "rejected" and got.rap == "RCXLKJEWERFD00001"
+    assert got.fatal == ["TotalCharge is 2300 but the call events' charges sum to 71200"]
+    answer = await setup.fetchrow("SELECT file_id, content FROM settlement_files "
+                                  "WHERE name = $1", got.rap)
+    rap = rapfmt.decode_rap(answer["content"])
+    (fatal,) = rap.returns
+    assert (rap.sender, rap.recipient, fatal.fsn, fatal.part, fatal.error_codes) == (
+        "XLKJE", "WERFD", "31707", "auditControlInfo", (100,))
+    top = RAP_0105.RapDataInterChange
+    top.from_ber(answer["content"])
+    assert top.get_val()[1]["returnDetails"][0][1]["auditControlInfoError"][
+        "auditControlInfo"]["totalCharge"] == 2300
+    again = await inbound.receive(setup, ACTOR, "CDWERFDXLKJE31707", data)
+    assert again.duplicate
+
+
+async def test_inbound_tap_is_stored_and_a_bad_event_returned_severe(
+        setup: asyncpg.Pool) -> None:
+    good = (9, "208010000000001", "33611111111", "4930123", "20260301100000", 1, 60, "11",
+            None, None, None, None, 1500, 1, 1)
+    bad = (*good[:5], 9, *good[6:12], 700, *good[13:])  # UTC offset code 9 is not declared
+    h = writer.TapHeader(sender=THEM, recipient=US, fsn=1, created="20260302000000",
+                         cutoff="20260302000000", available="20260302000000",
+                         utc_offset="+0100", tap_currency="SDR", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [good, bad, good])
+    got = await inbound.receive(setup, ACTOR, "CDDEUD1FRAF100001", data)
+    assert isinstance(got, tapin.TapReceived)
+    assert (got.file.state, got.accepted, got.severe, got.file.total()) == (
+        "accepted", 2, 1, "3.700")
+    stored = await repo.events_of_file(setup, got.file.file_id)
+    assert [(e.state, e.tap_charge) for e in stored] == [("received", 1500)] * 2
+    content = await setup.fetchval("SELECT content FROM settlement_files WHERE name = $1",
+                                   got.rap)
+    rap = rapfmt.decode_rap(content)
+    (severe,) = rap.returns
+    assert (severe.kind, severe.fsn, severe.error_codes, severe.charge) == (
+        "severe", "00001", (10,), 700)
+    assert rap.total_severe_return == 700
