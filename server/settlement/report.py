@@ -1,7 +1,8 @@
 """Settlement report per partner and period: what we sent (TAP files: files, call events,
 charges), what the partner returned (severe returns in its RAP files; fatal returns as the
-files they rejected) and what it sent us (inbound TAP files), and the net position in the
-TAP (settlement) currency: sent − returned − received, positive when the partner owes us.
+files they rejected), what it sent us (accepted inbound TAP files) and what we returned of it
+(severe returns in our RAP files), and the net position in the TAP (settlement) currency:
+sent − returned − (received − returned_by_us), positive when the partner owes us.
 
 Every sum is a sum of files' audit totals (a TAP file's TotalCharge and
 CallEventDetailsCount, a RAP file's TotalSevereReturnValue), never recomputed from events;
@@ -43,6 +44,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     sent: Side
     returned: Side
     received: Side
+    returned_by_us: Side
     fatal_returns: int
     net: str
     files: list[dict[str, Any]]
@@ -59,10 +61,13 @@ async def build(conn: Connection, tadig: str, start: dt.datetime, end: dt.dateti
               and f.state != "rejected"]
     tap_in = [f for f in files if f.direction == "in" and f.file_type == "tap"
               and f.state == "accepted"]
+    rap_out = [f for f in files if f.direction == "out" and f.file_type == "rap"]
     fatal = [f for f in files if f.state == "superseded"]
     totals = {name: _sum(group, places) for name, group in
-              (("sent", sent), ("returned", rap_in), ("received", tap_in))}
-    net = totals["sent"][2] - totals["returned"][2] - totals["received"][2]
+              (("sent", sent), ("returned", rap_in), ("received", tap_in),
+               ("returned_by_us", rap_out))}
+    net = (totals["sent"][2] - totals["returned"][2]
+           - (totals["received"][2] - totals["returned_by_us"][2]))
     checks = []
     for f in sent:
         stored = await repo.events_of_file(conn, f.file_id)
@@ -75,7 +80,8 @@ async def build(conn: Connection, tadig: str, start: dt.datetime, end: dt.dateti
         partner=tadig, period_from=_iso(start), period_to=_iso(end),
         currency=partner.tap_currency, decimal_places=places,
         sent=_side(totals["sent"], places), returned=_side(totals["returned"], places),
-        received=_side(totals["received"], places), fatal_returns=len(fatal),
+        received=_side(totals["received"], places),
+        returned_by_us=_side(totals["returned_by_us"], places), fatal_returns=len(fatal),
         net=scaled(net, places),
         files=[{"name": f.name, "direction": f.direction, "type": f.file_type,
                 "state": f.state, "events": f.event_count, "total": f.total()} for f in files],
@@ -104,7 +110,8 @@ def to_csv(r: Report) -> str:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["partner", "period_from", "period_to", "line", "files", "events", "amount",
                 "currency"])
-    for line, side in (("sent", r.sent), ("returned", r.returned), ("received", r.received)):
+    for line, side in (("sent", r.sent), ("returned", r.returned), ("received", r.received),
+                       ("returned_by_us", r.returned_by_us)):
         w.writerow([r.partner, r.period_from, r.period_to, line, side.files, side.events,
                     side.charges, r.currency])
     w.writerow([r.partner, r.period_from, r.period_to, "net", "", "", r.net, r.currency])
@@ -124,6 +131,8 @@ TEMPLATE = r"""
   [Sent], [#d.sent.files], [#d.sent.events], [#d.sent.charges],
   [Returned], [#d.returned.files], [#d.returned.events], [#d.returned.charges],
   [Received], [#d.received.files], [#d.received.events], [#d.received.charges],
+  [Returned by us], [#d.returned_by_us.files], [#d.returned_by_us.events],
+  [#d.returned_by_us.charges],
   [*Net*], [], [], [*#d.net*])
 #v(8pt)
 #table(columns: (1fr, auto, auto, auto, auto, auto),

@@ -29,6 +29,8 @@ from billing_oss.adapters.formats.asn1_tap3 import CallEventDetail, TransferBatc
 from billing_oss.adapters.formats.tap3 import Tap3File
 from billing_oss.core.errors import DecodeError, NotFound
 from billing_oss.core.records import UsageRecord
+from billing_oss.server.integrations.events import SettlementSequenceGap
+from billing_oss.server.integrations.outbox import emit
 from billing_oss.server.settlement import outbound, repo, wholesale
 from billing_oss.server.settlement.model import Partner, SettlementFile
 from billing_oss.server.store.pool import Connection
@@ -83,6 +85,8 @@ async def receive_tap(conn: Connection, actor: str, name: str, data: bytes,
                                 fsn=fsn, kind=kind)
     if seen is not None and seen.sha256 == sha:
         return TapReceived(file=seen, duplicate=True)
+    if seen is None:
+        await _sequence_alarm(conn, partner, kind, fsn)
     if seen is not None:
         fatal.append(("batchControlInfo", FSN_REUSED,
                       f"FileSequenceNumber {fsn:05d} was already received in {seen.name} "
@@ -138,6 +142,19 @@ async def receive_tap(conn: Connection, actor: str, name: str, data: bytes,
     await outbound._record(conn, actor, "settlement.tap.received", saved,
                            {"accepted": len(records), "severe": len(problems)})
     return TapReceived(file=saved, accepted=len(records), severe=len(problems), rap=rap_name)
+
+
+async def _sequence_alarm(conn: Connection, partner: Partner, kind: str, fsn: int) -> None:
+    """A file beyond the next expected number is accepted (TD.57: a warning) with a
+    ``settlement.sequence_gap`` event; the highest number seen is kept."""
+    last = await repo.last_fsn(conn, partner.tadig, "in", f"tap-{kind}")
+    expected = 1 if last >= repo.MAX_FSN else last + 1
+    if fsn != expected and fsn > last:
+        await emit(conn, SettlementSequenceGap(partner=partner.tadig, file_type=f"tap-{kind}",
+                                               expected=expected, received=fsn),
+                   stream=f"partner:{partner.tadig}")
+    if fsn == expected or fsn > last:
+        await repo.set_last_fsn(conn, partner.tadig, "in", f"tap-{kind}", fsn)
 
 
 def _raw(charge: str | None, places: int) -> int:

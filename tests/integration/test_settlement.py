@@ -369,3 +369,36 @@ async def test_inbound_tap_is_stored_and_a_bad_event_returned_severe(
     assert (severe.kind, severe.fsn, severe.error_codes, severe.charge) == (
         "severe", "00001", (10,), 700)
     assert rap.total_severe_return == 700
+
+
+async def test_a_gap_raises_an_alarm_and_an_acknowledgement_closes_our_rap(
+        setup: asyncpg.Pool) -> None:
+    ev = (9, "208010000000001", None, None, "20260305100000", 1, 60, "11", None, None, None,
+          None, 1500, 1, 1)
+    h = writer.TapHeader(sender=THEM, recipient=US, fsn=3, created="20260306000000",
+                         cutoff="20260306000000", available="20260306000000",
+                         utc_offset="+0100", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [ev])
+    got = await inbound.receive(setup, ACTOR, "CDDEUD1FRAF100003", data)
+    assert got.file.state == "accepted"
+    gap = await setup.fetchval("SELECT payload::text FROM outbox_events WHERE type = "
+                               "'settlement.sequence_gap' AND stream = 'partner:DEUD1'")
+    payload = json.loads(gap)
+    assert (payload["expected"], payload["received"], payload["file_type"]) == (
+        2, 3, "tap-chargeable")
+    ours = await repo.find_file(setup, partner=THEM, direction="out", file_type="rap", fsn=1)
+    assert ours is not None and ours.name == "RCFRAF1DEUD100001" and ours.state == "generated"
+    ack = rapfmt.encode_acknowledgement(sender=THEM, recipient=US, rap_fsn="00001",
+                                        created="20260307000000", available="20260307000000",
+                                        utc_offset="+0100")
+    acked = await inbound.receive(setup, ACTOR, "AKDEUD1FRAF100001", ack)
+    assert isinstance(acked, inbound.Received) and acked.acknowledged == ["RCFRAF1DEUD100001"]
+    closed = await repo.get_file(setup, ours.file_id)
+    assert closed is not None and closed.state == "acknowledged" and closed.closed_at
+    async with setup.acquire() as conn:
+        built = await report.build(conn, THEM, dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                                   dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+    # received: 3.700 (3 events, one returned by our RAP at 0.700) + 1.500
+    assert (built.received.files, built.received.charges) == (2, "5.200")
+    assert (built.returned_by_us.files, built.returned_by_us.charges) == (1, "0.700")
+    assert built.net == "-4.156"  # 0.344 of our usage − 4.500 of theirs
