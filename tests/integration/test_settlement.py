@@ -21,7 +21,7 @@ from pycrate_asn1dir.TAP3 import RAP_0105, TAP_0312
 from billing_oss.adapters.formats import rap as rapfmt
 from billing_oss.adapters.formats import tap3_writer as writer
 from billing_oss.adapters.formats.tap3 import Tap3File
-from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
+from billing_oss.core.errors import BillingError, Conflict, InvalidRequest, NotFound
 from billing_oss.native.tap3enc import encode_events
 from billing_oss.server import config
 from billing_oss.server.pipeline.jsonlines import JsonlDecoder
@@ -402,3 +402,32 @@ async def test_a_gap_raises_an_alarm_and_an_acknowledgement_closes_our_rap(
     assert (built.received.files, built.received.charges) == (2, "5.200")
     assert (built.returned_by_us.files, built.returned_by_us.charges) == (1, "0.700")
     assert built.net == "-4.156"  # 0.344 of our usage − 4.500 of theirs
+
+
+async def test_send_after_a_crash_between_rename_and_mark_uploads_nothing_twice(
+        setup: asyncpg.Pool, partner_sftp: tuple[Path, int]) -> None:
+    root, _port = partner_sftp
+    await exchange.send(setup, ACTOR, THEM)  # what earlier tests left to send
+    for taken in (root / "in").iterdir():  # the partner collected everything so far
+        taken.rename(root / "collected" / taken.name)
+    made = await _generate(setup, dt.datetime(2026, 4, 1, tzinfo=dt.UTC),
+                           dt.datetime(2026, 5, 1, tzinfo=dt.UTC))
+    content = await repo.file_content(setup, made.file.file_id)
+    assert content is not None
+    # the previous send renamed the file, then died before marking it sent
+    (root / "in" / made.file.name).write_bytes(content)
+    before = (root / "in" / made.file.name).stat().st_mtime_ns
+    sent = await exchange.send(setup, ACTOR, THEM)
+    assert [s.name for s in sent] == [made.file.name]
+    assert (root / "in" / made.file.name).stat().st_mtime_ns == before
+    marked = await repo.get_file(setup, made.file.file_id)
+    assert marked is not None and marked.state == "sent"
+    # a different file under a name the partner has not collected is never overwritten
+    again = await _generate(setup, dt.datetime(2026, 5, 1, tzinfo=dt.UTC),
+                            dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+    (root / "in" / again.file.name).write_bytes(b"someone else's file")
+    with pytest.raises(BillingError, match=r"with other content .* not overwritten"):
+        await exchange.send(setup, ACTOR, THEM)
+    assert (root / "in" / again.file.name).read_bytes() == b"someone else's file"
+    still = await repo.get_file(setup, again.file.file_id)
+    assert still is not None and still.state == "generated"
