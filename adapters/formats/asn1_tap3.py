@@ -151,7 +151,8 @@ TransferBatch = seq(
     ("batchControlInfo", seq(
         4, ("sender", text(196)), ("recipient", text(182)), ("fileSequenceNumber", text(109)),
         *_HEADER_TIMES, ("specificationVersionNumber", integer(201)),
-        ("releaseVersionNumber", integer(189)))),
+        ("releaseVersionNumber", integer(189)), ("fileTypeIndicator", text(110)),
+        ("rapFileSequenceNumber", text(181)))),
     ("accountingInfo", seq(
         5, ("localCurrency", text(135)), ("tapCurrency", text(210)),
         ("currencyConversionInfo", seq_of(80, seq(
@@ -173,10 +174,11 @@ TransferBatch = seq(
 )
 Notification = seq(
     2, ("sender", text(196)), ("recipient", text(182)), ("fileSequenceNumber", text(109)),
-    ("fileCreationTimeStamp", _date_time_long(108)),
+    ("rapFileSequenceNumber", text(181)), ("fileCreationTimeStamp", _date_time_long(108)),
     ("fileAvailableTimeStamp", _date_time_long(107)),
     ("transferCutOffTimeStamp", _date_time_long(227)),
     ("specificationVersionNumber", integer(201)), ("releaseVersionNumber", integer(189)),
+    ("fileTypeIndicator", text(110)),
 )
 
 

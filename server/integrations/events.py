@@ -47,3 +47,32 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
 def decode(type: str, payload: bytes) -> DomainEvent:
     """A stored payload back into its registered type (``KeyError`` for an unknown type)."""
     return msgspec.json.decode(payload, type=REGISTRY[type])
+
+
+# Settlement with carriers (server/settlement): a file's lifecycle and the ledger's alarms,
+# on the stream "partner:<TADIG>".
+class SettlementFileChanged(DomainEvent, frozen=True, kw_only=True):
+    """A TAP/RAP file was generated, sent, acknowledged, returned, resubmitted or received."""
+
+    event_type: ClassVar[str] = "settlement.file_changed"
+    event_version: ClassVar[int] = 1
+    file_id: int
+    partner: str
+    name: str
+    fsn: int
+    state: str
+    action: str
+    events: int
+    total_charge: str    # decimal string in the TAP currency
+    currency: str
+
+
+class SettlementSequenceGap(DomainEvent, frozen=True, kw_only=True):
+    """An inbound file's sequence number skipped numbers (or repeated one)."""
+
+    event_type: ClassVar[str] = "settlement.sequence_gap"
+    event_version: ClassVar[int] = 1
+    partner: str
+    file_type: str
+    expected: int
+    received: int
