@@ -3,7 +3,8 @@ syntax (the Factur-X / ZUGFeRD "EN 16931" profile), built with lxml.
 
 A line's net price is given for a basis quantity equal to its billed quantity, so price ×
 quantity is the line amount exactly; negative lines bill a negative quantity at a positive
-price (BR-27). Unit codes: UN/ECE Rec. 20 (C62 one, SEC second, AD byte, MON month).
+price (BR-27). A line's quantity is the one the PDF prints, in its UN/ECE Rec. 20 unit
+(MIN minute, 4L megabyte, KWH, MON month, C62 one).
 """
 
 from __future__ import annotations
