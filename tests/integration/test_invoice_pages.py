@@ -152,6 +152,19 @@ def test_zero_value_lines_are_left_out_and_their_usage_is_in_the_appendix(
     assert "bytes" not in text
 
 
+def test_the_e_invoice_states_each_quantity_in_the_unit_the_page_prints(
+        pages: dict[str, tuple[str, bytes, issuing.Invoice]]) -> None:
+    def quantities(account: str) -> list[tuple[str, str | None, str | None]]:
+        root = assert_valid_cii(pages[account][1])
+        return [(q.text or "", q.get("unitCode"), item.findtext(".//{*}LineTotalAmount"))
+                for item in root.iterfind(".//{*}IncludedSupplyChainTradeLineItem")
+                for q in item.iterfind(".//{*}BilledQuantity")]
+
+    assert quantities("A1") == [("1.58", "MIN", "0.36"), ("1", "MON", "8.99")]
+    assert quantities("IOT1") == [("1750", "4L", "27.50"), ("24000", "C62", "3.00"),
+                                  ("1", "MON", "4.05")]
+
+
 def test_the_e_invoices_stay_valid_with_the_local_period(
         pages: dict[str, tuple[str, bytes, issuing.Invoice]]) -> None:
     for _, xml, _ in pages.values():

@@ -3,7 +3,8 @@ syntax (the Factur-X / ZUGFeRD "EN 16931" profile), built with lxml.
 
 A line's net price is given for a basis quantity equal to its billed quantity, so price ×
 quantity is the line amount exactly; negative lines bill a negative quantity at a positive
-price (BR-27). Unit codes: UN/ECE Rec. 20 (C62 one, SEC second, AD byte, MON month).
+price (BR-27). A line's quantity is the one the PDF prints, in its UN/ECE Rec. 20 unit
+(MIN minute, 4L megabyte, KWH, MON month, C62 one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from lxml import etree
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import Line
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
-from billing_oss.server.billing.render.page import local_dates
+from billing_oss.server.billing.render.page import local_dates, measured
 from billing_oss.server.billing.rounding import format_amount, plain, quantity_text
 
 NS = {
@@ -143,21 +144,16 @@ def rendition_xml(doc: Rendition) -> bytes:
     return xml
 
 
-UNIT_CODES = {"s": "SEC", "byte": "AD", "month": "MON"}
+# UN/ECE Rec. 20 codes of the units the PDF prints a quantity in (render.page); C62 (one)
+# for any other: messages, events, packages.
+UNIT_CODES = {"min": "MIN", "MB": "4L", "GB": "E34", "kWh": "KWH", "month": "MON"}
 
 
 def _line(trade: etree._Element, ln: Line, currency: str) -> None:
     item = _sub(trade, "ram:IncludedSupplyChainTradeLineItem")
     _sub(_sub(item, "ram:AssociatedDocumentLineDocument"), "ram:LineID", str(ln.line_no))
     _sub(_sub(item, "ram:SpecifiedTradeProduct"), "ram:Name", ln.description)
-    if ln.kind == "usage" and ln.charges:
-        quantity, unit = Decimal(ln.charges), "C62"
-    elif ln.kind == "recurring":
-        quantity, unit = Decimal(ln.quantity), "MON"
-    else:
-        quantity, unit = Decimal(1), "C62"
-    if quantity == 0:
-        quantity = Decimal(1)
+    quantity, unit = _quantity(ln)
     if ln.net_micros < 0:
         quantity = -quantity
     qty = quantity_text(quantity)
@@ -173,6 +169,23 @@ def _line(trade: etree._Element, ln: Line, currency: str) -> None:
     _sub(tax, "ram:RateApplicablePercent", plain(ln.tax_rate))
     _sub(_sub(settle, "ram:SpecifiedTradeSettlementLineMonetarySummation"),
          "ram:LineTotalAmount", format_amount(ln.net_micros, currency))
+
+
+def _quantity(ln: Line) -> tuple[Decimal, str]:
+    """The billed quantity in the unit the PDF prints it in (minutes, MB, kWh, months).
+    The price is stated for a basis quantity equal to it, so price × quantity is the
+    line's amount whatever the unit."""
+    if ln.kind == "recurring":
+        return abs(Decimal(ln.quantity)) or Decimal(1), "MON"
+    if ln.kind == "usage":
+        text, unit = (measured(ln.quantity, ln.unit) if ln.subscription_id is None
+                      else (str(ln.quantity), ln.unit))
+        quantity = abs(Decimal(text.replace(",", "")))
+        if quantity:
+            return quantity, UNIT_CODES.get(unit, "C62")
+        if ln.charges:  # rated usage of no duration or volume: connect fees, minimums
+            return Decimal(ln.charges), "C62"
+    return Decimal(1), "C62"
 
 
 def _party(parent: etree._Element, tag: str, p: dict[str, object]) -> None:

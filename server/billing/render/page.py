@@ -3,8 +3,9 @@ times the quantity gives the amount (or, for usage rated record by record, the t
 prices beside the quantity rated), discounts as rows of their own with their amounts, the
 period as the customer reads it, usage in human units with thousands separators.
 
-Display only: every amount printed is a stored one or the difference of two stored ones,
-so the page adds up (charges − discounts = net) without a figure computed anew.
+Display only: every amount printed is a stored one, a discounted line's stored gross rounded
+as its net was, or a difference of those, so the page adds up (charges − discounts = net)
+and no amount derives from a printed quantity or price.
 """
 
 from __future__ import annotations
@@ -209,8 +210,13 @@ def _plain(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+# The invoice's language, whatever the server's locale (strftime's %B follows LC_TIME).
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+
 def _day(day: dt.date) -> str:
-    return f"{day.day} {day.strftime('%B')}"
+    return f"{day.day} {MONTHS[day.month - 1]}"
 
 
 def _zone(name: str) -> dt.tzinfo:
