@@ -32,6 +32,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "CONFIG": 500,
     "STARTUP": 503,
     "TIMEOUT": 503,
+    "OVERLOADED": 503,
     "UNAVAILABLE": 503,
 }
 
@@ -66,9 +67,11 @@ def problem_response(
 def from_error(exc: BillingError, instance: str | None = None) -> web.Response:
     status = STATUS_BY_CODE.get(exc.code, 400)
     errors = exc.detail.get("errors") if isinstance(exc.detail.get("errors"), list) else None
+    retry_after = exc.detail.get("retry_after")
     return problem_response(
         status, exc.code, exc.code.replace("_", " ").capitalize(), exc.message,
         instance=instance, errors=errors,  # type: ignore[arg-type]
+        headers={"Retry-After": retry_after} if isinstance(retry_after, str) else None,
     )
 
 
