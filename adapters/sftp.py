@@ -195,7 +195,7 @@ class SftpPoller:
             await sftp.get(posixpath.join(self.config.remote_dir, name), str(local))
         except asyncssh.SFTPNoSuchFile:
             return None
-        if (why := await asyncio.to_thread(self.gate.check_downloaded, name, local)) is not None:
+        if (why := await self.gate.check_downloaded(name, local)) is not None:
             local.unlink(missing_ok=True)
             log.info("sftp file incomplete; left for a later poll", extra={"fields": {
                 "source": self.name, "file": name, "reason": why}})

@@ -8,7 +8,7 @@ The server runs as its own process (``billing-oss serve``) on loopback; this pro
 load: ``--connections`` clients each posting ``--records``-record batches back to back for
 ``--seconds``. Two runs on fresh databases, the same load:
 
-- ours:  the defaults (``http.ingest_concurrency`` 8, ``http.ingest_queue`` 64): work past
+- ours:  the defaults (``http.ingest_concurrency`` 16, ``http.ingest_queue`` 16): work past
          the slots and the queue is answered 503 OVERLOADED at once;
 - peer:  no admission (concurrency and queue as large as the load): every request is taken,
          as before admission existed.

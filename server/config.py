@@ -36,8 +36,8 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_body_bytes: int
     request_timeout_s: float
     # POST /v1/usage: batches at work at once, requests waiting for one; the rest get 503.
-    ingest_concurrency: int = 8
-    ingest_queue: int = 64
+    ingest_concurrency: int = 16
+    ingest_queue: int = 16
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
