@@ -52,7 +52,8 @@ async def test_five_lost_connections_in_a_row_and_the_ingest_completes_exactly(
     clean = ingest(clean_dsn, files, config)
     clean_out, clean_err = clean.communicate(timeout=300)
 
-    run = ingest(f"{faulted_dsn}?application_name={APP}", files, config)
+    joiner = "&" if "?" in faulted_dsn else "?"  # an embedded server's DSN has a query
+    run = ingest(f"{faulted_dsn}{joiner}application_name={APP}", files, config)
     admin = await asyncpg.connect(faulted_dsn)
     kills, killed = 0, set[int]()
     try:
