@@ -28,7 +28,14 @@ from billing_oss.core.errors import (
     Reason,
     UnsupportedMediaType,
 )
-from billing_oss.server.http.keys import CONFIG, PIPELINE, POOL, PRINCIPAL
+from billing_oss.server.http.keys import (
+    CONFIG,
+    DEADLINE,
+    INGEST_ADMISSION,
+    PIPELINE,
+    POOL,
+    PRINCIPAL,
+)
 from billing_oss.server.http.routing import Api
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -72,8 +79,14 @@ class IdempotencyKeyReused(BillingError):
 
 
 async def post_usage(request: web.Request) -> web.Response:
-    """Ingest a batch of usage records; answers per-record outcomes once committed."""
+    """Ingest a batch of usage records; answers per-record outcomes once committed. Admitted
+    first (``server.http.admission``): at capacity, 503 at once and nothing is stored."""
     encoding = _encoding(request)
+    async with request.app[INGEST_ADMISSION].admit():
+        return await _ingest(request, encoding)
+
+
+async def _ingest(request: web.Request, encoding: payload.Encoding) -> web.Response:
     limit = request.app[CONFIG].http.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body has {request.content_length} bytes; the limit is {limit}")
@@ -81,6 +94,10 @@ async def post_usage(request: web.Request) -> web.Response:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes") from None
+    # From here the batch is decoded and committed to the end, however long it takes: a
+    # timeout now could answer "failed" about usage that was stored.
+    if (deadline := request.get(DEADLINE)) is not None:
+        deadline.reschedule(None)
     key = request[PRINCIPAL]
     source = key.source or f"http:{key.key_id}"
     idempotency_key = _idempotency_key(request)
@@ -150,5 +167,5 @@ def _idempotency_key(request: web.Request) -> str | None:
 def register(api: Api) -> None:
     api.add("POST", "/v1/usage", post_usage, summary="Ingest a batch of usage records",
             tag="ingest", request=UsageBatch, response=IngestResult, roles=("ingest",),
-            errors=(400, 413, 415, 422))
+            errors=(400, 413, 415, 422, 503))
 

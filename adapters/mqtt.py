@@ -39,12 +39,18 @@ from billing_oss.adapters import intake
 from billing_oss.core.contract import Delivery, Sink
 from billing_oss.core.sources_config import MqttSource
 from billing_oss.server.metrics import MQTT_ACKED, MQTT_CONNECTED, MQTT_LATENCY, MQTT_RECONNECTS
+from billing_oss.server.pipeline.retry import TRANSIENT
 
 log = logging.getLogger(__name__)
 
 
 class CommitFailed(Exception):
     """The pipeline could not commit a batch: reconnect, and the broker sends it again."""
+
+
+# A session ending so (the broker, or PostgreSQL while storing meter readings) reconnects.
+_SESSION_FAILURES: tuple[type[BaseException], ...] = (aiomqtt.MqttError, CommitFailed,
+                                                      *TRANSIENT)
 
 _KINDS = ("voice", "sms", "data", "event")
 
@@ -79,7 +85,7 @@ class MqttAdapter:
             try:
                 await self._session(stop)
                 backoff = self.config.reconnect_min_s
-            except (aiomqtt.MqttError, CommitFailed) as exc:
+            except _SESSION_FAILURES as exc:
                 MQTT_CONNECTED.labels(self.name).set(0)
                 MQTT_RECONNECTS.labels(self.name).inc()
                 log.warning("mqtt connection lost; retrying", extra={"fields": {

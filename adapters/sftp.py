@@ -46,10 +46,13 @@ from billing_oss.core.contract import FileOutcome, Sink
 from billing_oss.core.errors import BillingError, ConfigError, FileBusy
 from billing_oss.core.sources_config import SftpSource
 from billing_oss.server.metrics import FILE_ALARMS, SFTP_FILES
+from billing_oss.server.pipeline.retry import TRANSIENT, discard
 
 log = logging.getLogger(__name__)
 
 DONE_DIR, ERROR_DIR = "done", "error"
+# A poll that fails so (the SFTP server, or PostgreSQL, out of reach) is retried later.
+_POLL_FAILURES: tuple[type[BaseException], ...] = (OSError, asyncssh.Error, *TRANSIENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ class SftpPoller:
                         await self.poll(sftp, stop)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), self.config.poll_interval_s)
-            except (OSError, asyncssh.Error) as exc:
+            except _POLL_FAILURES as exc:
                 log.warning("sftp poll failed; retrying", extra={"fields": {
                     "source": self.name, "error": str(exc)}})
                 with contextlib.suppress(TimeoutError):
@@ -176,8 +179,10 @@ class SftpPoller:
         try:
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))",
                                f"sftp:{self.name}:{name}")
-        finally:
-            await self.pool.release(conn)
+        except TRANSIENT:  # a lost connection took its session lock with it
+            await discard(self.pool, conn)
+            return
+        await self.pool.release(conn)
 
     async def _fetch(self, sftp: asyncssh.SFTPClient, name: str, folder: Path,
                      fetched: list[_Fetched]) -> _Fetched | None:
@@ -190,7 +195,7 @@ class SftpPoller:
             await sftp.get(posixpath.join(self.config.remote_dir, name), str(local))
         except asyncssh.SFTPNoSuchFile:
             return None
-        if (why := await asyncio.to_thread(self.gate.check_downloaded, name, local)) is not None:
+        if (why := await self.gate.check_downloaded(name, local)) is not None:
             local.unlink(missing_ok=True)
             log.info("sftp file incomplete; left for a later poll", extra={"fields": {
                 "source": self.name, "file": name, "reason": why}})

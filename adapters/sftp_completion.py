@@ -20,6 +20,7 @@ longer than ``incomplete_alarm_s`` it is reported once (``overdue``): the poller
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import time
 from collections.abc import Callable
@@ -84,12 +85,12 @@ class CompletionGate:
                 seen.why = why
         return taken
 
-    def check_downloaded(self, name: str, local: Path) -> str | None:
+    async def check_downloaded(self, name: str, local: Path) -> str | None:
         """In ``header`` mode, why the downloaded copy is not whole yet (None: it is)."""
         if self.mode != "header":
             return None
+        result = await asyncio.to_thread(is_complete, self.config.format, local)
         seen = self._seen.get(name)
-        result = is_complete(self.config.format, local)
         if result.state == "complete":
             return None
         if result.state == "unknown" and seen is not None and seen.stable:

@@ -58,6 +58,7 @@ class ErrorCode(enum.StrEnum):
     CONFIG = "CONFIG", 500, 2
     STARTUP = "STARTUP", 503, 2
     TIMEOUT = "TIMEOUT", 503, 1
+    OVERLOADED = "OVERLOADED", 503, 1  # shed before any work: nothing was stored
     UNAVAILABLE = "UNAVAILABLE", 503, 1
 
 

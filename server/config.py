@@ -38,6 +38,9 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     port: int
     max_body_bytes: int
     request_timeout_s: float
+    # POST /v1/usage: batches at work at once, requests waiting for one; the rest get 503.
+    ingest_concurrency: int = 16
+    ingest_queue: int = 16
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -199,6 +202,8 @@ def _check(config: Config) -> None:
         raise ConfigError("database.connect_timeout_s: must be positive")
     if http.request_timeout_s <= 0:
         raise ConfigError("http.request_timeout_s: must be positive")
+    if http.ingest_concurrency < 1 or http.ingest_queue < 0:
+        raise ConfigError("http.ingest_concurrency >= 1 and http.ingest_queue >= 0 are needed")
     if http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
     pipe = config.pipeline

@@ -52,6 +52,10 @@ MQTT_LATENCY = Histogram(
 SFTP_FILES = Counter(
     "billing_sftp_files_total", "Files collected over SFTP, by outcome", ["source", "outcome"]
 )
+HTTP_INGEST_SHED = Counter(
+    "billing_http_ingest_shed_total",
+    "POST /v1/usage requests refused at once (503 OVERLOADED): slots and queue were full",
+)
 FILE_ALARMS = Counter(
     "billing_source_file_alarms_total", "File alarms (gap, repeat, reused, incomplete)",
     ["source", "kind"],

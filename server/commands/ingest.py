@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from billing_oss.core.contract import FileOutcome
@@ -29,6 +34,7 @@ from billing_oss.server.commands.options import (
 from billing_oss.server.commands.progress import progress
 from billing_oss.server.composition import database_pool, decoders, make_pipeline
 from billing_oss.server.pipeline.files import file_sha256
+from billing_oss.server.pipeline.retry import RETRY_MESSAGE, with_retries
 from billing_oss.server.store import reprocess_repo
 
 # File name endings → format, when --format is not given. BER files (.ber and the like) may be
@@ -86,6 +92,17 @@ def _guess_format(path: Path) -> str:
 
 
 async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str]) -> int:
+    with _retries_summarised() as retries:
+        status = await _ingest_files(args, config, formats)
+    if retries.count:
+        print(f"billing-oss ingest: the database connection failed {retries.count} time"
+              f"{'s' if retries.count > 1 else ''}; each time the work was retried",
+              file=sys.stderr)
+    return status
+
+
+async def _ingest_files(args: argparse.Namespace, config: Any, formats: list[str]) -> int:
+    asyncio.get_running_loop().set_exception_handler(_quiet_lost_connections)
     status = EXIT_OK
     async with database_pool(config) as pool:
         await require_catalog(pool)
@@ -103,11 +120,54 @@ async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str])
                 outcome = await pipeline.ingest_file(
                     path, source=args.source, format=fmt, sequence_no=args.sequence,
                     progress=report)
-            error = await pool.fetchval("SELECT error FROM source_files WHERE "
-                                        "source_file_id = $1", outcome.source_file_id)
+            error = await with_retries(
+                functools.partial(pool.fetchval, "SELECT error FROM source_files WHERE"
+                                  " source_file_id = $1", outcome.source_file_id),
+                attempts=config.pipeline.write_attempts,
+                backoff_s=config.pipeline.retry_backoff_s, what=str(path))
             _report(args, outcome, error)
             status = max(status, _status(outcome, error))
     return status
+
+
+class _RetryCounter(logging.Filter):
+    """Counts the pipeline's retry warnings instead of printing each: a run that survived
+    lost connections says so in one line at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == RETRY_MESSAGE:
+            self.count += 1
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _retries_summarised() -> Iterator[_RetryCounter]:
+    counter = _RetryCounter()
+    loggers = [logging.getLogger(name) for name in _RETRYING_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(counter)
+    try:
+        yield counter
+    finally:
+        for logger in loggers:
+            logger.removeFilter(counter)
+
+
+_RETRYING_LOGGERS = ("billing_oss.server.pipeline.files", "billing_oss.server.pipeline.retry")
+
+
+def _quiet_lost_connections(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncpg leaves a future holding "connection lost" behind when the server drops a
+    connection mid-query; the query itself failed and was retried, so that echo is no news."""
+    exc = context.get("exception")
+    if isinstance(exc, ConnectionError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+        return
+    loop.default_exception_handler(context)
 
 
 def _status(outcome: FileOutcome, error: str | None) -> int:

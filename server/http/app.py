@@ -17,8 +17,9 @@ from billing_oss.core.errors import ErrorCode
 from billing_oss.server import metrics
 from billing_oss.server.config import Config
 from billing_oss.server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
+from billing_oss.server.http.admission import Admission
 from billing_oss.server.http.auth import KEY_CACHE, KeyCache
-from billing_oss.server.http.keys import API, CONFIG, PIPELINE, POOL
+from billing_oss.server.http.keys import API, CONFIG, DEADLINE, INGEST_ADMISSION, PIPELINE, POOL
 from billing_oss.server.http.problems import (
     Handler,
     nul_middleware,
@@ -75,7 +76,8 @@ def timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResp
     @web.middleware
     async def timeout(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout(seconds) as deadline:
+                request[DEADLINE] = deadline  # a handler past its point of no return lifts it
                 return await handler(request)
         except TimeoutError:
             return problem_for(
@@ -104,5 +106,6 @@ def create_app(
     app.cleanup_ctx.append(listen_for_changes)
     if pipeline is not None:
         app[PIPELINE] = pipeline
+    app[INGEST_ADMISSION] = Admission(config.http.ingest_concurrency, config.http.ingest_queue)
     api.install(app)
     return app

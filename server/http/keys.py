@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from billing_oss.server.config import Config
+from billing_oss.server.http.admission import Admission
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store.api_keys import ApiKey
 
@@ -24,5 +26,10 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 RERATE_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("rerate_wake")
 # Wakes the bill-run worker when a run is submitted (absent: the worker polls).
 BILL_RUN_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("bill_run_wake")
+# Admission to POST /v1/usage: slots at work and a bounded queue (``server.http.admission``).
+INGEST_ADMISSION = web.AppKey("ingest_admission", Admission)
+# The request's timeout (``asyncio.Timeout``): ``reschedule(None)`` once cancelling it would
+# leave its effect unknown (an ingest batch about to commit).
+DEADLINE: web.RequestKey[asyncio.Timeout] = web.RequestKey("deadline")
 # The API key that authenticated this request (set by server.http.auth on protected routes).
 PRINCIPAL = web.RequestKey("principal", ApiKey)

@@ -55,9 +55,11 @@ def problem_response(
 
 def from_error(exc: BillingError, instance: str | None = None) -> web.Response:
     errors = exc.detail.get("errors") if isinstance(exc.detail.get("errors"), list) else None
+    retry_after = exc.detail.get("retry_after")
     return problem_response(
         exc.http_status, exc.code, exc.code.replace("_", " ").capitalize(), exc.message,
         instance=instance, errors=errors,  # type: ignore[arg-type]
+        headers={"Retry-After": retry_after} if isinstance(retry_after, str) else None,
     )
 
 

@@ -36,7 +36,13 @@ from billing_oss.server.pipeline import writer
 from billing_oss.server.pipeline.amounts import decimal_string
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache
-from billing_oss.server.pipeline.retry import TRANSIENT, with_retries
+from billing_oss.server.pipeline.retry import (
+    MAX_BACKOFF_S,
+    RETRY_MESSAGE,
+    TRANSIENT,
+    discard,
+    with_retries,
+)
 from billing_oss.server.pipeline.rows import build_rows
 from billing_oss.server.store import usage_repo
 from billing_oss.server.store.pool import Connection
@@ -113,16 +119,21 @@ async def ingest_file(
         header = await _read_header(decoder, path, count=progress is not None)
     if sequence_no is None:
         sequence_no = header.sequence_no
-    async with pool.acquire() as conn:
-        claim = await usage_repo.claim_file(conn, source=source, name=name, fmt=fmt, sha256=sha,
-                                            size=size, sequence_no=sequence_no)
+
+    async def register() -> usage_repo.FileClaim:
+        async with pool.acquire() as conn:
+            return await usage_repo.claim_file(conn, source=source, name=name, fmt=fmt,
+                                               sha256=sha, size=size, sequence_no=sequence_no)
+
+    claim = await with_retries(register, attempts=settings.write_attempts,
+                               backoff_s=settings.retry_backoff_s, what=name)
     if claim.state != "claimed":
         return _outcome(claim, name, sha, replay=True)
     state = _State(claim)
     run = _FileRun(pool, raters, decoder, settings, path, source, name, state, progress, fault)
     run.total = header.items
     try:
-        await run.lock()
+        await run.retried(run.lock)
         if state.claim.state != "claimed":
             return _outcome(state.claim, name, sha, replay=True)
         run.report_progress()  # where this run starts: the rate counts from here
@@ -182,6 +193,11 @@ class _FileRun:
             self.total = None
         self.progress(done, self.total)
 
+    async def retried(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """``attempt`` (one round trip or a few) again after a lost connection."""
+        return await with_retries(attempt, attempts=self.settings.write_attempts,
+                                  backoff_s=self.settings.retry_backoff_s, what=self.name)
+
     # -- the writer's connection and the file lock ---------------------------------------
 
     async def lock(self) -> None:
@@ -192,7 +208,7 @@ class _FileRun:
             # Re-read under the lock: another worker may have finished it meanwhile.
             self.state.claim = await usage_repo.read_file(conn, self.file_id)
         except BaseException:
-            await self.pool.release(conn)
+            await discard(self.pool, conn)
             raise
         self.state.conn = conn
 
@@ -201,15 +217,23 @@ class _FileRun:
             conn = self.lanes[lane]
             self.lanes[lane] = None
             if conn is not None:
-                await self.pool.release(conn)
+                await self._give_back(conn)
         conn, self.state.conn = self.state.conn, None
         if conn is None:
             return
         try:
             await usage_repo.unlock_file(conn, self.file_id)
         except Exception:  # a dead connection released its session locks already
-            pass
-        await self.pool.release(conn)
+            await discard(self.pool, conn)
+            return
+        await self._give_back(conn)
+
+    async def _give_back(self, conn: Any) -> None:
+        """Release a connection to the pool; one that cannot be reset is discarded."""
+        try:
+            await self.pool.release(conn)
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
+            await discard(self.pool, conn)
 
     async def _connection(self) -> Connection:
         async with self._locking:  # lanes reconnecting at once must not lock twice
@@ -237,8 +261,7 @@ class _FileRun:
         self.lanes = [None] * len(self.lanes)
         for conn in conns:
             if conn is not None:
-                conn.terminate()
-                await self.pool.release(conn)
+                await discard(self.pool, conn)
 
     # -- the stages ------------------------------------------------------------------------
 
@@ -289,15 +312,18 @@ class _FileRun:
             if isinstance(chunk, _Stop):
                 await out.put(chunk)
                 return
-            chunk.rater = await self.raters.current()
-            async with self.pool.acquire() as conn:
-                ids = await usage_repo.next_usage_ids(conn, len(chunk.items))
+            chunk.rater = await self.retried(self.raters.current)
+            ids = await self.retried(functools.partial(self._usage_ids, len(chunk.items)))
             chunk.batch = await asyncio.to_thread(
                 _prepare_rows, chunk.items, chunk.rater, self.source,
                 _positions(self.name, chunk.start), ids, self.file_id)
             chunk.items = []
             await out.put(chunk)
             PIPELINE_QUEUE_DEPTH.labels("rated").set(out.qsize())
+
+    async def _usage_ids(self, count: int) -> list[int]:
+        async with self.pool.acquire() as conn:
+            return await usage_repo.next_usage_ids(conn, count)
 
     async def _write(self, inp: asyncio.Queue[_Chunk | _Stop]) -> None:
         """Commit the chunks in file order, several in flight: chunk n+1 writes its rows on
@@ -344,11 +370,11 @@ class _FileRun:
                     rolled_back = [flight.chunk, *await self._abort(window)]
                     ready.extendleft(reversed(rolled_back))
                     PIPELINE_WRITE_RETRIES.inc()
-                    log.warning("database write failed; retrying", extra={"fields": {
+                    log.warning(RETRY_MESSAGE, extra={"fields": {
                         "what": self.name, "attempt": failures, "batches": len(rolled_back),
                         "error": f"{type(exc).__name__}: {exc}"}})
                     await asyncio.sleep(delay)
-                    delay *= 2
+                    delay = min(delay * 2, MAX_BACKOFF_S)
                     continue
                 failures, delay = 0, self.settings.retry_backoff_s
                 self._committed(flight)
@@ -391,6 +417,7 @@ class _FileRun:
         batch, rater = chunk.batch, chunk.rater
         assert batch is not None and rater is not None
         end = chunk.start + len(batch.entries)
+        conn: Connection | None = None
         try:
             conn = await self._lane(lane)
             if self.state.claim.committed_records >= end:
@@ -412,22 +439,23 @@ class _FileRun:
                 if self.fault is not None:
                     await self.fault(conn)
         except BaseException:
-            await self._drop_lane(lane)
+            await self._drop_lane(lane, conn)
             raise
         claim.committed_records, claim.counts, claim.totals = end, counts, totals
 
-    async def _drop_lane(self, lane: int) -> None:
+    async def _drop_lane(self, lane: int, conn: Connection | None) -> None:
         """A failed lane's connection is closed at once (its transaction rolls back); the
-        write loop then drops the others and re-reads the checkpoint (``_abort``)."""
-        conn = self.lanes[lane] if lane else self.state.conn
+        write loop then drops the others and re-reads the checkpoint (``_abort``). Only the
+        connection this lane used: its slot may hold a newer one by now (or none)."""
         if conn is None:
             return
-        if lane:
+        if lane and self.lanes[lane] is conn:
             self.lanes[lane] = None
-        else:
+        elif not lane and self.state.conn is conn:
             self.state.conn = None
-        conn.terminate()
-        await self.pool.release(conn)
+        else:
+            return  # dropped already (``_drop_connection``), maybe replaced since
+        await discard(self.pool, conn)
 
     async def _finish(self, stop: _Stop) -> None:
         async def attempt() -> None:

@@ -9,9 +9,10 @@ did not come back, the stored position tells (the caller's ``already_done`` chec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -28,7 +29,12 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, terminated backend
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
+    # a connection whose protocol state a dropped socket left confused ("cannot switch to
+    # state ..."): it is discarded like a lost one, and the work runs again on a fresh one
+    asyncpg.exceptions.InternalClientError,
 )
+MAX_BACKOFF_S = 5.0  # the pause between attempts doubles up to this
+RETRY_MESSAGE = "database write failed; retrying"
 
 
 async def with_retries(
@@ -43,8 +49,19 @@ async def with_retries(
             if number == attempts:
                 raise
             PIPELINE_WRITE_RETRIES.inc()
-            log.warning("database write failed; retrying", extra={"fields": {
+            log.warning(RETRY_MESSAGE, extra={"fields": {
                 "what": what, "attempt": number, "error": f"{type(exc).__name__}: {exc}"}})
             await asyncio.sleep(delay)
-            delay *= 2
+            delay = min(delay * 2, MAX_BACKOFF_S)
     raise AssertionError("unreachable")
+
+
+async def discard(pool: asyncpg.Pool, conn: Any) -> None:
+    """Close a connection whose state is unknown (its transaction, if any, rolls back) and
+    hand it back to the pool, which opens a fresh one in its place. Whatever the connection
+    already went through (terminated by the server, released, half-closed), this neither
+    raises nor leaves it checked out."""
+    with contextlib.suppress(asyncpg.InterfaceError, asyncpg.InternalClientError):
+        conn.terminate()
+    with contextlib.suppress(asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
+        await pool.release(conn)

@@ -410,3 +410,27 @@ async def test_marker_mode_takes_a_file_once_its_marker_appears_and_moves_both(
     assert (root / "out" / "done" / "mrk_0001.jsonl.done").exists()
     assert not list((root / "out").glob("mrk_*"))
     assert await pool.fetchval("SELECT count(*) FROM source_files WHERE source = 'mrk'") == 1
+
+
+async def test_a_lost_claim_connection_does_not_end_the_poll(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    """The connection holding a file's claim is terminated while the file is ingested: the
+    poll finishes the file and carries on instead of failing with the dead connection."""
+    root = sftp_root[0]
+    put(root, "lost_0001.jsonl", [f"lost-{i}" for i in range(30000)])
+    p = poller("lost", sftp_root, pipeline, pool)
+    polled = asyncio.create_task(poll_once(p))
+    killed = 0
+    for _ in range(600):
+        killed = await pool.fetchval(
+            "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN source_files f"
+            " ON f.source = 'lost' AND f.state = 'claimed'"
+            " WHERE l.locktype = 'advisory'"
+            " AND l.objid::int = hashtext('sftp:lost:lost_0001.jsonl')")
+        if killed or polled.done():
+            break
+        await asyncio.sleep(0.02)
+    assert killed == 1, "the file was ingested before its claim could be cut"
+    assert await polled == 1
+    assert (root / "out" / "done" / "lost_0001.jsonl").exists()
+    assert await pool.fetchval("SELECT count(*) FROM usage_keys WHERE source = 'lost'") == 30000
