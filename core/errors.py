@@ -92,3 +92,10 @@ class Conflict(BillingError):
     """The request contradicts the stored state (a duplicate, an immutable row, a state)."""
 
     code = "CONFLICT"
+
+
+class NotUsageFile(DecodeError):
+    """A file of a neighbouring kind (a RAP file among TAP files) that another module handles:
+    keep it, do not decode it as usage and do not file it as an error."""
+
+    code = "NOT_USAGE"

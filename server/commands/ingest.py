@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from billing_oss.adapters.formats.tap3 import rap_kind
 from billing_oss.core.contract import FileOutcome
 from billing_oss.core.errors import BillingError
 from billing_oss.server.commands.options import add_config_options, load_config
@@ -81,6 +82,10 @@ async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str])
             if not path.is_file():
                 print(f"billing-oss ingest: {path}: no such file", file=sys.stderr)
                 status = max(status, EXIT_BAD_INPUT)
+                continue
+            if fmt == "tap3" and (rap := rap_kind(path)) is not None:
+                print(f"billing-oss ingest: {path}: RAP file: handled by settlement ({rap}); "
+                      "kept, not ingested", file=sys.stderr)
                 continue
             with progress(str(path), "records") as report:
                 outcome = await pipeline.ingest_file(
