@@ -53,6 +53,12 @@ class Tap3File:
             self.walker = Tap3Walker(data)
         except ValueError as exc:
             message, offset = _message_offset(exc)
+            cut = "runs past the end" in message or "without end-of-contents" in message
+            if data[1:2] == b"\x80" and cut:  # indefinite length: only the end tells
+                raise DecodeError(
+                    f"incomplete TAP3 file: indefinite length and no end-of-contents ({message} "
+                    f"at offset {offset}); the bytes stop", offset=len(data),
+                    incomplete=True) from None
             raise DecodeError(f"bad TAP3 file: {message}", offset=offset) from None
         self._read_header()
 

@@ -54,3 +54,18 @@ def test_rap_files_are_not_usage() -> None:
         with pytest.raises(NotUsageFile, match="RAP file: handled by settlement"):
             open_file("tap3", VECTORS / name, source="x")
 
+
+
+def test_indefinite_length_file_cut_short_is_incomplete(tmp_path: Path) -> None:
+    whole = tap3_file([MOC, MOC])
+    data = b"\x61\x80" + whole[4:] + b"\x00\x00"  # the same batch, indefinite length
+    path = tmp_path / "CDAAAAABBBBB00001"
+    for cut in (300, 301, len(data) - 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(DecodeError) as info:
+            open_file("tap3", path, source="x")
+        assert info.value.detail.get("incomplete") and info.value.offset == cut
+        assert "no end-of-contents" in info.value.message
+    path.write_bytes(data)
+    with open_file("tap3", path, source="x") as decoded:
+        assert len(collect(decoded).records) == 2
