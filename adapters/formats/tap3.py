@@ -13,8 +13,12 @@ are ``event``.
 file identity is unique per sender/recipient pair and the event list is immutable.
 
 After the last batch the audit totals (CallEventDetailsCount, TotalCharge) are checked
-against the events; a mismatch raises ``DecodeError`` naming both numbers (the records
-have all been yielded by then).
+against the events; a mismatch raises ``DecodeError`` naming both numbers and the
+AuditControlInfo's offset (the records have all been yielded by then). Bytes after the
+top-level element (a second TransferBatch appended, garbage) raise ``DecodeError`` at their
+offset first: a file holds one batch. A file shorter than its top-level element declares
+raises ``DecodeError`` with ``detail["incomplete"]``; a RAP file (ReturnBatch,
+Acknowledgement) raises ``NotUsageFile``: it is settlement's, not usage.
 """
 
 from __future__ import annotations
@@ -146,9 +150,8 @@ class Tap3File:
         audit = self.walker.audit
         at = self.walker.audit_offset
         if not audit:
-            raise DecodeError("TAP3 TransferBatch has no AuditControlInfo (the file ends at "
-                              f"offset {self.walker.top_end})", offset=self.walker.top_end,
-                              record_index=count)
+            raise DecodeError("TAP3 TransferBatch has no AuditControlInfo: the batch ends",
+                              offset=self.walker.top_end, record_index=count)
         declared = audit.get("CallEventDetailsCount")
         if not isinstance(declared, int | None) or not isinstance(
                 audit.get("TotalCharge"), int | None):
