@@ -54,6 +54,7 @@ class ErrorCode(enum.StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE", 413, 1
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE", 415, 1
     UNKNOWN_FORMAT = "UNKNOWN_FORMAT", 400, 2
+    NOT_USAGE = "NOT_USAGE", 422, 1  # a RAP file among TAP files: settlement reads it
     INTERNAL = "INTERNAL", 500, 1
     CONFIG = "CONFIG", 500, 2
     STARTUP = "STARTUP", 503, 2
@@ -171,3 +172,10 @@ class UnsupportedMediaType(BillingError):
     """The request body is in a media type the route does not read."""
 
     code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class NotUsageFile(DecodeError):
+    """A file of a neighbouring kind (a RAP file among TAP files) that another module handles:
+    keep it, do not decode it as usage and do not file it as an error."""
+
+    code = ErrorCode.NOT_USAGE

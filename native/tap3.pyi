@@ -13,5 +13,7 @@ class Tap3Walker:
     audit: dict[str, Any]
     notification: dict[str, Any]
     events_offset: int
+    top_end: int
+    audit_offset: int
     def __init__(self, buf: bytes | bytearray | memoryview | Any) -> None: ...
     def next_batch(self, out: RecordBatch, first_index: int = 0) -> bool: ...

@@ -232,6 +232,8 @@ cdef class Tap3Walker:
     cdef readonly dict notification
     cdef readonly Py_ssize_t events_offset
     cdef readonly object trailing_error  # (message, offset) of damage after the events
+    cdef readonly Py_ssize_t top_end  # where the top-level element ends (bytes may follow)
+    cdef readonly Py_ssize_t audit_offset  # of AuditControlInfo, -1 when absent
 
     def __init__(self, const uint8_t[::1] buf):
         cdef Tlv top
@@ -244,6 +246,8 @@ cdef class Tap3Walker:
         self.audit = {}
         self.notification = {}
         self.trailing_error = None
+        self.top_end = 0
+        self.audit_offset = -1
         for i in range(256):
             self.offset_known[i] = 0
         n = buf.shape[0]
@@ -254,6 +258,7 @@ cdef class Tap3Walker:
             raise ValueError(f"bad top-level element ({_ber_error(rc)})", 0)
         if top.cls != 1 or not top.cons or top.tag not in (1, 2):
             raise ValueError("not a TAP3 TransferBatch or Notification", 0)
+        self.top_end = top.next
         if top.tag == 2:
             self.kind = "Notification"
             self.notification = self._fields(top.cstart, top.cend)
@@ -270,6 +275,7 @@ cdef class Tap3Walker:
                 self.pos, self.end, self.events_offset = cstart, cend, start
             elif tag == 15:
                 self.audit = self._fields(cstart, cend)
+                self.audit_offset = start
         for code, text in self.network.get("UtcTimeOffsetInfoList", []):
             if not isinstance(code, int) or not 0 <= code < 256:
                 raise ValueError(f"UtcTimeOffsetCode {code} out of range", top.cstart)

@@ -129,7 +129,7 @@ def _walk_framed(fh: IO[bytes], pos: int, size: int) -> tuple[int, int]:
     return seen, pos
 
 
-def _ber_head(buf: bytes) -> tuple[int, int, int] | None:
+def ber_head(buf: bytes) -> tuple[int, int, int] | None:
     """(tag number, header length, content length or -1 for indefinite), None if cut short."""
     if len(buf) < 2:
         return None
@@ -165,7 +165,7 @@ def _walk_raw(fh: IO[bytes], size: int) -> Completeness:
         if head[:1] in (b"\x00", b"\xff"):  # fill
             pos += 1
             continue
-        parsed = _ber_head(head)
+        parsed = ber_head(head)
         if parsed is None:
             return _short(size, "the last BER record's header is cut short")
         _, hlen, clen = parsed
@@ -188,7 +188,7 @@ def tap3_completeness(fh: IO[bytes], size: int) -> Completeness:
     if head[0] & 0xE0 != 0x60:
         return Completeness(state="unknown", size=size,
                             detail="not a TAP3/RAP file (no APPLICATION element first)")
-    parsed = _ber_head(head)
+    parsed = ber_head(head)
     if parsed is None:
         return _short(size, "the top-level element's header is cut short")
     tag, hlen, clen = parsed

@@ -164,5 +164,5 @@ def describe(format: str) -> str:
         if isinstance(default, bool):
             default = str(default).lower()
         shown = "" if default is None else f" (default {default!s})"
-        lines.append(f"  {o.name}=<{o.type}>{shown}: {o.help}")
+        lines.append(f"  {o.name}=<{o.type}>{shown}\n      {o.help}")
     return "\n".join(lines)

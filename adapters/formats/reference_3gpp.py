@@ -20,6 +20,9 @@ R_MALFORMED, R_NO_EVENT_TIME, R_BAD_TIMESTAMP, R_BAD_INTEGER = 1, 2, 3, 5
 R_MISSING_FIELD, R_UNSUPPORTED = 6, 7
 
 _TAG_BY_NAME = {name: n for name, (n, _) in RECORD_CLASSES.items()}
+# pyasn1 itself fails on some malformed input with these instead of PyAsn1Error
+# (a length beyond sys.maxsize, an indefinite-length SEQUENCE with surplus components)
+PYASN1_FAILURES = (PyAsn1Error, IndexError, OverflowError)
 Row = tuple[Any, ...]
 
 
@@ -57,7 +60,7 @@ def decode_records(data: bytes, *, framed: bool, start: int = 0) -> tuple[list[R
 def _tlv_length(data: bytes, pos: int) -> int | None:
     try:
         _, rest = decoder.decode(data[pos:])
-    except PyAsn1Error:
+    except PYASN1_FAILURES:
         return None
     return len(data) - pos - len(rest)
 
@@ -72,7 +75,7 @@ def _row(octets: bytes, offset: int, length: int) -> Row:
         rtype = octets[1] & 0x7F
     try:
         choice, _ = decoder.decode(octets, asn1Spec=CallEventRecord())
-    except PyAsn1Error:
+    except PYASN1_FAILURES:
         known = rtype in _TAG_BY_NAME.values() and octets[0] & 0xE0 == 0xA0
         return _error_row(rtype, offset, length, R_MALFORMED if known else R_UNSUPPORTED)
     name = choice.getName()

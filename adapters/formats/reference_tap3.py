@@ -8,9 +8,11 @@ pyasn1 does not report positions. Slow by design; for tests and the benchmark.
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 from typing import Any
 
 from pyasn1.codec.ber import decoder
+from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 
 from billing_oss.adapters.formats import ber_text
@@ -37,22 +39,59 @@ def bcd(octets: bytes) -> str:
     return "".join("0123456789*#abc"[n] for b in octets for n in (b >> 4, b & 0x0F) if n != 0x0F)
 
 
+class MalformedTap3(ValueError):
+    """The file cannot be decoded at all (the native walker's file-level ValueError)."""
+
+
 def decode(data: bytes) -> dict[str, Any]:
-    value, _ = decoder.decode(data, asn1Spec=DataInterChange())
+    try:
+        value, _ = decoder.decode(data, asn1Spec=DataInterChange())
+    except (PyAsn1Error, IndexError, OverflowError) as exc:  # pyasn1 fails in all three
+        raise MalformedTap3(f"not a decodable TAP3 file: {type(exc).__name__}: {exc}") from None
     return plain(value)  # type: ignore[no-any-return]
 
 
 def decode_events(data: bytes) -> list[tuple[Any, ...]]:
+    """Rows for every call event; raises ``MalformedTap3`` like the walker's ValueError."""
     top = decode(data)
     batch = top.get("transferBatch")
     if batch is None:
         return []
     offsets = {}
     for info in batch.get("networkInfo", {}).get("utcTimeOffsetInfo", []):
-        text = info["utcTimeOffset"].decode()
-        minutes = int(text[1:3]) * 60 + int(text[3:5])
-        offsets[info["utcTimeOffsetCode"]] = -minutes if text[0] == "-" else minutes
+        offsets[info.get("utcTimeOffsetCode")] = _offset_minutes(info.get("utcTimeOffset"))
     return [_row(ev, offsets) for ev in batch.get("callEventDetails", [])]
+
+
+def _offset_minutes(raw: bytes | None) -> int:
+    text = raw.decode("latin-1") if raw is not None else ""
+    if len(text) != 5 or text[0] not in "+-" or not _digits(text[1:]):
+        raise MalformedTap3(f"bad UtcTimeOffset {text!r}")
+    minutes = int(text[1:3]) * 60 + int(text[3:5])
+    return -minutes if text[0] == "-" else minutes
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _printable(raw: bytes) -> str | None:
+    """ASCII text as the native decoder accepts it (printable octets), else None."""
+    return raw.decode("ascii") if all(0x20 <= b <= 0x7E for b in raw) else None
+
+
+def _local_seconds(raw: bytes) -> int | None:
+    """A LocalTimeStamp "CCYYMMDDhhmmss" as seconds on the local clock; None if invalid."""
+    t = raw.decode("latin-1")
+    if len(t) != 14 or not _digits(t):
+        return None
+    y, mo, d, h, mi, s = (int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]),
+                          int(t[10:12]), int(t[12:14]))
+    try:
+        dt.datetime(y, mo, d, h, mi, s)
+    except ValueError:
+        return None
+    return calendar.timegm((y, mo, d, h, mi, s))
 
 
 def _charges(info: dict[str, Any]) -> int:
@@ -66,6 +105,7 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
     imsi = msisdn = calling = called = apn = service = ss_code = None
     duration = up = down = charging_id = cause = None
     charge = 0
+    bad_text = False  # text the native decoder refuses (not printable ASCII): R_TOO_LONG
     if name == "gprsCall":
         bci = ev.get("gprsBasicCallInformation", {})
         sub = bci.get("gprsChargeableSubscriber", {}).get("chargeableSubscriber", {})
@@ -74,13 +114,15 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
             up, down = used.get("dataVolumeOutgoing", 0), used.get("dataVolumeIncoming", 0)
         charge = sum(_charges(i) for i in used.get("chargeInformationList", []))
         apn_b = bci.get("gprsDestination", {}).get("accessPointNameNI")
-        apn = apn_b.decode() if apn_b is not None else None
+        apn = _printable(apn_b) if apn_b is not None else None
+        bad_text = apn_b is not None and apn is None
         charging_id = bci.get("chargingId")
         start = bci.get("callEventStartTimeStamp")
     elif name == "supplServiceEvent":
         sub = ev.get("chargeableSubscriber", {})
         used = ev.get("supplServiceUsed", {})
-        ss_code = used["supplServiceCode"].decode() if "supplServiceCode" in used else None
+        ss_code = _printable(used["supplServiceCode"]) if "supplServiceCode" in used else None
+        bad_text = "supplServiceCode" in used and ss_code is None
         charge = _charges(used.get("chargeInformation", {}))
         start = None
         bci = {}
@@ -100,7 +142,9 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
                  if "serviceCode" in u.get("basicService", {})]
         if codes:
             (kind, code), = codes[0].items()
-            service = ("T" if kind == "teleServiceCode" else "B") + code.decode()
+            text = _printable(code)
+            bad_text = text is None
+            service = ("T" if kind == "teleServiceCode" else "B") + (text or "")
         start = bci.get("callEventStartTimeStamp")
         fallback = next((u["chargingTimeStamp"] for u in used_list if "chargingTimeStamp" in u),
                         None)
@@ -113,14 +157,15 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
     msisdn = bcd(sim["msisdn"]) if "msisdn" in sim else None
     stamp = start if start is not None else fallback
     err, event_time = 0, None
-    if stamp is None or "localTimeStamp" not in stamp:
+    if bad_text:
+        err = 4
+    elif stamp is None or "localTimeStamp" not in stamp:
         err = 2
     elif stamp.get("utcTimeOffsetCode") not in offsets:
         err = 8
+    elif (local := _local_seconds(stamp["localTimeStamp"])) is None:
+        err = 3
     else:
-        t = stamp["localTimeStamp"].decode()
-        local = calendar.timegm((int(t[0:4]), int(t[4:6]), int(t[6:8]),
-                                 int(t[8:10]), int(t[10:12]), int(t[12:14])))
         event_time = ber_text.rfc3339(local - offsets[stamp["utcTimeOffsetCode"]] * 60)
     if err:
         return (rtype, None, None, err, None, None) + (None,) * 17

@@ -13,8 +13,12 @@ are ``event``.
 file identity is unique per sender/recipient pair and the event list is immutable.
 
 After the last batch the audit totals (CallEventDetailsCount, TotalCharge) are checked
-against the events; a mismatch raises ``DecodeError`` naming both numbers (the records
-have all been yielded by then).
+against the events; a mismatch raises ``DecodeError`` naming both numbers and the
+AuditControlInfo's offset (the records have all been yielded by then). Bytes after the
+top-level element (a second TransferBatch appended, garbage) raise ``DecodeError`` at their
+offset first: a file holds one batch. A file shorter than its top-level element declares
+raises ``DecodeError`` with ``detail["incomplete"]``; a RAP file (ReturnBatch,
+Acknowledgement) raises ``NotUsageFile``: it is settlement's, not usage.
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
+from billing_oss.adapters.formats.completeness import ber_head
 from billing_oss.adapters.formats.options import parse_options
-from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.core.errors import DecodeError, NotUsageFile, Reason
 from billing_oss.core.records import Kind, UsageRecord
 from billing_oss.native._records import ERRORS, RecordBatch
 from billing_oss.native.tap3 import EVENT_NAMES, Tap3Walker
 
 SMS_TELESERVICES = {"T20", "T21", "T22"}
 MAX_RAW = 4096
+RAP_TAGS = {534: "ReturnBatch", 535: "Acknowledgement"}  # TD.32 RapDataInterChange
 
 
 class Tap3File:
@@ -46,11 +52,21 @@ class Tap3File:
         self.source = source
         self.batch_size = batch_size
         self.check_audit: bool = parse_options("tap3", options)["check_audit"]
+        _refuse_rap_and_short(data)
         try:
             self.walker = Tap3Walker(data)
         except ValueError as exc:
-            message, offset = exc.args
+            message, offset = _message_offset(exc)
+            cut = "runs past the end" in message or "without end-of-contents" in message
+            if data[1:2] == b"\x80" and cut:  # indefinite length: only the end tells
+                raise DecodeError(
+                    f"incomplete TAP3 file: indefinite length and no end-of-contents ({message} "
+                    f"at offset {offset}); the bytes stop", offset=len(data),
+                    incomplete=True) from None
             raise DecodeError(f"bad TAP3 file: {message}", offset=offset) from None
+        self._read_header()
+
+    def _read_header(self) -> None:
         w = self.walker
         head = w.batch_control if w.kind == "TransferBatch" else w.notification
         self.sender = _text(head.get("Sender"))
@@ -61,11 +77,13 @@ class Tap3File:
             raise DecodeError(f"bad TAP3 file: TapDecimalPlaces {self.decimal_places!r} "
                               "outside 0..12", offset=0)
         self.currency = _text(w.accounting.get("TapCurrency")) or "SDR"
+        digits = self.file_sequence.isascii() and self.file_sequence.isdigit()
+        declared = w.audit.get("CallEventDetailsCount")
         self.info = FileInfo(
             format="tap3",
-            sequence_number=int(self.file_sequence) if self.file_sequence.isdigit() else None,
+            sequence_number=int(self.file_sequence) if digits else None,
             sender=self.sender, recipient=self.recipient,
-            declared_count=w.audit.get("CallEventDetailsCount"),
+            declared_count=declared if isinstance(declared, int) else None,
             header={"kind": w.kind, "batch_control": w.batch_control or w.notification,
                     "accounting": w.accounting, "network": w.network, "audit": w.audit},
         )
@@ -105,29 +123,51 @@ class Tap3File:
             if out.records or out.problems:
                 yield out
             if error is not None:
-                message, offset = error.args
+                message, offset = _message_offset(error)
                 raise DecodeError(str(message), offset=offset, record_index=index)
+        self._check_trailing(index)
         if self.walker.kind == "TransferBatch" and self.check_audit:
             self._check_audit(index, total)
 
+    def _check_trailing(self, count: int) -> None:
+        """Bytes after the top-level element: a second batch appended, or garbage."""
+        end, size = self.walker.top_end, len(self._data)
+        if end >= size or not any(bytes(self._data[end:min(size, end + 4096)])):
+            return  # nothing, or zero padding
+        what = f"{size - end} bytes after the {self.walker.kind}"
+        try:
+            second = Tap3Walker(self._data[end:])
+            head = second.batch_control if second.kind == "TransferBatch" else (
+                second.notification)
+            seq = _text(head.get("FileSequenceNumber")) or "?"
+            what += f": a second {second.kind} (FileSequenceNumber {seq}) not decoded"
+        except ValueError:
+            what += ": not a TAP3 element"
+        raise DecodeError(f"{what}; the file must hold one batch", offset=end,
+                          record_index=count, trailing=size - end)
+
     def _check_audit(self, count: int, total: int) -> None:
         audit = self.walker.audit
+        at = self.walker.audit_offset
         if not audit:
-            raise DecodeError("TAP3 TransferBatch has no AuditControlInfo", record_index=count)
+            raise DecodeError("TAP3 TransferBatch has no AuditControlInfo: the batch ends",
+                              offset=self.walker.top_end, record_index=count)
         declared = audit.get("CallEventDetailsCount")
         if not isinstance(declared, int | None) or not isinstance(
                 audit.get("TotalCharge"), int | None):
-            raise DecodeError("TAP3 AuditControlInfo is malformed", record_index=count)
+            raise DecodeError("TAP3 AuditControlInfo is malformed", offset=at,
+                              record_index=count)
         if declared is not None and declared != count:
             raise DecodeError(
                 f"audit mismatch: CallEventDetailsCount is {declared} but the file holds "
-                f"{count} call events", record_index=count, expected=declared, actual=count)
+                f"{count} call events (AuditControlInfo)", offset=at, record_index=count,
+                expected=declared, actual=count)
         declared_total = audit.get("TotalCharge")
         if declared_total is not None and declared_total != total:
             raise DecodeError(
                 f"audit mismatch: TotalCharge is {self._scale(declared_total)} but the call "
-                f"events' charges sum to {self._scale(total)}",
-                record_index=count, expected=declared_total, actual=total)
+                f"events' charges sum to {self._scale(total)} (AuditControlInfo)",
+                offset=at, record_index=count, expected=declared_total, actual=total)
 
     def _scale(self, raw: int) -> str:
         return str(Decimal(raw).scaleb(-self.decimal_places))
@@ -181,6 +221,38 @@ class Tap3File:
         )
 
 
+def _message_offset(exc: ValueError) -> tuple[str, int]:
+    """The native walker raises ValueError(message, offset); anything else names offset 0."""
+    if len(exc.args) == 2 and isinstance(exc.args[1], int):
+        return str(exc.args[0]), exc.args[1]
+    return str(exc), 0
+
+
+def _refuse_rap_and_short(data: bytes | mmap.mmap) -> None:
+    """RAP files are the settlement module's; a file cut short is named as incomplete."""
+    parsed = ber_head(bytes(data[:16]))
+    if parsed is None:
+        return  # the walker names the damage
+    tag, hlen, clen = parsed
+    if data[:1] and data[0] & 0xE0 == 0x60 and tag in RAP_TAGS:
+        raise NotUsageFile(f"RAP file: handled by settlement ({RAP_TAGS[tag]}, not usage)")
+    if data[:1] and data[0] & 0xE0 == 0x60 and clen >= 0 and hlen + clen > len(data):
+        raise DecodeError(
+            f"incomplete TAP3 file: its top-level element declares {hlen + clen} bytes and "
+            "the bytes stop", offset=len(data), incomplete=True)
+
+
+def rap_kind(path: Path) -> str | None:
+    """"ReturnBatch" / "Acknowledgement" when ``path`` is a RAP file (TD.32), else None:
+    RAP files travel with TAP files but belong to settlement, not to usage decoding."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    parsed = ber_head(head)
+    if parsed is None or head[0] & 0xE0 != 0x60:
+        return None
+    return RAP_TAGS.get(parsed[0])
+
+
 def _text(value: object) -> str:
     """A header field that should be a string (a damaged file may nest or omit it)."""
     return value if isinstance(value, str) else ""
@@ -199,7 +271,10 @@ def open_tap3(
         raise
 
     def close() -> None:
-        mm.close()
+        try:
+            mm.close()
+        except BufferError:  # a walker built before a header error is still referenced
+            pass  # by the error being raised; the map closes when it is collected
         fh.close()
 
     try:

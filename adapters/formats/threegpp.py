@@ -68,6 +68,7 @@ class Cdr3gppFile:
     ) -> None:
         self._fh = stream
         self.source = source
+        self.size = size
         self.batch_size = batch_size
         framing = parse_options("3gpp", options)["framing"]
         head = stream.read(CHUNK)
@@ -127,16 +128,41 @@ class Cdr3gppFile:
 
     def batches(self) -> Iterator[DecodedBatch]:
         index = 0
-        for native, buf, base in self.native_batches():
-            out = DecodedBatch(first_index=index, records=[])
-            for row in native.rows():
-                if row[3]:
-                    out.problems.append(_problem(row, index, buf, base))
-                else:
-                    out.records.append(to_usage_record(row, self.source))
-                    out.indexes.append(index)
-                index += 1
-            yield out
+        try:
+            for native, buf, base in self.native_batches():
+                out = DecodedBatch(first_index=index, records=[])
+                for row in native.rows():
+                    if row[3]:
+                        out.problems.append(_problem(row, index, buf, base))
+                    else:
+                        out.records.append(to_usage_record(row, self.source))
+                        out.indexes.append(index)
+                    index += 1
+                yield out
+        except DecodeError as exc:
+            short = self._shortfall(index)
+            if short is None:
+                raise
+            error = DecodeError(f"{short} at offset {self.size}: {exc.message}",
+                                record_index=index, incomplete=True)
+            error.offset = error.detail["offset"] = exc.offset  # where the cut record starts
+            raise error from None
+        short = self._shortfall(index)
+        if short is not None:
+            raise DecodeError(short, offset=self.size, record_index=index, incomplete=True)
+
+    def _shortfall(self, seen: int) -> str | None:
+        """What the 32.297 header declares beyond the bytes here, if it does."""
+        if not self.framed:
+            return None
+        length, count = self.info.header["file_length"], self.info.header["cdr_count"]
+        unset = length in (0, self.info.header["header_length"])
+        if not unset and self.size < length:
+            return f"incomplete file: its header declares {length} bytes and the bytes stop"
+        if unset and count and seen < count:
+            return (f"incomplete file: its header declares {count} CDRs, {seen} are here, "
+                    "and the bytes stop")
+        return None
 
 
 def open_3gpp(
@@ -153,7 +179,7 @@ def open_3gpp(
 
 def _problem(row: tuple[Any, ...], index: int, buf: bytes | bytearray, base: int) -> RecordProblem:
     rtype, offset, length, err, err_tag, err_offset = row[:6]
-    name = _NAMES.get(rtype, f"record [{rtype}]")
+    name = _NAMES.get(rtype) or (f"record type [{rtype}]" if rtype >= 0 else "unreadable record")
     detail = f"{name}: {ERRORS[err]}"
     if err_tag:
         detail += f" (field [{err_tag}])"

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from billing_oss.adapters.formats.tap3 import rap_kind
 from billing_oss.core.contract import FileOutcome
 from billing_oss.core.errors import BillingError
 from billing_oss.server.commands.options import (
@@ -111,6 +112,10 @@ async def _ingest_files(args: argparse.Namespace, config: Any, formats: list[str
             if not path.is_file():
                 print(f"billing-oss ingest: {path}: no such file", file=sys.stderr)
                 status = max(status, EXIT_BAD_INPUT)
+                continue
+            if fmt == "tap3" and (rap := rap_kind(path)) is not None:
+                print(f"billing-oss ingest: {path}: RAP file: handled by settlement ({rap}); "
+                      "kept, not ingested", file=sys.stderr)
                 continue
             if args.reprocess:
                 sha, _ = await file_sha256(path)

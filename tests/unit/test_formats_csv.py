@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+from collections.abc import Callable
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from billing_oss.adapters.formats import decode_bytes
+from billing_oss.adapters.formats.csvcdr import ASTERISK_TIME, _parse_time
 from billing_oss.core.errors import Reason
 from tests.conftest import VECTORS
 
@@ -112,3 +118,16 @@ def test_layouts_mix_per_line_and_other_counts_are_problems() -> None:
     assert decoded.records[1].record_key == "1768472400.16:40"
     (problem,) = decoded.problems
     assert problem.offset == 4 and "7 columns" in problem.detail
+
+
+@given(st.text(alphabet="0123456789 -:T.+", min_size=17, max_size=21)
+       | st.datetimes().map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S")))
+def test_fast_time_parse_accepts_what_strptime_accepts(text: str) -> None:
+    def outcome(parse: Callable[[], dt.datetime]) -> dt.datetime | None:
+        try:
+            return parse()
+        except ValueError:
+            return None
+
+    assert outcome(lambda: _parse_time(text, ASTERISK_TIME)) == outcome(
+        lambda: dt.datetime.strptime(text, ASTERISK_TIME))
