@@ -20,6 +20,43 @@ cdef enum:
 cdef enum:
     MAX_DEPTH = 48
 
+# Checked int64 arithmetic: the sum is computed as if with infinite range and the call says
+# whether it fits, so no check relies on signed wraparound (-fwrapv) after the fact.
+cdef extern from *:
+    """
+    static inline int bo_add64(int64_t a, int64_t b, int64_t *out) {
+        return __builtin_add_overflow(a, b, out);
+    }
+    static inline int bo_mul64(int64_t a, int64_t b, int64_t *out) {
+        return __builtin_mul_overflow(a, b, out);
+    }
+    """
+    bint bo_add64(int64_t a, int64_t b, int64_t* out) nogil
+    bint bo_mul64(int64_t a, int64_t b, int64_t* out) nogil
+
+
+cdef inline bint checked_add(int64_t* acc, int64_t v) noexcept nogil:
+    """``acc += v``; False (``acc`` unchanged) when the sum leaves the int64 range."""
+    cdef int64_t total
+    if bo_add64(acc[0], v, &total):
+        return False
+    acc[0] = total
+    return True
+
+
+# The instants ``format_rfc3339`` can print: 0000-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+cdef extern from *:
+    """
+    #define BO_RFC3339_MIN INT64_C(-62167219200)
+    #define BO_RFC3339_MAX INT64_C(253402300799)
+    """
+    const int64_t BO_RFC3339_MIN
+    const int64_t BO_RFC3339_MAX
+
+
+cdef inline bint rfc3339_printable(int64_t t) noexcept nogil:
+    return BO_RFC3339_MIN <= t <= BO_RFC3339_MAX
+
 ctypedef struct Tlv:
     uint32_t tag
     uint8_t cls           # 0 universal, 1 application, 2 context, 3 private
@@ -242,7 +279,8 @@ cdef inline int parse_utc_offset(const uint8_t* b, Py_ssize_t s, Py_ssize_t e, i
 
 
 cdef inline void format_rfc3339(int64_t t, char* out) noexcept nogil:
-    """UTC epoch seconds to "YYYY-MM-DDTHH:MM:SSZ" (21 bytes with the NUL)."""
+    """UTC epoch seconds to "YYYY-MM-DDTHH:MM:SSZ" (21 bytes with the NUL). Only for
+    ``rfc3339_printable(t)``: decoders refuse other instants (R_BAD_TIMESTAMP)."""
     cdef int64_t days = t // 86400
     cdef int64_t secs = t - days * 86400
     cdef int64_t z = days + 719468

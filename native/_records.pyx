@@ -8,13 +8,37 @@ it without touching Python objects. ``rows()`` turns it into tuples (one per rec
 
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 
-from ._ber cimport format_rfc3339
+from ._ber cimport (
+    E_BAD_LENGTH, E_BAD_TAG, E_NO_EOC, E_TOO_DEEP, E_TRUNCATED, format_rfc3339,
+)
 
 ROW_FIELDS = (
     "rtype", "offset", "length", "error", "error_tag", "error_offset", "event_time",
     "seizure_time", "duration", "volume_up", "volume_down", "charge", "charging_id", "seq",
     "cause", "imsi", "msisdn", "calling", "called", "node", "ref", "apn", "service",
 )
+
+# The per-record problem codes of ``_records.pxd`` for Python (``ERRORS[code]`` describes one).
+ERR_OK = R_OK
+ERR_MALFORMED = R_MALFORMED
+ERR_NO_EVENT_TIME = R_NO_EVENT_TIME
+ERR_BAD_TIMESTAMP = R_BAD_TIMESTAMP
+ERR_TOO_LONG = R_TOO_LONG
+ERR_BAD_INTEGER = R_BAD_INTEGER
+ERR_MISSING_FIELD = R_MISSING_FIELD
+ERR_UNSUPPORTED = R_UNSUPPORTED
+ERR_UNKNOWN_UTC_CODE = R_UNKNOWN_UTC_CODE
+ERR_NOT_BER = R_NOT_BER
+ERR_OVERFLOW = R_OVERFLOW
+
+# What the BER reader's E_* codes (``_ber.pxd``) mean, for the decoders' file-level errors.
+BER_ERRORS = {
+    E_TRUNCATED: "element runs past the end of its container",
+    E_BAD_TAG: "tag number too large",
+    E_BAD_LENGTH: "bad length octets",
+    E_TOO_DEEP: "nesting too deep",
+    E_NO_EOC: "indefinite length without end-of-contents",
+}
 
 ERRORS = (
     "ok",

@@ -10,6 +10,7 @@ STATUS_NEED_MORE: int
 STATUS_DONE: int
 STATUS_ERROR: int
 BER_ERRORS: dict[int, str]
+MAX_RECORD_BYTES: int
 
 def decode_cdrs(
     buf: bytes | bytearray | memoryview, pos: int, out: RecordBatch, base: int,

@@ -22,7 +22,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.string cimport strcpy
 
 from ._ber cimport (
-    E_OK, Tlv, copy_hex, copy_text, days_from_civil, read_int, read_tlv, tbcd, valid_civil,
+    E_NO_EOC, E_OK, E_TRUNCATED, Tlv, checked_add, copy_hex, copy_text, days_from_civil, read_int, read_tlv, tbcd,
+    valid_civil,
 )
 from ._records cimport (
     F_ANSWER, F_CALLED, F_CALLING, F_CAUSE, F_CHARGING_ID, F_DURATION, F_IMSI, F_MSISDN,
@@ -132,19 +133,20 @@ def _build_tables():
 
 _build_tables()
 
+cdef enum:
+    # The longest record accepted: what a 32.297 CDR header's 16-bit length can frame. Raw
+    # (unframed) records are held to it too.
+    MAX_RECORD = 65535
+
+MAX_RECORD_BYTES = MAX_RECORD
+
 # decode_cdrs status values
 STATUS_FULL = 0       # batch full: call again from the returned position
 STATUS_NEED_MORE = 1  # buffer ends inside a CDR: append data and call again
 STATUS_DONE = 2       # final buffer consumed
 STATUS_ERROR = -1     # framing damage: nothing after the returned offset is readable
 
-BER_ERRORS = {
-    -1: "element runs past the end of its container",
-    -2: "tag number too large",
-    -3: "bad length octets",
-    -4: "nesting too deep",
-    -5: "indefinite length without end-of-contents",
-}
+from ._records import BER_ERRORS
 
 
 cdef inline int timestamp(const uint8_t* b, Py_ssize_t s, Py_ssize_t e, int64_t* out) noexcept nogil:
@@ -265,11 +267,7 @@ cdef int sum_volumes(const uint8_t* b, Tlv* f, uint32_t up_tag, uint32_t down_ta
                 if read_int(b, x.cstart, x.cend, &v) != 0 or v < 0:
                     bad[0] = q
                     return R_BAD_INTEGER
-                if x.tag == up_tag:
-                    up[0] += v
-                else:
-                    down[0] += v
-                if up[0] < 0 or down[0] < 0:
+                if not checked_add(up if x.tag == up_tag else down, v):
                     bad[0] = q
                     return R_OVERFLOW
             q = x.next
@@ -476,12 +474,21 @@ def decode_cdrs(const uint8_t[::1] buf, Py_ssize_t pos, RecordBatch out, int64_t
                     continue
             else:
                 rc = read_tlv(b, pos, end, &rec, 0)
+                if rc == E_OK and rec.next - pos > MAX_RECORD:
+                    status = -6
+                    break
                 if rc != E_OK:
-                    if final or (rc != -1 and rc != -5):
-                        err = rc
-                        status = -5
-                        break
-                    status = 1
+                    if rc == E_TRUNCATED or rc == E_NO_EOC:
+                        # Wait for more data only while the record could still fit the cap:
+                        # bogus length octets must not pull the rest of the file in.
+                        if end - pos > MAX_RECORD:
+                            status = -6
+                            break
+                        if not final:
+                            status = 1
+                            break
+                    err = rc
+                    status = -5
                     break
                 r.offset = base + pos
                 r.length = <int>(rec.next - pos)
@@ -499,6 +506,10 @@ def decode_cdrs(const uint8_t[::1] buf, Py_ssize_t pos, RecordBatch out, int64_t
             f"({end - pos} bytes left)")
     if status == -5:
         return pos, STATUS_ERROR, f"bad BER record: {BER_ERRORS.get(err, err)}"
+    if status == -6:
+        return pos, STATUS_ERROR, (
+            f"BER record longer than {MAX_RECORD} bytes, the most a CDR can hold: damaged "
+            "length octets, or not a raw 32.298 file")
     return pos, status, None
 
 

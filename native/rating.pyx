@@ -34,31 +34,32 @@ cdef extern from *:
     bint bo_mul128(bo_i128 a, bo_i128 b, bo_i128 *out) nogil
     bint bo_add128(bo_i128 a, bo_i128 b, bo_i128 *out) nogil
 
-# Record status codes (server.rating.native maps them to core.errors.Reason).
-STATUS_OK = 0
-STATUS_UNKNOWN_ACCOUNT = 1
-STATUS_NO_TARIFF = 2
-STATUS_NO_ZONE = 3
-STATUS_NO_RATE = 4
-STATUS_OVERFLOW = 5
-STATUS_BAD_FIELD = 6
-
-# Bytes per record in the ``called`` column: NUL-padded; only the first 18 digits can
-# matter because no prefix is longer.
-CALLED_WIDTH = 20
-MAX_PREFIX_DIGITS = 18
-
 cdef enum:
+    # Record status codes (server.rating.native maps them to core.errors.Reason).
     C_OK = 0
+    C_UNKNOWN_ACCOUNT = 1  # set by the caller, which resolves accounts
     C_NO_TARIFF = 2
     C_NO_ZONE = 3
     C_NO_RATE = 4
     C_OVERFLOW = 5
     C_BAD_FIELD = 6
+    # Bytes per record in the ``called`` column: NUL-padded; only the first 18 digits can
+    # matter because no prefix is longer.
     WIDTH = 20
     DIGITS = 18
     NBUCKETS = 14641  # 11**4: buckets on the first four key digits
     NO_CALLED = -2
+
+# The same codes and sizes for Python, from the one definition above.
+STATUS_OK = C_OK
+STATUS_UNKNOWN_ACCOUNT = C_UNKNOWN_ACCOUNT
+STATUS_NO_TARIFF = C_NO_TARIFF
+STATUS_NO_ZONE = C_NO_ZONE
+STATUS_NO_RATE = C_NO_RATE
+STATUS_OVERFLOW = C_OVERFLOW
+STATUS_BAD_FIELD = C_BAD_FIELD
+CALLED_WIDTH = WIDTH
+MAX_PREFIX_DIGITS = DIGITS
 
 cdef int64_t DAY_US = 86400000000
 

@@ -15,8 +15,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.string cimport memcmp
 
 from ._ber cimport (
-    E_OK, Tlv, ascii_digits, bcd, copy_text, days_from_civil, parse_utc_offset, read_int,
-    read_tlv, valid_civil,
+    E_OK, Tlv, ascii_digits, bcd, checked_add, copy_text, days_from_civil, parse_utc_offset,
+    read_int, read_tlv, rfc3339_printable, valid_civil,
 )
 from ._records cimport (
     F_APN, F_CALLED, F_CALLING, F_CAUSE, F_CHARGE, F_CHARGING_ID, F_DURATION, F_IMSI,
@@ -48,6 +48,8 @@ TAGS = {
     "TeleServiceCode": 218, "BearerServiceCode": 40, "ChargeDetail": 63, "ChargeType": 71,
     "Charge": 62, "SupplServiceCode": 209, "AccessPointNameNI": 261, "CauseForTerm": 58,
 }
+from ._records import BER_ERRORS
+
 EVENT_NAMES = {v: k for k, v in TAGS.items() if v in (9, 10, 11, 12, 14, 17, 297, 433, 434)}
 
 cdef enum:
@@ -128,8 +130,7 @@ cdef int walk(const uint8_t* b, Py_ssize_t s, Py_ssize_t e, uint32_t parent, Out
             if rc:
                 return rc
             if t.tag == T_CHARGE_DETAIL and c.cd_total and c.cd_has_charge:
-                r.charge += c.cd_charge
-                if (c.cd_charge > 0 and r.charge < 0) or (c.cd_charge < 0 and r.charge > 0 and r.charge - c.cd_charge < 0):
+                if not checked_add(&r.charge, c.cd_charge):
                     c.bad = t.start
                     return R_OVERFLOW
             continue
@@ -176,11 +177,7 @@ cdef int walk(const uint8_t* b, Py_ssize_t s, Py_ssize_t e, uint32_t parent, Out
         elif t.tag == T_VOL_IN or t.tag == T_VOL_OUT:
             if read_int(b, t.cstart, t.cend, &v) != 0 or v < 0:
                 return R_BAD_INTEGER
-            if t.tag == T_VOL_IN:
-                r.vol_down += v
-            else:
-                r.vol_up += v
-            if r.vol_down < 0 or r.vol_up < 0:
+            if not checked_add(&r.vol_down if t.tag == T_VOL_IN else &r.vol_up, v):
                 return R_OVERFLOW
             r.flags |= F_VOLUME
         elif t.tag == T_CHARGING_ID:
@@ -379,6 +376,10 @@ cdef class Tap3Walker:
             r.err_tag = T_UTC_CODE
             return
         r.event_time -= self.offset_min[code] * 60
+        if not rfc3339_printable(r.event_time):
+            r.err = R_BAD_TIMESTAMP
+            r.err_tag = T_LOCAL_TS
+            return
         r.flags |= F_TIME
 
 
@@ -394,10 +395,4 @@ def _offset_minutes(text):
 
 
 def _ber_error(rc):
-    return {
-        -1: "element runs past the end of its container",
-        -2: "tag number too large",
-        -3: "bad length octets",
-        -4: "nesting too deep",
-        -5: "indefinite length without end-of-contents",
-    }.get(rc, rc)
+    return BER_ERRORS.get(rc, rc)

@@ -14,6 +14,7 @@ from pyasn1.error import PyAsn1Error
 
 from billing_oss.adapters.formats import ber_text
 from billing_oss.adapters.formats.asn1_3gpp import RECORD_CLASSES, CallEventRecord
+from billing_oss.native import cdr3gpp
 
 # per-record problem codes, same values as native/_records.pxd
 R_MALFORMED, R_NO_EVENT_TIME, R_BAD_TIMESTAMP, R_BAD_INTEGER = 1, 2, 3, 5
@@ -53,6 +54,8 @@ def decode_records(data: bytes, *, framed: bool, start: int = 0) -> tuple[list[R
             length = _tlv_length(data, pos)
             if length is None:
                 return rows, "bad BER record"
+            if length > cdr3gpp.MAX_RECORD_BYTES:
+                return rows, f"BER record longer than {cdr3gpp.MAX_RECORD_BYTES} bytes"
             rows.append(_row(data[pos : pos + length], pos, length))
             pos += length
 

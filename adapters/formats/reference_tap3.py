@@ -17,6 +17,18 @@ from pyasn1.type import univ
 
 from billing_oss.adapters.formats import ber_text
 from billing_oss.adapters.formats.asn1_tap3 import DataInterChange
+from billing_oss.native._records import (
+    ERR_BAD_TIMESTAMP,
+    ERR_NO_EVENT_TIME,
+    ERR_OVERFLOW,
+    ERR_TOO_LONG,
+    ERR_UNKNOWN_UTC_CODE,
+)
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# The instants an RFC 3339 timestamp can name with a 4-digit year.
+RFC3339_MIN, RFC3339_MAX = -62167219200, 253402300799
+_DAYS_400_YEARS = 146097
 
 _EVENT_TAGS = {"mobileOriginatedCall": 9, "mobileTerminatedCall": 10,
                "supplServiceEvent": 11, "gprsCall": 14}
@@ -87,16 +99,30 @@ def _local_seconds(raw: bytes) -> int | None:
         return None
     y, mo, d, h, mi, s = (int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]),
                           int(t[10:12]), int(t[12:14]))
+    # Year 0000 is valid to the native decoder; ``datetime`` and ``calendar`` start at year 1,
+    # and 400 years on the Gregorian calendar repeats.
+    shift = 400 if y == 0 else 0
     try:
-        dt.datetime(y, mo, d, h, mi, s)
+        dt.datetime(y + shift, mo, d, h, mi, s)
     except ValueError:
         return None
-    return calendar.timegm((y, mo, d, h, mi, s))
+    return calendar.timegm((y + shift, mo, d, h, mi, s)) - (_DAYS_400_YEARS * 86400 if shift else 0)
 
 
-def _charges(info: dict[str, Any]) -> int:
-    return sum(d.get("charge", 0) for d in info.get("chargeDetailList", [])
-               if d.get("chargeType") == b"00" and "charge" in d)
+def _charges(info: dict[str, Any]) -> list[int]:
+    return [d["charge"] for d in info.get("chargeDetailList", [])
+            if d.get("chargeType") == b"00" and "charge" in d]
+
+
+def _total(charges: list[int]) -> int | None:
+    """The charges summed in file order; None when a running sum leaves int64, as the
+    native decoder's checked additions report it."""
+    total = 0
+    for charge in charges:
+        total += charge
+        if not INT64_MIN <= total <= INT64_MAX:
+            return None
+    return total
 
 
 def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
@@ -104,7 +130,7 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
     rtype = _EVENT_TAGS[name]
     imsi = msisdn = calling = called = apn = service = ss_code = None
     duration = up = down = charging_id = cause = None
-    charge = 0
+    charges: list[int] = []
     bad_text = False  # text the native decoder refuses (not printable ASCII): R_TOO_LONG
     if name == "gprsCall":
         bci = ev.get("gprsBasicCallInformation", {})
@@ -112,7 +138,7 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
         used = ev.get("gprsServiceUsed", {})
         if "dataVolumeIncoming" in used or "dataVolumeOutgoing" in used:
             up, down = used.get("dataVolumeOutgoing", 0), used.get("dataVolumeIncoming", 0)
-        charge = sum(_charges(i) for i in used.get("chargeInformationList", []))
+        charges = [c for i in used.get("chargeInformationList", []) for c in _charges(i)]
         apn_b = bci.get("gprsDestination", {}).get("accessPointNameNI")
         apn = _printable(apn_b) if apn_b is not None else None
         bad_text = apn_b is not None and apn is None
@@ -123,7 +149,7 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
         used = ev.get("supplServiceUsed", {})
         ss_code = _printable(used["supplServiceCode"]) if "supplServiceCode" in used else None
         bad_text = "supplServiceCode" in used and ss_code is None
-        charge = _charges(used.get("chargeInformation", {}))
+        charges = _charges(used.get("chargeInformation", {}))
         start = None
         bci = {}
         fallback = used.get("chargingTimeStamp")
@@ -137,7 +163,7 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
         used_list = ev.get("basicServiceUsedList", [])
         for used in used_list:
             for info in used.get("chargeInformationList", []):
-                charge += _charges(info)
+                charges += _charges(info)
         codes = [u["basicService"]["serviceCode"] for u in used_list
                  if "serviceCode" in u.get("basicService", {})]
         if codes:
@@ -157,16 +183,23 @@ def _row(event: dict[str, Any], offsets: dict[int, int]) -> tuple[Any, ...]:
     msisdn = bcd(sim["msisdn"]) if "msisdn" in sim else None
     stamp = start if start is not None else fallback
     err, event_time = 0, None
+    charge = _total(charges)
     if bad_text:
-        err = 4
+        err = ERR_TOO_LONG
+    elif charge is None:
+        err = ERR_OVERFLOW
     elif stamp is None or "localTimeStamp" not in stamp:
-        err = 2
+        err = ERR_NO_EVENT_TIME
     elif stamp.get("utcTimeOffsetCode") not in offsets:
-        err = 8
+        err = ERR_UNKNOWN_UTC_CODE
     elif (local := _local_seconds(stamp["localTimeStamp"])) is None:
-        err = 3
+        err = ERR_BAD_TIMESTAMP
     else:
-        event_time = ber_text.rfc3339(local - offsets[stamp["utcTimeOffsetCode"]] * 60)
+        utc = local - offsets[stamp["utcTimeOffsetCode"]] * 60
+        if RFC3339_MIN <= utc <= RFC3339_MAX:
+            event_time = ber_text.rfc3339(utc)
+        else:
+            err = ERR_BAD_TIMESTAMP
     if err:
         return (rtype, None, None, err, None, None) + (None,) * 17
     return (rtype, None, None, 0, 0, None, event_time, None, duration, up, down, charge,

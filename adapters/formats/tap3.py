@@ -34,7 +34,7 @@ from billing_oss.adapters.formats.completeness import ber_head
 from billing_oss.adapters.formats.options import parse_options
 from billing_oss.core.errors import DecodeError, NotUsageFile, Reason
 from billing_oss.core.records import Kind, UsageRecord
-from billing_oss.native._records import ERRORS, RecordBatch
+from billing_oss.native._records import ERR_MALFORMED, ERRORS, RecordBatch
 from billing_oss.native.tap3 import EVENT_NAMES, Tap3Walker
 
 SMS_TELESERVICES = {"T20", "T21", "T22"}
@@ -179,7 +179,7 @@ class Tap3File:
             detail += f" (tag [APPLICATION {err_tag}])"
         detail += f" at offset {err_offset}"
         raw = bytes(self._data[offset : offset + min(length, MAX_RAW)])
-        reason = Reason.MALFORMED if err == 1 else Reason.BAD_FIELD
+        reason = Reason.MALFORMED if err == ERR_MALFORMED else Reason.BAD_FIELD
         return RecordProblem(index=index, offset=offset, reason=reason, detail=detail, raw=raw)
 
     def to_usage_record(self, row: tuple[Any, ...], index: int) -> UsageRecord:

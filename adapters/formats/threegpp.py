@@ -20,8 +20,8 @@ causeForTerm / causeForRecClosing.
          (``attrs["merge_key"]``) and differ by ``partial_seq``.
 
 Partial records (a sequence number is present) carry ``attrs["partial_last"]``: false when
-the closing cause says more parts follow (calls: partialRecord,
-partialRecordCallReestablishment; packet: volumeLimit .. aPNAMBRChange, 16-26).
+the closing cause says more parts follow (``core.closing_causes``: calls partialRecord,
+partialRecordCallReestablishment; packet volumeLimit .. aPNAMBRChange, 16-26).
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from typing import IO, Any
 
 from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
 from billing_oss.adapters.formats.options import parse_options
+from billing_oss.core.closing_causes import BEARER_PARTIAL, CALL_PARTIAL
 from billing_oss.core.errors import DecodeError, Reason
 from billing_oss.core.records import UsageRecord
+from billing_oss.native import _records as native_records
 from billing_oss.native import cdr3gpp
 from billing_oss.native._records import ERRORS, RecordBatch
 
@@ -41,12 +43,8 @@ CHUNK = 1 << 22  # bytes read per step
 MAX_RAW = 256  # bytes of a bad record kept for suspense
 _NAMES = cdr3gpp.RECORD_TYPES
 _SHORT = {0: "moCall", 1: "mtCall", 6: "moSMS", 7: "mtSMS", 78: "sGW", 79: "pGW"}
-# causeForTerm (calls) / causeForRecClosing (packet) values that mean "more parts follow"
-_CS_PARTIAL = frozenset({1, 2})  # partialRecord, partialRecordCallReestablishment
-_PS_PARTIAL = frozenset(range(16, 27))  # volumeLimit .. aPNAMBRChange
-_REASON_BY_ERROR = {
-    1: Reason.MALFORMED, 7: Reason.MALFORMED, 9: Reason.MALFORMED,
-}
+_MALFORMED_ERRORS = frozenset({native_records.ERR_MALFORMED, native_records.ERR_UNSUPPORTED,
+                               native_records.ERR_NOT_BER})
 
 
 def detect_framing(head: bytes, file_size: int) -> bool:
@@ -186,7 +184,7 @@ def _problem(row: tuple[Any, ...], index: int, buf: bytes | bytearray, base: int
     detail += f" at offset {err_offset}"
     start = offset - base
     raw = bytes(buf[start : start + min(length, MAX_RAW)]) if 0 <= start < len(buf) else b""
-    reason = _REASON_BY_ERROR.get(err, Reason.BAD_FIELD)
+    reason = Reason.MALFORMED if err in _MALFORMED_ERRORS else Reason.BAD_FIELD
     return RecordProblem(index=index, offset=offset, reason=reason, detail=detail, raw=raw)
 
 
@@ -205,7 +203,7 @@ def to_usage_record(row: tuple[Any, ...], source: str) -> UsageRecord:
         if seizure_time is not None:
             attrs["seizure_time"] = seizure_time
         if seq is not None:
-            attrs["partial_last"] = cause not in _CS_PARTIAL
+            attrs["partial_last"] = cause not in CALL_PARTIAL
         if rtype == 0:
             calling = calling if calling is not None else msisdn
         else:
@@ -232,7 +230,7 @@ def to_usage_record(row: tuple[Any, ...], source: str) -> UsageRecord:
     attrs["node"] = node
     if seq is not None:
         attrs["merge_key"] = f"{short}:{node}:{charging_id}"
-        attrs["partial_last"] = cause not in _PS_PARTIAL
+        attrs["partial_last"] = cause not in BEARER_PARTIAL
     if apn is not None:
         attrs["apn"] = apn
     return UsageRecord(

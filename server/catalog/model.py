@@ -110,7 +110,7 @@ class Plan:
 @dataclass(frozen=True, slots=True)
 class Account:
     id: str
-    tariff_id: str
+    tariff_id: str | None  # None: on no tariff (records are NO_TARIFF)
     # Subscription history. Empty: always on ``tariff_id`` (a catalog file's account).
     plans: tuple[Plan, ...] = ()
 

@@ -16,7 +16,11 @@ Rules beyond DESIGN.md §5's text, chosen here and relied on by both raters:
   matching entry in file order wins.
 - Rates: ``zone``/``band`` name a defined zone/band or ``"*"``; a kind × zone × band is
   given once. ``rounding.decimals`` is 0..6 (amounts are stored with 6 decimals).
-- ``effective_from`` is RFC 3339 with an offset, unique within its tariff.
+- ``effective_from`` is RFC 3339 with an offset, unique within its tariff. A tariff may have
+  no version yet (versions are published later; its records are ``NO_TARIFF`` until then).
+- An account's ``tariff`` is optional (no tariff: its records are ``NO_TARIFF``); a
+  ``product`` needs a tariff.
+- ``currency`` defaults to EUR.
 - The billing sections (``products``, ``tax_rates``, ``discounts``) follow
   ``server.catalog.billing``; an account's ``product`` names one of the file's products.
 """
@@ -47,6 +51,7 @@ from billing_oss.server.catalog.model import (
     TariffVersion,
 )
 from billing_oss.server.catalog.schema import (
+    MAX_PREFIX_DIGITS,
     BandDef,
     CatalogFile,
     RateDef,
@@ -55,7 +60,6 @@ from billing_oss.server.catalog.schema import (
     VersionDef,
 )
 
-MAX_PREFIX_DIGITS = 18
 MAX_DENOMINATOR = 2**62
 MAX_STEP_FIELD = 2**62
 _TIME_RE = re.compile(r"^(\d\d):(\d\d)(?::(\d\d))?$")
@@ -64,6 +68,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def validate_catalog(catalog: CatalogFile) -> Catalog:
     tariffs = validate_tariffs(catalog.tariffs, catalog.currency)
+    declared = {t.id for t in catalog.tariffs}
     billing = check_sections(catalog.products, catalog.tax_rates, catalog.discounts,
                              catalog.currency)
     products = {p.product_id for p in billing.products}
@@ -74,11 +79,14 @@ def validate_catalog(catalog: CatalogFile) -> Catalog:
         if account.id in seen_accounts:
             raise CatalogError(f"{path}.id", f"account {account.id} is defined twice")
         seen_accounts.add(account.id)
-        if account.tariff not in tariffs:
+        if account.tariff is not None and account.tariff not in declared:
             raise CatalogError(f"{path}.tariff", f"tariff {account.tariff!r} is not defined")
         if account.product is not None and account.product not in products:
             raise CatalogError(f"{path}.product", f"product {account.product!r} is not defined")
-        owner = Account(account.id, account.tariff)
+        if account.product is not None and account.tariff is None:
+            raise CatalogError(f"{path}.product", "a subscription needs a tariff too")
+        # On a tariff with no version yet: nothing to rate by, as with no tariff at all.
+        owner = Account(account.id, account.tariff if account.tariff in tariffs else None)
         for i_index, identifier in enumerate(account.identifiers):
             previous = identifiers.get(identifier)
             if previous is not None:
@@ -116,12 +124,16 @@ def build_catalog(
 
 
 def validate_tariffs(tariffs: Sequence[TariffDef], currency: str) -> dict[str, Tariff]:
+    """The tariffs that can rate (those with a version), checked."""
     checked: dict[str, Tariff] = {}
+    seen: set[str] = set()
     for t_index, tariff in enumerate(tariffs):
         path = f"tariffs[{t_index}]"
-        if tariff.id in checked:
+        if tariff.id in seen:
             raise CatalogError(f"{path}.id", f"tariff {tariff.id} is defined twice")
-        checked[tariff.id] = validate_tariff(tariff, path, currency)
+        seen.add(tariff.id)
+        if tariff.versions:
+            checked[tariff.id] = validate_tariff(tariff, path, currency)
     return checked
 
 
@@ -135,8 +147,6 @@ def validate_tariff(tariff: TariffDef, path: str, currency: str) -> Tariff:
                 f"another version of tariff {tariff.id} is effective {checked.effective_from}",
             )
         versions[checked.effective_us] = checked
-    if not versions:
-        raise CatalogError(f"{path}.versions", "a tariff needs at least one version")
     ordered = tuple(versions[key] for key in sorted(versions))
     return Tariff(tariff.id, tariff.currency or currency, ordered)
 

@@ -6,16 +6,14 @@ There is no route that edits a version: a correction is a new version (a new
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from aiohttp import web
 
+from billing_oss.server.catalog.schema import CatalogFile, VersionDef
 from billing_oss.server.http.auth import actor
-from billing_oss.server.http.catalog_schema import (
-    CatalogIn,
-    TariffVersionIn,
-    check_catalog,
-    check_version,
-)
+from billing_oss.server.http.catalog_schema import check_catalog, check_version
 from billing_oss.server.http.keys import POOL
 from billing_oss.server.http.pagination import ListQuery, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
@@ -45,10 +43,12 @@ class VersionPage(msgspec.Struct, frozen=True):
 
 
 async def upload_catalog(request: web.Request) -> web.Response:
-    body = await decode_body(request, CatalogIn)
+    body = await decode_body(request, CatalogFile)
     billing = check_catalog(body)
+    # What is stored is what was sent, as `catalog load` stores its file: the same catalog
+    # gives the same rows (and version digests) on both paths.
     loaded = await tariffs_repo.upload_catalog(
-        request.app[POOL], actor(request), msgspec.to_builtins(body), billing)
+        request.app[POOL], actor(request), await _as_sent(request), billing)
     return reply(loaded, status=201 if loaded.changed else 200)
 
 
@@ -77,10 +77,10 @@ async def list_versions(request: web.Request) -> web.Response:
 
 async def publish_version(request: web.Request) -> web.Response:
     path = decode_path(request, TariffPath)
-    body = await decode_body(request, TariffVersionIn)
-    check_version(body, "$", path.tariff_id)
+    body = await decode_body(request, VersionDef)
+    check_version(body, path.tariff_id)
     published = await tariffs_repo.publish(
-        request.app[POOL], actor(request), path.tariff_id, msgspec.to_builtins(body))
+        request.app[POOL], actor(request), path.tariff_id, await _as_sent(request))
     return reply(published.version, status=201 if published.created else 200)
 
 
@@ -89,12 +89,18 @@ async def get_version(request: web.Request) -> web.Response:
     return reply(await tariffs_repo.version(request.app[POOL], path.tariff_id, path.version_id))
 
 
+async def _as_sent(request: web.Request) -> dict[str, Any]:
+    """The JSON body as sent (already decoded and checked against its type)."""
+    sent: dict[str, Any] = msgspec.json.decode(await request.read())
+    return sent
+
+
 def register(api: Api) -> None:
     tag = "tariffs"
     api.add("POST", "/v1/tariffs", upload_catalog,
             summary="Upload a catalog: tariffs, versions, accounts, products, tax rates, "
             "discounts (201 if anything was added or changed)",
-            tag=tag, request=CatalogIn, response=CatalogLoaded, status=201,
+            tag=tag, request=CatalogFile, response=CatalogLoaded, status=201,
             roles=("operator",), also=(200,), errors=(409,))
     api.add("GET", "/v1/tariffs", list_tariffs, summary="List tariffs", tag=tag,
             query=ListQuery, response=TariffPage, roles=("viewer",))
@@ -105,7 +111,7 @@ def register(api: Api) -> None:
             query=ListQuery, response=VersionPage, roles=("viewer",))
     api.add("POST", "/v1/tariffs/{tariff_id}/versions", publish_version,
             summary="Publish a version (the same content again: 200, no change)", tag=tag,
-            params=TariffPath, request=TariffVersionIn, response=TariffVersion, status=201,
+            params=TariffPath, request=VersionDef, response=TariffVersion, status=201,
             roles=("operator",), also=(200,), errors=(409,))
     api.add("GET", "/v1/tariffs/{tariff_id}/versions/{version_id}", get_version,
             summary="Read one version with its definition", tag=tag, params=VersionPath,

@@ -80,7 +80,10 @@ def test_cli_reads_a_file_and_reports_catalog_errors(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["amount"] == "0.3017"
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"currency": "EUR", "tariffs": [{"id": "x", "versions": []}]}))
+    version = {"effective_from": "2026-01-01T00:00:00Z", "timezone": "UTC", "rates": [
+        {"kind": "voice", "zone": "nowhere", "band": "*",
+         "steps": [{"from": 0, "price": "0.01", "unit": 60, "increment": 1}]}]}
+    bad.write_text(json.dumps({"currency": "EUR", "tariffs": [{"id": "x", "versions": [version]}]}))
     run = subprocess.run(
         [sys.executable, "-m", "billing_oss", "rate", "--catalog", str(bad), "--records", "-"],
         input="",
@@ -89,7 +92,7 @@ def test_cli_reads_a_file_and_reports_catalog_errors(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 2
-    assert "tariffs[0].versions" in run.stderr
+    assert "tariffs[0].versions[0].rates[0].zone" in run.stderr
 
 
 @pytest.mark.parametrize("factory", [ReferenceRater, NativeRater], ids=["reference", "native"])

@@ -202,6 +202,27 @@ def test_truncated_file_reports_offset_and_keeps_records(decode: Callable[..., R
     assert len(rows) == 9 and message is not None
 
 
+def test_a_raw_record_longer_than_a_cdr_can_be_stops_the_walk_at_once() -> None:
+    """Length octets claiming 2**40 bytes: the walk must fail there, not ask for more data
+    until the end of the file (the reader would re-copy its growing window each time)."""
+    bogus = bytes([0xA0, 0x85, 0x01, 0x00, 0x00, 0x00, 0x00]) + bytes(100_000)
+    batch = RecordBatch(4)
+    pos, status, message = cdr3gpp.decode_cdrs(bogus, 0, batch, 0, False, False)
+    assert (pos, status) == (0, cdr3gpp.STATUS_ERROR)
+    assert message is not None and str(cdr3gpp.MAX_RECORD_BYTES) in message
+    # Short of the cap, a record that does not fit yet still waits for more data.
+    pos, status, _ = cdr3gpp.decode_cdrs(bogus[:1000], 0, batch, 0, False, False)
+    assert status == cdr3gpp.STATUS_NEED_MORE
+
+
+def test_a_whole_raw_record_over_the_cap_is_refused(decode: Callable[..., Rows]) -> None:
+    # [0] { OCTET STRING of 65535 zeros }: 65539 content octets, complete in the buffer.
+    big = bytes([0xA0, 0x83, 0x01, 0x00, 0x03, 0x04, 0x82, 0xFF, 0xFF]) + bytes(65535)
+    rows, message = decode(big, framed=False)
+    assert rows == [] and message is not None
+    assert str(cdr3gpp.MAX_RECORD_BYTES) in message
+
+
 def test_streams_across_window_boundaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     from billing_oss.adapters.formats import open_file, threegpp
 

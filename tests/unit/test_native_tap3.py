@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,44 @@ from billing_oss.adapters.formats import decode_bytes, open_file
 from billing_oss.adapters.formats.asn1_tap3 import TransferBatch
 from billing_oss.adapters.formats.reference_tap3 import decode_events
 from billing_oss.core.errors import DecodeError
-from billing_oss.native._records import RecordBatch
+from billing_oss.native._records import (
+    ERR_BAD_TIMESTAMP,
+    ERR_OVERFLOW,
+    ERR_UNKNOWN_UTC_CODE,
+    ROW_FIELDS,
+    RecordBatch,
+)
 from billing_oss.native.tap3 import TAGS, Tap3Walker
 from tests.conftest import VECTORS
 from tests.generators.tap3_files import fast_tap3_file, sample_events, tap3_file
 
 VALID = ["tap_3_12_valid.ber", "tap_3_12_valid_most_indef.ber",
          "tap_3_12_valid_some_cdr_indefinite.ber"]
+Rows = list[dict[str, Any]]
+
+
+def native_rows(data: bytes) -> list[tuple[Any, ...]]:
+    walker = Tap3Walker(data)
+    batch = RecordBatch(8)
+    rows: list[tuple[Any, ...]] = []
+    more = True
+    while more:
+        batch.clear()
+        more = walker.next_batch(batch)
+        rows.extend(batch.rows())
+    return rows
+
+
+TWINS: dict[str, Callable[[bytes], list[tuple[Any, ...]]]] = {
+    "native": native_rows, "reference": decode_events,
+}
+
+
+@pytest.fixture(params=list(TWINS))
+def decode(request: pytest.FixtureRequest) -> Callable[[bytes], Rows]:
+    """Each example below runs on both twins: the C walker and the pyasn1 reference."""
+    twin = TWINS[request.param]
+    return lambda data: [dict(zip(ROW_FIELDS, row, strict=True)) for row in twin(data)]
 
 
 def _utc(local: str, offset: str) -> str:
@@ -61,6 +93,23 @@ def expected_from_xml() -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("name", VALID)
+def test_libxfsx_vector_events_on_both_twins(name: str, decode: Callable[[bytes], Rows]) -> None:
+    rows = decode((VECTORS / name).read_bytes())
+    expected = expected_from_xml()
+    assert len(rows) == len(expected) == 4
+    for row, exp in zip(rows, expected, strict=True):
+        assert row["error"] == 0
+        assert row["rtype"] == TAGS[exp["tag"]]
+        assert row["imsi"] == exp["imsi"]
+        assert row["event_time"] == exp["event_time"]
+        assert str(Decimal(row["charge"]).scaleb(-3)) == exp["charge"]
+        if exp["tag"] in ("MobileOriginatedCall", "MobileTerminatedCall"):
+            assert row["duration"] == exp["duration"]
+        if exp["tag"] == "GprsCall":
+            assert (row["volume_up"], row["volume_down"]) == (int(exp["up"]), int(exp["down"]))
+
+
+@pytest.mark.parametrize("name", VALID)
 def test_libxfsx_vectors_decode_to_their_xml_values(name: str) -> None:
     decoded = decode_bytes("tap3", (VECTORS / name).read_bytes(), source="roam")
     expected = expected_from_xml()
@@ -83,6 +132,14 @@ def test_libxfsx_vectors_decode_to_their_xml_values(name: str) -> None:
     # The vector's audit total (2300) does not match its events (71200): a clear error.
     assert isinstance(decoded.error, DecodeError)
     assert "2.300" in decoded.error.message and "71.200" in decoded.error.message
+
+
+def test_indefinite_variants_give_the_same_rows(decode: Callable[[bytes], Rows]) -> None:
+    def values(name: str) -> Rows:  # the positions differ with the length forms
+        return [{k: v for k, v in row.items() if k not in ("offset", "length", "error_offset")}
+                for row in decode((VECTORS / name).read_bytes())]
+    first = values(VALID[0])
+    assert all(values(n) == first for n in VALID[1:])
 
 
 def test_indefinite_variants_give_the_same_records() -> None:
@@ -119,6 +176,67 @@ def test_audit_count_mismatch_names_both_numbers() -> None:
     assert len(decoded.records) == 3
     assert decoded.error is not None
     assert "5" in decoded.error.message and "3 call events" in decoded.error.message
+
+
+SMS = {"type": "moc", "imsi": "208010000000001", "msisdn": "33611111111",
+       "called": "33622222222", "start": "20260115112030", "utc_code": 2,
+       "duration": 0, "teleservice": "22", "charges": [("00", 1234), ("01", 99)]}
+
+
+def test_sms_event_on_both_twins(decode: Callable[[bytes], Rows]) -> None:
+    (row,) = decode(tap3_file([SMS], decimal_places=2, utc_offsets={2: "+0100"}))
+    assert (row["error"], row["charge"], row["service"]) == (0, 1234, "T22")
+    assert row["event_time"] == "2026-01-15T10:20:30Z"
+    assert (row["calling"], row["called"]) == (None, "33622222222")
+
+
+def test_charges_of_both_signs_sum_on_both_twins(decode: Callable[[bytes], Rows]) -> None:
+    """−100 then +50 is −50: the running sum's sign changing is no overflow."""
+    refund = {**SMS, "charges": [("00", -100), ("00", 50)]}
+    (row,) = decode(tap3_file([refund], utc_offsets={2: "+0100"}))
+    assert (row["error"], row["charge"]) == (0, -50)
+    back = {**SMS, "charges": [("00", 100), ("00", -150)]}
+    (row,) = decode(tap3_file([back], utc_offsets={2: "+0100"}))
+    assert (row["error"], row["charge"]) == (0, -50)
+
+
+@pytest.mark.parametrize("charges", [
+    [("00", 2**63 - 1), ("00", 1)],
+    [("00", 1 - 2**63), ("00", -2)],
+    [("00", 2**62), ("00", 2**62), ("00", -5)],
+])
+def test_charges_beyond_int64_are_an_overflow_on_both_twins(
+    charges: list[tuple[str, int]], decode: Callable[[bytes], Rows]
+) -> None:
+    (row,) = decode(tap3_file([{**SMS, "charges": charges}], utc_offsets={2: "+0100"}))
+    assert row["error"] == ERR_OVERFLOW
+
+
+@pytest.mark.parametrize(("start", "offset"), [("00000101000000", "+0100"),
+                                               ("99991231233000", "-0100")])
+def test_start_times_rfc3339_cannot_print_are_refused_on_both_twins(
+    start: str, offset: str, decode: Callable[[bytes], Rows]
+) -> None:
+    (row,) = decode(tap3_file([{**SMS, "start": start}], utc_offsets={2: offset}))
+    assert row["error"] == ERR_BAD_TIMESTAMP
+
+
+@pytest.mark.parametrize(("start", "offset", "utc"), [
+    ("00000101010000", "+0100", "0000-01-01T00:00:00Z"),
+    ("99991231225959", "-0100", "9999-12-31T23:59:59Z"),
+])
+def test_the_first_and_last_printable_instants_decode_on_both_twins(
+    start: str, offset: str, utc: str, decode: Callable[[bytes], Rows]
+) -> None:
+    (row,) = decode(tap3_file([{**SMS, "start": start}], utc_offsets={2: offset}))
+    assert (row["error"], row["event_time"]) == (0, utc)
+
+
+def test_unknown_utc_code_on_both_twins(decode: Callable[[bytes], Rows]) -> None:
+    events = sample_events(3)
+    events[1] = {**events[1], "utc_code": 9}
+    rows = decode(tap3_file(events))
+    assert [r["error"] for r in rows] == [0, ERR_UNKNOWN_UTC_CODE, 0]
 
 
 def test_sms_and_charge_scaling() -> None:
