@@ -15,10 +15,11 @@ from pyasn1.error import PyAsn1Error
 from billing_oss.adapters.formats import ber_text
 from billing_oss.adapters.formats.asn1_3gpp import RECORD_CLASSES, CallEventRecord
 from billing_oss.native import cdr3gpp
-
-# per-record problem codes, same values as native/_records.pxd
-R_MALFORMED, R_NO_EVENT_TIME, R_BAD_TIMESTAMP, R_BAD_INTEGER = 1, 2, 3, 5
-R_MISSING_FIELD, R_UNSUPPORTED = 6, 7
+from billing_oss.native._records import ERR_BAD_TIMESTAMP as R_BAD_TIMESTAMP
+from billing_oss.native._records import ERR_MALFORMED as R_MALFORMED
+from billing_oss.native._records import ERR_NO_EVENT_TIME as R_NO_EVENT_TIME
+from billing_oss.native._records import ERR_NOT_BER as R_NOT_BER
+from billing_oss.native._records import ERR_UNSUPPORTED as R_UNSUPPORTED
 
 _TAG_BY_NAME = {name: n for name, (n, _) in RECORD_CLASSES.items()}
 # pyasn1 itself fails on some malformed input with these instead of PyAsn1Error
@@ -47,7 +48,7 @@ def decode_records(data: bytes, *, framed: bool, start: int = 0) -> tuple[list[R
                 return rows, f"CDR length {clen} runs past the end of the file"
             rstart, pos = pos + hdr, pos + hdr + clen
             if data[rstart - hdr + 3] >> 5 != 1:
-                rows.append(_error_row(-1, rstart, clen, 9))
+                rows.append(_error_row(-1, rstart, clen, R_NOT_BER))
                 continue
             rows.append(_row(data[rstart:pos], rstart, clen))
         else:
