@@ -47,3 +47,38 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
 def decode(type: str, payload: bytes) -> DomainEvent:
     """A stored payload back into its registered type (``KeyError`` for an unknown type)."""
     return msgspec.json.decode(payload, type=REGISTRY[type])
+
+
+# --- collections (server/collections) -------------------------------------------------------
+
+class PaymentReceived(DomainEvent, frozen=True, kw_only=True):
+    event_type: ClassVar[str] = "payment.received"
+    event_version: ClassVar[int] = 1
+    payment_id: int
+    amount: str  # decimal string
+    currency: str
+    received_on: str  # ISO date
+    method: str
+    allocated: str  # how much went to open items at once
+
+
+class PaymentRefunded(DomainEvent, frozen=True, kw_only=True):
+    event_type: ClassVar[str] = "payment.refunded"
+    event_version: ClassVar[int] = 1
+    payment_id: int
+    amount: str
+    currency: str
+    refunded_on: str
+    reason: str
+
+
+class PaymentReversed(DomainEvent, frozen=True, kw_only=True):
+    """A payment that bounced or was returned (R-transaction): its invoices are open again."""
+
+    event_type: ClassVar[str] = "payment.reversed"
+    event_version: ClassVar[int] = 1
+    payment_id: int
+    amount: str
+    currency: str
+    reversed_on: str
+    reason: str  # the bank's return reason code (AC04, AM04, MD06...) or the operator's

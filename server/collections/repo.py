@@ -1,0 +1,269 @@
+"""Every SQL statement of the collections package (asyncpg, parameterised).
+
+Writers run inside the caller's transaction after ``lock`` has serialised the account's
+receivables; readers take a connection or a pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from billing_oss.server.collections.model import Allocation, Entry, Payment
+from billing_oss.server.store.pool import Connection
+
+Db: TypeAlias = "Connection | asyncpg.Pool"
+
+_PAYMENT = (
+    "SELECT p.account_id, p.payment_id, p.amount_micros, p.currency, p.received_on, p.method,"
+    " p.reference, p.source, p.external_id, p.created_at,"
+    " coalesce((SELECT sum(a.amount_micros) FROM payment_allocations a"
+    "   WHERE a.account_id = p.account_id AND a.payment_id = p.payment_id), 0)"
+    "   AS allocated_micros,"
+    " coalesce((SELECT sum(e.amount_micros) FROM ledger_entries e WHERE e.kind = 'refund'"
+    "   AND e.account_id = p.account_id AND e.payment_id = p.payment_id), 0)"
+    "   AS refunded_micros,"
+    " coalesce((SELECT sum(e.amount_micros) FROM ledger_entries e WHERE e.kind = 'reversal'"
+    "   AND e.account_id = p.account_id AND e.payment_id = p.payment_id), 0)"
+    "   AS reversed_micros"
+    " FROM payments p"
+)
+
+
+async def lock(conn: Connection, account_id: str) -> None:
+    await conn.execute("SELECT collections_lock($1)", account_id)
+
+
+async def account(db: Db, account_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT account_id, currency, status, attrs FROM accounts"
+                             " WHERE account_id = $1", account_id)
+
+
+async def payment(db: Db, payment_id: int, *, with_allocations: bool = True) -> Payment | None:
+    row = await db.fetchrow(_PAYMENT + " WHERE p.payment_id = $1", payment_id)
+    if row is None:
+        return None
+    allocations = await _allocations(db, row["account_id"], payment_id) \
+        if with_allocations else ()
+    return _payment(row, allocations)
+
+
+async def payment_by_external(db: Db, account_id: str, source: str,
+                              external_id: str) -> Payment | None:
+    payment_id = await db.fetchval(
+        "SELECT payment_id FROM payments WHERE account_id = $1 AND source = $2"
+        " AND external_id = $3", account_id, source, external_id)
+    return None if payment_id is None else await payment(db, payment_id)
+
+
+async def payments(db: Db, account_id: str | None, after: int | None,
+                   limit: int) -> list[Payment]:
+    """Payments in id order after ``after`` (limit + 1 rows: the caller pages)."""
+    rows = await db.fetch(
+        _PAYMENT + " WHERE ($1::text IS NULL OR p.account_id = $1)"
+        " AND ($2::bigint IS NULL OR p.payment_id > $2) ORDER BY p.payment_id LIMIT $3",
+        account_id, after, limit + 1)
+    return [_payment(r, ()) for r in rows]
+
+
+async def insert_payment(conn: Connection, *, account_id: str, amount_micros: int,
+                         currency: str, received_on: dt.date, method: str,
+                         reference: str | None, source: str, external_id: str | None,
+                         description: str) -> int:
+    payment_id: int = await conn.fetchval(
+        "INSERT INTO payments (account_id, amount_micros, currency, received_on, method,"
+        " reference, source, external_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " RETURNING payment_id",
+        account_id, amount_micros, currency, received_on, method, reference, source,
+        external_id)
+    await conn.execute(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " payment_id, description) VALUES ($1, 'payment', $2, $3, $4, $5, $6)",
+        account_id, currency, -amount_micros, received_on, payment_id, description)
+    return payment_id
+
+
+async def insert_entry(conn: Connection, *, account_id: str, kind: str, currency: str,
+                       amount_micros: int, entry_date: dt.date, payment_id: int | None = None,
+                       applies_to: int | None = None, due_date: dt.date | None = None,
+                       invoice_id: int | None = None, description: str = "",
+                       reason: str | None = None) -> int:
+    entry_id: int = await conn.fetchval(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " due_date, applies_to, invoice_id, payment_id, description, reason)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING entry_id",
+        account_id, kind, currency, amount_micros, entry_date, due_date, applies_to,
+        invoice_id, payment_id, description, reason)
+    return entry_id
+
+
+async def invoice_item(conn: Connection, account_id: str,
+                       invoice_id: int) -> asyncpg.Record | None:
+    """The ledger item of a finalised invoice with its open amount now."""
+    return await conn.fetchrow(
+        "SELECT e.entry_id, e.entry_date, e.currency,"
+        " collections_item_open(e.account_id, e.entry_id) AS open_micros"
+        " FROM ledger_entries e WHERE e.account_id = $1 AND e.kind = 'invoice'"
+        " AND e.invoice_id = $2", account_id, invoice_id)
+
+
+async def invoice_account(db: Db, invoice_id: int) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT account_id, status FROM invoices WHERE invoice_id = $1",
+                             invoice_id)
+
+
+async def allocate(conn: Connection, account_id: str, payment_id: int, entry_id: int,
+                   amount_micros: int, allocated_on: dt.date) -> None:
+    await conn.execute(
+        "INSERT INTO payment_allocations (account_id, payment_id, entry_id, amount_micros,"
+        " allocated_on) VALUES ($1, $2, $3, $4, $5)",
+        account_id, payment_id, entry_id, amount_micros, allocated_on)
+
+
+async def last_release(conn: Connection, account_id: str, payment_id: int) -> dt.date | None:
+    day: dt.date | None = await conn.fetchval(
+        "SELECT max(allocated_on) FROM payment_allocations WHERE account_id = $1"
+        " AND payment_id = $2 AND amount_micros < 0", account_id, payment_id)
+    return day
+
+
+async def settle(conn: Connection, account_id: str, currency: str,
+                 payment_id: int | None = None) -> int:
+    """Allocate unapplied money to open items oldest first (one payment's, or all)."""
+    total: int = await conn.fetchval("SELECT collections_settle($1, $2, $3)",
+                                     account_id, currency, payment_id)
+    return total
+
+
+async def release(conn: Connection, account_id: str, payment_id: int, amount_micros: int | None,
+                  on: dt.date) -> int:
+    """Release the payment's allocations, newest first, for ``amount_micros`` (None: all).
+    Each release is dated ``on`` or the allocation's own date if later. Returns how much."""
+    rows = await conn.fetch(
+        "SELECT entry_id, sum(amount_micros) AS net, max(allocated_on) AS last_on"
+        " FROM payment_allocations WHERE account_id = $1 AND payment_id = $2"
+        " GROUP BY entry_id HAVING sum(amount_micros) > 0 ORDER BY max(allocation_id) DESC",
+        account_id, payment_id)
+    left = sum(r["net"] for r in rows) if amount_micros is None else amount_micros
+    released = 0
+    for r in rows:
+        if left <= 0:
+            break
+        take = min(left, r["net"])
+        await allocate(conn, account_id, payment_id, r["entry_id"], -take,
+                       max(on, r["last_on"]))
+        left -= take
+        released += take
+    return released
+
+
+async def _allocations(db: Db, account_id: str, payment_id: int) -> tuple[Allocation, ...]:
+    rows = await db.fetch(
+        "SELECT a.entry_id, e.invoice_id, e.kind, sum(a.amount_micros) AS amount_micros"
+        " FROM payment_allocations a JOIN ledger_entries e"
+        "   ON e.account_id = a.account_id AND e.entry_id = a.entry_id"
+        " WHERE a.account_id = $1 AND a.payment_id = $2"
+        " GROUP BY a.entry_id, e.invoice_id, e.kind HAVING sum(a.amount_micros) <> 0"
+        " ORDER BY a.entry_id", account_id, payment_id)
+    return tuple(Allocation(entry_id=r["entry_id"], invoice_id=r["invoice_id"], kind=r["kind"],
+                            amount_micros=int(r["amount_micros"])) for r in rows)
+
+
+def _payment(row: Any, allocations: tuple[Allocation, ...]) -> Payment:
+    return Payment(
+        account_id=row["account_id"], payment_id=row["payment_id"],
+        amount_micros=row["amount_micros"], currency=row["currency"].strip(),
+        received_on=row["received_on"], method=row["method"], reference=row["reference"],
+        source=row["source"], external_id=row["external_id"], created_at=row["created_at"],
+        allocated_micros=int(row["allocated_micros"]),
+        refunded_micros=int(row["refunded_micros"]),
+        reversed_micros=int(row["reversed_micros"]), allocations=allocations)
+
+
+# --- reading the ledger -------------------------------------------------------------------
+
+_AGING = """
+WITH applied AS (
+    SELECT account_id, applies_to, sum(amount_micros) AS amount
+    FROM ledger_entries WHERE applies_to IS NOT NULL AND entry_date <= $1
+    GROUP BY account_id, applies_to
+), allocated AS (
+    SELECT account_id, entry_id, sum(amount_micros) AS amount
+    FROM payment_allocations WHERE allocated_on <= $1
+    GROUP BY account_id, entry_id
+), items AS (
+    SELECT e.account_id, e.currency,
+           width_bucket($1 - e.due_date, $2::int[]) AS bucket,
+           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open
+    FROM ledger_entries e
+    LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
+    LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id
+    WHERE e.kind IN ('invoice', 'fee') AND e.entry_date <= $1 {item_filter}
+), money AS (
+    -- unapplied payment money: payments, refunds and reversals, plus what was allocated
+    SELECT account_id, currency, -1 AS bucket, sum(amount_micros) AS open
+    FROM ledger_entries
+    WHERE kind IN ('payment', 'refund', 'reversal') AND entry_date <= $1 {money_filter}
+    GROUP BY account_id, currency
+    UNION ALL
+    SELECT a.account_id, p.currency, -1, sum(a.amount_micros)
+    FROM payment_allocations a JOIN payments p USING (account_id, payment_id)
+    WHERE a.allocated_on <= $1 {alloc_filter}
+    GROUP BY a.account_id, p.currency
+)
+SELECT {key} currency, bucket, sum(open)::bigint AS amount
+FROM (SELECT account_id, currency, bucket, open FROM items WHERE open <> 0
+      UNION ALL SELECT account_id, currency, bucket, open FROM money) x
+GROUP BY {key} currency, bucket
+"""
+
+
+async def aging(db: Db, as_of: dt.date, thresholds: list[int], *, per_account: bool,
+                account_id: str | None = None) -> list[asyncpg.Record]:
+    """(account_id?, currency, bucket, amount) rows: bucket -1 is unapplied money (≤ 0),
+    0 current, i the i-th band past due."""
+    args: list[Any] = [as_of, thresholds]
+    item_filter = money_filter = alloc_filter = ""
+    if account_id is not None:
+        args.append(account_id)
+        item_filter = "AND e.account_id = $3"
+        money_filter = "AND account_id = $3"
+        alloc_filter = "AND a.account_id = $3"
+    sql = _AGING.format(item_filter=item_filter, money_filter=money_filter,
+                        alloc_filter=alloc_filter,
+                        key="account_id," if per_account else "")
+    return await db.fetch(sql, *args)
+
+
+async def balance(db: Db, as_of: dt.date, account_id: str | None = None) -> dict[str, int]:
+    """The ledger balance per currency as of a date (everyone's, or one account's)."""
+    rows = await db.fetch(
+        "SELECT currency, sum(amount_micros)::bigint AS amount FROM ledger_entries"
+        " WHERE entry_date <= $1 AND ($2::text IS NULL OR account_id = $2) GROUP BY currency",
+        as_of, account_id)
+    return {r["currency"].strip(): int(r["amount"]) for r in rows}
+
+
+async def statement(db: Db, account_id: str, start: dt.date,
+                    end: dt.date) -> tuple[dict[str, int], list[Entry]]:
+    """Opening balance per currency before ``start`` and the entries of [start, end] with
+    the running balance after each."""
+    opening_rows = await db.fetch(
+        "SELECT currency, sum(amount_micros)::bigint AS amount FROM ledger_entries"
+        " WHERE account_id = $1 AND entry_date < $2 GROUP BY currency", account_id, start)
+    opening = {r["currency"].strip(): int(r["amount"]) for r in opening_rows}
+    rows = await db.fetch(
+        "SELECT entry_id, kind, currency, amount_micros, entry_date, due_date, invoice_id,"
+        " payment_id, description, reason FROM ledger_entries WHERE account_id = $1"
+        " AND entry_date BETWEEN $2 AND $3 ORDER BY entry_date, entry_id",
+        account_id, start, end)
+    running = dict(opening)
+    entries = []
+    for r in rows:
+        currency = r["currency"].strip()
+        running[currency] = running.get(currency, 0) + r["amount_micros"]
+        entries.append(Entry(**{**dict(r), "currency": currency,
+                                "balance_micros": running[currency]}))
+    return opening, entries
