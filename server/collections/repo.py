@@ -267,3 +267,115 @@ async def statement(db: Db, account_id: str, start: dt.date,
         entries.append(Entry(**{**dict(r), "currency": currency,
                                 "balance_micros": running[currency]}))
     return opening, entries
+
+
+# --- bank-file imports ----------------------------------------------------------------------
+
+async def lock_statement_accounts(conn: Connection, accounts: list[str]) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('camt:' || a, 0))"
+        " FROM (SELECT DISTINCT a FROM unnest($1::text[]) a ORDER BY a) s", accounts)
+
+
+async def lock_accounts(conn: Connection, accounts: list[str]) -> None:
+    await conn.execute("SELECT collections_lock(a) FROM (SELECT DISTINCT a FROM"
+                       " unnest($1::text[]) a ORDER BY a) s", accounts)
+
+
+async def known_bank_entries(conn: Connection, statement_accounts: list[str],
+                             keys: list[str]) -> set[tuple[str, str]]:
+    rows = await conn.fetch(
+        "SELECT b.statement_account, b.entry_key FROM bank_entries b"
+        " JOIN unnest($1::text[], $2::text[]) AS u(s, k)"
+        "   ON b.statement_account = u.s AND b.entry_key = u.k", statement_accounts, keys)
+    return {(r["statement_account"], r["entry_key"]) for r in rows}
+
+
+async def invoices_by_reference(conn: Connection, numbers: list[str],
+                                bodies: list[str]) -> list[asyncpg.Record]:
+    """Finalised or draft invoices whose number, or its RF body, is among those given, with
+    their account's currency and their ledger item (None for a draft)."""
+    return await conn.fetch(
+        "SELECT i.account_id, i.invoice_id, i.number_text, a.currency AS account_currency,"
+        " upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) AS body,"
+        " e.entry_id, e.entry_date"
+        " FROM invoices i JOIN accounts a USING (account_id)"
+        " LEFT JOIN ledger_entries e ON e.account_id = i.account_id AND e.kind = 'invoice'"
+        "   AND e.invoice_id = i.invoice_id"
+        " WHERE i.number_text = ANY($1::text[])"
+        "   OR upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) = ANY($2::text[])",
+        numbers, bodies)
+
+
+async def open_amounts(conn: Connection, accounts: list[str],
+                       entry_ids: list[int]) -> dict[int, int]:
+    rows = await conn.fetch(
+        "SELECT u.e, collections_item_open(u.a, u.e) AS open FROM unnest($1::text[],"
+        " $2::bigint[]) AS u(a, e)", accounts, entry_ids)
+    return {r["e"]: int(r["open"]) for r in rows}
+
+
+async def insert_payments(conn: Connection, rows: list[tuple[str, int, str, dt.date, str,
+                                                               str | None, str, str]]
+                          ) -> dict[str, int]:
+    """Bulk ``(account, amount, currency, received_on, method, reference, source,
+    external_id)`` with their ledger entries; external_id -> payment_id."""
+    columns = list(zip(*rows, strict=True))
+    stored = await conn.fetch(
+        "INSERT INTO payments (account_id, amount_micros, currency, received_on, method,"
+        " reference, source, external_id) SELECT * FROM unnest($1::text[], $2::bigint[],"
+        " $3::text[], $4::date[], $5::text[], $6::text[], $7::text[], $8::text[])"
+        " RETURNING account_id, payment_id, amount_micros, currency, received_on, external_id",
+        *[list(c) for c in columns])
+    await conn.execute(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " payment_id, description) SELECT a, 'payment', c, -m, d, p, 'Payment (bank transfer)'"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::date[], $5::bigint[])"
+        " AS u(a, c, m, d, p) ORDER BY p",
+        [r["account_id"] for r in stored], [r["currency"] for r in stored],
+        [r["amount_micros"] for r in stored], [r["received_on"] for r in stored],
+        [r["payment_id"] for r in stored])
+    return {r["external_id"]: r["payment_id"] for r in stored}
+
+
+async def insert_allocations(conn: Connection,
+                             rows: list[tuple[str, int, int, int, dt.date]]) -> None:
+    """Bulk ``(account, payment_id, entry_id, amount, allocated_on)``."""
+    if rows:
+        await conn.execute(
+            "INSERT INTO payment_allocations (account_id, payment_id, entry_id, amount_micros,"
+            " allocated_on) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
+            " $4::bigint[], $5::date[])", *[list(c) for c in zip(*rows, strict=True)])
+
+
+async def payment_by_reference(conn: Connection, reference: str) -> int | None:
+    payment_id: int | None = await conn.fetchval(
+        "SELECT payment_id FROM payments WHERE reference = $1 ORDER BY payment_id DESC"
+        " LIMIT 1", reference)
+    return payment_id
+
+
+BankRow = tuple[str, str, str, int, str, str | None, bool, int, str, dt.date | None,
+                str | None, int | None, int | None, str]
+
+
+async def insert_bank_entries(conn: Connection, rows: list[BankRow]) -> None:
+    """Bulk ``(statement_account, entry_key, file_name, entry_no, status, reason, credit,
+    amount, currency, booked_on, account_id, payment_id, invoice_id, remittance)``."""
+    if rows:
+        await conn.execute(
+            "INSERT INTO bank_entries (statement_account, entry_key, file_name, entry_no,"
+            " status, reason, credit, amount_micros, currency, booked_on, account_id,"
+            " payment_id, invoice_id, remittance) SELECT * FROM unnest($1::text[],"
+            " $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bool[],"
+            " $8::bigint[], $9::text[], $10::date[], $11::text[], $12::bigint[],"
+            " $13::bigint[], $14::text[])", *[list(c) for c in zip(*rows, strict=True)])
+
+
+async def bank_entries(db: Db, status: str | None, after: tuple[str, str] | None,
+                       limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT * FROM bank_entries WHERE ($1::text IS NULL OR status = $1)"
+        " AND ($2::text IS NULL OR (statement_account, entry_key) > ($2, $3))"
+        " ORDER BY statement_account, entry_key LIMIT $4",
+        status, after[0] if after else None, after[1] if after else None, limit + 1)

@@ -1,5 +1,6 @@
-"""`billing-oss payment add|list|show|allocate|refund|reverse`: record what customers paid,
-allocate it to their invoices, pay money back, and undo a payment that bounced.
+"""`billing-oss payment add|list|show|allocate|refund|import`: record what customers paid,
+allocate it to their invoices, pay money back or undo a payment that bounced, and import
+camt.053 / camt.054 bank files.
 
 The rules are the API's (``server.collections.payments``); bad input is one line on stderr
 naming the option, exit 1. Changes are audited as ``cli:<user>``.
@@ -12,14 +13,16 @@ import asyncio
 import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from billing_oss.core.errors import InvalidRequest
+from billing_oss.core.errors import DecodeError, InvalidRequest
 from billing_oss.core.money import parse_micros
-from billing_oss.server.collections import payments, repo
+from billing_oss.server.collections import bank_import, payments, repo
+from billing_oss.server.collections.bank_import import ImportResult
 from billing_oss.server.collections.model import AUTO, NONE, NewPayment, Payment, Target
 from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
 from billing_oss.server.composition import database_pool
@@ -60,7 +63,9 @@ def register(verbs: Any) -> None:
                         help="the payment bounced or was returned: undo it whole")
     refund.add_argument("--date", type=_date, default=None, metavar="YYYY-MM-DD")
     refund.add_argument("--reason", default="refund", help="why (a return code: AC04, MD06...)")
-    for sub in (add, listing, show, allocate, refund):
+    bank = actions.add_parser("import", help="import a camt.053 / camt.054 bank file")
+    bank.add_argument("file", metavar="FILE")
+    for sub in (add, listing, show, allocate, refund, bank):
         sub.add_argument("--json", action="store_true", help="JSON output for scripts")
         add_config_options(sub)
     parser.set_defaults(handler=run)
@@ -80,6 +85,8 @@ def _date(text: str) -> dt.date:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "import":
+        return _import(args)
     try:
         act = _action(args)
     except (ValueError, InvalidRequest) as exc:
@@ -154,6 +161,38 @@ def _action(args: argparse.Namespace) -> Act:
         return [(await payments.refund(pool, actor, args.payment_id, amount, on, args.reason),
                  None)]
     return refund
+
+
+def _import(args: argparse.Namespace) -> int:
+    """Exit 0 when every transaction was imported (or had been), 3 when some were left
+    unmatched or rejected (listed on stderr), 1 when the file is not a camt file."""
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"billing-oss payment: {args.file}: no such file", file=sys.stderr)
+        return 1
+    config = load_config(args)
+
+    async def main() -> ImportResult:
+        async with database_pool(config) as pool:
+            return await bank_import.import_file(pool, cli_actor(), path, path.name)
+
+    try:
+        result = asyncio.run(main())
+    except DecodeError as exc:
+        print(f"billing-oss payment: {args.file}: {exc.message}", file=sys.stderr)
+        return 1
+    for p in result.problems:
+        print(f"billing-oss payment: {args.file}: entry {p.entry_no} ({p.key or 'no ref'}): "
+              f"{p.status}: {p.reason}", file=sys.stderr)
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+    else:
+        print(f"{result.file} ({result.kind}): {result.transactions} transactions, "
+              f"{result.imported} imported, {result.returned} returned, {result.unmatched} "
+              f"unmatched, {result.rejected} rejected, {result.ignored} ignored, "
+              f"{result.duplicates} duplicates; paid "
+              + (", ".join(f"{m} {c}" for c, m in result.amount_imported.items()) or "0"))
+    return 3 if result.unmatched or result.rejected else 0
 
 
 def _amount(text: str, option: str = "--amount") -> int:

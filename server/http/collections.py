@@ -5,15 +5,17 @@ strings to the currency's minor unit; viewers read, operators act."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
 
-from billing_oss.core.errors import InvalidRequest, NotFound
+from billing_oss.core.errors import DecodeError, InvalidRequest, NotFound
 from billing_oss.core.money import parse_micros
 from billing_oss.server.billing.rounding import format_amount
-from billing_oss.server.collections import aging, payments, repo
+from billing_oss.server.collections import aging, bank_import, payments, repo
+from billing_oss.server.collections.bank_import import ImportResult
 from billing_oss.server.collections.model import (
     DEFAULT_BUCKETS,
     AgingRow,
@@ -27,7 +29,12 @@ from billing_oss.server.http.keys import POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
 from billing_oss.server.http.types import Currency, Id, IntId, Reason, Text
-from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.http.validation import (
+    UnsupportedMediaType,
+    decode_body,
+    decode_path,
+    decode_query,
+)
 
 READ = ("viewer",)
 OPERATE = ("operator",)
@@ -256,6 +263,68 @@ async def get_statement(request: web.Request) -> web.Response:
                            payment_id=e.payment_id, reason=e.reason) for e in entries]))
 
 
+class BankFileQuery(msgspec.Struct, frozen=True, kw_only=True):
+    name: Text = "upload.xml"  # the file's name, kept with each entry
+
+
+class BankEntryQuery(msgspec.Struct, frozen=True, kw_only=True):
+    status: Literal["imported", "returned", "unmatched", "rejected", "ignored"] | None = None
+    limit: Limit = 50
+    cursor: Cursor | None = None
+
+
+class BankEntryView(msgspec.Struct, frozen=True, kw_only=True):
+    statement_account: str
+    entry_key: str
+    file_name: str
+    entry_no: int
+    status: str
+    reason: str | None
+    credit: bool
+    amount: str
+    currency: str
+    booked_on: dt.date | None
+    account_id: str | None
+    payment_id: int | None
+    invoice_id: int | None
+    remittance: str
+
+
+class BankEntryPage(msgspec.Struct, frozen=True):
+    items: list[BankEntryView]
+    next_cursor: str | None
+
+
+async def import_bank_file(request: web.Request) -> web.Response:
+    q = decode_query(request, BankFileQuery)
+    if request.content_type not in ("application/xml", "text/xml"):
+        raise UnsupportedMediaType("send the camt.053 / camt.054 file as application/xml "
+                                   f"(got {request.content_type or 'nothing'})")
+    body = await request.read()
+    try:
+        result = await bank_import.import_file(request.app[POOL], actor(request),
+                                               io.BytesIO(body), q.name)
+    except DecodeError as exc:
+        raise InvalidRequest(f"{q.name}: {exc.message}", errors=[
+            {"location": "body", "path": "$", "message": exc.message}]) from None
+    return reply(result)
+
+
+async def list_bank_entries(request: web.Request) -> web.Response:
+    q = decode_query(request, BankEntryQuery)
+    after = decode_cursor(q.cursor, tuple[str, str])
+    rows = await repo.bank_entries(request.app[POOL], q.status, after, q.limit)
+    items, next_cursor = page(rows, q.limit, lambda r: (r["statement_account"],
+                                                        r["entry_key"]))
+    return reply(BankEntryPage([BankEntryView(
+        **{k: r[k] for k in ("statement_account", "entry_key", "file_name", "entry_no",
+                             "status", "reason", "credit", "booked_on", "account_id",
+                             "payment_id", "invoice_id", "remittance")},
+        amount=format_amount(r["amount_micros"], r["currency"].strip())
+        if r["currency"].strip() != "XXX" else "0", currency=r["currency"].strip())
+        for r in items], next_cursor))
+
+
 def targets(given: list[TargetIn]) -> tuple[Target, ...]:
     return tuple(Target(t.invoice_id, None if t.amount is None else parse_micros(t.amount))
                  for t in given)
@@ -312,6 +381,15 @@ def register(api: Api) -> None:
             summary="Reverse a bounced or returned payment: its invoices are open again",
             tag=tag, params=PaymentPath, request=ReversalIn, response=PaymentView,
             status=201, roles=OPERATE, errors=(409,))
+    api.add("POST", "/v1/bank-files", import_bank_file,
+            summary="Import a camt.053 / camt.054 bank file (application/xml): credits become "
+            "payments of the invoices their remittance names; the same file again changes "
+            "nothing", tag=tag, query=BankFileQuery, response=ImportResult, roles=OPERATE,
+            errors=(415, 422))
+    api.add("GET", "/v1/bank-entries", list_bank_entries,
+            summary="Bank transactions imported and what became of them (unmatched ones "
+            "wait for the operator, with the reason)", tag=tag, query=BankEntryQuery,
+            response=BankEntryPage, roles=READ)
     api.add("GET", "/v1/aging", get_aging,
             summary="Receivables by days past due as of a date, per currency and account",
             tag=tag, query=AgingQuery, response=AgingView, roles=READ)

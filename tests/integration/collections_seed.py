@@ -34,7 +34,8 @@ async def invoice(conn: Connection, account_id: str, payable_micros: int, issued
             " RETURNING invoice_id", account_id, f"t{n}", currency, payable_micros)
         await conn.execute(
             "UPDATE invoices SET status = 'finalised', series = 'T', number = $2,"
-            " number_text = 'T-' || $2::bigint, issue_date = $3, due_date = $4"
+            " number_text = 'T-' || lpad($2::bigint::text, 6, '0'), issue_date = $3,"
+            " due_date = $4"
             " WHERE invoice_id = $1", invoice_id, n, issued,
             issued + dt.timedelta(days=due_days))
     return invoice_id
