@@ -29,7 +29,7 @@ import msgspec
 
 from billing_oss.core.money import format_micros
 from billing_oss.server.billing.rounding import minor_step
-from billing_oss.server.collections import camt, creditor_reference, payments, repo
+from billing_oss.server.collections import camt, creditor_reference, dunning, payments, repo
 from billing_oss.server.collections.camt import Transaction
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit
@@ -124,6 +124,9 @@ async def _import_batch(conn: Connection, actor: str, file_name: str,
     credits = [o for o in outcomes if o.status == "imported"]
     await repo.lock_accounts(conn, [str(o.account_id) for o in credits])
     await _record_credits(conn, actor, credits, day, totals)
+    await dunning.resume_cleared(conn, sorted({str(o.account_id) for o in credits
+                                               if o.status == "imported"}), day,
+                                 f"bank file {file_name}")
     for o in outcomes:
         if o.status == "returned":
             await _apply_return(conn, actor, o, day)

@@ -21,7 +21,7 @@ import asyncpg
 from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
 from billing_oss.core.money import format_micros
 from billing_oss.server.billing.rounding import minor_digits, minor_step
-from billing_oss.server.collections import repo
+from billing_oss.server.collections import dunning, repo
 from billing_oss.server.collections.model import AUTO, NewPayment, Payment, Target
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit
@@ -65,6 +65,8 @@ async def record_in(conn: Connection, actor: str, new: NewPayment) -> tuple[Paym
     elif new.allocate == AUTO:
         await repo.settle(conn, new.account_id, currency, payment_id)
     stored = await _load(conn, payment_id)
+    await dunning.resume_cleared(conn, [new.account_id], new.received_on,
+                                 f"payment {payment_id}")
     await audit.record(conn, actor, "payment.record", f"payment:{payment_id}", None,
                        _audit_view(stored))
     await outbox.emit(conn, events.PaymentReceived(
@@ -85,6 +87,8 @@ async def allocate(pool: asyncpg.Pool, actor: str, payment_id: int,
         elif before.unapplied_micros > 0:
             await repo.settle(conn, before.account_id, before.currency, payment_id)
         after = await _load(conn, payment_id)
+        await dunning.resume_cleared(conn, [after.account_id], dt.datetime.now(dt.UTC).date(),
+                                     f"payment {payment_id}")
         if after.allocations != before.allocations:
             await audit.record(conn, actor, "payment.allocate", f"payment:{payment_id}",
                                _audit_view(before), _audit_view(after))
@@ -184,7 +188,8 @@ async def _allocate_named(conn: Connection, account_id: str, payment_id: int,
         if amount <= 0:
             _invalid(f"{where}.invoice_id", f"invoice {target.invoice_id} owes nothing"
                      if open_micros <= 0 else f"payment {payment_id} has nothing left")
-        day = max(received_on, item["entry_date"], released_on or received_on)
+        day = max(received_on, item["entry_date"], released_on or received_on,
+                  item["released_on"] or received_on)
         await repo.allocate(conn, account_id, payment_id, item["entry_id"], amount, day)
         available -= amount
 

@@ -104,7 +104,8 @@ async def invoice_item(conn: Connection, account_id: str,
     """The ledger item of a finalised invoice with its open amount now."""
     return await conn.fetchrow(
         "SELECT e.entry_id, e.entry_date, e.currency,"
-        " collections_item_open(e.account_id, e.entry_id) AS open_micros"
+        " collections_item_open(e.account_id, e.entry_id) AS open_micros,"
+        " collections_item_released_on(e.account_id, e.entry_id) AS released_on"
         " FROM ledger_entries e WHERE e.account_id = $1 AND e.kind = 'invoice'"
         " AND e.invoice_id = $2", account_id, invoice_id)
 
@@ -298,7 +299,8 @@ async def invoices_by_reference(conn: Connection, numbers: list[str],
     return await conn.fetch(
         "SELECT i.account_id, i.invoice_id, i.number_text, a.currency AS account_currency,"
         " upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) AS body,"
-        " e.entry_id, e.entry_date"
+        " e.entry_id, greatest(e.entry_date,"
+        "   collections_item_released_on(e.account_id, e.entry_id)) AS entry_date"
         " FROM invoices i JOIN accounts a USING (account_id)"
         " LEFT JOIN ledger_entries e ON e.account_id = i.account_id AND e.kind = 'invoice'"
         "   AND e.invoice_id = i.invoice_id"
@@ -379,3 +381,135 @@ async def bank_entries(db: Db, status: str | None, after: tuple[str, str] | None
         " AND ($2::text IS NULL OR (statement_account, entry_key) > ($2, $3))"
         " ORDER BY statement_account, entry_key LIMIT $4",
         status, after[0] if after else None, after[1] if after else None, limit + 1)
+
+
+# --- dunning --------------------------------------------------------------------------------
+
+async def ladders(db: Db) -> dict[str, str]:
+    rows = await db.fetch("SELECT class, steps::text AS steps FROM dunning_ladders"
+                          " ORDER BY class")
+    return {r["class"]: r["steps"] for r in rows}
+
+
+async def put_ladder(conn: Connection, klass: str, steps_json: str) -> str | None:
+    before: str | None = await conn.fetchval(
+        "SELECT steps::text FROM dunning_ladders WHERE class = $1 FOR UPDATE", klass)
+    await conn.execute(
+        "INSERT INTO dunning_ladders (class, steps) VALUES ($1, $2::jsonb)"
+        " ON CONFLICT (class) DO UPDATE SET steps = excluded.steps, updated_at = now()",
+        klass, steps_json)
+    return before
+
+
+_DUE_STEPS = """
+WITH allocated AS (
+    SELECT account_id, entry_id, sum(amount_micros) AS amount FROM payment_allocations
+    GROUP BY account_id, entry_id
+), applied AS (
+    SELECT account_id, applies_to, sum(amount_micros) AS amount FROM ledger_entries
+    WHERE applies_to IS NOT NULL GROUP BY account_id, applies_to
+), overdue AS (
+    SELECT e.account_id, e.entry_id, e.invoice_id, e.currency, e.due_date,
+           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open
+    FROM ledger_entries e
+    LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
+    LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id
+    WHERE e.kind = 'invoice' AND e.due_date < $1
+      AND ($2::text IS NULL OR e.account_id = $2)
+)
+SELECT o.account_id, o.entry_id, o.invoice_id, o.currency, o.open,
+       ($1 - o.due_date) AS days, s.step_no::int AS step_no, s.step->>'action' AS action,
+       s.step->>'fee' AS fee
+FROM overdue o
+JOIN accounts acc ON acc.account_id = o.account_id
+JOIN dunning_ladders l ON l.class = coalesce(acc.attrs->>'dunning_class', 'default')
+CROSS JOIN LATERAL jsonb_array_elements(l.steps) WITH ORDINALITY AS s(step, step_no)
+WHERE o.open > 0 AND acc.status <> 'closed'
+  AND ($1 - o.due_date) >= (s.step->>'day')::int
+  AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = o.account_id
+                  AND d.entry_id = o.entry_id AND d.closed_on IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM dunning_events x WHERE x.account_id = o.account_id
+                  AND x.entry_id = o.entry_id AND x.step_no = s.step_no)
+ORDER BY o.account_id, o.entry_id, s.step_no
+"""
+
+
+async def due_steps(db: Db, as_of: dt.date, account_id: str | None) -> list[asyncpg.Record]:
+    """Ladder steps due and not yet taken for every overdue, undisputed invoice."""
+    return await db.fetch(_DUE_STEPS, as_of, account_id)
+
+
+async def insert_dunning_events(conn: Connection, rows: list[tuple[str, int, int, str,
+                                                                   int | None, dt.date, int,
+                                                                   int, int | None]]
+                                ) -> set[tuple[str, int, int]]:
+    """Bulk ``(account, entry, step_no, action, invoice, run_on, days, open, fee_entry)``;
+    the (account, entry, step) keys inserted now (a concurrent run took the others)."""
+    if not rows:
+        return set()
+    stored = await conn.fetch(
+        "INSERT INTO dunning_events (account_id, entry_id, step_no, action, invoice_id,"
+        " run_on, days_past_due, open_micros, fee_entry_id) SELECT * FROM unnest($1::text[],"
+        " $2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::date[], $7::int[],"
+        " $8::bigint[], $9::bigint[]) ON CONFLICT DO NOTHING"
+        " RETURNING account_id, entry_id, step_no", *[list(c) for c in zip(*rows, strict=True)])
+    return {(r["account_id"], r["entry_id"], r["step_no"]) for r in stored}
+
+
+async def insert_fees(conn: Connection, rows: list[tuple[str, str, int, dt.date, str]]
+                      ) -> list[int]:
+    """Bulk fee items ``(account, currency, amount, on, description)``, due at once."""
+    if not rows:
+        return []
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    ids = await conn.fetch(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " due_date, description, reason) SELECT a, 'fee', c, m, d, d, t, 'dunning'"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::date[], $5::text[])"
+        " WITH ORDINALITY AS u(a, c, m, d, t, n) ORDER BY n RETURNING entry_id", *columns)
+    return [r["entry_id"] for r in ids]
+
+
+async def suspended(db: Db, accounts: list[str]) -> set[str]:
+    rows = await db.fetch("SELECT account_id FROM dunning_suspensions WHERE lifted_on IS NULL"
+                          " AND account_id = ANY($1::text[])", accounts)
+    return {r["account_id"] for r in rows}
+
+
+async def suspend(conn: Connection, accounts: list[str], on: dt.date) -> None:
+    await conn.execute(
+        "INSERT INTO dunning_suspensions (account_id, suspended_on) SELECT a, $2"
+        " FROM unnest($1::text[]) a ON CONFLICT DO NOTHING", accounts, on)
+
+
+async def still_owing_for_suspension(conn: Connection, accounts: list[str]) -> set[str]:
+    """Accounts among those whose suspending invoices still owe something (and are not
+    disputed: a dispute pauses dunning for its invoice)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT x.account_id FROM dunning_events x"
+        " WHERE x.account_id = ANY($1::text[]) AND x.action = 'suspend'"
+        " AND collections_item_open(x.account_id, x.entry_id) > 0"
+        " AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = x.account_id"
+        "   AND d.entry_id = x.entry_id AND d.closed_on IS NULL)", accounts)
+    return {r["account_id"] for r in rows}
+
+
+async def lift(conn: Connection, accounts: list[str], on: dt.date, by: str) -> None:
+    await conn.execute(
+        "UPDATE dunning_suspensions SET lifted_on = $2, lifted_by = $3"
+        " WHERE account_id = ANY($1::text[]) AND lifted_on IS NULL", accounts, on, by)
+
+
+async def open_dispute(conn: Connection, account_id: str, entry_id: int, invoice_id: int,
+                       reason: str, on: dt.date) -> int:
+    dispute_id: int = await conn.fetchval(
+        "INSERT INTO disputes (account_id, entry_id, invoice_id, reason, opened_on)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING dispute_id",
+        account_id, entry_id, invoice_id, reason, on)
+    return dispute_id
+
+
+async def close_dispute(conn: Connection, dispute_id: int, on: dt.date) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "UPDATE disputes SET closed_on = $2 WHERE dispute_id = $1 AND closed_on IS NULL"
+        " RETURNING account_id, invoice_id", dispute_id, on)

@@ -14,7 +14,7 @@ from aiohttp import web
 from billing_oss.core.errors import DecodeError, InvalidRequest, NotFound
 from billing_oss.core.money import parse_micros
 from billing_oss.server.billing.rounding import format_amount
-from billing_oss.server.collections import aging, bank_import, payments, repo
+from billing_oss.server.collections import aging, bank_import, dunning, payments, repo
 from billing_oss.server.collections.bank_import import ImportResult
 from billing_oss.server.collections.model import (
     DEFAULT_BUCKETS,
@@ -325,6 +325,87 @@ async def list_bank_entries(request: web.Request) -> web.Response:
         for r in items], next_cursor))
 
 
+ClassName = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                        pattern="^[A-Za-z0-9._-]+$", examples=["default"])]
+
+
+class LadderPath(msgspec.Struct, frozen=True):
+    klass: ClassName = msgspec.field(name="class")
+
+
+class LadderIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    steps: Annotated[list[dunning.Step], msgspec.Meta(max_length=20)]
+
+
+class LadderView(msgspec.Struct, frozen=True, kw_only=True):
+    klass: str = msgspec.field(name="class")
+    steps: list[dunning.Step]
+
+
+class LadderList(msgspec.Struct, frozen=True):
+    items: list[LadderView]
+
+
+class RunIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    as_of: dt.date | None = None  # absent: today (UTC)
+    dry_run: bool = False
+    account_id: Id | None = None
+
+
+class DisputeIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    invoice_id: IntId
+    reason: Reason
+    opened_on: dt.date | None = None
+
+
+class DisputeView(msgspec.Struct, frozen=True, kw_only=True):
+    dispute_id: int
+    invoice_id: int
+
+
+class DisputePath(msgspec.Struct, frozen=True):
+    dispute_id: IntId
+
+
+async def list_ladders(request: web.Request) -> web.Response:
+    found = await dunning.ladders(request.app[POOL])
+    return reply(LadderList([LadderView(klass=k, steps=v) for k, v in found.items()]))
+
+
+async def put_ladder(request: web.Request) -> web.Response:
+    path = decode_path(request, LadderPath)
+    body = await decode_body(request, LadderIn)
+    async with request.app[POOL].acquire() as conn:
+        await dunning.put_ladder(conn, actor(request), path.klass, body.steps)
+    return reply(LadderView(klass=path.klass, steps=body.steps))
+
+
+async def run_dunning(request: web.Request) -> web.Response:
+    body = await decode_body(request, RunIn)
+    async with request.app[POOL].acquire() as conn:
+        result = await dunning.run(conn, actor(request), body.as_of or
+                                   dt.datetime.now(dt.UTC).date(), dry_run=body.dry_run,
+                                   account_id=body.account_id)
+    return reply(result)
+
+
+async def open_dispute(request: web.Request) -> web.Response:
+    body = await decode_body(request, DisputeIn)
+    async with request.app[POOL].acquire() as conn:
+        dispute_id = await dunning.open_dispute(
+            conn, actor(request), body.invoice_id, body.reason,
+            body.opened_on or dt.datetime.now(dt.UTC).date())
+    return reply(DisputeView(dispute_id=dispute_id, invoice_id=body.invoice_id), status=201)
+
+
+async def close_dispute(request: web.Request) -> web.Response:
+    path = decode_path(request, DisputePath)
+    async with request.app[POOL].acquire() as conn:
+        await dunning.close_dispute(conn, actor(request), path.dispute_id,
+                                    dt.datetime.now(dt.UTC).date())
+    return web.Response(status=204)
+
+
 def targets(given: list[TargetIn]) -> tuple[Target, ...]:
     return tuple(Target(t.invoice_id, None if t.amount is None else parse_micros(t.amount))
                  for t in given)
@@ -390,6 +471,22 @@ def register(api: Api) -> None:
             summary="Bank transactions imported and what became of them (unmatched ones "
             "wait for the operator, with the reason)", tag=tag, query=BankEntryQuery,
             response=BankEntryPage, roles=READ)
+    api.add("GET", "/v1/dunning/ladders", list_ladders,
+            summary="Dunning ladders per account class", tag=tag, response=LadderList,
+            roles=READ)
+    api.add("PUT", "/v1/dunning/ladders/{class}", put_ladder,
+            summary="Set an account class's dunning ladder (accounts name their class in "
+            "attrs.dunning_class)", tag=tag, params=LadderPath, request=LadderIn,
+            response=LadderView, roles=("admin",))
+    api.add("POST", "/v1/dunning/runs", run_dunning,
+            summary="Take every dunning step due as of a date (dry_run: only count them)",
+            tag=tag, request=RunIn, response=dunning.RunResult, roles=OPERATE)
+    api.add("POST", "/v1/disputes", open_dispute,
+            summary="Dispute an invoice: dunning pauses for it (only)", tag=tag,
+            request=DisputeIn, response=DisputeView, status=201, roles=OPERATE)
+    api.add("POST", "/v1/disputes/{dispute_id}/close", close_dispute,
+            summary="Close a dispute: dunning resumes for its invoice", tag=tag,
+            params=DisputePath, status=204, roles=OPERATE)
     api.add("GET", "/v1/aging", get_aging,
             summary="Receivables by days past due as of a date, per currency and account",
             tag=tag, query=AgingQuery, response=AgingView, roles=READ)

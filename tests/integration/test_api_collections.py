@@ -169,3 +169,45 @@ async def test_payment_and_aging_verbs(pool: asyncpg.Pool, database_url: str) ->
     assert line["total"] == "30.00" and line["buckets"]["31-60"] == "30.00", line
     run = await asyncio.to_thread(cli, ["payment", "list", "--account", "C4"], database_url)
     assert run.returncode == 0 and "payment" in run.stdout and "70.00" in run.stdout
+
+
+async def test_dunning_ladders_runs_and_disputes(api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811
+    status, body = await api.call("GET", "/v1/dunning/ladders", "viewer")
+    assert status == 200 and body["items"][0]["class"] == "default"
+    ladder = {"steps": [{"day": 5, "action": "reminder"},
+                        {"day": 12, "action": "fee", "fee": "2.50"}]}
+    status, _ = await api.call("PUT", "/v1/dunning/ladders/gentle", "operator", json=ladder)
+    assert status == 403  # admins configure ladders
+    status, problem = await api.call("PUT", "/v1/dunning/ladders/gentle", json={"steps": [
+        {"day": 5, "action": "reminder"}, {"day": 5, "action": "suspend"}]})
+    assert status == 422 and problem["errors"][0]["path"] == "$.steps[1].day", problem
+    status, problem = await api.call("PUT", "/v1/dunning/ladders/gentle", json={"steps": [
+        {"day": 5, "action": "fee"}]})
+    assert status == 422 and problem["errors"][0]["path"] == "$.steps[0].fee", problem
+    status, _ = await api.call("PUT", "/v1/dunning/ladders/gentle", json=ladder)
+    assert status == 200
+    await api.call("POST", "/v1/accounts", json={"account_id": "G1",
+                                                 "attrs": {"dunning_class": "gentle"}})
+    async with pool.acquire() as conn:
+        i1 = await seed.invoice(conn, "G1", 10_000_000, D)  # due D + 14
+        i2 = await seed.invoice(conn, "G1", 10_000_000, D)
+    run = {"as_of": "2026-03-01", "account_id": "G1"}
+    status, dry = await api.call("POST", "/v1/dunning/runs", "operator",
+                                 json={**run, "dry_run": True})
+    assert status == 200 and dry["steps"] == 4 and dry["fees"] == {"EUR": "5"}, dry
+    status, dispute = await api.call("POST", "/v1/disputes", "operator",
+                                     json={"invoice_id": i2, "reason": "wrong plan"})
+    assert status == 201, dispute
+    status, done = await api.call("POST", "/v1/dunning/runs", "operator", json=run)
+    assert status == 200 and done["by_action"] == {"fee": 1, "reminder": 1}, done
+    status, _ = await api.call("POST", f"/v1/disputes/{dispute['dispute_id']}/close",
+                               "operator")
+    assert status == 204
+    status, done = await api.call("POST", "/v1/dunning/runs", "operator", json=run)
+    assert done["by_action"] == {"fee": 1, "reminder": 1}, done  # now i2's turn
+    status, again = await api.call("POST", "/v1/dunning/runs", "operator", json=run)
+    assert again["steps"] == 0
+    taken = await pool.fetch("SELECT invoice_id, action FROM dunning_events"
+                             " WHERE account_id = 'G1' ORDER BY invoice_id, step_no")
+    assert [(r["invoice_id"], r["action"]) for r in taken] == [
+        (i1, "reminder"), (i1, "fee"), (i2, "reminder"), (i2, "fee")]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from hypothesis import given, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from billing_oss.core.errors import Conflict, InvalidRequest
@@ -153,6 +153,7 @@ async def check(pool: asyncpg.Pool, w: World) -> None:
 @given(sequence=sequences)
 async def test_ledger_invariants_hold_over_random_sequences(
         pool: asyncpg.Pool, sequence: list[tuple[int, tuple[Any, ...]]]) -> None:
+    note(f"sequence: {sequence!r}")
     w = World(account=f"P{uuid.uuid4().hex[:10]}")
     async with pool.acquire() as conn:
         await seed.account(conn, w.account)
