@@ -143,7 +143,7 @@ async def release(conn: Connection, account_id: str, payment_id: int, amount_mic
     """Release the payment's allocations, newest first, for ``amount_micros`` (None: all).
     Each release is dated ``on`` or the allocation's own date if later. Returns how much."""
     rows = await conn.fetch(
-        "SELECT entry_id, sum(amount_micros) AS net, max(allocated_on) AS last_on"
+        "SELECT entry_id, sum(amount_micros)::bigint AS net, max(allocated_on) AS last_on"
         " FROM payment_allocations WHERE account_id = $1 AND payment_id = $2"
         " GROUP BY entry_id HAVING sum(amount_micros) > 0 ORDER BY max(allocation_id) DESC",
         account_id, payment_id)
@@ -410,7 +410,7 @@ WITH allocated AS (
     WHERE applies_to IS NOT NULL GROUP BY account_id, applies_to
 ), overdue AS (
     SELECT e.account_id, e.entry_id, e.invoice_id, e.currency, e.due_date,
-           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open
+           (e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0))::bigint AS open
     FROM ledger_entries e
     LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
     LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id

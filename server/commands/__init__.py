@@ -13,6 +13,7 @@ VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.payment",
     "billing_oss.server.commands.aging",
     "billing_oss.server.commands.dunning",
+    "billing_oss.server.commands.statement",
     "billing_oss.server.commands.ingest",
     "billing_oss.server.commands.catalog",
     "billing_oss.server.commands.suspense",

@@ -169,6 +169,14 @@ async def test_payment_and_aging_verbs(pool: asyncpg.Pool, database_url: str) ->
     assert line["total"] == "30.00" and line["buckets"]["31-60"] == "30.00", line
     run = await asyncio.to_thread(cli, ["payment", "list", "--account", "C4"], database_url)
     assert run.returncode == 0 and "payment" in run.stdout and "70.00" in run.stdout
+    run = await asyncio.to_thread(cli, ["statement", "--account", "C4", "--from", "2026-02-01",
+                                        "--to", "2026-02-28"], database_url)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert "Invoice T-" in lines[1] and "40.00" in lines[1]
+    assert "Payment" in lines[3] and lines[3].split()[-2] == "30.00", lines  # balance after
+    run = await asyncio.to_thread(cli, ["statement", "--account", "NOBODY"], database_url)
+    assert run.returncode == 1 and "no account NOBODY" in run.stderr
 
 
 async def test_dunning_ladders_runs_and_disputes(api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811
