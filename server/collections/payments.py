@@ -21,7 +21,7 @@ import asyncpg
 from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
 from billing_oss.core.money import format_micros
 from billing_oss.server.billing.rounding import minor_digits, minor_step
-from billing_oss.server.collections import dunning, repo
+from billing_oss.server.collections import dunning, repo, write_offs
 from billing_oss.server.collections.model import AUTO, NewPayment, Payment, Target
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit
@@ -60,7 +60,7 @@ async def record_in(conn: Connection, actor: str, new: NewPayment) -> tuple[Paym
         source=new.source, external_id=new.external_id,
         description=f"Payment ({new.method}{', ' + new.reference if new.reference else ''})")
     if new.targets:
-        await _allocate_named(conn, new.account_id, payment_id, new.received_on,
+        await _allocate_named(conn, actor, new.account_id, payment_id, new.received_on,
                               new.amount_micros, new.targets)
     elif new.allocate == AUTO:
         await repo.settle(conn, new.account_id, currency, payment_id)
@@ -82,7 +82,7 @@ async def allocate(pool: asyncpg.Pool, actor: str, payment_id: int,
     async with pool.acquire() as conn, conn.transaction():
         before = await _locked(conn, payment_id)
         if targets:
-            await _allocate_named(conn, before.account_id, payment_id, before.received_on,
+            await _allocate_named(conn, actor, before.account_id, payment_id, before.received_on,
                                   before.unapplied_micros, targets)
         elif before.unapplied_micros > 0:
             await repo.settle(conn, before.account_id, before.currency, payment_id)
@@ -164,12 +164,15 @@ async def get(db: repo.Db, payment_id: int) -> Payment:
     return found
 
 
-async def _allocate_named(conn: Connection, account_id: str, payment_id: int,
+async def _allocate_named(conn: Connection, actor: str, account_id: str, payment_id: int,
                           received_on: dt.date, available: int,
                           targets: tuple[Target, ...]) -> None:
     released_on = await repo.last_release(conn, account_id, payment_id)
     for i, target in enumerate(targets):
         where = f"allocations[{i}]"
+        # A late payment named against a written-off invoice reverses the write-off first.
+        await write_offs.reinstate(conn, actor, account_id, target.invoice_id,
+                                   target.amount_micros or available, received_on)
         item = await repo.invoice_item(conn, account_id, target.invoice_id)
         if item is None:
             _invalid(f"{where}.invoice_id", f"account {account_id} has no finalised invoice "

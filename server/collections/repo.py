@@ -513,3 +513,24 @@ async def close_dispute(conn: Connection, dispute_id: int, on: dt.date) -> async
     return await conn.fetchrow(
         "UPDATE disputes SET closed_on = $2 WHERE dispute_id = $1 AND closed_on IS NULL"
         " RETURNING account_id, invoice_id", dispute_id, on)
+
+
+# --- write-offs -----------------------------------------------------------------------------
+
+async def invoice_tax_share(conn: Connection, account_id: str,
+                            invoice_id: int) -> tuple[int, int]:
+    """(tax, payable) of an invoice: the share of a written-off amount that was VAT."""
+    row = await conn.fetchrow("SELECT tax_micros, payable_micros FROM invoices"
+                              " WHERE account_id = $1 AND invoice_id = $2",
+                              account_id, invoice_id)
+    assert row is not None
+    return int(row["tax_micros"]), int(row["payable_micros"])
+
+
+async def written_off(conn: Connection, account_id: str, entry_id: int) -> int:
+    """What is written off an item now (write-offs less their reversals, ≥ 0)."""
+    total: int = await conn.fetchval(
+        "SELECT coalesce(-sum(amount_micros), 0)::bigint FROM ledger_entries"
+        " WHERE account_id = $1 AND applies_to = $2"
+        " AND kind IN ('write_off', 'write_off_reversal')", account_id, entry_id)
+    return total

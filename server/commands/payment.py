@@ -21,7 +21,7 @@ import msgspec
 
 from billing_oss.core.errors import DecodeError, InvalidRequest
 from billing_oss.core.money import parse_micros
-from billing_oss.server.collections import bank_import, payments, repo
+from billing_oss.server.collections import bank_import, payments, repo, write_offs
 from billing_oss.server.collections.bank_import import ImportResult
 from billing_oss.server.collections.model import AUTO, NONE, NewPayment, Payment, Target
 from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
@@ -63,6 +63,11 @@ def register(verbs: Any) -> None:
                         help="the payment bounced or was returned: undo it whole")
     refund.add_argument("--date", type=_date, default=None, metavar="YYYY-MM-DD")
     refund.add_argument("--reason", default="refund", help="why (a return code: AC04, MD06...)")
+    woff = actions.add_parser("write-off", help="write off what an invoice still owes")
+    woff.add_argument("--invoice", type=int, required=True, metavar="ID")
+    woff.add_argument("--reason", required=True)
+    woff.add_argument("--date", type=_date, default=None, metavar="YYYY-MM-DD")
+    add_config_options(woff)
     bank = actions.add_parser("import", help="import a camt.053 / camt.054 bank file")
     bank.add_argument("file", metavar="FILE")
     for sub in (add, listing, show, allocate, refund, bank):
@@ -87,6 +92,8 @@ def _date(text: str) -> dt.date:
 def run(args: argparse.Namespace) -> int:
     if args.action == "import":
         return _import(args)
+    if args.action == "write-off":
+        return _write_off(args)
     try:
         act = _action(args)
     except (ValueError, InvalidRequest) as exc:
@@ -161,6 +168,19 @@ def _action(args: argparse.Namespace) -> Act:
         return [(await payments.refund(pool, actor, args.payment_id, amount, on, args.reason),
                  None)]
     return refund
+
+
+def _write_off(args: argparse.Namespace) -> int:
+    config = load_config(args)
+
+    async def main() -> int:
+        async with database_pool(config) as pool:
+            return await write_offs.write_off(pool, cli_actor(), args.invoice,
+                                              args.date or dt.datetime.now(dt.UTC).date(),
+                                              args.reason)
+
+    print(f"written off: invoice {args.invoice} (ledger entry {asyncio.run(main())})")
+    return 0
 
 
 def _import(args: argparse.Namespace) -> int:

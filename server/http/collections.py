@@ -14,7 +14,14 @@ from aiohttp import web
 from billing_oss.core.errors import DecodeError, InvalidRequest, NotFound
 from billing_oss.core.money import parse_micros
 from billing_oss.server.billing.rounding import format_amount
-from billing_oss.server.collections import aging, bank_import, dunning, payments, repo
+from billing_oss.server.collections import (
+    aging,
+    bank_import,
+    dunning,
+    payments,
+    repo,
+    write_offs,
+)
 from billing_oss.server.collections.bank_import import ImportResult
 from billing_oss.server.collections.model import (
     DEFAULT_BUCKETS,
@@ -406,6 +413,25 @@ async def close_dispute(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+class WriteOffIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    invoice_id: IntId
+    reason: Reason
+    date: dt.date | None = None  # absent: today (UTC)
+
+
+class WriteOffView(msgspec.Struct, frozen=True, kw_only=True):
+    entry_id: int
+    invoice_id: int
+
+
+async def write_off(request: web.Request) -> web.Response:
+    body = await decode_body(request, WriteOffIn)
+    entry_id = await write_offs.write_off(request.app[POOL], actor(request), body.invoice_id,
+                                          body.date or dt.datetime.now(dt.UTC).date(),
+                                          body.reason)
+    return reply(WriteOffView(entry_id=entry_id, invoice_id=body.invoice_id), status=201)
+
+
 def targets(given: list[TargetIn]) -> tuple[Target, ...]:
     return tuple(Target(t.invoice_id, None if t.amount is None else parse_micros(t.amount))
                  for t in given)
@@ -487,6 +513,10 @@ def register(api: Api) -> None:
     api.add("POST", "/v1/disputes/{dispute_id}/close", close_dispute,
             summary="Close a dispute: dunning resumes for its invoice", tag=tag,
             params=DisputePath, status=204, roles=OPERATE)
+    api.add("POST", "/v1/write-offs", write_off,
+            summary="Write off what an invoice still owes (reversed by a late payment named "
+            "against it)", tag=tag, request=WriteOffIn, response=WriteOffView, status=201,
+            roles=OPERATE, errors=(404, 409))
     api.add("GET", "/v1/aging", get_aging,
             summary="Receivables by days past due as of a date, per currency and account",
             tag=tag, query=AgingQuery, response=AgingView, roles=READ)

@@ -22,16 +22,19 @@ async def account(conn: Connection, account_id: str, currency: str = "EUR",
 
 
 async def invoice(conn: Connection, account_id: str, payable_micros: int, issued: dt.date,
-                  *, due_days: int = 14, currency: str = "EUR") -> int:
-    """A finalised invoice of ``payable_micros`` issued on ``issued``; its id."""
+                  *, due_days: int = 14, currency: str = "EUR", tax_micros: int = 0) -> int:
+    """A finalised invoice of ``payable_micros`` (``tax_micros`` of it VAT) issued on
+    ``issued``; its id."""
     n = next(_numbers)
     async with conn.transaction():
         invoice_id: int = await conn.fetchval(
             "INSERT INTO invoices (account_id, period, period_start, period_end, currency,"
             " rounding_method, line_total_micros, allowance_micros, net_micros, tax_micros,"
             " total_micros, rounding_micros, payable_micros, seller, buyer)"
-            " VALUES ($1, $2, now(), now(), $3, 'half-up', $4, 0, $4, 0, $4, 0, $4, '{}', '{}')"
-            " RETURNING invoice_id", account_id, f"t{n}", currency, payable_micros)
+            " VALUES ($1, $2, now(), now(), $3, 'half-up', $4, 0, $4, $5, $4::bigint + $5::bigint,"
+            " 0, $4::bigint + $5::bigint,"
+            " '{}', '{}') RETURNING invoice_id", account_id, f"t{n}", currency,
+            payable_micros - tax_micros, tax_micros)
         await conn.execute(
             "UPDATE invoices SET status = 'finalised', series = 'T', number = $2,"
             " number_text = 'T-' || lpad($2::bigint::text, 6, '0'), issue_date = $3,"

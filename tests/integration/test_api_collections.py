@@ -219,3 +219,39 @@ async def test_dunning_ladders_runs_and_disputes(api: Api, pool: asyncpg.Pool) -
                              " WHERE account_id = 'G1' ORDER BY invoice_id, step_no")
     assert [(r["invoice_id"], r["action"]) for r in taken] == [
         (i1, "reminder"), (i1, "fee"), (i2, "reminder"), (i2, "fee")]
+
+
+async def test_write_off_noted_with_vat_relief_and_reversed_by_a_late_payment(
+        api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811
+    async with pool.acquire() as conn:  # a taxed invoice: 100 net + 20 VAT
+        await seed.account(conn, "W1")
+        i1 = await seed.invoice(conn, "W1", 120_000_000, D, tax_micros=20_000_000)
+    status, _ = await api.call("POST", "/v1/payments", "operator", json={
+        "account_id": "W1", "amount": "30", "received_on": "2026-02-10"})
+    status, woff = await api.call("POST", "/v1/write-offs", "operator", json={
+        "invoice_id": i1, "reason": "customer insolvent", "date": "2026-05-01"})
+    assert status == 201, woff
+    entry = await pool.fetchrow("SELECT amount_micros, description FROM ledger_entries"
+                                " WHERE entry_id = $1", woff["entry_id"])
+    assert entry["amount_micros"] == -90_000_000
+    assert "bad-debt VAT relief 15 EUR" in entry["description"]  # 90 × 20/120
+    status, _ = await api.call("POST", "/v1/write-offs", "operator", json={
+        "invoice_id": i1, "reason": "again"})
+    assert status == 409
+    status, aged = await api.call("GET", "/v1/aging", params={"account_id": "W1",
+                                                              "as_of": "2026-05-02"})
+    assert aged["totals"][0]["total"] == "0.00"
+    status, late = await api.call("POST", "/v1/payments", "operator", json={
+        "account_id": "W1", "amount": "50", "received_on": "2026-06-01",
+        "allocations": [{"invoice_id": i1}]})
+    assert status == 201 and late["allocated"] == "50.00", late
+    kinds = await pool.fetch("SELECT kind, amount_micros FROM ledger_entries"
+                             " WHERE account_id = 'W1' ORDER BY entry_id")
+    assert ("write_off_reversal", 50_000_000) in [(k["kind"], k["amount_micros"])
+                                                  for k in kinds]
+    status, aged = await api.call("GET", "/v1/aging", params={"account_id": "W1",
+                                                              "as_of": "2026-06-02"})
+    assert aged["totals"][0]["total"] == "0.00"  # 40 still written off, nothing owed
+    trail = await pool.fetch("SELECT action FROM audit_log WHERE action LIKE 'write_off.%'"
+                             " ORDER BY seq")
+    assert [t["action"] for t in trail] == ["write_off.create", "write_off.reverse"]

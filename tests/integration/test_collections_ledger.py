@@ -1,5 +1,6 @@
-"""The receivables ledger under random sequences of invoices, payments, allocations, refunds,
-reversals and credit notes (hypothesis), checked against the source tables after every step:
+"""The receivables ledger under random sequences of invoices, payments, allocations,
+refunds, reversals, credit notes and write-offs (hypothesis), checked against the source
+tables after every step:
 a payment is never allocated beyond itself, every invoice's open amount is its total less
 its credit notes and allocations and never below zero, and aging as of every date of the
 sequence totals the receivables the documents add up to, per currency."""
@@ -16,7 +17,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from billing_oss.core.errors import Conflict, InvalidRequest
-from billing_oss.server.collections import aging, payments
+from billing_oss.server.collections import aging, payments, write_offs
 from billing_oss.server.collections.model import AUTO, NONE, NewPayment, Target
 from tests.integration import collections_seed as seed
 
@@ -35,6 +36,7 @@ step = st.one_of(
               st.one_of(amounts, st.sampled_from([-CENT, 0, CENT]))),
     st.tuples(st.just("reverse"), st.integers(0, 9)),
     st.tuples(st.just("credit"), st.integers(0, 9), st.integers(1, 100)),
+    st.tuples(st.just("write_off"), st.integers(0, 9)),
 )
 gaps = st.integers(0, 20)
 # Some invoices and payments first, so the random steps after them have things to act on.
@@ -97,6 +99,9 @@ async def apply(pool: asyncpg.Pool, w: World, day: dt.date, op: tuple[Any, ...])
                 amount = min(amount, payable - credited)
                 if amount > 0:
                     await seed.credit_note(conn, w.account, iid, amount, day)
+        elif kind == "write_off" and w.invoices:
+            await write_offs.write_off(pool, "test", w.invoices[op[1] % len(w.invoices)][0],
+                                       day, "uncollectable")
     except (InvalidRequest, Conflict):
         pass  # refused input changes nothing; the checks below prove it
 
@@ -124,7 +129,10 @@ async def check(pool: asyncpg.Pool, w: World) -> None:
         "   WHERE c.invoice_id = i.invoice_id), 0)"
         " - coalesce((SELECT sum(x.amount_micros) FROM payment_allocations x"
         "   JOIN ledger_entries e ON e.account_id = x.account_id AND e.entry_id = x.entry_id"
-        "   WHERE e.kind = 'invoice' AND e.invoice_id = i.invoice_id), 0) AS open,"
+        "   WHERE e.kind = 'invoice' AND e.invoice_id = i.invoice_id), 0)"
+        " + coalesce((SELECT sum(w.amount_micros) FROM ledger_entries w"
+        "   WHERE w.kind IN ('write_off', 'write_off_reversal')"
+        "   AND w.invoice_id = i.invoice_id), 0) AS open,"
         " (SELECT collections_item_open(e.account_id, e.entry_id) FROM ledger_entries e"
         "   WHERE e.kind = 'invoice' AND e.invoice_id = i.invoice_id) AS ledger_open"
         " FROM invoices i WHERE i.account_id = $1", a)
@@ -142,7 +150,8 @@ async def check(pool: asyncpg.Pool, w: World) -> None:
             " - coalesce((SELECT sum(amount_micros) FROM payments WHERE account_id = $1"
             "   AND received_on <= $2), 0)"
             " + coalesce((SELECT sum(amount_micros) FROM ledger_entries WHERE account_id = $1"
-            "   AND kind IN ('refund', 'reversal') AND entry_date <= $2), 0)", a, day)
+            "   AND kind IN ('refund', 'reversal', 'write_off', 'write_off_reversal')"
+            "   AND entry_date <= $2), 0)", a, day)
         got = 0 if row is None else row.total_micros
         assert got == expected, (day, row, expected)
         if row is not None:
