@@ -188,52 +188,45 @@ def _payment(row: Any, allocations: tuple[Allocation, ...]) -> Payment:
 _AGING = """
 WITH applied AS (
     SELECT account_id, applies_to, sum(amount_micros) AS amount
-    FROM ledger_entries WHERE applies_to IS NOT NULL AND entry_date <= $1
+    FROM ledger_entries WHERE applies_to IS NOT NULL AND entry_date <= $1 {filter}
     GROUP BY account_id, applies_to
 ), allocated AS (
     SELECT account_id, entry_id, sum(amount_micros) AS amount
-    FROM payment_allocations WHERE allocated_on <= $1
+    FROM payment_allocations WHERE allocated_on <= $1 {filter}
     GROUP BY account_id, entry_id
-), items AS (
+), lines AS (
+    -- items (invoices, fees): open amount in the bucket of their days past due; payments,
+    -- refunds, reversals: bucket -1, whose sum plus everything allocated is the money not
+    -- applied (an allocation is never dated before its item, so both sides see it)
     SELECT e.account_id, e.currency,
-           width_bucket($1 - e.due_date, $2::int[]) AS bucket,
-           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open
+           CASE WHEN e.due_date IS NULL THEN -1
+                ELSE width_bucket($1 - e.due_date, $2::int[]) END AS bucket,
+           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open,
+           coalesce(a.amount, 0) AS allocated
     FROM ledger_entries e
     LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
     LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id
-    WHERE e.kind IN ('invoice', 'fee') AND e.entry_date <= $1 {item_filter}
-), money AS (
-    -- unapplied payment money: payments, refunds and reversals, plus what was allocated
-    SELECT account_id, currency, -1 AS bucket, sum(amount_micros) AS open
-    FROM ledger_entries
-    WHERE kind IN ('payment', 'refund', 'reversal') AND entry_date <= $1 {money_filter}
-    GROUP BY account_id, currency
-    UNION ALL
-    SELECT a.account_id, p.currency, -1, sum(a.amount_micros)
-    FROM payment_allocations a JOIN payments p USING (account_id, payment_id)
-    WHERE a.allocated_on <= $1 {alloc_filter}
-    GROUP BY a.account_id, p.currency
+    WHERE e.kind IN ('invoice', 'fee', 'payment', 'refund', 'reversal')
+      AND e.entry_date <= $1 {item_filter}
 )
-SELECT {key} currency, bucket, sum(open)::bigint AS amount
-FROM (SELECT account_id, currency, bucket, open FROM items WHERE open <> 0
-      UNION ALL SELECT account_id, currency, bucket, open FROM money) x
+SELECT {key} currency, bucket, sum(open)::bigint AS amount FROM lines WHERE open <> 0
 GROUP BY {key} currency, bucket
+UNION ALL
+SELECT {key} currency, -1, sum(allocated)::bigint FROM lines WHERE allocated <> 0
+GROUP BY {key} currency
 """
 
 
 async def aging(db: Db, as_of: dt.date, thresholds: list[int], *, per_account: bool,
                 account_id: str | None = None) -> list[asyncpg.Record]:
-    """(account_id?, currency, bucket, amount) rows: bucket -1 is unapplied money (≤ 0),
-    0 current, i the i-th band past due."""
+    """(account_id?, currency, bucket, amount) rows: bucket -1 is unapplied money (≤ 0,
+    possibly over several rows), 0 current, i the i-th band past due."""
     args: list[Any] = [as_of, thresholds]
-    item_filter = money_filter = alloc_filter = ""
+    plain = item_filter = ""
     if account_id is not None:
         args.append(account_id)
-        item_filter = "AND e.account_id = $3"
-        money_filter = "AND account_id = $3"
-        alloc_filter = "AND a.account_id = $3"
-    sql = _AGING.format(item_filter=item_filter, money_filter=money_filter,
-                        alloc_filter=alloc_filter,
+        plain, item_filter = "AND account_id = $3", "AND e.account_id = $3"
+    sql = _AGING.format(filter=plain, item_filter=item_filter,
                         key="account_id," if per_account else "")
     return await db.fetch(sql, *args)
 
