@@ -47,6 +47,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.invoices",
     "billing_oss.server.http.credit_notes",
     "billing_oss.server.http.settlement",
+    "billing_oss.server.http.collections",
     "billing_oss.adapters.http_ingest",
 )
 

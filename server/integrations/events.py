@@ -76,3 +76,79 @@ class SettlementSequenceGap(DomainEvent, frozen=True, kw_only=True):
     file_type: str
     expected: int
     received: int
+
+
+# --- collections (server/collections) -------------------------------------------------------
+
+class PaymentReceived(DomainEvent, frozen=True, kw_only=True):
+    event_type: ClassVar[str] = "payment.received"
+    event_version: ClassVar[int] = 1
+    payment_id: int
+    amount: str  # decimal string
+    currency: str
+    received_on: str  # ISO date
+    method: str
+    allocated: str  # how much went to open items at once
+
+
+class PaymentRefunded(DomainEvent, frozen=True, kw_only=True):
+    event_type: ClassVar[str] = "payment.refunded"
+    event_version: ClassVar[int] = 1
+    payment_id: int
+    amount: str
+    currency: str
+    refunded_on: str
+    reason: str
+
+
+class PaymentReversed(DomainEvent, frozen=True, kw_only=True):
+    """A payment that bounced or was returned (R-transaction): its invoices are open again."""
+
+    event_type: ClassVar[str] = "payment.reversed"
+    event_version: ClassVar[int] = 1
+    payment_id: int
+    amount: str
+    currency: str
+    reversed_on: str
+    reason: str  # the bank's return reason code (AC04, AM04, MD06...) or the operator's
+
+
+class DunningStep(DomainEvent, frozen=True, kw_only=True):
+    """A step of the dunning ladder taken for one overdue invoice (reminder, fee, suspend,
+    terminate): a notification system sends the reminder, a fee is on the ledger."""
+
+    event_type: ClassVar[str] = "dunning.step"
+    event_version: ClassVar[int] = 1
+    invoice_id: int | None
+    step: int
+    action: str
+    days_past_due: int
+    open: str  # what the invoice still owed when the step was taken
+    currency: str
+    fee: str | None = None
+
+
+class AccountSuspend(DomainEvent, frozen=True, kw_only=True):
+    """Provisioning: bar the account's service (MQTT provisioning/<account>/command)."""
+
+    event_type: ClassVar[str] = "account.suspend"
+    event_version: ClassVar[int] = 1
+    reason: str
+    invoice_ids: list[int]
+
+
+class AccountResume(DomainEvent, frozen=True, kw_only=True):
+    """Provisioning: lift a dunning suspension; the debt that caused it is cleared."""
+
+    event_type: ClassVar[str] = "account.resume"
+    event_version: ClassVar[int] = 1
+    reason: str
+
+
+class AccountTerminate(DomainEvent, frozen=True, kw_only=True):
+    """Provisioning: end the service; the debt is handed over to collection."""
+
+    event_type: ClassVar[str] = "account.terminate"
+    event_version: ClassVar[int] = 1
+    reason: str
+    invoice_ids: list[int]

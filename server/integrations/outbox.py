@@ -36,3 +36,18 @@ async def emit(conn: Connection, event: DomainEvent, *, account_id: str | None =
     await repo.append(conn, stream_of(account_id, stream), event_id, event.event_type,
                       event.event_version, account_id, msgspec.json.encode(event))
     return event_id
+
+
+async def emit_many(conn: Connection, items: list[tuple[DomainEvent, str]]) -> list[str]:
+    """``emit`` for many ``(event, account_id)`` in two statements (bulk imports); each
+    account's events are numbered in the order given. Returns their ids."""
+    if not items:
+        return []
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox.emit_many must run inside the transaction of the change")
+    ids = [f"evt_{uuid.uuid4().hex}" for _ in items]
+    await repo.append_many(conn, [
+        (stream_of(account_id, None), event_id, event.event_type, event.event_version,
+         account_id, msgspec.json.encode(event))
+        for (event, account_id), event_id in zip(items, ids, strict=True)])
+    return ids

@@ -42,3 +42,31 @@ async def events_after(conn: Connection, stream: str, after_seq: int, limit: int
         " occurred_at FROM outbox_events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         stream, after_seq, limit)
     return [StoredEvent(**dict(r)) for r in rows]
+
+
+async def append_many(conn: Connection,
+                      rows: list[tuple[str, str, str, int, str | None, bytes]]) -> None:
+    """Append many ``(stream, event_id, type, version, account_id, payload)``: each stream's
+    head moves once by its count (locking it, as ``append`` does) and its events take the
+    numbers in between, in the order given."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[0]] = counts.get(row[0], 0) + 1
+    streams = sorted(counts)
+    heads = await conn.fetch(
+        "INSERT INTO outbox_heads AS h (stream, seq) SELECT s, n FROM unnest($1::text[],"
+        " $2::bigint[]) AS u(s, n) ORDER BY s"
+        " ON CONFLICT (stream) DO UPDATE SET seq = h.seq + excluded.seq RETURNING stream, seq",
+        streams, [counts[s] for s in streams])
+    next_seq = {r["stream"]: r["seq"] - counts[r["stream"]] + 1 for r in heads}
+    seqs = []
+    for row in rows:
+        seqs.append(next_seq[row[0]])
+        next_seq[row[0]] += 1
+    columns = list(zip(*rows, strict=True))
+    await conn.execute(
+        "INSERT INTO outbox_events (stream, seq, event_id, type, version, account_id, payload)"
+        " SELECT s, q, e, t, v, a, p::jsonb FROM unnest($1::text[], $2::bigint[], $3::text[],"
+        " $4::text[], $5::int[], $6::text[], $7::text[]) AS u(s, q, e, t, v, a, p)",
+        list(columns[0]), seqs, list(columns[1]), list(columns[2]), list(columns[3]),
+        list(columns[4]), [p.decode() for p in columns[5]])

@@ -1,0 +1,529 @@
+"""Every SQL statement of the collections package (asyncpg, parameterised).
+
+Writers run inside the caller's transaction after ``lock`` has serialised the account's
+receivables; readers take a connection or a pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from billing_oss.server.collections.model import Allocation, Entry, Payment
+from billing_oss.server.store.pool import Connection
+
+Db: TypeAlias = "Connection | asyncpg.Pool"
+
+_PAYMENT = (
+    "SELECT p.account_id, p.payment_id, p.amount_micros, p.currency, p.received_on, p.method,"
+    " p.reference, p.source, p.external_id, p.created_at,"
+    " coalesce((SELECT sum(a.amount_micros) FROM payment_allocations a"
+    "   WHERE a.account_id = p.account_id AND a.payment_id = p.payment_id), 0)"
+    "   AS allocated_micros,"
+    " coalesce((SELECT sum(e.amount_micros) FROM ledger_entries e WHERE e.kind = 'refund'"
+    "   AND e.account_id = p.account_id AND e.payment_id = p.payment_id), 0)"
+    "   AS refunded_micros,"
+    " coalesce((SELECT sum(e.amount_micros) FROM ledger_entries e WHERE e.kind = 'reversal'"
+    "   AND e.account_id = p.account_id AND e.payment_id = p.payment_id), 0)"
+    "   AS reversed_micros"
+    " FROM payments p"
+)
+
+
+async def lock(conn: Connection, account_id: str) -> None:
+    await conn.execute("SELECT collections_lock($1)", account_id)
+
+
+async def account(db: Db, account_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT account_id, currency, status, attrs FROM accounts"
+                             " WHERE account_id = $1", account_id)
+
+
+async def payment(db: Db, payment_id: int, *, with_allocations: bool = True) -> Payment | None:
+    row = await db.fetchrow(_PAYMENT + " WHERE p.payment_id = $1", payment_id)
+    if row is None:
+        return None
+    allocations = await _allocations(db, row["account_id"], payment_id) \
+        if with_allocations else ()
+    return _payment(row, allocations)
+
+
+async def payment_by_external(db: Db, account_id: str, source: str,
+                              external_id: str) -> Payment | None:
+    payment_id = await db.fetchval(
+        "SELECT payment_id FROM payments WHERE account_id = $1 AND source = $2"
+        " AND external_id = $3", account_id, source, external_id)
+    return None if payment_id is None else await payment(db, payment_id)
+
+
+async def payments(db: Db, account_id: str | None, after: int | None,
+                   limit: int) -> list[Payment]:
+    """Payments in id order after ``after`` (limit + 1 rows: the caller pages)."""
+    rows = await db.fetch(
+        _PAYMENT + " WHERE ($1::text IS NULL OR p.account_id = $1)"
+        " AND ($2::bigint IS NULL OR p.payment_id > $2) ORDER BY p.payment_id LIMIT $3",
+        account_id, after, limit + 1)
+    return [_payment(r, ()) for r in rows]
+
+
+async def insert_payment(conn: Connection, *, account_id: str, amount_micros: int,
+                         currency: str, received_on: dt.date, method: str,
+                         reference: str | None, source: str, external_id: str | None,
+                         description: str) -> int:
+    payment_id: int = await conn.fetchval(
+        "INSERT INTO payments (account_id, amount_micros, currency, received_on, method,"
+        " reference, source, external_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " RETURNING payment_id",
+        account_id, amount_micros, currency, received_on, method, reference, source,
+        external_id)
+    await conn.execute(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " payment_id, description) VALUES ($1, 'payment', $2, $3, $4, $5, $6)",
+        account_id, currency, -amount_micros, received_on, payment_id, description)
+    return payment_id
+
+
+async def insert_entry(conn: Connection, *, account_id: str, kind: str, currency: str,
+                       amount_micros: int, entry_date: dt.date, payment_id: int | None = None,
+                       applies_to: int | None = None, due_date: dt.date | None = None,
+                       invoice_id: int | None = None, description: str = "",
+                       reason: str | None = None) -> int:
+    entry_id: int = await conn.fetchval(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " due_date, applies_to, invoice_id, payment_id, description, reason)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING entry_id",
+        account_id, kind, currency, amount_micros, entry_date, due_date, applies_to,
+        invoice_id, payment_id, description, reason)
+    return entry_id
+
+
+async def invoice_item(conn: Connection, account_id: str,
+                       invoice_id: int) -> asyncpg.Record | None:
+    """The ledger item of a finalised invoice with its open amount now."""
+    return await conn.fetchrow(
+        "SELECT e.entry_id, e.entry_date, e.currency,"
+        " collections_item_open(e.account_id, e.entry_id) AS open_micros,"
+        " collections_item_released_on(e.account_id, e.entry_id) AS released_on"
+        " FROM ledger_entries e WHERE e.account_id = $1 AND e.kind = 'invoice'"
+        " AND e.invoice_id = $2", account_id, invoice_id)
+
+
+async def invoice_account(db: Db, invoice_id: int) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT account_id, status FROM invoices WHERE invoice_id = $1",
+                             invoice_id)
+
+
+async def allocate(conn: Connection, account_id: str, payment_id: int, entry_id: int,
+                   amount_micros: int, allocated_on: dt.date) -> None:
+    await conn.execute(
+        "INSERT INTO payment_allocations (account_id, payment_id, entry_id, amount_micros,"
+        " allocated_on) VALUES ($1, $2, $3, $4, $5)",
+        account_id, payment_id, entry_id, amount_micros, allocated_on)
+
+
+async def last_release(conn: Connection, account_id: str, payment_id: int) -> dt.date | None:
+    day: dt.date | None = await conn.fetchval(
+        "SELECT max(allocated_on) FROM payment_allocations WHERE account_id = $1"
+        " AND payment_id = $2 AND amount_micros < 0", account_id, payment_id)
+    return day
+
+
+async def settle(conn: Connection, account_id: str, currency: str,
+                 payment_id: int | None = None) -> int:
+    """Allocate unapplied money to open items oldest first (one payment's, or all)."""
+    total: int = await conn.fetchval("SELECT collections_settle($1, $2, $3)",
+                                     account_id, currency, payment_id)
+    return total
+
+
+async def release(conn: Connection, account_id: str, payment_id: int, amount_micros: int | None,
+                  on: dt.date) -> int:
+    """Release the payment's allocations, newest first, for ``amount_micros`` (None: all).
+    Each release is dated ``on`` or the allocation's own date if later. Returns how much."""
+    rows = await conn.fetch(
+        "SELECT entry_id, sum(amount_micros)::bigint AS net, max(allocated_on) AS last_on"
+        " FROM payment_allocations WHERE account_id = $1 AND payment_id = $2"
+        " GROUP BY entry_id HAVING sum(amount_micros) > 0 ORDER BY max(allocation_id) DESC",
+        account_id, payment_id)
+    left = sum(r["net"] for r in rows) if amount_micros is None else amount_micros
+    released = 0
+    for r in rows:
+        if left <= 0:
+            break
+        take = min(left, r["net"])
+        await allocate(conn, account_id, payment_id, r["entry_id"], -take,
+                       max(on, r["last_on"]))
+        left -= take
+        released += take
+    return released
+
+
+async def _allocations(db: Db, account_id: str, payment_id: int) -> tuple[Allocation, ...]:
+    rows = await db.fetch(
+        "SELECT a.entry_id, e.invoice_id, e.kind, sum(a.amount_micros) AS amount_micros"
+        " FROM payment_allocations a JOIN ledger_entries e"
+        "   ON e.account_id = a.account_id AND e.entry_id = a.entry_id"
+        " WHERE a.account_id = $1 AND a.payment_id = $2"
+        " GROUP BY a.entry_id, e.invoice_id, e.kind HAVING sum(a.amount_micros) <> 0"
+        " ORDER BY a.entry_id", account_id, payment_id)
+    return tuple(Allocation(entry_id=r["entry_id"], invoice_id=r["invoice_id"], kind=r["kind"],
+                            amount_micros=int(r["amount_micros"])) for r in rows)
+
+
+def _payment(row: Any, allocations: tuple[Allocation, ...]) -> Payment:
+    return Payment(
+        account_id=row["account_id"], payment_id=row["payment_id"],
+        amount_micros=row["amount_micros"], currency=row["currency"].strip(),
+        received_on=row["received_on"], method=row["method"], reference=row["reference"],
+        source=row["source"], external_id=row["external_id"], created_at=row["created_at"],
+        allocated_micros=int(row["allocated_micros"]),
+        refunded_micros=int(row["refunded_micros"]),
+        reversed_micros=int(row["reversed_micros"]), allocations=allocations)
+
+
+# --- reading the ledger -------------------------------------------------------------------
+
+_AGING = """
+WITH applied AS (
+    SELECT account_id, applies_to, sum(amount_micros) AS amount
+    FROM ledger_entries WHERE applies_to IS NOT NULL AND entry_date <= $1 {filter}
+    GROUP BY account_id, applies_to
+), allocated AS (
+    SELECT account_id, entry_id, sum(amount_micros) AS amount
+    FROM payment_allocations WHERE allocated_on <= $1 {filter}
+    GROUP BY account_id, entry_id
+), lines AS (
+    -- items (invoices, fees): open amount in the bucket of their days past due; payments,
+    -- refunds, reversals: bucket -1, whose sum plus everything allocated is the money not
+    -- applied (an allocation is never dated before its item, so both sides see it)
+    SELECT e.account_id, e.currency,
+           CASE WHEN e.due_date IS NULL THEN -1
+                ELSE width_bucket($1 - e.due_date, $2::int[]) END AS bucket,
+           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open,
+           coalesce(a.amount, 0) AS allocated
+    FROM ledger_entries e
+    LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
+    LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id
+    WHERE e.kind IN ('invoice', 'fee', 'payment', 'refund', 'reversal')
+      AND e.entry_date <= $1 {item_filter}
+)
+SELECT {key} currency, bucket, sum(open)::bigint AS amount FROM lines WHERE open <> 0
+GROUP BY {key} currency, bucket
+UNION ALL
+SELECT {key} currency, -1, sum(allocated)::bigint FROM lines WHERE allocated <> 0
+GROUP BY {key} currency
+"""
+
+
+async def aging(db: Db, as_of: dt.date, thresholds: list[int], *, per_account: bool,
+                account_id: str | None = None) -> list[asyncpg.Record]:
+    """(account_id?, currency, bucket, amount) rows: bucket -1 is unapplied money (≤ 0,
+    possibly over several rows), 0 current, i the i-th band past due."""
+    args: list[Any] = [as_of, thresholds]
+    plain = item_filter = ""
+    if account_id is not None:
+        args.append(account_id)
+        plain, item_filter = "AND account_id = $3", "AND e.account_id = $3"
+    sql = _AGING.format(filter=plain, item_filter=item_filter,
+                        key="account_id," if per_account else "")
+    return await db.fetch(sql, *args)
+
+
+async def balance(db: Db, as_of: dt.date, account_id: str | None = None) -> dict[str, int]:
+    """The ledger balance per currency as of a date (everyone's, or one account's)."""
+    rows = await db.fetch(
+        "SELECT currency, sum(amount_micros)::bigint AS amount FROM ledger_entries"
+        " WHERE entry_date <= $1 AND ($2::text IS NULL OR account_id = $2) GROUP BY currency",
+        as_of, account_id)
+    return {r["currency"].strip(): int(r["amount"]) for r in rows}
+
+
+async def statement(db: Db, account_id: str, start: dt.date,
+                    end: dt.date) -> tuple[dict[str, int], list[Entry]]:
+    """Opening balance per currency before ``start`` and the entries of [start, end] with
+    the running balance after each."""
+    opening_rows = await db.fetch(
+        "SELECT currency, sum(amount_micros)::bigint AS amount FROM ledger_entries"
+        " WHERE account_id = $1 AND entry_date < $2 GROUP BY currency", account_id, start)
+    opening = {r["currency"].strip(): int(r["amount"]) for r in opening_rows}
+    rows = await db.fetch(
+        "SELECT entry_id, kind, currency, amount_micros, entry_date, due_date, invoice_id,"
+        " payment_id, description, reason FROM ledger_entries WHERE account_id = $1"
+        " AND entry_date BETWEEN $2 AND $3 ORDER BY entry_date, entry_id",
+        account_id, start, end)
+    running = dict(opening)
+    entries = []
+    for r in rows:
+        currency = r["currency"].strip()
+        running[currency] = running.get(currency, 0) + r["amount_micros"]
+        entries.append(Entry(**{**dict(r), "currency": currency,
+                                "balance_micros": running[currency]}))
+    return opening, entries
+
+
+# --- bank-file imports ----------------------------------------------------------------------
+
+async def lock_statement_accounts(conn: Connection, accounts: list[str]) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('camt:' || a, 0))"
+        " FROM (SELECT DISTINCT a FROM unnest($1::text[]) a ORDER BY a) s", accounts)
+
+
+async def lock_accounts(conn: Connection, accounts: list[str]) -> None:
+    await conn.execute("SELECT collections_lock(a) FROM (SELECT DISTINCT a FROM"
+                       " unnest($1::text[]) a ORDER BY a) s", accounts)
+
+
+async def known_bank_entries(conn: Connection, statement_accounts: list[str],
+                             keys: list[str]) -> set[tuple[str, str]]:
+    rows = await conn.fetch(
+        "SELECT b.statement_account, b.entry_key FROM bank_entries b"
+        " JOIN unnest($1::text[], $2::text[]) AS u(s, k)"
+        "   ON b.statement_account = u.s AND b.entry_key = u.k", statement_accounts, keys)
+    return {(r["statement_account"], r["entry_key"]) for r in rows}
+
+
+async def invoices_by_reference(conn: Connection, numbers: list[str],
+                                bodies: list[str]) -> list[asyncpg.Record]:
+    """Finalised or draft invoices whose number, or its RF body, is among those given, with
+    their account's currency and their ledger item (None for a draft)."""
+    return await conn.fetch(
+        "SELECT i.account_id, i.invoice_id, i.number_text, a.currency AS account_currency,"
+        " upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) AS body,"
+        " e.entry_id, greatest(e.entry_date,"
+        "   collections_item_released_on(e.account_id, e.entry_id)) AS entry_date"
+        " FROM invoices i JOIN accounts a USING (account_id)"
+        " LEFT JOIN ledger_entries e ON e.account_id = i.account_id AND e.kind = 'invoice'"
+        "   AND e.invoice_id = i.invoice_id"
+        " WHERE i.number_text = ANY($1::text[])"
+        "   OR upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) = ANY($2::text[])",
+        numbers, bodies)
+
+
+async def open_amounts(conn: Connection, accounts: list[str],
+                       entry_ids: list[int]) -> dict[int, int]:
+    rows = await conn.fetch(
+        "SELECT u.e, collections_item_open(u.a, u.e) AS open FROM unnest($1::text[],"
+        " $2::bigint[]) AS u(a, e)", accounts, entry_ids)
+    return {r["e"]: int(r["open"]) for r in rows}
+
+
+async def insert_payments(conn: Connection, rows: list[tuple[str, int, str, dt.date, str,
+                                                               str | None, str, str]]
+                          ) -> dict[str, int]:
+    """Bulk ``(account, amount, currency, received_on, method, reference, source,
+    external_id)`` with their ledger entries; external_id -> payment_id."""
+    columns = list(zip(*rows, strict=True))
+    stored = await conn.fetch(
+        "INSERT INTO payments (account_id, amount_micros, currency, received_on, method,"
+        " reference, source, external_id) SELECT * FROM unnest($1::text[], $2::bigint[],"
+        " $3::text[], $4::date[], $5::text[], $6::text[], $7::text[], $8::text[])"
+        " RETURNING account_id, payment_id, amount_micros, currency, received_on, external_id",
+        *[list(c) for c in columns])
+    await conn.execute(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " payment_id, description) SELECT a, 'payment', c, -m, d, p, 'Payment (bank transfer)'"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::date[], $5::bigint[])"
+        " AS u(a, c, m, d, p) ORDER BY p",
+        [r["account_id"] for r in stored], [r["currency"] for r in stored],
+        [r["amount_micros"] for r in stored], [r["received_on"] for r in stored],
+        [r["payment_id"] for r in stored])
+    return {r["external_id"]: r["payment_id"] for r in stored}
+
+
+async def insert_allocations(conn: Connection,
+                             rows: list[tuple[str, int, int, int, dt.date]]) -> None:
+    """Bulk ``(account, payment_id, entry_id, amount, allocated_on)``."""
+    if rows:
+        await conn.execute(
+            "INSERT INTO payment_allocations (account_id, payment_id, entry_id, amount_micros,"
+            " allocated_on) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
+            " $4::bigint[], $5::date[])", *[list(c) for c in zip(*rows, strict=True)])
+
+
+async def payment_by_reference(conn: Connection, reference: str) -> int | None:
+    payment_id: int | None = await conn.fetchval(
+        "SELECT payment_id FROM payments WHERE reference = $1 ORDER BY payment_id DESC"
+        " LIMIT 1", reference)
+    return payment_id
+
+
+BankRow = tuple[str, str, str, int, str, str | None, bool, int, str, dt.date | None,
+                str | None, int | None, int | None, str]
+
+
+async def insert_bank_entries(conn: Connection, rows: list[BankRow]) -> None:
+    """Bulk ``(statement_account, entry_key, file_name, entry_no, status, reason, credit,
+    amount, currency, booked_on, account_id, payment_id, invoice_id, remittance)``."""
+    if rows:
+        await conn.execute(
+            "INSERT INTO bank_entries (statement_account, entry_key, file_name, entry_no,"
+            " status, reason, credit, amount_micros, currency, booked_on, account_id,"
+            " payment_id, invoice_id, remittance) SELECT * FROM unnest($1::text[],"
+            " $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bool[],"
+            " $8::bigint[], $9::text[], $10::date[], $11::text[], $12::bigint[],"
+            " $13::bigint[], $14::text[])", *[list(c) for c in zip(*rows, strict=True)])
+
+
+async def bank_entries(db: Db, status: str | None, after: tuple[str, str] | None,
+                       limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT * FROM bank_entries WHERE ($1::text IS NULL OR status = $1)"
+        " AND ($2::text IS NULL OR (statement_account, entry_key) > ($2, $3))"
+        " ORDER BY statement_account, entry_key LIMIT $4",
+        status, after[0] if after else None, after[1] if after else None, limit + 1)
+
+
+# --- dunning --------------------------------------------------------------------------------
+
+async def ladders(db: Db) -> dict[str, str]:
+    rows = await db.fetch("SELECT class, steps::text AS steps FROM dunning_ladders"
+                          " ORDER BY class")
+    return {r["class"]: r["steps"] for r in rows}
+
+
+async def put_ladder(conn: Connection, klass: str, steps_json: str) -> str | None:
+    before: str | None = await conn.fetchval(
+        "SELECT steps::text FROM dunning_ladders WHERE class = $1 FOR UPDATE", klass)
+    await conn.execute(
+        "INSERT INTO dunning_ladders (class, steps) VALUES ($1, $2::jsonb)"
+        " ON CONFLICT (class) DO UPDATE SET steps = excluded.steps, updated_at = now()",
+        klass, steps_json)
+    return before
+
+
+_DUE_STEPS = """
+WITH allocated AS (
+    SELECT account_id, entry_id, sum(amount_micros) AS amount FROM payment_allocations
+    GROUP BY account_id, entry_id
+), applied AS (
+    SELECT account_id, applies_to, sum(amount_micros) AS amount FROM ledger_entries
+    WHERE applies_to IS NOT NULL GROUP BY account_id, applies_to
+), overdue AS (
+    SELECT e.account_id, e.entry_id, e.invoice_id, e.currency, e.due_date,
+           (e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0))::bigint AS open
+    FROM ledger_entries e
+    LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
+    LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id
+    WHERE e.kind = 'invoice' AND e.due_date < $1
+      AND ($2::text IS NULL OR e.account_id = $2)
+)
+SELECT o.account_id, o.entry_id, o.invoice_id, o.currency, o.open,
+       ($1 - o.due_date) AS days, s.step_no::int AS step_no, s.step->>'action' AS action,
+       s.step->>'fee' AS fee
+FROM overdue o
+JOIN accounts acc ON acc.account_id = o.account_id
+JOIN dunning_ladders l ON l.class = coalesce(acc.attrs->>'dunning_class', 'default')
+CROSS JOIN LATERAL jsonb_array_elements(l.steps) WITH ORDINALITY AS s(step, step_no)
+WHERE o.open > 0 AND acc.status <> 'closed'
+  AND ($1 - o.due_date) >= (s.step->>'day')::int
+  AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = o.account_id
+                  AND d.entry_id = o.entry_id AND d.closed_on IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM dunning_events x WHERE x.account_id = o.account_id
+                  AND x.entry_id = o.entry_id AND x.step_no = s.step_no)
+ORDER BY o.account_id, o.entry_id, s.step_no
+"""
+
+
+async def due_steps(db: Db, as_of: dt.date, account_id: str | None) -> list[asyncpg.Record]:
+    """Ladder steps due and not yet taken for every overdue, undisputed invoice."""
+    return await db.fetch(_DUE_STEPS, as_of, account_id)
+
+
+async def insert_dunning_events(conn: Connection, rows: list[tuple[str, int, int, str,
+                                                                   int | None, dt.date, int,
+                                                                   int, int | None]]
+                                ) -> set[tuple[str, int, int]]:
+    """Bulk ``(account, entry, step_no, action, invoice, run_on, days, open, fee_entry)``;
+    the (account, entry, step) keys inserted now (a concurrent run took the others)."""
+    if not rows:
+        return set()
+    stored = await conn.fetch(
+        "INSERT INTO dunning_events (account_id, entry_id, step_no, action, invoice_id,"
+        " run_on, days_past_due, open_micros, fee_entry_id) SELECT * FROM unnest($1::text[],"
+        " $2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::date[], $7::int[],"
+        " $8::bigint[], $9::bigint[]) ON CONFLICT DO NOTHING"
+        " RETURNING account_id, entry_id, step_no", *[list(c) for c in zip(*rows, strict=True)])
+    return {(r["account_id"], r["entry_id"], r["step_no"]) for r in stored}
+
+
+async def insert_fees(conn: Connection, rows: list[tuple[str, str, int, dt.date, str]]
+                      ) -> list[int]:
+    """Bulk fee items ``(account, currency, amount, on, description)``, due at once."""
+    if not rows:
+        return []
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    ids = await conn.fetch(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " due_date, description, reason) SELECT a, 'fee', c, m, d, d, t, 'dunning'"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::date[], $5::text[])"
+        " WITH ORDINALITY AS u(a, c, m, d, t, n) ORDER BY n RETURNING entry_id", *columns)
+    return [r["entry_id"] for r in ids]
+
+
+async def suspended(db: Db, accounts: list[str]) -> set[str]:
+    rows = await db.fetch("SELECT account_id FROM dunning_suspensions WHERE lifted_on IS NULL"
+                          " AND account_id = ANY($1::text[])", accounts)
+    return {r["account_id"] for r in rows}
+
+
+async def suspend(conn: Connection, accounts: list[str], on: dt.date) -> None:
+    await conn.execute(
+        "INSERT INTO dunning_suspensions (account_id, suspended_on) SELECT a, $2"
+        " FROM unnest($1::text[]) a ON CONFLICT DO NOTHING", accounts, on)
+
+
+async def still_owing_for_suspension(conn: Connection, accounts: list[str]) -> set[str]:
+    """Accounts among those whose suspending invoices still owe something (and are not
+    disputed: a dispute pauses dunning for its invoice)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT x.account_id FROM dunning_events x"
+        " WHERE x.account_id = ANY($1::text[]) AND x.action = 'suspend'"
+        " AND collections_item_open(x.account_id, x.entry_id) > 0"
+        " AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = x.account_id"
+        "   AND d.entry_id = x.entry_id AND d.closed_on IS NULL)", accounts)
+    return {r["account_id"] for r in rows}
+
+
+async def lift(conn: Connection, accounts: list[str], on: dt.date, by: str) -> None:
+    await conn.execute(
+        "UPDATE dunning_suspensions SET lifted_on = $2, lifted_by = $3"
+        " WHERE account_id = ANY($1::text[]) AND lifted_on IS NULL", accounts, on, by)
+
+
+async def open_dispute(conn: Connection, account_id: str, entry_id: int, invoice_id: int,
+                       reason: str, on: dt.date) -> int:
+    dispute_id: int = await conn.fetchval(
+        "INSERT INTO disputes (account_id, entry_id, invoice_id, reason, opened_on)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING dispute_id",
+        account_id, entry_id, invoice_id, reason, on)
+    return dispute_id
+
+
+async def close_dispute(conn: Connection, dispute_id: int, on: dt.date) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "UPDATE disputes SET closed_on = $2 WHERE dispute_id = $1 AND closed_on IS NULL"
+        " RETURNING account_id, invoice_id", dispute_id, on)
+
+
+# --- write-offs -----------------------------------------------------------------------------
+
+async def invoice_tax_share(conn: Connection, account_id: str,
+                            invoice_id: int) -> tuple[int, int]:
+    """(tax, payable) of an invoice: the share of a written-off amount that was VAT."""
+    row = await conn.fetchrow("SELECT tax_micros, payable_micros FROM invoices"
+                              " WHERE account_id = $1 AND invoice_id = $2",
+                              account_id, invoice_id)
+    assert row is not None
+    return int(row["tax_micros"]), int(row["payable_micros"])
+
+
+async def written_off(conn: Connection, account_id: str, entry_id: int) -> int:
+    """What is written off an item now (write-offs less their reversals, ≥ 0)."""
+    total: int = await conn.fetchval(
+        "SELECT coalesce(-sum(amount_micros), 0)::bigint FROM ledger_entries"
+        " WHERE account_id = $1 AND applies_to = $2"
+        " AND kind IN ('write_off', 'write_off_reversal')", account_id, entry_id)
+    return total
