@@ -18,4 +18,5 @@ VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.files",
     "billing_oss.server.commands.rate",
     "billing_oss.server.commands.decode",
+    "billing_oss.server.commands.report",
 )

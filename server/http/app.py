@@ -44,6 +44,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.bill_runs",
     "billing_oss.server.http.invoices",
     "billing_oss.server.http.credit_notes",
+    "billing_oss.server.http.reports",
     "billing_oss.adapters.http_ingest",
 )
 

@@ -1,0 +1,179 @@
+"""Reports from the charge rollups: revenue, usage, top accounts and underperforming segments.
+
+Every report answers from ``charge_rollups`` (never the charges), states how it was computed
+(``method``), and keeps money exact: micro-units summed in PostgreSQL, decimal strings out,
+one row per currency (amounts in different currencies are never added).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from billing_oss.core.errors import InvalidRequest
+from billing_oss.core.money import format_micros
+from billing_oss.server.analytics import repo
+
+KINDS = ("revenue", "usage", "top", "segments")
+# What a usage record's units are, by service (DESIGN.md §5, rule 3).
+UNITS = {"voice": "seconds", "data": "bytes", "sms": "messages", "event": "units"}
+_SOURCE = "Σ of charges minus reversals from the daily rollups (charge_rollups, UTC days)"
+
+
+class Row(msgspec.Struct, frozen=True, kw_only=True):
+    period: str | None  # the first day of the period; null for the whole range
+    key: dict[str, str | None]  # dimension → value
+    currency: str
+    amount: str  # decimal string
+    records: int  # usage records charged (net of reversals)
+    units: str  # Σ units, see UNITS; "" when the row mixes services
+    accounts: int  # distinct accounts with charges
+
+
+class Driver(msgspec.Struct, frozen=True, kw_only=True):
+    """A segment's revenue change split exactly into three effects (they add up to delta):
+    fewer or more accounts, usage per account, and money per record (price mix)."""
+
+    key: dict[str, str | None]
+    currency: str
+    revenue: str
+    previous: str
+    delta: str
+    accounts: int
+    previous_accounts: int
+    accounts_effect: str
+    usage_effect: str
+    price_effect: str
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True):
+    report: str
+    period: str
+    by: list[str]
+    start: dt.date
+    end: dt.date  # exclusive
+    method: str
+    rows: list[Row] = []
+    segments: list[Driver] = []
+
+
+def check_dimensions(by: Sequence[str]) -> list[str]:
+    """The dimension names, each known (or ``attrs.KEY``), else InvalidRequest naming it."""
+    for name in by:
+        key = name.removeprefix("attrs.")
+        if name.startswith("attrs.") and key and key.replace("_", "").replace("-", "").isalnum():
+            continue
+        if name not in repo.DIMENSIONS:
+            raise InvalidRequest(
+                f"unknown dimension {name!r}: one of {', '.join(repo.DIMENSIONS)} "
+                "or attrs.KEY", errors=[{"location": "query", "path": "by",
+                                         "message": f"unknown dimension {name!r}"}])
+    return list(by)
+
+
+def _check_range(period: str, start: dt.date, end: dt.date) -> None:
+    if period not in repo.PERIODS:
+        raise InvalidRequest(f"unknown period {period!r}: one of {', '.join(repo.PERIODS)}")
+    if end <= start:
+        raise InvalidRequest(f"empty range: to ({end}) must be after from ({start})")
+
+
+async def build(db: repo.Db, kind: str, *, by: Sequence[str], period: str, start: dt.date,
+                end: dt.date, account: str | None = None, service: str | None = None,
+                top: int = 10) -> Report:
+    """The report ``kind`` over the UTC days [start, end)."""
+    by = check_dimensions(by)
+    _check_range(period, start, end)
+    if kind == "revenue":
+        rows = await _rows(db, period, by, start, end, account, service)
+        return Report(report=kind, period=period, by=by, start=start, end=end, rows=rows,
+                      method=f"revenue: {_SOURCE}, by {period} × {', '.join(by) or 'total'}")
+    if kind == "usage":
+        dims = by if "service" in by else [*by, "service"]
+        rows = await _rows(db, period, dims, start, end, account, service)
+        return Report(report=kind, period=period, by=dims, start=start, end=end, rows=rows,
+                      method=f"usage: records and units (seconds, bytes, messages) {_SOURCE}")
+    if kind == "top":
+        rows = await _rows(db, "total", ["account"], start, end, None, service)
+        ranked: dict[str, list[Row]] = defaultdict(list)
+        for row in sorted(rows, key=lambda r: -Decimal(r.amount)):
+            if len(ranked[row.currency]) < top:
+                ranked[row.currency].append(row)
+        return Report(report=kind, period="total", by=["account"], start=start, end=end,
+                      rows=[r for c in sorted(ranked) for r in ranked[c]],
+                      method=f"top {top} accounts by revenue per currency: {_SOURCE}")
+    if kind == "segments":
+        return await _segments(db, by or ["segment"], start, end, service)
+    raise InvalidRequest(f"unknown report {kind!r}: one of {', '.join(KINDS)}")
+
+
+async def _rows(db: repo.Db, period: str, dims: Sequence[str], start: dt.date, end: dt.date,
+                account: str | None, service: str | None) -> list[Row]:
+    found = await repo.totals(db, period=period, dims=dims, start=start, end=end,
+                              account=account, service=service)
+    return [Row(period=r["period"].isoformat() if r["period"] else None,
+                key={d: r[f"d{i}"] for i, d in enumerate(dims)}, currency=r["currency"],
+                amount=format_micros(r["amount_micros"]), records=r["records"],
+                units=_units(r["units"]) if "service" in dims else "",
+                accounts=r["accounts"]) for r in found]
+
+
+def _units(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+async def _segments(db: repo.Db, by: list[str], start: dt.date, end: dt.date,
+                    service: str | None) -> Report:
+    """Segments whose revenue fell against the previous period of the same length, ranked
+    by the money lost, each change split into accounts, usage and price effects."""
+    previous_start = start - (end - start)
+    now = await repo.totals(db, period="total", dims=by, start=start, end=end, service=service)
+    before = await repo.totals(db, period="total", dims=by, start=previous_start, end=start,
+                               service=service)
+
+    def keyed(rows: Sequence[Any]) -> dict[tuple[Any, ...], Any]:
+        return {(*(r[f"d{i}"] for i in range(len(by))), r["currency"]): r for r in rows}
+
+    current, earlier = keyed(now), keyed(before)
+    drivers = []
+    for key in set(current) | set(earlier):
+        drivers.append(_driver(by, key, current.get(key), earlier.get(key)))
+    losers = sorted((d for d in drivers if Decimal(d.delta) < 0),
+                    key=lambda d: (Decimal(d.delta), d.currency))
+    return Report(report="segments", period="total", by=by, start=start, end=end,
+                  segments=losers,
+                  method=("segments whose revenue fell against the previous "
+                          f"{(end - start).days} days ({previous_start} to {start}), ranked by "
+                          "money lost; delta = accounts effect + usage effect + price effect "
+                          "(revenue = accounts × records per account × money per record, "
+                          f"changed one factor at a time); {_SOURCE}"))
+
+
+def _driver(by: list[str], key: tuple[Any, ...], now: Any, before: Any) -> Driver:
+    def parts(row: Any) -> tuple[Decimal, Decimal, Decimal]:
+        if row is None:
+            return Decimal(0), Decimal(0), Decimal(0)
+        return Decimal(row["amount_micros"]), Decimal(row["accounts"]), Decimal(row["records"])
+
+    (m1, a1, r1), (m0, a0, r0) = parts(now), parts(before)
+    per_account0 = r0 / a0 if a0 else Decimal(0)
+    price0 = m0 / r0 if r0 else Decimal(0)
+    # Rounded to the micro-unit (half-even); the price effect takes the rest, so the three
+    # add up to the delta exactly.
+    accounts_effect = ((a1 - a0) * per_account0 * price0).to_integral_value()
+    usage_effect = ((r1 - a1 * per_account0) * price0).to_integral_value()
+    price_effect = (m1 - m0) - accounts_effect - usage_effect  # ≈ r1 × (price1 − price0)
+
+    def money(micros: Decimal) -> str:
+        return format_micros(int(micros))
+
+    return Driver(key={d: key[i] for i, d in enumerate(by)}, currency=key[-1],
+                  revenue=money(m1), previous=money(m0), delta=money(m1 - m0),
+                  accounts=int(a1), previous_accounts=int(a0),
+                  accounts_effect=money(accounts_effect), usage_effect=money(usage_effect),
+                  price_effect=money(price_effect))
