@@ -1,5 +1,6 @@
-"""`billing-oss report revenue|usage|top|segments|compact ...`: reports from the daily charge
-rollups, as a table, JSON or CSV, with an optional plot (.svg or .png).
+"""`billing-oss report revenue|usage|top|segments|compact|anomalies|review ...`: reports from
+the daily charge rollups, as a table, JSON or CSV, with an optional plot (.svg or .png);
+anomaly flags, detected on demand and reviewed by an operator.
 
     billing-oss report revenue --by zone --period month --from 2026-01-01 --to 2026-04-01
     billing-oss report usage --by account --format csv
@@ -21,9 +22,10 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
+from billing_oss.server.analytics import anomalies as anomaly_flags
 from billing_oss.server.analytics import repo, reports
 from billing_oss.server.analytics.reports import Report
-from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
 from billing_oss.server.composition import database_pool
 
 
@@ -58,6 +60,23 @@ def register(verbs: Any) -> None:
     compact.add_argument("--to", dest="end", metavar="YYYY-MM-DD",
                          help="the UTC day after the last (default: tomorrow)")
     add_config_options(compact)
+    anomalies = actions.add_parser(
+        "anomalies", help="list anomaly flags; with --detect, score the days first")
+    anomalies.add_argument("--detect", action="store_true",
+                           help="score the days --from..--to (default: yesterday) and store "
+                           "new flags (outbox event anomaly.flagged)")
+    anomalies.add_argument("--from", dest="start", metavar="YYYY-MM-DD")
+    anomalies.add_argument("--to", dest="end", metavar="YYYY-MM-DD",
+                           help="the UTC day after the last (default: today)")
+    anomalies.add_argument("--state", choices=list(anomaly_flags.STATES))
+    anomalies.add_argument("--account", metavar="ID")
+    anomalies.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    add_config_options(anomalies)
+    review = actions.add_parser("review", help="confirm or dismiss an anomaly flag")
+    review.add_argument("flag_id", type=int, metavar="FLAG_ID")
+    review.add_argument("state", choices=["confirmed", "dismissed"])
+    review.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    add_config_options(review)
     parser.set_defaults(handler=run)
 
 
@@ -71,6 +90,8 @@ def _day(text: str | None, option: str, default: dt.date) -> dt.date:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action in ("anomalies", "review"):
+        return _anomalies(args)
     end = _day(args.end, "--to", dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1))
     if args.action == "compact":
         start = _day(args.start, "--from", end)
@@ -106,6 +127,53 @@ def _compact(args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
 
     folded = asyncio.run(act())
     print(f"folded {folded} rollup rows ({start} to {end}, end excluded)")
+    return 0
+
+
+def _anomalies(args: argparse.Namespace) -> int:
+    today = dt.datetime.now(dt.UTC).date()
+    if args.action == "anomalies":
+        end = _day(args.end, "--to", today)
+        start = _day(args.start, "--from", end - dt.timedelta(days=1))
+        if end <= start:
+            raise InvalidRequest(f"empty range: --to ({end}) must be after --from ({start})")
+    config = load_config(args)
+
+    async def act() -> list[anomaly_flags.Flag]:
+        async with database_pool(config) as pool:
+            if args.action == "review":
+                return [await anomaly_flags.review(pool, args.flag_id, args.state,
+                                                   cli_actor())]
+            if args.detect:
+                await anomaly_flags.run(pool, first=start, last=end - dt.timedelta(days=1))
+            flags, after = [], None
+            while True:
+                page = await anomaly_flags.find(pool, state=args.state, account=args.account,
+                                                after=after, limit=500)
+                flags += [f for f in page if args.detect is False
+                          or start <= f.period_start.date() < end]
+                if len(page) < 500:
+                    return flags
+                after = page[-1].flag_id
+
+    flags = asyncio.run(act())
+    if args.format == "json":
+        for flag in flags:
+            print(msgspec.json.encode(flag).decode())
+        return 0
+    header = ["flag_id", "state", "account_id", "service", "metric", "day", "direction",
+              "score", "explanation"]
+    rows = [[str(f.flag_id), f.state, f.account_id, f.service, f.metric,
+             f.period_start.date().isoformat(), f.direction, f"{f.score:+.1f}", f.explanation]
+            for f in flags]
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    else:
+        for row in rows:
+            print("  ".join(row))
+        print(f"# {anomaly_flags.METHOD}")
     return 0
 
 
