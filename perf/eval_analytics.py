@@ -11,8 +11,10 @@ account, pattern and window: spike (a day ×3–8), night burst (IRSF-like calls
 drop (2 days ×0.1–0.35), silence (1–3 days of nothing: a broken feed), level shift (×0.35 or
 ×2.2 from then on; window 14 days), drift (rising to ×2.5–4 over 21 days; window 28 days).
 
-Detectors (``server.analytics.detect``), each given the same **alert budget**: the K highest
-scores of all scored account-days, K = budget per 1,000 account-days:
+Detectors (``server.analytics.detect``), each given the same **alert budget**: at most K
+alerts over all scored account-days, K = budget per 1,000 account-days, taken by lowering a
+threshold on the detector's score; an account alerted is not alerted again for 7 days (its
+open flag covers the episode):
 - default: robust seasonal baseline, daily (same weekday, 6 weeks) and hourly (same weekday
   and hour, 6 weeks); a day's score is max(|z_day|, |z_hour| / 2 over its hours);
 - isolation forest: scikit-learn on five per-day features (volume, ratios to the last four
@@ -52,6 +54,8 @@ SEGMENTS = ("consumer", "business", "iot")
 PRICE_MICROS = {"consumer": 45_000, "business": 80_000, "iot": 9_000}  # per record
 HOURLY_WEIGHT = 0.5  # |z_hour| counts half: 24 hourly draws a day have heavier maxima
 WEEKS = 6
+THRESHOLD = 4.0  # server.analytics.anomalies.THRESHOLD
+QUIET_DAYS = 7  # after an alert, the account's next alert waits this long
 
 
 @dataclass
@@ -208,15 +212,41 @@ class Result:
     alerts: int
 
 
+def alerts_at(s: np.ndarray, threshold: float) -> np.ndarray:
+    """Account-days alerted at ``threshold``, an account alerted at most once in any
+    ``QUIET_DAYS`` days (its open flag stands for the days after: one episode, one alert)."""
+    over = s >= threshold
+    alerted = np.zeros_like(over)
+    last = np.full(s.shape[0], -10**6)
+    for d in range(s.shape[1]):
+        fire = over[:, d] & (d - last >= QUIET_DAYS)
+        alerted[:, d] = fire
+        last[fire] = d
+    return alerted
+
+
+def _threshold_for(s: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    """The lowest threshold whose alerts (``alerts_at``) stay within the budget ``k``."""
+    finite = np.unique(s[np.isfinite(s)])
+    low, high = 0, len(finite) - 1  # bisect on the candidate thresholds
+    while low < high:
+        mid = (low + high) // 2
+        if alerts_at(s, finite[mid]).sum() <= k:
+            high = mid
+        else:
+            low = mid + 1
+    threshold = float(finite[low]) if len(finite) else np.inf
+    return threshold, alerts_at(s, threshold)
+
+
 def judge(op: Operator, score: np.ndarray, valid: np.ndarray, budget: float,
-          hourly_weighted: np.ndarray | None = None) -> Result:
+          hourly_weighted: np.ndarray | None = None, fixed: float | None = None) -> Result:
+    """Alerts within the budget (or at the ``fixed`` threshold), judged against the labels."""
     s = np.where(valid & ~np.isnan(score), score, -np.inf)
-    k = int(budget * valid.sum() / 1000)
-    flat = np.argsort(s, axis=None)[::-1][:k]
-    threshold = s.flat[flat[-1]] if k else np.inf
-    alerted = np.zeros_like(valid)
-    alerted.flat[flat] = True
-    alerted &= np.isfinite(s)
+    if fixed is not None:
+        threshold, alerted = fixed, alerts_at(s, fixed)
+    else:
+        threshold, alerted = _threshold_for(s, int(budget * valid.sum() / 1000))
     inside = np.zeros_like(valid)
     found: dict[str, list[float]] = {p: [] for p in PATTERNS}
     missed: dict[str, int] = {p: 0 for p in PATTERNS}
@@ -245,8 +275,9 @@ def judge(op: Operator, score: np.ndarray, valid: np.ndarray, budget: float,
 
 
 def print_detection(results: dict[str, Result], account_days: int, budget: float) -> None:
-    print(f"\nAnomaly detection: alert budget {budget:g} per 1,000 account-days "
-          f"({account_days:,} scored account-days)")
+    rule = (f"alert budget {budget:g} per 1,000 account-days" if budget == budget
+            else "fixed threshold")
+    print(f"\nAnomaly detection: {rule} ({account_days:,} scored account-days)")
     print(f"{'pattern':<12} {'detector':<17} {'precision':>9} {'recall':>7} {'F1':>6} "
           f"{'median delay h':>15}")
     for p in PATTERNS:
@@ -336,6 +367,10 @@ def main() -> None:
     results["naive threshold"] = judge(op, detect.naive_scores(daily_of(op)), valid,
                                        args.budget)
     print_detection(results, int(valid.sum()), args.budget)
+    at = {"default at |z| ≥ 4": judge(op, score, valid, args.budget, weighted,
+                                      fixed=THRESHOLD)}
+    print(f"\nThe default at the server's fixed threshold (|score| ≥ {THRESHOLD:g}, no budget):")
+    print_detection(at, int(valid.sum()), float("nan"))
     evaluate_forecasts(segment_revenue(op), args.days)
 
 

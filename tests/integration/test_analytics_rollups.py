@@ -234,3 +234,31 @@ async def test_migration_backfills_the_charges_written_before_it(
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_the_trigger_probes_usage_by_key_and_never_scans_the_month(
+    pool: asyncpg.Pool,
+) -> None:
+    """A hash join would read the whole month's usage partition for every batch."""
+    async with pool.acquire() as conn, conn.transaction():
+        for table in ("usage_records", "charges"):
+            await conn.execute("SELECT ensure_month_partition($1::regclass, '2026-05-01')",
+                               table)
+        await conn.execute(
+            "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"
+            " kind, duration_s) SELECT 'P' || (i % 50), i, '2026-05-01'::timestamptz"
+            " + (i - 10000000) * interval '1 minute', 'probe', 'p' || i, 'voice', 60"
+            " FROM generate_series(10000000, 10020000) i")
+    await pool.execute("ANALYZE usage_records_2026_05")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
+            " amount_micros, currency) SELECT 'P' || (i % 50), i, '2026-05-01'::timestamptz"
+            " + (i - 10000000) * interval '1 minute', i, 'charge', 5, 'EUR'"
+            " FROM generate_series(10000000, 10005000) i")
+        scans = await conn.fetchrow(
+            "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables"
+            " WHERE relname = 'usage_records_2026_05'")
+        assert scans["seq_scan"] == 0 and scans["idx_scan"] == 5001
+    assert await pool.fetchval("SELECT sum(units) FROM charge_rollups r"
+                               " WHERE account_id LIKE 'P%'") == 60 * 5001
