@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, safe in a server or CI
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 from billing_oss.core.errors import InvalidRequest
 from billing_oss.server.analytics.reports import UNITS, Report
@@ -27,7 +28,9 @@ MAX_SERIES = 8  # more lines than this are unreadable: the rest are summed as "o
 def save(report: Report, path: Path) -> None:
     if path.suffix.lower() not in SUFFIXES:
         raise InvalidRequest(f"--plot {path}: the file must end in .svg or .png")
-    if report.report == "segments":
+    if report.report == "forecast":
+        figure = _forecast(report)
+    elif report.report == "segments":
         figure = _segments(report)
     elif report.report == "top":
         figure = _top(report)
@@ -118,4 +121,41 @@ def _segments(report: Report) -> matplotlib.figure.Figure:
     ax.set_xlabel(f"revenue change ({', '.join(currencies)})")
     ax.set_ylabel(", ".join(report.by))
     ax.legend(fontsize="small")
+    return figure
+
+
+def _forecast(report: Report) -> matplotlib.figure.Figure:
+    """The history (solid), the forecast (dashed) and its 80 % and 95 % bands, per series;
+    one panel per currency."""
+    currencies = sorted({p.currency for p in report.forecast}) or ["-"]
+    figure, axes = plt.subplots(len(currencies), 1, figsize=(9, 3.8 * len(currencies)),
+                                squeeze=False)
+    for ax, currency in zip(axes[:, 0], currencies, strict=True):
+        names: list[str] = []
+        for p in report.forecast:
+            if p.currency == currency and _label(p.key) not in names:
+                names.append(_label(p.key))
+        for name in names[:4]:
+            history = sorted((r.period or "", float(Decimal(r.amount))) for r in report.rows
+                             if r.currency == currency and _label(r.key) == name)
+            ahead = [p for p in report.forecast if p.currency == currency
+                     and _label(p.key) == name]
+            line = ax.plot([h[0] for h in history], [h[1] for h in history], label=name)[0]
+            days = [p.day.isoformat() for p in ahead]
+            ax.plot(days, [float(Decimal(p.mean)) for p in ahead], linestyle="--",
+                    color=line.get_color(), label=f"{name}: forecast")
+            ax.fill_between(days, [float(Decimal(p.low95)) for p in ahead],
+                            [float(Decimal(p.high95)) for p in ahead], alpha=0.12,
+                            color=line.get_color(), label=f"{name}: 95 % interval")
+            ax.fill_between(days, [float(Decimal(p.low80)) for p in ahead],
+                            [float(Decimal(p.high80)) for p in ahead], alpha=0.25,
+                            color=line.get_color(), label=f"{name}: 80 % interval")
+        ax.set_title(f"Daily revenue ({currency}) and its ETS forecast, history "
+                     f"{_range(report)}")
+        ax.set_xlabel("day (UTC)")
+        ax.set_ylabel(f"revenue per day ({currency})")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(10))
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2)
     return figure

@@ -7,6 +7,7 @@ one row per currency (amounts in different currencies are never added).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,7 +20,8 @@ from billing_oss.core.errors import InvalidRequest
 from billing_oss.core.money import format_micros
 from billing_oss.server.analytics import repo
 
-KINDS = ("revenue", "usage", "top", "segments")
+KINDS = ("revenue", "usage", "top", "segments", "forecast")
+MAX_FORECAST_SERIES = 40  # each is an ETS fit (and a backtest): bounded CPU per request
 # What a usage record's units are, by service (DESIGN.md §5, rule 3).
 UNITS = {"voice": "seconds", "data": "bytes", "sms": "messages", "event": "units"}
 _SOURCE = "Σ of charges minus reversals from the daily rollups (charge_rollups, UTC days)"
@@ -51,6 +53,31 @@ class Driver(msgspec.Struct, frozen=True, kw_only=True):
     price_effect: str
 
 
+class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A day's forecast revenue with its 80 % and 95 % prediction intervals (decimal
+    strings of the currency: a model's estimate, rounded to the micro-unit, never booked)."""
+
+    day: dt.date
+    key: dict[str, str | None]
+    currency: str
+    mean: str
+    low80: str
+    high80: str
+    low95: str
+    high95: str
+
+
+class Backtest(msgspec.Struct, frozen=True, kw_only=True):
+    """How wrong the method was on this series: fitted without its last ``horizon`` days,
+    then compared with them (WAPE = Σ|error| / Σ|actual|), beside seasonal naive."""
+
+    key: dict[str, str | None]
+    currency: str
+    days: int
+    wape: float | None
+    seasonal_naive_wape: float | None
+
+
 class Report(msgspec.Struct, frozen=True, kw_only=True):
     report: str
     period: str
@@ -60,6 +87,8 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     method: str
     rows: list[Row] = []
     segments: list[Driver] = []
+    forecast: list[ForecastPoint] = []
+    backtests: list[Backtest] = []
 
 
 def check_dimensions(by: Sequence[str]) -> list[str]:
@@ -85,7 +114,7 @@ def _check_range(period: str, start: dt.date, end: dt.date) -> None:
 
 async def build(db: repo.Db, kind: str, *, by: Sequence[str], period: str, start: dt.date,
                 end: dt.date, account: str | None = None, service: str | None = None,
-                top: int = 10) -> Report:
+                top: int = 10, horizon: int = 14) -> Report:
     """The report ``kind`` over the UTC days [start, end)."""
     by = check_dimensions(by)
     _check_range(period, start, end)
@@ -109,6 +138,9 @@ async def build(db: repo.Db, kind: str, *, by: Sequence[str], period: str, start
                       method=f"top {top} accounts by revenue per currency: {_SOURCE}")
     if kind == "segments":
         return await _segments(db, by or ["segment"], start, end, service)
+    if kind == "forecast":
+        rows = await _rows(db, "day", by, start, end, account, service)
+        return await asyncio.to_thread(_forecast, by, start, end, rows, horizon)
     raise InvalidRequest(f"unknown report {kind!r}: one of {', '.join(KINDS)}")
 
 
@@ -177,3 +209,64 @@ def _driver(by: list[str], key: tuple[Any, ...], now: Any, before: Any) -> Drive
                   accounts=int(a1), previous_accounts=int(a0),
                   accounts_effect=money(accounts_effect), usage_effect=money(usage_effect),
                   price_effect=money(price_effect))
+
+
+def _forecast(by: list[str], start: dt.date, end: dt.date, rows: list[Row],
+              horizon: int) -> Report:
+    """ETS per series (dimension values × currency) of daily revenue, the largest
+    ``MAX_FORECAST_SERIES`` first, each with its own backtest."""
+    import numpy as np
+
+    from billing_oss.server.analytics import forecast
+
+    days = (end - start).days
+    series: dict[tuple[tuple[str | None, ...], str], Any] = {}
+    for row in rows:
+        values = series.setdefault((tuple(row.key.values()), row.currency), np.zeros(days))
+        assert row.period is not None
+        # Model input in currency units: an estimate is computed in floats, reported rounded.
+        values[(dt.date.fromisoformat(row.period) - start).days] += float(Decimal(row.amount))
+    ranked = sorted(series.items(), key=lambda item: -abs(float(item[1].sum())))
+    points: list[ForecastPoint] = []
+    backtests: list[Backtest] = []
+    for (values_key, currency), y in ranked[:MAX_FORECAST_SERIES]:
+        key: dict[str, str | None] = dict(zip(by, values_key, strict=True))
+        fc = forecast.ets(y, horizon)
+        for i in range(horizon):
+            low80, high80 = fc.intervals.get(0.8, (fc.mean, fc.mean))
+            low95, high95 = fc.intervals.get(0.95, (fc.mean, fc.mean))
+            points.append(ForecastPoint(
+                day=end + dt.timedelta(days=i), key=key, currency=currency,
+                mean=_money(fc.mean[i]), low80=_money(low80[i]), high80=_money(high80[i]),
+                low95=_money(low95[i]), high95=_money(high95[i])))
+        backtests.append(_backtest(key, currency, y, horizon))
+    return Report(report="forecast", period="day", by=by, start=start, end=end, rows=rows,
+                  forecast=points, backtests=backtests,
+                  method=(f"daily revenue per {', '.join(by) or 'total'} and currency from the "
+                          f"rollups, {horizon} days ahead: {forecast.METHOD}; backtests refit "
+                          "each series without its last days; measured on a synthetic operator "
+                          "(perf/eval_analytics.py): WAPE 0.043 against seasonal naive 0.056, "
+                          "80 % / 95 % intervals covering 86 % / 93 %"))
+
+
+def _money(value: float) -> str:
+    return format_micros(round(value * 1_000_000))
+
+
+def _backtest(key: dict[str, str | None], currency: str, y: Any, horizon: int) -> Backtest:
+    import numpy as np
+
+    from billing_oss.server.analytics import forecast
+
+    if len(y) < horizon + 3 * forecast.SEASON:
+        return Backtest(key=key, currency=currency, days=0, wape=None,
+                        seasonal_naive_wape=None)
+    history, actual = y[:-horizon], y[-horizon:]
+    total = float(np.abs(actual).sum())
+
+    def wape(pred: Any) -> float | None:
+        return round(float(np.abs(actual - pred).sum()) / total, 4) if total else None
+
+    return Backtest(key=key, currency=currency, days=horizon,
+                    wape=wape(forecast.ets(history, horizon).mean),
+                    seasonal_naive_wape=wape(forecast.seasonal_naive(history, horizon)))

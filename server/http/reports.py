@@ -26,7 +26,7 @@ Dimensions = Annotated[str, msgspec.Meta(max_length=200, pattern="^[A-Za-z0-9_.,
 
 
 class ReportPath(msgspec.Struct, frozen=True):
-    report: Literal["revenue", "usage", "top", "segments"]
+    report: Literal["revenue", "usage", "top", "segments", "forecast"]
 
 
 class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,6 +37,7 @@ class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
     account_id: Id | None = None
     service: Literal["voice", "sms", "data", "event"] | None = None
     top: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    horizon: Annotated[int, msgspec.Meta(ge=1, le=90)] = 14  # forecast: days ahead
 
 
 async def get_report(request: web.Request) -> web.Response:
@@ -47,7 +48,7 @@ async def get_report(request: web.Request) -> web.Response:
     by = [d for d in q.by.split(",") if d]
     report = await reports.build(request.app[POOL], path.report, by=by, period=q.period,
                                  start=start, end=end, account=q.account_id,
-                                 service=q.service, top=q.top)
+                                 service=q.service, top=q.top, horizon=q.horizon)
     return reply(report)
 
 
@@ -108,8 +109,8 @@ async def review(request: web.Request) -> web.Response:
 
 def register(api: Api) -> None:
     api.add("GET", "/v1/reports/{report}", get_report,
-            summary="A report from the daily rollups: revenue, usage, top accounts or "
-            "segments losing revenue (with their drivers)", tag="reports",
+            summary="A report from the daily rollups: revenue, usage, top accounts, "
+            "segments losing revenue (with their drivers) or a revenue forecast", tag="reports",
             params=ReportPath, query=ReportQuery, response=Report, roles=("viewer",),
             errors=(422,))
     api.add("GET", "/v1/anomalies", list_flags, summary="Anomaly flags, oldest first",

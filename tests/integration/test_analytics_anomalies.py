@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from billing_oss.core.errors import Conflict
-from billing_oss.server.analytics import anomalies
+from billing_oss.server.analytics import anomalies, plots, reports
 from tests.integration.api_harness import Api, live_api
 
 FIRST = dt.date(2026, 1, 5)  # a Monday; seven weeks of history before the scored day
@@ -116,3 +118,24 @@ async def test_http_list_detect_review(api: Api, history: asyncpg.Pool) -> None:
     status, _ = await api.call("POST", "/v1/anomalies/detect", "viewer",
                                json={"from": "2026-02-23", "to": "2026-02-24"})
     assert status == 403
+
+
+async def test_forecast_from_the_rollups_with_intervals_and_backtest(
+    history: asyncpg.Pool, api: Api, tmp_path: Path
+) -> None:
+    report = await reports.build(history, "forecast", by=["account"], period="day",
+                                 start=FIRST, end=SCORED, horizon=7)
+    steady = [p for p in report.forecast if p.key == {"account": "STEADY"}]
+    assert [p.day for p in steady] == [SCORED + dt.timedelta(days=i) for i in range(7)]
+    for p in steady:  # 30-32 calls a day at 0.10 EUR
+        assert Decimal("2.8") < Decimal(p.mean) < Decimal("3.4")
+        assert (Decimal(p.low95) <= Decimal(p.low80) <= Decimal(p.mean) <= Decimal(p.high80)
+                <= Decimal(p.high95))
+    [test] = [b for b in report.backtests if b.key == {"account": "STEADY"}]
+    assert test.days == 7 and test.wape is not None and test.wape < 0.1
+    assert "ETS" in report.method and "WAPE" in report.method
+    plots.save(report, tmp_path / "forecast.png")
+    assert (tmp_path / "forecast.png").stat().st_size > 10_000
+    status, body = await api.call("GET", "/v1/reports/forecast", "viewer", params={
+        "from": str(FIRST), "to": str(SCORED), "horizon": "3"})
+    assert status == 200 and len(body["forecast"]) == 3 and body["backtests"][0]["days"] == 3
