@@ -34,8 +34,11 @@ PERIODS: dict[str, str] = {
 
 
 async def compact(db: Db, first: dt.date, last: dt.date) -> int:
-    """Fold the rollup deltas of days ``first``..``last`` (inclusive); rows folded away."""
-    folded: int = await db.fetchval("SELECT compact_charge_rollups($1, $2)", first, last)
+    """Fold the rollup deltas of days ``first``..``last`` (inclusive; the monthly level:
+    of the months holding them); rows folded away."""
+    folded: int = await db.fetchval(
+        "SELECT compact_charge_rollups($1, $2) + compact_charge_rollups_monthly($1, $2)",
+        first, last)
     return folded
 
 
@@ -62,11 +65,14 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
     if "tariff" in dims:
         joins += " LEFT JOIN tariff_versions tv ON tv.tariff_version_id = r.tariff_version_id"
     group = ", ".join(str(i + 1) for i in range(len(keys)))
+    # Whole months by month or in total: the monthly level answers (one row a month).
+    table = ("charge_rollups_monthly" if period in ("month", "total") and start.day == 1
+             and end.day == 1 else "charge_rollups")
     return await db.fetch(
         f"SELECT {select}, sum(r.amount_micros)::bigint AS amount_micros,"
         f" sum(r.records)::bigint AS records, sum(r.units) AS units,"
         f" count(DISTINCT r.account_id) AS accounts"
-        f" FROM charge_rollups r{joins}"
+        f" FROM {table} r{joins}"
         f" WHERE r.day >= $1 AND r.day < $2 AND ($3::text IS NULL OR r.account_id = $3)"
         f" AND ($4::text IS NULL OR r.service = $4)"
         f" GROUP BY {group} ORDER BY {group}", *params)

@@ -98,9 +98,19 @@ async def assert_rollups_match(pool: asyncpg.Pool) -> int:
     """For every subset of the key's dimensions, Σ amount, records and units grouped by it
     are the same from the rollups and from the raw charges. Returns the charge rows seen."""
     facts = await raw_facts(pool)
+    for table in ("charge_rollups", "charge_rollups_monthly"):
+        monthly = table.endswith("monthly")
+        if monthly:  # the monthly level keys a month by its first day
+            facts = [((*k[:1], k[1].replace(day=1), *k[2:]), a, s, u) for k, a, s, u in facts]
+        await _match(pool, table, facts)
+    return len(facts)
+
+
+async def _match(pool: asyncpg.Pool, table: str,
+                 facts: list[tuple[tuple[Any, ...], int, int, Decimal]]) -> None:
     rolled = await pool.fetch(
         "SELECT account_id, day, service, zone, rtrim(currency) AS currency,"
-        " tariff_version_id, amount_micros, records, units FROM charge_rollups")
+        f" tariff_version_id, amount_micros, records, units FROM {table}")
     for size in range(len(KEY) + 1):
         for dims in combinations(range(len(KEY)), size):
             expected: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [0, 0, Decimal(0)])
@@ -115,8 +125,7 @@ async def assert_rollups_match(pool: asyncpg.Pool) -> int:
                 acc[0] += r["amount_micros"]
                 acc[1] += r["records"]
                 acc[2] += r["units"]
-            assert dict(got) == dict(expected), [KEY[d] for d in dims]
-    return len(facts)
+            assert dict(got) == dict(expected), (table, [KEY[d] for d in dims])
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +179,13 @@ async def test_rollups_equal_raw_charges_after_ingest_rerate_and_compaction(
     await assert_rollups_match(pool)
 
     # Compaction folds the deltas and keeps every sum.
-    deltas = await pool.fetchval("SELECT count(*) FROM charge_rollups")
+    both = ("SELECT (SELECT count(*) FROM charge_rollups {0})"
+            " + (SELECT count(*) FROM charge_rollups_monthly {0})")
+    deltas = await pool.fetchval(both.format(""))
     folded = await repo.compact(pool, dt.date(2026, 1, 1), dt.date(2026, 2, 28))
-    left = await pool.fetchval("SELECT count(*) FROM charge_rollups")
+    left = await pool.fetchval(both.format(""))
     assert folded == deltas - left > 0
-    assert await pool.fetchval("SELECT count(*) FROM charge_rollups WHERE NOT compacted") == 0
+    assert await pool.fetchval(both.format("WHERE NOT compacted")) == 0
     await assert_rollups_match(pool)
     assert await repo.compact(pool, dt.date(2026, 1, 1), dt.date(2026, 2, 28)) == 0
 
@@ -225,10 +236,13 @@ async def test_migration_backfills_the_charges_written_before_it(
             await pipe.ingest_file(write_jsonl(tmp_path / "b.jsonl", records(200, 9)),
                                    source="msc1", format="jsonl")
             monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", real)
-            assert "1000_charge_rollups" in await migrate_module.migrate(pool)
+            applied = await migrate_module.migrate(pool)
+            assert {"1000_charge_rollups", "1003_monthly_rollups"} <= set(applied)
             assert await assert_rollups_match(pool) > 150
             assert await pool.fetchval(
                 "SELECT count(*) FROM charge_rollups WHERE NOT compacted") == 0
+            assert await pool.fetchval(
+                "SELECT count(*) FROM charge_rollups_monthly WHERE NOT compacted") == 0
         finally:
             await pool.close()
     finally:
