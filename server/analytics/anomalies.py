@@ -19,7 +19,7 @@ import numpy as np
 
 from billing_oss.core.errors import Conflict, NotFound
 from billing_oss.core.money import format_micros
-from billing_oss.server.analytics import detect, repo
+from billing_oss.server.analytics import detect, repo, reports
 from billing_oss.server.integrations import outbox
 from billing_oss.server.integrations.events import AnomalyFlagged, AnomalyReviewed
 from billing_oss.server.store.pool import Connection
@@ -68,6 +68,7 @@ async def run(pool: asyncpg.Pool, *, first: dt.date, last: dt.date,
               threshold: float = THRESHOLD) -> list[Flag]:
     """Score the days ``first``..``last`` of every account × service (records, and money
     per currency) and store the new flags; flags already stored are left as they are."""
+    reports.check_days(first, last + dt.timedelta(days=1))
     start = first - dt.timedelta(weeks=WEEKS)
     rows = await repo.daily_series(pool, start, last + dt.timedelta(days=1))
     days = (last - start).days + 1

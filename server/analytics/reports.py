@@ -21,6 +21,7 @@ from billing_oss.core.money import format_micros
 from billing_oss.server.analytics import repo
 
 KINDS = ("revenue", "usage", "top", "segments", "forecast")
+MAX_DAYS = 3660  # ten years of days in one report
 MAX_FORECAST_SERIES = 40  # each is an ETS fit (and a backtest): bounded CPU per request
 # What a usage record's units are, by service (DESIGN.md §5, rule 3).
 UNITS = {"voice": "seconds", "data": "bytes", "sms": "messages", "event": "units"}
@@ -108,8 +109,17 @@ def check_dimensions(by: Sequence[str]) -> list[str]:
 def _check_range(period: str, start: dt.date, end: dt.date) -> None:
     if period not in repo.PERIODS:
         raise InvalidRequest(f"unknown period {period!r}: one of {', '.join(repo.PERIODS)}")
+    check_days(start, end)
+
+
+def check_days(start: dt.date, end: dt.date) -> None:
+    """A range of UTC days [start, end) a report or a detection may cover: not empty, at
+    most ten years, within 1970–2199 (baselines and comparisons reach back before it)."""
     if end <= start:
         raise InvalidRequest(f"empty range: to ({end}) must be after from ({start})")
+    if start.year < 1970 or end.year >= 2200 or (end - start).days > MAX_DAYS:
+        raise InvalidRequest(f"range {start} to {end}: at most {MAX_DAYS} days, "
+                             "between 1970 and 2199")
 
 
 async def build(db: repo.Db, kind: str, *, by: Sequence[str], period: str, start: dt.date,

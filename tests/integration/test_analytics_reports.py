@@ -191,3 +191,16 @@ async def test_http_report_and_problem(api: Api, seeded: asyncpg.Pool) -> None:
     assert status == 422 and "planet" in body["detail"]
     status, _ = await api.call("GET", "/v1/reports/nonsense", "viewer")
     assert status in (404, 422)
+
+
+async def test_ranges_outside_the_calendar_are_refused(api: Api) -> None:
+    for params in ({"from": "0001-01-01", "to": "2026-01-01"},
+                   {"from": "2026-01-02", "to": "2026-01-01"},
+                   {"from": "2000-01-01", "to": "2026-01-01"}):
+        for report in ("revenue", "segments", "forecast"):
+            status, body = await api.call("GET", f"/v1/reports/{report}", "viewer",
+                                          params=params)
+            assert status == 422, (report, params, body)
+    status, _ = await api.call("POST", "/v1/anomalies/detect", "operator",
+                               json={"from": "0001-01-01", "to": "0001-01-02"})
+    assert status == 422
