@@ -23,4 +23,5 @@ VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.rate",
     "billing_oss.server.commands.decode",
     "billing_oss.server.commands.settle",
+    "billing_oss.server.commands.report",
 )

@@ -152,3 +152,31 @@ class AccountTerminate(DomainEvent, frozen=True, kw_only=True):
     event_version: ClassVar[int] = 1
     reason: str
     invoice_ids: list[int]
+
+
+# Analytics (server.analytics.anomalies) -------------------------------------------------
+
+class AnomalyFlagged(DomainEvent, frozen=True, kw_only=True):
+    """A detector found an account × service's usage or money far from its baseline."""
+
+    event_type: ClassVar[str] = "anomaly.flagged"
+    flag_id: int
+    service: str
+    metric: str  # records | amount
+    granularity: str  # day | hour
+    period_start: str  # RFC 3339
+    direction: str  # spike | drop
+    observed: str  # decimal string (records, or money in the currency's units)
+    baseline: str
+    score: str
+    method: str
+    explanation: str
+
+
+class AnomalyReviewed(DomainEvent, frozen=True, kw_only=True):
+    """An operator confirmed or dismissed a flag."""
+
+    event_type: ClassVar[str] = "anomaly.reviewed"
+    flag_id: int
+    state: str  # confirmed | dismissed
+    by: str

@@ -1,0 +1,163 @@
+"""Anomaly detectors over usage series (numpy; no database here).
+
+The default is a **robust seasonal baseline**: the value at time t is compared with the
+values at the same place of the season (same weekday for daily series, same weekday and
+hour for hourly ones) over the last ``weeks`` weeks, by their median and MAD:
+
+    score = (x − median) / max(1.4826 · MAD, sqrt(median + 1))
+
+The second term is a Poisson-like floor: counts are noisy when small, and a MAD of 0 (a
+quiet account) must not turn one extra call into an alarm. ``min_history`` earlier seasons
+must be known (not NaN: holidays and days before the account existed are NaN) for a score.
+
+``naive_scores`` is the fixed-threshold rule operators start with (today against the mean
+of the last four weeks, as a ratio); ``isolation_scores`` the scikit-learn alternative on
+per-day features. ``perf/eval_analytics.py`` measures all three.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+MAD_SCALE = 1.4826  # MAD × this estimates σ for normal data
+
+
+class Baseline:
+    """Median, MAD and the resulting scale of each point's seasonal history."""
+
+    def __init__(self, median: Array, mad: Array, known: NDArray[np.int_]) -> None:
+        self.median, self.mad, self.known = median, mad, known
+
+    @property
+    def scale(self) -> Array:
+        return np.maximum(MAD_SCALE * self.mad, np.sqrt(np.maximum(self.median, 0) + 1.0))
+
+
+def seasonal_baseline(x: Array, season: int, weeks: int, chunk: int = 512) -> Baseline:
+    """For each row of ``x`` (series × time) and each t: the median and MAD of
+    x[t − season], x[t − 2·season], …, x[t − weeks·season] (NaN ignored). Rows are done
+    ``chunk`` at a time to bound memory (chunk × time × weeks floats)."""
+    n, length = x.shape
+    median = np.full((n, length), np.nan)
+    mad = np.full((n, length), np.nan)
+    known = np.zeros((n, length), dtype=np.int_)
+    for first in range(0, n, chunk):
+        rows = x[first:first + chunk]
+        planes = []  # one (rows × time) plane per lag, unknown = +inf (sorts last)
+        for k in range(1, weeks + 1):
+            plane = np.full(rows.shape, np.inf)
+            shift = k * season
+            if shift < length:
+                plane[:, shift:] = rows[:, :length - shift]
+            planes.append(np.where(np.isnan(plane), np.inf, plane))
+        seen = np.sum([np.isfinite(p) for p in planes], axis=0)
+        m = _median_of_known(planes, seen)
+        median[first:first + chunk] = m
+        mad[first:first + chunk] = _median_of_known([np.abs(p - m) for p in planes], seen)
+        known[first:first + chunk] = seen
+    return Baseline(median, mad, known)
+
+
+def _median_of_known(planes: list[Array], seen: NDArray[np.int_]) -> Array:
+    """Element-wise median of the finite values across ``planes`` (+inf: unknown), by an
+    odd-even transposition sort of the planes: a few whole-array min/max passes, much
+    faster than sorting millions of six-element rows. NaN where nothing is known."""
+    ordered = list(planes)
+    for round_ in range(len(ordered)):
+        for i in range(round_ % 2, len(ordered) - 1, 2):
+            low = np.minimum(ordered[i], ordered[i + 1])
+            ordered[i + 1] = np.maximum(ordered[i], ordered[i + 1])
+            ordered[i] = low
+    stacked = np.stack(ordered)
+    low_i = np.maximum(seen - 1, 0) // 2
+    high_i = np.minimum(seen // 2, len(ordered) - 1)
+    a = np.take_along_axis(stacked, low_i[None], axis=0)[0]
+    b = np.take_along_axis(stacked, high_i[None], axis=0)[0]
+    with np.errstate(invalid="ignore"):
+        out = (a + b) / 2
+    out[seen == 0] = np.nan
+    return np.asarray(out, dtype=np.float64)
+
+
+def robust_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
+                  log: bool = False) -> tuple[Array, Baseline]:
+    """Signed scores (positive: more than usual) and the baseline they came from; NaN where
+    the history is too short or the value unknown.
+
+    With ``log``, values are compared as log(1 + x): a fall to a fifth and a rise to five
+    times score alike (a drop cannot exceed the baseline in counts, a spike can without
+    bound), and the floor becomes the Poisson noise of a log count, 1 / sqrt(median + 1)."""
+    if not log:
+        base = seasonal_baseline(x, season, weeks)
+        with np.errstate(all="ignore"):
+            scores = (x - base.median) / base.scale
+        scores[base.known < min_history] = np.nan
+        return scores, base
+    logged = np.log1p(x)
+    base = seasonal_baseline(logged, season, weeks)
+    with np.errstate(all="ignore"):
+        counts = np.expm1(base.median)
+        scale = np.maximum(MAD_SCALE * base.mad, 1.0 / np.sqrt(np.maximum(counts, 0) + 1.0))
+        scores = (logged - base.median) / scale
+    scores[base.known < min_history] = np.nan
+    return scores, Baseline(counts, base.mad, base.known)
+
+
+def naive_scores(daily: Array, window: int = 28) -> Array:
+    """|log ratio| of today against the mean of the previous ``window`` days (NaN ignored):
+    a fixed-threshold rule ("alert above 3× or below ⅓ of the usual") ranks by this."""
+    n, days = daily.shape
+    out = np.full((n, days), np.nan)
+    csum = np.nancumsum(np.nan_to_num(daily, nan=0.0), axis=1)
+    count = np.cumsum(~np.isnan(daily), axis=1)
+    for t in range(window, days):
+        total = csum[:, t - 1] - csum[:, t - window - 1] if t > window else csum[:, t - 1]
+        seen = count[:, t - 1] - (count[:, t - window - 1] if t > window else 0)
+        with np.errstate(all="ignore"):
+            mean = total / seen
+            out[:, t] = np.abs(np.log((daily[:, t] + 1.0) / (mean + 1.0)))
+    return out
+
+
+def day_features(hourly: Array, window: int = 28) -> Array:
+    """Per account-day features for the IsolationForest: log volume, log ratio to the last
+    four weeks' mean, log ratio to the same weekday's median, night share (00:00–05:59),
+    peak hour over mean hour. Shape (accounts, days, 5)."""
+    n, hours = hourly.shape
+    days = hours // 24
+    by_day = hourly[:, :days * 24].reshape(n, days, 24)
+    daily = by_day.sum(axis=2)
+    weekday_scores, base = robust_scores(daily, 7, 6, min_history=1)
+    trailing = np.full((n, days), np.nan)
+    csum = np.nancumsum(np.nan_to_num(daily, nan=0.0), axis=1)
+    for t in range(1, days):
+        start = max(0, t - window)
+        total = csum[:, t - 1] - (csum[:, start - 1] if start > 0 else 0)
+        trailing[:, t] = total / (t - start)
+    with np.errstate(all="ignore"):
+        features = np.stack([
+            np.log1p(daily),
+            np.log((daily + 1) / (trailing + 1)),
+            np.log((daily + 1) / (base.median + 1)),
+            by_day[:, :, :6].sum(axis=2) / (daily + 1),
+            by_day.max(axis=2) / (daily / 24 + 1),
+        ], axis=2)
+    del weekday_scores
+    return features
+
+
+def isolation_scores(features: Array, valid: NDArray[np.bool_], seed: int = 0) -> Array:
+    """IsolationForest anomaly scores (higher: more anomalous) of the valid account-days."""
+    from sklearn.ensemble import IsolationForest
+
+    rows = features[valid]
+    rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
+    forest = IsolationForest(n_estimators=100, max_samples=512, random_state=seed, n_jobs=1)
+    rng = np.random.default_rng(seed)
+    fit_rows = rows[rng.choice(len(rows), size=min(len(rows), 100_000), replace=False)]
+    forest.fit(fit_rows)
+    out = np.full(valid.shape, np.nan)
+    out[valid] = -forest.score_samples(rows)
+    return out

@@ -1,0 +1,72 @@
+"""The detectors' arithmetic against plain-Python twins (hypothesis), and the forecasts'
+shapes and interval order."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from billing_oss.server.analytics import detect, forecast
+
+values = st.one_of(st.none(), st.integers(0, 50).map(float))
+
+
+def reference(x: list[list[float | None]], season: int, weeks: int) -> list[list[tuple[
+        float, float, int] | None]]:
+    """Median and MAD of the known values at t − k·season, k = 1..weeks, in Python."""
+    out = []
+    for row in x:
+        line: list[tuple[float, float, int] | None] = []
+        for t in range(len(row)):
+            seen = [v for k in range(1, weeks + 1) if t - k * season >= 0
+                    and (v := row[t - k * season]) is not None]
+            if not seen:
+                line.append(None)
+                continue
+            m = statistics.median(seen)
+            line.append((m, statistics.median(abs(v - m) for v in seen), len(seen)))
+        out.append(line)
+    return out
+
+
+@given(st.lists(st.lists(values, min_size=30, max_size=30), min_size=1, max_size=5),
+       st.integers(1, 8), st.integers(1, 7), st.integers(1, 3))
+def test_seasonal_baseline_matches_python(rows: list[list[float | None]], season: int,
+                                          weeks: int, chunk: int) -> None:
+    x = np.array([[math.nan if v is None else v for v in row] for row in rows])
+    base = detect.seasonal_baseline(x, season, weeks, chunk=chunk)
+    for i, line in enumerate(reference(rows, season, weeks)):
+        for t, want in enumerate(line):
+            if want is None:
+                assert math.isnan(base.median[i, t]) and base.known[i, t] == 0
+            else:
+                assert (base.median[i, t], base.mad[i, t], base.known[i, t]) == want
+
+
+def test_scores_flag_spikes_and_silence_not_noise() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.poisson(30, size=(3, 70)).astype(float)
+    x[1, 63] = 300  # ten times the usual
+    x[2, 63] = 0  # a broken feed
+    scores, _ = detect.robust_scores(x, 7, 6, log=True)
+    assert scores[1, 63] > 8 and scores[2, 63] < -8
+    assert np.nanmax(np.abs(scores[0])) < 4
+    assert np.isnan(scores[0, :21]).all()  # fewer than three weeks known
+
+
+def test_ets_forecast_has_ordered_intervals() -> None:
+    t = np.arange(120)
+    y = 100 + 0.5 * t + 10 * np.sin(2 * np.pi * t / 7) + np.random.default_rng(1).normal(0, 2, 120)
+    fc = forecast.ets(y, 14)
+    assert fc.mean.shape == (14,)
+    low80, high80 = fc.intervals[0.8]
+    low95, high95 = fc.intervals[0.95]
+    assert (low95 <= low80).all() and (low80 <= fc.mean).all() and (fc.mean <= high80).all()
+    assert (high80 <= high95).all()
+    assert abs(fc.mean[0] - (100 + 0.5 * 120)) < 15
+    assert forecast.seasonal_naive(y, 9).tolist() == [*y[-7:], *y[-7:-5]]
+    assert np.allclose(forecast.linear_trend(np.arange(60.0), 3), [60, 61, 62])
