@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from billing_oss.core.errors import DecodeError, InvalidRequest, NotFound
+from billing_oss.core.errors import DecodeError, InvalidRequest, NotFound, UnsupportedMediaType
 from billing_oss.core.money import parse_micros
 from billing_oss.server.billing.rounding import format_amount
 from billing_oss.server.collections import (
@@ -36,12 +36,7 @@ from billing_oss.server.http.keys import POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
 from billing_oss.server.http.types import Currency, Id, IntId, Reason, Text
-from billing_oss.server.http.validation import (
-    UnsupportedMediaType,
-    decode_body,
-    decode_path,
-    decode_query,
-)
+from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 
 READ = ("viewer",)
 OPERATE = ("operator",)
