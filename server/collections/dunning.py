@@ -138,12 +138,15 @@ async def _take(conn: Connection, actor: str, as_of: dt.date, due: list[asyncpg.
                             fee=format_micros(_fee(r["fee"], r["currency"].strip()))
                             if r["action"] == "fee" else None), r["account_id"])
         for r in rows]
+    behind: dict[tuple[str, str], set[int]] = {}  # (account, action) -> its invoices
+    for r in rows:
+        if r["action"] in ("suspend", "terminate"):
+            behind.setdefault((r["account_id"], r["action"]), set()).add(r["invoice_id"])
     for action, accounts, make in (
             ("suspend", result.suspended, events.AccountSuspend),
             ("terminate", result.terminated, events.AccountTerminate)):
         for account in accounts:
-            invoices = sorted({r["invoice_id"] for r in rows
-                               if r["account_id"] == account and r["action"] == action})
+            invoices = sorted(behind[(account, action)])
             emitted.append((make(reason=f"dunning: overdue invoices {invoices}",
                                  invoice_ids=invoices), account))
     # per account, in the order the steps were taken

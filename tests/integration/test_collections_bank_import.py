@@ -151,7 +151,6 @@ async def test_a_statement_of_100000_entries_imports_in_20_seconds(pool: asyncpg
     doc = document(Entry(ref=f"R{i}", amount="10.00",
                          rf=creditor_reference.for_invoice(f"S-{i + 1:06d}"))
                    for i in range(n))
-    print("seeded")
     started = time.perf_counter()
     result = await bank_import.import_file(pool, "test", io.BytesIO(doc), "big.xml")
     elapsed = time.perf_counter() - started
