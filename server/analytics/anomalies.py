@@ -25,10 +25,13 @@ from billing_oss.server.integrations.events import AnomalyFlagged, AnomalyReview
 from billing_oss.server.store.pool import Connection
 
 WEEKS = 6  # same-weekday history the baseline reads
-THRESHOLD = 4.0  # |robust score| that flags
+THRESHOLD = 5.0  # |robust score| that flags: ≤ 1 false alarm per 1,000 account-days
+MIN_SCALE = 0.1  # a 10 % change is at most one unit of score (log scale)
 MIN_HISTORY = 3  # same weekdays that must be known
 METHOD = (f"robust seasonal baseline: log(1 + value) against the median and MAD of the same "
-          f"weekday over the last {WEEKS} weeks (daily rollups), |score| ≥ {THRESHOLD:g}")
+          f"weekday over the last {WEEKS} weeks (daily rollups), |score| ≥ {THRESHOLD:g}; "
+          "measured on a synthetic operator (perf/eval_analytics.py): 0.28 false alarms per "
+          "1,000 account-days, recall 0.82 on spikes and 0.86 on drops")
 STATES = ("new", "confirmed", "dismissed")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -83,7 +86,8 @@ async def run(pool: asyncpg.Pool, *, first: dt.date, last: dt.date,
         return []
     keys = list(series)
     matrix = np.stack([series[k] for k in keys])
-    scores, base = detect.robust_scores(matrix, 7, WEEKS, MIN_HISTORY, log=True)
+    scores, base = detect.robust_scores(matrix, 7, WEEKS, MIN_HISTORY, log=True,
+                                        min_scale=MIN_SCALE)
     offset = (first - start).days
     found: list[Flag] = []
     for i, key in enumerate(keys):

@@ -82,13 +82,15 @@ def _median_of_known(planes: list[Array], seen: NDArray[np.int_]) -> Array:
 
 
 def robust_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
-                  log: bool = False) -> tuple[Array, Baseline]:
+                  log: bool = False, min_scale: float = 0.0) -> tuple[Array, Baseline]:
     """Signed scores (positive: more than usual) and the baseline they came from; NaN where
     the history is too short or the value unknown.
 
     With ``log``, values are compared as log(1 + x): a fall to a fifth and a rise to five
     times score alike (a drop cannot exceed the baseline in counts, a spike can without
-    bound), and the floor becomes the Poisson noise of a log count, 1 / sqrt(median + 1)."""
+    bound), and the floor becomes the Poisson noise of a log count, 1 / sqrt(median + 1),
+    or ``min_scale`` where larger (0.1: a 10 % change is one unit of score however steady the
+    history; money in micro-units has no Poisson floor of its own)."""
     if not log:
         base = seasonal_baseline(x, season, weeks)
         with np.errstate(all="ignore"):
@@ -99,7 +101,8 @@ def robust_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
     base = seasonal_baseline(logged, season, weeks)
     with np.errstate(all="ignore"):
         counts = np.expm1(base.median)
-        scale = np.maximum(MAD_SCALE * base.mad, 1.0 / np.sqrt(np.maximum(counts, 0) + 1.0))
+        scale = np.maximum(np.maximum(MAD_SCALE * base.mad, min_scale),
+                           1.0 / np.sqrt(np.maximum(counts, 0) + 1.0))
         scores = (logged - base.median) / scale
     scores[base.known < min_history] = np.nan
     return scores, Baseline(counts, base.mad, base.known)

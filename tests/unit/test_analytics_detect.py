@@ -70,3 +70,13 @@ def test_ets_forecast_has_ordered_intervals() -> None:
     assert abs(fc.mean[0] - (100 + 0.5 * 120)) < 15
     assert forecast.seasonal_naive(y, 9).tolist() == [*y[-7:], *y[-7:-5]]
     assert np.allclose(forecast.linear_trend(np.arange(60.0), 3), [60, 61, 62])
+
+
+def test_a_steady_amount_moving_a_cent_is_no_anomaly() -> None:
+    """Money in micro-units has no Poisson floor: a perfectly steady history (MAD 0) would
+    turn 3.00 → 3.01 EUR into a huge score without the minimum scale."""
+    x = np.full((1, 50), 3_000_000.0)
+    x[0, 49] = 3_010_000.0
+    loose, _ = detect.robust_scores(x, 7, 6, log=True)
+    steady, _ = detect.robust_scores(x, 7, 6, log=True, min_scale=0.1)
+    assert loose[0, 49] > 1 and abs(steady[0, 49]) < 0.1
