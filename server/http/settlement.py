@@ -126,7 +126,7 @@ async def generate_file(request: web.Request) -> web.Response:
     return reply(file_view(made.file) | {"not_settled": made.not_settled}, status=201)
 
 
-async def get_report(request: web.Request) -> web.Response:
+async def get_settlement_report(request: web.Request) -> web.Response:
     q = decode_query(request, ReportQuery)
     start, end = _period(q.period_from, q.period_to)
     async with request.app[POOL].acquire() as conn:
@@ -134,7 +134,7 @@ async def get_report(request: web.Request) -> web.Response:
     return reply(built)
 
 
-async def get_report_csv(request: web.Request) -> web.Response:
+async def get_settlement_report_csv(request: web.Request) -> web.Response:
     q = decode_query(request, ReportQuery)
     start, end = _period(q.period_from, q.period_to)
     async with request.app[POOL].acquire() as conn:
@@ -142,7 +142,7 @@ async def get_report_csv(request: web.Request) -> web.Response:
     return web.Response(text=report.to_csv(built), content_type="text/csv")
 
 
-async def get_report_pdf(request: web.Request) -> web.Response:
+async def get_settlement_report_pdf(request: web.Request) -> web.Response:
     q = decode_query(request, ReportQuery)
     start, end = _period(q.period_from, q.period_to)
     async with request.app[POOL].acquire() as conn:
@@ -171,12 +171,12 @@ def register(api: Api) -> None:
             summary="Generate a partner's next TAP file (a Notification when the period had "
             "no traffic)", request=GenerateIn, response=dict, status=201, roles=ACT,
             errors=(404, 409))
-    api.add("GET", "/v1/settlement-reports", get_report, tag=tag,
+    api.add("GET", "/v1/settlement-reports", get_settlement_report, tag=tag,
             summary="Settlement report of a partner and period", query=ReportQuery,
             response=report.Report, roles=READ, errors=(404,))
-    api.add("GET", "/v1/settlement-reports.csv", get_report_csv, tag=tag,
+    api.add("GET", "/v1/settlement-reports.csv", get_settlement_report_csv, tag=tag,
             summary="Settlement report as CSV", query=ReportQuery, response=str,
             content_type="text/csv", roles=READ, errors=(404,))
-    api.add("GET", "/v1/settlement-reports.pdf", get_report_pdf, tag=tag,
+    api.add("GET", "/v1/settlement-reports.pdf", get_settlement_report_pdf, tag=tag,
             summary="Settlement report as PDF", query=ReportQuery, response=bytes,
             content_type="application/pdf", roles=READ, errors=(404,))
