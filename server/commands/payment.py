@@ -70,7 +70,8 @@ def register(verbs: Any) -> None:
     woff.add_argument("--date", type=_date, default=None, metavar="YYYY-MM-DD")
     add_config_options(woff)
     direct_debit.add_actions(actions, _date)
-    bank = actions.add_parser("import", help="import a camt.053 / camt.054 bank file")
+    bank = actions.add_parser("import", help="import a camt.053 / camt.054 bank file, or a "
+                                  "pain.002 status report (rejected direct debits)")
     bank.add_argument("file", metavar="FILE")
     for sub in (add, listing, show, allocate, refund, bank):
         sub.add_argument("--json", action="store_true", help="JSON output for scripts")

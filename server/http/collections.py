@@ -485,8 +485,9 @@ def register(api: Api) -> None:
             status=201, roles=OPERATE, errors=(409,))
     api.add("POST", "/v1/bank-files", import_bank_file,
             summary="Import a camt.053 / camt.054 bank file (application/xml): credits become "
-            "payments of the invoices their remittance names; the same file again changes "
-            "nothing", tag=tag, query=BankFileQuery, response=ImportResult, roles=OPERATE,
+            "payments of the invoices their remittance names; a pain.002 status report's "
+            "rejected direct debits are reversed; the same file again changes nothing",
+            tag=tag, query=BankFileQuery, response=ImportResult, roles=OPERATE,
             errors=(415, 422))
     api.add("GET", "/v1/bank-entries", list_bank_entries,
             summary="Bank transactions imported and what became of them (unmatched ones "

@@ -216,3 +216,60 @@ async def test_mandate_and_direct_debit_routes(pool: asyncpg.Pool, database_url:
                                       params={"account_id": "DH1"})
         assert [(p["method"], p["amount"], p["reference"]) for p in paid["items"]] == [
             ("sepa_dd", "42.42", mine["end_to_end_id"])]
+
+
+def status_report(message_id: str, rejected: dict[str, str], accepted: tuple[str, ...] = (),
+                  amount: str = "10.00") -> bytes:
+    """A pain.002.001.03 reporting ``rejected`` (EndToEndId -> reason code) as RJCT and
+    ``accepted`` as ACCP, for the batch ``message_id``."""
+    def tx(e2e: str, status: str, reason: str | None) -> str:
+        why = f"<StsRsnInf><Rsn><Cd>{reason}</Cd></Rsn></StsRsnInf>" if reason else ""
+        return (f"<TxInfAndSts><OrgnlEndToEndId>{e2e}</OrgnlEndToEndId><TxSts>{status}</TxSts>"
+                f"{why}<OrgnlTxRef><Amt><InstdAmt Ccy=\"EUR\">{amount}</InstdAmt></Amt>"
+                "</OrgnlTxRef></TxInfAndSts>")
+    txs = "".join([tx(e, "RJCT", r) for e, r in rejected.items()]
+                  + [tx(e, "ACCP", None) for e in accepted])
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Document xmlns='
+        '"urn:iso:std:iso:20022:tech:xsd:pain.002.001.03"><CstmrPmtStsRpt><GrpHdr>'
+        "<MsgId>STS-1</MsgId><CreDtTm>2026-05-12T09:00:00</CreDtTm></GrpHdr>"
+        f"<OrgnlGrpInfAndSts><OrgnlMsgId>{message_id}</OrgnlMsgId>"
+        "<OrgnlMsgNmId>pain.008.001.02</OrgnlMsgNmId><GrpSts>PART</GrpSts>"
+        "</OrgnlGrpInfAndSts><OrgnlPmtInfAndSts><OrgnlPmtInfId>P1</OrgnlPmtInfId>"
+        f"{txs}</OrgnlPmtInfAndSts></CstmrPmtStsRpt></Document>").encode()
+
+
+async def test_a_pain002_rejection_reverses_the_debit_once(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        for a in ("DR1", "DR2"):
+            await seed.account(conn, a)
+            await seed.invoice(conn, a, 10_000_000, dt.date(2026, 4, 1))
+    for a in ("DR1", "DR2"):
+        await direct_debit.put_mandate(pool, "test", Mandate(
+            account_id=a, mandate_id=f"M-{a}", iban=IBAN_2, bic=None, signed_on=D))
+    batch = await direct_debit.collect(pool, "test", CREDITOR, dt.date(2026, 5, 1),
+                                       dt.date(2026, 5, 10))
+    assert batch is not None
+    e2e = {d.account_id: d.end_to_end_id for d in batch.debits}
+    assert await open_amounts(pool, "DR1") == [0]
+    report = status_report(batch.message_id, {e2e["DR1"]: "MD06", "DD-UNKNOWN": "AC04"},
+                           accepted=(e2e["DR2"],))
+    result = await bank_import.import_file(pool, "test", io.BytesIO(report), "sts.xml")
+    assert (result.kind, result.transactions, result.returned, result.unmatched) == (
+        "pain.002", 2, 1, 1), result
+    assert "DD-UNKNOWN" in result.problems[0].reason
+    assert await open_amounts(pool, "DR1") == [10_000_000]  # open again
+    assert await open_amounts(pool, "DR2") == [0]  # accepted: still paid
+    dr1 = next(d for d in batch.debits if d.account_id == "DR1")
+    returned = await payments.get(pool, dr1.payment_id)
+    assert returned.reversed_micros == 10_000_000
+    assert await pool.fetchval("SELECT reason FROM ledger_entries WHERE kind = 'reversal'"
+                               " AND payment_id = $1", dr1.payment_id) == "MD06"
+    again = await bank_import.import_file(pool, "test", io.BytesIO(report), "sts.xml")
+    assert (again.returned, again.duplicates) == (0, 2)
+    # The same rejection reported by the bank statement later changes nothing either.
+    ret = document([Entry(ref="R-DR1", amount="10.00", credit=False, booked="2026-05-13",
+                          end_to_end=e2e["DR1"], return_reason="MD06")])
+    later = await bank_import.import_file(pool, "test", io.BytesIO(ret), "stmt.xml")
+    assert (later.returned, later.ignored) == (0, 1)
+    assert await open_amounts(pool, "DR1") == [10_000_000]
