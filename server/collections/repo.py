@@ -549,17 +549,23 @@ async def mandates(db: Db, after: str | None, limit: int) -> list[Mandate]:
 async def put_mandate(conn: Connection, m: Mandate) -> bool:
     """Store an account's mandate (replacing its previous one); False when the mandate id
     is another account's."""
-    stored = await conn.fetchval(
-        "INSERT INTO sepa_mandates (account_id, mandate_id, iban, bic, signed_on,"
-        " sequence_type, ended_on) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        " ON CONFLICT (account_id) DO UPDATE SET mandate_id = excluded.mandate_id,"
-        " iban = excluded.iban, bic = excluded.bic, signed_on = excluded.signed_on,"
-        " sequence_type = excluded.sequence_type, ended_on = excluded.ended_on,"
-        " updated_at = now()"
-        " WHERE NOT EXISTS (SELECT 1 FROM sepa_mandates o WHERE o.mandate_id = $2"
-        "   AND o.account_id <> $1) RETURNING account_id",
-        m.account_id, m.mandate_id, m.iban, m.bic, m.signed_on, m.sequence_type, m.ended_on)
-    return stored is not None
+    taken = await conn.fetchval("SELECT 1 FROM sepa_mandates WHERE mandate_id = $1"
+                                " AND account_id <> $2", m.mandate_id, m.account_id)
+    if taken:
+        return False
+    try:
+        async with conn.transaction():  # a savepoint: a concurrent taker loses cleanly
+            await conn.execute(
+                "INSERT INTO sepa_mandates (account_id, mandate_id, iban, bic, signed_on,"
+                " sequence_type, ended_on) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (account_id) DO UPDATE SET mandate_id = excluded.mandate_id,"
+                " iban = excluded.iban, bic = excluded.bic, signed_on = excluded.signed_on,"
+                " sequence_type = excluded.sequence_type, ended_on = excluded.ended_on,"
+                " updated_at = now()", m.account_id, m.mandate_id, m.iban, m.bic,
+                m.signed_on, m.sequence_type, m.ended_on)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
 
 
 async def live_mandate_accounts(conn: Connection) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from billing_oss.core.errors import ConfigError, Conflict
 from billing_oss.server.collections import direct_debit, repo
 from billing_oss.server.collections.direct_debit import Batch
 from billing_oss.server.collections.model import Mandate
@@ -81,7 +82,10 @@ async def list_mandates(request: web.Request) -> web.Response:
 
 async def collect(request: web.Request) -> web.Response:
     body = await decode_body(request, CollectIn)
-    creditor = direct_debit.creditor_from(request.app[CONFIG])
+    try:
+        creditor = direct_debit.creditor_from(request.app[CONFIG])
+    except ConfigError as exc:  # the server's set-up, not the request, is wrong: say so
+        raise Conflict(f"this server cannot collect by direct debit: {exc.message}") from None
     on = body.collection_date or dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     batch = await direct_debit.collect(request.app[POOL], actor(request), creditor,
                                        body.due_by, on)

@@ -28,7 +28,7 @@ from billing_oss.server.collections.model import Mandate, NewPayment, Target
 from tests.conftest import REPO
 from tests.generators.camt_files import Entry, document
 from tests.integration import collections_seed as seed
-from tests.integration.api_harness import live_api
+from tests.integration.api_harness import Api, api, live_api  # noqa: F401
 
 D = dt.date(2026, 2, 1)
 XSD = Path(sepaxml.__file__).parent / "schemas" / "pain.008.001.02.xsd"
@@ -181,38 +181,42 @@ async def test_mandate_and_collect_verbs(pool: asyncpg.Pool, database_url: str,
 async def test_mandate_and_direct_debit_routes(pool: asyncpg.Pool, database_url: str) -> None:
     async with pool.acquire() as conn:
         await seed.account(conn, "DH1")
+        await seed.account(conn, "DH2")
         await seed.invoice(conn, "DH1", 42_420_000, D)
     async with live_api(pool, database_url, overrides={
             "collections.sepa_creditor_id": CREDITOR.creditor_id,
-            "billing.seller_iban": CREDITOR.iban}) as api:
+            "billing.seller_iban": CREDITOR.iban}) as live:
         mandate = {"account_id": "DH1", "mandate_id": "M-DH1", "iban": "FR14 2004 1010 0505",
                    "signed_on": "2025-03-01"}
-        status, problem = await api.call("PUT", "/v1/mandates", "operator", json=mandate)
+        status, problem = await live.call("PUT", "/v1/mandates", "operator", json=mandate)
         assert status == 422 and problem["errors"][0]["path"] == "$.iban", problem
         assert "FR14 2004 1010 0505" in problem["errors"][0]["message"]
-        status, _ = await api.call("PUT", "/v1/mandates", "viewer",
+        status, _ = await live.call("PUT", "/v1/mandates", "viewer",
                                    json={**mandate, "iban": IBAN_2})
         assert status == 403
-        status, stored = await api.call("PUT", "/v1/mandates", "operator",
+        status, stored = await live.call("PUT", "/v1/mandates", "operator",
                                         json={**mandate, "iban": IBAN_2})
         assert status == 200 and stored["iban"] == IBAN_2, stored
-        status, listed = await api.call("GET", "/v1/mandates", "viewer")
+        status, taken = await live.call("PUT", "/v1/mandates", "operator", json={
+            **mandate, "account_id": "DH2", "iban": IBAN_2})
+        assert status == 409, taken  # the mandate id is DH1's
+        status, listed = await live.call("GET", "/v1/mandates", "viewer")
         assert status == 200 and "DH1" in [m["account_id"] for m in listed["items"]]
 
         body = {"due_by": "2026-03-31", "collection_date": "2026-04-03"}
-        status, batch = await api.call("POST", "/v1/direct-debits", "operator", json=body)
+        status, batch = await live.call("POST", "/v1/direct-debits", "operator", json=body)
         assert status == 201, batch
         mine, = [d for d in batch["debits"] if d["account_id"] == "DH1"]
         assert mine["amount"] == "42.42"
-        async with api.http.get(f"{api.url}/v1/direct-debits/{batch['batch_id']}.xml",
-                                headers=api.headers("viewer")) as r:
+        async with live.http.get(f"{live.url}/v1/direct-debits/{batch['batch_id']}.xml",
+                                headers=live.headers("viewer")) as r:
             assert r.status == 200 and r.content_type == "application/xml"
             xml = await r.text()
         xmlschema.XMLSchema(str(XSD)).validate(xml)
         assert debits(xml)[mine["end_to_end_id"]] == (Decimal("42.42"), "FRST", "M-DH1")
-        status, _ = await api.call("POST", "/v1/direct-debits", "operator", json=body)
+        status, _ = await live.call("POST", "/v1/direct-debits", "operator", json=body)
         assert status == 204
-        status, paid = await api.call("GET", "/v1/payments", "viewer",
+        status, paid = await live.call("GET", "/v1/payments", "viewer",
                                       params={"account_id": "DH1"})
         assert [(p["method"], p["amount"], p["reference"]) for p in paid["items"]] == [
             ("sepa_dd", "42.42", mine["end_to_end_id"])]
@@ -273,3 +277,10 @@ async def test_a_pain002_rejection_reverses_the_debit_once(pool: asyncpg.Pool) -
     later = await bank_import.import_file(pool, "test", io.BytesIO(ret), "stmt.xml")
     assert (later.returned, later.ignored) == (0, 1)
     assert await open_amounts(pool, "DR1") == [10_000_000]
+
+
+async def test_collecting_without_a_creditor_identifier_is_a_conflict(
+        api: Api) -> None:  # noqa: F811
+    status, problem = await api.call("POST", "/v1/direct-debits", "operator",
+                                     json={"due_by": "2026-01-01"})
+    assert status == 409 and "collections.sepa_creditor_id" in problem["detail"], problem
