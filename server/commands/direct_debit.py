@@ -95,7 +95,8 @@ def run_collect(args: argparse.Namespace) -> int:
         print(msgspec.json.encode(msgspec.structs.replace(batch, document="")).decode())
     else:
         print(f"{args.output}: SEPA batch {batch.batch_id} ({batch.message_id}), "
-              f"{batch.transactions} debits, {batch.total} EUR, collected on "
+              f"{batch.transactions} debit{'s' if batch.transactions != 1 else ''}, "
+              f"{batch.total} EUR, collected on "
               f"{batch.collection_date}")
     return 0
 
