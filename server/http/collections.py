@@ -4,6 +4,7 @@ strings to the currency's minor unit; viewers read, operators act."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 from typing import Annotated, Literal
@@ -20,6 +21,7 @@ from billing_oss.server.collections import (
     dunning,
     payments,
     repo,
+    statement_pdf,
     write_offs,
 )
 from billing_oss.server.collections.bank_import import ImportResult
@@ -32,7 +34,7 @@ from billing_oss.server.collections.model import (
     bucket_labels,
 )
 from billing_oss.server.http.auth import actor
-from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
 from billing_oss.server.http.types import Currency, Id, IntId, Reason, Text
@@ -263,6 +265,20 @@ async def get_statement(request: web.Request) -> web.Response:
                            balance=format_amount(e.balance_micros, e.currency),
                            due_date=e.due_date, invoice_id=e.invoice_id,
                            payment_id=e.payment_id, reason=e.reason) for e in entries]))
+
+
+async def get_statement_pdf(request: web.Request) -> web.Response:
+    q = decode_query(request, StatementQuery)
+    if q.end < q.start:
+        raise InvalidRequest("invalid query: to: before from", errors=[
+            {"location": "query", "path": "to", "message": "before from"}])
+    pool = request.app[POOL]
+    if await repo.account(pool, q.account_id) is None:
+        raise NotFound(f"no account {q.account_id}")
+    opening, entries = await repo.statement(pool, q.account_id, q.start, q.end)
+    pdf = await asyncio.to_thread(statement_pdf.render, request.app[CONFIG].billing.seller_name,
+                                  q.account_id, q.start, q.end, opening, entries)  # CPU-bound
+    return web.Response(body=pdf, content_type="application/pdf")
 
 
 class BankFileQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -519,3 +535,7 @@ def register(api: Api) -> None:
     api.add("GET", "/v1/statements", get_statement,
             summary="An account's ledger entries of a period with the running balance",
             tag=tag, query=StatementQuery, response=StatementView, roles=READ, errors=(404,))
+    api.add("GET", "/v1/statements.pdf", get_statement_pdf,
+            summary="The same statement as a PDF (PDF/A-3b, typeset like the invoices)",
+            tag=tag, query=StatementQuery, response=bytes, content_type="application/pdf",
+            roles=READ, errors=(404,))
