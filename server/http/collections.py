@@ -521,10 +521,11 @@ def register(api: Api) -> None:
             tag=tag, request=RunIn, response=dunning.RunResult, roles=OPERATE)
     api.add("POST", "/v1/disputes", open_dispute,
             summary="Dispute an invoice: dunning pauses for it (only)", tag=tag,
-            request=DisputeIn, response=DisputeView, status=201, roles=OPERATE)
+            request=DisputeIn, response=DisputeView, status=201, roles=OPERATE,
+            errors=(404, 409))
     api.add("POST", "/v1/disputes/{dispute_id}/close", close_dispute,
             summary="Close a dispute: dunning resumes for its invoice", tag=tag,
-            params=DisputePath, status=204, roles=OPERATE)
+            params=DisputePath, status=204, roles=OPERATE, errors=(404,))
     api.add("POST", "/v1/write-offs", write_off,
             summary="Write off what an invoice still owes (reversed by a late payment named "
             "against it)", tag=tag, request=WriteOffIn, response=WriteOffView, status=201,
