@@ -89,6 +89,13 @@ class BillingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return [f"billing.{key}" for key, value in printed.items() if not value.strip()]
 
 
+class CollectionsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    sepa_creditor_id: str = ""
+    sepa_iban: str = ""  # empty: billing.seller_iban
+    sepa_bic: str = ""  # empty: derived from the IBAN
+    psp_webhook_secret: str = ""
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -108,6 +115,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pipeline: PipelineConfig
     # Collection sources by name (MQTT subscriptions, SFTP pollers); see sources_config.
     sources: dict[str, SourceConfig]
+    collections: CollectionsConfig = msgspec.field(default_factory=CollectionsConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)

@@ -62,7 +62,8 @@ def _local(tag: Any) -> str:
 
 
 def read(source: str | IO[bytes]) -> tuple[str, Iterator[Transaction]]:
-    """(kind, transactions) of a camt file; the kind is checked before anything is read."""
+    """(kind, transactions) of a camt file (or of a pain.002 status report: its rejected
+    direct debits, see ``pain002``); the kind is checked before anything is read."""
     head = etree.iterparse(source, events=("start",), resolve_entities=False, no_network=True)
     try:
         _, root = next(head)
@@ -72,6 +73,12 @@ def read(source: str | IO[bytes]) -> tuple[str, Iterator[Transaction]]:
     except StopIteration:
         raise DecodeError("not XML: the file holds no document element") from None
     namespace = root.tag.partition("}")[0].lstrip("{") if isinstance(root.tag, str) else ""
+    if _local(body.tag) == "CstmrPmtStsRpt" and "pain.002" in namespace:
+        from billing_oss.server.collections import pain002  # it reads with this module
+
+        if not isinstance(source, str):
+            source.seek(0)
+        return "pain.002", pain002.transactions(source)
     kind = KINDS.get(_local(body.tag))
     if _local(root.tag) != "Document" or kind is None or kind[0] not in namespace:
         raise DecodeError(f"not a camt.053 or camt.054 document: root {_local(root.tag)} "

@@ -98,6 +98,19 @@ class AgingRow(msgspec.Struct, frozen=True, kw_only=True):
         return sum(self.buckets) + self.credit_micros
 
 
+class Mandate(msgspec.Struct, frozen=True, kw_only=True):
+    """A SEPA direct-debit mandate: what the account signed, and the sequence type
+    (FRST, RCUR, OOFF, FNAL) of its next collection."""
+
+    account_id: str
+    mandate_id: str
+    iban: str
+    bic: str | None
+    signed_on: dt.date
+    sequence_type: str = "FRST"
+    ended_on: dt.date | None = None
+
+
 DEFAULT_BUCKETS = (0, 30, 60, 90)  # days past due: current, 1–30, 31–60, 61–90, 90+
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from billing_oss.server.collections.model import Allocation, Entry, Payment
+from billing_oss.server.collections.model import Allocation, Entry, Mandate, Payment
 from billing_oss.server.store.pool import Connection
 
 Db: TypeAlias = "Connection | asyncpg.Pool"
@@ -527,3 +527,98 @@ async def written_off(conn: Connection, account_id: str, entry_id: int) -> int:
         " WHERE account_id = $1 AND applies_to = $2"
         " AND kind IN ('write_off', 'write_off_reversal')", account_id, entry_id)
     return total
+
+
+# --- SEPA direct debit ----------------------------------------------------------------------
+
+_MANDATE = ("SELECT account_id, mandate_id, iban, bic, signed_on, sequence_type, ended_on"
+            " FROM sepa_mandates")
+
+
+async def mandate(db: Db, account_id: str) -> Mandate | None:
+    row = await db.fetchrow(_MANDATE + " WHERE account_id = $1", account_id)
+    return None if row is None else Mandate(**dict(row))
+
+
+async def mandates(db: Db, after: str | None, limit: int) -> list[Mandate]:
+    rows = await db.fetch(_MANDATE + " WHERE ($1::text IS NULL OR account_id > $1)"
+                          " ORDER BY account_id LIMIT $2", after, limit + 1)
+    return [Mandate(**dict(r)) for r in rows]
+
+
+async def put_mandate(conn: Connection, m: Mandate) -> bool:
+    """Store an account's mandate (replacing its previous one); False when the mandate id
+    is another account's."""
+    taken = await conn.fetchval("SELECT 1 FROM sepa_mandates WHERE mandate_id = $1"
+                                " AND account_id <> $2", m.mandate_id, m.account_id)
+    if taken:
+        return False
+    try:
+        async with conn.transaction():  # a savepoint: a concurrent taker loses cleanly
+            await conn.execute(
+                "INSERT INTO sepa_mandates (account_id, mandate_id, iban, bic, signed_on,"
+                " sequence_type, ended_on) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (account_id) DO UPDATE SET mandate_id = excluded.mandate_id,"
+                " iban = excluded.iban, bic = excluded.bic, signed_on = excluded.signed_on,"
+                " sequence_type = excluded.sequence_type, ended_on = excluded.ended_on,"
+                " updated_at = now()", m.account_id, m.mandate_id, m.iban, m.bic,
+                m.signed_on, m.sequence_type, m.ended_on)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
+
+
+async def live_mandate_accounts(conn: Connection) -> list[str]:
+    rows = await conn.fetch("SELECT account_id FROM sepa_mandates WHERE ended_on IS NULL"
+                            " ORDER BY account_id")
+    return [r["account_id"] for r in rows]
+
+
+async def direct_debit_candidates(conn: Connection, due_by: dt.date) -> list[asyncpg.Record]:
+    """Open, undisputed EUR invoices due by ``due_by`` of accounts with a live mandate, with
+    the mandate, oldest first per account."""
+    return await conn.fetch(
+        "SELECT m.account_id, m.mandate_id, m.iban, m.bic, m.signed_on, m.sequence_type,"
+        " a.name, e.invoice_id, i.number_text, o.open"
+        " FROM sepa_mandates m JOIN accounts a ON a.account_id = m.account_id"
+        " JOIN ledger_entries e ON e.account_id = m.account_id AND e.kind = 'invoice'"
+        " JOIN invoices i ON i.invoice_id = e.invoice_id"
+        " CROSS JOIN LATERAL (SELECT collections_item_open(e.account_id, e.entry_id)"
+        "   AS open) o"
+        " WHERE m.ended_on IS NULL AND a.currency = 'EUR' AND e.currency = 'EUR'"
+        " AND a.status <> 'closed' AND e.due_date <= $1 AND o.open > 0"
+        " AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = e.account_id"
+        "   AND d.entry_id = e.entry_id AND d.closed_on IS NULL)"
+        " ORDER BY m.account_id, e.due_date, e.entry_id", due_by)
+
+
+async def new_sepa_batch_id(conn: Connection) -> int:
+    batch_id: int = await conn.fetchval(
+        "SELECT nextval(pg_get_serial_sequence('sepa_batches', 'batch_id'))")
+    return batch_id
+
+
+async def insert_sepa_batch(conn: Connection, *, batch_id: int, message_id: str,
+                            due_by: dt.date, collection_date: dt.date, transactions: int,
+                            total_micros: int, document: str, created_by: str) -> None:
+    await conn.execute(
+        "INSERT INTO sepa_batches (batch_id, message_id, due_by, collection_date,"
+        " transactions, total_micros, document, created_by) OVERRIDING SYSTEM VALUE"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", batch_id, message_id, due_by,
+        collection_date, transactions, total_micros, document, created_by)
+
+
+async def advance_mandates(conn: Connection, accounts: list[str], on: dt.date) -> None:
+    """After a collection: FRST becomes RCUR, OOFF and FNAL end the mandate."""
+    await conn.execute(
+        "UPDATE sepa_mandates SET sequence_type = CASE WHEN sequence_type = 'FRST'"
+        " THEN 'RCUR' ELSE sequence_type END, ended_on = CASE WHEN sequence_type IN"
+        " ('OOFF', 'FNAL') THEN $2::date END, updated_at = now()"
+        " WHERE account_id = ANY($1::text[])",
+        accounts, on)
+
+
+async def sepa_batch_document(db: Db, batch_id: int) -> str | None:
+    document: str | None = await db.fetchval(
+        "SELECT document FROM sepa_batches WHERE batch_id = $1", batch_id)
+    return document

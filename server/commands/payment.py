@@ -1,6 +1,6 @@
-"""`billing-oss payment add|list|show|allocate|refund|import`: record what customers paid,
-allocate it to their invoices, pay money back or undo a payment that bounced, and import
-camt.053 / camt.054 bank files.
+"""`billing-oss payment add|list|show|allocate|refund|import|mandate|collect`: record what
+customers paid, allocate it to their invoices, pay money back or undo a payment that bounced,
+import camt.053 / camt.054 bank files, and collect by SEPA direct debit.
 
 The rules are the API's (``server.collections.payments``); bad input is one line on stderr
 naming the option, exit 1. Changes are audited as ``cli:<user>``.
@@ -24,6 +24,7 @@ from billing_oss.core.money import parse_micros
 from billing_oss.server.collections import bank_import, payments, repo, write_offs
 from billing_oss.server.collections.bank_import import ImportResult
 from billing_oss.server.collections.model import AUTO, NONE, NewPayment, Payment, Target
+from billing_oss.server.commands import direct_debit
 from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.http.collections import payment_view
@@ -68,7 +69,9 @@ def register(verbs: Any) -> None:
     woff.add_argument("--reason", required=True)
     woff.add_argument("--date", type=_date, default=None, metavar="YYYY-MM-DD")
     add_config_options(woff)
-    bank = actions.add_parser("import", help="import a camt.053 / camt.054 bank file")
+    direct_debit.add_actions(actions, _date)
+    bank = actions.add_parser("import", help="import a camt.053 / camt.054 bank file, or a "
+                                  "pain.002 status report (rejected direct debits)")
     bank.add_argument("file", metavar="FILE")
     for sub in (add, listing, show, allocate, refund, bank):
         sub.add_argument("--json", action="store_true", help="JSON output for scripts")
@@ -94,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         return _import(args)
     if args.action == "write-off":
         return _write_off(args)
+    if args.action == "mandate":
+        return direct_debit.run_mandate(args)
+    if args.action == "collect":
+        return direct_debit.run_collect(args)
     try:
         act = _action(args)
     except (ValueError, InvalidRequest) as exc:

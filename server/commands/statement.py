@@ -1,6 +1,7 @@
 """`billing-oss statement --account A --from DATE --to DATE`: an account's receivables
 ledger for a period — opening balance, every entry (invoices, credit notes, payments,
-refunds, reversals, fees) with the running balance, closing balance."""
+refunds, reversals, fees) with the running balance, closing balance; ``-o x.pdf`` writes
+it as a PDF typeset like the invoices."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from billing_oss.server.billing.rounding import format_amount
-from billing_oss.server.collections import repo
+from billing_oss.server.collections import repo, statement_pdf
 from billing_oss.server.collections.model import Entry
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
@@ -28,6 +30,8 @@ def register(verbs: Any) -> None:
     parser.add_argument("--to", dest="end", type=_date, default=None, metavar="YYYY-MM-DD",
                         help="last day (default: today, UTC)")
     parser.add_argument("--json", action="store_true", help="JSON output for scripts")
+    parser.add_argument("-o", "--output", metavar="FILE.pdf",
+                        help="write the statement as a PDF (PDF/A-3b) instead")
     add_config_options(parser)
     parser.set_defaults(handler=run)
 
@@ -57,6 +61,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"billing-oss statement: no account {args.account}", file=sys.stderr)
         return 1
     opening, entries = found
+    if args.output:
+        pdf = statement_pdf.render(config.billing.seller_name, args.account, args.start, end,
+                                   opening, entries)
+        try:
+            Path(args.output).write_bytes(pdf)
+        except OSError as exc:
+            print(f"billing-oss statement: -o {args.output}: {exc.strerror}", file=sys.stderr)
+            return 2
+        print(f"{args.output}: statement of account {args.account}, {args.start} .. {end}, "
+              f"{len(entries)} entries")
+        return 0
     if args.json:
         print(msgspec.json.encode({"account_id": args.account, "from": args.start,
                                    "to": end, "opening": opening,

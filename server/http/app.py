@@ -48,6 +48,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.credit_notes",
     "billing_oss.server.http.settlement",
     "billing_oss.server.http.collections",
+    "billing_oss.server.http.direct_debit",
+    "billing_oss.server.http.psp",
     "billing_oss.server.http.reports",
     "billing_oss.adapters.http_ingest",
 )

@@ -4,6 +4,7 @@ strings to the currency's minor unit; viewers read, operators act."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 from typing import Annotated, Literal
@@ -20,6 +21,7 @@ from billing_oss.server.collections import (
     dunning,
     payments,
     repo,
+    statement_pdf,
     write_offs,
 )
 from billing_oss.server.collections.bank_import import ImportResult
@@ -32,7 +34,7 @@ from billing_oss.server.collections.model import (
     bucket_labels,
 )
 from billing_oss.server.http.auth import actor
-from billing_oss.server.http.keys import POOL
+from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
 from billing_oss.server.http.types import Currency, Id, IntId, Reason, Text
@@ -265,6 +267,20 @@ async def get_statement(request: web.Request) -> web.Response:
                            payment_id=e.payment_id, reason=e.reason) for e in entries]))
 
 
+async def get_statement_pdf(request: web.Request) -> web.Response:
+    q = decode_query(request, StatementQuery)
+    if q.end < q.start:
+        raise InvalidRequest("invalid query: to: before from", errors=[
+            {"location": "query", "path": "to", "message": "before from"}])
+    pool = request.app[POOL]
+    if await repo.account(pool, q.account_id) is None:
+        raise NotFound(f"no account {q.account_id}")
+    opening, entries = await repo.statement(pool, q.account_id, q.start, q.end)
+    pdf = await asyncio.to_thread(statement_pdf.render, request.app[CONFIG].billing.seller_name,
+                                  q.account_id, q.start, q.end, opening, entries)  # CPU-bound
+    return web.Response(body=pdf, content_type="application/pdf")
+
+
 class BankFileQuery(msgspec.Struct, frozen=True, kw_only=True):
     name: Text = "upload.xml"  # the file's name, kept with each entry
 
@@ -485,8 +501,9 @@ def register(api: Api) -> None:
             status=201, roles=OPERATE, errors=(409,))
     api.add("POST", "/v1/bank-files", import_bank_file,
             summary="Import a camt.053 / camt.054 bank file (application/xml): credits become "
-            "payments of the invoices their remittance names; the same file again changes "
-            "nothing", tag=tag, query=BankFileQuery, response=ImportResult, roles=OPERATE,
+            "payments of the invoices their remittance names; a pain.002 status report's "
+            "rejected direct debits are reversed; the same file again changes nothing",
+            tag=tag, query=BankFileQuery, response=ImportResult, roles=OPERATE,
             errors=(415, 422))
     api.add("GET", "/v1/bank-entries", list_bank_entries,
             summary="Bank transactions imported and what became of them (unmatched ones "
@@ -504,10 +521,11 @@ def register(api: Api) -> None:
             tag=tag, request=RunIn, response=dunning.RunResult, roles=OPERATE)
     api.add("POST", "/v1/disputes", open_dispute,
             summary="Dispute an invoice: dunning pauses for it (only)", tag=tag,
-            request=DisputeIn, response=DisputeView, status=201, roles=OPERATE, errors=(404, 409))
+            request=DisputeIn, response=DisputeView, status=201, roles=OPERATE,
+            errors=(404, 409))
     api.add("POST", "/v1/disputes/{dispute_id}/close", close_dispute,
             summary="Close a dispute: dunning resumes for its invoice", tag=tag,
-            params=DisputePath, status=204, roles=OPERATE, errors=(404, 409))
+            params=DisputePath, status=204, roles=OPERATE, errors=(404,))
     api.add("POST", "/v1/write-offs", write_off,
             summary="Write off what an invoice still owes (reversed by a late payment named "
             "against it)", tag=tag, request=WriteOffIn, response=WriteOffView, status=201,
@@ -518,3 +536,7 @@ def register(api: Api) -> None:
     api.add("GET", "/v1/statements", get_statement,
             summary="An account's ledger entries of a period with the running balance",
             tag=tag, query=StatementQuery, response=StatementView, roles=READ, errors=(404,))
+    api.add("GET", "/v1/statements.pdf", get_statement_pdf,
+            summary="The same statement as a PDF (PDF/A-3b, typeset like the invoices)",
+            tag=tag, query=StatementQuery, response=bytes, content_type="application/pdf",
+            roles=READ, errors=(404,))
