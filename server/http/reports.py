@@ -40,7 +40,7 @@ class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
     horizon: Annotated[int, msgspec.Meta(ge=1, le=90)] = 14  # forecast: days ahead
 
 
-async def get_report(request: web.Request) -> web.Response:
+async def get_analytics_report(request: web.Request) -> web.Response:
     path = decode_path(request, ReportPath)
     q = decode_query(request, ReportQuery)
     end = q.to or dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
@@ -108,7 +108,7 @@ async def review(request: web.Request) -> web.Response:
 
 
 def register(api: Api) -> None:
-    api.add("GET", "/v1/reports/{report}", get_report,
+    api.add("GET", "/v1/reports/{report}", get_analytics_report,
             summary="A report from the daily rollups: revenue, usage, top accounts, "
             "segments losing revenue (with their drivers) or a revenue forecast", tag="reports",
             params=ReportPath, query=ReportQuery, response=Report, roles=("viewer",),
