@@ -98,6 +98,52 @@ async def daily_zones(db: Db, account: str, service: str, day: dt.date) -> list[
         " GROUP BY 1 ORDER BY 2 DESC", account, service, day)
 
 
+# Subscriptions: MRR and the accounts they hold ---------------------------------------------
+
+# The calendar months (UTC) from ``$1``'s month to the one holding the day before ``$2``: the
+# first day, the first instant (open) and the first instant of the next month (close). A
+# subscription is active at an instant t when valid_from < t <= valid_to (no valid_to: open
+# ended): at the close, active at the month's last moment.
+_MONTHS = ("WITH months AS (SELECT m::date AS month, m AT TIME ZONE 'UTC' AS open,"
+           " (m + interval '1 month') AT TIME ZONE 'UTC' AS close"
+           " FROM generate_series(date_trunc('month', $1::date),"
+           " ($2::date - 1)::timestamp, interval '1 month') m)")
+
+
+async def mrr(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
+    """Per month × product × currency: Σ the recurring fee (per monthly billing cycle) of
+    the subscriptions active at the month's close, their count and their accounts."""
+    return await db.fetch(
+        f"{_MONTHS} SELECT m.month, s.product, rtrim(p.currency) AS currency,"
+        " sum(p.recurring_fee_micros)::bigint AS mrr_micros, count(*) AS subscriptions,"
+        " count(DISTINCT s.account_id) AS accounts"
+        " FROM months m JOIN subscriptions s ON s.valid_from < m.close"
+        " AND (s.valid_to IS NULL OR s.valid_to >= m.close)"
+        " JOIN products p ON p.product_id = s.product"
+        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", start, end)
+
+
+async def account_movements(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
+    """Per month × account currency: accounts with an active subscription at the open and
+    at the close (new: only at the close; churned: only at the open), and subscribed at any
+    moment of the month (the ARPU divisor)."""
+    return await db.fetch(
+        f"{_MONTHS}, flags AS (SELECT m.month, s.account_id,"
+        " bool_or(s.valid_from < m.open) AS at_open,"
+        " bool_or(s.valid_to IS NULL OR s.valid_to >= m.close) AS at_close,"
+        " bool_or(s.valid_to IS NULL OR s.valid_to > m.open) AS during"
+        " FROM months m JOIN subscriptions s ON s.valid_from < m.close"
+        " AND (s.valid_to IS NULL OR s.valid_to >= m.open) GROUP BY 1, 2)"
+        " SELECT f.month, rtrim(a.currency) AS currency,"
+        " count(*) FILTER (WHERE f.at_open) AS opening,"
+        " count(*) FILTER (WHERE f.at_close) AS closing,"
+        " count(*) FILTER (WHERE f.at_close AND NOT f.at_open) AS new,"
+        " count(*) FILTER (WHERE f.at_open AND NOT f.at_close) AS churned,"
+        " count(*) FILTER (WHERE f.during) AS subscribed"
+        " FROM flags f JOIN accounts a ON a.account_id = f.account_id"
+        " GROUP BY 1, 2 ORDER BY 1, 2", start, end)
+
+
 # Anomaly flags ---------------------------------------------------------------------------
 
 FLAG_COLUMNS = ("flag_id, account_id, service, metric, granularity, period_start, observed,"

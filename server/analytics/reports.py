@@ -20,7 +20,7 @@ from billing_oss.core.errors import InvalidRequest
 from billing_oss.core.money import format_micros
 from billing_oss.server.analytics import repo
 
-KINDS = ("revenue", "usage", "top", "segments", "forecast")
+KINDS = ("revenue", "usage", "top", "segments", "forecast", "mrr")
 MAX_DAYS = 3660  # ten years of days in one report
 MAX_FORECAST_SERIES = 40  # each is an ETS fit (and a backtest): bounded CPU per request
 # What a usage record's units are, by service (DESIGN.md §5, rule 3).
@@ -79,6 +79,33 @@ class Backtest(msgspec.Struct, frozen=True, kw_only=True):
     seasonal_naive_wape: float | None
 
 
+class MrrRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A product's monthly recurring revenue at a month's close, and its run rate × 12."""
+
+    month: dt.date
+    product: str
+    currency: str
+    mrr: str  # decimal string: Σ recurring fees of the subscriptions active at the close
+    arr: str  # 12 × mrr
+    subscriptions: int
+    accounts: int
+
+
+class AccountsRow(msgspec.Struct, frozen=True, kw_only=True):
+    """Subscribed accounts of one currency over a month, and the usage revenue per account."""
+
+    month: dt.date
+    currency: str  # the accounts' currency, and that of revenue and arpu
+    opening: int  # with an active subscription at the month's open
+    new: int  # at the close, not at the open
+    churned: int  # at the open, not at the close
+    net: int  # new − churned = closing − opening
+    closing: int
+    subscribed: int  # with an active subscription at any moment of the month
+    revenue: str  # Σ usage charges in this currency over the month (rollups)
+    arpu: str | None  # revenue ÷ subscribed, half-even to the micro-unit; null: none
+
+
 class Report(msgspec.Struct, frozen=True, kw_only=True):
     report: str
     period: str
@@ -90,6 +117,8 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     segments: list[Driver] = []
     forecast: list[ForecastPoint] = []
     backtests: list[Backtest] = []
+    mrr: list[MrrRow] = []
+    accounts: list[AccountsRow] = []
 
 
 def check_dimensions(by: Sequence[str]) -> list[str]:
@@ -151,6 +180,8 @@ async def build(db: repo.Db, kind: str, *, by: Sequence[str], period: str, start
     if kind == "forecast":
         rows = await _rows(db, "day", by, start, end, account, service)
         return await asyncio.to_thread(_forecast, by, start, end, rows, horizon)
+    if kind == "mrr":
+        return await _mrr(db, start, end)
     raise InvalidRequest(f"unknown report {kind!r}: one of {', '.join(KINDS)}")
 
 
@@ -163,6 +194,55 @@ async def _rows(db: repo.Db, period: str, dims: Sequence[str], start: dt.date, e
                 amount=format_micros(r["amount_micros"]), records=r["records"],
                 units=_units(r["units"]) if "service" in dims else "",
                 accounts=r["accounts"]) for r in found]
+
+
+def month_range(start: dt.date, end: dt.date) -> tuple[dt.date, dt.date]:
+    """[start, end) widened to whole months: the first of start's month to the first of the
+    month after the one holding the day before end."""
+    last = end - dt.timedelta(days=1)
+    after = dt.date(last.year + last.month // 12, last.month % 12 + 1, 1)
+    return start.replace(day=1), after
+
+
+async def _mrr(db: repo.Db, start: dt.date, end: dt.date) -> Report:
+    start, end = month_range(start, end)
+    mrr = [MrrRow(month=r["month"], product=r["product"], currency=r["currency"],
+                  mrr=format_micros(r["mrr_micros"]), arr=format_micros(12 * r["mrr_micros"]),
+                  subscriptions=r["subscriptions"], accounts=r["accounts"])
+           for r in await repo.mrr(db, start, end)]
+    movements = {(r["month"], r["currency"]): r
+                 for r in await repo.account_movements(db, start, end)}
+    revenue = {(r["period"], r["currency"]): r["amount_micros"]
+               for r in await repo.totals(db, period="month", dims=[], start=start, end=end)}
+    accounts = []
+    for month, currency in sorted(set(movements) | set(revenue)):
+        m = movements.get((month, currency))
+        opening, closing = (m["opening"], m["closing"]) if m else (0, 0)
+        subscribed = m["subscribed"] if m else 0
+        money = revenue.get((month, currency), 0)
+        accounts.append(AccountsRow(
+            month=month, currency=currency, opening=opening, new=m["new"] if m else 0,
+            churned=m["churned"] if m else 0, net=closing - opening, closing=closing,
+            subscribed=subscribed, revenue=format_micros(money),
+            arpu=format_micros(_half_even(money, subscribed)) if subscribed else None))
+    return Report(
+        report="mrr", period="month", by=["product"], start=start, end=end, mrr=mrr,
+        accounts=accounts,
+        method=("MRR: Σ the recurring fee (one monthly billing cycle, products table) of the "
+                "subscriptions active at each UTC month's close (valid_from < close <= "
+                "valid_to), per product and currency; ARR = 12 × MRR. Accounts: those with an "
+                "active subscription at the month's open and close (new, churned, net), by "
+                "account currency; ARPU = the month's usage revenue in that currency "
+                f"({_SOURCE}) ÷ accounts subscribed at any moment of the month, rounded half "
+                "even to the micro-unit"))
+
+
+def _half_even(numerator: int, denominator: int) -> int:
+    quotient, rest = divmod(numerator, denominator)
+    twice = 2 * rest
+    if twice > denominator or (twice == denominator and quotient % 2):
+        quotient += 1
+    return quotient
 
 
 def _units(value: Decimal) -> str:

@@ -1,10 +1,11 @@
-"""`billing-oss report revenue|usage|top|segments|compact|anomalies|review ...`: reports from
-the daily charge rollups, as a table, JSON or CSV, with an optional plot (.svg or .png);
-anomaly flags, detected on demand and reviewed by an operator.
+"""`billing-oss report revenue|usage|top|segments|forecast|mrr|compact|anomalies|review ...`:
+reports from the daily charge rollups (MRR from subscriptions), as a table, JSON or CSV,
+with an optional plot (.svg or .png); anomaly flags, detected on demand and reviewed by an operator.
 
     billing-oss report revenue --by zone --period month --from 2026-01-01 --to 2026-04-01
     billing-oss report usage --by account --format csv
     billing-oss report segments --by country --from 2026-02-01 --to 2026-03-01 --plot s.svg
+    billing-oss report mrr --from 2026-01-01 --to 2026-04-01
 
 Dates are UTC days; ``--to`` is excluded. Exit 1 on a bad dimension, date or plot name.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
+from billing_oss.core.money import format_micros, parse_micros
 from billing_oss.server.analytics import anomalies as anomaly_flags
 from billing_oss.server.analytics import repo, reports
 from billing_oss.server.analytics.reports import Report
@@ -39,7 +41,9 @@ def register(verbs: Any) -> None:
              "segments": "segments whose revenue fell against the previous period, with "
                          "why (accounts, usage per account, price)",
              "forecast": "daily revenue forecast (ETS) with 80 % and 95 % intervals and a "
-                         "backtest of each series"}
+                         "backtest of each series",
+             "mrr": "MRR and ARR per month, product and currency from subscriptions; new, "
+                    "churned and net accounts; ARPU"}
     for name, text in helps.items():
         sub = actions.add_parser(name, help=text)
         sub.add_argument("--by", action="append", default=[], metavar="DIM",
@@ -191,6 +195,8 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
         return header, [[p.day.isoformat(), *(v or "" for v in p.key.values()), p.currency,
                          p.mean, p.low80, p.high80, p.low95, p.high95]
                         for p in report.forecast]
+    if report.report == "mrr":
+        return _mrr_rows(report)
     if report.report == "segments":
         header = [*report.by, "currency", "revenue", "previous", "delta", "accounts",
                   "previous_accounts", "accounts_effect", "usage_effect", "price_effect"]
@@ -202,6 +208,30 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     return header, [[r.period or "", *(v or "" for v in r.key.values()), r.currency,
                      r.amount, str(r.records), r.units, str(r.accounts)]
                     for r in report.rows]
+
+
+def _mrr_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Per month and currency: a row per product, then ``(all)`` with the total MRR and the
+    accounts' movements and ARPU."""
+    header = ["month", "currency", "product", "mrr", "arr", "subscriptions", "accounts", "new",
+              "churned", "net", "subscribed", "revenue", "arpu"]
+    products: dict[tuple[dt.date, str], list[Any]] = {}
+    for m in report.mrr:
+        products.setdefault((m.month, m.currency), []).append(m)
+    movements = {(a.month, a.currency): a for a in report.accounts}
+    rows: list[list[str]] = []
+    for month, currency in sorted(set(products) | set(movements)):
+        mine = products.get((month, currency), [])
+        rows += [[month.isoformat(), currency, m.product, m.mrr, m.arr, str(m.subscriptions),
+                  str(m.accounts), "", "", "", "", "", ""] for m in mine]
+        total = sum(parse_micros(m.mrr) for m in mine)
+        a = movements.get((month, currency))
+        rows.append([month.isoformat(), currency, "(all)", format_micros(total),
+                     format_micros(12 * total),
+                     str(sum(m.subscriptions for m in mine)),
+                     *([str(a.closing), str(a.new), str(a.churned), f"{a.net:+d}",
+                        str(a.subscribed), a.revenue, a.arpu or ""] if a else [""] * 7)])
+    return header, rows
 
 
 def _print(report: Report, fmt: str) -> None:
@@ -218,7 +248,8 @@ def _print(report: Report, fmt: str) -> None:
               for i, h in enumerate(header)]
     numeric = {"mean", "low80", "high80", "low95", "high95", "amount", "records", "units",
                "accounts", "revenue", "previous", "delta", "previous_accounts",
-               "accounts_effect", "usage_effect", "price_effect"}
+               "accounts_effect", "usage_effect", "price_effect", "mrr", "arr",
+               "subscriptions", "new", "churned", "net", "subscribed", "arpu"}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if h in numeric else c.ljust(w)

@@ -26,7 +26,7 @@ Dimensions = Annotated[str, msgspec.Meta(max_length=200, pattern="^[A-Za-z0-9_.,
 
 
 class ReportPath(msgspec.Struct, frozen=True):
-    report: Literal["revenue", "usage", "top", "segments", "forecast"]
+    report: Literal["revenue", "usage", "top", "segments", "forecast", "mrr"]
 
 
 class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,7 +110,8 @@ async def review(request: web.Request) -> web.Response:
 def register(api: Api) -> None:
     api.add("GET", "/v1/reports/{report}", get_analytics_report,
             summary="A report from the daily rollups: revenue, usage, top accounts, "
-            "segments losing revenue (with their drivers) or a revenue forecast", tag="reports",
+            "segments losing revenue (with their drivers), a revenue forecast, or MRR/ARR with "
+            "new and churned accounts and ARPU", tag="reports",
             params=ReportPath, query=ReportQuery, response=Report, roles=("viewer",),
             errors=(422,))
     api.add("GET", "/v1/anomalies", list_flags, summary="Anomaly flags, oldest first",
