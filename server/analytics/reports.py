@@ -17,12 +17,13 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
-from billing_oss.core.money import format_micros
+from billing_oss.core.money import format_micros, parse_micros
 from billing_oss.server.analytics import repo
 
 KINDS = ("revenue", "usage", "top", "segments", "forecast", "mrr")
 MAX_DAYS = 3660  # ten years of days in one report
 MAX_FORECAST_SERIES = 40  # each is an ETS fit (and a backtest): bounded CPU per request
+SEGMENT_FORECAST_MAX_DAYS = 92  # a segment is compared with its forecast over a quarter at most
 # What a usage record's units are, by service (DESIGN.md §5, rule 3).
 UNITS = {"voice": "seconds", "data": "bytes", "sms": "messages", "event": "units"}
 _SOURCE = "Σ of charges minus reversals from the daily rollups (charge_rollups, UTC days)"
@@ -52,6 +53,12 @@ class Driver(msgspec.Struct, frozen=True, kw_only=True):
     accounts_effect: str
     usage_effect: str
     price_effect: str
+    # Against the segment's forecast for the period (fitted on the days before it); null
+    # when no forecast was made (see the report's method).
+    forecast: str | None = None
+    forecast_delta: str | None = None  # revenue − forecast
+    below_forecast: bool | None = None  # fell against the previous period and the forecast
+    forecast_method: str | None = None
 
 
 class ForecastPoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -267,13 +274,82 @@ async def _segments(db: repo.Db, by: list[str], start: dt.date, end: dt.date,
         drivers.append(_driver(by, key, current.get(key), earlier.get(key)))
     losers = sorted((d for d in drivers if Decimal(d.delta) < 0),
                     key=lambda d: (Decimal(d.delta), d.currency))
+    history = min(365, max(56, 4 * (end - start).days))
+    losers = await _against_forecast(db, by, start, end, service, losers, history)
     return Report(report="segments", period="total", by=by, start=start, end=end,
                   segments=losers,
                   method=("segments whose revenue fell against the previous "
                           f"{(end - start).days} days ({previous_start} to {start}), ranked by "
                           "money lost; delta = accounts effect + usage effect + price effect "
                           "(revenue = accounts × records per account × money per record, "
-                          f"changed one factor at a time); {_SOURCE}"))
+                          f"changed one factor at a time); {_SOURCE}. Forecast: Σ over the "
+                          "period of the daily revenue forecast from the segment's "
+                          f"{history} days before {start} (from its first day with revenue): "
+                          f"{_forecast_method()}; below_forecast: revenue under it; null "
+                          f"for periods over {SEGMENT_FORECAST_MAX_DAYS} days and beyond the "
+                          f"{MAX_FORECAST_SERIES} largest losses"))
+
+
+def _forecast_method() -> str:
+    from billing_oss.server.analytics import forecast
+
+    return forecast.METHOD
+
+
+async def _against_forecast(db: repo.Db, by: list[str], start: dt.date, end: dt.date,
+                            service: str | None, losers: list[Driver],
+                            history: int) -> list[Driver]:
+    """The losers, the largest ``MAX_FORECAST_SERIES`` compared with their forecast."""
+    horizon = (end - start).days
+    if horizon > SEGMENT_FORECAST_MAX_DAYS or not losers:
+        return losers
+    first = start - dt.timedelta(days=history)
+
+    def key_of(d: Driver) -> tuple[Any, ...]:
+        return (*d.key.values(), d.currency)
+
+    wanted = {key_of(d) for d in losers[:MAX_FORECAST_SERIES]}
+    series: dict[tuple[Any, ...], list[int]] = {}
+    for r in await repo.totals(db, period="day", dims=by, start=first, end=start,
+                               service=service):
+        key = (*(r[f"d{i}"] for i in range(len(by))), r["currency"])
+        if key in wanted:
+            series.setdefault(key, [0] * history)[(r["period"] - first).days] += \
+                r["amount_micros"]
+
+    def fit() -> dict[tuple[Any, ...], tuple[int, str] | None]:
+        return {key: segment_forecast(values, horizon) for key, values in series.items()}
+
+    fitted = await asyncio.to_thread(fit)
+    out = []
+    for d in losers:
+        found = fitted.get(key_of(d))
+        if found is None:
+            out.append(d)
+            continue
+        predicted, method = found
+        gap = parse_micros(d.revenue) - predicted
+        out.append(msgspec.structs.replace(
+            d, forecast=format_micros(predicted), forecast_delta=format_micros(gap),
+            below_forecast=gap < 0, forecast_method=method))
+    return out
+
+
+def segment_forecast(history_micros: Sequence[int], horizon: int) -> tuple[int, str] | None:
+    """Σ of the daily revenue forecast ``horizon`` days after the history (micro-units,
+    rounded half even), fitted from its first day with revenue on, and the method; None
+    when the history holds no revenue."""
+    import numpy as np
+
+    from billing_oss.server.analytics import forecast
+
+    first = next((i for i, v in enumerate(history_micros) if v), None)
+    if first is None:
+        return None
+    # Model input in currency units, as the forecast report: an estimate, not booked money.
+    y = np.asarray(history_micros[first:], dtype=float) / 1_000_000
+    fc = forecast.ets(y, horizon)
+    return round(float(fc.mean.sum()) * 1_000_000), fc.method
 
 
 def _driver(by: list[str], key: tuple[Any, ...], now: Any, before: Any) -> Driver:

@@ -39,7 +39,8 @@ def register(verbs: Any) -> None:
              "usage": "records and units (seconds, bytes, messages) by period and dimension",
              "top": "the accounts with the most revenue, per currency",
              "segments": "segments whose revenue fell against the previous period, with "
-                         "why (accounts, usage per account, price)",
+                         "why (accounts, usage per account, price) and against their "
+                         "forecast",
              "forecast": "daily revenue forecast (ETS) with 80 % and 95 % intervals and a "
                          "backtest of each series",
              "mrr": "MRR and ARR per month, product and currency from subscriptions; new, "
@@ -199,10 +200,13 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
         return _mrr_rows(report)
     if report.report == "segments":
         header = [*report.by, "currency", "revenue", "previous", "delta", "accounts",
-                  "previous_accounts", "accounts_effect", "usage_effect", "price_effect"]
+                  "previous_accounts", "accounts_effect", "usage_effect", "price_effect",
+                  "forecast", "forecast_delta", "below_forecast"]
         return header, [[*(v or "" for v in d.key.values()), d.currency, d.revenue,
                          d.previous, d.delta, str(d.accounts), str(d.previous_accounts),
-                         d.accounts_effect, d.usage_effect, d.price_effect]
+                         d.accounts_effect, d.usage_effect, d.price_effect, d.forecast or "",
+                         d.forecast_delta or "",
+                         "" if d.below_forecast is None else str(d.below_forecast).lower()]
                         for d in report.segments]
     header = ["period", *report.by, "currency", "amount", "records", "units", "accounts"]
     return header, [[r.period or "", *(v or "" for v in r.key.values()), r.currency,
@@ -248,7 +252,8 @@ def _print(report: Report, fmt: str) -> None:
               for i, h in enumerate(header)]
     numeric = {"mean", "low80", "high80", "low95", "high95", "amount", "records", "units",
                "accounts", "revenue", "previous", "delta", "previous_accounts",
-               "accounts_effect", "usage_effect", "price_effect", "mrr", "arr",
+               "accounts_effect", "usage_effect", "price_effect", "mrr", "arr", "forecast",
+               "forecast_delta",
                "subscriptions", "new", "churned", "net", "subscribed", "arpu"}
 
     def line(cells: list[str]) -> str:

@@ -204,3 +204,34 @@ async def test_ranges_outside_the_calendar_are_refused(api: Api) -> None:
     status, _ = await api.call("POST", "/v1/anomalies/detect", "operator",
                                json={"from": "0001-01-01", "to": "0001-01-02"})
     assert status == 422
+
+
+async def test_segments_against_their_forecast_from_the_raw_charges(
+    seeded: asyncpg.Pool,
+) -> None:
+    start, end = dt.date(2026, 2, 1), dt.date(2026, 2, 6)
+    report = await reports.build(seeded, "segments", by=["country"], period="total",
+                                 start=start, end=end)
+    history = 56  # max(56, 4 × 5 days)
+    first = start - dt.timedelta(days=history)
+    rows = await seeded.fetch(
+        "SELECT c.event_time, rtrim(c.currency) AS currency, a.attrs->>'country' AS country,"
+        " c.amount_micros FROM charges c LEFT JOIN accounts a USING (account_id)")
+    series: dict[tuple[str | None, str], list[int]] = defaultdict(lambda: [0] * history)
+    for r in rows:
+        day = r["event_time"].astimezone(dt.UTC).date()
+        if first <= day < start:
+            series[r["country"], r["currency"]][(day - first).days] += r["amount_micros"]
+    assert report.segments
+    for d in report.segments:
+        found = reports.segment_forecast(series[d.key["country"], d.currency], 5)
+        assert found is not None, d
+        predicted, method = found
+        assert d.forecast == format_micros(predicted) and d.forecast_method == method
+        gap = Decimal(d.revenue) - Decimal(d.forecast)
+        assert Decimal(d.forecast_delta or "x") == gap and d.below_forecast == (gap < 0)
+    assert "against the previous" in report.method and "Forecast:" in report.method
+    # A quarter is the longest period compared with a forecast.
+    long = await reports.build(seeded, "segments", by=["country"], period="total",
+                               start=dt.date(2025, 11, 1), end=dt.date(2026, 2, 6))
+    assert all(d.forecast is None and d.below_forecast is None for d in long.segments)
