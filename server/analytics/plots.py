@@ -36,6 +36,8 @@ def save(report: Report, path: Path) -> None:
         figure = _top(report)
     elif report.report == "mrr":
         figure = _mrr(report)
+    elif report.report == "collections":
+        figure = _collections(report)
     else:
         figure = _series(report)
     figure.tight_layout()
@@ -127,6 +129,28 @@ def _mrr(report: Report) -> matplotlib.figure.Figure:
         ax.grid(alpha=0.3)
         if series:
             ax.legend(title="product", fontsize="small")
+    return figure
+
+
+def _collections(report: Report) -> matplotlib.figure.Figure:
+    """Billed, collected and the receivables at each month's close; one panel per currency."""
+    currencies = sorted({c.currency for c in report.collections}) or ["(no data)"]
+    figure, axes = plt.subplots(len(currencies), 1, figsize=(9, 3.6 * len(currencies)),
+                                squeeze=False)
+    for ax, currency in zip(axes[:, 0], currencies, strict=True):
+        rows = [c for c in report.collections if c.currency == currency]
+        months = [c.month.isoformat() for c in rows]
+        for field, label in (("billed", "billed (invoices + fees − credit notes)"),
+                             ("collected", "collected (payments − refunds, reversals)"),
+                             ("receivables", "receivables at the month's close")):
+            ax.plot(months, [float(Decimal(getattr(c, field))) for c in rows], marker="o",
+                    label=label)
+        ax.set_title(f"Collections ({currency}) by month, {_range(report)}")
+        ax.set_xlabel("month (UTC)")
+        ax.set_ylabel(f"amount ({currency})")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     return figure
 
 

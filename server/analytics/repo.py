@@ -144,6 +144,30 @@ async def account_movements(db: Db, start: dt.date, end: dt.date) -> list[asyncp
         " GROUP BY 1, 2 ORDER BY 1, 2", start, end)
 
 
+# Collections: the receivables ledger (server/collections) -------------------------------
+
+async def collections(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
+    """Per month × currency of the ledger (entry dates): invoiced (invoices and fees),
+    credited (credit notes), collected (payments net of refunds and reversals), written off
+    (net of reversals), each a positive figure, and the receivables at the month's close
+    (Σ every entry dated before it)."""
+    return await db.fetch(
+        f"{_MONTHS} SELECT m.month, rtrim(c.currency) AS currency,"
+        " coalesce(sum(e.amount_micros) FILTER (WHERE e.entry_date >= m.month AND"
+        "  e.kind IN ('invoice', 'fee')), 0)::bigint AS invoiced,"
+        " coalesce(-sum(e.amount_micros) FILTER (WHERE e.entry_date >= m.month AND"
+        "  e.kind = 'credit_note'), 0)::bigint AS credited,"
+        " coalesce(-sum(e.amount_micros) FILTER (WHERE e.entry_date >= m.month AND"
+        "  e.kind IN ('payment', 'refund', 'reversal')), 0)::bigint AS collected,"
+        " coalesce(-sum(e.amount_micros) FILTER (WHERE e.entry_date >= m.month AND"
+        "  e.kind IN ('write_off', 'write_off_reversal')), 0)::bigint AS written_off,"
+        " coalesce(sum(e.amount_micros), 0)::bigint AS receivables"
+        " FROM months m CROSS JOIN (SELECT DISTINCT currency FROM ledger_entries) c"
+        " LEFT JOIN ledger_entries e ON e.currency = c.currency"
+        "  AND e.entry_date < (m.month + interval '1 month')::date"
+        " GROUP BY 1, 2 ORDER BY 1, 2", start, end)
+
+
 # Anomaly flags ---------------------------------------------------------------------------
 
 FLAG_COLUMNS = ("flag_id, account_id, service, metric, granularity, period_start, observed,"

@@ -12,6 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import msgspec
@@ -20,7 +21,7 @@ from billing_oss.core.errors import InvalidRequest
 from billing_oss.core.money import format_micros, parse_micros
 from billing_oss.server.analytics import repo
 
-KINDS = ("revenue", "usage", "top", "segments", "forecast", "mrr")
+KINDS = ("revenue", "usage", "top", "segments", "forecast", "mrr", "collections")
 MAX_DAYS = 3660  # ten years of days in one report
 MAX_FORECAST_SERIES = 40  # each is an ETS fit (and a backtest): bounded CPU per request
 SEGMENT_FORECAST_MAX_DAYS = 92  # a segment is compared with its forecast over a quarter at most
@@ -113,6 +114,21 @@ class AccountsRow(msgspec.Struct, frozen=True, kw_only=True):
     arpu: str | None  # revenue ÷ subscribed, half-even to the micro-unit; null: none
 
 
+class CollectionsRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A month of the receivables ledger in one currency (decimal strings, positive)."""
+
+    month: dt.date
+    currency: str
+    invoiced: str  # invoices and fees entered this month
+    credited: str  # credit notes
+    billed: str  # invoiced − credited
+    collected: str  # payments net of refunds and reversals
+    written_off: str
+    receivables: str  # the ledger's balance at the month's close
+    collected_ratio: str | None  # collected ÷ billed, 4 decimals; null when nothing billed
+    dso: str | None  # receivables ÷ billed × days of the month, 1 decimal; null: none billed
+
+
 class Report(msgspec.Struct, frozen=True, kw_only=True):
     report: str
     period: str
@@ -126,6 +142,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     backtests: list[Backtest] = []
     mrr: list[MrrRow] = []
     accounts: list[AccountsRow] = []
+    collections: list[CollectionsRow] = []
 
 
 def check_dimensions(by: Sequence[str]) -> list[str]:
@@ -189,6 +206,8 @@ async def build(db: repo.Db, kind: str, *, by: Sequence[str], period: str, start
         return await asyncio.to_thread(_forecast, by, start, end, rows, horizon)
     if kind == "mrr":
         return await _mrr(db, start, end)
+    if kind == "collections":
+        return await _collections(db, start, end)
     raise InvalidRequest(f"unknown report {kind!r}: one of {', '.join(KINDS)}")
 
 
@@ -242,6 +261,37 @@ async def _mrr(db: repo.Db, start: dt.date, end: dt.date) -> Report:
                 "account currency; ARPU = the month's usage revenue in that currency "
                 f"({_SOURCE}) ÷ accounts subscribed at any moment of the month, rounded half "
                 "even to the micro-unit"))
+
+
+async def _collections(db: repo.Db, start: dt.date, end: dt.date) -> Report:
+    start, end = month_range(start, end)
+    rows = []
+    for r in await repo.collections(db, start, end):
+        billed = r["invoiced"] - r["credited"]
+        days = (month_range(r["month"], r["month"] + dt.timedelta(days=1))[1]
+                - r["month"]).days
+        rows.append(CollectionsRow(
+            month=r["month"], currency=r["currency"], invoiced=format_micros(r["invoiced"]),
+            credited=format_micros(r["credited"]), billed=format_micros(billed),
+            collected=format_micros(r["collected"]),
+            written_off=format_micros(r["written_off"]),
+            receivables=format_micros(r["receivables"]),
+            collected_ratio=_ratio(Fraction(r["collected"], billed), 4) if billed > 0 else None,
+            dso=_ratio(Fraction(r["receivables"] * days, billed), 1) if billed > 0 else None))
+    return Report(
+        report="collections", period="month", by=[], start=start, end=end, collections=rows,
+        method=("collections from the receivables ledger (ledger_entries) by entry date and "
+                "currency, per UTC month: billed = invoices + fees − credit notes; collected "
+                "= payments − refunds − reversals; receivables = Σ every entry dated before "
+                "the month's close; collected_ratio = collected ÷ billed; DSO = receivables ÷ "
+                "billed × the month's days (ratios rounded half even)"))
+
+
+def _ratio(value: Fraction, places: int) -> str:
+    scaled = value * 10 ** places
+    whole = _half_even(scaled.numerator, scaled.denominator)
+    text = str(Decimal(whole).scaleb(-places))
+    return text
 
 
 def _half_even(numerator: int, denominator: int) -> int:

@@ -44,7 +44,9 @@ def register(verbs: Any) -> None:
              "forecast": "daily revenue forecast (ETS) with 80 % and 95 % intervals and a "
                          "backtest of each series",
              "mrr": "MRR and ARR per month, product and currency from subscriptions; new, "
-                    "churned and net accounts; ARPU"}
+                    "churned and net accounts; ARPU",
+             "collections": "billed, collected and written off per month and currency from "
+                            "the receivables ledger; receivables, collected ratio and DSO"}
     for name, text in helps.items():
         sub = actions.add_parser(name, help=text)
         sub.add_argument("--by", action="append", default=[], metavar="DIM",
@@ -198,6 +200,12 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                         for p in report.forecast]
     if report.report == "mrr":
         return _mrr_rows(report)
+    if report.report == "collections":
+        header = ["month", "currency", "invoiced", "credited", "billed", "collected",
+                  "written_off", "receivables", "collected_ratio", "dso"]
+        return header, [[c.month.isoformat(), c.currency, c.invoiced, c.credited, c.billed,
+                         c.collected, c.written_off, c.receivables, c.collected_ratio or "",
+                         c.dso or ""] for c in report.collections]
     if report.report == "segments":
         header = [*report.by, "currency", "revenue", "previous", "delta", "accounts",
                   "previous_accounts", "accounts_effect", "usage_effect", "price_effect",
@@ -253,8 +261,9 @@ def _print(report: Report, fmt: str) -> None:
     numeric = {"mean", "low80", "high80", "low95", "high95", "amount", "records", "units",
                "accounts", "revenue", "previous", "delta", "previous_accounts",
                "accounts_effect", "usage_effect", "price_effect", "mrr", "arr", "forecast",
-               "forecast_delta",
-               "subscriptions", "new", "churned", "net", "subscribed", "arpu"}
+               "forecast_delta", "invoiced", "credited", "billed", "collected", "written_off",
+               "receivables", "collected_ratio", "dso", "subscriptions", "new", "churned", "net",
+               "subscribed", "arpu"}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if h in numeric else c.ljust(w)

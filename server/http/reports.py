@@ -26,7 +26,8 @@ Dimensions = Annotated[str, msgspec.Meta(max_length=200, pattern="^[A-Za-z0-9_.,
 
 
 class ReportPath(msgspec.Struct, frozen=True):
-    report: Literal["revenue", "usage", "top", "segments", "forecast", "mrr"]
+    report: Literal["revenue", "usage", "top", "segments", "forecast", "mrr",
+                    "collections"]
 
 
 class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
