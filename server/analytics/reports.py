@@ -177,7 +177,7 @@ def check_days(start: dt.date, end: dt.date) -> None:
 
 async def build(db: repo.Db, kind: str, *, by: Sequence[str], period: str, start: dt.date,
                 end: dt.date, account: str | None = None, service: str | None = None,
-                top: int = 10, horizon: int = 14) -> Report:
+                top: int = 10, horizon: int = 14, below_forecast: bool = False) -> Report:
     """The report ``kind`` over the UTC days [start, end)."""
     by = check_dimensions(by)
     _check_range(period, start, end)
@@ -200,7 +200,7 @@ async def build(db: repo.Db, kind: str, *, by: Sequence[str], period: str, start
                       rows=[r for c in sorted(ranked) for r in ranked[c]],
                       method=f"top {top} accounts by revenue per currency: {_SOURCE}")
     if kind == "segments":
-        return await _segments(db, by or ["segment"], start, end, service)
+        return await _segments(db, by or ["segment"], start, end, service, below_forecast)
     if kind == "forecast":
         rows = await _rows(db, "day", by, start, end, account, service)
         return await asyncio.to_thread(_forecast, by, start, end, rows, horizon)
@@ -307,7 +307,7 @@ def _units(value: Decimal) -> str:
 
 
 async def _segments(db: repo.Db, by: list[str], start: dt.date, end: dt.date,
-                    service: str | None) -> Report:
+                    service: str | None, below_forecast: bool = False) -> Report:
     """Segments whose revenue fell against the previous period of the same length, ranked
     by the money lost, each change split into accounts, usage and price effects."""
     previous_start = start - (end - start)
@@ -326,6 +326,8 @@ async def _segments(db: repo.Db, by: list[str], start: dt.date, end: dt.date,
                     key=lambda d: (Decimal(d.delta), d.currency))
     history = min(365, max(56, 4 * (end - start).days))
     losers = await _against_forecast(db, by, start, end, service, losers, history)
+    if below_forecast:  # only those that fell against both
+        losers = [d for d in losers if d.below_forecast]
     return Report(report="segments", period="total", by=by, start=start, end=end,
                   segments=losers,
                   method=("segments whose revenue fell against the previous "

@@ -60,6 +60,9 @@ def register(verbs: Any) -> None:
         sub.add_argument("--account", metavar="ID")
         sub.add_argument("--service", choices=sorted(reports.UNITS))
         sub.add_argument("--top", type=int, default=10, metavar="N")
+        if name == "segments":
+            sub.add_argument("--below-forecast", action="store_true",
+                             help="only the segments that also fell below their forecast")
         sub.add_argument("--horizon", type=int, default=14, metavar="DAYS",
                          help="forecast: days ahead (1-90)")
         sub.add_argument("--format", default="table", choices=["table", "json", "csv"])
@@ -121,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             return await reports.build(pool, args.action, by=by, period=args.period,
                                        start=start, end=end, account=args.account,
                                        service=args.service, top=args.top,
-                                       horizon=args.horizon)
+                                       horizon=args.horizon,
+                                       below_forecast=getattr(args, "below_forecast", False))
 
     report = asyncio.run(fetch())
     if args.plot is not None:

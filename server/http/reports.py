@@ -39,6 +39,7 @@ class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
     service: Literal["voice", "sms", "data", "event"] | None = None
     top: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
     horizon: Annotated[int, msgspec.Meta(ge=1, le=90)] = 14  # forecast: days ahead
+    below_forecast: bool = False  # segments: only those also below their forecast
 
 
 async def get_analytics_report(request: web.Request) -> web.Response:
@@ -49,7 +50,8 @@ async def get_analytics_report(request: web.Request) -> web.Response:
     by = [d for d in q.by.split(",") if d]
     report = await reports.build(request.app[POOL], path.report, by=by, period=q.period,
                                  start=start, end=end, account=q.account_id,
-                                 service=q.service, top=q.top, horizon=q.horizon)
+                                 service=q.service, top=q.top, horizon=q.horizon,
+                                 below_forecast=q.below_forecast)
     return reply(report)
 
 
