@@ -100,14 +100,23 @@ async def daily_zones(db: Db, account: str, service: str, day: dt.date) -> list[
 
 # Subscriptions: MRR and the accounts they hold ---------------------------------------------
 
-# The calendar months (UTC) from ``$1``'s month to the one holding the day before ``$2``: the
+# The calendar months (UTC) of the array ``$1`` (see _months): the
 # first day, the first instant (open) and the first instant of the next month (close). A
 # subscription is active at an instant t when valid_from < t <= valid_to (no valid_to: open
 # ended): at the close, active at the month's last moment.
-_MONTHS = ("WITH months AS (SELECT m::date AS month, m AT TIME ZONE 'UTC' AS open,"
-           " (m + interval '1 month') AT TIME ZONE 'UTC' AS close"
-           " FROM generate_series(date_trunc('month', $1::date),"
-           " ($2::date - 1)::timestamp, interval '1 month') m)")
+_MONTHS = ("WITH months AS (SELECT m.month, m.month::timestamp AT TIME ZONE 'UTC' AS open,"
+           " (m.month + interval '1 month') AT TIME ZONE 'UTC' AS close"
+           " FROM unnest($1::date[]) AS m(month))")
+
+
+def _months(start: dt.date, end: dt.date) -> list[dt.date]:
+    """The first days of the months from ``start``'s to the one holding the day before
+    ``end`` (passed as an array: the planner then expects a dozen rows, not a thousand)."""
+    months, month = [], start.replace(day=1)
+    while month < end:
+        months.append(month)
+        month = (month + dt.timedelta(days=32)).replace(day=1)
+    return months
 
 
 async def mrr(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
@@ -116,11 +125,11 @@ async def mrr(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
     return await db.fetch(
         f"{_MONTHS} SELECT m.month, s.product, rtrim(p.currency) AS currency,"
         " sum(p.recurring_fee_micros)::bigint AS mrr_micros, count(*) AS subscriptions,"
-        " count(DISTINCT s.account_id) AS accounts"
+        " count(DISTINCT s.account_id COLLATE \"C\") AS accounts"
         " FROM months m JOIN subscriptions s ON s.valid_from < m.close"
         " AND (s.valid_to IS NULL OR s.valid_to >= m.close)"
         " JOIN products p ON p.product_id = s.product"
-        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", start, end)
+        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", _months(start, end))
 
 
 async def account_movements(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
@@ -128,7 +137,7 @@ async def account_movements(db: Db, start: dt.date, end: dt.date) -> list[asyncp
     at the close (new: only at the close; churned: only at the open), and subscribed at any
     moment of the month (the ARPU divisor)."""
     return await db.fetch(
-        f"{_MONTHS}, flags AS (SELECT m.month, s.account_id,"
+        f"{_MONTHS}, flags AS (SELECT m.month, s.account_id COLLATE \"C\" AS account_id,"
         " bool_or(s.valid_from < m.open) AS at_open,"
         " bool_or(s.valid_to IS NULL OR s.valid_to >= m.close) AS at_close,"
         " bool_or(s.valid_to IS NULL OR s.valid_to > m.open) AS during"
@@ -141,7 +150,7 @@ async def account_movements(db: Db, start: dt.date, end: dt.date) -> list[asyncp
         " count(*) FILTER (WHERE f.at_open AND NOT f.at_close) AS churned,"
         " count(*) FILTER (WHERE f.during) AS subscribed"
         " FROM flags f JOIN accounts a ON a.account_id = f.account_id"
-        " GROUP BY 1, 2 ORDER BY 1, 2", start, end)
+        " GROUP BY 1, 2 ORDER BY 1, 2", _months(start, end))
 
 
 # Collections: the receivables ledger (server/collections) -------------------------------
@@ -165,7 +174,7 @@ async def collections(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Reco
         " FROM months m CROSS JOIN (SELECT DISTINCT currency FROM ledger_entries) c"
         " LEFT JOIN ledger_entries e ON e.currency = c.currency"
         "  AND e.entry_date < (m.month + interval '1 month')::date"
-        " GROUP BY 1, 2 ORDER BY 1, 2", start, end)
+        " GROUP BY 1, 2 ORDER BY 1, 2", _months(start, end))
 
 
 # Anomaly flags ---------------------------------------------------------------------------
