@@ -34,6 +34,10 @@ def save(report: Report, path: Path) -> None:
         figure = _segments(report)
     elif report.report == "top":
         figure = _top(report)
+    elif report.report == "mrr":
+        figure = _mrr(report)
+    elif report.report == "collections":
+        figure = _collections(report)
     else:
         figure = _series(report)
     figure.tight_layout()
@@ -102,6 +106,51 @@ def _top(report: Report) -> matplotlib.figure.Figure:
     ax.set_xlabel(f"revenue ({', '.join(currencies)})")
     ax.set_ylabel("account (currency)")
     ax.legend()
+    return figure
+
+
+def _mrr(report: Report) -> matplotlib.figure.Figure:
+    """MRR at each month's close, one line per product; one panel per currency."""
+    panels: dict[str, dict[str, dict[str, Decimal]]] = defaultdict(lambda: defaultdict(dict))
+    for row in report.mrr:
+        panels[row.currency][row.product or "(no product)"][row.month.isoformat()] = \
+            Decimal(row.mrr)
+    if not panels:
+        panels["(no data)"] = defaultdict(dict)
+    figure, axes = plt.subplots(len(panels), 1, figsize=(9, 3.6 * len(panels)), squeeze=False)
+    for ax, (currency, series) in zip(axes[:, 0], sorted(panels.items()), strict=True):
+        for name, points in _top_series(series):
+            months = sorted(points)
+            ax.plot(months, [float(points[m]) for m in months], marker="o", label=name)
+        ax.set_title(f"MRR ({currency}) at each month's close by product, {_range(report)}")
+        ax.set_xlabel("month (UTC)")
+        ax.set_ylabel(f"MRR ({currency} per month)")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(title="product", fontsize="small")
+    return figure
+
+
+def _collections(report: Report) -> matplotlib.figure.Figure:
+    """Billed, collected and the receivables at each month's close; one panel per currency."""
+    currencies = sorted({c.currency for c in report.collections}) or ["(no data)"]
+    figure, axes = plt.subplots(len(currencies), 1, figsize=(9, 3.6 * len(currencies)),
+                                squeeze=False)
+    for ax, currency in zip(axes[:, 0], currencies, strict=True):
+        rows = [c for c in report.collections if c.currency == currency]
+        months = [c.month.isoformat() for c in rows]
+        for field, label in (("billed", "billed (invoices + fees − credit notes)"),
+                             ("collected", "collected (payments − refunds, reversals)"),
+                             ("receivables", "receivables at the month's close")):
+            ax.plot(months, [float(Decimal(getattr(c, field))) for c in rows], marker="o",
+                    label=label)
+        ax.set_title(f"Collections ({currency}) by month, {_range(report)}")
+        ax.set_xlabel("month (UTC)")
+        ax.set_ylabel(f"amount ({currency})")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     return figure
 
 

@@ -98,6 +98,85 @@ async def daily_zones(db: Db, account: str, service: str, day: dt.date) -> list[
         " GROUP BY 1 ORDER BY 2 DESC", account, service, day)
 
 
+# Subscriptions: MRR and the accounts they hold ---------------------------------------------
+
+# The calendar months (UTC) of the array ``$1`` (see _months): the
+# first day, the first instant (open) and the first instant of the next month (close). A
+# subscription is active at an instant t when valid_from < t <= valid_to (no valid_to: open
+# ended): at the close, active at the month's last moment.
+_MONTHS = ("WITH months AS (SELECT m.month, m.month::timestamp AT TIME ZONE 'UTC' AS open,"
+           " (m.month + interval '1 month') AT TIME ZONE 'UTC' AS close"
+           " FROM unnest($1::date[]) AS m(month))")
+
+
+def _months(start: dt.date, end: dt.date) -> list[dt.date]:
+    """The first days of the months from ``start``'s to the one holding the day before
+    ``end`` (passed as an array: the planner then expects a dozen rows, not a thousand)."""
+    months, month = [], start.replace(day=1)
+    while month < end:
+        months.append(month)
+        month = (month + dt.timedelta(days=32)).replace(day=1)
+    return months
+
+
+async def mrr(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
+    """Per month × product × currency: Σ the recurring fee (per monthly billing cycle) of
+    the subscriptions active at the month's close, their count and their accounts."""
+    return await db.fetch(
+        f"{_MONTHS} SELECT m.month, s.product, rtrim(p.currency) AS currency,"
+        " sum(p.recurring_fee_micros)::bigint AS mrr_micros, count(*) AS subscriptions,"
+        " count(DISTINCT s.account_id COLLATE \"C\") AS accounts"
+        " FROM months m JOIN subscriptions s ON s.valid_from < m.close"
+        " AND (s.valid_to IS NULL OR s.valid_to >= m.close)"
+        " JOIN products p ON p.product_id = s.product"
+        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", _months(start, end))
+
+
+async def account_movements(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
+    """Per month × account currency: accounts with an active subscription at the open and
+    at the close (new: only at the close; churned: only at the open), and subscribed at any
+    moment of the month (the ARPU divisor)."""
+    return await db.fetch(
+        f"{_MONTHS}, flags AS (SELECT m.month, s.account_id COLLATE \"C\" AS account_id,"
+        " bool_or(s.valid_from < m.open) AS at_open,"
+        " bool_or(s.valid_to IS NULL OR s.valid_to >= m.close) AS at_close,"
+        " bool_or(s.valid_to IS NULL OR s.valid_to > m.open) AS during"
+        " FROM months m JOIN subscriptions s ON s.valid_from < m.close"
+        " AND (s.valid_to IS NULL OR s.valid_to >= m.open) GROUP BY 1, 2)"
+        " SELECT f.month, rtrim(a.currency) AS currency,"
+        " count(*) FILTER (WHERE f.at_open) AS opening,"
+        " count(*) FILTER (WHERE f.at_close) AS closing,"
+        " count(*) FILTER (WHERE f.at_close AND NOT f.at_open) AS new,"
+        " count(*) FILTER (WHERE f.at_open AND NOT f.at_close) AS churned,"
+        " count(*) FILTER (WHERE f.during) AS subscribed"
+        " FROM flags f JOIN accounts a ON a.account_id = f.account_id"
+        " GROUP BY 1, 2 ORDER BY 1, 2", _months(start, end))
+
+
+# Collections: the receivables ledger (server/collections) -------------------------------
+
+async def collections(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
+    """Per month × currency of the ledger (entry dates): invoiced (invoices and fees),
+    credited (credit notes), collected (payments net of refunds and reversals), written off
+    (net of reversals), each a positive figure, and the receivables at the month's close
+    (Σ every entry dated before it)."""
+    return await db.fetch(
+        f"{_MONTHS} SELECT m.month, rtrim(c.currency) AS currency,"
+        " coalesce(sum(e.amount_micros) FILTER (WHERE e.entry_date >= m.month AND"
+        "  e.kind IN ('invoice', 'fee')), 0)::bigint AS invoiced,"
+        " coalesce(-sum(e.amount_micros) FILTER (WHERE e.entry_date >= m.month AND"
+        "  e.kind = 'credit_note'), 0)::bigint AS credited,"
+        " coalesce(-sum(e.amount_micros) FILTER (WHERE e.entry_date >= m.month AND"
+        "  e.kind IN ('payment', 'refund', 'reversal')), 0)::bigint AS collected,"
+        " coalesce(-sum(e.amount_micros) FILTER (WHERE e.entry_date >= m.month AND"
+        "  e.kind IN ('write_off', 'write_off_reversal')), 0)::bigint AS written_off,"
+        " coalesce(sum(e.amount_micros), 0)::bigint AS receivables"
+        " FROM months m CROSS JOIN (SELECT DISTINCT currency FROM ledger_entries) c"
+        " LEFT JOIN ledger_entries e ON e.currency = c.currency"
+        "  AND e.entry_date < (m.month + interval '1 month')::date"
+        " GROUP BY 1, 2 ORDER BY 1, 2", _months(start, end))
+
+
 # Anomaly flags ---------------------------------------------------------------------------
 
 FLAG_COLUMNS = ("flag_id, account_id, service, metric, granularity, period_start, observed,"

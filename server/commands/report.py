@@ -1,10 +1,11 @@
-"""`billing-oss report revenue|usage|top|segments|compact|anomalies|review ...`: reports from
-the daily charge rollups, as a table, JSON or CSV, with an optional plot (.svg or .png);
-anomaly flags, detected on demand and reviewed by an operator.
+"""`billing-oss report revenue|usage|top|segments|forecast|mrr|compact|anomalies|review ...`:
+reports from the daily charge rollups (MRR from subscriptions), as a table, JSON or CSV,
+with an optional plot (.svg or .png); anomaly flags, detected on demand and reviewed by an operator.
 
     billing-oss report revenue --by zone --period month --from 2026-01-01 --to 2026-04-01
     billing-oss report usage --by account --format csv
     billing-oss report segments --by country --from 2026-02-01 --to 2026-03-01 --plot s.svg
+    billing-oss report mrr --from 2026-01-01 --to 2026-04-01
 
 Dates are UTC days; ``--to`` is excluded. Exit 1 on a bad dimension, date or plot name.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
+from billing_oss.core.money import format_micros, parse_micros
 from billing_oss.server.analytics import anomalies as anomaly_flags
 from billing_oss.server.analytics import repo, reports
 from billing_oss.server.analytics.reports import Report
@@ -37,9 +39,14 @@ def register(verbs: Any) -> None:
              "usage": "records and units (seconds, bytes, messages) by period and dimension",
              "top": "the accounts with the most revenue, per currency",
              "segments": "segments whose revenue fell against the previous period, with "
-                         "why (accounts, usage per account, price)",
+                         "why (accounts, usage per account, price) and against their "
+                         "forecast",
              "forecast": "daily revenue forecast (ETS) with 80 % and 95 % intervals and a "
-                         "backtest of each series"}
+                         "backtest of each series",
+             "mrr": "MRR and ARR per month, product and currency from subscriptions; new, "
+                    "churned and net accounts; ARPU",
+             "collections": "billed, collected and written off per month and currency from "
+                            "the receivables ledger; receivables, collected ratio and DSO"}
     for name, text in helps.items():
         sub = actions.add_parser(name, help=text)
         sub.add_argument("--by", action="append", default=[], metavar="DIM",
@@ -53,6 +60,9 @@ def register(verbs: Any) -> None:
         sub.add_argument("--account", metavar="ID")
         sub.add_argument("--service", choices=sorted(reports.UNITS))
         sub.add_argument("--top", type=int, default=10, metavar="N")
+        if name == "segments":
+            sub.add_argument("--below-forecast", action="store_true",
+                             help="only the segments that also fell below their forecast")
         sub.add_argument("--horizon", type=int, default=14, metavar="DAYS",
                          help="forecast: days ahead (1-90)")
         sub.add_argument("--format", default="table", choices=["table", "json", "csv"])
@@ -114,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             return await reports.build(pool, args.action, by=by, period=args.period,
                                        start=start, end=end, account=args.account,
                                        service=args.service, top=args.top,
-                                       horizon=args.horizon)
+                                       horizon=args.horizon,
+                                       below_forecast=getattr(args, "below_forecast", False))
 
     report = asyncio.run(fetch())
     if args.plot is not None:
@@ -191,17 +202,52 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
         return header, [[p.day.isoformat(), *(v or "" for v in p.key.values()), p.currency,
                          p.mean, p.low80, p.high80, p.low95, p.high95]
                         for p in report.forecast]
+    if report.report == "mrr":
+        return _mrr_rows(report)
+    if report.report == "collections":
+        header = ["month", "currency", "invoiced", "credited", "billed", "collected",
+                  "written_off", "receivables", "collected_ratio", "dso"]
+        return header, [[c.month.isoformat(), c.currency, c.invoiced, c.credited, c.billed,
+                         c.collected, c.written_off, c.receivables, c.collected_ratio or "",
+                         c.dso or ""] for c in report.collections]
     if report.report == "segments":
         header = [*report.by, "currency", "revenue", "previous", "delta", "accounts",
-                  "previous_accounts", "accounts_effect", "usage_effect", "price_effect"]
+                  "previous_accounts", "accounts_effect", "usage_effect", "price_effect",
+                  "forecast", "forecast_delta", "below_forecast"]
         return header, [[*(v or "" for v in d.key.values()), d.currency, d.revenue,
                          d.previous, d.delta, str(d.accounts), str(d.previous_accounts),
-                         d.accounts_effect, d.usage_effect, d.price_effect]
+                         d.accounts_effect, d.usage_effect, d.price_effect, d.forecast or "",
+                         d.forecast_delta or "",
+                         "" if d.below_forecast is None else str(d.below_forecast).lower()]
                         for d in report.segments]
     header = ["period", *report.by, "currency", "amount", "records", "units", "accounts"]
     return header, [[r.period or "", *(v or "" for v in r.key.values()), r.currency,
                      r.amount, str(r.records), r.units, str(r.accounts)]
                     for r in report.rows]
+
+
+def _mrr_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Per month and currency: a row per product, then ``(all)`` with the total MRR and the
+    accounts' movements and ARPU."""
+    header = ["month", "currency", "product", "mrr", "arr", "subscriptions", "accounts", "new",
+              "churned", "net", "subscribed", "revenue", "arpu"]
+    products: dict[tuple[dt.date, str], list[Any]] = {}
+    for m in report.mrr:
+        products.setdefault((m.month, m.currency), []).append(m)
+    movements = {(a.month, a.currency): a for a in report.accounts}
+    rows: list[list[str]] = []
+    for month, currency in sorted(set(products) | set(movements)):
+        mine = products.get((month, currency), [])
+        rows += [[month.isoformat(), currency, m.product, m.mrr, m.arr, str(m.subscriptions),
+                  str(m.accounts), "", "", "", "", "", ""] for m in mine]
+        total = sum(parse_micros(m.mrr) for m in mine)
+        a = movements.get((month, currency))
+        rows.append([month.isoformat(), currency, "(all)", format_micros(total),
+                     format_micros(12 * total),
+                     str(sum(m.subscriptions for m in mine)),
+                     *([str(a.closing), str(a.new), str(a.churned), f"{a.net:+d}",
+                        str(a.subscribed), a.revenue, a.arpu or ""] if a else [""] * 7)])
+    return header, rows
 
 
 def _print(report: Report, fmt: str) -> None:
@@ -218,7 +264,10 @@ def _print(report: Report, fmt: str) -> None:
               for i, h in enumerate(header)]
     numeric = {"mean", "low80", "high80", "low95", "high95", "amount", "records", "units",
                "accounts", "revenue", "previous", "delta", "previous_accounts",
-               "accounts_effect", "usage_effect", "price_effect"}
+               "accounts_effect", "usage_effect", "price_effect", "mrr", "arr", "forecast",
+               "forecast_delta", "invoiced", "credited", "billed", "collected", "written_off",
+               "receivables", "collected_ratio", "dso", "subscriptions", "new", "churned", "net",
+               "subscribed", "arpu"}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if h in numeric else c.ljust(w)

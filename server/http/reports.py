@@ -26,7 +26,8 @@ Dimensions = Annotated[str, msgspec.Meta(max_length=200, pattern="^[A-Za-z0-9_.,
 
 
 class ReportPath(msgspec.Struct, frozen=True):
-    report: Literal["revenue", "usage", "top", "segments", "forecast"]
+    report: Literal["revenue", "usage", "top", "segments", "forecast", "mrr",
+                    "collections"]
 
 
 class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +39,7 @@ class ReportQuery(msgspec.Struct, frozen=True, kw_only=True):
     service: Literal["voice", "sms", "data", "event"] | None = None
     top: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
     horizon: Annotated[int, msgspec.Meta(ge=1, le=90)] = 14  # forecast: days ahead
+    below_forecast: bool = False  # segments: only those also below their forecast
 
 
 async def get_analytics_report(request: web.Request) -> web.Response:
@@ -48,7 +50,8 @@ async def get_analytics_report(request: web.Request) -> web.Response:
     by = [d for d in q.by.split(",") if d]
     report = await reports.build(request.app[POOL], path.report, by=by, period=q.period,
                                  start=start, end=end, account=q.account_id,
-                                 service=q.service, top=q.top, horizon=q.horizon)
+                                 service=q.service, top=q.top, horizon=q.horizon,
+                                 below_forecast=q.below_forecast)
     return reply(report)
 
 
@@ -110,7 +113,8 @@ async def review(request: web.Request) -> web.Response:
 def register(api: Api) -> None:
     api.add("GET", "/v1/reports/{report}", get_analytics_report,
             summary="A report from the daily rollups: revenue, usage, top accounts, "
-            "segments losing revenue (with their drivers) or a revenue forecast", tag="reports",
+            "segments losing revenue (with their drivers), a revenue forecast, or MRR/ARR with "
+            "new and churned accounts and ARPU", tag="reports",
             params=ReportPath, query=ReportQuery, response=Report, roles=("viewer",),
             errors=(422,))
     api.add("GET", "/v1/anomalies", list_flags, summary="Anomaly flags, oldest first",

@@ -204,3 +204,67 @@ async def test_ranges_outside_the_calendar_are_refused(api: Api) -> None:
     status, _ = await api.call("POST", "/v1/anomalies/detect", "operator",
                                json={"from": "0001-01-01", "to": "0001-01-02"})
     assert status == 422
+
+
+async def test_segments_against_their_forecast_from_the_raw_charges(
+    seeded: asyncpg.Pool,
+) -> None:
+    start, end = dt.date(2026, 2, 1), dt.date(2026, 2, 6)
+    report = await reports.build(seeded, "segments", by=["country"], period="total",
+                                 start=start, end=end)
+    history = 56  # max(56, 4 × 5 days)
+    first = start - dt.timedelta(days=history)
+    rows = await seeded.fetch(
+        "SELECT c.event_time, rtrim(c.currency) AS currency, a.attrs->>'country' AS country,"
+        " c.amount_micros FROM charges c LEFT JOIN accounts a USING (account_id)")
+    series: dict[tuple[str | None, str], list[int]] = defaultdict(lambda: [0] * history)
+    for r in rows:
+        day = r["event_time"].astimezone(dt.UTC).date()
+        if first <= day < start:
+            series[r["country"], r["currency"]][(day - first).days] += r["amount_micros"]
+    assert report.segments
+    for d in report.segments:
+        found = reports.segment_forecast(series[d.key["country"], d.currency], 5)
+        assert found is not None, d
+        predicted, method = found
+        assert d.forecast == format_micros(predicted) and d.forecast_method == method
+        gap = Decimal(d.revenue) - Decimal(d.forecast)
+        assert Decimal(d.forecast_delta or "x") == gap and d.below_forecast == (gap < 0)
+    assert "against the previous" in report.method and "Forecast:" in report.method
+    # A quarter is the longest period compared with a forecast.
+    long = await reports.build(seeded, "segments", by=["country"], period="total",
+                               start=dt.date(2025, 11, 1), end=dt.date(2026, 2, 6))
+    assert all(d.forecast is None and d.below_forecast is None for d in long.segments)
+
+
+async def test_a_fall_the_forecast_expected_is_not_below_it(seeded: asyncpg.Pool, api: Api,
+                                                             database_url: str) -> None:
+    # ZZ: seven days of history (too short for ETS: seasonal naive, the first five of the
+    # last seven days = 1 + 1 + 3 × 100), then 80 a day: down from 500, above 302.
+    await seeded.execute("INSERT INTO accounts (account_id, attrs)"
+                         " VALUES ('Z1', '{\"country\": \"ZZ\"}')")
+    for day, amount in ((25, 1), (26, 1), *((d, 100) for d in range(27, 32))):
+        await seed_usage(seeded, "Z1", f"2026-01-{day}T10:00:00Z", amount_micros=amount * 10**6)
+    for day in range(1, 6):
+        await seed_usage(seeded, "Z1", f"2026-02-0{day}T10:00:00Z", amount_micros=80 * 10**6)
+    start, end = dt.date(2026, 2, 1), dt.date(2026, 2, 6)
+    report = await reports.build(seeded, "segments", by=["country"], period="total",
+                                 start=start, end=end)
+    [zz] = [d for d in report.segments if d.key == {"country": "ZZ"}]
+    assert (zz.revenue, zz.previous, zz.forecast, zz.forecast_delta, zz.below_forecast) == (
+        "400", "500", "302", "98", False)
+    both = await reports.build(seeded, "segments", by=["country"], period="total",
+                               start=start, end=end, below_forecast=True)
+    assert both.segments == [d for d in report.segments if d.below_forecast]
+    status, body = await api.call("GET", "/v1/reports/segments", "viewer", params={
+        "by": "country", "from": "2026-02-01", "to": "2026-02-06", "below_forecast": "true"})
+    assert status == 200, body
+    assert [s["key"]["country"] for s in body["segments"]] == [
+        d.key["country"] for d in both.segments]
+    assert "ZZ" not in [s["key"]["country"] for s in body["segments"]]
+    status, out, err = await cli(database_url, "segments", "--by", "country", "--from",
+                                 "2026-02-01", "--to", "2026-02-06", "--below-forecast",
+                                 "--format", "csv")
+    assert status == 0, err
+    assert [r["country"] for r in csv.DictReader(io.StringIO(out))] == [
+        d.key["country"] for d in both.segments]
