@@ -96,7 +96,7 @@ async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_schema(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         cwd=tmp_path,  # its crash cache lands here, not in the repository
     )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=300)
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=600)
     text = out.decode(errors="replace")
     print(text[-2500:])
     assert process.returncode == 0, text[-6000:]
