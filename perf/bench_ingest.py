@@ -1,15 +1,22 @@
 """End-to-end ingest throughput into PostgreSQL, beside a raw asyncpg binary COPY of the same
 final rows into the same tables (with the same indexes) — the physical limit here.
 
-    python perf/bench_ingest.py [--records N] [--quick] [--database-url DSN] [--format FMT]
+    python perf/bench_ingest.py [--records N] [--runs R] [--quick] [--database-url DSN]
+                                [--format FMT]
 
 The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default): MSC
 moCallRecords (national numbers, peak hours) and S-GW / P-GW data records, every one of
 them chargeable by the demo tariff.
 
-Prints our records/s, the raw COPY's, the ratio, this process's peak RSS during ingest, and
-for each side where the CPU went per record (this process vs PostgreSQL, from /proc/stat)
-with the rate two fully busy cores would allow at that cost.
+The peer writes the way ingest does: the rows in chunks of the pipeline's ``batch_size``
+records, each chunk's three tables in one transaction, the chunks spread over as many
+connections as the pipeline has write lanes (``write_lanes``), all lanes at once.
+
+Each side runs ``--runs`` times (default 3), each run into fresh databases; the median
+rate is reported with the range. Prints our records/s, the raw COPY's, the ratio of the
+medians, this process's peak RSS during ingest, and for each side where the CPU went per
+record over all runs (this process vs PostgreSQL, from /proc/stat) with the rate the
+machine's cores, fully busy, would allow at that cost.
 Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is started
 in a temporary directory. The file is generated on disk first (not timed).
 """
@@ -21,6 +28,7 @@ import asyncio
 import os
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -221,34 +229,120 @@ async def ours(dsn: str, path: Path, fmt: str) -> tuple[float, int, int]:
     return elapsed, c.in_, c.charged
 
 
-async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit) -> float:
-    """COPY the rows our run stored into an identical empty database; only COPY is timed."""
-    src, dst = await asyncpg.connect(src_dsn), await asyncpg.connect(dst_dsn)
-    await dst.execute("SELECT ensure_month_partition('usage_records', '2026-01-01'), "
-                      "ensure_month_partition('charges', '2026-01-01')")
+class _Rows:
+    """One table's rows in ``usage_id`` order, read from a cursor in the order they are asked."""
+
+    def __init__(self, cursor: asyncpg.cursor.Cursor, key: int) -> None:
+        self.cursor, self.key = cursor, key
+        self.buffer: list[tuple[object, ...]] = []
+        self.done = False
+
+    async def _fill(self) -> bool:
+        if not self.buffer and not self.done:
+            fetched = await self.cursor.fetch(5000)
+            self.buffer = [tuple(r) for r in fetched]
+            self.done = not fetched
+        return bool(self.buffer)
+
+    async def take(self, count: int) -> list[tuple[object, ...]]:
+        out: list[tuple[object, ...]] = []
+        while len(out) < count and await self._fill():
+            cut = count - len(out)
+            out += self.buffer[:cut]
+            self.buffer = self.buffer[cut:]
+        return out
+
+    async def up_to(self, last: object) -> list[tuple[object, ...]]:
+        out: list[tuple[object, ...]] = []
+        while await self._fill():
+            cut = next((i for i, row in enumerate(self.buffer)
+                        if row[self.key] > last), len(self.buffer))  # type: ignore[operator]
+            out += self.buffer[:cut]
+            self.buffer = self.buffer[cut:]
+            if self.buffer:
+                break
+        return out
+
+
+Chunk = dict[str, list[tuple[object, ...]]]
+
+
+async def _read_chunks(readers: dict[str, _Rows], size: int, count: int) -> list[Chunk]:
+    """Up to ``count`` chunks of ``size`` records: each record's key, usage row and charges."""
+    chunks: list[Chunk] = []
+    keys = readers["usage_keys"]
+    while len(chunks) < count:
+        first = await keys.take(size)
+        if not first:
+            break
+        last = first[-1][keys.key]
+        chunk = {"usage_keys": first}
+        for table, reader in readers.items():
+            if table != "usage_keys":
+                chunk[table] = await reader.up_to(last)
+        chunks.append(chunk)
+    return chunks
+
+
+async def _lane(conn: asyncpg.Connection, chunks: list[Chunk]) -> None:
+    for chunk in chunks:
+        async with conn.transaction():
+            for table, columns in COPY_TABLES.items():
+                if chunk[table]:
+                    await conn.copy_records_to_table(table, records=chunk[table],
+                                                     columns=list(columns))
+
+
+async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int,
+                   batch_size: int) -> float:
+    """COPY the rows our run stored into an identical empty database the way ingest writes
+    them: chunks of ``batch_size`` records, one transaction each, over ``lanes`` connections
+    at once. The rows are read ahead a window at a time; only the COPYs are timed."""
+    src = await asyncpg.connect(src_dsn)
+    dsts = [await asyncpg.connect(dst_dsn) for _ in range(lanes)]
+    await dsts[0].execute("SELECT ensure_month_partition('usage_records', '2026-01-01'), "
+                          "ensure_month_partition('charges', '2026-01-01')")
     timed = 0.0
     async with src.transaction():
-        for table, columns in COPY_TABLES.items():
-            cursor = await src.cursor(f"SELECT {', '.join(columns)} FROM {table}")
-            while fetched := await cursor.fetch(20000):
-                rows = [tuple(r) for r in fetched]
-                started = time.perf_counter()
-                with cpu:
-                    await dst.copy_records_to_table(table, records=rows, columns=list(columns))
-                timed += time.perf_counter() - started
+        readers = {
+            table: _Rows(await src.cursor(f"SELECT {', '.join(columns)} FROM {table} "
+                                          "ORDER BY usage_id"), columns.index("usage_id"))
+            for table, columns in COPY_TABLES.items()}
+        while window := await _read_chunks(readers, batch_size, 4 * lanes):
+            started = time.perf_counter()
+            with cpu:
+                await asyncio.gather(*(_lane(conn, window[i::lanes])
+                                       for i, conn in enumerate(dsts)))
+            timed += time.perf_counter() - started
+    for table in COPY_TABLES:  # the peer wrote every row ours did, no more, no less
+        query = f"SELECT count(*) FROM {table}"
+        assert await src.fetchval(query) == await dsts[0].fetchval(query), table
     await src.close()
-    await dst.close()
+    for conn in dsts:
+        await conn.close()
     return timed
+
+
+def _spread(rates: list[float]) -> str:
+    return (f"{statistics.median(rates):,.0f} records/s (median of {len(rates)}; "
+            f"{min(rates):,.0f}–{max(rates):,.0f})")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side (median)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (50 000)")
     parser.add_argument("--format", default="3gpp", choices=sorted(GENERATORS))
     parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
     args = parser.parse_args()
     n = 50_000 if args.quick else args.records
+    settings = config.load(env={}).pipeline
+    lanes = settings.write_lanes
+    ours_rates: list[float] = []
+    peer_rates: list[float] = []
+    ours_cpu, peer_cpu = CpuSplit(), CpuSplit()
+    count = charged = 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"bench.{args.format}"
         started = time.perf_counter()
@@ -256,30 +350,34 @@ async def main() -> None:
         print(f"generated {n} records, {path.stat().st_size / 1e6:.0f} MB, format "
               f"{args.format} in {time.perf_counter() - started:.1f} s (not timed)", flush=True)
         async with server(args.database_url) as admin:
-            (a_name, a_dsn), (b_name, b_dsn) = (await fresh_database(admin, "ours"),
-                                                await fresh_database(admin, "peer"))
-            try:
-                rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                ours_cpu, peer_cpu = CpuSplit(), CpuSplit()
-                with ours_cpu:
-                    elapsed, count, charged = await ours(a_dsn, path, args.format)
-                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                peer = await raw_copy(a_dsn, b_dsn, peer_cpu)
-            finally:
-                conn = await asyncpg.connect(admin)
-                for name in (a_name, b_name):
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                await conn.close()
-    ours_rate, peer_rate = count / elapsed, charged / peer
-    print(f"records: {count} ({charged} charged), format {args.format}")
-    print(f"billing-oss ingest (decode+validate+dedupe+rate+commit): {elapsed:.2f} s, "
-          f"{ours_rate:,.0f} records/s")
-    print(f"raw asyncpg binary COPY of the same final rows:          {peer:.2f} s, "
-          f"{peer_rate:,.0f} records/s")
-    print(f"ratio: {ours_rate / peer_rate:.1%}   peak RSS: {rss / 1024:.0f} MB "
-          f"(before ingest {rss_before / 1024:.0f} MB)")
-    print(f"ours  {ours_cpu.line(count)}")
-    print(f"peer  {peer_cpu.line(charged)}")
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            for _ in range(args.runs):
+                (a_name, a_dsn), (b_name, b_dsn) = (await fresh_database(admin, "ours"),
+                                                    await fresh_database(admin, "peer"))
+                try:
+                    with ours_cpu:
+                        elapsed, count, charged = await ours(a_dsn, path, args.format)
+                    peer = await raw_copy(a_dsn, b_dsn, peer_cpu, lanes, settings.batch_size)
+                finally:
+                    conn = await asyncpg.connect(admin)
+                    for name in (a_name, b_name):
+                        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    await conn.close()
+                ours_rates.append(count / elapsed)
+                peer_rates.append(charged / peer)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ours_rate, peer_rate = statistics.median(ours_rates), statistics.median(peer_rates)
+    print(f"records: {count} ({charged} charged), format {args.format}, {args.runs} runs of "
+          f"each side, each into fresh databases")
+    print(f"billing-oss ingest (decode+validate+dedupe+rate+commit), {lanes} write lanes: "
+          f"{_spread(ours_rates)}")
+    print(f"raw asyncpg binary COPY of the same final rows, {lanes} connections: "
+          f"{_spread(peer_rates)}")
+    print(f"ratio: {ours_rate / peer_rate:.1%} (medians; per run "
+          f"{', '.join(f'{o / p:.0%}' for o, p in zip(ours_rates, peer_rates, strict=True))})"
+          f"   peak RSS: {rss / 1024:.0f} MB (before ingest {rss_before / 1024:.0f} MB)")
+    print(f"ours  {ours_cpu.line(count * args.runs)}")
+    print(f"peer  {peer_cpu.line(charged * args.runs)}")
 
 
 if __name__ == "__main__":

@@ -14,3 +14,4 @@ def test_bench_decode_quick_runs() -> None:
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "asn1tools" in proc.stdout and "pyasn1" in proc.stdout and "peak RSS" in proc.stdout
+    assert "like for like" in proc.stdout and "headline (like for like)" in proc.stdout

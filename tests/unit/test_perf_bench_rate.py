@@ -19,3 +19,4 @@ def test_bench_rate_quick_run() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "kernel / reference" in run.stdout and "load 100,000 prefixes" in run.stdout
+    assert "native / reference" in run.stdout and "headline (like for like)" in run.stdout
