@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,10 +63,24 @@ def junk_arguments(parser: argparse.ArgumentParser) -> list[str]:
             value = "987654"
         elif action.dest in ("start", "end"):
             value = "yesterday"
+        elif callable(action.type) and action.type is not str:
+            value = _shaped(action.type)
         else:
             value = "/nonexistent/junk"
         out += ([] if positional else [action.option_strings[-1]]) + [value]
     return out
+
+
+def _shaped(parse: Any) -> str:
+    """The first of a few everyday shapes (a number, a date, a month, an amount) that a typed
+    argument's parser takes, so the error that follows is not argparse's own."""
+    for candidate in ("987654", "2026-01-31", "2026-01", "1.00", "/nonexistent/junk"):
+        try:
+            parse(candidate)
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            continue
+        return candidate
+    return "/nonexistent/junk"
 
 
 def accepts(parser: argparse.ArgumentParser, option: str) -> bool:
