@@ -331,16 +331,7 @@ def encode_events(list events):
 
 def tlv(unsigned int tag, bytes content, bint constructed=True):
     """One APPLICATION-class element around ``content``."""
-    cdef Buf b
-    b.p = NULL
-    b.n = 0
-    b.cap = 0
-    try:
-        put_tag(&b, tag, constructed)
-        put_len(&b, len(content))
-        return PyBytes_FromStringAndSize(<char*> b.p, b.n) + content
-    finally:
-        free(b.p)
+    return header(tag, len(content), constructed) + content
 
 
 def header(unsigned int tag, Py_ssize_t length, bint constructed=True):

@@ -28,6 +28,7 @@ from billing_oss.server.collections.bank_import import ImportResult
 from billing_oss.server.collections.model import (
     DEFAULT_BUCKETS,
     AgingRow,
+    Entry,
     NewPayment,
     Payment,
     Target,
@@ -243,7 +244,9 @@ async def get_aging(request: web.Request) -> web.Response:
                            next_cursor=next_cursor))
 
 
-async def get_statement(request: web.Request) -> web.Response:
+async def _statement(request: web.Request
+                     ) -> tuple[StatementQuery, dict[str, int], list[Entry]]:
+    """The query, opening balances and entries one statement (JSON or PDF) shows."""
     q = decode_query(request, StatementQuery)
     if q.end < q.start:
         raise InvalidRequest("invalid query: to: before from", errors=[
@@ -252,6 +255,11 @@ async def get_statement(request: web.Request) -> web.Response:
     if await repo.account(pool, q.account_id) is None:
         raise NotFound(f"no account {q.account_id}")
     opening, entries = await repo.statement(pool, q.account_id, q.start, q.end)
+    return q, opening, entries
+
+
+async def get_statement(request: web.Request) -> web.Response:
+    q, opening, entries = await _statement(request)
     closing = dict(opening)
     for e in entries:
         closing[e.currency] = e.balance_micros
@@ -268,14 +276,7 @@ async def get_statement(request: web.Request) -> web.Response:
 
 
 async def get_statement_pdf(request: web.Request) -> web.Response:
-    q = decode_query(request, StatementQuery)
-    if q.end < q.start:
-        raise InvalidRequest("invalid query: to: before from", errors=[
-            {"location": "query", "path": "to", "message": "before from"}])
-    pool = request.app[POOL]
-    if await repo.account(pool, q.account_id) is None:
-        raise NotFound(f"no account {q.account_id}")
-    opening, entries = await repo.statement(pool, q.account_id, q.start, q.end)
+    q, opening, entries = await _statement(request)
     pdf = await asyncio.to_thread(statement_pdf.render, request.app[CONFIG].billing.seller_name,
                                   q.account_id, q.start, q.end, opening, entries)  # CPU-bound
     return web.Response(body=pdf, content_type="application/pdf")
