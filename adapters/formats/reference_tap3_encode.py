@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pyasn1.codec.ber import encoder
+from pyasn1.codec.ber import encoder as ber
+from pyasn1.type import univ
 
 from billing_oss.adapters.formats.asn1_tap3 import CallEventDetail, DataInterChange
 from billing_oss.adapters.formats.tap3_writer import (
@@ -20,6 +21,21 @@ from billing_oss.adapters.formats.tap3_writer import (
     TapTotals,
     fsn_text,
 )
+
+
+class _FewestOctets(ber.IntegerEncoder):  # type: ignore[misc]  # pyasn1 is untyped
+    """pyasn1 writes -2**(8k-1) (e.g. -128) in one octet more than X.690 8.3.2 allows."""
+
+    def encodeValue(self, value: Any, asn1Spec: Any, encodeFun: Any,
+                    **options: Any) -> tuple[Any, bool, bool]:
+        n = int(value)
+        if n == 0:
+            return (0,), False, False
+        return n.to_bytes((n + (n < 0)).bit_length() // 8 + 1, "big", signed=True), False, True
+
+
+encoder = ber.Encoder(ber.TAG_MAP | {univ.Integer.tagSet: _FewestOctets()},
+                      ber.TYPE_MAP | {univ.Integer.typeId: _FewestOctets()})
 
 _NAMES = {9: "mobileOriginatedCall", 10: "mobileTerminatedCall", 14: "gprsCall"}
 
@@ -112,7 +128,7 @@ def encode_events(events: Sequence[Event]) -> bytes:
     for ev in events:
         slot = CallEventDetail()
         fill_event(slot, ev)
-        out.append(bytes(encoder.encode(slot, omitEmptyOptionals=True)))
+        out.append(bytes(encoder(slot, omitEmptyOptionals=True)))
     return b"".join(out)
 
 
@@ -169,7 +185,7 @@ def encode_transfer_batch(h: TapHeader, events: Sequence[Event]) -> tuple[bytes,
         _time_long(aud["latestCallTimeStamp"], totals.latest, h.utc_offset)
     aud["totalCharge"], aud["totalTaxValue"], aud["totalDiscountValue"] = totals.total_charge, 0, 0
     aud["callEventDetailsCount"] = totals.count
-    content = bytes(encoder.encode(top, omitEmptyOptionals=True))
+    content = bytes(encoder(top, omitEmptyOptionals=True))
     totals.size = len(content)
     return content, totals
 
@@ -188,4 +204,4 @@ def encode_notification(h: TapHeader) -> bytes:
     n["releaseVersionNumber"] = RELEASE_VERSION
     if h.test:
         n["fileTypeIndicator"] = b"T"
-    return bytes(encoder.encode(top, omitEmptyOptionals=True))
+    return bytes(encoder(top, omitEmptyOptionals=True))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyasn1.type import univ
 from pycrate_asn1dir.TAP3 import RAP_0105, TAP_0312
 
 from billing_oss.adapters.formats import rap as rapfmt
@@ -20,7 +21,7 @@ from billing_oss.adapters.formats import tap3_writer as writer
 from billing_oss.adapters.formats.reference_tap3 import bcd
 from billing_oss.adapters.formats.tap3 import Tap3File
 from billing_oss.core.errors import DecodeError
-from billing_oss.native.tap3enc import encode_events
+from billing_oss.native.tap3enc import encode_events, integer
 from tests.conftest import VECTORS
 
 # The RAP XML names ReturnBatch's control info RapBatchControlInfo; RAP-0105 (and so
@@ -102,6 +103,15 @@ def _header(fsn: int = 1, **kw: Any) -> writer.TapHeader:
 @given(st.lists(events(), max_size=12))
 def test_native_encoder_writes_the_twins_bytes(evs: list[tuple[Any, ...]]) -> None:
     assert encode_events(evs) == twin.encode_events(evs)
+
+
+@pytest.mark.parametrize("value", [0, -1, 127, 128, -128, -129, -(2**15), 2**15 - 1,
+                                   -(2**31), -(2**63), 2**63 - 1])
+def test_integers_take_the_fewest_octets_on_both_sides(value: int) -> None:
+    # pyasn1 alone writes -128 as ff 80; X.690 8.3.2 and the native writer say 80.
+    native = integer(2, value)  # [APPLICATION 2]: the octets after the tag are compared
+    assert native[1:] == twin.encoder(univ.Integer(value))[1:]
+    assert len(native) == 2 + max(1, (value + (value < 0)).bit_length() // 8 + 1)
 
 
 @settings(max_examples=30)
