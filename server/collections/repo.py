@@ -622,3 +622,18 @@ async def sepa_batch_document(db: Db, batch_id: int) -> str | None:
     document: str | None = await db.fetchval(
         "SELECT document FROM sepa_batches WHERE batch_id = $1", batch_id)
     return document
+
+
+# --- an account's open invoices ------------------------------------------------------------
+
+async def open_invoices(db: Db, account_id: str) -> list[asyncpg.Record]:
+    """The account's finalised invoices that still owe something, oldest due first, with
+    what each owes now."""
+    return await db.fetch(
+        "SELECT e.invoice_id, i.number_text, e.entry_date, e.due_date, e.currency,"
+        " e.amount_micros, o.open_micros FROM ledger_entries e"
+        " JOIN invoices i ON i.invoice_id = e.invoice_id"
+        " CROSS JOIN LATERAL (SELECT collections_item_open(e.account_id, e.entry_id)"
+        "   AS open_micros) o"
+        " WHERE e.account_id = $1 AND e.kind = 'invoice' AND o.open_micros > 0"
+        " ORDER BY e.due_date, e.entry_id", account_id)

@@ -81,6 +81,11 @@ class AccountPage(msgspec.Struct, frozen=True):
 
 async def create_account(request: web.Request) -> web.Response:
     body = await decode_body(request, AccountCreate)
+    return reply(await create(request.app, actor(request), body), status=201)
+
+
+async def create(app: web.Application, who: str, body: AccountCreate) -> Account:
+    """Create an account (REST and SOAP alike): ``who`` is the audit log's actor."""
     new = NewAccount(
         account_id=body.account_id, name=body.name, status=body.status,
         currency=body.currency, timezone=_checked_zone(body.timezone),
@@ -88,8 +93,7 @@ async def create_account(request: web.Request) -> web.Response:
         identifiers=[AccountIdentifier(i.identifier, i.kind) for i in body.identifiers],
         attrs=dict(body.attrs),
     )
-    stored = await accounts_repo.create(request.app[POOL], actor(request), new)
-    return reply(stored, status=201)
+    return await accounts_repo.create(app[POOL], who, new)
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -106,6 +110,12 @@ async def get_account(request: web.Request) -> web.Response:
 async def update_account(request: web.Request) -> web.Response:
     path = decode_path(request, AccountPath)
     body = await decode_body(request, AccountUpdate)
+    return reply(await update(request.app, actor(request), path.account_id, body))
+
+
+async def update(app: web.Application, who: str, account_id: str,
+                 body: AccountUpdate) -> Account:
+    """Change the fields ``body`` sets (REST and SOAP alike)."""
     changes: dict[str, Any] = {
         f: getattr(body, f) for f in body.__struct_fields__
         if getattr(body, f) is not msgspec.UNSET
@@ -117,11 +127,9 @@ async def update_account(request: web.Request) -> web.Response:
             AccountIdentifier(i.identifier, i.kind) for i in changes["identifiers"]
         ]
     try:
-        stored = await accounts_repo.update(
-            request.app[POOL], actor(request), path.account_id, changes)
+        return await accounts_repo.update(app[POOL], who, account_id, changes)
     finally:
-        request.app[ACCOUNT_CACHE].forget(path.account_id)
-    return reply(stored)
+        app[ACCOUNT_CACHE].forget(account_id)
 
 
 async def list_accounts(request: web.Request) -> web.Response:

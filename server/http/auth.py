@@ -64,7 +64,7 @@ def protect(handler: Handler, roles: tuple[str, ...]) -> Handler:
     wanted = frozenset(roles)
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        token = _bearer(request)
+        token = bearer(request)
         key = await request.app[KEY_CACHE].lookup(request.app[POOL], token) if token else None
         if key is None:
             return problem_for(
@@ -91,6 +91,6 @@ def actor(request: web.Request) -> str:
     return f"key:{request[PRINCIPAL].key_id}"
 
 
-def _bearer(request: web.Request) -> str | None:
+def bearer(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None

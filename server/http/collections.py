@@ -9,6 +9,7 @@ import datetime as dt
 import io
 from typing import Annotated, Literal
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -193,12 +194,17 @@ async def get_payment(request: web.Request) -> web.Response:
 
 async def record_payment(request: web.Request) -> web.Response:
     body = await decode_body(request, PaymentIn)
-    stored, created = await payments.record(request.app[POOL], actor(request), NewPayment(
+    stored, created = await record(request.app[POOL], actor(request), body)
+    return reply(payment_view(stored), status=201 if created else 200)
+
+
+async def record(pool: asyncpg.Pool, who: str, body: PaymentIn) -> tuple[Payment, bool]:
+    """Record (and allocate) a payment, REST and SOAP alike: (payment, created)."""
+    return await payments.record(pool, who, NewPayment(
         account_id=body.account_id, amount_micros=parse_micros(body.amount),
         received_on=body.received_on, method=body.method, currency=body.currency,
         reference=body.reference, external_id=body.external_id, allocate=body.allocate,
         targets=targets(body.allocations)))
-    return reply(payment_view(stored), status=201 if created else 200)
 
 
 async def allocate_payment(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 from typing import Literal
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -78,10 +79,15 @@ async def get_invoice(request: web.Request) -> web.Response:
 
 async def get_invoice_pdf(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
-    async with request.app[POOL].acquire() as conn:
-        invoice = await issuing.load(conn, invoice_id)
-    pdf = await asyncio.to_thread(typst_pdf.render, invoice)  # CPU-bound: off the loop
+    pdf = await invoice_pdf(request.app[POOL], invoice_id)
     return web.Response(body=pdf, content_type="application/pdf")
+
+
+async def invoice_pdf(pool: asyncpg.Pool, invoice_id: int) -> bytes:
+    """The invoice as PDF/A-3 (REST and SOAP alike)."""
+    async with pool.acquire() as conn:
+        invoice = await issuing.load(conn, invoice_id)
+    return await asyncio.to_thread(typst_pdf.render, invoice)  # CPU-bound: off the loop
 
 
 async def get_invoice_xml(request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str = "application/json"
     roles: tuple[str, ...] | None = None  # None: public, no key needed
     errors: tuple[int, ...] = ()
+    openapi: bool = True  # False: left out of the document (the SOAP routes: XML, a WSDL)
 
 
 class Api:
@@ -53,7 +54,7 @@ class Api:
             app.router.add_route(op.method, op.path, handler, name=_operation_id(op))
 
     def openapi(self) -> dict[str, Any]:
-        types = {t for op in self.operations
+        types = {t for op in self.operations if op.openapi
                  for t in (op.response, op.request, *(r for _, r in op.alternatives))
                  if _is_struct(t)}
         schemas, components = msgspec.json.schema_components(
@@ -61,7 +62,7 @@ class Api:
         )
         refs = dict(zip(sorted(types, key=lambda t: t.__name__), schemas, strict=True))
         paths: dict[str, dict[str, Any]] = {}
-        for op in self.operations:
+        for op in (o for o in self.operations if o.openapi):
             paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op, refs)
         doc: dict[str, Any] = {
             "openapi": "3.1.0",

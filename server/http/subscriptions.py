@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -49,11 +50,13 @@ class SubscriptionPage(msgspec.Struct, frozen=True):
 
 async def create_subscription(request: web.Request) -> web.Response:
     body = await decode_body(request, SubscriptionCreate)
-    stored = await subscriptions_repo.create(
-        request.app[POOL], actor(request), body.account_id, body.tariff_id, body.product,
-        body.valid_from, body.valid_to,
-    )
-    return reply(stored, status=201)
+    return reply(await create(request.app[POOL], actor(request), body), status=201)
+
+
+async def create(pool: asyncpg.Pool, who: str, body: SubscriptionCreate) -> Subscription:
+    """Put an account on a tariff (REST and SOAP alike)."""
+    return await subscriptions_repo.create(pool, who, body.account_id, body.tariff_id,
+                                           body.product, body.valid_from, body.valid_to)
 
 
 async def get_subscription(request: web.Request) -> web.Response:
@@ -64,13 +67,18 @@ async def get_subscription(request: web.Request) -> web.Response:
 async def update_subscription(request: web.Request) -> web.Response:
     path = decode_path(request, SubscriptionPath)
     body = await decode_body(request, SubscriptionUpdate)
-    stored = await subscriptions_repo.update(
-        request.app[POOL], actor(request), path.subscription_id,
+    return reply(await update(request.app[POOL], actor(request), path.subscription_id, body))
+
+
+async def update(pool: asyncpg.Pool, who: str, subscription_id: int,
+                 body: SubscriptionUpdate) -> Subscription:
+    """End, re-open or rename a subscription (REST and SOAP alike)."""
+    return await subscriptions_repo.update(
+        pool, who, subscription_id,
         product=None if body.product is msgspec.UNSET else body.product,
         valid_to=None if body.valid_to is msgspec.UNSET else body.valid_to,
         set_valid_to=body.valid_to is not msgspec.UNSET,
     )
-    return reply(stored)
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -87,13 +88,18 @@ class ChargeTotals(msgspec.Struct, frozen=True):
 
 async def list_usage(request: web.Request) -> web.Response:
     q = decode_query(request, UsageQuery)
+    return reply(await usage_page(request.app[POOL], q))
+
+
+async def usage_page(pool: asyncpg.Pool, q: UsageQuery) -> UsagePage:
+    """One page of usage records (REST and SOAP alike)."""
     rows = await traffic_repo.usage(
-        request.app[POOL], Period(account_id=q.account_id, start=q.from_, end=q.to),
+        pool, Period(account_id=q.account_id, start=q.from_, end=q.to),
         kind=q.kind, source=q.source, after=decode_cursor(q.cursor, tuple[Timestamp, IntId]),
         limit=q.limit,
     )
     items, next_cursor = page(rows, q.limit, lambda u: (u.event_time, u.usage_id))
-    return reply(UsagePage(items, next_cursor))
+    return UsagePage(items, next_cursor)
 
 
 async def list_charges(request: web.Request) -> web.Response:
