@@ -17,7 +17,7 @@ from aiohttp import web
 
 from billing_oss.core.errors import BillingError, ErrorCode
 from billing_oss.server.http.auth import GRANTS, KEY_CACHE, actor, bearer
-from billing_oss.server.http.keys import POOL, PRINCIPAL
+from billing_oss.server.http.keys import DEADLINE, POOL, PRINCIPAL
 from billing_oss.server.http.routing import Api
 from billing_oss.server.integrations.soap import codec, envelope, wsdl
 from billing_oss.server.integrations.soap.envelope import Fault
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 PATH = "/soap/v1"
 # A CRM's request is a few kilobytes; anything past this is refused before it is parsed.
 MAX_REQUEST_BYTES = 256 * 1024
+DEADLINE_MARGIN_S = 0.05
 XML = f"{envelope.CONTENT_TYPE}; charset=utf-8"
 
 
@@ -39,7 +40,12 @@ async def soap_wsdl(request: web.Request) -> web.Response:
 
 async def soap_call(request: web.Request) -> web.Response:
     try:
-        return web.Response(body=await _call(request), headers={"Content-Type": XML})
+        async with asyncio.timeout_at(_just_before_deadline(request)):
+            return web.Response(body=await _call(request), headers={"Content-Type": XML})
+    except TimeoutError:
+        return _fault(Fault(ErrorCode.TIMEOUT, "the operation did not complete in time; "
+                            "a write may or may not have been made: retry it (PostPayment "
+                            "by the same reference records it once)"))
     except Fault as f:
         return _fault(f)
     except BillingError as exc:
@@ -66,6 +72,14 @@ async def _call(request: web.Request) -> bytes:
     data = await asyncio.to_thread(codec.decode, op, parsed.body)
     result = await op.run(Call(request.app, actor(request)), data)
     return await asyncio.to_thread(lambda: envelope.response(codec.encode(op, result)))
+
+
+def _just_before_deadline(request: web.Request) -> float | None:
+    """A moment before the server's request timeout, so an operation that overruns answers
+    a Fault rather than the timeout's problem+json."""
+    deadline = request.get(DEADLINE)
+    when = deadline.when() if deadline is not None else None
+    return None if when is None else when - DEADLINE_MARGIN_S
 
 
 async def _body(request: web.Request) -> bytes:

@@ -20,7 +20,7 @@ from zeep.exceptions import Fault
 from zeep.wsse.username import UsernameToken
 
 from tests.integration import billing_seed
-from tests.integration.api_harness import Api, api, seed_usage  # noqa: F401
+from tests.integration.api_harness import Api, api, live_api, seed_usage  # noqa: F401
 
 TNS = "urn:billing-oss:soap:v1"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -236,3 +236,18 @@ def read_fault(text: str) -> tuple[str, str, str | None]:
     fault = root.find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault")
     code, element = detail(fault.find("detail"))
     return fault.findtext("faultcode"), code, element
+
+
+async def test_an_operation_past_the_request_timeout_is_a_fault(
+        pool: asyncpg.Pool, database_url: str) -> None:
+    async with live_api(pool, database_url, overrides={"http.request_timeout_s": 1.0}) as api, \
+            pool.acquire() as conn:  # noqa: F811
+        await conn.execute("INSERT INTO accounts (account_id, name) VALUES ('T1', 'Slow')"
+                           " ON CONFLICT DO NOTHING")
+        async with conn.transaction():
+            await conn.execute("SELECT collections_lock('T1')")  # the payment waits for it
+            status, text = await raw(api, "operator", f"""<b:PostPayment xmlns:b="{TNS}">
+                <b:account_id>T1</b:account_id><b:amount>1.00</b:amount>
+                <b:received_on>2026-02-01</b:received_on><b:reference>T-1</b:reference>
+                </b:PostPayment>""")
+        assert status == 500 and read_fault(text)[:2] == ("soap:Server", "TIMEOUT")

@@ -40,7 +40,8 @@ def decode(op: Operation, element: Any) -> dict[str, Any]:
         raise Fault(ErrorCode.VALIDATION, f"{_path(error, op.name)}: {_reason(error)}",
                     element=_path(error, op.name)) from None
     data: Any = declaration.decode(element, namespaces=_NAMESPACES, decimal_type=None,
-                                   datetime_types=False, strip_namespaces=True)
+                                   datetime_types=False, strip_namespaces=True,
+                                   keep_empty=True)
     decoded: dict[str, Any] = _nils(dict(data or {}))
     return decoded
 
