@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "account.terminate": ("terminate", "terminated"),
 }
 assert tuple(COMMANDS) == repo.TYPES
+INFLIGHT = 200  # QoS 1 publishes awaiting their PUBACK at once
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,7 +133,7 @@ class Publisher:
         client = aiomqtt.Client(
             cfg.host, cfg.port, identifier=cfg.client_id, protocol=aiomqtt.ProtocolVersion.V5,
             username=cfg.username or None, password=cfg.password or None, keepalive=30,
-            timeout=cfg.publish_timeout_s)
+            timeout=cfg.publish_timeout_s, max_inflight_messages=INFLIGHT)
         async with client:
             log.info("provisioning publisher connected", extra={"fields": {
                 "broker": f"{cfg.host}:{cfg.port}"}})
@@ -141,14 +142,33 @@ class Publisher:
                     await _pause(stop, cfg.poll_interval_s)
 
     async def deliver(self, client: aiomqtt.Client) -> int:
-        """Publish what is pending, one batch; returns how many events were read."""
+        """Publish what is pending, one batch; returns how many events were read.
+
+        The batch's publishes go out pipelined, in order (the broker keeps one client's
+        order); each stream's cursor then moves to its last event whose messages were all
+        acknowledged, and not past the first that was not."""
         pending = await repo.pending(self.pool, self.config.batch)
-        for event in pending:
-            for topic, payload in messages(event, self.config.topic_prefix):
-                await client.publish(topic, payload, qos=1, retain=topic.endswith("/state"),
-                                     timeout=self.config.publish_timeout_s)
-            await repo.advance(self.pool, event.stream, event.seq)
-            self.published += 1
+        sends = [asyncio.ensure_future(client.publish(
+                     topic, payload, qos=1, retain=topic.endswith("/state"),
+                     timeout=self.config.publish_timeout_s))
+                 for event in pending
+                 for topic, payload in messages(event, self.config.topic_prefix)]
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        done: dict[str, int] = {}
+        broken: set[str] = set()
+        failure: BaseException | None = None
+        for i, event in enumerate(pending):
+            error = next((o for o in outcomes[2 * i:2 * i + 2] if isinstance(o, BaseException)),
+                         None)
+            if error is not None:
+                failure = failure or error
+                broken.add(event.stream)
+            elif event.stream not in broken:
+                done[event.stream] = event.seq
+                self.published += 1
+        await repo.advance(self.pool, done)
+        if failure is not None:
+            raise failure
         return len(pending)
 
 

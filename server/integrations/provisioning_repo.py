@@ -29,11 +29,16 @@ async def pending(db: Connection | asyncpg.Pool, limit: int) -> list[StoredEvent
     return [StoredEvent(**dict(r)) for r in rows]
 
 
-async def advance(db: Connection | asyncpg.Pool, stream: str, seq: int) -> None:
+async def advance(db: Connection | asyncpg.Pool, done: dict[str, int]) -> None:
+    """Move each stream's cursor to its delivered ``seq`` (never backwards)."""
+    if not done:
+        return
+    streams = sorted(done)
     await db.execute(
-        "INSERT INTO provisioning_cursors AS c (stream, seq) VALUES ($1, $2)"
-        " ON CONFLICT (stream) DO UPDATE SET seq = greatest(c.seq, excluded.seq),"
-        " updated_at = now()", stream, seq)
+        "INSERT INTO provisioning_cursors AS c (stream, seq) SELECT * FROM"
+        " unnest($1::text[], $2::bigint[]) ON CONFLICT (stream) DO UPDATE"
+        " SET seq = greatest(c.seq, excluded.seq), updated_at = now()",
+        streams, [done[s] for s in streams])
 
 
 async def try_lead(conn: Connection) -> bool:
