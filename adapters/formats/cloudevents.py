@@ -38,8 +38,10 @@ KINDS = frozenset({"voice", "sms", "data", "event"})
 
 
 def is_cloudevent(content_type: str, headers: Mapping[str, str]) -> bool:
-    """Whether a request carries CloudEvents (any of the three modes)."""
-    return content_type in (STRUCTURED, BATCH) or "ce-specversion" in headers
+    """Whether a request carries CloudEvents (any of the three modes): any ``ce-*`` header
+    makes it binary mode, so one without ``ce-specversion`` is refused naming it."""
+    return content_type in (STRUCTURED, BATCH) or any(
+        name.lower().startswith(HEADER_PREFIX) for name in headers)
 
 
 def decode(content_type: str, headers: Mapping[str, str], body: bytes) -> payload.Decoded:

@@ -165,6 +165,13 @@ async def test_binary_mode_without_id_header_is_400(server: str, token: str) -> 
                                  "application/json", **headers)
     assert status == 400 and problem["code"] == "CLOUDEVENT_INVALID"
     assert "'ce-id'" in problem["detail"]
+    headers = {"ce-id": "x1", "ce-source": "gw1", "ce-type": "com.example.voice"}
+    status, problem = await post(server, token, msgspec.json.encode(USAGE),
+                                 "application/json", **headers)
+    assert status == 400 and "'ce-specversion'" in problem["detail"]
+    status, problem = await post(server, token, msgspec.json.encode(USAGE),
+                                 "application/json", **{**headers, "ce-specversion": "0.3"})
+    assert status == 400 and problem["errors"][0]["path"] == "specversion"
 
 
 async def test_bound_key_refuses_another_source_and_open_key_takes_the_events_source(
