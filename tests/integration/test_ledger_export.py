@@ -8,6 +8,7 @@ holds the collections ledger's balance to the cent, per period and over all of h
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import json
 import os
@@ -27,7 +28,7 @@ from beancount.core import realization
 from billing_oss.server import config
 from billing_oss.server.collections import dunning, payments, repo, write_offs
 from billing_oss.server.collections.dunning import Step
-from billing_oss.server.collections.model import NONE, NewPayment
+from billing_oss.server.collections.model import NONE, NewPayment, Target
 from billing_oss.server.composition import serve
 from billing_oss.server.store import api_keys
 from tests.conftest import REPO, free_port
@@ -83,7 +84,7 @@ async def seeded(pool: asyncpg.Pool) -> asyncpg.Pool:
             await seed.account(conn, a)
         await seed.account(conn, "U1", currency="USD")
         # January: before the exported quarter's second half (opening balances)
-        i1 = await invoice(conn, "C1", 100 * EUR, 20 * EUR, 0, dt.date(2026, 1, 5))
+        await invoice(conn, "C1", 100 * EUR, 20 * EUR, 0, dt.date(2026, 1, 5))
         await invoice(conn, "C2", 50 * EUR, 10 * EUR, 10_000, dt.date(2026, 1, 20))
         await seed.invoice(conn, "U1", 30 * EUR, dt.date(2026, 1, 7), currency="USD")
         # February and March
@@ -105,14 +106,8 @@ async def seeded(pool: asyncpg.Pool) -> asyncpg.Pool:
     await write_offs.write_off(pool, "test", i3, dt.date(2026, 3, 10), "insolvent")
     # a late payment named against the written-off invoice reinstates part of it
     await payments.record(pool, "test", pay("C3", 50 * EUR, dt.date(2026, 3, 20),
-                                            targets=(seed_target(i3),)))
-    assert i1
+                                            targets=(Target(i3),)))
     return pool
-
-
-def seed_target(invoice_id: int) -> Any:
-    from billing_oss.server.collections.model import Target
-    return Target(invoice_id)
 
 
 async def cli(database_url: str, *args: str) -> tuple[int, bytes, str]:
@@ -244,7 +239,6 @@ async def test_csv_rows_balance_and_a_missing_siren_is_a_usage_error(
     assert status == 0, err
     lines = out.decode().splitlines()
     assert lines[0].startswith("entry,journal,date,piece_ref")
-    import csv
     rows = list(csv.DictReader(lines))
     assert rows and sum(cents(r["debit"]) for r in rows) == sum(cents(r["credit"]) for r in rows)
     assert all(FEB.isoformat() <= r["date"] <= MAR.isoformat() for r in rows)
