@@ -99,7 +99,8 @@ async def server(pool: asyncpg.Pool, database_url: str, broker: Broker
     cfg = config.load(env={}, overrides={
         "database.url": database_url, "http.port": port, "provisioning.enabled": True,
         "provisioning.host": broker.host, "provisioning.port": broker.port,
-        "provisioning.poll_interval_s": 0.1, "provisioning.reconnect_max_s": 1.0})
+        "provisioning.poll_interval_s": 0.1, "provisioning.reconnect_max_s": 1.0,
+        "provisioning.batch": 100})
     stop, started = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(serve(cfg, stop, started=started))
     await asyncio.wait_for(started.wait(), 60)
