@@ -1,9 +1,10 @@
 """``POST /v1/usage``: a batch of usage records (or meter readings) over HTTP, idempotently.
 
 The body is JSON or MessagePack (``Content-Type``), shaped as ``adapters.formats.payload``
-describes. The delivery's position is the ``Idempotency-Key`` header when sent, else the
-body's digest, so the same request twice commits once and gets the same answer (the second
-with ``Idempotent-Replayed: true``); the same ``Idempotency-Key`` with another body is refused
+describes, or CloudEvents 1.0 in any content mode (``adapters.formats.cloudevents``). The
+delivery's position is the ``Idempotency-Key`` header when sent, else the body's digest,
+so the same request twice commits once and gets the same answer (the second with
+``Idempotent-Replayed: true``); the same ``Idempotency-Key`` with another body is refused
 (422 ``IDEMPOTENCY_KEY_REUSED``). Records without a ``record_key`` are keyed
 ``<Idempotency-Key>#<index>``; without either they are rejected. The key authenticating the
 request names the source: its ``source`` if it has one, else ``http:<key id>``.
@@ -13,14 +14,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import msgspec
 from aiohttp import web
 
 from billing_oss.adapters import intake
-from billing_oss.adapters.formats import payload
-from billing_oss.core.contract import Counts, Outcome
+from billing_oss.adapters.formats import cloudevents, payload
+from billing_oss.core.contract import Counts, Delivery, Outcome, Reject
 from billing_oss.core.errors import (
     BillingError,
     ErrorCode,
@@ -81,12 +83,14 @@ class IdempotencyKeyReused(BillingError):
 async def post_usage(request: web.Request) -> web.Response:
     """Ingest a batch of usage records; answers per-record outcomes once committed. Admitted
     first (``server.http.admission``): at capacity, 503 at once and nothing is stored."""
-    encoding = _encoding(request)
+    events = cloudevents.is_cloudevent(request.content_type, request.headers)
+    encoding: payload.Encoding = "json" if events else _encoding(request)
     async with request.app[INGEST_ADMISSION].admit():
-        return await _ingest(request, encoding)
+        return await _ingest(request, encoding, events)
 
 
-async def _ingest(request: web.Request, encoding: payload.Encoding) -> web.Response:
+async def _ingest(request: web.Request, encoding: payload.Encoding,
+                  events: bool = False) -> web.Response:
     limit = request.app[CONFIG].http.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body has {request.content_length} bytes; the limit is {limit}")
@@ -105,13 +109,43 @@ async def _ingest(request: web.Request, encoding: payload.Encoding) -> web.Respo
                 else "body:" + intake.content_position(encoding.encode(), body))
     bind = (functools.partial(_bind_body, request.app[POOL], source, idempotency_key, body)
             if idempotency_key else None)
-    delivery = await intake.to_delivery(
-        request.app[POOL], body, source=source, position=position, where="body",
-        encoding=encoding, key_prefix=idempotency_key, strict=True, on_decoded=bind)
+    if events:
+        delivery = await _cloudevents_delivery(request, body, source, key.source,
+                                               idempotency_key, bind)
+    else:
+        delivery = await intake.to_delivery(
+            request.app[POOL], body, source=source, position=position, where="body",
+            encoding=encoding, key_prefix=idempotency_key, strict=True, on_decoded=bind)
     outcome = (await request.app[PIPELINE].commit([delivery]))[0]
     headers = {"Idempotent-Replayed": "true"} if outcome.replay else {}
     return web.Response(body=msgspec.json.encode(summarise(outcome)),
                         content_type="application/json", headers=headers)
+
+
+async def _cloudevents_delivery(
+        request: web.Request, body: bytes, source: str, bound_source: str | None,
+        idempotency_key: str | None, bind: Callable[[], Awaitable[None]] | None) -> Delivery:
+    """CloudEvents (structured, batch or binary): the events' own sources and ids key the
+    records; a key bound to a source takes only events of that source. The position covers
+    the ``ce-*`` headers too (binary mode carries the id there)."""
+    decoded = cloudevents.decode(request.content_type, request.headers, body)
+    if bound_source is not None:
+        kept = []
+        for record in decoded.records:
+            if record.source == bound_source:
+                kept.append(record)
+                continue
+            decoded.rejects.append(Reject(
+                reason=Reason.BAD_FIELD, raw=msgspec.json.encode(record),
+                detail=f"event {record.record_key!r}: source {record.source!r} is not this"
+                       f" sender's source {bound_source!r}", where="source"))
+        decoded.records = kept
+    headers = "\n".join(f"{k.lower()}:{v}" for k, v in sorted(request.headers.items())
+                        if k.lower().startswith(cloudevents.HEADER_PREFIX))
+    position = (f"idem:{idempotency_key}" if idempotency_key else "body:" + intake.content_position(
+        b"cloudevents", request.content_type.encode(), headers.encode(), body))
+    return await intake.decoded_delivery(request.app[POOL], decoded, source=source,
+                                         position=position, own_sources=True, on_decoded=bind)
 
 
 async def _bind_body(pool: asyncpg.Pool, source: str, key: str, body: bytes) -> None:

@@ -48,11 +48,22 @@ async def to_delivery(
             raise error from None
         return refused(body, source=source, position=position, where=where,
                        why=error.message)
+    return await decoded_delivery(pool, decoded, source=source, position=position, kind=kind,
+                                  key_prefix=key_prefix, on_decoded=on_decoded)
+
+
+async def decoded_delivery(
+    pool: asyncpg.Pool, decoded: payload.Decoded, *, source: str, position: str,
+    kind: str | None = None, key_prefix: str | None = None, own_sources: bool = False,
+    on_decoded: Callable[[], Awaitable[None]] | None = None,
+) -> Delivery:
+    """The second half of ``to_delivery``, for a body another format decoded (CloudEvents);
+    ``own_sources``: the records keep the sources they name."""
     if on_decoded is not None:
         await on_decoded()
     rejects = decoded.rejects
     rejects.extend(payload.complete(decoded.records, source=source, kind=kind,
-                                    key_prefix=key_prefix))
+                                    key_prefix=key_prefix, own_sources=own_sources))
     # filed under the transport's source, whatever source a rejected entry claims
     rejects = [msgspec.structs.replace(r, source=source) for r in rejects]
     records: list[UsageRecord] = list(decoded.records)

@@ -55,6 +55,7 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE", 415, 1
     UNKNOWN_FORMAT = "UNKNOWN_FORMAT", 400, 2
     NOT_USAGE = "NOT_USAGE", 422, 1  # a RAP file among TAP files: settlement reads it
+    CLOUDEVENT_INVALID = "CLOUDEVENT_INVALID", 400, 1  # an envelope attribute missing/wrong
     INTERNAL = "INTERNAL", 500, 1
     CONFIG = "CONFIG", 500, 2
     STARTUP = "STARTUP", 503, 2
@@ -179,3 +180,16 @@ class NotUsageFile(DecodeError):
     keep it, do not decode it as usage and do not file it as an error."""
 
     code = ErrorCode.NOT_USAGE
+
+
+class CloudEventError(BillingError):
+    """A CloudEvents envelope without a required attribute or of another specversion; the
+    problem's ``attribute`` names it."""
+
+    code = ErrorCode.CLOUDEVENT_INVALID
+
+    def __init__(self, message: str, *, attribute: str | None) -> None:
+        errors = [] if attribute is None else [
+            {"location": "cloudevent", "path": attribute, "message": message}]
+        super().__init__(message, attribute=attribute, errors=errors)
+        self.attribute = attribute

@@ -154,6 +154,7 @@ async def serve(config: Config, stop: asyncio.Event, *,
         stack.push_async_callback(runner.cleanup)
         await _listen(runner, config)
         await stack.enter_async_context(running_sources(config, pipeline, pool))
+        await stack.enter_async_context(running_provisioning(config, pool))
         stack.callback(_fewer_collections())
         log.info("serving", extra={"fields": {"url": f"http://{config.http.host}:{config.http.port}"}})
         if started is not None:
@@ -201,6 +202,26 @@ async def running_sources(config: Config, sink: Pipeline, pool: asyncpg.Pool
             _, late = await asyncio.wait(tasks, timeout=30)
             for task in late:
                 await _cancel(task)
+
+
+@contextlib.asynccontextmanager
+async def running_provisioning(config: Config, pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Publish provisioning commands over MQTT while serving, when a broker is configured."""
+    if not config.provisioning.enabled:
+        yield
+        return
+    from billing_oss.server.integrations.provisioning import Publisher
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(_supervised(
+        "provisioning", Publisher(pool, config.provisioning).run, stop), name="provisioning")
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        await _cancel(task)
 
 
 async def _supervised(name: str, run: Callable[[asyncio.Event], Awaitable[None]],

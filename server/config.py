@@ -96,6 +96,41 @@ class CollectionsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     psp_webhook_secret: str = ""
 
 
+class ProvisioningConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Provisioning commands over MQTT: the broker that network elements listen on."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    client_id: str = "billing-oss-provisioning"
+    topic_prefix: str = "provisioning"
+    poll_interval_s: float = 0.5
+    batch: int = 500
+    publish_timeout_s: float = 10.0
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 30.0
+
+
+class LedgerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The general-ledger export (``billing-oss ledger export``): chart of accounts, journal
+    codes and the FEC's issuer. Defaults follow the French PCG."""
+
+    currency: str = "EUR"  # the books' currency: the export takes entries in it
+    siren: str = ""  # 9 digits: the FEC file's name <SIREN>FEC<YYYYMMDD>
+    receivables: str = "411"
+    revenue: str = "706"
+    vat_collected: str = "44571"
+    bank: str = "512"
+    write_off: str = "654"
+    fees: str = "708"
+    rounding: str = "758"
+    sales_journal: str = "VE"
+    bank_journal: str = "BQ"
+    misc_journal: str = "OD"
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -116,6 +151,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Collection sources by name (MQTT subscriptions, SFTP pollers); see sources_config.
     sources: dict[str, SourceConfig]
     collections: CollectionsConfig = msgspec.field(default_factory=CollectionsConfig)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    provisioning: ProvisioningConfig = msgspec.field(default_factory=ProvisioningConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -214,6 +251,11 @@ def _check(config: Config) -> None:
         raise ConfigError("http.ingest_concurrency >= 1 and http.ingest_queue >= 0 are needed")
     if http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    prov = config.provisioning
+    if prov.enabled and not (1 <= prov.port <= 65535 and prov.poll_interval_s > 0
+                             and prov.batch >= 1 and prov.publish_timeout_s > 0):
+        raise ConfigError("provisioning: port 1-65535, poll_interval_s > 0, batch >= 1 and "
+                          "publish_timeout_s > 0 are needed")
     pipe = config.pipeline
     if not 1 <= pipe.batch_size <= 1_000_000:
         raise ConfigError("pipeline.batch_size: must be in 1..1000000")

@@ -279,14 +279,17 @@ def _where(exc: msgspec.ValidationError) -> str | None:
 
 
 def complete(records: list[RecordIn], *, source: str, kind: str | None,
-             key_prefix: str | None) -> list[Reject]:
+             key_prefix: str | None, own_sources: bool = False) -> list[Reject]:
     """Fill what the transport supplies, in place; records still missing a field, or naming
-    another source than the transport's, are rejected (and removed from ``records``)."""
+    another source than the transport's, are rejected (and removed from ``records``).
+    ``own_sources``: the records' sources stand (CloudEvents name theirs; the caller
+    checked them against the sender's)."""
     rejects: list[Reject] = []
     kept = 0
     for index, record in enumerate(records):
         # the transport's source is authoritative: a sender may not write another's keys
-        foreign = record.source if record.source and record.source != source else None
+        foreign = (record.source if record.source and record.source != source
+                   and not own_sources else None)
         if not record.source:
             record.source = source
         if not record.kind and kind in _KINDS:

@@ -52,6 +52,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.psp",
     "billing_oss.server.http.reports",
     "billing_oss.server.http.soap",
+    "billing_oss.server.http.ledger",
+    "billing_oss.server.http.provisioning",
     "billing_oss.adapters.http_ingest",
 )
 
