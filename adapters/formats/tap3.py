@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator, Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from billing_oss.adapters.formats.completeness import ber_head, tap3_completenes
 from billing_oss.adapters.formats.options import Option, boolean, parse_options
 from billing_oss.adapters.formats.registry import Format
 from billing_oss.core.errors import DecodeError, NotUsageFile, Reason
+from billing_oss.core.money import format_scaled
 from billing_oss.core.records import Kind, UsageRecord
 from billing_oss.native._records import ERR_MALFORMED, ERRORS, RecordBatch
 from billing_oss.native.tap3 import EVENT_NAMES, Tap3Walker
@@ -171,7 +171,7 @@ class Tap3File:
                 offset=at, record_index=count, expected=declared_total, actual=total)
 
     def _scale(self, raw: int) -> str:
-        return str(Decimal(raw).scaleb(-self.decimal_places))
+        return format_scaled(raw, self.decimal_places)
 
     def _problem(self, row: tuple[Any, ...], index: int) -> RecordProblem:
         rtype, offset, length, err, err_tag, err_offset = row[:6]
