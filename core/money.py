@@ -169,6 +169,6 @@ def format_printed(micros: int, currency: str) -> str:
 
 def format_scaled(raw: int, places: int) -> str:
     """An integer at ``places`` decimals as a fixed-point string with all ``places`` digits."""
-    sign = "-" if raw < 0 else ""
-    whole, frac = divmod(abs(raw), 10**places)
-    return f"{sign}{whole}.{frac:0{places}d}" if places else f"{sign}{whole}"
+    value = Decimal(raw).scaleb(-places)
+    text = str(value)  # the fast path; it turns to an exponent below 1E-6 ("0E-8")
+    return text if "E" not in text else format(value, "f")
