@@ -42,6 +42,7 @@ import asyncpg
 import asyncssh
 
 from billing_oss.adapters.sftp_completion import CompletionGate
+from billing_oss.adapters.sources import check_format
 from billing_oss.core.contract import FileOutcome, Sink
 from billing_oss.core.errors import BillingError, ConfigError, FileBusy
 from billing_oss.core.sources_config import SftpSource
@@ -76,6 +77,7 @@ class SftpPoller:
         if not config.known_host_key and not config.insecure_skip_host_key:
             raise ConfigError(f"sources.{name}.known_host_key: the server's host key is "
                               "required, or insecure_skip_host_key = true")
+        check_format(name, config, sink.formats)
         self.name = name
         self.config = config
         self.sink = sink

@@ -11,7 +11,7 @@
 
 Whatever the mode, names matching ``temporary_patterns`` and marker files are never taken,
 and a file modified less than ``min_age_s`` ago waits. The default is ``header`` for the
-formats that declare their extent (3gpp, tap3) and ``stable`` for the others.
+formats whose registry entry checks their extent (3gpp, tap3) and ``stable`` for the others.
 
 A file left incomplete stays where it is for a later poll. Once it has been incomplete for
 longer than ``incomplete_alarm_s`` it is reported once (``overdue``): the poller raises an
@@ -30,15 +30,15 @@ from pathlib import Path
 import asyncssh
 
 from billing_oss.adapters.formats.completeness import is_complete
+from billing_oss.adapters.formats.registry import find
 from billing_oss.core.sources_config import SftpSource
-
-HEADER_FORMATS = frozenset({"3gpp", "tap3"})
 
 
 def mode_of(config: SftpSource) -> str:
     if config.completion:
         return config.completion
-    return "header" if config.format in HEADER_FORMATS else "stable"
+    fmt = find(config.format)
+    return "header" if fmt is not None and fmt.completeness is not None else "stable"
 
 
 @dataclass(slots=True)

@@ -8,13 +8,15 @@ source uses is its ``type`` (``[sources.<name>] type = "mqtt"``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Protocol
+import importlib
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Protocol
 
 import asyncpg
 
 from billing_oss.core.contract import Sink
-from billing_oss.core.sources_config import MqttSource, SftpSource, SourceConfig
+from billing_oss.core.errors import ConfigError
+from billing_oss.core.sources_config import SourceConfig
 
 
 class Source(Protocol):
@@ -23,18 +25,29 @@ class Source(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
 
+def check_format(name: str, config: SourceConfig, known: Collection[str]) -> None:
+    """A source that reads files (its config has a ``format``) names a format some decoder
+    reads, or it does not start: the error names the source's key and the known formats."""
+    fmt = getattr(config, "format", None)
+    if fmt is not None and fmt not in known:
+        raise ConfigError(f"sources.{name}.format: unknown format {fmt!r} "
+                          f"(known: {', '.join(sorted(known))})")
+
+
+def check_formats(configs: Mapping[str, SourceConfig], known: Collection[str]) -> None:
+    for name, config in configs.items():
+        check_format(name, config, known)
+
+
 def build(name: str, config: SourceConfig, sink: Sink, pool: asyncpg.Pool) -> Source:
-    if isinstance(config, MqttSource):
-        from billing_oss.adapters.mqtt import MqttAdapter
-
-        return MqttAdapter(name, config, sink, pool)
-    if isinstance(config, SftpSource):
-        from billing_oss.adapters.sftp import SftpPoller
-
-        return SftpPoller(name, config, sink, pool)
-    raise TypeError(f"no adapter for {type(config).__name__}")
+    """The adapter the config's transport names (``adapter = "module:Class"``)."""
+    module, _, cls = config.adapter.partition(":")
+    adapter: Callable[[str, Any, Sink, asyncpg.Pool], Source] = getattr(
+        importlib.import_module(module), cls)
+    return adapter(name, config, sink, pool)
 
 
 def build_all(configs: Mapping[str, SourceConfig], sink: Sink, pool: asyncpg.Pool
               ) -> list[Source]:
+    check_formats(configs, sink.formats)
     return [build(name, cfg, sink, pool) for name, cfg in configs.items() if cfg.enabled]

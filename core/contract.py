@@ -15,7 +15,7 @@ Invariant for every outcome: ``in = charged + suspense + duplicates + filtered +
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -81,6 +81,11 @@ class FileOutcome(msgspec.Struct, kw_only=True):
 
 
 class Sink(Protocol):
+    @property
+    def formats(self) -> Collection[str]:
+        """The file formats ``ingest_file`` decodes."""
+        ...
+
     async def commit(self, deliveries: Sequence[Delivery]) -> list[Outcome]: ...
 
     async def ingest_file(

@@ -17,13 +17,37 @@ API (used by rating, pipeline, billing, HTTP):
   (away from zero on a tie) at the sixth decimal — the one rounding DESIGN.md §5 names for
   storing an amount.
 - ``fits_int64(micros)``: whether an amount fits the signed 64-bit column.
+
+Renderings — the one place an amount becomes text; each surface uses one of these, and no
+other module formats money itself (``tests/unit/test_money_renderings.py`` checks the tree):
+
+- ``format_micros(micros)`` — *exact*, shortest: ``"0.15"``, ``"3"``. Reports, collections
+  and settlement results, ``billing-oss rate``, CLI messages, domain events.
+- ``format_api(micros)`` — *API*, six decimals: ``"1.230000"``. Every ``Money`` of the admin
+  API (``{"amount", "currency"}``), and ``billing-oss rerate``'s per-account lines.
+- ``format_outcome(micros)`` — *outcome*, at least two decimals: ``"3.00"``, ``"1.2345"``.
+  Ingest outcomes: ``POST /v1/usage`` per-record amounts, ``billing-oss ingest`` and file
+  totals, suspense retries.
+- ``format_minor(micros, currency)`` — *invoice*, the currency's minor unit: ``"1.50"`` EUR,
+  ``"150"`` JPY, ``"1.500"`` BHD (an amount finer than that, which invoices never hold, keeps
+  its digits). Invoices, credit notes, statements, the ledger, the e-invoice XML.
+- ``format_printed(micros, currency)`` — *printed*, the invoice rendering with thousands
+  separators: ``"1,234.50"``. The PDFs' figures.
+- ``format_scaled(raw, places)`` — *TAP*, an integer at ``places`` decimals, every digit
+  kept and never an exponent: ``(1500, 3)`` -> ``"1.500"``. TAP3 charges (``tapDecimalPlaces``,
+  0 to 12) as records and settlement files state them; also the analytics ratios.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from fractions import Fraction
+
+from babel.numbers import get_currency_precision, is_currency
+
+from billing_oss.core.errors import InvalidValue
 
 MICROS_PER_UNIT = 1_000_000
 DECIMALS = 6
@@ -94,3 +118,57 @@ def fraction_to_micros(value: Fraction) -> int:
 
 def fits_int64(micros: int) -> bool:
     return INT64_MIN <= micros <= INT64_MAX
+
+
+class MoneyError(InvalidValue):
+    """An amount or a currency that billing cannot represent exactly."""
+
+
+@functools.cache
+def minor_digits(currency: str) -> int:
+    """Decimal places of the currency's minor unit (EUR 2, JPY 0, BHD 3), from the CLDR /
+    ISO 4217 data shipped with babel, never from a table typed here."""
+    if not is_currency(currency):
+        raise MoneyError(f"unknown ISO 4217 currency {currency!r}", currency=currency)
+    digits = int(get_currency_precision(currency))
+    if not 0 <= digits <= DECIMALS:
+        raise MoneyError(f"currency {currency} has {digits} decimals; at most 6 are supported")
+    return digits
+
+
+def format_api(micros: int) -> str:
+    """Six decimals, always: the admin API's amounts."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def format_outcome(micros: int) -> str:
+    """Exact, trailing zeros trimmed to at least two decimals: ingest outcomes."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
+    return f"{sign}{whole}.{f'{frac:06d}'.rstrip('0').ljust(2, '0')}"
+
+
+def format_minor(micros: int, currency: str) -> str:
+    """Exactly the currency's minor digits; an amount finer than its minor unit keeps its
+    digits (shortest exact) rather than being rounded by a rendering."""
+    digits = minor_digits(currency)
+    whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
+    if frac % 10 ** (DECIMALS - digits):
+        return format_micros(micros)
+    sign = "-" if micros < 0 else ""
+    shown = f"{frac:06d}"[:digits]
+    return f"{sign}{whole}.{shown}" if digits else f"{sign}{whole}"
+
+
+def format_printed(micros: int, currency: str) -> str:
+    """The invoice rendering with thousands separators: ``1,234.50``."""
+    return f"{Decimal(format_minor(micros, currency)):,f}"
+
+
+def format_scaled(raw: int, places: int) -> str:
+    """An integer at ``places`` decimals as a fixed-point string with all ``places`` digits."""
+    value = Decimal(raw).scaleb(-places)
+    text = str(value)  # the fast path; it turns to an exponent below 1E-6 ("0E-8")
+    return text if "E" not in text else format(value, "f")

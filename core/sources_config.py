@@ -3,17 +3,30 @@
 Each table names its transport with ``type = "mqtt"`` or ``type = "sftp"``; the keys a table
 leaves out take the defaults below (documented with examples in ``config/billing-oss.toml``).
 No source is configured by default: HTTP ingest (``POST /v1/usage``) is always served.
+
+A transport is its adapter module and its struct here: the struct's ``tag`` is its
+``type``, ``check`` refuses bad values at load naming the key, and ``adapter`` names the
+class ``adapters.sources.build`` starts (``module:Class``, imported only when configured).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
+
+from billing_oss.core.errors import ConfigError
+
+
+def _check_port(where: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where}.port: {port} is not a TCP port (1-65535)")
 
 
 class MqttSource(msgspec.Struct, tag="mqtt", tag_field="type", forbid_unknown_fields=True,
                  frozen=True, kw_only=True):
+    adapter: ClassVar[str] = "billing_oss.adapters.mqtt:MqttAdapter"
+
     host: str = "127.0.0.1"
     port: int = 1883
     username: str = ""
@@ -37,9 +50,22 @@ class MqttSource(msgspec.Struct, tag="mqtt", tag_field="type", forbid_unknown_fi
     reconnect_max_s: float = 30.0
     enabled: bool = True
 
+    def check(self, where: str) -> None:
+        _check_port(where, self.port)
+        if not self.topics:
+            raise ConfigError(f"{where}.topics: subscribe to at least one topic filter")
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ConfigError(f"{where}.receive_maximum: must be 1..65535")
+        if self.batch_records < 1 or self.flush_ms < 0:
+            raise ConfigError(f"{where}: batch_records >= 1 and flush_ms >= 0 are needed")
+        if not 1 <= self.commits_in_flight <= 64:
+            raise ConfigError(f"{where}.commits_in_flight: must be 1..64")
+
 
 class SftpSource(msgspec.Struct, tag="sftp", tag_field="type", forbid_unknown_fields=True,
                  frozen=True, kw_only=True):
+    adapter: ClassVar[str] = "billing_oss.adapters.sftp:SftpPoller"
+
     host: str
     username: str
     remote_dir: str
@@ -73,6 +99,21 @@ class SftpSource(msgspec.Struct, tag="sftp", tag_field="type", forbid_unknown_fi
     files_in_flight: int = 2
     partner: str = ""
     enabled: bool = True
+
+    def check(self, where: str) -> None:
+        _check_port(where, self.port)
+        if self.poll_interval_s <= 0:
+            raise ConfigError(f"{where}.poll_interval_s: must be positive")
+        if not 1 <= self.files_in_flight <= 16:
+            raise ConfigError(f"{where}.files_in_flight: must be 1..16")
+        if self.completion == "marker" and not self.marker_suffix:
+            raise ConfigError(f"{where}.marker_suffix: required with completion = \"marker\"")
+        if self.incomplete_alarm_s <= 0:
+            raise ConfigError(f"{where}.incomplete_alarm_s: must be positive")
+        if not self.known_host_key and not self.insecure_skip_host_key:
+            raise ConfigError(f"{where}.known_host_key: the server's host key is required (a "
+                              "public key line or a known_hosts file); to trust any server, "
+                              "set insecure_skip_host_key = true")
 
 
 SourceConfig = MqttSource | SftpSource

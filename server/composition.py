@@ -29,7 +29,6 @@ from billing_oss.server.catalog import Catalog, catalog_from_dict
 from billing_oss.server.config import Config
 from billing_oss.server.http.app import create_app
 from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
 from billing_oss.server.store import catalog_repo
@@ -69,13 +68,19 @@ async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
 
 
 def decoders() -> dict[str, Decoder]:
-    """File decoders by format name (``billing-oss ingest --format``)."""
-    from billing_oss.adapters.formats import FORMATS
-    from billing_oss.adapters.formats.pipeline_decoders import FormatDecoder
+    """File decoders by format name: every registered format (``adapters.formats.registry``)."""
+    from billing_oss.adapters.formats.items import FormatDecoder
+    from billing_oss.adapters.formats.registry import names
 
-    found: dict[str, Decoder] = {"jsonl": JsonlDecoder()}
-    found.update({fmt: FormatDecoder(fmt) for fmt in FORMATS})
-    return found
+    return {name: FormatDecoder(name) for name in names()}
+
+
+def check_sources(config: Config) -> None:
+    """Refuse at start, before the database, a source whose format is not registered."""
+    from billing_oss.adapters.formats.registry import names
+    from billing_oss.adapters.sources import check_formats
+
+    check_formats(config.sources, names())
 
 
 def rater_factory() -> RaterFactory:
@@ -129,6 +134,7 @@ def _as_dict(result: catalog_repo.LoadResult) -> dict[str, int]:
 async def serve(config: Config, stop: asyncio.Event, *,
                 started: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set; ``started`` is set once HTTP accepts connections."""
+    check_sources(config)
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(database_pool(config))
         await load_demo_catalog(config, pool)

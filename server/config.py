@@ -15,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from billing_oss.core.errors import ConfigError
-from billing_oss.core.sources_config import SftpSource, SourceConfig
+from billing_oss.core.sources_config import SourceConfig
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "billing-oss.toml"
 # Added to the defaults when no file is given and the database is the embedded one.
@@ -266,35 +266,5 @@ def _check(config: Config) -> None:
 
 
 def _check_sources(config: Config) -> None:
-    from billing_oss.core.sources_config import MqttSource
-
     for name, source in config.sources.items():
-        where = f"sources.{name}"
-        if not 1 <= source.port <= 65535:
-            raise ConfigError(f"{where}.port: {source.port} is not a TCP port (1-65535)")
-        if isinstance(source, MqttSource):
-            if not source.topics:
-                raise ConfigError(f"{where}.topics: subscribe to at least one topic filter")
-            if not 1 <= source.receive_maximum <= 65535:
-                raise ConfigError(f"{where}.receive_maximum: must be 1..65535")
-            if source.batch_records < 1 or source.flush_ms < 0:
-                raise ConfigError(f"{where}: batch_records >= 1 and flush_ms >= 0 are needed")
-            if not 1 <= source.commits_in_flight <= 64:
-                raise ConfigError(f"{where}.commits_in_flight: must be 1..64")
-        else:
-            _check_sftp(where, source)
-
-
-def _check_sftp(where: str, source: SftpSource) -> None:
-    if source.poll_interval_s <= 0:
-        raise ConfigError(f"{where}.poll_interval_s: must be positive")
-    if not 1 <= source.files_in_flight <= 16:
-        raise ConfigError(f"{where}.files_in_flight: must be 1..16")
-    if source.completion == "marker" and not source.marker_suffix:
-        raise ConfigError(f"{where}.marker_suffix: required with completion = \"marker\"")
-    if source.incomplete_alarm_s <= 0:
-        raise ConfigError(f"{where}.incomplete_alarm_s: must be positive")
-    if not source.known_host_key and not source.insecure_skip_host_key:
-        raise ConfigError(f"{where}.known_host_key: the server's host key is required (a "
-                          "public key line or a known_hosts file); to trust any server, set "
-                          "insecure_skip_host_key = true")
+        source.check(f"sources.{name}")

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from billing_oss.adapters.formats import decode_bytes, reference_3gpp, reference_tap3
+from billing_oss.adapters.formats.jsonl import decode_jsonl
 from billing_oss.core.errors import DecodeError, NotUsageFile
-from billing_oss.server.pipeline.jsonlines import decode_jsonl
 from tests.generators.tap3_files import tap3_file
 from tests.generators.threegpp_files import write_fast_3gpp
 

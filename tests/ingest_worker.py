@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.server import config
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store.migrate import migrate
 from tests.pipeline_doubles import FlatRater
@@ -25,7 +25,8 @@ async def main(dsn: str, batch_size: int, files: list[Path]) -> None:
     assert pool is not None
     await migrate(pool)
     cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=batch_size)
-    pipeline = Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": JsonlDecoder()})
+    pipeline = Pipeline(pool, cfg, rater_factory=FlatRater,
+                        decoders={"jsonl": FormatDecoder("jsonl")})
     print("ready", flush=True)
     for path in files:
         await pipeline.ingest_file(path, source="msc1", format="jsonl")

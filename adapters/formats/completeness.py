@@ -44,14 +44,16 @@ class Completeness(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def is_complete(format: str, path: Path | str) -> Completeness:
-    """The completeness of ``path`` read as ``format`` ("3gpp", "tap3", "csv", "jsonl")."""
+    """The completeness of ``path`` read as ``format``: by the format's own check, else
+    "unknown" (a format that declares nothing, or one not registered)."""
+    from billing_oss.adapters.formats.registry import find
+
     path = Path(path)
+    fmt = find(format)
     with open(path, "rb") as fh:
         size = path.stat().st_size
-        if format == "3gpp":
-            return threegpp_completeness(fh, size)
-        if format == "tap3":
-            return tap3_completeness(fh, size)
+        if fmt is not None and fmt.completeness is not None:
+            return fmt.completeness(fh, size)
     return Completeness(state="unknown", size=size,
                         detail=f"{format} files declare neither length nor count")
 

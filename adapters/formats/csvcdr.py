@@ -30,9 +30,12 @@ import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, cast
+from zoneinfo import ZoneInfo
 
+from billing_oss.adapters.formats import options as parsers
 from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
-from billing_oss.adapters.formats.options import parse_options
+from billing_oss.adapters.formats.options import KINDS, Option, parse_options
+from billing_oss.adapters.formats.registry import Format
 from billing_oss.core.errors import DecodeError, Reason
 from billing_oss.core.records import Kind, UsageRecord
 
@@ -189,3 +192,36 @@ def csv_from_bytes(
 ) -> CsvFile:
     text = io.StringIO(data.decode("utf-8", errors="replace"), newline="")
     return CsvFile(text, source=source, options=options)
+
+
+def sniff(head: bytes) -> bool:
+    """An Asterisk ``Master.csv`` line: its first line has 16 to 21 comma-separated columns.
+    Other layouts are not recognised by their bytes: they are named (``.csv``, --format)."""
+    first, newline, _ = head.partition(b"\n")
+    if not newline or first.lstrip()[:1] in (b"{", b"["):
+        return False
+    try:
+        row = next(csv.reader([first.decode("utf-8").rstrip("\r")]))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return False
+    return 16 <= len(row) <= len(ASTERISK12_COLUMNS)
+
+
+FORMAT = Format(
+    name="csv", title="CSV CDRs: Asterisk Master.csv, or any layout through columns/mapping",
+    suffixes=(".csv",), sniff=sniff, open=open_csv, read=csv_from_bytes,
+    options=(
+        Option(name="columns", type="list of names", default=None, parse=parsers.names,
+               help="the file's columns (default: by column count, Asterisk 18 or 21)"),
+        Option(name="mapping", type="JSON object", default=None, parse=parsers.mapping,
+               help='normalised field -> column, e.g. {"calling":"from","event_time":["t"]}'),
+        Option(name="timezone", type="IANA zone", default=ZoneInfo("UTC"), parse=parsers.zone,
+               help="the zone the timestamps are written in"),
+        Option(name="time_format", type="text", default="%Y-%m-%d %H:%M:%S", parse=parsers.text,
+               help="strptime format of the timestamps"),
+        Option(name="delimiter", type="one character", default=",", parse=parsers.char,
+               help="field separator ('tab' for a tab)"),
+        Option(name="kind", type=f"one of {', '.join(KINDS)}", default="voice",
+               parse=parsers.choice(*KINDS), help="the kind of usage every line records"),
+    ),
+    item_count="lines", located_by="line")

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator, Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
-from billing_oss.adapters.formats.completeness import ber_head
-from billing_oss.adapters.formats.options import parse_options
+from billing_oss.adapters.formats.completeness import ber_head, tap3_completeness
+from billing_oss.adapters.formats.options import Option, boolean, parse_options
+from billing_oss.adapters.formats.registry import Format
 from billing_oss.core.errors import DecodeError, NotUsageFile, Reason
+from billing_oss.core.money import format_scaled
 from billing_oss.core.records import Kind, UsageRecord
 from billing_oss.native._records import ERR_MALFORMED, ERRORS, RecordBatch
 from billing_oss.native.tap3 import EVENT_NAMES, Tap3Walker
@@ -170,7 +171,7 @@ class Tap3File:
                 offset=at, record_index=count, expected=declared_total, actual=total)
 
     def _scale(self, raw: int) -> str:
-        return str(Decimal(raw).scaleb(-self.decimal_places))
+        return format_scaled(raw, self.decimal_places)
 
     def _problem(self, row: tuple[Any, ...], index: int) -> RecordProblem:
         rtype, offset, length, err, err_tag, err_offset = row[:6]
@@ -282,3 +283,30 @@ def open_tap3(
     except BaseException:
         close()
         raise
+
+
+def sniff(head: bytes) -> bool:
+    """A TAP3 DataInterChange: [APPLICATION 1] TransferBatch or [APPLICATION 2] Notification."""
+    return head[:1] in (b"\x61", b"\x62")
+
+
+def _from_bytes(data: bytes, *, source: str, options: Mapping[str, Any] | None = None
+                ) -> Tap3File:
+    return Tap3File(data, source=source, options=options)
+
+
+def _rap_reason(path: Path) -> str | None:
+    kind = rap_kind(path)
+    return None if kind is None else f"RAP file: handled by settlement ({kind})"
+
+
+FORMAT = Format(
+    name="tap3", title="GSMA TAP 3.11/3.12 transfer batches (TD.57); RAP files are refused",
+    # TAP files travel as .tap, and as BER files beside 32.297 ones: the first octet tells.
+    suffixes=(".tap", ".rap", ".ber", ".cdr", ".asn", ".dat"), sniff=sniff, open=open_tap3,
+    read=_from_bytes,
+    options=(
+        Option(name="check_audit", type="bool", default=True, parse=boolean,
+               help="check CallEventDetailsCount and TotalCharge against the events"),
+    ),
+    completeness=tap3_completeness, not_usage=_rap_reason)

@@ -26,12 +26,16 @@ partialRecordCallReestablishment; packet volumeLimit .. aPNAMBRChange, 16-26).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from billing_oss.adapters.formats.api import DecodedBatch, FileInfo, RecordProblem
-from billing_oss.adapters.formats.options import parse_options
+from billing_oss.adapters.formats.completeness import HEADER_3GPP as HEADER_LENGTH
+from billing_oss.adapters.formats.completeness import threegpp_completeness
+from billing_oss.adapters.formats.options import Option, choice, parse_options
+from billing_oss.adapters.formats.registry import Format
 from billing_oss.core.closing_causes import BEARER_PARTIAL, CALL_PARTIAL
 from billing_oss.core.errors import DecodeError, Reason
 from billing_oss.core.records import UsageRecord
@@ -238,3 +242,41 @@ def to_usage_record(row: tuple[Any, ...], source: str) -> UsageRecord:
         event_time=event_time, duration_s=duration, volume_up=up, volume_down=down, imsi=imsi,
         msisdn=msisdn, partial_seq=seq, attrs=attrs,
     )
+
+
+def sniff(head: bytes) -> bool:
+    """A 32.297 file header (a plausible header length, a file length that covers it) or a
+    BER record's first octet (context-specific, constructed: the 32.298 record choice)."""
+    if len(head) >= HEADER_LENGTH:
+        file_length = int.from_bytes(head[0:4], "big")
+        header_length = int.from_bytes(head[4:8], "big")
+        plausible = HEADER_LENGTH <= header_length <= 1 << 20
+        if plausible and (file_length == 0 or file_length >= header_length):
+            return True
+    return bool(head) and 0xA0 <= head[0] <= 0xBF
+
+
+def call_partial_key(record: UsageRecord) -> str | None:
+    """The parts of one partial MSC call share recording entity and call reference (packet
+    records get their ``merge_key`` from the decoder: gateway + charging id)."""
+    attrs = record.attrs
+    if "call_reference" not in attrs:
+        return None
+    return (f"{record.record_key.split(':', 1)[0]}:{attrs.get('recording_entity')}:"
+            f"{attrs['call_reference']}")
+
+
+def _from_bytes(data: bytes, *, source: str, options: Mapping[str, Any] | None = None
+                ) -> Cdr3gppFile:
+    return Cdr3gppFile(io.BytesIO(data), source=source, size=len(data), options=options)
+
+
+FORMAT = Format(
+    name="3gpp", title="3GPP TS 32.297 CDR files of TS 32.298 BER records (or raw BER)",
+    suffixes=(".cdr", ".ber", ".asn", ".dat"), sniff=sniff, open=open_3gpp, read=_from_bytes,
+    options=(
+        Option(name="framing", type="one of auto, 32.297, raw", default="auto",
+               parse=choice("auto", "32.297", "raw"),
+               help="32.297 file headers, bare concatenated BER records, or tell by the bytes"),
+    ),
+    partial_key=call_partial_key, completeness=threegpp_completeness)

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
-from billing_oss.core.money import format_micros, parse_micros
+from billing_oss.core.money import format_micros, format_scaled, parse_micros
 from billing_oss.server.analytics import repo
 
 KINDS = ("revenue", "usage", "top", "segments", "forecast", "mrr", "collections")
@@ -290,8 +290,7 @@ async def _collections(db: repo.Db, start: dt.date, end: dt.date) -> Report:
 def _ratio(value: Fraction, places: int) -> str:
     scaled = value * 10 ** places
     whole = _half_even(scaled.numerator, scaled.denominator)
-    text = str(Decimal(whole).scaleb(-places))
-    return text
+    return format_scaled(whole, places)
 
 
 def _half_even(numerator: int, denominator: int) -> int:
@@ -419,14 +418,13 @@ def _driver(by: list[str], key: tuple[Any, ...], now: Any, before: Any) -> Drive
     usage_effect = ((r1 - a1 * per_account0) * price0).to_integral_value()
     price_effect = (m1 - m0) - accounts_effect - usage_effect  # ≈ r1 × (price1 − price0)
 
-    def money(micros: Decimal) -> str:
-        return format_micros(int(micros))
-
     return Driver(key={d: key[i] for i, d in enumerate(by)}, currency=key[-1],
-                  revenue=money(m1), previous=money(m0), delta=money(m1 - m0),
+                  revenue=format_micros(int(m1)), previous=format_micros(int(m0)),
+                  delta=format_micros(int(m1 - m0)),
                   accounts=int(a1), previous_accounts=int(a0),
-                  accounts_effect=money(accounts_effect), usage_effect=money(usage_effect),
-                  price_effect=money(price_effect))
+                  accounts_effect=format_micros(int(accounts_effect)),
+                  usage_effect=format_micros(int(usage_effect)),
+                  price_effect=format_micros(int(price_effect)))
 
 
 def _forecast(by: list[str], start: dt.date, end: dt.date, rows: list[Row],
@@ -455,8 +453,8 @@ def _forecast(by: list[str], start: dt.date, end: dt.date, rows: list[Row],
             low95, high95 = fc.intervals.get(0.95, (fc.mean, fc.mean))
             points.append(ForecastPoint(
                 day=end + dt.timedelta(days=i), key=key, currency=currency,
-                mean=_money(fc.mean[i]), low80=_money(low80[i]), high80=_money(high80[i]),
-                low95=_money(low95[i]), high95=_money(high95[i])))
+                mean=_estimate(fc.mean[i]), low80=_estimate(low80[i]), high80=_estimate(high80[i]),
+                low95=_estimate(low95[i]), high95=_estimate(high95[i])))
         backtests.append(_backtest(key, currency, y, horizon))
     return Report(report="forecast", period="day", by=by, start=start, end=end, rows=rows,
                   forecast=points, backtests=backtests,
@@ -467,7 +465,8 @@ def _forecast(by: list[str], start: dt.date, end: dt.date, rows: list[Row],
                           "80 % / 95 % intervals covering 86 % / 93 %"))
 
 
-def _money(value: float) -> str:
+def _estimate(value: float) -> str:
+    """A model's estimate (a float of currency units) to the micro-unit, as money is shown."""
     return format_micros(round(value * 1_000_000))
 
 

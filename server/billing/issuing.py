@@ -17,15 +17,13 @@ from typing import Any, cast
 import msgspec
 
 from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
+from billing_oss.core.money import format_micros, format_minor
 from billing_oss.server.billing.model import Allowance, InvoiceDraft, Line, Totals
 from billing_oss.server.billing.rounding import (
     Method,
-    format_amount,
     from_decimal,
     minor_digits,
     minor_step,
-    plain,
-    to_decimal,
 )
 from billing_oss.server.billing.tax import CategoryTotal, tax_on
 from billing_oss.server.store import audit
@@ -285,13 +283,13 @@ def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] |
         amount = remaining if req.amount is None else from_decimal(req.amount)
         if amount % minor_step(content.currency):  # EN 16931: amounts in the minor unit
             raise _invalid(f"$.lines[{i}].amount",
-                           f"line {req.line_no}: {plain(to_decimal(amount))} has more decimals "
+                           f"line {req.line_no}: {format_micros(amount)} has more decimals "
                            f"than {content.currency} has ({minor_digits(content.currency)})")
         if amount <= 0 or amount > remaining:
             raise _invalid(f"$.lines[{i}].amount",
                            f"line {req.line_no}: can credit more than 0 and at most "
-                           f"{format_amount(remaining, content.currency)} (asked "
-                           f"{plain(to_decimal(amount))})")
+                           f"{format_minor(remaining, content.currency)} (asked "
+                           f"{format_micros(amount)})")
         credited_line[ln.line_no] += amount
         lines.append(_credit_line(ln, amount))
         sums[ln.tax_category, str(ln.tax_rate)] += amount

@@ -1,38 +1,22 @@
 """Money at the invoice edge: micro-units ⇄ Decimal, and the one rounding DESIGN.md names
 for invoices — a line amount to the currency's minor unit, with a named method.
 
-Minor units come from CLDR/ISO 4217 data shipped with babel, never from a table typed here.
+Minor units (``core.money.minor_digits``) come from CLDR/ISO 4217 data shipped with babel;
+an amount becomes text through ``core.money``'s renderings (``format_minor`` here).
 """
 
 from __future__ import annotations
 
-import functools
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Literal, get_args
 
-from babel.numbers import get_currency_precision, is_currency
-
-from billing_oss.core.errors import InvalidValue
+from billing_oss.core.money import MoneyError as MoneyError  # billing code's import path
+from billing_oss.core.money import minor_digits as minor_digits
 
 MICROS = 1_000_000
 Method = Literal["half-up", "half-even", "up", "down"]
 METHODS: tuple[str, ...] = get_args(Method)
-
-
-class MoneyError(InvalidValue):
-    """An amount or a currency that billing cannot represent exactly."""
-
-
-@functools.cache
-def minor_digits(currency: str) -> int:
-    """Decimal places of the currency's minor unit (EUR 2, JPY 0, BHD 3)."""
-    if not is_currency(currency):
-        raise MoneyError(f"unknown ISO 4217 currency {currency!r}", currency=currency)
-    digits = int(get_currency_precision(currency))
-    if not 0 <= digits <= 6:
-        raise MoneyError(f"currency {currency} has {digits} decimals; at most 6 are supported")
-    return digits
 
 
 def minor_step(currency: str) -> int:
@@ -66,20 +50,6 @@ def round_fraction(value: Fraction | int, step: int, method: Method) -> int:
 def round_minor(value: Fraction | int, currency: str, method: Method) -> int:
     """Micro-units rounded to the currency's minor unit."""
     return round_fraction(value, minor_step(currency), method)
-
-
-def to_decimal(micros: int) -> Decimal:
-    return Decimal(micros).scaleb(-6)
-
-
-def format_amount(micros: int, currency: str) -> str:
-    """Decimal string with exactly the currency's minor digits (no float anywhere)."""
-    digits = minor_digits(currency)
-    value = to_decimal(micros)
-    exact = value.quantize(Decimal(1).scaleb(-digits))
-    if exact != value:
-        return plain(value)
-    return str(exact)
 
 
 def from_decimal(value: Decimal | str) -> int:

@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 
+from billing_oss.core.money import format_minor
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import InvoiceDraft
-from billing_oss.server.billing.rounding import format_amount
 
 
 class LineView(msgspec.Struct):
@@ -103,7 +103,7 @@ def invoice_view(invoice: Invoice) -> InvoiceView:
     view.number = invoice.number_text
     view.issue_date = invoice.issue_date
     view.due_date = invoice.due_date
-    view.credited = format_amount(invoice.credited_micros, invoice.content.currency)
+    view.credited = format_minor(invoice.credited_micros, invoice.content.currency)
     return view
 
 
@@ -111,7 +111,7 @@ def draft_view(d: InvoiceDraft) -> InvoiceView:
     cur = d.currency
 
     def amount(micros: int) -> str:
-        return format_amount(micros, cur)
+        return format_minor(micros, cur)
 
     t = d.totals
     return InvoiceView(
@@ -125,8 +125,8 @@ def draft_view(d: InvoiceDraft) -> InvoiceView:
         lines=[LineView(
             line_no=ln.line_no, kind=ln.kind, service=ln.service, description=ln.description,
             quantity=str(ln.quantity), unit=ln.unit, charges=ln.charges,
-            gross=str(format_amount(ln.gross_micros, cur)),
-            discount=format_amount(ln.discount_micros, cur), net=amount(ln.net_micros),
+            gross=str(format_minor(ln.gross_micros, cur)),
+            discount=format_minor(ln.discount_micros, cur), net=amount(ln.net_micros),
             tax_category=ln.tax_category, tax_rate=str(ln.tax_rate),
             inclusive=None if ln.inclusive_micros is None else amount(ln.inclusive_micros),
             detail=ln.detail) for ln in d.lines],
@@ -140,7 +140,7 @@ def draft_view(d: InvoiceDraft) -> InvoiceView:
 
 def credit_note_view(c: CreditNote) -> CreditNoteView:
     def amount(micros: int) -> str:
-        return format_amount(micros, c.currency)
+        return format_minor(micros, c.currency)
 
     return CreditNoteView(
         credit_note_id=c.credit_note_id, invoice_id=c.invoice_id, account_id=c.account_id,

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import typst
 
-from billing_oss.server.billing.rounding import format_amount
+from billing_oss.core.money import format_minor
 from billing_oss.server.collections.model import Entry
 
 _local = threading.local()
@@ -48,8 +48,8 @@ def render(seller: str, account_id: str, start: dt.date, end: dt.date,
         "seller": seller, "account": account_id, "start": str(start), "end": str(end),
         "opening": _balances(opening), "closing": _balances(closing),
         "entries": [{"date": str(e.entry_date), "description": e.description or e.kind,
-                     "amount": format_amount(e.amount_micros, e.currency),
-                     "balance": format_amount(e.balance_micros, e.currency),
+                     "amount": format_minor(e.amount_micros, e.currency),
+                     "balance": format_minor(e.balance_micros, e.currency),
                      "currency": e.currency} for e in entries],
     }
     pdf: bytes = _compiler().compile(
@@ -59,7 +59,7 @@ def render(seller: str, account_id: str, start: dt.date, end: dt.date,
 
 
 def _balances(by_currency: dict[str, int]) -> list[dict[str, str]]:
-    return [{"currency": c, "balance": format_amount(m, c)}
+    return [{"currency": c, "balance": format_minor(m, c)}
             for c, m in sorted(by_currency.items())]
 
 

@@ -1,11 +1,13 @@
-"""`billing-oss decode --format {3gpp,tap3,csv} FILE`: print the normalised records.
+"""`billing-oss decode --format FORMAT FILE`: print the normalised records.
 
 One JSON object per record on stdout (``UsageRecord`` fields); per-record problems on
-stderr with their byte offset (CSV: line); ``--summary`` prints counts and totals instead.
+stderr with their byte offset (text formats: line); ``--summary`` prints counts and totals
+instead.
 Exit status (DESIGN.md §6): 0 only when every record decoded; 3 when some were rejected,
 the file broke part-way after records, or it is shorter than its header declares; 1 when
 nothing could be read. ``--option KEY=VALUE`` takes the format's typed options
-(``--list-options FORMAT`` lists them; a bad one exits 2 naming it).
+(``--list-options FORMAT`` lists them; a bad one exits 2 naming it). The formats are the
+registered ones (``adapters.formats.registry``).
 """
 
 from __future__ import annotations
@@ -20,28 +22,30 @@ from typing import Any
 
 import msgspec
 
-from billing_oss.adapters.formats import FORMATS, RecordProblem, open_file
+from billing_oss.adapters.formats import RecordProblem, open_file
 from billing_oss.adapters.formats.options import describe, parse_options, split_pairs
+from billing_oss.adapters.formats.registry import get, names
 from billing_oss.core.errors import ConfigError, DecodeError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 3
 
 
 def register(verbs: Any) -> None:
+    formats = names()
     p = verbs.add_parser(
         "decode", help="decode a usage file and print normalised records",
         description="Decode a usage file and print one JSON object per record. Exit 0 when "
         "every record decoded, 3 when some were rejected or the file is incomplete or broke "
         "part-way, 1 when nothing could be read, 2 on a bad option.",
-        epilog="\n\n".join(describe(f) for f in FORMATS),
+        epilog="\n\n".join(describe(f) for f in formats),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--format", choices=FORMATS)
+    p.add_argument("--format", choices=formats)
     p.add_argument("--source", default="cli", help="source name stamped on records")
     p.add_argument("--summary", action="store_true", help="print counts and totals only")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a format option (listed below), e.g. timezone=Europe/Paris, "
                    "check_audit=false")
-    p.add_argument("--list-options", metavar="FORMAT", choices=FORMATS,
+    p.add_argument("--list-options", metavar="FORMAT", choices=formats,
                    help="list the options of FORMAT and exit")
     p.add_argument("file", type=Path, nargs="?")
     p.set_defaults(handler=run)
@@ -127,6 +131,6 @@ def exit_status(records: int, problems: int, error: DecodeError | None) -> int:
 
 
 def _problem_line(problem: RecordProblem, format: str) -> str:
-    where = f"line {problem.offset}" if format == "csv" else f"offset {problem.offset}"
+    where = f"{get(format).located_by} {problem.offset}"
     detail = problem.detail.removeprefix(f"{where}: ")
     return f"{where} (record {problem.index + 1}): {problem.reason}: {detail}"

@@ -23,9 +23,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from billing_oss.adapters.formats.tap3 import rap_kind
+from billing_oss.adapters.formats.registry import get as get_format
+from billing_oss.adapters.formats.registry import guess, names
 from billing_oss.core.contract import FileOutcome
-from billing_oss.core.errors import BillingError
 from billing_oss.server.commands.options import (
     add_config_options,
     cli_actor,
@@ -33,17 +33,11 @@ from billing_oss.server.commands.options import (
     require_catalog,
 )
 from billing_oss.server.commands.progress import progress
-from billing_oss.server.composition import database_pool, decoders, make_pipeline
+from billing_oss.server.composition import database_pool, make_pipeline
 from billing_oss.server.pipeline.files import file_sha256
 from billing_oss.server.pipeline.retry import RETRY_MESSAGE, with_retries
 from billing_oss.server.store import reprocess_repo
 
-# File name endings → format, when --format is not given. BER files (.ber and the like) may be
-# TAP3 or 3GPP: their first octet tells (TAP3 DataInterChange is [APPLICATION 1] or
-# [APPLICATION 2]: 0x61 TransferBatch, 0x62 Notification).
-SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".ber": "3gpp",
-                  ".cdr": "3gpp", ".asn": "3gpp", ".dat": "3gpp", ".tap": "tap3", ".rap": "tap3"}
-TAP3_FIRST_OCTETS = (0x61, 0x62)
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 3
 
 
@@ -53,8 +47,8 @@ def register(verbs: Any) -> None:
         description="Decode, validate, dedupe, rate and store usage files exactly once, "
         "then print each file's reconciliation.")
     parser.add_argument("files", nargs="+", metavar="FILE", type=Path)
-    parser.add_argument("--format", choices=sorted({*decoders(), *SUFFIX_FORMATS.values()}),
-                        help="file format (default: from the file name)")
+    parser.add_argument("--format", choices=sorted(names()),
+                        help="file format (default: from the file name and its first bytes)")
     parser.add_argument("--source", default="file",
                         help="source name records are deduplicated under (default: file)")
     parser.add_argument("--sequence", type=int, help="the file's sequence number (one file)")
@@ -69,27 +63,8 @@ def register(verbs: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
-    formats = [args.format or _guess_format(path) for path in args.files]
+    formats = [args.format or guess(path) for path in args.files]
     return asyncio.run(_ingest_all(args, config, formats))
-
-
-def _guess_format(path: Path) -> str:
-    """By name ending; BER files and unknown endings by their first octet."""
-    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
-    if fmt not in (None, "3gpp"):
-        return fmt
-    try:
-        with path.open("rb") as f:
-            head = f.read(1)
-    except OSError:
-        head = b""
-    if head and head[0] in TAP3_FIRST_OCTETS:
-        return "tap3"
-    if fmt is None and head[:1] == b"{":
-        return "jsonl"
-    if fmt is None:
-        raise BillingError(f"{path}: cannot tell the format from the name; give --format")
-    return fmt
 
 
 async def _ingest_all(args: argparse.Namespace, config: Any, formats: list[str]) -> int:
@@ -113,9 +88,9 @@ async def _ingest_files(args: argparse.Namespace, config: Any, formats: list[str
                 print(f"billing-oss ingest: {path}: no such file", file=sys.stderr)
                 status = max(status, EXIT_BAD_INPUT)
                 continue
-            if fmt == "tap3" and (rap := rap_kind(path)) is not None:
-                print(f"billing-oss ingest: {path}: RAP file: handled by settlement ({rap}); "
-                      "kept, not ingested", file=sys.stderr)
+            not_usage = get_format(fmt).not_usage
+            if not_usage is not None and (why := not_usage(path)) is not None:
+                print(f"billing-oss ingest: {path}: {why}; kept, not ingested", file=sys.stderr)
                 continue
             if args.reprocess:
                 sha, _ = await file_sha256(path)

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 import msgspec
 
 from billing_oss.core.errors import ConfigError, NotFound
+from billing_oss.core.money import format_minor
 from billing_oss.server.billing import issuing, views
 from billing_oss.server.billing.render import cii, typst_pdf
-from billing_oss.server.billing.rounding import format_amount
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.config import Config
@@ -144,13 +144,13 @@ def list_invoices(args: argparse.Namespace) -> int:
             print(msgspec.json.encode({
                 "invoice_id": r["invoice_id"], "number": r["number_text"],
                 "account_id": r["account_id"], "status": r["status"], "period": r["period"],
-                "payable": {"amount": format_amount(r["payable_micros"], currency),
+                "payable": {"amount": format_minor(r["payable_micros"], currency),
                             "currency": currency},
                 "issue_date": r["issue_date"], "due_date": r["due_date"]}).decode())
         else:
             print(f"{r['invoice_id']:>6}  {r['number_text'] or '(draft)':<12} "
                   f"{r['status']:<9} {r['period']}  {r['account_id']:<16} "
-                  f"{format_amount(r['payable_micros'], currency):>14} {currency}")
+                  f"{format_minor(r['payable_micros'], currency):>14} {currency}")
     if not rows and not args.json:
         print("no invoices")
     return 0

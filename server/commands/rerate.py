@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import ConfigError
+from billing_oss.core.money import format_api
 from billing_oss.server import rerate
 from billing_oss.server.commands.options import add_config_options, load_config, require_catalog
 from billing_oss.server.commands.progress import progress
@@ -92,14 +93,10 @@ def _print(args: argparse.Namespace, job: rerate.Job) -> None:
     print(f"rerate job {job.rerate_job_id}: {job.state}; usage {job.usage_done} of "
           f"{job.usage_total}, changed {job.usage_changed}, not rated {job.usage_failed}")
     for a in job.accounts:
-        print(f"  {a.account_id:<20} {a.currency}  before {_money(a.before_micros)}  "
-              f"after {_money(a.after_micros)}  "
-              f"difference {_money(a.after_micros - a.before_micros)}")
+        print(f"  {a.account_id:<20} {a.currency}  before {format_api(a.before_micros)}  "
+              f"after {format_api(a.after_micros)}  "
+              f"difference {format_api(a.after_micros - a.before_micros)}")
     if job.error:
         print(f"error: {job.error}", file=sys.stderr)
 
 
-def _money(micros: int) -> str:
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"

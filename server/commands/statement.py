@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from billing_oss.server.billing.rounding import format_amount
+from billing_oss.core.money import format_minor
 from billing_oss.server.collections import repo, statement_pdf
 from billing_oss.server.collections.model import Entry
 from billing_oss.server.commands.options import add_config_options, load_config
@@ -79,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"Statement {args.account}  {args.start} .. {end}")
     for currency, amount in sorted(opening.items()):
-        print(f"{'':10}  {'opening balance':<44}{'':>12}  {format_amount(amount, currency):>12}"
+        print(f"{'':10}  {'opening balance':<44}{'':>12}  {format_minor(amount, currency):>12}"
               f" {currency}")
     for e in entries:
         print(f"{e.entry_date}  {(e.description or e.kind)[:44]:<44}"
-              f"{format_amount(e.amount_micros, e.currency):>12}  "
-              f"{format_amount(e.balance_micros, e.currency):>12} {e.currency}")
+              f"{format_minor(e.amount_micros, e.currency):>12}  "
+              f"{format_minor(e.balance_micros, e.currency):>12} {e.currency}")
     return 0

@@ -14,8 +14,7 @@ import msgspec
 from aiohttp import web
 
 from billing_oss.core.errors import DecodeError, InvalidRequest, NotFound, UnsupportedMediaType
-from billing_oss.core.money import parse_micros
-from billing_oss.server.billing.rounding import format_amount
+from billing_oss.core.money import format_minor, parse_micros
 from billing_oss.server.collections import (
     aging,
     bank_import,
@@ -271,12 +270,12 @@ async def get_statement(request: web.Request) -> web.Response:
         closing[e.currency] = e.balance_micros
     return reply(StatementView(
         account_id=q.account_id, start=q.start, end=q.end,
-        opening={c: format_amount(m, c) for c, m in sorted(opening.items())},
-        closing={c: format_amount(m, c) for c, m in sorted(closing.items())},
+        opening={c: format_minor(m, c) for c, m in sorted(opening.items())},
+        closing={c: format_minor(m, c) for c, m in sorted(closing.items())},
         entries=[EntryView(entry_id=e.entry_id, date=e.entry_date, kind=e.kind,
                            description=e.description, currency=e.currency,
-                           amount=format_amount(e.amount_micros, e.currency),
-                           balance=format_amount(e.balance_micros, e.currency),
+                           amount=format_minor(e.amount_micros, e.currency),
+                           balance=format_minor(e.balance_micros, e.currency),
                            due_date=e.due_date, invoice_id=e.invoice_id,
                            payment_id=e.payment_id, reason=e.reason) for e in entries]))
 
@@ -345,7 +344,7 @@ async def list_bank_entries(request: web.Request) -> web.Response:
         **{k: r[k] for k in ("statement_account", "entry_key", "file_name", "entry_no",
                              "status", "reason", "credit", "booked_on", "account_id",
                              "payment_id", "invoice_id", "remittance")},
-        amount=format_amount(r["amount_micros"], r["currency"].strip())
+        amount=format_minor(r["amount_micros"], r["currency"].strip())
         if r["currency"].strip() != "XXX" else "0", currency=r["currency"].strip())
         for r in items], next_cursor))
 
@@ -462,15 +461,15 @@ def parse_buckets(text: str) -> tuple[int, ...]:
 def payment_view(p: Payment) -> PaymentView:
     c = p.currency
     return PaymentView(
-        payment_id=p.payment_id, account_id=p.account_id, amount=format_amount(
+        payment_id=p.payment_id, account_id=p.account_id, amount=format_minor(
             p.amount_micros, c), currency=c, received_on=p.received_on, method=p.method,
         reference=p.reference, source=p.source, external_id=p.external_id,
-        allocated=format_amount(p.allocated_micros, c),
-        refunded=format_amount(p.refunded_micros, c),
-        reversed=format_amount(p.reversed_micros, c),
-        unapplied=format_amount(p.unapplied_micros, c),
+        allocated=format_minor(p.allocated_micros, c),
+        refunded=format_minor(p.refunded_micros, c),
+        reversed=format_minor(p.reversed_micros, c),
+        unapplied=format_minor(p.unapplied_micros, c),
         allocations=[AllocationView(entry_id=a.entry_id, kind=a.kind, invoice_id=a.invoice_id,
-                                    amount=format_amount(a.amount_micros, c))
+                                    amount=format_minor(a.amount_micros, c))
                      for a in p.allocations],
         created_at=p.created_at)
 
@@ -478,10 +477,10 @@ def payment_view(p: Payment) -> PaymentView:
 def aging_line(r: AgingRow, labels: list[str]) -> AgingLine:
     c = r.currency
     return AgingLine(account_id=r.account_id, currency=c,
-                     buckets={label: format_amount(m, c)
+                     buckets={label: format_minor(m, c)
                               for label, m in zip(labels, r.buckets, strict=True)},
-                     credit=format_amount(r.credit_micros, c),
-                     total=format_amount(r.total_micros, c))
+                     credit=format_minor(r.credit_micros, c),
+                     total=format_minor(r.total_micros, c))
 
 
 def register(api: Api) -> None:

@@ -11,10 +11,10 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from billing_oss.core.money import format_minor
 from billing_oss.server.billing import issuing, views
 from billing_oss.server.billing.issuing import CreditNote, CreditRequest, Invoice
 from billing_oss.server.billing.render import cii, typst_pdf
-from billing_oss.server.billing.rounding import format_amount
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
@@ -102,8 +102,8 @@ async def list_credit_notes(request: web.Request) -> web.Response:
         credit_note_id=r["credit_note_id"], account_id=r["account_id"],
         invoice_id=r["invoice_id"], invoice_number=r["invoice_number"],
         number=r["number_text"], issue_date=r["issue_date"], currency=r["currency"].strip(),
-        total=format_amount(r["total_micros"], r["currency"].strip()),
-        payable=format_amount(r["total_micros"] + r["rounding_micros"], r["currency"].strip()))
+        total=format_minor(r["total_micros"], r["currency"].strip()),
+        payable=format_minor(r["total_micros"] + r["rounding_micros"], r["currency"].strip()))
         for r in items],
         next_cursor=next_cursor))
 

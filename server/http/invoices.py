@@ -11,9 +11,9 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from billing_oss.core.money import format_minor
 from billing_oss.server.billing import issuing, views
 from billing_oss.server.billing.render import cii, typst_pdf
-from billing_oss.server.billing.rounding import format_amount
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
@@ -67,7 +67,7 @@ async def list_invoices(request: web.Request) -> web.Response:
     return reply(InvoicePage(items=[InvoiceSummary(
         invoice_id=r["invoice_id"], account_id=r["account_id"], status=r["status"],
         number=r["number_text"], period=r["period"], currency=r["currency"].strip(),
-        payable=format_amount(r["payable_micros"], r["currency"].strip())) for r in items],
+        payable=format_minor(r["payable_micros"], r["currency"].strip())) for r in items],
         next_cursor=next_cursor))
 
 

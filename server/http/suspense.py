@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
 
 from billing_oss.core.errors import BillingError, Conflict, ErrorCode
+from billing_oss.core.money import parse_micros
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import PIPELINE, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
-from billing_oss.server.http.types import Id, IntId, Money, Reason, Text
+from billing_oss.server.http.types import Id, IntId, Money, Reason, Text, money
 from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 from billing_oss.server.pipeline.suspense import RetryResult
 from billing_oss.server.store import suspense_repo
@@ -102,7 +102,7 @@ async def discard_suspense(request: web.Request) -> web.Response:
 def _amount(result: RetryResult) -> Money | None:
     if result.amount is None or result.currency is None:
         return None
-    return Money(amount=f"{Decimal(result.amount):.6f}", currency=result.currency)
+    return money(parse_micros(result.amount), result.currency)
 
 
 def register(api: Api) -> None:

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import msgspec
 
+from billing_oss.core.money import format_api
+
 _NO_NUL = "^[^\\x00]*$"
 Text = Annotated[str, msgspec.Meta(max_length=200, pattern=_NO_NUL)]
 LongText = Annotated[str, msgspec.Meta(max_length=2000, pattern=_NO_NUL)]
@@ -31,7 +33,6 @@ IntId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 AttrKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9._-]+$")]
 Attrs = Annotated[dict[AttrKey, Text], msgspec.Meta(max_length=50)]
 
-_MICROS = Decimal(1_000_000)
 
 
 class Money(msgspec.Struct, frozen=True):
@@ -42,7 +43,7 @@ class Money(msgspec.Struct, frozen=True):
 
 
 def money(micros: int, currency: str) -> Money:
-    return Money(amount=f"{Decimal(micros) / _MICROS:.6f}", currency=currency.strip())
+    return Money(amount=format_api(micros), currency=currency.strip())
 
 
 def plain(value: Decimal) -> str:

@@ -17,10 +17,10 @@ import asyncpg
 import msgspec
 
 from billing_oss.core.contract import Counts, Delivery, Outcome, RecordResult
+from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Charge, Failure, Item, Rater
 from billing_oss.server.metrics import PIPELINE_BATCH_SECONDS
 from billing_oss.server.pipeline import writer
-from billing_oss.server.pipeline.amounts import decimal_string
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache
 from billing_oss.server.pipeline.retry import with_retries
@@ -167,7 +167,7 @@ def _outcome(position: str, entries: list[Entry]) -> Outcome:
             micros = outcome.amount_micros
             amount = amounts.get(micros)
             if amount is None:
-                amount = amounts[micros] = decimal_string(micros)
+                amount = amounts[micros] = format_outcome(micros)
             append(RecordResult(record_key=key, status=status, amount=amount,
                                 currency=outcome.currency))
         elif status == "suspense" and isinstance(outcome, Failure):

@@ -26,6 +26,7 @@ import asyncpg
 
 from billing_oss.core.contract import Counts, FileOutcome
 from billing_oss.core.errors import DecodeError, FileBusy, Reason
+from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
 from billing_oss.server.metrics import (
     PIPELINE_BATCH_SECONDS,
@@ -33,7 +34,6 @@ from billing_oss.server.metrics import (
     PIPELINE_WRITE_RETRIES,
 )
 from billing_oss.server.pipeline import writer
-from billing_oss.server.pipeline.amounts import decimal_string
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache
 from billing_oss.server.pipeline.retry import (
@@ -555,4 +555,4 @@ def _outcome(claim: usage_repo.FileClaim, name: str, sha: str, *, replay: bool) 
         counts=Counts(in_=c.get("in", 0), charged=c.get("charged", 0),
                       suspense=c.get("suspense", 0), duplicates=c.get("duplicates", 0),
                       filtered=c.get("filtered", 0), pending=c.get("pending", 0)),
-        totals={cur: decimal_string(v) for cur, v in sorted(claim.totals.items())})
+        totals={cur: format_outcome(v) for cur, v in sorted(claim.totals.items())})

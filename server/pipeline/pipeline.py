@@ -43,6 +43,10 @@ class Pipeline:
             write_attempts=config.write_attempts, retry_backoff_s=config.retry_backoff_s,
             write_lanes=config.write_lanes)
 
+    @property
+    def formats(self) -> list[str]:
+        return sorted(self.decoders)
+
     async def commit(self, batch: Sequence[Delivery]) -> list[Outcome]:
         return await deliveries.commit(self.pool, self.raters, batch,
                                        attempts=self.config.write_attempts,

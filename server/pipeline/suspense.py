@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Charge, Failure
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.metrics import SUSPENSE_RECORDS, SUSPENSE_RESOLVED
 from billing_oss.server.pipeline import writer
-from billing_oss.server.pipeline.amounts import decimal_string
 from billing_oss.server.pipeline.batch import Entry
 from billing_oss.server.pipeline.raters import RaterCache
 from billing_oss.server.pipeline.validate import validate
@@ -89,7 +89,7 @@ async def _retry_one(
                                [writer.charge_row(entry, outcome)])
     await suspense_repo.resolve(conn, row.suspense_id, f"charged as usage {usage_id}")
     return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
-                       status="charged", amount=decimal_string(outcome.amount_micros),
+                       status="charged", amount=format_outcome(outcome.amount_micros),
                        currency=outcome.currency)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+
+from billing_oss.core.money import format_scaled
 
 Tadig = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{5}$")]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
@@ -101,12 +102,7 @@ class SettlementFile(msgspec.Struct, frozen=True, kw_only=True):
     size: int = 0
 
     def total(self) -> str:
-        return scaled(self.total_charge, self.decimal_places)
-
-
-def scaled(raw: int, places: int) -> str:
-    """A TAP amount (an integer at ``places`` decimals) as a decimal string."""
-    return f"{Decimal(raw).scaleb(-places):.{places}f}"
+        return format_scaled(self.total_charge, self.decimal_places)
 
 
 def file_view(f: SettlementFile) -> dict[str, Any]:

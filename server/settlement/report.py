@@ -22,8 +22,9 @@ from typing import Any
 import msgspec
 import typst
 
+from billing_oss.core.money import format_scaled
 from billing_oss.server.settlement import outbound, repo
-from billing_oss.server.settlement.model import SettlementFile, scaled
+from billing_oss.server.settlement.model import SettlementFile
 from billing_oss.server.store.pool import Connection
 
 _local = threading.local()
@@ -73,7 +74,7 @@ async def build(conn: Connection, tadig: str, start: dt.datetime, end: dt.dateti
         stored = await repo.events_of_file(conn, f.file_id)
         in_file = sum(e.tap_charge for e in stored if e.file_id == f.file_id)
         checks.append({"file": f.name, "audit_total": f.total(),
-                       "events_total": scaled(in_file, f.decimal_places),
+                       "events_total": format_scaled(in_file, f.decimal_places),
                        "audit_count": f.event_count, "events_count": len(stored),
                        "ok": in_file == f.total_charge and len(stored) == f.event_count})
     return Report(
@@ -82,7 +83,7 @@ async def build(conn: Connection, tadig: str, start: dt.datetime, end: dt.dateti
         sent=_side(totals["sent"], places), returned=_side(totals["returned"], places),
         received=_side(totals["received"], places),
         returned_by_us=_side(totals["returned_by_us"], places), fatal_returns=len(fatal),
-        net=scaled(net, places),
+        net=format_scaled(net, places),
         files=[{"name": f.name, "direction": f.direction, "type": f.file_type,
                 "state": f.state, "events": f.event_count, "total": f.total()} for f in files],
         checks=checks)
@@ -98,7 +99,7 @@ def _sum(files: list[SettlementFile], places: int) -> tuple[int, int, int]:
 
 
 def _side(t: tuple[int, int, int], places: int) -> Side:
-    return Side(files=t[0], events=t[1], charges=scaled(t[2], places))
+    return Side(files=t[0], events=t[1], charges=format_scaled(t[2], places))
 
 
 def _iso(moment: dt.datetime) -> str:

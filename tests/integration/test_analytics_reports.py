@@ -20,11 +20,11 @@ import asyncpg
 import msgspec
 import pytest
 
+from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.core.money import format_micros
 from billing_oss.server import config
 from billing_oss.server.analytics import repo, reports
 from billing_oss.server.composition import read_catalog_file
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.rating_bridge import build_rater
 from billing_oss.server.store import catalog_repo
@@ -42,7 +42,8 @@ async def seeded(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory) -
     await pool.execute("UPDATE accounts SET attrs = attrs || '{\"segment\": \"consumer\"}'"
                        " WHERE account_id LIKE 'A%'")
     cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=17)
-    pipeline = Pipeline(pool, cfg, rater_factory=build_rater, decoders={"jsonl": JsonlDecoder()})
+    pipeline = Pipeline(pool, cfg, rater_factory=build_rater,
+                        decoders={"jsonl": FormatDecoder("jsonl")})
     path = write_jsonl(tmp_path_factory.mktemp("cdr") / "r.jsonl", records(500, 5))
     await pipeline.ingest_file(path, source="msc1", format="jsonl")
     # A second currency: money in USD is never added to EUR.

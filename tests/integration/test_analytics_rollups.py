@@ -19,12 +19,12 @@ import asyncpg
 import msgspec
 import pytest
 
+from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.core.ports import Charge, Failure, Rater
 from billing_oss.core.records import UsageRecord
 from billing_oss.server import config, rerate
 from billing_oss.server.analytics import repo
 from billing_oss.server.composition import read_catalog_file
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.rating_bridge import build_rater
 from billing_oss.server.store import catalog_repo
@@ -132,7 +132,7 @@ async def _match(pool: asyncpg.Pool, table: str,
 async def pipeline(pool: asyncpg.Pool) -> AsyncIterator[Pipeline]:
     await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
     cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=13)
-    yield Pipeline(pool, cfg, rater_factory=build_rater, decoders={"jsonl": JsonlDecoder()})
+    yield Pipeline(pool, cfg, rater_factory=build_rater, decoders={"jsonl": FormatDecoder("jsonl")})
 
 
 class Dearer:
@@ -232,7 +232,7 @@ async def test_migration_backfills_the_charges_written_before_it(
                 pool, read_catalog_file(REPO / "config/demo-catalog.json"))
             cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=50)
             pipe = Pipeline(pool, cfg, rater_factory=build_rater,
-                            decoders={"jsonl": JsonlDecoder()})
+                            decoders={"jsonl": FormatDecoder("jsonl")})
             await pipe.ingest_file(write_jsonl(tmp_path / "b.jsonl", records(200, 9)),
                                    source="msc1", format="jsonl")
             monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", real)

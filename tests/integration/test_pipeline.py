@@ -11,13 +11,13 @@ import asyncpg
 import msgspec
 import pytest
 
+from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.core.contract import Delivery, Reject
 from billing_oss.core.errors import Reason
 from billing_oss.core.ports import FileHeader
 from billing_oss.core.records import UsageRecord
 from billing_oss.server import config
 from billing_oss.server.composition import read_catalog_file
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo
 from billing_oss.server.store.pool import Connection
@@ -48,7 +48,7 @@ async def pipeline(pool: asyncpg.Pool) -> AsyncIterator[Pipeline]:
     await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
     cfg = config.load(env={}).pipeline
     cfg = msgspec.structs.replace(cfg, batch_size=7, retry_backoff_s=0.01)
-    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": JsonlDecoder()})
+    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": FormatDecoder("jsonl")})
 
 
 async def table_counts(pool: asyncpg.Pool) -> dict[str, int]:
@@ -99,14 +99,14 @@ async def test_progress_counts_up_to_the_files_own_total(
     assert {total for _, total in seen} == {31}  # known before the first commit
 
 
-class _LyingHeader(JsonlDecoder):
+class _LyingHeader(FormatDecoder):
     def header(self, path: Path, *, count: bool) -> FileHeader:
         return FileHeader(None, 3)  # declares 3 items; the file holds 20
 
 
 async def test_a_header_that_undercounts_gives_no_total(pool: asyncpg.Pool, tmp_path: Path) -> None:
     cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=7)
-    lying = Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"lying": _LyingHeader()})
+    lying = Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"lying": _LyingHeader("jsonl")})
     path = write_jsonl(tmp_path / "lying.jsonl", [voice(f"ly-{i}") for i in range(20)])
     seen: list[tuple[int, int | None]] = []
     await lying.ingest_file(path, source="msc1", format="lying",

@@ -13,12 +13,12 @@ import asyncpg
 import msgspec
 import pytest
 
+from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.core.contract import Delivery
 from billing_oss.core.errors import Reason
 from billing_oss.core.records import UsageRecord
 from billing_oss.server import config
 from billing_oss.server.composition import read_catalog_file
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO
@@ -62,7 +62,7 @@ async def pipeline(pool: asyncpg.Pool) -> AsyncIterator[Pipeline]:
     await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
     cfg = config.load(env={}).pipeline
     cfg = msgspec.structs.replace(cfg, batch_size=5, retry_backoff_s=0.01)
-    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": JsonlDecoder()})
+    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": FormatDecoder("jsonl")})
 
 
 @pytest.mark.parametrize("label", POISON)

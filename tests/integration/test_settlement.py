@@ -20,11 +20,11 @@ from pycrate_asn1dir.TAP3 import RAP_0105, TAP_0312
 
 from billing_oss.adapters.formats import rap as rapfmt
 from billing_oss.adapters.formats import tap3_writer as writer
+from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.adapters.formats.tap3 import Tap3File
 from billing_oss.core.errors import BillingError, Conflict, InvalidRequest, NotFound
 from billing_oss.native.tap3enc import encode_events
 from billing_oss.server import config
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.rating_bridge import build_rater
 from billing_oss.server.settlement import (
@@ -123,7 +123,7 @@ async def setup(pool: asyncpg.Pool, partner_sftp: tuple[Path, int],
     await load_catalog(pool, CATALOG)
     cfg = config.load(env={})
     pipeline = Pipeline(pool, cfg.pipeline, rater_factory=build_rater,
-                        decoders={"jsonl": JsonlDecoder()})
+                        decoders={"jsonl": FormatDecoder("jsonl")})
     path = tmp_path_factory.mktemp("usage") / "visitors.jsonl"
     path.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in RECORDS))
     outcome = await pipeline.ingest_file(path, source="msc1", format="jsonl")

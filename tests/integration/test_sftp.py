@@ -15,7 +15,8 @@ import asyncssh
 import msgspec
 import pytest
 
-from billing_oss.adapters.formats.pipeline_decoders import FormatDecoder
+from billing_oss.adapters.formats.items import FormatDecoder
+from billing_oss.adapters.formats.jsonl import decode_jsonl
 from billing_oss.adapters.sftp import SftpPoller
 from billing_oss.core.errors import ConfigError, DecodeError
 from billing_oss.core.ports import Item
@@ -23,7 +24,6 @@ from billing_oss.core.sources_config import SftpSource
 from billing_oss.server import config, metrics
 from billing_oss.server.commands import files as files_verb
 from billing_oss.server.composition import load_demo_catalog
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder, decode_jsonl
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.rating_bridge import build_rater
 from billing_oss.server.store import files_repo
@@ -72,7 +72,7 @@ async def pipeline(pool: asyncpg.Pool) -> Pipeline:
     cfg = config.load(env={})
     await load_demo_catalog(cfg, pool)
     return Pipeline(pool, cfg.pipeline, rater_factory=build_rater,
-                    decoders={"jsonl": JsonlDecoder(), "strict": strict_decoder,
+                    decoders={"jsonl": FormatDecoder("jsonl"), "strict": strict_decoder,
                               "3gpp": FormatDecoder("3gpp")})
 
 
@@ -298,6 +298,16 @@ def test_a_source_without_a_host_key_does_not_start(tmp_path: Path, pipeline: Pi
                    pipeline, pool)
     conf.write_text(table + "insecure_skip_host_key = true\n")
     assert config.load(conf, env={}).sources["nokey"].insecure_skip_host_key
+
+
+async def test_a_format_no_decoder_reads_is_refused_at_start(pipeline: Pipeline,
+                                                             pool: asyncpg.Pool) -> None:
+    cfg = SftpSource(host="h", username="u", remote_dir="/", format="asn1",
+                     insecure_skip_host_key=True)
+    with pytest.raises(ConfigError) as refused:
+        SftpPoller("partner-b", cfg, pipeline, pool)
+    assert refused.value.message == ("sources.partner-b.format: unknown format 'asn1' "
+                                     "(known: 3gpp, jsonl, strict)")
 
 
 async def test_insecure_skip_host_key_is_explicit_and_warns_each_poll(

@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.core.contract import Delivery
 from billing_oss.core.ports import Charge, Failure, Rater
 from billing_oss.core.records import UsageRecord
@@ -18,7 +19,6 @@ from billing_oss.server import config, rerate
 from billing_oss.server.composition import read_catalog_file
 from billing_oss.server.pipeline import suspense, writer
 from billing_oss.server.pipeline.batch import prepare
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo, suspense_repo, usage_repo
 from tests.conftest import REPO
@@ -30,7 +30,7 @@ from tests.pipeline_doubles import FlatRater
 async def pipeline(pool: asyncpg.Pool) -> AsyncIterator[Pipeline]:
     await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
     cfg = msgspec.structs.replace(config.load(env={}).pipeline, retry_backoff_s=0.01)
-    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": JsonlDecoder()})
+    yield Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": FormatDecoder("jsonl")})
 
 
 def part(group: str, seq: int, last: bool, seconds: int, when: str) -> UsageRecord:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from billing_oss.adapters.formats.registry import guess as _guess_format
 from billing_oss.core.errors import BillingError
-from billing_oss.server.commands.ingest import _guess_format
 from tests.conftest import VECTORS
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from billing_oss.adapters.formats.pipeline_decoders import FormatDecoder
+from billing_oss.adapters.formats.items import FormatDecoder, line_count
 from billing_oss.core.ports import FileHeader, SequencedDecoder
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder, line_count
 from tests.generators.tap3_files import tap3_file
 from tests.generators.threegpp_files import encode_record, write_3gpp_file
 from tests.unit.test_native_cdr3gpp import MO_CALL
@@ -49,8 +48,8 @@ def test_tap3_header_counts_call_events_from_the_audit(tmp_path: Path) -> None:
 def test_line_formats_count_their_lines(tmp_path: Path) -> None:
     jsonl = tmp_path / "r.jsonl"
     jsonl.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": 3}')
-    assert JsonlDecoder().header(jsonl, count=True) == FileHeader(None, 3)
-    assert JsonlDecoder().header(jsonl, count=False) == FileHeader(None, None)  # no pass
+    assert FormatDecoder("jsonl").header(jsonl, count=True) == FileHeader(None, 3)
+    assert FormatDecoder("jsonl").header(jsonl, count=False) == FileHeader(None, None)  # no pass
     csv = tmp_path / "r.csv"
     csv.write_text("a,b\n1,2\n3,4\n")
     assert FormatDecoder("csv").header(csv, count=True).items == 3

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from billing_oss.adapters.formats.options import OPTIONS, describe, parse_options
+from billing_oss.adapters.formats.options import describe, parse_options
+from billing_oss.adapters.formats.registry import formats
 from billing_oss.core.errors import ConfigError
 
 
@@ -39,6 +40,6 @@ def test_csv_values_are_typed() -> None:
 
 
 def test_every_option_is_described() -> None:
-    for format, options in OPTIONS.items():
-        text = describe(format)
-        assert all(f"  {o.name}=<" in text for o in options)
+    for fmt in formats():
+        text = describe(fmt.name)
+        assert all(f"  {o.name}=<" in text for o in fmt.options)

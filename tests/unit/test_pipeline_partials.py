@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from billing_oss.core.closing_causes import BEARER_PARTIAL, CALL_PARTIAL
+from billing_oss.core.money import format_outcome
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.pipeline import partials
-from billing_oss.server.pipeline.amounts import decimal_string
 
 
 def part(seq: int, **attrs: object) -> UsageRecord:
@@ -54,10 +54,10 @@ def test_merge_sums_counters_and_keeps_the_first_start() -> None:
 
 
 def test_decimal_strings_are_exact() -> None:
-    assert decimal_string(1_234_500) == "1.2345"
-    assert decimal_string(0) == "0.00"
-    assert decimal_string(-5) == "-0.000005"
-    assert decimal_string(2**63 - 1) == "9223372036854.775807"
+    assert format_outcome(1_234_500) == "1.2345"
+    assert format_outcome(0) == "0.00"
+    assert format_outcome(-5) == "-0.000005"
+    assert format_outcome(2**63 - 1) == "9223372036854.775807"
 
 
 def test_parts_from_two_gateways_with_one_charging_id_stay_apart() -> None:

@@ -15,11 +15,12 @@ from decimal import Decimal
 
 from lxml import etree
 
+from billing_oss.core.money import format_minor
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import Line
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
 from billing_oss.server.billing.render.page import local_dates, measured
-from billing_oss.server.billing.rounding import format_amount, plain, quantity_text
+from billing_oss.server.billing.rounding import plain, quantity_text
 
 NS = {
     "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
@@ -69,7 +70,7 @@ def rendition_xml(doc: Rendition) -> bytes:
     cur = c.currency
 
     def amount(micros: int) -> str:
-        return format_amount(micros, cur)
+        return format_minor(micros, cur)
 
     root = etree.Element(_q("rsm:CrossIndustryInvoice"), nsmap=NS)
     ctx = _sub(root, "rsm:ExchangedDocumentContext")
@@ -159,7 +160,7 @@ def _line(trade: etree._Element, ln: Line, currency: str) -> None:
     qty = quantity_text(quantity)
     agreement = _sub(item, "ram:SpecifiedLineTradeAgreement")
     price = _sub(agreement, "ram:NetPriceProductTradePrice")
-    _sub(price, "ram:ChargeAmount", format_amount(abs(ln.net_micros), currency))
+    _sub(price, "ram:ChargeAmount", format_minor(abs(ln.net_micros), currency))
     _sub(price, "ram:BasisQuantity", qty.lstrip("-"), unitCode=unit)
     _sub(_sub(item, "ram:SpecifiedLineTradeDelivery"), "ram:BilledQuantity", qty, unitCode=unit)
     settle = _sub(item, "ram:SpecifiedLineTradeSettlement")
@@ -168,7 +169,7 @@ def _line(trade: etree._Element, ln: Line, currency: str) -> None:
     _sub(tax, "ram:CategoryCode", ln.tax_category)
     _sub(tax, "ram:RateApplicablePercent", plain(ln.tax_rate))
     _sub(_sub(settle, "ram:SpecifiedTradeSettlementLineMonetarySummation"),
-         "ram:LineTotalAmount", format_amount(ln.net_micros, currency))
+         "ram:LineTotalAmount", format_minor(ln.net_micros, currency))
 
 
 def _quantity(ln: Line) -> tuple[Decimal, str]:

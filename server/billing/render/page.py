@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from billing_oss.core.money import format_printed
 from billing_oss.server.billing.model import InvoiceDraft, Line
-from billing_oss.server.billing.rounding import Method, format_amount, quantity_text, round_minor
+from billing_oss.server.billing.rounding import Method, quantity_text, round_minor
 
 
 class Row(msgspec.Struct, kw_only=True):
@@ -68,12 +69,12 @@ def read_lines(c: InvoiceDraft) -> Reading:
         quantity, unit, price, note = _priced(ln, before, cur)
         group.append(Row(no=str(ln.line_no), description=ln.description, note=note,
                          quantity=quantity, unit=unit, unit_price=price, vat=vat,
-                         amount=money(before, cur)))
+                         amount=format_printed(before, cur)))
         if off:
             reasons = [str(d.get("reason") or "Discount")
                        for d in ln.detail.get("discounts", [])] or ["Discount"]
             group.append(Row(no="", description=f"Discount: {'; '.join(reasons)}", vat=vat,
-                             amount=money(-off, cur)))
+                             amount=format_printed(-off, cur)))
         charges += before
         discounts += off
     return Reading(rows=rows, charges_micros=charges, line_discounts_micros=discounts)
@@ -85,7 +86,8 @@ def _priced(ln: Line, before: int, cur: str) -> tuple[str, str, str, str]:
         days, month = ln.detail.get("days"), ln.detail.get("cycle_days")
         fee = ln.detail.get("fee_micros")
         if isinstance(days, int) and isinstance(month, int) and isinstance(fee, int):
-            return ("1" if days == month else f"{days}/{month}", "month", money(fee, cur), "")
+            shown = "1" if days == month else f"{days}/{month}"
+            return shown, "month", format_printed(fee, cur), ""
         return quantity_text(ln.quantity), "month", "", ""
     if ln.kind == "usage" and ln.subscription_id is not None:
         return _component(ln, before, cur)
@@ -95,7 +97,7 @@ def _priced(ln: Line, before: int, cur: str) -> tuple[str, str, str, str]:
         if len(prices) == 1 and _ONE_PRICE.fullmatch(prices[0]):
             return quantity, unit, prices[0], ""  # 0.04/min: times the quantity, the amount
         return quantity, unit, "", f"Tariff: {'; '.join(prices)}" if prices else ""
-    return "1", "", money(before, cur), ""
+    return "1", "", format_printed(before, cur), ""
 
 
 _ONE_PRICE = re.compile(r"[\d,.]+/\w+")
@@ -169,12 +171,6 @@ def local_dates(c: InvoiceDraft) -> tuple[dt.date, dt.date]:
             (c.period_end.astimezone(tz) - dt.timedelta(days=1)).date())
 
 
-def money(micros: int, currency: str) -> str:
-    """An amount with thousands separators: 1,234.50."""
-    text = format_amount(micros, currency)
-    return grouped(Decimal(text), keep=True)
-
-
 def grouped(value: Decimal, *, keep: bool = False) -> str:
     """Thousands separators; ``keep`` the digits given, else at most four decimals."""
     shown = value if keep else Decimal(quantity_text(value))
@@ -193,7 +189,7 @@ def usage_rows(c: InvoiceDraft, shown_lines: set[int]) -> list[dict[str, str]]:
         billed = ln.line_no if ln.line_no in shown_lines else priced_on.get(ln.service)
         out.append({"no": str(billed or "-"), "what": ln.description,
                     "records": f"{ln.charges:,}", "usage": human(ln.quantity, ln.unit),
-                    "amount": money(ln.net_micros, c.currency)})
+                    "amount": format_printed(ln.net_micros, c.currency)})
     return out
 
 

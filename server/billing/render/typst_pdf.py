@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import typst
 
+from billing_oss.core.money import format_printed
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import InvoiceDraft
 from billing_oss.server.billing.render import cii, facturx, page
@@ -114,7 +115,7 @@ def document_data(doc: Rendition) -> dict[str, Any]:
     cur = c.currency
 
     def amount(micros: int) -> str:
-        return page.money(micros, cur)
+        return format_printed(micros, cur)
 
     shown = msgspec.structs.replace(c, lines=doc.printed_lines)
     reading = page.read_lines(shown)
