@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
-from billing_oss.server.billing.rounding import minor_digits
+from billing_oss.core.money import format_minor
 from billing_oss.server.collections.repo import Db
 from billing_oss.server.config import LedgerConfig
 from billing_oss.server.integrations.gl import repo
@@ -45,13 +45,8 @@ async def journal(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date) -> 
 
 
 def amount(micros: int, currency: str, mark: str = ".") -> str:
-    """Micro-units as a decimal with the currency's minor digits (more only when an amount
-    has them: never a lost fraction), ``mark`` as the decimal mark."""
-    digits = minor_digits(currency)
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), 1_000_000)
-    text = f"{frac:06d}".rstrip("0").ljust(digits, "0") if digits or frac else ""
-    return f"{sign}{whole}{mark + text if text else ''}"
+    """The currency's minor digits (``money.format_minor``), ``mark`` as the decimal mark."""
+    return format_minor(micros, currency).replace(".", mark)
 
 
 def to_json(j: Journal) -> bytes:

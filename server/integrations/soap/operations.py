@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 
 from billing_oss.core.errors import InvalidRequest
-from billing_oss.server.billing.rounding import format_amount
+from billing_oss.core.money import format_minor
 from billing_oss.server.collections import balances
 from billing_oss.server.http import accounts, collections, invoices, subscriptions, traffic
 from billing_oss.server.http.keys import POOL
@@ -112,13 +112,13 @@ async def get_balance(call: Call, data: Data) -> Data:
     found = await balances.position(call.app[POOL], data["account_id"])
     return {
         "account_id": found.account_id,
-        "balance": [{"currency": c, "amount": money(m, c)}
+        "balance": [{"currency": c, "amount": format_minor(m, c)}
                     for c, m in sorted(found.balances.items())],
         "open_invoice": [{
             "invoice_id": i.invoice_id, "number": i.number, "issued_on": i.issued_on.isoformat(),
             "due_date": i.due_date.isoformat(), "currency": i.currency,
-            "amount": money(i.amount_micros, i.currency),
-            "open": money(i.open_micros, i.currency)} for i in found.open_invoices],
+            "amount": format_minor(i.amount_micros, i.currency),
+            "open": format_minor(i.open_micros, i.currency)} for i in found.open_invoices],
     }
 
 
@@ -227,11 +227,6 @@ def convert(data: Data, type_: type[T]) -> T:
 def items(wrapper: Data | None) -> list[Data]:
     """The ``item`` children of a list wrapper element (none if it is empty)."""
     return list((wrapper or {}).get("item", []))
-
-
-def money(micros: int, currency: str) -> str:
-    """An amount to the currency's minor unit, an xsd:decimal (never a float)."""
-    return format_amount(micros, currency)
 
 
 def decimal_text(value: Decimal) -> str:
