@@ -96,6 +96,20 @@ class CollectionsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     psp_webhook_secret: str = ""
 
 
+class WebhooksConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = True
+    allow_http: bool = False
+    allow_private: bool = False
+    retry_schedule_s: list[float] = msgspec.field(
+        default_factory=lambda: [15.0, 60.0, 300.0, 1800.0, 7200.0, 43200.0, 86400.0])
+    timeout_s: float = 10.0
+    max_concurrency: int = 16
+    concurrency: int = 256
+    disable_after_dead_letters: int = 5
+    rotation_grace_s: float = 86400.0
+    rescan_s: float = 10.0
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -116,6 +130,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Collection sources by name (MQTT subscriptions, SFTP pollers); see sources_config.
     sources: dict[str, SourceConfig]
     collections: CollectionsConfig = msgspec.field(default_factory=CollectionsConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -221,6 +236,18 @@ def _check(config: Config) -> None:
         raise ConfigError("pipeline.queue_depth and pipeline.write_attempts: must be >= 1")
     if not 1 <= pipe.write_lanes <= 8:
         raise ConfigError("pipeline.write_lanes: must be in 1..8")
+    _check_webhooks(config.webhooks)
+
+
+def _check_webhooks(hooks: WebhooksConfig) -> None:
+    if any(s < 0 for s in hooks.retry_schedule_s):
+        raise ConfigError("webhooks.retry_schedule_s: pauses must be >= 0 seconds")
+    if hooks.timeout_s <= 0 or hooks.rescan_s <= 0 or hooks.rotation_grace_s < 0:
+        raise ConfigError("webhooks.timeout_s and rescan_s must be positive, "
+                          "rotation_grace_s >= 0")
+    if hooks.max_concurrency < 1 or hooks.concurrency < 1 or hooks.disable_after_dead_letters < 1:
+        raise ConfigError("webhooks.max_concurrency, concurrency and "
+                          "disable_after_dead_letters: must be >= 1")
 
 
 def _check_sources(config: Config) -> None:
