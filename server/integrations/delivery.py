@@ -68,9 +68,12 @@ def body_of(d: Delivery) -> str:
 
 class _Endpoint:
     def __init__(self, live: LiveEndpoint, settings: WebhooksConfig) -> None:
+        self.in_flight = 0  # attempts in flight hold this object: it is updated, not replaced
+        self.update(live, settings)
+
+    def update(self, live: LiveEndpoint, settings: WebhooksConfig) -> None:
         self.live = live
         self.signer = Signer(live.secrets)
-        self.in_flight = 0
         try:
             check_url(live.url, allow_http=settings.allow_http,
                       allow_private=settings.allow_private)
@@ -204,11 +207,13 @@ class WebhookDeliverer:
         async with self.pool.acquire() as conn:
             live = await webhook_repo.live_endpoints(conn)
             found = await webhook_repo.pending(conn, replays_only=not everything)
-        old = self._endpoints
-        self._endpoints = {e.endpoint_id: _Endpoint(e, self.settings) for e in live}
-        for eid, ep in self._endpoints.items():
-            if eid in old:
-                ep.in_flight = old[eid].in_flight
+        old, self._endpoints = self._endpoints, {}
+        for e in live:
+            if ep := old.get(e.endpoint_id):
+                ep.update(e, self.settings)
+            else:
+                ep = _Endpoint(e, self.settings)
+            self._endpoints[e.endpoint_id] = ep
         for key in [k for k in self._queues if k[0] not in self._endpoints]:
             self._drop(key)  # the endpoint was deleted
         for d in found:
@@ -325,19 +330,18 @@ class WebhookDeliverer:
             return None, "the endpoint has no live secret"
         assert self._session is not None
         body = body_of(d)
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                async with self._session.post(
-                        ep.live.url, data=body.encode(), allow_redirects=False,
-                        headers=ep.signer.headers(d.event_id, body, now)) as resp:
-                    await resp.content.readany()  # the answer is not ours to keep
-                    status = resp.status
-                    if 300 <= status < 400:
-                        return status, (f"redirect to {resp.headers.get('Location', '?')} not "
-                                        "followed")
-                    if not 200 <= status < 300:
-                        return status, f"HTTP {status}"
-                    return status, None
+        try:  # the session's ClientTimeout(total) bounds the whole attempt
+            async with self._session.post(
+                    ep.live.url, data=body.encode(), allow_redirects=False,
+                    headers=ep.signer.headers(d.event_id, body, now)) as resp:
+                await resp.content.readany()  # the answer is not ours to keep
+                status = resp.status
+                if 300 <= status < 400:
+                    return status, (f"redirect to {resp.headers.get('Location', '?')} not "
+                                    "followed")
+                if not 200 <= status < 300:
+                    return status, f"HTTP {status}"
+                return status, None
         except TimeoutError:
             return None, f"no answer within {self.settings.timeout_s:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
