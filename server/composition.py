@@ -142,6 +142,13 @@ async def serve(config: Config, stop: asyncio.Event, *,
         pipeline = make_pipeline(config, pool)
         sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
         stack.push_async_callback(_cancel, sweeper)
+        if config.pipeline.suspense_alarm_records > 0:
+            from billing_oss.server.integrations import suspense_watch
+
+            watcher = asyncio.create_task(suspense_watch.watch(
+                pool, config.pipeline.suspense_alarm_records, config.pipeline.suspense_check_s,
+                stop), name="suspense-watch")
+            stack.push_async_callback(_cancel, watcher)
         worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
         # Claims the runs a crash or a shutdown left 'running' at once, and resumes them.
         billing = await stack.enter_async_context(jobs.running_worker(

@@ -118,6 +118,9 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     write_attempts: int
     retry_backoff_s: float
     write_lanes: int
+    # open suspense records of one source that raise suspense.threshold_crossed (0: never)
+    suspense_alarm_records: int = 1000
+    suspense_check_s: float = 60.0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

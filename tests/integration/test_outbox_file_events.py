@@ -35,3 +35,26 @@ async def test_an_ingested_file_says_so_with_counts_that_reconcile(
             event.duplicates) == ("cdr42.jsonl", "done", 12, 10, 1, 1)
     assert event.records_in == (event.charged + event.suspense + event.duplicates
                                 + event.filtered + event.pending) == out.counts.in_
+
+
+async def test_open_suspense_over_the_threshold_is_told_once_per_crossing(
+        pool: asyncpg.Pool) -> None:
+    from billing_oss.server.integrations import suspense_watch
+
+    async def open_suspense(n: int) -> None:
+        await pool.execute("INSERT INTO suspense (source, reason, detail) SELECT 'gw7',"
+                           " 'MALFORMED', 'test' FROM generate_series(1, $1)", n)
+
+    await open_suspense(3)
+    assert await suspense_watch.check(pool, 3) == []  # at the threshold, not over it
+    await open_suspense(1)
+    assert await suspense_watch.check(pool, 3) == ["gw7"]
+    assert await suspense_watch.check(pool, 3) == []  # told once
+    await pool.execute("UPDATE suspense SET state = 'discarded' WHERE source = 'gw7'")
+    assert await suspense_watch.check(pool, 3) == []  # back under: the mark clears
+    await open_suspense(5)
+    assert await suspense_watch.check(pool, 3) == ["gw7"]
+    told = [msgspec.json.decode(r["payload"]) for r in
+            await stored(pool, "suspense.threshold_crossed") if r["stream"] == "source:gw7"]
+    assert told == [{"source": "gw7", "open_records": 4, "threshold": 3},
+                    {"source": "gw7", "open_records": 5, "threshold": 3}]
