@@ -94,9 +94,12 @@ class OutboxFollower:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("outbox follower lost the database; retrying", extra={"fields": {
                     "consumer": self.consumer, "error": str(exc)}})
-                self._rescan = True
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+            except Exception:  # the handler's defect: the same events are tried again
+                log.exception("outbox follower failed; retrying", extra={"fields": {
+                    "consumer": self.consumer}})
+            self._rescan = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         async with self.pool.acquire() as listener:

@@ -119,6 +119,8 @@ class WebhookDeliverer:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("webhook delivery lost the database; retrying",
                             extra={"fields": {"error": str(exc)}})
+            except Exception:  # a defect must not end delivery for the process's life
+                log.exception("webhook delivery failed; restarting it")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2.0)
 
