@@ -239,11 +239,13 @@ class Outcome(msgspec.Struct, frozen=True):
 async def record(conn: Connection, outcomes: list[Outcome]) -> None:
     """Log attempts and move their deliveries on, in two statements."""
     cols = list(zip(*(msgspec.structs.astuple(o) for o in outcomes), strict=True))
-    await conn.execute(
+    await conn.execute(  # an endpoint deleted meanwhile took its deliveries along
         "INSERT INTO webhook_attempts (delivery_id, attempt, endpoint_id, attempted_at,"
-        " status, latency_ms, error) SELECT * FROM unnest($1::bigint[], $2::int[],"
+        " status, latency_ms, error) SELECT u.* FROM unnest($1::bigint[], $2::int[],"
         " $3::bigint[], $4::timestamptz[], $5::int[], $6::float8[], $7::text[])"
-        " ON CONFLICT DO NOTHING", *cols[:7])
+        " AS u(id, attempt, endpoint_id, at, status, latency, error)"
+        " WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.delivery_id = u.id"
+        "   FOR KEY SHARE) ON CONFLICT DO NOTHING", *cols[:7])
     await conn.execute(
         "UPDATE webhook_deliveries d SET state = u.state, attempts = u.attempt,"
         " last_status = u.status, last_error = u.error, last_latency_ms = u.latency,"

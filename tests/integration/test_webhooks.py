@@ -256,3 +256,22 @@ def test_every_event_type_is_documented_in_the_openapi_webhooks_section() -> Non
     assert {p["name"] for p in hook["parameters"]} == {"webhook-id", "webhook-timestamp",
                                                        "webhook-signature"}
     msgspec.json.encode(doc)
+
+
+async def test_an_endpoint_deleted_mid_delivery_leaves_the_log_writable(
+        pool: asyncpg.Pool, receiver: Receiver, clean: None) -> None:
+    doomed = await endpoint(pool, receiver, "/doomed")
+    await endpoint(pool, receiver, "/stays")
+    receiver.behave("/doomed", delay=0.3)
+    async with delivering(pool):
+        await emit(pool, [(HookTested(n=1), "WHX")])
+        assert await wait_until(lambda: _calls(receiver, "/doomed", 1), 5)
+        async with pool.acquire() as conn, conn.transaction():
+            await webhook_repo.delete(conn, doomed)  # while its attempt is in flight
+        await asyncio.sleep(0.5)
+        await emit(pool, [(HookTested(n=2), "WHX")])
+        assert await wait_until(lambda: _n_in(receiver, "/stays", {1, 2}), 10)
+        stays = await pool.fetchval(
+            "SELECT endpoint_id FROM webhook_endpoints WHERE url LIKE '%/stays'")
+        async with pool.acquire() as conn:
+            assert len(await _wait_log(conn, stays, 2)) == 2
