@@ -108,6 +108,7 @@ class WebhooksConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     disable_after_dead_letters: int = 5
     rotation_grace_s: float = 86400.0
     rescan_s: float = 10.0
+    in_memory: int = 100_000
 
 
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -248,9 +249,10 @@ def _check_webhooks(hooks: WebhooksConfig) -> None:
     if hooks.timeout_s <= 0 or hooks.rescan_s <= 0 or hooks.rotation_grace_s < 0:
         raise ConfigError("webhooks.timeout_s and rescan_s must be positive, "
                           "rotation_grace_s >= 0")
-    if hooks.max_concurrency < 1 or hooks.concurrency < 1 or hooks.disable_after_dead_letters < 1:
-        raise ConfigError("webhooks.max_concurrency, concurrency and "
-                          "disable_after_dead_letters: must be >= 1")
+    if min(hooks.max_concurrency, hooks.concurrency, hooks.disable_after_dead_letters,
+           hooks.in_memory) < 1:
+        raise ConfigError("webhooks.max_concurrency, concurrency, disable_after_dead_letters "
+                          "and in_memory: must be >= 1")
 
 
 def _check_sources(config: Config) -> None:

@@ -90,7 +90,12 @@ class WebhookDeliverer:
         self._queues: dict[Key, collections.deque[Delivery]] = {}
         self._ready: dict[int, collections.deque[str]] = {}
         self._busy: set[Key] = set()  # head in flight or waiting for its retry
-        self._known: set[int] = set()  # delivery ids held here until their outcome is written
+        self._known: dict[int, int] = {}  # delivery id → endpoint, held until logged
+        # Per endpoint: deliveries held (at most webhooks.in_memory); past that, new ones stay
+        # in the table only ("overflow") until a refill reads them back in delivery order.
+        self._held: dict[int, int] = {}
+        self._overflow: set[int] = set()
+        self._loading: dict[int, list[Delivery]] = {}  # endpoint → committed during a refill
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[Outcome] = []
@@ -185,6 +190,9 @@ class WebhookDeliverer:
         self._ready.clear()
         self._busy.clear()
         self._known.clear()
+        self._held.clear()
+        self._overflow.clear()
+        self._loading.clear()
         self._endpoints.clear()
         self._outcomes.clear()
         self._total = 0
@@ -208,7 +216,13 @@ class WebhookDeliverer:
     async def _reload(self, *, everything: bool) -> None:
         async with self.pool.acquire() as conn:
             live = await webhook_repo.live_endpoints(conn)
-            found = await webhook_repo.pending(conn, replays_only=not everything)
+            found = []
+            for e in live:  # at start: what is pending; later: what was replayed
+                if everything or not (e.endpoint_id in self._overflow
+                                      or e.endpoint_id in self._loading):
+                    found += await webhook_repo.pending(
+                        conn, e.endpoint_id, replays_only=not everything,
+                        exclude=[], limit=self.settings.in_memory + 1)
         old, self._endpoints = self._endpoints, {}
         for e in live:
             if ep := old.get(e.endpoint_id):
@@ -218,9 +232,7 @@ class WebhookDeliverer:
             self._endpoints[e.endpoint_id] = ep
         for key in [k for k in self._queues if k[0] not in self._endpoints]:
             self._drop(key)  # the endpoint was deleted
-        for d in found:
-            self._enqueue(d)
-        self._pump()
+        self._take(found)
 
     # --- the outbox side ------------------------------------------------------------------
 
@@ -229,16 +241,66 @@ class WebhookDeliverer:
 
     def _commit(self) -> None:
         staged, self._staged = self._staged, []
-        for d in staged:
-            self._enqueue(d)
+        self._take(staged)
+
+    def _take(self, deliveries: list[Delivery]) -> None:
+        """Hold ``deliveries`` (in delivery order) up to each endpoint's limit; an endpoint
+        past it overflows: its later deliveries wait in the table for ``_refill``."""
+        for d in deliveries:
+            eid = d.endpoint_id
+            if eid in self._loading:
+                self._loading[eid].append(d)
+            elif eid in self._overflow:
+                continue
+            elif self._held.get(eid, 0) >= self.settings.in_memory:
+                self._overflow.add(eid)
+            else:
+                self._enqueue(d)
         self._pump()
+
+    def _forget(self, delivery_id: int) -> None:
+        eid = self._known.pop(delivery_id, None)
+        if eid is None:
+            return
+        self._held[eid] -= 1
+        if (eid in self._overflow and eid not in self._loading
+                and self._held[eid] <= self.settings.in_memory // 2):
+            self._loading[eid] = []  # from now on, until the refill has read the table
+            self._overflow.discard(eid)
+            task = asyncio.create_task(self._refill(eid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _refill(self, eid: int) -> None:
+        """Read an overflowing endpoint's next pending deliveries back, in delivery order.
+        Those committed meanwhile join them if the table held no more."""
+        room = self.settings.in_memory - self._held.get(eid, 0)
+        try:
+            async with self.pool.acquire() as conn:
+                found = await webhook_repo.pending(
+                    conn, eid, replays_only=False,
+                    exclude=[i for i, e in self._known.items() if e == eid], limit=room)
+        except BaseException:
+            self._loading.pop(eid, None)
+            self._overflow.add(eid)
+            raise
+        meanwhile = self._loading.pop(eid)
+        more = len(found) >= room  # more wait in the table: later ones come after them
+        if not more:
+            seen = {d.delivery_id for d in found}
+            found += [d for d in meanwhile if d.delivery_id not in seen]
+            found.sort(key=lambda d: d.delivery_id)
+        self._take(found)
+        if more:
+            self._overflow.add(eid)
 
     # --- scheduling -----------------------------------------------------------------------
 
     def _enqueue(self, d: Delivery) -> None:
         if d.delivery_id in self._known:
             return
-        self._known.add(d.delivery_id)
+        self._known[d.delivery_id] = d.endpoint_id
+        self._held[d.endpoint_id] = self._held.get(d.endpoint_id, 0) + 1
         key = (d.endpoint_id, d.stream)
         queue = self._queues.setdefault(key, collections.deque())
         queue.append(d)
@@ -266,7 +328,7 @@ class WebhookDeliverer:
             timer.cancel()
         self._busy.discard(key)
         for d in self._queues.pop(key, ()):
-            self._known.discard(d.delivery_id)
+            self._forget(d.delivery_id)
 
     def _pump(self) -> None:
         """Start the attempts that limits allow: a stream's head at a time."""
@@ -374,7 +436,7 @@ class WebhookDeliverer:
                 continue
             for o in batch:
                 if o.state != "pending":
-                    self._known.discard(o.delivery_id)
+                    self._forget(o.delivery_id)
 
     async def _record(self, batch: list[Outcome]) -> None:
         runs: dict[int, tuple[int, bool]] = {}  # endpoint → (dead since a success, success?)

@@ -215,10 +215,14 @@ async def fan_out(conn: Connection, events: list[StoredEvent]) -> list[Delivery]
     return out
 
 
-async def pending(conn: Connection, *, replays_only: bool = False) -> list[Delivery]:
-    """Deliveries not yet delivered nor dead-lettered, in delivery order."""
-    where = " WHERE d.state = 'pending'" + (" AND d.replay" if replays_only else "")
-    rows = await conn.fetch(_DELIVERY_SELECT + where + " ORDER BY d.delivery_id")
+async def pending(conn: Connection, endpoint_id: int, *, replays_only: bool,
+                  exclude: list[int], limit: int) -> list[Delivery]:
+    """An endpoint's first ``limit`` deliveries not yet delivered nor dead-lettered (nor in
+    ``exclude``), in delivery order: within each stream, the next ones in its order."""
+    rows = await conn.fetch(
+        _DELIVERY_SELECT + " WHERE d.endpoint_id = $1 AND d.state = 'pending'"
+        " AND (d.replay OR NOT $2) AND NOT (d.delivery_id = ANY($3))"
+        " ORDER BY d.delivery_id LIMIT $4", endpoint_id, replays_only, exclude, limit)
     return [Delivery(**dict(r)) for r in rows]
 
 

@@ -275,3 +275,28 @@ async def test_an_endpoint_deleted_mid_delivery_leaves_the_log_writable(
             "SELECT endpoint_id FROM webhook_endpoints WHERE url LIKE '%/stays'")
         async with pool.acquire() as conn:
             assert len(await _wait_log(conn, stays, 2)) == 2
+
+
+async def test_a_backlog_past_the_memory_limit_waits_in_the_table_and_keeps_its_order(
+        pool: asyncpg.Pool, receiver: Receiver, clean: None) -> None:
+    await endpoint(pool, receiver, "/backlog")
+    receiver.behave("/backlog", status=503)
+    small = msgspec.structs.replace(SETTINGS, in_memory=8, retry_schedule_s=[0.1] * 50)
+    async with delivering(pool, small) as deliverer:
+        for chunk in range(6):  # committed while the receiver is down
+            await emit(pool, [(HookTested(n=chunk * 5 + i), f"WHB{i % 3}") for i in range(5)])
+        await asyncio.sleep(0.5)
+        assert len(deliverer._known) <= 8  # the rest waits in the table
+        receiver.behave("/backlog", status=200)
+        assert await wait_until(lambda: _n_in(receiver, "/backlog", set(range(30))), 20)
+    ok = [r for r in receiver.on("/backlog") if r.verified]
+    total = 0
+    for account in ("WHB0", "WHB1", "WHB2"):
+        first: list[int] = []
+        for r in ok:
+            n = r.event["data"]["n"]
+            if r.event["account_id"] == account and n not in first:
+                first.append(n)
+        assert first == sorted(first)
+        total += len(first)
+    assert total == 30
