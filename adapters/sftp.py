@@ -46,6 +46,8 @@ from billing_oss.adapters.sources import check_format
 from billing_oss.core.contract import FileOutcome, Sink
 from billing_oss.core.errors import BillingError, ConfigError, FileBusy
 from billing_oss.core.sources_config import SftpSource
+from billing_oss.server.integrations import outbox
+from billing_oss.server.integrations.events import UsageFileGap
 from billing_oss.server.metrics import FILE_ALARMS, SFTP_FILES
 from billing_oss.server.pipeline.retry import TRANSIENT, discard
 
@@ -313,11 +315,17 @@ class SftpPoller:
                                     Alarm("gap", f"{what} missing", first, last))
 
     async def _raise_alarm(self, name: str, sequence_no: int | None, alarm: Alarm) -> None:
-        await self.pool.execute(
-            "INSERT INTO source_file_alarms (source, kind, name, sequence_no, first_missing,"
-            " last_missing, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            self.name, alarm.kind, name, sequence_no, alarm.first_missing, alarm.last_missing,
-            alarm.detail)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO source_file_alarms (source, kind, name, sequence_no, first_missing,"
+                " last_missing, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                self.name, alarm.kind, name, sequence_no, alarm.first_missing,
+                alarm.last_missing, alarm.detail)
+            if alarm.kind == "gap" and sequence_no is not None:
+                await outbox.emit(conn, UsageFileGap(
+                    source=self.name, name=name, sequence=sequence_no,
+                    first_missing=alarm.first_missing or 0,
+                    last_missing=alarm.last_missing or 0), stream=f"source:{self.name}")
         FILE_ALARMS.labels(self.name, alarm.kind).inc()
         log.warning("file sequence alarm", extra={"fields": {
             "source": self.name, "file": name, "kind": alarm.kind, "detail": alarm.detail}})

@@ -148,10 +148,19 @@ async def serve(config: Config, stop: asyncio.Event, *,
         pipeline = make_pipeline(config, pool)
         sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
         stack.push_async_callback(_cancel, sweeper)
+        if config.pipeline.suspense_alarm_records > 0:
+            from billing_oss.server.integrations import suspense_watch
+
+            watcher = asyncio.create_task(suspense_watch.watch(
+                pool, config.pipeline.suspense_alarm_records, config.pipeline.suspense_check_s,
+                stop), name="suspense-watch")
+            stack.push_async_callback(_cancel, watcher)
         worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
         # Claims the runs a crash or a shutdown left 'running' at once, and resumes them.
         billing = await stack.enter_async_context(jobs.running_worker(
             pool, bill_runs.BillRuns(pool, bill_runs.run_settings(config.billing))))
+        if config.webhooks.enabled:
+            await stack.enter_async_context(delivering_webhooks(config, pool))
         app = create_app(config, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
         app[BILL_RUN_WAKE] = billing.wake
@@ -167,6 +176,25 @@ async def serve(config: Config, stop: asyncio.Event, *,
             started.set()
         await stop.wait()
         log.info("shutting down")
+
+
+@contextlib.asynccontextmanager
+async def delivering_webhooks(config: Config, pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Webhook delivery from the outbox (in the one process that holds its lock); on exit
+    the attempts in flight finish and their outcomes are written before the pool closes."""
+    from billing_oss.server.integrations.delivery import WebhookDeliverer
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(WebhookDeliverer(pool, config.webhooks).run(stop),
+                               name="webhooks")
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, config.webhooks.timeout_s + 15)
+        except TimeoutError:
+            log.warning("webhook delivery did not stop in time")
 
 
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections

@@ -131,6 +131,21 @@ class LedgerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     misc_journal: str = "OD"
 
 
+class WebhooksConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = True
+    allow_http: bool = False
+    allow_private: bool = False
+    retry_schedule_s: list[float] = msgspec.field(
+        default_factory=lambda: [15.0, 60.0, 300.0, 1800.0, 7200.0, 43200.0, 86400.0])
+    timeout_s: float = 10.0
+    max_concurrency: int = 16
+    concurrency: int = 256
+    disable_after_dead_letters: int = 5
+    rotation_grace_s: float = 86400.0
+    rescan_s: float = 10.0
+    in_memory: int = 100_000
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -139,6 +154,9 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     write_attempts: int
     retry_backoff_s: float
     write_lanes: int
+    # open suspense records of one source that raise suspense.threshold_crossed (0: never)
+    suspense_alarm_records: int = 1000
+    suspense_check_s: float = 60.0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -153,6 +171,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     collections: CollectionsConfig = msgspec.field(default_factory=CollectionsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     provisioning: ProvisioningConfig = msgspec.field(default_factory=ProvisioningConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -263,6 +282,19 @@ def _check(config: Config) -> None:
         raise ConfigError("pipeline.queue_depth and pipeline.write_attempts: must be >= 1")
     if not 1 <= pipe.write_lanes <= 8:
         raise ConfigError("pipeline.write_lanes: must be in 1..8")
+    _check_webhooks(config.webhooks)
+
+
+def _check_webhooks(hooks: WebhooksConfig) -> None:
+    if any(s < 0 for s in hooks.retry_schedule_s):
+        raise ConfigError("webhooks.retry_schedule_s: pauses must be >= 0 seconds")
+    if hooks.timeout_s <= 0 or hooks.rescan_s <= 0 or hooks.rotation_grace_s < 0:
+        raise ConfigError("webhooks.timeout_s and rescan_s must be positive, "
+                          "rotation_grace_s >= 0")
+    if min(hooks.max_concurrency, hooks.concurrency, hooks.disable_after_dead_letters,
+           hooks.in_memory) < 1:
+        raise ConfigError("webhooks.max_concurrency, concurrency, disable_after_dead_letters "
+                          "and in_memory: must be >= 1")
 
 
 def _check_sources(config: Config) -> None:

@@ -26,6 +26,7 @@ from billing_oss.server.billing.rounding import (
     minor_step,
 )
 from billing_oss.server.billing.tax import CategoryTotal, tax_on
+from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
 
@@ -100,15 +101,21 @@ async def finalise(conn: Connection, invoice_ids: list[int], series: str, today:
         first = await take_numbers(conn, series, len(drafts))
         numbers = list(range(first, first + len(drafts)))
         due = today + dt.timedelta(days=payment_terms_days)
-        await conn.execute(
+        done = await conn.fetch(
             "UPDATE invoices i SET status = 'finalised', series = $1, number = n.number, "
             "number_text = n.text, issue_date = $2, due_date = $3, finalised_at = now(), "
             "updated_at = now() FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::text[]) "
             "AS n(account_id, invoice_id, number, text) "
-            "WHERE i.account_id = n.account_id AND i.invoice_id = n.invoice_id",
+            "WHERE i.account_id = n.account_id AND i.invoice_id = n.invoice_id "
+            "RETURNING i.account_id, i.invoice_id, i.number_text, i.currency, i.payable_micros",
             series, today, due,
             [r["account_id"] for r in drafts], [r["invoice_id"] for r in drafts], numbers,
             [number_text(series, n) for n in numbers])
+        await outbox.emit_many(conn, [(events.InvoiceFinalised(
+            invoice_id=r["invoice_id"], number=r["number_text"], issue_date=today.isoformat(),
+            due_date=due.isoformat(), currency=r["currency"],
+            total=format_amount(r["payable_micros"], r["currency"])), r["account_id"])
+            for r in sorted(done, key=lambda r: r["invoice_id"])])
         # Last in the transaction: the audit head stays locked only until the commit.
         await audit.record_many(conn, actor, "invoice.finalise", [
             (f"invoice:{r['invoice_id']}", {"status": "draft"},
@@ -231,6 +238,11 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
                           issue_date=today, currency=invoice.content.currency, net_micros=net,
                           tax_micros=tax, total_micros=net + tax, lines=lines, taxes=taxes,
                           rounding_micros=rounding)
+        await outbox.emit(conn, events.CreditNoteIssued(
+            credit_note_id=credit_id, number=text, invoice_id=invoice_id,
+            invoice_number=note.invoice_number, issue_date=today.isoformat(),
+            currency=note.currency, total=format_amount(net + tax, note.currency),
+            reason=reason), account_id=invoice.account_id)
         await audit.record(conn, actor, "credit_note.issue", f"credit_note:{credit_id}", None,
                            note)
     return note

@@ -26,4 +26,5 @@ VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.report",
     "billing_oss.server.commands.ledger",
     "billing_oss.server.commands.provisioning",
+    "billing_oss.server.commands.webhook",
 )

@@ -64,16 +64,54 @@ class Api:
         paths: dict[str, dict[str, Any]] = {}
         for op in (o for o in self.operations if o.openapi):
             paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op, refs)
+        hooks, event_schemas = _webhooks()
         doc: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {"title": self.title, "version": self.version},
             "paths": paths,
+            "webhooks": hooks,
             "components": {
-                "schemas": {**components, "Problem": _PROBLEM_SCHEMA},
+                "schemas": {**components, **event_schemas, "Problem": _PROBLEM_SCHEMA},
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             },
         }
         return doc
+
+
+def _webhooks() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI ``webhooks`` section: one POST per registered domain event type, its body
+    the delivery envelope around the event's payload (schemas named ``event.<Class>``)."""
+    from billing_oss.server.integrations.events import REGISTRY
+
+    types = sorted(REGISTRY.items())
+    schemas, components = msgspec.json.schema_components(
+        [t for _, t in types], ref_template="#/components/schemas/event.{name}")
+    hooks: dict[str, Any] = {}
+    for (name, event), schema in zip(types, schemas, strict=True):
+        envelope = {
+            "type": "object",
+            "required": ["id", "type", "version", "timestamp", "account_id", "stream", "seq",
+                         "data"],
+            "properties": {
+                "id": {"type": "string", "description": "the event's id (webhook-id)"},
+                "type": {"const": name}, "version": {"const": event.event_version},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "account_id": {"type": ["string", "null"]},
+                "stream": {"type": "string"}, "seq": {"type": "integer"},
+                "data": schema,
+            },
+        }
+        signed = [{"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+                  for h in ("webhook-id", "webhook-timestamp", "webhook-signature")]
+        hooks[name] = {"post": {
+            "operationId": f"event_{name.replace('.', '_')}",
+            "summary": (event.__doc__ or name).strip().split("\n\n")[0].replace("\n", " "),
+            "parameters": signed,
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": envelope}}},
+            "responses": {"2XX": {"description": "received; any other answer is retried"}},
+        }}
+    return hooks, {f"event.{k}": v for k, v in components.items()}
 
 
 def reply(value: Any, status: int = 200,

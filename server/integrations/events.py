@@ -180,3 +180,92 @@ class AnomalyReviewed(DomainEvent, frozen=True, kw_only=True):
     flag_id: int
     state: str  # confirmed | dismissed
     by: str
+
+
+# Mediation, billing and webhooks (issue 17) ----------------------------------------------
+
+class UsageFileIngested(DomainEvent, frozen=True, kw_only=True):
+    """A source file was ingested (state done, or error when it broke part-way); its counts
+    reconcile: records_in = charged + suspense + duplicates + filtered + pending. Stream
+    "source:<source>"."""
+
+    event_type: ClassVar[str] = "usage.file_ingested"
+    file_id: int
+    source: str
+    name: str
+    sequence: int | None
+    state: str  # done | error
+    error: str | None
+    records_in: int
+    charged: int
+    suspense: int
+    duplicates: int
+    filtered: int
+    pending: int
+
+
+class UsageFileGap(DomainEvent, frozen=True, kw_only=True):
+    """A source's file sequence skipped numbers: ``name`` (numbered ``sequence``) arrived
+    while first_missing..last_missing never did. Stream "source:<source>"."""
+
+    event_type: ClassVar[str] = "usage.file_gap"
+    source: str
+    name: str
+    sequence: int
+    first_missing: int
+    last_missing: int
+
+
+class SuspenseThresholdCrossed(DomainEvent, frozen=True, kw_only=True):
+    """A source's open suspense grew past a configured threshold. Stream "source:<source>"."""
+
+    event_type: ClassVar[str] = "suspense.threshold_crossed"
+    source: str
+    open_records: int
+    threshold: int
+
+
+class InvoiceFinalised(DomainEvent, frozen=True, kw_only=True):
+    """A draft invoice was numbered and frozen: it is owed from now on."""
+
+    event_type: ClassVar[str] = "invoice.finalised"
+    invoice_id: int
+    number: str
+    issue_date: str  # ISO date
+    due_date: str
+    currency: str
+    total: str  # decimal string: what the invoice makes payable
+
+
+class CreditNoteIssued(DomainEvent, frozen=True, kw_only=True):
+    """A credit note was issued against a finalised invoice."""
+
+    event_type: ClassVar[str] = "credit_note.issued"
+    credit_note_id: int
+    number: str
+    invoice_id: int
+    invoice_number: str
+    issue_date: str
+    currency: str
+    total: str  # decimal string, tax included
+    reason: str
+
+
+class WebhookEndpointDisabled(DomainEvent, frozen=True, kw_only=True):
+    """A webhook endpoint stopped receiving: its deliveries failed until dead-lettered too
+    many times in a row. Stream "webhook:<endpoint_id>"."""
+
+    event_type: ClassVar[str] = "webhook.endpoint_disabled"
+    endpoint_id: int
+    url: str
+    reason: str
+    dead_in_a_row: int
+
+
+class WebhookPing(DomainEvent, frozen=True, kw_only=True):
+    """A test event sent to one endpoint on request (POST /v1/webhooks/{id}/ping), to check
+    the receiver and its signature verification. Stream "webhook:<endpoint_id>"."""
+
+    event_type: ClassVar[str] = "webhook.ping"
+    endpoint_id: int
+    message: str

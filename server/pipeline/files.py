@@ -28,6 +28,8 @@ from billing_oss.core.contract import Counts, FileOutcome
 from billing_oss.core.errors import DecodeError, FileBusy, Reason
 from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
+from billing_oss.server.integrations import outbox
+from billing_oss.server.integrations.events import UsageFileIngested
 from billing_oss.server.metrics import (
     PIPELINE_BATCH_SECONDS,
     PIPELINE_QUEUE_DEPTH,
@@ -476,6 +478,14 @@ class _FileRun:
                         conn, self.file_id, after=claim.committed_records, committed_records=end,
                         counts=counts, totals=claim.totals,
                         state="error" if error else "done", error=error)
+                    await outbox.emit(conn, UsageFileIngested(
+                        file_id=self.file_id, source=self.source, name=self.name,
+                        sequence=claim.sequence_no, state="error" if error else "done",
+                        error=error, records_in=counts.get("in", 0),
+                        charged=counts.get("charged", 0), suspense=counts.get("suspense", 0),
+                        duplicates=counts.get("duplicates", 0),
+                        filtered=counts.get("filtered", 0), pending=counts.get("pending", 0)),
+                        stream=f"source:{self.source}")
             except BaseException:
                 await self._drop_connection()
                 raise

@@ -79,7 +79,8 @@ def server(database_url: str, mqtt_broker: Broker, tmp_path: Path) -> Iterator[i
     port = free_port()
     config = tmp_path / "server.toml"
     config.write_text(f'[sources.devices]\ntype = "mqtt"\nhost = "{mqtt_broker.host}"\n'
-                      f'port = {mqtt_broker.port}\ntopics = ["usage/#"]\n')
+                      f'port = {mqtt_broker.port}\ntopics = ["usage/#"]\n'
+                      '[webhooks]\nallow_http = true\nallow_private = true\n')
     env = {**os.environ, "BILLING_OSS_CATALOG_LOAD_DEMO": "true"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "billing_oss", "serve", "--database-url", database_url,

@@ -130,6 +130,15 @@ async def test_files_ingested_once_moved_and_sequence_alarms(
                                           ("repeat", "msc_0005.jsonl", None, None)]
     usage = await pool.fetchval("SELECT count(*) FROM usage_keys WHERE source = 'msc'")
     assert usage == 5  # the repeated content added nothing
+    told = await pool.fetch("SELECT type, payload::text AS payload FROM outbox_events"
+                            " WHERE stream = 'source:msc' ORDER BY seq")
+    gaps = [msgspec.json.decode(e["payload"]) for e in told if e["type"] == "usage.file_gap"]
+    assert gaps == [{"source": "msc", "name": "msc_0004.jsonl", "sequence": 4,
+                     "first_missing": 3, "last_missing": 3}]
+    ingested = [msgspec.json.decode(e["payload"])["name"] for e in told
+                if e["type"] == "usage.file_ingested"]
+    assert sorted(ingested) == ["msc_0001.jsonl", "msc_0002.jsonl", "msc_0004-bis_0004.jsonl",
+                                "msc_0004.jsonl"]  # msc_0005 repeats msc_0002's content
 
 
 async def test_alarms_between_files_of_one_poll_ingested_together(
