@@ -142,6 +142,12 @@ async def serve(config: Config, stop: asyncio.Event, *,
         pipeline = make_pipeline(config, pool)
         sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
         stack.push_async_callback(_cancel, sweeper)
+        if config.assurance.interval_s > 0:
+            from billing_oss.server.assurance import schedule
+
+            controls = asyncio.create_task(schedule.run_forever(pool, config.assurance, stop),
+                                           name="assurance")
+            stack.push_async_callback(_cancel, controls)
         worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
         # Claims the runs a crash or a shutdown left 'running' at once, and resumes them.
         billing = await stack.enter_async_context(jobs.running_worker(

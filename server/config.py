@@ -96,6 +96,18 @@ class CollectionsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     psp_webhook_secret: str = ""
 
 
+class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    interval_s: float = 3600.0  # 0: serve runs no controls on its own
+    checkpoint_dir: str = ""  # empty: no checkpoints
+    signing_key: str = "var/assurance-signing.key"
+    evidence_limit: int = 20
+    duplicate_tolerance_s: int = 2
+    suspense_age_days: int = 7
+    silent_factor: int = 3
+    silent_min_s: int = 3600
+    rerate_sample: int = 500
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -116,6 +128,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Collection sources by name (MQTT subscriptions, SFTP pollers); see sources_config.
     sources: dict[str, SourceConfig]
     collections: CollectionsConfig = msgspec.field(default_factory=CollectionsConfig)
+    assurance: AssuranceConfig = msgspec.field(default_factory=AssuranceConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -221,6 +234,10 @@ def _check(config: Config) -> None:
         raise ConfigError("pipeline.queue_depth and pipeline.write_attempts: must be >= 1")
     if not 1 <= pipe.write_lanes <= 8:
         raise ConfigError("pipeline.write_lanes: must be in 1..8")
+    ra = config.assurance
+    if ra.interval_s < 0 or min(ra.evidence_limit, ra.rerate_sample, ra.silent_factor) < 1:
+        raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample and"
+                          " silent_factor >= 1")
 
 
 def _check_sources(config: Config) -> None:

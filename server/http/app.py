@@ -51,6 +51,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.direct_debit",
     "billing_oss.server.http.psp",
     "billing_oss.server.http.reports",
+    "billing_oss.server.http.assurance",
     "billing_oss.adapters.http_ingest",
 )
 

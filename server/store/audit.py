@@ -113,33 +113,38 @@ def chain_hash(prev_hash: str, actor: str, action: str, entity: str,
 
 async def verify(pool: asyncpg.Pool) -> VerifyResult:
     """Walk the whole chain in ``seq`` order and report every inconsistency found."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        return await verify_on(conn)
+
+
+async def verify_on(conn: Connection) -> VerifyResult:
+    """``verify`` on a connection already in a (repeatable-read) transaction."""
     problems: list[Problem] = []
     expected_seq, prev_hash, rows = 1, GENESIS, 0
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
-        assert head is not None
-        async for row in conn.cursor(
-            "SELECT seq, at, actor, action, entity, before::text, after::text, prev_hash, hash"
-            " FROM audit_log ORDER BY seq", prefetch=_BATCH,
-        ):
-            rows += 1
-            seq = row["seq"]
-            if seq != expected_seq:
-                problems.append(Problem(expected_seq, f"rows {expected_seq}..{seq - 1} missing"))
-            if row["prev_hash"] != prev_hash:
-                problems.append(Problem(seq, "prev_hash does not link to the previous row"))
-            digest = chain_hash(
-                row["prev_hash"], row["actor"], row["action"], row["entity"],
-                _load(row["before"]), _load(row["after"]), row["at"],
-            )
-            if digest != row["hash"]:
-                problems.append(Problem(seq, "row content does not match its hash"))
-            expected_seq, prev_hash = seq + 1, row["hash"]
-        if head["seq"] != expected_seq - 1 or head["hash"] != prev_hash:
-            problems.append(Problem(
-                head["seq"], f"chain head is at row {head['seq']} but the log ends at row "
-                f"{expected_seq - 1}: rows at the end were deleted or the head was altered",
-            ))
+    head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
+    assert head is not None
+    async for row in conn.cursor(
+        "SELECT seq, at, actor, action, entity, before::text, after::text, prev_hash, hash"
+        " FROM audit_log ORDER BY seq", prefetch=_BATCH,
+    ):
+        rows += 1
+        seq = row["seq"]
+        if seq != expected_seq:
+            problems.append(Problem(expected_seq, f"rows {expected_seq}..{seq - 1} missing"))
+        if row["prev_hash"] != prev_hash:
+            problems.append(Problem(seq, "prev_hash does not link to the previous row"))
+        digest = chain_hash(
+            row["prev_hash"], row["actor"], row["action"], row["entity"],
+            _load(row["before"]), _load(row["after"]), row["at"],
+        )
+        if digest != row["hash"]:
+            problems.append(Problem(seq, "row content does not match its hash"))
+        expected_seq, prev_hash = seq + 1, row["hash"]
+    if head["seq"] != expected_seq - 1 or head["hash"] != prev_hash:
+        problems.append(Problem(
+            head["seq"], f"chain head is at row {head['seq']} but the log ends at row "
+            f"{expected_seq - 1}: rows at the end were deleted or the head was altered",
+        ))
     return VerifyResult(rows=rows, ok=not problems, problems=problems)
 
 
