@@ -32,7 +32,7 @@ from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
 from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
-from billing_oss.server.store import catalog_repo
+from billing_oss.server.store import audit, catalog_repo
 from billing_oss.server.store.embedded import embedded_postgres
 from billing_oss.server.store.migrate import ask_at_terminal, migrate, refuse_foreign
 from billing_oss.server.store.pool import open_pool
@@ -142,6 +142,8 @@ async def serve(config: Config, stop: asyncio.Event, *,
         pipeline = make_pipeline(config, pool)
         sweeper = asyncio.create_task(pipeline.run_sweeper(stop), name="partial-sweeper")
         stack.push_async_callback(_cancel, sweeper)
+        chainer = asyncio.create_task(audit.run_chainer(pool, stop), name="audit-chainer")
+        stack.push_async_callback(_cancel, chainer)
         if config.assurance.interval_s > 0:
             from billing_oss.server.assurance import schedule
 

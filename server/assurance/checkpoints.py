@@ -1,13 +1,13 @@
 """Signed checkpoints of the audit chain head, exported outside the database.
 
-A checkpoint records the head of the audit log (its last row's ``seq`` and ``hash``), the
+A checkpoint records the head of the audit log (its last row's ``pos`` and ``hash``), the
 time, and the root of a Merkle tree over the finalised invoices, credit notes and control
 results, signed with Ed25519. It is written to a directory the database administrator
 cannot rewrite (``assurance.checkpoint_dir``), beside the tree's leaf hashes (for proofs)
 and the public key (``signing.pub``).
 
 Against any checkpoint, ``verify`` finds: a truncated log (the checkpoint's row is gone),
-a rewritten or reordered past (the row at the checkpoint's ``seq`` no longer has its hash,
+a rewritten or reordered past (the row at the checkpoint's position no longer has its hash,
 even if every hash after it was recomputed), and a forged checkpoint (bad signature).
 """
 
@@ -39,7 +39,7 @@ PUBLIC_KEY_FILE = "signing.pub"
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 1
-    seq: int
+    seq: int                # the head's position in the chain (audit_log.pos)
     hash: str
     at: str                 # RFC 3339 UTC
     merkle_root: str
@@ -80,9 +80,13 @@ def _raw(public: Ed25519PublicKey) -> bytes:
 
 
 async def create(conn: Connection, directory: Path, key: Ed25519PrivateKey) -> Path:
-    """Sign the current head and tree; write checkpoint, leaves and public key files."""
+    """Chain what is pending, then sign the head and the tree; write checkpoint, leaves and
+    public key files."""
+    await audit.chain_pending_on(conn)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        head = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        head = await conn.fetchrow(
+            "SELECT pos AS seq, hash FROM audit_log WHERE pos IS NOT NULL"
+            " ORDER BY pos DESC LIMIT 1")
         docs = await merkle.leaves(conn)
     seq, digest = (head["seq"], head["hash"]) if head else (0, audit.GENESIS)
     return await asyncio.to_thread(_write, directory, key, seq, digest, docs)
@@ -135,11 +139,13 @@ def latest(directory: Path) -> Path | None:
 
 
 async def verify(conn: Connection, checkpoint: Checkpoint) -> list[Problem]:
-    """The chain recomputed, then held against the checkpoint's head."""
+    """The chain (pending rows chained first) recomputed, then held against the checkpoint's
+    head."""
+    await audit.chain_pending_on(conn)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         chain = await audit.verify_on(conn)
-        row = await conn.fetchrow("SELECT hash FROM audit_log WHERE seq = $1", checkpoint.seq)
-        last = await conn.fetchval("SELECT max(seq) FROM audit_log")
+        row = await conn.fetchrow("SELECT hash FROM audit_log WHERE pos = $1", checkpoint.seq)
+        last = await conn.fetchval("SELECT max(pos) FROM audit_log")
     problems = [Problem(p.seq, p.reason) for p in chain.problems]
     if checkpoint.seq == 0:
         return problems

@@ -29,6 +29,7 @@ from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
 AUDIT_ACTION = "assurance.result"
+WORK_MEM = "256MB"
 
 
 def select(names: Sequence[str] | None) -> list[Control]:
@@ -51,6 +52,9 @@ async def run(pool: asyncpg.Pool, ctx: Context, *, controls: Sequence[str] | Non
     started = dt.datetime.now(dt.UTC)
     results = []
     async with pool.acquire() as conn:
+        # Controls are a few large scans and joins: room to hash them in memory (the pool
+        # resets the setting when the connection goes back).
+        await conn.execute(f"SET work_mem = '{WORK_MEM}'")
         for control in chosen:
             results.append(await _evaluate(conn, control, ctx))
     finished = dt.datetime.now(dt.UTC)

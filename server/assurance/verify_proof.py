@@ -34,3 +34,20 @@ def verify_proof(proof: dict[str, Any], root: str) -> bool:
         digest = node_hash(sibling, digest) if step["side"] == "left" else \
             node_hash(digest, sibling)
     return digest.hex() == root
+
+
+def main(argv: list[str]) -> int:
+    """``python verify_proof.py PROOF.json [ROOT]``: exit 0 when the proof holds."""
+    with open(argv[0], encoding="utf-8") as f:
+        proof = json.load(f)
+    root = argv[1] if len(argv) > 1 else proof["root"]
+    ok = verify_proof(proof, root)
+    print(f"{proof['leaf'].get('type')} {proof['leaf'].get('number')}: "
+          + ("recorded unchanged under root " + root if ok else "NOT under root " + root))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -40,9 +40,8 @@ def register(verbs: Any) -> None:
     checkpoint.add_argument("--dir", metavar="DIR", type=Path,
                             help="where to write it (default: assurance.checkpoint_dir)")
     prove = actions.add_parser("prove", help="print an inclusion proof of a document")
-    which = prove.add_mutually_exclusive_group(required=True)
-    which.add_argument("--invoice", metavar="ID", type=int)
-    which.add_argument("--credit-note", metavar="ID", type=int)
+    prove.add_argument("--invoice", metavar="ID", help="the invoice: its id or its number")
+    prove.add_argument("--credit-note", metavar="ID", help="or the credit note (id or number)")
     prove.add_argument("--checkpoint", metavar="FILE", type=Path,
                        help="default: the latest in assurance.checkpoint_dir")
     for p in (verify, checkpoint, prove):
@@ -107,6 +106,10 @@ async def _checkpoint(args: argparse.Namespace, config: Any) -> int:
 
 
 async def _prove(args: argparse.Namespace, config: Any) -> int:
+    if (args.invoice is None) == (args.credit_note is None):
+        print("billing-oss audit prove: give --invoice ID or --credit-note ID",
+              file=sys.stderr)
+        return 2
     path = args.checkpoint
     if path is None and config.assurance.checkpoint_dir:
         path = checkpoints.latest(Path(config.assurance.checkpoint_dir))
@@ -115,17 +118,15 @@ async def _prove(args: argparse.Namespace, config: Any) -> int:
               " assurance.checkpoint_dir)", file=sys.stderr)
         return 2
     async with database_pool(config) as pool, pool.acquire() as conn:
-        if args.invoice is not None:
-            account = await conn.fetchval(
-                "SELECT account_id FROM invoices WHERE invoice_id = $1", args.invoice)
-            key = f"invoice:{account}/{args.invoice}"
-        else:
-            account = await conn.fetchval(
-                "SELECT account_id FROM credit_notes WHERE credit_note_id = $1",
-                args.credit_note)
-            key = f"credit_note:{account}/{args.credit_note}"
-        if account is None:
-            raise NotFound(f"no such document: {key}")
+        kind, table, id_column = ("invoice", "invoices", "invoice_id") \
+            if args.invoice is not None else ("credit_note", "credit_notes", "credit_note_id")
+        given = args.invoice if args.invoice is not None else args.credit_note
+        row = await conn.fetchrow(
+            f"SELECT account_id, {id_column} AS id FROM {table}"
+            f" WHERE {id_column}::text = $1 OR number_text = $1", given)
+        if row is None:
+            raise NotFound(f"no {kind.replace('_', ' ')} {given}")
+        key = f"{kind}:{row['account_id']}/{row['id']}"
         try:
             proof = await checkpoints.prove(conn, path, key)
         except ValueError as exc:

@@ -40,28 +40,30 @@ def cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
 
 
 async def chain(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    rows = await pool.fetch("SELECT seq, at, actor, action, entity, before::text,"
-                            " after::text, prev_hash, hash FROM audit_log ORDER BY seq")
+    await audit.chain_pending(pool)
+    rows = await pool.fetch("SELECT seq, pos, at, actor, action, entity, before::text,"
+                            " after::text, prev_hash, hash FROM audit_log ORDER BY pos")
     return [dict(r) for r in rows]
 
 
 async def rewrite(pool: asyncpg.Pool, rows: list[dict[str, Any]]) -> None:
-    """Store ``rows`` as the log, every hash recomputed so the chain alone looks intact —
-    what an administrator who knows the hashing would do."""
+    """Store ``rows`` as the log, in that order, every hash recomputed so the chain alone
+    looks intact — what an administrator who knows the hashing would do."""
     prev = audit.GENESIS
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute("DELETE FROM audit_log")
-        for seq, r in enumerate(rows, start=1):
+        for pos, r in enumerate(rows, start=1):
             before = None if r["before"] is None else json.loads(r["before"])
             after = None if r["after"] is None else json.loads(r["after"])
             digest = audit.chain_hash(prev, r["actor"], r["action"], r["entity"], before,
                                       after, r["at"])
             await conn.execute(
-                "INSERT INTO audit_log (seq, at, actor, action, entity, before, after,"
-                " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)",
-                seq, r["at"], r["actor"], r["action"], r["entity"], r["before"], r["after"],
-                prev, digest)
+                "INSERT INTO audit_log (seq, pos, at, actor, action, entity, before, after,"
+                " prev_hash, hash)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10)",
+                r["seq"], pos, r["at"], r["actor"], r["action"], r["entity"], r["before"],
+                r["after"], prev, digest)
             prev = digest
         await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", len(rows), prev)
 
@@ -91,7 +93,7 @@ async def test_an_intact_log_verifies_against_its_checkpoint(
 ) -> None:
     path = await make_checkpoint(seeded, tmp_path / "cp")
     signed = checkpoints.read(path)
-    assert signed.seq == original[-1]["seq"] and signed.hash == original[-1]["hash"]
+    assert signed.seq == original[-1]["pos"] and signed.hash == original[-1]["hash"]
     assert signed.leaves >= 4  # the January invoices at least
     assert await problems_against(seeded, path) == []
     out = await asyncio.to_thread(cli, "audit", "verify", "--checkpoint", str(path),
@@ -106,7 +108,7 @@ async def test_a_truncated_tail_with_a_rewritten_head(
     await rewrite(seeded, original[:-2])
     assert (await audit.verify(seeded)).ok  # the chain alone cannot tell
     found = await problems_against(seeded, path)
-    assert [p.seq for p in found] == [original[-1]["seq"]]
+    assert [p.seq for p in found] == [original[-1]["pos"]]
     assert "tail was deleted" in found[0].reason
     out = await asyncio.to_thread(cli, "audit", "verify", "--checkpoint", str(path),
                                   database_url=database_url)
@@ -122,7 +124,7 @@ async def test_a_rewritten_row_with_every_hash_recomputed(
     await rewrite(seeded, changed)
     assert (await audit.verify(seeded)).ok
     found = await problems_against(seeded, path)
-    assert [p.seq for p in found] == [original[-1]["seq"]]
+    assert [p.seq for p in found] == [original[-1]["pos"]]
     assert "rewritten or reordered" in found[0].reason
 
 
@@ -133,7 +135,7 @@ async def test_reordered_rows(seeded: asyncpg.Pool, original: list[dict[str, Any
     swapped[1], swapped[2] = swapped[2], swapped[1]
     await rewrite(seeded, swapped)
     assert (await audit.verify(seeded)).ok
-    assert [p.seq for p in await problems_against(seeded, path)] == [original[-1]["seq"]]
+    assert [p.seq for p in await problems_against(seeded, path)] == [original[-1]["pos"]]
 
 
 async def test_a_forged_checkpoint_is_refused(seeded: asyncpg.Pool, tmp_path: Path,

@@ -286,6 +286,7 @@ async def test_tap_audit_totals_that_do_not_add_up(copy: asyncpg.Pool) -> None:
 
 
 async def test_an_audit_row_altered(copy: asyncpg.Pool) -> None:
+    await audit.chain_pending(copy)  # the seeded rows take their place in the chain
     await as_dba(copy, "UPDATE audit_log SET after = '{\"tampered\": true}' WHERE seq = 3")
     failed = failing(await run_all(copy))
     assert set(failed) == {"audit.chain"}
@@ -300,12 +301,12 @@ async def test_the_audit_tail_truncated_is_caught_by_the_checkpoint(
     key = checkpoints.signing_key(tmp_path / "key.pem")
     async with copy.acquire() as conn:
         await checkpoints.create(conn, tmp_path / "cp", key)
-    last = await copy.fetchval("SELECT max(seq) FROM audit_log")
+    last = await copy.fetchval("SELECT max(pos) FROM audit_log")
     # Delete the last three rows and point the head at the new last row: the chain that is
     # left is perfectly consistent on its own.
-    await as_dba(copy, f"DELETE FROM audit_log WHERE seq > {last - 3}",
+    await as_dba(copy, f"DELETE FROM audit_log WHERE pos > {last - 3}",
                  f"UPDATE audit_head SET seq = {last - 3}, hash = (SELECT hash FROM audit_log"
-                 f" WHERE seq = {last - 3})")
+                 f" WHERE pos = {last - 3})")
     assert (await audit.verify(copy)).ok
     failed = failing(await run_all(copy, context(tmp_path / "cp")))
     assert set(failed) == {"audit.chain"}

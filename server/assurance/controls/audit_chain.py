@@ -21,8 +21,8 @@ class AuditChain(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 1
     family: str = "audit"
     title: str = "the audit log is unbroken up to and beyond its last signed checkpoint"
-    sql: str = ("SELECT seq, at, actor, action, entity, before, after, prev_hash, hash"
-                " FROM audit_log ORDER BY seq")
+    sql: str = ("SELECT pos, seq, at, actor, action, entity, before, after, prev_hash, hash"
+                " FROM audit_log ORDER BY pos")
 
     async def evaluate(self, conn: Connection, ctx: Context) -> Outcome:
         found = None
