@@ -113,7 +113,7 @@ async def seed(conn: asyncpg.Connection, usage: int, invoices: int) -> None:
               JOIN charges c USING (account_id, event_time, usage_id) GROUP BY 1) t
         WHERE t.source_file_id = f.source_file_id""")
     await _invoices(conn)
-    await conn.execute("ANALYZE")
+    await conn.execute("VACUUM ANALYZE")
 
 
 async def _invoices(conn: asyncpg.Connection) -> None:

@@ -165,18 +165,19 @@ UNSUBSCRIBED_USAGE = SqlControl(
     name="rating.unsubscribed_usage", version=1, family="rating",
     title="usage belongs to an account with a subscription in force at the event time",
     sql="""
-SELECT format('usage:%s/%s', u.account_id, u.usage_id) AS object, trim(c.currency) AS currency,
-       coalesce(sum(c.amount_micros), 0)::bigint AS at_stake_micros,
+SELECT format('usage:%s/%s', u.account_id, u.usage_id) AS object, c.currency,
+       coalesce(c.micros, 0) AS at_stake_micros,
        format('%s at %s (record %s/%s): no subscription of %s in force', u.kind, u.event_time,
               u.source, u.record_key, u.account_id) AS detail
 FROM usage_records u
-LEFT JOIN charges c ON c.account_id = u.account_id AND c.event_time = u.event_time
-     AND c.usage_id = u.usage_id
+LEFT JOIN LATERAL (SELECT trim(ch.currency) AS currency, sum(ch.amount_micros)::bigint AS micros
+                   FROM charges ch WHERE ch.account_id = u.account_id
+                   AND ch.event_time = u.event_time AND ch.usage_id = u.usage_id
+                   GROUP BY ch.currency) c ON true
 WHERE u.ingested_at <= $1 AND $2::jsonb IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.account_id = u.account_id
                   AND s.valid_from <= u.event_time
-                  AND (s.valid_to IS NULL OR u.event_time < s.valid_to))
-GROUP BY u.account_id, u.usage_id, u.kind, u.event_time, u.source, u.record_key, c.currency""",
+                  AND (s.valid_to IS NULL OR u.event_time < s.valid_to))""",
 )
 
 
