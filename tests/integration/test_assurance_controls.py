@@ -314,6 +314,68 @@ async def test_the_audit_tail_truncated_is_caught_by_the_checkpoint(
     assert "tail was deleted" in failed["audit.chain"].evidence[0]["detail"]
 
 
+async def test_file_counts_that_do_not_reconcile(copy: asyncpg.Pool) -> None:
+    fid = await copy.fetchval("SELECT source_file_id FROM source_files"
+                              " WHERE name = 'MSC1_00002.jsonl'")
+    await copy.execute("UPDATE source_files SET count_in = count_in + 1"
+                       " WHERE source_file_id = $1", fid)
+    failed = failing(await run_all(copy))
+    assert set(failed) == {"conservation.file_balance"}
+    balance = failed["conservation.file_balance"]
+    assert balance.evidence[0]["object"] == f"source_file:{fid}"
+    assert "in 10 but charged 9" in balance.evidence[0]["detail"]
+
+
+async def test_a_reversal_with_the_wrong_sign(copy: asyncpg.Pool) -> None:
+    cid = await copy.fetchval(
+        "INSERT INTO charges (account_id, charge_id, event_time, kind, amount_micros, currency)"
+        " VALUES ('A1', nextval('charge_id_seq'), '2026-02-04T10:00:00Z', 'reversal', 1500000,"
+        " 'EUR') RETURNING charge_id")
+    failed = failing(await run_all(copy))
+    assert set(failed) == {"rating.sign"}
+    assert failed["rating.sign"].evidence[0]["object"] == f"charge:A1/{cid}"
+    assert failed["rating.sign"].at_stake == {"EUR": "1.50"}
+
+
+async def test_a_zero_amount_where_the_tariff_charges(copy: asyncpg.Pool) -> None:
+    gone = await copy.fetchrow(
+        "SELECT account_id, charge_id, amount_micros FROM charges"
+        " WHERE event_time >= '2026-02-01' AND amount_micros > 0 ORDER BY charge_id LIMIT 1")
+    await copy.execute("UPDATE charges SET amount_micros = 0 WHERE account_id = $1"
+                       " AND charge_id = $2", gone["account_id"], gone["charge_id"])
+    failed = failing(await run_all(copy))
+    # The sample re-rates it too, and its file's total is short by as much.
+    assert set(failed) == {"rating.zero_amount", "rating.rerate_sample",
+                           "conservation.file_totals"}
+    zero = failed["rating.zero_amount"]
+    assert [e["object"] for e in zero.evidence] == [
+        f"charge:{gone['account_id']}/{gone['charge_id']}"]
+    assert zero.at_stake == {"EUR": _text(gone["amount_micros"])}
+
+
+async def test_a_return_left_open(copy: asyncpg.Pool) -> None:
+    await copy.execute("UPDATE settlement_files SET created_at = now() - interval '10 days'")
+    eid = await copy.fetchval("UPDATE settlement_events SET state = 'returned', error_code = 34"
+                              " WHERE event_index = 1 RETURNING event_id")
+    failed = failing(await run_all(copy))
+    assert set(failed) == {"settlement.returns_open"}
+    returned = failed["settlement.returns_open"]
+    assert returned.evidence[0]["object"] == f"settlement_event:{eid}"
+    assert returned.at_stake == {"EUR": "0.75"}
+
+
+async def test_usage_outside_any_subscription(copy: asyncpg.Pool) -> None:
+    # B1's plan is made to start on 20 January: its earlier calls had none.
+    await copy.execute("UPDATE subscriptions SET valid_from = '2026-01-20' WHERE account_id = 'B1'")
+    early = await copy.fetchval(
+        "SELECT sum(c.amount_micros) FROM charges c WHERE c.account_id = 'B1'"
+        " AND c.event_time < '2026-01-20'")
+    failed = failing(await run_all(copy))
+    # Re-rated now, those calls find no plan either: the sample names them too.
+    assert set(failed) == {"rating.unsubscribed_usage", "rating.rerate_sample"}
+    assert failed["rating.unsubscribed_usage"].at_stake == {"EUR": _text(early)}
+
+
 async def test_a_failure_is_an_outbox_event_and_the_run_is_stored(copy: asyncpg.Pool) -> None:
     await copy.execute("UPDATE settlement_files SET total_charge = 2300")
     run = await run_all(copy)
