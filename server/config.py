@@ -106,6 +106,7 @@ class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     silent_factor: int = 3
     silent_min_s: int = 3600
     rerate_sample: int = 500
+    parallel: int = 2
 
 
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -235,9 +236,10 @@ def _check(config: Config) -> None:
     if not 1 <= pipe.write_lanes <= 8:
         raise ConfigError("pipeline.write_lanes: must be in 1..8")
     ra = config.assurance
-    if ra.interval_s < 0 or min(ra.evidence_limit, ra.rerate_sample, ra.silent_factor) < 1:
-        raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample and"
-                          " silent_factor >= 1")
+    if ra.interval_s < 0 or min(ra.evidence_limit, ra.rerate_sample, ra.silent_factor,
+                                ra.parallel) < 1:
+        raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample,"
+                          " silent_factor and parallel >= 1")
 
 
 def _check_sources(config: Config) -> None:

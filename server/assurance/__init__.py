@@ -16,4 +16,4 @@ def context(config: AssuranceConfig, as_of: dt.datetime | None = None) -> Contex
         suspense_age_days=config.suspense_age_days, silent_factor=config.silent_factor,
         silent_min_s=config.silent_min_s, rerate_sample=config.rerate_sample)
     return Context(as_of=as_of or dt.datetime.now(dt.UTC), settings=settings,
-                   checkpoint_dir=config.checkpoint_dir)
+                   checkpoint_dir=config.checkpoint_dir, parallel=config.parallel)

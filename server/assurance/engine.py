@@ -8,6 +8,7 @@ outbox event per failing control — together or not at all.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -48,15 +49,20 @@ def select(names: Sequence[str] | None) -> list[Control]:
 
 async def run(pool: asyncpg.Pool, ctx: Context, *, controls: Sequence[str] | None = None,
               trigger: str, actor: str) -> repo.Run:
+    """Run ``controls`` (all by default), ``ctx.parallel`` at a time on connections of
+    their own, and store the run."""
     chosen = select(controls)
     started = dt.datetime.now(dt.UTC)
-    results = []
-    async with pool.acquire() as conn:
-        # Controls are a few large scans and joins: room to hash them in memory (the pool
-        # resets the setting when the connection goes back).
-        await conn.execute(f"SET work_mem = '{WORK_MEM}'")
-        for control in chosen:
-            results.append(await _evaluate(conn, control, ctx))
+    lanes = asyncio.Semaphore(max(1, ctx.parallel))
+
+    async def one(control: Control) -> repo.Result:
+        async with lanes, pool.acquire() as conn:
+            # Controls are a few large scans and joins: room to hash them in memory (the
+            # pool resets the setting when the connection goes back).
+            await conn.execute(f"SET work_mem = '{WORK_MEM}'")
+            return await _evaluate(conn, control, ctx)
+
+    results = list(await asyncio.gather(*(one(c) for c in chosen)))
     finished = dt.datetime.now(dt.UTC)
     async with pool.acquire() as conn, conn.transaction():
         run_id = await repo.insert(conn, as_of=ctx.as_of, trigger=trigger, actor=actor,

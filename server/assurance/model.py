@@ -57,6 +57,7 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     as_of: dt.datetime
     settings: Settings
     checkpoint_dir: str = ""
+    parallel: int = 2  # controls run at once, each on its own connection
 
 
 class Control(Protocol):
