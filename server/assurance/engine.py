@@ -18,7 +18,7 @@ from decimal import Decimal
 import asyncpg
 import msgspec
 
-from billing_oss.core.errors import InvalidRequest
+from billing_oss.core.errors import BillingError, InvalidRequest
 from billing_oss.server import metrics
 from billing_oss.server.assurance import repo
 from billing_oss.server.assurance.controls import ALL, BY_NAME
@@ -91,7 +91,8 @@ async def _evaluate(conn: Connection, control: Control, ctx: Context) -> repo.Re
     try:
         outcome = await control.evaluate(conn, ctx)
         error = None
-    except (asyncpg.PostgresError, ValueError, OSError) as exc:
+    except (asyncpg.PostgresError, BillingError, ValueError, OSError) as exc:
+        # One control that cannot run is a result ('error'), not the end of the run.
         outcome = Outcome(checked=None, offending=0, unpriced=0, at_stake_micros={},
                           evidence=[], query="")
         error = f"{type(exc).__name__}: {exc}"
