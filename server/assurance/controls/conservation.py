@@ -62,15 +62,31 @@ WHERE coalesce(s.micros, 0) <> coalesce(f.micros, 0)
 )
 
 USAGE_CHARGED = SqlControl(
-    name="conservation.usage_charged", version=1, family="conservation",
+    name="conservation.usage_charged", version=2, family="conservation",
     title="every usage record has exactly one live charge; every charge has its usage",
+    # First per account, cheaply: as many live charges (charges − reversals) as usage
+    # records, and the same sum of usage ids on both sides. Only accounts where either
+    # differs are then looked at usage by usage.
     sql="""
-WITH live AS (
+WITH usage_sums AS (
+    SELECT account_id, count(*) AS n, sum(usage_id) AS ids FROM usage_records
+    WHERE ingested_at <= $1 GROUP BY account_id),
+charge_sums AS (
+    SELECT account_id,
+           sum(CASE WHEN kind = 'charge' THEN 1 ELSE -1 END) AS n,
+           sum(CASE WHEN kind = 'charge' THEN usage_id ELSE -usage_id END) AS ids
+    FROM charges WHERE usage_id IS NOT NULL AND created_at <= $1 GROUP BY account_id),
+suspect AS (
+    SELECT coalesce(u.account_id, c.account_id) AS account_id
+    FROM usage_sums u FULL JOIN charge_sums c ON c.account_id = u.account_id
+    WHERE u.n IS DISTINCT FROM c.n OR u.ids IS DISTINCT FROM c.ids),
+live AS (
     SELECT account_id, event_time, usage_id,
            count(*) FILTER (WHERE kind = 'charge') - count(*) FILTER (WHERE kind = 'reversal')
                AS n,
            min(trim(currency)) AS currency
     FROM charges WHERE usage_id IS NOT NULL AND created_at <= $1
+      AND account_id IN (SELECT account_id FROM suspect)
     GROUP BY 1, 2, 3)
 SELECT format('usage:%s/%s', u.account_id, u.usage_id) AS object, l.currency,
        NULL::bigint AS at_stake_micros,
@@ -78,15 +94,18 @@ SELECT format('usage:%s/%s', u.account_id, u.usage_id) AS object, l.currency,
               u.account_id, u.event_time, u.source, u.record_key, coalesce(l.n, 0)) AS detail
 FROM usage_records u LEFT JOIN live l ON l.account_id = u.account_id
      AND l.event_time = u.event_time AND l.usage_id = u.usage_id
-WHERE coalesce(l.n, 0) <> 1 AND u.ingested_at <= $1 AND $2::jsonb IS NOT NULL
+WHERE u.account_id IN (SELECT account_id FROM suspect)
+  AND coalesce(l.n, 0) <> 1 AND u.ingested_at <= $1 AND $2::jsonb IS NOT NULL
 UNION ALL
 SELECT format('charge:%s/%s', c.account_id, c.charge_id), trim(c.currency), c.amount_micros,
        format('charge %s of %s at %s points to usage %s, which is not stored', c.charge_id,
               c.account_id, c.event_time, c.usage_id)
 FROM charges c
 WHERE c.usage_id IS NOT NULL AND c.created_at <= $1
+  AND c.account_id IN (SELECT account_id FROM suspect)
   AND NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.account_id = c.account_id
                   AND u.event_time = c.event_time AND u.usage_id = c.usage_id)""",
 )
+
 
 CONTROLS = (FILE_BALANCE, FILE_TOTALS, USAGE_CHARGED)

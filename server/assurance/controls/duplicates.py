@@ -10,16 +10,21 @@ from __future__ import annotations
 from billing_oss.server.assurance.sql_control import SqlControl
 
 CROSS_SOURCE = SqlControl(
-    name="duplicates.cross_source", version=1, family="duplicates",
+    name="duplicates.cross_source", version=2, family="duplicates",
     title="no call is charged twice from two sources",
     sql="""
-WITH calls AS (
-    SELECT account_id, usage_id, event_time, source, record_key, calling, called,
-           lag(source) OVER w AS prev_source, lag(record_key) OVER w AS prev_key,
-           lag(event_time) OVER w AS prev_time
-    FROM usage_records
+WITH pairs AS (
+    -- only number pairs that more than one source reported need their calls sorted
+    SELECT calling, called FROM usage_records
     WHERE kind = 'voice' AND calling IS NOT NULL AND called IS NOT NULL AND ingested_at <= $1
-    WINDOW w AS (PARTITION BY calling, called ORDER BY event_time, usage_id))
+    GROUP BY calling, called HAVING min(source) <> max(source)),
+calls AS (
+    SELECT u.account_id, u.usage_id, u.event_time, u.source, u.record_key, u.calling,
+           u.called, lag(u.source) OVER w AS prev_source, lag(u.record_key) OVER w AS prev_key,
+           lag(u.event_time) OVER w AS prev_time
+    FROM usage_records u JOIN pairs p ON p.calling = u.calling AND p.called = u.called
+    WHERE u.kind = 'voice' AND u.ingested_at <= $1
+    WINDOW w AS (PARTITION BY u.calling, u.called ORDER BY u.event_time, u.usage_id))
 SELECT format('usage:%s/%s', d.account_id, d.usage_id) AS object, c.currency,
        c.micros AS at_stake_micros,
        format('%s → %s at %s from %s (%s) is also %s from %s (%s)', d.calling, d.called,
