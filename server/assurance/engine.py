@@ -57,9 +57,10 @@ async def run(pool: asyncpg.Pool, ctx: Context, *, controls: Sequence[str] | Non
 
     async def one(control: Control) -> repo.Result:
         async with lanes, pool.acquire() as conn:
-            # Controls are a few large scans and joins: room to hash them in memory (the
-            # pool resets the setting when the connection goes back).
-            await conn.execute(f"SET work_mem = '{WORK_MEM}'")
+            # Controls are a few large scans and joins: room to hash them in memory, and no
+            # JIT, whose compiling costs more than half a second per query and saves less
+            # (the pool resets both when the connection goes back).
+            await conn.execute(f"SET work_mem = '{WORK_MEM}'; SET jit = off")
             return await _evaluate(conn, control, ctx)
 
     results = list(await asyncio.gather(*(one(c) for c in chosen)))

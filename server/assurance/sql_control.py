@@ -22,8 +22,15 @@ class SqlControl(msgspec.Struct, frozen=True, kw_only=True):
     title: str
     sql: str                 # offenders: object, currency, at_stake_micros, detail
     checked_sql: str = ""    # optional, on $1 only: how many items the control looked at
+    planner: tuple[str, ...] = ()  # SET LOCAL settings the query needs, each with its reason
 
     async def evaluate(self, conn: Connection, ctx: Context) -> Outcome:
+        async with conn.transaction(readonly=True):
+            for setting in self.planner:
+                await conn.execute(f"SET LOCAL {setting}")
+            return await self._evaluate(conn, ctx)
+
+    async def _evaluate(self, conn: Connection, ctx: Context) -> Outcome:
         params = json.dumps(ctx.settings.params())
         row = await conn.fetchrow(
             f"WITH offenders AS MATERIALIZED ({self.sql})"

