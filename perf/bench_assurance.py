@@ -257,9 +257,10 @@ async def main(scale: float, repeat: int, seconds: float, dsn: str, skip_control
                     await seed(conn, usage, invoices)
                 sizes = {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
                          for t in ("usage_records", "charges", "invoices")}
-            print(f"generated {sizes['usage_records']:,} usage records, {sizes['charges']:,}"
-                  f" charges, {sizes['invoices']:,} invoices in"
-                  f" {time.perf_counter() - started:.0f} s")
+            how = (f"reused from {reuse}" if reuse
+                   else f"generated in {time.perf_counter() - started:.0f} s")
+            print(f"{sizes['usage_records']:,} usage records, {sizes['charges']:,} charges,"
+                  f" {sizes['invoices']:,} invoices, {how}")
             await controls_part(pool, repeat)
         await writes_part(pool, seconds, repeat)
         await pool.close()

@@ -100,11 +100,13 @@ UNION ALL
 SELECT format('charge:%s/%s', c.account_id, c.charge_id), trim(c.currency), c.amount_micros,
        format('charge %s of %s at %s points to usage %s, which is not stored', c.charge_id,
               c.account_id, c.event_time, c.usage_id)
-FROM charges c
-WHERE c.usage_id IS NOT NULL AND c.created_at <= $1
-  AND c.account_id IN (SELECT account_id FROM suspect)
-  AND NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.account_id = c.account_id
-                  AND u.event_time = c.event_time AND u.usage_id = c.usage_id)""",
+FROM suspect s
+-- LATERAL: the suspect accounts first (the planner would anti-join every charge otherwise)
+CROSS JOIN LATERAL (
+    SELECT * FROM charges c
+    WHERE c.account_id = s.account_id AND c.usage_id IS NOT NULL AND c.created_at <= $1
+      AND NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.account_id = c.account_id
+                      AND u.event_time = c.event_time AND u.usage_id = c.usage_id)) c""",
 )
 
 
