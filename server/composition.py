@@ -31,7 +31,7 @@ from billing_oss.server.http.app import create_app
 from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
-from billing_oss.server.store import catalog_repo
+from billing_oss.server.store import audit, catalog_repo
 from billing_oss.server.store.embedded import embedded_postgres
 from billing_oss.server.store.migrate import ask_at_terminal, migrate, refuse_foreign
 from billing_oss.server.store.pool import open_pool
@@ -155,6 +155,14 @@ async def serve(config: Config, stop: asyncio.Event, *,
                 pool, config.pipeline.suspense_alarm_records, config.pipeline.suspense_check_s,
                 stop), name="suspense-watch")
             stack.push_async_callback(_cancel, watcher)
+        chainer = asyncio.create_task(audit.run_chainer(pool, stop), name="audit-chainer")
+        stack.push_async_callback(_cancel, chainer)
+        if config.assurance.interval_s > 0:
+            from billing_oss.server.assurance import schedule
+
+            controls = asyncio.create_task(schedule.run_forever(pool, config.assurance, stop),
+                                           name="assurance")
+            stack.push_async_callback(_cancel, controls)
         worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
         # Claims the runs a crash or a shutdown left 'running' at once, and resumes them.
         billing = await stack.enter_async_context(jobs.running_worker(

@@ -144,6 +144,17 @@ class WebhooksConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     rotation_grace_s: float = 86400.0
     rescan_s: float = 10.0
     in_memory: int = 100_000
+class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    interval_s: float = 3600.0  # 0: serve runs no controls on its own
+    checkpoint_dir: str = ""  # empty: no checkpoints
+    signing_key: str = "var/assurance-signing.key"
+    evidence_limit: int = 20
+    duplicate_tolerance_s: int = 2
+    suspense_age_days: int = 7
+    silent_factor: int = 3
+    silent_min_s: int = 3600
+    rerate_sample: int = 500
+    parallel: int = 2
 
 
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -172,6 +183,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     provisioning: ProvisioningConfig = msgspec.field(default_factory=ProvisioningConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
+    assurance: AssuranceConfig = msgspec.field(default_factory=AssuranceConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -295,6 +307,11 @@ def _check_webhooks(hooks: WebhooksConfig) -> None:
            hooks.in_memory) < 1:
         raise ConfigError("webhooks.max_concurrency, concurrency, disable_after_dead_letters "
                           "and in_memory: must be >= 1")
+    ra = config.assurance
+    if ra.interval_s < 0 or min(ra.evidence_limit, ra.rerate_sample, ra.silent_factor,
+                                ra.parallel) < 1:
+        raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample,"
+                          " silent_factor and parallel >= 1")
 
 
 def _check_sources(config: Config) -> None:

@@ -60,3 +60,17 @@ FILE_ALARMS = Counter(
     "billing_source_file_alarms_total", "File alarms (gap, repeat, reused, incomplete)",
     ["source", "kind"],
 )
+
+# Revenue assurance: the last run of each control.
+ASSURANCE_FAILING = Gauge(
+    "billing_assurance_control_failing", "1 when the control's last run failed", ["control"]
+)
+ASSURANCE_OFFENDING = Gauge(
+    "billing_assurance_control_offending", "Offenders found by the control's last run",
+    ["control"],
+)
+ASSURANCE_AT_STAKE = Gauge(
+    "billing_assurance_at_stake_micros",
+    "Money at stake in the control's last run, micro-units of the currency",
+    ["control", "currency"],
+)

@@ -27,4 +27,5 @@ VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.ledger",
     "billing_oss.server.commands.provisioning",
     "billing_oss.server.commands.webhook",
+    "billing_oss.server.commands.assure",
 )

@@ -55,6 +55,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.ledger",
     "billing_oss.server.http.provisioning",
     "billing_oss.server.http.webhooks",
+    "billing_oss.server.http.assurance",
     "billing_oss.adapters.http_ingest",
 )
 

@@ -269,3 +269,19 @@ class WebhookPing(DomainEvent, frozen=True, kw_only=True):
     event_type: ClassVar[str] = "webhook.ping"
     endpoint_id: int
     message: str
+
+
+# --- assurance (server/assurance) ------------------------------------------------------------
+
+class ControlFailed(DomainEvent, frozen=True, kw_only=True):
+    """A revenue-assurance control found offenders, on the stream "control:<name>"."""
+
+    event_type: ClassVar[str] = "control.failed"
+    event_version: ClassVar[int] = 1
+    run_id: int
+    control: str
+    version: int
+    offending: int
+    at_stake: dict[str, str]  # currency → decimal string
+    evidence: list[str]       # the first offending objects
+    query: str                # lists every offender

@@ -1,10 +1,17 @@
 """The audit log: who changed what, when, with the before and after, as a sha256 hash chain.
 
 ``record`` is called inside the transaction that makes the change, so the change and its
-audit row commit together or not at all. Appends lock the one ``audit_head`` row, which
-serialises writers: the chain never forks. ``verify`` recomputes every hash and detects a
-changed row (its hash no longer matches), a deleted row (a gap in ``seq`` or a broken
-``prev_hash`` link) and a deleted tail (the head no longer matches the last row).
+audit row commit together or not at all. A writer only inserts its row (``seq`` from a
+sequence): concurrent writers never wait for each other. ``chain_pending`` — run by the
+server every second, and before every ``verify``, checkpoint and trail read — gives the
+committed rows, in ``seq`` order, their place in the chain (``pos``, gapless) and their
+``prev_hash``/``hash``, under the one ``audit_head`` lock, which only chainers take.
+
+``verify`` recomputes every hash and detects a changed row (its hash no longer matches), a
+deleted row (a gap in ``pos`` or a broken ``prev_hash`` link) and a deleted tail (the head
+no longer matches the last row); a deleted tail with a rewritten head needs a checkpoint
+(``server.assurance.checkpoints``). Until chained (about a second), a row is protected by
+the append-only trigger alone.
 
 The hash covers a canonical JSON encoding (sorted keys, no spaces, UTF-8) of
 ``[prev_hash, actor, action, entity, before, after, at]`` with ``at`` in RFC 3339 UTC to the
@@ -14,9 +21,12 @@ objects; never floats) so they survive the jsonb round trip unchanged.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 from typing import Any
 
 import asyncpg
@@ -24,13 +34,14 @@ import msgspec
 
 from billing_oss.server.store.pool import Connection
 
+log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 Change = tuple[str, Any, Any]  # (entity, before, after): one entry of ``record_many``
 _BATCH = 1000
 
 
 class Problem(msgspec.Struct, frozen=True):
-    seq: int
+    seq: int  # the row's seq; for rows missing, their chain position (pos)
     reason: str
 
 
@@ -56,19 +67,12 @@ async def record(conn: Connection, actor: str, action: str, entity: str,
     """Append one entry; call inside the transaction of the change. Returns its ``seq``."""
     if not conn.is_in_transaction():
         raise RuntimeError("audit.record must run inside the transaction of the change")
-    head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
-    assert head is not None, "migration 0200 creates the audit head row"
-    seq, prev_hash = head["seq"] + 1, head["hash"]
-    at = dt.datetime.now(dt.UTC)
-    before_v, after_v = _plain(before), _plain(after)
-    digest = chain_hash(prev_hash, actor, action, entity, before_v, after_v, at)
-    await conn.execute(
-        "INSERT INTO audit_log (seq, at, actor, action, entity, before, after, prev_hash, hash)"
-        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)",
-        seq, at, actor, action, entity, _json(before_v), _json(after_v), prev_hash, digest,
-    )
-    await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", seq, digest)
-    return int(seq)
+    seq: int = await conn.fetchval(
+        "INSERT INTO audit_log (at, actor, action, entity, before, after)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb) RETURNING seq",
+        dt.datetime.now(dt.UTC), actor, action, entity, _json(_plain(before)),
+        _json(_plain(after)))
+    return seq
 
 
 async def record_many(conn: Connection, actor: str, action: str,
@@ -80,26 +84,66 @@ async def record_many(conn: Connection, actor: str, action: str,
         return
     if not conn.is_in_transaction():
         raise RuntimeError("audit.record_many must run inside the transaction of the change")
+    await conn.execute(
+        "INSERT INTO audit_log (at, actor, action, entity, before, after)"
+        " SELECT $1, $2, $3, e, b, a FROM unnest($4::text[], $5::jsonb[], $6::jsonb[])"
+        " WITH ORDINALITY AS u(e, b, a, n) ORDER BY n",
+        dt.datetime.now(dt.UTC), actor, action, [entity for entity, _, _ in changes],
+        [_json(_plain(before)) for _, before, _ in changes],
+        [_json(_plain(after)) for _, _, after in changes])
+
+
+async def chain_pending(pool: asyncpg.Pool, *, batch: int = 10_000) -> int:
+    """Chain every committed, unchained row (oldest ``seq`` first); how many were chained."""
+    async with pool.acquire() as conn:
+        return await chain_pending_on(conn, batch=batch)
+
+
+async def chain_pending_on(conn: Connection, *, batch: int = 10_000) -> int:
+    """``chain_pending`` on a connection outside any transaction (one per batch)."""
+    total = 0
+    while True:
+        async with conn.transaction():
+            done = await _chain_batch(conn, batch)
+        total += done
+        if done < batch:
+            return total
+
+
+async def run_chainer(pool: asyncpg.Pool, stop: asyncio.Event, every_s: float = 1.0) -> None:
+    """Chain pending rows every ``every_s`` until ``stop``; a failure is logged, not fatal."""
+    while not stop.is_set():
+        try:
+            await chain_pending(pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("audit chaining failed", extra={"fields": {"error": str(exc)}})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
+async def _chain_batch(conn: Connection, batch: int) -> int:
     head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
     assert head is not None, "migration 0200 creates the audit head row"
-    seq, prev_hash = head["seq"], head["hash"]
-    at = dt.datetime.now(dt.UTC)
-    columns: list[list[Any]] = [[] for _ in range(6)]
-    for entity, before, after in changes:
-        before_v, after_v = _plain(before), _plain(after)
-        digest = chain_hash(prev_hash, actor, action, entity, before_v, after_v, at)
-        seq += 1
-        for column, value in zip(columns, (seq, entity, _json(before_v), _json(after_v),
-                                           prev_hash, digest), strict=True):
+    rows = await conn.fetch(
+        "SELECT seq, at, actor, action, entity, before::text, after::text FROM audit_log"
+        " WHERE pos IS NULL ORDER BY seq LIMIT $1", batch)
+    if not rows:
+        return 0
+    pos, prev_hash = head["seq"], head["hash"]
+    columns: list[list[Any]] = [[], [], [], []]
+    for row in rows:
+        digest = chain_hash(prev_hash, row["actor"], row["action"], row["entity"],
+                            _load(row["before"]), _load(row["after"]), row["at"])
+        pos += 1
+        for column, value in zip(columns, (row["seq"], pos, prev_hash, digest), strict=True):
             column.append(value)
         prev_hash = digest
     await conn.execute(
-        "INSERT INTO audit_log (seq, at, actor, action, entity, before, after, prev_hash, hash)"
-        " SELECT s, $1, $2, $3, e, b, a, p, h FROM unnest($4::bigint[], $5::text[],"
-        " $6::jsonb[], $7::jsonb[], $8::text[], $9::text[]) AS u(s, e, b, a, p, h)",
-        at, actor, action, *columns,
-    )
-    await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", seq, prev_hash)
+        "UPDATE audit_log l SET pos = u.p, prev_hash = u.ph, hash = u.h"
+        " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(s, p, ph, h)"
+        " WHERE l.seq = u.s", *columns)
+    await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", pos, prev_hash)
+    return len(rows)
 
 
 def chain_hash(prev_hash: str, actor: str, action: str, entity: str,
@@ -112,39 +156,48 @@ def chain_hash(prev_hash: str, actor: str, action: str, entity: str,
 
 
 async def verify(pool: asyncpg.Pool) -> VerifyResult:
-    """Walk the whole chain in ``seq`` order and report every inconsistency found."""
-    problems: list[Problem] = []
-    expected_seq, prev_hash, rows = 1, GENESIS, 0
+    """Chain what is pending, then walk the whole chain in order and report every
+    inconsistency found."""
+    await chain_pending(pool)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
-        assert head is not None
-        async for row in conn.cursor(
-            "SELECT seq, at, actor, action, entity, before::text, after::text, prev_hash, hash"
-            " FROM audit_log ORDER BY seq", prefetch=_BATCH,
-        ):
-            rows += 1
-            seq = row["seq"]
-            if seq != expected_seq:
-                problems.append(Problem(expected_seq, f"rows {expected_seq}..{seq - 1} missing"))
-            if row["prev_hash"] != prev_hash:
-                problems.append(Problem(seq, "prev_hash does not link to the previous row"))
-            digest = chain_hash(
-                row["prev_hash"], row["actor"], row["action"], row["entity"],
-                _load(row["before"]), _load(row["after"]), row["at"],
-            )
-            if digest != row["hash"]:
-                problems.append(Problem(seq, "row content does not match its hash"))
-            expected_seq, prev_hash = seq + 1, row["hash"]
-        if head["seq"] != expected_seq - 1 or head["hash"] != prev_hash:
-            problems.append(Problem(
-                head["seq"], f"chain head is at row {head['seq']} but the log ends at row "
-                f"{expected_seq - 1}: rows at the end were deleted or the head was altered",
-            ))
+        return await verify_on(conn)
+
+
+async def verify_on(conn: Connection) -> VerifyResult:
+    """``verify`` (without chaining first) on a connection already in a (repeatable-read)
+    transaction."""
+    problems: list[Problem] = []
+    expected_pos, prev_hash, rows = 1, GENESIS, 0
+    head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
+    assert head is not None
+    async for row in conn.cursor(
+        "SELECT seq, pos, at, actor, action, entity, before::text, after::text, prev_hash,"
+        " hash FROM audit_log WHERE pos IS NOT NULL ORDER BY pos", prefetch=_BATCH,
+    ):
+        rows += 1
+        pos, seq = row["pos"], row["seq"]
+        if pos != expected_pos:
+            problems.append(Problem(expected_pos, f"rows {expected_pos}..{pos - 1} missing"))
+        if row["prev_hash"] != prev_hash:
+            problems.append(Problem(seq, "prev_hash does not link to the previous row"))
+        digest = chain_hash(
+            row["prev_hash"], row["actor"], row["action"], row["entity"],
+            _load(row["before"]), _load(row["after"]), row["at"],
+        )
+        if digest != row["hash"]:
+            problems.append(Problem(seq, "row content does not match its hash"))
+        expected_pos, prev_hash = pos + 1, row["hash"]
+    if head["seq"] != expected_pos - 1 or head["hash"] != prev_hash:
+        problems.append(Problem(
+            head["seq"], f"chain head is at row {head['seq']} but the log ends at row "
+            f"{expected_pos - 1}: rows at the end were deleted or the head was altered",
+        ))
     return VerifyResult(rows=rows, ok=not problems, problems=problems)
 
 
 async def entries(pool: asyncpg.Pool, entity: str) -> list[Entry]:
     """The audit trail of one entity (``account:A1``), oldest first."""
+    await chain_pending(pool)
     rows = await pool.fetch(
         "SELECT seq, at, actor, action, entity, before::text, after::text, hash"
         " FROM audit_log WHERE entity = $1 ORDER BY seq", entity,

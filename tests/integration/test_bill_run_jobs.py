@@ -158,12 +158,12 @@ async def block_at_audit(pool: asyncpg.Pool, account: contextlib.AsyncExitStack,
     statement, its audit entry. The blocked session's pid, and the audit lock to close."""
     pid = await wait_until(lambda: lock_waiter(pool), within=30)
     assert pid, "the run never reached the locked account"
-    audit_lock = await hold(pool, "SELECT 1 FROM audit_head FOR UPDATE")
+    audit_lock = await hold(pool, "LOCK TABLE audit_log IN SHARE MODE")
     await account.aclose()
 
     async def at_audit() -> bool:
         return bool(await pool.fetchval(
-            "SELECT wait_event_type = 'Lock' AND query LIKE '%audit_head%'"
+            "SELECT wait_event_type = 'Lock' AND query LIKE '%audit_log%'"
             " FROM pg_stat_activity WHERE pid = $1", pid))
 
     assert await wait_until(at_audit, within=30), "the batch never reached its audit entry"

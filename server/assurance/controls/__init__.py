@@ -1,0 +1,21 @@
+"""The controls, one module per family; ``ALL`` in the order a run takes them."""
+
+from __future__ import annotations
+
+from billing_oss.server.assurance.controls import (
+    audit_chain,
+    billing,
+    collection,
+    conservation,
+    duplicates,
+    ledger,
+    rating,
+    settlement,
+)
+from billing_oss.server.assurance.model import Control
+
+ALL: tuple[Control, ...] = (
+    *collection.CONTROLS, *conservation.CONTROLS, *rating.CONTROLS, *billing.CONTROLS,
+    *ledger.CONTROLS, *settlement.CONTROLS, *duplicates.CONTROLS, *audit_chain.CONTROLS,
+)
+BY_NAME: dict[str, Control] = {c.name: c for c in ALL}

@@ -1,0 +1,85 @@
+"""Collection controls: did every file and message the network sent arrive, once?
+
+- ``collection.sequence_gaps``: per source and partner, sequence numbers missing between the
+  files received (a file lost on the way). Unpriced: what a missing file held is unknown.
+- ``collection.sequence_repeats``: a sequence number taken by more than one file (a file
+  sent again under another name). At stake: what the later files charged.
+- ``collection.silent_sources``: a source that has sent nothing (file or message) for longer
+  than ``silent_factor`` times its usual interval (the median of its last 20 gaps), and
+  at least ``silent_min_s``.
+"""
+
+from __future__ import annotations
+
+from billing_oss.server.assurance.sql_control import SqlControl
+
+SEQUENCE_GAPS = SqlControl(
+    name="collection.sequence_gaps", version=1, family="collection",
+    title="file sequence numbers run without gaps per source and partner",
+    sql="""
+SELECT format('source:%s%s/seq:%s', source, coalesce('/' || partner, ''),
+              CASE WHEN sequence_no - prev_seq = 2 THEN (prev_seq + 1)::text
+                   ELSE (prev_seq + 1) || '-' || (sequence_no - 1) END) AS object,
+       NULL::text AS currency, NULL::bigint AS at_stake_micros,
+       format('%s file(s) missing between %s (seq %s) and %s (seq %s)',
+              sequence_no - prev_seq - 1, prev_name, prev_seq, name, sequence_no) AS detail
+FROM (SELECT source, partner, sequence_no, name,
+             lag(sequence_no) OVER w AS prev_seq, lag(name) OVER w AS prev_name
+      FROM (SELECT DISTINCT ON (source, partner, sequence_no) source, partner, sequence_no, name
+            FROM source_files WHERE sequence_no IS NOT NULL AND received_at <= $1
+            ORDER BY source, partner, sequence_no, source_file_id) f
+      WINDOW w AS (PARTITION BY source, partner ORDER BY sequence_no)) s
+WHERE sequence_no > prev_seq + 1""",
+    checked_sql="SELECT count(*) FROM source_files WHERE sequence_no IS NOT NULL"
+                " AND received_at <= $1",
+)
+
+SEQUENCE_REPEATS = SqlControl(
+    name="collection.sequence_repeats", version=1, family="collection",
+    title="no sequence number is taken by two files",
+    sql="""
+SELECT 'source_file:' || f.source_file_id AS object, c.currency,
+       coalesce(c.micros, 0) AS at_stake_micros,
+       format('%s repeats sequence %s of %s%s, first taken by %s (source_file:%s)',
+              f.name, f.sequence_no, f.source, coalesce('/' || f.partner, ''),
+              f.first_name, f.first_id) AS detail
+FROM (SELECT source_file_id, source, partner, sequence_no, name,
+             first_value(name) OVER w AS first_name, first_value(source_file_id) OVER w AS first_id,
+             row_number() OVER w AS nth
+      FROM source_files WHERE sequence_no IS NOT NULL AND received_at <= $1 AND state <> 'error'
+      WINDOW w AS (PARTITION BY source, partner, sequence_no ORDER BY source_file_id)) f
+LEFT JOIN LATERAL (
+      SELECT ch.currency::text AS currency, sum(ch.amount_micros)::bigint AS micros
+      FROM usage_records u JOIN charges ch ON ch.account_id = u.account_id
+           AND ch.event_time = u.event_time AND ch.usage_id = u.usage_id
+      WHERE u.source_file_id = f.source_file_id GROUP BY ch.currency) c ON true
+WHERE f.nth > 1""",
+)
+
+SILENT_SOURCES = SqlControl(
+    name="collection.silent_sources", version=1, family="collection",
+    title="every source sends within its usual interval",
+    sql="""
+WITH arrivals AS (
+    SELECT source, received_at AS at FROM source_files WHERE received_at <= $1
+    UNION ALL
+    SELECT source, committed_at FROM source_offsets WHERE committed_at <= $1),
+recent AS (
+    SELECT source, at, at - lag(at) OVER (PARTITION BY source ORDER BY at) AS gap,
+           row_number() OVER (PARTITION BY source ORDER BY at DESC) AS back
+    FROM arrivals),
+usual AS (
+    SELECT source, max(at) AS last_at, count(gap) AS gaps,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS median_gap
+    FROM recent WHERE back <= 21 GROUP BY source)
+SELECT 'source:' || source AS object, NULL::text AS currency, NULL::bigint AS at_stake_micros,
+       format('nothing since %s (%s); it usually sends every %s',
+              last_at, date_trunc('second', $1 - last_at), date_trunc('second', median_gap))
+           AS detail
+FROM usual
+WHERE gaps >= 3 AND median_gap > interval '0'
+  AND $1 - last_at > greatest(median_gap * ($2::jsonb->>'silent_factor')::int,
+                             make_interval(secs => ($2::jsonb->>'silent_min_s')::int))""",
+)
+
+CONTROLS = (SEQUENCE_GAPS, SEQUENCE_REPEATS, SILENT_SOURCES)

@@ -1,0 +1,44 @@
+"""What ``serve`` runs on its own: every ``assurance.interval_s``, all the controls, then a
+signed checkpoint of the audit chain when ``assurance.checkpoint_dir`` is set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import asyncpg
+
+from billing_oss.core.errors import BillingError
+from billing_oss.server import assurance
+from billing_oss.server.assurance import checkpoints, engine
+from billing_oss.server.config import AssuranceConfig
+
+log = logging.getLogger(__name__)
+ACTOR = "server:assurance"
+
+
+async def run_once(pool: asyncpg.Pool, config: AssuranceConfig) -> None:
+    done = await engine.run(pool, assurance.context(config), trigger="schedule", actor=ACTOR)
+    log.info("assurance run", extra={"fields": {"run": done.run_id, "failed": done.failed}})
+    if config.checkpoint_dir:
+        key = await asyncio.to_thread(checkpoints.signing_key, Path(config.signing_key))
+        async with pool.acquire() as conn:
+            path = await checkpoints.create(conn, Path(config.checkpoint_dir), key)
+        log.info("audit checkpoint written", extra={"fields": {"path": str(path)}})
+
+
+async def run_forever(pool: asyncpg.Pool, config: AssuranceConfig, stop: asyncio.Event) -> None:
+    """Until ``stop``: wait ``interval_s``, then a run (the first one an interval after
+    start, so a restart loop does not hammer the database). A failed run is logged and
+    retried at the next interval; the server keeps serving."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), config.interval_s)
+        if stop.is_set():
+            return
+        try:
+            await run_once(pool, config)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BillingError) as exc:
+            log.warning("assurance run failed", extra={"fields": {"error": str(exc)}})

@@ -1,0 +1,56 @@
+"""A control that is one SQL query listing its offenders (see ``model``).
+
+The query runs once, materialised, and one statement over it returns the count, the money at
+stake per currency, the unpriced offenders and the first ``evidence_limit`` offenders (by
+object name, so two runs over the same data show the same evidence).
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+
+from billing_oss.server.assurance.model import Context, Offender, Outcome, bind
+from billing_oss.server.store.pool import Connection
+
+
+class SqlControl(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int
+    family: str
+    title: str
+    sql: str                 # offenders: object, currency, at_stake_micros, detail
+    checked_sql: str = ""    # optional, on $1 only: how many items the control looked at
+    planner: tuple[str, ...] = ()  # SET LOCAL settings the query needs, each with its reason
+
+    async def evaluate(self, conn: Connection, ctx: Context) -> Outcome:
+        async with conn.transaction(readonly=True):
+            for setting in self.planner:
+                await conn.execute(f"SET LOCAL {setting}")
+            return await self._evaluate(conn, ctx)
+
+    async def _evaluate(self, conn: Connection, ctx: Context) -> Outcome:
+        params = json.dumps(ctx.settings.params())
+        row = await conn.fetchrow(
+            f"WITH offenders AS MATERIALIZED ({self.sql})"
+            " SELECT $1::timestamptz AS as_of, $2::jsonb AS settings,"
+            " (SELECT count(*) FROM offenders) AS n,"
+            " (SELECT count(*) FROM offenders WHERE at_stake_micros IS NULL) AS unpriced,"
+            " (SELECT coalesce(json_object_agg(currency, s), '{}')::text FROM"
+            "   (SELECT currency, sum(at_stake_micros)::text AS s FROM offenders"
+            "    WHERE currency IS NOT NULL AND at_stake_micros IS NOT NULL"
+            "    GROUP BY currency) m) AS stake,"
+            " (SELECT coalesce(json_agg(e), '[]')::text FROM"
+            "   (SELECT object, trim(currency) AS currency, at_stake_micros, detail"
+            "    FROM offenders ORDER BY object LIMIT $3) e) AS evidence",
+            ctx.as_of, params, ctx.settings.evidence_limit)
+        assert row is not None
+        checked = None
+        if self.checked_sql:
+            checked = await conn.fetchval(self.checked_sql, ctx.as_of)
+        return Outcome(
+            checked=checked, offending=row["n"], unpriced=row["unpriced"],
+            at_stake_micros={k.strip(): int(v) for k, v in json.loads(row["stake"]).items()},
+            evidence=msgspec.convert(json.loads(row["evidence"]), list[Offender]),
+            query=bind(self.sql, ctx.as_of, ctx.settings))
