@@ -28,7 +28,7 @@ from billing_oss.server.billing import bill_runs
 from billing_oss.server.catalog import Catalog, catalog_from_dict
 from billing_oss.server.config import Config
 from billing_oss.server.http.app import create_app
-from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
+from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE, SIMULATION_WAKE
 from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
@@ -146,9 +146,12 @@ async def serve(config: Config, stop: asyncio.Event, *,
         # Claims the runs a crash or a shutdown left 'running' at once, and resumes them.
         billing = await stack.enter_async_context(jobs.running_worker(
             pool, bill_runs.BillRuns(pool, bill_runs.run_settings(config.billing))))
+        simulations = await stack.enter_async_context(jobs.running_worker(
+            pool, simulation_jobs(pool, config)))
         app = create_app(config, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
         app[BILL_RUN_WAKE] = billing.wake
+        app[SIMULATION_WAKE] = simulations.wake
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -160,6 +163,14 @@ async def serve(config: Config, stop: asyncio.Event, *,
             started.set()
         await stop.wait()
         log.info("shutting down")
+
+
+def simulation_jobs(pool: asyncpg.Pool, config: Config) -> jobs.JobKind:
+    from billing_oss.server.billing.model import Settings
+    from billing_oss.server.simulation.service import Simulations
+
+    return Simulations(pool, Settings(seller=config.billing.seller(),
+                                      rounding=config.billing.rounding))
 
 
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections

@@ -24,4 +24,5 @@ VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.decode",
     "billing_oss.server.commands.settle",
     "billing_oss.server.commands.report",
+    "billing_oss.server.commands.simulate",
 )
