@@ -46,6 +46,7 @@ from billing_oss.server.simulation.candidate import Scenario
 from billing_oss.server.store.pool import Connection
 
 BATCH = 1 << 20  # records per rated batch: bounds memory whatever the period's size
+PRICE_BATCH = 500  # accounts per priced batch
 Progress = Callable[[int], None]  # records read so far
 
 
@@ -247,23 +248,31 @@ def _price(run: _Run, scenario: Scenario, totals: usage.Totals, snap: snapshot.S
     """Every account cycle priced as a bill run would: ``drafting.compute_all`` on inputs
     built from the rated sums instead of the stored charges."""
     groups = _groups(run, totals)
+    currencies: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for number, cycle_number, currency in groups:
+        currencies[number, cycle_number].append(currency)
     subscriptions = _subscriptions(scenario, run.accounts)
     discounts: dict[str | None, list[Discount]] = defaultdict(list)
     for _, d, owner in scenario.discounts:
         discounts[owner].append(d)
     adjustments = _adjustments(run, snap)
     out: dict[tuple[str, str, str], InvoiceDraft] = {}
+    numbers = range(len(run.accounts))
     for p, period in enumerate(run.periods):
-        batch = inputs.BatchInputs(
-            accounts={a.account_id: a for a in run.accounts},
-            cycles={a.account_id: run.cycles[i][p] for i, a in enumerate(run.accounts)},
-            usage={(a.account_id, cur): g for (i, q, cur), g in groups.items() if q == p
-                   for a in (run.accounts[i],)},
-            subscriptions=subscriptions, adjustments=adjustments[p],
-            discounts=dict(discounts), finalised=set())
-        for draft in drafting.compute_all(batch, settings, scenario.tax_rates):
-            if draft.lines:
-                out[draft.account_id, period, draft.currency] = draft
+        # compute_all looks an account's currencies up in the whole batch: batches of a
+        # bill run's size keep that linear in the number of accounts.
+        for first in range(0, len(run.accounts), PRICE_BATCH):
+            chunk = numbers[first:first + PRICE_BATCH]
+            batch = inputs.BatchInputs(
+                accounts={run.accounts[i].account_id: run.accounts[i] for i in chunk},
+                cycles={run.accounts[i].account_id: run.cycles[i][p] for i in chunk},
+                usage={(run.accounts[i].account_id, cur): groups[i, p, cur]
+                       for i in chunk for cur in currencies.get((i, p), ())},
+                subscriptions=subscriptions, adjustments=adjustments[p],
+                discounts=dict(discounts), finalised=set())
+            for draft in drafting.compute_all(batch, settings, scenario.tax_rates):
+                if draft.lines:
+                    out[draft.account_id, period, draft.currency] = draft
     return out
 
 
