@@ -119,14 +119,24 @@ async def simulate(conn: Connection, request: Request, settings: Settings,
                                  None if len(accounts) == len(snap.accounts)
                                  else [a.account_id for a in accounts])
         stream = usage.RowStream(BATCH)
+        # One batch is rated in a thread while PostgreSQL sends the next: at most two
+        # batches are held, and the COPY waits (backpressure) while both are.
+        pending: asyncio.Future[None] | None = None
 
         async def sink(data: bytes) -> None:
+            nonlocal pending
             for rows in stream.feed(data):
-                await asyncio.to_thread(run.add, rows)
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(asyncio.to_thread(run.add, rows))
                 if progress is not None:
                     progress(run.records)
 
-        await conn.copy_from_query(query, output=sink, format="binary")
+        try:
+            await conn.copy_from_query(query, output=sink, format="binary")
+        finally:
+            if pending is not None:
+                await pending
         for rows in stream.finish():
             await asyncio.to_thread(run.add, rows)
     finally:
