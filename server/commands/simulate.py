@@ -4,6 +4,7 @@ periods' real usage under a candidate catalog and compare with the catalog in fo
     billing-oss simulate --catalog new-prices.json --from 2026-03 --to 2026-03
     billing-oss simulate --catalog c.json --from 2026-01 --to 2026-03 --segment country=DE \
         --by country --format json --plot change.svg
+    billing-oss simulate --preview A1 [--from 2026-03] [--catalog c.json] [--pdf a1.pdf]
 
 ``--from``/``--to`` are billing periods (each account's cycle of that month), both
 included. Nothing is written but the simulation's own result row. Exit 0 when the
@@ -15,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from billing_oss.core.errors import InvalidRequest
-from billing_oss.server.billing.model import Settings
+from billing_oss.server.billing.model import InvoiceDraft, Settings
+from billing_oss.server.billing.views import draft_view
 from billing_oss.server.commands.options import (
     add_config_options,
     cli_actor,
@@ -32,7 +37,7 @@ from billing_oss.server.commands.options import (
 from billing_oss.server.commands.progress import progress
 from billing_oss.server.composition import database_pool
 from billing_oss.server.simulation import candidate as candidates
-from billing_oss.server.simulation import engine, service, text
+from billing_oss.server.simulation import engine, preview, service, text
 
 EXIT_OK, EXIT_GAPS = 0, 3
 
@@ -40,10 +45,11 @@ EXIT_OK, EXIT_GAPS = 0, 3
 def register(verbs: Any) -> None:
     parser: argparse.ArgumentParser = verbs.add_parser(
         "simulate", help="price real usage under a candidate catalog, against the current one")
-    parser.add_argument("--catalog", required=True, type=Path, metavar="CANDIDATE.json",
-                        help="candidate catalog: changes laid over the catalog in force")
-    parser.add_argument("--from", dest="start", required=True, metavar="YYYY-MM",
-                        help="first billing period")
+    parser.add_argument("--catalog", type=Path, metavar="CANDIDATE.json",
+                        help="candidate catalog: changes laid over the catalog in force "
+                        "(required but with --preview)")
+    parser.add_argument("--from", dest="start", metavar="YYYY-MM",
+                        help="first billing period (--preview: default the current one)")
     parser.add_argument("--to", dest="end", metavar="YYYY-MM",
                         help="last billing period, included (default: --from)")
     scope = parser.add_mutually_exclusive_group()
@@ -58,17 +64,29 @@ def register(verbs: Any) -> None:
     parser.add_argument("--format", default="table", choices=["table", "json", "csv"])
     parser.add_argument("--plot", type=Path, metavar="FILE.svg",
                         help="histogram of the per-account change")
+    parser.add_argument("--preview", metavar="ACCOUNT",
+                        help="print this account's invoice of --from (JSON) instead")
+    parser.add_argument("--pdf", type=Path, metavar="FILE",
+                        help="with --preview: also write it as a PDF marked PREVIEW")
     add_config_options(parser)
     parser.set_defaults(handler=run)
 
 
-def request_of(args: argparse.Namespace) -> engine.Request:
+def _candidate(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(args.catalog.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InvalidRequest(f"--catalog {args.catalog}: {exc.strerror}") from None
+        raise InvalidRequest(f"--catalog {path}: {exc.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"--catalog {args.catalog}: not JSON: {exc}") from None
+        raise InvalidRequest(f"--catalog {path}: not JSON: {exc}") from None
+    candidates.check(document)
+    return document  # type: ignore[no-any-return]
+
+
+def request_of(args: argparse.Namespace) -> engine.Request:
+    if args.catalog is None or args.start is None:
+        raise InvalidRequest("simulate needs --catalog and --from (or --preview ACCOUNT)")
+    document = _candidate(args.catalog)
     segment = {}
     for item in args.segment:
         key, sep, value = item.partition("=")
@@ -88,11 +106,14 @@ def request_of(args: argparse.Namespace) -> engine.Request:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.preview is not None:
+        return _preview(args)
+    if args.pdf is not None:
+        raise InvalidRequest("--pdf goes with --preview ACCOUNT")
     request = request_of(args)
     engine.periods_between(request.period_from, request.period_to)
-    candidates.check(request.candidate)
     config = load_config(args)
-    settings = Settings(seller=config.billing.seller(), rounding=config.billing.rounding)
+    settings = _settings(config)
 
     async def go() -> dict[str, Any]:
         async with database_pool(config) as pool:
@@ -114,3 +135,29 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text.table(result))
     return EXIT_GAPS if result["coverage"]["candidate_gaps"] else EXIT_OK
+
+
+def _settings(config: Any) -> Settings:
+    return Settings(seller=config.billing.seller(), rounding=config.billing.rounding)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    """One account's invoice of one cycle, as JSON (and a PDF marked PREVIEW)."""
+    period = args.start or dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    engine.periods_between(period, period)
+    document = _candidate(args.catalog) if args.catalog is not None else None
+    config = load_config(args)
+
+    async def go() -> list[InvoiceDraft]:
+        async with database_pool(config) as pool, pool.acquire() as conn:
+            return await preview.drafts(conn, args.preview, period, document,
+                                        _settings(config))
+
+    drafts = asyncio.run(go())
+    if not drafts:
+        raise InvalidRequest(f"account {args.preview} has nothing to invoice for {period}")
+    if args.pdf is not None:
+        args.pdf.write_bytes(preview.pdf(drafts[0]))
+    views = [msgspec.to_builtins(draft_view(d)) for d in drafts]
+    sys.stdout.buffer.write(msgspec.json.encode(views[0] if len(views) == 1 else views) + b"\n")
+    return EXIT_OK

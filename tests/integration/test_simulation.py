@@ -13,6 +13,7 @@ and a real bill run: the faithfulness properties of issue #20, each able to fail
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import random
@@ -35,7 +36,7 @@ from billing_oss.server import config, jobs
 from billing_oss.server.billing.bill_runs import bill_run
 from billing_oss.server.composition import decoders, rater_factory, read_catalog_file
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.simulation import engine, report, service
+from billing_oss.server.simulation import engine, preview, report, service
 from billing_oss.server.simulation.service import Simulations
 from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO
@@ -295,3 +296,22 @@ async def test_the_api_queues_a_simulation_and_shows_its_result(
     # The stored result is the CLI's document.
     again = report.build(await simulate(pool, scaled(DEMO, 2)))
     assert done["result"] == json.loads(service.encode(again))
+
+
+async def test_an_invoice_preview_is_the_invoiced_draft_or_the_candidates(
+        pool: asyncpg.Pool, seeded: None) -> None:
+    stored = await pool.fetchrow(
+        "SELECT net_micros, total_micros FROM invoices WHERE account_id = 'A1' AND period = $1",
+        PERIOD)
+    async with pool.acquire() as conn:
+        (current,) = await preview.drafts(conn, "A1", PERIOD, None, SETTINGS)
+        (dearer,) = await preview.drafts(conn, "A1", PERIOD, scaled(DEMO, 2), SETTINGS)
+    assert (current.totals.net_micros, current.totals.total_micros) == tuple(stored)
+    assert dearer.totals.net_micros > current.totals.net_micros
+    document = preview.pdf(dearer)
+    assert document.startswith(b"%PDF-")
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(document)) as pdf:
+        assert "PREVIEW" in str(pdf.docinfo.get("/Title", "")) or b"PREVIEW" in b"".join(
+            page.Contents.read_bytes() for page in pdf.pages if "/Contents" in page)
