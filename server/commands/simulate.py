@@ -67,7 +67,8 @@ def register(verbs: Any) -> None:
     parser.add_argument("--preview", metavar="ACCOUNT",
                         help="print this account's invoice of --from (JSON) instead")
     parser.add_argument("--pdf", type=Path, metavar="FILE",
-                        help="with --preview: also write it as a PDF marked PREVIEW")
+                        help="also write the report as a PDF (with --preview: the invoice, "
+                        "marked PREVIEW)")
     add_config_options(parser)
     parser.set_defaults(handler=run)
 
@@ -108,8 +109,6 @@ def request_of(args: argparse.Namespace) -> engine.Request:
 def run(args: argparse.Namespace) -> int:
     if args.preview is not None:
         return _preview(args)
-    if args.pdf is not None:
-        raise InvalidRequest("--pdf goes with --preview ACCOUNT")
     request = request_of(args)
     engine.periods_between(request.period_from, request.period_to)
     config = load_config(args)
@@ -124,10 +123,13 @@ def run(args: argparse.Namespace) -> int:
             return result
 
     result = asyncio.run(go())
-    if args.plot is not None:
+    if args.plot is not None or args.pdf is not None:
         from billing_oss.server.simulation import plot  # matplotlib only when asked
 
-        plot.save(result, args.plot)
+        if args.plot is not None:
+            plot.save(result, args.plot)
+        if args.pdf is not None:
+            plot.save_pdf(result, text.table(result), args.pdf)
     if args.format == "json":
         sys.stdout.buffer.write(service.encode(result) + b"\n")
     elif args.format == "csv":

@@ -267,8 +267,9 @@ async def test_the_cli_writes_nothing_but_its_result_row(
     result = json.loads(done.stdout)
     assert all(parse_micros(a["change"]) > 0 for a in result["accounts"])
     assert (tmp_path / "change.svg").read_text().startswith("<?xml")
-    table = cli()
+    table = cli("--pdf", str(tmp_path / "report.pdf"))
     assert table.returncode == 0 and b"baseline check: 4 of 4" in table.stdout, table.stdout
+    assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF-")
     after = await table_checksums(pool)
     assert {k: v for k, v in after.items() if k != "simulations"} == {
         k: v for k, v in before.items() if k != "simulations"}
