@@ -120,8 +120,10 @@ def scaled(document: dict[str, Any], k: int, rounding: bool = True) -> dict[str,
     return out
 
 
-async def test_the_current_catalog_changes_nothing(pool: asyncpg.Pool, seeded: None) -> None:
-    outcome = await simulate(pool, DEMO, by=["country"])
+@pytest.mark.parametrize("reuse", [False, True], ids=["priced-twice", "unchanged-reused"])
+async def test_the_current_catalog_changes_nothing(pool: asyncpg.Pool, seeded: None,
+                                                   reuse: bool) -> None:
+    outcome = await simulate(pool, DEMO, by=["country"], reuse_unchanged=reuse)
     result = report.build(outcome)
     assert result["manifest"]["records"]["rated_candidate"] > 300
     assert outcome.baseline.drafts.keys() == outcome.candidate.drafts.keys()
@@ -141,7 +143,7 @@ async def test_the_current_catalog_changes_nothing(pool: asyncpg.Pool, seeded: N
 
 async def test_prices_times_k(pool: asyncpg.Pool, seeded: None) -> None:
     k = 3
-    one = await simulate(pool, scaled(DEMO, 1, rounding=False))
+    one = await simulate(pool, scaled(DEMO, 1, rounding=False), reuse_unchanged=False)
     many = await simulate(pool, scaled(DEMO, k, rounding=False))
     # Before the invoice's rounding: each record's exact amount is k times, and the kernel
     # stores it to the micro-unit (half-up), so a cell of n records is within n × (k + 1)/2
