@@ -116,7 +116,7 @@ async def simulate(conn: Connection, request: Request, settings: Settings,
         snap = await snapshot.read(conn, periods)
         base = candidates.baseline(snap)
         cand = candidates.overlay(snap, request.candidate)
-        accounts = _selected(snap.accounts, request)
+        accounts = _selected(snap.accounts, snap.closed, request)
         run = _Run(accounts, periods, base, cand)
         query = usage.copy_query(_rfc3339(run.window[0]), _rfc3339(run.window[1]),
                                  None if len(accounts) == len(snap.accounts)
@@ -162,8 +162,9 @@ def _rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat()
 
 
-def _selected(accounts: list[Account], request: Request) -> list[Account]:
-    chosen = accounts
+def _selected(accounts: list[Account], closed: set[str], request: Request) -> list[Account]:
+    """The accounts a bill run would bill (not closed), narrowed as asked."""
+    chosen = [a for a in accounts if a.account_id not in closed]
     if request.accounts is not None:
         wanted = set(request.accounts)
         unknown = sorted(wanted - {a.account_id for a in accounts})
@@ -184,7 +185,8 @@ class _Run:
         self.cycles = [[cycle(p, a.billing_day, a.timezone) for p in periods] for a in accounts]
         self.bounds = np.array(
             [[_us(c.start) for c in cs] + [_us(cs[-1].end)] for cs in self.cycles]
-            or np.zeros((0, len(periods) + 1)), np.int64).reshape(len(accounts), -1)
+            or np.zeros((0, len(periods) + 1)), np.int64).reshape(len(accounts),
+                                                                  len(periods) + 1)
         self.window = (min((cs[0].start for cs in self.cycles), default=_EPOCH),
                        max((cs[-1].end for cs in self.cycles), default=_EPOCH))
         self.slots = usage.Slots()

@@ -50,6 +50,7 @@ class Snapshot(msgspec.Struct):
     taken_at: dt.datetime
     snapshot: str  # pg_current_snapshot(): which transactions the reads saw
     accounts: list[Account]  # ordered by account_id: their index is the usage's account number
+    closed: set[str]  # accounts a bill run leaves out
     tariffs: list[TariffRow]
     subscriptions: list[SubscriptionRow]
     products: dict[str, Product]
@@ -69,12 +70,12 @@ async def read(conn: Connection, periods: list[str]) -> Snapshot:
     """Call inside ``begin``: the catalog in force, the accounts and what was invoiced."""
     head = await conn.fetchrow("SELECT now() AS at, pg_current_snapshot()::text AS snap")
     assert head is not None
+    rows = await conn.fetch("SELECT account_id, name, currency, timezone, billing_day, "
+                            "attrs::text AS attrs, status FROM accounts ORDER BY account_id")
     accounts = [Account(account_id=r["account_id"], name=r["name"],
                         currency=r["currency"].strip(), timezone=r["timezone"],
                         billing_day=r["billing_day"], attrs=json.loads(r["attrs"]))
-                for r in await conn.fetch(
-                    "SELECT account_id, name, currency, timezone, billing_day, attrs::text "
-                    "AS attrs FROM accounts ORDER BY account_id")]
+                for r in rows]
     tariffs: dict[str, TariffRow] = {}
     digest = hashlib.sha256()
     for r in await conn.fetch(
@@ -104,6 +105,7 @@ async def read(conn: Connection, periods: list[str]) -> Snapshot:
         digest.update(msgspec.json.encode(part))
     return Snapshot(
         taken_at=head["at"], snapshot=head["snap"], accounts=accounts,
+        closed={r["account_id"] for r in rows if r["status"] == "closed"},
         tariffs=list(tariffs.values()), subscriptions=subscriptions, products=products,
         tax_rates=tax_rates, discounts=discounts,
         discount_accounts={r["discount_id"]: r["account_id"] for r in discount_rows},

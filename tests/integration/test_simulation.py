@@ -318,3 +318,11 @@ async def test_an_invoice_preview_is_the_invoiced_draft_or_the_candidates(
     with pikepdf.open(io.BytesIO(document)) as pdf:
         assert "PREVIEW" in str(pdf.docinfo.get("/Title", "")) or b"PREVIEW" in b"".join(
             page.Contents.read_bytes() for page in pdf.pages if "/Contents" in page)
+
+
+async def test_a_segment_selects_its_accounts_only(pool: asyncpg.Pool, seeded: None) -> None:
+    german = report.build(await simulate(pool, scaled(DEMO, 2), segment={"country": "DE"}))
+    assert {a["account_id"] for a in german["accounts"]} == {"A2", "B1"}
+    assert german["manifest"]["accounts"] == 2
+    nobody = report.build(await simulate(pool, scaled(DEMO, 2), segment={"country": "XX"}))
+    assert nobody["manifest"]["records"]["read"] == 0 and nobody["accounts"] == []
