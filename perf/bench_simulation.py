@@ -78,8 +78,7 @@ def candidate() -> dict[str, Any]:
 
 
 async def plain_copy(pool: asyncpg.Pool) -> tuple[float, int]:
-    """Seconds and bytes of a binary COPY out of the same rows, the bytes dropped: one
-    connection (the simulation uses two)."""
+    """Seconds and bytes of a binary COPY out of the same rows, the bytes dropped."""
     size = 0
 
     async def sink(data: bytes) -> None:
@@ -94,10 +93,9 @@ async def plain_copy(pool: asyncpg.Pool) -> tuple[float, int]:
 
 
 async def simulate(pool: asyncpg.Pool, request: engine.Request) -> tuple[float, float, Any]:
-    """As ``billing-oss simulate`` runs it: two connections sharing one snapshot."""
-    async with pool.acquire() as conn, pool.acquire() as helper:
+    async with pool.acquire() as conn:
         t = time.perf_counter()
-        outcome = await engine.simulate(conn, request, SETTINGS, helper=helper)
+        outcome = await engine.simulate(conn, request, SETTINGS)
         result = report.build(outcome)
         return time.perf_counter() - t, outcome.read_s, (outcome, result)
 

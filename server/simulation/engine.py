@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -108,48 +108,42 @@ def periods_between(first: str, last: str) -> list[str]:
 
 
 async def simulate(conn: Connection, request: Request, settings: Settings,
-                   progress: Progress | None = None,
-                   helper: Connection | None = None) -> Outcome:
-    """Simulate on ``conn``; with a ``helper`` connection, half the accounts' usage is read
-    on it, in the same snapshot (exported by ``conn``'s transaction), so two PostgreSQL
-    backends send usage at once."""
+                   progress: Progress | None = None) -> Outcome:
     started = time.perf_counter()
     periods = periods_between(request.period_from, request.period_to)
     await snapshot.begin(conn)
-    helping = False
     try:
         snap = await snapshot.read(conn, periods)
         base = candidates.baseline(snap)
         cand = candidates.overlay(snap, request.candidate)
         accounts = _selected(snap.accounts, snap.closed, request)
         run = _Run(accounts, periods, base, cand)
-        only = (None if len(accounts) == len(snap.accounts)
-                else [a.account_id for a in accounts])
-        window = (_rfc3339(run.window[0]), _rfc3339(run.window[1]))
-        shares: list[tuple[Connection, tuple[int, int] | None]] = [(conn, None)]
-        if helper is not None and len(accounts) > 1:
-            exported = await conn.fetchval("SELECT pg_export_snapshot()")
-            await snapshot.begin(helper)
-            helping = True
-            await helper.execute(f"SET TRANSACTION SNAPSHOT '{exported}'")
-            half = len(accounts) // 2
-            shares = [(conn, (0, half)), (helper, (half, len(accounts)))]
-        lock = asyncio.Lock()  # one batch at a time adds into the run's sums
+        query = usage.copy_query(_rfc3339(run.window[0]), _rfc3339(run.window[1]),
+                                 None if len(accounts) == len(snap.accounts)
+                                 else [a.account_id for a in accounts])
+        stream = usage.RowStream(BATCH)
+        # One batch is rated in a thread while PostgreSQL sends the next: at most two
+        # batches are held, and the COPY waits (backpressure) while both are.
+        pending: asyncio.Future[None] | None = None
 
-        async def add(rows: Any) -> None:
-            async with lock:
-                await asyncio.to_thread(run.add, rows)
-            if progress is not None:
-                progress(run.records)
+        async def sink(data: bytes) -> None:
+            nonlocal pending
+            for rows in stream.feed(data):
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(asyncio.to_thread(run.add, rows))
+                if progress is not None:
+                    progress(run.records)
 
-        async with asyncio.TaskGroup() as group:
-            for connection, numbers in shares:
-                group.create_task(_stream(connection, usage.copy_query(*window, only, numbers),
-                                          add))
+        try:
+            await conn.copy_from_query(query, output=sink, format="binary")
+        finally:
+            if pending is not None:
+                await pending
+        for rows in stream.finish():
+            await asyncio.to_thread(run.add, rows)
     finally:
         await conn.execute("ROLLBACK")
-        if helping and helper is not None:
-            await helper.execute("ROLLBACK")
     read_s = time.perf_counter() - started
     priced = _price(run, base, run.base_totals, snap, settings)
     baseline = Priced(priced.drafts, run.base_totals)
@@ -162,30 +156,6 @@ async def simulate(conn: Connection, request: Request, settings: Settings,
         slots=run.slots, records=run.records, outside=run.outside,
         candidate_digest=candidates.digest(request.candidate), read_s=read_s,
         elapsed_s=time.perf_counter() - started)
-
-
-async def _stream(conn: Connection, query: str,
-                  add: Callable[[Any], Awaitable[None]]) -> None:
-    """COPY ``query`` out in binary and hand each batch to ``add``. One batch is added
-    while PostgreSQL sends the next: at most two are held, and the COPY waits
-    (backpressure) while both are."""
-    stream = usage.RowStream(BATCH)
-    pending: asyncio.Future[None] | None = None
-
-    async def sink(data: bytes) -> None:
-        nonlocal pending
-        for rows in stream.feed(data):
-            if pending is not None:
-                await pending
-            pending = asyncio.ensure_future(add(rows))
-
-    try:
-        await conn.copy_from_query(query, output=sink, format="binary")
-    finally:
-        if pending is not None:
-            await pending
-    for rows in stream.finish():
-        await add(rows)
 
 
 def _rfc3339(moment: dt.datetime) -> str:

@@ -32,8 +32,8 @@ async def run(pool: asyncpg.Pool, request: engine.Request, settings: Settings, a
     """Simulate, store the result row; (its id, the outcome, the result)."""
     simulation_id = await repo.create(pool, actor, msgspec.to_builtins(request), "running")
     try:
-        async with pool.acquire() as conn, pool.acquire() as helper:
-            outcome = await engine.simulate(conn, request, settings, progress, helper)
+        async with pool.acquire() as conn:
+            outcome = await engine.simulate(conn, request, settings, progress)
         result = report.build(outcome)
     except Exception as exc:
         await repo.fail(pool, simulation_id, f"{type(exc).__name__}: {exc}"[:2000])
@@ -56,8 +56,7 @@ class Simulations:
         stored = await repo.get(holder, job_id)
         request = msgspec.convert(stored.request, engine.Request)
         await repo.start(holder, job_id)
-        async with self._pool.acquire() as helper:
-            outcome = await engine.simulate(holder, request, self._settings, helper=helper)
+        outcome = await engine.simulate(holder, request, self._settings)
         result = report.build(outcome)
         await repo.finish(holder, job_id, encode(result), report.run_info(outcome))
 

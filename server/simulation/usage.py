@@ -36,16 +36,13 @@ ROW = np.dtype([
 _LENGTHS = {"nf": 6, "l0": 4, "l1": 8, "l2": 2, "l3": 8, "l4": WIDTH, "l5": 8}
 
 
-def copy_query(start_utc: str, end_utc: str, accounts: Sequence[str] | None,
-               numbers: tuple[int, int] | None = None) -> str:
+def copy_query(start_utc: str, end_utc: str, accounts: Sequence[str] | None) -> str:
     """The query whose binary COPY gives the usage in [start, end) (UTC, RFC 3339), of
     ``accounts`` or all, each row as ``ROW``; account numbers index the account ids in
-    ``accounts_query``'s order; ``numbers``: only the accounts numbered in [first, last).
+    ``accounts_query``'s order.
     Usage is what ``server.rating.fields.usage_of`` reads; ``quantity`` is an event's
     quantity in micro-units (a bill run's base quantity of events)."""
     pad = "\\x" + f"{PAD:02x}" * WIDTH
-    share = ("" if numbers is None
-             else f" AND a.n >= {int(numbers[0])} AND a.n < {int(numbers[1])}")
     return f"""SELECT a.n::int4,
     u.event_time,
     (CASE u.kind WHEN 'voice' THEN 0 WHEN 'sms' THEN 1 WHEN 'data' THEN 2 ELSE 3 END)::int2,
@@ -57,7 +54,7 @@ def copy_query(start_utc: str, end_utc: str, accounts: Sequence[str] | None,
         ELSE 0 END)::int8
 FROM usage_records u JOIN ({accounts_query(accounts)}) a USING (account_id)
 WHERE u.event_time >= {_literal(start_utc)}::timestamptz
-  AND u.event_time < {_literal(end_utc)}::timestamptz{share}"""
+  AND u.event_time < {_literal(end_utc)}::timestamptz"""
 
 
 def accounts_query(accounts: Sequence[str] | None) -> str:
