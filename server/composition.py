@@ -28,7 +28,7 @@ from billing_oss.server.billing import bill_runs
 from billing_oss.server.catalog import Catalog, catalog_from_dict
 from billing_oss.server.config import Config
 from billing_oss.server.http.app import create_app
-from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
+from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE, SIMULATION_WAKE
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
 from billing_oss.server.store import audit, catalog_repo
@@ -169,9 +169,12 @@ async def serve(config: Config, stop: asyncio.Event, *,
             pool, bill_runs.BillRuns(pool, bill_runs.run_settings(config.billing))))
         if config.webhooks.enabled:
             await stack.enter_async_context(delivering_webhooks(config, pool))
+        simulations = await stack.enter_async_context(jobs.running_worker(
+            pool, simulation_jobs(pool, config)))
         app = create_app(config, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
         app[BILL_RUN_WAKE] = billing.wake
+        app[SIMULATION_WAKE] = simulations.wake
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -203,6 +206,14 @@ async def delivering_webhooks(config: Config, pool: asyncpg.Pool) -> AsyncIterat
             await asyncio.wait_for(task, config.webhooks.timeout_s + 15)
         except TimeoutError:
             log.warning("webhook delivery did not stop in time")
+
+
+def simulation_jobs(pool: asyncpg.Pool, config: Config) -> jobs.JobKind:
+    from billing_oss.server.billing.model import Settings
+    from billing_oss.server.simulation.service import Simulations
+
+    return Simulations(pool, Settings(seller=config.billing.seller(),
+                                      rounding=config.billing.rounding))
 
 
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections

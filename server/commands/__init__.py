@@ -28,4 +28,5 @@ VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.provisioning",
     "billing_oss.server.commands.webhook",
     "billing_oss.server.commands.assure",
+    "billing_oss.server.commands.simulate",
 )

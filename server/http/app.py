@@ -41,6 +41,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.traffic",
     "billing_oss.server.http.suspense",
     "billing_oss.server.http.rerate",
+    "billing_oss.server.http.simulations",
     "billing_oss.server.http.files",
     "billing_oss.server.http.api_keys",
     "billing_oss.server.http.bill_runs",

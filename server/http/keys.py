@@ -26,6 +26,8 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 RERATE_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("rerate_wake")
 # Wakes the bill-run worker when a run is submitted (absent: the worker polls).
 BILL_RUN_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("bill_run_wake")
+# Wakes the simulation worker when a simulation is submitted (absent: the worker polls).
+SIMULATION_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("simulation_wake")
 # Admission to POST /v1/usage: slots at work and a bounded queue (``server.http.admission``).
 INGEST_ADMISSION = web.AppKey("ingest_admission", Admission)
 # The request's timeout (``asyncio.Timeout``): ``reschedule(None)`` once cancelling it would
