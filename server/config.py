@@ -295,6 +295,11 @@ def _check(config: Config) -> None:
     if not 1 <= pipe.write_lanes <= 8:
         raise ConfigError("pipeline.write_lanes: must be in 1..8")
     _check_webhooks(config.webhooks)
+    ra = config.assurance
+    if ra.interval_s < 0 or min(ra.evidence_limit, ra.rerate_sample, ra.silent_factor,
+                                ra.parallel) < 1:
+        raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample,"
+                          " silent_factor and parallel >= 1")
 
 
 def _check_webhooks(hooks: WebhooksConfig) -> None:
@@ -307,11 +312,6 @@ def _check_webhooks(hooks: WebhooksConfig) -> None:
            hooks.in_memory) < 1:
         raise ConfigError("webhooks.max_concurrency, concurrency, disable_after_dead_letters "
                           "and in_memory: must be >= 1")
-    ra = config.assurance
-    if ra.interval_s < 0 or min(ra.evidence_limit, ra.rerate_sample, ra.silent_factor,
-                                ra.parallel) < 1:
-        raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample,"
-                          " silent_factor and parallel >= 1")
 
 
 def _check_sources(config: Config) -> None:

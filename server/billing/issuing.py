@@ -114,7 +114,7 @@ async def finalise(conn: Connection, invoice_ids: list[int], series: str, today:
         await outbox.emit_many(conn, [(events.InvoiceFinalised(
             invoice_id=r["invoice_id"], number=r["number_text"], issue_date=today.isoformat(),
             due_date=due.isoformat(), currency=r["currency"],
-            total=format_amount(r["payable_micros"], r["currency"])), r["account_id"])
+            total=format_minor(r["payable_micros"], r["currency"])), r["account_id"])
             for r in sorted(done, key=lambda r: r["invoice_id"])])
         # Last in the transaction: the audit head stays locked only until the commit.
         await audit.record_many(conn, actor, "invoice.finalise", [
@@ -241,7 +241,7 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
         await outbox.emit(conn, events.CreditNoteIssued(
             credit_note_id=credit_id, number=text, invoice_id=invoice_id,
             invoice_number=note.invoice_number, issue_date=today.isoformat(),
-            currency=note.currency, total=format_amount(net + tax, note.currency),
+            currency=note.currency, total=format_minor(net + tax, note.currency),
             reason=reason), account_id=invoice.account_id)
         await audit.record(conn, actor, "credit_note.issue", f"credit_note:{credit_id}", None,
                            note)

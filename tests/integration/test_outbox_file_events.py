@@ -7,10 +7,10 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.server import config
 from billing_oss.server.composition import read_catalog_file
 from billing_oss.server.integrations import events
-from billing_oss.server.pipeline.jsonlines import JsonlDecoder
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO
@@ -23,7 +23,8 @@ async def test_an_ingested_file_says_so_with_counts_that_reconcile(
         pool: asyncpg.Pool, tmp_path: Path) -> None:
     await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
     cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=7)
-    pipeline = Pipeline(pool, cfg, rater_factory=FlatRater, decoders={"jsonl": JsonlDecoder()})
+    pipeline = Pipeline(pool, cfg, rater_factory=FlatRater,
+                        decoders={"jsonl": FormatDecoder("jsonl")})
     records = [voice(f"ob-{i}") for i in range(10)] + [voice("ob-3")]
     path = write_jsonl(tmp_path / "cdr42.jsonl", records, [b"{broken"])
     out = await pipeline.ingest_file(path, source="msc9", format="jsonl")
