@@ -61,10 +61,10 @@ def junk_arguments(parser: argparse.ArgumentParser) -> list[str]:
             value = str(next(iter(action.choices)))
         elif action.type is int:
             value = "987654"
-        elif action.dest in ("start", "end"):
-            value = "yesterday"
         elif callable(action.type) and action.type is not str:
             value = _shaped(action.type)
+        elif action.dest in ("start", "end"):
+            value = "yesterday"
         else:
             value = "/nonexistent/junk"
         out += ([] if positional else [action.option_strings[-1]]) + [value]

@@ -110,6 +110,10 @@ NOT_MONEY = {
      "shown = exact.quantize(Decimal(1).scaleb(exact.adjusted() - 3), ROUND_HALF_UP)"),
     ("server/billing/render/page.py",  # minutes and megabytes to two decimals
      'return value.quantize(Decimal("0.01"), ROUND_HALF_UP)'),
+    ("server/simulation/report.py",  # a percentage change, to two decimals
+     'return str(change.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))'),
+    ("server/simulation/engine.py",  # an event quantity held in micro-units
+     "quantity = quantity.scaleb(-6).normalize()"),
 }
 
 
