@@ -146,7 +146,7 @@ class PlusOne:
     """The pipeline's rater, one micro-unit dearer: every usage's charge changes."""
 
     def __init__(self, inner: Rater) -> None:
-        self.inner, self.generation = inner, inner.generation
+        self.inner = inner
 
     def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
         return [o._replace(amount_micros=o.amount_micros + 1) if isinstance(o, Charge) else o
