@@ -11,16 +11,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
+import msgspec
+
 from billing_oss.core.contract import Reject
 from billing_oss.core.errors import Reason
 from billing_oss.core.records import UsageRecord
 
 
-class Charge(NamedTuple):
+class Charge(msgspec.Struct, frozen=True, gc=False):
     """A record priced: the amount is integer micro-units of ``currency``.
 
     Every rater returns this type (native, reference, and the pipeline's); the pipeline stores
-    it as a ``charges`` row, ``billing-oss rate`` prints it.
+    it as a ``charges`` row, ``billing-oss rate`` prints it. A Struct, not a NamedTuple: the
+    native rater builds one per record, and a Struct is built in half the time.
     """
 
     account_id: str
@@ -40,7 +43,7 @@ class Charge(NamedTuple):
         return self.tariff_version.rpartition("@")[2]
 
 
-class Failure(NamedTuple):
+class Failure(msgspec.Struct, frozen=True, gc=False):
     """A record that could not be priced; it goes to suspense with this reason."""
 
     reason: Reason

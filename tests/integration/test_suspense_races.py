@@ -149,8 +149,8 @@ class PlusOne:
         self.inner = inner
 
     def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
-        return [o._replace(amount_micros=o.amount_micros + 1) if isinstance(o, Charge) else o
-                for o in self.inner.rate(records)]
+        return [msgspec.structs.replace(o, amount_micros=o.amount_micros + 1)
+                if isinstance(o, Charge) else o for o in self.inner.rate(records)]
 
 
 async def test_rerate_reverses_each_usage_own_charge(
