@@ -36,25 +36,18 @@ from array import array
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
-from prometheus_client import REGISTRY
+if TYPE_CHECKING:
+    import asyncpg
+
+    from billing_oss.server.pipeline.pipeline import Pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from billing_oss.core.contract import Delivery
 from billing_oss.core.records import UsageRecord
-from billing_oss.server import config
 from billing_oss.server.catalog import catalog_from_dict, load_catalog
-from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.rating import NativeRater, ReferenceRater
-from billing_oss.server.store import accounts_repo, catalog_repo, subscriptions_repo
-from billing_oss.server.store.accounts_repo import AccountIdentifier, NewAccount
-from billing_oss.server.store.dsn import with_database
-from billing_oss.server.store.migrate import migrate
-from billing_oss.server.store.pool import open_pool
 
 BANDS = [
     {"name": "peak", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:00", "to": "20:00"},
@@ -263,7 +256,18 @@ def load_large(path: Path) -> None:
 
 async def new_account(data: dict[str, Any], admin_dsn: str) -> None:
     """Child process: the catalog ``data`` stored in a scratch database; time a new
-    account's first charge, and a full rebuild of the pipeline's rater, ``RUNS`` times each."""
+    account's first charge, and a full rebuild of the pipeline's rater, ``RUNS`` times each.
+    (The database side is imported here: the load child's peak RSS stays that of loading.)"""
+    import asyncpg
+
+    from billing_oss.server import config
+    from billing_oss.server.pipeline.pipeline import Pipeline
+    from billing_oss.server.pipeline.raters import build_rater
+    from billing_oss.server.store import catalog_repo
+    from billing_oss.server.store.dsn import with_database
+    from billing_oss.server.store.migrate import migrate
+    from billing_oss.server.store.pool import open_pool
+
     version = data["tariffs"][0]["versions"][0]
     prefixes = sum(len(p) for p in version["zones"].values())
     called = next(iter(version["zones"].values()))[0] + "123456"
@@ -301,6 +305,10 @@ async def new_account(data: dict[str, Any], admin_dsn: str) -> None:
 async def _first_charge(pool: asyncpg.Pool, pipeline: Pipeline, n: int, called: str) -> float:
     """Seconds from creating account ``NEW<n>`` (and its subscription) to its first charge
     committed by the pipeline."""
+    from billing_oss.core.contract import Delivery
+    from billing_oss.server.store import accounts_repo, subscriptions_repo
+    from billing_oss.server.store.accounts_repo import AccountIdentifier, NewAccount
+
     identifier = f"3369{n:07d}"
     began = time.perf_counter()
     await accounts_repo.create(pool, "bench", NewAccount(
@@ -319,7 +327,9 @@ async def _first_charge(pool: asyncpg.Pool, pipeline: Pipeline, n: int, called: 
 
 
 def _compiles() -> float:
-    """Tariff compilations so far in this process."""
+    """Rebuilds of the pipeline's rater (tariff compilations) so far in this process."""
+    from prometheus_client import REGISTRY
+
     return REGISTRY.get_sample_value("billing_rating_compile_seconds_count") or 0.0
 
 

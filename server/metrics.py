@@ -33,8 +33,8 @@ PIPELINE_WRITE_RETRIES = Counter(
 )
 RATING_COMPILES = Histogram(
     "billing_rating_compile_seconds",
-    "Tariff compilations into the rating kernel's tables (a new tariff version; never an"
-    " account change), and their duration",
+    "Rebuilds of the pipeline's rater: the stored tariffs checked and compiled into the"
+    " kernel's tables (when a tariff changes; never for an account change), and their duration",
     buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 SUSPENSE_RECORDS = Counter(

@@ -13,6 +13,7 @@ do nothing more. ``RaterCache.invalidate()`` forces a full rebuild.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ import asyncpg
 
 from billing_oss.core.ports import Rater
 from billing_oss.server.catalog import Account, Plan, catalog_from_definitions
+from billing_oss.server.metrics import RATING_COMPILES
 from billing_oss.server.rating import Accounts, NativeRater
 from billing_oss.server.store import rating_repo
 from billing_oss.server.store.rating_repo import AccountRows, SubscriptionRow, VersionRow
@@ -37,7 +39,8 @@ class RaterFactory(Protocol):
 
 def build_rater(versions: Sequence[VersionRow], accounts: Accounts) -> NativeRater:
     """The production rater: the native kernel over the stored versions; its charges cite
-    each version's ``tariff_version_id``."""
+    each version's ``tariff_version_id``. Each call compiles (``RATING_COMPILES``)."""
+    began = time.perf_counter()
     tariffs: dict[str, dict[str, Any]] = {}
     for v in versions:
         tariff = tariffs.setdefault(v.tariff_id, {"id": v.tariff_id, "currency": v.currency,
@@ -47,7 +50,9 @@ def build_rater(versions: Sequence[VersionRow], accounts: Accounts) -> NativeRat
     catalog = catalog_from_definitions(currency, list(tariffs.values()), {})
     version_ids = {(v.tariff_id, _micros(v.effective_from)): v.tariff_version_id
                    for v in versions}
-    return NativeRater(catalog, accounts=accounts, version_ids=version_ids)
+    rater = NativeRater(catalog, accounts=accounts, version_ids=version_ids)
+    RATING_COMPILES.observe(time.perf_counter() - began)
+    return rater
 
 
 def apply_account_rows(accounts: Accounts, rows: AccountRows) -> None:

@@ -12,7 +12,6 @@ and every money quantity as an integer scaled by the rate's common denominator.
 from __future__ import annotations
 
 import functools
-import time
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from billing_oss.server.catalog.model import (
     Tariff,
     TariffVersion,
 )
-from billing_oss.server.metrics import RATING_COMPILES
 
 ROUNDING_CODES = {"half-up": 0, "half-even": 1, "up": 2, "down": 3}
 _DAY = 86_400
@@ -57,13 +55,7 @@ def compile_tariffs(
     tariffs: Mapping[str, Tariff], version_ids: VersionIds | None = None
 ) -> CompiledTariffs:
     """The kernel for ``tariffs``; ``version_ids`` names stored versions (database ids)."""
-    began = time.perf_counter()
-    compiled = _compile(tariffs, version_ids or {})
-    RATING_COMPILES.observe(time.perf_counter() - began)
-    return compiled
-
-
-def _compile(tariffs: Mapping[str, Tariff], version_ids: VersionIds) -> CompiledTariffs:
+    ids = version_ids or {}
     tables: dict[str, array[int]] = {
         name: array(code)
         for name, code in (
@@ -121,7 +113,7 @@ def _compile(tariffs: Mapping[str, Tariff], version_ids: VersionIds) -> Compiled
         kernel=compiled,
         tariff_index={tariff_id: n for n, tariff_id in enumerate(tariffs)},
         versions=tuple(versions),
-        version_ids=tuple(version_ids.get((v.tariff_id, v.effective_us)) for v in versions),
+        version_ids=tuple(ids.get((v.tariff_id, v.effective_us)) for v in versions),
         zone_names=tuple(zone_names),
         band_names=tuple(band_names),
         currencies=tuple(t.currency for t in tariffs.values()),
