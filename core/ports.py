@@ -11,23 +11,39 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
+import msgspec
+
 from billing_oss.core.contract import Reject
 from billing_oss.core.errors import Reason
 from billing_oss.core.records import UsageRecord
 
 
-class Charge(NamedTuple):
-    """A record priced: the amount is integer micro-units of ``currency``."""
+class Charge(msgspec.Struct, frozen=True, gc=False):
+    """A record priced: the amount is integer micro-units of ``currency``.
+
+    Every rater returns this type (native, reference, and the pipeline's); the pipeline stores
+    it as a ``charges`` row, ``billing-oss rate`` prints it. A Struct, not a NamedTuple: the
+    native rater builds one per record, and a Struct is built in half the time.
+    """
 
     account_id: str
-    tariff_version_id: int | None
-    zone: str | None
-    band: str | None
+    tariff_version_id: int | None  # the stored version's id; None when rated from a file
+    zone: str | None  # None: the record has no ``called`` and a "*" zone rate applied
+    band: str | None  # None: no band contains the time and there is no default band
     amount_micros: int
     currency: str
+    tariff_version: str  # "<tariff id>@<effective_from, RFC 3339 UTC>"
+
+    @property
+    def tariff_id(self) -> str:
+        return self.tariff_version.rpartition("@")[0]
+
+    @property
+    def effective_from(self) -> str:
+        return self.tariff_version.rpartition("@")[2]
 
 
-class Failure(NamedTuple):
+class Failure(msgspec.Struct, frozen=True, gc=False):
     """A record that could not be priced; it goes to suspense with this reason."""
 
     reason: Reason
@@ -36,9 +52,11 @@ class Failure(NamedTuple):
 
 
 class Rater(Protocol):
-    """Prices records. ``generation`` names the catalog state it was built from."""
+    """Prices records: one ``Charge`` or ``Failure`` per record, in the records' order.
 
-    generation: int
+    ``server.rating`` provides the real ones (native kernel and reference twin); the
+    composition root hands one to the pipeline, the CLI and settlement.
+    """
 
     def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]: ...
 

@@ -9,13 +9,21 @@ outcomes for ours) over the same records, outcomes compared. Printed beside it, 
 reference only: the kernel alone on columns (one call, GIL released) and the LPM alone,
 whose ratio to the reference compares different work. Every side is timed the same number
 of times (``RUNS``) and the median is reported. Then the time and peak memory of loading a
-catalog with 1 M prefixes (in a child process).
+catalog with 1 M prefixes (in a child process), and, with that catalog stored in PostgreSQL,
+how soon a newly created account is rated (``accounts_repo.create`` + its subscription to the
+first charge committed by the pipeline; no tariff is compiled again) beside the full compile
+a worker makes when a tariff changes (read, check and compile every stored version): each
+``RUNS`` times, medians. ``--database-url`` (or ``BILLING_OSS_TEST_DATABASE_URL``) names a
+server where a scratch database is created; without one an embedded PostgreSQL is started.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import os
 import random
 import resource
 import statistics
@@ -23,11 +31,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from billing_oss.server.pipeline.pipeline import Pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -240,6 +254,101 @@ def load_large(path: Path) -> None:
     )
 
 
+async def new_account(data: dict[str, Any], admin_dsn: str) -> None:
+    """Child process: the catalog ``data`` stored in a scratch database; time a new
+    account's first charge, and a full rebuild of the pipeline's rater, ``RUNS`` times each.
+    (The database side is imported here: the load child's peak RSS stays that of loading.)"""
+    import asyncpg
+
+    from billing_oss.server import config
+    from billing_oss.server.pipeline.pipeline import Pipeline
+    from billing_oss.server.pipeline.raters import build_rater
+    from billing_oss.server.store import catalog_repo
+    from billing_oss.server.store.dsn import with_database
+    from billing_oss.server.store.migrate import migrate
+    from billing_oss.server.store.pool import open_pool
+
+    version = data["tariffs"][0]["versions"][0]
+    prefixes = sum(len(p) for p in version["zones"].values())
+    called = next(iter(version["zones"].values()))[0] + "123456"
+    name = f"bench_rate_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        pool = await open_pool(with_database(admin_dsn, name))
+        try:
+            await migrate(pool)
+            await catalog_repo.load_catalog(pool, data)
+            pipeline = Pipeline(pool, config.load(env={}).pipeline, rater_factory=build_rater,
+                                decoders={})
+            compile_s = []
+            for _ in range(RUNS):
+                pipeline.raters.invalidate()
+                began = time.perf_counter()
+                await pipeline.raters.current()
+                compile_s.append(time.perf_counter() - began)
+            compiles = _compiles()
+            rated_s = [await _first_charge(pool, pipeline, n, called) for n in range(RUNS)]
+            recompiles = _compiles() - compiles
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    rated, full = statistics.median(rated_s), statistics.median(compile_s)
+    print(f"new account, {prefixes:,} prefixes stored in PostgreSQL: charged "
+          f"{rated * 1000:.0f} ms after its creation ({recompiles:.0f} recompiles) vs. the full "
+          f"compile {full:.2f} s (read + check + compile): {full / rated:,.0f}x, "
+          f"median of {RUNS}")
+
+
+async def _first_charge(pool: asyncpg.Pool, pipeline: Pipeline, n: int, called: str) -> float:
+    """Seconds from creating account ``NEW<n>`` (and its subscription) to its first charge
+    committed by the pipeline."""
+    from billing_oss.core.contract import Delivery
+    from billing_oss.server.store import accounts_repo, subscriptions_repo
+    from billing_oss.server.store.accounts_repo import AccountIdentifier, NewAccount
+
+    identifier = f"3369{n:07d}"
+    began = time.perf_counter()
+    await accounts_repo.create(pool, "bench", NewAccount(
+        account_id=f"NEW{n}", name="", status="active", currency="EUR", timezone="UTC",
+        billing_day=1, identifiers=[AccountIdentifier(identifier)], attrs={}))
+    await subscriptions_repo.create(pool, "bench", f"NEW{n}", "retail", "",
+                                    datetime(2026, 1, 1, tzinfo=UTC), None)
+    record = UsageRecord(record_key=f"new-{n}", source="bench", kind="voice",
+                         event_time="2026-02-03T10:00:00Z", duration_s=60,
+                         calling=identifier, called=called)
+    [out] = await pipeline.commit([Delivery(source="bench", position=f"new-{n}",
+                                            records=[record])])
+    seconds = time.perf_counter() - began
+    assert out.results[0].status == "charged", out
+    return seconds
+
+
+def _compiles() -> float:
+    """Rebuilds of the pipeline's rater (tariff compilations) so far in this process."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("billing_rating_compile_seconds_count") or 0.0
+
+
+@contextlib.contextmanager
+def postgres(dsn: str | None) -> Iterator[str]:
+    """``dsn``, else the DSN of an embedded PostgreSQL started for the run."""
+    if dsn:
+        yield dsn
+        return
+    from billing_oss.server.store.embedded import start_server
+
+    with tempfile.TemporaryDirectory() as scratch:
+        server = start_server(Path(scratch) / "data", cleanup_mode="delete")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
 def _peak_rss_kib() -> int:
     """VmHWM of this process (ru_maxrss would carry over the parent's peak across exec)."""
     try:
@@ -254,10 +363,17 @@ def _peak_rss_kib() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--database-url",
+                        default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"),
+                        help="a PostgreSQL server for the new-account run (else embedded)")
     parser.add_argument("--load-only", type=Path, metavar="CATALOG", help=argparse.SUPPRESS)
+    parser.add_argument("--new-account", type=Path, metavar="CATALOG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_only:
         load_large(args.load_only)
+        return
+    if args.new_account:
+        asyncio.run(new_account(json.loads(args.new_account.read_text()), args.database_url))
         return
     if args.quick:
         bench(total=200_000, unique=20_000, prefix_count=20_000, reference_count=1_000)
@@ -269,6 +385,9 @@ def main() -> None:
         path = Path(scratch) / "catalog.json"
         write_large(load_prefixes, path)
         subprocess.run([sys.executable, __file__, "--load-only", str(path)], check=True)
+        with postgres(args.database_url) as dsn:
+            subprocess.run([sys.executable, __file__, "--new-account", str(path),
+                            "--database-url", dsn], check=True)
 
 
 if __name__ == "__main__":

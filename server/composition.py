@@ -85,7 +85,7 @@ def check_sources(config: Config) -> None:
 
 def rater_factory() -> RaterFactory:
     """How the pipeline builds its rater from the catalog stored in the database."""
-    from billing_oss.server.pipeline.rating_bridge import build_rater
+    from billing_oss.server.pipeline.raters import build_rater
 
     return build_rater
 

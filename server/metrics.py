@@ -31,6 +31,12 @@ PIPELINE_QUEUE_DEPTH = Gauge(
 PIPELINE_WRITE_RETRIES = Counter(
     "billing_pipeline_write_retries_total", "Batches retried after a database failure"
 )
+RATING_COMPILES = Histogram(
+    "billing_rating_compile_seconds",
+    "Rebuilds of the pipeline's rater: the stored tariffs checked and compiled into the"
+    " kernel's tables (when a tariff changes; never for an account change), and their duration",
+    buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 SUSPENSE_RECORDS = Counter(
     "billing_suspense_records_total", "Records put in suspense", ["reason"]
 )

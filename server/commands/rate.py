@@ -21,9 +21,10 @@ import msgspec
 
 from billing_oss.core.errors import CatalogError, ConfigError, Reason
 from billing_oss.core.money import format_micros
+from billing_oss.core.ports import Charge, Failure, Rater
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.catalog import load_catalog
-from billing_oss.server.rating import Charge, Rater, make_rater
+from billing_oss.server.rating import make_rater
 
 BATCH = 4096
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -89,10 +90,10 @@ def rate_stream(rater: Rater, source: IO[bytes], sink: IO[bytes]) -> int:
                         "message": str(exc),
                     }
                 )
-        outcomes = iter(rater.rate(records))
+        outcomes = iter(zip(records, rater.rate(records), strict=True))
         out = bytearray()
         for slot in slots:
-            line_out = slot if slot is not None else _render(next(outcomes))
+            line_out = slot if slot is not None else _render(*next(outcomes))
             if "error" in line_out:
                 failed += 1
             else:
@@ -119,17 +120,17 @@ def _batches(lines: Iterable[tuple[int, bytes]]) -> Iterator[list[tuple[int, byt
         yield batch
 
 
-def _render(outcome: Any) -> dict[str, Any]:
+def _render(record: UsageRecord, outcome: Charge | Failure) -> dict[str, Any]:
     if isinstance(outcome, Charge):
         return {
-            "record_key": outcome.record_key,
+            "record_key": record.record_key,
             "amount": format_micros(outcome.amount_micros),
             "currency": outcome.currency,
             "zone": outcome.zone,
             "band": outcome.band,
             "tariff_version": outcome.tariff_version,
         }
-    return {"record_key": outcome.record_key, "error": outcome.reason.value}
+    return {"record_key": record.record_key, "error": outcome.reason.value}
 
 
 def _key_of(line: bytes) -> str | None:

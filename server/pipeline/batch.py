@@ -39,7 +39,6 @@ class Entry:
 @dataclass(slots=True)
 class WriteBatch:
     entries: list[Entry]
-    generation: int
     counts: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)  # currency → micro-units charged
     merged: list[Entry] = field(default_factory=list)  # partial groups completed by the batch
@@ -89,4 +88,4 @@ def prepare(
             entry.outcome = outcome
             if isinstance(outcome, Failure):
                 entry.position = position_of(index)
-    return WriteBatch(entries, rater.generation)
+    return WriteBatch(entries)

@@ -81,7 +81,7 @@ async def commit(
                     batch = combined  # the rows built ahead are the ones to write
                 else:  # replays (or a retry after a partial claim): rows built in here
                     batch = WriteBatch([e for i, b in enumerate(prepared) if fresh[i]
-                                   for e in b.entries], rater.generation)
+                                   for e in b.entries])
                 await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
                 outcomes = _outcomes(deliveries, prepared, fresh, stored)
                 new = [i for i, is_fresh in enumerate(fresh) if is_fresh]
@@ -106,7 +106,7 @@ def _prepare(deliveries: Sequence[Delivery], rater: Rater, ids: list[int]
     for delivery in deliveries:
         items: list[Item] = [*delivery.records, *delivery.rejects]
         prepared.append(prepare(items, rater, delivery.source, _positions(delivery.position)))
-    combined = WriteBatch([e for b in prepared for e in b.entries], rater.generation)
+    combined = WriteBatch([e for b in prepared for e in b.entries])
     combined.rows = build_rows(combined, ids, None)
     return prepared, combined
 

@@ -1,16 +1,23 @@
 """Rating: usage records -> charges in int64 micro-units (DESIGN.md §5).
 
-Build a rater once per catalog and rate batches with it::
+Build a rater once per set of tariffs and rate batches with it::
 
     rater = make_rater(catalog)                # NativeRater; "reference" for the oracle
-    outcomes = rater.rate(records)             # list[Charge | Rejection], in order
+    outcomes = rater.rate(records)             # list[Charge | Failure], in order
 
-- ``Charge``: record_key, account_id, amount_micros, currency, zone, band, tariff_id,
-  effective_from, tariff_version (``<tariff id>@<effective_from>``).
-- ``Rejection``: record_key, reason (``core.errors.Reason``), account_id, detail.
-- Columnar path (native): ``cols = rater.columns(records)`` or build ``UsageColumns``
-  yourself, ``rated = rater.rate_columns(cols)`` (arrays: status, amount, version, zone,
-  band), ``rater.outcomes(cols, rated)`` when objects are wanted.
+Both raters fit ``core.ports.Rater`` and return its ``Charge`` / ``Failure`` (the one set of
+outcome types the pipeline, the CLI and settlement share). A rater is two parts:
+
+- the tariffs, compiled into the kernel's tables (``compile.compile_tariffs``: prefix
+  tables, bands, rates) — seconds at a million prefixes, done when a tariff changes;
+- the ``Accounts`` directory (identifier -> account and its tariff history), which changes
+  in place when accounts do, so a new account is rated at once without a recompile.
+
+``NativeRater(catalog, accounts=..., version_ids=...)`` takes a directory to share and the
+stored versions' database ids (charges cite them); both default to the catalog's own.
+Columnar path (native): ``cols = rater.columns(records)``, ``rated =
+rater.rate_columns(cols)`` (arrays: status, amount, version, zone, band),
+``rater.outcomes(records, cols, rated)`` when objects are wanted.
 
 Both raters follow the semantics documented in ``server.rating.reference`` and
 ``server.rating.fields``; tests hold them equal on generated catalogs and records.
@@ -20,9 +27,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from billing_oss.core.ports import Rater
 from billing_oss.server.catalog.model import Catalog
+from billing_oss.server.rating.accounts import Accounts
 from billing_oss.server.rating.native import NativeRater, RatedColumns, UsageColumns
-from billing_oss.server.rating.outcome import Charge, Outcome, Rater, Rejection
 from billing_oss.server.rating.reference import ReferenceRater
 
 
@@ -35,13 +43,10 @@ def make_rater(
 
 
 __all__ = [
-    "Charge",
+    "Accounts",
     "NativeRater",
-    "Outcome",
     "RatedColumns",
-    "Rater",
     "ReferenceRater",
-    "Rejection",
     "UsageColumns",
     "make_rater",
 ]

@@ -1,6 +1,8 @@
-"""Compiles a checked ``Catalog`` into the flat tables of the native kernel.
+"""Compiles a checked catalog's tariffs into the flat tables of the native kernel.
 
-Everything the kernel needs is resolved here, once per catalog: versions in effective
+Only tariffs: accounts are resolved apart (``server.rating.accounts``), so a new account
+never recompiles. Everything the kernel needs is resolved here, once per set of tariffs:
+versions in effective
 order per tariff, zone names to ids (``native.rating.Lpm`` per version), the band of every
 second of each local weekday as segments, time-zone offsets as transition tables, the rate
 precedence (``server.rating.reference`` documents it) as a dense kind x zone x band table,
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -22,8 +24,8 @@ from billing_oss.server.catalog.model import (
     EVENT_MAX_US,
     KINDS,
     WILDCARD,
-    Catalog,
     Rate,
+    Tariff,
     TariffVersion,
 )
 
@@ -33,18 +35,27 @@ _FIRST_SECOND = -2 * _DAY  # tables start a little before 1970 (offsets shift lo
 _LAST_SECOND = EVENT_MAX_US // 1_000_000 + 2 * _DAY
 
 
+# A stored version's database id by (tariff id, effective_from in µs).
+VersionIds = Mapping[tuple[str, int], int]
+
+
 @dataclass(frozen=True, slots=True)
-class CompiledCatalog:
+class CompiledTariffs:
     kernel: native_rating.Kernel
     tariff_index: dict[str, int]  # tariff id -> kernel tariff number
     versions: tuple[TariffVersion, ...]  # kernel version number -> version
+    version_ids: tuple[int | None, ...]  # kernel version number -> stored id (None: a file's)
     zone_names: tuple[tuple[str, ...], ...]  # per version: zone id -> name
     band_names: tuple[tuple[str, ...], ...]  # per version: band id -> name
     currencies: tuple[str, ...]  # per tariff number
     lpms: tuple[native_rating.Lpm, ...]
 
 
-def compile_catalog(catalog: Catalog) -> CompiledCatalog:
+def compile_tariffs(
+    tariffs: Mapping[str, Tariff], version_ids: VersionIds | None = None
+) -> CompiledTariffs:
+    """The kernel for ``tariffs``; ``version_ids`` names stored versions (database ids)."""
+    ids = version_ids or {}
     tables: dict[str, array[int]] = {
         name: array(code)
         for name, code in (
@@ -82,7 +93,7 @@ def compile_catalog(catalog: Catalog) -> CompiledCatalog:
     tables["tariff_versions"].append(0)
     tables["tz_offsets"].append(0)
     tables["r_step_offsets"].append(0)
-    for tariff in catalog.tariffs.values():
+    for tariff in tariffs.values():
         for version in tariff.versions:
             zones = tuple(version.zones)
             bands = version.band_names
@@ -98,13 +109,14 @@ def compile_catalog(catalog: Catalog) -> CompiledCatalog:
             _add_rates(version, zones, bands, tables, wide)
         tables["tariff_versions"].append(len(versions))
     compiled = native_rating.Kernel({**tables, **wide}, lpms)
-    return CompiledCatalog(
+    return CompiledTariffs(
         kernel=compiled,
-        tariff_index={tariff_id: n for n, tariff_id in enumerate(catalog.tariffs)},
+        tariff_index={tariff_id: n for n, tariff_id in enumerate(tariffs)},
         versions=tuple(versions),
+        version_ids=tuple(ids.get((v.tariff_id, v.effective_us)) for v in versions),
         zone_names=tuple(zone_names),
         band_names=tuple(band_names),
-        currencies=tuple(t.currency for t in catalog.tariffs.values()),
+        currencies=tuple(t.currency for t in tariffs.values()),
         lpms=tuple(lpms),
     )
 

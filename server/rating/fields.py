@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from billing_oss.core.money import INT64_MAX
 from billing_oss.core.records import UsageRecord
-from billing_oss.server.catalog.model import EVENT_MAX_US, EVENT_MIN_US, Account, Catalog
+from billing_oss.server.catalog.model import EVENT_MAX_US, EVENT_MIN_US
 
 KIND_CODES = {"voice": 0, "sms": 1, "data": 2, "event": 3}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,20 +67,9 @@ def usage_of(record: UsageRecord) -> int:
     return usage
 
 
-# The fields that name a record's account, tried in this order (DESIGN.md §5, rule 1).
+# The fields that name a record's account, tried in this order (DESIGN.md §5, rule 1);
+# ``server.rating.accounts`` looks them up.
 IDENTIFIER_FIELDS: dict[str, tuple[str, ...]] = {
     "voice": ("calling",), "sms": ("calling",), "data": ("msisdn", "imsi"),
     "event": ("msisdn", "imsi", "calling"),
 }
-_EVENT_FIELDS = IDENTIFIER_FIELDS["event"]
-
-
-def find_account(catalog: Catalog, record: UsageRecord) -> Account | None:
-    identifiers = catalog.identifiers
-    for name in IDENTIFIER_FIELDS.get(record.kind, _EVENT_FIELDS):
-        candidate = getattr(record, name)
-        if candidate:
-            account = identifiers.get(candidate)
-            if account is not None:
-                return account
-    return None

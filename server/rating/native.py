@@ -1,9 +1,14 @@
-"""The native rater: the Cython kernel behind the same interface as the reference.
+"""The native rater: the Cython kernel behind the same ``Rater`` protocol as the reference.
 
-``rate(records)`` turns ``UsageRecord`` objects into columns (``columns``), rates them in
-one GIL-free kernel call (``rate_columns``) and builds outcomes (``outcomes``). A pipeline
-that already holds columns can call ``rate_columns`` directly and read the arrays of
-``RatedColumns`` without building an object per record.
+``rate(records)`` resolves each record's account (``Accounts``, in Python: one dict lookup)
+and turns the records into columns (``columns``), rates them in one GIL-free kernel call
+(``rate_columns``) and reads ``Charge``/``Failure`` outcomes straight off the kernel's
+arrays (``outcomes``). A caller that already holds columns can call ``rate_columns``
+directly and read the arrays of ``RatedColumns`` without building an object per record.
+
+The compiled tariffs (``compile_tariffs``) are built once per set of tariffs; the accounts
+directory is shared and changes in place (``server.rating.accounts``), so a new account is
+rated at once, without a recompile.
 
 Record fields are read exactly as ``server.rating.fields`` documents (shared with the
 reference); all catalog semantics live in the kernel.
@@ -16,23 +21,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from billing_oss.core.errors import Reason
+from billing_oss.core.ports import Charge, Failure
 from billing_oss.core.records import UsageRecord
 from billing_oss.native import rating as kernel
 from billing_oss.server.catalog.model import Catalog
-from billing_oss.server.rating.compile import CompiledCatalog, compile_catalog
-from billing_oss.server.rating.fields import (
-    KIND_CODES,
-    BadField,
-    event_micros,
-    find_account,
-    usage_of,
-)
-from billing_oss.server.rating.outcome import Charge, Outcome, Rejection
+from billing_oss.server.rating.accounts import Accounts
+from billing_oss.server.rating.compile import CompiledTariffs, VersionIds, compile_tariffs
+from billing_oss.server.rating.failures import failure
+from billing_oss.server.rating.fields import KIND_CODES, BadField, event_micros, usage_of
 
 WIDTH = kernel.CALLED_WIDTH
-# Kernel status code -> suspense reason (None: a charge).
-STATUS_REASONS: dict[int, Reason | None] = {
-    kernel.STATUS_OK: None,
+# Kernel status code (other than STATUS_OK) -> suspense reason.
+STATUS_REASONS: dict[int, Reason] = {
     kernel.STATUS_UNKNOWN_ACCOUNT: Reason.UNKNOWN_ACCOUNT,
     kernel.STATUS_NO_TARIFF: Reason.NO_TARIFF,
     kernel.STATUS_NO_ZONE: Reason.NO_ZONE,
@@ -46,7 +46,6 @@ STATUS_REASONS: dict[int, Reason | None] = {
 class UsageColumns:
     """A batch as the kernel reads it. ``status`` != 0 marks records rejected up front."""
 
-    record_keys: list[str] = field(default_factory=list)
     account_ids: list[str | None] = field(default_factory=list)
     details: dict[int, str] = field(default_factory=dict)
     tariff: array[int] = field(default_factory=lambda: array("i"))
@@ -73,20 +72,31 @@ class RatedColumns:
 
 
 class NativeRater:
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self.compiled: CompiledCatalog = compile_catalog(catalog)
+    """Rates against ``catalog``'s tariffs, compiled here, and ``accounts`` (by default the
+    catalog's own); ``version_ids`` names the stored versions the charges cite."""
 
-    def rate(self, records: Sequence[UsageRecord]) -> list[Outcome]:
+    def __init__(self, catalog: Catalog, *, accounts: Accounts | None = None,
+                 version_ids: VersionIds | None = None) -> None:
+        self.catalog = catalog
+        self.accounts = accounts if accounts is not None else Accounts(catalog.identifiers)
+        self.compiled: CompiledTariffs = compile_tariffs(catalog.tariffs, version_ids)
+        compiled = self.compiled
+        # Per kernel version number: what a charge at that version cites.
+        self._versions = [
+            (stored, version.identity, zones, bands)
+            for version, stored, zones, bands in zip(
+                compiled.versions, compiled.version_ids, compiled.zone_names,
+                compiled.band_names, strict=True)]
+
+    def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
         columns = self.columns(records)
-        return self.outcomes(columns, self.rate_columns(columns))
+        return self.outcomes(records, columns, self.rate_columns(columns))
 
     def columns(self, records: Sequence[UsageRecord]) -> UsageColumns:
         cols = UsageColumns()
         cols.called = bytearray(WIDTH * len(records))
-        catalog, tariff_index = self.catalog, self.compiled.tariff_index
+        find_account, tariff_index = self.accounts.find, self.compiled.tariff_index
         for n, record in enumerate(records):
-            cols.record_keys.append(record.record_key)
             status, tariff_number, event, usage, account_id = 0, -1, 0, 0, None
             try:
                 event = event_micros(record.event_time)
@@ -95,16 +105,17 @@ class NativeRater:
                 status = kernel.STATUS_BAD_FIELD
                 cols.details[n] = str(exc)
             else:
-                account = find_account(catalog, record)
+                account = find_account(record)
                 if account is None:
                     status = kernel.STATUS_UNKNOWN_ACCOUNT
                 else:
                     account_id = account.id
                     tariff_id = account.tariff_at(event)
-                    if tariff_id is None:
+                    number = tariff_index.get(tariff_id) if tariff_id is not None else None
+                    if number is None:  # no plan then, or a tariff with no version yet
                         status = kernel.STATUS_NO_TARIFF
                     else:
-                        tariff_number = tariff_index[tariff_id]
+                        tariff_number = number
             cols.account_ids.append(account_id)
             cols.status.append(status)
             cols.tariff.append(tariff_number)
@@ -144,39 +155,22 @@ class NativeRater:
         )
         return rated
 
-    def outcomes(self, cols: UsageColumns, rated: RatedColumns) -> list[Outcome]:
-        compiled = self.compiled
-        out: list[Outcome] = []
-        for n, key in enumerate(cols.record_keys):
-            code = rated.status[n]
-            account_id = cols.account_ids[n]
+    def outcomes(self, records: Sequence[UsageRecord], cols: UsageColumns,
+                 rated: RatedColumns) -> list[Charge | Failure]:
+        """One outcome per record, read off the kernel's arrays (the hot loop of ingest)."""
+        versions, currencies = self._versions, self.compiled.currencies
+        details = cols.details
+        out: list[Charge | Failure] = []
+        append = out.append
+        for n, (code, account_id, number, zone, band, amount, tariff) in enumerate(zip(
+                rated.status, cols.account_ids, rated.version, rated.zone, rated.band,
+                rated.amount, cols.tariff, strict=True)):
             if code:
-                reason = STATUS_REASONS[code]
-                assert reason is not None
-                out.append(
-                    Rejection(
-                        record_key=key,
-                        reason=reason,
-                        account_id=account_id,
-                        detail=cols.details.get(n, ""),
-                    )
-                )
+                append(failure(STATUS_REASONS[code], records[n], account_id, details.get(n, "")))
                 continue
-            number = rated.version[n]
-            version = compiled.versions[number]
-            zone, band = rated.zone[n], rated.band[n]
+            stored, identity, zones, bands = versions[number]
             assert account_id is not None
-            out.append(
-                Charge(
-                    record_key=key,
-                    account_id=account_id,
-                    amount_micros=rated.amount[n],
-                    currency=compiled.currencies[cols.tariff[n]],
-                    zone=compiled.zone_names[number][zone] if zone >= 0 else None,
-                    band=compiled.band_names[number][band] if band >= 0 else None,
-                    tariff_id=version.tariff_id,
-                    effective_from=version.effective_from,
-                    tariff_version=version.identity,
-                )
-            )
+            append(Charge(account_id, stored, zones[zone] if zone >= 0 else None,
+                          bands[band] if band >= 0 else None, amount, currencies[tariff],
+                          identity))
         return out

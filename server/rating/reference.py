@@ -26,62 +26,60 @@ from zoneinfo import ZoneInfo
 
 from billing_oss.core.errors import Reason
 from billing_oss.core.money import INT64_MAX, fraction_to_micros
+from billing_oss.core.ports import Charge, Failure
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.catalog.model import WILDCARD, Catalog, Rate, Rounding, TariffVersion
-from billing_oss.server.rating.fields import BadField, event_micros, find_account, usage_of
-from billing_oss.server.rating.outcome import Charge, Outcome, Rejection
+from billing_oss.server.rating.accounts import Accounts
+from billing_oss.server.rating.compile import VersionIds
+from billing_oss.server.rating.failures import failure
+from billing_oss.server.rating.fields import BadField, event_micros, usage_of
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ReferenceRater:
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+    """Same constructor and outcomes as ``NativeRater``; nothing is compiled."""
 
-    def rate(self, records: Sequence[UsageRecord]) -> list[Outcome]:
+    def __init__(self, catalog: Catalog, *, accounts: Accounts | None = None,
+                 version_ids: VersionIds | None = None) -> None:
+        self.catalog = catalog
+        self.accounts = accounts if accounts is not None else Accounts(catalog.identifiers)
+        self.version_ids = version_ids or {}
+
+    def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
         return [self.rate_one(record) for record in records]
 
-    def rate_one(self, record: UsageRecord) -> Outcome:
-        key = record.record_key
+    def rate_one(self, record: UsageRecord) -> Charge | Failure:
         try:
             event_us = event_micros(record.event_time)
             usage = usage_of(record)
         except BadField as exc:
-            return Rejection(record_key=key, reason=Reason.BAD_FIELD, detail=str(exc))
+            return failure(Reason.BAD_FIELD, record, detail=str(exc))
 
-        account = find_account(self.catalog, record)
+        account = self.accounts.find(record)
         if account is None:
-            return Rejection(record_key=key, reason=Reason.UNKNOWN_ACCOUNT)
+            return failure(Reason.UNKNOWN_ACCOUNT, record)
         tariff_id = account.tariff_at(event_us)
-        tariff = self.catalog.tariffs[tariff_id] if tariff_id is not None else None
+        tariff = self.catalog.tariffs.get(tariff_id) if tariff_id is not None else None
         version = version_at(tariff.versions, event_us) if tariff is not None else None
         if tariff is None or version is None:
-            return Rejection(record_key=key, reason=Reason.NO_TARIFF, account_id=account.id)
+            return failure(Reason.NO_TARIFF, record, account.id)
 
         called = record.called or None
         zone = longest_prefix_zone(version, called) if called else None
         if called and zone is None:
-            return Rejection(record_key=key, reason=Reason.NO_ZONE, account_id=account.id)
+            return failure(Reason.NO_ZONE, record, account.id)
         band = band_at(version, event_us)
         rate = find_rate(version, record.kind, zone, band)
         if rate is None:
             reason = Reason.NO_ZONE if called is None else Reason.NO_RATE
-            return Rejection(record_key=key, reason=reason, account_id=account.id)
+            return failure(reason, record, account.id)
 
         micros = amount_micros(rate, usage)
         if micros > INT64_MAX:
-            return Rejection(record_key=key, reason=Reason.OVERFLOW, account_id=account.id)
-        return Charge(
-            record_key=key,
-            account_id=account.id,
-            amount_micros=micros,
-            currency=tariff.currency,
-            zone=zone,
-            band=band,
-            tariff_id=tariff.id,
-            effective_from=version.effective_from,
-            tariff_version=version.identity,
-        )
+            return failure(Reason.OVERFLOW, record, account.id)
+        stored = self.version_ids.get((tariff.id, version.effective_us))
+        return Charge(account.id, stored, zone, band, micros, tariff.currency, version.identity)
 
 
 def version_at(versions: Sequence[TariffVersion], event_us: int) -> TariffVersion | None:

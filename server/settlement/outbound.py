@@ -29,10 +29,10 @@ from billing_oss.adapters.formats.tap3_writer import (
     write_transfer_batch,
 )
 from billing_oss.core.errors import Conflict, NotFound
+from billing_oss.core.ports import Charge
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.integrations.events import SettlementFileChanged
 from billing_oss.server.integrations.outbox import emit
-from billing_oss.server.rating import Charge
 from billing_oss.server.settlement import repo, wholesale
 from billing_oss.server.settlement.model import Partner, SettlementFile
 from billing_oss.server.store import audit
@@ -148,7 +148,8 @@ async def _rate(conn: Connection, partner: Partner,
         raise Conflict(f"partner {partner.tadig}: wholesale tariff currency {currency} is not "
                        f"the local currency {partner.local_currency}")
     outcomes = wholesale.rate_records(partner, currency, versions, ok)
-    charges = {o.record_key: o for o in outcomes if isinstance(o, Charge)}
+    charges = {r.record_key: o for r, o in zip(ok, outcomes, strict=True)
+               if isinstance(o, Charge)}
     return charges, len(records) - len(charges)
 
 

@@ -17,9 +17,10 @@ from fractions import Fraction
 from typing import Any
 
 from billing_oss.core.errors import ConfigError, Conflict
+from billing_oss.core.ports import Charge, Failure
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.catalog.loader import catalog_from_definitions
-from billing_oss.server.rating import Charge, Rejection, make_rater
+from billing_oss.server.rating import make_rater
 from billing_oss.server.settlement.model import Partner
 
 MOC, MTC, GPRS = 9, 10, 14
@@ -32,8 +33,9 @@ class MissingRate(Conflict):
 
 
 def rate_records(partner: Partner, currency: str, versions: list[dict[str, Any]],
-                 records: Sequence[UsageRecord]) -> list[Charge | Rejection]:
-    """Rate ``records`` on the partner's wholesale tariff (stored versions, oldest first)."""
+                 records: Sequence[UsageRecord]) -> list[Charge | Failure]:
+    """Rate ``records`` on the partner's wholesale tariff (stored versions, oldest first);
+    one outcome per record, in order."""
     if not versions:
         raise ConfigError(f"partner {partner.tadig}: wholesale tariff "
                           f"{partner.wholesale_tariff!r} has no version")

@@ -26,7 +26,7 @@ from billing_oss.server import config
 from billing_oss.server.analytics import repo, reports
 from billing_oss.server.composition import read_catalog_file
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO
 from tests.integration.api_harness import Api, live_api, seed_usage

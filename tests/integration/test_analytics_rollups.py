@@ -26,7 +26,7 @@ from billing_oss.server import config, rerate
 from billing_oss.server.analytics import repo
 from billing_oss.server.composition import read_catalog_file
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.store import catalog_repo
 from billing_oss.server.store import migrate as migrate_module
 from billing_oss.server.store.dsn import with_database
@@ -143,7 +143,8 @@ class Dearer:
         self.inner = inner
 
     def rate(self, items: Sequence[UsageRecord]) -> list[Charge | Failure]:
-        return [o._replace(amount_micros=o.amount_micros * 3 + 1, tariff_version_id=None)
+        return [msgspec.structs.replace(o, amount_micros=o.amount_micros * 3 + 1,
+                                        tariff_version_id=None)
                 if isinstance(o, Charge) else o for o in self.inner.rate(items)]
 
 
@@ -214,7 +215,8 @@ async def test_migration_backfills_the_charges_written_before_it(
     earlier = tmp_path / "migrations"
     earlier.mkdir()
     for path in sorted(migrate_module.MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < "1000":
+        # Before the rollups, plus what today's rater reads (the account generation).
+        if path.name < "1000" or path.name.startswith("1250_"):
             (earlier / path.name).write_text(path.read_text())
     name = f"t_rollup_backfill_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(pg_admin_dsn)

@@ -17,7 +17,7 @@ import pytest
 
 from billing_oss.server.billing import issuing
 from billing_oss.server.billing.bill_runs import bill_run
-from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.pipeline.raters import build_rater
 from tests.conftest import REPO
 from tests.integration import billing_seed
 from tests.integration.api_harness import Api, live_api, seed_usage

@@ -353,14 +353,26 @@ async def test_connection_dropped_mid_batch_is_retried_and_committed_once(
     assert tuple(done) == ("done", 30)
 
 
-async def test_catalog_change_rebuilds_the_rater(pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+async def test_a_new_identifier_is_rated_without_a_rebuild(
+    pipeline: Pipeline, pool: asyncpg.Pool
+) -> None:
     before = await pipeline.raters.current()
+    generations = pipeline.raters.generations
     await pool.execute("INSERT INTO account_identifiers VALUES ('33600000001', 'A1', 'msisdn')")
     after = await pipeline.raters.current()
-    assert after.generation > before.generation
+    assert after is before  # the same rater: its accounts directory caught up in place
+    assert generations is not None and pipeline.raters.generations is not None
+    assert pipeline.raters.generations[0] == generations[0]
+    assert pipeline.raters.generations[1] > generations[1]
     out = await pipeline.commit([Delivery(source="mqtt", position="gen-1",
                                           records=[voice("gen-1", calling="33600000001")])])
     assert out[0].results[0].status == "charged"
+
+
+async def test_a_tariff_change_rebuilds_the_rater(pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    before = await pipeline.raters.current()
+    await pool.execute("UPDATE tariffs SET description = 'touched' WHERE tariff_id = 'retail'")
+    assert await pipeline.raters.current() is not before
 
 
 async def test_usage_ids_handed_out_from_blocks_never_twice(pool: asyncpg.Pool) -> None:

@@ -7,8 +7,7 @@ import asyncpg
 from billing_oss.core.errors import Reason
 from billing_oss.core.ports import Charge, Failure
 from billing_oss.core.records import UsageRecord
-from billing_oss.server.pipeline.raters import load_snapshot
-from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.pipeline.raters import RaterCache, build_rater
 from billing_oss.server.store import catalog_repo
 
 
@@ -37,7 +36,7 @@ async def test_records_rated_on_the_plan_of_their_event_time(pool: asyncpg.Pool)
                            " VALUES ('P1', 'business', '2026-03-01T00:00:00Z')")
         versions = {r["tariff_id"]: r["tariff_version_id"] for r in await conn.fetch(
             "SELECT tariff_id, tariff_version_id FROM tariff_versions")}
-        rater = build_rater(await load_snapshot(conn))
+    rater = await RaterCache(pool, build_rater).current()
 
     feb, mar, before = rater.rate([call("2026-02-28T23:59:59Z"), call("2026-03-01T00:00:00Z"),
                                    call("2025-12-31T10:00:00Z")])

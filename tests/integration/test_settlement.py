@@ -26,7 +26,7 @@ from billing_oss.core.errors import BillingError, Conflict, InvalidRequest, NotF
 from billing_oss.native.tap3enc import encode_events
 from billing_oss.server import config
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.settlement import (
     exchange,
     inbound,

@@ -25,7 +25,7 @@ from billing_oss.server import config, metrics
 from billing_oss.server.commands import files as files_verb
 from billing_oss.server.composition import load_demo_catalog
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.store import files_repo
 from tests.conftest import free_port
 from tests.generators.threegpp_files import cdr_header, fast_records, write_fast_3gpp

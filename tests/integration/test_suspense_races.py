@@ -146,11 +146,11 @@ class PlusOne:
     """The pipeline's rater, one micro-unit dearer: every usage's charge changes."""
 
     def __init__(self, inner: Rater) -> None:
-        self.inner, self.generation = inner, inner.generation
+        self.inner = inner
 
     def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
-        return [o._replace(amount_micros=o.amount_micros + 1) if isinstance(o, Charge) else o
-                for o in self.inner.rate(records)]
+        return [msgspec.structs.replace(o, amount_micros=o.amount_micros + 1)
+                if isinstance(o, Charge) else o for o in self.inner.rate(records)]
 
 
 async def test_rerate_reverses_each_usage_own_charge(

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing_oss.core.errors import Reason
+from billing_oss.core.ports import Charge, Failure, Rater
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.catalog import Catalog, catalog_from_dict
-from billing_oss.server.rating import Charge, NativeRater, Rater, ReferenceRater, Rejection
+from billing_oss.server.rating import NativeRater, ReferenceRater
 from tests.unit.rating_cases import scenarios
 
 RATERS: list[Callable[[Catalog], Rater]] = [ReferenceRater, NativeRater]
@@ -128,7 +129,7 @@ def voice(
     )
 
 
-def one(rater: Rater, record: UsageRecord) -> Charge | Rejection:
+def one(rater: Rater, record: UsageRecord) -> Charge | Failure:
     [outcome] = rater.rate([record])
     return outcome
 
@@ -141,7 +142,7 @@ def amount(rater: Rater, record: UsageRecord) -> int:
 
 def reason(rater: Rater, record: UsageRecord) -> Reason:
     outcome = one(rater, record)
-    assert isinstance(outcome, Rejection), outcome
+    assert isinstance(outcome, Failure), outcome
     return outcome.reason
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from billing_oss.core.errors import Reason
+from billing_oss.core.ports import Charge, Failure, Rater
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.catalog import Catalog, Plan, catalog_from_definitions
-from billing_oss.server.rating import Charge, NativeRater, Rater, ReferenceRater, Rejection
+from billing_oss.server.rating import NativeRater, ReferenceRater
 
 RATERS: list[Callable[[Catalog], Rater]] = [ReferenceRater, NativeRater]
 
@@ -60,7 +61,7 @@ def test_tariff_of_the_plan_in_force_at_event_time(
 ) -> None:
     [outcome] = rater.rate([call(when)])
     if isinstance(expected, Reason):
-        assert isinstance(outcome, Rejection) and outcome.reason == expected
+        assert isinstance(outcome, Failure) and outcome.reason == expected
         assert outcome.account_id == "A1"
     else:
         assert isinstance(outcome, Charge)

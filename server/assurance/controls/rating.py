@@ -29,8 +29,7 @@ from billing_oss.core.ports import Charge, Rater
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.assurance.model import Context, Offender, Outcome, bind, decimal_text
 from billing_oss.server.assurance.sql_control import SqlControl
-from billing_oss.server.pipeline.raters import load_snapshot
-from billing_oss.server.pipeline.rating_bridge import build_rater
+from billing_oss.server.pipeline.raters import load_rater
 from billing_oss.server.store.pool import Connection
 
 _USAGE_FIELDS = ("record_key", "source", "kind", "duration_s", "volume_up", "volume_down",
@@ -82,8 +81,7 @@ async def _sample_percent(conn: Connection, want: int) -> float:
 
 
 async def current_rater(conn: Connection) -> Rater:
-    snapshot = await load_snapshot(conn)
-    return await asyncio.to_thread(build_rater, snapshot)
+    return await load_rater(conn)
 
 
 async def _differences(conn: Connection, rows: Sequence[asyncpg.Record]) -> list[Offender]:
