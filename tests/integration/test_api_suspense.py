@@ -78,11 +78,21 @@ async def test_retry_charges_once_the_account_exists(api: Api, pool: asyncpg.Poo
     assert (outcome["status"], outcome["reason"]) == ("suspense", "UNKNOWN_ACCOUNT")
     assert outcome["item"]["state"] == "open"
 
-    await api.call("POST", "/v1/accounts", json={
-        "account_id": "LATE", "identifiers": [{"identifier": "33655500001"}]})
+    # An account is rated once it has a plan: the account, a tariff and its subscription.
+    for path, body in (
+            ("/v1/accounts", {"account_id": "LATE",
+                              "identifiers": [{"identifier": "33655500001"}]}),
+            ("/v1/tariffs", {"currency": "EUR", "tariffs": [{"id": "late-tariff", "versions": [{
+                "effective_from": "2026-01-01T00:00:00Z", "timezone": "Europe/Paris", "rates": [{
+                    "kind": "voice", "zone": "*", "band": "*",
+                    "steps": [{"from": 0, "price": "0.01", "unit": 60, "increment": 1}]}]}]}]}),
+            ("/v1/subscriptions", {"account_id": "LATE", "tariff_id": "late-tariff",
+                                   "valid_from": "2026-01-01T00:00:00Z"})):
+        status, answer = await api.call("POST", path, json=body)
+        assert status in (200, 201), (path, answer)
     status, outcome = await api.call("POST", f"/v1/suspense/{sid}/retry", "operator")
     assert status == 200, outcome
-    assert outcome["status"] == "charged"
+    assert outcome["status"] == "charged", outcome
     assert outcome["amount"] == {"amount": "0.042000", "currency": "EUR"}
     assert outcome["item"]["state"] == "retried"
     pages = await api.pages("/v1/charges", {"account_id": "LATE"})
