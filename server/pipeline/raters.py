@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -26,9 +26,15 @@ from billing_oss.server.metrics import RATING_COMPILES
 from billing_oss.server.rating import Accounts, NativeRater
 from billing_oss.server.store import rating_repo
 from billing_oss.server.store.pool import Connection
-from billing_oss.server.store.rating_repo import AccountRows, SubscriptionRow, VersionRow
+from billing_oss.server.store.rating_repo import (
+    AccountRows,
+    SubscriptionRow,
+    TariffRows,
+    VersionRow,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+R = TypeVar("R", bound=Rater)
 
 
 class RaterFactory(Protocol):
@@ -59,11 +65,28 @@ def build_rater(versions: Sequence[VersionRow], accounts: Accounts) -> NativeRat
 async def load_rater(conn: Connection) -> NativeRater:
     """A rater of the catalog as ``conn`` sees it, for one-off users (controls, reports) that
     keep no cache."""
-    account_rows = await rating_repo.account_rows(conn, None)
-    tariff_rows = await rating_repo.tariff_rows(conn)
+    rater, _, _ = await build_from(await read_catalog(conn), build_rater)
+    return rater
+
+
+CatalogRows = tuple[AccountRows, TariffRows]
+
+
+async def read_catalog(conn: Connection) -> CatalogRows:
+    """Everything a rater is built from: every account, every tariff version."""
+    return await rating_repo.account_rows(conn, None), await rating_repo.tariff_rows(conn)
+
+
+async def build_from(rows: CatalogRows, factory: Callable[[Sequence[VersionRow], Accounts], R],
+                     ) -> tuple[R, Accounts, tuple[int, int]]:
+    """A rater, its accounts directory and the (tariff, account) generations it reflects.
+    A full read of a million identifiers takes a while: the directory is filled off the event
+    loop, as the prefix tables are compiled."""
+    account_rows, tariff_rows = rows
     accounts = Accounts()
     await asyncio.to_thread(apply_account_rows, accounts, account_rows)
-    return await asyncio.to_thread(build_rater, tariff_rows.versions, accounts)
+    rater = await asyncio.to_thread(factory, tariff_rows.versions, accounts)
+    return rater, accounts, (tariff_rows.generation, account_rows.generation)
 
 
 def apply_account_rows(accounts: Accounts, rows: AccountRows) -> None:
@@ -137,16 +160,10 @@ class RaterCache:
 
     async def _rebuild(self) -> None:
         """Everything read afresh, into a new directory (a rater in use keeps its own)."""
-        accounts = Accounts()
+        # The pooled connection goes back before the compile.
         async with self._pool.acquire() as conn:
-            account_rows = await rating_repo.account_rows(conn, None)
-            tariff_rows = await rating_repo.tariff_rows(conn)
-        # A full read of a million identifiers takes a while: off the event loop, as is
-        # the compile of the prefix tables.
-        await asyncio.to_thread(apply_account_rows, accounts, account_rows)
-        self._rater = await asyncio.to_thread(self._factory, tariff_rows.versions, accounts)
-        self._accounts = accounts
-        self._seen = (tariff_rows.generation, account_rows.generation)
+            rows = await read_catalog(conn)
+        self._rater, self._accounts, self._seen = await build_from(rows, self._factory)
 
     async def _catch_up(self, seen: tuple[int, int]) -> None:
         """Only what moved since ``seen``: the changed accounts, the tariffs if they did."""
