@@ -431,3 +431,33 @@ async def test_send_after_a_crash_between_rename_and_mark_uploads_nothing_twice(
     assert (root / "in" / again.file.name).read_bytes() == b"someone else's file"
     still = await repo.get_file(setup, again.file.file_id)
     assert still is not None and still.state == "generated"
+
+
+async def test_inbound_tap_reusing_a_sequence_number_with_other_content_is_returned_fatal(
+        setup: asyncpg.Pool) -> None:
+    """FileSequenceNumber 00001 of the partner was received (the severe-return test above);
+    another file under that number is rejected whole (error 201, BatchControlInfo), stores no
+    event and leaves the first file as it was."""
+    first = await repo.find_file(setup, partner=THEM, direction="in", file_type="tap", fsn=1)
+    assert first is not None and first.state == "accepted"
+    stored = await repo.events_of_file(setup, first.file_id)
+    ev = (9, "208010000000001", "33611111111", "4930123", "20260310100000", 1, 60, "11",
+          None, None, None, None, 900, 1, 1)
+    h = writer.TapHeader(sender=THEM, recipient=US, fsn=1, created="20260311000000",
+                         cutoff="20260311000000", available="20260311000000",
+                         utc_offset="+0100", tap_currency="SDR", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [ev])
+    events_before = await setup.fetchval("SELECT count(*) FROM settlement_events")
+    got = await inbound.receive(setup, ACTOR, "CDDEUD1FRAF100001b", data)
+    assert isinstance(got, tapin.TapReceived) and not got.duplicate
+    assert got.file.state == "rejected" and got.accepted == 0
+    assert got.fatal == ["FileSequenceNumber 00001 was already received in CDDEUD1FRAF100001 "
+                         "with other content"]
+    assert await setup.fetchval("SELECT count(*) FROM settlement_events") == events_before
+    assert await repo.events_of_file(setup, first.file_id) == stored
+    assert (await repo.get_file(setup, first.file_id)) == first
+    content = await setup.fetchval("SELECT content FROM settlement_files WHERE name = $1",
+                                   got.rap)
+    (fatal,) = rapfmt.decode_rap(content).returns
+    assert (fatal.kind, fatal.fsn, fatal.part, fatal.error_codes) == (
+        "fatal", "00001", "batchControlInfo", (201,))
