@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from billing_oss.adapters.formats import csvcdr, decode_bytes
 from tests.conftest import REPO, Broker, free_port, wait_for_port
 from tests.generators import demo_files
 
@@ -128,3 +129,21 @@ def test_the_shipped_32297_demo_file_is_what_its_generator_writes() -> None:
     assert demo_files.PATH.read_bytes() == demo_files.demo_bytes(), (
         "config/demo/msc-2026-03.cdr differs from its source: "
         "python -m tests.generators.demo_files")
+
+
+def test_the_csv_layouts_the_readme_documents_are_the_decoders() -> None:
+    """The README's Asterisk paragraph names both layouts' columns, in order, and the record
+    key the decoder makes (never the ``uniqueid``, which Asterisk repeats across legs)."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("**Asterisk CSV**")
+    paragraph = " ".join(text[start:text.index("\n\n", start)].split())
+    listed = [" ".join(m.split()) for m in re.findall(r"`([a-z]+(?:, [a-z]+)+)`", paragraph)]
+    assert ", ".join(csvcdr.ASTERISK_COLUMNS) in listed
+    assert ", ".join(csvcdr.ASTERISK12_COLUMNS[len(csvcdr.ASTERISK_COLUMNS):]) in listed
+    assert "`uniqueid` the record key" not in paragraph
+    legs = (REPO / "tests/vectors/asterisk/master_a13_forked.csv").read_bytes()
+    keys = [r.record_key for r in decode_bytes("csv", legs, source="pbx").records]
+    assert "`<linkedid>:<sequence>`" in paragraph and keys[0].count(":") == 1
+    old = (REPO / "tests/vectors/asterisk/master_18_forked.csv").read_bytes()
+    assert decode_bytes("csv", old, source="pbx").records[0].record_key.startswith("sha1:")
+    assert "`sha1:`" in paragraph
