@@ -129,10 +129,10 @@ class SftpPoller:
             if fnmatch.fnmatchcase(str(entry.filename), self.config.pattern)
             and not str(entry.filename).endswith(".reason")
             and not self.gate.is_marker(str(entry.filename))
+            and str(entry.filename) not in self._kept
             and self._safe_name(str(entry.filename)))
         recent = {str(entry.filename) for entry in entries if not self._settled(entry, now)}
-        names = [name for name in self.gate.candidates(entries, listed)
-                 if name not in recent and name not in self._kept]
+        names = [name for name in self.gate.candidates(entries, listed) if name not in recent]
         slots = asyncio.Semaphore(self.config.files_in_flight)
         fetched: list[_Fetched] = []
         tasks: list[asyncio.Task[int]] = []
@@ -214,6 +214,7 @@ class SftpPoller:
         if self._not_usage is not None and (why := self._not_usage(local)) is not None:
             local.unlink(missing_ok=True)
             self._kept.add(name)
+            self.gate.taken(name)  # whole, only not ours: never an "incomplete" file
             SFTP_FILES.labels(self.name, "not_usage").inc()
             await self._raise_alarm(name, None, Alarm("not_usage", f"{why}; kept, not ingested"))
             return None

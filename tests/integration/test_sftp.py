@@ -469,8 +469,10 @@ async def test_a_rap_file_among_tap_files_is_kept_where_it_is_and_alarmed_once(
     rap.write_bytes((VECTORS / "rap_mini.ber").read_bytes())
     tap = root / "out" / "CDAAAAABBBBB00001"
     tap.write_bytes(tap3_file([MOC]))
-    p = poller("roam", sftp_root, tap3, pool, fmt="tap3", pattern="[CR][DC]*", completion="")
+    p = poller("roam", sftp_root, tap3, pool, fmt="tap3", pattern="[CR][DC]*", completion="",
+               incomplete_alarm_s=0)  # a file kept aside is not mistaken for a stalled one
     assert await poll_once(p) == 1  # the TAP file
+    await asyncio.sleep(0.05)
     assert await poll_once(p) == 0
     assert rap.read_bytes() == (VECTORS / "rap_mini.ber").read_bytes()
     assert not (root / "out" / "error" / rap.name).exists()
