@@ -19,6 +19,7 @@ The rule, for whoever writes the README:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from billing_oss.adapters.formats import csvcdr, decode_bytes
@@ -123,6 +125,20 @@ def test_every_shell_example_runs(server: int, database_url: str, mqtt_broker: B
     assert "Traceback" not in out.stderr
     # the walk-through ends with an invoice in hand
     assert (work / "INV-000001.pdf").read_bytes()[:5] == b"%PDF-"
+    # the settlement cycle sends the demo visitors' usage in a TAP file, as the README shows
+    assert "CDFRAF1DEUD100001: tap, 4 events, total 1.155 SDR" in out.stdout
+    assert asyncio.run(_settlement_files(database_url)) == [
+        ("CDFRAF1DEUD100001", "tap", 4), ("CDFRAF1DEUD100002", "notification", 0)]
+
+
+async def _settlement_files(database_url: str) -> list[tuple[str, str, int]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT name, file_type, event_count FROM settlement_files "
+                                "WHERE partner = 'DEUD1' ORDER BY fsn")
+        return [(r["name"], r["file_type"], r["event_count"]) for r in rows]
+    finally:
+        await conn.close()
 
 
 def test_the_shipped_32297_demo_file_is_what_its_generator_writes() -> None:
