@@ -125,18 +125,23 @@ def test_every_shell_example_runs(server: int, database_url: str, mqtt_broker: B
     assert "Traceback" not in out.stderr
     # the walk-through ends with an invoice in hand
     assert (work / "INV-000001.pdf").read_bytes()[:5] == b"%PDF-"
-    # the settlement cycle sends the demo visitors' usage in a TAP file, as the README shows
+    # the settlement cycle sends the demo visitors' usage in a TAP file, takes the partner's
+    # and returns its bad event, as the README shows
     assert "CDFRAF1DEUD100001: tap, 4 events, total 1.155 SDR" in out.stdout
+    assert ("CDDEUD1FRAF100001: tap accepted, 3 events, 1 returned by RAP RCFRAF1DEUD100001"
+            in out.stdout)
+    assert "DEUD1,2020-01-01T00:00:00Z,2100-01-01T00:00:00Z,net,,,-2.845,SDR" in out.stdout
     assert asyncio.run(_settlement_files(database_url)) == [
-        ("CDFRAF1DEUD100001", "tap", 4), ("CDFRAF1DEUD100002", "notification", 0)]
+        ("CDFRAF1DEUD100001", "out", "tap", 4), ("CDFRAF1DEUD100002", "out", "notification", 0),
+        ("CDDEUD1FRAF100001", "in", "tap", 4), ("RCFRAF1DEUD100001", "out", "rap", 1)]
 
 
-async def _settlement_files(database_url: str) -> list[tuple[str, str, int]]:
+async def _settlement_files(database_url: str) -> list[tuple[str, str, str, int]]:
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch("SELECT name, file_type, event_count FROM settlement_files "
-                                "WHERE partner = 'DEUD1' ORDER BY fsn")
-        return [(r["name"], r["file_type"], r["event_count"]) for r in rows]
+        rows = await conn.fetch("SELECT name, direction, file_type, event_count "
+                                "FROM settlement_files WHERE partner = 'DEUD1' ORDER BY file_id")
+        return [(r["name"], r["direction"], r["file_type"], r["event_count"]) for r in rows]
     finally:
         await conn.close()
 
@@ -144,6 +149,12 @@ async def _settlement_files(database_url: str) -> list[tuple[str, str, int]]:
 def test_the_shipped_32297_demo_file_is_what_its_generator_writes() -> None:
     assert demo_files.PATH.read_bytes() == demo_files.demo_bytes(), (
         "config/demo/msc-2026-03.cdr differs from its source: "
+        "python -m tests.generators.demo_files")
+
+
+def test_the_shipped_partner_tap_file_is_what_its_generator_writes() -> None:
+    assert demo_files.PARTNER_TAP.read_bytes() == demo_files.partner_tap_bytes(), (
+        "config/demo/CDDEUD1FRAF100001 differs from its source: "
         "python -m tests.generators.demo_files")
 
 
