@@ -57,6 +57,16 @@ ensure_poppler() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq poppler-utils >/dev/null
 }
 
+ensure_sftp_server() {
+  # OpenSSH's sftp-server: the partner's file server in the slow SFTP test
+  # (tests/integration/test_sftp_openssh.py), run unprivileged behind a loopback listener.
+  if [ -x /usr/lib/openssh/sftp-server ] || [ -x /usr/libexec/sftp-server ]; then return; fi
+  echo "installing openssh-sftp-server (OpenSSH's sftp-server for the slow SFTP test)" >&2
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssh-sftp-server >/dev/null
+}
+
 # The sanitized native modules go into a copy of the package under build/sanitize, so the
 # regular in-place build stays as it is; Python itself is not instrumented, so the ASan and
 # UBSan runtimes are preloaded. python -P and --import-mode=append keep the repository's own
@@ -138,6 +148,7 @@ main() {
       install dev
       ensure_mosquitto
       ensure_poppler
+      ensure_sftp_server
       .venv/bin/ruff check .
       .venv/bin/mypy -p billing_oss.core -p billing_oss.server -p billing_oss.adapters
       exec .venv/bin/python -m pytest "$@"

@@ -20,7 +20,9 @@ as one still being ingested waits for it.
 Sequence alarms (a metric, a log line and a ``source_file_alarms`` row each):
 ``gap`` — numbers skipped since the highest received; ``repeat`` — content already received
 under another name; ``reused`` — a number already received with different content;
-``incomplete`` — a file still not whole ``incomplete_alarm_s`` after it was first listed.
+``incomplete`` — a file still not whole ``incomplete_alarm_s`` after it was first listed;
+``not_usage`` — a file of a neighbouring kind the format leaves to another module (a RAP file
+among TAP files: settlement's), left where it is and not downloaded again by this process.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 import asyncpg
 import asyncssh
 
+from billing_oss.adapters.formats.registry import find
 from billing_oss.adapters.sftp_completion import CompletionGate
 from billing_oss.adapters.sources import check_format
 from billing_oss.core.contract import FileOutcome, Sink
@@ -86,6 +89,9 @@ class SftpPoller:
         self.pool = pool
         self.sequence = re.compile(config.sequence_pattern)
         self.gate = CompletionGate(config)
+        fmt = find(config.format)
+        self._not_usage = fmt.not_usage if fmt is not None else None
+        self._kept: set[str] = set()  # names left to another module: not fetched again
         self.processed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -123,6 +129,7 @@ class SftpPoller:
             if fnmatch.fnmatchcase(str(entry.filename), self.config.pattern)
             and not str(entry.filename).endswith(".reason")
             and not self.gate.is_marker(str(entry.filename))
+            and str(entry.filename) not in self._kept
             and self._safe_name(str(entry.filename)))
         recent = {str(entry.filename) for entry in entries if not self._settled(entry, now)}
         names = [name for name in self.gate.candidates(entries, listed) if name not in recent]
@@ -203,6 +210,13 @@ class SftpPoller:
             local.unlink(missing_ok=True)
             log.info("sftp file incomplete; left for a later poll", extra={"fields": {
                 "source": self.name, "file": name, "reason": why}})
+            return None
+        if self._not_usage is not None and (why := self._not_usage(local)) is not None:
+            local.unlink(missing_ok=True)
+            self._kept.add(name)
+            self.gate.taken(name)  # whole, only not ours: never an "incomplete" file
+            SFTP_FILES.labels(self.name, "not_usage").inc()
+            await self._raise_alarm(name, None, Alarm("not_usage", f"{why}; kept, not ingested"))
             return None
         sha = await asyncio.to_thread(_sha256, local)
         got = _Fetched(name, sha, self._sequence_no(name), local)
@@ -316,11 +330,16 @@ class SftpPoller:
 
     async def _raise_alarm(self, name: str, sequence_no: int | None, alarm: Alarm) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
+            # a file kept aside is named once, not again after each restart
+            raised = await conn.fetchval(
                 "INSERT INTO source_file_alarms (source, kind, name, sequence_no, first_missing,"
-                " last_missing, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                " last_missing, detail) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $2 <> 'not_usage'"
+                " OR NOT EXISTS (SELECT 1 FROM source_file_alarms WHERE source = $1 AND kind = $2"
+                " AND name = $3) RETURNING alarm_id",
                 self.name, alarm.kind, name, sequence_no, alarm.first_missing,
                 alarm.last_missing, alarm.detail)
+            if raised is None:
+                return
             if alarm.kind == "gap" and sequence_no is not None:
                 await outbox.emit(conn, UsageFileGap(
                     source=self.name, name=name, sequence=sequence_no,

@@ -63,7 +63,7 @@ HTTP_INGEST_SHED = Counter(
     "POST /v1/usage requests refused at once (503 OVERLOADED): slots and queue were full",
 )
 FILE_ALARMS = Counter(
-    "billing_source_file_alarms_total", "File alarms (gap, repeat, reused, incomplete)",
+    "billing_source_file_alarms_total", "File alarms (gap, repeat, reused, incomplete, not_usage)",
     ["source", "kind"],
 )
 

@@ -40,14 +40,28 @@ class Collected(msgspec.Struct, frozen=True):
 
 
 def _endpoint(partner: Partner) -> SftpEndpoint:
-    if partner.sftp is None:
+    """The partner's endpoint, refused without a host key to check: settlement files carry
+    money, and an unchecked host could take them or hand us forged returns."""
+    endpoint = partner.sftp
+    if endpoint is None:
         raise ConfigError(f"partner {partner.tadig} has no sftp endpoint (field sftp)")
-    return partner.sftp
+    if not endpoint.known_hosts:
+        if not endpoint.insecure_skip_host_key:
+            raise ConfigError(f"partner {partner.tadig} sftp.known_hosts: the server's host key"
+                              " is required, or sftp.insecure_skip_host_key = true")
+        log.warning("sftp host key not checked: insecure_skip_host_key is set, any server "
+                    "answering this address is trusted", extra={"fields": {
+                        "partner": partner.tadig, "host": endpoint.host}})
+    return endpoint
 
 
 def connect(endpoint: SftpEndpoint) -> Any:
-    options: dict[str, Any] = {"username": endpoint.username,
-                               "known_hosts": endpoint.known_hosts}
+    known: object = None  # only with insecure_skip_host_key (checked by _endpoint)
+    if endpoint.known_hosts and endpoint.known_hosts.startswith(("ssh-", "ecdsa-")):
+        known = ([asyncssh.import_public_key(endpoint.known_hosts)], [], [])
+    elif endpoint.known_hosts:
+        known = endpoint.known_hosts
+    options: dict[str, Any] = {"username": endpoint.username, "known_hosts": known}
     if endpoint.password is not None:
         options["password"] = endpoint.password
     if endpoint.client_key is not None:

@@ -22,7 +22,8 @@ class SftpEndpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     username: str
     password: str | None = None
     client_key: str | None = None      # path of a private key file
-    known_hosts: str | None = None     # path; None accepts any host key (test partners)
+    known_hosts: str | None = None     # a known_hosts file path, or the host's public key line
+    insecure_skip_host_key: bool = False  # no known_hosts: any server at the address is trusted
     outbound_dir: str = "in"           # where the partner collects our files
     inbound_dir: str = "out"           # where the partner leaves RAP files for us
 

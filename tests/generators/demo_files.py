@@ -1,4 +1,5 @@
-"""Writes the shipped 32.297 demo file, ``config/demo/msc-2026-03.cdr``, from readable values.
+"""Writes the shipped 32.297 demo file, ``config/demo/msc-2026-03.cdr``, and the demo
+partner's TAP file, ``config/demo/CDDEUD1FRAF100001``, from readable values.
 
 ``python -m tests.generators.demo_files`` rewrites it; ``tests/integration/test_readme.py``
 checks the committed bytes are what this writes, so the file and its source never drift.
@@ -12,9 +13,11 @@ import io
 from pathlib import Path
 from typing import Any
 
+from billing_oss.adapters.formats.tap3_writer import TapHeader, encode_transfer_batch
 from tests.generators.threegpp_files import encode_record, write_3gpp_file
 
 PATH = Path(__file__).resolve().parents[2] / "config" / "demo" / "msc-2026-03.cdr"
+PARTNER_TAP = PATH.parent / "CDDEUD1FRAF100001"
 
 
 def _at(text: str) -> tuple[int, int]:
@@ -57,6 +60,29 @@ def demo_bytes() -> bytes:
     return out.getvalue()
 
 
+def partner_tap_bytes() -> bytes:
+    """The demo partner DEUD1's TransferBatch for our subscriber A1 roaming in Germany in March
+    2026 (local times, UTC+01:00): a call out, a call in, a data session, and a call whose UTC
+    offset code the file never declares — the event a SevereReturn sends back."""
+    a1 = ("208011234567890", "33611111111")
+    events = [  # kind, IMSI, MSISDN, other party, start, UTC code, seconds, teleservice,
+        # bytes in, bytes out, APN, charging id, charge (SDR thousandths), rate, entity
+        (9, *a1, "4930123456", "20260316101500", 1, 180, "11", None, None, None, None,
+         1500, 1, 1),
+        (10, *a1, "4989765432", "20260316173000", 1, 60, "11", None, None, None, None,
+         400, 1, 1),
+        (14, *a1, None, "20260317090000", 1, None, None, 4_000_000, 1_000_000, "internet",
+         77, 2100, 1, 1),
+        (9, *a1, "4940111222", "20260318120000", 9, 30, "11", None, None, None, None,
+         300, 1, 1),
+    ]
+    header = TapHeader(sender="DEUD1", recipient="FRAF1", fsn=1, created="20260401080000",
+                       cutoff="20260401000000", available="20260401080000",
+                       utc_offset="+0100", tap_currency="SDR", decimal_places=3)
+    return encode_transfer_batch(header, events)[0]
+
+
 if __name__ == "__main__":
     PATH.write_bytes(demo_bytes())
-    print(f"wrote {PATH}")
+    PARTNER_TAP.write_bytes(partner_tap_bytes())
+    print(f"wrote {PATH} and {PARTNER_TAP}")

@@ -19,6 +19,7 @@ The rule, for whoever writes the README:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -28,8 +29,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from billing_oss.adapters.formats import csvcdr, decode_bytes
 from tests.conftest import REPO, Broker, free_port, wait_for_port
 from tests.generators import demo_files
 
@@ -122,9 +125,52 @@ def test_every_shell_example_runs(server: int, database_url: str, mqtt_broker: B
     assert "Traceback" not in out.stderr
     # the walk-through ends with an invoice in hand
     assert (work / "INV-000001.pdf").read_bytes()[:5] == b"%PDF-"
+    # the settlement cycle sends the demo visitors' usage in a TAP file, takes the partner's
+    # and returns its bad event, as the README shows
+    assert "CDFRAF1DEUD100001: tap, 4 events, total 1.155 SDR" in out.stdout
+    assert ("CDDEUD1FRAF100001: tap accepted, 3 events, 1 returned by RAP RCFRAF1DEUD100001"
+            in out.stdout)
+    assert "DEUD1,2020-01-01T00:00:00Z,2100-01-01T00:00:00Z,net,,,-2.845,SDR" in out.stdout
+    assert asyncio.run(_settlement_files(database_url)) == [
+        ("CDFRAF1DEUD100001", "out", "tap", 4), ("CDFRAF1DEUD100002", "out", "notification", 0),
+        ("CDDEUD1FRAF100001", "in", "tap", 4), ("RCFRAF1DEUD100001", "out", "rap", 1)]
+
+
+async def _settlement_files(database_url: str) -> list[tuple[str, str, str, int]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT name, direction, file_type, event_count "
+                                "FROM settlement_files WHERE partner = 'DEUD1' ORDER BY file_id")
+        return [(r["name"], r["direction"], r["file_type"], r["event_count"]) for r in rows]
+    finally:
+        await conn.close()
 
 
 def test_the_shipped_32297_demo_file_is_what_its_generator_writes() -> None:
     assert demo_files.PATH.read_bytes() == demo_files.demo_bytes(), (
         "config/demo/msc-2026-03.cdr differs from its source: "
         "python -m tests.generators.demo_files")
+
+
+def test_the_shipped_partner_tap_file_is_what_its_generator_writes() -> None:
+    assert demo_files.PARTNER_TAP.read_bytes() == demo_files.partner_tap_bytes(), (
+        "config/demo/CDDEUD1FRAF100001 differs from its source: "
+        "python -m tests.generators.demo_files")
+
+
+def test_the_csv_layouts_the_readme_documents_are_the_decoders() -> None:
+    """The README's Asterisk paragraph names both layouts' columns, in order, and the record
+    key the decoder makes (never the ``uniqueid``, which Asterisk repeats across legs)."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("**Asterisk CSV**")
+    paragraph = " ".join(text[start:text.index("\n\n", start)].split())
+    listed = [" ".join(m.split()) for m in re.findall(r"`([a-z]+(?:, [a-z]+)+)`", paragraph)]
+    assert ", ".join(csvcdr.ASTERISK_COLUMNS) in listed
+    assert ", ".join(csvcdr.ASTERISK12_COLUMNS[len(csvcdr.ASTERISK_COLUMNS):]) in listed
+    assert "`uniqueid` the record key" not in paragraph
+    legs = (REPO / "tests/vectors/asterisk/master_a13_forked.csv").read_bytes()
+    keys = [r.record_key for r in decode_bytes("csv", legs, source="pbx").records]
+    assert "`<linkedid>:<sequence>`" in paragraph and keys[0].count(":") == 1
+    old = (REPO / "tests/vectors/asterisk/master_18_forked.csv").read_bytes()
+    assert decode_bytes("csv", old, source="pbx").records[0].record_key.startswith("sha1:")
+    assert "`sha1:`" in paragraph

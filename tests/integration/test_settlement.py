@@ -22,7 +22,13 @@ from billing_oss.adapters.formats import rap as rapfmt
 from billing_oss.adapters.formats import tap3_writer as writer
 from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.adapters.formats.tap3 import Tap3File
-from billing_oss.core.errors import BillingError, Conflict, InvalidRequest, NotFound
+from billing_oss.core.errors import (
+    BillingError,
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+)
 from billing_oss.native.tap3enc import encode_events
 from billing_oss.server import config
 from billing_oss.server.pipeline.pipeline import Pipeline
@@ -102,15 +108,19 @@ class _Server(asyncssh.SSHServer):
 
 
 @pytest.fixture(scope="module")
-async def partner_sftp(tmp_path_factory: pytest.TempPathFactory
+def host_key() -> asyncssh.SSHKey:
+    return asyncssh.generate_private_key("ssh-ed25519")
+
+
+@pytest.fixture(scope="module")
+async def partner_sftp(tmp_path_factory: pytest.TempPathFactory, host_key: asyncssh.SSHKey
                        ) -> AsyncIterator[tuple[Path, int]]:
     root = tmp_path_factory.mktemp("partner")
     (root / "in").mkdir()
     (root / "out").mkdir()
-    key = asyncssh.generate_private_key("ssh-ed25519")
     port = free_port()
     server = await asyncssh.create_server(
-        _Server, "127.0.0.1", port, server_host_keys=[key],
+        _Server, "127.0.0.1", port, server_host_keys=[host_key],
         sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()))
     yield root, port
     server.close()
@@ -119,7 +129,8 @@ async def partner_sftp(tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 async def setup(pool: asyncpg.Pool, partner_sftp: tuple[Path, int],
-                tmp_path_factory: pytest.TempPathFactory) -> asyncpg.Pool:
+                tmp_path_factory: pytest.TempPathFactory, host_key: asyncssh.SSHKey
+                ) -> asyncpg.Pool:
     await load_catalog(pool, CATALOG)
     cfg = config.load(env={})
     pipeline = Pipeline(pool, cfg.pipeline, rater_factory=build_rater,
@@ -134,7 +145,8 @@ async def setup(pool: asyncpg.Pool, partner_sftp: tuple[Path, int],
             tadig=THEM, our_tadig=US, name="Deutsche Demo", local_currency="EUR",
             wholesale_tariff="wholesale-de", imsi_prefixes=["26201"], utc_offset="+0100",
             sftp=SftpEndpoint(host="127.0.0.1", port=port, username="billing",
-                              password=PASSWORD, outbound_dir="in", inbound_dir="out")))
+                              password=PASSWORD, outbound_dir="in", inbound_dir="out",
+                              known_hosts=host_key.export_public_key().decode().strip())))
         await partners.put_rate(conn, ACTOR, RateIn(local_currency="EUR",
                                                     valid_from=dt.date(2026, 1, 1),
                                                     rate="1.25"))
@@ -431,3 +443,63 @@ async def test_send_after_a_crash_between_rename_and_mark_uploads_nothing_twice(
     assert (root / "in" / again.file.name).read_bytes() == b"someone else's file"
     still = await repo.get_file(setup, again.file.file_id)
     assert still is not None and still.state == "generated"
+
+
+async def test_inbound_tap_reusing_a_sequence_number_with_other_content_is_returned_fatal(
+        setup: asyncpg.Pool) -> None:
+    """FileSequenceNumber 00001 of the partner was received (the severe-return test above);
+    another file under that number is rejected whole (error 201, BatchControlInfo), stores no
+    event and leaves the first file as it was."""
+    first = await repo.find_file(setup, partner=THEM, direction="in", file_type="tap", fsn=1)
+    assert first is not None and first.state == "accepted"
+    stored = await repo.events_of_file(setup, first.file_id)
+    ev = (9, "208010000000001", "33611111111", "4930123", "20260310100000", 1, 60, "11",
+          None, None, None, None, 900, 1, 1)
+    h = writer.TapHeader(sender=THEM, recipient=US, fsn=1, created="20260311000000",
+                         cutoff="20260311000000", available="20260311000000",
+                         utc_offset="+0100", tap_currency="SDR", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [ev])
+    events_before = await setup.fetchval("SELECT count(*) FROM settlement_events")
+    got = await inbound.receive(setup, ACTOR, "CDDEUD1FRAF100001b", data)
+    assert isinstance(got, tapin.TapReceived) and not got.duplicate
+    assert got.file.state == "rejected" and got.accepted == 0
+    assert got.fatal == ["FileSequenceNumber 00001 was already received in CDDEUD1FRAF100001 "
+                         "with other content"]
+    assert await setup.fetchval("SELECT count(*) FROM settlement_events") == events_before
+    assert await repo.events_of_file(setup, first.file_id) == stored
+    assert (await repo.get_file(setup, first.file_id)) == first
+    content = await setup.fetchval("SELECT content FROM settlement_files WHERE name = $1",
+                                   got.rap)
+    (fatal,) = rapfmt.decode_rap(content).returns
+    assert (fatal.kind, fatal.fsn, fatal.part, fatal.error_codes) == (
+        "fatal", "00001", "batchControlInfo", (201,))
+
+
+async def test_a_partner_endpoint_without_a_host_key_is_refused_unless_explicitly_insecure(
+        setup: asyncpg.Pool, partner_sftp: tuple[Path, int],
+        caplog: pytest.LogCaptureFixture) -> None:
+    _root, port = partner_sftp
+    endpoint = SftpEndpoint(host="127.0.0.1", port=port, username="billing", password=PASSWORD,
+                            outbound_dir="in", inbound_dir="out")
+    async with setup.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig="XXNO1", our_tadig=US, local_currency="EUR", wholesale_tariff="wholesale-de",
+            imsi_prefixes=["99901"], sftp=endpoint))
+    made = await setup.fetchval("SELECT count(*) FROM settlement_files")
+    with pytest.raises(ConfigError, match=r"^partner XXNO1 sftp.known_hosts: the server's host "
+                                          r"key is required, or sftp.insecure_skip_host_key = "
+                                          r"true$"):
+        await exchange.send(setup, ACTOR, "XXNO1")
+    with pytest.raises(ConfigError, match=r"sftp\.known_hosts"):
+        await exchange.collect(setup, ACTOR, "XXNO1")
+    async with setup.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig="XXNO1", our_tadig=US, local_currency="EUR", wholesale_tariff="wholesale-de",
+            imsi_prefixes=["99901"], sftp=msgspec.structs.replace(
+                endpoint, insecure_skip_host_key=True)))
+    with caplog.at_level("WARNING", logger="billing_oss.server.settlement.exchange"):
+        assert await exchange.send(setup, ACTOR, "XXNO1") == []
+        assert await exchange.collect(setup, ACTOR, "XXNO1") == []
+    warned = [r for r in caplog.records if "host key not checked" in r.getMessage()]
+    assert len(warned) == 2  # each connection
+    assert await setup.fetchval("SELECT count(*) FROM settlement_files") == made

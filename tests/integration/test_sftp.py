@@ -27,8 +27,10 @@ from billing_oss.server.composition import load_demo_catalog
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.store import files_repo
-from tests.conftest import free_port
+from tests.conftest import VECTORS, free_port
+from tests.generators.tap3_files import tap3_file
 from tests.generators.threegpp_files import cdr_header, fast_records, write_fast_3gpp
+from tests.unit.test_formats_tap3_edges import MOC
 
 PASSWORD = "s3cret"
 
@@ -453,3 +455,34 @@ async def test_a_lost_claim_connection_does_not_end_the_poll(
     assert await polled == 1
     assert (root / "out" / "done" / "lost_0001.jsonl").exists()
     assert await pool.fetchval("SELECT count(*) FROM usage_keys WHERE source = 'lost'") == 30000
+
+
+async def test_a_rap_file_among_tap_files_is_kept_where_it_is_and_alarmed_once(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    """A partner's RAP file in a TAP3 source is settlement's: not ingested, not filed in
+    ``error/``, left in place and named once (alarm ``not_usage``); TAP files beside it are
+    collected as usual."""
+    root = sftp_root[0]
+    tap3 = Pipeline(pool, config.load(env={}).pipeline, rater_factory=build_rater,
+                    decoders={"tap3": FormatDecoder("tap3")})
+    rap = root / "out" / "RCBBBBBAAAAA00001"
+    rap.write_bytes((VECTORS / "rap_mini.ber").read_bytes())
+    tap = root / "out" / "CDAAAAABBBBB00001"
+    tap.write_bytes(tap3_file([MOC]))
+    p = poller("roam", sftp_root, tap3, pool, fmt="tap3", pattern="[CR][DC]*", completion="",
+               incomplete_alarm_s=0)  # a file kept aside is not mistaken for a stalled one
+    assert await poll_once(p) == 1  # the TAP file
+    await asyncio.sleep(0.05)
+    assert await poll_once(p) == 0
+    assert rap.read_bytes() == (VECTORS / "rap_mini.ber").read_bytes()
+    assert not (root / "out" / "error" / rap.name).exists()
+    assert not (root / "out" / "done" / rap.name).exists()
+    assert (root / "out" / "done" / tap.name).exists()
+    assert await pool.fetchval("SELECT array_agg(name) FROM source_files WHERE source = 'roam'"
+                               ) == [tap.name]
+    assert await alarms_of(pool, "roam") == [
+        ("not_usage", rap.name, "RAP file: handled by settlement (ReturnBatch); "
+                                "kept, not ingested")]
+    again = SftpPoller("roam", p.config, tap3, pool)  # a restarted server names it once
+    assert await poll_once(again) == 0
+    assert rap.exists() and len(await alarms_of(pool, "roam")) == 1

@@ -21,9 +21,7 @@ from tests.integration.test_sftp import pipeline as pipeline
 SFTP_SERVER = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server")
                     if os.access(p, os.X_OK)), None)
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    SFTP_SERVER is None, reason="OpenSSH sftp-server is not installed "
-                                "(apt-get install openssh-sftp-server)")]
+pytestmark = pytest.mark.slow
 
 
 class _OpenSshSftp(asyncssh.SSHServerSession[bytes]):
@@ -82,6 +80,8 @@ class _OpenSshServer(_Server):
 
 @pytest.fixture
 async def openssh(tmp_path: Path) -> AsyncIterator[tuple[Path, int, str]]:
+    if SFTP_SERVER is None:  # ./run.sh test installs it (ensure_sftp_server)
+        pytest.fail("OpenSSH sftp-server is not installed (apt-get install openssh-sftp-server)")
     root = tmp_path / "partner"
     (root / "out").mkdir(parents=True)
     key = asyncssh.generate_private_key("ssh-ed25519")
