@@ -2,14 +2,15 @@
 in the same run, on the same machine, into fresh databases.
 
     python perf/bench_workers.py [--records N] [--quick] [--database-url DSN]
-                                 [--broker HOST:PORT]
 
 Each side: a fresh database with the demo tariffs and 1,000 accounts, `serve` started as a
 subprocess with one MQTT source, then a publisher process sends ``--records`` voice records
 (200 per message, QoS 1) as fast as the broker takes them. The rate is the records over the
 time from the first publish to the last record committed. Prints both rates and their ratio.
 
-The broker is Mosquitto at ``--broker`` (default 127.0.0.1:1883). Without --database-url (or
+The broker is a Mosquitto this benchmark starts (on PATH; a queue deep enough for the whole
+input, which a default broker's 1,000 queued messages per client is not). Without
+--database-url (or
 BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is started in a temporary directory.
 The server, its workers, PostgreSQL, the broker and the publisher all share this machine's
 cores: on a 2-core box the second worker competes with PostgreSQL for the same CPU.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,7 +104,7 @@ async def one_side(admin_dsn: str, workers: int, records: int, broker: tuple[str
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "billing_oss", "serve", "--database-url", dsn, "--port",
-        str(port), "--workers", str(workers), "--log-level", "warning",
+        str(port), "--workers", str(workers), "--log-level", "error",
         "--config", str(config_file(folder, *broker)),
         cwd=folder, env={k: v for k, v in os.environ.items() if not k.startswith("BILLING_OSS")})
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
@@ -127,7 +129,7 @@ async def one_side(admin_dsn: str, workers: int, records: int, broker: tuple[str
         while await pool.fetchval("SELECT count(*) FROM source_offsets WHERE source = $1",
                                   SOURCE) < messages:
             if time.monotonic() - started > 600:
-                raise SystemExit("ingest did not finish in 10 minutes")
+                raise SystemExit(f"serve --workers {workers}: ingest did not finish in 10 minutes")
             await asyncio.sleep(0.1)
         elapsed = time.monotonic() - started
         await publisher.wait()
@@ -150,15 +152,25 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="40,000 records")
     parser.add_argument("--database-url", default=os.environ.get(
         "BILLING_OSS_TEST_DATABASE_URL"))
-    parser.add_argument("--broker", default="127.0.0.1:1883")
     args = parser.parse_args()
     records = 40_000 if args.quick else args.records
-    host, _, port = args.broker.rpartition(":")
     catalog()  # fails early if the demo catalog is missing
     async with server(args.database_url) as admin_dsn:
         with tempfile.TemporaryDirectory() as tmp:
-            rates = {n: await one_side(admin_dsn, n, records, (host, int(port)), Path(tmp))
-                     for n in (1, 2)}
+            port = free_port()
+            (Path(tmp) / "mosquitto.conf").write_text(
+                f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                "max_inflight_messages 2000\nmax_queued_messages 1000000\n"
+                + ("user root\n" if os.geteuid() == 0 else ""))
+            broker = await asyncio.create_subprocess_exec(
+                shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+                str(Path(tmp) / "mosquitto.conf"), stderr=subprocess.DEVNULL)
+            try:
+                rates = {n: await one_side(admin_dsn, n, records, ("127.0.0.1", port),
+                                           Path(tmp)) for n in (1, 2)}
+            finally:
+                broker.terminate()
+                await broker.wait()
     print(f"MQTT ingest, {records:,} records, {os.cpu_count()} cores:")
     for n, rate in rates.items():
         print(f"  serve --workers {n}: {rate:,.0f} records/s")
