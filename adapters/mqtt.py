@@ -37,7 +37,7 @@ from paho.mqtt.properties import Properties
 
 from billing_oss.adapters import intake
 from billing_oss.core.contract import Delivery, Sink
-from billing_oss.core.sources_config import MqttSource
+from billing_oss.core.sources_config import DEFAULT_SHARED_GROUP, MqttSource
 from billing_oss.server.metrics import MQTT_ACKED, MQTT_CONNECTED, MQTT_LATENCY, MQTT_RECONNECTS
 from billing_oss.server.pipeline.retry import TRANSIENT
 
@@ -79,6 +79,14 @@ class MqttAdapter:
         group = self.config.shared_group
         return [f"$share/{group}/{t}" if group else t for t in self.config.topics]
 
+    def stale_filters(self) -> list[str]:
+        """The other form of the filters, which a persistent session may still hold from a
+        run with another number of workers: kept, it would send this client every message
+        a second time."""
+        if self.config.shared_group:
+            return list(self.config.topics)
+        return [f"$share/{DEFAULT_SHARED_GROUP}/{t}" for t in self.config.topics]
+
     async def run(self, stop: asyncio.Event) -> None:
         backoff = self.config.reconnect_min_s
         while not stop.is_set():
@@ -108,6 +116,8 @@ class MqttAdapter:
         async with client:
             for topic in self.filters():
                 await client.subscribe(topic, qos=1)
+            for topic in self.stale_filters():
+                await client.unsubscribe(topic)
             MQTT_CONNECTED.labels(self.name).set(1)
             log.info("mqtt subscribed", extra={"fields": {
                 "source": self.name, "broker": f"{cfg.host}:{cfg.port}", "topics": self.filters(),

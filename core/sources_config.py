@@ -23,6 +23,9 @@ def _check_port(where: str, port: int) -> None:
         raise ConfigError(f"{where}.port: {port} is not a TCP port (1-65535)")
 
 
+DEFAULT_SHARED_GROUP = "billing-oss"  # the shared-subscription group of serve --workers N
+
+
 class MqttSource(msgspec.Struct, tag="mqtt", tag_field="type", forbid_unknown_fields=True,
                  frozen=True, kw_only=True):
     adapter: ClassVar[str] = "billing_oss.adapters.mqtt:MqttAdapter"

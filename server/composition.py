@@ -13,12 +13,14 @@ import errno
 import gc
 import json
 import logging
+import socket
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 from aiohttp import web
 
 from billing_oss.core.errors import ConfigError, StartupError
@@ -35,6 +37,7 @@ from billing_oss.server.store import audit, catalog_repo
 from billing_oss.server.store.embedded import embedded_postgres
 from billing_oss.server.store.migrate import ask_at_terminal, migrate, refuse_foreign
 from billing_oss.server.store.pool import open_pool
+from billing_oss.server.workers import SINGLE, WorkerSlot, sources_for, watch_parent
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +55,30 @@ async def database(config: Config) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def database_pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
     """An open, migrated pool; closed (and the embedded server stopped) on exit."""
-    async with database(config) as dsn:
-        db = config.database
-        pool = await open_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
-                               timeout_s=db.connect_timeout_s)
+    async with database(config) as dsn, migrated_pool(config, dsn) as pool:
+        yield pool
+
+
+@contextlib.asynccontextmanager
+async def migrated_pool(config: Config, dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    db = config.database
+    pool = await open_pool(dsn, min_size=db.pool_min, max_size=db.pool_max,
+                           timeout_s=db.connect_timeout_s)
+    try:
+        await refuse_foreign(pool, init=db.init, confirm=ask_at_terminal)
+        await migrate(pool)
+        yield pool
+    finally:
         try:
-            await refuse_foreign(pool, init=db.init, confirm=ask_at_terminal)
-            await migrate(pool)
-            yield pool
-        finally:
-            try:
-                await asyncio.wait_for(pool.close(), timeout=10)
-            except TimeoutError:
-                pool.terminate()
+            await asyncio.wait_for(pool.close(), timeout=10)
+        except TimeoutError:
+            pool.terminate()
+
+
+async def prepare_database(config: Config, dsn: str) -> None:
+    """What happens once before several workers start: migrations and the demo catalog."""
+    async with migrated_pool(config, dsn) as pool:
+        await load_demo_catalog(config, pool)
 
 
 def decoders() -> dict[str, Decoder]:
@@ -132,10 +146,14 @@ def _as_dict(result: catalog_repo.LoadResult) -> dict[str, int]:
 
 
 async def serve(config: Config, stop: asyncio.Event, *,
-                started: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set; ``started`` is set once HTTP accepts connections."""
+                started: asyncio.Event | None = None, slot: WorkerSlot = SINGLE) -> None:
+    """Run until ``stop`` is set; ``started`` is set once HTTP accepts connections. ``slot``
+    says which of several worker processes this one is (``server.workers``)."""
     check_sources(config)
     async with contextlib.AsyncExitStack() as stack:
+        if slot.count > 1:
+            orphaned = asyncio.create_task(watch_parent(stop), name="watch-supervisor")
+            stack.push_async_callback(_cancel, orphaned)
         pool = await stack.enter_async_context(database_pool(config))
         await load_demo_catalog(config, pool)
         if gaps := config.billing.einvoice_gaps():
@@ -178,11 +196,14 @@ async def serve(config: Config, stop: asyncio.Event, *,
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await _listen(runner, config)
-        await stack.enter_async_context(running_sources(config, pipeline, pool))
+        await _listen(runner, config, slot)
+        await stack.enter_async_context(running_sources(
+            msgspec.structs.replace(config, sources=sources_for(config.sources, slot)),
+            pipeline, pool))
         await stack.enter_async_context(running_provisioning(config, pool))
         stack.callback(_fewer_collections())
-        log.info("serving", extra={"fields": {"url": f"http://{config.http.host}:{config.http.port}"}})
+        log.info("serving", extra={"fields": {
+            "url": f"http://{config.http.host}:{config.http.port}", "worker": slot.index}})
         if started is not None:
             started.set()
         await stop.wait()
@@ -296,10 +317,15 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _listen(runner: web.AppRunner, config: Config) -> None:
+async def _listen(runner: web.AppRunner, config: Config, slot: WorkerSlot) -> None:
+    if slot.listen_fd is not None:  # the supervisor's socket: every worker accepts from it
+        await web.SockSite(runner, socket.socket(fileno=slot.listen_fd)).start()
+        return
     host, port = config.http.host, config.http.port
     try:
-        await web.TCPSite(runner, host, port).start()
+        # reuse_port: processes started by hand on one port share it (Linux spreads the
+        # connections over them)
+        await web.TCPSite(runner, host, port, reuse_port=config.http.reuse_port or None).start()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(

@@ -41,6 +41,9 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # POST /v1/usage: batches at work at once, requests waiting for one; the rest get 503.
     ingest_concurrency: int = 16
     ingest_queue: int = 16
+    # Bind with SO_REUSEPORT, so processes started by hand can share the port
+    # (serve --workers shares one socket instead).
+    reuse_port: bool = False
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -1,5 +1,6 @@
 """What ``serve`` runs on its own: every ``assurance.interval_s``, all the controls, then a
-signed checkpoint of the audit chain when ``assurance.checkpoint_dir`` is set."""
+signed checkpoint of the audit chain when ``assurance.checkpoint_dir`` is set — once per
+interval whatever the number of worker processes (``server.scheduled``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 import asyncpg
 
 from billing_oss.core.errors import BillingError
-from billing_oss.server import assurance
+from billing_oss.server import assurance, scheduled
 from billing_oss.server.assurance import checkpoints, engine
 from billing_oss.server.config import AssuranceConfig
 
 log = logging.getLogger(__name__)
 ACTOR = "server:assurance"
+TASK = "assurance"  # its row in scheduled_ticks
 
 
 async def run_once(pool: asyncpg.Pool, config: AssuranceConfig) -> None:
@@ -30,15 +32,17 @@ async def run_once(pool: asyncpg.Pool, config: AssuranceConfig) -> None:
 
 
 async def run_forever(pool: asyncpg.Pool, config: AssuranceConfig, stop: asyncio.Event) -> None:
-    """Until ``stop``: wait ``interval_s``, then a run (the first one an interval after
-    start, so a restart loop does not hammer the database). A failed run is logged and
-    retried at the next interval; the server keeps serving."""
+    """Until ``stop``: a run each ``interval_s`` (the first one an interval after the first
+    start, so a restart loop does not hammer the database), by whichever process holds the
+    task when it is due. A failed run is logged and retried at the next interval; the server
+    keeps serving."""
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), config.interval_s)
+            await asyncio.wait_for(stop.wait(), scheduled.look_every(config.interval_s))
         if stop.is_set():
             return
         try:
-            await run_once(pool, config)
+            await scheduled.run_if_due(pool, TASK, config.interval_s,
+                                       lambda: run_once(pool, config))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BillingError) as exc:
             log.warning("assurance run failed", extra={"fields": {"error": str(exc)}})

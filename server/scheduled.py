@@ -1,0 +1,48 @@
+"""Clock work (controls, checkpoints) run once per interval across the server's processes.
+
+Every process looks every few seconds; the one that takes the task's claim (a session
+advisory lock) runs it when its interval has passed since the last run, then records the
+run. A process that dies mid-run loses the claim with its session and records nothing, so
+the next process to look runs the task again: a tick is never skipped, and never run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from billing_oss.server.store import ticks_repo
+
+LOOK_EVERY_S = 10.0  # how often a process looks whether a task is due (at most)
+
+
+async def run_if_due(pool: asyncpg.Pool, task: str, interval_s: float,
+                     action: Callable[[], Awaitable[None]]) -> bool:
+    """Run ``action`` if this process holds the task and it is due; whether it ran. A run
+    that raises counts as run (it is retried at the next interval, as a failure should be);
+    one cancelled by shutdown does not."""
+    async with pool.acquire() as conn:
+        if not await ticks_repo.try_claim(conn, task):
+            return False
+        try:
+            if not await ticks_repo.is_due(conn, task, interval_s):
+                return False
+            try:
+                await action()
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                await ticks_repo.ran(conn, task)
+                raise
+            await ticks_repo.ran(conn, task)
+            return True
+        finally:
+            with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+                await ticks_repo.release(conn, task)
+
+
+def look_every(interval_s: float) -> float:
+    return min(interval_s, LOOK_EVERY_S)
