@@ -14,6 +14,7 @@ from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.scope import own
 from billing_oss.server.http.types import Attrs, Currency, Id, Identifier, Text
 from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 from billing_oss.server.store import accounts_repo
@@ -98,6 +99,7 @@ async def create(app: web.Application, who: str, body: AccountCreate) -> Account
 
 async def get_account(request: web.Request) -> web.Response:
     path = decode_path(request, AccountPath)
+    own(request, path.account_id, f"account {path.account_id}")
     cache = request.app[ACCOUNT_CACHE]
     body = cache.get(path.account_id)
     if body is None:
@@ -163,7 +165,7 @@ def register(api: Api) -> None:
     api.add("GET", "/v1/accounts", list_accounts, summary="List accounts", tag=tag,
             query=AccountQuery, response=AccountPage, roles=("viewer",))
     api.add("GET", "/v1/accounts/{account_id}", get_account, summary="Read an account",
-            tag=tag, params=AccountPath, response=Account, roles=("viewer",))
+            tag=tag, params=AccountPath, response=Account, roles=("viewer", "customer"))
     api.add("PATCH", "/v1/accounts/{account_id}", update_account,
             summary="Change an account (only the fields sent)", tag=tag, params=AccountPath,
             request=AccountUpdate, response=Account, roles=("operator",), errors=(409,))

@@ -81,12 +81,25 @@ def protect(handler: Handler, roles: tuple[str, ...]) -> Handler:
                 f"role {key.role} may not do this (needs {' or '.join(sorted(wanted))})",
                 instance=request.path,
             )
+        if key.role == "customer" and _other_account(request, key):
+            return problem_for(
+                ErrorCode.FORBIDDEN, "Forbidden",
+                "a customer key sees its own account only", instance=request.path,
+            )
         request[PRINCIPAL] = key
         return await handler(request)
 
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__
     return guarded
+
+
+def _other_account(request: web.Request, key: ApiKey) -> bool:
+    """Whether a request names (path or query ``account_id``) an account the key is not
+    bound to: refused before any handler runs, whatever the handler does with it."""
+    named = {request.match_info.get("account_id"), *request.query.getall("account_id", [])}
+    named.discard(None)
+    return bool(named - {key.account_id})
 
 
 def actor(request: web.Request) -> str:
