@@ -48,6 +48,7 @@ class AccountCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     billing_day: BillingDay = 1
     identifiers: Identifiers = []
     attrs: Attrs = {}
+    itemised_invoice: bool = False  # invoice PDFs list each call and session billed
 
 
 class AccountUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +61,7 @@ class AccountUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     billing_day: BillingDay | msgspec.UnsetType = msgspec.UNSET
     identifiers: Identifiers | msgspec.UnsetType = msgspec.UNSET
     attrs: Attrs | msgspec.UnsetType = msgspec.UNSET
+    itemised_invoice: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class AccountQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,7 +94,7 @@ async def create(app: web.Application, who: str, body: AccountCreate) -> Account
         currency=body.currency, timezone=_checked_zone(body.timezone),
         billing_day=body.billing_day,
         identifiers=[AccountIdentifier(i.identifier, i.kind) for i in body.identifiers],
-        attrs=dict(body.attrs),
+        attrs=dict(body.attrs), itemised_invoice=body.itemised_invoice,
     )
     return await accounts_repo.create(app[POOL], who, new)
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from billing_oss.core.money import format_minor
 from billing_oss.server.billing import issuing, views
-from billing_oss.server.billing.render import cii, typst_pdf
+from billing_oss.server.billing.render import cii, itemised, typst_pdf
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
@@ -94,8 +94,9 @@ async def invoice_pdf(pool: asyncpg.Pool, invoice_id: int,
     """The invoice as PDF/A-3 (REST and SOAP alike); ``check`` sees its account first."""
     async with pool.acquire() as conn:
         invoice = await issuing.load(conn, invoice_id)
-    check(invoice.account_id)
-    return await asyncio.to_thread(typst_pdf.render, invoice)  # CPU-bound: off the loop
+        check(invoice.account_id)
+        items = await itemised.load(conn, invoice.account_id, invoice_id)
+    return await asyncio.to_thread(typst_pdf.render, invoice, items)  # CPU-bound: off the loop
 
 
 async def get_invoice_xml(request: web.Request) -> web.Response:

@@ -135,3 +135,9 @@ async def invoiced_items(db: Db, account_id: str, invoice_id: int,
     return total, [(r["line_no"], ItemRow(**{k: v for k, v in dict(r).items()
                                              if k not in ("line_no", "total")}))
                    for r in rows]
+
+
+async def itemised(db: Db, account_id: str) -> bool:
+    """Whether the account's invoices carry the itemised list of its records."""
+    return bool(await db.fetchval(
+        "SELECT itemised_invoice FROM accounts WHERE account_id = $1", account_id))
