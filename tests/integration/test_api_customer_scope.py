@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from billing_oss.server.billing.bill_runs import bill_run
 from billing_oss.server.http.keys import API
 from billing_oss.server.store import api_keys
 from tests.integration import billing_seed
@@ -173,3 +174,39 @@ async def test_another_accounts_documents_are_refused_with_403(seeded: Seeded) -
     status, text = await _call(seeded, "GET", "/v1/statements", {
         "account_id": B, "from": "2026-01-01", "to": str(dt.date.today())}, None)
     assert status == 403 and '"FORBIDDEN"' in text
+
+
+async def test_the_soap_facade_refuses_a_customer_key(seeded: Seeded) -> None:
+    """The SOAP operations serve operator roles only: a customer key gets a FORBIDDEN fault,
+    for its own account as for another's."""
+    tns = "urn:billing-oss:soap:v1"
+    envelope = ('<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
+                '<soap:Body>{}</soap:Body></soap:Envelope>')
+    b = seeded.ids[B]
+    bodies = [f'<b:GetAccount xmlns:b="{tns}"><b:account_id>{B}</b:account_id></b:GetAccount>',
+              f'<b:GetAccount xmlns:b="{tns}"><b:account_id>{A}</b:account_id></b:GetAccount>',
+              f'<b:GetBalance xmlns:b="{tns}"><b:account_id>{B}</b:account_id></b:GetBalance>',
+              f'<b:GetInvoicePdf xmlns:b="{tns}"><b:invoice_id>{b["invoice_id"]}'
+              "</b:invoice_id></b:GetInvoicePdf>"]
+    for body in bodies:
+        async with seeded.api.http.post(
+                f"{seeded.api.url}/soap/v1", data=envelope.format(body),
+                headers={**seeded.headers(), "Content-Type": "text/xml"}) as r:
+            text = await r.text()
+        assert "FORBIDDEN" in text and B not in text.replace(body, ""), text
+
+
+async def test_a_customer_sees_issued_invoices_not_drafts(seeded: Seeded,
+                                                          pool: asyncpg.Pool) -> None:
+    run = await bill_run(pool, "2026-02", billing_seed.SETTINGS, accounts=[A], actor="test")
+    (draft_id,) = run.invoice_ids
+    status, text = await _call(seeded, "GET", "/v1/invoices", None, None)
+    assert status == 200 and f'"invoice_id":{draft_id},' not in text
+    assert f'"invoice_id":{seeded.ids[A]["invoice_id"]},' in text
+    status, text = await _call(seeded, "GET", "/v1/invoices", {"status": "draft"}, None)
+    assert status == 200 and '"items":[]' in text
+    for suffix in ("", ".pdf", ".xml"):
+        status, _ = await _call(seeded, "GET", f"/v1/invoices/{draft_id}{suffix}", None, None)
+        assert status == 404, suffix
+    status, draft = await seeded.api.call("GET", f"/v1/invoices/{draft_id}", "viewer")
+    assert status == 200 and draft["status"] == "draft"
