@@ -192,8 +192,7 @@ async def get_current_cycle(request: web.Request) -> web.Response:
         pool, account.account_id, period, cycle.start, cycle.end)
     if invoiced_end is not None:
         cycle = periods.after(cycle, invoiced_end, account.timezone)
-    rows = await account_usage_repo.totals(pool, ItemFilter(
-        account_id=account.account_id, start=cycle.start, end=cycle.end))
+    rows = await account_usage_repo.totals(pool, account.account_id, cycle.start, cycle.end)
     charged: dict[str, int] = {}
     for t in rows:
         if t.currency is not None:
