@@ -6,6 +6,7 @@ Adding a verb: write ``server/commands/<verb>.py`` and list it in ``VERB_MODULES
 VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.serve",
     "billing_oss.server.commands.api_key",
+    "billing_oss.server.commands.account",
     "billing_oss.server.commands.bill_run",
     "billing_oss.server.commands.invoice",
     "billing_oss.server.commands.adjustment",

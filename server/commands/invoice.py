@@ -20,7 +20,7 @@ import msgspec
 from billing_oss.core.errors import ConfigError, NotFound
 from billing_oss.core.money import format_minor
 from billing_oss.server.billing import issuing, views
-from billing_oss.server.billing.render import cii, typst_pdf
+from billing_oss.server.billing.render import cii, itemised, typst_pdf
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.config import Config
@@ -60,15 +60,19 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "list":
         return list_invoices(args)
 
-    async def fetch(conn: Connection) -> issuing.Invoice:
+    async def fetch(conn: Connection) -> tuple[issuing.Invoice, itemised.Itemised | None]:
         invoice_id = await resolve_id(conn, "invoices", "invoice_id", args.document_id)
-        return await issuing.load(conn, invoice_id)
+        invoice = await issuing.load(conn, invoice_id)
+        items = await itemised.load(conn, invoice.account_id, invoice_id) \
+            if args.what == "pdf" else None
+        return invoice, items
 
-    def render(invoice: issuing.Invoice) -> bytes:
+    def render(found: tuple[issuing.Invoice, itemised.Itemised | None]) -> bytes:
+        invoice, items = found
         if args.what == "show":
             return msgspec.json.format(msgspec.json.encode(views.invoice_view(invoice)),
                                        indent=2)
-        return typst_pdf.render(invoice) if args.what == "pdf" else cii.to_xml(invoice)
+        return typst_pdf.render(invoice, items) if args.what == "pdf" else cii.to_xml(invoice)
 
     return print_document(args, "invoice", fetch, render)
 

@@ -14,6 +14,7 @@ from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.scope import own
 from billing_oss.server.http.types import Attrs, Currency, Id, Identifier, Text
 from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 from billing_oss.server.store import accounts_repo
@@ -47,6 +48,7 @@ class AccountCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     billing_day: BillingDay = 1
     identifiers: Identifiers = []
     attrs: Attrs = {}
+    itemised_invoice: bool = False  # invoice PDFs list each call and session billed
 
 
 class AccountUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,6 +61,7 @@ class AccountUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     billing_day: BillingDay | msgspec.UnsetType = msgspec.UNSET
     identifiers: Identifiers | msgspec.UnsetType = msgspec.UNSET
     attrs: Attrs | msgspec.UnsetType = msgspec.UNSET
+    itemised_invoice: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class AccountQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,13 +94,14 @@ async def create(app: web.Application, who: str, body: AccountCreate) -> Account
         currency=body.currency, timezone=_checked_zone(body.timezone),
         billing_day=body.billing_day,
         identifiers=[AccountIdentifier(i.identifier, i.kind) for i in body.identifiers],
-        attrs=dict(body.attrs),
+        attrs=dict(body.attrs), itemised_invoice=body.itemised_invoice,
     )
     return await accounts_repo.create(app[POOL], who, new)
 
 
 async def get_account(request: web.Request) -> web.Response:
     path = decode_path(request, AccountPath)
+    own(request, path.account_id, f"account {path.account_id}")
     cache = request.app[ACCOUNT_CACHE]
     body = cache.get(path.account_id)
     if body is None:
@@ -163,7 +167,7 @@ def register(api: Api) -> None:
     api.add("GET", "/v1/accounts", list_accounts, summary="List accounts", tag=tag,
             query=AccountQuery, response=AccountPage, roles=("viewer",))
     api.add("GET", "/v1/accounts/{account_id}", get_account, summary="Read an account",
-            tag=tag, params=AccountPath, response=Account, roles=("viewer",))
+            tag=tag, params=AccountPath, response=Account, roles=("viewer", "customer"))
     api.add("PATCH", "/v1/accounts/{account_id}", update_account,
             summary="Change an account (only the fields sent)", tag=tag, params=AccountPath,
             request=AccountUpdate, response=Account, roles=("operator",), errors=(409,))

@@ -32,6 +32,7 @@ from billing_oss.server.pipeline.pipeline import Pipeline
 ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.health",
     "billing_oss.server.http.accounts",
+    "billing_oss.server.http.account_usage",
     "billing_oss.server.http.subscriptions",
     "billing_oss.server.http.tariffs",
     "billing_oss.server.http.products",

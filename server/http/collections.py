@@ -38,10 +38,13 @@ from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.scope import narrowed, own
 from billing_oss.server.http.types import Currency, Id, IntId, Reason, Text
 from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 
 READ = ("viewer",)
+# What a customer key may read too, of its own account only.
+MINE = ("viewer", "customer")
 OPERATE = ("operator",)
 
 Amount = Annotated[str, msgspec.Meta(pattern="^[0-9]{1,12}(\\.[0-9]{1,6})?$",
@@ -180,15 +183,17 @@ class StatementView(msgspec.Struct, frozen=True, kw_only=True):
 async def list_payments(request: web.Request) -> web.Response:
     q = decode_query(request, PaymentQuery)
     after = decode_cursor(q.cursor, tuple[IntId])
-    rows = await repo.payments(request.app[POOL], q.account_id, after[0] if after else None,
-                               q.limit)
+    rows = await repo.payments(request.app[POOL], narrowed(request, q.account_id),
+                               after[0] if after else None, q.limit)
     items, next_cursor = page(rows, q.limit, lambda p: (p.payment_id,))
     return reply(PaymentPage([payment_view(p) for p in items], next_cursor))
 
 
 async def get_payment(request: web.Request) -> web.Response:
     path = decode_path(request, PaymentPath)
-    return reply(payment_view(await payments.get(request.app[POOL], path.payment_id)))
+    found = await payments.get(request.app[POOL], path.payment_id)
+    own(request, found.account_id, f"payment {path.payment_id}")
+    return reply(payment_view(found))
 
 
 async def record_payment(request: web.Request) -> web.Response:
@@ -256,6 +261,7 @@ async def _statement(request: web.Request
     if q.end < q.start:
         raise InvalidRequest("invalid query: to: before from", errors=[
             {"location": "query", "path": "to", "message": "before from"}])
+    own(request, q.account_id, f"account {q.account_id}")
     pool = request.app[POOL]
     if await repo.account(pool, q.account_id) is None:
         raise NotFound(f"no account {q.account_id}")
@@ -486,13 +492,13 @@ def aging_line(r: AgingRow, labels: list[str]) -> AgingLine:
 def register(api: Api) -> None:
     tag = "collections"
     api.add("GET", "/v1/payments", list_payments, summary="List payments, oldest first",
-            tag=tag, query=PaymentQuery, response=PaymentPage, roles=READ)
+            tag=tag, query=PaymentQuery, response=PaymentPage, roles=MINE)
     api.add("POST", "/v1/payments", record_payment,
             summary="Record a payment and allocate it (named invoices, else oldest first); "
             "the same external_id again: 200", tag=tag, request=PaymentIn,
             response=PaymentView, status=201, also=(200,), roles=OPERATE, errors=(404, 409))
     api.add("GET", "/v1/payments/{payment_id}", get_payment, summary="One payment",
-            tag=tag, params=PaymentPath, response=PaymentView, roles=READ)
+            tag=tag, params=PaymentPath, response=PaymentView, roles=MINE)
     api.add("POST", "/v1/payments/{payment_id}/allocations", allocate_payment,
             summary="Allocate what a payment has left (named invoices, else oldest first)",
             tag=tag, params=PaymentPath, request=AllocateIn, response=PaymentView,
@@ -541,8 +547,8 @@ def register(api: Api) -> None:
             tag=tag, query=AgingQuery, response=AgingView, roles=READ)
     api.add("GET", "/v1/statements", get_statement,
             summary="An account's ledger entries of a period with the running balance",
-            tag=tag, query=StatementQuery, response=StatementView, roles=READ, errors=(404,))
+            tag=tag, query=StatementQuery, response=StatementView, roles=MINE, errors=(404,))
     api.add("GET", "/v1/statements.pdf", get_statement_pdf,
             summary="The same statement as a PDF (PDF/A-3b, typeset like the invoices)",
             tag=tag, query=StatementQuery, response=bytes, content_type="application/pdf",
-            roles=READ, errors=(404,))
+            roles=MINE, errors=(404,))

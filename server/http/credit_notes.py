@@ -19,9 +19,11 @@ from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.scope import narrowed, own
 from billing_oss.server.http.types import Id, IntId, Reason
 from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 
+READ = ("viewer", "customer")  # a customer key: its own account's only
 LineNo = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 # A net amount to credit in the invoice's currency: positive, at most 6 decimals (and no
 # more than the currency's minor unit has: checked against the invoice).
@@ -87,6 +89,7 @@ async def create_credit_note(request: web.Request) -> web.Response:
 async def list_credit_notes(request: web.Request) -> web.Response:
     q = decode_query(request, CreditNoteQuery)
     after = decode_cursor(q.cursor, tuple[IntId])
+    account_id = narrowed(request, q.account_id)
     rows = await request.app[POOL].fetch(
         "SELECT c.credit_note_id, c.account_id, c.invoice_id, i.number_text AS invoice_number,"
         " c.number_text, c.issue_date, c.currency, c.total_micros,"
@@ -96,7 +99,7 @@ async def list_credit_notes(request: web.Request) -> web.Response:
         " AND ($2::bigint IS NULL OR c.invoice_id = $2)"
         " AND ($3::bigint IS NULL OR c.credit_note_id > $3)"
         " ORDER BY c.credit_note_id LIMIT $4",
-        q.account_id, q.invoice_id, after[0] if after else None, q.limit + 1)
+        account_id, q.invoice_id, after[0] if after else None, q.limit + 1)
     items, next_cursor = page(rows, q.limit, lambda r: (r["credit_note_id"],))
     return reply(CreditNotePage(items=[CreditNoteSummary(
         credit_note_id=r["credit_note_id"], account_id=r["account_id"],
@@ -112,6 +115,7 @@ async def _load(request: web.Request) -> tuple[CreditNote, Invoice]:
     credit_note_id = decode_path(request, CreditNotePath).credit_note_id
     async with request.app[POOL].acquire() as conn:
         note = await issuing.load_credit_note(conn, credit_note_id)
+        own(request, note.account_id, f"credit note {credit_note_id}")
         return note, await issuing.load(conn, note.invoice_id)
 
 
@@ -119,6 +123,7 @@ async def get_credit_note(request: web.Request) -> web.Response:
     credit_note_id = decode_path(request, CreditNotePath).credit_note_id
     async with request.app[POOL].acquire() as conn:
         note = await issuing.load_credit_note(conn, credit_note_id)
+    own(request, note.account_id, f"credit note {credit_note_id}")
     return reply(views.credit_note_view(note))
 
 
@@ -140,14 +145,14 @@ def register(api: Api) -> None:
             roles=("operator",), errors=(404, 409),
             summary="Credit a finalised invoice in full or in part (never beyond its total)")
     api.add("GET", "/v1/credit-notes", list_credit_notes, tag=tag, query=CreditNoteQuery,
-            response=CreditNotePage, roles=("viewer",),
+            response=CreditNotePage, roles=READ,
             summary="List credit notes (cursor pagination)")
     path = r"/v1/credit-notes/{credit_note_id:\d+}"
     api.add("GET", path, get_credit_note, tag=tag, params=CreditNotePath,
-            response=views.CreditNoteView, roles=("viewer",), summary="One credit note")
+            response=views.CreditNoteView, roles=READ, summary="One credit note")
     api.add("GET", path + ".pdf", get_credit_note_pdf, tag=tag, params=CreditNotePath,
-            response=bytes, content_type="application/pdf", roles=("viewer",),
+            response=bytes, content_type="application/pdf", roles=READ,
             summary="The credit note as PDF/A-3 with its Factur-X XML attached")
     api.add("GET", path + ".xml", get_credit_note_xml, tag=tag, params=CreditNotePath,
-            response=bytes, content_type="application/xml", roles=("viewer",),
+            response=bytes, content_type="application/xml", roles=READ,
             summary="The credit note as EN 16931 e-invoice (CII type 381, naming the invoice)")

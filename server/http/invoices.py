@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 from typing import Literal
 
 import asyncpg
 import msgspec
 from aiohttp import web
 
+from billing_oss.core.errors import NotFound
 from billing_oss.core.money import format_minor
 from billing_oss.server.billing import issuing, views
-from billing_oss.server.billing.render import cii, typst_pdf
+from billing_oss.server.billing.render import cii, itemised, typst_pdf
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.scope import customer_account, narrowed, own
 from billing_oss.server.http.types import Id, IntId, Period
 from billing_oss.server.http.validation import decode_path, decode_query
 
 OPERATE = ("operator",)
-READ = ("viewer",)
+READ = ("viewer", "customer")  # a customer key: its own account's only
 
 Status = Literal["draft", "finalised"]
 
@@ -57,12 +60,17 @@ class InvoicePage(msgspec.Struct):
 async def list_invoices(request: web.Request) -> web.Response:
     q = decode_query(request, InvoiceQuery)
     after = decode_cursor(q.cursor, tuple[IntId])
+    account_id = narrowed(request, q.account_id)
+    # A customer sees what was issued to it: a draft changes until it is finalised.
+    status: str | None = q.status
+    if customer_account(request) is not None:
+        status = "finalised" if q.status in (None, "finalised") else "none"  # none: no drafts
     rows = await request.app[POOL].fetch(
         "SELECT invoice_id, account_id, status, number_text, period, currency, payable_micros "
         "FROM invoices WHERE ($1::text IS NULL OR account_id = $1) "
         "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR period = $3) "
         "AND ($4::bigint IS NULL OR invoice_id > $4) ORDER BY invoice_id LIMIT $5",
-        q.account_id, q.status, q.period, after[0] if after else None, q.limit + 1)
+        account_id, status, q.period, after[0] if after else None, q.limit + 1)
     items, next_cursor = page(rows, q.limit, lambda r: (r["invoice_id"],))
     return reply(InvoicePage(items=[InvoiceSummary(
         invoice_id=r["invoice_id"], account_id=r["account_id"], status=r["status"],
@@ -74,27 +82,42 @@ async def list_invoices(request: web.Request) -> web.Response:
 async def get_invoice(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     async with request.app[POOL].acquire() as conn:
-        return reply(views.invoice_view(await issuing.load(conn, invoice_id)))
+        invoice = await issuing.load(conn, invoice_id)
+    readable(request, invoice)
+    return reply(views.invoice_view(invoice))
 
 
 async def get_invoice_pdf(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
-    pdf = await invoice_pdf(request.app[POOL], invoice_id)
+    pdf = await invoice_pdf(request.app[POOL], invoice_id,
+                            lambda invoice: readable(request, invoice))
     return web.Response(body=pdf, content_type="application/pdf")
 
 
-async def invoice_pdf(pool: asyncpg.Pool, invoice_id: int) -> bytes:
-    """The invoice as PDF/A-3 (REST and SOAP alike)."""
+async def invoice_pdf(pool: asyncpg.Pool, invoice_id: int,
+                      check: Callable[[issuing.Invoice], None] = lambda invoice: None) -> bytes:
+    """The invoice as PDF/A-3 (REST and SOAP alike); ``check`` sees the invoice first."""
     async with pool.acquire() as conn:
         invoice = await issuing.load(conn, invoice_id)
-    return await asyncio.to_thread(typst_pdf.render, invoice)  # CPU-bound: off the loop
+        check(invoice)
+        items = await itemised.load(conn, invoice.account_id, invoice_id)
+    return await asyncio.to_thread(typst_pdf.render, invoice, items)  # CPU-bound: off the loop
 
 
 async def get_invoice_xml(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     async with request.app[POOL].acquire() as conn:
         invoice = await issuing.load(conn, invoice_id)
+    readable(request, invoice)
     return web.Response(body=cii.to_xml(invoice), content_type="application/xml")
+
+
+def readable(request: web.Request, invoice: issuing.Invoice) -> None:
+    """Refuse another account's invoice to a customer key (403), and a draft (404: it is
+    not issued to the customer until finalised)."""
+    own(request, invoice.account_id, f"invoice {invoice.invoice_id}")
+    if customer_account(request) is not None and invoice.status != "finalised":
+        raise NotFound(f"no invoice {invoice.invoice_id}")
 
 
 async def finalize_invoice(request: web.Request) -> web.Response:

@@ -11,12 +11,14 @@ from aiohttp import web
 from billing_oss.server.http.keys import POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
+from billing_oss.server.http.scope import narrowed
 from billing_oss.server.http.types import Id, IntId, Money, Text, Timestamp, money
 from billing_oss.server.http.validation import decode_query
 from billing_oss.server.store import traffic_repo
 from billing_oss.server.store.traffic_repo import Period, UsageRow
 
 UsageKind = Literal["voice", "sms", "data", "event"]
+MINE = ("viewer", "customer")  # a customer key: its own account's only
 
 
 class UsageQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,6 +90,7 @@ class ChargeTotals(msgspec.Struct, frozen=True):
 
 async def list_usage(request: web.Request) -> web.Response:
     q = decode_query(request, UsageQuery)
+    q = msgspec.structs.replace(q, account_id=narrowed(request, q.account_id))
     return reply(await usage_page(request.app[POOL], q))
 
 
@@ -105,7 +108,8 @@ async def usage_page(pool: asyncpg.Pool, q: UsageQuery) -> UsagePage:
 async def list_charges(request: web.Request) -> web.Response:
     q = decode_query(request, ChargeQuery)
     rows = await traffic_repo.charges(
-        request.app[POOL], Period(account_id=q.account_id, start=q.from_, end=q.to),
+        request.app[POOL], Period(account_id=narrowed(request, q.account_id), start=q.from_,
+                                  end=q.to),
         kind=q.kind, rerate_job_id=q.rerate_job_id,
         after=decode_cursor(q.cursor, tuple[Timestamp, IntId]), limit=q.limit,
     )
@@ -115,9 +119,10 @@ async def list_charges(request: web.Request) -> web.Response:
 
 async def charge_totals(request: web.Request) -> web.Response:
     q = decode_query(request, TotalsQuery)
+    account_id = narrowed(request, q.account_id)
     rows = await traffic_repo.totals(
-        request.app[POOL], Period(account_id=q.account_id, start=q.from_, end=q.to))
-    return reply(ChargeTotals(q.account_id, [
+        request.app[POOL], Period(account_id=account_id, start=q.from_, end=q.to))
+    return reply(ChargeTotals(account_id, [
         CurrencyTotal(currency=t.currency, charges=t.charges, reversals=t.reversals,
                       charged=money(t.charged_micros, t.currency),
                       reversed=money(t.reversed_micros, t.currency),
@@ -138,9 +143,9 @@ def _charge(c: traffic_repo.ChargeRow) -> ChargeView:
 
 def register(api: Api) -> None:
     api.add("GET", "/v1/usage", list_usage, summary="Query usage records", tag="usage",
-            query=UsageQuery, response=UsagePage, roles=("viewer",))
+            query=UsageQuery, response=UsagePage, roles=MINE)
     api.add("GET", "/v1/charges", list_charges, summary="Query charges and reversals",
-            tag="charges", query=ChargeQuery, response=ChargePage, roles=("viewer",))
+            tag="charges", query=ChargeQuery, response=ChargePage, roles=MINE)
     api.add("GET", "/v1/charges/totals", charge_totals,
             summary="Totals per currency: charged, reversed, net", tag="charges",
-            query=TotalsQuery, response=ChargeTotals, roles=("viewer",))
+            query=TotalsQuery, response=ChargeTotals, roles=MINE)

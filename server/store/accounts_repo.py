@@ -39,6 +39,7 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     attrs: dict[str, Any]
     created_at: dt.datetime
     updated_at: dt.datetime
+    itemised_invoice: bool = False  # invoice PDFs list each call and session billed
 
 
 class NewAccount(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +51,7 @@ class NewAccount(msgspec.Struct, frozen=True, kw_only=True):
     billing_day: int
     identifiers: list[AccountIdentifier]
     attrs: dict[str, Any]
+    itemised_invoice: bool = False
 
 
 class AccountFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,7 +65,7 @@ class AccountFilter(msgspec.Struct, frozen=True, kw_only=True):
 
 _SELECT = (
     "SELECT a.account_id, a.name, a.status, a.currency, a.timezone, a.billing_day,"
-    " a.attrs::text AS attrs, a.created_at, a.updated_at,"
+    " a.attrs::text AS attrs, a.created_at, a.updated_at, a.itemised_invoice,"
     " coalesce((SELECT json_agg(json_build_array(i.identifier, i.kind) ORDER BY i.identifier)"
     "           FROM account_identifiers i WHERE i.account_id = a.account_id)::text, '[]')"
     " AS identifiers FROM accounts a"
@@ -92,10 +94,11 @@ async def create(pool: asyncpg.Pool, actor: str, account: NewAccount) -> Account
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
             "INSERT INTO accounts (account_id, name, status, currency, timezone, billing_day,"
-            " attrs) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)"
+            " attrs, itemised_invoice) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)"
             " ON CONFLICT (account_id) DO NOTHING RETURNING true",
             account.account_id, account.name, account.status, account.currency,
             account.timezone, account.billing_day, json.dumps(account.attrs),
+            account.itemised_invoice,
         )
         if not inserted:
             raise Conflict(f"account {account.account_id} already exists")
@@ -136,7 +139,8 @@ async def update(pool: asyncpg.Pool, actor: str, account_id: str,
     return after
 
 
-_UPDATABLE = frozenset({"name", "status", "currency", "timezone", "billing_day", "attrs"})
+_UPDATABLE = frozenset({"name", "status", "currency", "timezone", "billing_day", "attrs",
+                        "itemised_invoice"})
 
 
 async def claim_identifier(conn: Connection, identifier: str, account_id: str,
@@ -170,5 +174,5 @@ def _account(row: asyncpg.Record) -> Account:
         billing_day=row["billing_day"],
         identifiers=[AccountIdentifier(i, k) for i, k in json.loads(row["identifiers"])],
         attrs=json.loads(row["attrs"]), created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        updated_at=row["updated_at"], itemised_invoice=row["itemised_invoice"],
     )

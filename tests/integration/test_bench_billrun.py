@@ -12,3 +12,4 @@ def test_bench_billrun_quick(pg_admin_dsn: str) -> None:
     out = subprocess.run([sys.executable, str(REPO / "perf" / "bench_billrun.py"), "--quick"],
                          capture_output=True, text=True, env=env, timeout=300, check=True).stdout
     assert "bill run (computed + stored)" in out and "PDF/A-3" in out
+    assert "the same, itemised" in out and "100 records listed each" in out

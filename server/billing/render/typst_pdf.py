@@ -17,7 +17,7 @@ import typst
 from billing_oss.core.money import format_printed
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import InvoiceDraft
-from billing_oss.server.billing.render import cii, facturx, page
+from billing_oss.server.billing.render import cii, facturx, itemised, page
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
 from billing_oss.server.billing.rounding import plain
 
@@ -79,6 +79,22 @@ TEMPLATE = r"""
     [*Line*], [*Service / zone*], [*Records*], [*Usage*], [*Rated #d.currency*],
     ..d.usage.map(u => (u.no, u.what, u.records, u.usage, u.amount)).flatten())
 ]
+#if d.calls.rows.len() > 0 [
+  #pagebreak()
+  #title[Itemised calls and sessions]
+  #text(8pt, d.calls.note)
+  #v(4pt)
+  #set text(size: 7.5pt)
+  #set par(leading: 0.5em)
+  // One paragraph of fixed-width boxes per record, not a grid: a grid's cell layout costs
+  // four times as much, and an invoice may list thousands of records.
+  #let row(r) = [#box(width: 30mm, r.at(0))#box(width: 12mm, r.at(1))#box(width: 60mm,
+    r.at(2))#box(width: 18mm, [#h(1fr)#r.at(3)])#h(4mm)#box(width: 24mm,
+    r.at(4))#box(width: 22mm, [#h(1fr)#r.at(5)]) \
+  ]
+  #strong(row(("Date and time", "Service", "Number", "Usage", "Zone", "Amount " + d.currency)))
+  #for r in d.calls.rows { row(r) }
+]
 """
 
 def _compiler() -> Any:
@@ -88,29 +104,31 @@ def _compiler() -> Any:
     return compiler
 
 
-def render(invoice: Invoice) -> bytes:
-    return render_rendition(of_invoice(invoice))
+def render(invoice: Invoice, items: itemised.Itemised | None = None) -> bytes:
+    """The invoice's PDF; ``items``: the records it bills, listed after the usage summary
+    (for an account whose setting asks for them)."""
+    return render_rendition(of_invoice(invoice), items)
 
 
 def render_credit_note(note: CreditNote, invoice: Invoice) -> bytes:
     return render_rendition(of_credit_note(note, invoice))
 
 
-def render_rendition(doc: Rendition) -> bytes:
+def render_rendition(doc: Rendition, items: itemised.Itemised | None = None) -> bytes:
     xml = cii.rendition_xml(doc)
-    return facturx.mark_pdf(typeset(doc, xml))
+    return facturx.mark_pdf(typeset(doc, xml, items))
 
 
-def typeset(doc: Rendition, xml: bytes) -> bytes:
+def typeset(doc: Rendition, xml: bytes, items: itemised.Itemised | None = None) -> bytes:
     """The PDF/A-3b typst writes, ``xml`` attached, before the Factur-X XMP is added."""
-    data = msgspec.json.encode(document_data(doc)).decode()
+    data = msgspec.json.encode(document_data(doc, items)).decode()
     pdf: bytes = _compiler().compile(TEMPLATE.encode(),
                                      sys_inputs={"data": data, "xml": xml.decode()},
                                      pdf_standards="a-3b", pdf_tags=False)
     return pdf
 
 
-def document_data(doc: Rendition) -> dict[str, Any]:
+def document_data(doc: Rendition, items: itemised.Itemised | None = None) -> dict[str, Any]:
     c = doc.content
     cur = c.currency
 
@@ -156,6 +174,7 @@ def document_data(doc: Rendition) -> dict[str, Any]:
         "terms_label": "Settlement" if doc.is_credit_note else "Payment terms",
         "terms": terms,
         "usage": usage,
+        "calls": itemised.data(items, cur, str(c.buyer.get("timezone") or "UTC")),
     }
 
 

@@ -1,0 +1,78 @@
+"""The itemised list an invoice PDF carries for an account that asks for one: each call,
+message and session the invoice bills, in time order, in the account's timezone, with
+what the invoice billed for it (exact: amounts finer than a cent keep their digits).
+
+A list longer than ``MAX_ROWS`` prints its first ``MAX_ROWS`` and says where the rest is:
+the usage route and its CSV export list every record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from billing_oss.core.money import format_printed
+from billing_oss.server.billing.render.page import grouped, human
+from billing_oss.server.store import account_usage_repo
+from billing_oss.server.store.account_usage_repo import Db, ItemRow
+
+MAX_ROWS = 2000
+SERVICES = {"voice": "Call", "sms": "SMS", "data": "Data", "event": "Event"}
+
+
+class Itemised(msgspec.Struct, frozen=True):
+    total: int  # records the invoice bills (more than ``rows`` when the list is cut)
+    rows: list[tuple[int, ItemRow]]  # (invoice line, record)
+
+
+async def load(db: Db, account_id: str, invoice_id: int) -> Itemised | None:
+    """The invoice's records when its account's setting asks for them, else None."""
+    if not await account_usage_repo.itemised(db, account_id):
+        return None
+    total, rows = await account_usage_repo.invoiced_items(db, account_id, invoice_id, MAX_ROWS)
+    return Itemised(total, rows)
+
+
+def data(items: Itemised | None, currency: str, timezone: str) -> dict[str, object]:
+    """The template's ``calls``: a note and one row of six texts per record."""
+    if items is None or not items.rows:
+        return {"note": "", "rows": []}
+    tz = _zone(timezone)
+    rows = [[r.event_time.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
+             SERVICES.get(r.kind, r.kind), _number(r), _usage(r), r.zone or "",
+             "" if r.amount_micros is None else format_printed(r.amount_micros, currency)]
+            for _, r in items.rows]
+    note = f"{items.total:,} records; times in {getattr(tz, 'key', 'UTC')}."
+    if items.total > len(items.rows):
+        note = (f"The first {len(items.rows):,} of {items.total:,} records; every record, "
+                f"with its charge, is in the usage export of the account for the period. "
+                f"Times in {getattr(tz, 'key', 'UTC')}.")
+    return {"note": note, "rows": rows}
+
+
+def _number(r: ItemRow) -> str:
+    if r.kind == "data":
+        return r.msisdn or r.calling or ""
+    return r.called or r.msisdn or ""
+
+
+def _usage(r: ItemRow) -> str:
+    if r.kind == "voice" and r.duration_s is not None:
+        h, rest = divmod(r.duration_s, 3600)
+        m, s = divmod(rest, 60)
+        return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    if r.kind == "data":
+        return human(Decimal((r.volume_up or 0) + (r.volume_down or 0)), "byte")
+    if r.quantity is not None:
+        return f"{grouped(Decimal(r.quantity))} {r.unit or ''}".strip()
+    return "1" if r.kind == "sms" else ""
+
+
+def _zone(name: str) -> dt.tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.UTC

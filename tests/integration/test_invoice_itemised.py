@@ -1,0 +1,126 @@
+"""The invoice PDF lists each call and session it bills when the account's setting says so
+(`itemised_invoice`, through PATCH /v1/accounts/{id} or `billing-oss account set`), read
+back with pdftotext."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from billing_oss.server.billing.bill_runs import bill_run
+from billing_oss.server.billing.render import itemised
+from billing_oss.server.store import api_keys
+from tests.integration import billing_seed
+from tests.integration.api_harness import Api, live_api
+
+UTC = dt.UTC
+CALLS = [  # (when, kind, called, duration s, bytes, micros)
+    (dt.datetime(2026, 1, 5, 8, 30, 5, tzinfo=UTC), "voice", "33142001001", 65, 0, 123_456),
+    (dt.datetime(2026, 1, 9, 22, 59, 0, tzinfo=UTC), "voice", "33142001002", 3725, 0, 1_500_000),
+    (dt.datetime(2026, 1, 12, 12, 0, 0, tzinfo=UTC), "data", None, 0, 2_500_000, 20_000),
+]
+
+
+class Seeded:
+    def __init__(self, api: Api, invoice_id: int, customer: str) -> None:
+        self.api, self.invoice_id, self.customer = api, invoice_id, customer
+
+    async def pdf_text(self) -> str:
+        headers = {"Authorization": f"Bearer {self.customer}"}
+        async with self.api.http.get(f"{self.api.url}/v1/invoices/{self.invoice_id}.pdf",
+                                     headers=headers) as r:
+            assert r.status == 200
+            return _text(await r.read())
+
+
+def _text(pdf: bytes) -> str:
+    out = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, check=True,
+                         capture_output=True).stdout.decode()
+    return " ".join(out.split())
+
+
+@pytest.fixture(scope="module")
+async def seeded(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Seeded]:
+    async with pool.acquire() as conn:
+        await billing_seed.base(conn)
+        await billing_seed.account(conn, "ITEM1", timezone="Europe/Paris")
+        for when, kind, called, duration, volume, micros in CALLS:
+            await billing_seed.charge(conn, "ITEM1", when, micros, kind=kind,
+                                      duration_s=duration, volume=volume)
+            await conn.execute("UPDATE usage_records SET called = $2, msisdn = '33612000000'"
+                               " WHERE account_id = 'ITEM1' AND event_time = $1", when, called)
+    run = await bill_run(pool, "2026-01", billing_seed.SETTINGS, accounts=["ITEM1"],
+                         finalize=True, force=True, actor="test")
+    (invoice_id,) = run.invoice_ids
+    customer = (await api_keys.create(pool, "customer", account_id="ITEM1")).token
+    async with live_api(pool, database_url) as api:
+        yield Seeded(api, invoice_id, customer)
+
+
+async def test_the_setting_adds_the_itemised_list(seeded: Seeded) -> None:
+    plain = await seeded.pdf_text()
+    assert "Itemised calls and sessions" not in plain and "33142001001" not in plain
+
+    status, account = await seeded.api.call("PATCH", "/v1/accounts/ITEM1", "operator",
+                                            json={"itemised_invoice": True})
+    assert status == 200 and account["itemised_invoice"] is True
+    text = await seeded.pdf_text()
+    assert "Itemised calls and sessions" in text
+    assert "3 records; times in Europe/Paris." in text
+    # Paris is UTC+1 in January; durations as m:ss and h:mm:ss, data in human units,
+    # amounts exact (0.123456 keeps its digits).
+    assert "2026-01-05 09:30:05 Call 33142001001 1:05 national 0.123456" in text
+    assert "2026-01-09 23:59:00 Call 33142001002 1:02:05 national 1.50" in text
+    assert "2026-01-12 13:00:00 Data 33612000000 2.50 MB national 0.02" in text
+    assert text.index("33142001001") < text.index("33142001002")
+
+    status, account = await seeded.api.call("PATCH", "/v1/accounts/ITEM1", "operator",
+                                            json={"itemised_invoice": False})
+    assert status == 200 and account["itemised_invoice"] is False
+    assert "Itemised calls and sessions" not in await seeded.pdf_text()
+    status, problem = await seeded.api.call("PATCH", "/v1/accounts/ITEM1", "operator",
+                                            json={"itemised_invoice": "yes"})
+    assert status == 422 and problem["errors"][0]["path"] == "$.itemised_invoice"
+
+
+async def test_a_long_list_is_cut_and_says_where_the_rest_is(
+        seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    await seeded.api.call("PATCH", "/v1/accounts/ITEM1", "operator",
+                          json={"itemised_invoice": True})
+    monkeypatch.setattr(itemised, "MAX_ROWS", 2)
+    text = await seeded.pdf_text()
+    assert "The first 2 of 3 records" in text
+    assert "33142001002" in text and "2026-01-12 13:00:00" not in text
+    await seeded.api.call("PATCH", "/v1/accounts/ITEM1", "operator",
+                          json={"itemised_invoice": False})
+
+
+async def test_account_verb_sets_it_and_invoice_pdf_prints_it(
+        seeded: Seeded, database_url: str, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "billing_oss"]
+    db = ["--database-url", database_url]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args, *db], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ))
+
+    shown = run("account", "show", "ITEM1")
+    assert shown.returncode == 0, shown.stderr
+    assert "itemised invoice off" in shown.stdout
+    changed = run("account", "set", "ITEM1", "--itemised-invoice", "on", "--json")
+    assert changed.returncode == 0, changed.stderr
+    assert '"itemised_invoice":true' in changed.stdout
+    out = tmp_path / "invoice.pdf"
+    printed = run("invoice", "pdf", str(seeded.invoice_id), "--output", str(out))
+    assert printed.returncode == 0, printed.stderr
+    assert "Itemised calls and sessions" in _text(out.read_bytes())
+    missing = run("account", "set", "NOPE", "--itemised-invoice", "on")
+    assert missing.returncode == 1 and "no account NOPE" in missing.stderr
+    assert run("account", "set", "ITEM1", "--itemised-invoice", "off").returncode == 0
