@@ -40,7 +40,7 @@ import msgspec
 
 from billing_oss.core.errors import StartupError
 from billing_oss.core.sources_config import DEFAULT_SHARED_GROUP, MqttSource, SourceConfig
-from billing_oss.server.config import Config
+from billing_oss.server.config import ENV_PREFIX, Config
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ STOP_GRACE_S = 90.0  # a worker still running this long after SIGTERM is killed
 RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0
 YOUNG_S = 10.0  # a worker dying younger than this waits longer before its next start
 PARENT_CHECK_S = 1.0
+ENV_DATABASE_URL = f"{ENV_PREFIX}DATABASE_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +100,16 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker_command(argv: Sequence[str], index: int, database_url: str, fd: int) -> list[str]:
+def worker_command(argv: Sequence[str], index: int, fd: int) -> list[str]:
     """Worker ``index``'s command line: ``argv`` (the serve options) and its place."""
     return [sys.executable, "-m", "billing_oss", *argv, "--worker-index", str(index),
-            "--database-url", database_url, "--listen-fd", str(fd)]
+            "--listen-fd", str(fd)]
+
+
+def worker_env(database_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A worker's environment: the supervisor's, with the database it prepared. Not on the
+    command line, which every local user reads (``ps``) with any password in the URL."""
+    return {**(os.environ if base is None else base), ENV_DATABASE_URL: database_url}
 
 
 async def supervise(config: Config, count: int, argv: Sequence[str],
@@ -118,7 +125,8 @@ async def supervise(config: Config, count: int, argv: Sequence[str],
             await prepare_database(config, dsn)
             log.info("starting workers", extra={"fields": {
                 "workers": count, "url": f"http://{config.http.host}:{config.http.port}"}})
-            slots = [_Slot(i, worker_command(argv, i, dsn, sock.fileno()), sock.fileno())
+            env = worker_env(dsn)
+            slots = [_Slot(i, worker_command(argv, i, sock.fileno()), env, sock.fileno())
                      for i in range(count)]
             tasks = [asyncio.create_task(slot.keep_running(stop), name=f"worker-{slot.index}")
                      for slot in slots]
@@ -132,15 +140,16 @@ async def supervise(config: Config, count: int, argv: Sequence[str],
 class _Slot:
     """One worker index: its process, started again whenever it dies unasked."""
 
-    def __init__(self, index: int, command: list[str], fd: int) -> None:
-        self.index, self.command, self.fd = index, command, fd
+    def __init__(self, index: int, command: list[str], env: dict[str, str], fd: int) -> None:
+        self.index, self.command, self.env, self.fd = index, command, env, fd
 
     async def keep_running(self, stop: asyncio.Event) -> bool:
         """Until ``stop``; True when the worker had to be killed at shutdown."""
         pause = RESTART_MIN_S
         while not stop.is_set():
             started = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(*self.command, pass_fds=(self.fd,))
+            proc = await asyncio.create_subprocess_exec(*self.command, env=self.env,
+                                                        pass_fds=(self.fd,))
             log.info("worker started", extra={"fields": {"worker": self.index,
                                                          "pid": proc.pid}})
             waiting = asyncio.create_task(proc.wait())

@@ -7,7 +7,14 @@ import pytest
 from billing_oss.adapters.mqtt import MqttAdapter
 from billing_oss.core.errors import StartupError
 from billing_oss.core.sources_config import MqttSource, SftpSource
-from billing_oss.server.workers import WorkerSlot, listen_socket, sources_for, worker_command
+from billing_oss.server.config import load
+from billing_oss.server.workers import (
+    WorkerSlot,
+    listen_socket,
+    sources_for,
+    worker_command,
+    worker_env,
+)
 
 SOURCES = {"m": MqttSource(topics=["usage/#"], client_id="edge"),
            "n": MqttSource(topics=["a/#"], shared_group="mine"),
@@ -42,10 +49,19 @@ def test_each_worker_shares_the_subscription_under_its_own_client_id() -> None:
     assert filters == {"$share/billing-oss/usage/#", "$share/mine/a/#"}
 
 
-def test_a_worker_is_started_with_its_index_database_and_socket() -> None:
-    command = worker_command(["serve", "--workers", "3"], 2, "postgresql://db/x", 7)
-    assert command[-9:] == ["serve", "--workers", "3", "--worker-index", "2",
-                            "--database-url", "postgresql://db/x", "--listen-fd", "7"]
+def test_a_worker_is_started_with_its_index_and_socket() -> None:
+    command = worker_command(["serve", "--workers", "3"], 2, 7)
+    assert command[-7:] == ["serve", "--workers", "3", "--worker-index", "2",
+                            "--listen-fd", "7"]
+
+
+def test_the_database_url_reaches_a_worker_by_its_environment_not_its_command_line() -> None:
+    dsn = "postgresql://billing:pa55word@db/x"
+    command = worker_command(["serve", "--workers", "3"], 2, 7)
+    assert not any("pa55word" in part for part in command)
+    env = worker_env(dsn, {"PATH": "/bin", "BILLING_OSS_DATABASE_URL": "postgresql://old/y"})
+    assert env == {"PATH": "/bin", "BILLING_OSS_DATABASE_URL": dsn}
+    assert load(None, env=env).database.url == dsn  # what the worker's config then reads
 
 
 def test_a_port_in_use_is_one_clear_error() -> None:
