@@ -35,6 +35,10 @@ def test_help_lists_verbs(tmp_path: Path) -> None:
         ([], {"BILLING_OSS_HTTP_PORT": "http"}, "http.port"),
         (["--database-url", "postgresql://nobody@127.0.0.1:1/none"], {},
          "cannot connect to PostgreSQL"),
+        # the supervisor meets the database first: it says so and starts no worker
+        (["--workers", "2", "--database-url", "postgresql://nobody@127.0.0.1:1/none"], {},
+         "cannot connect to PostgreSQL"),
+        (["--workers", "0"], {}, "--workers: must be 1..64, not 0"),
     ],
 )
 def test_start_failures_are_one_line_and_status_2(tmp_path: Path, args: list[str],
@@ -43,6 +47,20 @@ def test_start_failures_are_one_line_and_status_2(tmp_path: Path, args: list[str
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+    assert "worker started" not in out.stderr
+
+
+def test_port_in_use_under_a_supervisor_is_one_line_and_status_2(tmp_path: Path,
+                                                                 database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = _run(["serve", "--workers", "2", "--database-url", database_url,
+                    "--port", str(port)], tmp_path)
+    assert out.returncode == 2
+    assert f"127.0.0.1:{port}: the port is already in use" in out.stderr
+    assert "Traceback" not in out.stderr and "worker started" not in out.stderr
 
 
 def test_port_in_use_is_one_line_and_status_2(tmp_path: Path, database_url: str) -> None:
