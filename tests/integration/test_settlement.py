@@ -45,10 +45,10 @@ from billing_oss.server.settlement import (
 from billing_oss.server.settlement.model import PartnerIn, RateIn, SftpEndpoint
 from billing_oss.server.settlement.wholesale import MissingRate
 from billing_oss.server.store.catalog_repo import load_catalog
-from tests.conftest import VECTORS, free_port
+from tests.conftest import VECTORS
+from tests.sftp_server import PASSWORD, sftp_server
 
 ACTOR = "test:settlement"
-PASSWORD = "s3cret"
 US, THEM = "FRAF1", "DEUD1"
 RATE = {"kind": "*", "zone": "*", "band": "*", "connect_fee": "0"}
 CATALOG = {
@@ -96,17 +96,6 @@ JAN, MID, FEB, MAR = (dt.datetime(2026, m, d, tzinfo=dt.UTC)
                       for m, d in ((1, 1), (1, 16), (2, 1), (3, 1)))
 
 
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == "billing" and password == PASSWORD
-
-
 @pytest.fixture(scope="module")
 def host_key() -> asyncssh.SSHKey:
     return asyncssh.generate_private_key("ssh-ed25519")
@@ -118,13 +107,8 @@ async def partner_sftp(tmp_path_factory: pytest.TempPathFactory, host_key: async
     root = tmp_path_factory.mktemp("partner")
     (root / "in").mkdir()
     (root / "out").mkdir()
-    port = free_port()
-    server = await asyncssh.create_server(
-        _Server, "127.0.0.1", port, server_host_keys=[host_key],
-        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()))
-    yield root, port
-    server.close()
-    await server.wait_closed()
+    async with sftp_server(root, host_key) as port:
+        yield root, port
 
 
 @pytest.fixture(scope="module")

@@ -27,23 +27,11 @@ from billing_oss.server.composition import load_demo_catalog
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.store import files_repo
-from tests.conftest import VECTORS, free_port
+from tests.conftest import VECTORS
 from tests.generators.tap3_files import tap3_file
 from tests.generators.threegpp_files import cdr_header, fast_records, write_fast_3gpp
+from tests.sftp_server import PASSWORD, sftp_server
 from tests.unit.test_formats_tap3_edges import MOC
-
-PASSWORD = "s3cret"
-
-
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == "billing" and password == PASSWORD
 
 
 def strict_decoder(path: Path, *, source: str, chunk: int) -> Iterator[list[Item]]:
@@ -60,13 +48,8 @@ async def sftp_root(tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("sftp")
     (root / "out").mkdir()
     key = asyncssh.generate_private_key("ssh-ed25519")
-    port = free_port()
-    server = await asyncssh.create_server(
-        _Server, "127.0.0.1", port, server_host_keys=[key],
-        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()))
-    yield root, port, key.export_public_key().decode().strip()
-    server.close()
-    await server.wait_closed()
+    async with sftp_server(root, key) as port:
+        yield root, port, key.export_public_key().decode().strip()
 
 
 @pytest.fixture(scope="module")
@@ -203,18 +186,11 @@ async def test_remote_names_that_are_paths_are_skipped(
     victim.write_text("precious local data\n")
     monkeypatch.setattr(tempfile, "tempdir", str(downloads))
     key = asyncssh.generate_private_key("ssh-ed25519")
-    port = free_port()
-    server = await asyncssh.create_server(
-        _Server, "127.0.0.1", port, server_host_keys=[key],
-        sftp_factory=lambda chan: _PathListingServer(chan, chroot=str(root).encode()))
-    try:
+    async with sftp_server(root, key, _PathListingServer) as port:
         p = poller("trv", (root, port, key.export_public_key().decode().strip()), pipeline,
                    pool, pattern="*")
         skipped = metrics.SFTP_FILES.labels("trv", "unsafe_name")._value.get()
         assert await poll_once(p) == 1
-    finally:
-        server.close()
-        await server.wait_closed()
     assert victim.read_text() == "precious local data\n"
     assert (root / "victim_0001.jsonl").exists()
     assert metrics.SFTP_FILES.labels("trv", "unsafe_name")._value.get() == skipped + 3

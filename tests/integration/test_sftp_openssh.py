@@ -15,8 +15,9 @@ from billing_oss.adapters.sftp import SftpPoller
 from billing_oss.core.sources_config import SftpSource
 from billing_oss.server.pipeline.pipeline import Pipeline
 from tests.conftest import free_port
-from tests.integration.test_sftp import PASSWORD, _Server, alarms_of, cdr_file
+from tests.integration.test_sftp import alarms_of, cdr_file
 from tests.integration.test_sftp import pipeline as pipeline
+from tests.sftp_server import PASSWORD, PasswordServer
 
 SFTP_SERVER = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server")
                     if os.access(p, os.X_OK)), None)
@@ -73,7 +74,7 @@ class _OpenSshSftp(asyncssh.SSHServerSession[bytes]):
             self._child.kill()
 
 
-class _OpenSshServer(_Server):
+class _OpenSshServer(PasswordServer):
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
         return _OpenSshSftp()
 

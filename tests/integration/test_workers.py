@@ -24,9 +24,9 @@ from billing_oss.server.store import api_keys
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
 from tests.conftest import Broker, free_port, wait_for_port, wait_until
+from tests.sftp_server import PASSWORD, sftp_server
 
 A1 = "33611111111"  # the demo catalog's account
-PASSWORD = "s3cret"
 MQ, SF, GW = "wmq", "wsf", "wgw"  # the three sources
 
 
@@ -53,29 +53,13 @@ LARGE = Traffic(messages=600, per_message=50, files=20, per_file=1000, posts=200
                 per_post=50, pace_s=40)
 
 
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        return username == "billing" and password == PASSWORD
-
-
 @pytest.fixture(scope="module")
 async def sftp_root(tmp_path_factory: pytest.TempPathFactory
                     ) -> AsyncIterator[tuple[Path, int, str]]:
     root = tmp_path_factory.mktemp("sftp")
     key = asyncssh.generate_private_key("ssh-ed25519")
-    port = free_port()
-    server = await asyncssh.create_server(
-        _Server, "127.0.0.1", port, server_host_keys=[key],
-        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()))
-    yield root, port, key.export_public_key().decode().strip()
-    server.close()
-    await server.wait_closed()
+    async with sftp_server(root, key) as port:
+        yield root, port, key.export_public_key().decode().strip()
 
 
 async def fresh_database(admin_dsn: str) -> tuple[str, asyncpg.Pool]:
