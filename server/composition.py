@@ -151,8 +151,9 @@ async def serve(config: Config, stop: asyncio.Event, *,
     says which of several worker processes this one is (``server.workers``)."""
     check_sources(config)
     async with contextlib.AsyncExitStack() as stack:
-        if slot.count > 1:
-            orphaned = asyncio.create_task(watch_parent(stop), name="watch-supervisor")
+        if slot.supervisor_pid is not None:
+            orphaned = asyncio.create_task(watch_parent(stop, slot.supervisor_pid),
+                                           name="watch-supervisor")
             stack.push_async_callback(_cancel, orphaned)
         pool = await stack.enter_async_context(database_pool(config))
         await load_demo_catalog(config, pool)

@@ -59,6 +59,7 @@ class WorkerSlot:
     index: int = 0
     count: int = 1
     listen_fd: int | None = None
+    supervisor_pid: int | None = None  # the process that started this one, watched
 
 
 SINGLE = WorkerSlot()
@@ -100,10 +101,13 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def worker_command(argv: Sequence[str], index: int, fd: int) -> list[str]:
-    """Worker ``index``'s command line: ``argv`` (the serve options) and its place."""
+def worker_command(argv: Sequence[str], index: int, fd: int,
+                   supervisor_pid: int | None = None) -> list[str]:
+    """Worker ``index``'s command line: ``argv`` (the serve options), its place and the
+    supervisor it watches (this process unless said)."""
     return [sys.executable, "-m", "billing_oss", *argv, "--worker-index", str(index),
-            "--listen-fd", str(fd)]
+            "--listen-fd", str(fd), "--supervisor-pid",
+            str(os.getpid() if supervisor_pid is None else supervisor_pid)]
 
 
 def worker_env(database_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -184,9 +188,10 @@ class _Slot:
             return True
 
 
-async def watch_parent(stop: asyncio.Event) -> None:
-    """A worker whose supervisor is gone (killed) stops too, rather than run unsupervised."""
-    parent = os.getppid()
+async def watch_parent(stop: asyncio.Event, parent: int) -> None:
+    """A worker whose supervisor ``parent`` is gone (killed) stops too, rather than run
+    unsupervised. The pid comes from the supervisor: one read here at start would already be
+    init's (or a subreaper's) when the supervisor died while this process was starting."""
     while not stop.is_set():
         if os.getppid() != parent:
             log.warning("supervisor gone; stopping")

@@ -31,6 +31,7 @@ def register(verbs: Any) -> None:
     # Set by the supervisor on the command lines of its workers.
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
 
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers: must be 1..{MAX_WORKERS}, not {args.workers}")
     config = load_config(args)
     if args.worker_index is not None:
-        slot = WorkerSlot(args.worker_index, args.workers, args.listen_fd)
+        slot = WorkerSlot(args.worker_index, args.workers, args.listen_fd,
+                          args.supervisor_pid)
         asyncio.run(_serve_until_signalled(config, slot))
         return 0
     if args.workers > 1:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,69 @@ def test_api_key_verb_creates_customer_keys_for_an_account(tmp_path: Path,
     assert key["role"] == "customer" and key["account_id"] == "C9"
     listed = _run(["api-key", "list", *db], tmp_path)
     assert f"{key['key_id']}  customer" in listed.stdout and "account C9" in listed.stdout
+
+
+def _workers_of(supervisor: int) -> list[int]:
+    """The pids of ``supervisor``'s live worker processes."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == supervisor and state != "Z" and b"--worker-index" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _until(predicate: Callable[[], bool], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    supervisor = subprocess.Popen(
+        [*CLI, "serve", "--workers", "2", "--database-url", database_url, "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        assert _until(lambda: len(_workers_of(supervisor.pid)) == 2, 120)
+        workers = _workers_of(supervisor.pid)
+        wait_for_port(port, 120)
+        supervisor.kill()
+        supervisor.wait(30)
+        assert _until(lambda: not any(_alive(pid) for pid in workers), 60), "orphaned workers"
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(30)
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_started_after_its_supervisor_died_stops(tmp_path: Path,
+                                                          database_url: str) -> None:
+    # Its parent is this test, not the supervisor it was told of (gone before it looked).
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = subprocess.run(
+        [*CLI, "serve", "--workers", "2", "--worker-index", "1", "--supervisor-pid",
+         str(gone.pid), "--database-url", database_url, "--port", str(free_port())],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "supervisor gone" in out.stderr

@@ -1,5 +1,6 @@
 """What each of several worker processes subscribes as, and the worker command line."""
 
+import os
 import socket
 
 import pytest
@@ -50,9 +51,10 @@ def test_each_worker_shares_the_subscription_under_its_own_client_id() -> None:
 
 
 def test_a_worker_is_started_with_its_index_and_socket() -> None:
-    command = worker_command(["serve", "--workers", "3"], 2, 7)
-    assert command[-7:] == ["serve", "--workers", "3", "--worker-index", "2",
-                            "--listen-fd", "7"]
+    command = worker_command(["serve", "--workers", "3"], 2, 7, 4242)
+    assert command[-9:] == ["serve", "--workers", "3", "--worker-index", "2",
+                            "--listen-fd", "7", "--supervisor-pid", "4242"]
+    assert worker_command([], 0, 7)[-1] == str(os.getpid())
 
 
 def test_the_database_url_reaches_a_worker_by_its_environment_not_its_command_line() -> None:
