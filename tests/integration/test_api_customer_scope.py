@@ -210,3 +210,17 @@ async def test_a_customer_sees_issued_invoices_not_drafts(seeded: Seeded,
         assert status == 404, suffix
     status, draft = await seeded.api.call("GET", f"/v1/invoices/{draft_id}", "viewer")
     assert status == 200 and draft["status"] == "draft"
+
+
+async def test_a_revoked_customer_key_is_refused(seeded: Seeded, pool: asyncpg.Pool) -> None:
+    new = await api_keys.create(pool, "customer", name="revoked portal", account_id=A)
+    headers = {"Authorization": f"Bearer {new.token}"}
+    url = f"{seeded.api.url}/v1/accounts/{A}"
+    async with seeded.api.http.get(url, headers=headers) as r:
+        assert r.status == 200
+    status, _ = await seeded.api.call("DELETE", f"/v1/api-keys/{new.key.key_id}", "admin")
+    assert status == 200
+    for path in (f"/v1/accounts/{A}", f"/v1/accounts/{A}/usage.csv", "/v1/invoices"):
+        async with seeded.api.http.get(seeded.api.url + path, headers=headers) as r:
+            assert r.status == 401, path
+            assert (await r.json())["code"] == "UNAUTHORIZED"
