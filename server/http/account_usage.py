@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 
 import msgspec
 from aiohttp import web
@@ -138,6 +139,23 @@ async def export_account_usage(request: web.Request) -> web.StreamResponse:
                                           end=q.to, kind=q.service, number=q.number))
 
 
+# A cell starting with one of these is a formula to a spreadsheet; a caller id is whatever
+# the calling party sent, so an export opened in one could run a third party's formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+def cell(text: str | None) -> str:
+    """``text`` as a CSV cell a spreadsheet shows as text: one that would start a formula
+    gets a leading apostrophe (OWASP's advice on CSV injection); a plain signed number such
+    as +33611111111 stays as it is."""
+    if not text:
+        return ""
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 CSV_COLUMNS = ("usage_id", "event_time", "service", "calling", "called", "msisdn",
                "duration_s", "volume_up", "volume_down", "quantity", "unit", "zone", "band",
                "amount", "currency")
@@ -158,9 +176,9 @@ async def _csv(request: web.Request, f: ItemFilter) -> web.StreamResponse:
                                               limit=CSV_CHUNK)
         for r in rows:
             out.writerow((
-                r.usage_id, r.event_time.isoformat().replace("+00:00", "Z"), r.kind,
-                r.calling, r.called, r.msisdn, r.duration_s, r.volume_up, r.volume_down,
-                r.quantity, r.unit, r.zone, r.band,
+                r.usage_id, r.event_time.isoformat().replace("+00:00", "Z"), cell(r.kind),
+                cell(r.calling), cell(r.called), cell(r.msisdn), r.duration_s, r.volume_up,
+                r.volume_down, cell(r.quantity), cell(r.unit), cell(r.zone), cell(r.band),
                 "" if r.amount_micros is None else format_api(r.amount_micros),
                 r.currency or ""))
         await response.write(buffer.getvalue().encode())

@@ -174,3 +174,24 @@ async def test_balance_and_refusals(seeded: Seeded) -> None:
         status, body, _ = await seeded.get(f"/v1/accounts/NOPE/{path}",
                                            key=seeded.api.tokens["viewer"])
         assert status == 404, path
+
+
+async def test_csv_cells_that_would_start_a_formula_stay_text(seeded: Seeded,
+                                                                pool: asyncpg.Pool) -> None:
+    """A caller id is what the calling party sent: in the export it must not become a
+    formula when the customer opens the file in a spreadsheet."""
+    status, _ = await seeded.api.call("POST", "/v1/accounts", "operator",
+                                      json={"account_id": "USAGE3"})
+    assert status == 201
+    evil = '=HYPERLINK("http://example.invalid/","open me")'
+    at = _iso(seeded.now - dt.timedelta(minutes=5))
+    for called in (evil, "@SUM(1+1)", "+33612345678", "-42"):
+        await seed_usage(pool, "USAGE3", at, amount_micros=None, called=called)
+    token = (await api_keys.create(pool, "customer", account_id="USAGE3")).token
+    status, body, _ = await seeded.get("/v1/accounts/USAGE3/usage.csv", key=token)
+    assert status == 200
+    called = sorted(r["called"] for r in csv.DictReader(io.StringIO(body.decode())))
+    assert called == sorted(["'" + evil, "'@SUM(1+1)", "+33612345678", "-42"])
+    # the JSON page keeps the value as it was recorded
+    status, page, _ = await seeded.get("/v1/accounts/USAGE3/usage", key=token)
+    assert evil in [i["called"] for i in json.loads(page)["items"]]
