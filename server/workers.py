@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from billing_oss.core.errors import StartupError
+from billing_oss.core.errors import ConfigError, StartupError
 from billing_oss.core.sources_config import DEFAULT_SHARED_GROUP, MqttSource, SourceConfig
 from billing_oss.server.config import ENV_PREFIX, Config
 
@@ -48,7 +48,10 @@ STOP_GRACE_S = 90.0  # a worker still running this long after SIGTERM is killed
 RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0
 YOUNG_S = 10.0  # a worker dying younger than this waits longer before its next start
 PARENT_CHECK_S = 1.0
-ENV_DATABASE_URL = f"{ENV_PREFIX}DATABASE_URL"
+# The database the supervisor prepared, for its workers. Not BILLING_OSS_DATABASE_URL: that
+# would make a worker of the quickstart (embedded database, no database URL) leave out the
+# demo configuration its supervisor runs with. No configuration section reads this name.
+ENV_DATABASE_URL = f"{ENV_PREFIX}SUPERVISED_DATABASE_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,17 @@ def worker_env(database_url: str, base: Mapping[str, str] | None = None) -> dict
     """A worker's environment: the supervisor's, with the database it prepared. Not on the
     command line, which every local user reads (``ps``) with any password in the URL."""
     return {**(os.environ if base is None else base), ENV_DATABASE_URL: database_url}
+
+
+def supervised(config: Config, env: Mapping[str, str] | None = None) -> Config:
+    """A worker's configuration: read as its supervisor read it (same file, environment and
+    flags), on the database the supervisor prepared."""
+    url = (os.environ if env is None else env).get(ENV_DATABASE_URL)
+    if not url:
+        raise ConfigError(f"--worker-index: a worker is started by serve --workers, which "
+                          f"sets {ENV_DATABASE_URL}")
+    return msgspec.structs.replace(
+        config, database=msgspec.structs.replace(config.database, url=url))
 
 
 async def supervise(config: Config, count: int, argv: Sequence[str],

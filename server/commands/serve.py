@@ -11,7 +11,7 @@ from billing_oss.core.errors import ConfigError
 from billing_oss.server import config as config_module
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import serve
-from billing_oss.server.workers import WorkerSlot, supervise
+from billing_oss.server.workers import WorkerSlot, supervise, supervised
 
 MAX_WORKERS = 64
 
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers: must be 1..{MAX_WORKERS}, not {args.workers}")
     config = load_config(args)
     if args.worker_index is not None:
+        config = supervised(config)
         slot = WorkerSlot(args.worker_index, args.workers, args.listen_fd,
                           args.supervisor_pid)
         asyncio.run(_serve_until_signalled(config, slot))

@@ -209,9 +209,21 @@ def test_a_worker_started_after_its_supervisor_died_stops(tmp_path: Path,
     # Its parent is this test, not the supervisor it was told of (gone before it looked).
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
+    # No configuration file and no database URL: the quickstart's supervisor, whose workers
+    # run the demo configuration too (a complete seller: no warning about it).
     out = subprocess.run(
         [*CLI, "serve", "--workers", "2", "--worker-index", "1", "--supervisor-pid",
-         str(gone.pid), "--database-url", database_url, "--port", str(free_port())],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+         str(gone.pid), "--port", str(free_port())],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("BILLING_OSS_")},
+             "BILLING_OSS_SUPERVISED_DATABASE_URL": database_url})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "supervisor gone" in out.stderr
+    assert "billing.seller_vat_id" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_worker_is_refused_without_its_supervisors_database(tmp_path: Path) -> None:
+    out = _run(["serve", "--workers", "2", "--worker-index", "1", "--supervisor-pid", "1"],
+               tmp_path)
+    assert out.returncode == 2 and "BILLING_OSS_SUPERVISED_DATABASE_URL" in out.stderr
+    assert "Traceback" not in out.stderr

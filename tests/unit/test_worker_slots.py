@@ -6,13 +6,14 @@ import socket
 import pytest
 
 from billing_oss.adapters.mqtt import MqttAdapter
-from billing_oss.core.errors import StartupError
+from billing_oss.core.errors import ConfigError, StartupError
 from billing_oss.core.sources_config import MqttSource, SftpSource
 from billing_oss.server.config import load
 from billing_oss.server.workers import (
     WorkerSlot,
     listen_socket,
     sources_for,
+    supervised,
     worker_command,
     worker_env,
 )
@@ -62,8 +63,25 @@ def test_the_database_url_reaches_a_worker_by_its_environment_not_its_command_li
     command = worker_command(["serve", "--workers", "3"], 2, 7)
     assert not any("pa55word" in part for part in command)
     env = worker_env(dsn, {"PATH": "/bin", "BILLING_OSS_DATABASE_URL": "postgresql://old/y"})
-    assert env == {"PATH": "/bin", "BILLING_OSS_DATABASE_URL": dsn}
-    assert load(None, env=env).database.url == dsn  # what the worker's config then reads
+    assert env == {"PATH": "/bin", "BILLING_OSS_DATABASE_URL": "postgresql://old/y",
+                   "BILLING_OSS_SUPERVISED_DATABASE_URL": dsn}
+    assert supervised(load(None, env=env), env).database.url == dsn
+
+
+def test_a_worker_of_the_quickstart_runs_the_demo_configuration_as_its_supervisor() -> None:
+    # no configuration file, no database URL: the supervisor runs the embedded database
+    # with the demo configuration, and hands its workers that database's URL
+    supervisor = load(None, env={})
+    env = worker_env("postgresql://billing@127.0.0.1:5999/billing", {})
+    worker = supervised(load(None, env=env), env)
+    assert worker.billing == supervisor.billing and worker.webhooks == supervisor.webhooks
+    assert worker.billing.seller_name == "Demo Telecom SAS"
+    assert worker.database.url == "postgresql://billing@127.0.0.1:5999/billing"
+
+
+def test_a_worker_without_a_supervisors_database_is_refused() -> None:
+    with pytest.raises(ConfigError, match="BILLING_OSS_SUPERVISED_DATABASE_URL"):
+        supervised(load(None, env={}), {})
 
 
 def test_a_port_in_use_is_one_clear_error() -> None:
