@@ -34,8 +34,12 @@ async def run_if_due(pool: asyncpg.Pool, task: str, interval_s: float,
                 await action()
             except asyncio.CancelledError:
                 raise
-            except BaseException:
-                await ticks_repo.ran(conn, task)
+            except Exception:
+                # The action's failure is what the caller logs; the claim's own connection
+                # may have died with it, and then the run stays unrecorded (run again).
+                with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError,
+                                         OSError):
+                    await ticks_repo.ran(conn, task)
                 raise
             await ticks_repo.ran(conn, task)
             return True

@@ -88,3 +88,29 @@ async def test_a_tick_whose_runner_died_is_run_by_another(
 
 async def _nothing() -> None:
     return None
+
+
+async def test_a_failed_run_reports_its_own_error_when_the_claim_died_with_it(
+        processes: list[asyncpg.Pool], pool: asyncpg.Pool) -> None:
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    runner = processes[0]
+    assert not await scheduled.run_if_due(runner, task, 0.0, _nothing)  # starts the clock
+
+    async def fails_with_the_database() -> None:
+        for row in await pool.fetch(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid <> pg_backend_pid() AND classid = $1 AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())",
+                0x5449434B):
+            await pool.execute("SELECT pg_terminate_backend($1)", row["pid"])
+        raise ValueError("control failed: the database went away")
+
+    with pytest.raises(ValueError, match="the database went away"):
+        await scheduled.run_if_due(runner, task, 0.0, fails_with_the_database)
+    ran: list[bool] = []
+
+    async def record() -> None:
+        ran.append(True)
+
+    # unrecorded: the next process to look runs it
+    assert await scheduled.run_if_due(processes[1], task, 0.0, record) and ran == [True]
