@@ -155,6 +155,15 @@ async def supervise(config: Config, count: int, argv: Sequence[str],
         sock.close()
 
 
+def restart_pause(previous: float | None, age: float) -> float:
+    """The wait before starting again a worker that died ``age`` seconds after its start:
+    ``RESTART_MIN_S``, doubled (up to ``RESTART_MAX_S``) from ``previous`` while it keeps
+    dying younger than ``YOUNG_S``."""
+    if previous is None or age > YOUNG_S:
+        return RESTART_MIN_S
+    return min(previous * 2, RESTART_MAX_S)
+
+
 class _Slot:
     """One worker index: its process, started again whenever it dies unasked."""
 
@@ -163,7 +172,7 @@ class _Slot:
 
     async def keep_running(self, stop: asyncio.Event) -> bool:
         """Until ``stop``; True when the worker had to be killed at shutdown."""
-        pause = RESTART_MIN_S
+        pause: float | None = None  # the wait before the last start (None: the first)
         while not stop.is_set():
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(*self.command, env=self.env,
@@ -178,7 +187,7 @@ class _Slot:
                 return await self._stop(proc, waiting)
             stopping.cancel()
             age = time.monotonic() - started
-            pause = RESTART_MIN_S if age > YOUNG_S else min(pause * 2, RESTART_MAX_S)
+            pause = restart_pause(pause, age)
             log.warning("worker exited; starting it again", extra={"fields": {
                 "worker": self.index, "pid": proc.pid, "returncode": proc.returncode,
                 "restart_in_s": pause}})

@@ -12,6 +12,7 @@ from billing_oss.server.config import load
 from billing_oss.server.workers import (
     WorkerSlot,
     listen_socket,
+    restart_pause,
     sources_for,
     supervised,
     worker_command,
@@ -92,3 +93,12 @@ def test_a_port_in_use_is_one_clear_error() -> None:
         with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}: the port"
                                                " is already in use"):
             listen_socket("127.0.0.1", port)
+
+
+def test_a_dying_worker_waits_half_a_second_then_longer_while_it_keeps_dying_young() -> None:
+    pauses, previous = [], None
+    for _ in range(8):  # dies one second after each start
+        previous = restart_pause(previous, 1.0)
+        pauses.append(previous)
+    assert pauses == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert restart_pause(30.0, 60.0) == 0.5  # it ran a while: back to the shortest wait
