@@ -107,8 +107,8 @@ async def _main(args: argparse.Namespace, config: Config) -> int:
                 print("every archive verifies")
             return 1 if problems else 0
         if args.action == "restore":
-            a = await archive.restore(pool, args.month, cli_actor())
-            _out(args, a, _archive_line(a))
+            for a in await archive.restore(pool, args.month, cli_actor()):
+                _out(args, a, _archive_line(a))
             return 0
         done = await housekeeping.tick(pool, ret, now, cli_actor())
         _out(args, done, f"tick {done.tick}: " + (

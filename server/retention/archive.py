@@ -145,7 +145,9 @@ async def archive_month(pool: asyncpg.Pool, directory: Path, month: dt.date,
     parts = {parent: part for parent, part, m in await repo.partitions(pool) if m == month}
     if not parts:
         raise NotFound(f"no partition of month {months.label(month)}")
-    target = directory / months.label(month)
+    # Late usage for an archived month is archived again beside the first: never over it.
+    earlier = len(await list_archives(pool, month))
+    target = directory / (months.label(month) + (f".{earlier + 1}" if earlier else ""))
     await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
     async with pool.acquire() as conn, conn.transaction():
         ordered = [(t, parts[t]) for t in repo.MONTHLY if t in parts]
@@ -309,30 +311,35 @@ async def verify(pool: asyncpg.Pool, month: dt.date | None = None) -> list[Probl
 
 
 async def restore(pool: asyncpg.Pool, month: dt.date, actor: str,
-                  now: dt.datetime | None = None) -> Archive:
-    """Load an archived month back into its partitions, after checking its files."""
+                  now: dt.datetime | None = None) -> list[Archive]:
+    """Load every archive of a month still out of the database back into its partitions,
+    after checking their files; all of them or none."""
     found = [a for a in await list_archives(pool, month) if a.state == "dropped"]
     if not found:
         raise NotFound(f"no archive of month {months.label(month)} out of the database")
-    a = found[-1]
-    if problems := await asyncio.to_thread(check_files, a):
-        raise InvalidRequest("archive " + a.month + " does not verify: " + "; ".join(
-            f"{p.file}: {p.reason}" for p in problems))
-    manifest = json.loads(await asyncio.to_thread((Path(a.directory) / MANIFEST).read_bytes))
-    columns = {t["table"]: t["columns"] for t in manifest["tables"]}
-    loaded = {}
+    for a in found:
+        if problems := await asyncio.to_thread(check_files, a):
+            raise InvalidRequest("archive " + a.directory + " does not verify: " + "; ".join(
+                f"{p.file}: {p.reason}" for p in problems))
     async with pool.acquire() as conn, conn.transaction():
         await repo.ensure_partitions(conn, [month])
-        for t in sorted(a.tables, key=lambda t: repo.MONTHLY.index(t.table)):
-            loaded[t.table] = await repo.copy_into(conn, t.partition, columns[t.table],
-                                                   _gunzip(Path(a.directory) / t.file))
-            if loaded[t.table] != t.rows:
-                raise InvalidRequest(f"{t.file}: {loaded[t.table]} rows read, the manifest "
-                                     f"says {t.rows}; nothing restored")
-        await repo.mark_restored(conn, a.archive_id, month, now or dt.datetime.now(dt.UTC))
-        await audit.record(conn, actor, "archive.restore", f"archive:{a.month}", None,
-                           {"archive_id": a.archive_id, "rows": loaded})
-    return (await list_archives(pool, month))[-1]
+        for a in found:
+            manifest = json.loads(
+                await asyncio.to_thread((Path(a.directory) / MANIFEST).read_bytes))
+            columns = {t["table"]: t["columns"] for t in manifest["tables"]}
+            loaded = {}
+            for t in sorted(a.tables, key=lambda t: repo.MONTHLY.index(t.table)):
+                loaded[t.table] = await repo.copy_into(conn, t.partition, columns[t.table],
+                                                       _gunzip(Path(a.directory) / t.file))
+                if loaded[t.table] != t.rows:
+                    raise InvalidRequest(f"{t.file}: {loaded[t.table]} rows read, the manifest"
+                                         f" says {t.rows}; nothing restored")
+            await repo.mark_restored(conn, a.archive_id, month, now or dt.datetime.now(dt.UTC))
+            await audit.record(conn, actor, "archive.restore", f"archive:{a.month}", None,
+                               {"archive_id": a.archive_id, "directory": a.directory,
+                                "rows": loaded})
+    restored = {a.archive_id for a in found}
+    return [a for a in await list_archives(pool, month) if a.archive_id in restored]
 
 
 async def _gunzip(path: Path) -> AsyncIterator[bytes]:

@@ -66,14 +66,15 @@ async def calls(conn: asyncpg.Connection, account: str, month: dt.date, count: i
 
 
 async def pay_all(pool: asyncpg.Pool, period: str, on: dt.date, *, skip: str = "") -> None:
-    rows = await pool.fetch("SELECT account_id, invoice_id, payable_micros FROM invoices"
-                            " WHERE period = $1"
-                            " AND status = 'finalised' AND payable_micros > 0", period)
+    rows = await pool.fetch("SELECT account_id, invoice_id, payable_micros FROM invoices i"
+                            " WHERE period = $1 AND status = 'finalised' AND payable_micros > 0"
+                            " AND NOT EXISTS (SELECT 1 FROM payments p"
+                            "  WHERE p.external_id = 'invoice-' || i.invoice_id)", period)
     for r in rows:
         if r["account_id"] != skip:
             await payments.record(pool, "test", NewPayment(
                 account_id=r["account_id"], amount_micros=r["payable_micros"],
-                received_on=on, method="transfer", external_id=f"{period}-{r['account_id']}",
+                received_on=on, method="transfer", external_id=f"invoice-{r['invoice_id']}",
                 targets=(Target(r["invoice_id"]),)))
 
 
@@ -236,7 +237,7 @@ async def test_archive_exports_verifies_drops_and_restores(pool: asyncpg.Pool,
     damaged.write_bytes(original)
 
     # restore brings the month back, row for row
-    restored = await archive.restore(pool, dt.date(2025, 4, 1), "test")
+    (restored,) = await archive.restore(pool, dt.date(2025, 4, 1), "test")
     assert restored.state == "restored"
     assert await pool.fetchval(
         "SELECT sum(amount_micros) FROM charges WHERE event_time >= '2025-04-01Z'"
@@ -259,3 +260,28 @@ async def test_a_clear_number_older_than_the_period_fails_the_control(
                            actor="test")
     assert run.results[0].status == "fail" and run.results[0].offending == 1
     assert "called" in run.results[0].evidence[0]["detail"]
+
+
+async def test_late_usage_of_an_archived_month_is_archived_beside_it(
+        pool: asyncpg.Pool, aged: dict[str, int], tmp_path: Path) -> None:
+    january = dt.date(2025, 1, 1)
+    assert [a.state for a in await archive.list_archives(pool, january)] == ["dropped"]
+    first = (await archive.list_archives(pool, january))[0]
+    async with pool.acquire() as conn:
+        await repo.ensure_partitions(conn, [january])
+        await calls(conn, "A", january, 1)
+    plans = {p.month: p for p in await archive.plan(pool, NOW, 6)}
+    assert plans["2025-01"].action == "hold"  # the late charge is on no invoice yet
+    await bill_run(pool, "2025-01", billing_seed.SETTINGS, accounts=["A"], finalize=True,
+                   force=True, now=NOW, actor="test")
+    await pay_all(pool, "2025-01", NOW.date())
+    (second,) = await archive.run(pool, Path(first.directory).parent, NOW, 6, "test",
+                                  only=january)
+    assert Path(second.directory).name == "2025-01.2"
+    assert [t.rows for t in second.tables] == [1, 1]
+    assert archive.check_files(first) == [] and archive.check_files(second) == []
+    back = await archive.restore(pool, january, "test")
+    assert [a.archive_id for a in back] == [first.archive_id, second.archive_id]
+    assert await pool.fetchval(
+        "SELECT count(*) FROM usage_records WHERE event_time >= '2025-01-01Z'"
+        " AND event_time < '2025-02-01Z'") == aged["2025-01"] + 1

@@ -28,9 +28,9 @@ CREATE TABLE retention_archives (
     created_at       timestamptz NOT NULL DEFAULT now(),
     restored_at      timestamptz
 );
--- At most one archive of a month whose rows are out of the database.
-CREATE UNIQUE INDEX retention_archives_dropped ON retention_archives (month)
-    WHERE state = 'dropped';
+-- A month can be archived more than once: usage that arrives late for an archived month
+-- makes its partition again, and a later run archives that into a directory of its own.
+CREATE INDEX retention_archives_month ON retention_archives (month);
 
 -- Per archived partition: what the file holds and what the database dropped, counted in the
 -- transaction that dropped it (the control compares the two, and the file's sha256).
