@@ -37,6 +37,7 @@ FORMAT = "billing-oss-archive/1"
 MANIFEST = "manifest.json"
 FLUSH_BYTES = 1 << 20
 READ_BYTES = 1 << 20
+LOCK_TIMEOUT_MS = 10_000  # the longest a detach waits for the parent table's lock
 HOLD_WORDS = {
     "draft_invoices": "draft invoice(s) in the period",
     "unpaid_invoices": "finalised invoice(s) of the period not fully paid",
@@ -174,7 +175,13 @@ async def archive_month(pool: asyncpg.Pool, directory: Path, month: dt.date,
             "tables": tables, "source_files": files}
         manifest_sha = await asyncio.to_thread(_write_manifest, target, manifest)
         for t in tables:
-            t["dropped_rows"] = await repo.detach_and_drop(conn, t["table"], t["partition"])
+            try:
+                t["dropped_rows"] = await repo.detach_and_drop(
+                    conn, t["table"], t["partition"], LOCK_TIMEOUT_MS)
+            except asyncpg.LockNotAvailableError:
+                raise Conflict(f"{t['table']} stayed locked by another query for "
+                               f"{LOCK_TIMEOUT_MS // 1000} s; nothing dropped, run again"
+                               ) from None
             if t["dropped_rows"] != t["rows"]:
                 raise Conflict(f"{t['partition']}: {t['dropped_rows']} rows to drop but "
                                f"{t['rows']} exported; nothing dropped")

@@ -20,7 +20,7 @@ from billing_oss.server.store import audit
 
 log = logging.getLogger(__name__)
 BLOCK = 64  # SHA-256's block size: HMAC pads its key to it
-BATCH = 10_000
+PAGES = 2048  # 16 MiB of a partition per transaction, some 100 000 records
 
 
 def pads(key: str) -> tuple[bytes, bytes]:
@@ -43,9 +43,10 @@ def cutoff(now: dt.datetime, after_days: int) -> dt.datetime:
 
 
 async def run(pool: asyncpg.Pool, key: str, after_days: int, now: dt.datetime,
-              actor: str, batch: int = BATCH) -> int:
+              actor: str, pages: int = PAGES) -> int:
     """Pseudonymise every usage record older than ``after_days`` still holding a clear
-    identifier, a batch per transaction, each audited; the records changed."""
+    identifier, ``pages`` pages of a partition per transaction, each audited; the records
+    changed."""
     if after_days <= 0:
         return 0
     if not key:
@@ -56,15 +57,16 @@ async def run(pool: asyncpg.Pool, key: str, after_days: int, now: dt.datetime,
     for parent, partition, month in await repo.partitions(pool):
         if parent != "usage_records" or month >= before.date():
             continue
-        while True:
+        # Rows moved by the updates land past the end taken here: already pseudonymised.
+        end = await repo.blocks(pool, partition)
+        for first in range(0, end, pages):
             async with pool.acquire() as conn, conn.transaction():
-                n = await repo.pseudonymise_batch(conn, partition, before, inner, outer, batch)
+                n = await repo.pseudonymise_range(conn, partition, before, inner, outer,
+                                                  first, first + pages)
                 if n:
                     await audit.record(conn, actor, "usage.pseudonymise", f"usage:{partition}",
                                        None, {"before": before.isoformat(), "records": n})
             total += n
-            if n < batch:
-                break
     if total:
         log.info("usage pseudonymised", extra={"fields": {"records": total,
                                                           "before": before.isoformat()}})

@@ -155,15 +155,26 @@ def clear(alias: str = "") -> str:
 CLEAR = clear()
 
 
-async def pseudonymise_batch(conn: Connection, partition: str, before: dt.datetime,
-                             inner: bytes, outer: bytes, limit: int) -> int:
-    """Replace the identifiers of up to ``limit`` records of ``partition`` that happened
-    before ``before`` and still hold one in the clear; how many were changed."""
+async def blocks(db: Db, partition: str) -> int:
+    """The partition's size in pages now (pseudonymisation walks it a range at a time)."""
+    n: int = await db.fetchval(
+        "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int",
+        quote(partition))
+    return n
+
+
+async def pseudonymise_range(conn: Connection, partition: str, before: dt.datetime,
+                             inner: bytes, outer: bytes, first: int, last: int) -> int:
+    """Replace the identifiers of the records in pages [first, last) of ``partition`` that
+    happened before ``before`` and still hold one in the clear; how many were changed. A
+    TID range scan reads only those pages, so each batch costs its own pages, however much
+    of the partition earlier batches already did."""
     sets = ", ".join(f"{c} = {_pseudonym_sql(c)}" for c in IDENTIFIERS)
     status: str = await conn.execute(
-        f"UPDATE {quote(partition)} SET {sets} WHERE ctid = ANY(ARRAY("
-        f" SELECT ctid FROM {quote(partition)} WHERE event_time < $3 AND ({CLEAR})"
-        f" LIMIT $4 FOR UPDATE SKIP LOCKED))", inner, outer, before, limit)
+        f"UPDATE {quote(partition)} SET {sets}"
+        f" WHERE ctid >= format('(%s,0)', $4::bigint)::tid"
+        f" AND ctid < format('(%s,0)', $5::bigint)::tid"
+        f" AND event_time < $3 AND ({CLEAR})", inner, outer, before, first, last)
     return int(status.split()[-1])
 
 
@@ -196,9 +207,13 @@ async def source_files_of(conn: Connection, partition: str) -> list[int]:
     return [r[0] for r in rows]
 
 
-async def detach_and_drop(conn: Connection, parent: str, partition: str) -> int:
-    """Drop one partition; the rows it held when it went."""
+async def detach_and_drop(conn: Connection, parent: str, partition: str,
+                          lock_timeout_ms: int) -> int:
+    """Drop one partition; the rows it held when it went. Detaching locks the whole parent:
+    waiting behind a long query would stall every writer queued behind this, so the wait is
+    bounded (the transaction fails and nothing is dropped)."""
     rows = await count_rows(conn, partition)
+    await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
     await conn.execute(f"ALTER TABLE {quote(parent)} DETACH PARTITION {quote(partition)}")
     await conn.execute(f"DROP TABLE {quote(partition)}")
     return rows

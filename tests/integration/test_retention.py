@@ -285,3 +285,30 @@ async def test_late_usage_of_an_archived_month_is_archived_beside_it(
     assert await pool.fetchval(
         "SELECT count(*) FROM usage_records WHERE event_time >= '2025-01-01Z'"
         " AND event_time < '2025-02-01Z'") == aged["2025-01"] + 1
+
+
+async def test_pseudonymisation_walks_a_large_partition_range_by_range(
+        pool: asyncpg.Pool, aged: dict[str, int]) -> None:
+    october = dt.date(2025, 10, 1)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"
+            " kind, calling, called) SELECT 'C', nextval('usage_id_seq'),"
+            " '2025-10-20Z'::timestamptz + n * interval '1 s', 'bulk', 'bulk-' || n, 'sms',"
+            " '3361' || lpad(n::text, 6, '0'), '49301234' FROM generate_series(1, 3000) n")
+    part = next(p for t, p, m in await repo.partitions(pool)
+                if t == "usage_records" and m == october)
+    pages = await repo.blocks(pool, part)
+    assert pages > 10
+    now = NOW + dt.timedelta(days=2)
+    audits = await pool.fetchval("SELECT count(*) FROM audit_log"
+                                 " WHERE action = 'usage.pseudonymise'")
+    clear = await repo.clear_records(pool, pseudonyms.cutoff(now, 90))
+    assert clear >= 3000  # and what earlier tests left in the clear
+    changed = await pseudonyms.run(pool, KEY, 90, now, "test", pages=4)
+    assert changed == clear
+    assert await repo.clear_records(pool, pseudonyms.cutoff(now, 90)) == 0
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action ="
+                               " 'usage.pseudonymise'") - audits >= pages // 4
+    assert await pool.fetchval("SELECT calling FROM usage_records WHERE record_key = 'bulk-7'"
+                               ) == pseudonyms.pseudonym(KEY, "3361000007")
