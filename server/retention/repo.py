@@ -155,6 +155,13 @@ def clear(alias: str = "") -> str:
 CLEAR = clear()
 
 
+def pseudonymised(alias: str = "") -> str:
+    """The condition: a record holds a pseudonym (it can no longer be rated again)."""
+    p = f"{alias}." if alias else ""
+    return "(" + " OR ".join(f"coalesce({p}{c} LIKE '{PSEUDONYM_PREFIX}%', false)"
+                             for c in IDENTIFIERS) + ")"
+
+
 async def blocks(db: Db, partition: str) -> int:
     """The partition's size in pages now (pseudonymisation walks it a range at a time)."""
     n: int = await db.fetchval(
