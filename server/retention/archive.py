@@ -16,6 +16,7 @@ run writes the files again. ``restore`` loads the files back (after checking the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
@@ -37,6 +38,7 @@ FORMAT = "billing-oss-archive/1"
 MANIFEST = "manifest.json"
 FLUSH_BYTES = 1 << 20
 READ_BYTES = 1 << 20
+QUEUED = 4  # megabytes of COPY output waiting for the compressing thread, at most
 LOCK_TIMEOUT_MS = 10_000  # the longest a detach waits for the parent table's lock
 HOLD_WORDS = {
     "draft_invoices": "draft invoice(s) in the period",
@@ -197,34 +199,58 @@ async def archive_month(pool: asyncpg.Pool, directory: Path, month: dt.date,
 
 
 async def _export(conn: Connection, partition: str, path: Path) -> tuple[int, str]:
-    """COPY a partition into a gzip file (compressed in a thread); (rows, file sha256)."""
+    """COPY a partition into a gzip file; (rows, file sha256). A thread compresses while
+    the next megabytes arrive (at most ``QUEUED`` of them wait), and the file is hashed as
+    it is written."""
     raw = await asyncio.to_thread(path.open, "wb")
-    gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+    hashed = _Hashing(raw)
+    gz = gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=6, mtime=0)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUED)
     pending: list[bytes] = []
     size = 0
+
+    async def compress() -> None:
+        while (data := await queue.get()) is not None:
+            await asyncio.to_thread(gz.write, data)
 
     async def output(chunk: bytes) -> None:
         nonlocal size
         pending.append(chunk)
         size += len(chunk)
         if size >= FLUSH_BYTES:
-            await _flush()
+            size = 0
+            await queue.put(b"".join(pending))
+            pending.clear()
 
-    async def _flush() -> None:
-        nonlocal size
-        data = b"".join(pending)
-        pending.clear()
-        size = 0
-        await asyncio.to_thread(gz.write, data)
-
+    writer = asyncio.create_task(compress())
     try:
         rows = await repo.export_csv(conn, partition, output)
-        await _flush()
+        await queue.put(b"".join(pending))
+        await queue.put(None)
+        await writer
         await asyncio.to_thread(_close_synced, gz, raw)
     except BaseException:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
         await asyncio.to_thread(_close_synced, gz, raw)
         raise
-    return rows, await asyncio.to_thread(sha256_of, path)
+    return rows, hashed.digest.hexdigest()
+
+
+class _Hashing:
+    """A file that hashes what is written to it (the gzip stream, header to trailer)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
 
 
 def _close_synced(gz: gzip.GzipFile, raw: BinaryIO) -> None:
