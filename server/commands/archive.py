@@ -84,7 +84,8 @@ async def _main(args: argparse.Namespace, config: Config) -> int:
         if args.action == "plan":
             plans = await archive.plan(pool, now, ret.archive_after_months)
             for p in plans:
-                rows = ", ".join(f"{t} {n}" for t, n in p.rows.items())
+                about = "~" if p.estimated else ""
+                rows = ", ".join(f"{t} {about}{n}" for t, n in p.rows.items())
                 _out(args, p, f"{p.month}  {p.action:7}  {rows}  {'; '.join(p.reasons)}")
             return 0
         if args.action == "run":

@@ -53,7 +53,8 @@ HOLD_WORDS = {
 class MonthPlan(msgspec.Struct, frozen=True, kw_only=True):
     month: str
     action: str  # archive | hold | keep
-    rows: dict[str, int]
+    rows: dict[str, int]  # per table; counted, except for months kept (estimated)
+    estimated: bool
     reasons: list[str]
 
 
@@ -100,17 +101,20 @@ async def plan(pool: asyncpg.Pool, now: dt.datetime, after_months: int) -> list[
     async with pool.acquire() as conn:
         for month in sorted(by_month):
             parts = by_month[month]
-            rows = {parent: await repo.count_rows(conn, part) for parent, part in parts.items()}
             if limit is None or month >= limit:
+                # Recent months are the large, busy ones: no count(*) over them.
                 why = ("retention.archive_after_months is 0" if limit is None
                        else f"within the last {after_months} months")
+                rows = {parent: await repo.estimated_rows(conn, part)
+                        for parent, part in parts.items()}
                 plans.append(MonthPlan(month=months.label(month), action="keep", rows=rows,
-                                       reasons=[why]))
+                                       estimated=True, reasons=[why]))
                 continue
+            rows = {parent: await repo.count_rows(conn, part) for parent, part in parts.items()}
             reasons = await _holds(conn, month, parts.get("charges"))
             plans.append(MonthPlan(month=months.label(month),
                                    action="hold" if reasons else "archive", rows=rows,
-                                   reasons=reasons))
+                                   estimated=False, reasons=reasons))
     return plans
 
 

@@ -89,6 +89,13 @@ async def partitions(db: Db) -> list[tuple[str, str, dt.date]]:
     return found
 
 
+async def estimated_rows(db: Db, partition: str) -> int:
+    """The planner's row estimate (0 before the first ANALYZE): no scan."""
+    n: int = await db.fetchval("SELECT greatest(reltuples, 0)::bigint FROM pg_class"
+                               " WHERE oid = $1::regclass", quote(partition))
+    return n
+
+
 async def count_rows(db: Db, partition: str) -> int:
     n: int = await db.fetchval(f"SELECT count(*) FROM {quote(partition)}")
     return n

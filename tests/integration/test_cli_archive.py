@@ -68,9 +68,12 @@ async def test_plan_run_verify_restore(pool: asyncpg.Pool, database_url: str,
     plan = {p["month"]: p for p in map(json.loads, out.stdout.splitlines())}
     assert plan["2025-01"]["action"] == "archive"
     assert plan["2025-02"] == {"month": "2025-02", "action": "hold",
-                               "rows": {"charges": 1, "usage_records": 1},
+                               "rows": {"charges": 1, "usage_records": 1}, "estimated": False,
                                "reasons": ["1 finalised invoice(s) of the period not fully paid"]}
-    assert plan["2026-03"]["action"] == "keep"
+    assert (plan["2026-03"]["action"], plan["2026-03"]["estimated"]) == ("keep", True)
+    out = await run(["plan", "--as-of", AS_OF], database_url, tmp_path)
+    assert "2026-03  keep     charges ~0, usage_records ~0  within the last 6 months" \
+        in out.stdout.splitlines()
 
     out = await run(["run", "--month", "2025-02", "--as-of", AS_OF], database_url, tmp_path)
     assert (out.returncode, out.stderr) == (1, "billing-oss archive run: month 2025-02 is not "
