@@ -78,7 +78,8 @@ async def copy_for_peer(pool: asyncpg.Pool) -> None:
     """The month's usage again, as a table of the same shape and key, for the peer."""
     await pool.execute("CREATE TABLE peer_usage AS SELECT * FROM usage_records_2026_01;"
                        "ALTER TABLE peer_usage ADD PRIMARY KEY (account_id, event_time,"
-                       " usage_id); VACUUM ANALYZE peer_usage")
+                       " usage_id)")
+    await pool.execute("VACUUM ANALYZE peer_usage")
 
 
 async def peer_update(pool: asyncpg.Pool) -> float:
