@@ -145,12 +145,18 @@ async def main() -> None:
             peer = await asyncio.to_thread(peer_copy, dsn, peer_dir)
             peer_bytes = sum(f.stat().st_size for f in peer_dir.iterdir())
             began = time.perf_counter()
-            (made,) = await archive.run(pool, our_dir, NOW, 3, "bench")
+            (plan,) = await archive.plan(pool, NOW, 3)
+            planned = time.perf_counter() - began
+            assert plan.action == "archive", plan
+            began = time.perf_counter()
+            made = await archive.archive_month(pool, our_dir, MONTH, NOW, 3, "bench")
             ours = time.perf_counter() - began
             our_bytes = sum(f.stat().st_size for f in (our_dir / made.month).iterdir())
             rows = sum(t.rows for t in made.tables)
-            print(f"archive {rows:,} rows ({size / 1e6:,.0f} MB in tables): ours {ours:.1f} s"
-                  f" ({rows / ours:,.0f} rows/s, {our_bytes / 1e6:.0f} MB of files);"
+            print(f"archive {rows:,} rows ({size / 1e6:,.0f} MB in tables): plan (counts,"
+                  f" holds) {planned:.1f} s, then archive (holds again under lock, export,"
+                  f" sha256, manifest, drop) {ours:.1f} s ({rows / ours:,.0f} rows/s,"
+                  f" {our_bytes / 1e6:.0f} MB of files);"
                   f" psql \\copy | gzip -6 {peer:.1f} s ({rows / peer:,.0f} rows/s,"
                   f" {peer_bytes / 1e6:.0f} MB); ours/peer time {ours / peer:.2f}")
     finally:
