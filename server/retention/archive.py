@@ -136,7 +136,12 @@ async def run(pool: asyncpg.Pool, directory: Path, now: dt.datetime, after_month
             if only is not None:
                 raise Conflict(f"month {p.month} is not archived: {'; '.join(p.reasons)}")
             continue
-        done.append(await archive_month(pool, directory, month, now, after_months, actor))
+        try:
+            done.append(await archive_month(pool, directory, month, now, after_months, actor))
+        except NotFound:
+            if only is not None:
+                raise
+            continue  # another run archived it meanwhile
     if only is not None and not done:
         raise NotFound(f"no partition of month {months.label(only)}")
     return done
@@ -149,14 +154,18 @@ async def archive_month(pool: asyncpg.Pool, directory: Path, month: dt.date,
     limit = cutoff(now, after_months)
     if limit is None or month >= limit:
         raise Conflict(f"month {months.label(month)} is within the retention period")
-    parts = {parent: part for parent, part, m in await repo.partitions(pool) if m == month}
-    if not parts:
-        raise NotFound(f"no partition of month {months.label(month)}")
-    # Late usage for an archived month is archived again beside the first: never over it.
-    earlier = len(await list_archives(pool, month))
-    target = directory / (months.label(month) + (f".{earlier + 1}" if earlier else ""))
-    await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
     async with pool.acquire() as conn, conn.transaction():
+        # One archive run at a time: a second one waits, then finds the month gone.
+        await repo.lock_archiving(conn)
+        parts = {parent: part for parent, part, m in await repo.partitions(conn) if m == month}
+        if not parts:
+            raise NotFound(f"no partition of month {months.label(month)}")
+        # Late usage for an archived month is archived again beside the first: never over it.
+        earlier = len(await list_archives(conn, month))
+        # Absolute: verify, restore and the control run from any working directory.
+        target = (directory / (months.label(month) + (f".{earlier + 1}" if earlier else ""))
+                  ).absolute()
+        await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         ordered = [(t, parts[t]) for t in repo.MONTHLY if t in parts]
         await repo.lock_for_archive(conn, [part for _, part in ordered])
         if reasons := await _holds(conn, month, parts.get("charges")):

@@ -23,6 +23,7 @@ MONTHLY = ("usage_records", "charges")
 IDENTIFIERS = ("calling", "called", "imsi", "msisdn")
 PSEUDONYM_PREFIX = "p:"
 TICK_LOCK = "billing-oss.retention.tick"
+ARCHIVE_LOCK = "billing-oss.retention.archive"
 
 
 def quote(name: str) -> str:
@@ -199,6 +200,10 @@ async def clear_records(db: Db, before: dt.datetime) -> int:
 
 
 # --- archives --------------------------------------------------------------------------------
+
+async def lock_archiving(conn: Connection) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", ARCHIVE_LOCK)
+
 
 async def lock_for_archive(conn: Connection, partitions: list[str]) -> None:
     """Writers wait (readers do not) while a month is exported, so what is dropped is what

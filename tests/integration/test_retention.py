@@ -312,3 +312,12 @@ async def test_pseudonymisation_walks_a_large_partition_range_by_range(
                                " 'usage.pseudonymise'") - audits >= pages // 4
     assert await pool.fetchval("SELECT calling FROM usage_records WHERE record_key = 'bulk-7'"
                                ) == pseudonyms.pseudonym(KEY, "3361000007")
+
+
+async def test_two_archive_runs_at_once_archive_each_month_once(
+        pool: asyncpg.Pool, aged: dict[str, int], tmp_path: Path) -> None:
+    # 2025-01 and 2025-04 were restored above, and nothing holds them.
+    runs = await asyncio.gather(archive.run(pool, tmp_path, NOW, 6, "p1"),
+                                archive.run(pool, tmp_path, NOW, 6, "p2"))
+    assert sorted(a.month for made in runs for a in made) == ["2025-01", "2025-04"]
+    assert await archive.verify(pool) == []
