@@ -321,3 +321,23 @@ async def test_two_archive_runs_at_once_archive_each_month_once(
                                 archive.run(pool, tmp_path, NOW, 6, "p2"))
     assert sorted(a.month for made in runs for a in made) == ["2025-01", "2025-04"]
     assert await archive.verify(pool) == []
+
+
+async def test_an_archive_that_cannot_drop_drops_nothing_and_runs_again(
+        pool: asyncpg.Pool, aged: dict[str, int], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    april = dt.date(2025, 4, 1)
+    await archive.restore(pool, april, "test")
+    before = len(await archive.list_archives(pool, april))
+    monkeypatch.setattr(archive, "LOCK_TIMEOUT_MS", 300)
+    async with pool.acquire() as reader, reader.transaction():
+        # a long report reading usage holds the parent table: the detach cannot have it
+        await reader.fetchval("SELECT count(*) FROM usage_records")
+        with pytest.raises(Conflict, match="stayed locked by another query"):
+            await archive.run(pool, tmp_path, NOW, 6, "test", only=april)
+    assert len(await archive.list_archives(pool, april)) == before
+    assert await pool.fetchval("SELECT count(*) FROM usage_records WHERE event_time >="
+                               " '2025-04-01Z' AND event_time < '2025-05-01Z'") == aged["2025-04"]
+    (made,) = await archive.run(pool, tmp_path, NOW, 6, "test", only=april)
+    assert archive.check_files(made) == []
+    assert [t.dropped_rows for t in made.tables] == [aged["2025-04"]] * 2
