@@ -163,6 +163,16 @@ def clear(alias: str = "") -> str:
 CLEAR = clear()
 
 
+def disputed(alias: str) -> str:
+    """The condition: the record falls in the period of an invoice of its account under an
+    open dispute. Its numbers stay until the dispute closes: the bill is being challenged,
+    and the customer and the operator need the itemised calls to settle it."""
+    return ("EXISTS (SELECT 1 FROM disputes d JOIN invoices i ON i.account_id = d.account_id"
+            " AND i.invoice_id = d.invoice_id WHERE d.closed_on IS NULL"
+            f" AND d.account_id = {alias}.account_id AND {alias}.event_time >= i.period_start"
+            f" AND {alias}.event_time < i.period_end)")
+
+
 def pseudonymised(alias: str = "") -> str:
     """The condition: a record holds a pseudonym (it can no longer be rated again)."""
     p = f"{alias}." if alias else ""
@@ -186,16 +196,19 @@ async def pseudonymise_range(conn: Connection, partition: str, before: dt.dateti
     of the partition earlier batches already did."""
     sets = ", ".join(f"{c} = {_pseudonym_sql(c)}" for c in IDENTIFIERS)
     status: str = await conn.execute(
-        f"UPDATE {quote(partition)} SET {sets}"
+        f"UPDATE {quote(partition)} u SET {sets}"
         f" WHERE ctid >= format('(%s,0)', $4::bigint)::tid"
         f" AND ctid < format('(%s,0)', $5::bigint)::tid"
-        f" AND event_time < $3 AND ({CLEAR})", inner, outer, before, first, last)
+        f" AND event_time < $3 AND ({CLEAR}) AND NOT {disputed('u')}",
+        inner, outer, before, first, last)
     return int(status.split()[-1])
 
 
 async def clear_records(db: Db, before: dt.datetime) -> int:
+    """Records before ``before`` still to pseudonymise (disputed ones wait)."""
     n: int = await db.fetchval(
-        f"SELECT count(*) FROM usage_records WHERE event_time < $1 AND ({CLEAR})", before)
+        f"SELECT count(*) FROM usage_records u WHERE event_time < $1 AND ({CLEAR})"
+        f" AND NOT {disputed('u')}", before)
     return n
 
 

@@ -341,3 +341,31 @@ async def test_an_archive_that_cannot_drop_drops_nothing_and_runs_again(
     (made,) = await archive.run(pool, tmp_path, NOW, 6, "test", only=april)
     assert archive.check_files(made) == []
     assert [t.dropped_rows for t in made.tables] == [aged["2025-04"]] * 2
+
+
+async def test_numbers_under_an_open_dispute_wait_for_it_to_close(
+        pool: asyncpg.Pool, aged: dict[str, int]) -> None:
+    async with pool.acquire() as conn:
+        invoice = await conn.fetchval("SELECT invoice_id FROM invoices WHERE account_id = 'B'"
+                                      " AND period = '2026-01'")
+        dispute = await dunning.open_dispute(conn, "test", invoice, "roaming calls",
+                                             dt.date(2026, 2, 20))
+    later = dt.datetime(2026, 5, 1, tzinfo=UTC)  # 90 days on: January is past the period
+    await pseudonyms.run(pool, KEY, 90, later, "test")
+    january = await pool.fetch("SELECT account_id, calling FROM usage_records"
+                               " WHERE event_time >= '2026-01-01Z' AND event_time < '2026-02-01Z'")
+    assert {r["account_id"] for r in january} == set(BILLED)
+    for r in january:
+        assert r["calling"].startswith("p:") == (r["account_id"] != "B"), r
+    ctx = assurance.context(AssuranceConfig(), later)
+    run = await engine.run(pool, ctx, controls=["retention.pseudonymised"], trigger="cli",
+                           actor="test")
+    assert run.results[0].status == "pass"
+
+    async with pool.acquire() as conn:
+        await dunning.close_dispute(conn, "test", dispute, dt.date(2026, 4, 2))
+    run = await engine.run(pool, ctx, controls=["retention.pseudonymised"], trigger="cli",
+                           actor="test")
+    assert run.results[0].status == "fail"  # closed: B's January is due now
+    assert await pseudonyms.run(pool, KEY, 90, later, "test") == 3  # B made 3 calls
+    assert await repo.clear_records(pool, pseudonyms.cutoff(later, 90)) == 0

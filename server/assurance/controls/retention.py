@@ -2,7 +2,8 @@
 
 - ``retention.pseudonymised``: no usage record older than the pseudonymisation period the
   server applies (``retention_policy``, from ``[retention]``) still holds a calling, called,
-  imsi or msisdn in the clear. Unpriced: it is a privacy breach, not money.
+  imsi or msisdn in the clear, unless an open dispute of its account covers it (the numbers
+  wait for the dispute to close). Unpriced: it is a privacy breach, not money.
 - ``retention.archives``: every archived month's manifest is where the archive put it, with
   the sha256 recorded when it was written; each table's file has the manifest's sha256, and
   the manifest's row count equals the rows the database dropped. Unpriced.
@@ -17,7 +18,7 @@ import msgspec
 from billing_oss.server.assurance.model import Context, Offender, Outcome
 from billing_oss.server.assurance.sql_control import SqlControl
 from billing_oss.server.retention import archive
-from billing_oss.server.retention.repo import IDENTIFIERS, PSEUDONYM_PREFIX, clear
+from billing_oss.server.retention.repo import IDENTIFIERS, PSEUDONYM_PREFIX, clear, disputed
 from billing_oss.server.store.pool import Connection
 
 _CLEAR_NAMES = ", ".join(
@@ -36,7 +37,7 @@ SELECT format('usage:%s/%s', u.account_id, u.usage_id) AS object, NULL::text AS 
               u.usage_id, u.account_id, u.event_time, u.source, u.record_key,
               concat_ws(', ', {_CLEAR_NAMES}), p.pseudonymise_after_days) AS detail
 {_OLD}
-WHERE $2::jsonb IS NOT NULL AND ({clear('u')})""",
+WHERE $2::jsonb IS NOT NULL AND ({clear('u')}) AND NOT {disputed('u')}""",
     checked_sql=f"SELECT count(*) {_OLD}",
 )
 
