@@ -173,6 +173,12 @@ async def serve(config: Config, stop: asyncio.Event, *,
                 pool, config.pipeline.suspense_alarm_records, config.pipeline.suspense_check_s,
                 stop), name="suspense-watch")
             stack.push_async_callback(_cancel, watcher)
+        if config.retention.interval_s > 0:
+            from billing_oss.server.retention import housekeeping
+
+            keeper = asyncio.create_task(housekeeping.run_forever(pool, config.retention, stop),
+                                         name="retention")
+            stack.push_async_callback(_cancel, keeper)
         chainer = asyncio.create_task(audit.run_chainer(pool, stop), name="audit-chainer")
         stack.push_async_callback(_cancel, chainer)
         if config.assurance.interval_s > 0:

@@ -160,6 +160,15 @@ class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     parallel: int = 2
 
 
+class RetentionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    interval_s: float = 3600.0  # 0: serve does no housekeeping of its own
+    partitions_ahead_months: int = 3
+    archive_after_months: int = 0  # 0: nothing is ever archived
+    archive_dir: str = "var/archive"
+    pseudonymise_after_days: int = 0  # 0: numbers stay in the clear
+    pseudonym_key: str = ""
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -187,6 +196,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     provisioning: ProvisioningConfig = msgspec.field(default_factory=ProvisioningConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     assurance: AssuranceConfig = msgspec.field(default_factory=AssuranceConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -303,6 +313,17 @@ def _check(config: Config) -> None:
                                 ra.parallel) < 1:
         raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample,"
                           " silent_factor and parallel >= 1")
+    _check_retention(config.retention)
+
+
+def _check_retention(ret: RetentionConfig) -> None:
+    if ret.interval_s < 0 or min(ret.partitions_ahead_months, ret.archive_after_months,
+                                 ret.pseudonymise_after_days) < 0:
+        raise ConfigError("retention: interval_s, partitions_ahead_months, "
+                          "archive_after_months and pseudonymise_after_days must be >= 0")
+    if ret.pseudonymise_after_days and not ret.pseudonym_key:
+        raise ConfigError("retention.pseudonym_key: needed when pseudonymise_after_days > 0 "
+                          "(env BILLING_OSS_RETENTION_PSEUDONYM_KEY)")
 
 
 def _check_webhooks(hooks: WebhooksConfig) -> None:

@@ -59,6 +59,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.webhooks",
     "billing_oss.server.http.assurance",
     "billing_oss.adapters.http_ingest",
+    "billing_oss.server.http.archives",
 )
 
 API_TITLE = "billing-oss"
