@@ -80,6 +80,20 @@ class FileOutcome(msgspec.Struct, kw_only=True):
     totals: dict[str, str]  # currency → total charged, decimal string
 
 
+class FileAlarm(msgspec.Struct, frozen=True, kw_only=True):
+    """Something wrong with a source's sequence of files: ``gap`` (numbers missing in
+    between), ``repeat`` (same content again), ``reused`` (a number with other content) or
+    ``incomplete`` (a file not whole in time)."""
+
+    source: str
+    name: str
+    sequence_no: int | None
+    kind: str
+    detail: str
+    first_missing: int | None = None
+    last_missing: int | None = None
+
+
 class Sink(Protocol):
     @property
     def formats(self) -> Collection[str]:
@@ -91,3 +105,7 @@ class Sink(Protocol):
     async def ingest_file(
         self, path: Path, *, source: str, format: str, name: str | None = None
     ) -> FileOutcome: ...
+
+    async def file_alarm(self, alarm: FileAlarm) -> None:
+        """Record the alarm (and, for a gap, its event) in one transaction."""
+        ...

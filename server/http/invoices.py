@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 from billing_oss.core.money import format_minor
-from billing_oss.server.billing import issuing, views
+from billing_oss.server.billing import documents_repo, issuing, views
 from billing_oss.server.billing.render import cii, typst_pdf
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
@@ -57,12 +57,9 @@ class InvoicePage(msgspec.Struct):
 async def list_invoices(request: web.Request) -> web.Response:
     q = decode_query(request, InvoiceQuery)
     after = decode_cursor(q.cursor, tuple[IntId])
-    rows = await request.app[POOL].fetch(
-        "SELECT invoice_id, account_id, status, number_text, period, currency, payable_micros "
-        "FROM invoices WHERE ($1::text IS NULL OR account_id = $1) "
-        "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR period = $3) "
-        "AND ($4::bigint IS NULL OR invoice_id > $4) ORDER BY invoice_id LIMIT $5",
-        q.account_id, q.status, q.period, after[0] if after else None, q.limit + 1)
+    rows = await documents_repo.invoice_page(
+        request.app[POOL], account_id=q.account_id, status=q.status, period=q.period,
+        after=after[0] if after else None, limit=q.limit + 1)
     items, next_cursor = page(rows, q.limit, lambda r: (r["invoice_id"],))
     return reply(InvoicePage(items=[InvoiceSummary(
         invoice_id=r["invoice_id"], account_id=r["account_id"], status=r["status"],

@@ -26,15 +26,15 @@ import asyncpg
 
 from billing_oss.core.contract import Counts, FileOutcome
 from billing_oss.core.errors import DecodeError, FileBusy, Reason
-from billing_oss.core.money import format_outcome
-from billing_oss.core.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
-from billing_oss.server.integrations import outbox
-from billing_oss.server.integrations.events import UsageFileIngested
-from billing_oss.server.metrics import (
+from billing_oss.core.metrics import (
     PIPELINE_BATCH_SECONDS,
     PIPELINE_QUEUE_DEPTH,
     PIPELINE_WRITE_RETRIES,
 )
+from billing_oss.core.money import format_outcome
+from billing_oss.core.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
+from billing_oss.server.integrations import outbox
+from billing_oss.server.integrations.events import UsageFileIngested
 from billing_oss.server.pipeline import writer
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache

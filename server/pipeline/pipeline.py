@@ -15,12 +15,15 @@ from pathlib import Path
 
 import asyncpg
 
-from billing_oss.core.contract import Delivery, FileOutcome, Outcome
+from billing_oss.core.contract import Delivery, FileAlarm, FileOutcome, Outcome
 from billing_oss.core.errors import BillingError, ErrorCode
 from billing_oss.core.ports import Decoder
 from billing_oss.server.config import PipelineConfig
+from billing_oss.server.integrations import outbox
+from billing_oss.server.integrations.events import UsageFileGap
 from billing_oss.server.pipeline import deliveries, files, suspense
 from billing_oss.server.pipeline.raters import RaterCache, RaterFactory
+from billing_oss.server.store import files_repo
 from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,15 @@ class Pipeline:
         return await files.ingest_file(
             self.pool, self.raters, decoder, self._files, path, source=source, fmt=format,
             name=name or path.name, sequence_no=sequence_no, progress=progress, fault=fault)
+
+    async def file_alarm(self, alarm: FileAlarm) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await files_repo.insert_alarm(conn, alarm)
+            if alarm.kind == "gap" and alarm.sequence_no is not None:
+                await outbox.emit(conn, UsageFileGap(
+                    source=alarm.source, name=alarm.name, sequence=alarm.sequence_no,
+                    first_missing=alarm.first_missing or 0,
+                    last_missing=alarm.last_missing or 0), stream=f"source:{alarm.source}")
 
     async def retry_suspense(self, *, ids: list[int] | None = None, reason: str | None = None,
                              limit: int = 1000) -> suspense.RetryReport:

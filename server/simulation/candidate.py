@@ -31,7 +31,7 @@ from billing_oss.server.billing.model import Discount, Product
 from billing_oss.server.billing.tax import TaxRate
 from billing_oss.server.catalog import billing_from_dict, catalog_from_definitions
 from billing_oss.server.catalog.model import Catalog
-from billing_oss.server.simulation.snapshot import Snapshot, SubscriptionRow, TariffRow
+from billing_oss.server.simulation.snapshot_repo import Snapshot, SubscriptionRow, TariffRow
 
 
 class Scenario(msgspec.Struct):

@@ -18,10 +18,11 @@ import pytest
 from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.adapters.formats.jsonl import decode_jsonl
 from billing_oss.adapters.sftp import SftpPoller
+from billing_oss.core import metrics
 from billing_oss.core.errors import ConfigError, DecodeError
 from billing_oss.core.ports import Item
 from billing_oss.core.sources_config import SftpSource
-from billing_oss.server import config, metrics
+from billing_oss.server import config
 from billing_oss.server.commands import files as files_verb
 from billing_oss.server.composition import load_demo_catalog
 from billing_oss.server.pipeline.pipeline import Pipeline
