@@ -33,12 +33,12 @@ from billing_oss.server.billing import bill_runs_repo, inputs_repo, issuing
 from billing_oss.server.billing.drafting import compute_batch
 from billing_oss.server.billing.drafts_repo import drop_emptied_drafts, store_drafts
 from billing_oss.server.billing.model import InvoiceDraft, Settings
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.config import BillingConfig
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
 
-Progress = Callable[[int, int], None]  # (accounts done, accounts in the run)
+RunProgress = Callable[[int, int], None]  # (accounts done, accounts in the run)
 
 
 class RunSettings(msgspec.Struct, frozen=True):
@@ -105,7 +105,7 @@ async def bill_run(pool: asyncpg.Pool, period: str, settings: Settings, *,
                    accounts: list[str] | None = None, dry_run: bool = False,
                    finalize: bool = False, force: bool = False, batch_size: int = 1000,
                    invoice_series: str = "INV", payment_terms_days: int = 30,
-                   now: dt.datetime | None = None, progress: Progress | None = None,
+                   now: dt.datetime | None = None, progress: RunProgress | None = None,
                    actor: str) -> RunResult:
     """Bill a cycle in this process and wait for the end (a failure is raised). ``actor``
     names who asked in the audit log (``key:<id>``, ``cli:<user>``)."""
@@ -172,7 +172,7 @@ class BillRuns:
     lock_space = 0x42494C4C  # "BILL": advisory lock namespace of bill run claims
 
     def __init__(self, pool: asyncpg.Pool, settings: RunSettings, *,
-                 now: dt.datetime | None = None, progress: Progress | None = None) -> None:
+                 now: dt.datetime | None = None, progress: RunProgress | None = None) -> None:
         self._pool, self._settings = pool, settings
         self._now, self._progress = now, progress
 
@@ -189,7 +189,7 @@ class BillRuns:
 
 
 async def execute(conn: Connection, run_id: int, settings: RunSettings, stop: asyncio.Event,
-                  *, now: dt.datetime | None = None, progress: Progress | None = None) -> None:
+                  *, now: dt.datetime | None = None, progress: RunProgress | None = None) -> None:
     """Run (or resume) a claimed run on ``conn``; return early, the run left ``running``,
     once ``stop`` is set."""
     run = await get(conn, run_id)

@@ -15,7 +15,7 @@ import datetime as dt
 from billing_oss.server.billing import inputs_repo
 from billing_oss.server.billing.compute import compute
 from billing_oss.server.billing.model import BillingInput, InvoiceDraft, Settings
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.store.pool import Connection
 
 

@@ -17,17 +17,16 @@ from typing import Any, cast
 import msgspec
 
 from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
-from billing_oss.core.money import format_micros, format_minor
-from billing_oss.server.billing import documents_repo
-from billing_oss.server.billing.documents_repo import take_numbers
-from billing_oss.server.billing.model import Allowance, InvoiceDraft, Line, Totals
-from billing_oss.server.billing.rounding import (
+from billing_oss.core.money import format_micros, format_minor, micros_of_decimal
+from billing_oss.core.rounding import (
     Method,
-    from_decimal,
     minor_digits,
     minor_step,
 )
-from billing_oss.server.billing.tax import CategoryTotal, tax_on
+from billing_oss.server.billing import documents_repo
+from billing_oss.server.billing.documents_repo import take_numbers
+from billing_oss.server.billing.model import Allowance, InvoiceDraft, Line, Totals
+from billing_oss.server.catalog.tax import CategoryTotal, tax_on
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
@@ -253,7 +252,7 @@ def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] |
             raise _invalid(f"$.lines[{i}].line_no",
                            f"invoice {invoice.invoice_id} has no line {req.line_no}")
         remaining = ln.net_micros - credited_line[ln.line_no]
-        amount = remaining if req.amount is None else from_decimal(req.amount)
+        amount = remaining if req.amount is None else micros_of_decimal(req.amount)
         if amount % minor_step(content.currency):  # EN 16931: amounts in the minor unit
             raise _invalid(f"$.lines[{i}].amount",
                            f"line {req.line_no}: {format_micros(amount)} has more decimals "

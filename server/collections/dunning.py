@@ -21,7 +21,7 @@ import msgspec
 
 from billing_oss.core.errors import InvalidRequest, NotFound
 from billing_oss.core.money import format_micros, parse_micros
-from billing_oss.server.billing.rounding import minor_step
+from billing_oss.core.rounding import minor_step
 from billing_oss.server.collections import repo
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit

@@ -52,7 +52,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.direct_debit",
     "billing_oss.server.http.psp",
     "billing_oss.server.http.reports",
-    "billing_oss.server.http.soap",
+    "billing_oss.server.http.soap.routes",
     "billing_oss.server.http.ledger",
     "billing_oss.server.http.provisioning",
     "billing_oss.server.http.webhooks",

@@ -58,7 +58,7 @@ class Pipeline:
 
     async def ingest_file(
         self, path: Path, *, source: str, format: str, name: str | None = None,
-        sequence_no: int | None = None, progress: files.Progress | None = None,
+        sequence_no: int | None = None, progress: files.FileProgress | None = None,
         fault: Callable[[Connection], Awaitable[None]] | None = None,
     ) -> FileOutcome:
         decoder = self.decoders.get(format)

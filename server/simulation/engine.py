@@ -47,7 +47,7 @@ from billing_oss.server.store.pool import Connection
 
 BATCH = 1 << 20  # records per rated batch: bounds memory whatever the period's size
 PRICE_BATCH = 500  # accounts per priced batch
-Progress = Callable[[int], None]  # records read so far
+ReadProgress = Callable[[int], None]  # records read so far
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,7 +108,7 @@ def periods_between(first: str, last: str) -> list[str]:
 
 
 async def simulate(conn: Connection, request: Request, settings: Settings,
-                   progress: Progress | None = None) -> Outcome:
+                   progress: ReadProgress | None = None) -> Outcome:
     started = time.perf_counter()
     periods = periods_between(request.period_from, request.period_to)
     await snapshot_repo.begin(conn)

@@ -19,9 +19,9 @@ import msgspec
 
 from billing_oss.native import rating as kernel
 from billing_oss.server.billing.inputs_repo import _discount as discount_row
-from billing_oss.server.billing.model import Account, Adjustment, Discount, Product
-from billing_oss.server.billing.pricing import parse_components
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.billing.model import Account, Adjustment, Discount
+from billing_oss.server.catalog.pricing import Product, parse_components
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.store.pool import Connection
 
 
