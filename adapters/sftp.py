@@ -224,7 +224,8 @@ class SftpPoller:
         error: str | None = None
         try:
             outcome = await self.sink.ingest_file(got.local, source=self.name,
-                                                  format=self.config.format, name=name)
+                                                  format=self.config.format, name=name,
+                                                  options=self.config.options or None)
         except FileBusy:
             return 0
         except BillingError as exc:

@@ -15,9 +15,9 @@ Invariant for every outcome: ``in = charged + suspense + duplicates + filtered +
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -103,7 +103,8 @@ class Sink(Protocol):
     async def commit(self, deliveries: Sequence[Delivery]) -> list[Outcome]: ...
 
     async def ingest_file(
-        self, path: Path, *, source: str, format: str, name: str | None = None
+        self, path: Path, *, source: str, format: str, name: str | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> FileOutcome: ...
 
     async def file_alarm(self, alarm: FileAlarm) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -29,17 +30,23 @@ from billing_oss.server.store.pool import Connection
 log = logging.getLogger(__name__)
 
 
+# A decoder of ``format`` reading with the given format options.
+DecoderFactory = Callable[[str, Mapping[str, Any]], Decoder]
+
+
 class UnknownFormat(BillingError):
     code = ErrorCode.UNKNOWN_FORMAT
 
 
 class Pipeline:
     def __init__(self, pool: asyncpg.Pool, config: PipelineConfig, *,
-                 rater_factory: RaterFactory, decoders: Mapping[str, Decoder]) -> None:
+                 rater_factory: RaterFactory, decoders: Mapping[str, Decoder],
+                 decoder_for: DecoderFactory | None = None) -> None:
         self.pool = pool
         self.config = config
         self.raters = RaterCache(pool, rater_factory)
         self.decoders = dict(decoders)
+        self._decoder_for = decoder_for
         self._usage_ids = deliveries.UsageIds(pool)
         self._files = files.FileSettings(
             batch_size=config.batch_size, queue_depth=config.queue_depth,
@@ -60,11 +67,17 @@ class Pipeline:
         self, path: Path, *, source: str, format: str, name: str | None = None,
         sequence_no: int | None = None, progress: files.FileProgress | None = None,
         fault: Callable[[Connection], Awaitable[None]] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> FileOutcome:
+        """``options``: the format's options for this file (a source's ``options``)."""
         decoder = self.decoders.get(format)
         if decoder is None:
             known = ", ".join(sorted(self.decoders)) or "none"
             raise UnknownFormat(f"no decoder for format {format!r} (known: {known})")
+        if options:
+            if self._decoder_for is None:
+                raise UnknownFormat(f"no decoder for format {format!r} with options")
+            decoder = self._decoder_for(format, options)
         return await files.ingest_file(
             self.pool, self.raters, decoder, self._files, path, source=source, fmt=format,
             name=name or path.name, sequence_no=sequence_no, progress=progress, fault=fault)
