@@ -49,8 +49,8 @@ def _modules() -> Iterator[tuple[str, Path]]:
 
 
 def _imports(module: str, tree: ast.Module) -> Iterator[tuple[int, str]]:
-    """Every project module `module` imports (at any depth), as `server.x.y` names."""
-    package = module.split(".") if module.endswith("__init__") else module.split(".")[:-1]
+    """Every name `module` imports (at any depth), relative imports made absolute."""
+    package = module.split(".") if _is_package(module) else module.split(".")[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -64,6 +64,10 @@ def _imports(module: str, tree: ast.Module) -> Iterator[tuple[int, str]]:
             yield node.lineno, target
             for alias in node.names:
                 yield node.lineno, f"{target}.{alias.name}"
+
+
+def _is_package(module: str) -> bool:
+    return (ROOT / module.replace(".", "/") / "__init__.py").exists()
 
 
 def _project(name: str) -> str | None:
