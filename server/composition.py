@@ -15,7 +15,7 @@ import json
 import logging
 import socket
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,16 @@ def decoders() -> dict[str, Decoder]:
     return {name: FormatDecoder(name) for name in names()}
 
 
+def decoder_for(format: str, options: Mapping[str, Any]) -> Decoder:
+    """A decoder of ``format`` with a source's format options (checked at its start)."""
+    from billing_oss.adapters.formats.items import FormatDecoder
+
+    return FormatDecoder(format, options)
+
+
 def check_sources(config: Config) -> None:
-    """Refuse at start, before the database, a source whose format is not registered."""
+    """Refuse at start, before the database, a source whose format is not registered or
+    whose format options that format does not take."""
     from billing_oss.adapters.formats.registry import names
     from billing_oss.adapters.sources import check_formats
 
@@ -105,7 +113,8 @@ def rater_factory() -> RaterFactory:
 
 
 def make_pipeline(config: Config, pool: asyncpg.Pool) -> Pipeline:
-    return Pipeline(pool, config.pipeline, rater_factory=rater_factory(), decoders=decoders())
+    return Pipeline(pool, config.pipeline, rater_factory=rater_factory(), decoders=decoders(),
+                    decoder_for=decoder_for)
 
 
 def read_catalog_file(path: Path) -> dict[str, Any]:

@@ -637,3 +637,14 @@ async def open_invoices(db: Db, account_id: str) -> list[asyncpg.Record]:
         "   AS open_micros) o"
         " WHERE e.account_id = $1 AND e.kind = 'invoice' AND o.open_micros > 0"
         " ORDER BY e.due_date, e.entry_id", account_id)
+
+
+async def lock_dunning(conn: Connection) -> None:
+    """One dunning run at a time, until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('dunning', 0))")
+
+
+async def suspended_accounts(db: Db) -> list[str]:
+    """Every account whose service dunning suspended and has not lifted."""
+    rows = await db.fetch("SELECT account_id FROM dunning_suspensions WHERE lifted_on IS NULL")
+    return [r["account_id"] for r in rows]

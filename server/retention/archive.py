@@ -212,7 +212,7 @@ async def archive_month(pool: asyncpg.Pool, directory: Path, month: dt.date,
 
 
 async def _export(conn: Connection, partition: str, path: Path) -> tuple[int, str]:
-    """COPY a partition into a gzip file; (rows, file sha256). A thread compresses while
+    """A partition copied out into a gzip file; (rows, file sha256). A thread compresses while
     the next megabytes arrive (at most ``QUEUED`` of them wait), and the file is hashed as
     it is written."""
     raw = await asyncio.to_thread(path.open, "wb")

@@ -7,7 +7,8 @@ import pytest
 from billing_oss.adapters.mqtt import MqttAdapter
 from billing_oss.core.errors import StartupError
 from billing_oss.core.sources_config import MqttSource, SftpSource
-from billing_oss.server.workers import WorkerSlot, listen_socket, sources_for, worker_command
+from billing_oss.server.supervisor import listen_socket, worker_command
+from billing_oss.server.workers import WorkerSlot, sources_for
 
 SOURCES = {"m": MqttSource(topics=["usage/#"], client_id="edge"),
            "n": MqttSource(topics=["a/#"], shared_group="mine"),

@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import msgspec
 
-from billing_oss.server.billing.rounding import Method, MoneyError, minor_step, round_fraction
+from billing_oss.core.rounding import Method, MoneyError, minor_step, round_fraction
 
 REVERSE_CHARGE = "AE"
 REVERSE_CHARGE_NOTE = "Reverse charge: VAT to be accounted for by the recipient"

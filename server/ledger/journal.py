@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from billing_oss.server.billing.rounding import minor_step
+from billing_oss.core.rounding import minor_step
 from billing_oss.server.config import LedgerConfig
 
 LABELS = {  # CompteLib, by the role an account plays

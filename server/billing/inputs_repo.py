@@ -20,13 +20,12 @@ from billing_oss.server.billing.model import (
     Account,
     Adjustment,
     Discount,
-    Product,
     Subscription,
     UsageGroup,
 )
 from billing_oss.server.billing.periods import Cycle, after, cycle
-from billing_oss.server.billing.pricing import VolumeTier, parse_components
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.catalog.pricing import Product, VolumeTier, parse_components
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.store.pool import Connection
 
 # Base quantity of a usage record per service: seconds, bytes, messages, event quantity.

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from billing_oss.server.billing.rounding import MICROS, MoneyError
+from billing_oss.core.rounding import MICROS, MoneyError
 
 Model = Literal["per_unit", "graduated", "volume", "package"]
 
@@ -205,3 +205,14 @@ def slices(component: UsageComponent, units_before: Fraction, units: Fraction) -
             break
         lower = upper
     return out
+
+
+class Product(msgspec.Struct, frozen=True):
+    """A catalog product: a recurring fee and the periodic pricing of its usage."""
+
+    product_id: str
+    name: str
+    currency: str
+    recurring_fee_micros: int
+    tax_class: str = "standard"
+    usage_pricing: tuple[UsageComponent, ...] = ()

@@ -12,14 +12,16 @@ import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from billing_oss.server.billing.inputs import _discount as discount_row
-from billing_oss.server.billing.model import Account, Adjustment, Discount, Product
-from billing_oss.server.billing.pricing import parse_components
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.native import rating as kernel
+from billing_oss.server.billing.inputs_repo import _discount as discount_row
+from billing_oss.server.billing.model import Account, Adjustment, Discount
+from billing_oss.server.catalog.pricing import Product, parse_components
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.store.pool import Connection
 
 
@@ -140,3 +142,44 @@ async def _invoiced(conn: Connection, periods: list[str]) -> dict[tuple[str, str
         "GROUP BY account_id, period, currency", periods)
     return {(r["account_id"], r["period"], r["currency"].strip()):
             Invoiced(r["n"], r["net"], r["total"]) for r in rows}
+
+
+WIDTH = kernel.CALLED_WIDTH
+PAD = 1  # the byte PostgreSQL pads ``called`` with; a kernel reads NUL as "past the end"
+
+
+def copy_query(start_utc: str, end_utc: str, accounts: Sequence[str] | None) -> str:
+    """The query whose binary COPY gives the usage in [start, end) (UTC, RFC 3339), of
+    ``accounts`` or all, each row as ``ROW``; account numbers index the account ids in
+    ``accounts_query``'s order.
+    Usage is what ``server.rating.fields.usage_of`` reads; ``quantity`` is an event's
+    quantity in micro-units (a bill run's base quantity of events)."""
+    pad = "\\x" + f"{PAD:02x}" * WIDTH
+    return f"""SELECT a.n::int4,
+    u.event_time,
+    (CASE u.kind WHEN 'voice' THEN 0 WHEN 'sms' THEN 1 WHEN 'data' THEN 2 ELSE 3 END)::int2,
+    (CASE u.kind WHEN 'voice' THEN coalesce(u.duration_s, 0)
+        WHEN 'data' THEN coalesce(u.volume_up, 0) + coalesce(u.volume_down, 0)
+        ELSE 1 END)::int8,
+    substring(convert_to(coalesce(u.called, ''), 'UTF8') || '{pad}'::bytea from 1 for {WIDTH}),
+    (CASE WHEN u.kind = 'event' THEN round(coalesce(u.quantity, 1) * 1000000)
+        ELSE 0 END)::int8
+FROM usage_records u JOIN ({accounts_query(accounts)}) a USING (account_id)
+WHERE u.event_time >= {_literal(start_utc)}::timestamptz
+  AND u.event_time < {_literal(end_utc)}::timestamptz"""
+
+
+def accounts_query(accounts: Sequence[str] | None) -> str:
+    where = "" if accounts is None else (
+        f" WHERE account_id = ANY({_literal(_array(accounts))}::text[])")
+    return ("SELECT account_id, (row_number() OVER (ORDER BY account_id) - 1) AS n "
+            f"FROM accounts{where}")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _array(items: Sequence[str]) -> str:
+    quoted = ('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items)
+    return "{" + ",".join(quoted) + "}"

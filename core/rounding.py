@@ -52,23 +52,6 @@ def round_minor(value: Fraction | int, currency: str, method: Method) -> int:
     return round_fraction(value, minor_step(currency), method)
 
 
-def from_decimal(value: Decimal | str) -> int:
-    """Micro-units of a decimal amount; more than 6 decimals is refused, never rounded."""
-    try:
-        amount = Decimal(value)
-    except ArithmeticError:
-        raise MoneyError(f"not a decimal amount: {value!r}") from None
-    if not amount.is_finite():
-        raise MoneyError(f"not a finite amount: {value!r}")
-    micros = amount.scaleb(6)
-    if micros != micros.to_integral_value():
-        raise MoneyError(f"{value} has more than 6 decimals")
-    result = int(micros)
-    if not -(2**63) <= result < 2**63:
-        raise MoneyError(f"{value} does not fit in 64-bit micro-units")
-    return result
-
-
 def plain(value: Decimal) -> str:
     """A decimal without exponent or trailing zeros: 20.0000 → "20", 5.50 → "5.5"."""
     return format(value.normalize(), "f")

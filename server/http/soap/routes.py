@@ -1,4 +1,5 @@
-"""`/soap/v1`: the SOAP 1.1 façade for CRMs that speak no REST (server.integrations.soap).
+"""`/soap/v1`: the SOAP 1.1 façade for CRMs that speak no REST (its package: the codec,
+envelopes and operations).
 
 ``GET /soap/v1?wsdl`` serves the WSDL (public, like the OpenAPI document); ``POST /soap/v1``
 runs one operation. The key is the REST API's: ``Authorization: Bearer <key>``, or the
@@ -19,9 +20,9 @@ from billing_oss.core.errors import BillingError, ErrorCode
 from billing_oss.server.http.auth import GRANTS, KEY_CACHE, actor, bearer
 from billing_oss.server.http.keys import DEADLINE, POOL, PRINCIPAL
 from billing_oss.server.http.routing import Api
-from billing_oss.server.integrations.soap import codec, envelope, wsdl
-from billing_oss.server.integrations.soap.envelope import Fault
-from billing_oss.server.integrations.soap.operations import OPERATIONS, Call
+from billing_oss.server.http.soap import codec, envelope, wsdl
+from billing_oss.server.http.soap.envelope import Fault
+from billing_oss.server.http.soap.operations import OPERATIONS, Call
 
 log = logging.getLogger(__name__)
 

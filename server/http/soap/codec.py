@@ -14,9 +14,9 @@ import xmlschema
 from lxml import etree
 
 from billing_oss.core.errors import ErrorCode
-from billing_oss.server.integrations.soap import wsdl
-from billing_oss.server.integrations.soap.envelope import TNS, Fault
-from billing_oss.server.integrations.soap.operations import OPERATIONS, Operation
+from billing_oss.server.http.soap import wsdl
+from billing_oss.server.http.soap.envelope import TNS, Fault
+from billing_oss.server.http.soap.operations import OPERATIONS, Operation
 
 _NAMESPACES = {"": TNS}
 

@@ -39,6 +39,7 @@ from billing_oss.server.http.keys import (
     PRINCIPAL,
 )
 from billing_oss.server.http.routing import Api
+from billing_oss.server.store import usage_repo
 
 MAX_IDEMPOTENCY_KEY = 200
 # Suspense reasons that mean the sender's input was wrong (rejected), as opposed to usage
@@ -153,11 +154,7 @@ async def _bind_body(pool: asyncpg.Pool, source: str, key: str, body: bytes) -> 
     corrected and sent again under its key); another body under the key is refused before
     any of it is stored, rather than answered with the first body's outcome."""
     digest = hashlib.sha256(body).hexdigest()
-    bound = await pool.fetchval(
-        "INSERT INTO http_idempotency_keys (source, idempotency_key, body_sha256)"
-        " VALUES ($1, $2, $3) ON CONFLICT (source, idempotency_key)"
-        " DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key RETURNING body_sha256",
-        source, key, digest)
+    bound = await usage_repo.bind_idempotency_key(pool, source, key, digest)
     if bound != digest:
         raise IdempotencyKeyReused(
             f"Idempotency-Key {key!r} was already used with another body; send a new key "

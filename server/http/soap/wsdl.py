@@ -15,7 +15,7 @@ from importlib import resources
 import xmlschema
 from lxml import etree
 
-from billing_oss.server.integrations.soap.envelope import TNS
+from billing_oss.server.http.soap.envelope import TNS
 
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"

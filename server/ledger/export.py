@@ -21,8 +21,8 @@ from billing_oss.core.errors import InvalidRequest
 from billing_oss.core.money import format_minor
 from billing_oss.server.collections.repo import Db
 from billing_oss.server.config import LedgerConfig
-from billing_oss.server.integrations.gl import repo
-from billing_oss.server.integrations.gl.journal import Journal, JournalEntry, build
+from billing_oss.server.ledger import repo
+from billing_oss.server.ledger.journal import Journal, JournalEntry, build
 
 FORMATS = ("csv", "json", "fec")
 FEC_COLUMNS = ("JournalCode", "JournalLib", "EcritureNum", "EcritureDate", "CompteNum",
