@@ -90,8 +90,7 @@ async def finalise(conn: Connection, invoice_ids: list[int], series: str, today:
     Each one finalised gets its audit entry (``invoice:<id>``) in the same transaction."""
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT account_id, invoice_id, status FROM invoices WHERE invoice_id = ANY($1) "
-            "ORDER BY invoice_id FOR UPDATE", invoice_ids)
+            "SELECT account_id, invoice_id, status FROM lock_invoices($1)", invoice_ids)
         missing = set(invoice_ids) - {r["invoice_id"] for r in rows}
         if missing:
             raise NotFound(f"no invoice {min(missing)}", invoice_id=min(missing))
@@ -202,8 +201,8 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
     checked under the invoice's row lock; what the notes refund together never exceeds what
     was payable. The note's audit entry commits with it."""
     async with conn.transaction():
-        locked = await conn.fetchrow("SELECT account_id, status FROM invoices "
-                                     "WHERE invoice_id = $1 FOR UPDATE", invoice_id)
+        locked = await conn.fetchrow("SELECT account_id, status FROM lock_invoices($1)",
+                                     [invoice_id])
         if locked is None:
             raise NotFound(f"no invoice {invoice_id}", invoice_id=invoice_id)
         if locked["status"] != "finalised":
