@@ -23,7 +23,10 @@ rerate jobs) are dropped — the writers create the account first, as they do no
 keys without the distribution column (document ``(series, number)``, ``anomaly_flags
 (flag_id)``) are replaced by ones that include it; numbers stay unique because one series
 counter row hands them out. Triggers on distributed tables are kept (``enable_unsafe_triggers``):
-each touches only rows of its own account, which live on the same shard.
+each touches only rows of its own account, which live on the same shard (migration 1350 has
+the statement triggers read the co-located shards by name there). The collections helpers
+run inside queries routed to an account's shard and read that account's other rows, so the
+database allows that nesting on every node (``allow_nested_distributed_execution``).
 
 Idempotent: a table already placed is skipped, so a later migration's new table is placed at
 the next start.
@@ -127,6 +130,11 @@ async def place_tables(conn: Connection) -> list[str]:
             await _drop_foreign_keys_to(conn, table, set(REFERENCE))
             await conn.execute("SELECT create_distributed_table($1, $2)", table, column)
             done.append(table)
+    # The collections helpers run inside queries already routed to an account's shard and
+    # read that account's other rows: co-located, on the same worker, run there locally.
+    await conn.execute(
+        "SELECT run_command_on_all_nodes(format('ALTER DATABASE %I SET"
+        " citus.allow_nested_distributed_execution = on', current_database()))")
     if done:
         log.info("citus: tables placed", extra={"fields": {"tables": ",".join(done)}})
     return done

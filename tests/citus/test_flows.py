@@ -1,8 +1,11 @@
 """The main flows on a Citus cluster give what they give on one PostgreSQL.
 
 The same inputs — a catalog of 40 accounts, a usage file, a tariff correction and its
-rerate, a finalised bill run — go through the command line against a database on the
-cluster and one on plain PostgreSQL; per-account totals, suspense and invoices must match.
+rerate, a finalised bill run, payments allocated to invoices, a run of every assurance
+control — go through the command line against a database on the cluster and one on plain
+PostgreSQL; per-account totals, suspense, invoices, rollups, ledger entries, allocations and
+the controls' results must match, but for the controls Citus cannot plan yet
+(``CITUS_UNPLANNED``: they report an error there, and this test fails once they stop).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ pytestmark = pytest.mark.citus
 
 CLI = [sys.executable, "-m", "billing_oss"]
 ACCOUNTS = 40
+# Controls whose query Citus refuses (a lateral join over a local table or CTE, a direct
+# join of usage with the coordinator's subscriptions): an error result on Citus, for now.
+CITUS_UNPLANNED = {"collection.sequence_repeats", "duplicates.cross_source",
+                   "rating.unsubscribed_usage"}
 
 
 def cli(args: list[str], database_url: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +89,7 @@ def usage_file(path: Path) -> Path:
     return path
 
 
-def run_flows(database_url: str, tmp: Path) -> None:
+def run_flows(database_url: str, tmp: Path, *, citus: bool) -> None:
     base = catalog()
     (tmp / "catalog.json").write_text(json.dumps(base))
     out = cli(["catalog", "load", str(tmp / "catalog.json")], database_url)
@@ -98,6 +105,14 @@ def run_flows(database_url: str, tmp: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     out = cli(["bill-run", "--period", "2026-03", "--finalize"], database_url)
     assert out.returncode == 0, out.stdout + out.stderr
+    # Collections: payments allocated to the finalised invoices (in full, in part, too much).
+    for account, amount in (("S000", "500.00"), ("S001", "5.00"), ("S002", "12.34")):
+        out = cli(["payment", "add", "--account", account, "--amount", amount,
+                   "--date", "2026-04-10", "--external-id", f"p-{account}"], database_url)
+        assert out.returncode == 0, out.stdout + out.stderr
+    # Revenue assurance over all of it: every control, as of mid-April.
+    out = cli(["assure", "run", "--as-of", "2026-04-15T00:00:00Z"], database_url)
+    assert out.returncode in ((0, 1, 3) if citus else (0, 3)), out.stdout + out.stderr
 
 
 async def outcome(database_url: str) -> dict[str, Any]:
@@ -116,6 +131,15 @@ async def outcome(database_url: str) -> dict[str, Any]:
             "SELECT i.account_id, l.line_no, l.description, l.net_micros"
             " FROM invoice_lines l JOIN invoices i USING (account_id, invoice_id)"
             " ORDER BY 1, 2")
+        ledger = await conn.fetch(
+            "SELECT account_id, kind, currency, amount_micros, entry_date FROM ledger_entries"
+            " ORDER BY 1, 2, 4")
+        allocated = await conn.fetch(
+            "SELECT account_id, sum(amount_micros) FROM payment_allocations GROUP BY 1"
+            " ORDER BY 1")
+        controls = await conn.fetch(
+            "SELECT control, status, checked, offending, unpriced, at_stake::text, error"
+            " FROM assurance_results ORDER BY control")
         rollups = await conn.fetch(
             "SELECT account_id, service, sum(amount_micros) AS micros, sum(records) AS n"
             " FROM charge_rollups GROUP BY 1, 2 ORDER BY 1, 2")
@@ -123,17 +147,24 @@ async def outcome(database_url: str) -> dict[str, Any]:
         await conn.close()
     return {"totals": [tuple(r) for r in totals], "suspense": [tuple(r) for r in suspense],
             "invoices": [tuple(r) for r in invoices], "lines": [tuple(r) for r in lines],
-            "rollups": [tuple(r) for r in rollups]}
+            "rollups": [tuple(r) for r in rollups], "controls": [tuple(r) for r in controls],
+            "ledger": [tuple(r) for r in ledger], "allocated": [tuple(r) for r in allocated]}
 
 
-async def test_ingest_rerate_bill_run_equal_single_node(
+async def test_ingest_rerate_bill_run_controls_equal_single_node(
         citus_url: str, plain_url: str, tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     (tmp_path / "p").mkdir()
-    run_flows(citus_url, tmp_path / "c")
-    run_flows(plain_url, tmp_path / "p")
+    run_flows(citus_url, tmp_path / "c", citus=True)
+    run_flows(plain_url, tmp_path / "p", citus=False)
     on_citus, on_one = await outcome(citus_url), await outcome(plain_url)
     assert len(on_one["invoices"]) >= ACCOUNTS
     assert any(row[2] == "reversal" for row in on_one["totals"])  # the rerate moved money
+    assert len(on_one["allocated"]) == 3
+    assert len(on_one["controls"]) >= 20 and not any(r[6] for r in on_one["controls"])
+    errors = {r[0] for r in on_citus["controls"] if r[6]}
+    assert errors == CITUS_UNPLANNED
+    on_citus["controls"] = [r for r in on_citus["controls"] if r[0] not in CITUS_UNPLANNED]
+    on_one["controls"] = [r for r in on_one["controls"] if r[0] not in CITUS_UNPLANNED]
     for key in on_one:
         assert on_citus[key] == on_one[key], key
