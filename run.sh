@@ -129,18 +129,18 @@ CITUS_DIR=${CITUS_DIR:-var/citus}
 CITUS_PORT=${CITUS_PORT:-19700}
 citus_tests() {
   if [ -n "${BILLING_OSS_CITUS_URL:-}" ]; then
-    .venv/bin/python -m pytest -m citus -p no:cacheprovider tests/citus "$@"; return
+    .venv/bin/python -m pytest -m citus -p no:cacheprovider "$@"; return
   fi
   if [ ! -x "$CITUS_SHARED/cluster.sh" ]; then
     echo "citus: no BILLING_OSS_CITUS_URL and no $CITUS_SHARED/cluster.sh to start a cluster" >&2
     return 2
   fi
   "$CITUS_SHARED/build.sh"
-  local dir; mkdir -p "$CITUS_DIR"; dir=$(cd "$CITUS_DIR" && pwd)
-  BILLING_OSS_CITUS_URL=$("$CITUS_SHARED/cluster.sh" start "$dir" "$CITUS_PORT" 2)
+  mkdir -p "$CITUS_DIR"; CITUS_DIR=$(cd "$CITUS_DIR" && pwd)
+  trap '"$CITUS_SHARED/cluster.sh" stop "$CITUS_DIR"' EXIT
+  BILLING_OSS_CITUS_URL=$("$CITUS_SHARED/cluster.sh" start "$CITUS_DIR" "$CITUS_PORT" 2)
   export BILLING_OSS_CITUS_URL
-  trap '"$CITUS_SHARED/cluster.sh" stop "$dir"' EXIT
-  .venv/bin/python -m pytest -m citus -p no:cacheprovider tests/citus "$@"
+  .venv/bin/python -m pytest -m citus -p no:cacheprovider "$@"
 }
 
 main() {

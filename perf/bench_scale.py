@@ -102,6 +102,10 @@ async def main() -> None:
         generate_3gpp(path, args.records)
         one: list[float] = []
         cluster: list[float] = []
+        conn = await asyncpg.connect(args.citus_url)
+        workers = await conn.fetchval(
+            "SELECT count(*) FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary'")
+        await conn.close()
         async with server(args.database_url) as admin_dsn:
             for _ in range(args.runs):  # interleaved: both sides see the same machine load
                 started = time.perf_counter()
@@ -111,7 +115,7 @@ async def main() -> None:
     print(f"ingest of {args.records:,} 3GPP records, {os.cpu_count()} cores, "
           f"median of {args.runs} runs")
     print(_line("one PostgreSQL", one))
-    print(_line("Citus, coordinator + 2 workers", cluster))
+    print(_line(f"Citus, coordinator + {workers} workers", cluster))
     print(f"{'cluster / one':<34} {statistics.median(cluster) / statistics.median(one):>10.2f}")
     # worker processes: 1 vs 2 `serve --workers` processes ingesting into one PostgreSQL
     # belong here, measured with the same file (not part of this run yet).
