@@ -32,6 +32,13 @@ _PAYMENT = (
 )
 
 
+# One account's payments: every table filtered by the account itself (the same rows as
+# ``_PAYMENT`` with ``p.account_id = $1``), which on Citus routes the query to its shard.
+_ACCOUNT_PAYMENT = (_PAYMENT.replace("a.account_id = p.account_id", "a.account_id = $1")
+                    .replace("e.account_id = p.account_id", "e.account_id = $1")
+                    + " WHERE p.account_id = $1")
+
+
 async def lock(conn: Connection, account_id: str) -> None:
     await conn.execute("SELECT collections_lock($1)", account_id)
 
@@ -64,8 +71,7 @@ async def payments(db: Db, account_id: str | None, after: int | None,
     # One account's filter is written out, not folded into an OR: on Citus it is what
     # routes the query to that account's shard.
     rows = await db.fetch(
-        _PAYMENT + (" WHERE p.account_id = $1" if account_id is not None else
-                    " WHERE $1::text IS NULL")
+        (_ACCOUNT_PAYMENT if account_id is not None else _PAYMENT + " WHERE $1::text IS NULL")
         + " AND ($2::bigint IS NULL OR p.payment_id > $2) ORDER BY p.payment_id LIMIT $3",
         account_id, after, limit + 1)
     return [_payment(r, ()) for r in rows]

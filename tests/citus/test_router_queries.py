@@ -1,8 +1,5 @@
 """Per-account API reads are router queries on Citus: one shard answers each.
 
-(The payments list is not among them yet: its correlated sums over allocations and ledger
-entries make Citus send it to every shard, each answering from its index.)
-
 The repository functions the admin API calls run on a connection that first asks EXPLAIN
 of every statement, with the same arguments, on the cluster itself; each plan must name a
 single task (``Task Count: 1``), i.e. Citus sent it to the one shard holding the account.
@@ -82,9 +79,10 @@ async def test_per_account_reads_are_router_queries(citus_pool: asyncpg.Pool) ->
         assert [c.account_id for c in got] == ["A1"]
         totals = await traffic_repo.totals(db, period)  # type: ignore[arg-type]
         assert totals[0].charged_micros == 1000
+        await collections.payments(db, "A1", None, 50)  # type: ignore[arg-type]
         await collections.balance(db, march.date(), "A1")  # type: ignore[arg-type]
         await collections.statement(db, "A1", march.date(),  # type: ignore[arg-type]
                                     march.date() + dt.timedelta(days=30))
-    assert len(db.plans) >= 5
+    assert len(db.plans) >= 6
     for sql, plan in db.plans:
         assert "Task Count: 1\n" in plan + "\n", f"not a router query:\n{sql}\n{plan}"
