@@ -53,7 +53,7 @@ async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int
             tax_micros = excluded.tax_micros, total_micros = excluded.total_micros,
             rounding_micros = excluded.rounding_micros, payable_micros = excluded.payable_micros,
             seller = excluded.seller, buyer = excluded.buyer, notes = excluded.notes,
-            updated_at = now()
+            updated_at = excluded.updated_at
         RETURNING account_id, currency, invoice_id
         """,
         *_columns([

@@ -131,9 +131,7 @@ async def read_batch(conn: Connection, ids: list[str], period: str,
     cycles = await _cycles(conn, accounts, period)
     # The drafts too: a finaliser locks only its invoice, so a draft being finalised now is
     # waited for, and then (no longer a draft) left out of the recomputation below.
-    await conn.fetch(
-        "SELECT invoice_id FROM invoices WHERE account_id = ANY($1) AND period = $2 "
-        "AND status = 'draft' ORDER BY account_id, invoice_id FOR UPDATE", ids, period)
+    await conn.fetch("SELECT lock_draft_invoices($1, $2)", ids, period)
     await conn.execute(
         "DELETE FROM invoice_line_charges l USING invoices i WHERE i.account_id = ANY($1) "
         "AND i.period = $2 AND i.status = 'draft' "
