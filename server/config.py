@@ -157,6 +157,11 @@ class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     parallel: int = 2
 
 
+class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    timezone: str = "UTC"  # the operator's: every time the console shows is in it
+    session_minutes: int = 480  # a console sign-in lasts this long, then asks again
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -184,6 +189,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     provisioning: ProvisioningConfig = msgspec.field(default_factory=ProvisioningConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     assurance: AssuranceConfig = msgspec.field(default_factory=AssuranceConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
