@@ -18,10 +18,9 @@ from billing_oss.server.collections import repo as collections_repo
 from billing_oss.server.console import repo
 from billing_oss.server.console.web import local_now, pool, render
 from billing_oss.server.http.pagination import decode_cursor, encode_cursor
-from billing_oss.server.store import accounts_repo, subscriptions_repo, traffic_repo
+from billing_oss.server.store import accounts_repo, subscriptions_repo
 from billing_oss.server.store.accounts_repo import AccountFilter
 from billing_oss.server.store.subscriptions_repo import SubscriptionFilter
-from billing_oss.server.store.traffic_repo import Period
 
 PAGE = 50
 CHART_DAYS = 90
@@ -55,21 +54,14 @@ async def account_360(request: web.Request) -> web.Response:
     account = await accounts_repo.get(db, request.match_info["account_id"])
     today = local_now(request).date()
     daily = await repo.daily_usage(db, account.account_id, today - dt.timedelta(days=CHART_DAYS))
-    after = decode_cursor(request.query.get("usage_cursor"), tuple[dt.datetime, int])
-    since = local_now(request) - dt.timedelta(days=31)
-    usage = await traffic_repo.usage(db, Period(account_id=account.account_id, start=since),
-                                     kind=None, source=None, after=after, limit=PAGE)
-    usage_more = len(usage) > PAGE
-    usage = usage[:PAGE]
-    charges = await traffic_repo.charges(db, Period(account_id=account.account_id, start=since),
-                                         kind=None, rerate_job_id=None, after=None, limit=PAGE)
+    before = decode_cursor(request.query.get("usage_cursor"), tuple[dt.datetime, int])
+    usage = await repo.recent_usage(db, account.account_id, before, PAGE)
     position = await balances.position(db, account.account_id)
     steps, suspended = await repo.dunning(db, account.account_id)
     return render(request, "account.html", {
-        "account": account, "chart": _chart(daily, today), "usage": usage,
-        "usage_next": encode_cursor((usage[-1].event_time, usage[-1].usage_id))
-        if usage_more else None,
-        "charges": charges[:PAGE],
+        "account": account, "chart": _chart(daily, today), "usage": usage[:PAGE],
+        "usage_next": encode_cursor((usage[PAGE - 1]["event_time"], usage[PAGE - 1]["usage_id"]))
+        if len(usage) > PAGE else None,
         "invoices": (await repo.invoices(db, account.account_id, None, 20))[:20],
         "credit_notes": (await repo.credit_notes(db, account.account_id, None, 20))[:20],
         "payments": (await collections_repo.payments(db, account.account_id, None, 20))[:20],

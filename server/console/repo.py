@@ -150,3 +150,21 @@ async def file_alarms(pool: asyncpg.Pool, *, kind: str | None, limit: int) -> li
         "SELECT alarm_id, source, kind, name, sequence_no, first_missing, last_missing,"
         " source_file_id, detail, raised_at FROM source_file_alarms"
         " WHERE ($1::text IS NULL OR kind = $1) ORDER BY raised_at DESC LIMIT $2", kind, limit)
+
+
+async def recent_usage(pool: asyncpg.Pool, account_id: str,
+                       before: tuple[dt.datetime, int] | None, limit: int) -> list[Any]:
+    """An account's usage newest first, each record with the net of its charges (charged
+    less reversed); ``limit + 1`` rows at most, for paging."""
+    return await pool.fetch(
+        "SELECT u.usage_id, u.event_time, u.source, u.kind, u.duration_s, u.volume_up,"
+        " u.volume_down, u.quantity::text AS quantity, u.unit, u.calling, u.called,"
+        " c.currency, c.net_micros, c.zone, c.band FROM usage_records u"
+        " LEFT JOIN LATERAL (SELECT rtrim(currency) AS currency, sum(amount_micros)::bigint"
+        "   AS net_micros, max(zone) AS zone, max(band) AS band FROM charges c"
+        "   WHERE c.account_id = u.account_id AND c.event_time = u.event_time"
+        "   AND c.usage_id = u.usage_id GROUP BY currency LIMIT 1) c ON true"
+        " WHERE u.account_id = $1 AND ($2::timestamptz IS NULL"
+        "   OR (u.event_time, u.usage_id) < ($2, $3::bigint))"
+        " ORDER BY u.event_time DESC, u.usage_id DESC LIMIT $4",
+        account_id, before[0] if before else None, before[1] if before else None, limit + 1)

@@ -1,10 +1,10 @@
-// billing-oss console: selection helpers and charts. Data comes from JSON blocks in the page
-// (no inline script runs: the Content-Security-Policy forbids it).
+// billing-oss console: selection helpers and charts. A chart's data is JSON in its element's
+// data-values attribute (no inline script runs: the Content-Security-Policy forbids it, and
+// htmx drops script elements from swapped content).
 "use strict";
 (function () {
   function data(el) {
-    var block = document.getElementById(el.dataset.source);
-    return block ? JSON.parse(block.textContent) : null;
+    return el.dataset.values ? JSON.parse(el.dataset.values) : null;
   }
   function width(el) { return Math.max(320, el.clientWidth || 600); }
 
@@ -65,5 +65,7 @@
       });
     }
   });
-  document.addEventListener("htmx:afterSettle", function (e) { drawCharts(e.target); });
+  // htmx:load fires on content swapped in (an outerHTML swap detaches the old target, whose
+  // own events no longer reach the document).
+  document.addEventListener("htmx:load", function () { drawCharts(document); });
 })();
