@@ -156,6 +156,12 @@ class NotFound(BillingError):
     code = ErrorCode.NOT_FOUND
 
 
+class Forbidden(BillingError):
+    """The caller's key may not see or touch this entity (a customer key, another account)."""
+
+    code = ErrorCode.FORBIDDEN
+
+
 class Conflict(BillingError):
     """The request contradicts the stored state (a duplicate, an immutable row, a state)."""
 

@@ -1,8 +1,10 @@
 """Bearer-key authentication and role checks for the routes that declare ``roles``.
 
 A route declares the roles it serves (``roles=("viewer",)``); a key's role grants itself and
-the roles below it: admin ⊃ operator ⊃ viewer, and admin ⊃ ingest. No key, an unknown key or
-a revoked key: 401. A valid key without a granting role: 403. Tokens never reach a log line.
+the roles below it: admin ⊃ operator ⊃ viewer, and admin ⊃ ingest. A ``customer`` key grants
+only ``customer``: the routes that serve one declare it and scope themselves to the key's
+account. No key, an unknown key or a revoked key: 401. A valid key without a granting role:
+403. Tokens never reach a log line.
 
 Verified keys are cached for a few seconds so a busy API does not pay a query per request;
 a revocation therefore takes effect within ``CACHE_SECONDS``.
@@ -29,6 +31,7 @@ GRANTS: dict[str, frozenset[str]] = {
     "operator": frozenset({"operator", "viewer"}),
     "viewer": frozenset({"viewer"}),
     "ingest": frozenset({"ingest"}),
+    "customer": frozenset({"customer"}),
 }
 CACHE_SECONDS = 5.0
 _CACHE_MAX = 10_000

@@ -14,13 +14,13 @@ from typing import Literal
 import asyncpg
 import msgspec
 
-from billing_oss.core.errors import Conflict, NotFound
+from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
 from billing_oss.server.store import audit
 from billing_oss.server.store.filters import Where
 from billing_oss.server.store.pool import Connection
 
-Role = Literal["admin", "operator", "viewer", "ingest"]
-ROLES: tuple[Role, ...] = ("admin", "operator", "viewer", "ingest")
+Role = Literal["admin", "operator", "viewer", "ingest", "customer"]
+ROLES: tuple[Role, ...] = ("admin", "operator", "viewer", "ingest", "customer")
 TOKEN_PREFIX = "bok_"
 
 
@@ -29,6 +29,8 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
     name: str = ""
     source: str | None = None
+    # Customer keys: the one account the key may see (None for every other role).
+    account_id: str | None = None
     created_at: str | None = None
     revoked_at: str | None = None
 
@@ -39,16 +41,26 @@ class NewKey(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def create(pool: asyncpg.Pool | Connection, role: Role, name: str = "",
-                 source: str | None = None) -> NewKey:
+                 source: str | None = None, *, account_id: str | None = None) -> NewKey:
+    """A new key. A ``customer`` key needs ``account_id`` (an existing account); no other
+    role takes one."""
+    if (role == "customer") != (account_id is not None):
+        raise InvalidRequest(
+            "a customer key needs an account, and only a customer key takes one",
+            [{"path": "$.account_id", "message": "required for role customer, else absent"}])
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    row = await pool.fetchrow(
-        "INSERT INTO api_keys (key_id, secret_sha256, role, name, source) "
-        "VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
-        key_id, _digest(secret), role, name, source,
-    )
+    try:
+        row = await pool.fetchrow(
+            "INSERT INTO api_keys (key_id, secret_sha256, role, name, source, account_id) "
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
+            key_id, _digest(secret), role, name, source, account_id,
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise InvalidRequest(f"no account {account_id}", [
+            {"path": "$.account_id", "message": f"no account {account_id}"}]) from None
     assert row is not None
-    key = ApiKey(key_id=key_id, role=role, name=name, source=source,
+    key = ApiKey(key_id=key_id, role=role, name=name, source=source, account_id=account_id,
                  created_at=row["created_at"].isoformat())
     return NewKey(key=key, token=f"{TOKEN_PREFIX}{key_id}_{secret}")
 
@@ -60,25 +72,21 @@ async def verify(pool: asyncpg.Pool, token: str) -> ApiKey | None:
         return None
     key_id, secret = parsed
     row = await pool.fetchrow(
-        "SELECT key_id, secret_sha256, role, name, source FROM api_keys "
+        "SELECT key_id, secret_sha256, role, name, source, account_id FROM api_keys "
         "WHERE key_id = $1 AND revoked_at IS NULL", key_id,
     )
     if row is None or not hmac.compare_digest(bytes(row["secret_sha256"]), _digest(secret)):
         return None
-    return ApiKey(key_id=row["key_id"], role=row["role"], name=row["name"], source=row["source"])
+    return ApiKey(key_id=row["key_id"], role=row["role"], name=row["name"], source=row["source"],
+                  account_id=row["account_id"])
 
 
 async def list_keys(pool: asyncpg.Pool) -> list[ApiKey]:
     rows = await pool.fetch(
-        "SELECT key_id, role, name, source, created_at, revoked_at"
+        "SELECT key_id, role, name, source, account_id, created_at, revoked_at"
         " FROM api_keys ORDER BY created_at"
     )
-    return [
-        ApiKey(key_id=r["key_id"], role=r["role"], name=r["name"], source=r["source"],
-               created_at=r["created_at"].isoformat(),
-               revoked_at=r["revoked_at"].isoformat() if r["revoked_at"] else None)
-        for r in rows
-    ]
+    return [_key(r) for r in rows]
 
 
 async def revoke(pool: asyncpg.Pool, key_id: str) -> bool:
@@ -90,21 +98,24 @@ async def revoke(pool: asyncpg.Pool, key_id: str) -> bool:
 
 
 async def create_audited(pool: asyncpg.Pool, actor: str, role: Role, name: str = "",
-                         source: str | None = None) -> NewKey:
+                         source: str | None = None, *,
+                         account_id: str | None = None) -> NewKey:
     """``create`` with its audit entry (the key's description, never its token)."""
     async with pool.acquire() as conn, conn.transaction():
-        new = await create(conn, role, name, source)
+        new = await create(conn, role, name, source, account_id=account_id)
         await audit.record(conn, actor, "api_key.create", f"api_key:{new.key.key_id}",
                            None, new.key)
     return new
 
 
 async def find(pool: asyncpg.Pool, *, role: Role | None, include_revoked: bool,
-               after: str | None, limit: int) -> list[ApiKey]:
-    w = (Where().add("role = {}", role).add("key_id > {}", after)
+               after: str | None, limit: int, account_id: str | None = None) -> list[ApiKey]:
+    w = (Where().add("role = {}", role).add("account_id = {}", account_id)
+         .add("key_id > {}", after)
          .when(not include_revoked, "revoked_at IS NULL"))
     rows = await pool.fetch(
-        "SELECT key_id, role, name, source, created_at, revoked_at FROM api_keys" + w.sql()
+        "SELECT key_id, role, name, source, account_id, created_at, revoked_at FROM api_keys"
+        + w.sql()
         + " ORDER BY key_id" + w.limit(limit + 1), *w.args,
     )
     return [_key(r) for r in rows]
@@ -113,7 +124,7 @@ async def find(pool: asyncpg.Pool, *, role: Role | None, include_revoked: bool,
 async def revoke_audited(pool: asyncpg.Pool, actor: str, key_id: str) -> ApiKey:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT key_id, role, name, source, created_at, revoked_at FROM api_keys"
+            "SELECT key_id, role, name, source, account_id, created_at, revoked_at FROM api_keys"
             " WHERE key_id = $1 FOR UPDATE", key_id)
         if row is None:
             raise NotFound(f"no API key {key_id}")
@@ -121,7 +132,7 @@ async def revoke_audited(pool: asyncpg.Pool, actor: str, key_id: str) -> ApiKey:
             raise Conflict(f"API key {key_id} is already revoked")
         after = await conn.fetchrow(
             "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1"
-            " RETURNING key_id, role, name, source, created_at, revoked_at", key_id)
+            " RETURNING key_id, role, name, source, account_id, created_at, revoked_at", key_id)
         assert after is not None
         await audit.record(conn, actor, "api_key.revoke", f"api_key:{key_id}",
                            _key(row), _key(after))
@@ -130,7 +141,7 @@ async def revoke_audited(pool: asyncpg.Pool, actor: str, key_id: str) -> ApiKey:
 
 def _key(r: asyncpg.Record) -> ApiKey:
     return ApiKey(key_id=r["key_id"], role=r["role"], name=r["name"], source=r["source"],
-                  created_at=r["created_at"].isoformat(),
+                  account_id=r["account_id"], created_at=r["created_at"].isoformat(),
                   revoked_at=r["revoked_at"].isoformat() if r["revoked_at"] else None)
 
 

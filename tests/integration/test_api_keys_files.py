@@ -1,4 +1,5 @@
-"""`/v1/api-keys` (admin only) and `/v1/files` (the source file ledger with gaps)."""
+"""`/v1/api-keys` (admin; operators create customer keys) and `/v1/files` (the source file
+ledger with gaps)."""
 
 import asyncpg
 
@@ -40,6 +41,40 @@ async def test_key_lifecycle(api: Api, pool: asyncpg.Pool) -> None:  # noqa: F81
     assert actions == ["api_key.create", "api_key.revoke"]
     status, problem = await api.call("POST", "/v1/api-keys", json={"role": "root"})
     assert status == 422 and problem["errors"][0]["path"] == "$.role"
+
+
+async def test_customer_keys_name_their_account(api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811
+    await api.call("POST", "/v1/accounts", "operator", json={"account_id": "CK1"})
+    status, problem = await api.call("POST", "/v1/api-keys", "operator", json={"role": "customer"})
+    assert status == 422 and problem["errors"][0]["path"] == "$.account_id"
+    status, problem = await api.call("POST", "/v1/api-keys", "operator",
+                                     json={"role": "customer", "account_id": "NOPE"})
+    assert status == 422 and "no account NOPE" in problem["detail"]
+    status, problem = await api.call("POST", "/v1/api-keys", "admin",
+                                     json={"role": "viewer", "account_id": "CK1"})
+    assert status == 422 and problem["errors"][0]["path"] == "$.account_id"
+    status, problem = await api.call("POST", "/v1/api-keys", "operator", json={"role": "viewer"})
+    assert status == 403 and problem["code"] == "FORBIDDEN"
+    status, problem = await api.call("POST", "/v1/api-keys", "viewer",
+                                     json={"role": "customer", "account_id": "CK1"})
+    assert status == 403
+
+    status, new = await api.call("POST", "/v1/api-keys", "operator",
+                                 json={"role": "customer", "account_id": "CK1", "name": "portal"})
+    assert status == 201, new
+    assert new["key"]["role"] == "customer" and new["key"]["account_id"] == "CK1"
+    pages = await api.pages("/v1/api-keys", {"account_id": "CK1"}, role="admin")
+    assert [(k["key_id"], k["account_id"]) for p in pages for k in p] == [
+        (new["key"]["key_id"], "CK1")]
+    # The key authenticates, but grants nothing an operator route serves.
+    headers = {"Authorization": f"Bearer {new['token']}"}
+    async with api.http.get(api.url + "/v1/accounts", headers=headers) as r:
+        assert r.status == 403
+    async with api.http.post(api.url + "/v1/api-keys", headers=headers,
+                             json={"role": "customer", "account_id": "CK1"}) as r:
+        assert r.status == 403
+    actions = [e.action for e in await audit.entries(pool, f"api_key:{new['key']['key_id']}")]
+    assert actions == ["api_key.create"]
 
 
 async def test_files_with_counts_and_gaps(api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811

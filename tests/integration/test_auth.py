@@ -46,12 +46,18 @@ EXPECTED = {  # role → status for /read, /operate, /admin, /ingest
     "operator": (200, 200, 403, 403),
     "viewer": (200, 403, 403, 403),
     "ingest": (403, 403, 403, 200),
+    "customer": (403, 403, 403, 403),  # a customer key serves only routes declaring customer
 }
 
 
 @pytest.mark.parametrize("role", list(EXPECTED))
 async def test_role_grants(pool: asyncpg.Pool, base_url: str, role: api_keys.Role) -> None:
-    new = await api_keys.create(pool, role, name=f"test {role}")
+    account = None
+    if role == "customer":
+        account = "AUTH-C"
+        await pool.execute("INSERT INTO accounts (account_id) VALUES ($1)"
+                           " ON CONFLICT DO NOTHING", account)
+    new = await api_keys.create(pool, role, name=f"test {role}", account_id=account)
     headers = {"Authorization": f"Bearer {new.token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
         statuses = []

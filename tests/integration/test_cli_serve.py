@@ -102,3 +102,31 @@ def test_api_key_verb_creates_lists_and_revokes(tmp_path: Path, database_url: st
     assert _run(["api-key", "revoke", new["key"]["key_id"], *db], tmp_path).returncode == 0
     again = _run(["api-key", "revoke", new["key"]["key_id"], *db], tmp_path)
     assert again.returncode == 1 and "no active key" in again.stderr
+
+
+def test_api_key_verb_creates_customer_keys_for_an_account(tmp_path: Path,
+                                                          database_url: str) -> None:
+    import asyncio
+    import json
+
+    import asyncpg
+
+    db = ["--database-url", database_url]
+    missing = _run(["api-key", "create", "--role", "customer", *db], tmp_path)
+    assert missing.returncode == 1 and "needs an account" in missing.stderr
+    unknown = _run(["api-key", "create", "--role", "customer", "--account", "C9", *db], tmp_path)
+    assert unknown.returncode == 1 and "no account C9" in unknown.stderr
+
+    async def add_account() -> None:
+        conn = await asyncpg.connect(database_url)
+        await conn.execute("INSERT INTO accounts (account_id) VALUES ('C9')")
+        await conn.close()
+
+    asyncio.run(add_account())
+    created = _run(["api-key", "create", "--role", "customer", "--account", "C9", "--json", *db],
+                   tmp_path)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+    assert key["role"] == "customer" and key["account_id"] == "C9"
+    listed = _run(["api-key", "list", *db], tmp_path)
+    assert f"{key['key_id']}  customer" in listed.stdout and "account C9" in listed.stdout
