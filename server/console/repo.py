@@ -37,14 +37,14 @@ async def open_session(pool: asyncpg.Pool, key_id: str, minutes: int) -> tuple[s
 async def session(pool: asyncpg.Pool, session_id: str) -> Session | None:
     """The live session behind a cookie: unexpired, its key not revoked."""
     row = await pool.fetchrow(
-        "SELECT k.key_id, k.role, k.name, k.source, s.csrf_token, s.expires_at"
+        "SELECT k.key_id, k.role, k.name, k.source, k.account_id, s.csrf_token, s.expires_at"
         " FROM console_sessions s JOIN api_keys k USING (key_id)"
         " WHERE s.session_sha256 = $1 AND s.expires_at > now() AND k.revoked_at IS NULL",
         _digest(session_id))
     if row is None:
         return None
     return Session(key=ApiKey(key_id=row["key_id"], role=row["role"], name=row["name"],
-                              source=row["source"]),
+                              source=row["source"], account_id=row["account_id"]),
                    csrf_token=row["csrf_token"], expires_at=row["expires_at"])
 
 
@@ -153,9 +153,13 @@ async def file_alarms(pool: asyncpg.Pool, *, kind: str | None, limit: int) -> li
 
 
 async def recent_usage(pool: asyncpg.Pool, account_id: str,
-                       before: tuple[dt.datetime, int] | None, limit: int) -> list[Any]:
+                       before: tuple[dt.datetime, int] | None, limit: int, *,
+                       kind: str | None = None, number: str | None = None,
+                       start: dt.datetime | None = None,
+                       end: dt.datetime | None = None) -> list[Any]:
     """An account's usage newest first, each record with the net of its charges (charged
-    less reversed); ``limit + 1`` rows at most, for paging."""
+    less reversed), filtered by service, number (calling or called) and period;
+    ``limit + 1`` rows at most, for paging."""
     return await pool.fetch(
         "SELECT u.usage_id, u.event_time, u.source, u.kind, u.duration_s, u.volume_up,"
         " u.volume_down, u.quantity::text AS quantity, u.unit, u.calling, u.called,"
@@ -166,5 +170,10 @@ async def recent_usage(pool: asyncpg.Pool, account_id: str,
         "   AND c.usage_id = u.usage_id GROUP BY currency LIMIT 1) c ON true"
         " WHERE u.account_id = $1 AND ($2::timestamptz IS NULL"
         "   OR (u.event_time, u.usage_id) < ($2, $3::bigint))"
+        " AND ($5::text IS NULL OR u.kind = $5)"
+        " AND ($6::text IS NULL OR u.calling = $6 OR u.called = $6)"
+        " AND ($7::timestamptz IS NULL OR u.event_time >= $7)"
+        " AND ($8::timestamptz IS NULL OR u.event_time < $8)"
         " ORDER BY u.event_time DESC, u.usage_id DESC LIMIT $4",
-        account_id, before[0] if before else None, before[1] if before else None, limit + 1)
+        account_id, before[0] if before else None, before[1] if before else None, limit + 1,
+        kind, number, start, end)

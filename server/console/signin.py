@@ -27,6 +27,7 @@ from billing_oss.server.http.auth import GRANTS
 from billing_oss.server.store import api_keys
 
 PRE_COOKIE = "console_sign_in"
+PORTAL = f"{PREFIX}/portal"
 
 
 async def sign_in_form(request: web.Request) -> web.Response:
@@ -52,11 +53,12 @@ async def sign_in(request: web.Request) -> web.Response:
     key = await api_keys.verify(pool(request), token) if token else None
     if key is None:
         return _form(request, "That API key is unknown or revoked.", 401)
-    if "viewer" not in GRANTS.get(key.role, frozenset()):
+    if not {"viewer", "customer"} & GRANTS.get(key.role, frozenset()):
         return _form(request, f"A key with the {key.role} role cannot use the console.", 403)
     minutes = settings(request).session_minutes
     session_id, _ = await repo.open_session(pool(request), key.key_id, minutes)
-    target = _next(field(form, "next"))
+    # A customer key has its own page: the operator's are not for it.
+    target = PORTAL if key.role == "customer" else _next(field(form, "next"))
     response = web.HTTPFound(target)
     response.set_cookie(COOKIE, session_id, path=PREFIX, httponly=True, samesite="Strict",
                         secure=request.secure, max_age=minutes * 60)

@@ -44,6 +44,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "billing_oss.server.console.documents",
     "billing_oss.server.console.jobs",
     "billing_oss.server.console.operations",
+    "billing_oss.server.console.portal",
 )
 SESSION = web.RequestKey("console_session", Session)
 SETTINGS = web.AppKey("console_settings", ConsoleConfig)

@@ -28,7 +28,7 @@ from billing_oss.server.composition import (
     validate_catalog,
 )
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.store import catalog_repo
+from billing_oss.server.store import api_keys, catalog_repo
 from tests.browser.conftest import Watched
 from tests.conftest import REPO
 from tests.integration import billing_seed
@@ -194,3 +194,31 @@ async def test_look_up_an_account_and_open_an_invoice(watched: Watched, site: Ap
     assert pdf.headers["content-disposition"].startswith("inline")
     await watched.shot("invoice")
     watched.clean()
+
+
+async def test_a_customer_sees_its_usage_and_not_another_accounts(
+        watched: Watched, site: Api, pool: asyncpg.Pool) -> None:
+    token = (await api_keys.create(pool, "customer", "A1 portal", account_id="A1")).token
+    page = watched.page
+    await page.goto(site.url + "/console/sign-in")
+    await page.fill("input[name=api_key]", token)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(site.url + "/console/portal")
+    assert (await page.inner_text("h1")).startswith("Alice Martin")
+    await page.select_option("select[name=service]", "voice")
+    await page.click("form.filters button[type=submit]")
+    await page.wait_for_url(re.compile(r".*service=voice.*"))
+    rows = await page.locator("section:has(h2:text('Usage, record by record')) tbody tr")\
+        .all_inner_texts()
+    assert rows and all("\tvoice\t" in r for r in rows), rows
+    assert any(XSS in r for r in rows)  # shown as text, never run
+    await watched.shot("portal")
+    watched.clean()
+    own = await pool.fetchval("SELECT invoice_id FROM invoices WHERE account_id = 'A1'")
+    other = await pool.fetchval("SELECT invoice_id FROM invoices WHERE account_id = 'A2'")
+    mine = await page.request.get(f"{site.url}/console/portal/invoices/{own}.pdf")
+    assert mine.status == 200 and (await mine.body()).startswith(b"%PDF")
+    theirs = await page.request.get(f"{site.url}/console/portal/invoices/{other}.pdf")
+    assert theirs.status == 403
+    operator_page = await page.request.get(f"{site.url}/console/accounts/A2")
+    assert operator_page.status == 403

@@ -27,8 +27,8 @@ POSTS = ["/console/suspense/actions", "/console/simulations", "/console/integrat
 
 @pytest.fixture(scope="module")
 async def seeded(pool: asyncpg.Pool) -> list[int]:
-    async with pool.acquire() as conn:
-        await billing_seed.account(conn, "acme")
+    await billing_seed.finalised_invoice(pool, "acme", fee=9_990_000)
+    await billing_seed.finalised_invoice(pool, "rival", fee=19_990_000)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
     await seed_usage(pool, "acme", now.isoformat(), amount_micros=1_230_000, called=XSS)
     ids = []
@@ -142,3 +142,33 @@ async def test_sign_out_and_expiry_end_the_session(
     assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/console"
     assert await pool.fetchval("SELECT count(*) FROM console_sessions WHERE"
                                " session_sha256 = sha256($1::text::bytea)", cookie.value) == 1
+
+
+async def test_a_customer_key_sees_its_own_account_only(
+        api: Api, console: Console, pool: asyncpg.Pool, seeded: list[int]) -> None:  # noqa: F811
+    token = (await api_keys.create(pool, "customer", "acme portal", account_id="acme")).token
+    status, _ = await console.post("/console/sign-in", {"api_key": token}, csrf=False)
+    assert status == 403  # the sign-in form's own token is still required
+    assert await console.sign_in(token) == 302
+    status, body = await console.get("/console/portal")
+    assert status == 200 and "Customer acme" in body and "rival" not in body
+    assert ESCAPED in body and XSS not in body
+    assert "1.23 EUR" in body
+    own, other = [await pool.fetchval("SELECT invoice_id FROM invoices WHERE account_id = $1",
+                                      a) for a in ("acme", "rival")]
+    for ext, magic in (("pdf", "%PDF"), ("xml", "<?xml")):
+        async with console.http.get(f"{console.url}/console/portal/invoices/{own}.{ext}") as r:
+            assert r.status == 200 and (await r.text(errors="replace")).startswith(magic)
+        status, body = await console.get(f"/console/portal/invoices/{other}.{ext}")
+        assert status == 403 and "not your account" in body
+    # The operator's pages and documents are not a customer's.
+    for path in ("/console/", "/console/accounts/rival", f"/console/invoices/{other}.pdf",
+                 "/console/suspense"):
+        status, _ = await console.get(path)
+        assert status == 403, path
+    status, csv_text = await console.get("/console/portal/usage.csv?service=voice")
+    lines = csv_text.strip().splitlines()
+    assert status == 200 and lines[0].startswith("event_time,service,calling,called")
+    assert len(lines) == 2 and XSS in lines[1] and lines[1].endswith(",1.23,EUR")
+    status, body = await console.get("/console/portal?service=sms")
+    assert status == 200 and "No usage matches." in body
