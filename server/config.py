@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -270,6 +271,15 @@ def _name_key(message: str) -> str:
     return f"{where.rstrip('`')}: {text}"
 
 
+def _check_console(console: ConsoleConfig) -> None:
+    try:
+        ZoneInfo(console.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"console.timezone: unknown timezone {console.timezone!r}") from None
+    if not 1 <= console.session_minutes <= 60 * 24 * 31:
+        raise ConfigError("console.session_minutes: must be in 1..44640 (31 days)")
+
+
 def _check(config: Config) -> None:
     _check_sources(config)
     db, http = config.database, config.http
@@ -288,6 +298,7 @@ def _check(config: Config) -> None:
         raise ConfigError("http.ingest_concurrency >= 1 and http.ingest_queue >= 0 are needed")
     if http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    _check_console(config.console)
     prov = config.provisioning
     if prov.enabled and not (1 <= prov.port <= 65535 and prov.poll_interval_s > 0
                              and prov.batch >= 1 and prov.publish_timeout_s > 0):
