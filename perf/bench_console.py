@@ -36,6 +36,7 @@ import asyncpg
 from billing_oss.server.store import api_keys
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
+from billing_oss.server.store.pool import Connection
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_P95_MS = 200.0
@@ -43,7 +44,7 @@ DAYS = 60
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-async def seed(conn: asyncpg.Connection, usage: int, accounts: int) -> None:
+async def seed(conn: Connection, usage: int, accounts: int) -> None:
     files = max(10, usage // 10_000)
     per_file = usage // files
     usage = files * per_file

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from billing_oss.server.console.web import money
 from billing_oss.server.store import api_keys, audit
 from tests.integration import billing_seed
 from tests.integration.api_harness import Api, api, seed_usage  # noqa: F401
@@ -78,7 +79,8 @@ async def test_sign_in_refuses_unknown_keys_ingest_keys_and_forged_forms(
 
 
 async def test_every_page_renders_for_a_viewer_and_escapes_record_fields(
-        api: Api, console: Console, seeded: list[int]) -> None:  # noqa: F811
+        api: Api, console: Console, pool: asyncpg.Pool,  # noqa: F811
+        seeded: list[int]) -> None:
     assert await console.sign_in(api.tokens["viewer"]) == 302
     for path in [*PAGES, f"/console/fragments/suspense/{seeded[0]}", *FRAGMENTS]:
         status, body = await console.get(path)
@@ -90,6 +92,11 @@ async def test_every_page_renders_for_a_viewer_and_escapes_record_fields(
         assert ESCAPED in body, path
     _, body = await console.get("/console/accounts/acme")
     assert "1.23 EUR" in body  # money with its currency, through core.money
+    month = await pool.fetchval(
+        "SELECT sum(amount_micros) FROM charges"
+        " WHERE event_time >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'")
+    _, body = await console.get("/console/")
+    assert f"<td class=\"n\">{money(month, 'EUR')}</td>" in body  # revenue month to date
 
 
 async def test_a_viewer_may_not_act(api: Api, console: Console, pool: asyncpg.Pool,  # noqa: F811
