@@ -11,7 +11,9 @@ Data are generated server-side (INSERT ... SELECT from generate_series). The ser
 ``billing-oss serve`` in its own process (controls, webhooks and the demo catalog off); a
 client signed in like a browser (cookie, CSRF token) requests each page ``--requests`` times
 one after the other after a warm-up, pages that name an account or a document picking a new
-one each time; the time is from sending the request to the last byte, over loopback.
+one each time; the time is from sending the request to the last byte, over loopback. The
+home page keeps its revenue and aging summary for 30 s: its first request, which computes
+them, is printed on its own line.
 """
 
 from __future__ import annotations
@@ -173,6 +175,10 @@ async def measure(base: str, tokens: dict[str, str], accounts: int,
                 ms = await timed(http, base + url)
                 if i >= 3:
                     samples.append(ms)
+                elif i == 0 and name == "home":
+                    # The home page keeps its revenue and aging summary 30 s: its first
+                    # request computes them, and is shown on its own.
+                    out.append(("home, summary computed", [ms]))
             out.append((name, samples))
         out.append(("GET /healthz (peer)", [await timed(plain, base + "/healthz")
                                             for _ in range(requests)]))
@@ -248,7 +254,7 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
     for page, samples in results:
         print(f"{page:<24} {statistics.median(samples):8.1f} {p(samples, 0.95):8.1f}"
               f" {max(samples):8.1f}")
-        if "peer" not in page:
+        if "peer" not in page and len(samples) > 1:
             worst = max(worst, p(samples, 0.95))
     met = worst <= TARGET_P95_MS
     print(f"target every page ≤ {TARGET_P95_MS:g} ms p95 (scale 1): worst page {worst:.1f} ms,"

@@ -177,3 +177,12 @@ async def recent_usage(pool: asyncpg.Pool, account_id: str,
         " ORDER BY u.event_time DESC, u.usage_id DESC LIMIT $4",
         account_id, before[0] if before else None, before[1] if before else None, limit + 1,
         kind, number, start, end)
+
+
+async def month_revenue(pool: asyncpg.Pool, month: dt.date) -> list[Any]:
+    """Per currency: the month's net charged and records charged, from the monthly rollups
+    (UTC days; appended in each charge's transaction)."""
+    return await pool.fetch(
+        "SELECT rtrim(currency) AS currency, sum(amount_micros)::bigint AS amount_micros,"
+        " sum(records)::bigint AS records FROM charge_rollups_monthly WHERE day = $1"
+        " GROUP BY currency ORDER BY currency", month)
