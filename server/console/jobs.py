@@ -24,15 +24,24 @@ MAX_CANDIDATE_BYTES = 2_000_000
 
 
 async def jobs(request: web.Request) -> web.Response:
-    after = decode_cursor(request.query.get("cursor"), tuple[int])
-    sims = await repo.simulations(pool(request), after[0] if after else None, PAGE)
     return render(request, "jobs.html", {
-        "bill_runs": await repo.bill_runs(pool(request), PAGE),
-        "rerates": await repo.rerate_jobs(pool(request), PAGE),
-        "simulations": sims[:PAGE],
-        "next_cursor": encode_cursor((sims[PAGE - 1]["simulation_id"],))
-        if len(sims) > PAGE else None,
-        "form": {"from": "", "to": "", "candidate": "{}"}, "message": None})
+        **await _lists(request), "form": {"from": "", "to": "", "candidate": "{}"},
+        "message": None})
+
+
+async def _lists(request: web.Request) -> dict[str, Any]:
+    """The three lists, newest first, each paged by its own cursor."""
+    out: dict[str, Any] = {}
+    for name, key, read in (
+            ("simulations", "simulation_id", repo.simulations),
+            ("bill_runs", "bill_run_id", repo.bill_runs),
+            ("rerates", "rerate_job_id", repo.rerate_jobs)):
+        before = decode_cursor(request.query.get(f"{name}_cursor"), tuple[int])
+        rows = await read(pool(request), before[0] if before else None, PAGE)
+        out[name] = rows[:PAGE]
+        out[f"{name}_next"] = encode_cursor((rows[PAGE - 1][key],)) if len(rows) > PAGE \
+            else None
+    return out
 
 
 @needs("operator")
@@ -58,10 +67,7 @@ async def launch(request: web.Request) -> web.Response:
 
 async def _refused(request: web.Request, fields: dict[str, Any], message: str) -> web.Response:
     return render(request, "jobs.html", {
-        "bill_runs": await repo.bill_runs(pool(request), PAGE),
-        "rerates": await repo.rerate_jobs(pool(request), PAGE),
-        "simulations": (await repo.simulations(pool(request), None, PAGE))[:PAGE],
-        "next_cursor": None, "form": fields,
+        **await _lists(request), "form": fields,
         "message": f"The simulation was not queued: {message}"}, status=422)
 
 

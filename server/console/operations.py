@@ -59,16 +59,20 @@ async def settlement(request: web.Request) -> web.Response:
 async def integrations(request: web.Request) -> web.Response:
     endpoint_id = _int(request.query.get("endpoint"))
     state = request.query.get("state") or None
+    before = decode_cursor(request.query.get("cursor"), tuple[int])
     async with pool(request).acquire() as conn:
         endpoints = (await webhook_repo.find(conn, None, PAGE + 1))[:PAGE]
         chosen = next((e for e in endpoints if e.endpoint_id == endpoint_id), None) \
             or (endpoints[0] if endpoints else None)
         deliveries: list[Any] = []
         if chosen is not None:
-            deliveries = (await webhook_repo.deliveries(
-                conn, chosen.endpoint_id, state=state, after=None, limit=PAGE + 1))[:PAGE]
+            deliveries = await webhook_repo.deliveries(
+                conn, chosen.endpoint_id, state=state, after=before[0] if before else None,
+                limit=PAGE + 1)
     return render(request, "integrations.html", {
-        "endpoints": endpoints, "chosen": chosen, "deliveries": deliveries,
+        "endpoints": endpoints, "chosen": chosen, "deliveries": deliveries[:PAGE],
+        "next_cursor": encode_cursor((deliveries[PAGE - 1].delivery_id,))
+        if len(deliveries) > PAGE else None,
         "state": state or "", "message": request.query.get("queued")})
 
 

@@ -111,17 +111,19 @@ async def invoices(pool: asyncpg.Pool, account_id: str | None, after: int | None
         account_id, after, limit + 1)
 
 
-async def bill_runs(pool: asyncpg.Pool, limit: int) -> list[Any]:
+async def bill_runs(pool: asyncpg.Pool, before: int | None, limit: int) -> list[Any]:
     return await pool.fetch(
         "SELECT bill_run_id, period, dry_run, state, invoices, charges, started_at,"
-        " finished_at, error FROM bill_runs ORDER BY bill_run_id DESC LIMIT $1", limit)
+        " finished_at, error FROM bill_runs WHERE ($1::bigint IS NULL OR bill_run_id < $1)"
+        " ORDER BY bill_run_id DESC LIMIT $2", before, limit + 1)
 
 
-async def rerate_jobs(pool: asyncpg.Pool, limit: int) -> list[Any]:
+async def rerate_jobs(pool: asyncpg.Pool, before: int | None, limit: int) -> list[Any]:
     return await pool.fetch(
         "SELECT rerate_job_id, account_id, period_start, period_end, state, requested_by,"
         " usage_total, usage_done, usage_changed, usage_failed FROM rerate_jobs"
-        " ORDER BY rerate_job_id DESC LIMIT $1", limit)
+        " WHERE ($1::bigint IS NULL OR rerate_job_id < $1)"
+        " ORDER BY rerate_job_id DESC LIMIT $2", before, limit + 1)
 
 
 async def simulations(pool: asyncpg.Pool, after: int | None, limit: int) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -179,3 +180,21 @@ async def test_a_customer_key_sees_its_own_account_only(
     assert len(lines) == 2 and XSS in lines[1] and lines[1].endswith(",1.23,EUR")
     status, body = await console.get("/console/portal?service=sms")
     assert status == 200 and "No usage matches." in body
+
+
+async def test_job_lists_page_by_cursor(api: Api, console: Console,  # noqa: F811
+                                        pool: asyncpg.Pool) -> None:
+    ids = [await pool.fetchval("INSERT INTO bill_runs (period, state, requested_by)"
+                               " VALUES ('2025-12', 'done', 'test') RETURNING bill_run_id")
+           for _ in range(25)]
+    assert await console.sign_in(api.tokens["viewer"]) == 302
+    seen: list[int] = []
+    path: str | None = "/console/jobs"
+    while path:
+        status, body = await console.get(path)
+        assert status == 200
+        section = body.split("<h2>Bill runs</h2>")[1].split("</section>")[0]
+        seen += [int(i) for i in re.findall(r"<tr><td>(\d+)</td><td>2025-12", section)]
+        found = re.search(r'href="(/console/jobs\?bill_runs_cursor=[^"]+)"', section)
+        path = found[1].replace("&amp;", "&") if found else None
+    assert seen == sorted(ids, reverse=True)
