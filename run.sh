@@ -69,6 +69,16 @@ ensure_sftp_server() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssh-sftp-server >/dev/null
 }
 
+ensure_chromium() {
+  # The console's browser tests drive Debian's Chromium through Playwright (whose own browser
+  # download is not used).
+  if [ -x /usr/bin/chromium ]; then return; fi
+  echo "installing chromium (the console's browser tests)" >&2
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+}
+
 # The sanitized native modules go into a copy of the package under build/sanitize, so the
 # regular in-place build stays as it is; Python itself is not instrumented, so the ASan and
 # UBSan runtimes are preloaded. python -P and --import-mode=append keep the repository's own
@@ -173,6 +183,7 @@ main() {
       ensure_mosquitto
       ensure_poppler
       ensure_sftp_server
+      ensure_chromium
       .venv/bin/ruff check .
       .venv/bin/mypy -p billing_oss.core -p billing_oss.server -p billing_oss.adapters
       exec .venv/bin/python -m pytest "$@"

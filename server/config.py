@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -169,6 +170,11 @@ class RetentionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pseudonym_key: str = ""
 
 
+class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    timezone: str = "UTC"  # the operator's: every time the console shows is in it
+    session_minutes: int = 480  # a console sign-in lasts this long, then asks again
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -197,6 +203,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     assurance: AssuranceConfig = msgspec.field(default_factory=AssuranceConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -277,6 +284,15 @@ def _name_key(message: str) -> str:
     return f"{where.rstrip('`')}: {text}"
 
 
+def _check_console(console: ConsoleConfig) -> None:
+    try:
+        ZoneInfo(console.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"console.timezone: unknown timezone {console.timezone!r}") from None
+    if not 1 <= console.session_minutes <= 60 * 24 * 31:
+        raise ConfigError("console.session_minutes: must be in 1..44640 (31 days)")
+
+
 def _check(config: Config) -> None:
     _check_sources(config)
     db, http = config.database, config.http
@@ -295,6 +311,7 @@ def _check(config: Config) -> None:
         raise ConfigError("http.ingest_concurrency >= 1 and http.ingest_queue >= 0 are needed")
     if http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    _check_console(config.console)
     prov = config.provisioning
     if prov.enabled and not (1 <= prov.port <= 65535 and prov.poll_interval_s > 0
                              and prov.batch >= 1 and prov.publish_timeout_s > 0):

@@ -16,6 +16,7 @@ from aiohttp import web
 from billing_oss.core import metrics
 from billing_oss.core.errors import ErrorCode
 from billing_oss.server.config import Config
+from billing_oss.server.console.web import create_console
 from billing_oss.server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
 from billing_oss.server.http.admission import Admission
 from billing_oss.server.http.auth import KEY_CACHE, KeyCache
@@ -120,4 +121,5 @@ def create_app(
         app[PIPELINE] = pipeline
     app[INGEST_ADMISSION] = Admission(config.http.ingest_concurrency, config.http.ingest_queue)
     api.install(app)
+    app.add_subapp("/console", create_console(config.console))
     return app
