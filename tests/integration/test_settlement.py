@@ -503,3 +503,76 @@ async def test_a_partner_endpoint_without_a_host_key_is_refused_unless_explicitl
     warned = [r for r in caplog.records if "host key not checked" in r.getMessage()]
     assert len(warned) == 2  # each connection
     assert await setup.fetchval("SELECT count(*) FROM settlement_files") == made
+
+
+SPAIN, ROAMER_MSISDN, ROAMER_IMSI = "ESPV1", "33633333333", "208010000000033"
+
+
+async def test_partner_charges_for_our_subscriber_reach_the_invoice_once(
+        setup: asyncpg.Pool) -> None:
+    """Inbound TAP (we are the home network): each accepted event becomes our subscriber's
+    usage, priced at the partner's charge × our SDR rate × (1 + markup), in the transaction
+    that accepts the file; the bill run puts it on the invoice as roaming lines."""
+    from billing_oss.server.billing import issuing
+    from billing_oss.server.billing.bill_runs import bill_run
+    from tests.integration import billing_seed
+
+    await load_catalog(setup, {"currency": "EUR", "tax_rates": billing_seed.TAX_RATES,
+                               "accounts": [{"id": "ROAM1", "tariff": "retail",
+                                             "identifiers": [ROAMER_MSISDN, ROAMER_IMSI]}]})
+    async with setup.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig=SPAIN, our_tadig=US, name="Iberia Demo", local_currency="EUR",
+            wholesale_tariff="wholesale-de", imsi_prefixes=["21407"],
+            retail_markup_percent="10"))
+    moc = (9, ROAMER_IMSI, ROAMER_MSISDN, "34911111111", "20260405100000", 1, 95, "11",
+           None, None, None, None, 2000, 1, 1)
+    mtc = (10, ROAMER_IMSI, ROAMER_MSISDN, "34922222222", "20260406100000", 1, 30, "11",
+           None, None, None, None, 800, 1, 1)
+    sms = (9, ROAMER_IMSI, ROAMER_MSISDN, "34933333333", "20260407100000", 1, 0, "22",
+           None, None, None, None, 101, 1, 1)
+    gprs = (14, ROAMER_IMSI, ROAMER_MSISDN, None, "20260408100000", 1, 600, None,
+            3_000_000, 1_000_000, "internet", 77, 1500, 1, 1)
+    stranger = (9, "208019999999999", "33699990000", "34944444444", "20260409100000", 1, 60,
+                "11", None, None, None, None, 500, 1, 1)
+    h = writer.TapHeader(sender=SPAIN, recipient=US, fsn=1, created="20260410000000",
+                         cutoff="20260410000000", available="20260410000000",
+                         utc_offset="+0000", tap_currency="SDR", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [moc, mtc, sms, gprs, stranger])
+
+    got = await inbound.receive(setup, ACTOR, "CDESPV1FRAF100001", data)
+    assert isinstance(got, tapin.TapReceived)
+    assert (got.file.state, got.accepted, got.billed, got.unbilled) == ("accepted", 5, 4, 1)
+    again = await inbound.receive(setup, ACTOR, "CDESPV1FRAF100001", data)
+    assert isinstance(again, tapin.TapReceived) and again.duplicate
+    source = f"roaming:{SPAIN}"
+    # Hand-computed at 1.25 EUR per SDR, +10 %: 2.000 → 2.75, 0.800 → 1.10,
+    # 0.101 → 0.138875, 1.500 → 2.0625 EUR; the stranger's 0.500 SDR is in suspense.
+    charged = await setup.fetch(
+        "SELECT u.kind, c.amount_micros, c.currency, c.zone FROM usage_records u JOIN charges c"
+        " ON c.usage_id = u.usage_id AND c.account_id = u.account_id WHERE u.source = $1"
+        " ORDER BY u.event_time", source)
+    assert [tuple(r) for r in charged] == [
+        ("voice", 2_750_000, "EUR", "Roaming ESPV1"), ("voice", 1_100_000, "EUR",
+                                                       "Roaming ESPV1"),
+        ("sms", 138_875, "EUR", "Roaming ESPV1"), ("data", 2_062_500, "EUR", "Roaming ESPV1")]
+    (suspended,) = await setup.fetch(
+        "SELECT reason, detail FROM suspense WHERE source = $1", source)
+    assert suspended["reason"] == "UNKNOWN_ACCOUNT"
+    assert "33699990000" in suspended["detail"] and "CDESPV1FRAF100001" in suspended["detail"]
+
+    run = await bill_run(setup, "2026-04", billing_seed.SETTINGS, accounts=["ROAM1"],
+                         actor="test")
+    (invoice_id,) = run.invoice_ids
+    async with setup.acquire() as conn:
+        content = (await issuing.load(conn, invoice_id)).content
+    roaming = {ln.description: ln.gross_micros for ln in content.lines
+               if ln.kind == "usage" and "Roaming" in ln.description}
+    assert roaming == {"Voice — Roaming ESPV1": 3_850_000, "Sms — Roaming ESPV1": 138_875,
+                       "Data — Roaming ESPV1": 2_062_500}
+    async with setup.acquire() as conn:
+        built = await report.build(conn, SPAIN, dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                                   dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+    stored = await repo.events_of_file(setup, got.file.file_id)
+    assert sum(e.tap_charge for e in stored) == 4901
+    assert (built.received.events, built.received.charges) == (5, "4.901")
