@@ -508,6 +508,15 @@ async def test_a_partner_endpoint_without_a_host_key_is_refused_unless_explicitl
 SPAIN, ROAMER_MSISDN, ROAMER_IMSI = "ESPV1", "33633333333", "208010000000033"
 
 
+async def _roamer(pool: asyncpg.Pool) -> None:
+    """Our subscriber ROAM1 (loading it again changes nothing)."""
+    from tests.integration import billing_seed
+
+    await load_catalog(pool, {"currency": "EUR", "tax_rates": billing_seed.TAX_RATES,
+                              "accounts": [{"id": "ROAM1", "tariff": "retail",
+                                            "identifiers": [ROAMER_MSISDN, ROAMER_IMSI]}]})
+
+
 async def test_partner_charges_for_our_subscriber_reach_the_invoice_once(
         setup: asyncpg.Pool) -> None:
     """Inbound TAP (we are the home network): each accepted event becomes our subscriber's
@@ -517,9 +526,7 @@ async def test_partner_charges_for_our_subscriber_reach_the_invoice_once(
     from billing_oss.server.billing.bill_runs import bill_run
     from tests.integration import billing_seed
 
-    await load_catalog(setup, {"currency": "EUR", "tax_rates": billing_seed.TAX_RATES,
-                               "accounts": [{"id": "ROAM1", "tariff": "retail",
-                                             "identifiers": [ROAMER_MSISDN, ROAMER_IMSI]}]})
+    await _roamer(setup)
     async with setup.acquire() as conn, conn.transaction():
         await partners.put(conn, ACTOR, PartnerIn(
             tadig=SPAIN, our_tadig=US, name="Iberia Demo", local_currency="EUR",
@@ -576,3 +583,88 @@ async def test_partner_charges_for_our_subscriber_reach_the_invoice_once(
     stored = await repo.events_of_file(setup, got.file.file_id)
     assert sum(e.tap_charge for e in stored) == 4901
     assert (built.received.events, built.received.charges) == (5, "4.901")
+
+
+async def _partner(pool: asyncpg.Pool, tadig: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig=tadig, our_tadig=US, local_currency="EUR", wholesale_tariff="wholesale-de",
+            imsi_prefixes=["22201"], max_event_age_days=30))
+
+
+async def test_inbound_tap_in_another_currency_or_without_local_currency_is_returned_fatal(
+        setup: asyncpg.Pool) -> None:
+    await _partner(setup, "ITAV1")
+    event = (9, ROAMER_IMSI, ROAMER_MSISDN, "39061111111", "20260301100000", 1, 60, "11",
+             None, None, None, None, 1000, 1, 1)
+    h = writer.TapHeader(sender="ITAV1", recipient=US, fsn=1, created="20260302000000",
+                         cutoff="20260302000000", available="20260302000000",
+                         utc_offset="+0100", local_currency="", tap_currency="EUR",
+                         decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [event])
+    got = await inbound.receive(setup, ACTOR, "CDITAV1FRAF100001", data)
+    assert isinstance(got, tapin.TapReceived)
+    assert got.file.state == "rejected"
+    assert got.fatal == ["AccountingInfo.LocalCurrency is missing",
+                         "TapCurrency EUR is not the agreed SDR"]
+    assert await repo.events_of_file(setup, got.file.file_id) == []
+    assert await setup.fetchval("SELECT count(*) FROM usage_records WHERE source = $1",
+                                "roaming:ITAV1") == 0
+    content = await setup.fetchval("SELECT content FROM settlement_files WHERE name = $1",
+                                   got.rap)
+    returns = rapfmt.decode_rap(content).returns
+    assert [(r.kind, r.part, r.error_codes) for r in returns] == [
+        ("fatal", "accountingInfo", (32,)), ("fatal", "accountingInfo", (100,))]
+
+
+async def test_inbound_tap_events_with_bad_dates_or_missing_items_are_returned_severe(
+        setup: asyncpg.Pool) -> None:
+    """Created 2026-03-02 00:00 +0100 with a 30-day limit: an event after the creation and
+    one before 2026-01-31 are returned, as are events missing an item TD.57 makes
+    mandatory for their type; a zero charge that is declared stays."""
+    await _partner(setup, "ITAV2")
+    await _roamer(setup)
+
+    def moc(start: str, charge: int) -> tuple[Any, ...]:
+        return (9, ROAMER_IMSI, ROAMER_MSISDN, "39061111111", start, 1, 60, "11", None, None,
+                None, None, charge, 1, 1)
+    gprs = (14, ROAMER_IMSI, ROAMER_MSISDN, None, "20260301110000", 1, 60, None, 1000, 2000,
+            "internet", 7, 300, 1, 1)
+    events = [moc("20260301100000", 1000), moc("20260302120000", 200),
+              moc("20260115100000", 400), moc("20260301120000", 0), gprs,
+              moc("20260301130000", 0)]
+    h = writer.TapHeader(sender="ITAV2", recipient=US, fsn=1, created="20260302000000",
+                         cutoff="20260302000000", available="20260302000000",
+                         utc_offset="+0100", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, events)
+    top = TAP_0312.DataInterChange
+    top.from_ber(data)
+    name, batch = top.get_val()
+    del batch["callEventDetails"][3][1]["basicServiceUsedList"][0]["chargeInformationList"]
+    del batch["callEventDetails"][4][1]["gprsBasicCallInformation"][
+        "gprsChargeableSubscriber"]
+    top.set_val((name, batch))
+    data = top.to_ber()
+
+    got = await inbound.receive(setup, ACTOR, "CDITAV2FRAF100001", data)
+    assert isinstance(got, tapin.TapReceived)
+    assert (got.file.state, got.accepted, got.severe, got.billed) == ("accepted", 2, 4, 2)
+    stored = await repo.events_of_file(setup, got.file.file_id)
+    assert [(e.record_key, e.tap_charge) for e in stored] == [
+        ("ITAV2:FRAF1:00001:0", 1000), ("ITAV2:FRAF1:00001:5", 0)]
+    kept = await repo.get_file(setup, got.file.file_id)
+    assert kept is not None
+    severe = kept.detail["severe"]
+    assert [line.split(": ", 1)[0] for line in severe] == [
+        f"ITAV2:FRAF1:00001:{i}" for i in (1, 2, 3, 4)]
+    assert "after the file's creation/transfer cut-off 2026-03-01T23:00:00+00:00" in severe[0]
+    assert "more than 30 days before the file's creation" in severe[1]
+    assert severe[2].endswith("MobileOriginatedCall: ChargeInformation is missing")
+    assert severe[3].endswith("GprsCall: ChargeableSubscriber (IMSI) is missing")
+    content = await setup.fetchval("SELECT content FROM settlement_files WHERE name = $1",
+                                   got.rap)
+    rap = rapfmt.decode_rap(content)
+    assert [(r.kind, r.error_codes, r.charge) for r in rap.returns] == [
+        ("severe", (100,), 200), ("severe", (261,), 400), ("severe", (30,), 0),
+        ("severe", (30,), 300)]
+    assert rap.total_severe_return == 900
