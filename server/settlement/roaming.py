@@ -106,15 +106,16 @@ async def bill_subscribers(conn: Connection, partner: Partner, file_name: str,
     accounts = await repo.subscriber_accounts(
         conn, sorted({v for r in mine for v in _candidates(r)}))
     rates: dict[tuple[str, dt.date], Decimal] = {}
-    for currency in sorted({c for _a, c in accounts.values()}):
-        for day in sorted({_day(r) for r in mine}):
-            rate = await repo.rate_on(conn, partner.rate_source, tap_currency, currency, day)
-            if rate is None:
-                raise MissingRate(
-                    f"{file_name}: no {partner.rate_source} exchange rate {tap_currency} → "
-                    f"{currency} on {day} to bill the partner's charges to our subscribers; "
-                    "declare one (settle partners) and receive the file again")
-            rates[currency, day] = rate
+    needed = {(owner[1], _day(r)) for r in mine
+              if (owner := next((accounts[v] for v in _candidates(r) if v in accounts), None))}
+    for currency, day in sorted(needed):
+        rate = await repo.rate_on(conn, partner.rate_source, tap_currency, currency, day)
+        if rate is None:
+            raise MissingRate(
+                f"{file_name}: no {partner.rate_source} exchange rate {tap_currency} → "
+                f"{currency} on {day} to bill the partner's charges to our subscribers; "
+                "declare one (settle partners) and receive the file again")
+        rates[currency, day] = rate
     rater = PassThroughRater(partner, places, accounts, rates)
     batch: WriteBatch = prepare(mine, rater, f"roaming:{partner.tadig}",
                                 lambda i: f"{file_name}#{i}")

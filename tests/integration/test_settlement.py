@@ -668,3 +668,26 @@ async def test_inbound_tap_events_with_bad_dates_or_missing_items_are_returned_s
         ("severe", (100,), 200), ("severe", (261,), 400), ("severe", (30,), 0),
         ("severe", (30,), 300)]
     assert rap.total_severe_return == 900
+
+
+async def test_inbound_tap_without_a_retail_exchange_rate_writes_nothing(
+        setup: asyncpg.Pool) -> None:
+    """Billing our subscriber needs our rate for the TAP currency: without it the file is
+    refused whole, neither the partner charges nor the usage are written."""
+    await _roamer(setup)
+    async with setup.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig="ITAV3", our_tadig=US, local_currency="EUR", wholesale_tariff="wholesale-de",
+            imsi_prefixes=["22203"], rate_source="ECB"))
+    event = (9, ROAMER_IMSI, ROAMER_MSISDN, "39061111111", "20260301100000", 1, 60, "11",
+             None, None, None, None, 1000, 1, 1)
+    h = writer.TapHeader(sender="ITAV3", recipient=US, fsn=1, created="20260302000000",
+                         cutoff="20260302000000", available="20260302000000",
+                         utc_offset="+0100", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [event])
+    with pytest.raises(MissingRate, match="no ECB exchange rate SDR → EUR on 2026-03-01"):
+        await inbound.receive(setup, ACTOR, "CDITAV3FRAF100001", data)
+    assert await setup.fetchval(
+        "SELECT count(*) FROM settlement_files WHERE partner = 'ITAV3'") == 0
+    assert await setup.fetchval(
+        "SELECT count(*) FROM usage_keys WHERE source = 'roaming:ITAV3'") == 0
