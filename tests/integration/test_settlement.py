@@ -30,9 +30,9 @@ from billing_oss.core.errors import (
     NotFound,
 )
 from billing_oss.native.tap3enc import encode_events
-from billing_oss.server import config
+from billing_oss.server import config, rerate
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.pipeline.raters import build_rater
+from billing_oss.server.pipeline.raters import build_rater, load_rater
 from billing_oss.server.settlement import (
     exchange,
     inbound,
@@ -582,6 +582,18 @@ async def test_partner_charges_for_our_subscriber_reach_the_invoice_once(
                                    dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
     stored = await repo.events_of_file(setup, got.file.file_id)
     assert sum(e.tap_charge for e in stored) == 4901
+
+    # A catalog rerate of the account leaves the partner-priced usage as it is.
+    class Current:
+        async def current(self) -> Any:
+            async with setup.acquire() as conn:
+                return await load_rater(conn)
+
+    await rerate.submit(setup, ACTOR, "ROAM1", dt.datetime(2026, 4, 1, tzinfo=dt.UTC),
+                        dt.datetime(2026, 5, 1, tzinfo=dt.UTC))
+    assert await rerate.run_next(setup, Current())
+    assert await setup.fetchval(
+        "SELECT count(*) FROM charges WHERE account_id = 'ROAM1' AND kind = 'reversal'") == 0
     assert (built.received.events, built.received.charges) == (5, "4.901")
 
 
