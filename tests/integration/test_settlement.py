@@ -594,6 +594,15 @@ async def test_partner_charges_for_our_subscriber_reach_the_invoice_once(
     assert await rerate.run_next(setup, Current())
     assert await setup.fetchval(
         "SELECT count(*) FROM charges WHERE account_id = 'ROAM1' AND kind = 'reversal'") == 0
+    # ... and the rating controls do not take the partner's price for a wrong catalog price.
+    from billing_oss.server.assurance import engine
+    from billing_oss.server.assurance.model import Context, Settings
+
+    checked = await engine.run(
+        setup, Context(as_of=dt.datetime.now(dt.UTC), settings=Settings(), checkpoint_dir=""),
+        controls=["rating.rerate_sample", "rating.zero_amount"], trigger="cli", actor="test")
+    assert [(r.control, r.status) for r in checked.results] == [
+        ("rating.rerate_sample", "pass"), ("rating.zero_amount", "pass")]
     assert (built.received.events, built.received.charges) == (5, "4.901")
 
 
