@@ -64,10 +64,9 @@ def _candidates(r: UsageRecord) -> list[str]:
 class PassThroughRater:
     """Rates roaming records at the partner's charge plus the partner's retail markup."""
 
-    def __init__(self, partner: Partner, places: int,
-                 accounts: dict[str, tuple[str, str]],
+    def __init__(self, partner: Partner, accounts: dict[str, tuple[str, str]],
                  rates: dict[tuple[str, dt.date], Decimal]) -> None:
-        self.partner, self.places = partner, places
+        self.partner = partner
         self.accounts, self.rates = accounts, rates
         self.factor = 1 + Fraction(Decimal(partner.retail_markup_percent)) / 100
 
@@ -96,8 +95,8 @@ def _day(r: UsageRecord) -> dt.date:
 
 
 async def bill_subscribers(conn: Connection, partner: Partner, file_name: str,
-                           tap_currency: str, places: int,
-                           records: Sequence[UsageRecord]) -> RoamingBilled:
+                           tap_currency: str, records: Sequence[UsageRecord]
+                           ) -> RoamingBilled:
     """Store ``records`` (accepted TAP events) as our subscribers' rated usage; call in the
     transaction that accepts the file."""
     if not records:
@@ -116,7 +115,7 @@ async def bill_subscribers(conn: Connection, partner: Partner, file_name: str,
                 f"{currency} on {day} to bill the partner's charges to our subscribers; "
                 "declare one (settle partners) and receive the file again")
         rates[currency, day] = rate
-    rater = PassThroughRater(partner, places, accounts, rates)
+    rater = PassThroughRater(partner, accounts, rates)
     batch: WriteBatch = prepare(mine, rater, f"roaming:{partner.tadig}",
                                 lambda i: f"{file_name}#{i}")
     # The usual writer in the caller's transaction; the partitions are created in it too

@@ -148,7 +148,7 @@ async def receive_tap(conn: Connection, actor: str, name: str, data: bytes,
          _raw(r.charge, places) * 10 ** (6 - places) if places <= 6 else 0,
          _raw(r.charge, places)) for i, r in enumerate(records)]
     await repo.insert_events(conn, partner.tadig, "in", saved.file_id, rows, "received")
-    billed = await roaming.bill_subscribers(conn, partner, name, f.currency, places, records)
+    billed = await roaming.bill_subscribers(conn, partner, name, f.currency, records)
     rap_name = None
     if problems or returned:
         specs = [rapfmt.ReturnSpec(kind="severe", fsn=f"{fsn:05d}", error_codes=(SYNTAX,),
