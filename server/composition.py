@@ -29,7 +29,6 @@ from billing_oss.server import jobs, rerate
 from billing_oss.server.billing import bill_runs
 from billing_oss.server.catalog import Catalog, catalog_from_dict
 from billing_oss.server.config import Config
-from billing_oss.server.http.app import create_app
 from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE, SIMULATION_WAKE
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
@@ -37,6 +36,7 @@ from billing_oss.server.store import audit, catalog_repo
 from billing_oss.server.store.embedded import embedded_postgres
 from billing_oss.server.store.migrate import ask_at_terminal, migrate, refuse_foreign
 from billing_oss.server.store.pool import open_pool
+from billing_oss.server.web import create_app
 from billing_oss.server.workers import SINGLE, WorkerSlot, sources_for, watch_parent
 
 log = logging.getLogger(__name__)

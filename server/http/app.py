@@ -16,7 +16,6 @@ from aiohttp import web
 from billing_oss.core import metrics
 from billing_oss.core.errors import ErrorCode
 from billing_oss.server.config import Config
-from billing_oss.server.console.web import create_console
 from billing_oss.server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
 from billing_oss.server.http.admission import Admission
 from billing_oss.server.http.auth import KEY_CACHE, KeyCache
@@ -102,7 +101,7 @@ def timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResp
     return timeout
 
 
-def create_app(
+def create_api_app(
     config: Config, pool: asyncpg.Pool, pipeline: Pipeline | None = None
 ) -> web.Application:
     app = web.Application(
@@ -121,5 +120,4 @@ def create_app(
         app[PIPELINE] = pipeline
     app[INGEST_ADMISSION] = Admission(config.http.ingest_concurrency, config.http.ingest_queue)
     api.install(app)
-    app.add_subapp("/console", create_console(config.console))
     return app

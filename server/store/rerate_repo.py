@@ -13,6 +13,10 @@ from billing_oss.core.errors import NotFound
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
 
+# Roaming usage of our subscribers is priced by the partner's charge plus the partner's
+# markup (server/settlement/roaming.py), not by the catalog: a catalog rerate leaves it.
+CATALOG_PRICED = "source NOT LIKE 'roaming:%'"
+
 
 class AccountDifference(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str
@@ -95,7 +99,7 @@ async def start(pool: asyncpg.Pool, job_id: int, scope: tuple[Any, ...]) -> None
     """Count the usage in the job's scope and mark it running."""
     total = await pool.fetchval(
         "SELECT count(*) FROM usage_records WHERE ($1::text IS NULL OR account_id = $1)"
-        " AND event_time >= $2 AND event_time < $3", *scope)
+        " AND event_time >= $2 AND event_time < $3 AND " + CATALOG_PRICED, *scope)
     await pool.execute(
         "UPDATE rerate_jobs SET state = 'running', usage_total = $2, started_at = now()"
         " WHERE rerate_job_id = $1", job_id, total)
@@ -115,7 +119,7 @@ async def next_chunk(conn: Connection, scope: tuple[Any, ...], resume: tuple[Any
         " volume_up, volume_down, quantity::text AS quantity, unit, calling, called, imsi,"
         " msisdn, charge::text AS charge, partial_seq, attrs::text AS attrs"
         " FROM usage_records WHERE ($1::text IS NULL OR account_id = $1)"
-        " AND event_time >= $2 AND event_time < $3"
+        " AND event_time >= $2 AND event_time < $3 AND " + CATALOG_PRICED +
         " AND ($4::timestamptz IS NULL OR (event_time, usage_id) > ($4, $5::bigint))"
         " ORDER BY event_time, usage_id LIMIT $6", *scope, *resume, limit)
 

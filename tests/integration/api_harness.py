@@ -18,11 +18,11 @@ from aiohttp import web
 from billing_oss.server import config, jobs, rerate
 from billing_oss.server.billing import bill_runs
 from billing_oss.server.composition import simulation_jobs
-from billing_oss.server.http.app import create_app
 from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE, SIMULATION_WAKE
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
 from billing_oss.server.store import api_keys
+from billing_oss.server.web import create_app
 from tests.conftest import free_port
 from tests.pipeline_doubles import FlatRater
 
