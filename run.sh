@@ -4,6 +4,8 @@
 #   ./run.sh test [PYTEST ARGS] install the test tools (and Mosquitto), lint, type-check, test
 #   ./run.sh sanitize           the native code built with ASan + UBSan (no -fwrapv), under its
 #                               property and fuzz tests
+#   ./run.sh citus [PYTEST ARGS] the `citus` tests against $BILLING_OSS_CITUS_URL, else against
+#                               a one-box Citus cluster under var/citus (built when missing)
 # Only Python 3.11+ is needed beforehand; everything else is installed here.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -65,6 +67,16 @@ ensure_sftp_server() {
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openssh-sftp-server >/dev/null
+}
+
+ensure_chromium() {
+  # The console's browser tests drive Debian's Chromium through Playwright (whose own browser
+  # download is not used).
+  if [ -x /usr/bin/chromium ]; then return; fi
+  echo "installing chromium (the console's browser tests)" >&2
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 }
 
 # The sanitized native modules go into a copy of the package under build/sanitize, so the
@@ -129,6 +141,28 @@ start_broker() {
   echo "MQTT: Mosquitto started on 127.0.0.1:$MQTT_PORT ($MQTT_DIR)" >&2
 }
 
+# The `citus` mark against a coordinator: $BILLING_OSS_CITUS_URL when set; else Citus is built
+# into Debian's PostgreSQL 15 when missing (../shared/citus/build.sh, as root) and a
+# coordinator with two workers is started under $CITUS_DIR (var/citus) for the run.
+CITUS_SHARED=${CITUS_SHARED:-../shared/citus}
+CITUS_DIR=${CITUS_DIR:-var/citus}
+CITUS_PORT=${CITUS_PORT:-19700}
+citus_tests() {
+  if [ -n "${BILLING_OSS_CITUS_URL:-}" ]; then
+    .venv/bin/python -m pytest -m citus -p no:cacheprovider "$@"; return
+  fi
+  if [ ! -x "$CITUS_SHARED/cluster.sh" ]; then
+    echo "citus: no BILLING_OSS_CITUS_URL and no $CITUS_SHARED/cluster.sh to start a cluster" >&2
+    return 2
+  fi
+  "$CITUS_SHARED/build.sh"
+  mkdir -p "$CITUS_DIR"; CITUS_DIR=$(cd "$CITUS_DIR" && pwd)
+  trap '"$CITUS_SHARED/cluster.sh" stop "$CITUS_DIR"' EXIT
+  BILLING_OSS_CITUS_URL=$("$CITUS_SHARED/cluster.sh" start "$CITUS_DIR" "$CITUS_PORT" 2)
+  export BILLING_OSS_CITUS_URL
+  .venv/bin/python -m pytest -m citus -p no:cacheprovider "$@"
+}
+
 main() {
   case "${1:-}" in
     serve)
@@ -149,9 +183,16 @@ main() {
       ensure_mosquitto
       ensure_poppler
       ensure_sftp_server
+      ensure_chromium
       .venv/bin/ruff check .
       .venv/bin/mypy -p billing_oss.core -p billing_oss.server -p billing_oss.adapters
       exec .venv/bin/python -m pytest "$@"
+      ;;
+    citus)
+      shift
+      install dev
+      ensure_mosquitto
+      citus_tests "$@"
       ;;
     sanitize)
       shift
@@ -161,7 +202,7 @@ main() {
       ;;
     *)
       echo "usage: ./run.sh serve [--config FILE] [--database-url DSN] | ./run.sh test [PYTEST ARGS]" \
-           "| ./run.sh sanitize [PYTEST ARGS]" >&2
+           "| ./run.sh sanitize [PYTEST ARGS] | ./run.sh citus [PYTEST ARGS]" >&2
       exit 2
       ;;
   esac

@@ -27,7 +27,8 @@ import msgspec
 from billing_oss.adapters.formats.payload import Reading, RecordIn
 from billing_oss.core.contract import Reject
 from billing_oss.core.errors import Reason
-from billing_oss.server.pipeline.validate import parse_event_time
+from billing_oss.core.records import parse_event_time
+from billing_oss.server.store import meters_repo
 from billing_oss.server.store.pool import Connection
 
 _ZERO = Decimal(0)
@@ -57,11 +58,7 @@ async def _lock_meters(conn: Connection, source: str, readings: Sequence[Reading
     """Lock every meter of the batch before reading any, in one global order (of the lock
     keys themselves), so two batches naming the same meters in another order cannot
     deadlock."""
-    keys = await conn.fetchval(
-        "SELECT array_agg(DISTINCT hashtext($1 || m) ORDER BY hashtext($1 || m))"
-        " FROM unnest($2::text[]) m", f"meter:{source}:", [r.meter for r in readings])
-    for key in keys:
-        await conn.execute("SELECT pg_advisory_xact_lock($1::int)", key)
+    await meters_repo.lock_meters(conn, source, [r.meter for r in readings])
 
 
 async def _one(conn: Connection, source: str, reading: Reading
@@ -72,29 +69,21 @@ async def _one(conn: Connection, source: str, reading: Reading
         return Reason.BAD_FIELD, f"ts {reading.ts!r} is not RFC 3339 UTC ({exc})"
     if not reading.reading.is_finite() or reading.reading < 0:
         return Reason.BAD_FIELD, f"reading {reading.reading} is not a register value"
-    stored = await conn.fetchrow(
-        "SELECT reading FROM meter_readings WHERE source = $1 AND meter = $2 AND ts = $3",
-        source, reading.meter, when)
+    stored = await meters_repo.stored_at(conn, source, reading.meter, when)
     if stored is not None and stored["reading"] != reading.reading:
         return Reason.OUT_OF_ORDER, (f"reading {reading.reading} at {reading.ts} contradicts "
                                      f"the stored {stored['reading']}")
-    previous = await conn.fetchrow(
-        "SELECT ts, reading, serial FROM meter_readings WHERE source = $1 AND meter = $2"
-        " AND ts < $3 ORDER BY ts DESC LIMIT 1", source, reading.meter, when)
+    previous = await meters_repo.previous(conn, source, reading.meter, when)
     if stored is None:
-        latest = await conn.fetchval(
-            "SELECT max(ts) FROM meter_readings WHERE source = $1 AND meter = $2",
-            source, reading.meter)
+        latest = await meters_repo.latest(conn, source, reading.meter)
         if latest is not None and latest > when:
             return Reason.OUT_OF_ORDER, f"reading at {reading.ts} is older than the latest {latest}"
     delta = _delta(reading, previous)
     if isinstance(delta, tuple):
         return delta
     if stored is None:
-        await conn.execute(
-            "INSERT INTO meter_readings (source, meter, ts, reading, unit, serial)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            source, reading.meter, when, reading.reading, reading.unit, reading.serial)
+        await meters_repo.insert(conn, source, reading.meter, when, reading.reading,
+                                 reading.unit, reading.serial)
     return _record(source, reading, when, delta, previous)
 
 

@@ -37,9 +37,9 @@ from paho.mqtt.properties import Properties
 
 from billing_oss.adapters import intake
 from billing_oss.core.contract import Delivery, Sink
+from billing_oss.core.db_failures import TRANSIENT
+from billing_oss.core.metrics import MQTT_ACKED, MQTT_CONNECTED, MQTT_LATENCY, MQTT_RECONNECTS
 from billing_oss.core.sources_config import DEFAULT_SHARED_GROUP, MqttSource
-from billing_oss.server.metrics import MQTT_ACKED, MQTT_CONNECTED, MQTT_LATENCY, MQTT_RECONNECTS
-from billing_oss.server.pipeline.retry import TRANSIENT
 
 log = logging.getLogger(__name__)
 

@@ -46,13 +46,12 @@ import asyncssh
 from billing_oss.adapters.formats.registry import find
 from billing_oss.adapters.sftp_completion import CompletionGate
 from billing_oss.adapters.sources import check_format
-from billing_oss.core.contract import FileOutcome, Sink
+from billing_oss.core.contract import FileAlarm, FileOutcome, Sink
+from billing_oss.core.db_failures import TRANSIENT, discard
 from billing_oss.core.errors import BillingError, ConfigError, FileBusy
+from billing_oss.core.metrics import FILE_ALARMS, SFTP_FILES
 from billing_oss.core.sources_config import SftpSource
-from billing_oss.server.integrations import outbox
-from billing_oss.server.integrations.events import UsageFileGap
-from billing_oss.server.metrics import FILE_ALARMS, SFTP_FILES
-from billing_oss.server.pipeline.retry import TRANSIENT, discard
+from billing_oss.server.store import files_repo
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +176,7 @@ class SftpPoller:
         """A connection holding the file's lock, or None when another worker holds it."""
         conn = await self.pool.acquire()
         try:
-            if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))",
-                                   f"sftp:{self.name}:{name}"):
+            if await files_repo.try_lock(conn, f"sftp:{self.name}:{name}"):
                 return conn
         except BaseException:
             await self.pool.release(conn)
@@ -188,8 +186,7 @@ class SftpPoller:
 
     async def _release(self, conn: Any, name: str) -> None:
         try:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))",
-                               f"sftp:{self.name}:{name}")
+            await files_repo.unlock(conn, f"sftp:{self.name}:{name}")
         except TRANSIENT:  # a lost connection took its session lock with it
             await discard(self.pool, conn)
             return
@@ -241,7 +238,8 @@ class SftpPoller:
         error: str | None = None
         try:
             outcome = await self.sink.ingest_file(got.local, source=self.name,
-                                                  format=self.config.format, name=name)
+                                                  format=self.config.format, name=name,
+                                                  options=self.config.options or None)
         except FileBusy:
             return 0
         except BillingError as exc:
@@ -294,10 +292,8 @@ class SftpPoller:
         """Alarms for a file, against the ledger and the files of this poll fetched before
         it (which may not be registered yet: they may still be waiting to be ingested)."""
         name, sha, sequence_no = got.name, got.sha256, got.sequence_no
-        rows = await self.pool.fetch(
-            "SELECT name, sha256, sequence_no FROM source_files WHERE source = $1"
-            " AND (sha256 = $2 OR sequence_no = $3)", self.name, sha, sequence_no)
-        earlier = {row["name"]: (row["sha256"], row["sequence_no"]) for row in rows}
+        earlier = await files_repo.same_content_or_sequence(self.pool, self.name, sha,
+                                                            sequence_no)
         for other in fetched:
             if other.sha256 == sha or (sequence_no is not None
                                        and other.sequence_no == sequence_no):
@@ -316,45 +312,27 @@ class SftpPoller:
     async def _scan_gaps(self) -> None:
         """Alarm each run of missing sequence numbers not alarmed before. Done when no file of
         the source is in progress, so a file still being ingested is not taken for a gap."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"gaps:{self.name}")
-            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM source_files WHERE source = $1"
-                                   " AND state = 'claimed')", self.name):
-                return
-            gaps = await conn.fetch(_NEW_GAPS, self.name)
-        for gap in gaps:
+        gaps = await files_repo.new_gaps(self.pool, self.name)
+        for gap in gaps or ():
             first, last = gap["first_missing"], gap["last_missing"]
             what = f"file {first}" if first == last else f"files {first}..{last}"
             await self._raise_alarm(gap["name"], gap["sequence_no"],
                                     Alarm("gap", f"{what} missing", first, last))
 
     async def _raise_alarm(self, name: str, sequence_no: int | None, alarm: Alarm) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            # a file kept aside is named once, not again after each restart
-            raised = await conn.fetchval(
-                "INSERT INTO source_file_alarms (source, kind, name, sequence_no, first_missing,"
-                " last_missing, detail) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $2 <> 'not_usage'"
-                " OR NOT EXISTS (SELECT 1 FROM source_file_alarms WHERE source = $1 AND kind = $2"
-                " AND name = $3) RETURNING alarm_id",
-                self.name, alarm.kind, name, sequence_no, alarm.first_missing,
-                alarm.last_missing, alarm.detail)
-            if raised is None:
-                return
-            if alarm.kind == "gap" and sequence_no is not None:
-                await outbox.emit(conn, UsageFileGap(
-                    source=self.name, name=name, sequence=sequence_no,
-                    first_missing=alarm.first_missing or 0,
-                    last_missing=alarm.last_missing or 0), stream=f"source:{self.name}")
+        if not await self.sink.file_alarm(FileAlarm(
+            source=self.name, name=name, sequence_no=sequence_no, kind=alarm.kind,
+            detail=alarm.detail, first_missing=alarm.first_missing,
+            last_missing=alarm.last_missing)):
+            return
         FILE_ALARMS.labels(self.name, alarm.kind).inc()
         log.warning("file sequence alarm", extra={"fields": {
             "source": self.name, "file": name, "kind": alarm.kind, "detail": alarm.detail}})
 
     async def _record(self, outcome: FileOutcome, sequence_no: int | None) -> str | None:
         """Note what the name told (sequence, partner); the file's error, if it had one."""
-        row = await self.pool.fetchrow(
-            "UPDATE source_files SET sequence_no = coalesce(sequence_no, $2),"
-            " partner = coalesce(partner, $3) WHERE source_file_id = $1 RETURNING state, error",
-            outcome.source_file_id, sequence_no, self.config.partner or None)
+        row = await files_repo.note_name(self.pool, outcome.source_file_id, sequence_no,
+                                         self.config.partner or None)
         if row is None or row["state"] != "error":
             return None
         return str(row["error"] or "malformed file")
@@ -378,20 +356,6 @@ class SftpPoller:
             if await sftp.exists(target):
                 await sftp.remove(target)
         await sftp.rename(posixpath.join(self.config.remote_dir, name), target)
-
-
-# Runs of missing numbers between consecutive received sequence numbers, not alarmed yet.
-_NEW_GAPS = """
-SELECT s.name, s.sequence_no, s.prev + 1 AS first_missing, s.sequence_no - 1 AS last_missing
-FROM (SELECT name, sequence_no, lag(sequence_no) OVER (ORDER BY sequence_no) AS prev
-      FROM (SELECT DISTINCT ON (sequence_no) name, sequence_no FROM source_files
-            WHERE source = $1 AND sequence_no IS NOT NULL
-            ORDER BY sequence_no, source_file_id) f) s
-WHERE s.sequence_no > s.prev + 1 AND NOT EXISTS (
-    SELECT 1 FROM source_file_alarms a WHERE a.source = $1 AND a.kind = 'gap'
-    AND a.first_missing = s.prev + 1 AND a.last_missing = s.sequence_no - 1)
-ORDER BY s.sequence_no
-"""
 
 
 def _known_hosts(value: str) -> object:

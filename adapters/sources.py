@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from billing_oss.adapters.formats.options import parse_options
 from billing_oss.core.contract import Sink
 from billing_oss.core.errors import ConfigError
 from billing_oss.core.sources_config import SourceConfig
@@ -27,11 +28,20 @@ class Source(Protocol):
 
 def check_format(name: str, config: SourceConfig, known: Collection[str]) -> None:
     """A source that reads files (its config has a ``format``) names a format some decoder
-    reads, or it does not start: the error names the source's key and the known formats."""
+    reads, and only options that format takes (typed as it declares them), or it does not
+    start: the error names the source's key and the known formats or the bad option."""
     fmt = getattr(config, "format", None)
-    if fmt is not None and fmt not in known:
+    if fmt is None:
+        return
+    if fmt not in known:
         raise ConfigError(f"sources.{name}.format: unknown format {fmt!r} "
                           f"(known: {', '.join(sorted(known))})")
+    options = getattr(config, "options", None)
+    if options:
+        try:
+            parse_options(fmt, options)
+        except ConfigError as exc:
+            raise ConfigError(f"sources.{name}.options: {exc.message}") from None
 
 
 def check_formats(configs: Mapping[str, SourceConfig], known: Collection[str]) -> None:

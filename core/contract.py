@@ -15,9 +15,9 @@ Invariant for every outcome: ``in = charged + suspense + duplicates + filtered +
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -80,6 +80,20 @@ class FileOutcome(msgspec.Struct, kw_only=True):
     totals: dict[str, str]  # currency → total charged, decimal string
 
 
+class FileAlarm(msgspec.Struct, frozen=True, kw_only=True):
+    """Something wrong with a source's sequence of files: ``gap`` (numbers missing in
+    between), ``repeat`` (same content again), ``reused`` (a number with other content) or
+    ``incomplete`` (a file not whole in time)."""
+
+    source: str
+    name: str
+    sequence_no: int | None
+    kind: str
+    detail: str
+    first_missing: int | None = None
+    last_missing: int | None = None
+
+
 class Sink(Protocol):
     @property
     def formats(self) -> Collection[str]:
@@ -89,5 +103,12 @@ class Sink(Protocol):
     async def commit(self, deliveries: Sequence[Delivery]) -> list[Outcome]: ...
 
     async def ingest_file(
-        self, path: Path, *, source: str, format: str, name: str | None = None
+        self, path: Path, *, source: str, format: str, name: str | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> FileOutcome: ...
+
+    async def file_alarm(self, alarm: FileAlarm) -> bool:
+        """Record the alarm (and, for a gap, its event) in one transaction. False: a
+        ``not_usage`` alarm already named this file (it is named once, not after each
+        restart)."""
+        ...

@@ -83,6 +83,40 @@ def parse_micros(text: str) -> int:
     return int(micros)
 
 
+def parse_micros_int64(text: str) -> int:
+    """``parse_micros`` that also refuses an amount beyond int64 micro-units."""
+    micros = parse_micros(text)
+    if abs(micros) > INT64_MAX:
+        raise ValueError(f"{text} does not fit in int64 micro-units")
+    return micros
+
+
+def parse_unsigned_micros(text: str) -> int:
+    """An amount as a bank statement writes it: ASCII digits, then optionally a point and at
+    most 6 more digits (``12``, ``12.5``, ``12.``); no sign, no exponent, no spaces."""
+    whole, _, frac = text.partition(".")
+    if whole.isdigit() and len(frac) <= DECIMALS and (frac.isdigit() or not frac) \
+            and whole.isascii():
+        return int(whole) * MICROS_PER_UNIT + int(frac.ljust(DECIMALS, "0") or 0)
+    raise ValueError(f"not a decimal amount: {text!r}")
+
+
+def parse_price(text: str, *, max_denominator: int | None = None) -> Fraction:
+    """A catalog price or fee: a plain decimal string, not negative, within int64 micro-units,
+    and (``max_denominator``) a whole number of at most that many parts of a micro-unit."""
+    try:
+        value = parse_decimal(text)
+    except ValueError:
+        raise ValueError(f"not a decimal string: {text!r}") from None
+    if value < 0:
+        raise ValueError(f"must not be negative: {text}")
+    if value * MICROS_PER_UNIT > INT64_MAX:
+        raise ValueError(f"{text} does not fit in int64 micro-units")
+    if max_denominator is not None and (value * MICROS_PER_UNIT).denominator > max_denominator:
+        raise ValueError(f"{text} has too many decimals")
+    return value
+
+
 def format_micros(micros: int) -> str:
     """Micro-units as the shortest exact decimal string."""
     sign = "-" if micros < 0 else ""
@@ -122,6 +156,24 @@ def fits_int64(micros: int) -> bool:
 
 class MoneyError(InvalidValue):
     """An amount or a currency that billing cannot represent exactly."""
+
+
+def micros_of_decimal(value: Decimal | str) -> int:
+    """Micro-units of a decimal amount (a ``Decimal`` or its text): finite, at most 6
+    decimals, within int64 — anything else is refused (``MoneyError``), never rounded."""
+    try:
+        amount = Decimal(value)
+    except ArithmeticError:
+        raise MoneyError(f"not a decimal amount: {value!r}") from None
+    if not amount.is_finite():
+        raise MoneyError(f"not a finite amount: {value!r}")
+    micros = amount.scaleb(DECIMALS)
+    if micros != micros.to_integral_value():
+        raise MoneyError(f"{value} has more than 6 decimals")
+    result = int(micros)
+    if not INT64_MIN <= result <= INT64_MAX:
+        raise MoneyError(f"{value} does not fit in 64-bit micro-units")
+    return result
 
 
 @functools.cache

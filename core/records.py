@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
 
 Kind = Literal["voice", "sms", "data", "event"]
+MIN_YEAR, MAX_YEAR = 1990, 2199  # an event time outside these years is a bad field
 
 
 class UsageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -32,3 +34,13 @@ class UsageRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     charge: str | None = None
     partial_seq: int | None = None
     attrs: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def parse_event_time(text: str) -> datetime:
+    """RFC 3339 with an explicit offset → aware UTC datetime; ValueError otherwise."""
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError("no UTC offset")
+    if not MIN_YEAR <= when.year <= MAX_YEAR:
+        raise ValueError(f"year {when.year} outside {MIN_YEAR}..{MAX_YEAR}")
+    return when.astimezone(UTC)

@@ -11,7 +11,7 @@ class ``adapters.sources.build`` starts (``module:Class``, imported only when co
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -101,6 +101,9 @@ class SftpSource(msgspec.Struct, tag="sftp", tag_field="type", forbid_unknown_fi
     # Files ingested at once (each downloaded and checked in name order first).
     files_in_flight: int = 2
     partner: str = ""
+    # The format's options (``billing-oss decode --list-options FORMAT``), e.g. a CSV's
+    # ``{ delimiter = ";", columns = [...] }``: typed and checked at start.
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
     enabled: bool = True
 
     def check(self, where: str) -> None:

@@ -28,7 +28,7 @@ import asyncpg
 import embedded_pg  # perf/ is on sys.path: this script's folder
 
 from billing_oss.server.billing.model import Settings
-from billing_oss.server.simulation import engine, report, usage
+from billing_oss.server.simulation import engine, report, snapshot_repo
 from billing_oss.server.store import catalog_repo
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
@@ -83,7 +83,7 @@ async def plain_copy(pool: asyncpg.Pool) -> tuple[float, int]:
         nonlocal size
         size += len(data)
 
-    query = usage.copy_query("2026-02-28T00:00:00+00:00", "2026-04-02T00:00:00+00:00", None)
+    query = snapshot_repo.copy_query("2026-02-28T00:00:00+00:00", "2026-04-02T00:00:00+00:00", None)
     async with pool.acquire() as conn:
         t = time.perf_counter()
         await conn.copy_from_query(query, output=sink, format="binary")

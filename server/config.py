@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -160,6 +161,20 @@ class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     parallel: int = 2
 
 
+class RetentionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    interval_s: float = 3600.0  # 0: serve does no housekeeping of its own
+    partitions_ahead_months: int = 3
+    archive_after_months: int = 0  # 0: nothing is ever archived
+    archive_dir: str = "var/archive"
+    pseudonymise_after_days: int = 0  # 0: numbers stay in the clear
+    pseudonym_key: str = ""
+
+
+class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    timezone: str = "UTC"  # the operator's: every time the console shows is in it
+    session_minutes: int = 480  # a console sign-in lasts this long, then asks again
+
+
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int
     queue_depth: int
@@ -187,6 +202,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     provisioning: ProvisioningConfig = msgspec.field(default_factory=ProvisioningConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     assurance: AssuranceConfig = msgspec.field(default_factory=AssuranceConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -267,6 +284,15 @@ def _name_key(message: str) -> str:
     return f"{where.rstrip('`')}: {text}"
 
 
+def _check_console(console: ConsoleConfig) -> None:
+    try:
+        ZoneInfo(console.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"console.timezone: unknown timezone {console.timezone!r}") from None
+    if not 1 <= console.session_minutes <= 60 * 24 * 31:
+        raise ConfigError("console.session_minutes: must be in 1..44640 (31 days)")
+
+
 def _check(config: Config) -> None:
     _check_sources(config)
     db, http = config.database, config.http
@@ -285,6 +311,7 @@ def _check(config: Config) -> None:
         raise ConfigError("http.ingest_concurrency >= 1 and http.ingest_queue >= 0 are needed")
     if http.max_body_bytes < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    _check_console(config.console)
     prov = config.provisioning
     if prov.enabled and not (1 <= prov.port <= 65535 and prov.poll_interval_s > 0
                              and prov.batch >= 1 and prov.publish_timeout_s > 0):
@@ -303,6 +330,17 @@ def _check(config: Config) -> None:
                                 ra.parallel) < 1:
         raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample,"
                           " silent_factor and parallel >= 1")
+    _check_retention(config.retention)
+
+
+def _check_retention(ret: RetentionConfig) -> None:
+    if ret.interval_s < 0 or min(ret.partitions_ahead_months, ret.archive_after_months,
+                                 ret.pseudonymise_after_days) < 0:
+        raise ConfigError("retention: interval_s, partitions_ahead_months, "
+                          "archive_after_months and pseudonymise_after_days must be >= 0")
+    if ret.pseudonymise_after_days and not ret.pseudonym_key:
+        raise ConfigError("retention.pseudonym_key: needed when pseudonymise_after_days > 0 "
+                          "(env BILLING_OSS_RETENTION_PSEUDONYM_KEY)")
 
 
 def _check_webhooks(hooks: WebhooksConfig) -> None:

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import asyncpg
 
+from billing_oss.server.store import jobs_repo
 from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
@@ -47,25 +48,18 @@ class JobKind(Protocol):
 
 async def try_claim(conn: Connection, kind: JobKind, job_id: int) -> bool:
     """Take the job's claim on ``conn`` (a session lock: it outlives any transaction)."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", kind.lock_space,
-                                    job_id % 2**31))
+    return await jobs_repo.try_claim(conn, kind.lock_space, job_id)
 
 
 async def release(conn: Connection, kind: JobKind, job_id: int) -> None:
-    # A connection broken mid-step cannot run this; the pool then closes it, and the lock
-    # goes with the session.
-    with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
-        await conn.execute("SELECT pg_advisory_unlock($1, $2)", kind.lock_space,
-                           job_id % 2**31)
+    await jobs_repo.release(conn, kind.lock_space, job_id)
 
 
 async def run_claimed(pool: asyncpg.Pool, holder: Connection, kind: JobKind, job_id: int,
                       stop: asyncio.Event) -> None:
     """Run a job whose claim ``holder`` holds, if it is still open; a failure is recorded
     on the job, then raised."""
-    state = await holder.fetchval(
-        f"SELECT state FROM {kind.table} WHERE {kind.name}_id = $1", job_id)
-    if state not in OPEN:
+    if await jobs_repo.state(holder, kind.table, kind.name, job_id) not in OPEN:
         return
     try:
         await kind.run(holder, job_id, stop)
@@ -80,11 +74,7 @@ async def run_next(pool: asyncpg.Pool, kind: JobKind,
     when no job is free."""
     stop = stop or asyncio.Event()
     async with pool.acquire() as holder:
-        candidates = await holder.fetch(
-            f"SELECT {kind.name}_id AS id FROM {kind.table} WHERE state = ANY($1)"
-            f" ORDER BY {kind.name}_id LIMIT 20", list(OPEN))
-        for candidate in candidates:
-            job_id = int(candidate["id"])
+        for job_id in await jobs_repo.open_ids(holder, kind.table, kind.name, OPEN):
             if await try_claim(holder, kind, job_id):
                 break
         else:
@@ -99,8 +89,7 @@ async def run_next(pool: asyncpg.Pool, kind: JobKind,
 
 
 async def mark_failed(pool: asyncpg.Pool, kind: JobKind, job_id: int, error: str) -> None:
-    await pool.execute(f"UPDATE {kind.table} SET state = 'failed', error = $2,"
-                       f" finished_at = now() WHERE {kind.name}_id = $1", job_id, error)
+    await jobs_repo.mark_failed(pool, kind.table, kind.name, job_id, error)
 
 
 class Worker:

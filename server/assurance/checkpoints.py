@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from billing_oss.core.errors import ConfigError, NotFound
-from billing_oss.server.assurance import merkle
+from billing_oss.server.assurance import merkle, repo
 from billing_oss.server.assurance.verify_proof import leaf_hash
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
@@ -84,10 +84,8 @@ async def create(conn: Connection, directory: Path, key: Ed25519PrivateKey) -> P
     public key files."""
     await audit.chain_pending_on(conn)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        head = await conn.fetchrow(
-            "SELECT pos AS seq, hash FROM audit_log WHERE pos IS NOT NULL"
-            " ORDER BY pos DESC LIMIT 1")
-        docs = await merkle.leaves(conn)
+        head = await audit.chained_head(conn)
+        docs = await repo.leaves(conn)
     seq, digest = (head["seq"], head["hash"]) if head else (0, audit.GENESIS)
     return await asyncio.to_thread(_write, directory, key, seq, digest, docs)
 
@@ -144,8 +142,8 @@ async def verify(conn: Connection, checkpoint: Checkpoint) -> list[Problem]:
     await audit.chain_pending_on(conn)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         chain = await audit.verify_on(conn)
-        row = await conn.fetchrow("SELECT hash FROM audit_log WHERE pos = $1", checkpoint.seq)
-        last = await conn.fetchval("SELECT max(pos) FROM audit_log")
+        row = await audit.chained_row(conn, checkpoint.seq)
+        last = await audit.last_pos(conn)
     problems = [Problem(p.seq, p.reason) for p in chain.problems]
     if checkpoint.seq == 0:
         return problems
@@ -173,7 +171,7 @@ async def prove(conn: Connection, checkpoint_path: Path, key: str) -> dict[str, 
     keys = [k for k, _ in listed]
     if key not in keys:
         raise NotFound(f"{key} is not in the checkpoint of {checkpoint.at}")
-    document = await merkle.leaf(conn, key)
+    document = await repo.leaf(conn, key)
     if document is None:
         raise NotFound(f"{key} no longer exists")
     index = keys.index(key)

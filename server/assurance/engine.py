@@ -18,8 +18,8 @@ from decimal import Decimal
 import asyncpg
 import msgspec
 
+from billing_oss.core import metrics
 from billing_oss.core.errors import BillingError, InvalidRequest
-from billing_oss.server import metrics
 from billing_oss.server.assurance import repo
 from billing_oss.server.assurance.controls import ALL, BY_NAME
 from billing_oss.server.assurance.model import MICROS, Context, Control, Outcome, decimal_text
@@ -57,10 +57,7 @@ async def run(pool: asyncpg.Pool, ctx: Context, *, controls: Sequence[str] | Non
 
     async def one(control: Control) -> repo.Result:
         async with lanes, pool.acquire() as conn:
-            # Controls are a few large scans and joins: room to hash them in memory, and no
-            # JIT, whose compiling costs more than half a second per query and saves less
-            # (the pool resets both when the connection goes back).
-            await conn.execute(f"SET work_mem = '{WORK_MEM}'; SET jit = off")
+            await repo.tune_for_controls(conn, WORK_MEM)
             return await _evaluate(conn, control, ctx)
 
     results = list(await asyncio.gather(*(one(c) for c in chosen)))

@@ -80,3 +80,88 @@ async def get(db: asyncpg.Pool | Connection, run_id: int) -> Run:
     return Run(**dict(row), results=[
         Result(**{**dict(r), "at_stake": json.loads(r["at_stake"]),
                   "evidence": json.loads(r["evidence"])}) for r in results])
+
+
+# The checkpoint's Merkle tree (``server.assurance.merkle``).
+
+# One summary per document, ordered by its key; amounts are integer micro-units.
+LEAVES_SQL = """
+SELECT key, doc::text FROM (
+  SELECT 'invoice:' || i.account_id || '/' || i.invoice_id AS key,
+         jsonb_build_object('type', 'invoice', 'account_id', i.account_id,
+             'invoice_id', i.invoice_id, 'number', i.number_text, 'currency', trim(i.currency),
+             'issue_date', i.issue_date::text, 'period', i.period, 'net_micros', i.net_micros,
+             'tax_micros', i.tax_micros, 'payable_micros', i.payable_micros,
+             'lines_sha256', (SELECT encode(sha256(convert_to(coalesce(string_agg(
+                 concat_ws('|', l.line_no, l.kind, l.service, l.quantity, l.net_micros,
+                           l.tax_category, l.tax_rate), E'\\n' ORDER BY l.line_no), ''),
+                 'UTF8')), 'hex') FROM invoice_lines l
+                 WHERE l.account_id = i.account_id AND l.invoice_id = i.invoice_id)) AS doc
+  FROM invoices i WHERE i.status = 'finalised'
+  UNION ALL
+  SELECT 'credit_note:' || n.account_id || '/' || n.credit_note_id,
+         jsonb_build_object('type', 'credit_note', 'account_id', n.account_id,
+             'credit_note_id', n.credit_note_id, 'invoice_id', n.invoice_id,
+             'number', n.number_text, 'currency', trim(n.currency),
+             'issue_date', n.issue_date::text, 'net_micros', n.net_micros,
+             'tax_micros', n.tax_micros, 'total_micros', n.total_micros)
+  FROM credit_notes n
+  UNION ALL
+  SELECT 'assurance:' || r.run_id || '/' || r.control,
+         jsonb_build_object('type', 'control_result', 'run_id', r.run_id,
+             'control', r.control, 'version', r.version, 'status', r.status,
+             'offending', r.offending, 'at_stake', r.at_stake)
+  FROM assurance_results r) d
+ORDER BY key COLLATE "C"
+"""
+
+
+async def leaves(conn: Connection) -> list[tuple[str, str]]:
+    """(key, summary JSON) of every document, in tree order."""
+    return [(r["key"], r["doc"]) for r in await conn.fetch(LEAVES_SQL)]
+
+
+async def leaf(conn: Connection, key: str) -> dict[str, Any] | None:
+    """The summary of the document ``key``, if it is one the tree holds."""
+    row = await conn.fetchrow(f"SELECT doc::text FROM ({LEAVES_SQL}) d WHERE key = $1", key)
+    found: dict[str, Any] | None = None if row is None else json.loads(row["doc"])
+    return found
+
+
+async def set_local(conn: Connection, setting: str) -> None:
+    """A planner setting for the rest of the transaction (``work_mem = '256MB'``)."""
+    await conn.execute(f"SET LOCAL {setting}")
+
+
+async def tune_for_controls(conn: Connection, work_mem: str) -> None:
+    """Controls are a few large scans and joins: room to hash them in memory, and no JIT,
+    whose compiling costs more than half a second per query and saves less (the pool resets
+    both when the connection goes back)."""
+    await conn.execute(f"SET work_mem = '{work_mem}'; SET jit = off")
+
+
+async def offenders(conn: Connection, sql: str, as_of: dt.datetime, params: str,
+                    evidence_limit: int) -> asyncpg.Record:
+    """A control's query (``sql``, one row per offender) summed up: how many, how many
+    unpriced, the amount at stake per currency, and the first ``evidence_limit`` offenders."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"WITH offenders AS MATERIALIZED ({sql})"
+        " SELECT $1::timestamptz AS as_of, $2::jsonb AS settings,"
+        " (SELECT count(*) FROM offenders) AS n,"
+        " (SELECT count(*) FROM offenders WHERE at_stake_micros IS NULL) AS unpriced,"
+        " (SELECT coalesce(json_object_agg(currency, s), '{}')::text FROM"
+        "   (SELECT currency, sum(at_stake_micros)::text AS s FROM offenders"
+        "    WHERE currency IS NOT NULL AND at_stake_micros IS NOT NULL"
+        "    GROUP BY currency) m) AS stake,"
+        " (SELECT coalesce(json_agg(e), '[]')::text FROM"
+        "   (SELECT object, trim(currency) AS currency, at_stake_micros, detail"
+        "    FROM offenders ORDER BY object LIMIT $3) e) AS evidence",
+        as_of, params, evidence_limit)
+    assert row is not None
+    return row
+
+
+async def count(conn: Connection, sql: str, as_of: dt.datetime) -> int | None:
+    """A control's ``checked_sql``: how many items it looked at, as of ``as_of``."""
+    checked: int | None = await conn.fetchval(sql, as_of)
+    return checked

@@ -11,6 +11,7 @@ import json
 
 import msgspec
 
+from billing_oss.server.assurance import repo
 from billing_oss.server.assurance.model import Context, Offender, Outcome, bind
 from billing_oss.server.store.pool import Connection
 
@@ -27,28 +28,16 @@ class SqlControl(msgspec.Struct, frozen=True, kw_only=True):
     async def evaluate(self, conn: Connection, ctx: Context) -> Outcome:
         async with conn.transaction(readonly=True):
             for setting in self.planner:
-                await conn.execute(f"SET LOCAL {setting}")
+                await repo.set_local(conn, setting)
             return await self._evaluate(conn, ctx)
 
     async def _evaluate(self, conn: Connection, ctx: Context) -> Outcome:
         params = json.dumps(ctx.settings.params())
-        row = await conn.fetchrow(
-            f"WITH offenders AS MATERIALIZED ({self.sql})"
-            " SELECT $1::timestamptz AS as_of, $2::jsonb AS settings,"
-            " (SELECT count(*) FROM offenders) AS n,"
-            " (SELECT count(*) FROM offenders WHERE at_stake_micros IS NULL) AS unpriced,"
-            " (SELECT coalesce(json_object_agg(currency, s), '{}')::text FROM"
-            "   (SELECT currency, sum(at_stake_micros)::text AS s FROM offenders"
-            "    WHERE currency IS NOT NULL AND at_stake_micros IS NOT NULL"
-            "    GROUP BY currency) m) AS stake,"
-            " (SELECT coalesce(json_agg(e), '[]')::text FROM"
-            "   (SELECT object, trim(currency) AS currency, at_stake_micros, detail"
-            "    FROM offenders ORDER BY object LIMIT $3) e) AS evidence",
-            ctx.as_of, params, ctx.settings.evidence_limit)
-        assert row is not None
+        row = await repo.offenders(conn, self.sql, ctx.as_of, params,
+                                   ctx.settings.evidence_limit)
         checked = None
         if self.checked_sql:
-            checked = await conn.fetchval(self.checked_sql, ctx.as_of)
+            checked = await repo.count(conn, self.checked_sql, ctx.as_of)
         return Outcome(
             checked=checked, offending=row["n"], unpriced=row["unpriced"],
             at_stake_micros={k.strip(): int(v) for k, v in json.loads(row["stake"]).items()},

@@ -29,15 +29,16 @@ import msgspec
 
 from billing_oss.core.errors import NotFound
 from billing_oss.server import jobs
-from billing_oss.server.billing import inputs, issuing
-from billing_oss.server.billing.drafting import compute_batch, drop_emptied_drafts, store_drafts
+from billing_oss.server.billing import bill_runs_repo, inputs_repo, issuing
+from billing_oss.server.billing.drafting import compute_batch
+from billing_oss.server.billing.drafts_repo import drop_emptied_drafts, store_drafts
 from billing_oss.server.billing.model import InvoiceDraft, Settings
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.config import BillingConfig
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
 
-Progress = Callable[[int, int], None]  # (accounts done, accounts in the run)
+RunProgress = Callable[[int, int], None]  # (accounts done, accounts in the run)
 
 
 class RunSettings(msgspec.Struct, frozen=True):
@@ -104,7 +105,7 @@ async def bill_run(pool: asyncpg.Pool, period: str, settings: Settings, *,
                    accounts: list[str] | None = None, dry_run: bool = False,
                    finalize: bool = False, force: bool = False, batch_size: int = 1000,
                    invoice_series: str = "INV", payment_terms_days: int = 30,
-                   now: dt.datetime | None = None, progress: Progress | None = None,
+                   now: dt.datetime | None = None, progress: RunProgress | None = None,
                    actor: str) -> RunResult:
     """Bill a cycle in this process and wait for the end (a failure is raised). ``actor``
     names who asked in the audit log (``key:<id>``, ``cli:<user>``)."""
@@ -134,23 +135,15 @@ async def submit(conn: Connection, actor: str, period: str, accounts: list[str] 
                  finalize: bool = False, force: bool = False) -> int:
     """Queue a run (audited ``bill_run.start``); a worker takes it from there."""
     async with conn.transaction():
-        run_id: int = await conn.fetchval(
-            "INSERT INTO bill_runs (period, accounts, finalize, force, requested_by) "
-            "VALUES ($1, $2, $3, $4, $5) RETURNING bill_run_id",
-            period, accounts, finalize, force, actor)
+        run_id = await bill_runs_repo.insert(conn, period, accounts, finalize, force, actor)
         await audit.record(conn, actor, "bill_run.start", f"bill_run:{run_id}", None,
                            {"period": period, "accounts": accounts, "finalize": finalize,
                             "force": force})
     return run_id
 
 
-_RUN = ("SELECT bill_run_id, period, accounts, finalize, force, state, requested_by,"
-        " accounts_total, accounts_done, invoices, charges, frozen, invoice_ids, finalized,"
-        " in_grace, in_grace_until, error, created_at, started_at, finished_at FROM bill_runs")
-
-
 async def get(conn: Connection | asyncpg.Pool, run_id: int) -> Run:
-    row = await conn.fetchrow(_RUN + " WHERE bill_run_id = $1", run_id)
+    row = await bill_runs_repo.row(conn, run_id)
     if row is None:
         raise NotFound(f"no bill run {run_id}", bill_run_id=run_id)
     return Run(**dict(row))
@@ -158,10 +151,8 @@ async def get(conn: Connection | asyncpg.Pool, run_id: int) -> Run:
 
 async def find(pool: asyncpg.Pool, *, state: str | None, period: str | None,
                after: int | None, limit: int) -> list[Run]:
-    rows = await pool.fetch(
-        _RUN + " WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR period = $2)"
-        " AND ($3::bigint IS NULL OR bill_run_id > $3) ORDER BY bill_run_id LIMIT $4",
-        state, period, after, limit + 1)
+    rows = await bill_runs_repo.rows(pool, state=state, period=period, after=after,
+                                     limit=limit + 1)
     return [Run(**dict(r)) for r in rows]
 
 
@@ -181,7 +172,7 @@ class BillRuns:
     lock_space = 0x42494C4C  # "BILL": advisory lock namespace of bill run claims
 
     def __init__(self, pool: asyncpg.Pool, settings: RunSettings, *,
-                 now: dt.datetime | None = None, progress: Progress | None = None) -> None:
+                 now: dt.datetime | None = None, progress: RunProgress | None = None) -> None:
         self._pool, self._settings = pool, settings
         self._now, self._progress = now, progress
 
@@ -191,36 +182,29 @@ class BillRuns:
 
     async def fail(self, pool: asyncpg.Pool, job_id: int, error: str) -> None:
         async with pool.acquire() as conn, conn.transaction():
-            run = await conn.fetchrow(
-                "UPDATE bill_runs SET state = 'failed', error = $2, finished_at = now() "
-                "WHERE bill_run_id = $1 RETURNING requested_by, accounts_done, invoices, "
-                "charges, frozen", job_id, error)
-            assert run is not None
+            run = await bill_runs_repo.mark_failed(conn, job_id, error)
             await audit.record(conn, run["requested_by"], "bill_run.failed",
                                f"bill_run:{job_id}", {"state": "running"},
                                {"state": "failed", "error": error, **_counts(run)})
 
 
 async def execute(conn: Connection, run_id: int, settings: RunSettings, stop: asyncio.Event,
-                  *, now: dt.datetime | None = None, progress: Progress | None = None) -> None:
+                  *, now: dt.datetime | None = None, progress: RunProgress | None = None) -> None:
     """Run (or resume) a claimed run on ``conn``; return early, the run left ``running``,
     once ``stop`` is set."""
     run = await get(conn, run_id)
     now = now or dt.datetime.now(dt.UTC)
-    ids = await inputs.account_ids(conn, run.accounts)
-    resume = await conn.fetchval("SELECT resume_account FROM bill_runs WHERE bill_run_id = $1",
-                                 run_id)
+    ids = await inputs_repo.account_ids(conn, run.accounts)
+    resume = await bill_runs_repo.resume_account(conn, run_id)
     todo = [a for a in ids if resume is None or a > resume]
     total = run.accounts_done + len(todo)
     async with conn.transaction():
-        await conn.execute(
-            "UPDATE bill_runs SET state = 'running', started_at = coalesce(started_at, now()), "
-            "accounts_total = $2 WHERE bill_run_id = $1", run_id, total)
+        await bill_runs_repo.mark_running(conn, run_id, total)
         if run.state == "running":  # claimed again after a crash or a shutdown
             await audit.record(conn, run.requested_by, "bill_run.resume", f"bill_run:{run_id}",
                                {"accounts_done": run.accounts_done, "resume_after": resume},
                                {"accounts_left": len(todo)})
-    rates = await inputs.tax_rates(conn)
+    rates = await inputs_repo.tax_rates(conn)
     grace = settings.billing.grace_days
     frozen_before = None if grace is None else now - dt.timedelta(days=grace)
     done = run.accounts_done
@@ -242,11 +226,9 @@ async def _store_batch(conn: Connection, run: Run, ids: list[str], settings: Set
                                             frozen_before)
         dropped = await drop_emptied_drafts(conn, batch, run.period, drafts)
         stored = await store_drafts(conn, drafts, run.bill_run_id)
-        await conn.execute(
-            "UPDATE bill_runs SET accounts_done = accounts_done + $2, invoices = invoices + $3,"
-            " charges = charges + $4, frozen = frozen + $5, invoice_ids = invoice_ids || $6,"
-            " resume_account = $7 WHERE bill_run_id = $1",
-            run.bill_run_id, len(ids), len(drafts), batch.charges, batch.frozen, stored, ids[-1])
+        await bill_runs_repo.add_batch(
+            conn, run.bill_run_id, accounts=len(ids), invoices=len(drafts),
+            charges=batch.charges, frozen=batch.frozen, invoice_ids=stored, last_account=ids[-1])
         # Last in the transaction: the audit head stays locked only until the commit.
         await audit.record(conn, run.requested_by, "bill_run.batch", f"bill_run:{run.bill_run_id}",
                            None, {"first_account": ids[0], "last_account": ids[-1],
@@ -268,12 +250,8 @@ async def _finish(conn: Connection, run: Run, settings: RunSettings, now: dt.dat
                 finalized = await issuing.finalise(
                     conn, due.due, settings.invoice_series, now.date(),
                     settings.payment_terms_days, actor=run.requested_by)
-        row = await conn.fetchrow(
-            "UPDATE bill_runs SET state = 'done', finished_at = now(), finalized = $2, "
-            "in_grace = $3, in_grace_until = $4 WHERE bill_run_id = $1 "
-            "RETURNING accounts_done, invoices, charges, frozen",
-            run.bill_run_id, finalized, due.waiting, due.waiting_until)
-        assert row is not None
+        row = await bill_runs_repo.mark_done(conn, run.bill_run_id, finalized, due.waiting,
+                                             due.waiting_until)
         await audit.record(conn, run.requested_by, "bill_run.done", f"bill_run:{run.bill_run_id}",
                            {"state": "running"},
                            {"state": "done", "error": None, **_counts(row),
@@ -293,8 +271,8 @@ async def preview(pool: asyncpg.Pool, period: str, settings: Settings, *,
     frozen_before = None if grace is None else (
         (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=grace))
     async with pool.acquire() as conn:
-        ids = await inputs.account_ids(conn, None if accounts is None else list(accounts))
-        rates = await inputs.tax_rates(conn)
+        ids = await inputs_repo.account_ids(conn, None if accounts is None else list(accounts))
+        rates = await inputs_repo.tax_rates(conn)
         result = RunResult(bill_run_id=None, period=period, dry_run=True, accounts=len(ids),
                            invoices=0, charges=0, seconds=0.0)
         for first in range(0, len(ids), batch_size):

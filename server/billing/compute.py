@@ -15,7 +15,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import cast
 
-from billing_oss.server.billing import pricing
+from billing_oss.core.rounding import Method, minor_step, round_minor
 from billing_oss.server.billing.model import (
     Allowance,
     BillingInput,
@@ -27,8 +27,8 @@ from billing_oss.server.billing.model import (
     Totals,
 )
 from billing_oss.server.billing.periods import Cycle, active_days, prorated
-from billing_oss.server.billing.rounding import Method, minor_step, round_minor
-from billing_oss.server.billing.tax import (
+from billing_oss.server.catalog import pricing
+from billing_oss.server.catalog.tax import (
     REVERSE_CHARGE_NOTE,
     CategoryTotal,
     Party,

@@ -1,6 +1,6 @@
 """One batch of a bill run, inside the caller's transaction: read the accounts' inputs
-(locking them), compute every (account, currency) invoice, store the drafts with their
-lines, taxes and charge links.
+(locking them) and compute every (account, currency) invoice; ``drafts_repo`` stores the
+drafts with their lines, taxes and charge links.
 
 A draft of the same cycle is recomputed in place (same invoice id): its lines and links
 are dropped and rebuilt from every charge not on another invoice, so computing a batch
@@ -11,24 +11,23 @@ which a change of billing day moves. A finalised invoice is never touched.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
-from billing_oss.server.billing import inputs
+from billing_oss.server.billing import inputs_repo
 from billing_oss.server.billing.compute import compute
 from billing_oss.server.billing.model import BillingInput, InvoiceDraft, Settings
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.store.pool import Connection
 
 
 async def compute_batch(conn: Connection, ids: list[str], period: str, settings: Settings,
                         rates: tuple[TaxRate, ...], frozen_before: dt.datetime | None,
-                        ) -> tuple[inputs.BatchInputs, list[InvoiceDraft]]:
+                        ) -> tuple[inputs_repo.BatchInputs, list[InvoiceDraft]]:
     """The batch's inputs and its drafts (those with lines); call inside a transaction."""
-    batch = await inputs.read_batch(conn, ids, period, frozen_before)
+    batch = await inputs_repo.read_batch(conn, ids, period, frozen_before)
     return batch, [d for d in compute_all(batch, settings, rates) if d.lines]
 
 
-def compute_all(batch: inputs.BatchInputs, settings: Settings,
+def compute_all(batch: inputs_repo.BatchInputs, settings: Settings,
                  rates: tuple[TaxRate, ...]) -> list[InvoiceDraft]:
     out = []
     for account_id, account in batch.accounts.items():
@@ -44,104 +43,8 @@ def compute_all(batch: inputs.BatchInputs, settings: Settings,
                 account=account, currency=currency,
                 usage=tuple(batch.usage.get((account_id, currency), ())),
                 subscriptions=subs, adjustments=adjustments,
-                discounts=inputs.discounts_on(batch, account_id, tax_day), tax_rates=rates,
+                discounts=inputs_repo.discounts_on(batch, account_id, tax_day), tax_rates=rates,
                 bill_recurring=(account_id, currency) not in batch.finalised,
                 billed_quantity=batch.billed.get((account_id, currency), {}),
             ), cycle, settings))
     return out
-
-
-async def drop_emptied_drafts(conn: Connection, batch: inputs.BatchInputs, period: str,
-                              drafts: list[InvoiceDraft]) -> list[int]:
-    """Delete the batch's drafts of ``period`` that the recomputation left without lines
-    (their lines are gone already): nothing to bill in that currency any more, e.g. after a
-    plan changed currency. A finalised invoice is never touched."""
-    kept = [(d.account_id, d.currency) for d in drafts]
-    rows = await conn.fetch(
-        """
-        DELETE FROM invoices i WHERE i.account_id = ANY($1) AND i.period = $2
-            AND i.status = 'draft'
-            AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS k(account, cur)
-                            WHERE k.account = i.account_id AND k.cur = i.currency)
-        RETURNING invoice_id
-        """, list(batch.accounts), period, [a for a, _ in kept], [c for _, c in kept])
-    return [r["invoice_id"] for r in rows]
-
-
-async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int) -> list[int]:
-    """Insert new drafts or refresh the existing draft of the cycle; then lines, allowances,
-    taxes (bulk COPY) and the charge links (one INSERT … SELECT from the run's charges)."""
-    rows = await conn.fetch(
-        """
-        INSERT INTO invoices AS i (account_id, bill_run_id, period, period_start, period_end,
-            currency, tax_inclusive, reverse_charge, rounding_method, line_total_micros,
-            allowance_micros, net_micros, tax_micros, total_micros, rounding_micros,
-            payable_micros, seller, buyer, notes)
-        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
-            $5::timestamptz[], $6::text[], $7::bool[], $8::bool[], $9::text[], $10::bigint[],
-            $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[],
-            $16::bigint[], $17::jsonb[], $18::jsonb[], $19::text[])
-        ON CONFLICT (account_id, period, currency) WHERE status = 'draft' DO UPDATE SET
-            bill_run_id = excluded.bill_run_id, period_start = excluded.period_start,
-            period_end = excluded.period_end, tax_inclusive = excluded.tax_inclusive,
-            reverse_charge = excluded.reverse_charge, rounding_method = excluded.rounding_method,
-            line_total_micros = excluded.line_total_micros,
-            allowance_micros = excluded.allowance_micros, net_micros = excluded.net_micros,
-            tax_micros = excluded.tax_micros, total_micros = excluded.total_micros,
-            rounding_micros = excluded.rounding_micros, payable_micros = excluded.payable_micros,
-            seller = excluded.seller, buyer = excluded.buyer, notes = excluded.notes,
-            updated_at = now()
-        RETURNING account_id, currency, invoice_id
-        """,
-        *_columns([
-            (d.account_id, run_id, d.period, d.period_start, d.period_end, d.currency,
-             d.tax_inclusive, d.reverse_charge, d.rounding_method, d.totals.line_total_micros,
-             d.totals.allowance_micros, d.totals.net_micros, d.totals.tax_micros,
-             d.totals.total_micros, d.totals.rounding_micros, d.totals.payable_micros,
-             json.dumps(d.seller), json.dumps(d.buyer), "\n".join(d.notes))
-            for d in drafts], 19),
-    )
-    ids = {(r["account_id"], r["currency"].strip()): r["invoice_id"] for r in rows}
-    lines, allowances, taxes, links = [], [], [], []
-    for d in drafts:
-        invoice_id = ids[d.account_id, d.currency]
-        for ln in d.lines:
-            lines.append((
-                d.account_id, invoice_id, ln.line_no, ln.kind, ln.service, ln.description,
-                ln.quantity, ln.unit, ln.charges, ln.gross_micros, ln.discount_micros,
-                ln.net_micros, ln.inclusive_micros, ln.tax_category, ln.tax_rate,
-                ln.subscription_id, ln.adjustment_id,
-                json.dumps({**ln.detail, **({"zone": ln.zone} if ln.zone is not None else {})}),
-            ))
-            if ln.kind == "usage" and ln.zone is not None:
-                links.append((d.account_id, d.currency, ln.service, ln.zone, invoice_id,
-                              ln.line_no))
-        allowances += [(d.account_id, invoice_id, a.seq, a.discount_id, a.reason,
-                        a.amount_micros, a.tax_category, a.tax_rate) for a in d.allowances]
-        taxes += [(d.account_id, invoice_id, t.category, t.rate, t.taxable, t.tax,
-                   t.exemption_reason) for t in d.taxes]
-    await conn.copy_records_to_table("invoice_lines", records=lines, columns=_LINE_COLUMNS)
-    if allowances:
-        await conn.copy_records_to_table("invoice_allowances", records=allowances)
-    await conn.copy_records_to_table("taxes", records=taxes)
-    await conn.execute(
-        "CREATE TEMP TABLE run_lines (account_id text, currency text, service text, zone text, "
-        "invoice_id bigint, line_no int) ON COMMIT DROP")
-    await conn.copy_records_to_table("run_lines", records=links)
-    await conn.execute(
-        "INSERT INTO invoice_line_charges (account_id, charge_id, invoice_id, line_no) "
-        "SELECT c.account_id, c.charge_id, m.invoice_id, m.line_no FROM run_charges c "
-        "JOIN run_lines m ON m.account_id = c.account_id AND m.currency = c.currency "
-        "AND m.service = c.service AND m.zone = c.zone ORDER BY c.account_id, c.charge_id")
-    return sorted(ids.values())
-
-
-_LINE_COLUMNS = (
-    "account_id", "invoice_id", "line_no", "kind", "service", "description", "quantity", "unit",
-    "charges", "gross_micros", "discount_micros", "net_micros", "inclusive_micros",
-    "tax_category", "tax_rate", "subscription_id", "adjustment_id", "detail",
-)
-
-
-def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
-    return [[r[i] for r in rows] for i in range(width)] if rows else [[] for _ in range(width)]

@@ -17,15 +17,16 @@ from typing import Any, cast
 import msgspec
 
 from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
-from billing_oss.core.money import format_micros, format_minor
-from billing_oss.server.billing.model import Allowance, InvoiceDraft, Line, Totals
-from billing_oss.server.billing.rounding import (
+from billing_oss.core.money import format_micros, format_minor, micros_of_decimal
+from billing_oss.core.rounding import (
     Method,
-    from_decimal,
     minor_digits,
     minor_step,
 )
-from billing_oss.server.billing.tax import CategoryTotal, tax_on
+from billing_oss.server.billing import documents_repo
+from billing_oss.server.billing.documents_repo import take_numbers
+from billing_oss.server.billing.model import Allowance, InvoiceDraft, Line, Totals
+from billing_oss.server.catalog.tax import CategoryTotal, tax_on
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
@@ -73,25 +74,13 @@ def number_text(series: str, number: int) -> str:
     return f"{series}-{number:06d}"
 
 
-async def take_numbers(conn: Connection, series: str, count: int) -> int:
-    """The first of ``count`` consecutive numbers of ``series``; call inside a transaction."""
-    await conn.execute("INSERT INTO document_series (series) VALUES ($1) "
-                       "ON CONFLICT (series) DO NOTHING", series)
-    first: int = await conn.fetchval(
-        "UPDATE document_series SET next_number = next_number + $2 WHERE series = $1 "
-        "RETURNING next_number - $2", series, count)
-    return first
-
-
 async def finalise(conn: Connection, invoice_ids: list[int], series: str, today: dt.date,
                    payment_terms_days: int, *, actor: str) -> list[int]:
     """Finalise drafts in one transaction, numbered in invoice-id order; already finalised
     ones are left as they are (finalising is idempotent). Returns the ids finalised now.
     Each one finalised gets its audit entry (``invoice:<id>``) in the same transaction."""
     async with conn.transaction():
-        rows = await conn.fetch(
-            "SELECT account_id, invoice_id, status FROM invoices WHERE invoice_id = ANY($1) "
-            "ORDER BY invoice_id FOR UPDATE", invoice_ids)
+        rows = await documents_repo.lock_invoices(conn, invoice_ids)
         missing = set(invoice_ids) - {r["invoice_id"] for r in rows}
         if missing:
             raise NotFound(f"no invoice {min(missing)}", invoice_id=min(missing))
@@ -101,16 +90,9 @@ async def finalise(conn: Connection, invoice_ids: list[int], series: str, today:
         first = await take_numbers(conn, series, len(drafts))
         numbers = list(range(first, first + len(drafts)))
         due = today + dt.timedelta(days=payment_terms_days)
-        done = await conn.fetch(
-            "UPDATE invoices i SET status = 'finalised', series = $1, number = n.number, "
-            "number_text = n.text, issue_date = $2, due_date = $3, finalised_at = now(), "
-            "updated_at = now() FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::text[]) "
-            "AS n(account_id, invoice_id, number, text) "
-            "WHERE i.account_id = n.account_id AND i.invoice_id = n.invoice_id "
-            "RETURNING i.account_id, i.invoice_id, i.number_text, i.currency, i.payable_micros",
-            series, today, due,
-            [r["account_id"] for r in drafts], [r["invoice_id"] for r in drafts], numbers,
-            [number_text(series, n) for n in numbers])
+        done = await documents_repo.mark_finalised(
+            conn, series, today, due, [r["account_id"] for r in drafts],
+            [r["invoice_id"] for r in drafts], numbers, [number_text(series, n) for n in numbers])
         await outbox.emit_many(conn, [(events.InvoiceFinalised(
             invoice_id=r["invoice_id"], number=r["number_text"], issue_date=today.isoformat(),
             due_date=due.isoformat(), currency=r["currency"],
@@ -135,10 +117,7 @@ class Due(msgspec.Struct, frozen=True):
 async def drafts_due(conn: Connection, period: str, accounts: list[str] | None,
                      grace_days: int, now: dt.datetime, *, force: bool = False) -> Due:
     """Drafts of a period ready to be finalised: their cycle ended ``grace_days`` ago."""
-    rows = await conn.fetch(
-        "SELECT invoice_id, period_end FROM invoices WHERE period = $1 AND status = 'draft' "
-        "AND ($2::text[] IS NULL OR account_id = ANY($2)) ORDER BY invoice_id",
-        period, accounts)
+    rows = await documents_repo.drafts_of_period(conn, period, accounts)
     grace = dt.timedelta(days=grace_days)
     waiting = [r for r in rows if not force and r["period_end"] + grace > now]
     return Due(due=[r["invoice_id"] for r in rows if force or r["period_end"] + grace <= now],
@@ -147,19 +126,10 @@ async def drafts_due(conn: Connection, period: str, accounts: list[str] | None,
 
 
 async def load(conn: Connection, invoice_id: int) -> Invoice:
-    head = await conn.fetchrow("SELECT * FROM invoices WHERE invoice_id = $1", invoice_id)
-    if head is None:
+    stored = await documents_repo.invoice_rows(conn, invoice_id)
+    if stored is None:
         raise NotFound(f"no invoice {invoice_id}", invoice_id=invoice_id)
-    key = (head["account_id"], invoice_id)
-    lines = await conn.fetch("SELECT * FROM invoice_lines WHERE account_id = $1 "
-                             "AND invoice_id = $2 ORDER BY line_no", *key)
-    allowances = await conn.fetch("SELECT * FROM invoice_allowances WHERE account_id = $1 "
-                                  "AND invoice_id = $2 ORDER BY seq", *key)
-    taxes = await conn.fetch("SELECT * FROM taxes WHERE account_id = $1 AND invoice_id = $2 "
-                             "ORDER BY category, rate", *key)
-    credited = await conn.fetchval("SELECT coalesce(sum(total_micros + rounding_micros), 0) "
-                                   "FROM credit_notes "
-                                   "WHERE account_id = $1 AND invoice_id = $2", *key)
+    head, lines, allowances, taxes, credited = stored
     content = InvoiceDraft(
         account_id=head["account_id"], currency=head["currency"].strip(), period=head["period"],
         period_start=head["period_start"], period_end=head["period_end"],
@@ -202,16 +172,13 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
     checked under the invoice's row lock; what the notes refund together never exceeds what
     was payable. The note's audit entry commits with it."""
     async with conn.transaction():
-        locked = await conn.fetchrow("SELECT account_id, status FROM invoices "
-                                     "WHERE invoice_id = $1 FOR UPDATE", invoice_id)
+        locked = await documents_repo.lock_invoice(conn, invoice_id)
         if locked is None:
             raise NotFound(f"no invoice {invoice_id}", invoice_id=invoice_id)
         if locked["status"] != "finalised":
             raise Conflict(f"invoice {invoice_id} is a draft: recompute it instead of crediting")
         invoice = await load(conn, invoice_id)
-        before = await conn.fetch("SELECT lines, taxes, rounding_micros FROM credit_notes "
-                                  "WHERE account_id = $1 AND invoice_id = $2",
-                                  invoice.account_id, invoice_id)
+        before = await documents_repo.credits_of(conn, invoice.account_id, invoice_id)
         lines, taxes = _credit(invoice, before, requests)
         net = sum(t["taxable"] for t in taxes)
         tax = sum(t["tax"] for t in taxes)
@@ -223,13 +190,8 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
                            "made payable")
         number = await take_numbers(conn, series, 1)
         text = number_text(series, number)
-        credit_id = await conn.fetchval(
-            "INSERT INTO credit_notes (account_id, invoice_id, series, number, number_text, "
-            "reason, issue_date, currency, net_micros, tax_micros, total_micros, lines, taxes, "
-            "rounding_micros) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
-            "RETURNING credit_note_id",
-            invoice.account_id, invoice_id, series, number, text, reason, today,
+        credit_id = await documents_repo.insert_credit_note(
+            conn, invoice.account_id, invoice_id, series, number, text, reason, today,
             invoice.content.currency, net, tax, net + tax, json.dumps(lines), json.dumps(taxes),
             rounding)
         note = CreditNote(credit_note_id=credit_id, account_id=invoice.account_id,
@@ -249,9 +211,7 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
 
 
 async def load_credit_note(conn: Connection, credit_note_id: int) -> CreditNote:
-    row = await conn.fetchrow(
-        "SELECT c.*, i.number_text AS invoice_number FROM credit_notes c JOIN invoices i "
-        "USING (account_id, invoice_id) WHERE c.credit_note_id = $1", credit_note_id)
+    row = await documents_repo.credit_note_row(conn, credit_note_id)
     if row is None:
         raise NotFound(f"no credit note {credit_note_id}", credit_note_id=credit_note_id)
     return CreditNote(
@@ -292,7 +252,7 @@ def _credit(invoice: Invoice, before: list[Any], requests: list[CreditRequest] |
             raise _invalid(f"$.lines[{i}].line_no",
                            f"invoice {invoice.invoice_id} has no line {req.line_no}")
         remaining = ln.net_micros - credited_line[ln.line_no]
-        amount = remaining if req.amount is None else from_decimal(req.amount)
+        amount = remaining if req.amount is None else micros_of_decimal(req.amount)
         if amount % minor_step(content.currency):  # EN 16931: amounts in the minor unit
             raise _invalid(f"$.lines[{i}].amount",
                            f"line {req.line_no}: {format_micros(amount)} has more decimals "

@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 
-from billing_oss.server.billing.pricing import UsageComponent, VolumeTier
-from billing_oss.server.billing.tax import CategoryTotal, Party, TaxRate
+from billing_oss.server.catalog.pricing import Product, VolumeTier
+from billing_oss.server.catalog.tax import CategoryTotal, Party, TaxRate
 
 
 class Account(msgspec.Struct, frozen=True):
@@ -42,15 +42,6 @@ class UsageGroup(msgspec.Struct, frozen=True):
     quantity: Decimal  # seconds (voice), bytes (data), messages, event quantity
     unit: str = ""  # events: the unit their records name (kWh), when they all name one
     prices: tuple[str, ...] = ()  # the tariff's prices the charges were rated at
-
-
-class Product(msgspec.Struct, frozen=True):
-    product_id: str
-    name: str
-    currency: str
-    recurring_fee_micros: int
-    tax_class: str = "standard"
-    usage_pricing: tuple[UsageComponent, ...] = ()
 
 
 class Subscription(msgspec.Struct, frozen=True):

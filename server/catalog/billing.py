@@ -33,11 +33,10 @@ from typing import Annotated, Literal
 import msgspec
 
 from billing_oss.core.errors import CatalogError
-from billing_oss.core.money import INT64_MAX, parse_micros
-from billing_oss.server.billing.model import Product
-from billing_oss.server.billing.pricing import Tier, UsageComponent, VolumeTier
-from billing_oss.server.billing.rounding import MoneyError, minor_digits
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.core.money import parse_micros_int64
+from billing_oss.core.rounding import MoneyError, minor_digits
+from billing_oss.server.catalog.pricing import Product, Tier, UsageComponent, VolumeTier
+from billing_oss.server.catalog.tax import TaxRate
 
 _NO_NUL = "^[^\\x00]*$"
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9._:@-]+$")]
@@ -330,12 +329,9 @@ def _share(text: str, path: str) -> Decimal:
 
 def _micros(text: str, path: str) -> int:
     try:
-        micros = parse_micros(text)
+        return parse_micros_int64(text)
     except ValueError as exc:
         raise CatalogError(path, str(exc)) from None
-    if abs(micros) > INT64_MAX:
-        raise CatalogError(path, f"{text} does not fit in int64 micro-units")
-    return micros
 
 
 def _currency(code: str, path: str) -> None:

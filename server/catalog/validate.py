@@ -35,7 +35,7 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billing_oss.core.errors import CatalogError
-from billing_oss.core.money import INT64_MAX, MICROS_PER_UNIT, parse_decimal
+from billing_oss.core.money import MICROS_PER_UNIT, parse_price
 from billing_oss.server.catalog.billing import check_sections
 from billing_oss.server.catalog.model import (
     DAY_NAMES,
@@ -355,16 +355,9 @@ def _optional_money(text: str | None, path: str) -> Fraction | None:
 
 def _money(text: str, path: str, *, fee: bool) -> Fraction:
     try:
-        value = parse_decimal(text)
-    except ValueError:
-        raise CatalogError(path, f"not a decimal string: {text!r}") from None
-    if value < 0:
-        raise CatalogError(path, f"must not be negative: {text}")
-    if value * MICROS_PER_UNIT > INT64_MAX:
-        raise CatalogError(path, f"{text} does not fit in int64 micro-units")
-    if fee and (value * MICROS_PER_UNIT).denominator > MAX_DENOMINATOR:
-        raise CatalogError(path, f"{text} has too many decimals")
-    return value
+        return parse_price(text, max_denominator=MAX_DENOMINATOR if fee else None)
+    except ValueError as exc:
+        raise CatalogError(path, str(exc)) from None
 
 
 def _common_denominator(

@@ -28,7 +28,7 @@ import asyncpg
 import msgspec
 
 from billing_oss.core.money import format_micros
-from billing_oss.server.billing.rounding import minor_step
+from billing_oss.core.rounding import minor_step
 from billing_oss.server.collections import camt, creditor_reference, dunning, payments, repo
 from billing_oss.server.collections.camt import Transaction
 from billing_oss.server.integrations import events, outbox

@@ -19,6 +19,7 @@ import msgspec
 from lxml import etree
 
 from billing_oss.core.errors import DecodeError
+from billing_oss.core.money import parse_unsigned_micros
 
 KINDS = {"BkToCstmrStmt": ("camt.053", "Stmt"), "BkToCstmrDbtCdtNtfctn": ("camt.054", "Ntfctn")}
 
@@ -176,12 +177,10 @@ def _amount(el: Any, name: str, field: str) -> tuple[int, str]:
     currency = found.get("Ccy", "")
     if len(currency) != 3 or not currency.isalpha():
         raise ValueError(f"{field}/@Ccy: not a currency code: {currency!r}")
-    text = found.text.strip()
-    whole, _, frac = text.partition(".")
-    if whole.isdigit() and len(frac) <= 6 and (frac.isdigit() or not frac) and whole.isascii():
-        micros = int(whole) * 1_000_000 + int(frac.ljust(6, "0") or 0)
-    else:
-        raise ValueError(f"{field}: not a decimal amount: {text!r}")
+    try:
+        micros = parse_unsigned_micros(found.text.strip())
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
     if micros <= 0:
         raise ValueError(f"{field}: must be more than zero")
     return micros, currency.upper()

@@ -21,7 +21,7 @@ import msgspec
 
 from billing_oss.core.errors import InvalidRequest, NotFound
 from billing_oss.core.money import format_micros, parse_micros
-from billing_oss.server.billing.rounding import minor_step
+from billing_oss.core.rounding import minor_step
 from billing_oss.server.collections import repo
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit
@@ -88,7 +88,7 @@ async def run(conn: Connection, actor: str, as_of: dt.date, *, dry_run: bool = F
     """Take every step due as of ``as_of`` (one account's, or everyone's)."""
     result = RunResult(as_of=as_of, dry_run=dry_run)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('dunning', 0))")
+        await repo.lock_dunning(conn)
         if not dry_run:
             result.resumed = await resume_cleared(conn, None if account_id is None
                                                   else [account_id], as_of, "dunning run")
@@ -159,9 +159,7 @@ async def resume_cleared(conn: Connection, accounts: list[str] | None, on: dt.da
     """Lift the suspensions of those accounts (None: every suspended one) whose suspending
     invoices owe nothing now, with an ``account.resume`` event each."""
     if accounts is None:
-        rows = await conn.fetch("SELECT account_id FROM dunning_suspensions"
-                                " WHERE lifted_on IS NULL")
-        accounts = [r["account_id"] for r in rows]
+        accounts = await repo.suspended_accounts(conn)
     candidates = sorted(await repo.suspended(conn, accounts))
     if not candidates:
         return []

@@ -20,7 +20,7 @@ import asyncpg
 
 from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
 from billing_oss.core.money import format_micros
-from billing_oss.server.billing.rounding import minor_digits, minor_step
+from billing_oss.core.rounding import minor_digits, minor_step
 from billing_oss.server.collections import dunning, repo, write_offs
 from billing_oss.server.collections.model import AUTO, NewPayment, Payment, Target
 from billing_oss.server.integrations import events, outbox

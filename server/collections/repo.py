@@ -32,6 +32,13 @@ _PAYMENT = (
 )
 
 
+# One account's payments: every table filtered by the account itself (the same rows as
+# ``_PAYMENT`` with ``p.account_id = $1``), which on Citus routes the query to its shard.
+_ACCOUNT_PAYMENT = (_PAYMENT.replace("a.account_id = p.account_id", "a.account_id = $1")
+                    .replace("e.account_id = p.account_id", "e.account_id = $1")
+                    + " WHERE p.account_id = $1")
+
+
 async def lock(conn: Connection, account_id: str) -> None:
     await conn.execute("SELECT collections_lock($1)", account_id)
 
@@ -61,9 +68,11 @@ async def payment_by_external(db: Db, account_id: str, source: str,
 async def payments(db: Db, account_id: str | None, after: int | None,
                    limit: int) -> list[Payment]:
     """Payments in id order after ``after`` (limit + 1 rows: the caller pages)."""
+    # One account's filter is written out, not folded into an OR: on Citus it is what
+    # routes the query to that account's shard.
     rows = await db.fetch(
-        _PAYMENT + " WHERE ($1::text IS NULL OR p.account_id = $1)"
-        " AND ($2::bigint IS NULL OR p.payment_id > $2) ORDER BY p.payment_id LIMIT $3",
+        (_ACCOUNT_PAYMENT if account_id is not None else _PAYMENT + " WHERE $1::text IS NULL")
+        + " AND ($2::bigint IS NULL OR p.payment_id > $2) ORDER BY p.payment_id LIMIT $3",
         account_id, after, limit + 1)
     return [_payment(r, ()) for r in rows]
 
@@ -235,8 +244,9 @@ async def balance(db: Db, as_of: dt.date, account_id: str | None = None) -> dict
     """The ledger balance per currency as of a date (everyone's, or one account's)."""
     rows = await db.fetch(
         "SELECT currency, sum(amount_micros)::bigint AS amount FROM ledger_entries"
-        " WHERE entry_date <= $1 AND ($2::text IS NULL OR account_id = $2) GROUP BY currency",
-        as_of, account_id)
+        " WHERE entry_date <= $1 AND "
+        + ("account_id = $2" if account_id is not None else "$2::text IS NULL")
+        + " GROUP BY currency", as_of, account_id)
     return {r["currency"].strip(): int(r["amount"]) for r in rows}
 
 
@@ -637,3 +647,14 @@ async def open_invoices(db: Db, account_id: str) -> list[asyncpg.Record]:
         "   AS open_micros) o"
         " WHERE e.account_id = $1 AND e.kind = 'invoice' AND o.open_micros > 0"
         " ORDER BY e.due_date, e.entry_id", account_id)
+
+
+async def lock_dunning(conn: Connection) -> None:
+    """One dunning run at a time, until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('dunning', 0))")
+
+
+async def suspended_accounts(db: Db) -> list[str]:
+    """Every account whose service dunning suspended and has not lifted."""
+    rows = await db.fetch("SELECT account_id FROM dunning_suspensions WHERE lifted_on IS NULL")
+    return [r["account_id"] for r in rows]

@@ -13,7 +13,7 @@ import asyncpg
 
 from billing_oss.core.errors import Conflict, NotFound
 from billing_oss.core.money import format_micros
-from billing_oss.server.billing.rounding import minor_step
+from billing_oss.core.rounding import minor_step
 from billing_oss.server.collections import repo
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection

@@ -30,4 +30,5 @@ VERB_MODULES: tuple[str, ...] = (
     "billing_oss.server.commands.webhook",
     "billing_oss.server.commands.assure",
     "billing_oss.server.commands.simulate",
+    "billing_oss.server.commands.archive",
 )

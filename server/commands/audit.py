@@ -23,6 +23,7 @@ import msgspec
 
 from billing_oss.core.errors import BillingError, NotFound
 from billing_oss.server.assurance import checkpoints
+from billing_oss.server.billing import documents_repo
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.store import audit
@@ -73,7 +74,7 @@ async def _verify(args: argparse.Namespace, config: Any) -> int:
             return 1
         async with database_pool(config) as pool, pool.acquire() as conn:
             found = await checkpoints.verify(conn, signed)
-            rows = await conn.fetchval("SELECT count(*) FROM audit_log")
+            rows = await audit.row_count(conn)
         problems = [(p.seq, p.reason) for p in found]
         result = audit.VerifyResult(rows=rows, ok=not found,
                                     problems=[audit.Problem(s, r) for s, r in problems])
@@ -121,9 +122,7 @@ async def _prove(args: argparse.Namespace, config: Any) -> int:
         kind, table, id_column = ("invoice", "invoices", "invoice_id") \
             if args.invoice is not None else ("credit_note", "credit_notes", "credit_note_id")
         given = args.invoice if args.invoice is not None else args.credit_note
-        row = await conn.fetchrow(
-            f"SELECT account_id, {id_column} AS id FROM {table}"
-            f" WHERE {id_column}::text = $1 OR number_text = $1", given)
+        row = await documents_repo.account_and_id(conn, table, id_column, given)
         if row is None:
             raise NotFound(f"no {kind.replace('_', ' ')} {given}")
         key = f"{kind}:{row['account_id']}/{row['id']}"

@@ -60,18 +60,11 @@ async def render(pool: asyncpg.Pool, *, source: str | None, gaps: bool = False,
                 f"{_missing_run(g.first_missing, g.last_missing)}  (between files "
                 f"{g.after_file_id} and {g.before_file_id})" for g in missing]
     if alarms:
-        rows = await pool.fetch(
-            "SELECT alarm_id, source, kind, name, sequence_no, first_missing, last_missing,"
-            " detail, raised_at FROM source_file_alarms WHERE $1::text IS NULL OR source = $1"
-            " ORDER BY alarm_id LIMIT $2", source, limit)
+        rows = await files_repo.alarm_rows(pool, source=source, limit=limit)
         text = [f"{r['raised_at']:%Y-%m-%d %H:%M:%S}  {r['source']:<12} {r['kind']:<7} "
                 f"{r['name']}  {_missing(r) or r['detail']}" for r in rows]
     else:
-        rows = await pool.fetch(
-            "SELECT source_file_id, source, name, sequence_no, state, count_in, count_charged,"
-            " count_suspense, count_duplicates, sha256, received_at FROM source_files"
-            " WHERE $1::text IS NULL OR source = $1 ORDER BY source_file_id LIMIT $2",
-            source, limit)
+        rows = await files_repo.file_rows(pool, source=source, limit=limit)
         text = [f"{r['source_file_id']:>8}  {r['source']:<12} {r['name']:<32} "
                 f"seq {r['sequence_no'] if r['sequence_no'] is not None else '-':<8} "
                 f"{r['state']:<7} in {r['count_in']} charged {r['count_charged']} "

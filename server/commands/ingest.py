@@ -36,7 +36,7 @@ from billing_oss.server.commands.progress import progress
 from billing_oss.server.composition import database_pool, make_pipeline
 from billing_oss.server.pipeline.files import file_sha256
 from billing_oss.server.pipeline.retry import RETRY_MESSAGE, with_retries
-from billing_oss.server.store import reprocess_repo
+from billing_oss.server.store import files_repo, reprocess_repo
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 3
 
@@ -101,8 +101,7 @@ async def _ingest_files(args: argparse.Namespace, config: Any, formats: list[str
                     path, source=args.source, format=fmt, sequence_no=args.sequence,
                     progress=report)
             error = await with_retries(
-                functools.partial(pool.fetchval, "SELECT error FROM source_files WHERE"
-                                  " source_file_id = $1", outcome.source_file_id),
+                functools.partial(files_repo.error_of, pool, outcome.source_file_id),
                 attempts=config.pipeline.write_attempts,
                 backoff_s=config.pipeline.retry_backoff_s, what=str(path))
             _report(args, outcome, error)

@@ -19,7 +19,7 @@ import msgspec
 
 from billing_oss.core.errors import ConfigError, NotFound
 from billing_oss.core.money import format_minor
-from billing_oss.server.billing import issuing, views
+from billing_oss.server.billing import documents_repo, issuing, views
 from billing_oss.server.billing.render import cii, itemised, typst_pdf
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
@@ -85,9 +85,7 @@ async def resolve_id(conn: Connection, table: str, id_column: str, given: str) -
     what = "invoice" if table == "invoices" else "credit note"
     if not series or not number.isdigit():
         raise NotFound(f"no {what} {given}: give its id (4) or its number (INV-000004)")
-    found: int | None = await conn.fetchval(
-        f"SELECT {id_column} FROM {table} WHERE series = $1 AND number = $2",
-        series, int(number))
+    found = await documents_repo.id_by_number(conn, table, id_column, series, int(number))
     if found is None:
         raise NotFound(f"no {what} numbered {given}")
     return found
@@ -133,13 +131,9 @@ def list_invoices(args: argparse.Namespace) -> int:
 
     async def fetch() -> list[Any]:
         async with database_pool(config) as pool:
-            return await pool.fetch(
-                "SELECT invoice_id, account_id, status, number_text, period, currency,"
-                " payable_micros, issue_date, due_date FROM invoices"
-                " WHERE ($1::text IS NULL OR account_id = $1)"
-                " AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR period = $3)"
-                " ORDER BY invoice_id LIMIT $4",
-                args.account, args.status, args.period, args.limit)
+            return await documents_repo.invoice_list(
+                pool, account_id=args.account, status=args.status, period=args.period,
+                limit=args.limit)
 
     rows = asyncio.run(fetch())
     for r in rows:

@@ -18,8 +18,8 @@ import msgspec
 from billing_oss.core.errors import InvalidRequest
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
-from billing_oss.server.integrations.gl import export
-from billing_oss.server.integrations.gl.journal import Journal
+from billing_oss.server.ledger import export
+from billing_oss.server.ledger.journal import Journal
 
 
 def register(verbs: Any) -> None:

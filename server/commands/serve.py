@@ -11,7 +11,8 @@ from billing_oss.core.errors import ConfigError
 from billing_oss.server import config as config_module
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import serve
-from billing_oss.server.workers import WorkerSlot, supervise, supervised
+from billing_oss.server.supervisor import supervise
+from billing_oss.server.workers import WorkerSlot, supervised
 
 MAX_WORKERS = 64
 

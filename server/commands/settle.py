@@ -216,8 +216,10 @@ def _describe(got: inbound.Received | tapin.TapReceived) -> str:
     if isinstance(got, tapin.TapReceived):
         if got.fatal:
             return text + f" ({'; '.join(got.fatal)}), answered by RAP {got.rap}"
-        return text + f", {got.accepted} events" + (
-            f", {got.severe} returned by RAP {got.rap}" if got.severe else "")
+        return (text + f", {got.accepted} events"
+                + (f", {got.billed} billed as roaming usage" if got.billed else "")
+                + (f", {got.unbilled} in suspense (subscriber unknown)" if got.unbilled else "")
+                + (f", {got.severe} returned by RAP {got.rap}" if got.severe else ""))
     return (text + (f", regenerated {', '.join(got.fatal)}" if got.fatal else "")
             + (f", {got.severe} events returned" if got.severe else "")
             + (f", acknowledged {', '.join(got.acknowledged)}" if got.acknowledged else ""))

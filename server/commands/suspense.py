@@ -91,9 +91,5 @@ def _print_rows(args: argparse.Namespace, rows: list[suspense_repo.SuspenseRow])
 async def _open_rows(pool: Any, ids: list[int] | None, reason: str | None,
                      limit: int) -> dict[int, suspense_repo.SuspenseDetail]:
     """The rows a retry is about to take, as they are before it (for the audit log)."""
-    found = await pool.fetch(
-        "SELECT suspense_id FROM suspense WHERE state = 'open' AND record IS NOT NULL "
-        "AND ($1::bigint[] IS NULL OR suspense_id = ANY($1)) "
-        "AND ($2::text IS NULL OR reason = $2) ORDER BY suspense_id LIMIT $3",
-        ids, reason, limit)
-    return {r["suspense_id"]: await suspense_repo.get(pool, r["suspense_id"]) for r in found}
+    found = await suspense_repo.open_retryable_ids(pool, ids, reason, limit)
+    return {suspense_id: await suspense_repo.get(pool, suspense_id) for suspense_id in found}

@@ -1,4 +1,4 @@
-"""Admission to HTTP ingest (``adapters.http_ingest``): a bounded number of requests at work,
+"""Admission to HTTP ingest (``server.http.ingest``): a bounded number of requests at work,
 a bounded queue, and the rest refused at once.
 
 Under overload a server that takes every request makes each one slower until they all time
@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from billing_oss.core.errors import BillingError, ErrorCode
-from billing_oss.server.metrics import HTTP_INGEST_SHED
+from billing_oss.core.metrics import HTTP_INGEST_SHED
 
 
 class Overloaded(BillingError):

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from billing_oss.core import metrics
 from billing_oss.core.errors import ErrorCode
-from billing_oss.server import metrics
 from billing_oss.server.config import Config
 from billing_oss.server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
 from billing_oss.server.http.admission import Admission
@@ -53,12 +53,13 @@ ROUTE_MODULES: tuple[str, ...] = (
     "billing_oss.server.http.direct_debit",
     "billing_oss.server.http.psp",
     "billing_oss.server.http.reports",
-    "billing_oss.server.http.soap",
+    "billing_oss.server.http.soap.routes",
     "billing_oss.server.http.ledger",
     "billing_oss.server.http.provisioning",
     "billing_oss.server.http.webhooks",
     "billing_oss.server.http.assurance",
-    "billing_oss.adapters.http_ingest",
+    "billing_oss.server.http.ingest",
+    "billing_oss.server.http.archives",
 )
 
 API_TITLE = "billing-oss"
@@ -100,7 +101,7 @@ def timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResp
     return timeout
 
 
-def create_app(
+def create_api_app(
     config: Config, pool: asyncpg.Pool, pipeline: Pipeline | None = None
 ) -> web.Application:
     app = web.Application(

@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 from billing_oss.core.money import format_minor
-from billing_oss.server.billing import issuing, views
+from billing_oss.server.billing import documents_repo, issuing, views
 from billing_oss.server.billing.issuing import CreditNote, CreditRequest, Invoice
 from billing_oss.server.billing.render import cii, typst_pdf
 from billing_oss.server.http.auth import actor
@@ -89,17 +89,9 @@ async def create_credit_note(request: web.Request) -> web.Response:
 async def list_credit_notes(request: web.Request) -> web.Response:
     q = decode_query(request, CreditNoteQuery)
     after = decode_cursor(q.cursor, tuple[IntId])
-    account_id = narrowed(request, q.account_id)
-    rows = await request.app[POOL].fetch(
-        "SELECT c.credit_note_id, c.account_id, c.invoice_id, i.number_text AS invoice_number,"
-        " c.number_text, c.issue_date, c.currency, c.total_micros,"
-        " c.rounding_micros FROM credit_notes c"
-        " JOIN invoices i USING (account_id, invoice_id)"
-        " WHERE ($1::text IS NULL OR c.account_id = $1)"
-        " AND ($2::bigint IS NULL OR c.invoice_id = $2)"
-        " AND ($3::bigint IS NULL OR c.credit_note_id > $3)"
-        " ORDER BY c.credit_note_id LIMIT $4",
-        account_id, q.invoice_id, after[0] if after else None, q.limit + 1)
+    rows = await documents_repo.credit_note_page(
+        request.app[POOL], account_id=narrowed(request, q.account_id), invoice_id=q.invoice_id,
+        after=after[0] if after else None, limit=q.limit + 1)
     items, next_cursor = page(rows, q.limit, lambda r: (r["credit_note_id"],))
     return reply(CreditNotePage(items=[CreditNoteSummary(
         credit_note_id=r["credit_note_id"], account_id=r["account_id"],

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from billing_oss.server.http.keys import API, POOL
 from billing_oss.server.http.routing import Api
+from billing_oss.server.store.pool import ping
 
 
 class Health(msgspec.Struct):
@@ -21,7 +22,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     try:
-        await request.app[POOL].fetchval("SELECT 1", timeout=2)
+        await ping(request.app[POOL], timeout_s=2)
     except Exception as exc:
         body = Health(status="unavailable", database=type(exc).__name__)
         return web.Response(body=msgspec.json.encode(body), status=503,

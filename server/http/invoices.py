@@ -14,7 +14,7 @@ from aiohttp import web
 
 from billing_oss.core.errors import NotFound
 from billing_oss.core.money import format_minor
-from billing_oss.server.billing import issuing, views
+from billing_oss.server.billing import documents_repo, issuing, views
 from billing_oss.server.billing.render import cii, itemised, typst_pdf
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
@@ -65,12 +65,9 @@ async def list_invoices(request: web.Request) -> web.Response:
     status: str | None = q.status
     if customer_account(request) is not None:
         status = "finalised" if q.status in (None, "finalised") else "none"  # none: no drafts
-    rows = await request.app[POOL].fetch(
-        "SELECT invoice_id, account_id, status, number_text, period, currency, payable_micros "
-        "FROM invoices WHERE ($1::text IS NULL OR account_id = $1) "
-        "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR period = $3) "
-        "AND ($4::bigint IS NULL OR invoice_id > $4) ORDER BY invoice_id LIMIT $5",
-        account_id, status, q.period, after[0] if after else None, q.limit + 1)
+    rows = await documents_repo.invoice_page(
+        request.app[POOL], account_id=account_id, status=status, period=q.period,
+        after=after[0] if after else None, limit=q.limit + 1)
     items, next_cursor = page(rows, q.limit, lambda r: (r["invoice_id"],))
     return reply(InvoicePage(items=[InvoiceSummary(
         invoice_id=r["invoice_id"], account_id=r["account_id"], status=r["status"],

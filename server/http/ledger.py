@@ -1,4 +1,4 @@
-"""`/v1/ledger/journal`: the general-ledger journal of a period (``server.integrations.gl``)
+"""`/v1/ledger/journal`: the general-ledger journal of a period (``server.ledger``)
 as JSON, CSV (``.csv``) or the French FEC (``.fec``, named ``<SIREN>FEC<YYYYMMDD>.txt``).
 Dates are days, both included."""
 
@@ -13,7 +13,7 @@ from aiohttp import web
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.routing import Api
 from billing_oss.server.http.validation import decode_query
-from billing_oss.server.integrations.gl import export
+from billing_oss.server.ledger import export
 
 
 class JournalQuery(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,9 +10,8 @@ import msgspec
 from aiohttp import web
 
 from billing_oss.core.errors import CatalogError
-from billing_oss.server.billing.model import Product
-from billing_oss.server.billing.pricing import UsageComponent
 from billing_oss.server.catalog.billing import ProductIn, check_product
+from billing_oss.server.catalog.pricing import Product, UsageComponent
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.catalog_schema import invalid
 from billing_oss.server.http.keys import POOL

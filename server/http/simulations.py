@@ -8,8 +8,10 @@ one read-only snapshot and stores the comparison on the simulation, which ``GET`
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -58,20 +60,25 @@ class Simulation(msgspec.Struct, frozen=True, kw_only=True):
 
 async def create_simulation(request: web.Request) -> web.Response:
     body = await decode_body(request, SimulationRequest)
+    stored = await launch(request.app[POOL], request.app.get(SIMULATION_WAKE), actor(request),
+                          body)
+    return reply(_view(stored), status=202,
+                 headers={"Location": f"/v1/simulations/{stored.simulation_id}"})
+
+
+async def launch(pool: asyncpg.Pool, wake: Callable[[], None] | None, who: str,
+                 body: SimulationRequest) -> repo.Stored:
+    """Queue a simulation requested by ``who`` (the API and the console alike)."""
     wanted = engine.Request(
         candidate=body.candidate, period_from=body.from_, period_to=body.to or body.from_,
         accounts=body.accounts, segment=body.segment, by=body.by,
         shock_percent=body.shock_percent, top=body.top)  # type: ignore[arg-type]
     engine.periods_between(wanted.period_from, wanted.period_to)
     candidates.check(body.candidate)
-    pool = request.app[POOL]
-    simulation_id = await repo.create(pool, actor(request), msgspec.to_builtins(wanted))
-    wake = request.app.get(SIMULATION_WAKE)
+    simulation_id = await repo.create(pool, who, msgspec.to_builtins(wanted))
     if wake is not None:
         wake()
-    stored = await repo.get(pool, simulation_id)
-    return reply(_view(stored), status=202,
-                 headers={"Location": f"/v1/simulations/{simulation_id}"})
+    return await repo.get(pool, simulation_id)
 
 
 async def get_simulation(request: web.Request) -> web.Response:

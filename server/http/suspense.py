@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -15,6 +16,7 @@ from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, pag
 from billing_oss.server.http.routing import Api, reply
 from billing_oss.server.http.types import Id, IntId, Money, Reason, Text, money
 from billing_oss.server.http.validation import decode_body, decode_path, decode_query
+from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.suspense import RetryResult
 from billing_oss.server.store import suspense_repo
 from billing_oss.server.store.suspense_repo import State, SuspenseDetail, SuspenseItem
@@ -75,21 +77,26 @@ async def get_suspense(request: web.Request) -> web.Response:
 
 async def retry_suspense(request: web.Request) -> web.Response:
     path = decode_path(request, SuspensePath)
-    pool = request.app[POOL]
-    pipeline = request.app.get(PIPELINE)
+    return reply(await retry(request.app[POOL], request.app.get(PIPELINE), actor(request),
+                             path.suspense_id))
+
+
+async def retry(pool: asyncpg.Pool, pipeline: Pipeline | None, who: str,
+                suspense_id: int) -> RetryOutcome:
+    """Rate one open record again, audited as ``who`` (the API and the console alike)."""
     if pipeline is None:
         raise Unavailable("suspense retry needs the pipeline, which this server does not run")
-    before = await suspense_repo.require_open(pool, path.suspense_id)
-    report = await pipeline.retry_suspense(ids=[path.suspense_id], limit=1)
+    before = await suspense_repo.require_open(pool, suspense_id)
+    report = await pipeline.retry_suspense(ids=[suspense_id], limit=1)
     if not report.results:  # another retry or a discard got there first
-        raise Conflict(f"suspense record {path.suspense_id} is no longer open")
+        raise Conflict(f"suspense record {suspense_id} is no longer open")
     result = report.results[0]
-    item = await suspense_repo.get(pool, path.suspense_id)
+    item = await suspense_repo.get(pool, suspense_id)
     # The pipeline commits the retry in its own transaction; the audit entry follows it.
-    await suspense_repo.record_retry(pool, actor(request), before, item, result.status)
-    return reply(RetryOutcome(
+    await suspense_repo.record_retry(pool, who, before, item, result.status)
+    return RetryOutcome(
         status=result.status, reason=result.reason,  # type: ignore[arg-type]
-        detail=result.detail, amount=_amount(result), item=item))
+        detail=result.detail, amount=_amount(result), item=item)
 
 
 async def discard_suspense(request: web.Request) -> web.Response:

@@ -15,8 +15,8 @@ import msgspec
 from aiohttp import web
 
 from billing_oss.core.errors import CatalogError
-from billing_oss.server.billing.tax import TaxRate
 from billing_oss.server.catalog.billing import Jurisdiction, TaxClass, TaxRateDef, check_tax_rate
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.catalog_schema import invalid
 from billing_oss.server.http.keys import POOL

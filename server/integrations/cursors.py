@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from billing_oss.server.integrations import repo
 from billing_oss.server.integrations.repo import StoredEvent
 from billing_oss.server.store.pool import Connection
 
@@ -27,43 +28,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "outbox_events"
 Handler = Callable[[Connection, list[StoredEvent]], Awaitable[None]]
-
-
-async def streams_behind(conn: Connection, consumer: str, limit: int) -> list[str]:
-    """Streams whose head is past ``consumer``'s cursor (a full scan: at start and rarely)."""
-    rows = await conn.fetch(
-        "SELECT h.stream FROM outbox_heads h LEFT JOIN outbox_cursors c"
-        " ON c.consumer = $1 AND c.stream = h.stream"
-        " WHERE h.seq > coalesce(c.seq, 0) LIMIT $2", consumer, limit)
-    return [r["stream"] for r in rows]
-
-
-async def read(conn: Connection, consumer: str, streams: list[str], limit: int,
-               total: int) -> list[StoredEvent]:
-    """Events of ``streams`` past ``consumer``'s cursors, each stream's in seq order: at most
-    ``limit`` a stream and ``total`` in all."""
-    rows = await conn.fetch(
-        "SELECT e.stream, e.seq, e.event_id, e.type, e.version, e.account_id,"
-        " e.payload::text AS payload, e.occurred_at"
-        " FROM unnest($2::text[]) AS s(stream)"
-        " LEFT JOIN outbox_cursors c ON c.consumer = $1 AND c.stream = s.stream"
-        " JOIN LATERAL (SELECT * FROM outbox_events o WHERE o.stream = s.stream"
-        "   AND o.seq > coalesce(c.seq, 0) ORDER BY o.seq LIMIT $3) e ON true"
-        " ORDER BY e.stream, e.seq LIMIT $4", consumer, streams, limit, total)
-    return [StoredEvent(**dict(r)) for r in rows]
-
-
-async def advance(conn: Connection, consumer: str, events: list[StoredEvent]) -> None:
-    """Move ``consumer``'s cursors past ``events`` (never back)."""
-    last: dict[str, int] = {}
-    for e in events:
-        last[e.stream] = max(e.seq, last.get(e.stream, 0))
-    streams = sorted(last)
-    await conn.execute(
-        "INSERT INTO outbox_cursors AS c (consumer, stream, seq)"
-        " SELECT $1, s, q FROM unnest($2::text[], $3::bigint[]) AS u(s, q)"
-        " ON CONFLICT (consumer, stream) DO UPDATE SET seq = greatest(c.seq, excluded.seq)",
-        consumer, streams, [last[s] for s in streams])
 
 
 class OutboxFollower:
@@ -113,7 +77,7 @@ class OutboxFollower:
                         self._rescan = False
                         next_scan = loop.time() + self.rescan_s
                         async with self.pool.acquire() as conn:
-                            self._dirty.update(await streams_behind(conn, self.consumer,
+                            self._dirty.update(await repo.streams_behind(conn, self.consumer,
                                                                     self.batch))
                     if self._dirty:
                         await self._drain()
@@ -133,11 +97,11 @@ class OutboxFollower:
         self._dirty.difference_update(streams)
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                events = await read(conn, self.consumer, streams, self.per_stream, self.batch)
+                events = await repo.read(conn, self.consumer, streams, self.per_stream, self.batch)
                 if not events:
                     return
                 await self.handle(conn, events)
-                await advance(conn, self.consumer, events)
+                await repo.advance(conn, self.consumer, events)
         except BaseException:
             self._dirty.update(streams)
             raise

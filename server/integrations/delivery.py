@@ -114,13 +114,12 @@ class WebhookDeliverer:
         while not stop.is_set():
             try:
                 async with self.pool.acquire() as lock_conn:
-                    if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                    if await webhook_repo.try_lead(lock_conn, LEADER_LOCK):
                         try:
                             await self._lead(stop, lock_conn)
                         finally:
                             with contextlib.suppress(Exception):
-                                await lock_conn.execute("SELECT pg_advisory_unlock($1)",
-                                                        LEADER_LOCK)
+                                await webhook_repo.stop_leading(lock_conn, LEADER_LOCK)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("webhook delivery lost the database; retrying",
                             extra={"fields": {"error": str(exc)}})

@@ -70,3 +70,42 @@ async def append_many(conn: Connection,
         " $4::text[], $5::int[], $6::text[], $7::text[]) AS u(s, q, e, t, v, a, p)",
         list(columns[0]), seqs, list(columns[1]), list(columns[2]), list(columns[3]),
         list(columns[4]), [p.decode() for p in columns[5]])
+
+
+# A consumer's cursors (``server.integrations.cursors``).
+
+async def streams_behind(conn: Connection, consumer: str, limit: int) -> list[str]:
+    """Streams whose head is past ``consumer``'s cursor (a full scan: at start and rarely)."""
+    rows = await conn.fetch(
+        "SELECT h.stream FROM outbox_heads h LEFT JOIN outbox_cursors c"
+        " ON c.consumer = $1 AND c.stream = h.stream"
+        " WHERE h.seq > coalesce(c.seq, 0) LIMIT $2", consumer, limit)
+    return [r["stream"] for r in rows]
+
+
+async def read(conn: Connection, consumer: str, streams: list[str], limit: int,
+               total: int) -> list[StoredEvent]:
+    """Events of ``streams`` past ``consumer``'s cursors, each stream's in seq order: at most
+    ``limit`` a stream and ``total`` in all."""
+    rows = await conn.fetch(
+        "SELECT e.stream, e.seq, e.event_id, e.type, e.version, e.account_id,"
+        " e.payload::text AS payload, e.occurred_at"
+        " FROM unnest($2::text[]) AS s(stream)"
+        " LEFT JOIN outbox_cursors c ON c.consumer = $1 AND c.stream = s.stream"
+        " JOIN LATERAL (SELECT * FROM outbox_events o WHERE o.stream = s.stream"
+        "   AND o.seq > coalesce(c.seq, 0) ORDER BY o.seq LIMIT $3) e ON true"
+        " ORDER BY e.stream, e.seq LIMIT $4", consumer, streams, limit, total)
+    return [StoredEvent(**dict(r)) for r in rows]
+
+
+async def advance(conn: Connection, consumer: str, events: list[StoredEvent]) -> None:
+    """Move ``consumer``'s cursors past ``events`` (never back)."""
+    last: dict[str, int] = {}
+    for e in events:
+        last[e.stream] = max(e.seq, last.get(e.stream, 0))
+    streams = sorted(last)
+    await conn.execute(
+        "INSERT INTO outbox_cursors AS c (consumer, stream, seq)"
+        " SELECT $1, s, q FROM unnest($2::text[], $3::bigint[]) AS u(s, q)"
+        " ON CONFLICT (consumer, stream) DO UPDATE SET seq = greatest(c.seq, excluded.seq)",
+        consumer, streams, [last[s] for s in streams])

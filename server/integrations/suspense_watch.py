@@ -17,6 +17,7 @@ import asyncpg
 
 from billing_oss.server.integrations import outbox
 from billing_oss.server.integrations.events import SuspenseThresholdCrossed
+from billing_oss.server.store import suspense_repo
 
 log = logging.getLogger(__name__)
 
@@ -24,23 +25,13 @@ log = logging.getLogger(__name__)
 async def check(pool: asyncpg.Pool, threshold: int) -> list[str]:
     """One check; the sources that crossed now."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("LOCK TABLE suspense_thresholds IN SHARE ROW EXCLUSIVE MODE")
-        rows = await conn.fetch(
-            "SELECT source, c.n, coalesce(t.over, false) AS was_over"
-            " FROM (SELECT source, count(*) AS n FROM suspense WHERE state = 'open'"
-            "       GROUP BY source) c"
-            " FULL JOIN suspense_thresholds t USING (source)"
-            " WHERE c.n > $1 OR t.over", threshold)
+        rows = await suspense_repo.open_against_threshold(conn, threshold)
         crossed = []
         for r in rows:
             n, over = r["n"] or 0, (r["n"] or 0) > threshold
             if over == r["was_over"]:
                 continue
-            await conn.execute(
-                "INSERT INTO suspense_thresholds (source, over, open_records, threshold)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (source) DO UPDATE SET over = $2,"
-                " open_records = $3, threshold = $4, changed_at = now()",
-                r["source"], over, n, threshold)
+            await suspense_repo.mark_threshold(conn, r["source"], over, n, threshold)
             if over:
                 crossed.append(r["source"])
                 await outbox.emit(conn, SuspenseThresholdCrossed(

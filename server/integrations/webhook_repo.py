@@ -320,3 +320,19 @@ async def replay(conn: Connection, endpoint_id: int, *, event_id: str | None,
     if count:
         await notify(conn)
     return count
+
+
+async def try_lead(conn: Connection, lock: int) -> bool:
+    """The session lock one process delivers under; False when another holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock))
+
+
+async def stop_leading(conn: Connection, lock: int) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", lock)
+
+
+async def from_now(conn: Connection, seconds: float) -> dt.datetime:
+    """The database's now plus ``seconds`` (the clock the expiries compare with)."""
+    until: dt.datetime = await conn.fetchval("SELECT now() + make_interval(secs => $1)",
+                                             seconds)
+    return until

@@ -84,8 +84,7 @@ async def rotate(pool: asyncpg.Pool, settings: WebhooksConfig, endpoint_id: int,
     secret = new_secret()
     async with pool.acquire() as conn, conn.transaction():
         await webhook_repo.rotate(conn, endpoint_id, secret, grace)
-        until: dt.datetime = await conn.fetchval(
-            "SELECT now() + make_interval(secs => $1)", grace)
+        until = await webhook_repo.from_now(conn, grace)
     return Rotated(endpoint_id=endpoint_id, secret=secret, previous_expires_at=until)
 
 

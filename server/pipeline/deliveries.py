@@ -17,9 +17,9 @@ import asyncpg
 import msgspec
 
 from billing_oss.core.contract import Counts, Delivery, Outcome, RecordResult
+from billing_oss.core.metrics import PIPELINE_BATCH_SECONDS
 from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Charge, Failure, Item, Rater
-from billing_oss.server.metrics import PIPELINE_BATCH_SECONDS
 from billing_oss.server.pipeline import writer
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache

@@ -26,15 +26,15 @@ import asyncpg
 
 from billing_oss.core.contract import Counts, FileOutcome
 from billing_oss.core.errors import DecodeError, FileBusy, Reason
-from billing_oss.core.money import format_outcome
-from billing_oss.core.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
-from billing_oss.server.integrations import outbox
-from billing_oss.server.integrations.events import UsageFileIngested
-from billing_oss.server.metrics import (
+from billing_oss.core.metrics import (
     PIPELINE_BATCH_SECONDS,
     PIPELINE_QUEUE_DEPTH,
     PIPELINE_WRITE_RETRIES,
 )
+from billing_oss.core.money import format_outcome
+from billing_oss.core.ports import Decoder, Failure, FileHeader, Item, Rater, SequencedDecoder
+from billing_oss.server.integrations import outbox
+from billing_oss.server.integrations.events import UsageFileIngested
 from billing_oss.server.pipeline import writer
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache
@@ -50,7 +50,7 @@ from billing_oss.server.store import usage_repo
 from billing_oss.server.store.pool import Connection
 
 # Called after each committed batch with the number of items committed so far.
-Progress = Callable[[int, int | None], None]  # (items committed, items in the file)
+FileProgress = Callable[[int, int | None], None]  # (items committed, items in the file)
 log = logging.getLogger(__name__)
 RAW_EXCERPT = 65536  # bytes of an undecodable remainder kept in suspense for diagnosis
 
@@ -112,7 +112,8 @@ async def file_sha256(path: Path) -> tuple[str, int]:
 async def ingest_file(
     pool: asyncpg.Pool, raters: RaterCache, decoder: Decoder, settings: FileSettings,
     path: Path, *, source: str, fmt: str, name: str, sequence_no: int | None = None,
-    progress: Progress | None = None, fault: Callable[[Connection], Awaitable[None]] | None = None,
+    progress: FileProgress | None = None,
+    fault: Callable[[Connection], Awaitable[None]] | None = None,
 ) -> FileOutcome:
     """Push one file through the pipeline; return its reconciliation."""
     sha, size = await file_sha256(path)
@@ -174,7 +175,7 @@ def _fewer_collections() -> Iterator[None]:
 class _FileRun:
     def __init__(self, pool: asyncpg.Pool, raters: RaterCache, decoder: Decoder,
                  settings: FileSettings, path: Path, source: str, name: str, state: _State,
-                 progress: Progress | None,
+                 progress: FileProgress | None,
                  fault: Callable[[Connection], Awaitable[None]] | None) -> None:
         self.pool, self.raters, self.decoder, self.settings = pool, raters, decoder, settings
         self.path, self.source, self.name, self.state = path, source, name, state

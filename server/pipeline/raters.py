@@ -20,9 +20,9 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
+from billing_oss.core.metrics import RATING_COMPILES
 from billing_oss.core.ports import Rater
 from billing_oss.server.catalog import Account, Plan, catalog_from_definitions
-from billing_oss.server.metrics import RATING_COMPILES
 from billing_oss.server.rating import Accounts, NativeRater
 from billing_oss.server.store import rating_repo
 from billing_oss.server.store.pool import Connection

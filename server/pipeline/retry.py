@@ -9,30 +9,16 @@ did not come back, the stored position tells (the caller's ``already_done`` chec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import asyncpg
-
-from billing_oss.server.metrics import PIPELINE_WRITE_RETRIES
+from billing_oss.core.db_failures import TRANSIENT, discard
+from billing_oss.core.metrics import PIPELINE_WRITE_RETRIES
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, terminated backend
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    # a connection whose protocol state a dropped socket left confused ("cannot switch to
-    # state ..."): it is discarded like a lost one, and the work runs again on a fresh one
-    asyncpg.exceptions.InternalClientError,
-)
 MAX_BACKOFF_S = 5.0  # the pause between attempts doubles up to this
 RETRY_MESSAGE = "database write failed; retrying"
 
@@ -56,12 +42,4 @@ async def with_retries(
     raise AssertionError("unreachable")
 
 
-async def discard(pool: asyncpg.Pool, conn: Any) -> None:
-    """Close a connection whose state is unknown (its transaction, if any, rolls back) and
-    hand it back to the pool, which opens a fresh one in its place. Whatever the connection
-    already went through (terminated by the server, released, half-closed), this neither
-    raises nor leaves it checked out."""
-    with contextlib.suppress(asyncpg.InterfaceError, asyncpg.InternalClientError):
-        conn.terminate()
-    with contextlib.suppress(asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
-        await pool.release(conn)
+__all__ = ["MAX_BACKOFF_S", "RETRY_MESSAGE", "TRANSIENT", "discard", "with_retries"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from billing_oss.core.metrics import SUSPENSE_RECORDS, SUSPENSE_RESOLVED
 from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Charge, Failure
 from billing_oss.core.records import UsageRecord
-from billing_oss.server.metrics import SUSPENSE_RECORDS, SUSPENSE_RESOLVED
 from billing_oss.server.pipeline import writer
 from billing_oss.server.pipeline.batch import Entry
 from billing_oss.server.pipeline.raters import RaterCache

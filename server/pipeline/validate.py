@@ -8,14 +8,14 @@ non-negative 64-bit counters, decimal strings for amounts.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 import msgspec
 
 from billing_oss.core.errors import Reason
 from billing_oss.core.ports import Failure
-from billing_oss.core.records import UsageRecord
+from billing_oss.core.records import UsageRecord, parse_event_time
 
 _encode = msgspec.json.encode
 
@@ -27,18 +27,7 @@ MAX_KEY_LENGTH = 256
 # "34.5600000000002", a meter difference of JSON floats, is).
 MAX_DIGITS = 15  # integer digits: |value| < 1e15
 MAX_SCALE = 1000  # digits after the point, as written
-MIN_YEAR, MAX_YEAR = 1990, 2199
 _INT64_MAX = 2**63 - 1
-
-
-def parse_event_time(text: str) -> datetime:
-    """RFC 3339 with an explicit offset → aware UTC datetime; ValueError otherwise."""
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        raise ValueError("no UTC offset")
-    if not MIN_YEAR <= when.year <= MAX_YEAR:
-        raise ValueError(f"year {when.year} outside {MIN_YEAR}..{MAX_YEAR}")
-    return when.astimezone(UTC)
 
 
 def validate(record: UsageRecord) -> tuple[datetime | None, Failure | None]:

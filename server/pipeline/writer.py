@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import Reason
+from billing_oss.core.metrics import PIPELINE_RECORDS, SUSPENSE_RECORDS
 from billing_oss.core.ports import Charge, Failure, Rater
-from billing_oss.server.metrics import PIPELINE_RECORDS, SUSPENSE_RECORDS
 from billing_oss.server.pipeline import partials
 from billing_oss.server.pipeline.batch import Entry, WriteBatch
 

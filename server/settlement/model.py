@@ -43,6 +43,13 @@ class PartnerIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     utc_offset: Annotated[str, msgspec.Meta(pattern=r"^[+-][0-9]{4}$")] = "+0000"
     file_kind: FileKind = "chargeable"
     sftp: SftpEndpoint | None = None
+    # Our subscribers' roaming usage in this partner's network is billed at the partner's
+    # charge plus this margin (``server.settlement.roaming``).
+    retail_markup_percent: Annotated[str, msgspec.Meta(
+        pattern=r"^[0-9]{1,4}(\.[0-9]{1,4})?$")] = "0"
+    # An inbound call event that started longer than this before the partner's file was
+    # created is returned severe (the roaming agreement's time limit).
+    max_event_age_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
 
     def __post_init__(self) -> None:
         for i, prefix in enumerate(self.imsi_prefixes):
@@ -64,6 +71,8 @@ class Partner(msgspec.Struct, frozen=True, kw_only=True):
     utc_offset: str
     file_kind: FileKind
     sftp: SftpEndpoint | None
+    retail_markup_percent: str
+    max_event_age_days: int
     created_at: dt.datetime
     updated_at: dt.datetime
 

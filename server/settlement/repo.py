@@ -28,7 +28,8 @@ _FILE_COLUMNS = (
     "octet_length(content) AS size")
 _PARTNER_COLUMNS = (
     "tadig, our_tadig, name, tap_currency, local_currency, tap_decimal_places, rate_source, "
-    "wholesale_tariff, imsi_prefixes, utc_offset, file_kind, sftp::text AS sftp, created_at, "
+    "wholesale_tariff, imsi_prefixes, utc_offset, file_kind, sftp::text AS sftp, "
+    "retail_markup_percent::text AS retail_markup_percent, max_event_age_days, created_at, "
     "updated_at")
 
 Db: TypeAlias = "Connection | asyncpg.Pool[Any]"
@@ -39,6 +40,8 @@ def _partner(row: asyncpg.Record) -> Partner:
     data["local_currency"] = data["local_currency"].strip()
     sftp = json.loads(data["sftp"])
     data["sftp"] = sftp or None
+    data["retail_markup_percent"] = format(Decimal(data["retail_markup_percent"]).normalize(),
+                                           "f")
     return msgspec.convert(data, Partner)
 
 
@@ -57,14 +60,17 @@ async def upsert_partner(conn: Connection, p: PartnerIn) -> tuple[Partner | None
     row = await conn.fetchrow(
         "INSERT INTO partners (tadig, our_tadig, name, tap_currency, local_currency, "
         " tap_decimal_places, rate_source, wholesale_tariff, imsi_prefixes, utc_offset, "
-        " file_kind, sftp) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb) "
+        " file_kind, sftp, retail_markup_percent, max_event_age_days) VALUES ($1, $2, $3, $4, "
+        " $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::numeric, $14) "
         "ON CONFLICT (tadig) DO UPDATE SET our_tadig = $2, name = $3, tap_currency = $4, "
         " local_currency = $5, tap_decimal_places = $6, rate_source = $7, "
         " wholesale_tariff = $8, imsi_prefixes = $9, utc_offset = $10, file_kind = $11, "
-        " sftp = $12::jsonb, updated_at = now() "
+        " sftp = $12::jsonb, retail_markup_percent = $13::numeric, "
+        " max_event_age_days = $14, updated_at = now() "
         f"RETURNING {_PARTNER_COLUMNS}",
         p.tadig, p.our_tadig, p.name, p.tap_currency, p.local_currency, p.tap_decimal_places,
-        p.rate_source, p.wholesale_tariff, p.imsi_prefixes, p.utc_offset, p.file_kind, sftp)
+        p.rate_source, p.wholesale_tariff, p.imsi_prefixes, p.utc_offset, p.file_kind, sftp,
+        p.retail_markup_percent, p.max_event_age_days)
     assert row is not None
     return before, _partner(row)
 
@@ -88,6 +94,17 @@ async def partner_for_imsi(db: Db, imsi: str) -> Partner | None:
         f"SELECT {_PARTNER_COLUMNS} FROM partners p WHERE EXISTS (SELECT 1 FROM "
         "unnest(p.imsi_prefixes) AS x WHERE starts_with($1, x)) ORDER BY tadig LIMIT 1", imsi)
     return _partner(row) if row is not None else None
+
+
+async def subscriber_accounts(db: Db, identifiers: Sequence[str]
+                              ) -> dict[str, tuple[str, str]]:
+    """identifier -> (account id, account currency), for those of ``identifiers`` that are
+    our accounts' identifiers."""
+    rows = await db.fetch(
+        "SELECT i.identifier, a.account_id, a.currency FROM account_identifiers i "
+        "JOIN accounts a ON a.account_id = i.account_id WHERE i.identifier = ANY($1::text[])",
+        list(identifiers))
+    return {r[0]: (r[1], str(r[2]).strip()) for r in rows}
 
 
 async def tariff_versions(db: Db, tariff_id: str) -> tuple[str, list[dict[str, Any]]] | None:

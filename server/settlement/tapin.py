@@ -31,12 +31,22 @@ from billing_oss.core.errors import DecodeError, NotFound
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.integrations.events import SettlementSequenceGap
 from billing_oss.server.integrations.outbox import emit
-from billing_oss.server.settlement import outbound, repo, wholesale
+from billing_oss.server.settlement import outbound, repo, roaming, wholesale
 from billing_oss.server.settlement.model import Partner, SettlementFile
 from billing_oss.server.store.pool import Connection
 
 FSN_REUSED, RECIPIENT_WRONG, AUDIT_MISMATCH, SYNTAX = 201, 31, 100, 10
-PART_TAGS = {"batchControlInfo": 4, "auditControlInfo": 15}
+# TD.57 codes are per context (the same number means other things in other parts). Cited
+# from a TD.57 validator (github.com/Olernov/TAP3.Loader, TAPValidator.h, CallValidator.h):
+# AccountingInfo "LocalCurrency missing" 32; a call event older than the roaming agreement
+# allows 261.
+LOCAL_CURRENCY_MISSING, EVENT_TOO_OLD = 32, 261
+# NOT confirmed against TD.57 (the table is not at hand): a TapCurrency other than the
+# agreed one (AccountingInfo), a call event starting after the file's creation or transfer
+# cut-off, and a mandatory item missing in a call event. The values follow the code
+# families the cited validator uses (10 syntax, 20 range, 30s "missing", 100+ logical).
+TAP_CURRENCY_NOT_AGREED, EVENT_AFTER_CUTOFF, ITEM_MISSING = 100, 100, 30
+PART_TAGS = {"batchControlInfo": 4, "accountingInfo": 5, "auditControlInfo": 15}
 
 
 class TapReceived(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,6 +56,8 @@ class TapReceived(msgspec.Struct, frozen=True, kw_only=True):
     severe: int = 0
     fatal: list[str] = []           # the reasons a whole file was rejected
     rap: str | None = None          # name of the RAP file that answers it
+    billed: int = 0                 # events charged to our subscribers as roaming usage
+    unbilled: int = 0               # events whose subscriber is unknown: in suspense
 
 
 def looks_like_tap(data: bytes) -> bool:
@@ -96,6 +108,8 @@ async def receive_tap(conn: Connection, actor: str, name: str, data: bytes,
                       f"Recipient {f.recipient!r} is not us ({partner.our_tadig})"))
     if broken is not None:
         fatal.append(("transferBatch", SYNTAX, broken.message))
+    if f.walker.kind == "TransferBatch":
+        fatal += _currency_errors(f, partner)
     count = len(records) + len(problems)
     total = sum(_raw(r.charge, places) for r in records) + _problem_charges(problems)
     declared_count = f.walker.audit.get("CallEventDetailsCount")
@@ -126,22 +140,34 @@ async def receive_tap(conn: Connection, actor: str, name: str, data: bytes,
         await outbound._record(conn, actor, "settlement.tap.rejected", saved,
                                {"reasons": [r for _p, _c, r in fatal], "rap": rap.name})
         return TapReceived(file=saved, fatal=[r for _p, _c, r in fatal], rap=rap.name)
+    returned = _event_errors(f, partner, data, records)
+    records = [r for r in records if r.record_key not in returned]
     rows: list[repo.NewEvent] = [
         (i, f"tap:{partner.tadig}", r.record_key, None, None, _utc(r.event_time),
          r.imsi or "", msgspec.json.encode(r).decode(),
          _raw(r.charge, places) * 10 ** (6 - places) if places <= 6 else 0,
          _raw(r.charge, places)) for i, r in enumerate(records)]
     await repo.insert_events(conn, partner.tadig, "in", saved.file_id, rows, "received")
+    billed = await roaming.bill_subscribers(conn, partner, name, f.currency, records)
     rap_name = None
-    if problems:
+    if problems or returned:
         specs = [rapfmt.ReturnSpec(kind="severe", fsn=f"{fsn:05d}", error_codes=(SYNTAX,),
                                    event_ber=p.raw, charge=_event_charge(p.raw))
                  for p in problems]
+        specs += [rapfmt.ReturnSpec(kind="severe", fsn=f"{fsn:05d}", error_codes=(code,),
+                                    event_ber=ber, charge=charge)
+                  for code, _reason, ber, charge in returned.values()]
+        await repo.set_file_state(conn, saved.file_id, saved.state, detail={
+            "severe": [p.detail for p in problems]
+            + [f"{key}: {reason}" for key, (_c, reason, _b, _ch) in returned.items()]})
         rap_name = (await _answer(conn, partner, kind, saved, specs, places, f.currency,
                                   now)).name
     await outbound._record(conn, actor, "settlement.tap.received", saved,
-                           {"accepted": len(records), "severe": len(problems)})
-    return TapReceived(file=saved, accepted=len(records), severe=len(problems), rap=rap_name)
+                           {"accepted": len(records), "severe": len(problems) + len(returned),
+                            "billed": billed.charged, "suspense": billed.suspense})
+    return TapReceived(file=saved, accepted=len(records), severe=len(problems) + len(returned),
+                       rap=rap_name,
+                       billed=billed.charged, unbilled=billed.suspense)
 
 
 async def _sequence_alarm(conn: Connection, partner: Partner, kind: str, fsn: int) -> None:
@@ -155,6 +181,104 @@ async def _sequence_alarm(conn: Connection, partner: Partner, kind: str, fsn: in
                    stream=f"partner:{partner.tadig}")
     if fsn == expected or fsn > last:
         await repo.set_last_fsn(conn, partner.tadig, "in", f"tap-{kind}", fsn)
+
+
+def _currency_errors(f: Tap3File, partner: Partner) -> list[tuple[str, int, str]]:
+    """AccountingInfo against the roaming agreement (fatal: every charge is in it)."""
+    errors = []
+    if not f.walker.accounting.get("LocalCurrency"):
+        errors.append(("accountingInfo", LOCAL_CURRENCY_MISSING,
+                       "AccountingInfo.LocalCurrency is missing"))
+    if f.currency != partner.tap_currency:  # an absent TapCurrency is SDR (TD.57)
+        errors.append(("accountingInfo", TAP_CURRENCY_NOT_AGREED,
+                       f"TapCurrency {f.currency} is not the agreed {partner.tap_currency}"))
+    return errors
+
+
+def _event_errors(f: Tap3File, partner: Partner, data: bytes, records: list[UsageRecord]
+                  ) -> dict[str, tuple[int, str, bytes, int]]:
+    """Severe errors of decoded call events: record key -> (error code, reason, the event's
+    BER, its TAP charge). Dates against the file's creation and transfer cut-off, and the
+    items TD.57 makes mandatory for the event type that the decoder leaves empty."""
+    bci = f.walker.batch_control
+    created = _stamp(bci.get("FileCreationTimeStamp"))
+    stamps = [t for t in (created, _stamp(bci.get("TransferCutOffTimeStamp"))) if t]
+    latest = min(stamps) if stamps else None
+    earliest = created - dt.timedelta(days=partner.max_event_age_days) if created else None
+    out: dict[str, tuple[int, str, bytes, int]] = {}
+    for r in records:
+        ber = _ber_at(data, int((r.attrs or {}).get("offset", -1)))
+        start = _utc(r.event_time)
+        found: tuple[int, str] | None = _missing(r, ber)
+        if found is None and latest is not None and start > latest:
+            found = (EVENT_AFTER_CUTOFF, f"CallEventStartTimeStamp {r.event_time} is after the "
+                     f"file's creation/transfer cut-off {latest.isoformat()}")
+        if found is None and earliest is not None and start < earliest:
+            found = (EVENT_TOO_OLD, f"CallEventStartTimeStamp {r.event_time} is more than "
+                     f"{partner.max_event_age_days} days before the file's creation")
+        if found is not None:
+            out[r.record_key] = (*found, ber, _raw(r.charge, f.decimal_places))
+    return out
+
+
+def _missing(r: UsageRecord, ber: bytes) -> tuple[int, str] | None:
+    attrs = r.attrs or {}
+    event = attrs.get("event_type", r.kind)
+    if not r.imsi:
+        return ITEM_MISSING, f"{event}: ChargeableSubscriber (IMSI) is missing"
+    if r.kind == "voice" and r.duration_s is None:
+        return ITEM_MISSING, f"{event}: TotalCallEventDuration is missing"
+    if r.kind in ("voice", "sms") and not ("teleservice" in attrs or "bearer_service" in attrs):
+        return ITEM_MISSING, f"{event}: BasicService is missing"
+    if r.kind == "data" and r.volume_up is None and r.volume_down is None:
+        return ITEM_MISSING, f"{event}: DataVolumeIncoming/Outgoing are missing"
+    if r.kind == "data" and "charging_id" not in attrs:
+        return ITEM_MISSING, f"{event}: ChargingId is missing"
+    # The decoder reads an absent ChargeInformation as a zero charge: only zero-charge events
+    # are decoded again to tell the two apart.
+    if not _raw(r.charge, 6) and not _has_charge_information(ber):
+        return ITEM_MISSING, f"{event}: ChargeInformation is missing"
+    return None
+
+
+def _has_charge_information(ber: bytes) -> bool:
+    try:
+        value, _ = decoder.decode(ber, asn1Spec=CallEventDetail())
+    except (PyAsn1Error, ValueError, TypeError):
+        return False
+    return "chargeInformation" in value.prettyPrint()
+
+
+def _ber_at(data: bytes, offset: int) -> bytes:
+    """The whole BER element (tag, length, content) that starts at ``offset``."""
+    if not 0 <= offset < len(data):
+        return b""
+    i = offset + 1
+    if data[offset] & 0x1F == 0x1F:
+        while i < len(data) and data[i] & 0x80:
+            i += 1
+        i += 1
+    first = data[i]
+    i += 1
+    if first & 0x80:
+        n = first & 0x7F
+        length = int.from_bytes(data[i:i + n], "big")
+        i += n
+    else:
+        length = first
+    return data[offset:i + length]
+
+
+def _stamp(value: object) -> dt.datetime | None:
+    """A TAP DateTimeLong (LocalTimeStamp + UtcTimeOffset) in UTC; None if unreadable."""
+    if not isinstance(value, dict):
+        return None
+    local, offset = str(value.get("LocalTimeStamp", "")), str(value.get("UtcTimeOffset", ""))
+    try:
+        moment = dt.datetime.strptime(local + offset, "%Y%m%d%H%M%S%z")
+    except ValueError:
+        return None
+    return moment.astimezone(dt.UTC)
 
 
 def _raw(charge: str | None, places: int) -> int:

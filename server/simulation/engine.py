@@ -1,6 +1,6 @@
 """A simulation run: one snapshot, two catalogs, every account cycle priced twice.
 
-1. ``snapshot.read`` in one read-only REPEATABLE READ transaction; the baseline is the
+1. ``snapshot_repo.read`` in one read-only REPEATABLE READ transaction; the baseline is the
    catalog in force, the candidate that catalog with the candidate file laid over it.
 2. The usage of the simulated cycles is streamed by binary COPY and rated under both
    catalogs batch by batch (``usage``), summed per account, cycle, currency, zone and kind.
@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from billing_oss.core.errors import InvalidRequest
-from billing_oss.server.billing import drafting, inputs
+from billing_oss.server.billing import drafting, inputs_repo
 from billing_oss.server.billing.model import (
     Account,
     Adjustment,
@@ -41,13 +41,13 @@ from billing_oss.server.billing.model import (
 from billing_oss.server.billing.periods import Cycle, cycle, parse_period
 from billing_oss.server.rating import NativeRater
 from billing_oss.server.simulation import candidate as candidates
-from billing_oss.server.simulation import snapshot, usage
+from billing_oss.server.simulation import snapshot_repo, usage
 from billing_oss.server.simulation.candidate import Scenario
 from billing_oss.server.store.pool import Connection
 
 BATCH = 1 << 20  # records per rated batch: bounds memory whatever the period's size
 PRICE_BATCH = 500  # accounts per priced batch
-Progress = Callable[[int], None]  # records read so far
+ReadProgress = Callable[[int], None]  # records read so far
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,7 +76,7 @@ class Priced(msgspec.Struct):
 class Outcome(msgspec.Struct):
     request: Request
     periods: list[str]
-    snap: snapshot.Snapshot
+    snap: snapshot_repo.Snapshot
     accounts: list[Account]
     baseline: Priced
     candidate: Priced
@@ -108,17 +108,17 @@ def periods_between(first: str, last: str) -> list[str]:
 
 
 async def simulate(conn: Connection, request: Request, settings: Settings,
-                   progress: Progress | None = None) -> Outcome:
+                   progress: ReadProgress | None = None) -> Outcome:
     started = time.perf_counter()
     periods = periods_between(request.period_from, request.period_to)
-    await snapshot.begin(conn)
+    await snapshot_repo.begin(conn)
     try:
-        snap = await snapshot.read(conn, periods)
+        snap = await snapshot_repo.read(conn, periods)
         base = candidates.baseline(snap)
         cand = candidates.overlay(snap, request.candidate)
         accounts = _selected(snap.accounts, snap.closed, request)
         run = _Run(accounts, periods, base, cand)
-        query = usage.copy_query(_rfc3339(run.window[0]), _rfc3339(run.window[1]),
+        query = snapshot_repo.copy_query(_rfc3339(run.window[0]), _rfc3339(run.window[1]),
                                  None if len(accounts) == len(snap.accounts)
                                  else [a.account_id for a in accounts])
         stream = usage.RowStream(BATCH)
@@ -267,7 +267,7 @@ class _Priced(msgspec.Struct):
     tax_rates: Any
 
 
-def _price(run: _Run, scenario: Scenario, totals: usage.Totals, snap: snapshot.Snapshot,
+def _price(run: _Run, scenario: Scenario, totals: usage.Totals, snap: snapshot_repo.Snapshot,
            settings: Settings, same_as: _Priced | None = None) -> _Priced:
     """Every account cycle priced as a bill run would: ``drafting.compute_all`` on inputs
     built from the rated sums instead of the stored charges. An account cycle whose inputs
@@ -305,7 +305,7 @@ def _price(run: _Run, scenario: Scenario, totals: usage.Totals, snap: snapshot.S
         # bill run's size keep that linear in the number of accounts.
         for first in range(0, len(todo), PRICE_BATCH):
             chunk = todo[first:first + PRICE_BATCH]
-            batch = inputs.BatchInputs(
+            batch = inputs_repo.BatchInputs(
                 accounts={run.accounts[i].account_id: run.accounts[i] for i in chunk},
                 cycles={run.accounts[i].account_id: run.cycles[i][p] for i in chunk},
                 usage={(run.accounts[i].account_id, cur): groups[i, p, cur]
@@ -351,7 +351,7 @@ def _subscriptions(scenario: Scenario,
     return dict(out)
 
 
-def _adjustments(run: _Run, snap: snapshot.Snapshot) -> list[dict[str, list[Adjustment]]]:
+def _adjustments(run: _Run, snap: snapshot_repo.Snapshot) -> list[dict[str, list[Adjustment]]]:
     """Per simulated cycle: the adjustments its invoice billed, or, for a cycle not yet
     invoiced, those not billed yet and booked before its end (on the first such cycle)."""
     out: list[dict[str, list[Adjustment]]] = [defaultdict(list) for _ in run.periods]

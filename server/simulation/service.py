@@ -27,7 +27,7 @@ def encode(result: dict[str, Any]) -> bytes:
 
 
 async def run(pool: asyncpg.Pool, request: engine.Request, settings: Settings, actor: str,
-              progress: engine.Progress | None = None,
+              progress: engine.ReadProgress | None = None,
               ) -> tuple[int, engine.Outcome, dict[str, Any]]:
     """Simulate, store the result row; (its id, the outcome, the result)."""
     simulation_id = await repo.create(pool, actor, msgspec.to_builtins(request), "running")

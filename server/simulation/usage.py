@@ -20,11 +20,11 @@ import numpy.typing as npt
 from billing_oss.native import rating as kernel
 from billing_oss.server.rating import NativeRater
 from billing_oss.server.rating.native import STATUS_REASONS
+from billing_oss.server.simulation.snapshot_repo import PAD
 
 WIDTH = kernel.CALLED_WIDTH
 KINDS = ("voice", "sms", "data", "event")
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in µs since 1970: binary timestamptz's zero
-PAD = 1  # the byte PostgreSQL pads ``called`` with; a kernel reads NUL as "past the end"
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 MAX_CELLS = 40_000_000  # accounts × cycles × slots held in memory per catalog
 
@@ -34,43 +34,6 @@ ROW = np.dtype([
     ("called", "u1", (WIDTH,)), ("l5", ">i4"), ("quantity", ">i8"),
 ])
 _LENGTHS = {"nf": 6, "l0": 4, "l1": 8, "l2": 2, "l3": 8, "l4": WIDTH, "l5": 8}
-
-
-def copy_query(start_utc: str, end_utc: str, accounts: Sequence[str] | None) -> str:
-    """The query whose binary COPY gives the usage in [start, end) (UTC, RFC 3339), of
-    ``accounts`` or all, each row as ``ROW``; account numbers index the account ids in
-    ``accounts_query``'s order.
-    Usage is what ``server.rating.fields.usage_of`` reads; ``quantity`` is an event's
-    quantity in micro-units (a bill run's base quantity of events)."""
-    pad = "\\x" + f"{PAD:02x}" * WIDTH
-    return f"""SELECT a.n::int4,
-    u.event_time,
-    (CASE u.kind WHEN 'voice' THEN 0 WHEN 'sms' THEN 1 WHEN 'data' THEN 2 ELSE 3 END)::int2,
-    (CASE u.kind WHEN 'voice' THEN coalesce(u.duration_s, 0)
-        WHEN 'data' THEN coalesce(u.volume_up, 0) + coalesce(u.volume_down, 0)
-        ELSE 1 END)::int8,
-    substring(convert_to(coalesce(u.called, ''), 'UTF8') || '{pad}'::bytea from 1 for {WIDTH}),
-    (CASE WHEN u.kind = 'event' THEN round(coalesce(u.quantity, 1) * 1000000)
-        ELSE 0 END)::int8
-FROM usage_records u JOIN ({accounts_query(accounts)}) a USING (account_id)
-WHERE u.event_time >= {_literal(start_utc)}::timestamptz
-  AND u.event_time < {_literal(end_utc)}::timestamptz"""
-
-
-def accounts_query(accounts: Sequence[str] | None) -> str:
-    where = "" if accounts is None else (
-        f" WHERE account_id = ANY({_literal(_array(accounts))}::text[])")
-    return ("SELECT account_id, (row_number() OVER (ORDER BY account_id) - 1) AS n "
-            f"FROM accounts{where}")
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _array(items: Sequence[str]) -> str:
-    quoted = ('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items)
-    return "{" + ",".join(quoted) + "}"
 
 
 class CopyError(ValueError):

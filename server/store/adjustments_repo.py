@@ -18,7 +18,7 @@ import msgspec
 
 from billing_oss.core.errors import Conflict, InvalidRequest, NotFound
 from billing_oss.core.money import format_micros
-from billing_oss.server.billing.rounding import minor_digits, minor_step
+from billing_oss.core.rounding import minor_digits, minor_step
 from billing_oss.server.store import audit
 from billing_oss.server.store.filters import Where
 from billing_oss.server.store.pool import Connection

@@ -221,3 +221,23 @@ def _load(text: str | None) -> Any:
 
 def _rfc3339(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def chained_head(conn: Connection) -> asyncpg.Record | None:
+    """The last chained row's position (``seq``) and hash, if any row is chained."""
+    return await conn.fetchrow(
+        "SELECT pos AS seq, hash FROM audit_log WHERE pos IS NOT NULL ORDER BY pos DESC LIMIT 1")
+
+
+async def chained_row(conn: Connection, pos: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT hash FROM audit_log WHERE pos = $1", pos)
+
+
+async def last_pos(conn: Connection) -> int | None:
+    last: int | None = await conn.fetchval("SELECT max(pos) FROM audit_log")
+    return last
+
+
+async def row_count(conn: Connection) -> int:
+    rows: int = await conn.fetchval("SELECT count(*) FROM audit_log")
+    return rows

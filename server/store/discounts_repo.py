@@ -17,8 +17,8 @@ import asyncpg
 import msgspec
 
 from billing_oss.core.errors import CatalogError, Conflict, InvalidRequest, NotFound
-from billing_oss.server.billing.pricing import VolumeTier
 from billing_oss.server.catalog.billing import DiscountSpec
+from billing_oss.server.catalog.pricing import VolumeTier
 from billing_oss.server.store import audit
 from billing_oss.server.store.filters import Where
 from billing_oss.server.store.pool import Connection

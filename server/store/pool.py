@@ -29,3 +29,8 @@ async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
         raise StartupError(f"cannot connect to PostgreSQL at {redacted(dsn)}: {reason}") from None
     assert pool is not None
     return pool
+
+
+async def ping(pool: asyncpg.Pool, timeout_s: float) -> None:
+    """A round trip to the database; raises what reaching it raised."""
+    await pool.fetchval("SELECT 1", timeout=timeout_s)

@@ -13,8 +13,7 @@ import asyncpg
 import msgspec
 
 from billing_oss.core.errors import NotFound
-from billing_oss.server.billing.model import Product
-from billing_oss.server.billing.pricing import parse_components
+from billing_oss.server.catalog.pricing import Product, parse_components
 from billing_oss.server.store import audit
 from billing_oss.server.store.filters import Where
 from billing_oss.server.store.pool import Connection

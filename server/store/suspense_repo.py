@@ -242,3 +242,35 @@ async def counts_by_reason(conn: Connection) -> dict[str, int]:
     rows = await conn.fetch(
         "SELECT reason, count(*) FROM suspense WHERE state = 'open' GROUP BY reason")
     return {row[0]: row[1] for row in rows}
+
+
+async def open_against_threshold(conn: Connection, threshold: int) -> list[asyncpg.Record]:
+    """Per source: open suspense and whether it was marked over, for the sources over
+    ``threshold`` or marked; locks the marks until the transaction ends (one checker)."""
+    await conn.execute("LOCK TABLE suspense_thresholds IN SHARE ROW EXCLUSIVE MODE")
+    return list(await conn.fetch(
+        "SELECT source, c.n, coalesce(t.over, false) AS was_over"
+        " FROM (SELECT source, count(*) AS n FROM suspense WHERE state = 'open'"
+        "       GROUP BY source) c"
+        " FULL JOIN suspense_thresholds t USING (source)"
+        " WHERE c.n > $1 OR t.over", threshold))
+
+
+async def mark_threshold(conn: Connection, source: str, over: bool, open_records: int,
+                         threshold: int) -> None:
+    await conn.execute(
+        "INSERT INTO suspense_thresholds (source, over, open_records, threshold)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (source) DO UPDATE SET over = $2,"
+        " open_records = $3, threshold = $4, changed_at = now()",
+        source, over, open_records, threshold)
+
+
+async def open_retryable_ids(db: asyncpg.Pool | Connection, ids: list[int] | None,
+                             reason: str | None, limit: int) -> list[int]:
+    """The open records a retry would take (those holding a record), in order."""
+    rows = await db.fetch(
+        "SELECT suspense_id FROM suspense WHERE state = 'open' AND record IS NOT NULL "
+        "AND ($1::bigint[] IS NULL OR suspense_id = ANY($1)) "
+        "AND ($2::text IS NULL OR reason = $2) ORDER BY suspense_id LIMIT $3",
+        ids, reason, limit)
+    return [r["suspense_id"] for r in rows]

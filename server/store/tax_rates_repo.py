@@ -19,8 +19,8 @@ import asyncpg
 import msgspec
 
 from billing_oss.core.errors import CatalogError, Conflict
-from billing_oss.server.billing.tax import TaxRate
 from billing_oss.server.catalog.billing import describe, first_overlap, overlaps
+from billing_oss.server.catalog.tax import TaxRate
 from billing_oss.server.store import audit
 from billing_oss.server.store.filters import Where
 from billing_oss.server.store.pool import Connection

@@ -336,3 +336,13 @@ async def store_offset_results(
         "UPDATE source_offsets o SET result = u.r::jsonb FROM unnest($1::text[], $2::text[], "
         "$3::text[]) AS u(s, p, r) WHERE o.source = u.s AND o.position = u.p",
         sources, positions, [r.decode() for r in results])
+
+
+async def bind_idempotency_key(pool: asyncpg.Pool, source: str, key: str, digest: str) -> str:
+    """The body digest an HTTP ``Idempotency-Key`` is bound to: ``digest`` if the key is new."""
+    bound: str = await pool.fetchval(
+        "INSERT INTO http_idempotency_keys (source, idempotency_key, body_sha256)"
+        " VALUES ($1, $2, $3) ON CONFLICT (source, idempotency_key)"
+        " DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key RETURNING body_sha256",
+        source, key, digest)
+    return bound

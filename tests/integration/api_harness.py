@@ -17,11 +17,12 @@ from aiohttp import web
 
 from billing_oss.server import config, jobs, rerate
 from billing_oss.server.billing import bill_runs
-from billing_oss.server.http.app import create_app
-from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE
+from billing_oss.server.composition import simulation_jobs
+from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE, SIMULATION_WAKE
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
 from billing_oss.server.store import api_keys
+from billing_oss.server.web import create_app
 from tests.conftest import free_port
 from tests.pipeline_doubles import FlatRater
 
@@ -75,19 +76,26 @@ class Api:
 async def live_api(pool: asyncpg.Pool, database_url: str,
                    rater_factory: RaterFactory = FlatRater, *,
                    overrides: dict[str, Any] | None = None,
-                   job_grace_s: float = jobs.STOP_GRACE_S) -> AsyncIterator[Api]:
-    """The app with a pipeline, a rerate worker on ``rater_factory`` and a bill-run worker,
-    on a free port. ``overrides``: configuration keys ({"billing.batch_size": 1})."""
+                   job_grace_s: float = jobs.STOP_GRACE_S,
+                   simulations: bool = False) -> AsyncIterator[Api]:
+    """The app with a pipeline, a rerate worker on ``rater_factory`` and a bill-run worker
+    (and a simulation worker with ``simulations``), on a free port. ``overrides``:
+    configuration keys ({"billing.batch_size": 1})."""
     port = free_port()
     cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port,
                                          **(overrides or {})})
     pipeline = Pipeline(pool, cfg.pipeline, rater_factory=rater_factory, decoders={})
     billing = bill_runs.BillRuns(pool, bill_runs.run_settings(cfg.billing))
-    async with (rerate.running_worker(pool, pipeline.raters) as worker,
-                jobs.running_worker(pool, billing, job_grace_s) as billing_worker):
+    async with contextlib.AsyncExitStack() as stack:
+        worker = await stack.enter_async_context(rerate.running_worker(pool, pipeline.raters))
+        billing_worker = await stack.enter_async_context(
+            jobs.running_worker(pool, billing, job_grace_s))
         app = create_app(cfg, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
         app[BILL_RUN_WAKE] = billing_worker.wake
+        if simulations:
+            app[SIMULATION_WAKE] = (await stack.enter_async_context(jobs.running_worker(
+                pool, simulation_jobs(pool, cfg), job_grace_s))).wake
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()

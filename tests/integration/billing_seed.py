@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 
 from billing_oss.server.billing.bill_runs import bill_run
-from billing_oss.server.billing.model import Product, Settings
-from billing_oss.server.billing.pricing import parse_components
+from billing_oss.server.billing.model import Settings
+from billing_oss.server.catalog.pricing import Product, parse_components
 from billing_oss.server.store import catalog_repo, products_repo
 from billing_oss.server.store.pool import Connection
 

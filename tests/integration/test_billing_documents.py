@@ -10,9 +10,10 @@ import asyncpg
 import pytest
 
 from billing_oss.core.errors import Conflict, InvalidRequest
-from billing_oss.server.billing import inputs, issuing
+from billing_oss.server.billing import inputs_repo, issuing
 from billing_oss.server.billing.bill_runs import bill_run
-from billing_oss.server.billing.drafting import compute_batch, drop_emptied_drafts, store_drafts
+from billing_oss.server.billing.drafting import compute_batch
+from billing_oss.server.billing.drafts_repo import drop_emptied_drafts, store_drafts
 from billing_oss.server.billing.issuing import CreditRequest
 from tests.conftest import wait_until
 from tests.integration import billing_seed as seed
@@ -221,7 +222,7 @@ async def test_a_draft_finalised_during_a_recomputation_keeps_its_lines(
     """A finaliser arriving while a bill-run batch recomputes the draft waits for it, then
     numbers the recomputed draft: the invoice stays whole and nothing is billed twice."""
     (invoice_id,) = await drafts(pool, "RACE", 1)
-    rates = await inputs.tax_rates(pool)
+    rates = await inputs_repo.tax_rates(pool)
     run_id = await pool.fetchval("SELECT bill_run_id FROM invoices WHERE invoice_id = $1",
                                  invoice_id)
     async with pool.acquire() as batch_conn:

@@ -17,7 +17,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from billing_oss.server import config, metrics
+from billing_oss.core import metrics
+from billing_oss.server import config
 from billing_oss.server.composition import serve
 from tests.conftest import Broker, free_port, wait_for_port, wait_until
 

@@ -128,8 +128,8 @@ def test_every_shell_example_runs(server: int, database_url: str, mqtt_broker: B
     # the settlement cycle sends the demo visitors' usage in a TAP file, takes the partner's
     # and returns its bad event, as the README shows
     assert "CDFRAF1DEUD100001: tap, 4 events, total 1.155 SDR" in out.stdout
-    assert ("CDDEUD1FRAF100001: tap accepted, 3 events, 1 returned by RAP RCFRAF1DEUD100001"
-            in out.stdout)
+    assert ("CDDEUD1FRAF100001: tap accepted, 3 events, 3 billed as roaming usage, "
+            "1 returned by RAP RCFRAF1DEUD100001" in out.stdout)
     assert "DEUD1,2020-01-01T00:00:00Z,2100-01-01T00:00:00Z,net,,,-2.845,SDR" in out.stdout
     assert asyncio.run(_settlement_files(database_url)) == [
         ("CDFRAF1DEUD100001", "out", "tap", 4), ("CDFRAF1DEUD100002", "out", "notification", 0),
@@ -141,6 +141,11 @@ async def _settlement_files(database_url: str) -> list[tuple[str, str, str, int]
     try:
         rows = await conn.fetch("SELECT name, direction, file_type, event_count "
                                 "FROM settlement_files WHERE partner = 'DEUD1' ORDER BY file_id")
+        roaming = await conn.fetch(
+            "SELECT account_id, count(*) FROM usage_records WHERE source = 'roaming:DEUD1' "
+            "GROUP BY 1")
+        # the partner's accepted events are A1's roaming usage
+        assert [tuple(r) for r in roaming] == [("A1", 3)]
         return [(r["name"], r["direction"], r["file_type"], r["event_count"]) for r in rows]
     finally:
         await conn.close()

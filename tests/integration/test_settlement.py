@@ -30,9 +30,9 @@ from billing_oss.core.errors import (
     NotFound,
 )
 from billing_oss.native.tap3enc import encode_events
-from billing_oss.server import config
+from billing_oss.server import config, rerate
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.pipeline.raters import build_rater
+from billing_oss.server.pipeline.raters import build_rater, load_rater
 from billing_oss.server.settlement import (
     exchange,
     inbound,
@@ -487,3 +487,212 @@ async def test_a_partner_endpoint_without_a_host_key_is_refused_unless_explicitl
     warned = [r for r in caplog.records if "host key not checked" in r.getMessage()]
     assert len(warned) == 2  # each connection
     assert await setup.fetchval("SELECT count(*) FROM settlement_files") == made
+
+
+SPAIN, ROAMER_MSISDN, ROAMER_IMSI = "ESPV1", "33633333333", "208010000000033"
+
+
+async def _roamer(pool: asyncpg.Pool) -> None:
+    """Our subscriber ROAM1 (loading it again changes nothing)."""
+    from tests.integration import billing_seed
+
+    await load_catalog(pool, {"currency": "EUR", "tax_rates": billing_seed.TAX_RATES,
+                              "accounts": [{"id": "ROAM1", "tariff": "retail",
+                                            "identifiers": [ROAMER_MSISDN, ROAMER_IMSI]}]})
+
+
+async def test_partner_charges_for_our_subscriber_reach_the_invoice_once(
+        setup: asyncpg.Pool) -> None:
+    """Inbound TAP (we are the home network): each accepted event becomes our subscriber's
+    usage, priced at the partner's charge × our SDR rate × (1 + markup), in the transaction
+    that accepts the file; the bill run puts it on the invoice as roaming lines."""
+    from billing_oss.server.billing import issuing
+    from billing_oss.server.billing.bill_runs import bill_run
+    from tests.integration import billing_seed
+
+    await _roamer(setup)
+    async with setup.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig=SPAIN, our_tadig=US, name="Iberia Demo", local_currency="EUR",
+            wholesale_tariff="wholesale-de", imsi_prefixes=["21407"],
+            retail_markup_percent="10"))
+    moc = (9, ROAMER_IMSI, ROAMER_MSISDN, "34911111111", "20260405100000", 1, 95, "11",
+           None, None, None, None, 2000, 1, 1)
+    mtc = (10, ROAMER_IMSI, ROAMER_MSISDN, "34922222222", "20260406100000", 1, 30, "11",
+           None, None, None, None, 800, 1, 1)
+    sms = (9, ROAMER_IMSI, ROAMER_MSISDN, "34933333333", "20260407100000", 1, 0, "22",
+           None, None, None, None, 101, 1, 1)
+    gprs = (14, ROAMER_IMSI, ROAMER_MSISDN, None, "20260408100000", 1, 600, None,
+            3_000_000, 1_000_000, "internet", 77, 1500, 1, 1)
+    stranger = (9, "208019999999999", "33699990000", "34944444444", "20260409100000", 1, 60,
+                "11", None, None, None, None, 500, 1, 1)
+    h = writer.TapHeader(sender=SPAIN, recipient=US, fsn=1, created="20260410000000",
+                         cutoff="20260410000000", available="20260410000000",
+                         utc_offset="+0000", tap_currency="SDR", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [moc, mtc, sms, gprs, stranger])
+
+    got = await inbound.receive(setup, ACTOR, "CDESPV1FRAF100001", data)
+    assert isinstance(got, tapin.TapReceived)
+    assert (got.file.state, got.accepted, got.billed, got.unbilled) == ("accepted", 5, 4, 1)
+    again = await inbound.receive(setup, ACTOR, "CDESPV1FRAF100001", data)
+    assert isinstance(again, tapin.TapReceived) and again.duplicate
+    source = f"roaming:{SPAIN}"
+    # Hand-computed at 1.25 EUR per SDR, +10 %: 2.000 → 2.75, 0.800 → 1.10,
+    # 0.101 → 0.138875, 1.500 → 2.0625 EUR; the stranger's 0.500 SDR is in suspense.
+    charged = await setup.fetch(
+        "SELECT u.kind, c.amount_micros, c.currency, c.zone FROM usage_records u JOIN charges c"
+        " ON c.usage_id = u.usage_id AND c.account_id = u.account_id WHERE u.source = $1"
+        " ORDER BY u.event_time", source)
+    assert [tuple(r) for r in charged] == [
+        ("voice", 2_750_000, "EUR", "Roaming ESPV1"), ("voice", 1_100_000, "EUR",
+                                                       "Roaming ESPV1"),
+        ("sms", 138_875, "EUR", "Roaming ESPV1"), ("data", 2_062_500, "EUR", "Roaming ESPV1")]
+    (suspended,) = await setup.fetch(
+        "SELECT reason, detail FROM suspense WHERE source = $1", source)
+    assert suspended["reason"] == "UNKNOWN_ACCOUNT"
+    assert "33699990000" in suspended["detail"] and "CDESPV1FRAF100001" in suspended["detail"]
+
+    run = await bill_run(setup, "2026-04", billing_seed.SETTINGS, accounts=["ROAM1"],
+                         actor="test")
+    (invoice_id,) = run.invoice_ids
+    async with setup.acquire() as conn:
+        content = (await issuing.load(conn, invoice_id)).content
+    roaming = {ln.description: ln.gross_micros for ln in content.lines
+               if ln.kind == "usage" and "Roaming" in ln.description}
+    assert roaming == {"Voice — Roaming ESPV1": 3_850_000, "Sms — Roaming ESPV1": 138_875,
+                       "Data — Roaming ESPV1": 2_062_500}
+    async with setup.acquire() as conn:
+        built = await report.build(conn, SPAIN, dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                                   dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+    stored = await repo.events_of_file(setup, got.file.file_id)
+    assert sum(e.tap_charge for e in stored) == 4901
+
+    # A catalog rerate of the account leaves the partner-priced usage as it is.
+    class Current:
+        async def current(self) -> Any:
+            async with setup.acquire() as conn:
+                return await load_rater(conn)
+
+    await rerate.submit(setup, ACTOR, "ROAM1", dt.datetime(2026, 4, 1, tzinfo=dt.UTC),
+                        dt.datetime(2026, 5, 1, tzinfo=dt.UTC))
+    assert await rerate.run_next(setup, Current())
+    assert await setup.fetchval(
+        "SELECT count(*) FROM charges WHERE account_id = 'ROAM1' AND kind = 'reversal'") == 0
+    # ... and the rating controls do not take the partner's price for a wrong catalog price.
+    from billing_oss.server.assurance import engine
+    from billing_oss.server.assurance.model import Context, Settings
+
+    checked = await engine.run(
+        setup, Context(as_of=dt.datetime.now(dt.UTC), settings=Settings(), checkpoint_dir=""),
+        controls=["rating.rerate_sample", "rating.zero_amount"], trigger="cli", actor="test")
+    assert [(r.control, r.status) for r in checked.results] == [
+        ("rating.rerate_sample", "pass"), ("rating.zero_amount", "pass")]
+    assert (built.received.events, built.received.charges) == (5, "4.901")
+
+
+async def _partner(pool: asyncpg.Pool, tadig: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig=tadig, our_tadig=US, local_currency="EUR", wholesale_tariff="wholesale-de",
+            imsi_prefixes=["22201"], max_event_age_days=30))
+
+
+async def test_inbound_tap_in_another_currency_or_without_local_currency_is_returned_fatal(
+        setup: asyncpg.Pool) -> None:
+    await _partner(setup, "ITAV1")
+    event = (9, ROAMER_IMSI, ROAMER_MSISDN, "39061111111", "20260301100000", 1, 60, "11",
+             None, None, None, None, 1000, 1, 1)
+    h = writer.TapHeader(sender="ITAV1", recipient=US, fsn=1, created="20260302000000",
+                         cutoff="20260302000000", available="20260302000000",
+                         utc_offset="+0100", local_currency="", tap_currency="EUR",
+                         decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [event])
+    got = await inbound.receive(setup, ACTOR, "CDITAV1FRAF100001", data)
+    assert isinstance(got, tapin.TapReceived)
+    assert got.file.state == "rejected"
+    assert got.fatal == ["AccountingInfo.LocalCurrency is missing",
+                         "TapCurrency EUR is not the agreed SDR"]
+    assert await repo.events_of_file(setup, got.file.file_id) == []
+    assert await setup.fetchval("SELECT count(*) FROM usage_records WHERE source = $1",
+                                "roaming:ITAV1") == 0
+    content = await setup.fetchval("SELECT content FROM settlement_files WHERE name = $1",
+                                   got.rap)
+    returns = rapfmt.decode_rap(content).returns
+    assert [(r.kind, r.part, r.error_codes) for r in returns] == [
+        ("fatal", "accountingInfo", (32,)), ("fatal", "accountingInfo", (100,))]
+
+
+async def test_inbound_tap_events_with_bad_dates_or_missing_items_are_returned_severe(
+        setup: asyncpg.Pool) -> None:
+    """Created 2026-03-02 00:00 +0100 with a 30-day limit: an event after the creation and
+    one before 2026-01-31 are returned, as are events missing an item TD.57 makes
+    mandatory for their type; a zero charge that is declared stays."""
+    await _partner(setup, "ITAV2")
+    await _roamer(setup)
+
+    def moc(start: str, charge: int) -> tuple[Any, ...]:
+        return (9, ROAMER_IMSI, ROAMER_MSISDN, "39061111111", start, 1, 60, "11", None, None,
+                None, None, charge, 1, 1)
+    gprs = (14, ROAMER_IMSI, ROAMER_MSISDN, None, "20260301110000", 1, 60, None, 1000, 2000,
+            "internet", 7, 300, 1, 1)
+    events = [moc("20260301100000", 1000), moc("20260302120000", 200),
+              moc("20260115100000", 400), moc("20260301120000", 0), gprs,
+              moc("20260301130000", 0)]
+    h = writer.TapHeader(sender="ITAV2", recipient=US, fsn=1, created="20260302000000",
+                         cutoff="20260302000000", available="20260302000000",
+                         utc_offset="+0100", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, events)
+    top = TAP_0312.DataInterChange
+    top.from_ber(data)
+    name, batch = top.get_val()
+    del batch["callEventDetails"][3][1]["basicServiceUsedList"][0]["chargeInformationList"]
+    del batch["callEventDetails"][4][1]["gprsBasicCallInformation"][
+        "gprsChargeableSubscriber"]
+    top.set_val((name, batch))
+    data = top.to_ber()
+
+    got = await inbound.receive(setup, ACTOR, "CDITAV2FRAF100001", data)
+    assert isinstance(got, tapin.TapReceived)
+    assert (got.file.state, got.accepted, got.severe, got.billed) == ("accepted", 2, 4, 2)
+    stored = await repo.events_of_file(setup, got.file.file_id)
+    assert [(e.record_key, e.tap_charge) for e in stored] == [
+        ("ITAV2:FRAF1:00001:0", 1000), ("ITAV2:FRAF1:00001:5", 0)]
+    kept = await repo.get_file(setup, got.file.file_id)
+    assert kept is not None
+    severe = kept.detail["severe"]
+    assert [line.split(": ", 1)[0] for line in severe] == [
+        f"ITAV2:FRAF1:00001:{i}" for i in (1, 2, 3, 4)]
+    assert "after the file's creation/transfer cut-off 2026-03-01T23:00:00+00:00" in severe[0]
+    assert "more than 30 days before the file's creation" in severe[1]
+    assert severe[2].endswith("MobileOriginatedCall: ChargeInformation is missing")
+    assert severe[3].endswith("GprsCall: ChargeableSubscriber (IMSI) is missing")
+    content = await setup.fetchval("SELECT content FROM settlement_files WHERE name = $1",
+                                   got.rap)
+    rap = rapfmt.decode_rap(content)
+    assert [(r.kind, r.error_codes, r.charge) for r in rap.returns] == [
+        ("severe", (100,), 200), ("severe", (261,), 400), ("severe", (30,), 0),
+        ("severe", (30,), 300)]
+    assert rap.total_severe_return == 900
+
+
+async def test_inbound_tap_without_a_retail_exchange_rate_writes_nothing(
+        setup: asyncpg.Pool) -> None:
+    """Billing our subscriber needs our rate for the TAP currency: without it the file is
+    refused whole, neither the partner charges nor the usage are written."""
+    await _roamer(setup)
+    async with setup.acquire() as conn, conn.transaction():
+        await partners.put(conn, ACTOR, PartnerIn(
+            tadig="ITAV3", our_tadig=US, local_currency="EUR", wholesale_tariff="wholesale-de",
+            imsi_prefixes=["22203"], rate_source="ECB"))
+    event = (9, ROAMER_IMSI, ROAMER_MSISDN, "39061111111", "20260301100000", 1, 60, "11",
+             None, None, None, None, 1000, 1, 1)
+    h = writer.TapHeader(sender="ITAV3", recipient=US, fsn=1, created="20260302000000",
+                         cutoff="20260302000000", available="20260302000000",
+                         utc_offset="+0100", decimal_places=3)
+    data, _ = writer.encode_transfer_batch(h, [event])
+    with pytest.raises(MissingRate, match="no ECB exchange rate SDR → EUR on 2026-03-01"):
+        await inbound.receive(setup, ACTOR, "CDITAV3FRAF100001", data)
+    assert await setup.fetchval(
+        "SELECT count(*) FROM settlement_files WHERE partner = 'ITAV3'") == 0
+    assert await setup.fetchval(
+        "SELECT count(*) FROM usage_keys WHERE source = 'roaming:ITAV3'") == 0

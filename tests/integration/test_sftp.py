@@ -18,12 +18,13 @@ import pytest
 from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.adapters.formats.jsonl import decode_jsonl
 from billing_oss.adapters.sftp import SftpPoller
+from billing_oss.core import metrics
 from billing_oss.core.errors import ConfigError, DecodeError
 from billing_oss.core.ports import Item
 from billing_oss.core.sources_config import SftpSource
-from billing_oss.server import config, metrics
+from billing_oss.server import config
 from billing_oss.server.commands import files as files_verb
-from billing_oss.server.composition import load_demo_catalog
+from billing_oss.server.composition import check_sources, decoder_for, load_demo_catalog
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.store import files_repo
@@ -462,3 +463,46 @@ async def test_a_rap_file_among_tap_files_is_kept_where_it_is_and_alarmed_once(
     again = SftpPoller("roam", p.config, tap3, pool)  # a restarted server names it once
     assert await poll_once(again) == 0
     assert rap.exists() and len(await alarms_of(pool, "roam")) == 1
+
+
+CSV_OPTIONS = {"delimiter": ";", "columns": ["id", "from", "to", "begin", "secs"],
+               "mapping": {"calling": "from", "called": "to", "duration_s": "secs",
+                           "event_time": ["begin"], "record_key": "id"},
+               "time_format": "%Y-%m-%dT%H:%M:%S"}
+
+
+async def test_a_source_reads_its_files_with_its_format_options(
+        sftp_root: tuple[Path, int, str], pool: asyncpg.Pool) -> None:
+    cfg = config.load(env={})
+    await load_demo_catalog(cfg, pool)
+    csv_pipeline = Pipeline(pool, cfg.pipeline, rater_factory=build_rater,
+                            decoders={"csv": FormatDecoder("csv")}, decoder_for=decoder_for)
+    root = sftp_root[0]
+    (root / "out" / "pbx_0001.csv").write_text(
+        "id;from;to;begin;secs\n"
+        "c1;33611111111;33612345678;2026-03-02T10:00:00;61\n"
+        "c2;33611111111;33612345678;2026-03-02T11:00:00;5\n")
+    p = poller("pbx", sftp_root, csv_pipeline, pool, fmt="csv", pattern="pbx_*.csv",
+               options=CSV_OPTIONS)
+    assert await poll_once(p) == 1
+    rows = await pool.fetch("SELECT record_key, duration_s FROM usage_records"
+                            " WHERE source = 'pbx' ORDER BY record_key")
+    assert [tuple(r) for r in rows] == [("c1", 61), ("c2", 5)]
+    assert (root / "out" / "done" / "pbx_0001.csv").exists()
+
+
+async def test_an_option_the_format_does_not_take_is_refused_at_start(
+        pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    cfg = SftpSource(host="h", username="u", remote_dir="/", format="3gpp",
+                     insecure_skip_host_key=True, options={"delimiter": ";"})
+    with pytest.raises(ConfigError) as refused:
+        SftpPoller("msc9", cfg, pipeline, pool)
+    assert refused.value.message == (
+        "sources.msc9.options: option 'delimiter' is not a 3gpp option (known: framing)")
+    conf = tmp_path / "c.toml"
+    conf.write_text('[sources.pbx]\ntype = "sftp"\nhost = "h"\nusername = "u"\n'
+                    'remote_dir = "/"\nformat = "csv"\ninsecure_skip_host_key = true\n'
+                    'options = { delimiter = ";;" }\n')
+    with pytest.raises(ConfigError) as bad_value:
+        check_sources(config.load(conf, env={}))
+    assert bad_value.value.message.startswith("sources.pbx.options: option delimiter: ")

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from billing_oss.core.rounding import minor_step
 from billing_oss.server.billing.compute import compute
 from billing_oss.server.billing.model import (
     Account,
@@ -24,9 +25,8 @@ from billing_oss.server.billing.model import (
     UsageGroup,
 )
 from billing_oss.server.billing.periods import cycle
-from billing_oss.server.billing.pricing import VolumeTier
-from billing_oss.server.billing.rounding import minor_step
-from billing_oss.server.billing.tax import TaxRate, tax_on
+from billing_oss.server.catalog.pricing import VolumeTier
+from billing_oss.server.catalog.tax import TaxRate, tax_on
 
 UTC = dt.UTC
 CYCLE = cycle("2026-01", 1, "UTC")

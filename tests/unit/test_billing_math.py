@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing_oss.server.billing import pricing
+from billing_oss.core.rounding import (
+    minor_digits,
+    quantity_text,
+    round_fraction,
+    round_minor,
+)
 from billing_oss.server.billing.compute import compute
 from billing_oss.server.billing.model import (
     Account,
@@ -22,13 +27,8 @@ from billing_oss.server.billing.model import (
     UsageGroup,
 )
 from billing_oss.server.billing.periods import active_days, after, cycle, prorated
-from billing_oss.server.billing.rounding import (
-    minor_digits,
-    quantity_text,
-    round_fraction,
-    round_minor,
-)
-from billing_oss.server.billing.tax import TaxRate, split_inclusive, tax_on
+from billing_oss.server.catalog import pricing
+from billing_oss.server.catalog.tax import TaxRate, split_inclusive, tax_on
 
 UTC = dt.UTC
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from billing_oss.core.errors import CatalogError
-from billing_oss.server.billing.pricing import Tier, VolumeTier
 from billing_oss.server.catalog import billing_from_dict, catalog_from_dict, load_catalog
+from billing_oss.server.catalog.pricing import Tier, VolumeTier
 from tests.unit.test_rating import BASE
 
 SECTIONS: dict[str, Any] = {

@@ -38,6 +38,8 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ("", {"BILLING_OSS_DATABASE_POOL_MIN": "5", "BILLING_OSS_DATABASE_POOL_MAX": "2"},
          "pool_min"),
         ("[http\n", {}, "not valid TOML"),
+        ('[console]\ntimezone = "Mars/Olympus"\n', {}, "console.timezone"),
+        ("", {"BILLING_OSS_CONSOLE_SESSION_MINUTES": "0"}, "console.session_minutes"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, env: dict[str, str],

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing_oss.core.money import format_printed
-from billing_oss.server.billing import pricing, tariff_prices
+from billing_oss.server.billing import tariff_prices
 from billing_oss.server.billing.compute import compute
 from billing_oss.server.billing.model import (
     Account,
@@ -27,7 +27,8 @@ from billing_oss.server.billing.model import (
 )
 from billing_oss.server.billing.periods import cycle
 from billing_oss.server.billing.render import page
-from billing_oss.server.billing.tax import TaxRate
+from billing_oss.server.catalog import pricing
+from billing_oss.server.catalog.tax import TaxRate
 from tests.conftest import REPO
 
 CATALOG = json.loads((REPO / "config/demo-catalog.json").read_text())

@@ -63,7 +63,7 @@ def _old_outcome(micros: int) -> str:  # server/pipeline/amounts.py
     return f"{'-' if micros < 0 else ''}{whole}.{f'{frac:06d}'.rstrip('0').ljust(2, '0')}"
 
 
-def _old_minor(micros: int, digits: int) -> str:  # server/billing/rounding.py
+def _old_minor(micros: int, digits: int) -> str:  # core/rounding.py
     value = Decimal(micros).scaleb(-6)
     exact = value.quantize(Decimal(1).scaleb(-digits))
     return str(exact) if exact == value else format(value.normalize(), "f")
@@ -105,8 +105,8 @@ RENDERING = re.compile(
 NOT_MONEY = {
     ("server/catalog/validate.py", 'stamp += f".{utc.microsecond:06d}".rstrip("0")'),
     ("server/billing/issuing.py", 'return f"{series}-{number:06d}"'),  # an invoice number
-    ("server/billing/rounding.py", "shown = exact.quantize(QUANTITY_STEP, ROUND_HALF_UP)"),
-    ("server/billing/rounding.py",
+    ("core/rounding.py", "shown = exact.quantize(QUANTITY_STEP, ROUND_HALF_UP)"),
+    ("core/rounding.py",
      "shown = exact.quantize(Decimal(1).scaleb(exact.adjusted() - 3), ROUND_HALF_UP)"),
     ("server/billing/render/page.py",  # minutes and megabytes to two decimals
      'return value.quantize(Decimal("0.01"), ROUND_HALF_UP)'),

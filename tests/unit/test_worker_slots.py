@@ -9,15 +9,13 @@ from billing_oss.adapters.mqtt import MqttAdapter
 from billing_oss.core.errors import ConfigError, StartupError
 from billing_oss.core.sources_config import MqttSource, SftpSource
 from billing_oss.server.config import load
-from billing_oss.server.workers import (
-    WorkerSlot,
+from billing_oss.server.supervisor import (
     listen_socket,
     restart_pause,
-    sources_for,
-    supervised,
     worker_command,
     worker_env,
 )
+from billing_oss.server.workers import WorkerSlot, sources_for, supervised
 
 SOURCES = {"m": MqttSource(topics=["usage/#"], client_id="edge"),
            "n": MqttSource(topics=["a/#"], shared_group="mine"),

@@ -10,6 +10,7 @@ from billing_oss.server.assurance.controls import (
     duplicates,
     ledger,
     rating,
+    retention,
     settlement,
 )
 from billing_oss.server.assurance.model import Control
@@ -17,5 +18,6 @@ from billing_oss.server.assurance.model import Control
 ALL: tuple[Control, ...] = (
     *collection.CONTROLS, *conservation.CONTROLS, *rating.CONTROLS, *billing.CONTROLS,
     *ledger.CONTROLS, *settlement.CONTROLS, *duplicates.CONTROLS, *audit_chain.CONTROLS,
+    *retention.CONTROLS,
 )
 BY_NAME: dict[str, Control] = {c.name: c for c in ALL}

@@ -4,7 +4,8 @@
   filtered + pending`` (DESIGN.md §3 invariant 2), from the counts stored at ingest.
 - ``conservation.file_totals``: per file and currency, the total the file charged at ingest
   equals the charges its usage records still carry (original charges, before any rerating).
-  At stake: the difference, e.g. a charge deleted behind the application's back.
+  At stake: the difference, e.g. a charge deleted behind the application's back. A file
+  with usage in an archived month is left to the archive's manifest (``retention.archives``).
 - ``conservation.usage_charged``: every usage record has exactly one live charge (charges
   minus reversals), and every charge belongs to a stored usage record. Unpriced: the missing
   charge's amount is what ``file_totals`` reports.
@@ -33,13 +34,14 @@ WHERE state = 'done' AND received_at <= $1 AND $2::jsonb IS NOT NULL
 )
 
 FILE_TOTALS = SqlControl(
-    name="conservation.file_totals", version=1, family="conservation",
+    name="conservation.file_totals", version=2, family="conservation",
     title="per file and currency: the total charged at ingest is still in the charges",
     sql="""
 WITH stored AS (
     SELECT f.source_file_id, f.name, t.key AS currency, t.value::bigint AS micros
     FROM source_files f, jsonb_each_text(f.totals) t
-    WHERE f.state = 'done' AND f.received_at <= $1),
+    WHERE f.state = 'done' AND f.received_at <= $1
+      AND f.source_file_id NOT IN (SELECT source_file_id FROM retention_archived_files)),
 found AS (
     SELECT u.source_file_id, trim(c.currency) AS currency, sum(c.amount_micros)::bigint AS micros
     FROM usage_records u JOIN charges c ON c.account_id = u.account_id
@@ -57,7 +59,8 @@ FROM stored s FULL JOIN found f
 WHERE coalesce(s.micros, 0) <> coalesce(f.micros, 0)
   AND (s.source_file_id IS NOT NULL
        OR f.source_file_id IN (SELECT source_file_id FROM source_files
-                               WHERE state = 'done' AND received_at <= $1))
+                               WHERE state = 'done' AND received_at <= $1
+                               EXCEPT SELECT source_file_id FROM retention_archived_files))
   AND $2::jsonb IS NOT NULL""",
 )
 

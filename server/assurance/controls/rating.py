@@ -7,6 +7,8 @@
   or a version published retroactively without a rerate, fails here.
 - ``rating.zero_amount``: zero-amount charges of usage with a positive quantity, rated again
   (up to ``rerate_sample`` of them): the tariff must indeed give zero.
+  Both leave out usage whose numbers are pseudonymised (``server.retention``): without the
+  numbers there is no account or zone to rate it with.
 - ``rating.sign``: charges are never negative and reversals never positive.
 - ``rating.unsubscribed_usage``: usage of an account that had no subscription in force at
   the event time. At stake: what that usage was charged.
@@ -30,6 +32,7 @@ from billing_oss.core.records import UsageRecord
 from billing_oss.server.assurance.model import Context, Offender, Outcome, bind, decimal_text
 from billing_oss.server.assurance.sql_control import SqlControl
 from billing_oss.server.pipeline.raters import load_rater
+from billing_oss.server.retention.repo import pseudonymised
 from billing_oss.server.store.pool import Connection
 
 _USAGE_FIELDS = ("record_key", "source", "kind", "duration_s", "volume_up", "volume_down",
@@ -38,9 +41,13 @@ _USAGE_FIELDS = ("record_key", "source", "kind", "duration_s", "volume_up", "vol
 _SELECT = ("SELECT c.account_id, c.charge_id, c.amount_micros, trim(c.currency) AS currency,"
            " c.tariff_version_id, u.event_time, u.attrs::text AS attrs, "
            + ", ".join(f"u.{f}" for f in _USAGE_FIELDS))
+# Roaming usage of our subscribers is priced by the partner's charge plus markup
+# (server/settlement/roaming.py), not by the catalog: re-rating it would find a difference
+# that is none. Pseudonymised usage no longer resolves to its account's plan.
 _LIVE = ("c.kind = 'charge' AND c.created_at <= $1 AND NOT EXISTS (SELECT 1 FROM charges r"
          " WHERE r.account_id = c.account_id AND r.event_time = c.event_time"
-         " AND r.reverses_charge_id = c.charge_id)")
+         " AND r.reverses_charge_id = c.charge_id) AND u.source NOT LIKE 'roaming:%'"
+         " AND NOT " + pseudonymised("u"))
 
 
 class RerateControl(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,7 +131,7 @@ def usage_record(row: Any) -> UsageRecord:
 
 
 RERATE_SAMPLE = RerateControl(
-    name="rating.rerate_sample", version=1, family="rating",
+    name="rating.rerate_sample", version=3, family="rating",
     title="a random sample of charges re-rated with the catalog in force reproduces them",
     sql=_SELECT + """
 FROM charges c TABLESAMPLE SYSTEM ($4)
@@ -135,7 +142,7 @@ ORDER BY random() LIMIT $3""",
 )
 
 ZERO_AMOUNT = RerateControl(
-    name="rating.zero_amount", version=1, family="rating",
+    name="rating.zero_amount", version=3, family="rating",
     title="zero-amount charges are zero by the tariff",
     sql=_SELECT + """
 FROM charges c JOIN usage_records u ON u.account_id = c.account_id

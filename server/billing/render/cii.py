@@ -16,11 +16,11 @@ from decimal import Decimal
 from lxml import etree
 
 from billing_oss.core.money import format_minor
+from billing_oss.core.rounding import plain, quantity_text
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import Line
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
 from billing_oss.server.billing.render.page import local_dates, measured
-from billing_oss.server.billing.rounding import plain, quantity_text
 
 NS = {
     "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",

@@ -21,7 +21,7 @@ import msgspec
 
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import Allowance, InvoiceDraft, Line, Totals
-from billing_oss.server.billing.tax import CategoryTotal
+from billing_oss.server.catalog.tax import CategoryTotal
 
 INVOICE: Final = "380"  # UNTDID 1001 commercial invoice
 CREDIT_NOTE: Final = "381"  # UNTDID 1001 credit note

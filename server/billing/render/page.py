@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from billing_oss.core.money import format_printed
+from billing_oss.core.rounding import Method, quantity_text, round_minor
 from billing_oss.server.billing.model import InvoiceDraft, Line
-from billing_oss.server.billing.rounding import Method, quantity_text, round_minor
 
 
 class Row(msgspec.Struct, kw_only=True):

@@ -15,11 +15,11 @@ import msgspec
 import typst
 
 from billing_oss.core.money import format_printed
+from billing_oss.core.rounding import plain
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import InvoiceDraft
 from billing_oss.server.billing.render import cii, facturx, itemised, page
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
-from billing_oss.server.billing.rounding import plain
 
 _local = threading.local()
 

@@ -1,0 +1,297 @@
+"""Console benchmark: every console page's server time (p50, p95) with ``10 M × scale``
+usage records and charges over the last 60 days and ``100 k × scale`` accounts (each with a
+finalised invoice), beside the API's ``GET /healthz`` in the same run. Target at scale 1:
+every page ≤ 200 ms p95.
+
+    python perf/bench_console.py [--scale 0.01] [--requests 40] [--keep | --reuse DB]
+                                 [--database-url DSN]
+
+Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is used.
+Data are generated server-side (INSERT ... SELECT from generate_series). The server is
+``billing-oss serve`` in its own process (controls, webhooks and the demo catalog off); a
+client signed in like a browser (cookie, CSRF token) requests each page ``--requests`` times
+one after the other after a warm-up, pages that name an account or a document picking a new
+one each time; the time is from sending the request to the last byte, over loopback. The
+home page keeps its revenue and aging summary for 30 s: its first request, which computes
+them, is printed on its own line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import embedded_pg  # perf/ is on sys.path: this script's folder
+
+from billing_oss.server.store import api_keys
+from billing_oss.server.store.dsn import with_database
+from billing_oss.server.store.migrate import migrate
+from billing_oss.server.store.pool import Connection
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_P95_MS = 200.0
+DAYS = 60
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def seed(conn: Connection, usage: int, accounts: int) -> None:
+    files = max(10, usage // 10_000)
+    per_file = usage // files
+    usage = files * per_file
+    await conn.execute("SET synchronous_commit = off")
+    for months_back in range(0, 4):
+        await conn.execute(
+            "SELECT ensure_month_partition('usage_records', (date_trunc('month', now())"
+            " - make_interval(months => $1))::date)", months_back)
+        await conn.execute(
+            "SELECT ensure_month_partition('charges', (date_trunc('month', now())"
+            " - make_interval(months => $1))::date)", months_back)
+    await conn.execute(f"""
+        INSERT INTO accounts (account_id, name, attrs)
+            SELECT 'B' || lpad(a::text, 6, '0'), 'Customer ' || a, '{{"country": "FR"}}'
+            FROM generate_series(1, {accounts}) a;
+        INSERT INTO account_identifiers (identifier, account_id)
+            SELECT '3361' || lpad(a::text, 7, '0'), 'B' || lpad(a::text, 6, '0')
+            FROM generate_series(1, {accounts}) a;
+        INSERT INTO source_files (source, name, format, sequence_no, sha256, state, count_in,
+                                  count_charged, received_at, completed_at)
+            SELECT 'msc1', 'MSC1_' || f, 'csv', f + (f / 997), 'sha' || f, 'done', {per_file},
+                   {per_file}, now() - ({files} - f) * interval '{DAYS * 86400 // files} s',
+                   now() - ({files} - f) * interval '{DAYS * 86400 // files} s'
+            FROM generate_series(1, {files}) f;""")
+    first_file = await conn.fetchval("SELECT min(source_file_id) FROM source_files")
+    await conn.execute(f"""
+        INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key, kind,
+                                   duration_s, calling, called, source_file_id, ingested_at)
+            SELECT 'B' || lpad((g % {accounts} + 1)::text, 6, '0'), g,
+                   now() - interval '{DAYS} days' + g * interval '{DAYS * 86400 / usage} s',
+                   'msc1', 'k' || g, 'voice', 1 + g % 600,
+                   '3361' || lpad((g % {accounts} + 1)::text, 7, '0'), '33612345678',
+                   {first_file} + (g - 1) / {per_file}, now()
+            FROM generate_series(1, {usage}) g""")
+    await conn.execute("""
+        INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind, amount_micros,
+                             currency, zone, band, created_at)
+            SELECT account_id, usage_id, event_time, usage_id, 'charge', duration_s * 1000,
+                   'EUR', 'national', 'offpeak', now()
+            FROM usage_records""")
+    await conn.execute(f"""
+        INSERT INTO suspense (source, record_key, reason, detail, record, raw)
+            SELECT 'msc1', 's' || g, (ARRAY['UNKNOWN_ACCOUNT', 'NO_ZONE', 'NO_TARIFF'])[g % 3 + 1],
+                   'no account has 3399' || g, jsonb_build_object('called', '3399' || g), 'raw'
+            FROM generate_series(1, {max(100, usage // 1000)}) g""")
+    await conn.execute("""
+        INSERT INTO bill_runs (period, state, requested_by)
+            VALUES (to_char(now() - interval '1 month', 'YYYY-MM'), 'done', 'bench');
+        INSERT INTO invoices (account_id, bill_run_id, period, period_start, period_end,
+            currency, status, series, number, number_text, issue_date, due_date,
+            rounding_method, line_total_micros, allowance_micros, net_micros, tax_micros,
+            total_micros, rounding_micros, payable_micros, seller, buyer, finalised_at)
+        SELECT a.account_id, (SELECT max(bill_run_id) FROM bill_runs),
+            to_char(now() - interval '1 month', 'YYYY-MM'),
+            date_trunc('month', now() - interval '1 month'), date_trunc('month', now()), 'EUR',
+            'finalised', 'INV', row_number() OVER (),
+            'INV-' || lpad((row_number() OVER ())::text, 7, '0'), current_date,
+            current_date + 30, 'half-up', 9990000, 0, 9990000, 1998000, 11988000, 0, 11988000,
+            '{"name": "Bench Telecom", "country": "FR"}', '{"name": "Customer", "country": "FR"}',
+            now()
+        FROM accounts a;
+        SET session_replication_role = replica;
+        INSERT INTO invoice_lines (account_id, invoice_id, line_no, kind, service, description,
+            quantity, unit, charges, gross_micros, net_micros, tax_category, tax_rate)
+        SELECT account_id, invoice_id, 1, 'recurring', 'subscription', 'Mobile S', 1, 'month',
+            0, 9990000, 9990000, 'S', 20 FROM invoices;
+        INSERT INTO taxes (account_id, invoice_id, category, rate, taxable_micros, tax_micros)
+        SELECT account_id, invoice_id, 'S', 20, net_micros, tax_micros FROM invoices;
+        SET session_replication_role = origin;""")
+    await conn.execute("VACUUM ANALYZE")
+
+
+def pages(accounts: int, invoices: tuple[int, int]) -> dict[str, object]:
+    """Page name → path, or a function giving a new path each time."""
+    def account() -> str:
+        return f"/console/accounts/B{random.randint(1, accounts):06d}"
+
+    def invoice() -> str:
+        return f"/console/invoices/{random.randint(*invoices)}"
+
+    return {"home": "/console/", "suspense": "/console/suspense",
+            "suspense (filtered)": "/console/suspense?reason=NO_ZONE&older_than_days=0",
+            "suspense record": "/console/fragments/suspense/1",
+            "accounts": "/console/accounts", "account by number": None,
+            "account 360": account, "invoices": "/console/invoices", "invoice": invoice,
+            "jobs": "/console/jobs", "file ledger": "/console/files",
+            "settlement": "/console/settlement", "integrations": "/console/integrations",
+            "audit": "/console/audit", "portal (customer)": "/console/portal"}
+
+
+async def timed(http: aiohttp.ClientSession, url: str) -> float:
+    started = time.perf_counter()
+    async with http.get(url, allow_redirects=False) as r:
+        await r.read()
+        if r.status not in (200, 302):
+            raise RuntimeError(f"{url}: HTTP {r.status}")
+    return (time.perf_counter() - started) * 1000
+
+
+async def sign_in(base: str, token: str) -> aiohttp.ClientSession:
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with http.get(base + "/console/sign-in") as r:
+        found = CSRF.search(await r.text())
+    assert found is not None
+    async with http.post(base + "/console/sign-in", data={"csrf": found[1], "api_key": token},
+                         allow_redirects=False) as r:
+        assert r.status == 302, await r.text()
+    return http
+
+
+async def measure(base: str, tokens: dict[str, str], accounts: int,
+                  invoices: tuple[int, int], requests: int) -> list[tuple[str, list[float]]]:
+    operator = await sign_in(base, tokens["viewer"])
+    customer = await sign_in(base, tokens["customer"])
+    plain = aiohttp.ClientSession()
+    out: list[tuple[str, list[float]]] = []
+    try:
+        for name, path in pages(accounts, invoices).items():
+            http = customer if "customer" in name else operator
+            samples = []
+            for i in range(requests + 3):  # three to warm up
+                if path is None:  # a number lookup redirects to the account
+                    url = f"/console/accounts?q=3361{random.randint(1, accounts):07d}"
+                else:
+                    url = path() if callable(path) else str(path)
+                ms = await timed(http, base + url)
+                if i >= 3:
+                    samples.append(ms)
+                elif i == 0 and name == "home":
+                    # The home page keeps its revenue and aging summary 30 s: its first
+                    # request computes them, and is shown on its own.
+                    out.append(("home, summary computed", [ms]))
+            out.append((name, samples))
+        out.append(("GET /healthz (peer)", [await timed(plain, base + "/healthz")
+                                            for _ in range(requests)]))
+    finally:
+        for session in (operator, customer, plain):
+            await session.close()
+    return out
+
+
+def p(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
+
+
+async def wait_ready(url: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(url + "/readyz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"server at {url} not ready after {within}s")
+
+
+async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | None) -> int:
+    usage, accounts = int(10_000_000 * scale), max(100, int(100_000 * scale))
+    name = reuse or f"bench_console_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    if not reuse:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        url = with_database(dsn, name)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, command_timeout=7200)
+        assert pool is not None
+        await migrate(pool)
+        started = time.perf_counter()
+        async with pool.acquire() as conn:
+            if not reuse:
+                await seed(conn, usage, accounts)
+            sizes = {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
+                     for t in ("usage_records", "accounts", "invoices", "suspense")}
+            invoices = (await conn.fetchval("SELECT min(invoice_id) FROM invoices"),
+                        await conn.fetchval("SELECT max(invoice_id) FROM invoices"))
+        tokens = {"viewer": (await api_keys.create(pool, "viewer", "bench")).token,
+                  "customer": (await api_keys.create(pool, "customer", "bench",
+                                                     account_id="B000001")).token}
+        await pool.close()
+        how = (f"reused from {name}" if reuse
+               else f"generated in {time.perf_counter() - started:.0f} s")
+        print(f"{sizes['usage_records']:,} usage records and charges over {DAYS} days,"
+              f" {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
+              f" {sizes['suspense']:,} suspense records, {how}")
+        port = _free_port()
+        server = start_server(url, port)
+        base = f"http://127.0.0.1:{port}"
+        await wait_ready(base)
+        results = await measure(base, tokens, accounts, invoices, requests)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+        if keep or reuse:
+            print(f"database kept: {name}")
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    print(f"{requests} requests per page, one at a time, loopback; server: billing-oss serve")
+    print(f"{'page':<24} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+    worst = 0.0
+    for page, samples in results:
+        print(f"{page:<24} {statistics.median(samples):8.1f} {p(samples, 0.95):8.1f}"
+              f" {max(samples):8.1f}")
+        if "peer" not in page and len(samples) > 1:
+            worst = max(worst, p(samples, 0.95))
+    met = worst <= TARGET_P95_MS
+    print(f"target every page ≤ {TARGET_P95_MS:g} ms p95 (scale 1): worst page {worst:.1f} ms,"
+          f" {'met' if met else 'NOT met'} at scale {scale:g}")
+    return 0
+
+
+def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BILLING_OSS_CATALOG_LOAD_DEMO": "false",
+           "BILLING_OSS_LOG_LEVEL": "warning", "BILLING_OSS_ASSURANCE_INTERVAL_S": "0",
+           "BILLING_OSS_WEBHOOKS_ENABLED": "false"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "billing_oss", "serve", "--database-url", url,
+         "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.01,
+                        help="1 = 10 M usage records and charges, 100 k accounts")
+    parser.add_argument("--requests", type=int, default=40, help="per page, after 3 warm-ups")
+    parser.add_argument("--keep", action="store_true", help="keep the generated database")
+    parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
+    embedded_pg.add_database_url(parser)
+    args = parser.parse_args()
+    run = (args.scale, args.requests)
+    sys.exit(embedded_pg.run(lambda url: main(*run, url, args.keep, args.reuse),
+                             args.database_url))
+
+
+if __name__ == "__main__":
+    cli()
