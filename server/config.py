@@ -153,6 +153,7 @@ class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     suspense_age_days: int = 7
     silent_factor: int = 3
     silent_min_s: int = 3600
+    late_after_h: int = 24
     rerate_sample: int = 500
     parallel: int = 2
 

@@ -29,6 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     suspense_age_days: int = 7
     silent_factor: int = 3
     silent_min_s: int = 3600
+    late_after_h: int = 24
     rerate_sample: int = 500
 
     def params(self) -> dict[str, Any]:
