@@ -227,7 +227,7 @@ def simulation_jobs(pool: asyncpg.Pool, config: Config) -> jobs.JobKind:
 def assurance_jobs(pool: asyncpg.Pool, config: Config) -> jobs.JobKind:
     from billing_oss.server.assurance.jobs import AssuranceJobs
 
-    return AssuranceJobs(pool, config.assurance)
+    return AssuranceJobs(pool, config.assurance, config.ledger)
 
 
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections

@@ -14,7 +14,7 @@ import asyncpg
 
 from billing_oss.server import assurance
 from billing_oss.server.assurance import engine, repo
-from billing_oss.server.config import AssuranceConfig
+from billing_oss.server.config import AssuranceConfig, LedgerConfig
 from billing_oss.server.store.pool import Connection
 
 LOCK_SPACE = 1341  # advisory lock namespace of assurance job claims
@@ -27,8 +27,9 @@ class AssuranceJobs:
     name = "assurance_job"
     lock_space = LOCK_SPACE
 
-    def __init__(self, pool: asyncpg.Pool, config: AssuranceConfig) -> None:
-        self._pool, self._config = pool, config
+    def __init__(self, pool: asyncpg.Pool, config: AssuranceConfig,
+                 ledger: LedgerConfig | None = None) -> None:
+        self._pool, self._config, self._ledger = pool, config, ledger
 
     async def run(self, holder: Connection, job_id: int, stop: asyncio.Event) -> None:
         job = await repo.job(holder, job_id)
@@ -36,7 +37,8 @@ class AssuranceJobs:
         if await repo.run_exists(holder, job_id):  # stored before a crash: only the mark
             await repo.finish_job(holder, job_id)
             return
-        ctx = assurance.context(self._config, job.as_of or dt.datetime.now(dt.UTC))
+        ctx = assurance.context(self._config, job.as_of or dt.datetime.now(dt.UTC),
+                                self._ledger)
         await repo.start_job(holder, job_id, ctx.as_of)
 
         async def progress(done: int) -> None:

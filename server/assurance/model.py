@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from billing_oss.server.config import LedgerConfig
 from billing_oss.server.store.pool import Connection
 
 MICROS = Decimal(1_000_000)
@@ -58,6 +59,7 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     as_of: dt.datetime
     settings: Settings
     checkpoint_dir: str = ""
+    chart: LedgerConfig = msgspec.field(default_factory=LedgerConfig)  # the GL export's
     parallel: int = 2  # controls run at once, each on its own connection
 
 

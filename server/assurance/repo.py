@@ -144,6 +144,17 @@ async def run_exists(db: asyncpg.Pool | Connection, run_id: int) -> bool:
         "SELECT EXISTS (SELECT 1 FROM assurance_runs WHERE run_id = $1)", run_id))
 
 
+# The GL export control (``controls.gl``): the months and currencies the ledger holds.
+
+LEDGER_MONTHS_SQL = """
+SELECT DISTINCT date_trunc('month', entry_date)::date AS month, currency FROM ledger_entries
+WHERE entry_date <= $1::timestamptz::date ORDER BY 1, 2"""
+
+
+async def ledger_months(conn: Connection, as_of: dt.datetime) -> list[tuple[dt.date, str]]:
+    return [(r["month"], r["currency"]) for r in await conn.fetch(LEDGER_MONTHS_SQL, as_of)]
+
+
 # The checkpoint's Merkle tree (``server.assurance.merkle``).
 
 # One summary per document, ordered by its key; amounts are integer micro-units.

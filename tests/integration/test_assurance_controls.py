@@ -14,6 +14,7 @@ import pytest
 
 from billing_oss.server.assurance import checkpoints, engine, repo
 from billing_oss.server.assurance.model import Context, Settings
+from billing_oss.server.config import LedgerConfig
 from billing_oss.server.store import audit
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
@@ -323,6 +324,25 @@ async def test_a_record_left_in_suspense(copy: asyncpg.Pool) -> None:
     assert aged.evidence[0]["object"] == f"suspense:{sid}"
     # Two minutes national peak at A1's retail tariff: connect 0.10, then 0.20 + 0.10.
     assert aged.at_stake == {"EUR": "0.40"} and aged.unpriced == 0
+
+
+async def test_a_chart_that_books_the_bank_on_the_receivables_account(
+        copy: asyncpg.Pool) -> None:
+    # The GL export configured with the bank account number equal to the receivables one:
+    # A1's payment of 10.00 (10 February) then debits and credits 411 at once, and the
+    # export's receivables no longer move as the receivables ledger does.
+    chart = LedgerConfig(bank="411")
+    ctx = Context(as_of=dt.datetime.now(dt.UTC), settings=Settings(), chart=chart)
+    assert not failing(await run_all(copy, context()))
+    failed = failing(await run_all(copy, ctx))
+    assert set(failed) == {"ledger.gl_balanced"}
+    gl = failed["ledger.gl_balanced"]
+    assert gl.offending == 1 and gl.evidence[0]["object"] == "gl:2026-02/EUR/receivables"
+    assert "by 0, the receivables ledger by -10000000" in gl.evidence[0]["detail"]
+    assert gl.at_stake == {"EUR": "10.00"}
+    assert gl.checked == await copy.fetchval(
+        "SELECT count(DISTINCT (date_trunc('month', entry_date), currency))"
+        " FROM ledger_entries")
 
 
 async def test_tap_audit_totals_that_do_not_add_up(copy: asyncpg.Pool) -> None:
