@@ -147,6 +147,7 @@ class WebhooksConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     interval_s: float = 3600.0  # 0: serve runs no controls on its own
     checkpoint_dir: str = ""  # empty: no checkpoints
+    checkpoint_webhook: bool = False  # also emit each checkpoint as an audit.checkpoint event
     signing_key: str = "var/assurance-signing.key"
     evidence_limit: int = 20
     duplicate_tolerance_s: int = 2

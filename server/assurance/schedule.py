@@ -26,6 +26,8 @@ async def run_once(pool: asyncpg.Pool, config: AssuranceConfig) -> None:
         key = await asyncio.to_thread(checkpoints.signing_key, Path(config.signing_key))
         async with pool.acquire() as conn:
             path = await checkpoints.create(conn, Path(config.checkpoint_dir), key)
+            if config.checkpoint_webhook:
+                await checkpoints.publish(conn, checkpoints.read(path))
         log.info("audit checkpoint written", extra={"fields": {"path": str(path)}})
 
 

@@ -101,6 +101,8 @@ async def _checkpoint(args: argparse.Namespace, config: Any) -> int:
     key = checkpoints.signing_key(Path(config.assurance.signing_key))
     async with database_pool(config) as pool, pool.acquire() as conn:
         path = await checkpoints.create(conn, directory, key)
+        if config.assurance.checkpoint_webhook:
+            await checkpoints.publish(conn, checkpoints.read(path))
     signed = checkpoints.read(path)
     print(f"{path}: audit row {signed.seq}, {signed.leaves} documents, root {signed.merkle_root}")
     return 0
