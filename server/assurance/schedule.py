@@ -9,10 +9,11 @@ import logging
 from pathlib import Path
 
 import asyncpg
+import asyncssh
 
 from billing_oss.core.errors import BillingError
 from billing_oss.server import assurance
-from billing_oss.server.assurance import checkpoints, engine
+from billing_oss.server.assurance import checkpoints, engine, export
 from billing_oss.server.config import AssuranceConfig
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ async def run_once(pool: asyncpg.Pool, config: AssuranceConfig) -> None:
             if config.checkpoint_webhook:
                 await checkpoints.publish(conn, checkpoints.read(path))
         log.info("audit checkpoint written", extra={"fields": {"path": str(path)}})
+        if config.checkpoint_sftp is not None:
+            sent = await export.upload_sftp(config.checkpoint_sftp, path)
+            log.info("audit checkpoint uploaded", extra={"fields": {
+                "host": config.checkpoint_sftp.host, "files": sent}})
 
 
 async def run_forever(pool: asyncpg.Pool, config: AssuranceConfig, stop: asyncio.Event) -> None:
@@ -42,5 +47,6 @@ async def run_forever(pool: asyncpg.Pool, config: AssuranceConfig, stop: asyncio
             return
         try:
             await run_once(pool, config)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BillingError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BillingError,
+                asyncssh.Error) as exc:  # a partner that cannot take the checkpoint, say
             log.warning("assurance run failed", extra={"fields": {"error": str(exc)}})

@@ -1,7 +1,9 @@
 """Checkpoints exported beyond the checkpoint directory: with
 ``assurance.checkpoint_webhook``, each signed checkpoint is an ``audit.checkpoint`` event
-delivered from the outbox to a loopback webhook receiver, which can keep it and verify it
-with the public key, and the audit log against it, without the database's help."""
+delivered from the outbox to a loopback webhook receiver; with
+``[assurance.checkpoint_sftp]``, it is uploaded to an SFTP partner (an in-process asyncssh
+server), its host key checked. Either copy verifies with the public key, and the audit log
+verifies against it."""
 
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ import json
 from pathlib import Path
 
 import asyncpg
+import asyncssh
 import msgspec
+import pytest
 
-from billing_oss.server.assurance import checkpoints, schedule
-from billing_oss.server.config import AssuranceConfig, WebhooksConfig
+from billing_oss.core.errors import ConfigError
+from billing_oss.server.assurance import checkpoints, export, schedule
+from billing_oss.server.config import AssuranceConfig, CheckpointSftp, WebhooksConfig
 from billing_oss.server.integrations import webhooks
 from billing_oss.server.integrations.delivery import WebhookDeliverer
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 from tests.webhook_receiver import Receiver, receiving
 
 SETTINGS = WebhooksConfig(allow_http=True, allow_private=True, retry_schedule_s=[0.05, 0.1],
@@ -71,3 +76,55 @@ async def test_each_checkpoint_reaches_a_webhook_signed_and_verifiable(
 
 async def _arrived(receiver: Receiver) -> bool:
     return bool(receiver.on("/anchor"))
+
+
+class _Partner(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return username == "anchor" and password == "s3cret"
+
+
+async def test_each_checkpoint_is_uploaded_to_an_sftp_partner(pool: asyncpg.Pool,
+                                                              tmp_path: Path) -> None:
+    root = tmp_path / "partner"
+    (root / "checkpoints").mkdir(parents=True)
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    port = free_port()
+    server = await asyncssh.create_server(
+        _Partner, "127.0.0.1", port, server_host_keys=[host_key],
+        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()))
+    try:
+        sftp = CheckpointSftp(host="127.0.0.1", port=port, username="anchor",
+                              password="s3cret", remote_dir="/checkpoints",
+                              known_host_key=host_key.export_public_key().decode().strip())
+        directory = tmp_path / "local"
+        config = AssuranceConfig(checkpoint_dir=str(directory),
+                                 signing_key=str(tmp_path / "key"), checkpoint_sftp=sftp)
+        await schedule.run_once(pool, config)
+        await schedule.run_once(pool, config)
+        # Another server answering the address, with another host key, gets nothing.
+        impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+        with pytest.raises(asyncssh.HostKeyNotVerifiable):
+            await export.upload_sftp(msgspec.structs.replace(
+                sftp, known_host_key=impostor.strip()), directory / "none.json")
+        with pytest.raises(ConfigError, match="host key"):
+            await export.upload_sftp(msgspec.structs.replace(sftp, known_host_key=""),
+                                     directory / "none.json")
+    finally:
+        server.close()
+        await server.wait_closed()
+    local = sorted(p.name for p in directory.iterdir())
+    remote = sorted(p.name for p in (root / "checkpoints").iterdir())
+    assert remote == local and len(remote) == 5  # 2 checkpoints, their leaves, signing.pub
+    for name in remote:
+        assert (root / "checkpoints" / name).read_bytes() == (directory / name).read_bytes()
+    newest = checkpoints.latest(root / "checkpoints")
+    assert newest is not None
+    kept = checkpoints.read(newest)  # against the signing.pub uploaded beside it
+    async with pool.acquire() as conn:
+        assert await checkpoints.verify(conn, kept) == []
