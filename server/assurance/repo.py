@@ -147,12 +147,16 @@ async def run_exists(db: asyncpg.Pool | Connection, run_id: int) -> bool:
 # The GL export control (``controls.gl``): the months and currencies the ledger holds.
 
 LEDGER_MONTHS_SQL = """
-SELECT DISTINCT date_trunc('month', entry_date)::date AS month, currency FROM ledger_entries
-WHERE entry_date <= $1::timestamptz::date ORDER BY 1, 2"""
+SELECT date_trunc('month', entry_date)::date AS month, currency,
+       sum(amount_micros)::bigint AS micros
+FROM ledger_entries WHERE entry_date <= $1::timestamptz::date GROUP BY 1, 2 ORDER BY 1, 2"""
 
 
-async def ledger_months(conn: Connection, as_of: dt.datetime) -> list[tuple[dt.date, str]]:
-    return [(r["month"], r["currency"]) for r in await conn.fetch(LEDGER_MONTHS_SQL, as_of)]
+async def ledger_months(conn: Connection, as_of: dt.datetime
+                        ) -> list[tuple[dt.date, str, int]]:
+    """(month, currency, Σ ledger entries) of every month and currency the ledger holds."""
+    return [(r["month"], r["currency"], r["micros"])
+            for r in await conn.fetch(LEDGER_MONTHS_SQL, as_of)]
 
 
 # The checkpoint's Merkle tree (``server.assurance.merkle``).

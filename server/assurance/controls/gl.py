@@ -38,7 +38,7 @@ class GlBalanced(msgspec.Struct, frozen=True, kw_only=True):
         chart = ctx.chart
         offenders: list[Offender] = []
         periods = await repo.ledger_months(conn, ctx.as_of)
-        for month, currency in periods:
+        for month, currency, ledger_total in periods:
             start = month
             end = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1) \
                 - dt.timedelta(days=1)
@@ -47,10 +47,8 @@ class GlBalanced(msgspec.Struct, frozen=True, kw_only=True):
             books = msgspec.structs.replace(chart, currency=currency.strip())
             debit: dict[str, int] = defaultdict(int)
             credit: dict[str, int] = defaultdict(int)
-            receivables = 0
-            ledger_total = 0
+            receivables = 0  # the ledger's own sum, not the export's rows: a dropped row shows
             for row in rows:
-                ledger_total += int(row["amount_micros"])
                 try:
                     entry = build([row], books, start, end).entries[0]
                 except (Unbalanced, ValueError) as exc:
@@ -58,6 +56,7 @@ class GlBalanced(msgspec.Struct, frozen=True, kw_only=True):
                         object=f"ledger_entry:{row['account_id']}/{row['entry_id']}",
                         currency=currency.strip(), at_stake_micros=abs(int(row["amount_micros"])),
                         detail=f"{label}: the export cannot book it: {exc}"))
+                    receivables += int(row["amount_micros"])  # counted once, here
                     continue
                 debit[entry.journal] += entry.debit_micros
                 credit[entry.journal] += entry.credit_micros
