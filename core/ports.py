@@ -82,6 +82,9 @@ class FileHeader(NamedTuple):
     # About how many items (records, good or bad) it holds, for the progress display only:
     # the count a header declares, or a line count; may be wrong, never relied upon.
     items: int | None
+    # The record count the header declares (32.297 CDR count, TAP3 audit), when it declares
+    # one; stored in ``source_files.declared_records`` for the collection controls.
+    declared: int | None = None
 
 
 @runtime_checkable

@@ -29,7 +29,12 @@ from billing_oss.server import jobs, rerate
 from billing_oss.server.billing import bill_runs
 from billing_oss.server.catalog import Catalog, catalog_from_dict
 from billing_oss.server.config import Config
-from billing_oss.server.http.keys import BILL_RUN_WAKE, RERATE_WAKE, SIMULATION_WAKE
+from billing_oss.server.http.keys import (
+    ASSURANCE_WAKE,
+    BILL_RUN_WAKE,
+    RERATE_WAKE,
+    SIMULATION_WAKE,
+)
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
 from billing_oss.server.store import audit, catalog_repo
@@ -205,10 +210,13 @@ async def serve(config: Config, stop: asyncio.Event, *,
             await stack.enter_async_context(delivering_webhooks(config, pool))
         simulations = await stack.enter_async_context(jobs.running_worker(
             pool, simulation_jobs(pool, config)))
+        assurance_runs = await stack.enter_async_context(jobs.running_worker(
+            pool, assurance_jobs(pool, config)))
         app = create_app(config, pool, pipeline)
         app[RERATE_WAKE] = worker.wake
         app[BILL_RUN_WAKE] = billing.wake
         app[SIMULATION_WAKE] = simulations.wake
+        app[ASSURANCE_WAKE] = assurance_runs.wake
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -251,6 +259,12 @@ def simulation_jobs(pool: asyncpg.Pool, config: Config) -> jobs.JobKind:
 
     return Simulations(pool, Settings(seller=config.billing.seller(),
                                       rounding=config.billing.rounding))
+
+
+def assurance_jobs(pool: asyncpg.Pool, config: Config) -> jobs.JobKind:
+    from billing_oss.server.assurance.jobs import AssuranceJobs
+
+    return AssuranceJobs(pool, config.assurance, config.ledger)
 
 
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections

@@ -148,15 +148,30 @@ class WebhooksConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     rotation_grace_s: float = 86400.0
     rescan_s: float = 10.0
     in_memory: int = 100_000
+class CheckpointSftp(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An SFTP partner every checkpoint is also uploaded to (``[assurance.checkpoint_sftp]``)."""
+
+    host: str
+    known_host_key: str  # the server's public key line, or a known_hosts path: required
+    username: str
+    port: int = 22
+    password: str = ""
+    client_key: str = ""  # path of a private key
+    remote_dir: str = "."
+
+
 class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     interval_s: float = 3600.0  # 0: serve runs no controls on its own
     checkpoint_dir: str = ""  # empty: no checkpoints
+    checkpoint_webhook: bool = False  # also emit each checkpoint as an audit.checkpoint event
+    checkpoint_sftp: CheckpointSftp | None = None  # also upload each checkpoint there
     signing_key: str = "var/assurance-signing.key"
     evidence_limit: int = 20
     duplicate_tolerance_s: int = 2
     suspense_age_days: int = 7
     silent_factor: int = 3
     silent_min_s: int = 3600
+    late_after_h: int = 24
     rerate_sample: int = 500
     parallel: int = 2
 

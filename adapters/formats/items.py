@@ -61,10 +61,11 @@ class FormatDecoder:
     def header(self, path: Path, *, count: bool) -> FileHeader:
         with self.format.open(path, source="", options=self.options) as decoded:
             number, items = decoded.info.sequence_number, decoded.info.declared_count
+        declared = int(items) if items is not None else None
         if self.format.item_count == "lines" and count:
             items = line_count(path)  # a column header line, blank lines included: an estimate
         return FileHeader(int(number) if number is not None else None,
-                          int(items) if items is not None and count else None)
+                          int(items) if items is not None and count else None, declared)
 
 
 def decoder_for(format: str, options: Mapping[str, Any] | None = None) -> DecodeFn:

@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from billing_oss.core.errors import ConfigError, NotFound
 from billing_oss.server.assurance import merkle, repo
 from billing_oss.server.assurance.verify_proof import leaf_hash
+from billing_oss.server.integrations import outbox
+from billing_oss.server.integrations.events import AuditCheckpoint
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
 
@@ -128,6 +130,14 @@ def read(path: Path, trusted_key: str | None = None) -> Checkpoint:
     except (InvalidSignature, ValueError):
         raise ValueError(f"{path}: the signature does not match its content") from None
     return checkpoint
+
+
+async def publish(conn: Connection, checkpoint: Checkpoint) -> str:
+    """Emit ``checkpoint`` as an ``audit.checkpoint`` event (webhook delivery from the
+    outbox); returns the event id."""
+    event = AuditCheckpoint(**msgspec.to_builtins(checkpoint))
+    async with conn.transaction():
+        return await outbox.emit(conn, event, stream="audit:checkpoints")
 
 
 def latest(directory: Path) -> Path | None:

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
 import asyncpg
@@ -47,25 +47,35 @@ def select(names: Sequence[str] | None) -> list[Control]:
     return chosen
 
 
+Progress = Callable[[int], Awaitable[None]]  # called with how many controls have finished
+
+
 async def run(pool: asyncpg.Pool, ctx: Context, *, controls: Sequence[str] | None = None,
-              trigger: str, actor: str) -> repo.Run:
+              trigger: str, actor: str, run_id: int | None = None,
+              progress: Progress | None = None) -> repo.Run:
     """Run ``controls`` (all by default), ``ctx.parallel`` at a time on connections of
-    their own, and store the run."""
+    their own, and store the run (under ``run_id`` when a job drew it)."""
     chosen = select(controls)
     started = dt.datetime.now(dt.UTC)
     lanes = asyncio.Semaphore(max(1, ctx.parallel))
+    finished_controls = 0
 
     async def one(control: Control) -> repo.Result:
+        nonlocal finished_controls
         async with lanes, pool.acquire() as conn:
             await repo.tune_for_controls(conn, WORK_MEM)
-            return await _evaluate(conn, control, ctx)
+            result = await _evaluate(conn, control, ctx)
+        finished_controls += 1
+        if progress is not None:
+            await progress(finished_controls)
+        return result
 
     results = list(await asyncio.gather(*(one(c) for c in chosen)))
     finished = dt.datetime.now(dt.UTC)
     async with pool.acquire() as conn, conn.transaction():
         run_id = await repo.insert(conn, as_of=ctx.as_of, trigger=trigger, actor=actor,
                                    started_at=started, finished_at=finished, results=results,
-                                   audit_seq=None)
+                                   audit_seq=None, run_id=run_id)
         await audit.record_many(conn, actor, AUDIT_ACTION, [
             (f"assurance:{run_id}/{r.control}", None, _audited(r)) for r in results])
         for r in results:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from billing_oss.server.config import LedgerConfig
 from billing_oss.server.store.pool import Connection
 
 MICROS = Decimal(1_000_000)
@@ -29,6 +30,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     suspense_age_days: int = 7
     silent_factor: int = 3
     silent_min_s: int = 3600
+    late_after_h: int = 24
     rerate_sample: int = 500
 
     def params(self) -> dict[str, Any]:
@@ -57,6 +59,7 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     as_of: dt.datetime
     settings: Settings
     checkpoint_dir: str = ""
+    chart: LedgerConfig = msgspec.field(default_factory=LedgerConfig)  # the GL export's
     parallel: int = 2  # controls run at once, each on its own connection
 
 

@@ -43,12 +43,16 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
 
 async def insert(conn: Connection, *, as_of: dt.datetime, trigger: str, actor: str,
                  started_at: dt.datetime, finished_at: dt.datetime, results: list[Result],
-                 audit_seq: int | None) -> int:
-    run_id: int = await conn.fetchval(
-        "INSERT INTO assurance_runs (as_of, trigger, actor, controls, failed, started_at,"
-        " finished_at, audit_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING run_id",
+                 audit_seq: int | None, run_id: int | None = None) -> int:
+    """Store a run; under ``run_id`` when a job drew it beforehand (``assurance_jobs``)."""
+    run_id = await conn.fetchval(
+        "INSERT INTO assurance_runs (run_id, as_of, trigger, actor, controls, failed,"
+        " started_at, finished_at, audit_seq) OVERRIDING SYSTEM VALUE VALUES"
+        " (coalesce($9, nextval(pg_get_serial_sequence('assurance_runs', 'run_id'))),"
+        " $1, $2, $3, $4, $5, $6, $7, $8) RETURNING run_id",
         as_of, trigger, actor, len(results), sum(r.status != "pass" for r in results),
-        started_at, finished_at, audit_seq)
+        started_at, finished_at, audit_seq, run_id)
+    assert run_id is not None
     await conn.executemany(
         "INSERT INTO assurance_results (run_id, control, version, family, status, checked,"
         " offending, unpriced, at_stake, evidence, evidence_query, error, duration_ms)"
@@ -80,6 +84,79 @@ async def get(db: asyncpg.Pool | Connection, run_id: int) -> Run:
     return Run(**dict(row), results=[
         Result(**{**dict(r), "at_stake": json.loads(r["at_stake"]),
                   "evidence": json.loads(r["evidence"])}) for r in results])
+
+
+# Jobs: runs asked for over HTTP, run by the background worker (migration 1341).
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: int  # the job's id, and its run's once stored
+    state: str  # queued | running | done | failed
+    requested_by: str
+    controls: list[str] | None
+    as_of: dt.datetime | None
+    controls_total: int
+    controls_done: int
+    error: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+async def create_job(db: asyncpg.Pool | Connection, actor: str, controls: list[str] | None,
+                     as_of: dt.datetime | None, total: int) -> int:
+    job_id: int = await db.fetchval(
+        "INSERT INTO assurance_jobs (requested_by, controls, as_of, controls_total)"
+        " VALUES ($1, $2, $3, $4) RETURNING assurance_job_id", actor, controls, as_of, total)
+    return job_id
+
+
+async def job(db: asyncpg.Pool | Connection, job_id: int) -> Job | None:
+    row = await db.fetchrow(
+        "SELECT assurance_job_id AS run_id, state, requested_by, controls, as_of,"
+        " controls_total, controls_done, error, created_at, started_at, finished_at"
+        " FROM assurance_jobs WHERE assurance_job_id = $1", job_id)
+    return None if row is None else Job(**dict(row))
+
+
+async def start_job(db: asyncpg.Pool | Connection, job_id: int, as_of: dt.datetime) -> None:
+    await db.execute("UPDATE assurance_jobs SET state = 'running', started_at = now(),"
+                     " as_of = $2, controls_done = 0 WHERE assurance_job_id = $1",
+                     job_id, as_of)
+
+
+async def job_progress(db: asyncpg.Pool | Connection, job_id: int, done: int) -> None:
+    await db.execute("UPDATE assurance_jobs SET controls_done = greatest(controls_done, $2)"
+                     " WHERE assurance_job_id = $1", job_id, done)
+
+
+async def finish_job(db: asyncpg.Pool | Connection, job_id: int) -> None:
+    await db.execute("UPDATE assurance_jobs SET state = 'done', finished_at = now(),"
+                     " controls_done = controls_total WHERE assurance_job_id = $1", job_id)
+
+
+async def fail_job(db: asyncpg.Pool | Connection, job_id: int, error: str) -> None:
+    await db.execute("UPDATE assurance_jobs SET state = 'failed', error = $2,"
+                     " finished_at = now() WHERE assurance_job_id = $1", job_id, error)
+
+
+async def run_exists(db: asyncpg.Pool | Connection, run_id: int) -> bool:
+    return bool(await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM assurance_runs WHERE run_id = $1)", run_id))
+
+
+# The GL export control (``controls.gl``): the months and currencies the ledger holds.
+
+LEDGER_MONTHS_SQL = """
+SELECT date_trunc('month', entry_date)::date AS month, currency,
+       sum(amount_micros)::bigint AS micros
+FROM ledger_entries WHERE entry_date <= $1::timestamptz::date GROUP BY 1, 2 ORDER BY 1, 2"""
+
+
+async def ledger_months(conn: Connection, as_of: dt.datetime
+                        ) -> list[tuple[dt.date, str, int]]:
+    """(month, currency, Σ ledger entries) of every month and currency the ledger holds."""
+    return [(r["month"], r["currency"], r["micros"])
+            for r in await conn.fetch(LEDGER_MONTHS_SQL, as_of)]
 
 
 # The checkpoint's Merkle tree (``server.assurance.merkle``).

@@ -10,10 +10,11 @@ import logging
 from pathlib import Path
 
 import asyncpg
+import asyncssh
 
 from billing_oss.core.errors import BillingError
 from billing_oss.server import assurance, scheduled
-from billing_oss.server.assurance import checkpoints, engine
+from billing_oss.server.assurance import checkpoints, engine, export
 from billing_oss.server.config import AssuranceConfig
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,13 @@ async def run_once(pool: asyncpg.Pool, config: AssuranceConfig) -> None:
         key = await asyncio.to_thread(checkpoints.signing_key, Path(config.signing_key))
         async with pool.acquire() as conn:
             path = await checkpoints.create(conn, Path(config.checkpoint_dir), key)
+            if config.checkpoint_webhook:
+                await checkpoints.publish(conn, checkpoints.read(path))
         log.info("audit checkpoint written", extra={"fields": {"path": str(path)}})
+        if config.checkpoint_sftp is not None:
+            sent = await export.upload_sftp(config.checkpoint_sftp, path)
+            log.info("audit checkpoint uploaded", extra={"fields": {
+                "host": config.checkpoint_sftp.host, "files": sent}})
 
 
 async def run_forever(pool: asyncpg.Pool, config: AssuranceConfig, stop: asyncio.Event) -> None:
@@ -44,5 +51,6 @@ async def run_forever(pool: asyncpg.Pool, config: AssuranceConfig, stop: asyncio
         try:
             await scheduled.run_if_due(pool, TASK, config.interval_s,
                                        lambda: run_once(pool, config))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BillingError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, BillingError,
+                asyncssh.Error) as exc:  # a partner that cannot take the checkpoint, say
             log.warning("assurance run failed", extra={"fields": {"error": str(exc)}})

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with database_pool(config) as pool:
             if args.action == "run":
-                ctx = assurance.context(config.assurance, args.as_of)
+                ctx = assurance.context(config.assurance, args.as_of, config.ledger)
                 done = await engine.run(pool, ctx, controls=args.control, trigger="cli",
                                         actor=cli_actor())
                 _print_run(done, args.json, evidence=False)

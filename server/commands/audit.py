@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import msgspec
 
 from billing_oss.core.errors import BillingError, NotFound
-from billing_oss.server.assurance import checkpoints
+from billing_oss.server.assurance import checkpoints, export
 from billing_oss.server.billing import documents_repo
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
@@ -101,6 +102,15 @@ async def _checkpoint(args: argparse.Namespace, config: Any) -> int:
     key = checkpoints.signing_key(Path(config.assurance.signing_key))
     async with database_pool(config) as pool, pool.acquire() as conn:
         path = await checkpoints.create(conn, directory, key)
+        if config.assurance.checkpoint_webhook:
+            await checkpoints.publish(conn, checkpoints.read(path))
+    if (sftp := config.assurance.checkpoint_sftp) is not None:
+        try:
+            await export.upload_sftp(sftp, path)
+        except (OSError, asyncssh.Error) as exc:
+            print(f"billing-oss audit checkpoint: {path} written, but not uploaded to"
+                  f" {sftp.host}: {exc}", file=sys.stderr)
+            return 1
     signed = checkpoints.read(path)
     print(f"{path}: audit row {signed.seq}, {signed.leaves} documents, root {signed.merkle_root}")
     return 0

@@ -28,6 +28,7 @@ RERATE_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("rerate_wake")
 BILL_RUN_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("bill_run_wake")
 # Wakes the simulation worker when a simulation is submitted (absent: the worker polls).
 SIMULATION_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("simulation_wake")
+ASSURANCE_WAKE: web.AppKey[Callable[[], None]] = web.AppKey("assurance_wake")
 # Admission to POST /v1/usage: slots at work and a bounded queue (``server.http.admission``).
 INGEST_ADMISSION = web.AppKey("ingest_admission", Admission)
 # The request's timeout (``asyncio.Timeout``): ``reschedule(None)`` once cancelling it would

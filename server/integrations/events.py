@@ -273,6 +273,24 @@ class WebhookPing(DomainEvent, frozen=True, kw_only=True):
 
 # --- assurance (server/assurance) ------------------------------------------------------------
 
+class AuditCheckpoint(DomainEvent, frozen=True, kw_only=True):
+    """A signed checkpoint of the audit chain head (``server.assurance.checkpoints``), on the
+    stream "audit:checkpoints", for a receiver to keep where the database administrator
+    cannot rewrite it. The fields are the checkpoint file's; ``signature`` (Ed25519, hex)
+    covers the canonical JSON of the others."""
+
+    event_type: ClassVar[str] = "audit.checkpoint"
+    event_version: ClassVar[int] = 1
+    version: int
+    seq: int
+    hash: str
+    at: str
+    merkle_root: str
+    leaves: int
+    public_key: str
+    signature: str
+
+
 class ControlFailed(DomainEvent, frozen=True, kw_only=True):
     """A revenue-assurance control found offenders, on the stream "control:<name>"."""
 

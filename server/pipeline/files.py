@@ -118,7 +118,7 @@ async def ingest_file(
     """Push one file through the pipeline; return its reconciliation."""
     sha, size = await file_sha256(path)
     header = FileHeader(None, None)
-    if (sequence_no is None or progress is not None) and isinstance(decoder, SequencedDecoder):
+    if isinstance(decoder, SequencedDecoder):  # the declared count is stored with the file
         header = await _read_header(decoder, path, count=progress is not None)
     if sequence_no is None:
         sequence_no = header.sequence_no
@@ -126,7 +126,8 @@ async def ingest_file(
     async def register() -> usage_repo.FileClaim:
         async with pool.acquire() as conn:
             return await usage_repo.claim_file(conn, source=source, name=name, fmt=fmt,
-                                               sha256=sha, size=size, sequence_no=sequence_no)
+                                               sha256=sha, size=size, sequence_no=sequence_no,
+                                               declared_records=header.declared)
 
     claim = await with_retries(register, attempts=settings.write_attempts,
                                backoff_s=settings.retry_backoff_s, what=name)

@@ -241,13 +241,14 @@ _COUNT_COLUMNS = ("in", "charged", "suspense", "duplicates", "filtered", "pendin
 
 async def claim_file(
     conn: Connection, *, source: str, name: str, fmt: str, sha256: str, size: int,
-    sequence_no: int | None,
+    sequence_no: int | None, declared_records: int | None = None,
 ) -> FileClaim:
     """Register a file (or find it registered) by content; its row says where to resume."""
     await conn.execute(
-        "INSERT INTO source_files (source, name, format, sequence_no, size_bytes, sha256) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, sha256) DO NOTHING",
-        source, name, fmt, sequence_no, size, sha256)
+        "INSERT INTO source_files (source, name, format, sequence_no, size_bytes, sha256,"
+        " declared_records) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (source, sha256) DO NOTHING",
+        source, name, fmt, sequence_no, size, sha256, declared_records)
     file_id = await conn.fetchval(
         "SELECT source_file_id FROM source_files WHERE source = $1 AND sha256 = $2",
         source, sha256)

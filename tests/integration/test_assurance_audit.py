@@ -19,7 +19,9 @@ import asyncpg
 import pytest
 
 from billing_oss.core.errors import NotFound
+from billing_oss.server import config, jobs
 from billing_oss.server.assurance import checkpoints
+from billing_oss.server.assurance.jobs import AssuranceJobs
 from billing_oss.server.store import audit
 from tests.conftest import REPO
 from tests.integration import assurance_seed
@@ -226,20 +228,48 @@ async def test_assure_run_list_show_from_the_shell(seeded: asyncpg.Pool,
 
 async def test_runs_over_http(seeded: asyncpg.Pool, database_url: str) -> None:
     async with live_api(seeded, database_url) as api:
-        status, run = await api.call("POST", "/v1/assurance/runs", "operator",
-                                     json={"controls": ["ledger", "audit.chain"]})
-        assert status == 201, run
+        async with api.http.post(api.url + "/v1/assurance/runs",
+                                 headers=api.headers("operator"),
+                                 json={"controls": ["ledger", "audit.chain"]}) as r:
+            assert r.status == 202, await r.text()
+            location = r.headers["Location"].removeprefix(api.url)
+            queued = await r.json()
+        run_id = queued["run_id"]
+        assert location == f"/v1/assurance/runs/{run_id}"
+        assert queued["state"] == "queued" and queued["controls"] == 5
+        assert queued["controls_done"] == 0 and queued["results"] == []
+        status, waiting = await api.call("GET", location, "viewer")
+        assert status == 200 and waiting["state"] == "queued"
+        # The background worker runs it; meanwhile the run shows how far it got.
+        worker = asyncio.create_task(jobs.run_next(seeded, AssuranceJobs(
+            seeded, config.load(env={}).assurance)))
+        seen: list[tuple[str, int]] = []
+        while not worker.done():
+            status, now = await api.call("GET", location, "viewer")
+            assert status == 200, now
+            seen.append((now["state"], now["controls_done"]))
+            await asyncio.sleep(0.005)
+        assert await worker == run_id
+        assert all(state in ("queued", "running", "done") for state, _ in seen)
+        assert [done for _, done in seen] == sorted(done for _, done in seen)
+        assert ("running", 0) in seen or any(s == "running" and 0 < d < 5 for s, d in seen)
+        status, run = await api.call("GET", location, "viewer")
+        assert status == 200 and run["state"] == "done", run
+        assert run["run_id"] == run_id and run["controls_done"] == run["controls"] == 5
         assert {r["control"] for r in run["results"]} == {
             "ledger.documents_booked", "ledger.payments_booked", "ledger.aging_receivables",
-            "audit.chain"}
-        assert run["failed"] == 0
-        status, one = await api.call("GET", f"/v1/assurance/runs/{run['run_id']}", "viewer")
-        assert status == 200 and one["results"] == run["results"]
+            "ledger.gl_balanced", "audit.chain"}
+        assert run["failed"] == 0 and run["actor"] == queued["actor"]
+        job = await seeded.fetchrow("SELECT state, controls_done FROM assurance_jobs"
+                                    " WHERE assurance_job_id = $1", run_id)
+        assert tuple(job) == ("done", 5)
         status, page = await api.call("GET", "/v1/assurance/runs", "viewer",
                                       params={"limit": 1})
         assert status == 200 and page["items"][0]["run_id"] == run["run_id"]
         status, problem = await api.call("POST", "/v1/assurance/runs", "operator",
                                          json={"controls": ["no.such"]})
         assert status == 422, problem
+        status, _ = await api.call("POST", "/v1/assurance/runs", "viewer", json={})
+        assert status == 403
         status, _ = await api.call("GET", "/v1/assurance/runs/999999", "viewer")
         assert status == 404

@@ -14,9 +14,11 @@ import pytest
 
 from billing_oss.server.assurance import checkpoints, engine, repo
 from billing_oss.server.assurance.model import Context, Settings
+from billing_oss.server.config import LedgerConfig
 from billing_oss.server.store import audit
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
+from tests.generators.threegpp_files import write_fast_3gpp
 from tests.integration import assurance_seed
 from tests.integration.assurance_seed import calls, ingest
 
@@ -249,6 +251,54 @@ async def test_a_call_charged_by_two_switches(copy: asyncpg.Pool, tmp_path: Path
     assert dup.at_stake == {"EUR": _text(usage["amount_micros"])}
 
 
+async def test_a_file_for_an_earlier_period_arriving_late(copy: asyncpg.Pool,
+                                                          tmp_path: Path) -> None:
+    # msc1 had delivered 3 February; its file of 1 February (seq 6) arrives after it.
+    await ingest(copy, tmp_path, "msc1", "MSC1_00006.jsonl", 6,
+                 calls("msc1", "m1s6", dt.date(2026, 2, 1), 3))
+    file_id, charged = await copy.fetchrow(
+        "SELECT f.source_file_id, sum(c.amount_micros) FROM source_files f"
+        " JOIN usage_records u USING (source_file_id)"
+        " JOIN charges c USING (account_id, event_time, usage_id)"
+        " WHERE f.name = 'MSC1_00006.jsonl' GROUP BY 1")
+    failed = failing(await run_all(copy))
+    assert set(failed) == {"collection.late_files"}
+    late = failed["collection.late_files"]
+    assert late.offending == 1 and late.evidence[0]["object"] == f"source_file:{file_id}"
+    assert "MSC1_00006.jsonl of msc1" in late.evidence[0]["detail"]
+    assert "2 days" in late.evidence[0]["detail"]  # 1 Feb 09:44 against 3 Feb 09:44
+    assert charged > 0 and late.at_stake == {"EUR": _text(charged)}
+
+
+async def test_a_file_holding_fewer_records_than_its_header_declares(
+        copy: asyncpg.Pool, tmp_path: Path) -> None:
+    # Two 32.297 files from an SGSN: the first whole, the second's header declares 8 CDRs
+    # (its byte length right) but the switch wrote 7.
+    for seq, n, declared in ((1, 5, 5), (2, 7, 8)):
+        path = tmp_path / f"SGSN1_{seq:04d}.dat"
+        with path.open("wb") as fh:
+            assert write_fast_3gpp(fh, n, seed=seq, sequence_number=seq) == n
+        data = bytearray(path.read_bytes())
+        data[18:22] = declared.to_bytes(4, "big")
+        path.write_bytes(bytes(data))
+        out = await assurance_seed.pipeline(copy).ingest_file(
+            path, source="sgsn1", format="3gpp", name=path.name)
+        assert not out.replay
+    rows = await copy.fetch("SELECT name, declared_records, count_in, state FROM source_files"
+                            " WHERE source = 'sgsn1' ORDER BY name")
+    assert [tuple(r) for r in rows] == [("SGSN1_0001.dat", 5, 5, "done"),
+                                        ("SGSN1_0002.dat", 8, 7, "done")]
+    file_id = await copy.fetchval(
+        "SELECT source_file_id FROM source_files WHERE name = 'SGSN1_0002.dat'")
+    failed = failing(await run_all(copy))
+    assert set(failed) == {"collection.record_counts"}
+    short = failed["collection.record_counts"]
+    assert short.checked == 2 and short.offending == 1 and short.unpriced == 1
+    assert short.evidence[0]["object"] == f"source_file:{file_id}"
+    assert "header declares 8 records, 7 came in (1 missing)" in short.evidence[0]["detail"]
+    assert short.at_stake == {}
+
+
 async def test_a_source_gone_silent(copy: asyncpg.Pool) -> None:
     # An SFTP source that sent a file every hour stopped two days ago.
     await copy.execute(
@@ -276,6 +326,25 @@ async def test_a_record_left_in_suspense(copy: asyncpg.Pool) -> None:
     assert aged.at_stake == {"EUR": "0.40"} and aged.unpriced == 0
 
 
+async def test_a_chart_that_books_the_bank_on_the_receivables_account(
+        copy: asyncpg.Pool) -> None:
+    # The GL export configured with the bank account number equal to the receivables one:
+    # A1's payment of 10.00 (10 February) then debits and credits 411 at once, and the
+    # export's receivables no longer move as the receivables ledger does.
+    chart = LedgerConfig(bank="411")
+    ctx = Context(as_of=dt.datetime.now(dt.UTC), settings=Settings(), chart=chart)
+    assert not failing(await run_all(copy, context()))
+    failed = failing(await run_all(copy, ctx))
+    assert set(failed) == {"ledger.gl_balanced"}
+    gl = failed["ledger.gl_balanced"]
+    assert gl.offending == 1 and gl.evidence[0]["object"] == "gl:2026-02/EUR/receivables"
+    assert "by 0, the receivables ledger by -10000000" in gl.evidence[0]["detail"]
+    assert gl.at_stake == {"EUR": "10.00"}
+    assert gl.checked == await copy.fetchval(
+        "SELECT count(DISTINCT (date_trunc('month', entry_date), currency))"
+        " FROM ledger_entries")
+
+
 async def test_tap_audit_totals_that_do_not_add_up(copy: asyncpg.Pool) -> None:
     await copy.execute("UPDATE settlement_files SET total_charge = 2300")
     failed = failing(await run_all(copy))
@@ -283,6 +352,33 @@ async def test_tap_audit_totals_that_do_not_add_up(copy: asyncpg.Pool) -> None:
     tap = failed["settlement.tap_totals"]
     assert tap.evidence[0]["object"].startswith("settlement_file:")
     assert tap.at_stake == {"SDR": "0.55"}  # 2.300 declared, 1.750 in the events
+
+
+async def test_a_partner_return_that_does_not_net(copy: asyncpg.Pool) -> None:
+    # DEUD1 returns the first event (1.000 SDR) in a RAP file: the netting holds.
+    tap = await copy.fetchval("SELECT file_id FROM settlement_files WHERE name ="
+                              " 'CDFRAF1DEUD100001'")
+    rap = await copy.fetchval(
+        "INSERT INTO settlement_files (partner, direction, file_type, kind, name, fsn, rap_fsn,"
+        " content, sha256, event_count, total_charge, decimal_places, tap_currency, state,"
+        " answers) VALUES ('DEUD1', 'in', 'rap', 'chargeable', 'RDDEUD1FRAF100001', 1, 1,"
+        " '\\x00', 'r', 1, 1000, 3, 'SDR', 'received', $1) RETURNING file_id", tap)
+    await copy.execute("UPDATE settlement_events SET state = 'returned', error_code = 34,"
+                       " return_file_id = $1 WHERE event_index = 0", rap)
+    assert not failing(await run_all(copy))
+    # The RAP file's severe return value says 1.000, but the event marked returned by it is
+    # the 0.750 one: the report's net position is 0.750, the events' 1.000.
+    await copy.execute("UPDATE settlement_events SET state = CASE event_index WHEN 1 THEN"
+                       " 'returned' ELSE 'sent' END, return_file_id = CASE event_index WHEN 1"
+                       " THEN $1::bigint END, error_code = CASE event_index WHEN 1 THEN 34 END",
+                       rap)
+    failed = failing(await run_all(copy))
+    assert set(failed) == {"settlement.netting"}
+    net = failed["settlement.netting"]
+    period = dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    assert net.offending == 1 and net.evidence[0]["object"] == f"partner:DEUD1/{period}"
+    assert "RDDEUD1FRAF100001" in net.evidence[0]["detail"]
+    assert net.at_stake == {"SDR": "0.25"}
 
 
 async def test_an_audit_row_altered(copy: asyncpg.Pool) -> None:

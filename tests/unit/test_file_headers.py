@@ -1,5 +1,5 @@
-"""What a file says of itself before decoding: sequence number and record count (the
-progress display's total)."""
+"""What a file says of itself before decoding: sequence number, record count (the
+progress display's total) and the count its header declares (stored with the file)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def test_3gpp_header_declares_sequence_and_cdr_count(tmp_path: Path) -> None:
         write_3gpp_file(fh, calls, sequence_number=42)
     decoder = FormatDecoder("3gpp")
     assert isinstance(decoder, SequencedDecoder)
-    assert decoder.header(path, count=True) == FileHeader(42, 5)
-    assert decoder.header(path, count=False) == FileHeader(42, None)
+    assert decoder.header(path, count=True) == FileHeader(42, 5, 5)
+    assert decoder.header(path, count=False) == FileHeader(42, None, 5)
 
 
 def test_tap3_header_counts_call_events_from_the_audit(tmp_path: Path) -> None:
@@ -43,6 +43,7 @@ def test_tap3_header_counts_call_events_from_the_audit(tmp_path: Path) -> None:
     path = tmp_path / "CDAAAAABBBBB00007"
     path.write_bytes(tap3_file([event, event, event]))
     assert FormatDecoder("tap3").header(path, count=True).items == 3
+    assert FormatDecoder("tap3").header(path, count=False).declared == 3
 
 
 def test_line_formats_count_their_lines(tmp_path: Path) -> None:
@@ -52,4 +53,4 @@ def test_line_formats_count_their_lines(tmp_path: Path) -> None:
     assert FormatDecoder("jsonl").header(jsonl, count=False) == FileHeader(None, None)  # no pass
     csv = tmp_path / "r.csv"
     csv.write_text("a,b\n1,2\n3,4\n")
-    assert FormatDecoder("csv").header(csv, count=True).items == 3
+    assert FormatDecoder("csv").header(csv, count=True) == FileHeader(None, 3, None)

@@ -8,6 +8,7 @@ from billing_oss.server.assurance.controls import (
     collection,
     conservation,
     duplicates,
+    gl,
     ledger,
     rating,
     retention,
@@ -17,7 +18,7 @@ from billing_oss.server.assurance.model import Control
 
 ALL: tuple[Control, ...] = (
     *collection.CONTROLS, *conservation.CONTROLS, *rating.CONTROLS, *billing.CONTROLS,
-    *ledger.CONTROLS, *settlement.CONTROLS, *duplicates.CONTROLS, *audit_chain.CONTROLS,
-    *retention.CONTROLS,
+    *ledger.CONTROLS, *gl.CONTROLS, *settlement.CONTROLS, *duplicates.CONTROLS,
+    *audit_chain.CONTROLS, *retention.CONTROLS,
 )
 BY_NAME: dict[str, Control] = {c.name: c for c in ALL}

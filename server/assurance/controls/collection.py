@@ -7,6 +7,13 @@
 - ``collection.silent_sources``: a source that has sent nothing (file or message) for longer
   than ``silent_factor`` times its usual interval (the median of its last 20 gaps), and
   at least ``silent_min_s``.
+- ``collection.late_files``: a file that arrived after the source (and partner) had already
+  delivered records more than ``late_after_h`` hours newer than its own newest record: the
+  file for an earlier period came late, and its usage may have missed its bill. At stake:
+  what the late file charged.
+- ``collection.record_counts``: a finished file whose header declared a record count
+  (32.297 CDR count, TAP3 CallEventDetailsCount) delivered another number of records
+  (records in, rejected ones included). Unpriced: what the missing records held is unknown.
 """
 
 from __future__ import annotations
@@ -82,4 +89,48 @@ WHERE gaps >= 3 AND median_gap > interval '0'
                              make_interval(secs => ($2::jsonb->>'silent_min_s')::int))""",
 )
 
-CONTROLS = (SEQUENCE_GAPS, SEQUENCE_REPEATS, SILENT_SOURCES)
+LATE_FILES = SqlControl(
+    name="collection.late_files", version=1, family="collection",
+    title="no file arrives after newer usage of its source and partner",
+    sql="""
+WITH files AS (
+    SELECT f.source_file_id, f.source, f.partner, f.name, f.received_at, f.totals, u.newest
+    FROM source_files f
+    JOIN (SELECT source_file_id, max(event_time) AS newest FROM usage_records
+          GROUP BY source_file_id) u ON u.source_file_id = f.source_file_id
+    WHERE f.received_at <= $1 AND f.state <> 'error'),
+ordered AS (
+    SELECT *, max(newest) OVER (PARTITION BY source, partner ORDER BY received_at,
+                                source_file_id ROWS BETWEEN UNBOUNDED PRECEDING
+                                AND 1 PRECEDING) AS ahead
+    FROM files)
+SELECT 'source_file:' || o.source_file_id AS object, t.key AS currency,
+       t.value::bigint AS at_stake_micros,
+       format('%s of %s%s received %s: its newest record (%s) is %s behind what the source had'
+              ' already delivered (%s)', o.name, o.source, coalesce('/' || o.partner, ''),
+              date_trunc('second', o.received_at), o.newest, o.ahead - o.newest, o.ahead)
+           AS detail
+FROM ordered o
+LEFT JOIN LATERAL jsonb_each_text(o.totals) t ON true
+WHERE o.ahead - o.newest > make_interval(hours => ($2::jsonb->>'late_after_h')::int)""",
+    checked_sql="SELECT count(*) FROM source_files WHERE received_at <= $1",
+)
+
+RECORD_COUNTS = SqlControl(
+    name="collection.record_counts", version=1, family="collection",
+    title="every file delivers the record count its header declares",
+    sql="""
+SELECT 'source_file:' || source_file_id AS object, NULL::text AS currency,
+       NULL::bigint AS at_stake_micros,
+       format('%s of %s%s (%s): header declares %s records, %s came in (%s %s)', name,
+              source, coalesce('/' || partner, ''), format, declared_records, count_in,
+              abs(declared_records - count_in),
+              CASE WHEN declared_records > count_in THEN 'missing' ELSE 'more' END) AS detail
+FROM source_files
+WHERE declared_records IS NOT NULL AND state = 'done' AND received_at <= $1
+  AND $2::jsonb IS NOT NULL AND declared_records <> count_in""",
+    checked_sql="SELECT count(*) FROM source_files WHERE declared_records IS NOT NULL"
+                " AND state = 'done' AND received_at <= $1",
+)
+
+CONTROLS = (SEQUENCE_GAPS, SEQUENCE_REPEATS, SILENT_SOURCES, LATE_FILES, RECORD_COUNTS)

@@ -8,7 +8,7 @@ payment, and its balance is what the aging says customers owe.
 - ``ledger.aging_receivables``: per account and currency, Σ open items − Σ unapplied
   payments (what the aging reports) = Σ ledger entries (the receivables). At stake: the gap.
 
-The GL export is not built yet, so "the GL export balances" is not a control here.
+"The GL export balances" is ``ledger.gl_balanced`` (``controls.gl``).
 """
 
 from __future__ import annotations
