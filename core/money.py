@@ -219,6 +219,11 @@ def format_printed(micros: int, currency: str) -> str:
     return f"{Decimal(format_minor(micros, currency)):,f}"
 
 
+def format_labelled(micros: int, currency: str) -> str:
+    """The printed rendering with its currency code, ``1,234.50 EUR``: the console's pages."""
+    return f"{format_printed(micros, currency)} {currency}"
+
+
 def format_scaled(raw: int, places: int) -> str:
     """An integer at ``places`` decimals as a fixed-point string with all ``places`` digits."""
     value = Decimal(raw).scaleb(-places)

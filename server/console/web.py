@@ -22,7 +22,7 @@ import jinja2
 from aiohttp import web
 
 from billing_oss.core.errors import BillingError
-from billing_oss.core.money import format_printed
+from billing_oss.core.money import format_labelled
 from billing_oss.server.config import ConsoleConfig
 from billing_oss.server.console import repo
 from billing_oss.server.console.repo import Session
@@ -150,7 +150,7 @@ def create_console(config: ConsoleConfig) -> web.Application:
         app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     zone = ZoneInfo(config.timezone)
-    env.filters["money"] = money
+    env.filters["money"] = labelled
     env.filters["when"] = lambda t, fmt="%Y-%m-%d %H:%M": _when(t, zone, fmt)
     env.globals["timezone"] = config.timezone
     for name in PAGE_MODULES:
@@ -159,11 +159,9 @@ def create_console(config: ConsoleConfig) -> web.Application:
     return app
 
 
-def money(micros: int | None, currency: str) -> str:
-    """``1,234.50 EUR``: the invoice rendering and its currency."""
-    if micros is None:
-        return ""
-    return f"{format_printed(int(micros), currency.strip())} {currency.strip()}"
+def labelled(micros: int | None, currency: str) -> str:
+    """An amount as the console shows it (``core.money.format_labelled``); none: blank."""
+    return "" if micros is None else format_labelled(int(micros), currency.strip())
 
 
 def _when(moment: dt.datetime | dt.date | None, zone: ZoneInfo, fmt: str) -> str:

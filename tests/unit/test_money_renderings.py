@@ -15,6 +15,7 @@ from billing_oss.core.money import (
     INT64_MAX,
     INT64_MIN,
     format_api,
+    format_labelled,
     format_micros,
     format_minor,
     format_outcome,
@@ -51,6 +52,7 @@ def test_the_decimal_renderings(micros: int, exact: str, api: str, outcome: str)
 ])
 def test_the_invoice_renderings(micros: int, currency: str, minor: str, printed: str) -> None:
     assert (format_minor(micros, currency), format_printed(micros, currency)) == (minor, printed)
+    assert format_labelled(micros, currency) == f"{printed} {currency}"
 
 
 # What each surface computed before the renderings were gathered in core.money.

@@ -8,6 +8,7 @@ already formatted as a decimal string, so the PDF prints exactly the stored figu
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from typing import Any
 
@@ -124,8 +125,16 @@ def typeset(doc: Rendition, xml: bytes, items: itemised.Itemised | None = None) 
     data = msgspec.json.encode(document_data(doc, items)).decode()
     pdf: bytes = _compiler().compile(TEMPLATE.encode(),
                                      sys_inputs={"data": data, "xml": xml.decode()},
-                                     pdf_standards="a-3b", pdf_tags=False)
+                                     pdf_standards="a-3b", pdf_tags=False,
+                                     timestamp=_created(doc))
     return pdf
+
+
+def _created(doc: Rendition) -> dt.datetime:
+    """The PDF's creation date: the document's issue date (a draft: today), so the same
+    document renders to the same bytes whenever and through whichever surface it is asked."""
+    day = doc.issue_date or dt.datetime.now(dt.UTC).date()
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 def document_data(doc: Rendition, items: itemised.Itemised | None = None) -> dict[str, Any]:
