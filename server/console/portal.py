@@ -6,29 +6,27 @@ account's document answers 403."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime as dt
-import io
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from billing_oss.core.errors import Forbidden
-from billing_oss.core.money import format_minor
 from billing_oss.server.billing import issuing, periods
 from billing_oss.server.billing.render import cii, typst_pdf
 from billing_oss.server.collections import balances
 from billing_oss.server.collections import repo as collections_repo
 from billing_oss.server.console import repo
 from billing_oss.server.console.web import needs, pool, render, session
+from billing_oss.server.http import account_usage
 from billing_oss.server.http import invoices as invoices_api
 from billing_oss.server.http.pagination import decode_cursor, encode_cursor
 from billing_oss.server.store import accounts_repo, traffic_repo
+from billing_oss.server.store.account_usage_repo import ItemFilter
 from billing_oss.server.store.traffic_repo import Period
 
 PAGE = 50
-CSV_CHUNK = 5_000
 KINDS = ("voice", "sms", "data", "event")
 
 
@@ -58,39 +56,14 @@ async def portal(request: web.Request) -> web.Response:
 
 @needs("customer")
 async def usage_csv(request: web.Request) -> web.StreamResponse:
-    """Every record the filters select, newest first, read and written a chunk at a time."""
+    """Every record the filters select, as the API exports them
+    (``/v1/accounts/{id}/usage.csv``)."""
     db = pool(request)
     account = await accounts_repo.get(db, _account_id(request))
-    filters = _filters(request, account.timezone)
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/csv; charset=utf-8",
-        "Content-Disposition": f'attachment; filename="usage-{account.account_id}.csv"'})
-    await response.prepare(request)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["event_time", "service", "calling", "called", "duration_s",
-                     "volume_bytes", "quantity", "zone", "band", "charge", "currency"])
-    before: tuple[dt.datetime, int] | None = None
-    while True:
-        rows = await repo.recent_usage(db, account.account_id, before, CSV_CHUNK,
-                                       **filters["sql"])
-        for r in rows[:CSV_CHUNK]:
-            writer.writerow([
-                r["event_time"].isoformat(), r["kind"], r["calling"] or "", r["called"] or "",
-                "" if r["duration_s"] is None else r["duration_s"],
-                (r["volume_up"] or 0) + (r["volume_down"] or 0) if r["kind"] == "data" else "",
-                r["quantity"] or "", r["zone"] or "", r["band"] or "",
-                format_minor(r["net_micros"], r["currency"]) if r["currency"] else "",
-                r["currency"] or ""])
-        await response.write(out.getvalue().encode())
-        out.seek(0)
-        out.truncate()
-        if len(rows) <= CSV_CHUNK:
-            break
-        last = rows[CSV_CHUNK - 1]
-        before = (last["event_time"], last["usage_id"])
-    await response.write_eof()
-    return response
+    f = _filters(request, account.timezone)["sql"]
+    return await account_usage.stream_csv(request, db, ItemFilter(
+        account_id=account.account_id, start=f["start"], end=f["end"], kind=f["kind"],
+        number=f["number"]))
 
 
 @needs("customer")

@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import re
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -162,7 +163,13 @@ CSV_COLUMNS = ("usage_id", "event_time", "service", "calling", "called", "msisdn
 
 
 async def _csv(request: web.Request, f: ItemFilter) -> web.StreamResponse:
-    """Every record of ``f`` (not a page: the whole span), streamed in chunks."""
+    return await stream_csv(request, request.app[POOL], f)
+
+
+async def stream_csv(request: web.Request, db: asyncpg.Pool, f: ItemFilter
+                     ) -> web.StreamResponse:
+    """Every record of ``f`` (not a page: the whole span), streamed in chunks: the API's
+    export and the customer portal's."""
     response = web.StreamResponse(headers={
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="usage-{f.account_id}.csv"'})
@@ -172,8 +179,7 @@ async def _csv(request: web.Request, f: ItemFilter) -> web.StreamResponse:
     out.writerow(CSV_COLUMNS)
     after: tuple[dt.datetime, int] | None = None
     while True:
-        rows = await account_usage_repo.items(request.app[POOL], f, after=after,
-                                              limit=CSV_CHUNK)
+        rows = await account_usage_repo.items(db, f, after=after, limit=CSV_CHUNK)
         for r in rows:
             out.writerow((
                 r.usage_id, r.event_time.isoformat().replace("+00:00", "Z"), cell(r.kind),

@@ -176,8 +176,9 @@ async def test_a_customer_key_sees_its_own_account_only(
         assert status == 403, path
     status, csv_text = await console.get("/console/portal/usage.csv?service=voice")
     lines = csv_text.strip().splitlines()
-    assert status == 200 and lines[0].startswith("event_time,service,calling,called")
-    assert len(lines) == 2 and XSS in lines[1] and lines[1].endswith(",1.23,EUR")
+    # the API's export (/v1/accounts/{id}/usage.csv): the same columns and cells
+    assert status == 200 and lines[0].startswith("usage_id,event_time,service,calling,called")
+    assert len(lines) == 2 and XSS in lines[1] and lines[1].endswith(",1.230000,EUR")
     status, body = await console.get("/console/portal?service=sms")
     assert status == 200 and "No usage matches." in body
 
