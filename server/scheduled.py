@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from billing_oss.core.db_failures import TRANSIENT
 from billing_oss.server.store import ticks_repo
 
 LOOK_EVERY_S = 10.0  # how often a process looks whether a task is due (at most)
@@ -37,14 +38,13 @@ async def run_if_due(pool: asyncpg.Pool, task: str, interval_s: float,
             except Exception:
                 # The action's failure is what the caller logs; the claim's own connection
                 # may have died with it, and then the run stays unrecorded (run again).
-                with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError,
-                                         OSError):
+                with contextlib.suppress(*TRANSIENT, asyncpg.PostgresError):
                     await ticks_repo.ran(conn, task)
                 raise
             await ticks_repo.ran(conn, task)
             return True
         finally:
-            with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+            with contextlib.suppress(*TRANSIENT, asyncpg.PostgresError):
                 await ticks_repo.release(conn, task)
 
 

@@ -148,14 +148,15 @@ async def run_exists(db: asyncpg.Pool | Connection, run_id: int) -> bool:
 
 LEDGER_MONTHS_SQL = """
 SELECT date_trunc('month', entry_date)::date AS month, currency,
-       sum(amount_micros)::bigint AS micros
+       sum(amount_micros)::bigint AS micros, $1::timestamptz::date AS cutoff
 FROM ledger_entries WHERE entry_date <= $1::timestamptz::date GROUP BY 1, 2 ORDER BY 1, 2"""
 
 
 async def ledger_months(conn: Connection, as_of: dt.datetime
-                        ) -> list[tuple[dt.date, str, int]]:
-    """(month, currency, Σ ledger entries) of every month and currency the ledger holds."""
-    return [(r["month"], r["currency"], r["micros"])
+                        ) -> list[tuple[dt.date, str, int, dt.date]]:
+    """(month, currency, Σ ledger entries dated up to ``as_of``, ``as_of``'s date) of every
+    month and currency the ledger holds."""
+    return [(r["month"], r["currency"], r["micros"], r["cutoff"])
             for r in await conn.fetch(LEDGER_MONTHS_SQL, as_of)]
 
 

@@ -29,7 +29,7 @@ from billing_oss.server.store.pool import Connection
 
 class GlBalanced(msgspec.Struct, frozen=True, kw_only=True):
     name: str = "ledger.gl_balanced"
-    version: int = 1
+    version: int = 2
     family: str = "ledger"
     title: str = "the GL export is balanced per journal, month and currency, and its" \
                  " receivables total = the receivables ledger"
@@ -38,10 +38,12 @@ class GlBalanced(msgspec.Struct, frozen=True, kw_only=True):
         chart = ctx.chart
         offenders: list[Offender] = []
         periods = await repo.ledger_months(conn, ctx.as_of)
-        for month, currency, ledger_total in periods:
+        for month, currency, ledger_total, cutoff in periods:
             start = month
-            end = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1) \
-                - dt.timedelta(days=1)
+            # The month's entries up to the run's as-of date, as its total counts them: a
+            # payment dated later this month is not in the books yet.
+            end = min(cutoff, (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+                      - dt.timedelta(days=1))
             rows = await ledger_repo.entries(conn, start, end, currency)
             label = f"{month:%Y-%m}/{currency.strip()}"
             books = msgspec.structs.replace(chart, currency=currency.strip())
