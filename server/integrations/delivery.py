@@ -99,6 +99,10 @@ class WebhookDeliverer:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[Outcome] = []
+        # Deliveries finished (their outcome written) while a read of pending deliveries was
+        # in flight: that read may still hold them as pending, and must not send them again.
+        self._reads = 0
+        self._finished: set[int] = set()
         self._outcome_ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._staged: list[Delivery] = []
@@ -213,15 +217,19 @@ class WebhookDeliverer:
             await self._reload(everything=False)
 
     async def _reload(self, *, everything: bool) -> None:
-        async with self.pool.acquire() as conn:
-            live = await webhook_repo.live_endpoints(conn)
-            found = []
-            for e in live:  # at start: what is pending; later: what was replayed
-                if everything or not (e.endpoint_id in self._overflow
-                                      or e.endpoint_id in self._loading):
-                    found += await webhook_repo.pending(
-                        conn, e.endpoint_id, replays_only=not everything,
-                        exclude=[], limit=self.settings.in_memory + 1)
+        self._reads += 1
+        found: list[Delivery] = []
+        try:
+            async with self.pool.acquire() as conn:
+                live = await webhook_repo.live_endpoints(conn)
+                for e in live:  # at start: what is pending; later: what was replayed
+                    if everything or not (e.endpoint_id in self._overflow
+                                          or e.endpoint_id in self._loading):
+                        found += await webhook_repo.pending(
+                            conn, e.endpoint_id, replays_only=not everything,
+                            exclude=[], limit=self.settings.in_memory + 1)
+        finally:
+            found = self._unfinished(found)
         old, self._endpoints = self._endpoints, {}
         for e in live:
             if ep := old.get(e.endpoint_id):
@@ -257,6 +265,14 @@ class WebhookDeliverer:
                 self._enqueue(d)
         self._pump()
 
+    def _unfinished(self, found: list[Delivery]) -> list[Delivery]:
+        """End a read of pending deliveries: those of ``found`` not finished meanwhile."""
+        found = [d for d in found if d.delivery_id not in self._finished]
+        self._reads -= 1
+        if not self._reads:
+            self._finished.clear()
+        return found
+
     def _forget(self, delivery_id: int) -> None:
         eid = self._known.pop(delivery_id, None)
         if eid is None:
@@ -274,15 +290,18 @@ class WebhookDeliverer:
         """Read an overflowing endpoint's next pending deliveries back, in delivery order.
         Those committed meanwhile join them if the table held no more."""
         room = self.settings.in_memory - self._held.get(eid, 0)
+        self._reads += 1
         try:
             async with self.pool.acquire() as conn:
                 found = await webhook_repo.pending(
                     conn, eid, replays_only=False,
                     exclude=[i for i, e in self._known.items() if e == eid], limit=room)
         except BaseException:
+            self._unfinished([])
             self._loading.pop(eid, None)
             self._overflow.add(eid)
             raise
+        found = self._unfinished(found)
         meanwhile = self._loading.pop(eid)
         more = len(found) >= room  # more wait in the table: later ones come after them
         if not more:
@@ -435,6 +454,8 @@ class WebhookDeliverer:
                 continue
             for o in batch:
                 if o.state != "pending":
+                    if self._reads:
+                        self._finished.add(o.delivery_id)
                     self._forget(o.delivery_id)
 
     async def _record(self, batch: list[Outcome]) -> None:
