@@ -8,6 +8,7 @@ Mosquitto: started once per session on a free loopback port (the test command in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -15,14 +16,16 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 from hypothesis import HealthCheck, settings
 
+from billing_oss.server import config
+from billing_oss.server.composition import serve
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
 
@@ -88,6 +91,25 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def serving(database_url: str, overrides: Mapping[str, Any] | None = None, *,
+                  config_file: Path | None = None, start_s: float = 60.0,
+                  stop_s: float = 30.0) -> AsyncIterator[str]:
+    """``serve`` in this process on a free loopback port and ``database_url``, configured by
+    ``config_file`` (else the embedded defaults) and ``overrides``; yields its base URL."""
+    port = free_port()
+    cfg = config.load(config_file, env={}, overrides={
+        "database.url": database_url, "http.port": port, **(overrides or {})})
+    stop, started = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(cfg, stop, started=started))
+    await asyncio.wait_for(started.wait(), start_s)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, stop_s)
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

@@ -1,27 +1,18 @@
 """The server as a user meets it: start on a database, answer the orchestration endpoints."""
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
 import pytest
 
-from billing_oss.server import config
-from billing_oss.server.composition import serve
-from tests.conftest import free_port
+from tests.conftest import serving
 
 
 @pytest.fixture(scope="module")
 async def server_url(database_url: str) -> AsyncIterator[str]:
-    port = free_port()
-    cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port})
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(cfg, stop, started=started))
-    await asyncio.wait_for(started.wait(), 30)
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with serving(database_url, start_s=30) as url:
+        yield url
 
 
 async def test_health_and_readiness(server_url: str) -> None:

@@ -1,7 +1,6 @@
 """`POST /v1/usage` with CloudEvents 1.0 (structured, batch, binary) against a running server:
 the real pipeline, PostgreSQL and aiohttp client."""
 
-import asyncio
 import base64
 import uuid
 from collections.abc import AsyncIterator
@@ -12,10 +11,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from billing_oss.server import config
-from billing_oss.server.composition import serve
 from billing_oss.server.store import api_keys
-from tests.conftest import free_port
+from tests.conftest import serving
 
 A1 = "33611111111"  # the demo catalog's account
 USAGE = {"event_time": "2026-03-02T10:00:00Z", "calling": A1, "called": "33612345678",
@@ -32,14 +29,8 @@ def event(event_id: str | None, source: str = "gw1", **extra: Any) -> dict[str, 
 
 @pytest.fixture(scope="module")
 async def server(database_url: str) -> AsyncIterator[str]:
-    port = free_port()
-    cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port})
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(cfg, stop, started=started))
-    await asyncio.wait_for(started.wait(), 60)
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with serving(database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

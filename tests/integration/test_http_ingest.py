@@ -10,10 +10,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from billing_oss.server import config
-from billing_oss.server.composition import serve
 from billing_oss.server.store import api_keys
-from tests.conftest import free_port
+from tests.conftest import serving
 
 A1 = "33611111111"  # the demo catalog's account
 
@@ -29,15 +27,8 @@ def voice(key: str | None, *, calling: str = A1, duration: int = 90,
 
 @pytest.fixture(scope="module")
 async def server(database_url: str) -> AsyncIterator[str]:
-    port = free_port()
-    cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port,
-                                         "http.max_body_bytes": 65536})
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(cfg, stop, started=started))
-    await asyncio.wait_for(started.wait(), 60)
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with serving(database_url, {"http.max_body_bytes": 65536}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,11 @@ import pytest
 from beancount import loader
 from beancount.core import realization
 
-from billing_oss.server import config
 from billing_oss.server.collections import dunning, payments, repo, write_offs
 from billing_oss.server.collections.dunning import Step
 from billing_oss.server.collections.model import NONE, NewPayment, Target
-from billing_oss.server.composition import serve
 from billing_oss.server.store import api_keys
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, serving
 from tests.integration import collections_seed as seed
 
 EUR = 1_000_000
@@ -249,15 +247,8 @@ async def test_csv_rows_balance_and_a_missing_siren_is_a_usage_error(
 
 @pytest.fixture(scope="module")
 async def server(seeded: asyncpg.Pool, database_url: str) -> AsyncIterator[str]:
-    port = free_port()
-    cfg = config.load(env={}, overrides={"database.url": database_url, "http.port": port,
-                                         "ledger.siren": SIREN})
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(cfg, stop, started=started))
-    await asyncio.wait_for(started.wait(), 60)
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with serving(database_url, {"ledger.siren": SIREN}) as url:
+        yield url
 
 
 async def test_api_serves_the_journal_as_json_csv_and_fec(

@@ -19,8 +19,7 @@ import pytest
 
 from billing_oss.core import metrics
 from billing_oss.server import config
-from billing_oss.server.composition import serve
-from tests.conftest import Broker, free_port, wait_for_port, wait_until
+from tests.conftest import Broker, free_port, serving, wait_for_port, wait_until
 
 A1 = "33611111111"
 
@@ -61,15 +60,10 @@ async def running(database_url: str, mqtt_broker: Broker, tmp_path: Path
                   ) -> AsyncIterator[str]:
     """A server in this process with one MQTT source; yields the source's name."""
     name = f"s{uuid.uuid4().hex[:10]}"
-    cfg = config.load(source_config(tmp_path / "c.toml", mqtt_broker, name), env={},
-                      overrides={"database.url": database_url, "http.port": free_port()})
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(cfg, stop, started=started))
-    await asyncio.wait_for(started.wait(), 60)
-    assert await wait_until(lambda: _subscribed(name), within=20)
-    yield name
-    stop.set()
-    await asyncio.wait_for(task, 60)
+    async with serving(database_url, config_file=source_config(tmp_path / "c.toml", mqtt_broker,
+                                                               name), stop_s=60):
+        assert await wait_until(lambda: _subscribed(name), within=20)
+        yield name
 
 
 async def test_batch_single_msgpack_and_malformed(running: str, mqtt_broker: Broker,

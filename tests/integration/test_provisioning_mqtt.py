@@ -20,14 +20,12 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from billing_oss.server import config
 from billing_oss.server.collections import dunning, payments
 from billing_oss.server.collections.dunning import Step
 from billing_oss.server.collections.model import NewPayment
-from billing_oss.server.composition import serve
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import api_keys
-from tests.conftest import Broker, free_port, wait_until
+from tests.conftest import Broker, serving, wait_until
 from tests.integration import collections_seed as seed
 
 EUR = 1_000_000
@@ -95,18 +93,11 @@ async def retained(broker: Broker, topic: str) -> tuple[dict[str, Any], bool]:
 @pytest.fixture(scope="module")
 async def server(pool: asyncpg.Pool, database_url: str, broker: Broker
                  ) -> AsyncIterator[str]:
-    port = free_port()
-    cfg = config.load(env={}, overrides={
-        "database.url": database_url, "http.port": port, "provisioning.enabled": True,
-        "provisioning.host": broker.host, "provisioning.port": broker.port,
-        "provisioning.poll_interval_s": 0.1, "provisioning.reconnect_max_s": 1.0,
-        "provisioning.batch": 100})
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(cfg, stop, started=started))
-    await asyncio.wait_for(started.wait(), 60)
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with serving(database_url, {
+            "provisioning.enabled": True, "provisioning.host": broker.host,
+            "provisioning.port": broker.port, "provisioning.poll_interval_s": 0.1,
+            "provisioning.reconnect_max_s": 1.0, "provisioning.batch": 100}) as url:
+        yield url
 
 
 async def test_dunning_suspension_reaches_a_device_with_its_state_retained(
