@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "perf"))
 
 import bench_ingest  # noqa: E402  (perf/ is on sys.path: this script's folder)
+from served import free_port  # noqa: E402  (perf/ is on sys.path)
 
 from billing_oss.adapters.sftp import SftpPoller  # noqa: E402
 from billing_oss.core.sources_config import SftpSource  # noqa: E402
@@ -58,14 +59,6 @@ A1 = "33610000001"  # an account of bench_ingest.catalog()
 def record(key: str, **extra: Any) -> dict[str, Any]:
     return {"record_key": key, "kind": "voice", "event_time": "2026-03-02T10:00:00Z",
             "calling": A1, "called": "33612345678", "duration_s": 95, **extra}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_count(pool: asyncpg.Pool, source: str, expected: int, last_key: str,

@@ -41,11 +41,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from served import free_port, wait_ready  # noqa: E402  (perf/ is on sys.path)
 
 from billing_oss.server.store import accounts_repo, api_keys  # noqa: E402
 from billing_oss.server.store.dsn import with_database  # noqa: E402
@@ -132,18 +133,6 @@ def start_server(dsn: str, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "billing_oss", "serve", "--database-url", dsn,
          "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
-
-
-async def wait_ready(url: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"server at {url} not ready after {within}s")
 
 
 WRK_SPREAD = """
@@ -258,7 +247,7 @@ async def one_run(dsn: str, token: str, account_id: str, spread: int, seconds: f
                   loadgen: str) -> list[Result]:
     """One fresh server: cold pass, warm spread, one account, /healthz; then the asyncpg
     peer. Same order every run."""
-    port = _free_port()
+    port = free_port()
     server = start_server(dsn, port)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -324,14 +313,6 @@ async def main() -> int:
     print(f"target ≥ {TARGET_RPS:,.0f} req/s and p99 < {TARGET_P99_MS:g} ms (warm, spread): "
           f"{'met' if met else 'NOT met'}")
     return 0 if met or args.quick else 1
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ them, is printed on its own line.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import os
 import random
 import re
@@ -34,6 +32,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import embedded_pg  # perf/ is on sys.path: this script's folder
+from served import free_port, wait_ready  # perf/ is on sys.path: this script's folder
 
 from billing_oss.server.store import api_keys
 from billing_oss.server.store.dsn import with_database
@@ -193,18 +192,6 @@ def p(samples: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
 
 
-async def wait_ready(url: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"server at {url} not ready after {within}s")
-
-
 async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | None) -> int:
     usage, accounts = int(10_000_000 * scale), max(100, int(100_000 * scale))
     name = reuse or f"bench_console_{uuid.uuid4().hex[:8]}"
@@ -234,10 +221,10 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
         print(f"{sizes['usage_records']:,} usage records and charges over {DAYS} days,"
               f" {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
               f" {sizes['suspense']:,} suspense records, {how}")
-        port = _free_port()
+        port = free_port()
         server = start_server(url, port)
         base = f"http://127.0.0.1:{port}"
-        await wait_ready(base)
+        await wait_ready(base, within=60)
         results = await measure(base, tokens, accounts, invoices, requests)
     finally:
         if server is not None:
@@ -269,14 +256,6 @@ def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "billing_oss", "serve", "--database-url", url,
          "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli() -> None:

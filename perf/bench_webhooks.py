@@ -28,6 +28,7 @@ import asyncpg
 import embedded_pg  # perf/ is on sys.path: this script's folder
 import msgspec
 from aiohttp import web
+from served import free_port  # perf/ is on sys.path: this script's folder
 
 from billing_oss.server.config import WebhooksConfig
 from billing_oss.server.integrations import outbox, webhooks
@@ -201,7 +202,7 @@ async def main(quick: bool, repeat: int, dsn: str) -> None:
     name = f"bench_webhooks_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    port = _free_port()
+    port = free_port()
     ready = multiprocessing.Event()
     receiver = multiprocessing.Process(target=receiver_main, args=(port, ready), daemon=True)
     receiver.start()
@@ -242,14 +243,6 @@ def _sample_body() -> bytes:
     return (f'{{"id":"evt_{uuid.uuid4().hex}","type":"bench.ticked","version":1,'
             f'"timestamp":"2026-12-03T10:00:00.000000Z","account_id":"BW0001",'
             f'"stream":"acct:BW0001","seq":1,"data":{data}}}').encode()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli() -> None:

@@ -40,11 +40,11 @@ REPO = PERF.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(PERF))
 
-from bench_api import database, wait_ready  # noqa: E402
+from bench_api import database  # noqa: E402
+from served import free_port, wait_ready  # noqa: E402
 
 from billing_oss.server.store import api_keys  # noqa: E402
 from billing_oss.server.store.migrate import migrate  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
 
 PLACEHOLDER = b"TAGXXXXXXXXX"
 
