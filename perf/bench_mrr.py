@@ -7,7 +7,8 @@ Builds a throwaway database on the server at DSN (default: BILLING_OSS_TEST_DATA
 with N accounts each holding one subscription to one of five products (starting over 500
 days from 2025-01-01, a quarter of them ending 30 to 230 days later), runs the report over
 2025 R times and prints the median of each part and of the whole; drops the database after.
-No peer ships this report, so there is no side-by-side figure.
+The peer is the earlier form of the two subscription queries, which joined every month with
+every subscription: both are run, and their rows must be equal.
 """
 
 from __future__ import annotations
@@ -33,6 +34,32 @@ from billing_oss.server.store.dsn import with_database  # noqa: E402
 from billing_oss.server.store.migrate import migrate  # noqa: E402
 
 START, END = dt.date(2025, 1, 1), dt.date(2026, 1, 1)
+_MONTHS = ("WITH months AS (SELECT m.month, m.month::timestamp AT TIME ZONE 'UTC' AS open,"
+           " (m.month + interval '1 month') AT TIME ZONE 'UTC' AS close"
+           " FROM unnest($1::date[]) AS m(month))")
+PEER_MRR = (
+    f"{_MONTHS} SELECT m.month, s.product, rtrim(p.currency) AS currency,"
+    " sum(p.recurring_fee_micros)::bigint AS mrr_micros, count(*) AS subscriptions,"
+    " count(DISTINCT s.account_id COLLATE \"C\") AS accounts"
+    " FROM months m JOIN subscriptions s ON s.valid_from < m.close"
+    " AND (s.valid_to IS NULL OR s.valid_to >= m.close)"
+    " JOIN products p ON p.product_id = s.product"
+    " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+PEER_MOVEMENTS = (
+    f"{_MONTHS}, flags AS (SELECT m.month, s.account_id COLLATE \"C\" AS account_id,"
+    " bool_or(s.valid_from < m.open) AS at_open,"
+    " bool_or(s.valid_to IS NULL OR s.valid_to >= m.close) AS at_close,"
+    " bool_or(s.valid_to IS NULL OR s.valid_to > m.open) AS during"
+    " FROM months m JOIN subscriptions s ON s.valid_from < m.close"
+    " AND (s.valid_to IS NULL OR s.valid_to >= m.open) GROUP BY 1, 2)"
+    " SELECT f.month, rtrim(a.currency) AS currency,"
+    " count(*) FILTER (WHERE f.at_open) AS opening,"
+    " count(*) FILTER (WHERE f.at_close) AS closing,"
+    " count(*) FILTER (WHERE f.at_close AND NOT f.at_open) AS new,"
+    " count(*) FILTER (WHERE f.at_open AND NOT f.at_close) AS churned,"
+    " count(*) FILTER (WHERE f.during) AS subscribed"
+    " FROM flags f JOIN accounts a ON a.account_id = f.account_id"
+    " GROUP BY 1, 2 ORDER BY 1, 2")
 
 
 async def seed(pool: asyncpg.Pool, accounts: int) -> None:
@@ -61,6 +88,10 @@ async def timed(runs: int, call: Callable[[], Awaitable[object]]) -> float:
     return statistics.median(times)
 
 
+def same(rows: object, peer: object) -> bool:
+    return [tuple(r) for r in rows] == [tuple(r) for r in peer]  # type: ignore[attr-defined]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=100_000)
@@ -85,10 +116,22 @@ async def main() -> None:
             "whole report": lambda: reports.build(pool, "mrr", by=[], period="month",
                                                   start=START, end=END),
         }
+        months = repo._months(START, END)
+        peers = {"mrr per product": lambda: pool.fetch(PEER_MRR, months),
+                 "account movements": lambda: pool.fetch(PEER_MOVEMENTS, months)}
+        for label, peer in peers.items():
+            assert same(await parts[label](), await peer()), f"{label}: rows differ"
         print(f"report mrr over {START} to {END}, {args.accounts:,} subscriptions, "
-              f"median of {args.runs} runs")
+              f"median of {args.runs} runs, load average {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores (peer: the earlier months × subscriptions join)")
         for label, call in parts.items():
-            print(f"{label:18} {await timed(args.runs, call):7.3f} s")
+            now = await timed(args.runs, call)
+            if label in peers:
+                before = await timed(args.runs, peers[label])
+                print(f"{label:18} {now:7.3f} s   peer {before:7.3f} s   "
+                      f"{before / now:5.1f}× faster")
+            else:
+                print(f"{label:18} {now:7.3f} s")
         await pool.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -14,7 +14,11 @@ from numpy.typing import NDArray
 Array = NDArray[np.float64]
 SEASON = 7
 METHOD = ("ETS(A,Ad,A) with a 7-day season (statsmodels ETSModel, maximum likelihood); "
-          "intervals from its state-space variance")
+          "intervals: its state-space spread at each step × the empirical quantile of its "
+          "in-sample one-step errors in units of their RMS")
+# Revenue errors are heavy-tailed (holidays, bursts): the normal quantiles made the 80 %
+# interval cover 86 % and the 95 % one 93 %. The fit's own errors say how wide to go.
+MIN_RESIDUALS = 28  # fewer one-step errors than this: the normal quantile
 
 
 @dataclass
@@ -38,12 +42,29 @@ def ets(history: Array, horizon: int, levels: tuple[float, ...] = (0.8, 0.95)) -
         fitted = ETSModel(pd.Series(y), error="add", trend="add", damped_trend=True, seasonal="add",
                           seasonal_periods=SEASON).fit(disp=False)
         prediction = fitted.get_prediction(start=len(y), end=len(y) + horizon - 1)
-        out = Forecast(np.asarray(prediction.predicted_mean, dtype=float).copy())
+        mean = np.asarray(prediction.predicted_mean, dtype=float).copy()
+        frame = prediction.summary_frame(alpha=0.2)
+        # the model's standard deviation of each step's error (its 80 % half-width / z)
+        spread = (frame["pi_upper"].to_numpy(dtype=float)
+                  - frame["pi_lower"].to_numpy(dtype=float)) / (2 * _normal_quantile(0.8))
+        resid = np.asarray(fitted.resid, dtype=float)[2 * SEASON:]  # past initialisation
+        resid = resid[np.isfinite(resid)]
+        rms = float(np.sqrt(np.mean(resid ** 2))) if len(resid) else 0.0
+        out = Forecast(mean)
         for level in levels:
-            frame = prediction.summary_frame(alpha=1 - level)
-            out.intervals[level] = (frame["pi_lower"].to_numpy(dtype=float),
-                                    frame["pi_upper"].to_numpy(dtype=float))
+            if len(resid) >= MIN_RESIDUALS and rms > 0:
+                width = float(np.quantile(np.abs(resid) / rms, level))
+            else:
+                width = _normal_quantile(level)
+            out.intervals[level] = (mean - width * spread, mean + width * spread)
     return out
+
+
+def _normal_quantile(level: float) -> float:
+    """z such that a normal error lies within ±z·σ with probability ``level``."""
+    from scipy import stats
+
+    return float(stats.norm.ppf(0.5 + level / 2))
 
 
 def seasonal_naive(history: Array, horizon: int) -> Array:

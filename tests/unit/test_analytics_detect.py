@@ -80,3 +80,47 @@ def test_a_steady_amount_moving_a_cent_is_no_anomaly() -> None:
     loose, _ = detect.robust_scores(x, 7, 6, log=True)
     steady, _ = detect.robust_scores(x, 7, 6, log=True, min_scale=0.1)
     assert loose[0, 49] > 1 and abs(steady[0, 49]) < 0.1
+
+
+def test_count_scores_keep_small_counts_noise_quiet_and_find_a_silence() -> None:
+    """Eight calls a day of pure Poisson noise: a MAD z-score on log counts calls a day of
+    2 calls five sigmas (about one false alarm per 1,000 days); the negative-binomial tail
+    knows it happens. A two-day silence of 30 calls a day is still found."""
+    rng = np.random.default_rng(5)
+    x = rng.poisson(8, size=(2000, 70)).astype(float)
+    x[0] = rng.poisson(30, size=70)
+    x[0, 62:64] = 0.0  # a broken feed on a busier account
+    counts, _ = detect.count_scores(x, 7, 6)
+    robust, _ = detect.robust_scores(x, 7, 6, log=True, min_scale=0.1)
+    assert counts[0, 63] <= -detect.THRESHOLD
+    noise_counts = int((np.abs(counts[1:, 42:]) >= detect.THRESHOLD).sum())
+    noise_robust = int((np.abs(robust[1:, 42:]) >= 5.0).sum())
+    assert noise_counts <= 10 < 20 <= noise_robust, (noise_counts, noise_robust)
+    assert np.isnan(counts[:, :21]).all()  # fewer than three weeks known
+
+
+def test_count_scores_leave_a_quiet_series_one_call_alone() -> None:
+    x = np.zeros((1, 60))
+    x[0, 59] = 1.0
+    scores, _ = detect.count_scores(x, 7, 6)
+    assert 0 < scores[0, 59] < detect.THRESHOLD
+
+
+def test_ets_intervals_cover_their_level_on_heavy_tailed_noise() -> None:
+    """Daily series whose errors are mostly small with rare large ones (Student t, 3
+    degrees of freedom): intervals from the normal quantile over-cover at 80 %; the fit's
+    own error quantiles keep both levels within five points of nominal."""
+    rng = np.random.default_rng(11)
+    inside = {0.8: 0, 0.95: 0}
+    points = 0
+    t = np.arange(154)
+    for _ in range(16):
+        noise = 3 * rng.standard_t(3, 154)
+        y = 200 + 0.2 * t + 20 * np.sin(2 * np.pi * t / 7) + noise
+        fc = forecast.ets(y[:140], 14)
+        for level in inside:
+            low, high = fc.intervals[level]
+            inside[level] += int(np.sum((y[140:] >= low) & (y[140:] <= high)))
+        points += 14
+    assert abs(inside[0.8] / points - 0.8) <= 0.05, inside
+    assert abs(inside[0.95] / points - 0.95) <= 0.05, inside
