@@ -32,8 +32,8 @@ MIN_HISTORY = 3  # same weekdays that must be known
 METHOD = (f"seasonal baseline: the median of the same weekday over the last {WEEKS} weeks "
           "(daily rollups); records: the negative-binomial tail probability of the day and "
           f"of the last two days summed, as a normal quantile, |score| ≥ {THRESHOLD:g} "
-          "(measured on a synthetic operator, perf/eval_analytics.py: 0.07 false alarms per "
-          "1,000 account-days, recall 0.97 on spikes and 0.81 on drops); money: log(1 + "
+          "(measured on a synthetic operator, perf/eval_analytics.py: 0.056 false alarms per "
+          "1,000 account-days, recall 0.97 on spikes and 0.71 on drops); money: log(1 + "
           f"value) against the median and MAD, |score| ≥ {AMOUNT_THRESHOLD:g}")
 STATES = ("new", "confirmed", "dismissed")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
