@@ -18,7 +18,8 @@ from billing_oss.server.collections import repo as collections_repo
 from billing_oss.server.console import repo
 from billing_oss.server.console.web import local_now, pool, render
 from billing_oss.server.http.pagination import decode_cursor, encode_cursor
-from billing_oss.server.store import accounts_repo, subscriptions_repo
+from billing_oss.server.store import account_usage_repo, accounts_repo, subscriptions_repo
+from billing_oss.server.store.account_usage_repo import ItemFilter
 from billing_oss.server.store.accounts_repo import AccountFilter
 from billing_oss.server.store.subscriptions_repo import SubscriptionFilter
 
@@ -55,12 +56,14 @@ async def account_360(request: web.Request) -> web.Response:
     today = local_now(request).date()
     daily = await repo.daily_usage(db, account.account_id, today - dt.timedelta(days=CHART_DAYS))
     before = decode_cursor(request.query.get("usage_cursor"), tuple[dt.datetime, int])
-    usage = await repo.recent_usage(db, account.account_id, before, PAGE)
+    usage = await account_usage_repo.items(
+        db, ItemFilter(account_id=account.account_id), after=before, limit=PAGE + 1,
+        newest_first=True)
     position = await balances.position(db, account.account_id)
     steps, suspended = await repo.dunning(db, account.account_id)
     return render(request, "account.html", {
         "account": account, "chart": _chart(daily, today), "usage": usage[:PAGE],
-        "usage_next": encode_cursor((usage[PAGE - 1]["event_time"], usage[PAGE - 1]["usage_id"]))
+        "usage_next": encode_cursor((usage[PAGE - 1].event_time, usage[PAGE - 1].usage_id))
         if len(usage) > PAGE else None,
         "invoices": (await repo.invoices(db, account.account_id, None, 20))[:20],
         "credit_notes": (await repo.credit_notes(db, account.account_id, None, 20))[:20],

@@ -6,13 +6,15 @@ account's document answers 403."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from billing_oss.core.errors import Forbidden
+from billing_oss.core.errors import Forbidden, NotFound
 from billing_oss.server.billing import issuing, periods
 from billing_oss.server.billing.render import cii, typst_pdf
 from billing_oss.server.collections import balances
@@ -22,7 +24,7 @@ from billing_oss.server.console.web import needs, pool, render, session
 from billing_oss.server.http import account_usage
 from billing_oss.server.http import invoices as invoices_api
 from billing_oss.server.http.pagination import decode_cursor, encode_cursor
-from billing_oss.server.store import accounts_repo, traffic_repo
+from billing_oss.server.store import account_usage_repo, accounts_repo, traffic_repo
 from billing_oss.server.store.account_usage_repo import ItemFilter
 from billing_oss.server.store.traffic_repo import Period
 
@@ -36,15 +38,17 @@ async def portal(request: web.Request) -> web.Response:
     account = await accounts_repo.get(db, _account_id(request))
     filters = _filters(request, account.timezone)
     before = decode_cursor(request.query.get("cursor"), tuple[dt.datetime, int])
-    usage = await repo.recent_usage(db, account.account_id, before, PAGE, **filters["sql"])
+    usage = await account_usage_repo.items(
+        db, ItemFilter(account_id=account.account_id, **filters["sql"]), after=before,
+        limit=PAGE + 1, newest_first=True)
     cycle = _current_cycle(account.billing_day, account.timezone)
     so_far = await traffic_repo.totals(db, Period(account_id=account.account_id,
                                                   start=cycle.start, end=cycle.end))
     return render(request, "portal.html", {
+        "timezone": account.timezone,  # the customer's times: the account's zone, not ours
         "account": account, "usage": usage[:PAGE], "filters": filters["form"],
         "kinds": KINDS, "cycle": cycle, "so_far": so_far,
-        "next_cursor": encode_cursor((usage[PAGE - 1]["event_time"],
-                                      usage[PAGE - 1]["usage_id"]))
+        "next_cursor": encode_cursor((usage[PAGE - 1].event_time, usage[PAGE - 1].usage_id))
         if len(usage) > PAGE else None,
         "query": request.query_string,
         "invoices": [i for i in (await repo.invoices(db, account.account_id, None, 24))[:24]
@@ -60,18 +64,19 @@ async def usage_csv(request: web.Request) -> web.StreamResponse:
     (``/v1/accounts/{id}/usage.csv``)."""
     db = pool(request)
     account = await accounts_repo.get(db, _account_id(request))
-    f = _filters(request, account.timezone)["sql"]
     return await account_usage.stream_csv(request, db, ItemFilter(
-        account_id=account.account_id, start=f["start"], end=f["end"], kind=f["kind"],
-        number=f["number"]))
+        account_id=account.account_id, **_filters(request, account.timezone)["sql"]))
 
 
 @needs("customer")
 async def invoice_document(request: web.Request) -> web.Response:
     invoice_id = int(request.match_info["invoice_id"])
     async with pool(request).acquire() as conn:
-        document = await issuing.load(conn, invoice_id)
+        with _unseen(f"invoice {invoice_id}"):
+            document = await issuing.load(conn, invoice_id)
     _own(request, document.account_id, f"invoice {invoice_id}")
+    if document.status != "finalised":  # as the API: a draft is not issued to the customer
+        raise NotFound(f"no invoice {invoice_id}")
     if request.match_info["ext"] == "xml":
         return web.Response(body=cii.to_xml(document), content_type="application/xml")
     return _pdf(await invoices_api.invoice_pdf(pool(request), invoice_id),
@@ -82,7 +87,8 @@ async def invoice_document(request: web.Request) -> web.Response:
 async def credit_note_document(request: web.Request) -> web.Response:
     note_id = int(request.match_info["credit_note_id"])
     async with pool(request).acquire() as conn:
-        note = await issuing.load_credit_note(conn, note_id)
+        with _unseen(f"credit note {note_id}"):
+            note = await issuing.load_credit_note(conn, note_id)
         _own(request, note.account_id, f"credit note {note_id}")
         document = await issuing.load(conn, note.invoice_id)
     if request.match_info["ext"] == "xml":
@@ -102,6 +108,16 @@ def _account_id(request: web.Request) -> str:
 def _own(request: web.Request, account_id: str, what: str) -> None:
     if account_id != _account_id(request):
         raise Forbidden(f"{what} is not your account's")
+
+
+@contextlib.contextmanager
+def _unseen(what: str) -> Iterator[None]:
+    """A document id that does not exist is refused as another account's is: the customer
+    cannot tell which ids exist (``server.http.scope.unseen``)."""
+    try:
+        yield
+    except NotFound:
+        raise Forbidden(f"{what} is not your account's") from None
 
 
 def _pdf(body: bytes, name: str) -> web.Response:

@@ -129,7 +129,8 @@ async def rerate_jobs(pool: asyncpg.Pool, before: int | None, limit: int) -> lis
 async def simulations(pool: asyncpg.Pool, after: int | None, limit: int) -> list[Any]:
     return await pool.fetch(
         "SELECT simulation_id, state, requested_by, request->>'period_from' AS period_from,"
-        " request->>'period_to' AS period_to, error, created_at, started_at, finished_at"
+        " request->>'period_to' AS period_to, error, created_at, started_at, finished_at,"
+        " progress->>'percent' AS percent"
         " FROM simulations WHERE ($1::bigint IS NULL OR simulation_id < $1)"
         " ORDER BY simulation_id DESC LIMIT $2", after, limit + 1)
 
@@ -152,33 +153,6 @@ async def file_alarms(pool: asyncpg.Pool, *, kind: str | None, limit: int) -> li
         "SELECT alarm_id, source, kind, name, sequence_no, first_missing, last_missing,"
         " source_file_id, detail, raised_at FROM source_file_alarms"
         " WHERE ($1::text IS NULL OR kind = $1) ORDER BY raised_at DESC LIMIT $2", kind, limit)
-
-
-async def recent_usage(pool: asyncpg.Pool, account_id: str,
-                       before: tuple[dt.datetime, int] | None, limit: int, *,
-                       kind: str | None = None, number: str | None = None,
-                       start: dt.datetime | None = None,
-                       end: dt.datetime | None = None) -> list[Any]:
-    """An account's usage newest first, each record with the net of its charges (charged
-    less reversed), filtered by service, number (calling or called) and period;
-    ``limit + 1`` rows at most, for paging."""
-    return await pool.fetch(
-        "SELECT u.usage_id, u.event_time, u.source, u.kind, u.duration_s, u.volume_up,"
-        " u.volume_down, u.quantity::text AS quantity, u.unit, u.calling, u.called,"
-        " c.currency, c.net_micros, c.zone, c.band FROM usage_records u"
-        " LEFT JOIN LATERAL (SELECT rtrim(currency) AS currency, sum(amount_micros)::bigint"
-        "   AS net_micros, max(zone) AS zone, max(band) AS band FROM charges c"
-        "   WHERE c.account_id = u.account_id AND c.event_time = u.event_time"
-        "   AND c.usage_id = u.usage_id GROUP BY currency LIMIT 1) c ON true"
-        " WHERE u.account_id = $1 AND ($2::timestamptz IS NULL"
-        "   OR (u.event_time, u.usage_id) < ($2, $3::bigint))"
-        " AND ($5::text IS NULL OR u.kind = $5)"
-        " AND ($6::text IS NULL OR u.calling = $6 OR u.called = $6)"
-        " AND ($7::timestamptz IS NULL OR u.event_time >= $7)"
-        " AND ($8::timestamptz IS NULL OR u.event_time < $8)"
-        " ORDER BY u.event_time DESC, u.usage_id DESC LIMIT $4",
-        account_id, before[0] if before else None, before[1] if before else None, limit + 1,
-        kind, number, start, end)
 
 
 async def month_revenue(pool: asyncpg.Pool, month: dt.date) -> list[Any]:

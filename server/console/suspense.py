@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, get_args
 
 from aiohttp import web
 
@@ -21,6 +21,8 @@ from billing_oss.server.store import suspense_repo
 
 PAGE = 50
 MAX_SELECTED = 500
+CORRECTABLE: tuple[str, ...] = get_args(suspense_api.CorrectableField)
+NUMBERS = ("duration_s", "volume_up", "volume_down")  # the record's integer fields
 
 
 async def triage(request: web.Request) -> web.Response:
@@ -46,9 +48,48 @@ async def triage(request: web.Request) -> web.Response:
 async def inspect(request: web.Request) -> web.Response:
     suspense_id = _int(request.match_info["suspense_id"])
     item = await suspense_repo.get(pool(request), suspense_id or 0)
+    return _detail(request, item, None)
+
+
+def _detail(request: web.Request, item: suspense_repo.SuspenseDetail,
+            message: dict[str, str] | None) -> web.Response:
+    record = item.record if isinstance(item.record, dict) else {}
     return render(request, "suspense_detail.html", {
         "item": item, "record": json.dumps(item.record, indent=2, ensure_ascii=False),
-        "hexdump": _hexdump(item.raw) if item.raw else None})
+        "hexdump": _hexdump(item.raw) if item.raw else None, "message": message,
+        "fields": [(name, "" if record.get(name) is None else str(record[name]))
+                   for name in CORRECTABLE]})
+
+
+@needs("operator")
+async def correct(request: web.Request) -> web.Response:
+    """Correct fields of a record's decoded form (the API's ``correct``, audited alike); the
+    fragment comes back with the corrected record, ready to retry."""
+    suspense_id = _int(request.match_info["suspense_id"]) or 0
+    form = await request.post()
+    item = await suspense_repo.get(pool(request), suspense_id)
+    record = item.record if isinstance(item.record, dict) else {}
+    changes: dict[str, str | int | None] = {}
+    for name in CORRECTABLE:
+        if name not in form:
+            continue
+        text = field(form, name).strip()
+        value: str | int | None = None if not text else (
+            int(text) if name in NUMBERS and text.isdigit() and len(text) < 19 else text)
+        if value != record.get(name):
+            changes[name] = value
+    reason = field(form, "reason").strip()[:500]
+    if not changes:
+        return _detail(request, item, {"bad": "Change at least one field."})
+    if not reason:
+        return _detail(request, item, {"bad": "A correction needs a reason."})
+    try:
+        item = await suspense_api.correct(pool(request), actor(request), suspense_id, changes,
+                                          reason)
+    except BillingError as exc:
+        return _detail(request, item, {"bad": exc.message})
+    return _detail(request, item, {"ok": f"Corrected {', '.join(sorted(changes))}: retry the"
+                                         " record to rate it as corrected."})
 
 
 @needs("operator")
@@ -117,3 +158,4 @@ def register(app: web.Application) -> None:
     app.router.add_get("/suspense", triage)
     app.router.add_get("/fragments/suspense/{suspense_id}", inspect)
     app.router.add_post("/suspense/actions", act)
+    app.router.add_post(r"/suspense/{suspense_id:\d{1,18}}/correct", correct)

@@ -151,7 +151,9 @@ def create_console(config: ConsoleConfig) -> web.Application:
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     zone = ZoneInfo(config.timezone)
     env.filters["money"] = labelled
-    env.filters["when"] = lambda t, fmt="%Y-%m-%d %H:%M": _when(t, zone, fmt)
+    # ``timezone``: another zone than the operator's (the portal shows the account's)
+    env.filters["when"] = lambda t, fmt="%Y-%m-%d %H:%M", timezone=None: _when(
+        t, ZoneInfo(timezone) if timezone else zone, fmt)
     env.globals["timezone"] = config.timezone
     for name in PAGE_MODULES:
         importlib.import_module(name).register(app)

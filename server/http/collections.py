@@ -38,7 +38,7 @@ from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
-from billing_oss.server.http.scope import narrowed, own
+from billing_oss.server.http.scope import narrowed, own, unseen
 from billing_oss.server.http.types import Currency, Id, IntId, Reason, Text
 from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 
@@ -191,7 +191,8 @@ async def list_payments(request: web.Request) -> web.Response:
 
 async def get_payment(request: web.Request) -> web.Response:
     path = decode_path(request, PaymentPath)
-    found = await payments.get(request.app[POOL], path.payment_id)
+    with unseen(request, f"payment {path.payment_id}"):
+        found = await payments.get(request.app[POOL], path.payment_id)
     own(request, found.account_id, f"payment {path.payment_id}")
     return reply(payment_view(found))
 

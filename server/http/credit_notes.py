@@ -19,7 +19,7 @@ from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
-from billing_oss.server.http.scope import narrowed, own
+from billing_oss.server.http.scope import narrowed, own, unseen
 from billing_oss.server.http.types import Id, IntId, Reason
 from billing_oss.server.http.validation import decode_body, decode_path, decode_query
 
@@ -106,7 +106,8 @@ async def list_credit_notes(request: web.Request) -> web.Response:
 async def _load(request: web.Request) -> tuple[CreditNote, Invoice]:
     credit_note_id = decode_path(request, CreditNotePath).credit_note_id
     async with request.app[POOL].acquire() as conn:
-        note = await issuing.load_credit_note(conn, credit_note_id)
+        with unseen(request, f"credit note {credit_note_id}"):
+            note = await issuing.load_credit_note(conn, credit_note_id)
         own(request, note.account_id, f"credit note {credit_note_id}")
         return note, await issuing.load(conn, note.invoice_id)
 
@@ -114,7 +115,8 @@ async def _load(request: web.Request) -> tuple[CreditNote, Invoice]:
 async def get_credit_note(request: web.Request) -> web.Response:
     credit_note_id = decode_path(request, CreditNotePath).credit_note_id
     async with request.app[POOL].acquire() as conn:
-        note = await issuing.load_credit_note(conn, credit_note_id)
+        with unseen(request, f"credit note {credit_note_id}"):
+            note = await issuing.load_credit_note(conn, credit_note_id)
     own(request, note.account_id, f"credit note {credit_note_id}")
     return reply(views.credit_note_view(note))
 

@@ -4,8 +4,10 @@ Bill runs: server.http.bill_runs; credit notes: server.http.credit_notes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Literal
 
 import asyncpg
@@ -20,7 +22,7 @@ from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
-from billing_oss.server.http.scope import customer_account, narrowed, own
+from billing_oss.server.http.scope import customer_account, narrowed, own, unseen
 from billing_oss.server.http.types import Id, IntId, Period
 from billing_oss.server.http.validation import decode_path, decode_query
 
@@ -79,7 +81,8 @@ async def list_invoices(request: web.Request) -> web.Response:
 async def get_invoice(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     async with request.app[POOL].acquire() as conn:
-        invoice = await issuing.load(conn, invoice_id)
+        with unseen(request, f"invoice {invoice_id}"):
+            invoice = await issuing.load(conn, invoice_id)
     readable(request, invoice)
     return reply(views.invoice_view(invoice))
 
@@ -87,15 +90,20 @@ async def get_invoice(request: web.Request) -> web.Response:
 async def get_invoice_pdf(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     pdf = await invoice_pdf(request.app[POOL], invoice_id,
-                            lambda invoice: readable(request, invoice))
+                            lambda invoice: readable(request, invoice),
+                            lambda: unseen(request, f"invoice {invoice_id}"))
     return web.Response(body=pdf, content_type="application/pdf")
 
 
 async def invoice_pdf(pool: asyncpg.Pool, invoice_id: int,
-                      check: Callable[[issuing.Invoice], None] = lambda invoice: None) -> bytes:
-    """The invoice as PDF/A-3 (REST and SOAP alike); ``check`` sees the invoice first."""
+                      check: Callable[[issuing.Invoice], None] = lambda invoice: None,
+                      hiding: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+                      ) -> bytes:
+    """The invoice as PDF/A-3 (REST and SOAP alike); ``check`` sees the invoice first,
+    ``hiding`` wraps its load (``scope.unseen``: a customer key's 403 for a missing id)."""
     async with pool.acquire() as conn:
-        invoice = await issuing.load(conn, invoice_id)
+        with hiding():
+            invoice = await issuing.load(conn, invoice_id)
         check(invoice)
         items = await itemised.load(conn, invoice.account_id, invoice_id)
     return await asyncio.to_thread(typst_pdf.render, invoice, items)  # CPU-bound: off the loop
@@ -104,7 +112,8 @@ async def invoice_pdf(pool: asyncpg.Pool, invoice_id: int,
 async def get_invoice_xml(request: web.Request) -> web.Response:
     invoice_id = decode_path(request, InvoicePath).invoice_id
     async with request.app[POOL].acquire() as conn:
-        invoice = await issuing.load(conn, invoice_id)
+        with unseen(request, f"invoice {invoice_id}"):
+            invoice = await issuing.load(conn, invoice_id)
     readable(request, invoice)
     return web.Response(body=cii.to_xml(invoice), content_type="application/xml")
 

@@ -45,9 +45,23 @@ class SimulationPath(msgspec.Struct, frozen=True):
     simulation_id: IntId
 
 
+class SimulationProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """How far a simulation is: ``percent`` (decimal string, "100" once done) of its work,
+    records read (of those its periods hold, as the analytics rollups count them), then
+    account cycles priced under both catalogs."""
+
+    phase: Literal["reading", "pricing"] | None = None
+    percent: str
+    records_read: int | None = None
+    records_expected: int | None = None
+    cycles_priced: int | None = None
+    cycles: int | None = None
+
+
 class Simulation(msgspec.Struct, frozen=True, kw_only=True):
     simulation_id: int
     state: State
+    progress: SimulationProgress | None  # None: queued, or not started reporting
     requested_by: str
     request: dict[str, Any]
     result: dict[str, Any] | None
@@ -89,6 +103,8 @@ async def get_simulation(request: web.Request) -> web.Response:
 def _view(s: repo.Stored) -> Simulation:
     return Simulation(
         simulation_id=s.simulation_id, state=s.state,  # type: ignore[arg-type]
+        progress=msgspec.convert(s.progress, SimulationProgress) if s.progress else (
+            SimulationProgress(percent="100") if s.state == "done" else None),
         requested_by=s.requested_by, request=s.request, result=s.result, run=s.run,
         error=s.error, created_at=s.created_at, started_at=s.started_at,
         finished_at=s.finished_at)

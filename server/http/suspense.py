@@ -8,8 +8,9 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from billing_oss.core.errors import BillingError, Conflict, ErrorCode
+from billing_oss.core.errors import BillingError, Conflict, ErrorCode, InvalidRequest
 from billing_oss.core.money import parse_micros
+from billing_oss.core.records import UsageRecord, parse_event_time
 from billing_oss.server.http.auth import actor
 from billing_oss.server.http.keys import PIPELINE, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
@@ -40,6 +41,21 @@ class SuspensePath(msgspec.Struct, frozen=True):
 
 
 class Discard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: Reason
+
+
+# The decoded record's fields an operator may correct: not its identity (source, record
+# key: what makes a redelivery a duplicate), nor a partial's sequence or its attributes.
+CorrectableField = Literal["kind", "event_time", "duration_s", "volume_up", "volume_down",
+                           "quantity", "unit", "calling", "called", "imsi", "msisdn", "charge"]
+Value = Text | Annotated[int, msgspec.Meta(ge=0, le=2**62)] | None
+
+
+class Correction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Fields of the decoded record to set (null removes one), and why: the record is then
+    retried as corrected."""
+
+    set: Annotated[dict[CorrectableField, Value], msgspec.Meta(min_length=1)]
     reason: Reason
 
 
@@ -106,6 +122,28 @@ async def discard_suspense(request: web.Request) -> web.Response:
         request.app[POOL], actor(request), path.suspense_id, body.reason.strip()))
 
 
+async def correct_suspense(request: web.Request) -> web.Response:
+    path = decode_path(request, SuspensePath)
+    body = await decode_body(request, Correction)
+    return reply(await correct(request.app[POOL], actor(request), path.suspense_id,
+                               {str(k): v for k, v in body.set.items()}, body.reason.strip()))
+
+
+async def correct(pool: asyncpg.Pool, who: str, suspense_id: int,
+                  changes: dict[str, str | int | None], reason: str) -> SuspenseDetail:
+    """Correct fields of an open record, audited as ``who`` (the API and the console
+    alike); the corrected record must still be a usage record (types, kind, event time)."""
+    return await suspense_repo.correct(pool, who, suspense_id, changes, reason, _usage_record)
+
+
+def _usage_record(record: dict[str, object]) -> None:
+    try:
+        decoded = msgspec.convert(record, UsageRecord)
+        parse_event_time(decoded.event_time)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise InvalidRequest(f"the corrected record is not a usage record: {exc}") from None
+
+
 def _amount(result: RetryResult) -> Money | None:
     if result.amount is None or result.currency is None:
         return None
@@ -125,4 +163,8 @@ def register(api: Api) -> None:
     api.add("POST", "/v1/suspense/{suspense_id}/discard", discard_suspense,
             summary="Close an open suspense record without charging it, with a reason",
             tag=tag, params=SuspensePath, request=Discard, response=SuspenseDetail,
+            roles=("operator",), errors=(409,))
+    api.add("POST", "/v1/suspense/{suspense_id}/correct", correct_suspense,
+            summary="Correct fields of an open suspense record's decoded form before a retry",
+            tag=tag, params=SuspensePath, request=Correction, response=SuspenseDetail,
             roles=("operator",), errors=(409,))

@@ -24,6 +24,7 @@ class Stored(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    progress: dict[str, Any] | None  # engine.Progress as ``progress_document`` writes it
 
 
 async def create(conn: Connection | asyncpg.Pool, actor: str, request: dict[str, Any],
@@ -43,8 +44,17 @@ async def finish(conn: Connection | asyncpg.Pool, simulation_id: int, result: by
                  run: dict[str, Any]) -> None:
     await conn.execute(
         "UPDATE simulations SET state = 'done', result = $2::jsonb, run = $3::jsonb, "
+        "progress = coalesce(progress, '{}'::jsonb) || '{\"percent\": \"100\"}'::jsonb, "
         "finished_at = now() WHERE simulation_id = $1",
         simulation_id, result.decode(), json.dumps(run))
+
+
+async def progress(conn: Connection | asyncpg.Pool, simulation_id: int,
+                   document: dict[str, Any]) -> None:
+    """A running simulation's progress (a finished one keeps its last)."""
+    await conn.execute("UPDATE simulations SET progress = $2::jsonb"
+                       " WHERE simulation_id = $1 AND state = 'running'",
+                       simulation_id, json.dumps(document))
 
 
 async def fail(conn: Connection | asyncpg.Pool, simulation_id: int, error: str) -> None:
@@ -56,10 +66,11 @@ async def get(conn: Connection | asyncpg.Pool, simulation_id: int) -> Stored:
     row = await conn.fetchrow(
         "SELECT simulation_id, state, requested_by, request::text AS request, "
         "result::text AS result, run::text AS run, error, created_at, started_at, "
-        "finished_at FROM simulations WHERE simulation_id = $1", simulation_id)
+        "finished_at, progress::text AS progress FROM simulations WHERE simulation_id = $1",
+        simulation_id)
     if row is None:
         raise NotFound(f"no simulation {simulation_id}")
     data = dict(row)
-    for key in ("request", "result", "run"):
+    for key in ("request", "result", "run", "progress"):
         data[key] = json.loads(data[key]) if data[key] is not None else None
     return Stored(**data)

@@ -9,6 +9,8 @@ row is written only after the snapshot is released, and nothing else is written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -42,21 +44,69 @@ async def run(pool: asyncpg.Pool, request: engine.Request, settings: Settings, a
     return simulation_id, outcome, result
 
 
+def progress_document(p: engine.Progress) -> dict[str, Any]:
+    """What ``GET /v1/simulations/{id}`` and the console show of a running simulation."""
+    return {"phase": p.phase, "percent": str(p.percent), "records_read": p.records_read,
+            "records_expected": p.records_expected, "cycles_priced": p.cycles_priced,
+            "cycles": p.cycles}
+
+
+class ProgressWriter:
+    """Keeps a running simulation's latest ``Progress`` and writes it to its row every
+    ``every_s`` (from the pool: the simulation's own connection is in its read-only
+    snapshot). ``seen`` is called from pricing's thread too: it only swaps a reference."""
+
+    def __init__(self, pool: asyncpg.Pool, simulation_id: int, every_s: float) -> None:
+        self._pool, self._id, self._every_s = pool, simulation_id, every_s
+        self._latest: engine.Progress | None = None
+        self._written: engine.Progress | None = None
+
+    def seen(self, p: engine.Progress) -> None:
+        self._latest = p
+
+    async def flush(self) -> None:
+        latest = self._latest
+        if latest is not None and latest is not self._written:
+            await repo.progress(self._pool, self._id, progress_document(latest))
+            self._written = latest
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            await self.flush()
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[ProgressWriter]:
+        task = asyncio.create_task(self._loop(), name=f"simulation-{self._id}-progress")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 class Simulations:
-    """Queued simulations, run one at a time by a ``jobs.Worker``."""
+    """Queued simulations, run one at a time by a ``jobs.Worker``; a running one's progress
+    is written every ``progress_every_s``."""
 
     table = "simulations"
     name = "simulation"
     lock_space = LOCK_SPACE
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings,
+                 progress_every_s: float = 1.0) -> None:
         self._pool, self._settings = pool, settings
+        self._every_s = progress_every_s
 
     async def run(self, holder: Connection, job_id: int, stop: asyncio.Event) -> None:
         stored = await repo.get(holder, job_id)
         request = msgspec.convert(stored.request, engine.Request)
         await repo.start(holder, job_id)
-        outcome = await engine.simulate(holder, request, self._settings)
+        async with ProgressWriter(self._pool, job_id, self._every_s).writing() as progress:
+            outcome = await engine.simulate(holder, request, self._settings,
+                                            stages=progress.seen)
+            await progress.flush()
         result = report.build(outcome)
         await repo.finish(holder, job_id, encode(result), report.run_info(outcome))
 

@@ -144,6 +144,21 @@ async def _invoiced(conn: Connection, periods: list[str]) -> dict[tuple[str, str
             Invoiced(r["n"], r["net"], r["total"]) for r in rows}
 
 
+async def expected_records(conn: Connection, start: dt.datetime, end: dt.datetime,
+                           accounts: Sequence[str] | None) -> int:
+    """About how many usage records [start, end) holds (of ``accounts`` or all): the charged
+    records of the UTC days it touches, from the daily rollups (an index range, not a scan
+    of the usage), for a running simulation's percentage."""
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(records), 0)::bigint FROM charge_rollups"
+        " WHERE day >= $1::date AND day <= $2::date"
+        " AND ($3::text[] IS NULL OR account_id = ANY($3))",
+        start.astimezone(dt.UTC).date(),
+        (end.astimezone(dt.UTC) - dt.timedelta(microseconds=1)).date(),
+        None if accounts is None else list(accounts))
+    return int(value or 0)
+
+
 WIDTH = kernel.CALLED_WIDTH
 PAD = 1  # the byte PostgreSQL pads ``called`` with; a kernel reads NUL as "past the end"
 

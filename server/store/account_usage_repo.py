@@ -23,6 +23,7 @@ Db: TypeAlias = "Connection | asyncpg.Pool"
 class ItemRow(msgspec.Struct, frozen=True, kw_only=True):
     usage_id: int
     event_time: dt.datetime
+    source: str
     kind: str
     calling: str | None
     called: str | None
@@ -63,7 +64,8 @@ _ACTIVE_CHARGE = (
     " AND r.reverses_charge_id = c.charge_id) ORDER BY c.charge_id DESC LIMIT 1) c ON true"
 )
 _ITEM_COLUMNS = (
-    "SELECT u.usage_id, u.event_time, u.kind, u.calling, u.called, u.msisdn, u.duration_s,"
+    "SELECT u.usage_id, u.event_time, u.source, u.kind, u.calling, u.called, u.msisdn,"
+    " u.duration_s,"
     " u.volume_up, u.volume_down, u.quantity::text AS quantity, u.unit, c.zone, c.band,"
     " c.amount_micros, c.currency FROM usage_records u"
 )
@@ -76,11 +78,14 @@ def _where(f: ItemFilter) -> Where:
 
 
 async def items(db: Db, f: ItemFilter, *, after: tuple[dt.datetime, int] | None,
-                limit: int) -> list[ItemRow]:
-    """Records of ``f`` in (event time, usage id) order after ``after``, ``limit`` at most."""
-    w = _where(f).keyset("u.event_time, u.usage_id", after)
+                limit: int, newest_first: bool = False) -> list[ItemRow]:
+    """Records of ``f`` in (event time, usage id) order after ``after``, ``limit`` at most;
+    ``newest_first``: in the reverse order, before ``after`` (the console's pages)."""
+    w = _where(f).keyset("u.event_time, u.usage_id", after, descending=newest_first)
+    order = " DESC" if newest_first else ""
     rows = await db.fetch(_ITEM_COLUMNS + _ACTIVE_CHARGE + w.sql()
-                          + " ORDER BY u.event_time, u.usage_id" + w.limit(limit), *w.args)
+                          + f" ORDER BY u.event_time{order}, u.usage_id{order}"
+                          + w.limit(limit), *w.args)
     return [ItemRow(**dict(r)) for r in rows]
 
 
@@ -138,7 +143,8 @@ async def invoiced_items(db: Db, account_id: str, invoice_id: int,
         "    WHERE account_id = $1 AND invoice_id = $2)"
         "  WHERE l.account_id = $1 AND l.invoice_id = $2 AND c.usage_id IS NOT NULL"
         "  GROUP BY c.event_time, c.usage_id)"
-        " SELECT count(*) OVER () AS total, b.line_no, u.usage_id, u.event_time, u.kind,"
+        " SELECT count(*) OVER () AS total, b.line_no, u.usage_id, u.event_time, u.source,"
+        " u.kind,"
         " u.calling, u.called, u.msisdn, u.duration_s, u.volume_up, u.volume_down,"
         " u.quantity::text AS quantity, u.unit, b.zone, b.band, b.amount_micros, b.currency"
         " FROM billed b JOIN usage_records u ON u.account_id = $1"

@@ -26,14 +26,16 @@ class Where:
             self.clauses.append(clause)
         return self
 
-    def keyset(self, columns: str, key: tuple[Any, ...] | None) -> Where:
-        """Rows after ``key`` in the order of ``columns`` (a row comparison)."""
+    def keyset(self, columns: str, key: tuple[Any, ...] | None,
+               descending: bool = False) -> Where:
+        """Rows after ``key`` in the order of ``columns`` (a row comparison), or before it
+        when the rows go ``descending``."""
         if key is not None:
             marks = []
             for value in key:
                 self.args.append(value)
                 marks.append(f"${len(self.args)}")
-            self.clauses.append(f"({columns}) > ({', '.join(marks)})")
+            self.clauses.append(f"({columns}) {'<' if descending else '>'} ({', '.join(marks)})")
         return self
 
     def sql(self) -> str:

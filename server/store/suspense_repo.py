@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -89,6 +89,33 @@ async def discard(pool: asyncpg.Pool, actor: str, suspense_id: int,
         after = await get(conn, suspense_id)
         await audit.record(conn, actor, "suspense.discard", f"suspense:{suspense_id}",
                            _summary(before), _summary(after))
+    return after
+
+
+async def correct(pool: asyncpg.Pool, actor: str, suspense_id: int, changes: dict[str, Any],
+                  reason: str, check: Callable[[dict[str, Any]], None]) -> SuspenseDetail:
+    """Set fields of an open record's decoded form (None removes one), ``check`` seeing the
+    corrected record first; audited with the fields before and after, and why. The raw
+    bytes stay as received: the correction is the operator's, the source's are evidence."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow("SELECT state, record::text AS record FROM suspense"
+                                  " WHERE suspense_id = $1 FOR UPDATE", suspense_id)
+        if row is None:
+            raise NotFound(f"no suspense record {suspense_id}")
+        if row["state"] != "open":
+            raise Conflict(f"suspense record {suspense_id} is {row['state']}, not open")
+        if row["record"] is None:
+            raise Conflict(f"suspense record {suspense_id} has no decoded record to correct")
+        record = json.loads(row["record"])
+        corrected = {k: v for k, v in {**record, **changes}.items() if v is not None}
+        check(corrected)
+        await conn.execute("UPDATE suspense SET record = $2::jsonb WHERE suspense_id = $1",
+                           suspense_id, json.dumps(corrected))
+        after = await get(conn, suspense_id)
+        await audit.record(conn, actor, "suspense.correct", f"suspense:{suspense_id}",
+                           {"record": {k: record.get(k) for k in sorted(changes)}},
+                           {"record": {k: corrected.get(k) for k in sorted(changes)},
+                            "reason": reason})
     return after
 
 

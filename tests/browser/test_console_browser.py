@@ -99,6 +99,14 @@ async def site(pool: asyncpg.Pool, database_url: str,
         " $1::jsonb, $2)", json.dumps(late), json.dumps(late).encode())
     await pool.execute("INSERT INTO usage_keys (source, record_key, event_time)"
                        " VALUES ('mqtt', 'late-1', $1::text::timestamptz)", when)
+    # A calling number with a letter O for a zero: corrected in the console, then retried.
+    typo = {**late, "record_key": "typo-1", "calling": "3361111111O"}
+    await pool.execute(
+        "INSERT INTO suspense (source, record_key, reason, detail, record, raw)"
+        " VALUES ('mqtt', 'typo-1', 'UNKNOWN_ACCOUNT', 'no account has 3361111111O',"
+        " $1::jsonb, $2)", json.dumps(typo), json.dumps(typo).encode())
+    await pool.execute("INSERT INTO usage_keys (source, record_key, event_time)"
+                       " VALUES ('mqtt', 'typo-1', $1::text::timestamptz)", when)
     await pool.execute(
         "INSERT INTO suspense (source, record_key, reason, detail, record, raw)"
         " VALUES ('mqtt', 'odd-1', 'NO_ZONE', $1, $2::jsonb, $3)",
@@ -159,6 +167,36 @@ async def test_triage_and_retry_a_suspense_record(watched: Watched, site: Api,
     actors = await pool.fetch("SELECT actor FROM audit_log WHERE entity = $1",
                               f"suspense:{sid}")
     assert [r["actor"].startswith("key:") for r in actors] == [True]
+
+
+async def test_correct_a_suspense_record_then_retry_it(watched: Watched, site: Api,
+                                                      pool: asyncpg.Pool) -> None:
+    await sign_in(watched, site)
+    page = watched.page
+    await page.goto(site.url + "/console/suspense?reason=UNKNOWN_ACCOUNT")
+    sid = await pool.fetchval("SELECT suspense_id FROM suspense WHERE record_key = 'typo-1'")
+    await page.click(f"a.inspect[href$='/{sid}']")
+    await page.wait_for_selector("#detail form.correct")
+    assert await page.input_value("#detail input[name=calling]") == "3361111111O"
+    await page.fill("#detail input[name=calling]", "33611111111")
+    await page.fill("#detail input[name=reason]", "letter O typed for a zero")
+    await page.click("#detail form.correct button[type=submit]")
+    await page.wait_for_selector("#detail .flash.ok")
+    assert '"calling": "33611111111"' in await page.inner_text("#detail pre.record")
+    await watched.shot("suspense-corrected")
+    await page.check(f"input[name=id][value='{sid}']")
+    await page.click("button[value=retry]")
+    await page.wait_for_selector("#outcomes table")
+    outcome = await page.inner_text("#outcomes")
+    assert "charged" in outcome and "EUR" in outcome, outcome
+    watched.clean()
+    assert await pool.fetchval("SELECT state FROM suspense WHERE suspense_id = $1",
+                               sid) == "retried"
+    entries = await pool.fetch("SELECT actor, action, after FROM audit_log WHERE entity = $1"
+                               " ORDER BY seq", f"suspense:{sid}")
+    assert [e["action"] for e in entries] == ["suspense.correct", "suspense.retry.charged"]
+    assert all(e["actor"].startswith("key:") for e in entries)
+    assert json.loads(entries[0]["after"])["reason"] == "letter O typed for a zero"
 
 
 async def test_launch_a_simulation_and_read_its_result(watched: Watched, site: Api) -> None:

@@ -176,6 +176,29 @@ async def test_another_accounts_documents_are_refused_with_403(seeded: Seeded) -
     assert status == 403 and '"FORBIDDEN"' in text
 
 
+async def test_an_id_that_does_not_exist_is_refused_as_another_accounts_is(
+        seeded: Seeded) -> None:
+    """A 404 for a missing id beside a 403 for another account's would tell a customer key
+    which ids exist: both answer 403 with the same problem, the id aside."""
+    b, missing = seeded.ids[B], "987654321"
+    for template in ("/v1/invoices/{}", "/v1/invoices/{}.pdf", "/v1/invoices/{}.xml",
+                     "/v1/credit-notes/{}", "/v1/credit-notes/{}.pdf",
+                     "/v1/credit-notes/{}.xml", "/v1/payments/{}"):
+        kind = "payment_id" if "payments" in template else (
+            "credit_note_id" if "credit-notes" in template else "invoice_id")
+        answers = []
+        for some_id in (b[kind], missing):
+            async with seeded.api.http.get(seeded.api.url + template.format(some_id),
+                                           headers=seeded.headers()) as r:
+                problem = await r.json(content_type=None)
+                answers.append((r.status, problem["code"],
+                                problem["detail"].replace(some_id, "N")))
+        assert answers[0] == answers[1] and answers[0][0] == 403, (template, answers)
+    # An operator's key still learns that the id does not exist.
+    status, _ = await seeded.api.call("GET", f"/v1/invoices/{missing}", "viewer")
+    assert status == 404
+
+
 async def test_the_soap_facade_refuses_a_customer_key(seeded: Seeded) -> None:
     """The SOAP operations serve operator roles only: a customer key gets a FORBIDDEN fault,
     for its own account as for another's."""

@@ -103,3 +103,54 @@ async def test_retry_charges_once_the_account_exists(api: Api, pool: asyncpg.Poo
     assert actions == ["suspense.retry.suspense", "suspense.retry.charged"]
     status, _ = await api.call("POST", f"/v1/suspense/{suspended[0]}/retry")
     assert status == 409  # discarded above: not open
+
+
+async def test_a_corrected_record_is_retried_as_corrected(
+        api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811
+    """A mistyped calling number: the operator corrects it (audited, with the reason), the
+    retry rates the corrected record; the raw bytes stay as the source sent them."""
+    record = {"record_key": "typo-1", "source": "mqtt", "kind": "voice",
+              "event_time": "2026-01-11T09:00:00Z", "duration_s": 60,
+              "calling": "3365550000O", "called": "33612345678"}  # a letter O for a zero
+    sid = await pool.fetchval(
+        "INSERT INTO suspense (source, record_key, reason, detail, record, raw)"
+        " VALUES ('mqtt', 'typo-1', 'UNKNOWN_ACCOUNT', 'no account', $1::jsonb, $2)"
+        " RETURNING suspense_id", json.dumps(record), b"raw typo-1")
+    await pool.execute("INSERT INTO usage_keys (source, record_key, event_time)"
+                       " VALUES ('mqtt', 'typo-1', '2026-01-11T09:00:00Z')")
+    for path, body in (
+            ("/v1/accounts", {"account_id": "TYPO",
+                              "identifiers": [{"identifier": "33655500002"}]}),
+            ("/v1/tariffs", {"currency": "EUR", "tariffs": [{"id": "typo-tariff", "versions": [{
+                "effective_from": "2026-01-01T00:00:00Z", "timezone": "Europe/Paris", "rates": [{
+                    "kind": "voice", "zone": "*", "band": "*",
+                    "steps": [{"from": 0, "price": "0.01", "unit": 60, "increment": 1}]}]}]}]}),
+            ("/v1/subscriptions", {"account_id": "TYPO", "tariff_id": "typo-tariff",
+                                   "valid_from": "2026-01-01T00:00:00Z"})):
+        status, answer = await api.call("POST", path, json=body)
+        assert status in (200, 201), (path, answer)
+    fix = {"set": {"calling": "33655500002"}, "reason": "letter O typed for a zero"}
+    status, _ = await api.call("POST", f"/v1/suspense/{sid}/correct", "viewer", json=fix)
+    assert status == 403
+    for bad in ({"set": {"record_key": "other"}, "reason": "x"},  # its identity stays
+                {"set": {"duration_s": "sixty"}, "reason": "x"},
+                {"set": {"event_time": "yesterday"}, "reason": "x"},
+                {"set": {"kind": "fax"}, "reason": "x"},
+                {"set": {}, "reason": "x"}, {"set": {"calling": "1"}, "reason": " "}):
+        status, problem = await api.call("POST", f"/v1/suspense/{sid}/correct", "operator",
+                                         json=bad)
+        assert status == 422, (bad, problem)
+    status, item = await api.call("POST", f"/v1/suspense/{sid}/correct", "operator", json=fix)
+    assert status == 200, item
+    assert item["record"] == {**record, "calling": "33655500002"} and item["state"] == "open"
+    assert base64.b64decode(item["raw"]) == b"raw typo-1"
+    status, outcome = await api.call("POST", f"/v1/suspense/{sid}/retry", "operator")
+    assert status == 200 and outcome["status"] == "charged", outcome
+    assert outcome["amount"] == {"amount": "0.060000", "currency": "EUR"}
+    entries = await audit.entries(pool, f"suspense:{sid}")
+    assert [e.action for e in entries] == ["suspense.correct", "suspense.retry.charged"]
+    assert entries[0].before == {"record": {"calling": "3365550000O"}}
+    assert entries[0].after == {"record": {"calling": "33655500002"},
+                                "reason": "letter O typed for a zero"}
+    status, _ = await api.call("POST", f"/v1/suspense/{sid}/correct", "operator", json=fix)
+    assert status == 409  # charged: no longer open

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -24,7 +25,7 @@ PAGES = ["/console/", "/console/suspense", "/console/accounts", "/console/accoun
          "/console/integrations", "/console/audit"]
 FRAGMENTS = ["/console/fragments/audit/verify"]
 POSTS = ["/console/suspense/actions", "/console/simulations", "/console/integrations/replay",
-         "/console/sign-out"]
+         "/console/sign-out", "/console/suspense/1/correct"]
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +137,39 @@ async def test_a_post_without_its_csrf_token_is_refused(
     assert entry.after["state"] == "discarded"
 
 
+async def test_an_operator_corrects_a_record_as_the_api_does(
+        api: Api, console: Console, pool: asyncpg.Pool) -> None:  # noqa: F811
+    record = {"record_key": "fix-1", "source": "mqtt", "kind": "voice",
+              "event_time": "2026-01-10T09:00:00Z", "duration_s": 42, "called": XSS}
+    sid = await pool.fetchval(
+        "INSERT INTO suspense (source, record_key, reason, detail, record)"
+        " VALUES ('mqtt', 'fix-1', 'NO_ZONE', 'no zone', $1::jsonb) RETURNING suspense_id",
+        json.dumps(record))
+    path = f"/console/suspense/{sid}/correct"
+    assert await console.sign_in(api.tokens["viewer"]) == 302
+    status, body = await console.post(path, {"called": "33612345678", "reason": "typo"})
+    assert status == 403 and "needs operator" in body
+    assert await console.sign_in(api.tokens["operator"]) == 302
+    status, body = await console.get(f"/console/fragments/suspense/{sid}")
+    assert status == 200 and 'name="duration_s" value="42"' in body
+    assert ESCAPED in body and XSS not in body
+    status, body = await console.post(path, {"called": XSS, "reason": "typo"}, csrf=False)
+    assert status == 403
+    status, body = await console.post(path, {"called": XSS, "reason": "typo"})
+    assert status == 200 and "Change at least one field." in body
+    status, body = await console.post(path, {"duration_s": "forty", "reason": "typo"})
+    assert status == 200 and "is not a usage record" in body
+    status, body = await console.post(path, {"called": "33612345678", "duration_s": "42",
+                                             "reason": "the switch sent markup"})
+    assert status == 200 and "Corrected called: retry" in body, body
+    entry = (await audit.entries(pool, f"suspense:{sid}"))[-1]
+    key_id = api_keys.parse_token(api.tokens["operator"])
+    assert key_id is not None and entry.actor == f"key:{key_id[0]}"
+    assert (entry.action, entry.before, entry.after) == (
+        "suspense.correct", {"record": {"called": XSS}},
+        {"record": {"called": "33612345678"}, "reason": "the switch sent markup"})
+
+
 async def test_sign_out_and_expiry_end_the_session(
         api: Api, console: Console, pool: asyncpg.Pool) -> None:  # noqa: F811
     assert await console.sign_in(api.tokens["viewer"]) == 302
@@ -169,6 +203,9 @@ async def test_a_customer_key_sees_its_own_account_only(
             assert r.status == 200 and (await r.text(errors="replace")).startswith(magic)
         status, body = await console.get(f"/console/portal/invoices/{other}.{ext}")
         assert status == 403 and "not your account" in body
+        # an id that does not exist answers alike: which ids exist stays unknown
+        missing, missing_body = await console.get(f"/console/portal/invoices/987654321.{ext}")
+        assert (missing, missing_body.replace("987654321", str(other))) == (status, body)
     # The operator's pages and documents are not a customer's.
     for path in ("/console/", "/console/accounts/rival", f"/console/invoices/{other}.pdf",
                  "/console/suspense"):
@@ -199,3 +236,29 @@ async def test_job_lists_page_by_cursor(api: Api, console: Console,  # noqa: F81
         found = re.search(r'href="(/console/jobs\?bill_runs_cursor=[^"]+)"', section)
         path = found[1].replace("&amp;", "&") if found else None
     assert seen == sorted(ids, reverse=True)
+
+
+async def test_the_portal_shows_times_in_the_accounts_timezone(
+        api: Api, console: Console, pool: asyncpg.Pool) -> None:  # noqa: F811
+    """The operator reads UTC (``console.timezone``); a customer in Tokyo reads its calls at
+    Tokyo's time, as its invoice lists them."""
+    async with pool.acquire() as conn:
+        await billing_seed.account(conn, "tokyo", timezone="Asia/Tokyo")
+    when = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(
+        hour=23, minute=15, second=7, microsecond=0)
+    await seed_usage(pool, "tokyo", when.isoformat(), amount_micros=1_000_000)
+    tokyo = when.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S")
+    operator = when.strftime("%Y-%m-%d %H:%M:%S")
+    token = (await api_keys.create(pool, "customer", "tokyo portal", account_id="tokyo")).token
+    assert await console.sign_in(token) == 302
+    status, body = await console.get("/console/portal")
+    assert status == 200 and f"<td>{tokyo}</td>" in body and operator not in body
+    assert "When (Asia/Tokyo)" in body and "· Asia/Tokyo</span>" in body
+    await console.close()
+    operator_console = Console(api)
+    try:
+        assert await operator_console.sign_in(api.tokens["viewer"]) == 302
+        status, body = await operator_console.get("/console/accounts/tokyo")
+        assert status == 200 and f"<td>{operator}</td>" in body
+    finally:
+        await operator_console.close()

@@ -17,7 +17,7 @@ import pytest
 from billing_oss.server.billing.bill_runs import bill_run
 from billing_oss.server.billing.render import itemised
 from billing_oss.server.store import api_keys
-from tests.integration import billing_seed
+from tests.integration import billing_seed, einvoice
 from tests.integration.api_harness import Api, live_api
 
 UTC = dt.UTC
@@ -124,3 +124,32 @@ async def test_account_verb_sets_it_and_invoice_pdf_prints_it(
     missing = run("account", "set", "NOPE", "--itemised-invoice", "on")
     assert missing.returncode == 1 and "no account NOPE" in missing.stderr
     assert run("account", "set", "ITEM1", "--itemised-invoice", "off").returncode == 0
+
+
+async def test_an_itemised_pdf_stays_pdf_a_3_and_factur_x(seeded: Seeded,
+                                                          tmp_path: Path) -> None:
+    """The list's monospaced font is embedded like the others (PDF/A); the XMP marks and
+    the attached XML are those of any invoice."""
+    status, _ = await seeded.api.call("PATCH", "/v1/accounts/ITEM1", "operator",
+                                      json={"itemised_invoice": True})
+    assert status == 200
+    documents = {}
+    for ext in ("pdf", "xml"):
+        async with seeded.api.http.get(
+                f"{seeded.api.url}/v1/invoices/{seeded.invoice_id}.{ext}",
+                headers={"Authorization": f"Bearer {seeded.customer}"}) as r:
+            assert r.status == 200
+            documents[ext] = await r.read()
+    pdf = tmp_path / "itemised.pdf"
+    pdf.write_bytes(documents["pdf"])
+    assert "Itemised calls and sessions" in _text(documents["pdf"])
+    einvoice.assert_facturx_pdf(pdf, documents["xml"], tmp_path)
+    fonts = _fonts(pdf)
+    assert any("DejaVuSansMono" in f for f in fonts)
+    assert all(f.split()[-5] == "yes" for f in fonts), fonts  # the "emb" column
+
+
+def _fonts(pdf: Path) -> list[str]:
+    """pdffonts' rows, one a font."""
+    return subprocess.run(["pdffonts", str(pdf)], check=True, capture_output=True,
+                          text=True).stdout.splitlines()[2:]

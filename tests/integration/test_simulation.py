@@ -12,6 +12,7 @@ and a real bill run: the faithfulness properties of issue #20, each able to fail
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
 import json
@@ -37,6 +38,7 @@ from billing_oss.server.billing.bill_runs import bill_run
 from billing_oss.server.composition import decoders, rater_factory, read_catalog_file
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.simulation import engine, preview, report, service
+from billing_oss.server.simulation import repo as simulation_repo
 from billing_oss.server.simulation.service import Simulations
 from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO
@@ -296,9 +298,59 @@ async def test_the_api_queues_a_simulation_and_shows_its_result(
     assert await jobs.run_next(pool, Simulations(pool, SETTINGS)) == queued["simulation_id"]
     status, done = await api.call("GET", location.removeprefix(api.url), "viewer")
     assert status == 200 and done["state"] == "done", done
+    progress = done["progress"]
+    assert progress["percent"] == "100" and progress["records_read"] > 300
     # The stored result is the CLI's document.
     again = report.build(await simulate(pool, scaled(DEMO, 2)))
     assert done["result"] == json.loads(service.encode(again))
+
+
+async def test_a_simulation_reports_its_progress(pool: asyncpg.Pool, seeded: None) -> None:
+    """Records read of those the rollups expect, then cycles priced under both catalogs:
+    a percentage that only grows and ends just short of 100 (a finished one shows 100)."""
+    seen: list[engine.Progress] = []
+    request = engine.Request(candidate=scaled(DEMO, 2), period_from=PERIOD, period_to=PERIOD,
+                             reuse_unchanged=False)
+    async with pool.acquire() as conn:
+        outcome = await engine.simulate(conn, request, SETTINGS, stages=seen.append)
+    charged = await pool.fetchval(
+        "SELECT count(*) FROM usage_records u WHERE event_time >= '2026-03-01'"
+        " AND event_time < '2026-04-01' AND EXISTS (SELECT 1 FROM charges c"
+        " WHERE c.usage_id = u.usage_id AND c.account_id = u.account_id)")
+    assert seen[0].phase == "reading" and seen[0].records_read == 0
+    assert seen[0].records_expected == charged and charged > 300
+    assert [p.phase for p in seen].count("pricing") >= 3  # started, a batch per catalog
+    percents = [p.percent for p in seen]
+    assert percents == sorted(percents) and percents[0] == 0
+    last = seen[-1]
+    assert last.phase == "pricing" and last.cycles_priced == last.cycles
+    assert last.cycles == 2 * len(outcome.accounts) and last.records_read == outcome.records
+    assert last.percent == Decimal("99.9")
+    reading = [p for p in seen if p.phase == "reading"][-1]
+    assert 0 < reading.percent < 99  # the pricing still to come weighs in
+
+
+async def test_the_api_shows_a_running_simulations_percentage(
+        api: Api, pool: asyncpg.Pool, seeded: None) -> None:  # noqa: F811
+    simulation_id = await simulation_repo.create(pool, "test", {"period_from": PERIOD},
+                                                 "running")
+    writer = service.ProgressWriter(pool, simulation_id, 0.01)
+    async with writer.writing():
+        writer.seen(engine.Progress(phase="reading", records_read=850,
+                                    records_expected=1000, cycles_priced=0, cycles=1))
+        for _ in range(100):
+            _, running = await api.call("GET", f"/v1/simulations/{simulation_id}",
+                                              "viewer")
+            if running["progress"] is not None:
+                break
+            await asyncio.sleep(0.02)
+    # 850 of 1000 records, one cycle worth 100 records still to price: 850 / 1100
+    assert running["state"] == "running" and running["progress"] == {
+        "phase": "reading", "percent": "77.2", "records_read": 850, "records_expected": 1000,
+        "cycles_priced": 0, "cycles": 1}, running
+    await simulation_repo.finish(pool, simulation_id, b"{}", {})
+    status, done = await api.call("GET", f"/v1/simulations/{simulation_id}", "viewer")
+    assert status == 200 and done["state"] == "done" and done["progress"]["percent"] == "100"
 
 
 async def test_an_invoice_preview_is_the_invoiced_draft_or_the_candidates(

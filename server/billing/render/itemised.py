@@ -37,20 +37,32 @@ async def load(db: Db, account_id: str, invoice_id: int) -> Itemised | None:
 
 
 def data(items: Itemised | None, currency: str, timezone: str) -> dict[str, object]:
-    """The template's ``calls``: a note and one row of six texts per record."""
+    """The template's ``calls``: a note, the heading line and the records' lines, one a
+    record, their columns padded to a common width (the template sets them monospaced)."""
     if items is None or not items.rows:
-        return {"note": "", "rows": []}
+        return {"note": "", "head": "", "lines": ""}
     tz = _zone(timezone)
     rows = [[r.event_time.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
              SERVICES.get(r.kind, r.kind), _number(r), _usage(r), r.zone or "",
              "" if r.amount_micros is None else format_printed(r.amount_micros, currency)]
             for _, r in items.rows]
+    head = ["Date and time", "Service", "Number", "Usage", "Zone", f"Amount {currency}"]
+    widths = [max(len(cell) for cell in column) for column in zip(head, *rows, strict=True)]
     note = f"{items.total:,} records; times in {getattr(tz, 'key', 'UTC')}."
     if items.total > len(items.rows):
         note = (f"The first {len(items.rows):,} of {items.total:,} records; every record, "
                 f"with its charge, is in the usage export of the account for the period. "
                 f"Times in {getattr(tz, 'key', 'UTC')}.")
-    return {"note": note, "rows": rows}
+    return {"note": note, "head": _line(head, widths),
+            "lines": "\n".join(_line(row, widths) for row in rows)}
+
+
+def _line(cells: list[str], widths: list[int]) -> str:
+    """Date, service, number left; usage right; zone left; amount right; two spaces apart."""
+    at, kind, number, usage, zone, amount = cells
+    w = widths
+    return "  ".join((at.ljust(w[0]), kind.ljust(w[1]), number.ljust(w[2]), usage.rjust(w[3]),
+                      zone.ljust(w[4]), amount.rjust(w[5]))).rstrip()
 
 
 def _number(r: ItemRow) -> str:
