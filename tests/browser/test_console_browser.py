@@ -169,6 +169,19 @@ async def test_triage_and_retry_a_suspense_record(watched: Watched, site: Api,
     assert [r["actor"].startswith("key:") for r in actors] == [True]
 
 
+async def test_a_refused_triage_action_shows_its_reason(watched: Watched, site: Api) -> None:
+    await sign_in(watched, site)
+    page = watched.page
+    await page.goto(site.url + "/console/suspense")
+    await page.click("button[value=retry]")  # nothing selected: 422 with its reason
+    await page.wait_for_selector("#outcomes .flash.bad")
+    assert "Select at least one record." in await page.inner_text("#outcomes")
+    await watched.shot("suspense-refused")
+    assert watched.problems == [f"422 {site.url}/console/suspense/actions"]
+    watched.problems.clear()
+    watched.clean()
+
+
 async def test_correct_a_suspense_record_then_retry_it(watched: Watched, site: Api,
                                                       pool: asyncpg.Pool) -> None:
     await sign_in(watched, site)

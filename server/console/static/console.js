@@ -65,6 +65,14 @@
       });
     }
   });
+  // A refused action answers 422 with its reason as a fragment: show it (htmx swaps only 2xx
+  // responses unless told otherwise, so the operator would see nothing happen).
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    if (evt.detail.xhr.status === 422) {
+      evt.detail.shouldSwap = true;
+      evt.detail.isError = false;
+    }
+  });
   // htmx:load fires on content swapped in (an outerHTML swap detaches the old target, whose
   // own events no longer reach the document).
   document.addEventListener("htmx:load", function () { drawCharts(document); });
