@@ -25,17 +25,14 @@ CYCLE_INVOICED = SqlControl(
     # Only accounts where these differ (an unlinked charge, or links to charges outside a
     # closed cycle, e.g. a draft's) are then looked at charge by charge.
     sql="""
-WITH closed AS (
-    SELECT account_id, currency, period_start, period_end, finalised_at, number_text,
-           invoice_id
-    FROM invoices WHERE status = 'finalised' AND finalised_at <= $1),
-cycle_sums AS (
+WITH cycle_sums AS (
     SELECT c.account_id, count(*) AS n, sum(c.charge_id) AS ids,
            sum(hashint8(c.charge_id)) AS hashes
-    FROM closed i
+    FROM invoices i
     JOIN charges c ON c.account_id = i.account_id AND c.currency = i.currency
          AND c.event_time >= i.period_start AND c.event_time < i.period_end
          AND c.created_at < i.finalised_at
+    WHERE i.status = 'finalised' AND i.finalised_at <= $1
     GROUP BY c.account_id),
 link_sums AS (
     SELECT account_id, count(*) AS n, sum(charge_id) AS ids, sum(hashint8(charge_id)) AS hashes
@@ -48,11 +45,12 @@ SELECT format('charge:%s/%s', c.account_id, c.charge_id) AS object,
        format('%s of %s at %s in the period of invoice %s (invoice:%s/%s) is on no invoice line',
               c.kind, c.amount_micros, c.event_time, i.number_text, i.account_id,
               i.invoice_id) AS detail
-FROM closed i
+FROM invoices i
 JOIN charges c ON c.account_id = i.account_id AND c.currency = i.currency
      AND c.event_time >= i.period_start AND c.event_time < i.period_end
      AND c.created_at < i.finalised_at
-WHERE i.account_id IN (SELECT account_id FROM suspect) AND $2::jsonb IS NOT NULL
+WHERE i.status = 'finalised' AND i.finalised_at <= $1 AND $2::jsonb IS NOT NULL
+  AND i.account_id IN (SELECT account_id FROM suspect)
   AND NOT EXISTS (SELECT 1 FROM invoice_line_charges l
                   WHERE l.account_id = c.account_id AND l.charge_id = c.charge_id)""",
     checked_sql="SELECT count(*) FROM invoices WHERE status = 'finalised'"
