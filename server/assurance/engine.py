@@ -57,6 +57,8 @@ async def run(pool: asyncpg.Pool, ctx: Context, *, controls: Sequence[str] | Non
     their own, and store the run (under ``run_id`` when a job drew it)."""
     chosen = select(controls)
     started = dt.datetime.now(dt.UTC)
+    async with pool.acquire() as conn:
+        last = await repo.last_durations(conn)
     lanes = asyncio.Semaphore(max(1, ctx.parallel))
     finished_controls = 0
 
@@ -70,7 +72,12 @@ async def run(pool: asyncpg.Pool, ctx: Context, *, controls: Sequence[str] | Non
             await progress(finished_controls)
         return result
 
-    results = list(await asyncio.gather(*(one(c) for c in chosen)))
+    # Longest first (by the last run), so that no long control starts last on one lane
+    # while the other lanes stand idle.
+    ordered = longest_first(chosen, last)
+    found = dict(zip((c.name for c in ordered),
+                     await asyncio.gather(*(one(c) for c in ordered)), strict=True))
+    results = [found[c.name] for c in chosen]
     finished = dt.datetime.now(dt.UTC)
     async with pool.acquire() as conn, conn.transaction():
         run_id = await repo.insert(conn, as_of=ctx.as_of, trigger=trigger, actor=actor,
@@ -92,6 +99,12 @@ async def run(pool: asyncpg.Pool, ctx: Context, *, controls: Sequence[str] | Non
                 "run": run_id, "control": r.control, "offending": r.offending,
                 "at_stake": r.at_stake, "error": r.error}})
     return await repo.get(pool, run_id)
+
+
+def longest_first(controls: Sequence[Control], last_ms: dict[str, int]) -> list[Control]:
+    """``controls`` by their last duration, longest first; those never run keep their order
+    ahead of the rest (they may be long)."""
+    return sorted(controls, key=lambda c: -last_ms.get(c.name, 1 << 62))
 
 
 async def _evaluate(conn: Connection, control: Control, ctx: Context) -> repo.Result:

@@ -139,6 +139,16 @@ async def fail_job(db: asyncpg.Pool | Connection, job_id: int, error: str) -> No
                      " finished_at = now() WHERE assurance_job_id = $1", job_id, error)
 
 
+async def last_durations(db: asyncpg.Pool | Connection) -> dict[str, int]:
+    """Each control's duration (ms) in the last run of the last 50 that ran it, the
+    engine's schedule."""
+    rows = await db.fetch(
+        "SELECT DISTINCT ON (control) control, duration_ms FROM assurance_results"
+        " WHERE run_id > (SELECT max(run_id) - 50 FROM assurance_runs)"
+        " ORDER BY control, run_id DESC")
+    return {r["control"]: r["duration_ms"] for r in rows}
+
+
 async def run_exists(db: asyncpg.Pool | Connection, run_id: int) -> bool:
     return bool(await db.fetchval(
         "SELECT EXISTS (SELECT 1 FROM assurance_runs WHERE run_id = $1)", run_id))

@@ -186,6 +186,32 @@ async def test_charges_unlinked_from_their_invoice_line(copy: asyncpg.Pool) -> N
     assert failed["billing.cycle_invoiced"].at_stake == {"EUR": _text(unlinked)}
 
 
+async def test_unlinked_charges_hidden_behind_links_with_the_same_count_and_id_sum(
+        copy: asyncpg.Pool) -> None:
+    # Two charges of a closed cycle lose their links; two links to charges no cycle holds
+    # take their place, with the same count and the same sum of ids: the per-account
+    # checksum of the ids must still send the account to the charge-by-charge check.
+    two = await copy.fetch(
+        "SELECT l.account_id, l.charge_id, l.invoice_id, l.line_no, c.amount_micros"
+        " FROM invoice_line_charges l JOIN charges c USING (account_id, charge_id)"
+        " ORDER BY l.account_id, l.charge_id LIMIT 2")
+    account, invoice, line = two[0]["account_id"], two[0]["invoice_id"], two[0]["line_no"]
+    assert two[1]["account_id"] == account
+    ids = [r["charge_id"] for r in two]
+    other = -1_000_000_007
+    stand_ins = [other, sum(ids) - other]
+    await as_dba(copy, *(f"DELETE FROM invoice_line_charges WHERE account_id = '{account}'"
+                         f" AND charge_id = {i}" for i in ids),
+                 *(f"INSERT INTO invoice_line_charges VALUES ('{account}', {i}, {invoice},"
+                   f" {line})" for i in stand_ins))
+    failed = failing(await run_all(copy))
+    assert set(failed) == {"billing.cycle_invoiced"}
+    cycle = failed["billing.cycle_invoiced"]
+    assert sorted(e["object"] for e in cycle.evidence) == sorted(
+        f"charge:{account}/{i}" for i in ids)
+    assert cycle.at_stake == {"EUR": _text(sum(r["amount_micros"] for r in two))}
+
+
 async def test_a_charge_deleted(copy: asyncpg.Pool) -> None:
     gone = await copy.fetchrow(
         "SELECT account_id, charge_id, usage_id, amount_micros FROM charges"

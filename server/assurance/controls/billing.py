@@ -18,9 +18,28 @@ from __future__ import annotations
 from billing_oss.server.assurance.sql_control import SqlControl
 
 CYCLE_INVOICED = SqlControl(
-    name="billing.cycle_invoiced", version=1, family="billing",
+    name="billing.cycle_invoiced", version=2, family="billing",
     title="Σ charges of a closed cycle = Σ usage lines of its invoices",
+    # First per account, without joining 10 M charges to 10 M links: how many charges its
+    # closed cycles hold and two checksums of their ids, against the same of its links.
+    # Only accounts where these differ (an unlinked charge, or links to charges outside a
+    # closed cycle, e.g. a draft's) are then looked at charge by charge.
     sql="""
+WITH cycle_sums AS (
+    SELECT c.account_id, count(*) AS n, sum(c.charge_id) AS ids,
+           sum(hashint8(c.charge_id)) AS hashes
+    FROM invoices i
+    JOIN charges c ON c.account_id = i.account_id AND c.currency = i.currency
+         AND c.event_time >= i.period_start AND c.event_time < i.period_end
+         AND c.created_at < i.finalised_at
+    WHERE i.status = 'finalised' AND i.finalised_at <= $1
+    GROUP BY c.account_id),
+link_sums AS (
+    SELECT account_id, count(*) AS n, sum(charge_id) AS ids, sum(hashint8(charge_id)) AS hashes
+    FROM invoice_line_charges GROUP BY account_id),
+suspect AS (
+    SELECT c.account_id FROM cycle_sums c LEFT JOIN link_sums l USING (account_id)
+    WHERE (c.n, c.ids, c.hashes) IS DISTINCT FROM (l.n, l.ids, l.hashes))
 SELECT format('charge:%s/%s', c.account_id, c.charge_id) AS object,
        trim(c.currency) AS currency, c.amount_micros AS at_stake_micros,
        format('%s of %s at %s in the period of invoice %s (invoice:%s/%s) is on no invoice line',
@@ -31,13 +50,11 @@ JOIN charges c ON c.account_id = i.account_id AND c.currency = i.currency
      AND c.event_time >= i.period_start AND c.event_time < i.period_end
      AND c.created_at < i.finalised_at
 WHERE i.status = 'finalised' AND i.finalised_at <= $1 AND $2::jsonb IS NOT NULL
+  AND i.account_id IN (SELECT account_id FROM suspect)
   AND NOT EXISTS (SELECT 1 FROM invoice_line_charges l
                   WHERE l.account_id = c.account_id AND l.charge_id = c.charge_id)""",
     checked_sql="SELECT count(*) FROM invoices WHERE status = 'finalised'"
                 " AND finalised_at <= $1",
-    # The planner expects few charges per invoice and probes the links' index once per
-    # charge; one hash anti-join over the links is 3.5× faster at 500 k charges.
-    planner=("enable_nestloop = off",),
 )
 
 SUBSCRIPTIONS_BILLED = SqlControl(

@@ -62,6 +62,9 @@ WHERE coalesce(s.micros, 0) <> coalesce(f.micros, 0)
                                WHERE state = 'done' AND received_at <= $1
                                EXCEPT SELECT source_file_id FROM retention_archived_files))
   AND $2::jsonb IS NOT NULL""",
+    # The planner takes the three join keys as independent and expects one row out of the
+    # join, so it would sort all of them to group 100 files; hashing them is 20 % faster.
+    planner=("enable_sort = off",),
 )
 
 USAGE_CHARGED = SqlControl(
