@@ -11,7 +11,7 @@
   against its manifest and the database (exit 1 on a mismatch); ``restore YYYY-MM`` loads
   an archived month back.
 - ``tick [--as-of TIME]`` does now what ``serve`` does each ``retention.interval_s``:
-  partitions ahead, pseudonymisation.
+  partitions ahead, pseudonymisation, archiving (when ``archive_after_months`` is set).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def register(verbs: Any) -> None:
     verify_p.add_argument("--month", type=_month, metavar="YYYY-MM", help="only this month")
     restore_p = actions.add_parser("restore", help="load an archived month back")
     restore_p.add_argument("month", type=_month, metavar="YYYY-MM")
-    tick_p = actions.add_parser("tick", help="partitions ahead and pseudonymisation, now")
+    tick_p = actions.add_parser("tick",
+                                help="partitions ahead, pseudonymisation and archiving, now")
     for p in (plan_p, run_p, tick_p):
         p.add_argument("--as-of", metavar="TIME", type=_timestamp,
                        help="RFC 3339 time taken as now (default: now)")
@@ -111,10 +112,12 @@ async def _main(args: argparse.Namespace, config: Config) -> int:
             for a in await archive.restore(pool, args.month, cli_actor()):
                 _out(args, a, _archive_line(a))
             return 0
-        done = await housekeeping.tick(pool, ret, now, cli_actor())
-        _out(args, done, f"tick {done.tick}: " + (
+        # Now, whenever the last run was; not beside a process running it at this moment.
+        done = await housekeeping.run_if_due(pool, ret, now, cli_actor(), interval_s=0)
+        text = "in progress elsewhere" if done is None else (
             f"partitions {', '.join(done.months_ensured)}; {done.pseudonymised} records"
-            " pseudonymised" if done.done else "already done or in progress elsewhere"))
+            f" pseudonymised; archived: {', '.join(done.archived) or 'none'}")
+        _out(args, done, text)
         return 0
 
 

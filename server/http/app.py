@@ -18,7 +18,7 @@ from billing_oss.core.errors import ErrorCode
 from billing_oss.server.config import Config
 from billing_oss.server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
 from billing_oss.server.http.admission import Admission
-from billing_oss.server.http.auth import KEY_CACHE, KeyCache
+from billing_oss.server.http.auth import KEY_CACHE, KeyCache, listen_for_revocations
 from billing_oss.server.http.keys import API, CONFIG, DEADLINE, INGEST_ADMISSION, PIPELINE, POOL
 from billing_oss.server.http.problems import (
     Handler,
@@ -116,6 +116,7 @@ def create_api_app(
     app[KEY_CACHE] = KeyCache()
     app[ACCOUNT_CACHE] = AccountCache()
     app.cleanup_ctx.append(listen_for_changes)
+    app.cleanup_ctx.append(listen_for_revocations)
     if pipeline is not None:
         app[PIPELINE] = pipeline
     app[INGEST_ADMISSION] = Admission(config.http.ingest_concurrency, config.http.ingest_queue)

@@ -1,11 +1,11 @@
-"""What ``serve`` does every ``retention.interval_s``: month partitions created ahead, and
-usage older than ``pseudonymise_after_days`` pseudonymised.
+"""What ``serve`` does every ``retention.interval_s``: month partitions created ahead, usage
+older than ``pseudonymise_after_days`` pseudonymised, and the months ``archive.plan`` lets go
+after ``archive_after_months`` archived.
 
-Ticks are numbered from the epoch (``now // interval_s``). However many processes serve, one
-tick's work is done once: a process takes the tick's session advisory lock without waiting
-(another holding it is doing the work) and skips a tick already recorded as done. A process
-that dies mid-tick releases the lock with its session; the tick is recorded only when done,
-so another process does it again (every step is idempotent).
+It is one clock task of ``server.scheduled`` (``TASK``): however many processes serve, one
+of them runs it per interval, and a process that dies mid-run leaves it unrecorded, so the
+next one to look runs it again (every step is idempotent). Unlike other clock work it runs at
+the first start too: partitions exist before the first record of a new month.
 """
 
 from __future__ import annotations
@@ -14,23 +14,26 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from pathlib import Path
 
 import asyncpg
 import msgspec
 
 from billing_oss.core.errors import BillingError
+from billing_oss.server import scheduled
 from billing_oss.server.config import RetentionConfig
-from billing_oss.server.retention import months, pseudonyms, repo
+from billing_oss.server.retention import archive, months, pseudonyms, repo
 
 log = logging.getLogger(__name__)
 ACTOR = "server:retention"
+TASK = "retention"  # its row in scheduled_ticks
 
 
-class TickResult(msgspec.Struct, frozen=True, kw_only=True):
-    tick: int
-    done: bool  # False: another process holds it, or it was done already
+class Housekeeping(msgspec.Struct, frozen=True, kw_only=True):
+    at: dt.datetime
     months_ensured: list[str] = []
     pseudonymised: int = 0
+    archived: list[str] = []  # months archived by this run
 
 
 def months_ahead(now: dt.datetime, ahead: int) -> list[dt.date]:
@@ -39,40 +42,48 @@ def months_ahead(now: dt.datetime, ahead: int) -> list[dt.date]:
     return [months.add(first, n) for n in range(ahead + 1)]
 
 
-async def tick(pool: asyncpg.Pool, config: RetentionConfig, now: dt.datetime,
-               actor: str = ACTOR) -> TickResult:
-    number = int(now.timestamp() // max(config.interval_s, 1.0))
-    async with pool.acquire() as conn:
-        if not await repo.try_tick_lock(conn):
-            return TickResult(tick=number, done=False)
-        try:
-            if await repo.tick_done(conn, number):
-                return TickResult(tick=number, done=False)
-            await repo.put_policy(conn, config.pseudonymise_after_days,
-                                  config.archive_after_months)
-            ahead = months_ahead(now, config.partitions_ahead_months)
-            await repo.ensure_partitions(conn, ahead)
-            changed = await pseudonyms.run(pool, config.pseudonym_key,
-                                           config.pseudonymise_after_days, now, actor)
-            await repo.mark_tick(conn, number, now)
-        finally:
-            await repo.release_tick_lock(conn)
-    return TickResult(tick=number, done=True, months_ensured=[months.label(m) for m in ahead],
-                      pseudonymised=changed)
+async def housekeep(pool: asyncpg.Pool, config: RetentionConfig, now: dt.datetime,
+                    actor: str = ACTOR) -> Housekeeping:
+    """One run, whoever else runs: callers go through ``run_if_due``."""
+    await repo.put_policy(pool, config.pseudonymise_after_days, config.archive_after_months)
+    ahead = months_ahead(now, config.partitions_ahead_months)
+    await repo.ensure_partitions(pool, ahead)
+    changed = await pseudonyms.run(pool, config.pseudonym_key, config.pseudonymise_after_days,
+                                   now, actor)
+    made: list[archive.Archive] = []
+    if config.archive_after_months > 0:
+        made = await archive.run(pool, Path(config.archive_dir), now,
+                                 config.archive_after_months, actor)
+    return Housekeeping(at=now, months_ensured=[months.label(m) for m in ahead],
+                        pseudonymised=changed, archived=[a.month for a in made])
+
+
+async def run_if_due(pool: asyncpg.Pool, config: RetentionConfig, now: dt.datetime,
+                     actor: str = ACTOR, interval_s: float | None = None) -> Housekeeping | None:
+    """A run if this process holds the task and ``interval_s`` (``config.interval_s``)
+    passed since the last one, by the clock ``now``; None when not."""
+    done: list[Housekeeping] = []
+
+    async def action() -> None:
+        done.append(await housekeep(pool, config, now, actor))
+
+    every = config.interval_s if interval_s is None else interval_s
+    await scheduled.run_if_due(pool, TASK, every, action, now=now, first_due=True)
+    return done[0] if done else None
 
 
 async def run_forever(pool: asyncpg.Pool, config: RetentionConfig, stop: asyncio.Event) -> None:
-    """A tick at start (partitions exist before the first record of a new month), then one
-    every ``interval_s`` until ``stop``. A failed tick is logged and tried again next time."""
+    """A run at the first start, then one every ``interval_s`` until ``stop``. A failed run is
+    logged and tried again at the next interval."""
     while not stop.is_set():
         try:
-            done = await tick(pool, config, dt.datetime.now(dt.UTC))
-            if done.done:
-                log.info("retention tick", extra={"fields": {
-                    "tick": done.tick, "months": done.months_ensured,
-                    "pseudonymised": done.pseudonymised}})
+            done = await run_if_due(pool, config, dt.datetime.now(dt.UTC))
+            if done is not None:
+                log.info("retention housekeeping", extra={"fields": {
+                    "at": done.at.isoformat(), "months": done.months_ensured,
+                    "pseudonymised": done.pseudonymised, "archived": done.archived}})
         except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 BillingError) as exc:
-            log.warning("retention tick failed", extra={"fields": {"error": str(exc)}})
+            log.warning("retention housekeeping failed", extra={"fields": {"error": str(exc)}})
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), config.interval_s)
+            await asyncio.wait_for(stop.wait(), scheduled.look_every(config.interval_s))

@@ -22,7 +22,6 @@ MONTHLY = ("usage_records", "charges")
 # Subscriber identifiers of a usage record (DESIGN.md §5b) that pseudonymisation replaces.
 IDENTIFIERS = ("calling", "called", "imsi", "msisdn")
 PSEUDONYM_PREFIX = "p:"
-TICK_LOCK = "billing-oss.retention.tick"
 ARCHIVE_LOCK = "billing-oss.retention.archive"
 
 
@@ -31,7 +30,7 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# --- policy and ticks ------------------------------------------------------------------------
+# --- policy ------------------------------------------------------------------------------
 
 async def put_policy(db: Db, pseudonymise_after_days: int, archive_after_months: int) -> None:
     await db.execute(
@@ -42,29 +41,6 @@ async def put_policy(db: Db, pseudonymise_after_days: int, archive_after_months:
         " WHERE (retention_policy.pseudonymise_after_days, retention_policy.archive_after_months)"
         " IS DISTINCT FROM (excluded.pseudonymise_after_days, excluded.archive_after_months)",
         pseudonymise_after_days, archive_after_months)
-
-
-async def try_tick_lock(conn: Connection) -> bool:
-    """The session lock one process holds while it does a tick's housekeeping."""
-    got: bool = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", TICK_LOCK)
-    return got
-
-
-async def release_tick_lock(conn: Connection) -> None:
-    await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", TICK_LOCK)
-
-
-async def tick_done(conn: Connection, tick: int) -> bool:
-    done: bool = await conn.fetchval(
-        "SELECT coalesce((SELECT tick >= $1 FROM retention_ticks), false)", tick)
-    return done
-
-
-async def mark_tick(conn: Connection, tick: int, at: dt.datetime) -> None:
-    await conn.execute(
-        "INSERT INTO retention_ticks (tick, done_at) VALUES ($1, $2) ON CONFLICT (singleton)"
-        " DO UPDATE SET tick = greatest(retention_ticks.tick, excluded.tick),"
-        " done_at = excluded.done_at", tick, at)
 
 
 # --- partitions ------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ async def upsert_partner(conn: Connection, p: PartnerIn) -> tuple[Partner | None
     """Create or replace a partner; returns (before, after)."""
     before = await get_partner(conn, p.tadig, lock=True)
     sftp = msgspec.json.encode(p.sftp).decode() if p.sftp is not None else "{}"
+    # updated_at from the inserted row's default: Citus refuses now() in DO UPDATE SET on
+    # partners, a reference table there.
     row = await conn.fetchrow(
         "INSERT INTO partners (tadig, our_tadig, name, tap_currency, local_currency, "
         " tap_decimal_places, rate_source, wholesale_tariff, imsi_prefixes, utc_offset, "
@@ -66,7 +68,7 @@ async def upsert_partner(conn: Connection, p: PartnerIn) -> tuple[Partner | None
         " local_currency = $5, tap_decimal_places = $6, rate_source = $7, "
         " wholesale_tariff = $8, imsi_prefixes = $9, utc_offset = $10, file_kind = $11, "
         " sftp = $12::jsonb, retail_markup_percent = $13::numeric, "
-        " max_event_age_days = $14, updated_at = now() "
+        " max_event_age_days = $14, updated_at = excluded.updated_at "
         f"RETURNING {_PARTNER_COLUMNS}",
         p.tadig, p.our_tadig, p.name, p.tap_currency, p.local_currency, p.tap_decimal_places,
         p.rate_source, p.wholesale_tariff, p.imsi_prefixes, p.utc_offset, p.file_kind, sftp,

@@ -1,9 +1,10 @@
-"""`billing-oss serve --database-url <coordinator>`: HTTP and MQTT deliveries on Citus give
-what they give on one PostgreSQL.
+"""`billing-oss serve --database-url <coordinator>`: HTTP, MQTT and SFTP deliveries on Citus
+give what they give on one PostgreSQL.
 
 The same server process runs against a Citus database and against a plain one, each fed the
-same HTTP batches (one sent twice: committed once) and MQTT messages through a real
-Mosquitto; the per-account charges and the committed positions must match.
+same HTTP batches (one sent twice: committed once), MQTT messages through a real Mosquitto
+and files collected from an SFTP server; the per-account charges, the committed positions
+and the files' ledger must match.
 """
 
 from __future__ import annotations
@@ -15,31 +16,52 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
+import asyncssh
+import msgspec
 import pytest
 
 from tests.citus.test_flows import ACCOUNTS, catalog, cli
 from tests.conftest import Broker, free_port, wait_for_port
+from tests.sftp_server import PASSWORD, sftp_server
 
 pytestmark = pytest.mark.citus
 
 BATCHES = 6
 PER_BATCH = 25
 MESSAGES = 40
+FILES = 3
+PER_FILE = 50
+Sftp = tuple[Path, int, str]  # the server's root folder, port and host key
+
+
+@pytest.fixture(scope="module")
+async def sftp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sftp]:
+    root = tmp_path_factory.mktemp("sftp")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    async with sftp_server(root, key) as port:
+        yield root, port, key.export_public_key().decode().strip()
 
 
 @contextmanager
-def serving(database_url: str, broker: Broker, tmp: Path, topic: str) -> Iterator[int]:
+def serving(database_url: str, broker: Broker, tmp: Path, topic: str, sftp: Sftp,
+            folder: str) -> Iterator[int]:
     port = free_port()
     config = tmp / "server.toml"
+    _, sftp_port, host_key = sftp
     config.write_text(f'[sources.devices]\ntype = "mqtt"\nhost = "{broker.host}"\n'
-                      f'port = {broker.port}\ntopics = ["{topic}/#"]\n')
+                      f'port = {broker.port}\ntopics = ["{topic}/#"]\n'
+                      f'[sources.files]\ntype = "sftp"\nhost = "127.0.0.1"\n'
+                      f'port = {sftp_port}\nusername = "billing"\npassword = "{PASSWORD}"\n'
+                      f'known_host_key = "{host_key}"\nremote_dir = "/{folder}"\n'
+                      f'format = "jsonl"\npattern = "*.jsonl"\nmin_age_s = 0\n'
+                      f'completion = "rename"\npoll_interval_s = 0.2\n')
     proc = subprocess.Popen(
         [sys.executable, "-m", "billing_oss", "serve", "--database-url", database_url,
          "--port", str(port), "--config", str(config)],
@@ -72,15 +94,16 @@ def record(n: int, source: str) -> dict[str, Any]:
             "duration_s": 20 + n % 300}
 
 
-async def deliver(database_url: str, broker: Broker, tmp: Path) -> None:
+async def deliver(database_url: str, broker: Broker, tmp: Path, sftp: Sftp) -> None:
     (tmp / "catalog.json").write_text(json.dumps(catalog()))
     out = cli(["catalog", "load", str(tmp / "catalog.json")], database_url)
     assert out.returncode == 0, out.stderr
     out = cli(["api-key", "create", "--role", "ingest", "--source", "gw1"], database_url)
     assert out.returncode == 0, out.stderr
     token = out.stdout.splitlines()[0].strip()
-    topic = f"usage-{tmp.name}"
-    with serving(database_url, broker, tmp, topic) as port:
+    topic, folder = f"usage-{tmp.name}", f"files-{tmp.name}"
+    (sftp[0] / folder).mkdir()
+    with serving(database_url, broker, tmp, topic, sftp, folder) as port:
         url = f"http://127.0.0.1:{port}/v1/usage"
         headers = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as http:
@@ -97,7 +120,13 @@ async def deliver(database_url: str, broker: Broker, tmp: Path) -> None:
         lines = "".join(json.dumps(record(m, "devices")) + "\n" for m in range(MESSAGES))
         await asyncio.wait_for(pub.communicate(lines.encode()), 60)
         assert pub.returncode == 0
-        expected = BATCHES * PER_BATCH + MESSAGES
+        for f in range(FILES):  # written aside, then renamed into the polled folder
+            lines = (msgspec.json.encode(record(1000 + f * PER_FILE + i, "files"))
+                     for i in range(PER_FILE))
+            part = sftp[0] / folder / f".f{f}.part"
+            part.write_bytes(b"\n".join(lines) + b"\n")
+            part.rename(sftp[0] / folder / f"usage-{f}.jsonl")
+        expected = BATCHES * PER_BATCH + MESSAGES + FILES * PER_FILE
         conn = await asyncpg.connect(database_url)
         try:
             deadline = time.monotonic() + 120
@@ -118,18 +147,23 @@ async def outcome(database_url: str) -> dict[str, Any]:
             " GROUP BY 1, 2 ORDER BY 1, 2")
         keys = await conn.fetchval("SELECT count(*) FROM usage_keys")
         idempotent = await conn.fetchval("SELECT count(*) FROM http_idempotency_keys")
+        files = await conn.fetch("SELECT name, state, count_in FROM source_files"
+                                 " ORDER BY name")
     finally:
         await conn.close()
-    return {"totals": [tuple(r) for r in totals], "keys": keys, "idempotent": idempotent}
+    return {"totals": [tuple(r) for r in totals], "keys": keys, "idempotent": idempotent,
+            "files": [tuple(r) for r in files]}
 
 
-async def test_http_and_mqtt_deliveries_equal_single_node(
-        citus_url: str, plain_url: str, mqtt_broker: Broker, tmp_path: Path) -> None:
+async def test_http_mqtt_and_sftp_deliveries_equal_single_node(
+        citus_url: str, plain_url: str, mqtt_broker: Broker, sftp: Sftp,
+        tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     (tmp_path / "p").mkdir()
-    await deliver(citus_url, mqtt_broker, tmp_path / "c")
-    await deliver(plain_url, mqtt_broker, tmp_path / "p")
+    await deliver(citus_url, mqtt_broker, tmp_path / "c", sftp)
+    await deliver(plain_url, mqtt_broker, tmp_path / "p", sftp)
     on_citus, on_one = await outcome(citus_url), await outcome(plain_url)
-    assert on_one["keys"] == BATCHES * PER_BATCH + MESSAGES
+    assert on_one["keys"] == BATCHES * PER_BATCH + MESSAGES + FILES * PER_FILE
+    assert on_one["files"] == [(f"usage-{f}.jsonl", "done", PER_FILE) for f in range(FILES)]
     assert on_one["idempotent"] == BATCHES
     assert on_citus == on_one

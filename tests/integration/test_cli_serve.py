@@ -227,3 +227,58 @@ def test_a_worker_is_refused_without_its_supervisors_database(tmp_path: Path) ->
                tmp_path)
     assert out.returncode == 2 and "BILLING_OSS_SUPERVISED_DATABASE_URL" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _status(port: int, path: str, token: str, method: str = "GET") -> int:
+    """One request on a connection of its own: the kernel spreads connections over the
+    workers sharing the port."""
+    import urllib.error
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _statuses(port: int, token: str, n: int) -> list[int]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as spread:
+        return list(spread.map(lambda _: _status(port, "/v1/accounts", token), range(n)))
+
+
+def test_a_key_revoked_through_one_worker_is_refused_by_all_at_once(
+        tmp_path: Path, database_url: str) -> None:
+    import json
+
+    db = ["--database-url", database_url]
+    admin = _run(["api-key", "create", "--role", "admin", "--json", *db], tmp_path)
+    assert admin.returncode == 0, admin.stderr
+    victim = _run(["api-key", "create", "--role", "viewer", "--json", *db], tmp_path)
+    admin_token, victim_key = json.loads(admin.stdout)["token"], json.loads(victim.stdout)
+    port = free_port()
+    supervisor = subprocess.Popen(
+        [*CLI, "serve", "--workers", "2", "--database-url", database_url, "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _until(lambda: len(_workers_of(supervisor.pid)) == 2, 120)
+        wait_for_port(port, 120)
+        time.sleep(2)  # both workers listening
+        # Both workers cache the key as valid: many connections at once keep both accepting.
+        assert set(_statuses(port, victim_key["token"], 120)) == {200}
+        revoked = _status(port, f"/v1/api-keys/{victim_key['key']['key_id']}", admin_token,
+                          "DELETE")
+        assert revoked == 200
+        time.sleep(0.3)
+        # Well within the cache's 5 s: every worker refuses it.
+        seen = _statuses(port, victim_key["token"], 120)
+        assert set(seen) == {401}, seen
+    finally:
+        supervisor.terminate()
+        try:
+            supervisor.wait(60)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()

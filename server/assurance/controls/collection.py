@@ -41,26 +41,35 @@ WHERE sequence_no > prev_seq + 1""",
                 " AND received_at <= $1",
 )
 
+# The repeats first (source_files, a coordinator table on Citus), then what their usage
+# charged: a distributed query given the repeats' ids, not a lateral join from the local table
+# into the distributed ones, which Citus cannot plan.
 SEQUENCE_REPEATS = SqlControl(
-    name="collection.sequence_repeats", version=1, family="collection",
+    name="collection.sequence_repeats", version=2, family="collection",
     title="no sequence number is taken by two files",
     sql="""
+WITH repeats AS MATERIALIZED (
+    SELECT source_file_id, source, partner, sequence_no, name, first_name, first_id
+    FROM (SELECT source_file_id, source, partner, sequence_no, name,
+                 first_value(name) OVER w AS first_name,
+                 first_value(source_file_id) OVER w AS first_id, row_number() OVER w AS nth
+          FROM source_files
+          WHERE sequence_no IS NOT NULL AND received_at <= $1 AND state <> 'error'
+          WINDOW w AS (PARTITION BY source, partner, sequence_no ORDER BY source_file_id)) f
+    WHERE nth > 1),
+charged AS MATERIALIZED (
+    SELECT u.source_file_id, ch.currency::text AS currency,
+           sum(ch.amount_micros)::bigint AS micros
+    FROM usage_records u JOIN charges ch ON ch.account_id = u.account_id
+         AND ch.event_time = u.event_time AND ch.usage_id = u.usage_id
+    WHERE u.source_file_id IN (SELECT source_file_id FROM repeats)
+    GROUP BY u.source_file_id, ch.currency)
 SELECT 'source_file:' || f.source_file_id AS object, c.currency,
        coalesce(c.micros, 0) AS at_stake_micros,
        format('%s repeats sequence %s of %s%s, first taken by %s (source_file:%s)',
               f.name, f.sequence_no, f.source, coalesce('/' || f.partner, ''),
               f.first_name, f.first_id) AS detail
-FROM (SELECT source_file_id, source, partner, sequence_no, name,
-             first_value(name) OVER w AS first_name, first_value(source_file_id) OVER w AS first_id,
-             row_number() OVER w AS nth
-      FROM source_files WHERE sequence_no IS NOT NULL AND received_at <= $1 AND state <> 'error'
-      WINDOW w AS (PARTITION BY source, partner, sequence_no ORDER BY source_file_id)) f
-LEFT JOIN LATERAL (
-      SELECT ch.currency::text AS currency, sum(ch.amount_micros)::bigint AS micros
-      FROM usage_records u JOIN charges ch ON ch.account_id = u.account_id
-           AND ch.event_time = u.event_time AND ch.usage_id = u.usage_id
-      WHERE u.source_file_id = f.source_file_id GROUP BY ch.currency) c ON true
-WHERE f.nth > 1""",
+FROM repeats f LEFT JOIN charged c ON c.source_file_id = f.source_file_id""",
 )
 
 SILENT_SOURCES = SqlControl(

@@ -166,23 +166,33 @@ WHERE ((kind = 'charge' AND amount_micros < 0) OR (kind = 'reversal' AND amount_
   AND created_at <= $1 AND $2::jsonb IS NOT NULL""",
 )
 
+# Subscriptions live on the coordinator (a local table on Citus) and usage is distributed:
+# the subscriptions are read once (an intermediate result Citus sends to the workers) and
+# usage is matched against them there; only the unsubscribed usage's charges are summed.
 UNSUBSCRIBED_USAGE = SqlControl(
-    name="rating.unsubscribed_usage", version=1, family="rating",
+    name="rating.unsubscribed_usage", version=2, family="rating",
     title="usage belongs to an account with a subscription in force at the event time",
     sql="""
+WITH subs AS MATERIALIZED (
+    SELECT account_id, valid_from, valid_to FROM subscriptions),
+unsubscribed AS MATERIALIZED (
+    SELECT u.account_id, u.usage_id, u.event_time, u.kind, u.source, u.record_key
+    FROM usage_records u
+    LEFT JOIN subs s ON s.account_id = u.account_id AND s.valid_from <= u.event_time
+         AND (s.valid_to IS NULL OR u.event_time < s.valid_to)
+    WHERE u.ingested_at <= $1 AND $2::jsonb IS NOT NULL AND s.account_id IS NULL),
+charged AS MATERIALIZED (
+    SELECT ch.account_id, ch.event_time, ch.usage_id, trim(ch.currency) AS currency,
+           sum(ch.amount_micros)::bigint AS micros
+    FROM charges ch JOIN unsubscribed u ON ch.account_id = u.account_id
+         AND ch.event_time = u.event_time AND ch.usage_id = u.usage_id
+    GROUP BY ch.account_id, ch.event_time, ch.usage_id, trim(ch.currency))
 SELECT format('usage:%s/%s', u.account_id, u.usage_id) AS object, c.currency,
        coalesce(c.micros, 0) AS at_stake_micros,
        format('%s at %s (record %s/%s): no subscription of %s in force', u.kind, u.event_time,
               u.source, u.record_key, u.account_id) AS detail
-FROM usage_records u
-LEFT JOIN LATERAL (SELECT trim(ch.currency) AS currency, sum(ch.amount_micros)::bigint AS micros
-                   FROM charges ch WHERE ch.account_id = u.account_id
-                   AND ch.event_time = u.event_time AND ch.usage_id = u.usage_id
-                   GROUP BY ch.currency) c ON true
-WHERE u.ingested_at <= $1 AND $2::jsonb IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.account_id = u.account_id
-                  AND s.valid_from <= u.event_time
-                  AND (s.valid_to IS NULL OR u.event_time < s.valid_to))""",
+FROM unsubscribed u LEFT JOIN charged c ON c.account_id = u.account_id
+     AND c.event_time = u.event_time AND c.usage_id = u.usage_id""",
 )
 
 
