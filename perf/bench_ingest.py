@@ -1,5 +1,6 @@
-"""End-to-end ingest throughput into PostgreSQL, beside a raw asyncpg binary COPY of the same
-final rows into the same tables (with the same indexes) — the physical limit here.
+"""End-to-end ingest throughput into PostgreSQL, beside two raw asyncpg binary COPYs on the
+same lanes: of the same final rows into the same tables (with the same indexes), and of one
+lean row per record with one unique key on (source, record_key) — the physical limit here.
 
     python perf/bench_ingest.py [--records N] [--runs R] [--quick] [--database-url DSN]
                                 [--format FMT]
@@ -8,15 +9,21 @@ The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default
 moCallRecords (national numbers, peak hours) and S-GW / P-GW data records, every one of
 them chargeable by the demo tariff.
 
-The peer writes the way ingest does: the rows in chunks of the pipeline's ``batch_size``
-records, each chunk's three tables in one transaction, the chunks spread over as many
-connections as the pipeline has write lanes (``write_lanes``), all lanes at once.
+Both peers write the way ingest does: the rows in chunks of the pipeline's ``batch_size``
+records, each chunk in one transaction, the chunks spread over as many connections as the
+pipeline has write lanes (``write_lanes``), all lanes at once. The first peer COPYs the rows
+our run stored (a usage key, a usage row, a charge per record, every index). The lean peer
+COPYs, per record, one row holding the same usage row's columns and its charge's amount,
+currency, tariff version, zone and band into a table whose only index is the unique key on
+(source, record_key): what a durable, deduplicated, charged record needs at least.
 
-Each side runs ``--runs`` times (default 3), each run into fresh databases; the median
-rate is reported with the range. Prints our records/s, the raw COPY's, the ratio of the
-medians, this process's peak RSS during ingest, and for each side where the CPU went per
-record over all runs (this process vs PostgreSQL, from /proc/stat) with the rate the
-machine's cores, fully busy, would allow at that cost.
+Each side runs ``--runs`` times (default 3), each run into fresh databases, the sides
+interleaved; the median rate is reported with the range. Prints our records/s, each peer's,
+ours as a share of each, this process's peak RSS during ingest, and for each side the CPU
+per record: this process (``process_time``), the PostgreSQL backends serving its
+connections (``/proc/<pid>/stat``, where the server runs on this machine) and the rest of
+the machine (/proc/stat: WAL writer, checkpointer, other jobs), with the rate the machine's
+cores, fully busy, would allow at that cost.
 Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is started
 in a temporary directory. The file is generated on disk first (not timed).
 """
@@ -59,6 +66,18 @@ COPY_TABLES = {
     "charges": ("account_id", "charge_id", "event_time", "usage_id", "kind", "amount_micros",
                 "currency", "tariff_version_id", "zone", "band"),
 }
+CHARGE_CARRIED = ("amount_micros", "currency", "tariff_version_id", "zone", "band")
+LEAN_COLUMNS = (*COPY_TABLES["usage_records"], *CHARGE_CARRIED)
+# The least one charged record needs durably: its usage row with the first charge carried on
+# it, deduplicated by one unique index. A benchmark table only: the schema is the migrations'.
+LEAN_DDL = ("CREATE TABLE lean_usage (LIKE usage_records INCLUDING DEFAULTS, "
+            "amount_micros bigint, "
+            "currency char(3), tariff_version_id bigint, zone text, band text, "
+            "PRIMARY KEY (source, record_key))")
+LEAN_SELECT = (f"SELECT {', '.join('u.' + c for c in COPY_TABLES['usage_records'])}, "
+               f"{', '.join('c.' + c for c in CHARGE_CARRIED)} FROM usage_records u "
+               "LEFT JOIN charges c ON c.account_id = u.account_id AND c.usage_id = u.usage_id "
+               "AND c.kind = 'charge' ORDER BY u.usage_id")
 
 
 def catalog() -> dict[str, object]:
@@ -190,38 +209,98 @@ def machine_cpu_s() -> float:
     return (sum(fields) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
-class CpuSplit:
-    """Where the timed sections' CPU went, per record: this process and everything else.
-    Entered once per section; the sections add up."""
+def _proc_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has spent, or None where it is not
+    readable here (a server on another machine, a process gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Backends:
+    """CPU spent by the PostgreSQL backends serving one side's connections, from the moment
+    each is added or ``mark`` is called; a backend gone keeps what it was last seen to spend."""
 
     def __init__(self) -> None:
-        self.machine = self.own = 0.0
+        self.start: dict[int, float] = {}
+        self.seen: dict[int, float] = {}
+        self.readable = True
+
+    def add(self, pid: int) -> None:
+        now = _proc_cpu_s(pid)
+        if now is None:
+            self.readable = False
+            return
+        self.start[pid] = self.seen[pid] = now
+
+    def mark(self) -> None:
+        for pid in list(self.start):
+            self.add(pid)
+
+    def spent(self) -> float:
+        for pid in self.start:
+            now = _proc_cpu_s(pid)
+            if now is not None:
+                self.seen[pid] = now
+        return sum(self.seen[pid] - self.start[pid] for pid in self.start)
+
+
+class CpuSplit:
+    """Where the timed sections' CPU went, per record: this process, the backends serving
+    it, and the rest of the machine. Entered once per section; the sections add up."""
+
+    def __init__(self) -> None:
+        self.machine = self.own = self.server = 0.0
+        self.readable = True
+
+    def section(self, backends: Backends) -> CpuSplit:
+        self._backends = backends
+        return self
 
     def __enter__(self) -> CpuSplit:
+        self._backends.mark()
         self._start = machine_cpu_s(), time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.machine += machine_cpu_s() - self._start[0]
         self.own += time.process_time() - self._start[1]
+        self.server += self._backends.spent()
+        self.readable = self.readable and self._backends.readable
+
+    def client_us(self, records: int) -> float:
+        return self.own / records * 1e6
 
     def line(self, records: int) -> str:
         if not self.machine:
             return "CPU split: /proc/stat unavailable"
-        own, other = self.own / records * 1e6, (self.machine - self.own) / records * 1e6
-        ceiling = (os.cpu_count() or 1) / (self.machine / records)
-        return (f"CPU per record: this process {own:.1f} µs, PostgreSQL (and the rest) "
-                f"{other:.1f} µs; {os.cpu_count()} cores at 100% allow {ceiling:,.0f} records/s")
+        own = self.client_us(records)
+        server = (f"{self.server / records * 1e6:.1f} µs" if self.readable
+                  else "(server not on this machine)")
+        rest = (self.machine - self.own - (self.server if self.readable else 0.0)) / records
+        ceiling = (os.cpu_count() or 1) / ((self.own + self.server) / records)
+        return (f"CPU per record: this process {own:.1f} µs, its PostgreSQL backends "
+                f"{server}, rest of the machine {rest * 1e6:.1f} µs; {os.cpu_count()} cores "
+                f"at 100% for process + backends allow {ceiling:,.0f} records/s")
 
 
-async def ours(dsn: str, path: Path, fmt: str) -> tuple[float, int, int]:
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
+async def ours(dsn: str, path: Path, fmt: str, cpu: CpuSplit) -> tuple[float, int, int]:
+    backends = Backends()
+
+    async def track(conn: asyncpg.Connection) -> None:
+        backends.add(conn.get_server_pid())
+
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4, init=track)
     assert pool is not None
     pipeline = Pipeline(pool, config.load(env={}).pipeline, rater_factory=rater_factory(),
                         decoders=decoders())
     await pipeline.raters.current()  # build the rater before the clock starts
     started = time.perf_counter()
-    outcome = await pipeline.ingest_file(path, source="bench", format=fmt)
+    with cpu.section(backends):
+        outcome = await pipeline.ingest_file(path, source="bench", format=fmt)
     elapsed = time.perf_counter() - started
     await pool.close()
     c = outcome.counts
@@ -268,55 +347,70 @@ Chunk = dict[str, list[tuple[object, ...]]]
 
 
 async def _read_chunks(readers: dict[str, _Rows], size: int, count: int) -> list[Chunk]:
-    """Up to ``count`` chunks of ``size`` records: each record's key, usage row and charges."""
+    """Up to ``count`` chunks of ``size`` records: the first table's rows (one per record), and
+    each other table's rows of those records."""
     chunks: list[Chunk] = []
-    keys = readers["usage_keys"]
+    lead = next(iter(readers))
+    keys = readers[lead]
     while len(chunks) < count:
         first = await keys.take(size)
         if not first:
             break
         last = first[-1][keys.key]
-        chunk = {"usage_keys": first}
+        chunk = {lead: first}
         for table, reader in readers.items():
-            if table != "usage_keys":
+            if table != lead:
                 chunk[table] = await reader.up_to(last)
         chunks.append(chunk)
     return chunks
 
 
-async def _lane(conn: asyncpg.Connection, chunks: list[Chunk]) -> None:
+async def _lane(conn: asyncpg.Connection, chunks: list[Chunk],
+                tables: dict[str, tuple[str, ...]]) -> None:
     for chunk in chunks:
         async with conn.transaction():
-            for table, columns in COPY_TABLES.items():
+            for table, columns in tables.items():
                 if chunk[table]:
                     await conn.copy_records_to_table(table, records=chunk[table],
                                                      columns=list(columns))
 
 
-async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int,
-                   batch_size: int) -> float:
-    """COPY the rows our run stored into an identical empty database the way ingest writes
-    them: chunks of ``batch_size`` records, one transaction each, over ``lanes`` connections
-    at once. The rows are read ahead a window at a time; only the COPYs are timed."""
+async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int, batch_size: int,
+                   lean: bool = False) -> float:
+    """COPY the rows our run stored into an empty database the way ingest writes them: chunks
+    of ``batch_size`` records, one transaction each, over ``lanes`` connections at once — the
+    three tables as they are, or (``lean``) one lean row per record. The rows are read ahead
+    a window at a time; only the COPYs are timed."""
     src = await asyncpg.connect(src_dsn)
     dsts = [await asyncpg.connect(dst_dsn) for _ in range(lanes)]
-    await dsts[0].execute("SELECT ensure_month_partition('usage_records', '2026-01-01'), "
-                          "ensure_month_partition('charges', '2026-01-01')")
+    backends = Backends()
+    for conn in dsts:
+        backends.add(conn.get_server_pid())
+    if lean:
+        await dsts[0].execute(LEAN_DDL)
+        tables = {"lean_usage": LEAN_COLUMNS}
+        queries = {"lean_usage": LEAN_SELECT}
+    else:
+        await dsts[0].execute("SELECT ensure_month_partition('usage_records', '2026-01-01'), "
+                              "ensure_month_partition('charges', '2026-01-01')")
+        tables = COPY_TABLES
+        queries = {table: f"SELECT {', '.join(columns)} FROM {table} ORDER BY usage_id"
+                   for table, columns in COPY_TABLES.items()}
     timed = 0.0
     async with src.transaction():
-        readers = {
-            table: _Rows(await src.cursor(f"SELECT {', '.join(columns)} FROM {table} "
-                                          "ORDER BY usage_id"), columns.index("usage_id"))
-            for table, columns in COPY_TABLES.items()}
+        readers = {table: _Rows(await src.cursor(queries[table]), columns.index("usage_id"))
+                   for table, columns in tables.items()}
         while window := await _read_chunks(readers, batch_size, 4 * lanes):
             started = time.perf_counter()
-            with cpu:
-                await asyncio.gather(*(_lane(conn, window[i::lanes])
+            with cpu.section(backends):
+                await asyncio.gather(*(_lane(conn, window[i::lanes], tables)
                                        for i, conn in enumerate(dsts)))
             timed += time.perf_counter() - started
-    for table in COPY_TABLES:  # the peer wrote every row ours did, no more, no less
-        query = f"SELECT count(*) FROM {table}"
-        assert await src.fetchval(query) == await dsts[0].fetchval(query), table
+    # the peer wrote every row ours did (the lean one, one per usage row), no more, no less
+    for table in tables:
+        ours_table = "usage_records" if lean else table
+        assert (await src.fetchval(f"SELECT count(*) FROM {ours_table}")
+                == await dsts[0].fetchval(f"SELECT count(*) FROM {table}")), table
     await src.close()
     for conn in dsts:
         await conn.close()
@@ -341,7 +435,8 @@ async def main() -> None:
     lanes = settings.write_lanes
     ours_rates: list[float] = []
     peer_rates: list[float] = []
-    ours_cpu, peer_cpu = CpuSplit(), CpuSplit()
+    lean_rates: list[float] = []
+    ours_cpu, peer_cpu, lean_cpu = CpuSplit(), CpuSplit(), CpuSplit()
     count = charged = 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"bench.{args.format}"
@@ -351,34 +446,60 @@ async def main() -> None:
               f"{args.format} in {time.perf_counter() - started:.1f} s (not timed)", flush=True)
         async with server(args.database_url) as admin:
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            for _ in range(args.runs):
-                (a_name, a_dsn), (b_name, b_dsn) = (await fresh_database(admin, "ours"),
-                                                    await fresh_database(admin, "peer"))
+            for run in range(args.runs):
+                names: list[str] = []
                 try:
-                    with ours_cpu:
-                        elapsed, count, charged = await ours(a_dsn, path, args.format)
+                    a_name, a_dsn = await fresh_database(admin, "ours")
+                    names.append(a_name)
+                    b_name, b_dsn = await fresh_database(admin, "peer")
+                    names.append(b_name)
+                    c_name, c_dsn = await fresh_database(admin, "lean")
+                    names.append(c_name)
+                    elapsed, count, charged = await ours(a_dsn, path, args.format, ours_cpu)
                     peer = await raw_copy(a_dsn, b_dsn, peer_cpu, lanes, settings.batch_size)
+                    lean = await raw_copy(a_dsn, c_dsn, lean_cpu, lanes, settings.batch_size,
+                                          lean=True)
                 finally:
                     conn = await asyncpg.connect(admin)
-                    for name in (a_name, b_name):
+                    for name in names:
                         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                     await conn.close()
                 ours_rates.append(count / elapsed)
                 peer_rates.append(charged / peer)
+                lean_rates.append(charged / lean)
+                print(f"run {run + 1}: ours {ours_rates[-1]:,.0f}, rows COPY "
+                      f"{peer_rates[-1]:,.0f}, lean COPY {lean_rates[-1]:,.0f} records/s; "
+                      f"so far, client µs/record {ours_cpu.client_us(count * (run + 1)):.1f}"
+                      f" / {peer_cpu.client_us(charged * (run + 1)):.1f}"
+                      f" / {lean_cpu.client_us(charged * (run + 1)):.1f}", flush=True)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    ours_rate, peer_rate = statistics.median(ours_rates), statistics.median(peer_rates)
+    ours_rate, peer_rate, lean_rate = (statistics.median(r)
+                                       for r in (ours_rates, peer_rates, lean_rates))
+
+    def per_run(peers: list[float]) -> str:
+        return ", ".join(f"{o / p:.0%}" for o, p in zip(ours_rates, peers, strict=True))
+
     print(f"records: {count} ({charged} charged), format {args.format}, {args.runs} runs of "
           f"each side, each into fresh databases")
     print(f"billing-oss ingest (decode+validate+dedupe+rate+commit), {lanes} write lanes: "
           f"{_spread(ours_rates)}")
     print(f"raw asyncpg binary COPY of the same final rows, {lanes} connections: "
           f"{_spread(peer_rates)}")
-    print(f"ratio: {ours_rate / peer_rate:.1%} (medians; per run "
-          f"{', '.join(f'{o / p:.0%}' for o, p in zip(ours_rates, peer_rates, strict=True))})"
-          f"   peak RSS: {rss / 1024:.0f} MB (before ingest {rss_before / 1024:.0f} MB)")
-    print(f"ours  {ours_cpu.line(count * args.runs)}")
-    print(f"peer  {peer_cpu.line(charged * args.runs)}")
-
+    print(f"raw asyncpg binary COPY of one lean row per record, one unique key on "
+          f"(source, record_key), {lanes} connections — the limit: {_spread(lean_rates)}")
+    print(f"ours / rows COPY: {ours_rate / peer_rate:.1%} (medians; per run "
+          f"{per_run(peer_rates)})")
+    print(f"ours / lean limit: {ours_rate / lean_rate:.1%} (medians; per run "
+          f"{per_run(lean_rates)})   peak RSS: {rss / 1024:.0f} MB "
+          f"(before ingest {rss_before / 1024:.0f} MB)")
+    runs = args.runs
+    print(f"ours       {ours_cpu.line(count * runs)}")
+    print(f"rows COPY  {peer_cpu.line(charged * runs)}")
+    print(f"lean COPY  {lean_cpu.line(charged * runs)}")
+    own = ours_cpu.client_us(count * runs)
+    print(f"our process's CPU per record: {own / peer_cpu.client_us(charged * runs):.1f}× "
+          f"the rows COPY client's, {own / lean_cpu.client_us(charged * runs):.1f}× the lean "
+          f"COPY client's")
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -1,4 +1,5 @@
-"""Keep perf/bench_ingest.py runnable: a tiny run prints both figures and the ratio."""
+"""Keep perf/bench_ingest.py runnable: a tiny run prints ours, both raw COPYs (the project's
+rows and the lean limit), the ratios and the CPU per record of each side."""
 
 from __future__ import annotations
 
@@ -15,4 +16,11 @@ def test_bench_ingest_runs(pg_admin_dsn: str) -> None:
                          text=True, timeout=300, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
     assert "records: 3000 (3000 charged)" in out.stdout
-    assert "raw asyncpg binary COPY" in out.stdout and "ratio:" in out.stdout
+    assert "raw asyncpg binary COPY of the same final rows" in out.stdout
+    assert "one lean row per record" in out.stdout
+    assert "ours / rows COPY:" in out.stdout and "ours / lean limit:" in out.stdout
+    for side in ("ours ", "rows COPY ", "lean COPY "):
+        line = next(x for x in out.stdout.splitlines()
+                    if x.startswith(side) and "CPU per record" in x)
+        assert "this process" in line and "PostgreSQL backends" in line, line
+    assert "the lean COPY client's" in out.stdout
