@@ -532,21 +532,25 @@ async def suspend(conn: Connection, accounts: list[str], on: dt.date) -> None:
 async def still_owing_for_suspension(conn: Connection, accounts: list[str]) -> set[str]:
     """Accounts among those whose suspending invoices still owe something (and are not
     disputed: a dispute pauses dunning for its invoice)."""
-    # The open amount as collections_item_open computes it, inline; per account the search
-    # stops at the first suspending invoice that still owes (a daily run asks this of
-    # every suspended account).
+    # The open amount as collections_item_open computes it, summed by joins over the
+    # suspending invoices only: a daily run asks this of every suspended account.
     rows = await conn.fetch(
-        "SELECT u.account_id FROM unnest($1::text[]) AS u(account_id) WHERE EXISTS ("
-        " SELECT 1 FROM dunning_events x"
-        " WHERE x.account_id = u.account_id AND x.action = 'suspend'"
-        " AND (SELECT e.amount_micros FROM ledger_entries e WHERE e.account_id = x.account_id"
-        "   AND e.entry_id = x.entry_id)"
-        "   + coalesce((SELECT sum(c.amount_micros) FROM ledger_entries c"
-        "     WHERE c.account_id = x.account_id AND c.applies_to = x.entry_id), 0)"
-        "   - coalesce((SELECT sum(a.amount_micros) FROM payment_allocations a"
-        "     WHERE a.account_id = x.account_id AND a.entry_id = x.entry_id), 0) > 0"
+        "WITH x AS (SELECT DISTINCT x.account_id, x.entry_id FROM dunning_events x"
+        "   WHERE x.account_id = ANY($1::text[]) AND x.action = 'suspend'),"
+        " allocated AS (SELECT a.account_id, a.entry_id, sum(a.amount_micros) AS amount"
+        "   FROM payment_allocations a JOIN x ON x.account_id = a.account_id"
+        "   AND x.entry_id = a.entry_id GROUP BY a.account_id, a.entry_id),"
+        " applied AS (SELECT c.account_id, c.applies_to AS entry_id,"
+        "   sum(c.amount_micros) AS amount FROM ledger_entries c JOIN x"
+        "   ON x.account_id = c.account_id AND x.entry_id = c.applies_to"
+        "   GROUP BY c.account_id, c.applies_to)"
+        " SELECT DISTINCT x.account_id FROM x"
+        " JOIN ledger_entries e ON e.account_id = x.account_id AND e.entry_id = x.entry_id"
+        " LEFT JOIN allocated a ON a.account_id = x.account_id AND a.entry_id = x.entry_id"
+        " LEFT JOIN applied c ON c.account_id = x.account_id AND c.entry_id = x.entry_id"
+        " WHERE e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) > 0"
         " AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = x.account_id"
-        "   AND d.entry_id = x.entry_id AND d.closed_on IS NULL))", accounts)
+        "   AND d.entry_id = x.entry_id AND d.closed_on IS NULL)", accounts)
     return {r["account_id"] for r in rows}
 
 
