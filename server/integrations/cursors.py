@@ -5,9 +5,7 @@ A consumer (webhooks, MQTT provisioning commands, ...) keeps a cursor per stream
 (and every ``rescan_s`` in case a notification was lost), reads what lies past the cursors
 and hands it to ``handle(conn, events)`` inside the transaction that moves the cursors: what
 ``handle`` writes commits with the cursor, or neither does. Something done outside the
-database (an MQTT publish and its PUBACK) happens before the cursor moves: at least once,
-never lost. A handler whose outside party is gone raises one of ``fatal``: ``run`` ends with
-it, so the caller reconnects, instead of retrying on a dead connection.
+database (an MQTT publish) happens before the cursor moves: at least once, never lost.
 
 A stream's events commit in seq order (outbox_heads' row lock), so reading ``seq > cursor``
 never skips one still committing.
@@ -37,8 +35,7 @@ class OutboxFollower:
 
     def __init__(self, pool: asyncpg.Pool, consumer: str, handle: Handler, *,
                  committed: Callable[[], None] | None = None, rescan_s: float = 10.0,
-                 batch: int = 2000, per_stream: int = 100,
-                 fatal: tuple[type[BaseException], ...] = ()) -> None:
+                 batch: int = 2000, per_stream: int = 100) -> None:
         self.pool = pool
         self.consumer = consumer
         self.handle = handle
@@ -46,7 +43,6 @@ class OutboxFollower:
         self.rescan_s = rescan_s
         self.batch = batch
         self.per_stream = per_stream
-        self.fatal = fatal
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._rescan = True
@@ -59,8 +55,6 @@ class OutboxFollower:
         while not stop.is_set():
             try:
                 await self._follow(stop)
-            except self.fatal:
-                raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("outbox follower lost the database; retrying", extra={"fields": {
                     "consumer": self.consumer, "error": str(exc)}})

@@ -11,10 +11,8 @@ For each event, in order per account, at least once:
 Both carry JSON: ``{"event_id", "account_id", "seq", "command" | "state", "reason",
 "invoice_ids", "issued_at"}``; ``seq`` is the event's number in the account's stream, rising
 by account, and ``event_id`` its stable id (a device drops what it has seen: delivery is at
-least once). The publisher is the outbox consumer ``provisioning`` (an ``OutboxFollower``:
-woken by the commit's NOTIFY, its cursor per stream in ``outbox_cursors``); it publishes a
-batch and waits for the broker's PUBACK of every message inside the transaction that moves
-the cursors, so a crash, a lost connection or a broker restart rolls the cursors back and
+least once). The stream's cursor (``provisioning_cursors``) moves past an event only after
+the broker acknowledged both publishes, so a crash, a lost connection or a broker restart
 publishes again from the first unacknowledged event. One process publishes at a time (a
 PostgreSQL advisory lock); the others stand by.
 """
@@ -37,10 +35,8 @@ from billing_oss.core.errors import NotFound
 from billing_oss.server.config import ProvisioningConfig
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.integrations import provisioning_repo as repo
-from billing_oss.server.integrations.cursors import OutboxFollower
 from billing_oss.server.integrations.repo import StoredEvent
 from billing_oss.server.store import audit
-from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +49,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 assert tuple(COMMANDS) == repo.TYPES
 INFLIGHT = 200  # QoS 1 publishes awaiting their PUBACK at once
-CONSUMER = "provisioning"  # its cursors in outbox_cursors
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,38 +137,39 @@ class Publisher:
         async with client:
             log.info("provisioning publisher connected", extra={"fields": {
                 "broker": f"{cfg.host}:{cfg.port}"}})
-            acked = 0
+            while not stop.is_set():
+                if await self.deliver(client) < cfg.batch:
+                    await _pause(stop, cfg.poll_interval_s)
 
-            async def publish(_conn: Connection, batch: list[StoredEvent]) -> None:
-                nonlocal acked
-                acked = await self.deliver(client, batch)
+    async def deliver(self, client: aiomqtt.Client) -> int:
+        """Publish what is pending, one batch; returns how many events were read.
 
-            def committed() -> None:
-                self.published += acked
-
-            # A broker error or a PUBACK that does not come ends the session: the cursor
-            # transaction rolls back and the next session publishes those events again.
-            await OutboxFollower(self.pool, CONSUMER, publish, committed=committed,
-                                 rescan_s=cfg.poll_interval_s, batch=cfg.batch,
-                                 per_stream=cfg.batch,
-                                 fatal=(aiomqtt.MqttError, TimeoutError)).run(stop)
-
-    async def deliver(self, client: aiomqtt.Client, batch: list[StoredEvent]) -> int:
-        """Publish the provisioning events among ``batch`` (read past the cursors, each
-        stream's in order) and wait until the broker acknowledged every message; returns how
-        many events went out. The publishes are pipelined in order (the broker keeps one
-        client's order); one that fails raises, so the caller's cursors do not move."""
-        wanted = [e for e in batch if e.type in COMMANDS and e.account_id is not None]
+        The batch's publishes go out pipelined, in order (the broker keeps one client's
+        order); each stream's cursor then moves to its last event whose messages were all
+        acknowledged, and not past the first that was not."""
+        pending = await repo.pending(self.pool, self.config.batch)
         sends = [asyncio.ensure_future(client.publish(
                      topic, payload, qos=1, retain=topic.endswith("/state"),
                      timeout=self.config.publish_timeout_s))
-                 for event in wanted
+                 for event in pending
                  for topic, payload in messages(event, self.config.topic_prefix)]
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
-        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        done: dict[str, int] = {}
+        broken: set[str] = set()
+        failure: BaseException | None = None
+        for i, event in enumerate(pending):
+            error = next((o for o in outcomes[2 * i:2 * i + 2] if isinstance(o, BaseException)),
+                         None)
+            if error is not None:
+                failure = failure or error
+                broken.add(event.stream)
+            elif event.stream not in broken:
+                done[event.stream] = event.seq
+                self.published += 1
+        await repo.advance(self.pool, done)
         if failure is not None:
             raise failure
-        return len(wanted)
+        return len(pending)
 
 
 async def send(pool: asyncpg.Pool, actor: str, account_id: str, action: Action,

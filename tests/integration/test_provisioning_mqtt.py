@@ -10,7 +10,6 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,8 +25,6 @@ from billing_oss.server.collections.dunning import Step
 from billing_oss.server.collections.model import NewPayment
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import api_keys
-from billing_oss.server.store import migrate as migrate_module
-from billing_oss.server.store.dsn import with_database
 from tests.conftest import Broker, serving, wait_until
 from tests.integration import collections_seed as seed
 
@@ -98,8 +95,7 @@ async def server(pool: asyncpg.Pool, database_url: str, broker: Broker
                  ) -> AsyncIterator[str]:
     async with serving(database_url, {
             "provisioning.enabled": True, "provisioning.host": broker.host,
-            # no rescan within a test: the commit's NOTIFY wakes the publisher
-            "provisioning.port": broker.port, "provisioning.poll_interval_s": 60.0,
+            "provisioning.port": broker.port, "provisioning.poll_interval_s": 0.1,
             "provisioning.reconnect_max_s": 1.0, "provisioning.batch": 100}) as url:
         yield url
 
@@ -178,9 +174,8 @@ async def test_broker_restart_mid_stream_loses_nothing_and_keeps_order_per_accou
     streams = [f"acct:{a}" for a in accounts]
 
     async def delivered() -> int:
-        done: int = await pool.fetchval("SELECT coalesce(sum(seq), 0) FROM outbox_cursors"
-                                        " WHERE consumer = 'provisioning'"
-                                        " AND stream = ANY($1::text[])", streams)
+        done: int = await pool.fetchval("SELECT coalesce(sum(seq), 0) FROM provisioning_cursors"
+                                        " WHERE stream = ANY($1::text[])", streams)
         return done
 
     async with subscribed(broker, "provisioning/+/command") as device:
@@ -201,58 +196,11 @@ async def test_broker_restart_mid_stream_loses_nothing_and_keeps_order_per_accou
             by_account.setdefault(m["account_id"], []).append(m["seq"])
     for account, seqs in by_account.items():
         assert seqs == sorted(seqs) and len(seqs) == n, account
-    cursors = await pool.fetch("SELECT c.seq AS done, h.seq AS head FROM outbox_cursors c"
+    cursors = await pool.fetch("SELECT c.seq AS done, h.seq AS head FROM provisioning_cursors c"
                                " JOIN outbox_heads h USING (stream)"
-                               " WHERE c.consumer = 'provisioning' AND stream = ANY($1::text[])",
+                               " WHERE stream = ANY($1::text[])",
                                [f"acct:{a}" for a in accounts])
     assert len(cursors) == 5 and all(r["done"] == r["head"] for r in cursors)
-
-
-async def test_the_old_cursor_table_s_position_moves_to_the_follower(
-        pg_admin_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each stream's cursor lands just before the first provisioning event not delivered yet
-    (or at its head): nothing delivered goes out again, nothing waiting is skipped."""
-    earlier = tmp_path / "migrations"
-    earlier.mkdir()
-    for path in sorted(migrate_module.MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < "1440":
-            (earlier / path.name).write_text(path.read_text())
-    name = f"t_provisioning_cursors_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        pool = await asyncpg.create_pool(with_database(pg_admin_dsn, name),
-                                         min_size=1, max_size=2)
-        assert pool is not None
-        try:
-            real = migrate_module.MIGRATIONS_DIR
-            monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", earlier)
-            await migrate_module.migrate(pool)
-            step = events.PaymentReceived(payment_id=1, amount="1.00", currency="EUR",
-                                          received_on="2026-01-01", method="transfer",
-                                          allocated="0.00")
-            suspend = events.AccountSuspend(reason="x", invoice_ids=[1])
-            resume = events.AccountResume(reason="y")
-            async with pool.acquire() as conn, conn.transaction():
-                await outbox.emit_many(conn, [
-                    (step, "M1"), (suspend, "M1"), (resume, "M1"),  # delivered up to 2
-                    (step, "M2"), (step, "M2"), (suspend, "M2"),  # nothing delivered
-                    (step, "M3"), (step, "M3"),  # no provisioning event
-                    (suspend, "M4"), (step, "M4")])  # delivered up to 1
-                await conn.execute("INSERT INTO provisioning_cursors (stream, seq) VALUES"
-                                   " ('acct:M1', 2), ('acct:M4', 1)")
-            monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", real)
-            assert "1440_provisioning_follower" in await migrate_module.migrate(pool)
-            rows = await pool.fetch("SELECT stream, seq FROM outbox_cursors"
-                                    " WHERE consumer = 'provisioning' ORDER BY stream")
-            assert [(r["stream"], r["seq"]) for r in rows] == [
-                ("acct:M1", 2), ("acct:M2", 2), ("acct:M3", 2), ("acct:M4", 2)]
-            assert await pool.fetchval("SELECT to_regclass('provisioning_cursors')") is None
-        finally:
-            await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _ready(received: list[Any], count: int = 1) -> bool:
