@@ -3,8 +3,10 @@ day 10 a fee, day 20 suspend, day 60 terminate and hand over — taken for each 
 invoice at most once, never for an invoice that is paid or disputed.
 
 A run (``run``, daily or on demand, as of any date: the test clock) takes every step due,
-in one transaction, set-based: the steps are rows of ``dunning_events`` (their primary key
-makes a step once per invoice), fees are ledger items, and each step is an outbox event
+in one transaction, set-based: one query stages the due steps in a temporary table, and
+statements write them from there — the steps as rows of ``dunning_events`` (their primary
+key makes a step once per invoice), fees as ledger items with their audit entries — so
+only the events, rendered here, make a round trip. Each step is an outbox event
 (``dunning.step``, and ``account.suspend`` / ``account.terminate`` for provisioning).
 A suspension is lifted (``account.resume``) as soon as the invoices that caused it owe
 nothing — in the transaction of the payment that clears them (``resume_cleared``), and by
@@ -14,9 +16,8 @@ every run for whatever else cleared them (credit notes, write-offs, disputes).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Literal
 
-import asyncpg
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest, NotFound
@@ -92,66 +93,57 @@ async def run(conn: Connection, actor: str, as_of: dt.date, *, dry_run: bool = F
         if not dry_run:
             result.resumed = await resume_cleared(conn, None if account_id is None
                                                   else [account_id], as_of, "dunning run")
-        due = await repo.due_steps(conn, as_of, account_id)
-        result.steps = len(due)
-        for r in due:
-            result.by_action[r["action"]] = result.by_action.get(r["action"], 0) + 1
-        fees = [r for r in due if r["action"] == "fee"]
+        # The steps stay in the database (a temporary table) and are written from there;
+        # only their events, rendered here, make the round trip.
+        await repo.stage_due_steps(conn, as_of, account_id)
+        await repo.price_due_fees(conn, [(r["fee"], r["currency"], _fee(r["fee"], r["currency"]))
+                                         for r in await repo.due_fee_kinds(conn)])
+        totals, result.suspended, result.terminated = await repo.due_summary(conn)
         fee_totals: dict[str, int] = {}
-        for r in fees:
-            amount = _fee(r["fee"], r["currency"].strip())
-            fee_totals[r["currency"].strip()] = fee_totals.get(r["currency"].strip(), 0) + amount
+        for r in totals:
+            result.steps += r["steps"]
+            result.by_action[r["action"]] = result.by_action.get(r["action"], 0) + r["steps"]
+            if r["action"] == "fee":
+                fee_totals[r["currency"]] = fee_totals.get(r["currency"], 0) + r["fees"]
         result.fees = {c: format_micros(m) for c, m in sorted(fee_totals.items())}
-        suspending = sorted({r["account_id"] for r in due if r["action"] == "suspend"})
-        already = await repo.suspended(conn, suspending)
-        result.suspended = [a for a in suspending if a not in already]
-        result.terminated = sorted({r["account_id"] for r in due
-                                    if r["action"] == "terminate"})
-        if dry_run or not due:
+        if dry_run or not result.steps:
             return result
-        await _take(conn, actor, as_of, due, result)
+        await repo.take_due_steps(conn, as_of, result.suspended)
+        await audit.record_rows(conn, actor, "dunning.fee", repo.DUE_FEE_AUDIT, as_of)
+        await outbox.emit_many(conn, await _events(conn, result))
     return result
 
 
-async def _take(conn: Connection, actor: str, as_of: dt.date, due: list[asyncpg.Record],
-                result: RunResult) -> None:
-    rows: list[dict[str, Any]] = [dict(r) for r in due]
-    fee_rows = [r for r in rows if r["action"] == "fee"]
-    fee_ids = await repo.insert_fees(conn, [
-        (r["account_id"], r["currency"].strip(), _fee(r["fee"], r["currency"].strip()), as_of,
-         f"Reminder fee, invoice {r['invoice_id']}") for r in fee_rows])
-    for r, fee_id in zip(fee_rows, fee_ids, strict=True):
-        r["fee_entry_id"] = fee_id
-    await repo.insert_dunning_events(conn, [
-        (r["account_id"], r["entry_id"], r["step_no"], r["action"], r["invoice_id"], as_of,
-         r["days"], r["open"], r.get("fee_entry_id")) for r in rows])
-    await repo.suspend(conn, result.suspended, as_of)
-    await audit.record_many(conn, actor, "dunning.fee", [
-        (f"ledger_entry:{r['account_id']}/{r['fee_entry_id']}", None,
-         {"account_id": r["account_id"], "invoice_id": r["invoice_id"], "kind": "fee",
-          "amount_micros": _fee(r["fee"], r["currency"].strip()),
-          "currency": r["currency"].strip(), "on": as_of.isoformat()}) for r in fee_rows])
-    emitted: list[tuple[events.DomainEvent, str]] = [
-        (events.DunningStep(invoice_id=r["invoice_id"], step=r["step_no"], action=r["action"],
-                            days_past_due=r["days"], open=format_micros(r["open"]),
-                            currency=r["currency"].strip(),
-                            fee=format_micros(_fee(r["fee"], r["currency"].strip()))
-                            if r["action"] == "fee" else None), r["account_id"])
-        for r in rows]
-    behind: dict[tuple[str, str], set[int]] = {}  # (account, action) -> its invoices
-    for r in rows:
-        if r["action"] in ("suspend", "terminate"):
-            behind.setdefault((r["account_id"], r["action"]), set()).add(r["invoice_id"])
+async def _events(conn: Connection, result: RunResult) -> list[tuple[events.DomainEvent, str]]:
+    """The staged steps' events, and each newly suspended or terminated account's, per
+    account in the order the steps were taken."""
+    rendered: dict[int, str] = {}  # amounts repeat: render each once
+
+    def money(micros: int) -> str:
+        text = rendered.get(micros)
+        if text is None:
+            text = rendered[micros] = format_micros(micros)
+        return text
+
+    emitted: list[tuple[events.DomainEvent, str]] = []
+    behind: dict[tuple[str, str], list[int]] = {}  # (account, action) -> its invoices
+    for account, invoice, step_no, action, days, open_, currency, fee in (
+            await repo.due_steps_for_events(conn)):
+        emitted.append((events.DunningStep(
+            invoice_id=invoice, step=step_no, action=action, days_past_due=days,
+            open=money(open_), currency=currency, fee=None if fee is None else money(fee)),
+            account))
+        if action in ("suspend", "terminate"):
+            behind.setdefault((account, action), []).append(invoice)
     for action, accounts, make in (
             ("suspend", result.suspended, events.AccountSuspend),
             ("terminate", result.terminated, events.AccountTerminate)):
         for account in accounts:
-            invoices = sorted(behind[(account, action)])
+            invoices = sorted(set(behind[(account, action)]))
             emitted.append((make(reason=f"dunning: overdue invoices {invoices}",
                                  invoice_ids=invoices), account))
-    # per account, in the order the steps were taken
-    emitted.sort(key=lambda e: e[1])
-    await outbox.emit_many(conn, emitted)
+    emitted.sort(key=lambda e: e[1])  # stable: each account's steps keep their order
+    return emitted
 
 
 async def resume_cleared(conn: Connection, accounts: list[str] | None, on: dt.date,

@@ -420,7 +420,7 @@ WITH allocated AS (
     WHERE e.kind = 'invoice' AND e.due_date < $1
       AND ($2::text IS NULL OR e.account_id = $2)
 )
-SELECT o.account_id, o.entry_id, o.invoice_id, o.currency, o.open,
+SELECT o.account_id, o.entry_id, o.invoice_id, rtrim(o.currency), o.open,
        ($1 - o.due_date) AS days, s.step_no::int AS step_no, s.step->>'action' AS action,
        s.step->>'fee' AS fee
 FROM overdue o
@@ -433,44 +433,88 @@ WHERE o.open > 0 AND acc.status <> 'closed'
                   AND d.entry_id = o.entry_id AND d.closed_on IS NULL)
   AND NOT EXISTS (SELECT 1 FROM dunning_events x WHERE x.account_id = o.account_id
                   AND x.entry_id = o.entry_id AND x.step_no = s.step_no)
-ORDER BY o.account_id, o.entry_id, s.step_no
 """
 
 
-async def due_steps(db: Db, as_of: dt.date, account_id: str | None) -> list[asyncpg.Record]:
-    """Ladder steps due and not yet taken for every overdue, undisputed invoice."""
-    return await db.fetch(_DUE_STEPS, as_of, account_id)
+async def stage_due_steps(conn: Connection, as_of: dt.date, account_id: str | None) -> None:
+    """Ladder steps due and not yet taken for every overdue, undisputed invoice, into the
+    transaction's temporary table ``dunning_due`` (they stay in the database: a run's
+    hundreds of thousands of steps are written from there, set-based)."""
+    await conn.execute(
+        "DROP TABLE IF EXISTS pg_temp.dunning_due;"
+        " CREATE TEMPORARY TABLE dunning_due (account_id text, entry_id bigint,"
+        " invoice_id bigint, currency text, open bigint, days integer, step_no integer,"
+        " action text, fee text, fee_micros bigint, fee_entry_id bigint) ON COMMIT DROP")
+    await conn.execute(
+        "INSERT INTO dunning_due (account_id, entry_id, invoice_id, currency, open, days,"
+        " step_no, action, fee) " + _DUE_STEPS, as_of, account_id)
 
 
-async def insert_dunning_events(conn: Connection, rows: list[tuple[str, int, int, str,
-                                                                   int | None, dt.date, int,
-                                                                   int, int | None]]
-                                ) -> set[tuple[str, int, int]]:
-    """Bulk ``(account, entry, step_no, action, invoice, run_on, days, open, fee_entry)``;
-    the (account, entry, step) keys inserted now (a concurrent run took the others)."""
-    if not rows:
-        return set()
-    stored = await conn.fetch(
+async def due_fee_kinds(conn: Connection) -> list[asyncpg.Record]:
+    """The distinct ``(fee, currency)`` of the staged fee steps (a handful: priced by the
+    caller)."""
+    return await conn.fetch("SELECT DISTINCT fee, currency FROM dunning_due"
+                            " WHERE action = 'fee'")
+
+
+async def price_due_fees(conn: Connection, fees: list[tuple[str | None, str, int]]) -> None:
+    """Set each staged fee step's amount from ``(fee, currency, micros)`` and give it the
+    id its ledger item will have."""
+    if not fees:
+        return
+    await conn.execute(
+        "UPDATE dunning_due d SET fee_micros = f.m,"
+        " fee_entry_id = nextval(pg_get_serial_sequence('ledger_entries', 'entry_id'))"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS f(t, c, m)"
+        " WHERE d.action = 'fee' AND d.fee IS NOT DISTINCT FROM f.t AND d.currency = f.c",
+        *[list(c) for c in zip(*fees, strict=True)])
+
+
+async def due_summary(conn: Connection) -> tuple[list[asyncpg.Record], list[str], list[str]]:
+    """The staged steps by action and currency (count, fees), the accounts they newly
+    suspend, and the accounts they terminate."""
+    totals = await conn.fetch(
+        "SELECT action, currency, count(*) AS steps, coalesce(sum(fee_micros), 0)::bigint"
+        " AS fees FROM dunning_due GROUP BY action, currency ORDER BY action, currency")
+    suspending = await conn.fetch(
+        "SELECT DISTINCT d.account_id FROM dunning_due d WHERE d.action = 'suspend'"
+        " AND NOT EXISTS (SELECT 1 FROM dunning_suspensions s WHERE s.account_id ="
+        " d.account_id AND s.lifted_on IS NULL) ORDER BY 1")
+    terminating = await conn.fetch("SELECT DISTINCT account_id FROM dunning_due"
+                                   " WHERE action = 'terminate' ORDER BY 1")
+    return (totals, [r["account_id"] for r in suspending],
+            [r["account_id"] for r in terminating])
+
+
+async def take_due_steps(conn: Connection, as_of: dt.date, suspending: list[str]) -> None:
+    """Write the staged steps: the fees as ledger items, the steps taken, the suspensions."""
+    await conn.execute(
+        "INSERT INTO ledger_entries (entry_id, account_id, kind, currency, amount_micros,"
+        " entry_date, due_date, description, reason) OVERRIDING SYSTEM VALUE"
+        " SELECT fee_entry_id, account_id, 'fee', currency, fee_micros, $1, $1,"
+        " 'Reminder fee, invoice ' || invoice_id, 'dunning' FROM dunning_due"
+        " WHERE action = 'fee' ORDER BY fee_entry_id", as_of)
+    await conn.execute(
         "INSERT INTO dunning_events (account_id, entry_id, step_no, action, invoice_id,"
-        " run_on, days_past_due, open_micros, fee_entry_id) SELECT * FROM unnest($1::text[],"
-        " $2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::date[], $7::int[],"
-        " $8::bigint[], $9::bigint[]) ON CONFLICT DO NOTHING"
-        " RETURNING account_id, entry_id, step_no", *[list(c) for c in zip(*rows, strict=True)])
-    return {(r["account_id"], r["entry_id"], r["step_no"]) for r in stored}
+        " run_on, days_past_due, open_micros, fee_entry_id) SELECT account_id, entry_id,"
+        " step_no, action, invoice_id, $1, days, open, fee_entry_id FROM dunning_due"
+        " ORDER BY account_id, entry_id, step_no", as_of)
+    await suspend(conn, suspending, as_of)
 
 
-async def insert_fees(conn: Connection, rows: list[tuple[str, str, int, dt.date, str]]
-                      ) -> list[int]:
-    """Bulk fee items ``(account, currency, amount, on, description)``, due at once."""
-    if not rows:
-        return []
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    ids = await conn.fetch(
-        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
-        " due_date, description, reason) SELECT a, 'fee', c, m, d, d, t, 'dunning'"
-        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::date[], $5::text[])"
-        " WITH ORDINALITY AS u(a, c, m, d, t, n) ORDER BY n RETURNING entry_id", *columns)
-    return [r["entry_id"] for r in ids]
+# The audit entry of each staged fee (audit.record_rows: entity, before, after).
+DUE_FEE_AUDIT = (
+    "SELECT 'ledger_entry:' || account_id || '/' || fee_entry_id AS entity, NULL::jsonb"
+    " AS before, jsonb_build_object('account_id', account_id, 'invoice_id', invoice_id,"
+    " 'kind', 'fee', 'amount_micros', fee_micros, 'currency', currency, 'on', $1::date)"
+    " AS after FROM dunning_due WHERE action = 'fee' ORDER BY account_id, entry_id, step_no")
+
+
+async def due_steps_for_events(conn: Connection) -> list[asyncpg.Record]:
+    """What each staged step's event says, per account in the order the steps are taken."""
+    return await conn.fetch(
+        "SELECT account_id, invoice_id, step_no, action, days, open, currency, fee_micros"
+        " FROM dunning_due ORDER BY account_id, entry_id, step_no")
 
 
 async def suspended(db: Db, accounts: list[str]) -> set[str]:
@@ -488,10 +532,23 @@ async def suspend(conn: Connection, accounts: list[str], on: dt.date) -> None:
 async def still_owing_for_suspension(conn: Connection, accounts: list[str]) -> set[str]:
     """Accounts among those whose suspending invoices still owe something (and are not
     disputed: a dispute pauses dunning for its invoice)."""
+    # The open amount as collections_item_open computes it, summed by joins over the
+    # suspending invoices only: a daily run asks this of every suspended account.
     rows = await conn.fetch(
-        "SELECT DISTINCT x.account_id FROM dunning_events x"
-        " WHERE x.account_id = ANY($1::text[]) AND x.action = 'suspend'"
-        " AND collections_item_open(x.account_id, x.entry_id) > 0"
+        "WITH x AS (SELECT DISTINCT x.account_id, x.entry_id FROM dunning_events x"
+        "   WHERE x.account_id = ANY($1::text[]) AND x.action = 'suspend'),"
+        " allocated AS (SELECT a.account_id, a.entry_id, sum(a.amount_micros) AS amount"
+        "   FROM payment_allocations a JOIN x ON x.account_id = a.account_id"
+        "   AND x.entry_id = a.entry_id GROUP BY a.account_id, a.entry_id),"
+        " applied AS (SELECT c.account_id, c.applies_to AS entry_id,"
+        "   sum(c.amount_micros) AS amount FROM ledger_entries c JOIN x"
+        "   ON x.account_id = c.account_id AND x.entry_id = c.applies_to"
+        "   GROUP BY c.account_id, c.applies_to)"
+        " SELECT DISTINCT x.account_id FROM x"
+        " JOIN ledger_entries e ON e.account_id = x.account_id AND e.entry_id = x.entry_id"
+        " LEFT JOIN allocated a ON a.account_id = x.account_id AND a.entry_id = x.entry_id"
+        " LEFT JOIN applied c ON c.account_id = x.account_id AND c.entry_id = x.entry_id"
+        " WHERE e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) > 0"
         " AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = x.account_id"
         "   AND d.entry_id = x.entry_id AND d.closed_on IS NULL)", accounts)
     return {r["account_id"] for r in rows}

@@ -93,6 +93,21 @@ async def record_many(conn: Connection, actor: str, action: str,
         [_json(_plain(after)) for _, _, after in changes])
 
 
+async def record_rows(conn: Connection, actor: str, action: str, rows_sql: str,
+                      *args: object) -> None:
+    """``record_many`` for changes a query already holds: one entry per row of ``rows_sql``
+    (columns ``entity`` text, ``before`` and ``after`` jsonb, in its order; its parameters
+    ``args`` from $1), written by the database without a round trip of the rows. Call it
+    inside the transaction of the change."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("audit.record_rows must run inside the transaction of the change")
+    n = len(args)
+    await conn.execute(
+        f"INSERT INTO audit_log (at, actor, action, entity, before, after)"
+        f" SELECT ${n + 1}, ${n + 2}, ${n + 3}, r.entity, r.before, r.after"
+        f" FROM ({rows_sql}) r", *args, dt.datetime.now(dt.UTC), actor, action)
+
+
 async def chain_pending(pool: asyncpg.Pool, *, batch: int = 10_000) -> int:
     """Chain every committed, unchained row (oldest ``seq`` first); how many were chained."""
     async with pool.acquire() as conn:

@@ -1,5 +1,5 @@
 """Keeps perf/bench_collections.py alive: its --quick run completes and its aging total
-equals the ledger's SELECT sum()."""
+equals the ledger's SELECT sum(), and it times a first and a daily dunning run."""
 
 import os
 import subprocess
@@ -13,4 +13,5 @@ def test_bench_collections_quick(pg_admin_dsn: str) -> None:
     out = subprocess.run([sys.executable, str(REPO / "perf" / "bench_collections.py"),
                           "--quick", "--repeat", "1"], capture_output=True, text=True,
                          env=env, timeout=300, check=True).stdout
-    assert "totals equal: True" in out and "dunning run over 2,000 accounts" in out, out
+    assert "totals equal: True" in out and "first dunning run, 2,000 accounts" in out, out
+    assert "daily dunning run, as of" in out, out
