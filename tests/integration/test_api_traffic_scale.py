@@ -61,12 +61,16 @@ async def test_pages_across_accounts_are_exact_while_rows_arrive(
 async def test_pages_across_accounts_read_an_index_in_order(pool: asyncpg.Pool) -> None:
     # The page query over every account, at depth (after a cursor): no sort of the period,
     # whatever the planner would pick for a table this small (sequential scans off).
+    for table in ("usage_records", "charges"):
+        await pool.execute("SELECT ensure_month_partition($1::regclass, $2)", table, T0.date())
     after = (T0, 12)
     for sql, args in (
         traffic_repo.usage_query(Period(), kind=None, source=None, after=after, limit=50),
         traffic_repo.charges_query(Period(), kind=None, rerate_job_id=None, after=after,
                                    limit=50),
         traffic_repo.charges_query(Period(), kind=None, rerate_job_id=3, after=None,
+                                   limit=50),
+        traffic_repo.charges_query(Period(), kind="reversal", rerate_job_id=None, after=after,
                                    limit=50),
     ):
         async with pool.acquire() as conn, conn.transaction():
