@@ -19,7 +19,6 @@ them, is printed on its own line.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import re
 import statistics
@@ -27,95 +26,19 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 import embedded_pg  # perf/ is on sys.path: this script's folder
+from seeded import DAYS, seed, start_server  # perf/ is on sys.path: this script's folder
 from served import free_port, wait_ready  # perf/ is on sys.path: this script's folder
 
 from billing_oss.server.store import api_keys
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
-from billing_oss.server.store.pool import Connection
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET_P95_MS = 200.0
-DAYS = 60
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-async def seed(conn: Connection, usage: int, accounts: int) -> None:
-    files = max(10, usage // 10_000)
-    per_file = usage // files
-    usage = files * per_file
-    await conn.execute("SET synchronous_commit = off")
-    for months_back in range(0, 4):
-        await conn.execute(
-            "SELECT ensure_month_partition('usage_records', (date_trunc('month', now())"
-            " - make_interval(months => $1))::date)", months_back)
-        await conn.execute(
-            "SELECT ensure_month_partition('charges', (date_trunc('month', now())"
-            " - make_interval(months => $1))::date)", months_back)
-    await conn.execute(f"""
-        INSERT INTO accounts (account_id, name, attrs)
-            SELECT 'B' || lpad(a::text, 6, '0'), 'Customer ' || a, '{{"country": "FR"}}'
-            FROM generate_series(1, {accounts}) a;
-        INSERT INTO account_identifiers (identifier, account_id)
-            SELECT '3361' || lpad(a::text, 7, '0'), 'B' || lpad(a::text, 6, '0')
-            FROM generate_series(1, {accounts}) a;
-        INSERT INTO source_files (source, name, format, sequence_no, sha256, state, count_in,
-                                  count_charged, received_at, completed_at)
-            SELECT 'msc1', 'MSC1_' || f, 'csv', f + (f / 997), 'sha' || f, 'done', {per_file},
-                   {per_file}, now() - ({files} - f) * interval '{DAYS * 86400 // files} s',
-                   now() - ({files} - f) * interval '{DAYS * 86400 // files} s'
-            FROM generate_series(1, {files}) f;""")
-    first_file = await conn.fetchval("SELECT min(source_file_id) FROM source_files")
-    await conn.execute(f"""
-        INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key, kind,
-                                   duration_s, calling, called, source_file_id, ingested_at)
-            SELECT 'B' || lpad((g % {accounts} + 1)::text, 6, '0'), g,
-                   now() - interval '{DAYS} days' + g * interval '{DAYS * 86400 / usage} s',
-                   'msc1', 'k' || g, 'voice', 1 + g % 600,
-                   '3361' || lpad((g % {accounts} + 1)::text, 7, '0'), '33612345678',
-                   {first_file} + (g - 1) / {per_file}, now()
-            FROM generate_series(1, {usage}) g""")
-    await conn.execute("""
-        INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind, amount_micros,
-                             currency, zone, band, created_at)
-            SELECT account_id, usage_id, event_time, usage_id, 'charge', duration_s * 1000,
-                   'EUR', 'national', 'offpeak', now()
-            FROM usage_records""")
-    await conn.execute(f"""
-        INSERT INTO suspense (source, record_key, reason, detail, record, raw)
-            SELECT 'msc1', 's' || g, (ARRAY['UNKNOWN_ACCOUNT', 'NO_ZONE', 'NO_TARIFF'])[g % 3 + 1],
-                   'no account has 3399' || g, jsonb_build_object('called', '3399' || g), 'raw'
-            FROM generate_series(1, {max(100, usage // 1000)}) g""")
-    await conn.execute("""
-        INSERT INTO bill_runs (period, state, requested_by)
-            VALUES (to_char(now() - interval '1 month', 'YYYY-MM'), 'done', 'bench');
-        INSERT INTO invoices (account_id, bill_run_id, period, period_start, period_end,
-            currency, status, series, number, number_text, issue_date, due_date,
-            rounding_method, line_total_micros, allowance_micros, net_micros, tax_micros,
-            total_micros, rounding_micros, payable_micros, seller, buyer, finalised_at)
-        SELECT a.account_id, (SELECT max(bill_run_id) FROM bill_runs),
-            to_char(now() - interval '1 month', 'YYYY-MM'),
-            date_trunc('month', now() - interval '1 month'), date_trunc('month', now()), 'EUR',
-            'finalised', 'INV', row_number() OVER (),
-            'INV-' || lpad((row_number() OVER ())::text, 7, '0'), current_date,
-            current_date + 30, 'half-up', 9990000, 0, 9990000, 1998000, 11988000, 0, 11988000,
-            '{"name": "Bench Telecom", "country": "FR"}', '{"name": "Customer", "country": "FR"}',
-            now()
-        FROM accounts a;
-        SET session_replication_role = replica;
-        INSERT INTO invoice_lines (account_id, invoice_id, line_no, kind, service, description,
-            quantity, unit, charges, gross_micros, net_micros, tax_category, tax_rate)
-        SELECT account_id, invoice_id, 1, 'recurring', 'subscription', 'Mobile S', 1, 'month',
-            0, 9990000, 9990000, 'S', 20 FROM invoices;
-        INSERT INTO taxes (account_id, invoice_id, category, rate, taxable_micros, tax_micros)
-        SELECT account_id, invoice_id, 'S', 20, net_micros, tax_micros FROM invoices;
-        SET session_replication_role = origin;""")
-    await conn.execute("VACUUM ANALYZE")
 
 
 def pages(accounts: int, invoices: tuple[int, int]) -> dict[str, object]:
@@ -247,15 +170,6 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
     print(f"target every page ≤ {TARGET_P95_MS:g} ms p95 (scale 1): worst page {worst:.1f} ms,"
           f" {'met' if met else 'NOT met'} at scale {scale:g}")
     return 0
-
-
-def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BILLING_OSS_CATALOG_LOAD_DEMO": "false",
-           "BILLING_OSS_LOG_LEVEL": "warning", "BILLING_OSS_ASSURANCE_INTERVAL_S": "0",
-           "BILLING_OSS_WEBHOOKS_ENABLED": "false"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "billing_oss", "serve", "--database-url", url,
-         "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
 
 
 def cli() -> None:

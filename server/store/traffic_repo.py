@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -74,50 +75,139 @@ class Total(msgspec.Struct, frozen=True, kw_only=True):
     reversed_micros: int
 
 
-async def usage(pool: asyncpg.Pool, period: Period, *, kind: str | None, source: str | None,
-                after: tuple[dt.datetime, int] | None, limit: int) -> list[UsageRow]:
+def usage_query(period: Period, *, kind: str | None, source: str | None,
+                after: tuple[dt.datetime, int] | None, limit: int) -> tuple[str, list[Any]]:
+    """The SQL and arguments of one page of usage (``limit + 1`` rows, to see if more)."""
     w = (period.where().add("kind = {}", kind).add("source = {}", source)
          .keyset("event_time, usage_id", after))
-    rows = await pool.fetch(
-        "SELECT usage_id, account_id, event_time, source, record_key, kind, duration_s,"
-        " volume_up, volume_down, quantity::text, unit, calling, called, imsi, msisdn,"
-        " charge::text, partial_seq, attrs::text, source_file_id, ingested_at"
-        " FROM usage_records" + w.sql() + " ORDER BY event_time, usage_id" + w.limit(limit + 1),
-        *w.args,
-    )
+    return ("SELECT usage_id, account_id, event_time, source, record_key, kind, duration_s,"
+            " volume_up, volume_down, quantity::text, unit, calling, called, imsi, msisdn,"
+            " charge::text, partial_seq, attrs::text, source_file_id, ingested_at"
+            " FROM usage_records" + w.sql() + " ORDER BY event_time, usage_id"
+            + w.limit(limit + 1), w.args)
+
+
+async def usage(pool: asyncpg.Pool, period: Period, *, kind: str | None, source: str | None,
+                after: tuple[dt.datetime, int] | None, limit: int) -> list[UsageRow]:
+    sql, args = usage_query(period, kind=kind, source=source, after=after, limit=limit)
+    rows = await pool.fetch(sql, *args)
     return [UsageRow(**{**dict(r), "attrs": json.loads(r["attrs"])}) for r in rows]
+
+
+def charges_query(period: Period, *, kind: str | None, rerate_job_id: int | None,
+                  after: tuple[dt.datetime, int] | None,
+                  limit: int) -> tuple[str, list[Any]]:
+    """The SQL and arguments of one page of charges (``limit + 1`` rows)."""
+    w = (period.where().add("kind = {}", kind).add("rerate_job_id = {}", rerate_job_id)
+         .keyset("event_time, charge_id", after))
+    return ("SELECT charge_id, account_id, event_time, usage_id, kind, amount_micros,"
+            " rtrim(currency) AS currency, tariff_version_id, zone, band, reverses_charge_id,"
+            " rerate_job_id, created_at FROM charges" + w.sql()
+            + " ORDER BY event_time, charge_id" + w.limit(limit + 1), w.args)
 
 
 async def charges(pool: asyncpg.Pool, period: Period, *, kind: str | None,
                   rerate_job_id: int | None, after: tuple[dt.datetime, int] | None,
                   limit: int) -> list[ChargeRow]:
-    w = (period.where().add("kind = {}", kind).add("rerate_job_id = {}", rerate_job_id)
-         .keyset("event_time, charge_id", after))
-    rows = await pool.fetch(
-        "SELECT charge_id, account_id, event_time, usage_id, kind, amount_micros,"
-        " rtrim(currency) AS currency, tariff_version_id, zone, band, reverses_charge_id,"
-        " rerate_job_id, created_at FROM charges" + w.sql()
-        + " ORDER BY event_time, charge_id" + w.limit(limit + 1),
-        *w.args,
-    )
-    return [ChargeRow(**dict(r)) for r in rows]
+    sql, args = charges_query(period, kind=kind, rerate_job_id=rerate_job_id, after=after,
+                              limit=limit)
+    return [ChargeRow(**dict(r)) for r in await pool.fetch(sql, *args)]
 
 
 async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
-    """Charged and reversed sums per currency (exact: summed as numeric, checked to fit)."""
-    w = period.where()
+    """Charged and reversed sums per currency (exact: summed as numeric, checked to fit).
+
+    Whole UTC days come from the analytics rollups (whole months from the monthly level),
+    kept in the charges' transaction, so the answer reads a row per account × day or month
+    instead of every charge; the parts of days at either end of the period are summed from
+    the charges. Rollups are read only over the months whose charges partition is attached:
+    an archived month's charges are gone and the rollups keep it, so it would count here and
+    not in the charges. The sums are those of the charges, to the micro-unit.
+    """
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    account = "" if period.account_id is None else f" AND account_id = {arg(period.account_id)}"
+    start, end = period.start, period.end
+    first = None if start is None else _day_on_or_after(start)
+    last = None if end is None else end.astimezone(dt.UTC).date()  # days before it are whole
+    if first is not None and last is not None and first >= last:
+        parts = [_raw(arg, account, start, end)]
+    else:
+        parts = []
+        if start is not None and first is not None and _midnight(first) > start:
+            parts.append(_raw(arg, account, start, _midnight(first)))
+        if end is not None and last is not None and _midnight(last) < end:
+            parts.append(_raw(arg, account, _midnight(last), end))
+        months_from = None if first is None else _month_on_or_after(first)
+        months_to = None if last is None else last.replace(day=1)
+        if months_from is None or months_to is None or months_from < months_to:
+            parts.append(_rolled(arg, account, "charge_rollups_monthly", months_from,
+                                 months_to))
+            if first is not None and months_from is not None and first < months_from:
+                parts.append(_rolled(arg, account, "charge_rollups", first, months_from))
+            if last is not None and months_to is not None and months_to < last:
+                parts.append(_rolled(arg, account, "charge_rollups", months_to, last))
+        else:
+            parts.append(_rolled(arg, account, "charge_rollups", first, last))
     rows = await pool.fetch(
-        "SELECT rtrim(currency) AS currency,"
-        " count(*) FILTER (WHERE kind = 'charge') AS charges,"
-        " count(*) FILTER (WHERE kind = 'reversal') AS reversals,"
-        " coalesce(sum(amount_micros::numeric) FILTER (WHERE kind = 'charge'), 0) AS charged,"
-        " coalesce(sum(amount_micros::numeric) FILTER (WHERE kind = 'reversal'), 0) AS reversed"
-        " FROM charges" + w.sql() + " GROUP BY currency ORDER BY currency",
-        *w.args,
+        "WITH live AS (SELECT min(to_date(right(c.relname, 7), 'YYYY_MM')) AS since"
+        " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'charges'::regclass)"
+        " SELECT rtrim(currency) AS currency, sum(charges)::bigint AS charges,"
+        " sum(reversals)::bigint AS reversals, sum(charged) AS charged,"
+        " sum(reversed) AS reversed FROM (" + " UNION ALL ".join(parts) + ") p"
+        " GROUP BY currency ORDER BY currency",
+        *args,
     )
     return [Total(currency=r["currency"], charges=r["charges"], reversals=r["reversals"],
                   charged_micros=_int(r["charged"]), reversed_micros=_int(r["reversed"]))
             for r in rows]
+
+
+def _raw(arg: Callable[[Any], str], account: str, start: dt.datetime | None,
+         end: dt.datetime | None) -> str:
+    """The sums of the charges of [start, end), read from the charges themselves."""
+    w = "" if start is None else f" AND event_time >= {arg(start)}"
+    w += "" if end is None else f" AND event_time < {arg(end)}"
+    return ("SELECT currency, count(*) FILTER (WHERE kind = 'charge') AS charges,"
+            " count(*) FILTER (WHERE kind = 'reversal') AS reversals,"
+            " coalesce(sum(amount_micros::numeric) FILTER (WHERE kind = 'charge'), 0)"
+            " AS charged,"
+            " coalesce(sum(amount_micros::numeric) FILTER (WHERE kind = 'reversal'), 0)"
+            " AS reversed FROM charges WHERE true" + account + w + " GROUP BY currency")
+
+
+def _rolled(arg: Callable[[Any], str], account: str, table: str, first: dt.date | None,
+            until: dt.date | None) -> str:
+    """The same sums over the rollup rows of days (or months) [first, until): a row holds
+    records = charges − reversals and amount = charged + reversed."""
+    w = "" if first is None else f" AND day >= {arg(first)}"
+    w += "" if until is None else f" AND day < {arg(until)}"
+    return ("SELECT currency, sum(records + reversals) AS charges,"
+            " sum(reversals) AS reversals,"
+            " sum(amount_micros::numeric - reversed_micros) AS charged,"
+            " sum(reversed_micros::numeric) AS reversed FROM " + table
+            + " WHERE day >= (SELECT since FROM live)" + account + w + " GROUP BY currency")
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _day_on_or_after(moment: dt.datetime) -> dt.date:
+    """The first UTC day that starts at or after ``moment``."""
+    day = moment.astimezone(dt.UTC).date()
+    return day if _midnight(day) >= moment else day + dt.timedelta(days=1)
+
+
+def _month_on_or_after(day: dt.date) -> dt.date:
+    if day.day == 1:
+        return day
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
 
 
 def _int(value: Decimal) -> int:

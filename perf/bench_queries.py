@@ -1,0 +1,227 @@
+"""Operator queries at scale: every list and total the API offers, at page 1 and page 50
+(following the cursors), p50 and p99 of the server round trip, with ``10 M × scale`` usage
+records and charges over the last 60 days and ``100 k × scale`` accounts, beside a
+primary-key read through the API (``GET /v1/invoices/{id}``) in the same run. Target at
+scale 1: every list and total ≤ 50 ms p99 at any depth.
+
+    python perf/bench_queries.py [--scale 0.01] [--requests 100] [--keep | --reuse DB]
+                                 [--database-url DSN]
+
+Data are generated as ``perf/bench_console.py`` generates them (``perf/seeded.py``). The
+server is ``billing-oss serve`` in its own process; an admin key requests each query
+``--requests`` times one after the other after three warm-ups, the per-account ones picking
+a new account each time. Page 50 is reached once by following 49 cursors (that walk is
+printed too), then its URL is requested like page 1. A list shorter than 50 pages shows
+its last page's depth. The time is from sending the request to the last byte, over loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import quote
+
+import aiohttp
+import asyncpg
+import embedded_pg  # perf/ is on sys.path: this script's folder
+from seeded import DAYS, seed, start_server  # perf/ is on sys.path: this script's folder
+from served import free_port, wait_ready  # perf/ is on sys.path: this script's folder
+
+from billing_oss.server.store import api_keys
+from billing_oss.server.store.dsn import with_database
+from billing_oss.server.store.migrate import migrate
+
+TARGET_P99_MS = 50.0
+DEPTH = 50
+
+
+def queries(accounts: int, first_day: str, last_day: str) -> dict[str, Callable[[], str]]:
+    """Query name → a function giving its path (a new account each time where it names
+    one). Lists take ``&cursor=`` after their query."""
+    def account() -> str:
+        return f"B{random.randint(1, accounts):06d}"
+
+    def fixed(path: str) -> Callable[[], str]:
+        return lambda: path
+
+    return {
+        "usage, all accounts": fixed("/v1/usage?limit=50"),
+        "usage, all, kind=voice": fixed("/v1/usage?kind=voice&limit=50"),
+        f"usage, all, from {first_day}": fixed(f"/v1/usage?from={first_day}T00:00:00Z"),
+        "usage, one account": lambda: f"/v1/usage?account_id={account()}",
+        "account usage (customer view)": lambda: f"/v1/accounts/{account()}/usage",
+        "charges, all accounts": fixed("/v1/charges?limit=50"),
+        "charges, all, kind=reversal": fixed("/v1/charges?kind=reversal"),
+        "charges, one account": lambda: f"/v1/charges?account_id={account()}",
+        "charge totals, all accounts": fixed("/v1/charges/totals"),
+        f"totals, all, days {first_day}..{last_day}": fixed(
+            f"/v1/charges/totals?from={first_day}T00:00:00Z&to={last_day}T00:00:00Z"),
+        "totals, all, from 12:34 to 12:34": fixed(
+            f"/v1/charges/totals?from={first_day}T12:34:00Z&to={last_day}T12:34:00Z"),
+        "charge totals, one account": lambda: f"/v1/charges/totals?account_id={account()}",
+        "suspense": fixed("/v1/suspense"),
+        "suspense, reason=NO_ZONE": fixed("/v1/suspense?reason=NO_ZONE"),
+        "accounts": fixed("/v1/accounts"),
+        "invoices": fixed("/v1/invoices"),
+        "invoices, one account": lambda: f"/v1/invoices?account_id={account()}",
+        "credit notes": fixed("/v1/credit-notes"),
+        "payments": fixed("/v1/payments"),
+        "files": fixed("/v1/files"),
+        "bill runs": fixed("/v1/bill-runs"),
+        "rerate jobs": fixed("/v1/rerate-jobs"),
+        "anomalies": fixed("/v1/anomalies"),
+        "ledger journal": fixed(f"/v1/ledger/journal?from={first_day}&to={last_day}"),
+        "aging, today": fixed("/v1/aging"),
+        "aging, one account": lambda: f"/v1/aging?account_id={account()}",
+    }
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[float, dict[str, object]]:
+    started = time.perf_counter()
+    async with http.get(url) as r:
+        body = await r.read()
+        ms = (time.perf_counter() - started) * 1000
+        if r.status != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status}: {body[:300]!r}")
+    return ms, json.loads(body)
+
+
+def with_cursor(path: str, cursor: str) -> str:
+    return path + ("&" if "?" in path else "?") + "cursor=" + quote(cursor)
+
+
+async def deep(http: aiohttp.ClientSession, base: str, path: str) -> tuple[str, int, float]:
+    """The URL of page ``DEPTH`` (or of the last page, if fewer), its depth, and the time
+    the walk to it took."""
+    url, depth, started = path, 1, time.perf_counter()
+    while depth < DEPTH:
+        _, body = await get(http, base + url)
+        cursor = body.get("next_cursor")
+        if not isinstance(cursor, str):
+            break
+        url, depth = with_cursor(path, cursor), depth + 1
+    return url, depth, (time.perf_counter() - started) * 1000
+
+
+async def sample(http: aiohttp.ClientSession, base: str, path: Callable[[], str],
+                 requests: int) -> list[float]:
+    out = []
+    for i in range(requests + 3):  # three to warm up
+        ms, _ = await get(http, base + path())
+        if i >= 3:
+            out.append(ms)
+    return out
+
+
+Row = tuple[str, str, list[float], str]
+
+
+async def measure(base: str, token: str, accounts: int, invoices: tuple[int, int],
+                  requests: int, first_day: str, last_day: str) -> list[Row]:
+    http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
+    out: list[Row] = []
+    try:
+        out.append(("GET /v1/invoices/{id} (peer)", "pk", await sample(
+            http, base, lambda: f"/v1/invoices/{random.randint(*invoices)}", requests), ""))
+        for name, path in queries(accounts, first_day, last_day).items():
+            out.append((name, "1", await sample(http, base, path, requests), ""))
+            if "totals" in name:
+                continue
+            url, depth, walk_ms = await deep(http, base, path())
+            if depth > 1:
+                out.append((name, str(depth), await sample(http, base, lambda u=url: u,
+                                                           requests),
+                            f"walk {walk_ms / 1000:.2f} s"))
+    finally:
+        await http.close()
+    return out
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
+
+
+async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | None) -> int:
+    usage, accounts = int(10_000_000 * scale), max(100, int(100_000 * scale))
+    name = reuse or f"bench_queries_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    if not reuse:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        url = with_database(dsn, name)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, command_timeout=7200)
+        assert pool is not None
+        await migrate(pool)
+        started = time.perf_counter()
+        async with pool.acquire() as conn:
+            if not reuse:
+                await seed(conn, usage, accounts)
+            sizes = {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
+                     for t in ("usage_records", "charges", "accounts", "invoices")}
+            invoices = (await conn.fetchval("SELECT min(invoice_id) FROM invoices"),
+                        await conn.fetchval("SELECT max(invoice_id) FROM invoices"))
+            days = await conn.fetchrow(
+                "SELECT (min(event_time) AT TIME ZONE 'UTC')::date + 1 AS first,"
+                " (max(event_time) AT TIME ZONE 'UTC')::date AS last FROM usage_records")
+        token = (await api_keys.create(pool, "admin", "bench")).token
+        await pool.close()
+        how = (f"reused from {name}" if reuse
+               else f"generated in {time.perf_counter() - started:.0f} s")
+        print(f"{sizes['usage_records']:,} usage records, {sizes['charges']:,} charges over"
+              f" {DAYS} days, {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
+              f" {how}")
+        port = free_port()
+        server = start_server(url, port)
+        base = f"http://127.0.0.1:{port}"
+        await wait_ready(base, within=60)
+        results = await measure(base, token, accounts, invoices, requests,
+                                days["first"].isoformat(), days["last"].isoformat())
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+        if keep or reuse:
+            print(f"database kept: {name}")
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    print(f"{requests} requests per query and page, one at a time, loopback;"
+          f" server: billing-oss serve")
+    print(f"{'query':<40} {'page':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    worst, worst_name = 0.0, ""
+    for query, depth, samples, note in results:
+        print(f"{query:<40} {depth:>4} {statistics.median(samples):8.1f}"
+              f" {pct(samples, 0.99):8.1f} {max(samples):8.1f}  {note}")
+        if depth != "pk" and pct(samples, 0.99) > worst:
+            worst, worst_name = pct(samples, 0.99), f"{query} page {depth}"
+    met = worst <= TARGET_P99_MS
+    print(f"target every list and total ≤ {TARGET_P99_MS:g} ms p99 (scale 1): worst"
+          f" {worst:.1f} ms ({worst_name}), {'met' if met else 'NOT met'} at scale {scale:g}")
+    return 0
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.01,
+                        help="1 = 10 M usage records and charges, 100 k accounts")
+    parser.add_argument("--requests", type=int, default=100, help="per query, after 3 warm-ups")
+    parser.add_argument("--keep", action="store_true", help="keep the generated database")
+    parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
+    embedded_pg.add_database_url(parser)
+    args = parser.parse_args()
+    run = (args.scale, args.requests)
+    sys.exit(embedded_pg.run(lambda url: main(*run, url, args.keep, args.reuse),
+                             args.database_url))
+
+
+if __name__ == "__main__":
+    cli()
