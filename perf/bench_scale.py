@@ -1,7 +1,7 @@
 """Ingest into one PostgreSQL and into a Citus cluster, in one run.
 
-    python perf/bench_scale.py [--records N] [--runs R] [--database-url DSN]
-                               [--citus-url DSN]
+    python perf/bench_scale.py [--records N] [--runs R] [--worker-records N]
+                               [--database-url DSN] [--citus-url DSN]
 
 The same 3GPP file (``perf/bench_ingest.py``'s generator: 1,000 accounts, every record
 chargeable) is ingested by the pipeline into a fresh database on one PostgreSQL
@@ -17,8 +17,11 @@ touched, more connections) — not the gain from more machines. That gain needs 
 their own hardware; what this run does show is that the same server, unchanged, ingests
 into a cluster and at what per-record overhead.
 
-Worker processes (1 vs 2 ``serve`` processes sharing the ingest) are measured where
-``serve --workers`` is: see the line marked ``worker processes`` below.
+Then, in the same run, ``serve --workers 1`` and ``--workers 2`` take the same MQTT traffic
+into one PostgreSQL (``perf/bench_workers.py``'s measurement, ``--worker-records`` records; 0
+skips it). On one box the second worker shares the cores with the first and with PostgreSQL,
+so the ratio says what the processes cost each other here, not what a machine with free cores
+would gain.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from billing_oss.server.store import catalog_repo  # noqa: E402
 from billing_oss.server.store.dsn import with_database  # noqa: E402
 from billing_oss.server.store.migrate import migrate  # noqa: E402
 from perf.bench_ingest import catalog, generate_3gpp, ours, server  # noqa: E402
+from perf.bench_workers import print_rates, workers_rates  # noqa: E402
 from tests.citus.cluster import create_citus_database, drop_citus_database  # noqa: E402
 
 
@@ -90,6 +94,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--worker-records", type=int, default=40_000,
+                        help="MQTT records for the 1 vs 2 worker processes line (0: skip)")
     parser.add_argument("--database-url",
                         default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
     parser.add_argument("--citus-url", default=os.environ.get("BILLING_OSS_CITUS_URL"))
@@ -112,13 +118,16 @@ async def main() -> None:
                 one.append(await plain_run(admin_dsn, path))
                 cluster.append(await citus_run(args.citus_url, path))
                 print(f"  run {len(one)}: {time.perf_counter() - started:.0f} s", flush=True)
+            rates = (await workers_rates(admin_dsn, args.worker_records)
+                     if args.worker_records else None)
     print(f"ingest of {args.records:,} 3GPP records, {os.cpu_count()} cores, "
           f"median of {args.runs} runs")
     print(_line("one PostgreSQL", one))
     print(_line(f"Citus, coordinator + {workers} workers", cluster))
     print(f"{'cluster / one':<34} {statistics.median(cluster) / statistics.median(one):>10.2f}")
-    # worker processes: 1 vs 2 `serve --workers` processes ingesting into one PostgreSQL
-    # belong here, measured with the same file (not part of this run yet).
+    if rates is not None:
+        print("worker processes, one PostgreSQL:")
+        print_rates(args.worker_records, rates)
     print("one box: the cluster's nodes share these cores with the ingest, so this is "
           "Citus's per-record cost, not the scale-out gain of workers on their own machines")
 

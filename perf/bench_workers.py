@@ -139,6 +139,34 @@ async def one_side(admin_dsn: str, workers: int, records: int, broker: tuple[str
         await admin.close()
 
 
+async def workers_rates(admin_dsn: str, records: int) -> dict[int, float]:
+    """Records/s of ``serve --workers 1`` then ``--workers 2`` taking the same MQTT traffic
+    from a broker of their own, each into a fresh database on ``admin_dsn``'s server."""
+    catalog()  # fails early if the demo catalog is missing
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        (Path(tmp) / "mosquitto.conf").write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+            "max_inflight_messages 2000\nmax_queued_messages 1000000\n"
+            + ("user root\n" if os.geteuid() == 0 else ""))
+        broker = await asyncio.create_subprocess_exec(
+            shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+            str(Path(tmp) / "mosquitto.conf"), stderr=subprocess.DEVNULL)
+        try:
+            return {n: await one_side(admin_dsn, n, records, ("127.0.0.1", port), Path(tmp))
+                    for n in (1, 2)}
+        finally:
+            broker.terminate()
+            await broker.wait()
+
+
+def print_rates(records: int, rates: dict[int, float]) -> None:
+    print(f"MQTT ingest, {records:,} records, {os.cpu_count()} cores:")
+    for n, rate in rates.items():
+        print(f"  serve --workers {n}: {rate:,.0f} records/s")
+    print(f"  2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
@@ -147,27 +175,9 @@ async def main() -> None:
         "BILLING_OSS_TEST_DATABASE_URL"))
     args = parser.parse_args()
     records = 40_000 if args.quick else args.records
-    catalog()  # fails early if the demo catalog is missing
     async with server(args.database_url) as admin_dsn:
-        with tempfile.TemporaryDirectory() as tmp:
-            port = free_port()
-            (Path(tmp) / "mosquitto.conf").write_text(
-                f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                "max_inflight_messages 2000\nmax_queued_messages 1000000\n"
-                + ("user root\n" if os.geteuid() == 0 else ""))
-            broker = await asyncio.create_subprocess_exec(
-                shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
-                str(Path(tmp) / "mosquitto.conf"), stderr=subprocess.DEVNULL)
-            try:
-                rates = {n: await one_side(admin_dsn, n, records, ("127.0.0.1", port),
-                                           Path(tmp)) for n in (1, 2)}
-            finally:
-                broker.terminate()
-                await broker.wait()
-    print(f"MQTT ingest, {records:,} records, {os.cpu_count()} cores:")
-    for n, rate in rates.items():
-        print(f"  serve --workers {n}: {rate:,.0f} records/s")
-    print(f"  2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+        rates = await workers_rates(admin_dsn, records)
+    print_rates(records, rates)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def load_config(args: argparse.Namespace) -> config_module.Config:
         dsn.check(config.database.url)
         return config
     data_dir, exists = find_data_dir(config.database.data_dir)
-    if not exists:
+    # A worker's database is its supervisor's (``workers.supervised``), never one found here.
+    if not exists and getattr(args, "worker_index", None) is None:
         where = ("database.data_dir" if config.database.data_dir != DEFAULT_DATA_DIR
                  else f"no database found from {os.getcwd()} upward")
         print(f"billing-oss: {where}: creating a new database in {data_dir}", file=sys.stderr)

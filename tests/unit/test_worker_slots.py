@@ -1,13 +1,16 @@
 """What each of several worker processes subscribes as, and the worker command line."""
 
+import argparse
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from billing_oss.adapters.mqtt import MqttAdapter
 from billing_oss.core.errors import ConfigError, StartupError
 from billing_oss.core.sources_config import MqttSource, SftpSource
+from billing_oss.server.commands.options import load_config
 from billing_oss.server.config import load
 from billing_oss.server.supervisor import (
     listen_socket,
@@ -100,3 +103,17 @@ def test_a_dying_worker_waits_half_a_second_then_longer_while_it_keeps_dying_you
         pauses.append(previous)
     assert pauses == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert restart_pause(30.0, 60.0) == 0.5  # it ran a while: back to the shortest wait
+
+
+def test_a_worker_does_not_announce_a_database_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The supervisor keeps the database URL off the workers' command lines; reading its
+    options, a worker must not say it creates an embedded database where it was started."""
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("BILLING_OSS")]:
+        monkeypatch.delenv(name)
+    load_config(argparse.Namespace(worker_index=None))
+    assert "creating a new database" in capsys.readouterr().err
+    load_config(argparse.Namespace(worker_index=1))
+    assert "creating a new database" not in capsys.readouterr().err
