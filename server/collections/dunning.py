@@ -16,6 +16,7 @@ every run for whatever else cleared them (credit notes, write-offs, disputes).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Literal
 
 import msgspec
@@ -117,13 +118,7 @@ async def run(conn: Connection, actor: str, as_of: dt.date, *, dry_run: bool = F
 async def _events(conn: Connection, result: RunResult) -> list[tuple[events.DomainEvent, str]]:
     """The staged steps' events, and each newly suspended or terminated account's, per
     account in the order the steps were taken."""
-    rendered: dict[int, str] = {}  # amounts repeat: render each once
-
-    def money(micros: int) -> str:
-        text = rendered.get(micros)
-        if text is None:
-            text = rendered[micros] = format_micros(micros)
-        return text
+    money = functools.cache(format_micros)  # amounts repeat: render each once
 
     emitted: list[tuple[events.DomainEvent, str]] = []
     behind: dict[tuple[str, str], list[int]] = {}  # (account, action) -> its invoices
