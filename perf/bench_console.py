@@ -18,24 +18,15 @@ them, is printed on its own line.
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import statistics
-import subprocess
-import sys
 import time
-import uuid
 
 import aiohttp
-import asyncpg
-import embedded_pg  # perf/ is on sys.path: this script's folder
-from seeded import DAYS, seed, start_server  # perf/ is on sys.path: this script's folder
-from served import free_port, wait_ready  # perf/ is on sys.path: this script's folder
+from seeded import DAYS, cli, percentile, seeded_database, serving  # perf/ on sys.path
 
 from billing_oss.server.store import api_keys
-from billing_oss.server.store.dsn import with_database
-from billing_oss.server.store.migrate import migrate
 
 TARGET_P95_MS = 200.0
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -110,27 +101,11 @@ async def measure(base: str, tokens: dict[str, str], accounts: int,
     return out
 
 
-def p(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
-
-
 async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | None) -> int:
     usage, accounts = int(10_000_000 * scale), max(100, int(100_000 * scale))
-    name = reuse or f"bench_console_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    if not reuse:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        url = with_database(dsn, name)
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, command_timeout=7200)
-        assert pool is not None
-        await migrate(pool)
-        started = time.perf_counter()
+    async with seeded_database(dsn, "bench_console", usage, accounts, keep=keep,
+                               reuse=reuse) as (url, pool, how):
         async with pool.acquire() as conn:
-            if not reuse:
-                await seed(conn, usage, accounts)
             sizes = {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
                      for t in ("usage_records", "accounts", "invoices", "suspense")}
             invoices = (await conn.fetchval("SELECT min(invoice_id) FROM invoices"),
@@ -138,53 +113,24 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
         tokens = {"viewer": (await api_keys.create(pool, "viewer", "bench")).token,
                   "customer": (await api_keys.create(pool, "customer", "bench",
                                                      account_id="B000001")).token}
-        await pool.close()
-        how = (f"reused from {name}" if reuse
-               else f"generated in {time.perf_counter() - started:.0f} s")
         print(f"{sizes['usage_records']:,} usage records and charges over {DAYS} days,"
               f" {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
               f" {sizes['suspense']:,} suspense records, {how}")
-        port = free_port()
-        server = start_server(url, port)
-        base = f"http://127.0.0.1:{port}"
-        await wait_ready(base, within=60)
-        results = await measure(base, tokens, accounts, invoices, requests)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
-        if keep or reuse:
-            print(f"database kept: {name}")
-        else:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        async with serving(url) as base:
+            results = await measure(base, tokens, accounts, invoices, requests)
     print(f"{requests} requests per page, one at a time, loopback; server: billing-oss serve")
     print(f"{'page':<24} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     worst = 0.0
     for page, samples in results:
-        print(f"{page:<24} {statistics.median(samples):8.1f} {p(samples, 0.95):8.1f}"
+        print(f"{page:<24} {statistics.median(samples):8.1f} {percentile(samples, 0.95):8.1f}"
               f" {max(samples):8.1f}")
         if "peer" not in page and len(samples) > 1:
-            worst = max(worst, p(samples, 0.95))
+            worst = max(worst, percentile(samples, 0.95))
     met = worst <= TARGET_P95_MS
     print(f"target every page ≤ {TARGET_P95_MS:g} ms p95 (scale 1): worst page {worst:.1f} ms,"
           f" {'met' if met else 'NOT met'} at scale {scale:g}")
     return 0
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=0.01,
-                        help="1 = 10 M usage records and charges, 100 k accounts")
-    parser.add_argument("--requests", type=int, default=40, help="per page, after 3 warm-ups")
-    parser.add_argument("--keep", action="store_true", help="keep the generated database")
-    parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
-    embedded_pg.add_database_url(parser)
-    args = parser.parse_args()
-    run = (args.scale, args.requests)
-    sys.exit(embedded_pg.run(lambda url: main(*run, url, args.keep, args.reuse),
-                             args.database_url))
-
-
 if __name__ == "__main__":
-    cli()
+    cli(__doc__.splitlines()[0], 40, "page", main)

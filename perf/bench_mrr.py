@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -29,9 +28,9 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from embedded_pg import scratch_pool  # noqa: E402  perf/ is on sys.path: this folder
+
 from billing_oss.server.analytics import repo, reports  # noqa: E402
-from billing_oss.server.store.dsn import with_database  # noqa: E402
-from billing_oss.server.store.migrate import migrate  # noqa: E402
 
 START, END = dt.date(2025, 1, 1), dt.date(2026, 1, 1)
 _MONTHS = ("WITH months AS (SELECT m.month, m.month::timestamp AT TIME ZONE 'UTC' AS open,"
@@ -100,13 +99,7 @@ async def main() -> None:
     args = parser.parse_args()
     if not args.database_url:
         parser.error("--database-url (or BILLING_OSS_TEST_DATABASE_URL) is required")
-    name = f"bench_mrr_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(args.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        pool = await asyncpg.create_pool(with_database(args.database_url, name))
-        assert pool is not None
-        await migrate(pool)
+    async with scratch_pool(args.database_url, "bench_mrr") as pool:
         await seed(pool, args.accounts)
         parts = {
             "mrr per product": lambda: repo.mrr(pool, START, END),
@@ -132,10 +125,6 @@ async def main() -> None:
                       f"{before / now:5.1f}× faster")
             else:
                 print(f"{label:18} {now:7.3f} s")
-        await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 if __name__ == "__main__":

@@ -17,26 +17,17 @@ its last page's depth. The time is from sending the request to the last byte, ov
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable
 from urllib.parse import quote
 
 import aiohttp
-import asyncpg
-import embedded_pg  # perf/ is on sys.path: this script's folder
-from seeded import DAYS, seed, start_server  # perf/ is on sys.path: this script's folder
-from served import free_port, wait_ready  # perf/ is on sys.path: this script's folder
+from seeded import DAYS, cli, percentile, seeded_database, serving  # perf/ on sys.path
 
 from billing_oss.server.store import api_keys
-from billing_oss.server.store.dsn import with_database
-from billing_oss.server.store.migrate import migrate
 
 TARGET_P99_MS = 50.0
 DEPTH = 50
@@ -144,27 +135,11 @@ async def measure(base: str, token: str, accounts: int, invoices: tuple[int, int
     return out
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
-
-
 async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | None) -> int:
     usage, accounts = int(10_000_000 * scale), max(100, int(100_000 * scale))
-    name = reuse or f"bench_queries_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    if not reuse:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        url = with_database(dsn, name)
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, command_timeout=7200)
-        assert pool is not None
-        await migrate(pool)
-        started = time.perf_counter()
+    async with seeded_database(dsn, "bench_queries", usage, accounts, keep=keep,
+                               reuse=reuse) as (url, pool, how):
         async with pool.acquire() as conn:
-            if not reuse:
-                await seed(conn, usage, accounts)
             sizes = {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
                      for t in ("usage_records", "charges", "accounts", "invoices")}
             invoices = (await conn.fetchval("SELECT min(invoice_id) FROM invoices"),
@@ -173,55 +148,27 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
                 "SELECT (min(event_time) AT TIME ZONE 'UTC')::date + 1 AS first,"
                 " (max(event_time) AT TIME ZONE 'UTC')::date AS last FROM usage_records")
         token = (await api_keys.create(pool, "admin", "bench")).token
-        await pool.close()
-        how = (f"reused from {name}" if reuse
-               else f"generated in {time.perf_counter() - started:.0f} s")
         print(f"{sizes['usage_records']:,} usage records, {sizes['charges']:,} charges over"
               f" {DAYS} days, {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
               f" {how}")
-        port = free_port()
-        server = start_server(url, port)
-        base = f"http://127.0.0.1:{port}"
-        await wait_ready(base, within=60)
-        results = await measure(base, token, accounts, invoices, requests,
-                                days["first"].isoformat(), days["last"].isoformat())
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
-        if keep or reuse:
-            print(f"database kept: {name}")
-        else:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        async with serving(url) as base:
+            results = await measure(base, token, accounts, invoices, requests,
+                                    days["first"].isoformat(), days["last"].isoformat())
     print(f"{requests} requests per query and page, one at a time, loopback;"
           f" server: billing-oss serve")
     print(f"{'query':<40} {'page':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     worst, worst_name = 0.0, ""
     for query, depth, samples, note in results:
+        p99 = percentile(samples, 0.99)
         print(f"{query:<40} {depth:>4} {statistics.median(samples):8.1f}"
-              f" {pct(samples, 0.99):8.1f} {max(samples):8.1f}  {note}")
-        if depth != "pk" and pct(samples, 0.99) > worst:
-            worst, worst_name = pct(samples, 0.99), f"{query} page {depth}"
+              f" {p99:8.1f} {max(samples):8.1f}  {note}")
+        if depth != "pk" and p99 > worst:
+            worst, worst_name = p99, f"{query} page {depth}"
     met = worst <= TARGET_P99_MS
     print(f"target every list and total ≤ {TARGET_P99_MS:g} ms p99 (scale 1): worst"
           f" {worst:.1f} ms ({worst_name}), {'met' if met else 'NOT met'} at scale {scale:g}")
     return 0
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=0.01,
-                        help="1 = 10 M usage records and charges, 100 k accounts")
-    parser.add_argument("--requests", type=int, default=100, help="per query, after 3 warm-ups")
-    parser.add_argument("--keep", action="store_true", help="keep the generated database")
-    parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
-    embedded_pg.add_database_url(parser)
-    args = parser.parse_args()
-    run = (args.scale, args.requests)
-    sys.exit(embedded_pg.run(lambda url: main(*run, url, args.keep, args.reuse),
-                             args.database_url))
-
-
 if __name__ == "__main__":
-    cli()
+    cli(__doc__.splitlines()[0], 100, "query", main)

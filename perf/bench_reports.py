@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -28,9 +27,9 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from embedded_pg import scratch_pool  # noqa: E402  perf/ is on sys.path: this folder
+
 from billing_oss.server.analytics import reports  # noqa: E402
-from billing_oss.server.store.dsn import with_database  # noqa: E402
-from billing_oss.server.store.migrate import migrate  # noqa: E402
 
 START, END = dt.date(2025, 1, 1), dt.date(2026, 1, 1)
 # The earlier form of repo.totals over the monthly level: one aggregate whose
@@ -94,13 +93,7 @@ async def main() -> None:
     args = parser.parse_args()
     if not args.database_url:
         parser.error("--database-url (or BILLING_OSS_TEST_DATABASE_URL) is required")
-    name = f"bench_reports_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(args.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        pool = await asyncpg.create_pool(with_database(args.database_url, name))
-        assert pool is not None
-        await migrate(pool)
+    async with scratch_pool(args.database_url, "bench_reports") as pool:
         began = time.perf_counter()
         await seed(pool, args.accounts)
         daily = await pool.fetchval("SELECT count(*) FROM charge_rollups")
@@ -121,10 +114,6 @@ async def main() -> None:
                     for r in rows]  # type: ignore[union-attr]
             assert got == want, f"--by {dim}: the rows differ from the peer's"
             print(f"{'--by ' + dim:34} {now:7.3f} {peer:7.3f} {peer / now:6.1f}")
-        await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 if __name__ == "__main__":

@@ -8,9 +8,16 @@ import argparse
 import asyncio
 import os
 import tempfile
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+import asyncpg
+
+from billing_oss.server.store.dsn import with_database
+from billing_oss.server.store.migrate import migrate
 
 T = TypeVar("T")
 
@@ -32,3 +39,23 @@ def run(main: Callable[[str], Coroutine[Any, Any, T]], database_url: str | None)
             return asyncio.run(main(server.get_uri()))
         finally:
             server.cleanup()
+
+
+@asynccontextmanager
+async def scratch_pool(dsn: str, prefix: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a fresh, migrated database ``<prefix>_<hex>`` of the server at ``dsn``,
+    dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        pool = await asyncpg.create_pool(with_database(dsn, name))
+        assert pool is not None
+        try:
+            await migrate(pool)
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

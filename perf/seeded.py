@@ -8,11 +8,23 @@ suspense records; the charges go through their triggers, so the analytics rollup
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+import embedded_pg  # perf/ is on sys.path: the running script's folder
+from served import free_port, wait_ready  # perf/ is on sys.path: the running script's folder
+
+from billing_oss.server.store.dsn import with_database
+from billing_oss.server.store.migrate import migrate
 from billing_oss.server.store.pool import Connection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +103,76 @@ async def seed(conn: Connection, usage: int, accounts: int) -> None:
         SET session_replication_role = origin;""")
     await conn.execute("VACUUM ANALYZE")
 
+
+@asynccontextmanager
+async def seeded_database(dsn: str, prefix: str, usage: int, accounts: int, *, keep: bool,
+                          reuse: str | None) -> AsyncIterator[tuple[str, asyncpg.Pool, str]]:
+    """(URL, pool, how it came to be) of a fresh database ``<prefix>_<hex>`` on the server at
+    ``dsn``, migrated and seeded, dropped afterwards unless ``keep``; or of ``reuse``, a
+    database kept by an earlier run, left as it is."""
+    name = reuse or f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        if not reuse:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        url = with_database(dsn, name)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2, command_timeout=7200)
+        assert pool is not None
+        try:
+            started = time.perf_counter()
+            await migrate(pool)
+            if not reuse:
+                async with pool.acquire() as conn:
+                    await seed(conn, usage, accounts)
+            yield url, pool, (f"reused from {name}" if reuse
+                              else f"generated in {time.perf_counter() - started:.0f} s")
+        finally:
+            await pool.close()
+    finally:
+        if keep or reuse:
+            print(f"database kept: {name}")
+        else:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@asynccontextmanager
+async def serving(url: str) -> AsyncIterator[str]:
+    """The base URL of ``billing-oss serve`` on the database ``url``, stopped afterwards."""
+    port = free_port()
+    server = start_server(url, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_ready(base, within=60)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
+
+
+Main = Callable[[float, int, str, bool, str | None], Coroutine[Any, Any, int]]
+
+
+def cli(description: str, requests: int, per: str, main: Main) -> None:
+    """The scale benchmarks' command line: ``--scale``, ``--requests``, ``--keep``,
+    ``--reuse`` and the database, then ``main(scale, requests, dsn, keep, reuse)``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--scale", type=float, default=0.01,
+                        help="1 = 10 M usage records and charges, 100 k accounts")
+    parser.add_argument("--requests", type=int, default=requests,
+                        help=f"per {per}, after 3 warm-ups")
+    parser.add_argument("--keep", action="store_true", help="keep the generated database")
+    parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
+    embedded_pg.add_database_url(parser)
+    args = parser.parse_args()
+    sys.exit(embedded_pg.run(
+        lambda url: main(args.scale, args.requests, url, args.keep, args.reuse),
+        args.database_url))
 
 
 def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
