@@ -18,13 +18,11 @@ from billing_oss.server.integrations.events import DomainEvent
 from billing_oss.server.store.pool import Connection
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 # Event ids: ``evt_`` and 32 hex digits — the time in milliseconds, then random bits (a bulk
 # emit numbers its events after the time). Ids that rise with time add to the end of the
 # outbox's index on them, where random ones touched a page anywhere in it per event.
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def stream_of(account_id: str | None, stream: str | None) -> str:
