@@ -476,13 +476,14 @@ async def due_summary(conn: Connection) -> tuple[list[asyncpg.Record], list[str]
     totals = await conn.fetch(
         "SELECT action, currency, count(*) AS steps, coalesce(sum(fee_micros), 0)::bigint"
         " AS fees FROM dunning_due GROUP BY action, currency ORDER BY action, currency")
-    suspending = await conn.fetch(
-        "SELECT DISTINCT d.account_id FROM dunning_due d WHERE d.action = 'suspend'"
-        " AND NOT EXISTS (SELECT 1 FROM dunning_suspensions s WHERE s.account_id ="
-        " d.account_id AND s.lifted_on IS NULL) ORDER BY 1")
+    # The staged table is the session's own (on Citus a local table, which cannot join a
+    # distributed one): the accounts are read first, then asked of the suspensions.
+    asked = [r["account_id"] for r in await conn.fetch(
+        "SELECT DISTINCT account_id FROM dunning_due WHERE action = 'suspend' ORDER BY 1")]
+    already = await suspended(conn, asked)
     terminating = await conn.fetch("SELECT DISTINCT account_id FROM dunning_due"
                                    " WHERE action = 'terminate' ORDER BY 1")
-    return (totals, [r["account_id"] for r in suspending],
+    return (totals, [a for a in asked if a not in already],
             [r["account_id"] for r in terminating])
 
 
