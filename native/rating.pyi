@@ -9,6 +9,7 @@ STATUS_OVERFLOW: int
 STATUS_BAD_FIELD: int
 CALLED_WIDTH: int
 MAX_PREFIX_DIGITS: int
+RULE_COLUMNS: dict[str, str]
 
 _Table = array[int] | bytearray | bytes | memoryview
 

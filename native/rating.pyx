@@ -10,6 +10,11 @@ per record (status OVERFLOW), never wrapped.
 
 The twin of this module is ``server.rating.reference`` (``fractions.Fraction``); the
 tables are built by ``server.rating.compile``. This module imports nothing from the rest.
+
+The per-call pricing rules (connect fee, minimum, maximum, rounding) are each a module of
+``server.catalog.rules`` plus their lines here: their per-rate columns in ``RULE_COLUMNS``
+and as fields of ``Kernel`` (loaded by ``Kernel._rule``), their arithmetic in
+``Kernel._amount``, in the rules' order.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
@@ -60,6 +65,16 @@ STATUS_OVERFLOW = C_OVERFLOW
 STATUS_BAD_FIELD = C_BAD_FIELD
 CALLED_WIDTH = WIDTH
 MAX_PREFIX_DIGITS = DIGITS
+
+# The pricing rules' per-rate columns (server.catalog.rules fills them): array type code,
+# or "wide" for 128-bit amounts (given as a list of ints).
+RULE_COLUMNS = {
+    "r_connect": "wide",  # connect_fee
+    "r_has_min": "B", "r_min": "wide",  # minimum_charge
+    "r_has_max": "B", "r_max": "wide",  # maximum_charge
+    "r_grid": "q", "r_method": "B",  # rounding: grid in micro-units, method code
+}
+_ITEM_SIZES = {"B": 1, "i": 4, "q": 8}
 
 cdef int64_t DAY_US = 86400000000
 
@@ -313,32 +328,25 @@ cdef class Kernel:
     cdef int64_t *tz_trans
     cdef int64_t *tz_shift
     cdef int64_t *r_denominator
-    cdef int64_t *r_grid
-    cdef uint8_t *r_method
-    cdef uint8_t *r_has_min
-    cdef uint8_t *r_has_max
     cdef int32_t *r_step_offsets
-    cdef bo_i128 *r_connect
-    cdef bo_i128 *r_min
-    cdef bo_i128 *r_max
     cdef int64_t *s_from
     cdef int64_t *s_next
     cdef int64_t *s_increment
     cdef bo_i128 *s_coef
+    # The pricing rules' columns (RULE_COLUMNS)
+    cdef bo_i128 *r_connect
+    cdef uint8_t *r_has_min
+    cdef bo_i128 *r_min
+    cdef uint8_t *r_has_max
+    cdef bo_i128 *r_max
+    cdef int64_t *r_grid
+    cdef uint8_t *r_method
 
     def __cinit__(self):
         self.v_lpm = NULL
-        self.r_connect = NULL
-        self.r_min = NULL
-        self.r_max = NULL
-        self.s_coef = NULL
 
     def __dealloc__(self):
         free(self.v_lpm)
-        free(self.r_connect)
-        free(self.r_min)
-        free(self.r_max)
-        free(self.s_coef)
 
     def __init__(self, dict tables, list lpms):
         self._keep = list(lpms)
@@ -361,19 +369,19 @@ cdef class Kernel:
         self.tz_shift = <int64_t *>self._table(tables, "tz_shift", "q", 8)
         self.r_denominator = <int64_t *>self._table(tables, "r_denominator", "q", 8)
         self.n_rates = self._len
-        self.r_grid = <int64_t *>self._table(tables, "r_grid", "q", 8)
-        self.r_method = <uint8_t *>self._table(tables, "r_method", "B", 1)
-        self.r_has_min = <uint8_t *>self._table(tables, "r_has_min", "B", 1)
-        self.r_has_max = <uint8_t *>self._table(tables, "r_has_max", "B", 1)
         self.r_step_offsets = <int32_t *>self._table(tables, "r_step_offsets", "i", 4)
         self.s_from = <int64_t *>self._table(tables, "s_from", "q", 8)
         self.n_steps = self._len
         self.s_next = <int64_t *>self._table(tables, "s_next", "q", 8)
         self.s_increment = <int64_t *>self._table(tables, "s_increment", "q", 8)
-        self.r_connect = self._wide(tables["r_connect"], self.n_rates)
-        self.r_min = self._wide(tables["r_min"], self.n_rates)
-        self.r_max = self._wide(tables["r_max"], self.n_rates)
         self.s_coef = self._wide(tables["s_coef"], self.n_steps)
+        self.r_connect = <bo_i128 *>self._rule(tables, "r_connect")
+        self.r_has_min = <uint8_t *>self._rule(tables, "r_has_min")
+        self.r_min = <bo_i128 *>self._rule(tables, "r_min")
+        self.r_has_max = <uint8_t *>self._rule(tables, "r_has_max")
+        self.r_max = <bo_i128 *>self._rule(tables, "r_max")
+        self.r_grid = <int64_t *>self._rule(tables, "r_grid")
+        self.r_method = <uint8_t *>self._rule(tables, "r_method")
         if len(lpms) != self.n_versions:
             raise ValueError("one Lpm per version is needed")
         self.v_lpm = <const LpmData **>malloc((self.n_versions + 1) * sizeof(LpmData *))
@@ -392,17 +400,29 @@ cdef class Kernel:
         self._len = buf.length
         return buf.data
 
+    cdef void *_rule(self, dict tables, str name) except NULL:
+        """A pricing rule's per-rate column, one entry per rate, typed by RULE_COLUMNS."""
+        code = RULE_COLUMNS[name]
+        if code == "wide":
+            return self._wide(tables[name], self.n_rates)
+        cdef void *data = self._table(tables, name, code, _ITEM_SIZES[code])
+        if self._len != self.n_rates:
+            raise ValueError(f"{name} needs one entry per rate")
+        return data
+
     cdef bo_i128 *_wide(self, list values, Py_ssize_t count) except NULL:
         if len(values) != count:
             raise ValueError("wide table has the wrong length")
-        cdef bo_i128 *out = <bo_i128 *>malloc((count if count > 0 else 1) * sizeof(bo_i128))
-        if out == NULL:
+        cdef _Buf buf = _Buf()
+        buf.data = malloc((count if count > 0 else 1) * sizeof(bo_i128))
+        if buf.data == NULL:
             raise MemoryError()
+        self._keep.append(buf)
+        cdef bo_i128 *out = <bo_i128 *>buf.data
         cdef Py_ssize_t i
         for i in range(count):
             value = values[i]
             if not -(1 << 127) <= value < (1 << 127):
-                free(out)
                 raise OverflowError("wide value does not fit 128 bits")
             out[i] = bo_make128(<int64_t>(value >> 64), <uint64_t>(value & 0xFFFFFFFFFFFFFFFF))
         return out
@@ -416,9 +436,6 @@ cdef class Kernel:
                 raise ValueError(f"{name} needs one entry per version")
         if self.n_tariffs < 0 or lengths["r_step_offsets"] != self.n_rates + 1:
             raise ValueError("offset tables are malformed")
-        for name in ("r_grid", "r_method", "r_has_min", "r_has_max"):
-            if lengths[name] != self.n_rates:
-                raise ValueError(f"{name} needs one entry per rate")
         if lengths["s_next"] != self.n_steps or lengths["s_increment"] != self.n_steps:
             raise ValueError("step tables differ in length")
         if lengths["seg_band"] != lengths["seg_start"]:
@@ -552,7 +569,8 @@ cdef class Kernel:
         return self.seg_band[s]
 
     cdef inline uint8_t _amount(self, int32_t r, int64_t u, int64_t *out) noexcept nogil:
-        cdef bo_i128 total = self.r_connect[r], billed, term
+        """The steps' total with each pricing rule applied in the rules' order."""
+        cdef bo_i128 total = self.r_connect[r], billed, term  # connect_fee: added first
         cdef bint overflow = False
         cdef int64_t start, top, portion, inc
         cdef int32_t s
@@ -568,15 +586,17 @@ cdef class Kernel:
                 overflow = True
                 break
         if overflow:
-            # Every term is >= 0, so the true total exceeds any 128-bit bound.
+            # Every term is >= 0, so the true total exceeds any 128-bit bound: only
+            # maximum_charge can still price the call.
             if not self.r_has_max[r]:
                 return C_OVERFLOW
             total = self.r_max[r]
-        else:
+        else:  # minimum_charge, then maximum_charge
             if self.r_has_min[r] and total < self.r_min[r]:
                 total = self.r_min[r]
             if self.r_has_max[r] and total > self.r_max[r]:
                 total = self.r_max[r]
+        # rounding to its grid (without the rule: to the micro-unit, half-up)
         cdef int64_t grid = self.r_grid[r]
         cdef bo_i128 unit = <bo_i128>self.r_denominator[r] * grid
         cdef bo_i128 q = total / unit

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from billing_oss.server.catalog.billing import BillingCatalog
 
@@ -30,21 +31,13 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
-class Rounding:
-    decimals: int
-    method: str  # half-up | half-even | up | down
-
-
-@dataclass(frozen=True, slots=True)
 class Rate:
     kind: str
     zone: str  # a zone name or "*"
     band: str  # a band name or "*"
-    connect_fee: Fraction
     steps: tuple[Step, ...]
-    minimum: Fraction | None
-    maximum: Fraction | None
-    rounding: Rounding | None
+    # Each per-call pricing rule's checked value by its name (``server.catalog.rules``).
+    rules: dict[str, Any]
     # Common denominator of every micro-unit quantity of this rate (<= 2**62): the
     # native kernel works on integers scaled by it.
     denominator: int

@@ -11,19 +11,19 @@ Money stays a decimal string here.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from billing_oss.server.catalog.billing import DiscountDef, ProductDef, TaxRateDef
+from billing_oss.server.catalog.rules import rate_fields
+from billing_oss.server.catalog.wire import DecimalText, Strict
 
 Kind = Literal["voice", "sms", "data", "event"]
-RoundingMethod = Literal["half-up", "half-even", "up", "down"]
 
 MAX_PREFIX_DIGITS = 18  # what the rating kernel's prefix keys hold
 DEFAULT_CURRENCY = "EUR"
 
-DecimalText = Annotated[str, msgspec.Meta(max_length=40, examples=["0.10"])]
 # 1..MAX_PREFIX_DIGITS digits: checked by ``validate``, whose error names the zone by name.
 Prefix = Annotated[str, msgspec.Meta(examples=["336"])]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -32,34 +32,30 @@ Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", examples=["EUR"])]
 Text = Annotated[str, msgspec.Meta(max_length=200, pattern="^[^\\x00]*$")]
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class StepDef(_Strict):
+class StepDef(Strict):
     from_: int = msgspec.field(name="from")
     price: DecimalText
     unit: int
     increment: int
 
 
-class RoundingDef(_Strict):
-    decimals: int
-    method: RoundingMethod
-
-
-class RateDef(_Strict):
+class RateKey(Strict):
     kind: Kind
     zone: Name
     band: Name
     steps: Annotated[list[StepDef], msgspec.Meta(min_length=1, max_length=50)]
-    connect_fee: DecimalText = "0"
-    minimum_charge: DecimalText | None = None
-    maximum_charge: DecimalText | None = None
-    rounding: RoundingDef | None = None
 
 
-class BandDef(_Strict):
+# A rate is its key and steps, then the fields of its per-call pricing rules
+# (``server.catalog.rules``), which each rule declares in its own module.
+if TYPE_CHECKING:
+    class RateDef(RateKey):
+        pass
+else:
+    RateDef = msgspec.defstruct("RateDef", rate_fields(), bases=(RateKey,), module=__name__)
+
+
+class BandDef(Strict):
     """A time band entry; ``from > to`` wraps midnight (an overnight band, 20:00 → 08:00)."""
 
     name: Name
@@ -70,7 +66,7 @@ class BandDef(_Strict):
     to: Annotated[str, msgspec.Meta(max_length=8, examples=["08:00"])] | None = None
 
 
-class VersionDef(_Strict):
+class VersionDef(Strict):
     effective_from: Annotated[str, msgspec.Meta(max_length=64,
                                                 examples=["2026-01-01T00:00:00Z"])]
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -81,7 +77,7 @@ class VersionDef(_Strict):
         msgspec.field(default_factory=list))
 
 
-class TariffDef(_Strict):
+class TariffDef(Strict):
     id: Id
     versions: Annotated[list[VersionDef], msgspec.Meta(max_length=1000)] = (
         msgspec.field(default_factory=list))
@@ -89,7 +85,7 @@ class TariffDef(_Strict):
     description: Text = ""
 
 
-class AccountDef(_Strict):
+class AccountDef(Strict):
     id: Id
     identifiers: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=32)]],
                            msgspec.Meta(max_length=100)] = msgspec.field(default_factory=list)
@@ -100,13 +96,13 @@ class AccountDef(_Strict):
     attrs: dict[str, str] = msgspec.field(default_factory=dict)  # country, vat_id, address...
 
 
-class BillingSections(_Strict):
+class BillingSections(Strict):
     products: list[ProductDef] = msgspec.field(default_factory=list)
     tax_rates: list[TaxRateDef] = msgspec.field(default_factory=list)
     discounts: list[DiscountDef] = msgspec.field(default_factory=list)
 
 
-class CatalogFile(_Strict):
+class CatalogFile(Strict):
     currency: Currency = DEFAULT_CURRENCY
     tariffs: Annotated[list[TariffDef], msgspec.Meta(max_length=1000)] = (
         msgspec.field(default_factory=list))

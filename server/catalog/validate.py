@@ -3,10 +3,10 @@
 
 Rules beyond DESIGN.md §5's text, chosen here and relied on by both raters:
 
-- Money (``price``, ``connect_fee``, ``minimum_charge``, ``maximum_charge``) is a
+- Money (a step's ``price``, the amounts of the per-call pricing rules) is a
   non-negative decimal string; prices may have more than 6 decimals (they are exact
   rationals until the final rounding), but each rate's quantities must share a common
-  denominator <= 2**62 in micro-units, and fees/charges must fit int64 micro-units.
+  denominator <= 2**62 in micro-units, and the rules' amounts must fit int64 micro-units.
 - Steps: ``steps[0].from`` is 0 (no gap before the first step), each ``from`` is strictly
   greater than the previous (no overlap); ``unit`` and ``increment`` are >= 1.
 - A prefix is 1..18 ASCII digits and appears once per version, across all zones.
@@ -15,7 +15,8 @@ Rules beyond DESIGN.md §5's text, chosen here and relied on by both raters:
   one entry is ``default``; entries may share a name (the band is their union); the first
   matching entry in file order wins.
 - Rates: ``zone``/``band`` name a defined zone/band or ``"*"``; a kind × zone × band is
-  given once. ``rounding.decimals`` is 0..6 (amounts are stored with 6 decimals).
+  given once. Each per-call pricing rule checks its own fields (``server.catalog.rules``),
+  in the rules' order, after the steps.
 - ``effective_from`` is RFC 3339 with an offset, unique within its tariff. A tariff may have
   no version yet (versions are published later; its records are ``NO_TARIFF`` until then).
 - An account's ``tariff`` is optional (no tariff: its records are ``NO_TARIFF``); a
@@ -35,7 +36,7 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billing_oss.core.errors import CatalogError
-from billing_oss.core.money import MICROS_PER_UNIT, parse_price
+from billing_oss.core.money import MICROS_PER_UNIT
 from billing_oss.server.catalog.billing import check_sections
 from billing_oss.server.catalog.model import (
     DAY_NAMES,
@@ -45,11 +46,13 @@ from billing_oss.server.catalog.model import (
     Catalog,
     Plan,
     Rate,
-    Rounding,
     Step,
     Tariff,
     TariffVersion,
 )
+from billing_oss.server.catalog.rules import RULES
+from billing_oss.server.catalog.rules.base import MAX_DENOMINATOR
+from billing_oss.server.catalog.rules.base import money as _money
 from billing_oss.server.catalog.schema import (
     MAX_PREFIX_DIGITS,
     BandDef,
@@ -60,7 +63,6 @@ from billing_oss.server.catalog.schema import (
     VersionDef,
 )
 
-MAX_DENOMINATOR = 2**62
 MAX_STEP_FIELD = 2**62
 _TIME_RE = re.compile(r"^(\d\d):(\d\d)(?::(\d\d))?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -313,25 +315,15 @@ def _rate(entry: RateDef, path: str) -> Rate:
                 f"must be greater than the previous step's from ({steps[s_index - 1].start}):"
                 " steps overlap",
             )
-    connect = _money(entry.connect_fee, f"{path}.connect_fee", fee=True)
-    minimum = _optional_money(entry.minimum_charge, f"{path}.minimum_charge")
-    maximum = _optional_money(entry.maximum_charge, f"{path}.maximum_charge")
-    rounding = None
-    if entry.rounding is not None:
-        if not 0 <= entry.rounding.decimals <= 6:
-            raise CatalogError(f"{path}.rounding.decimals", "must be between 0 and 6")
-        rounding = Rounding(entry.rounding.decimals, entry.rounding.method)
-    denominator = _common_denominator(steps, (connect, minimum, maximum), path)
+    values = {rule.name: rule.check(rule.read(entry), path) for rule in RULES}
+    amounts = [amount for rule in RULES for amount in rule.money(values[rule.name])]
     return Rate(
         kind=entry.kind,
         zone=entry.zone,
         band=entry.band,
-        connect_fee=connect,
         steps=steps,
-        minimum=minimum,
-        maximum=maximum,
-        rounding=rounding,
-        denominator=denominator,
+        rules=values,
+        denominator=_common_denominator(steps, amounts, path),
         path=path,
     )
 
@@ -349,23 +341,10 @@ def _step(step: StepDef, path: str) -> Step:
     )
 
 
-def _optional_money(text: str | None, path: str) -> Fraction | None:
-    return None if text is None else _money(text, path, fee=True)
-
-
-def _money(text: str, path: str, *, fee: bool) -> Fraction:
-    try:
-        return parse_price(text, max_denominator=MAX_DENOMINATOR if fee else None)
-    except ValueError as exc:
-        raise CatalogError(path, str(exc)) from None
-
-
-def _common_denominator(
-    steps: Sequence[Step], charges: Sequence[Fraction | None], path: str
-) -> int:
+def _common_denominator(steps: Sequence[Step], amounts: Sequence[Fraction], path: str) -> int:
     denominator = 1
     quantities = [step.price * MICROS_PER_UNIT / step.unit for step in steps]
-    quantities += [charge * MICROS_PER_UNIT for charge in charges if charge is not None]
+    quantities += [amount * MICROS_PER_UNIT for amount in amounts]
     for quantity in quantities:
         denominator = math.lcm(denominator, quantity.denominator)
         if denominator > MAX_DENOMINATOR:

@@ -16,6 +16,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from billing_oss.core.money import INT64_MAX, MICROS_PER_UNIT
@@ -28,8 +29,8 @@ from billing_oss.server.catalog.model import (
     Tariff,
     TariffVersion,
 )
+from billing_oss.server.catalog.rules import RULES
 
-ROUNDING_CODES = {"half-up": 0, "half-even": 1, "up": 2, "down": 3}
 _DAY = 86_400
 _FIRST_SECOND = -2 * _DAY  # tables start a little before 1970 (offsets shift local days)
 _LAST_SECOND = EVENT_MAX_US // 1_000_000 + 2 * _DAY
@@ -74,17 +75,14 @@ def compile_tariffs(
             ("tz_trans", "q"),
             ("tz_shift", "q"),
             ("r_denominator", "q"),
-            ("r_grid", "q"),
-            ("r_method", "B"),
-            ("r_has_min", "B"),
-            ("r_has_max", "B"),
             ("r_step_offsets", "i"),
             ("s_from", "q"),
             ("s_next", "q"),
             ("s_increment", "q"),
         )
     }
-    wide: dict[str, list[int]] = {"r_connect": [], "r_min": [], "r_max": [], "s_coef": []}
+    wide: dict[str, list[int]] = {"s_coef": []}
+    rule_columns = _rule_columns()
     tz_numbers: dict[str, int] = {}
     versions: list[TariffVersion] = []
     zone_names: list[tuple[str, ...]] = []
@@ -106,9 +104,9 @@ def compile_tariffs(
             tables["v_zones"].append(len(zones))
             tables["v_bands"].append(len(bands))
             _add_band_segments(version, bands, tables)
-            _add_rates(version, zones, bands, tables, wide)
+            _add_rates(version, zones, bands, tables, wide, rule_columns)
         tables["tariff_versions"].append(len(versions))
-    compiled = native_rating.Kernel({**tables, **wide}, lpms)
+    compiled = native_rating.Kernel({**tables, **wide, **rule_columns}, lpms)
     return CompiledTariffs(
         kernel=compiled,
         tariff_index={tariff_id: n for n, tariff_id in enumerate(tariffs)},
@@ -119,6 +117,19 @@ def compile_tariffs(
         currencies=tuple(t.currency for t in tariffs.values()),
         lpms=tuple(lpms),
     )
+
+
+def _rule_columns() -> dict[str, array[int] | list[int]]:
+    """The pricing rules' per-rate columns, empty, typed as the kernel reads them (a list
+    holds 128-bit values); a rule without its kernel lines is refused here."""
+    declared = native_rating.RULE_COLUMNS
+    filled = {column for rule in RULES for column in rule.columns}
+    if filled != declared.keys():
+        raise RuntimeError(
+            "the pricing rules and the rating kernel disagree: the kernel reads no column "
+            f"{sorted(filled - declared.keys())}, no rule fills {sorted(declared.keys() - filled)}"
+            " (a rule's columns go in native/rating.pyx's RULE_COLUMNS and Kernel._amount)")
+    return {name: [] if code == "wide" else array(code) for name, code in declared.items()}
 
 
 def _lpm(version: TariffVersion, zones: Sequence[str]) -> native_rating.Lpm:
@@ -206,11 +217,12 @@ def _add_rates(
     bands: Sequence[str],
     tables: dict[str, array[int]],
     wide: dict[str, list[int]],
+    rule_columns: dict[str, array[int] | list[int]],
 ) -> None:
     first = len(tables["r_denominator"])
     by_key = {(r.kind, r.zone, r.band): first + n for n, r in enumerate(version.rates)}
     for rate in version.rates:
-        _add_rate(rate, tables, wide)
+        _add_rate(rate, tables, wide, rule_columns)
     tables["v_rate_base"].append(len(tables["rate_select"]))
     zone_slots: list[str | None] = [*zones, None]  # last slot: the record has no called
     band_slots: list[str | None] = [*bands, None]  # last slot: no band applies
@@ -231,23 +243,24 @@ def _select(
     return -1
 
 
-def _add_rate(rate: Rate, tables: dict[str, array[int]], wide: dict[str, list[int]]) -> None:
+def _add_rate(
+    rate: Rate,
+    tables: dict[str, array[int]],
+    wide: dict[str, list[int]],
+    rule_columns: dict[str, array[int] | list[int]],
+) -> None:
     scale = MICROS_PER_UNIT * rate.denominator
 
-    def scaled(value: object) -> int:
-        exact = value * scale  # type: ignore[operator]
+    def scaled(value: Fraction) -> int:
+        exact = value * scale
         assert exact.denominator == 1, "the common denominator must clear every quantity"
         return int(exact.numerator)
 
     tables["r_denominator"].append(rate.denominator)
-    rounding = rate.rounding
-    tables["r_grid"].append(10 ** (6 - rounding.decimals) if rounding else 1)
-    tables["r_method"].append(ROUNDING_CODES[rounding.method] if rounding else 0)
-    tables["r_has_min"].append(rate.minimum is not None)
-    tables["r_has_max"].append(rate.maximum is not None)
-    wide["r_connect"].append(scaled(rate.connect_fee))
-    wide["r_min"].append(scaled(rate.minimum) if rate.minimum is not None else 0)
-    wide["r_max"].append(scaled(rate.maximum) if rate.maximum is not None else 0)
+    for rule in RULES:
+        values = rule.compile(rate.rules[rule.name], scaled)
+        for column, value in zip(rule.columns, values, strict=True):
+            rule_columns[column].append(value)
     for n, step in enumerate(rate.steps):
         following = rate.steps[n + 1].start if n + 1 < len(rate.steps) else INT64_MAX
         tables["s_from"].append(step.start)

@@ -12,7 +12,7 @@ reading top-down over speed. Choices the design leaves open (shared with the ker
   rates apply).
 - Rate precedence for kind K, zone Z, band B: (Z, B), then (Z, "*"), then ("*", B), then
   ("*", "*"); a more specific zone beats a more specific band. None -> ``NO_RATE``.
-- ``u == 0`` -> amount 0 (not the connect fee, not the minimum), once a rate is found.
+- ``u == 0`` -> amount 0 (no per-call pricing rule applies), once a rate is found.
 - OVERFLOW: the final amount does not fit a signed 64-bit count of micro-units.
 """
 
@@ -28,7 +28,8 @@ from billing_oss.core.errors import Reason
 from billing_oss.core.money import INT64_MAX, fraction_to_micros
 from billing_oss.core.ports import Charge, Failure
 from billing_oss.core.records import UsageRecord
-from billing_oss.server.catalog.model import WILDCARD, Catalog, Rate, Rounding, TariffVersion
+from billing_oss.server.catalog.model import WILDCARD, Catalog, Rate, TariffVersion
+from billing_oss.server.catalog.rules import RULES
 from billing_oss.server.rating.accounts import Accounts
 from billing_oss.server.rating.compile import VersionIds
 from billing_oss.server.rating.failures import failure
@@ -119,18 +120,13 @@ def find_rate(version: TariffVersion, kind: str, zone: str | None, band: str | N
 
 
 def amount_micros(rate: Rate, usage: int) -> int:
-    """DESIGN.md §5 steps 3-5: exact total, clamps, per-call rounding, then micro-units."""
+    """DESIGN.md §5 steps 3-5: the steps' exact total, then each per-call pricing rule in
+    its order, then micro-units."""
     if usage == 0:
         return 0
-    total = rate.connect_fee + sum(
-        (step_cost(rate, i, usage) for i in range(len(rate.steps))), Fraction(0)
-    )
-    if rate.minimum is not None:
-        total = max(total, rate.minimum)
-    if rate.maximum is not None:
-        total = min(total, rate.maximum)
-    if rate.rounding is not None:
-        total = round_amount(total, rate.rounding)
+    total = sum((step_cost(rate, i, usage) for i in range(len(rate.steps))), Fraction(0))
+    for rule in RULES:
+        total = rule.apply(rate.rules[rule.name], total, usage)
     return fraction_to_micros(total)
 
 
@@ -142,19 +138,3 @@ def step_cost(rate: Rate, index: int, usage: int) -> Fraction:
     billed = math.ceil(Fraction(portion, step.increment)) * step.increment
     return billed * step.price / step.unit
 
-
-def round_amount(value: Fraction, rounding: Rounding) -> Fraction:
-    """Round a non-negative exact amount to ``decimals`` places by the named method."""
-    scale = 10**rounding.decimals
-    scaled = value * scale
-    floor, remainder = divmod(scaled.numerator, scaled.denominator)
-    doubled, denominator = 2 * remainder, scaled.denominator
-    if rounding.method == "down":
-        rounded = floor
-    elif rounding.method == "up":
-        rounded = floor + (remainder > 0)
-    elif rounding.method == "half-up":
-        rounded = floor + (doubled >= denominator)
-    else:  # half-even
-        rounded = floor + (doubled > denominator or (doubled == denominator and floor % 2 == 1))
-    return Fraction(rounded, scale)
