@@ -14,7 +14,8 @@ Public API:
 
 Every validation failure raises ``core.errors.CatalogError(path, message)`` where
 ``path`` is like ``tariffs[0].versions[1].rates[3].steps[1].increment``. The checks and the
-choices they encode are listed in ``server.catalog.validate``.
+choices they encode are listed in ``server.catalog.validate``; each per-call pricing rule's
+(connect fee, minimum, maximum, rounding) in its module of ``server.catalog.rules``.
 
 A tariff version's stable identity is ``<tariff id>@<effective_from as RFC 3339 UTC>``,
 e.g. ``retail@2026-01-01T00:00:00Z`` (``TariffVersion.identity``); it is what

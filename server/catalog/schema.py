@@ -47,7 +47,8 @@ class RateKey(Strict):
 
 
 # A rate is its key and steps, then the fields of its per-call pricing rules
-# (``server.catalog.rules``), which each rule declares in its own module.
+# (``server.catalog.rules``), which each rule declares in its own module. They are copied
+# into one struct: msgspec structs that each have fields cannot be mixed as bases.
 if TYPE_CHECKING:
     class RateDef(RateKey):
         pass

@@ -17,6 +17,9 @@ module in this package holds, for one rule:
   turns an amount into the kernel's integer at the rate's common denominator.
 - ``apply(value, total, usage)``: its exact arithmetic on the call's total, the reference
   twin of its lines in ``native/rating.pyx``.
+
+``optional_amount_rule`` builds the common shape: one optional amount that combines with
+the total where set (the minimum and the maximum charge).
 """
 
 from __future__ import annotations
