@@ -29,11 +29,13 @@ THRESHOLD = detect.THRESHOLD  # |count score| that flags records
 AMOUNT_THRESHOLD = 5.0  # |robust score| that flags money (no count model for micro-units)
 MIN_SCALE = 0.1  # a 10 % change of money is at most one unit of score (log scale)
 MIN_HISTORY = 3  # same weekdays that must be known
-METHOD = (f"seasonal baseline: the median of the same weekday over the last {WEEKS} weeks "
-          "(daily rollups); records: the negative-binomial tail probability of the day and "
-          f"of the last two days summed, as a normal quantile, |score| ≥ {THRESHOLD:g} "
-          "(measured on a synthetic operator, perf/eval_analytics.py: 0.056 false alarms per "
-          "1,000 account-days, recall 0.97 on spikes and 0.71 on drops); money: log(1 + "
+METHOD = (f"seasonal baseline: the same weekday over the last {WEEKS} weeks (daily rollups); "
+          "records: the negative-binomial tail probability of the day and of the last two days "
+          "summed around the same weekdays' trimmed mean (at the last two weeks' level after a "
+          f"level shift), as a normal quantile, |score| ≥ {THRESHOLD:g} and at least "
+          f"{detect.MATERIAL:g}× or at most 1/{detect.MATERIAL:g} of the expected count "
+          "(measured on a synthetic operator, perf/eval_analytics.py: 0.039 false alarms per "
+          "1,000 account-days, recall 0.99 on spikes and 0.80 on drops); money: log(1 + "
           f"value) against the median and MAD, |score| ≥ {AMOUNT_THRESHOLD:g}")
 STATES = ("new", "confirmed", "dismissed")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -151,15 +153,15 @@ def _explain(metric: str, service: str, currency: str, day: dt.date, observed: i
     times = f"{ratio:.1f}×" if ratio != float("inf") else "above a zero"
     if metric == "amount":
         what = f"{format_micros(observed)} {currency} charged for {service or 'usage'}"
-        usual = f"{format_micros(round(median))} {currency}"
+        usual = f"the {WEEKS}-week median of {format_micros(round(median))} {currency}"
     else:
         what = f"{observed} {service or 'usage'} records"
-        usual = f"{median:.1f}"
+        usual = f"the expected {median:.1f}"
     top = ""
     if zones and metric == "records" and score > 0 and zones[0]["records"] > 0:
         top = f", most to zone {zones[0]['zone'] or '(none)'} ({zones[0]['records']})"
-    return (f"{what} on {weekday} {day}{top}: {times} the {WEEKS}-week median of {usual} "
-            f"for {weekday}s (score {score:+.1f})")
+    usual_for = f"{usual} for {weekday}s" + ("" if metric == "amount" else f" from {WEEKS} weeks")
+    return f"{what} on {weekday} {day}{top}: {times} {usual_for} (score {score:+.1f})"
 
 
 async def review(pool: asyncpg.Pool, flag_id: int, state: str, actor: str) -> Flag:

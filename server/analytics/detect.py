@@ -11,10 +11,13 @@ quiet account) must not turn one extra call into an alarm. ``min_history`` earli
 must be known (not NaN: holidays and days before the account existed are NaN) for a score.
 
 Counts (records a day) are scored by ``count_scores``: the probability of a count at least
-as far from the baseline under a negative binomial around it, as a normal quantile, over
-one day and over two days summed (a two-day drop on a small account hides in either day's
-Poisson noise, not in their sum). MAD z-scores treat a fall from 14 calls to 3 as five
-sigmas on a log scale; the Poisson tail says it happens once in 2,000 days.
+as far from its expected count under a negative binomial around it, as a normal quantile,
+over one day and over two days summed (a two-day drop on a small account hides in either
+day's Poisson noise, not in their sum). MAD z-scores treat a fall from 14 calls to 3 as five
+sigmas on a log scale; the Poisson tail says it happens once in 2,000 days. The expected
+count is a trimmed mean of the same weekdays (steadier than their median, which a small
+account's drop needs), follows a level shift once two weeks confirm it, and only a change
+to twice or half of it, or beyond, scores at all.
 
 ``naive_scores`` is the fixed-threshold rule operators start with (today against the mean
 of the last four weeks, as a ratio); ``isolation_scores`` the scikit-learn alternative on
@@ -31,13 +34,16 @@ MAD_SCALE = 1.4826  # MAD × this estimates σ for normal data
 # The count score that flags, chosen once on a tuning operator (perf/eval_analytics.py,
 # seed 8) as the best F1 within 1 false alarm per 1,000 account-days, and evaluated on
 # another (seed 7).
-THRESHOLD = 4.75
+THRESHOLD = 4.0
 MIN_DISPERSION = 0.05  # a count's relative spread beyond Poisson is at least 5 %
 WINDOWS = (1, 2)  # days summed by the count score
+MATERIAL = 2.0  # a count flags only at twice or half its expected value, or beyond
+REBASE_Z = 3.0  # |z| of the last two weeks' level that moves the expectation to it
 
 
 class Baseline:
-    """Median, MAD and the resulting scale of each point's seasonal history."""
+    """Median (for counts: the expected count), MAD and the resulting scale of each
+    point's seasonal history."""
 
     def __init__(self, median: Array, mad: Array, known: NDArray[np.int_]) -> None:
         self.median, self.mad, self.known = median, mad, known
@@ -121,23 +127,28 @@ def robust_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
 
 
 def count_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
-                 min_dispersion: float = MIN_DISPERSION,
-                 windows: tuple[int, ...] = WINDOWS) -> tuple[Array, Baseline]:
+                 min_dispersion: float = MIN_DISPERSION, windows: tuple[int, ...] = WINDOWS,
+                 material: float = MATERIAL) -> tuple[Array, Baseline]:
     """Signed scores of counts (positive: more than usual) as normal quantiles of the tail
-    probability of each value under a negative binomial around its seasonal baseline, the
+    probability of each value under a negative binomial around its expected count, the
     largest in size over the ``windows`` (days summed, ending at t); NaN where the history
-    is too short or a value in the window unknown. The baseline is the median of the same
-    place of the season (log scale, as ``robust_scores``); its variance is Poisson plus
-    φ·mean², φ the history's spread beyond Poisson (MAD of the logs) but at least
-    ``min_dispersion``² (growth and the median's own error)."""
-    logged = np.log1p(x)
-    base = seasonal_baseline(logged, season, weeks)
+    is too short or a value in the window unknown; 0 where the window's sum is within
+    ``material`` times its expected sum either way (likely or not, no one acts on it).
+
+    The expected count is the mean of the same place of the season over ``weeks`` seasons,
+    leaving out values far from their median (a past anomaly or holiday): a mean of six
+    counts is a steadier estimate than their median. When both of the last two weeks stood
+    at one new level, ``material`` times off it (a level shift already flagged), the
+    expectation moves to that level. Its variance is Poisson plus the expectation's own
+    error (it is estimated from a few counts) plus ``min_dispersion``² · mean²."""
+    expected, known = _trimmed_seasonal_mean(x, season, weeks)
+    unknown = np.isnan(x) | (known < min_history) | np.isnan(expected)
     with np.errstate(all="ignore"):
         # a series quiet for weeks has a small rate, not a zero one: one call is no alarm
-        mean = np.maximum(np.expm1(base.median), 0.5)
-        spread = (MAD_SCALE * base.mad) ** 2 - 1.0 / (mean + 1.0)
-        phi = np.maximum(spread, 0.0) + min_dispersion ** 2
-    unknown = np.isnan(x) | (base.known < min_history) | np.isnan(base.median)
+        mean = np.maximum(expected, 0.5)
+        n = np.maximum(known, 1)
+        phi = min_dispersion ** 2 * (1 + 1 / n) + 1 / (n * mean)
+    mean, phi = _follow_level_shift(x, mean, phi, unknown, material, min_dispersion)
     best = np.full(x.shape, np.nan)
     for w in windows:
         if w > x.shape[1]:
@@ -147,11 +158,69 @@ def count_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
         ph = _window_max(phi, w)
         with np.errstate(all="ignore"):
             z = _nb_z(summed, mu, ph)
+            ratio = (summed + 1) / (mu + 1)
+        z[(ratio < material) & (ratio > 1 / material)] = 0.0
         z[bad > 0] = np.nan
         z = np.concatenate([np.full((x.shape[0], w - 1), np.nan), z], axis=1)
         take = np.isnan(best) | (np.abs(z) > np.abs(best))
         best = np.where(take & ~np.isnan(z), z, best)
-    return best, Baseline(np.expm1(base.median), base.mad, base.known)
+    log_mad = seasonal_baseline(np.log1p(x), season, weeks).mad
+    return best, Baseline(mean, log_mad, known)
+
+
+def _trimmed_seasonal_mean(x: Array, season: int, weeks: int,
+                           trim: float = 3.0) -> tuple[Array, NDArray[np.int_]]:
+    """Mean of x[t − season], …, x[t − weeks·season] without the values more than ``trim``
+    deviations (Poisson and 10 %) from their median; and how many values it took."""
+    planes = np.full((weeks, *x.shape), np.nan)
+    for k in range(1, weeks + 1):
+        shift = k * season
+        if shift < x.shape[1]:
+            planes[k - 1, :, shift:] = x[:, :x.shape[1] - shift]
+    median = seasonal_baseline(x, season, weeks).median
+    with np.errstate(all="ignore"):
+        spread = np.sqrt(np.maximum(median, 0.5) + (0.1 * median) ** 2)
+        kept = np.abs(planes - median) <= trim * spread  # False where NaN
+        taken = kept.sum(axis=0)
+        mean = np.where(kept, planes, 0.0).sum(axis=0) / taken
+    mean[taken == 0] = np.nan
+    return mean, taken
+
+
+def _follow_level_shift(x: Array, mean: Array, phi: Array, unknown: NDArray[np.bool_],
+                        material: float, min_dispersion: float,
+                        z_level: float = REBASE_Z) -> tuple[Array, Array]:
+    """Expected counts moved to the level of the two weeks before the scored window (days
+    t − 15 … t − 2) where that level is ``material`` times off what the history before
+    them expected, improbably so (|z| ≥ ``z_level``), and the two weeks agree within 25 %
+    and their Poisson noise: a level shift, which the same-weekday history takes four weeks
+    to learn, rather than a ramp (a drift keeps being scored against the history it leaves).
+    Both weeks are measured against the first week's expectations, whose own history
+    precedes the shift, and t's expectation is that of its weekday in that week, scaled."""
+    observed, usual = np.where(unknown, 0.0, x), np.where(unknown, 0.0, mean)
+    early, late = _lagged_sum(observed, 9, 15), _lagged_sum(observed, 2, 8)
+    week = _lagged_sum(usual, 9, 15)
+    anchor = np.full(x.shape, np.nan)
+    anchor[:, 14:] = np.where(unknown, np.nan, mean)[:, :-14]
+    with np.errstate(all="ignore"):
+        level = (early + late + 1) / (2 * week + 1)
+        z = _nb_z(early + late, np.maximum(2 * week, 0.5),
+                  np.full(x.shape, min_dispersion ** 2))
+        shifted = ((np.abs(z) >= z_level) & ((level >= material) | (level <= 1 / material))
+                   & (np.abs(late - early)
+                      <= 0.125 * (late + early) + 2.5 * np.sqrt(late + early))
+                   & ~np.isnan(anchor))
+        # the new level is itself estimated, from two weeks' counts
+        return (np.where(shifted, np.maximum(anchor * level, 0.5), mean),
+                np.where(shifted, phi + 1 / np.maximum(early + late, 1), phi))
+
+
+def _lagged_sum(a: Array, first: int, last: int) -> Array:
+    """Sum of a[:, t − last .. t − first] at each t (zeros before the series starts)."""
+    out = np.zeros_like(a)
+    for k in range(first, last + 1):
+        out[:, k:] += a[:, :a.shape[1] - k]
+    return out
 
 
 def _window_sum(a: Array, w: int) -> Array:
