@@ -1,6 +1,6 @@
 """Pages of monospaced lines written straight into a PDF, after the pages typst set: a
 table of thousands of rows whose columns are padded beforehand needs no layout, and typst's
-line layout of such a list cost three times the invoice itself.
+layout of a list of 100 records cost more than the invoice's own pages.
 
 Each page is one content stream of text lines in DejaVu Sans Mono (the font typst set the
 list in), embedded as PDF/A requires: a TrueType subset (fontTools, from the copy

@@ -101,9 +101,9 @@ def render_credit_note(note: CreditNote, invoice: Invoice) -> bytes:
 
 
 def render_rendition(doc: Rendition, items: itemised.Itemised | None = None) -> bytes:
-    """typst sets the document's pages; the itemised list's pages (a long list of padded
-    lines, which typst would lay out three times slower than the invoice) are written
-    after them in the same rewrite that adds the Factur-X XMP."""
+    """typst sets the document's pages; the itemised list's pages (padded lines, which
+    typst took longer to lay out than the invoice itself) are written after them, in the
+    same rewrite that adds the Factur-X XMP."""
     xml = cii.rendition_xml(doc)
     sheet = itemised.sheet(items, doc.content.currency,
                            str(doc.content.buyer.get("timezone") or "UTC"), doc.title)
