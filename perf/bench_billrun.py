@@ -7,27 +7,31 @@ their itemised list of records (an account's ``itemised_invoice`` setting).
 
 The charges are seeded once into a template database; each of the ``--runs`` runs (default
 3) copies it (``CREATE DATABASE ... TEMPLATE``) and times, on the copy, the SELECT and then
-the bill run. The PDF figures render the same invoices ``--runs`` times on each side. Every
-figure is the median of its runs. Without --database-url (or BILLING_OSS_TEST_DATABASE_URL)
-an embedded PostgreSQL is used.
+the bill run. The PDF figures render the same invoices ``--runs`` times on each side (plain,
+itemised, and typst alone), the sides taking turns within each run, and print the load
+average. Every figure is the median of its runs. Without --database-url (or
+BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is used.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
+import os
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import embedded_pg  # perf/ is on sys.path: this script's folder
+import pikepdf
 
 from billing_oss.server.billing import issuing
 from billing_oss.server.billing.bill_runs import bill_run
 from billing_oss.server.billing.model import Settings
 from billing_oss.server.billing.render import cii, content, itemised, typst_pdf
-from billing_oss.server.store import account_usage_repo
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
 
@@ -111,15 +115,17 @@ async def select_then_bill(pool: asyncpg.Pool, charges: int, accounts: int) -> t
     return select_s, run.seconds, list(run.invoice_ids)
 
 
-def cpu_median(runs: int, work: object) -> float:
-    """Median CPU seconds of this process over ``runs`` calls of ``work``. One thread works:
-    CPU seconds are what one core spent, whatever else the machine runs."""
-    times = []
+def cpu_medians(runs: int, works: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Median CPU seconds of this process over ``runs`` calls of each work, the works taking
+    turns within each run so the machine's load weighs on each alike. One thread works: CPU
+    seconds are what one core spent, whatever else the machine runs."""
+    times: dict[str, list[float]] = {name: [] for name in works}
     for _ in range(runs):
-        cpu = time.process_time()
-        work()  # type: ignore[operator]
-        times.append(time.process_time() - cpu)
-    return statistics.median(times)
+        for name, work in works.items():
+            cpu = time.process_time()
+            work()
+            times[name].append(time.process_time() - cpu)
+    return {name: statistics.median(spent) for name, spent in times.items()}
 
 
 async def main(quick: bool, dsn: str, runs: int) -> None:
@@ -157,40 +163,42 @@ async def main(quick: bool, dsn: str, runs: int) -> None:
                                    30, actor="bench")
             invoices = [await issuing.load(conn, i) for i in invoice_ids[:n]]
             t = time.perf_counter()
-            lists = [itemised.Itemised(*await account_usage_repo.invoiced_items(
-                conn, inv.account_id, inv.invoice_id, itemised.MAX_ROWS)) for inv in invoices]
+            lists = [await itemised.load_items(conn, inv.account_id, inv.invoice_id)
+                     for inv in invoices]
             list_ms = (time.perf_counter() - t) * 1000 / n
         await pool.close()
-        typst_pdf.render(invoices[0])  # fonts loaded once, like a running server
-        sizes = [len(typst_pdf.render(inv)) for inv in invoices]
-        wall = time.perf_counter()
-        cpu = cpu_median(runs, lambda: [typst_pdf.render(inv) for inv in invoices])
-        wall = (time.perf_counter() - wall) / runs
-        ours = n / cpu
-        print(f"{'PDF/A-3 + Factur-X, one core':<34}{ours:>8.1f} /s  "
-              f"({n / wall:.1f}/s wall clock; {n} invoices, {sum(sizes) // n:,} bytes each)"
-              f"   target ≥ 100/s: {'ok' if ours >= 100 else 'MISSED'}")
-        typst_pdf.render(invoices[0], lists[0])
-        sizes = [len(typst_pdf.render(inv, it)) for inv, it in zip(invoices, lists, strict=True)]
-        cpu = cpu_median(runs, lambda: [typst_pdf.render(inv, it)
-                                        for inv, it in zip(invoices, lists, strict=True)])
-        listed = sum(len(it.rows) for it in lists) // n
-        listed_rate = n / cpu
-        print(f"{'the same, itemised, one core':<34}{n / cpu:>8.1f} /s  "
-              f"({listed} records listed each, {sum(sizes) // n:,} bytes, its records read in "
-              f"{list_ms:.1f} ms)   target ≥ 100/s: {'ok' if n / cpu >= 100 else 'MISSED'}")
         # The peer: typst's typesetting of the same documents (with the document data and
         # its JSON, which ``typeset`` builds), the CII XML built beforehand, no XMP step.
         prepared = [(content.of_invoice(inv), cii.to_xml(inv)) for inv in invoices]
-        cpu = cpu_median(runs, lambda: [typst_pdf.typeset(doc, xml) for doc, xml in prepared])
-        print(f"{'typst typesetting alone, one core':<34}{n / cpu:>8.1f} /s  "
-              f"(ours: {ours / (n / cpu):.2f}x of it; the rest is CII XML and XMP; "
-              f"median of {runs})")
-        # The itemised documents' bound: typst alone typesetting them, list included.
-        cpu = cpu_median(runs, lambda: [typst_pdf.typeset(doc, xml, it) for (doc, xml), it
-                                        in zip(prepared, lists, strict=True)])
-        print(f"{'the same, itemised, typst alone':<34}{n / cpu:>8.1f} /s  "
-              f"(itemised ours: {listed_rate / (n / cpu):.2f}x of it; median of {runs})")
+        typst_pdf.render(invoices[0], lists[0])  # fonts loaded once, like a running server
+        sizes = [len(typst_pdf.render(inv)) for inv in invoices]
+        listed_sizes = [len(typst_pdf.render(inv, it))
+                        for inv, it in zip(invoices, lists, strict=True)]
+        wall = time.perf_counter()
+        cpu = cpu_medians(runs, {
+            "plain": lambda: [typst_pdf.render(inv) for inv in invoices],
+            "itemised": lambda: [typst_pdf.render(inv, it)
+                                 for inv, it in zip(invoices, lists, strict=True)],
+            "typst": lambda: [typst_pdf.typeset(doc, xml) for doc, xml in prepared]})
+        wall = (time.perf_counter() - wall) / runs
+        load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+        ours, listed_rate, peer = (n / cpu[k] for k in ("plain", "itemised", "typst"))
+        print(f"PDFs: median of {runs} runs, the three taking turns in each; {load}")
+        print(f"{'PDF/A-3 + Factur-X, one core':<34}{ours:>8.1f} /s  "
+              f"({n} invoices, {sum(sizes) // n:,} bytes each; wall clock {wall:.2f} s a run "
+              f"of the three)"
+              f"   target ≥ 100/s: {'ok' if ours >= 100 else 'MISSED'}")
+        listed = sum(len(it.rows) for it in lists) // n
+        pages = sum(len(pikepdf.open(io.BytesIO(typst_pdf.render(inv, it))).pages)
+                    for inv, it in zip(invoices[:5], lists, strict=False)) / 5
+        print(f"{'the same, itemised, one core':<34}{listed_rate:>8.1f} /s  "
+              f"({listed} records listed each, {sum(listed_sizes) // n:,} bytes, "
+              f"{pages:.1f} pages, its records read in {list_ms:.1f} ms; "
+              f"{listed_rate / ours:.2f}x of plain)   "
+              f"target ≥ 100/s: {'ok' if listed_rate >= 100 else 'MISSED'}")
+        print(f"{'typst typesetting alone, one core':<34}{peer:>8.1f} /s  "
+              f"(plain ours: {ours / peer:.2f}x of it, itemised ours: {listed_rate / peer:.2f}x; "
+              f"the rest is CII XML, XMP and the list's pages)")
     finally:
         for db in (*copies, name):
             await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -127,11 +127,11 @@ async def last_invoiced_end(db: Db, account_id: str, period: str, start: dt.date
 
 
 async def invoiced_items(db: Db, account_id: str, invoice_id: int,
-                         limit: int) -> tuple[int, list[tuple[int, ItemRow]]]:
+                         limit: int) -> tuple[int, int, list[tuple[int, ItemRow]]]:
     """The usage records an invoice billed, each with what the invoice billed for it (its
     charges on the invoice summed: a rerate before billing bills charge, reversal and new
-    charge together) and the line that bills it, in time order: (how many, the first
-    ``limit``)."""
+    charge together) and the line that bills it, in time order: (how many, what the invoice
+    bills for them all, the first ``limit``)."""
     rows = await db.fetch(
         "WITH billed AS (SELECT c.event_time, c.usage_id, max(l.line_no) AS line_no,"
         "  sum(c.amount_micros)::bigint AS amount_micros, min(rtrim(c.currency)) AS currency,"
@@ -143,17 +143,19 @@ async def invoiced_items(db: Db, account_id: str, invoice_id: int,
         "    WHERE account_id = $1 AND invoice_id = $2)"
         "  WHERE l.account_id = $1 AND l.invoice_id = $2 AND c.usage_id IS NOT NULL"
         "  GROUP BY c.event_time, c.usage_id)"
-        " SELECT count(*) OVER () AS total, b.line_no, u.usage_id, u.event_time, u.source,"
-        " u.kind,"
-        " u.calling, u.called, u.msisdn, u.duration_s, u.volume_up, u.volume_down,"
+        " SELECT count(*) OVER () AS total,"
+        " coalesce(sum(b.amount_micros) OVER (), 0)::bigint AS total_micros, b.line_no,"
+        " u.usage_id, u.event_time, u.source, u.kind, u.calling, u.called, u.msisdn,"
+        " u.duration_s, u.volume_up, u.volume_down,"
         " u.quantity::text AS quantity, u.unit, b.zone, b.band, b.amount_micros, b.currency"
         " FROM billed b JOIN usage_records u ON u.account_id = $1"
         "  AND u.event_time = b.event_time AND u.usage_id = b.usage_id"
         " ORDER BY u.event_time, u.usage_id LIMIT $3", account_id, invoice_id, limit)
-    total = rows[0]["total"] if rows else 0
-    return total, [(r["line_no"], ItemRow(**{k: v for k, v in dict(r).items()
-                                             if k not in ("line_no", "total")}))
-                   for r in rows]
+    total, micros = (rows[0]["total"], rows[0]["total_micros"]) if rows else (0, 0)
+    return total, micros, [(r["line_no"], ItemRow(**{k: v for k, v in dict(r).items()
+                                                     if k not in ("line_no", "total",
+                                                                  "total_micros")}))
+                           for r in rows]
 
 
 async def itemised(db: Db, account_id: str) -> bool:

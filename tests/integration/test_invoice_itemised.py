@@ -5,17 +5,23 @@ back with pdftotext."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import pikepdf
 import pytest
 
+from billing_oss.core.money import format_printed
+from billing_oss.server.billing import issuing
 from billing_oss.server.billing.bill_runs import bill_run
-from billing_oss.server.billing.render import itemised
+from billing_oss.server.billing.render import itemised, typst_pdf
 from billing_oss.server.store import api_keys
 from tests.integration import billing_seed, einvoice
 from tests.integration.api_harness import Api, live_api
@@ -153,3 +159,69 @@ def _fonts(pdf: Path) -> list[str]:
     """pdffonts' rows, one a font."""
     return subprocess.run(["pdffonts", str(pdf)], check=True, capture_output=True,
                           text=True).stdout.splitlines()[2:]
+
+
+ODD_NUMBER = '(0)\\1 <script>alert("x")</script>'  # PDF string and HTML specials
+RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (Call|Data) (.+) "
+                    r"(\d[\d:.,]*(?: [kMGT]?B| bytes)?) national (\d[\d,]*\.\d+)$")
+
+
+async def test_a_long_list_holds_every_billed_record_on_numbered_pages(
+        pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """230 records over several pages: each page after the invoice's is headed by the
+    invoice number and "page x/y" of the whole document; the records listed are those the
+    invoice's usage lines bill, and the total line is their count and sum; a called number
+    holding PDF string delimiters and markup prints as recorded."""
+    start = dt.datetime(2026, 1, 2, tzinfo=UTC)
+    async with pool.acquire() as conn:
+        await billing_seed.account(conn, "ITEM2", timezone="UTC")
+        for i in range(230):
+            when = start + dt.timedelta(minutes=97 * i)
+            await billing_seed.charge(conn, "ITEM2", when, 1_000 + 7_919 * i,
+                                      kind="data" if i % 4 == 0 else "voice",
+                                      duration_s=30 + i, volume=1_000 * i)
+            await conn.execute("UPDATE usage_records SET called = $2, msisdn = '33612000000'"
+                               " WHERE account_id = 'ITEM2' AND event_time = $1", when,
+                               ODD_NUMBER if i == 7 else f"3314200{i:04d}")
+        await conn.execute("UPDATE accounts SET itemised_invoice = true"
+                           " WHERE account_id = 'ITEM2'")
+    run = await bill_run(pool, "2026-01", billing_seed.SETTINGS, accounts=["ITEM2"],
+                         finalize=True, force=True, actor="test")
+    (invoice_id,) = run.invoice_ids
+    async with pool.acquire() as conn:
+        invoice = await issuing.load(conn, invoice_id)
+        items = await itemised.load(conn, "ITEM2", invoice_id)
+    pdf = tmp_path / "long.pdf"
+    pdf.write_bytes(typst_pdf.render(invoice, items))
+    invoice_pages = _page_count(typst_pdf.render(invoice))
+
+    pages = _page_count(pdf.read_bytes())
+    assert pages >= invoice_pages + 3
+    for page in range(1, pages + 1):
+        text = _page_text(pdf, page)
+        listed = page > invoice_pages
+        assert (f"{invoice.number_text} · itemised calls and sessions" in text) is listed
+        assert (re.search(rf"page {page}/{pages}\s*$", text.splitlines()[0]) is not None) \
+            is listed, (page, text[:200])
+
+    lines = [" ".join(line.split()) for p in range(invoice_pages + 1, pages + 1)
+             for line in _page_text(pdf, p).splitlines()]
+    records = [m for m in map(RECORD.match, lines) if m]
+    usage = [ln for ln in invoice.content.lines if ln.kind == "usage"]
+    assert len(records) == sum(ln.charges for ln in usage) == 230
+    assert [m[1] for m in records] == sorted(m[1] for m in records)
+    assert sum(Decimal(m[5].replace(",", "")) for m in records) * 1_000_000 \
+        == sum(ln.gross_micros for ln in usage)
+    total = format_printed(sum(ln.gross_micros for ln in usage), "EUR")
+    assert f"Total, 230 records {total}" in lines
+    assert sum(1 for m in records if m[3] == ODD_NUMBER) == 1
+
+
+def _page_count(pdf: bytes) -> int:
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        return len(doc.pages)
+
+
+def _page_text(pdf: Path, page: int) -> str:
+    return subprocess.run(["pdftotext", "-layout", "-f", str(page), "-l", str(page), str(pdf),
+                           "-"], check=True, capture_output=True, text=True).stdout.strip()

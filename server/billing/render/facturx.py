@@ -11,6 +11,7 @@ file keeping it PDF/A (``preserve_pdfa``): same objects, same trailer ID and inf
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Final
 
 import pikepdf
@@ -37,11 +38,14 @@ PROPERTIES: Final = (
 )
 
 
-def mark_pdf(pdf: bytes) -> bytes:
-    """``pdf`` (a PDF/A-3 with the XML attached) with the Factur-X XMP metadata."""
+def mark_pdf(pdf: bytes, edit: Callable[[pikepdf.Pdf], object] | None = None) -> bytes:
+    """``pdf`` (a PDF/A-3 with the XML attached) with the Factur-X XMP metadata, and what
+    ``edit`` changes in it (pages it adds) in the same rewrite."""
     with pikepdf.open(io.BytesIO(pdf)) as doc:
         metadata = doc.Root.Metadata
         metadata.write(mark_xmp(metadata.read_bytes()))
+        if edit is not None:
+            edit(doc)
         out = io.BytesIO()
         # The version is the one typst wrote in the header and in the XMP (pdf:PDFVersion):
         # pikepdf's check of that (a second XMP parse) would cost a third of the save.

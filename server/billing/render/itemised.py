@@ -2,8 +2,10 @@
 message and session the invoice bills, in time order, in the account's timezone, with
 what the invoice billed for it (exact: amounts finer than a cent keep their digits).
 
-A list longer than ``MAX_ROWS`` prints its first ``MAX_ROWS`` and says where the rest is:
-the usage route and its CSV export list every record.
+The list's pages follow typst's (server.billing.render.mono_pages), each headed by the
+invoice's number and its page number; the list ends with the count and the sum of every
+record the invoice bills. A list longer than ``MAX_ROWS`` prints its first ``MAX_ROWS`` and
+says where the rest is: the usage route and its CSV export list every record.
 """
 
 from __future__ import annotations
@@ -15,46 +17,60 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from billing_oss.core.money import format_printed
+from billing_oss.server.billing.render.mono_pages import Sheet
 from billing_oss.server.billing.render.page import grouped, human
 from billing_oss.server.store import account_usage_repo
 from billing_oss.server.store.account_usage_repo import Db, ItemRow
 
 MAX_ROWS = 2000
+TITLE = "Itemised calls and sessions"
 SERVICES = {"voice": "Call", "sms": "SMS", "data": "Data", "event": "Event"}
 
 
 class Itemised(msgspec.Struct, frozen=True):
     total: int  # records the invoice bills (more than ``rows`` when the list is cut)
     rows: list[tuple[int, ItemRow]]  # (invoice line, record)
+    total_micros: int = 0  # what the invoice bills for all ``total`` records
 
 
 async def load(db: Db, account_id: str, invoice_id: int) -> Itemised | None:
     """The invoice's records when its account's setting asks for them, else None."""
     if not await account_usage_repo.itemised(db, account_id):
         return None
-    total, rows = await account_usage_repo.invoiced_items(db, account_id, invoice_id, MAX_ROWS)
-    return Itemised(total, rows)
+    return await load_items(db, account_id, invoice_id)
 
 
-def data(items: Itemised | None, currency: str, timezone: str) -> dict[str, object]:
-    """The template's ``calls``: a note, the heading line and the records' lines, one a
-    record, their columns padded to a common width (the template sets them monospaced)."""
+async def load_items(db: Db, account_id: str, invoice_id: int) -> Itemised:
+    total, micros, rows = await account_usage_repo.invoiced_items(db, account_id, invoice_id,
+                                                                  MAX_ROWS)
+    return Itemised(total, rows, micros)
+
+
+def sheet(items: Itemised | None, currency: str, timezone: str, title: str) -> Sheet | None:
+    """The list's pages (None: no list): a note, the heading line, the records' lines, one
+    a record, their columns padded to a common width, and the total of every record the
+    invoice bills; each page headed by the document's ``title``."""
     if items is None or not items.rows:
-        return {"note": "", "head": "", "lines": ""}
+        return None
     tz = _zone(timezone)
     rows = [[r.event_time.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"),
              SERVICES.get(r.kind, r.kind), _number(r), _usage(r), r.zone or "",
              "" if r.amount_micros is None else format_printed(r.amount_micros, currency)]
             for _, r in items.rows]
     head = ["Date and time", "Service", "Number", "Usage", "Zone", f"Amount {currency}"]
+    total = format_printed(items.total_micros, currency)
     widths = [max(len(cell) for cell in column) for column in zip(head, *rows, strict=True)]
+    widths[5] = max(widths[5], len(total))
     note = f"{items.total:,} records; times in {getattr(tz, 'key', 'UTC')}."
     if items.total > len(items.rows):
         note = (f"The first {len(items.rows):,} of {items.total:,} records; every record, "
                 f"with its charge, is in the usage export of the account for the period. "
                 f"Times in {getattr(tz, 'key', 'UTC')}.")
-    return {"note": note, "head": _line(head, widths),
-            "lines": "\n".join(_line(row, widths) for row in rows)}
+    label = f"Total, {items.total:,} records"
+    width = len(_line(head, widths))
+    return Sheet(running=f"{title} · {TITLE.lower()}", title=TITLE, note=note,
+                 head=_line(head, widths), lines=[_line(row, widths) for row in rows],
+                 foot=[label + total.rjust(max(width - len(label), len(total) + 2))])
 
 
 def _line(cells: list[str], widths: list[int]) -> str:

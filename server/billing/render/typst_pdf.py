@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -19,7 +20,7 @@ from billing_oss.core.money import format_printed
 from billing_oss.core.rounding import plain
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import InvoiceDraft
-from billing_oss.server.billing.render import cii, facturx, itemised, page
+from billing_oss.server.billing.render import cii, facturx, itemised, mono_pages, page
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
 
 _local = threading.local()
@@ -80,20 +81,6 @@ TEMPLATE = r"""
     [*Line*], [*Service / zone*], [*Records*], [*Usage*], [*Rated #d.currency*],
     ..d.usage.map(u => (u.no, u.what, u.records, u.usage, u.amount)).flatten())
 ]
-#if d.calls.lines != "" [
-  #pagebreak()
-  #title[Itemised calls and sessions]
-  #text(8pt, d.calls.note)
-  #v(4pt)
-  // One paragraph of monospaced lines whose columns are padded beforehand (itemised.data),
-  // not a box per cell nor a grid: typst lays out a line of text in a third of the time a
-  // row of six boxes takes (a grid's cells cost four times the boxes), and an invoice may
-  // list thousands of records.
-  #set text(font: "DejaVu Sans Mono", size: 7pt)
-  #set par(leading: 0.55em, justify: false)
-  #strong(d.calls.head) \
-  #d.calls.lines
-]
 """
 
 def _compiler() -> Any:
@@ -105,7 +92,7 @@ def _compiler() -> Any:
 
 def render(invoice: Invoice, items: itemised.Itemised | None = None) -> bytes:
     """The invoice's PDF; ``items``: the records it bills, listed after the usage summary
-    (for an account whose setting asks for them)."""
+    (for an account whose setting asks for them), on pages of their own."""
     return render_rendition(of_invoice(invoice), items)
 
 
@@ -114,13 +101,19 @@ def render_credit_note(note: CreditNote, invoice: Invoice) -> bytes:
 
 
 def render_rendition(doc: Rendition, items: itemised.Itemised | None = None) -> bytes:
+    """typst sets the document's pages; the itemised list's pages (padded lines, which
+    typst took longer to lay out than the invoice itself) are written after them, in the
+    same rewrite that adds the Factur-X XMP."""
     xml = cii.rendition_xml(doc)
-    return facturx.mark_pdf(typeset(doc, xml, items))
+    sheet = itemised.sheet(items, doc.content.currency,
+                           str(doc.content.buyer.get("timezone") or "UTC"), doc.title)
+    return facturx.mark_pdf(typeset(doc, xml),
+                            None if sheet is None else partial(mono_pages.append, sheet=sheet))
 
 
-def typeset(doc: Rendition, xml: bytes, items: itemised.Itemised | None = None) -> bytes:
+def typeset(doc: Rendition, xml: bytes) -> bytes:
     """The PDF/A-3b typst writes, ``xml`` attached, before the Factur-X XMP is added."""
-    data = msgspec.json.encode(document_data(doc, items)).decode()
+    data = msgspec.json.encode(document_data(doc)).decode()
     pdf: bytes = _compiler().compile(TEMPLATE.encode(),
                                      sys_inputs={"data": data, "xml": xml.decode()},
                                      pdf_standards="a-3b", pdf_tags=False,
@@ -135,7 +128,7 @@ def _created(doc: Rendition) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
-def document_data(doc: Rendition, items: itemised.Itemised | None = None) -> dict[str, Any]:
+def document_data(doc: Rendition) -> dict[str, Any]:
     c = doc.content
     cur = c.currency
 
@@ -181,7 +174,6 @@ def document_data(doc: Rendition, items: itemised.Itemised | None = None) -> dic
         "terms_label": "Settlement" if doc.is_credit_note else "Payment terms",
         "terms": terms,
         "usage": usage,
-        "calls": itemised.data(items, cur, str(c.buyer.get("timezone") or "UTC")),
     }
 
 

@@ -1,0 +1,98 @@
+"""Pages of monospaced lines appended to a typst PDF/A-3b: the text reads back as written
+(pdftotext), escaped or not, in Latin or beyond; a character the font lacks prints as "?";
+the embedded font is what PDF/A asks of a composite font (its program, widths that agree
+with it, a CID-to-glyph map that names no missing glyph, a ToUnicode map)."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+from functools import partial
+
+import pikepdf
+import pytest
+import typst
+from fontTools.ttLib import TTFont
+
+from billing_oss.server.billing.render import facturx, mono_pages
+from billing_oss.server.billing.render.mono_pages import Sheet
+
+SOURCE = b"""#set document(title: "Invoice 1", author: "Seller")
+#pdf.attach("factur-x.xml", bytes("<x/>"), relationship: "alternative",
+  mime-type: "text/xml", description: "Factur-X")
+Invoice 1"""
+
+
+@pytest.fixture(scope="module")
+def typst_pdf() -> bytes:
+    pdf: bytes = typst.Compiler().compile(SOURCE, pdf_standards="a-3b", pdf_tags=False)
+    return pdf
+
+
+def sheet(lines: list[str]) -> Sheet:
+    return Sheet(running="Invoice 1 · list", title="The list", note="A note.",
+                 head="When  What", lines=lines, foot=["Total  3"])
+
+
+def appended(pdf: bytes, lines: list[str]) -> bytes:
+    return facturx.mark_pdf(pdf, partial(mono_pages.append, sheet=sheet(lines)))
+
+
+def text(pdf: bytes, page: int) -> list[str]:
+    out = subprocess.run(["pdftotext", "-layout", "-f", str(page), "-l", str(page), "-", "-"],
+                         input=pdf, check=True, capture_output=True).stdout.decode()
+    return [" ".join(line.split()) for line in out.splitlines() if line.strip()]
+
+
+def test_lines_read_back_as_written_whatever_their_characters(typst_pdf: bytes) -> None:
+    lines = ["(0)\\1 <script>alert('x')</script> ))((", "Zürich Ölstraße €1,50 – “ok”",
+             "Dial ☎ 33 1", "tab\there", "漢字 ok"]
+    pdf = appended(typst_pdf, lines)
+    page = text(pdf, 2)
+    assert page[:4] == ["Invoice 1 · list page 2/2", "The list", "A note.", "When What"]
+    assert page[4:8] == [*lines[:3], "tab?here"]
+    assert page[8] == "?? ok"  # no glyph in DejaVu Sans Mono
+    assert page[9] == "Total 3"
+
+
+def test_the_pages_follow_the_documents_and_number_from_it(typst_pdf: bytes) -> None:
+    pdf = appended(typst_pdf, [f"{i:05d} line" for i in range(250)])
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        pages = len(doc.pages)
+    assert pages == 5  # the invoice page, then 250 lines and the total at 70-80 a page
+    listed = [line for p in range(2, pages + 1) for line in text(pdf, p)]
+    assert [line for line in listed if line.endswith(" line")] == \
+        [f"{i:05d} line" for i in range(250)]
+    for p in range(2, pages + 1):
+        assert text(pdf, p)[0] == f"Invoice 1 · list page {p}/{pages}"
+    assert text(pdf, 1)[0] == "Invoice 1"
+
+
+def test_the_embedded_font_is_a_complete_pdf_a_composite_font(typst_pdf: bytes) -> None:
+    pdf = appended(typst_pdf, ["Zürich ☎ (x)", "plain ascii 0123"])
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        font = doc.pages[1].Resources.Font.FM
+        assert (font.Subtype, font.Encoding) == ("/Type0", "/Identity-H")
+        [cid_font] = font.DescendantFonts
+        assert cid_font.Subtype == "/CIDFontType2"
+        descriptor = cid_font.FontDescriptor
+        program = TTFont(io.BytesIO(descriptor.FontFile2.read_bytes()))
+        assert int(descriptor.FontFile2.Length1) == len(descriptor.FontFile2.read_bytes())
+        assert re.fullmatch(r"/[A-Z]{6}\+DejaVuSansMono", str(descriptor.FontName))
+        cid_to_gid = cid_font.CIDToGIDMap.read_bytes()
+        scale = 1000 / program["head"].unitsPerEm
+        order = program.getGlyphOrder()
+        widths = list(cid_font.W)
+        used = {ord(c) for c in "Invoice 1 · list The list A note. When What Zürich ☎ (x) "
+                                 "plain ascii 0123 Total page 2/2"}
+        for cid in used:
+            gid = int.from_bytes(cid_to_gid[2 * cid:2 * cid + 2], "big")
+            assert 0 < gid < len(order), chr(cid)  # never .notdef
+            width = next(float(widths[i + 2]) for i in range(0, len(widths), 3)
+                         if int(widths[i]) <= cid <= int(widths[i + 1]))
+            assert abs(width - program["hmtx"][order[gid]][0] * scale) < 0.01, chr(cid)
+        assert b"beginbfrange" in font.ToUnicode.read_bytes()
+    fonts = subprocess.run(["pdffonts", "-"], input=pdf, capture_output=True,
+                           check=True).stdout.decode().splitlines()[2:]
+    assert all(row.split()[-5:-2] == ["yes", "yes", "yes"] for row in fonts), fonts
