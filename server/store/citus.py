@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
+
 from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ _UNIQUE_REWRITES: tuple[tuple[str, str, str], ...] = (
 _DROP_INDEXES: tuple[str, ...] = ("anomaly_flags_id",)
 
 
-async def is_citus(conn: Connection) -> bool:
+async def is_citus(conn: Connection | asyncpg.Pool) -> bool:
     """Whether this database is a Citus coordinator (the extension is installed in it)."""
     return bool(await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'citus'"))
 
