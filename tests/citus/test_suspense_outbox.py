@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import asyncpg
@@ -30,12 +31,13 @@ from billing_oss.server.http import suspense as suspense_api
 from billing_oss.server.integrations import outbox, repo, webhooks
 from billing_oss.server.integrations.delivery import WebhookDeliverer
 from billing_oss.server.integrations.events import DomainEvent
+from billing_oss.server.pipeline.files import file_sha256
 from billing_oss.server.pipeline.pipeline import Pipeline
-from billing_oss.server.store import catalog_repo, suspense_repo
+from billing_oss.server.store import catalog_repo, reprocess_repo, suspense_repo
 from billing_oss.server.store.migrate import migrate
 from tests.citus.test_router_queries import Explaining
 from tests.conftest import REPO, wait_until
-from tests.integration.test_pipeline import voice
+from tests.integration.test_pipeline import voice, write_jsonl
 from tests.pipeline_doubles import FlatRater
 from tests.webhook_receiver import Receiver, receiving
 
@@ -61,8 +63,9 @@ def _router(plans: list[tuple[str, str]]) -> None:
         assert "Task Count: 1\n" in plan + "\n", f"not a router query:\n{sql}\n{plan}"
 
 
-async def suspense_paths(pool: asyncpg.Pool) -> dict[str, Any]:
-    """Suspend, correct, retry, discard and claim concurrently; what the rows became."""
+async def suspense_paths(pool: asyncpg.Pool, tmp: Path) -> dict[str, Any]:
+    """Suspend, correct, retry, discard, claim concurrently and reprocess a file; what the
+    rows became."""
     await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
     cfg = msgspec.structs.replace(config.load(env={}).pipeline, retry_backoff_s=0.01)
     pipeline = Pipeline(pool, cfg, rater_factory=FlatRater,
@@ -87,8 +90,17 @@ async def suspense_paths(pool: asyncpg.Pool) -> dict[str, Any]:
             first = await suspense_repo.claim_for_retry(c1, ids=None, reason=None, limit=2)
             second = await suspense_repo.claim_for_retry(c2, ids=None, reason=None, limit=10)
     claimed = ([r.record_key for r in first], [r.record_key for r in second])
+    # A file all in suspense, read again: its rows discarded, its keys released, read anew.
+    tmp.mkdir()
+    path = write_jsonl(tmp / "nobody.jsonl", [voice(f"f-{n}", calling=UNKNOWN) for n in
+                                               range(2)])
+    await pipeline.ingest_file(path, source="msc1", format="jsonl")
+    sha, _ = await file_sha256(path)
+    await reprocess_repo.reopen(pool, source="msc1", sha256=sha, fmt="jsonl", actor="test")
+    again_in = await pipeline.ingest_file(path, source="msc1", format="jsonl")
+    assert again_in.counts.suspense == 2  # not duplicates: the keys were released
     rows = await pool.fetch("SELECT record_key, nullif(account_id, '') AS account_id, reason,"
-                            " state FROM suspense ORDER BY record_key")
+                            " state FROM suspense ORDER BY record_key, state")
     return {"charged": (charged.status, str(charged.amount)), "again": again.status,
             "claimed": claimed, "rows": [tuple(r) for r in rows],
             "found": [(i.record_key, i.account_id) for i in await suspense_repo.find(
@@ -97,21 +109,22 @@ async def suspense_paths(pool: asyncpg.Pool) -> dict[str, Any]:
 
 
 async def test_suspense_is_distributed_and_every_path_works_as_on_one_server(
-        citus_pool: asyncpg.Pool, plain_url: str) -> None:
+        citus_pool: asyncpg.Pool, plain_url: str, tmp_path: Path) -> None:
     await _colocated_by_account(citus_pool, ("suspense",))
-    on_citus = await suspense_paths(citus_pool)
+    on_citus = await suspense_paths(citus_pool, tmp_path / "citus")
     plain = await asyncpg.create_pool(plain_url, min_size=1, max_size=4,
                                       server_settings={"timezone": "UTC"})
     assert plain is not None
     try:
         await migrate(plain)
-        assert on_citus == await suspense_paths(plain)
+        assert on_citus == await suspense_paths(plain, tmp_path / "plain")
     finally:
         await plain.close()
     assert on_citus["claimed"] == (["nz-2", "nz-3"], ["un-1", "un-3"])
     assert on_citus["charged"][0] == "charged" and on_citus["again"] == "suspense"
     assert ("un-2", None, "UNKNOWN_ACCOUNT", "discarded") in on_citus["rows"]
     assert ("nz-1", "A1", "NO_ZONE", "retried") in on_citus["rows"]
+    assert [r[3] for r in on_citus["rows"] if r[0] == "f-0"] == ["discarded", "open"]
 
     async with citus_pool.acquire() as conn:
         db = Explaining(conn)
@@ -120,7 +133,7 @@ async def test_suspense_is_distributed_and_every_path_works_as_on_one_server(
         assert [i.record_key for i in mine] == ["nz-2", "nz-3"]
         nobody = await db.fetch("SELECT count(*) FROM suspense WHERE account_id = $1",
                                 suspense_repo.UNKNOWN_ACCOUNT)
-        assert nobody[0][0] == 3
+        assert nobody[0][0] == 7
     _router(db.plans)
 
 
