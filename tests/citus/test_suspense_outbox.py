@@ -91,7 +91,7 @@ async def suspense_paths(pool: asyncpg.Pool, tmp: Path) -> dict[str, Any]:
             second = await suspense_repo.claim_for_retry(c2, ids=None, reason=None, limit=10)
     claimed = ([r.record_key for r in first], [r.record_key for r in second])
     # A file all in suspense, read again: its rows discarded, its keys released, read anew.
-    tmp.mkdir()
+    await asyncio.to_thread(tmp.mkdir)
     path = write_jsonl(tmp / "nobody.jsonl", [voice(f"f-{n}", calling=UNKNOWN) for n in
                                                range(2)])
     await pipeline.ingest_file(path, source="msc1", format="jsonl")
