@@ -74,8 +74,8 @@ async def suspense_page(pool: asyncpg.Pool, *, reason: str | None, source: str |
                         older_than: dt.datetime | None, after: int | None,
                         limit: int) -> list[Any]:
     return await pool.fetch(
-        "SELECT suspense_id, source, record_key, account_id, reason, detail, created_at,"
-        " record->>'called' AS called FROM suspense WHERE state = 'open'"
+        "SELECT suspense_id, source, record_key, nullif(account_id, '') AS account_id, reason,"
+        " detail, created_at, record->>'called' AS called FROM suspense WHERE state = 'open'"
         " AND ($1::text IS NULL OR reason = $1) AND ($2::text IS NULL OR source = $2)"
         " AND ($3::timestamptz IS NULL OR created_at < $3)"
         " AND ($4::bigint IS NULL OR suspense_id > $4) ORDER BY suspense_id LIMIT $5",

@@ -26,7 +26,7 @@ from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "outbox_events"
+CHANNEL = repo.CHANNEL
 Handler = Callable[[Connection, list[StoredEvent]], Awaitable[None]]
 
 

@@ -23,7 +23,7 @@ async def pending(db: Connection | asyncpg.Pool, limit: int) -> list[StoredEvent
         " e.payload::text AS payload, e.occurred_at"
         " FROM outbox_events e LEFT JOIN provisioning_cursors c ON c.stream = e.stream"
         " WHERE e.type IN ('account.suspend', 'account.resume', 'account.terminate')"
-        " AND e.account_id IS NOT NULL"
+        " AND e.account_id <> ''"
         " AND e.seq > coalesce(c.seq, 0)"
         " ORDER BY e.stream, e.seq LIMIT $1", limit)
     return [StoredEvent(**dict(r)) for r in rows]

@@ -183,7 +183,8 @@ _DELIVERY_SELECT = (
     "SELECT d.delivery_id, d.endpoint_id, d.stream, d.seq, d.event_id, d.event_type,"
     " e.version, d.account_id, e.payload::text AS payload, e.occurred_at, d.attempts,"
     " d.next_attempt_at FROM webhook_deliveries d"
-    " JOIN outbox_events e ON e.stream = d.stream AND e.seq = d.seq")
+    " JOIN outbox_events e ON e.account_id = coalesce(d.account_id, '')"
+    " AND e.stream = d.stream AND e.seq = d.seq")
 
 
 async def fan_out(conn: Connection, events: list[StoredEvent]) -> list[Delivery]:
@@ -310,7 +311,8 @@ async def replay(conn: Connection, endpoint_id: int, *, event_id: str | None,
     count: int = await conn.fetchval(
         "WITH queued AS (INSERT INTO webhook_deliveries (endpoint_id, stream, seq, event_id,"
         " event_type, account_id, replay)"
-        " SELECT w.endpoint_id, e.stream, e.seq, e.event_id, e.type, e.account_id, true"
+        " SELECT w.endpoint_id, e.stream, e.seq, e.event_id, e.type,"
+        " nullif(e.account_id, ''), true"
         " FROM outbox_events e JOIN webhook_endpoints w ON w.endpoint_id = $1"
         " WHERE CASE WHEN $2::text IS NOT NULL THEN e.event_id = $2"
         "   ELSE e.occurred_at >= $3 AND e.occurred_at < $4"

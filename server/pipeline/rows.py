@@ -27,6 +27,7 @@ from billing_oss.core.ports import Charge, Failure
 from billing_oss.server.pipeline.batch import Entry, WriteBatch
 from billing_oss.server.pipeline.validate import key_problem
 from billing_oss.server.store import copy_payload, usage_repo
+from billing_oss.server.store.suspense_repo import UNKNOWN_ACCOUNT
 
 _EMPTY_ATTRS = "{}"
 _encode = msgspec.json.encode
@@ -196,16 +197,17 @@ def suspense_row(
     entry: Entry, failure: Failure, source_file_id: int | None
 ) -> tuple[Any, ...]:
     record = entry.record
+    account_id = failure.account_id or UNKNOWN_ACCOUNT
     if record is None:
-        return (entry.source, None, failure.account_id, str(failure.reason), failure.detail,
+        return (entry.source, None, account_id, str(failure.reason), failure.detail,
                 None, entry.raw, source_file_id, entry.position)
     encoded = _encode(record)
     if b"\\u0000" not in encoded:
-        return (entry.source, record.record_key, failure.account_id, str(failure.reason),
+        return (entry.source, record.record_key, account_id, str(failure.reason),
                 failure.detail, encoded.decode(), entry.raw, source_file_id, entry.position)
     # jsonb and text refuse NUL: the record is kept whole as raw JSON bytes instead (a
     # retry could not charge it anyway), its key and source shown with U+FFFD for NUL.
-    return (printable(entry.source), printable(record.record_key), failure.account_id,
+    return (printable(entry.source), printable(record.record_key), account_id,
             str(failure.reason), failure.detail, None, encoded, source_file_id,
             entry.position)
 

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from billing_oss.server.store.citus import is_citus
 from billing_oss.server.store.pool import Connection
 
 Db: TypeAlias = "Connection | asyncpg.Pool"
@@ -126,7 +127,7 @@ def _pseudonym_sql(column: str) -> str:
     given as $1 and $2, so the numbers never leave the database to be hashed."""
     return (f"CASE WHEN {column} IS NULL OR {column} LIKE '{PSEUDONYM_PREFIX}%' THEN {column}"
             f" ELSE '{PSEUDONYM_PREFIX}' || encode(sha256($2::bytea || sha256($1::bytea"
-            f" || convert_to({column}, 'UTF8'))), 'hex') END")
+            f" || retention_utf8({column}))), 'hex') END")
 
 
 def clear(alias: str = "") -> str:
@@ -157,7 +158,15 @@ def pseudonymised(alias: str = "") -> str:
 
 
 async def blocks(db: Db, partition: str) -> int:
-    """The partition's size in pages now (pseudonymisation walks it a range at a time)."""
+    """The partition's size in pages now (pseudonymisation walks it a range at a time). On a
+    Citus coordinator the partition holds nothing itself and each of its shards is walked by
+    the same page ranges: the largest shard's size."""
+    if await is_citus(db):
+        shards: int = await db.fetchval(
+            "SELECT coalesce(max(result::bigint), 0) FROM run_command_on_shards($1, $$SELECT"
+            " pg_relation_size('%s') / current_setting('block_size')::int$$) WHERE success",
+            quote(partition))
+        return shards
     n: int = await db.fetchval(
         "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int",
         quote(partition))
@@ -203,9 +212,10 @@ async def lock_for_archive(conn: Connection, partitions: list[str]) -> None:
 
 async def export_csv(conn: Connection, partition: str,
                      output: Callable[[bytes], Coroutine[Any, Any, None]]) -> int:
-    """COPY the partition out as CSV with a header row; the rows written."""
-    status: str = await conn.copy_from_table(partition, output=output, format="csv",
-                                             header=True)
+    """COPY the partition out as CSV with a header row; the rows written. Copied as a query:
+    Citus counts the header row in the status of a table's COPY, not in a query's."""
+    status: str = await conn.copy_from_query(f"SELECT * FROM {quote(partition)}",
+                                             output=output, format="csv", header=True)
     return int(status.split()[-1])
 
 

@@ -282,9 +282,10 @@ async def roaming_usage(conn: Connection, prefixes: Sequence[str], start: dt.dat
     """Open UNKNOWN_ACCOUNT suspense records whose IMSI is in the partner's ranges and whose
     event time is in ``[start, end)``: the usage of its subscribers visiting us. Locked."""
     rows = await conn.fetch(
-        "SELECT suspense_id, record::text FROM suspense WHERE state = 'open' AND "
-        "reason = 'UNKNOWN_ACCOUNT' AND record IS NOT NULL AND EXISTS (SELECT 1 FROM "
-        "unnest($1::text[]) AS x WHERE starts_with(record->>'imsi', x)) AND "
+        "SELECT suspense_id, record::text FROM suspense WHERE account_id = '' AND "
+        "state = 'open' AND reason = 'UNKNOWN_ACCOUNT' AND record IS NOT NULL AND "
+        "EXISTS (SELECT 1 FROM unnest($1::text[]) AS x WHERE starts_with(record->>'imsi', x))"
+        " AND "
         "(record->>'event_time')::timestamptz >= $2 AND "
         "(record->>'event_time')::timestamptz < $3 "
         "ORDER BY (record->>'event_time')::timestamptz, suspense_id LIMIT $4 FOR UPDATE",

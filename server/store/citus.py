@@ -11,11 +11,15 @@ migrator's transaction, and puts every table where it scales:
   offsets, partial parts) are distributed by their own key: a claim is one routed insert
   wherever the account's shard is;
 - the catalog and partner data, read by every node, are reference tables;
+- suspense and the outbox's heads and events are distributed by ``account_id`` too: a
+  suspended record of no known account and an event about no account are stored under the
+  reserved account ``''`` (migrations 1472, 1473); suspense rows are locked account by
+  account (``lock_suspense``, ``claim_suspense``), the outbox consumers' cursors stay on the
+  coordinator, and emitting notifies from the coordinator's transaction;
 - the control plane — accounts and what account resolution reads (their statement triggers
-  hand out generations and NOTIFY the servers listening on the coordinator), suspense (its
-  account may be unknown, and retries claim its rows with SKIP LOCKED), jobs, files,
-  the outbox and webhooks, the audit chain — stays on the coordinator as Citus local tables,
-  with its triggers as on one PostgreSQL.
+  hand out generations and NOTIFY the servers listening on the coordinator), jobs, files,
+  webhooks and the outbox's cursors, the audit chain — stays on the coordinator as Citus
+  local tables, with its triggers as on one PostgreSQL.
 
 Citus refuses a few things the single-node schema has, and this step changes only those, on
 Citus only: foreign keys from distributed tables to coordinator tables (accounts, bill runs,
@@ -36,6 +40,8 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
+
 from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,7 @@ BY_ACCOUNT: tuple[str, ...] = (
     "adjustments", "invoices", "invoice_lines", "invoice_line_charges",
     "invoice_allowances", "taxes", "credit_notes", "payments", "ledger_entries",
     "payment_allocations", "dunning_events", "disputes", "dunning_suspensions",
-    "anomaly_flags", "rerate_job_accounts",
+    "anomaly_flags", "rerate_job_accounts", "suspense", "outbox_heads", "outbox_events",
 )
 # Traffic tables whose key is not an account: distributed by that key.
 BY_OWN_KEY: tuple[tuple[str, str], ...] = (
@@ -69,7 +75,7 @@ _UNIQUE_REWRITES: tuple[tuple[str, str, str], ...] = (
 _DROP_INDEXES: tuple[str, ...] = ("anomaly_flags_id",)
 
 
-async def is_citus(conn: Connection) -> bool:
+async def is_citus(conn: Connection | asyncpg.Pool) -> bool:
     """Whether this database is a Citus coordinator (the extension is installed in it)."""
     return bool(await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'citus'"))
 

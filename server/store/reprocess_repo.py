@@ -17,6 +17,7 @@ import asyncpg
 
 from billing_oss.core.errors import Conflict
 from billing_oss.server.store import audit
+from billing_oss.server.store.pool import Connection
 
 _COUNTS = ("count_in", "count_charged", "count_suspense", "count_duplicates",
            "count_filtered", "count_pending")
@@ -61,12 +62,7 @@ async def reopen(pool: asyncpg.Pool, *, source: str, sha256: str, fmt: str,
         keys = [(r["source"], r["record_key"]) for r in discarded if r["record_key"]]
         # Keys these records reserved (never charged: no usage row holds them) go back, so
         # the records read correctly this time are not taken for duplicates of themselves.
-        await conn.execute(
-            "DELETE FROM usage_keys k USING unnest($1::text[], $2::text[]) AS d(source, key) "
-            "WHERE k.source = d.source AND k.record_key = d.key AND NOT EXISTS ("
-            " SELECT 1 FROM usage_records u WHERE u.account_id = k.account_id"
-            " AND u.event_time = k.event_time AND u.usage_id = k.usage_id)",
-            [k[0] for k in keys], [k[1] for k in keys])
+        await _release_keys(conn, keys)
         after = await conn.fetchrow(
             "UPDATE source_files SET state = 'claimed', format = $2, committed_records = 0, "
             "totals = '{}', error = NULL, completed_at = NULL, "
@@ -81,3 +77,26 @@ async def reopen(pool: asyncpg.Pool, *, source: str, sha256: str, fmt: str,
 def _plain(row: asyncpg.Record) -> dict[str, Any]:
     plain: dict[str, Any] = json.loads(json.dumps(dict(row), default=str))
     return plain
+
+
+async def _release_keys(conn: Connection, keys: list[tuple[str, str]]) -> None:
+    """Delete these record keys unless a usage row holds one. The keys, then the usage they
+    name, then the delete: on Citus the keys are distributed by record key and usage by
+    account, which one statement cannot join."""
+    held = await conn.fetch(
+        "SELECT k.source, k.record_key, k.account_id, k.event_time, k.usage_id FROM usage_keys k"
+        " JOIN unnest($1::text[], $2::text[]) AS d(source, key)"
+        " ON k.source = d.source AND k.record_key = d.key",
+        [k[0] for k in keys], [k[1] for k in keys])
+    named = [r for r in held if r["account_id"] is not None]
+    charged = {(r["account_id"], r["usage_id"]) for r in await conn.fetch(
+        "SELECT u.account_id, u.usage_id FROM usage_records u"
+        " JOIN unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS k(account_id, at, id)"
+        " ON u.account_id = k.account_id AND u.event_time = k.at AND u.usage_id = k.id",
+        [r["account_id"] for r in named], [r["event_time"] for r in named],
+        [r["usage_id"] for r in named])}
+    free = [r for r in held if (r["account_id"], r["usage_id"]) not in charged]
+    await conn.execute(
+        "DELETE FROM usage_keys k USING unnest($1::text[], $2::text[]) AS d(source, key)"
+        " WHERE k.source = d.source AND k.record_key = d.key",
+        [r["source"] for r in free], [r["record_key"] for r in free])

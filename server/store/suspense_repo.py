@@ -5,6 +5,10 @@ Rows are never deleted. A discard sets ``state = 'discarded'`` with the operator
 ``resolution``, audited. A retry that charges a record marks its row ``retried`` with the usage
 id it became; one that fails again keeps it open with the new reason. Retrying itself is the
 pipeline's job (``server.pipeline.suspense.retry``).
+
+On Citus suspense is distributed by account (migration 1473): a record whose account is
+unknown is stored under the reserved account ``''`` (read back as None here), and rows are
+locked through ``lock_suspense`` and ``claim_suspense``, which name each row's account.
 """
 
 from __future__ import annotations
@@ -46,8 +50,11 @@ class SuspenseDetail(SuspenseItem, frozen=True, kw_only=True):
     raw: bytes | None  # base64 in JSON
 
 
-_ITEM_COLUMNS = ("suspense_id, source, record_key, account_id, reason, detail, state, resolution,"
-            " source_file_id, source_position, created_at, resolved_at")
+UNKNOWN_ACCOUNT = ""  # the account a suspended record of no known account is stored under
+
+_ITEM_COLUMNS = ("suspense_id, source, record_key, nullif(account_id, '') AS account_id, reason,"
+                 " detail, state, resolution, source_file_id, source_position, created_at,"
+                 " resolved_at")
 
 
 async def find(pool: asyncpg.Pool, *, state: str | None, reason: str | None,
@@ -75,8 +82,9 @@ async def get(conn: Connection | asyncpg.Pool, suspense_id: int) -> SuspenseDeta
 async def discard(pool: asyncpg.Pool, actor: str, suspense_id: int,
                   reason: str) -> SuspenseDetail:
     async with pool.acquire() as conn, conn.transaction():
+        await lock(conn, [suspense_id])
         state = await conn.fetchval(
-            "SELECT state FROM suspense WHERE suspense_id = $1 FOR UPDATE", suspense_id)
+            "SELECT state FROM suspense WHERE suspense_id = $1", suspense_id)
         if state is None:
             raise NotFound(f"no suspense record {suspense_id}")
         if state != "open":
@@ -98,8 +106,9 @@ async def correct(pool: asyncpg.Pool, actor: str, suspense_id: int, changes: dic
     corrected record first; audited with the fields before and after, and why. The raw
     bytes stay as received: the correction is the operator's, the source's are evidence."""
     async with pool.acquire() as conn, conn.transaction():
+        await lock(conn, [suspense_id])
         row = await conn.fetchrow("SELECT state, record::text AS record FROM suspense"
-                                  " WHERE suspense_id = $1 FOR UPDATE", suspense_id)
+                                  " WHERE suspense_id = $1", suspense_id)
         if row is None:
             raise NotFound(f"no suspense record {suspense_id}")
         if row["state"] != "open":
@@ -117,6 +126,11 @@ async def correct(pool: asyncpg.Pool, actor: str, suspense_id: int, changes: dic
                            {"record": {k: corrected.get(k) for k in sorted(changes)},
                             "reason": reason})
     return after
+
+
+async def lock(conn: Connection, ids: list[int]) -> None:
+    """Lock these rows for the transaction, in id order (each by its account on Citus)."""
+    await conn.execute("SELECT count(*) FROM lock_suspense($1::bigint[])", ids)
 
 
 def _summary(item: SuspenseDetail) -> dict[str, Any]:
@@ -154,8 +168,9 @@ class SuspenseRow(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-_ROW_COLUMNS = ("suspense_id, source, record_key, account_id, reason, detail, record::text, "
-            "source_file_id, source_position, state, resolution, created_at")
+_ROW_COLUMNS = ("suspense_id, source, record_key, nullif(account_id, '') AS account_id, reason,"
+                " detail, record::text, source_file_id, source_position, state, resolution,"
+                " created_at")
 
 
 def _rows(rows: list[object]) -> list[SuspenseRow]:
@@ -179,11 +194,11 @@ async def claim_for_retry(
     conn: Connection, *, ids: list[int] | None, reason: str | None, limit: int
 ) -> list[SuspenseRow]:
     """Open rows to retry, locked for this transaction (other workers skip them)."""
+    claimed = [r[0] for r in await conn.fetch(
+        "SELECT * FROM claim_suspense($1::bigint[], $2::text, $3)", ids, reason, limit)]
     rows = await conn.fetch(
-        f"SELECT {_ROW_COLUMNS} FROM suspense WHERE state = 'open' AND record IS NOT NULL "
-        "AND ($1::bigint[] IS NULL OR suspense_id = ANY($1)) "
-        "AND ($2::text IS NULL OR reason = $2) "
-        "ORDER BY suspense_id LIMIT $3 FOR UPDATE SKIP LOCKED", ids, reason, limit)
+        f"SELECT {_ROW_COLUMNS} FROM suspense WHERE suspense_id = ANY($1::bigint[])"
+        " AND state = 'open' ORDER BY suspense_id", claimed)
     return _rows(list(rows))
 
 
@@ -213,11 +228,21 @@ async def reclaim_key(
 
 async def key_is_charged(conn: Connection, source: str, record_key: str) -> bool:
     """Whether a usage row exists for this key (the key was reused, e.g. by a later retry)."""
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM usage_keys k JOIN usage_records u "
-        "ON u.account_id = k.account_id AND u.event_time = k.event_time "
-        "AND u.usage_id = k.usage_id WHERE k.source = $1 AND k.record_key = $2)",
-        source, record_key))
+    return await _usage_of_key(conn, source, record_key) is not None
+
+
+async def _usage_of_key(conn: Connection, source: str, record_key: str) -> int | None:
+    """The usage row holding this key, if any. The key first, then its usage: on Citus the
+    keys are distributed by record key and usage by account, so each is a routed read."""
+    key = await conn.fetchrow(
+        "SELECT account_id, event_time, usage_id FROM usage_keys"
+        " WHERE source = $1 AND record_key = $2", source, record_key)
+    if key is None or key["account_id"] is None:
+        return None
+    found: int | None = await conn.fetchval(
+        "SELECT usage_id FROM usage_records WHERE account_id = $1 AND event_time = $2"
+        " AND usage_id = $3", key["account_id"], key["event_time"], key["usage_id"])
+    return found
 
 
 async def lock_open_by_key(
@@ -225,10 +250,14 @@ async def lock_open_by_key(
 ) -> dict[tuple[str, str], list[int]]:
     """Ids of the open rows holding these (source, record key), locked for this transaction
     (a retry skips them; one under way is waited for, and its row is then no longer open)."""
-    rows = await conn.fetch(
+    holding = [r[0] for r in await conn.fetch(
+        "SELECT suspense_id FROM suspense WHERE state = 'open' "
+        "AND (source, record_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [k[0] for k in keys], [k[1] for k in keys])]
+    await lock(conn, holding)
+    rows = await conn.fetch(  # still open once locked
         "SELECT suspense_id, source, record_key FROM suspense WHERE state = 'open' "
-        "AND (source, record_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
-        "ORDER BY suspense_id FOR UPDATE", [k[0] for k in keys], [k[1] for k in keys])
+        "AND suspense_id = ANY($1::bigint[]) ORDER BY suspense_id", holding)
     found: dict[tuple[str, str], list[int]] = {}
     for row in rows:
         found.setdefault((row[1], row[2]), []).append(row[0])
@@ -238,11 +267,7 @@ async def lock_open_by_key(
 async def how_closed(conn: Connection, source: str, record_key: str) -> str:
     """What became of a key's suspended record: the usage it was charged as, else the last
     resolution of its rows."""
-    usage_id = await conn.fetchval(
-        "SELECT u.usage_id FROM usage_keys k JOIN usage_records u "
-        "ON u.account_id = k.account_id AND u.event_time = k.event_time "
-        "AND u.usage_id = k.usage_id WHERE k.source = $1 AND k.record_key = $2",
-        source, record_key)
+    usage_id = await _usage_of_key(conn, source, record_key)
     if usage_id is not None:
         return f"charged as usage {usage_id}"
     row = await conn.fetchrow(

@@ -10,7 +10,7 @@ import msgspec
 from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.server import config
 from billing_oss.server.composition import read_catalog_file
-from billing_oss.server.integrations import events
+from billing_oss.server.integrations import events, repo
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO
@@ -31,7 +31,8 @@ async def test_an_ingested_file_says_so_with_counts_that_reconcile(
     await pipeline.ingest_file(path, source="msc9", format="jsonl")  # a replay: no event
     (row,) = await stored(pool, "usage.file_ingested")
     event = msgspec.json.decode(row["payload"], type=events.UsageFileIngested)
-    assert row["stream"] == "source:msc9" and row["account_id"] is None
+    # stored under the reserved account of events about no account
+    assert row["stream"] == "source:msc9" and row["account_id"] == repo.NO_ACCOUNT
     assert (event.name, event.state, event.records_in, event.charged, event.suspense,
             event.duplicates) == ("cdr42.jsonl", "done", 12, 10, 1, 1)
     assert event.records_in == (event.charged + event.suspense + event.duplicates

@@ -202,8 +202,8 @@ class SuspenseAging(msgspec.Struct, frozen=True, kw_only=True):
     family: str = "rating"
     title: str = "no record stays in suspense longer than suspense_age_days"
     sql: str = """
-SELECT suspense_id, source, record_key, account_id, reason, detail, created_at,
-       record::text AS record
+SELECT suspense_id, source, record_key, nullif(account_id, '') AS account_id, reason, detail,
+       created_at, record::text AS record
 FROM suspense
 WHERE state = 'open'
   AND created_at <= $1::timestamptz - make_interval(days => ($2::jsonb->>'suspense_age_days')::int)
