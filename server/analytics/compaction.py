@@ -23,12 +23,21 @@ from billing_oss.server.analytics import repo
 log = logging.getLogger(__name__)
 TASK = "rollup-compaction"  # its row in scheduled_ticks
 EVERY_DAY = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
+RESTAT_AFTER = 10_000  # deltas folded in one run that call for fresh statistics
 
 
 async def run_once(pool: asyncpg.Pool) -> None:
-    """Fold every day's deltas."""
+    """Fold every day's deltas. A fold leaves the deleted deltas' entries in the partial
+    index readers find the deltas by, until a vacuum: a reader visiting them all paid
+    0.5 s after 600 k deltas were folded. So after a large fold the statistics are renewed
+    and the run reads the deltas left once itself, marking those entries dead for the
+    readers that follow."""
+    fresh = await repo.fresh_rollups(pool)
     folded = await repo.compact(pool, *EVERY_DAY)
-    log.info("rollups compacted", extra={"fields": {"rows_folded": folded}})
+    if fresh >= RESTAT_AFTER:
+        await repo.analyze_rollups(pool)
+        await repo.fresh_rollups(pool)
+    log.info("rollups compacted", extra={"fields": {"deltas": fresh, "rows_folded": folded}})
 
 
 async def run_forever(pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event) -> None:
