@@ -46,3 +46,28 @@ async def test_the_clock_folds_deltas_into_the_account_less_level(pool: asyncpg.
     assert await pool.fetchval("SELECT count(*) FROM charge_rollups WHERE NOT compacted") == 0
     assert await pool.fetchval("SELECT count(*) FROM charge_totals") > 0
     assert [await sums(pool, p) for p in periods] == before
+
+
+async def test_totals_across_accounts_wait_for_a_compaction_to_commit(
+        pool: asyncpg.Pool) -> None:
+    # On Citus a compaction commits on the coordinator and on the workers one after the
+    # other: a read in between would count the deltas it moves twice or not at all. Totals
+    # across accounts therefore read after a running compaction has committed everywhere.
+    await pool.execute("INSERT INTO accounts (account_id) VALUES ('W1'), ('W2')")
+    for i in range(6):
+        await seed_usage(pool, f"W{i % 2 + 1}", f"2026-03-0{i + 1}T10:00:00Z",
+                         amount_micros=123_457 * (i + 1))
+    whole = Period(start=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+                   end=dt.datetime(2026, 3, 7, tzinfo=dt.UTC))
+    want = await sums(pool, whole)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.fetchval("SELECT compact_charge_rollups('2026-01-01', '2026-12-31')")
+        reading = asyncio.create_task(sums(pool, whole))
+        await asyncio.sleep(0.5)
+        assert not reading.done()  # waits for the compaction
+        await tx.commit()
+    assert await asyncio.wait_for(reading, 10) == want
+    assert await pool.fetchval("SELECT count(*) FROM charge_totals") > 0
+    assert await sums(pool, Period(account_id="W1")) != []  # one account: no wait, no lock
