@@ -7,17 +7,22 @@ scale 1: every list and total ≤ 50 ms p99 at any depth.
     python perf/bench_queries.py [--scale 0.01] [--requests 100] [--keep | --reuse DB]
                                  [--database-url DSN]
 
-Data are generated as ``perf/bench_console.py`` generates them (``perf/seeded.py``). The
+Data are generated as ``perf/bench_console.py`` generates them (``perf/seeded.py``), and the
+charge rollups compacted as ``serve`` compacts them on its clock. The
 server is ``billing-oss serve`` in its own process; an admin key requests each query
 ``--requests`` times one after the other after three warm-ups, the per-account ones picking
 a new account each time. Page 50 is reached once by following 49 cursors (that walk is
 printed too), then its URL is requested like page 1. A list shorter than 50 pages shows
 its last page's depth. The time is from sending the request to the last byte, over loopback.
+The totals across accounts over whole days are also timed as the earlier query read them (Σ
+of every account's daily rollup rows, straight on the database, the same number of times):
+our figure beside it is a ratio from the same run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -27,10 +32,16 @@ from urllib.parse import quote
 import aiohttp
 from seeded import DAYS, cli, percentile, seeded_database, serving  # perf/ on sys.path
 
+from billing_oss.server.analytics import compaction
 from billing_oss.server.store import api_keys
 
 TARGET_P99_MS = 50.0
 DEPTH = 50
+# The earlier form of totals across accounts over whole days: every account's rollup rows.
+EARLIER_TOTALS = (
+    "SELECT rtrim(currency), sum(records + reversals), sum(reversals),"
+    " sum(amount_micros::numeric - reversed_micros), sum(reversed_micros::numeric)"
+    " FROM charge_rollups WHERE day >= $1 AND day < $2 GROUP BY 1")
 
 
 def queries(accounts: int, first_day: str, last_day: str) -> dict[str, Callable[[], str]]:
@@ -147,13 +158,23 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
             days = await conn.fetchrow(
                 "SELECT (min(event_time) AT TIME ZONE 'UTC')::date + 1 AS first,"
                 " (max(event_time) AT TIME ZONE 'UTC')::date AS last FROM usage_records")
+        await compaction.run_once(pool)  # what serve's clock does
+        rollups = (await pool.fetchval("SELECT count(*) FROM charge_rollups"),
+                   await pool.fetchval("SELECT count(*) FROM charge_totals"))
         token = (await api_keys.create(pool, "admin", "bench")).token
         print(f"{sizes['usage_records']:,} usage records, {sizes['charges']:,} charges over"
               f" {DAYS} days, {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
-              f" {how}")
+              f" {how}; compacted: {rollups[0]:,} daily rollup rows per account,"
+              f" {rollups[1]:,} without the account")
         async with serving(url) as base:
             results = await measure(base, token, accounts, invoices, requests,
                                     days["first"].isoformat(), days["last"].isoformat())
+        earlier = []
+        for i in range(requests + 3):  # three to warm up, as the requests
+            began = time.perf_counter()
+            await pool.fetch(EARLIER_TOTALS, days["first"], days["last"])
+            if i >= 3:
+                earlier.append((time.perf_counter() - began) * 1000)
     print(f"{requests} requests per query and page, one at a time, loopback;"
           f" server: billing-oss serve")
     print(f"{'query':<40} {'page':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
@@ -164,6 +185,13 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
               f" {p99:8.1f} {max(samples):8.1f}  {note}")
         if depth != "pk" and p99 > worst:
             worst, worst_name = p99, f"{query} page {depth}"
+    ours = next(r[2] for r in results if r[0].startswith("totals, all, days"))
+    ratio = statistics.median(earlier) / statistics.median(ours)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"totals, all, whole days: ours p50 {statistics.median(ours):.1f} ms, p99"
+          f" {percentile(ours, 0.99):.1f} ms (server round trip); the earlier query alone on"
+          f" the database, same run: p50 {statistics.median(earlier):.1f} ms, p99"
+          f" {percentile(earlier, 0.99):.1f} ms ({ratio:.1f}× at p50); load average {load}")
     met = worst <= TARGET_P99_MS
     print(f"target every list and total ≤ {TARGET_P99_MS:g} ms p99 (scale 1): worst"
           f" {worst:.1f} ms ({worst_name}), {'met' if met else 'NOT met'} at scale {scale:g}")

@@ -194,6 +194,12 @@ async def serve(config: Config, stop: asyncio.Event, *,
             keeper = asyncio.create_task(housekeeping.run_forever(pool, config.retention, stop),
                                          name="retention")
             stack.push_async_callback(_cancel, keeper)
+        if config.analytics.compact_interval_s > 0:
+            from billing_oss.server.analytics import compaction
+
+            compactor = asyncio.create_task(compaction.run_forever(
+                pool, config.analytics.compact_interval_s, stop), name="rollup-compaction")
+            stack.push_async_callback(_cancel, compactor)
         chainer = asyncio.create_task(audit.run_chainer(pool, stop), name="audit-chainer")
         stack.push_async_callback(_cancel, chainer)
         if config.assurance.interval_s > 0:

@@ -185,6 +185,10 @@ class RetentionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pseudonym_key: str = ""
 
 
+class AnalyticsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    compact_interval_s: float = 60.0  # 0: the rollups are compacted on demand only
+
+
 class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     timezone: str = "UTC"  # the operator's: every time the console shows is in it
     session_minutes: int = 480  # a console sign-in lasts this long, then asks again
@@ -219,6 +223,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     assurance: AssuranceConfig = msgspec.field(default_factory=AssuranceConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    analytics: AnalyticsConfig = msgspec.field(default_factory=AnalyticsConfig)
 
     def demo_catalog_path(self) -> Path:
         path = Path(self.catalog.demo)
@@ -346,6 +351,8 @@ def _check(config: Config) -> None:
         raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample,"
                           " silent_factor and parallel >= 1")
     _check_retention(config.retention)
+    if config.analytics.compact_interval_s < 0:
+        raise ConfigError("analytics.compact_interval_s must be >= 0")
 
 
 def _check_retention(ret: RetentionConfig) -> None:

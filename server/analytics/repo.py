@@ -44,6 +44,19 @@ async def compact(db: Db, first: dt.date, last: dt.date) -> int:
     return folded
 
 
+async def fresh_rollups(db: Db) -> int:
+    """The daily deltas not compacted yet (through their partial index: a plain index scan
+    there also marks the entries of rows a compaction deleted, so later reads skip them)."""
+    count: int = await db.fetchval("SELECT count(*) FROM charge_rollups WHERE NOT compacted")
+    return count
+
+
+async def analyze_rollups(db: Db) -> None:
+    """Fresh statistics after a large fold: the planner then expects the few deltas left,
+    and reads them by index rather than by bitmap over the rows just deleted."""
+    await db.execute("ANALYZE charge_rollups")
+
+
 def _dimension(name: str, params: list[Any]) -> str:
     if name.startswith("attrs."):
         params.append(name.removeprefix("attrs."))

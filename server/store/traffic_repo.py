@@ -117,12 +117,14 @@ async def charges(pool: asyncpg.Pool, period: Period, *, kind: str | None,
 async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
     """Charged and reversed sums per currency (exact: summed as numeric, checked to fit).
 
-    Whole UTC days come from the analytics rollups (whole months from the monthly level),
-    kept in the charges' transaction, so the answer reads a row per account × day or month
-    instead of every charge; the parts of days at either end of the period are summed from
-    the charges. Rollups are read only over the months whose charges partition is attached:
-    an archived month's charges are gone and the rollups keep it, so it would count here and
-    not in the charges. The sums are those of the charges, to the micro-unit.
+    Whole UTC days come from the analytics rollups: for one account its daily rows (whole
+    months from the monthly level), kept in the charges' transaction; across accounts the
+    account-less level compaction fills plus the deltas it has not folded yet; so the answer
+    reads a row per key × day or month instead of every charge. The parts of days at either
+    end of the period are summed from the charges. Rollups are read only over the months
+    whose charges partition is attached: an archived month's charges are gone and the rollups
+    keep it, so it would count here and not in the charges. The sums are those of the
+    charges, to the micro-unit.
     """
     args: list[Any] = []
 
@@ -144,7 +146,9 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
             parts.append(_raw(arg, account, _midnight(last), end))
         months_from = None if first is None else _month_on_or_after(first)
         months_to = None if last is None else last.replace(day=1)
-        if months_from is None or months_to is None or months_from < months_to:
+        if period.account_id is None:
+            parts.append(_rolled_all(arg, first, last))
+        elif months_from is None or months_to is None or months_from < months_to:
             parts.append(_rolled(arg, account, "charge_rollups_monthly", months_from,
                                  months_to))
             if first is not None and months_from is not None and first < months_from:
@@ -153,19 +157,32 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
                 parts.append(_rolled(arg, account, "charge_rollups", months_to, last))
         else:
             parts.append(_rolled(arg, account, "charge_rollups", first, last))
-    rows = await pool.fetch(
-        "WITH live AS (SELECT min(to_date(right(c.relname, 7), 'YYYY_MM')) AS since"
-        " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'charges'::regclass)"
-        " SELECT rtrim(currency) AS currency, sum(charges)::bigint AS charges,"
-        " sum(reversals)::bigint AS reversals, sum(charged) AS charged,"
-        " sum(reversed) AS reversed FROM (" + " UNION ALL ".join(parts) + ") p"
-        " GROUP BY currency ORDER BY currency",
-        *args,
-    )
+    sql = ("WITH live AS (SELECT min(to_date(right(c.relname, 7), 'YYYY_MM')) AS since"
+           " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+           " WHERE i.inhparent = 'charges'::regclass)"
+           " SELECT rtrim(currency) AS currency, sum(charges)::bigint AS charges,"
+           " sum(reversals)::bigint AS reversals, sum(charged) AS charged,"
+           " sum(reversed) AS reversed FROM (" + " UNION ALL ".join(parts) + ") p"
+           " GROUP BY currency ORDER BY currency")
+    across = any("charge_totals" in part for part in parts)
+    rows = await (_between_compactions(pool, sql, args) if across else pool.fetch(sql, *args))
     return [Total(currency=r["currency"], charges=r["charges"], reversals=r["reversals"],
                   charged_micros=_int(r["charged"]), reversed_micros=_int(r["reversed"]))
             for r in rows]
+
+
+async def _between_compactions(pool: asyncpg.Pool, sql: str,
+                               args: list[Any]) -> list[asyncpg.Record]:
+    """``sql`` read while no compaction commits: on Citus a compaction moves deltas from the
+    workers' shards to the coordinator's level, and a read between its commits there and on
+    the workers would count them twice or not at all. Compactions take this lock exclusive
+    (migration 1423) and hold it until every node has committed; readers share it, and
+    read after taking it, with a snapshot that follows every commit."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock_shared(hashtext('compact_charge_rollups'))")
+        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+        return rows
 
 
 def _raw(arg: Callable[[Any], str], account: str, start: dt.datetime | None,
@@ -192,6 +209,24 @@ def _rolled(arg: Callable[[Any], str], account: str, table: str, first: dt.date 
             " sum(amount_micros::numeric - reversed_micros) AS charged,"
             " sum(reversed_micros::numeric) AS reversed FROM " + table
             + " WHERE day >= (SELECT since FROM live)" + account + w + " GROUP BY currency")
+
+
+def _rolled_all(arg: Callable[[Any], str], first: dt.date | None,
+                until: dt.date | None) -> str:
+    """The sums of every account's days [first, until): the account-less level holds what
+    compaction folded, the per-account deltas not folded yet add the rest (same snapshot,
+    so a compaction in between moves sums, never loses or doubles them)."""
+    w = "" if first is None else f" AND day >= {arg(first)}"
+    w += "" if until is None else f" AND day < {arg(until)}"
+    sums = ("currency, records, reversals, amount_micros, reversed_micros FROM {}"
+            " WHERE day >= (SELECT since FROM live)" + w)
+    return ("SELECT currency, sum(records + reversals) AS charges,"
+            " sum(reversals) AS reversals,"
+            " sum(amount_micros::numeric - reversed_micros) AS charged,"
+            " sum(reversed_micros::numeric) AS reversed FROM ("
+            " SELECT " + sums.format("charge_totals") + " UNION ALL"
+            " SELECT " + sums.format("charge_rollups") + " AND NOT compacted) t"
+            " GROUP BY currency")
 
 
 def _midnight(day: dt.date) -> dt.datetime:

@@ -145,12 +145,54 @@ async def test_totals_from_rollups_equal_the_charges(
 
     await check()
     assert (await raw_totals(pool, Period()))[0][2] > 0  # reversals are in
-    # Compaction folds the deltas and keeps every sum.
+    assert await pool.fetchval("SELECT count(*) FROM charge_totals") == 0  # nothing folded
+    # Compaction of December only: across accounts, its days come from the account-less
+    # level, the other days from the deltas still per account.
+    await pool.execute("SELECT compact_charge_rollups('2025-12-01', '2025-12-31')")
+    assert await pool.fetchval("SELECT count(*) FROM charge_totals") > 0
+    await check()
+    # Charges and reversals arriving late for days already folded, then everything folded.
+    await more_charges(pool, dt.datetime(2025, 12, 2, 3, 4, tzinfo=z))
+    await check()
     await pool.execute("SELECT compact_charge_rollups('2025-01-01', '2027-01-01'),"
                        " compact_charge_rollups_monthly('2025-01-01', '2027-01-01')")
     await check()
+    assert await folded_level_is_the_compacted_rows(pool)
+    await more_charges(pool, dt.datetime(2026, 1, 13, 23, 59, tzinfo=z))
+    await check()
+    # Compaction folds the deltas again and keeps every sum.
+    await pool.execute("SELECT compact_charge_rollups('2025-01-01', '2027-01-01'),"
+                       " compact_charge_rollups_monthly('2025-01-01', '2027-01-01')")
+    await check()
+    assert await folded_level_is_the_compacted_rows(pool)
     # A month archived (its partition gone) is no longer in the charges: nor in the totals,
     # though the rollups keep it.
     await pool.execute("ALTER TABLE charges DETACH PARTITION charges_2025_11;"
                        " DROP TABLE charges_2025_11")
     await check()
+
+
+async def more_charges(pool: asyncpg.Pool, moment: dt.datetime) -> None:
+    """Two charges at ``moment`` (two accounts) and a reversal of one, as rerating writes."""
+    first = await seed_usage(pool, "TT-1", stamp(moment), amount_micros=7_654_321)
+    await seed_usage(pool, "TT-2", stamp(moment), amount_micros=1_000_003, currency="USD")
+    await pool.execute(
+        "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
+        " amount_micros, currency, reverses_charge_id)"
+        " SELECT account_id, nextval('charge_id_seq'), event_time, usage_id,"
+        " 'reversal', -amount_micros, currency, charge_id FROM charges WHERE usage_id = $1",
+        first)
+
+
+async def folded_level_is_the_compacted_rows(pool: asyncpg.Pool) -> bool:
+    """The account-less level holds, per day and key, the sums of the compacted rows."""
+    sums = ("SELECT day, service, zone, rtrim(currency), tariff_version_id,"
+            " sum(amount_micros)::bigint, sum(records)::bigint, sum(units),"
+            " sum(reversals)::bigint, sum(reversed_micros)::bigint FROM {}"
+            " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5")
+    level = await pool.fetch(sums.format("charge_totals"))
+    rows = await pool.fetch(sums.format("charge_rollups WHERE compacted"))
+    one_per_key = await pool.fetchval(
+        "SELECT count(*) = count(DISTINCT (day, service, zone, currency, tariff_version_id))"
+        " FROM charge_totals")
+    return bool(level) and [tuple(r) for r in level] == [tuple(r) for r in rows] and one_per_key
