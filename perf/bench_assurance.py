@@ -102,10 +102,10 @@ async def seed(conn: asyncpg.Connection, usage: int, invoices: int) -> None:
             FROM generate_series(1, {files * per_file}) g""")
     await conn.execute(f"""
         INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind, amount_micros,
-                             currency, tariff_version_id, zone, band, created_at)
+                             currency, tariff_version_id, zone, band, created_at, source_file_id)
             SELECT account_id, usage_id, event_time, usage_id, 'charge',
                    ($1::bigint[])[duration_s], 'EUR', {version}, 'national', 'offpeak',
-                   '2026-02-01'
+                   '2026-02-01', source_file_id
             FROM usage_records""", amounts)
     await conn.execute("""
         UPDATE source_files f SET totals = jsonb_build_object('EUR', t.micros::text)

@@ -68,9 +68,9 @@ async def seed(conn: Connection, usage: int, accounts: int) -> None:
             FROM generate_series(1, {usage}) g""")
     await conn.execute("""
         INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind, amount_micros,
-                             currency, zone, band, created_at)
+                             currency, zone, band, created_at, source_file_id)
             SELECT account_id, usage_id, event_time, usage_id, 'charge', duration_s * 1000,
-                   'EUR', 'national', 'offpeak', now()
+                   'EUR', 'national', 'offpeak', now(), source_file_id
             FROM usage_records""")
     await conn.execute(f"""
         INSERT INTO suspense (source, record_key, reason, detail, record, raw)

@@ -118,7 +118,7 @@ def build_rows(batch: WriteBatch, ids: Sequence[int], source_file_id: int | None
     for i, entry in charged_entries:
         charge = entry.outcome
         assert isinstance(charge, Charge)
-        rows.charges.append(charge_row(entry, charge))
+        rows.charges.append(charge_row(entry, charge, source_file_id))
         rows.charged.append(i)
         totals[charge.currency] = totals.get(charge.currency, 0) + charge.amount_micros
     for i, entry in enumerate(claims):
@@ -188,9 +188,11 @@ def usage_row(
     return tuple(row)
 
 
-def charge_row(entry: Entry, charge: Charge) -> tuple[Any, ...]:
+def charge_row(entry: Entry, charge: Charge, source_file_id: int | None) -> tuple[Any, ...]:
+    """The charge carries its usage record's file, so that conservation.file_totals sums
+    charges by file without finding each one's usage."""
     return (charge.account_id, entry.event_time, entry.usage_id, "charge", charge.amount_micros,
-            charge.currency, charge.tariff_version_id, charge.zone, charge.band)
+            charge.currency, charge.tariff_version_id, charge.zone, charge.band, source_file_id)
 
 
 def suspense_row(

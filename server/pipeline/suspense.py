@@ -86,7 +86,7 @@ async def _retry_one(
         writer.usage_row(entry, outcome.account_id, usage_repo.USAGE_OPTIONAL,
                          row.source_file_id)])
     await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS,
-                               [writer.charge_row(entry, outcome)])
+                               [writer.charge_row(entry, outcome, row.source_file_id)])
     await suspense_repo.resolve(conn, row.suspense_id, f"charged as usage {usage_id}")
     return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
                        status="charged", amount=format_outcome(outcome.amount_micros),

@@ -119,7 +119,7 @@ async def _store_merged(
         if isinstance(outcome, Charge):
             entry.status = "charged"
             usage_rows.append(usage_row(entry, outcome.account_id, optional, source_file_id))
-            charge_rows.append(charge_row(entry, outcome))
+            charge_rows.append(charge_row(entry, outcome, source_file_id))
             totals[outcome.currency] = totals.get(outcome.currency, 0) + outcome.amount_micros
         else:
             assert isinstance(outcome, Failure)

@@ -28,7 +28,7 @@ KINDS: dict[str, dict[str, str]] = {
                       "source_file_id": "q"},
     "charges": {"account_id": "t", "event_time": "T", "usage_id": "q", "kind": "t",
                 "amount_micros": "q", "currency": "t", "tariff_version_id": "q", "zone": "t",
-                "band": "t"},
+                "band": "t", "source_file_id": "q"},
 }
 
 

@@ -22,7 +22,7 @@ USAGE_OPTIONAL = ("duration_s", "volume_up", "volume_down", "quantity", "unit", 
                   "called", "imsi", "msisdn", "charge", "partial_seq")
 USAGE_TAIL = ("attrs", "source_file_id")
 CHARGE_COLUMNS = ("account_id", "event_time", "usage_id", "kind", "amount_micros", "currency",
-                  "tariff_version_id", "zone", "band")
+                  "tariff_version_id", "zone", "band", "source_file_id")
 SUSPENSE_COLUMNS = ("source", "record_key", "account_id", "reason", "detail", "record", "raw",
                     "source_file_id", "source_position")
 

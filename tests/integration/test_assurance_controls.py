@@ -227,6 +227,29 @@ async def test_a_charge_deleted(copy: asyncpg.Pool) -> None:
     assert failed["conservation.file_totals"].at_stake == {"EUR": _text(gone["amount_micros"])}
 
 
+async def test_two_charges_of_one_amount_carried_to_each_others_file(copy: asyncpg.Pool
+                                                                     ) -> None:
+    """What ``file_totals`` cannot see, as each file still sums the same: the original
+    charges' files against their usage records' (``usage_charged``)."""
+    pair = await copy.fetchrow(
+        "SELECT x.account_id AS xa, x.charge_id AS xc, x.source_file_id AS xf,"
+        " y.account_id AS ya, y.charge_id AS yc, y.source_file_id AS yf, x.amount_micros"
+        " FROM charges x JOIN charges y ON y.amount_micros = x.amount_micros"
+        " AND y.currency = x.currency AND y.source_file_id > x.source_file_id"
+        " WHERE x.amount_micros > 0 ORDER BY x.charge_id, y.charge_id LIMIT 1")
+    await as_dba(copy, *(f"UPDATE charges SET source_file_id = {file} WHERE account_id = '{a}'"
+                         f" AND charge_id = {c}"
+                         for a, c, file in ((pair["xa"], pair["xc"], pair["yf"]),
+                                            (pair["ya"], pair["yc"], pair["xf"]))))
+    failed = failing(await run_all(copy))
+    assert set(failed) == {"conservation.usage_charged"}
+    moved = failed["conservation.usage_charged"]
+    assert sorted(e["object"] for e in moved.evidence) == sorted(
+        [f"charge:{pair['xa']}/{pair['xc']}", f"charge:{pair['ya']}/{pair['yc']}"])
+    assert f"carries file {pair['yf']}" in " ".join(e["detail"] for e in moved.evidence)
+    assert moved.at_stake == {"EUR": _text(2 * pair["amount_micros"])}
+
+
 async def test_a_payment_lost_after_import(copy: asyncpg.Pool) -> None:
     pid = await copy.fetchval("SELECT payment_id FROM payments")
     await as_dba(copy, f"DELETE FROM payment_allocations WHERE payment_id = {pid}",

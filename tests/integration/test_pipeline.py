@@ -84,6 +84,12 @@ async def test_file_reconciles_and_replay_changes_nothing(
         "SELECT sum(amount_micros) FROM charges c "
         "JOIN usage_records u USING (account_id, usage_id) WHERE u.record_key LIKE 'f1-%'")
     assert stored == 190_000
+    # Each charge carries its file, written with it (conservation.file_totals sums by it).
+    files = await pool.fetch(
+        "SELECT DISTINCT c.source_file_id FROM charges c"
+        " JOIN usage_records u USING (account_id, event_time, usage_id)"
+        " WHERE u.record_key LIKE 'f1-%'")
+    assert [r[0] for r in files] == [out.source_file_id]
 
 
 async def test_progress_counts_up_to_the_files_own_total(
@@ -174,10 +180,10 @@ async def test_suspense_keeps_raw_form_and_retry_charges_after_fix(
     assert (await pipeline.retry_suspense(reason=Reason.UNKNOWN_ACCOUNT)).retried == 0
     report = await pipeline.retry_suspense(reason=Reason.NO_ZONE)
     assert (report.retried, report.still_open) == (1, 1)
-    charged = await pool.fetchval(
-        "SELECT count(*) FROM charges c JOIN usage_records u USING (account_id, usage_id) "
+    charged = await pool.fetch(
+        "SELECT c.source_file_id FROM charges c JOIN usage_records u USING (account_id, usage_id) "
         "WHERE u.record_key = 's-unknown'")
-    assert charged == 1
+    assert [r[0] for r in charged] == [out.source_file_id]  # charged once, of its file
     state = await pool.fetchval("SELECT state FROM suspense WHERE record_key = 's-unknown'")
     assert state == "retried"
 
@@ -197,6 +203,9 @@ async def test_deliveries_commit_once_and_replays_answer_the_same(
     assert one.results[0].amount == "0.01" and one.results[1].reason == "UNKNOWN_ACCOUNT"
     assert one.counts.in_ == 3 and outcomes[1].counts.duplicates == 1
     assert outcomes[2].results == one.results
+    assert await pool.fetchval(  # a message is no file
+        "SELECT array_agg(c.source_file_id) FROM charges c JOIN usage_records u"
+        " USING (account_id, event_time, usage_id) WHERE u.record_key = 'd-1'") == [None]
     before = await table_counts(pool)
 
     replay = await pipeline.commit([first])

@@ -18,25 +18,39 @@ from __future__ import annotations
 from billing_oss.server.assurance.sql_control import SqlControl
 
 CYCLE_INVOICED = SqlControl(
-    name="billing.cycle_invoiced", version=2, family="billing",
+    name="billing.cycle_invoiced", version=3, family="billing",
     title="Σ charges of a closed cycle = Σ usage lines of its invoices",
-    # First per account, without joining 10 M charges to 10 M links: how many charges its
-    # closed cycles hold and two checksums of their ids, against the same of its links.
-    # Only accounts where these differ (an unlinked charge, or links to charges outside a
-    # closed cycle, e.g. a draft's) are then looked at charge by charge.
+    # First over all closed cycles at once, without joining 10 M charges to 10 M links: how
+    # many charges they hold and a sum of hashes of their keys (account, id), against the
+    # same of the links. Only when these differ are the accounts summed one by one, and only
+    # the accounts where those sums differ (an unlinked charge, or links to charges outside
+    # a closed cycle, e.g. a draft's) looked at charge by charge.
     sql="""
-WITH cycle_sums AS (
+WITH cycle_total AS MATERIALIZED (
+    SELECT count(*) AS n, coalesce(sum(hashtextextended(c.account_id, c.charge_id)), 0) AS keys
+    FROM invoices i
+    JOIN charges c ON c.account_id = i.account_id AND c.currency = i.currency
+         AND c.event_time >= i.period_start AND c.event_time < i.period_end
+         AND c.created_at < i.finalised_at
+    WHERE i.status = 'finalised' AND i.finalised_at <= $1),
+link_total AS MATERIALIZED (
+    SELECT count(*) AS n, coalesce(sum(hashtextextended(account_id, charge_id)), 0) AS keys
+    FROM invoice_line_charges),
+unbalanced AS (
+    SELECT (c.n, c.keys) IS DISTINCT FROM (l.n, l.keys) AS yes
+    FROM cycle_total c, link_total l),
+cycle_sums AS (
     SELECT c.account_id, count(*) AS n, sum(c.charge_id) AS ids,
            sum(hashint8(c.charge_id)) AS hashes
     FROM invoices i
     JOIN charges c ON c.account_id = i.account_id AND c.currency = i.currency
          AND c.event_time >= i.period_start AND c.event_time < i.period_end
          AND c.created_at < i.finalised_at
-    WHERE i.status = 'finalised' AND i.finalised_at <= $1
+    WHERE i.status = 'finalised' AND i.finalised_at <= $1 AND (SELECT yes FROM unbalanced)
     GROUP BY c.account_id),
 link_sums AS (
     SELECT account_id, count(*) AS n, sum(charge_id) AS ids, sum(hashint8(charge_id)) AS hashes
-    FROM invoice_line_charges GROUP BY account_id),
+    FROM invoice_line_charges WHERE (SELECT yes FROM unbalanced) GROUP BY account_id),
 suspect AS (
     SELECT c.account_id FROM cycle_sums c LEFT JOIN link_sums l USING (account_id)
     WHERE (c.n, c.ids, c.hashes) IS DISTINCT FROM (l.n, l.ids, l.hashes))
