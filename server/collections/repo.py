@@ -462,29 +462,27 @@ WITH allocated AS (
     SELECT account_id, applies_to, sum(amount_micros)::bigint AS amount FROM ledger_entries
     WHERE applies_to IS NOT NULL AND ($2::text IS NULL OR account_id = $2)
     GROUP BY account_id, applies_to
-), owing AS MATERIALIZED (
+), owing AS (
     SELECT e.account_id, e.entry_id, e.invoice_id, e.currency, ($1 - e.due_date) AS days,
-           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open
+           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open,
+           coalesce(acc.attrs->>'dunning_class', 'default') AS class
     FROM ledger_entries e
+    JOIN accounts acc ON acc.account_id = e.account_id
     LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
     LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id
-    WHERE e.kind = 'invoice' AND e.due_date < $1
+    WHERE e.kind = 'invoice' AND e.due_date < $1 AND acc.status <> 'closed'
       AND ($2::text IS NULL OR e.account_id = $2)
       AND e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) > 0
-), ladder AS (
-    SELECT l.class, s.step_no::int AS step_no, (s.step->>'day')::int AS day,
-           s.step->>'action' AS action, s.step->>'fee' AS fee
-    FROM dunning_ladders l
-    CROSS JOIN LATERAL jsonb_array_elements(l.steps) WITH ORDINALITY AS s(step, step_no)
 )
 SELECT o.account_id, o.entry_id, o.invoice_id, rtrim(o.currency), o.open, o.days,
        s.step_no, s.action, s.fee
 FROM owing o
-JOIN accounts acc ON acc.account_id = o.account_id
-JOIN ladder s ON s.class = coalesce(acc.attrs->>'dunning_class', 'default')
-    AND o.days >= s.day
-WHERE acc.status <> 'closed'
-  AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = o.account_id
+CROSS JOIN LATERAL (
+    SELECT s.step_no::int AS step_no, s.step->>'action' AS action, s.step->>'fee' AS fee
+    FROM dunning_ladders l
+    CROSS JOIN LATERAL jsonb_array_elements(l.steps) WITH ORDINALITY AS s(step, step_no)
+    WHERE l.class = o.class AND o.days >= (s.step->>'day')::int OFFSET 0) s
+WHERE NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = o.account_id
                   AND d.entry_id = o.entry_id AND d.closed_on IS NULL)
   AND NOT EXISTS (SELECT 1 FROM dunning_events x WHERE x.account_id = o.account_id
                   AND x.entry_id = o.entry_id AND x.step_no = s.step_no)
