@@ -323,32 +323,34 @@ async def known_bank_entries(conn: Connection, statement_accounts: list[str],
     return {(r["statement_account"], r["entry_key"]) for r in rows}
 
 
+# Every step is a probe of an index per value (OFFSET 0 keeps each lateral lookup a
+# probe): without statistics on the partial expression index, one OR over both ways of
+# naming an invoice, or a join on them, was estimated at every invoice, so each batch
+# read the whole table with a regexp per row, then the whole ledger to join it.
+INVOICES_BY_REFERENCE = (
+    "SELECT i.account_id, i.invoice_id, i.number_text, a.currency AS account_currency,"
+    " upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) AS body,"
+    " e.entry_id, greatest(e.entry_date,"
+    "   collections_item_released_on(e.account_id, e.entry_id)) AS entry_date"
+    " FROM (SELECT f.* FROM unnest($1::text[]) AS n(v) CROSS JOIN LATERAL"
+    "     (SELECT account_id, invoice_id, number_text FROM invoices"
+    "      WHERE number_text = n.v OFFSET 0) f"
+    "   UNION SELECT f.* FROM unnest($2::text[]) AS b(v) CROSS JOIN LATERAL"
+    "     (SELECT account_id, invoice_id, number_text FROM invoices"
+    "      WHERE upper(regexp_replace(number_text, '[^A-Za-z0-9]', '', 'g')) = b.v"
+    "      AND number_text IS NOT NULL OFFSET 0) f) i"
+    " CROSS JOIN LATERAL (SELECT currency FROM accounts"
+    "   WHERE account_id = i.account_id OFFSET 0) a"
+    " LEFT JOIN LATERAL (SELECT entry_id, entry_date, account_id FROM ledger_entries"
+    "   WHERE account_id = i.account_id AND kind = 'invoice' AND invoice_id = i.invoice_id"
+    "   OFFSET 0) e ON true")
+
+
 async def invoices_by_reference(conn: Connection, numbers: list[str],
                                 bodies: list[str]) -> list[asyncpg.Record]:
     """Finalised or draft invoices whose number, or its RF body, is among those given, with
     their account's currency and their ledger item (None for a draft)."""
-    # Every step is a probe of an index per value (OFFSET 0 keeps each lateral lookup a
-    # probe): without statistics on the partial expression index, one OR over both ways of
-    # naming an invoice, or a join on them, was estimated at every invoice, so each batch
-    # read the whole table with a regexp per row, then the whole ledger to join it.
-    return await conn.fetch(
-        "SELECT i.account_id, i.invoice_id, i.number_text, a.currency AS account_currency,"
-        " upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) AS body,"
-        " e.entry_id, greatest(e.entry_date,"
-        "   collections_item_released_on(e.account_id, e.entry_id)) AS entry_date"
-        " FROM (SELECT f.* FROM unnest($1::text[]) AS n(v) CROSS JOIN LATERAL"
-        "     (SELECT account_id, invoice_id, number_text FROM invoices"
-        "      WHERE number_text = n.v OFFSET 0) f"
-        "   UNION SELECT f.* FROM unnest($2::text[]) AS b(v) CROSS JOIN LATERAL"
-        "     (SELECT account_id, invoice_id, number_text FROM invoices"
-        "      WHERE upper(regexp_replace(number_text, '[^A-Za-z0-9]', '', 'g')) = b.v"
-        "      AND number_text IS NOT NULL OFFSET 0) f) i"
-        " CROSS JOIN LATERAL (SELECT currency FROM accounts"
-        "   WHERE account_id = i.account_id OFFSET 0) a"
-        " LEFT JOIN LATERAL (SELECT entry_id, entry_date, account_id FROM ledger_entries"
-        "   WHERE account_id = i.account_id AND kind = 'invoice' AND invoice_id = i.invoice_id"
-        "   OFFSET 0) e ON true",
-        numbers, bodies)
+    return await conn.fetch(INVOICES_BY_REFERENCE, numbers, bodies)
 
 
 async def open_amounts(conn: Connection, accounts: list[str],
