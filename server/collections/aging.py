@@ -39,6 +39,7 @@ async def aging(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...] = DEFAUL
     for r in rows:
         key = (r["account_id"] if per_account else None, r["currency"].strip())
         buckets, credit = table.setdefault(key, ([0] * width, [0]))
+        credit[0] += int(r["credit"])
         if r["bucket"] < 0:
             credit[0] += int(r["amount"])
         else:

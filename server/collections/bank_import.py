@@ -99,6 +99,7 @@ async def _import_batch(conn: Connection, actor: str, file_name: str,
                         batch: list[Transaction], day: dt.date, result: ImportResult,
                         totals: dict[str, int], seen: set[tuple[str, str]]) -> None:
     result.transactions += len(batch)
+    await repo.without_jit(conn)
     keyed = [t for t in batch if t.key is not None]
     await repo.lock_statement_accounts(conn, [t.statement_account for t in keyed])
     known = await repo.known_bank_entries(conn, [t.statement_account for t in keyed],

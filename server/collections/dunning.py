@@ -91,6 +91,7 @@ async def run(conn: Connection, actor: str, as_of: dt.date, *, dry_run: bool = F
     result = RunResult(as_of=as_of, dry_run=dry_run)
     async with conn.transaction():
         await repo.lock_dunning(conn)
+        await repo.tune_for_ledger_scans(conn)
         if not dry_run:
             result.resumed = await resume_cleared(conn, None if account_id is None
                                                   else [account_id], as_of, "dunning run")

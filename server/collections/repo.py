@@ -194,50 +194,78 @@ def _payment(row: Any, allocations: tuple[Allocation, ...]) -> Payment:
 
 # --- reading the ledger -------------------------------------------------------------------
 
+# Aging is linear in the ledger: an item counts its amount in the bucket of its days past
+# due, what was applied to it (credit notes, write-offs) there too, and each allocation to
+# it leaves that bucket for the credit column, where payments, refunds and reversals count.
+# So no item's open amount is formed: the entries and allocations up to the date are summed
+# straight into (currency, bucket), each allocation and applied entry finding its item's
+# bucket by one hash join on the items, and the total of buckets and credit is the ledger
+# balance by construction (an allocation counts on both sides).
 _AGING = """
-WITH applied AS (
-    SELECT account_id, applies_to, sum(amount_micros) AS amount
-    FROM ledger_entries WHERE applies_to IS NOT NULL AND entry_date <= $1 {filter}
-    GROUP BY account_id, applies_to
-), allocated AS (
-    SELECT account_id, entry_id, sum(amount_micros) AS amount
-    FROM payment_allocations WHERE allocated_on <= $1 {filter}
-    GROUP BY account_id, entry_id
-), lines AS (
-    -- items (invoices, fees): open amount in the bucket of their days past due; payments,
-    -- refunds, reversals: bucket -1, whose sum plus everything allocated is the money not
-    -- applied (an allocation is never dated before its item, so both sides see it)
-    SELECT e.account_id, e.currency,
-           CASE WHEN e.due_date IS NULL THEN -1
-                ELSE width_bucket($1 - e.due_date, $2::int[]) END AS bucket,
-           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open,
-           coalesce(a.amount, 0) AS allocated
-    FROM ledger_entries e
-    LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
-    LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id
-    WHERE e.kind IN ('invoice', 'fee', 'payment', 'refund', 'reversal')
-      AND e.entry_date <= $1 {item_filter}
+WITH items AS (
+    SELECT account_id, entry_id, currency, width_bucket($1 - due_date, $2::int[]) AS bucket
+    FROM ledger_entries WHERE due_date IS NOT NULL AND entry_date <= $1 {filter}
+), moves AS (
+    SELECT {key} currency,
+           CASE WHEN due_date IS NULL THEN -1
+                ELSE width_bucket($1 - due_date, $2::int[]) END AS bucket,
+           amount_micros AS open, 0::bigint AS credit
+    FROM ledger_entries
+    WHERE kind IN ('invoice', 'fee', 'payment', 'refund', 'reversal') AND entry_date <= $1
+      {filter}
+    UNION ALL
+    SELECT {item_key} i.currency, i.bucket, m.amount, m.credit
+    FROM (SELECT account_id, applies_to AS entry_id, amount_micros AS amount,
+                 0::bigint AS credit
+          FROM ledger_entries
+          WHERE applies_to IS NOT NULL AND entry_date <= $1 {filter}
+          UNION ALL
+          SELECT account_id, entry_id, -amount_micros, amount_micros
+          FROM payment_allocations WHERE allocated_on <= $1 {filter}) m
+    JOIN items i ON i.account_id = m.account_id AND i.entry_id = m.entry_id
 )
-SELECT {key} currency, bucket, sum(open)::bigint AS amount FROM lines WHERE open <> 0
-GROUP BY {key} currency, bucket
-UNION ALL
-SELECT {key} currency, -1, sum(allocated)::bigint FROM lines WHERE allocated <> 0
-GROUP BY {key} currency
+SELECT {key} currency, bucket, sum(open)::bigint AS amount, sum(credit)::bigint AS credit
+FROM moves GROUP BY {key} currency, bucket
 """
 
 
 async def aging(db: Db, as_of: dt.date, thresholds: list[int], *, per_account: bool,
                 account_id: str | None = None) -> list[asyncpg.Record]:
-    """(account_id?, currency, bucket, amount) rows: bucket -1 is unapplied money (≤ 0,
-    possibly over several rows), 0 current, i the i-th band past due."""
+    """(account_id?, currency, bucket, amount, credit) rows: ``amount`` is what the bucket
+    holds (bucket -1: payment money, ≤ 0), 0 current, i the i-th band past due; ``credit``
+    is what the bucket's items were allocated, which is payment money applied (the money
+    not applied is bucket -1's amount plus every bucket's credit)."""
     args: list[Any] = [as_of, thresholds]
-    plain = item_filter = ""
+    plain = ""
     if account_id is not None:
         args.append(account_id)
-        plain, item_filter = "AND account_id = $3", "AND e.account_id = $3"
-    sql = _AGING.format(filter=plain, item_filter=item_filter,
-                        key="account_id," if per_account else "")
-    return await db.fetch(sql, *args)
+        plain = "AND account_id = $3"
+    sql = _AGING.format(filter=plain, key="account_id," if per_account else "",
+                        item_key="i.account_id," if per_account else "")
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await _read_in_memory(conn, sql, args)
+    return await _read_in_memory(db, sql, args)
+
+
+async def _read_in_memory(conn: Connection, sql: str, args: list[Any]) -> list[asyncpg.Record]:
+    async with conn.transaction():
+        await tune_for_ledger_scans(conn)
+        return await conn.fetch(sql, *args)
+
+
+async def without_jit(conn: Connection) -> None:
+    """No JIT for the rest of the transaction: a bank file's batch probes indexes a few
+    thousand times, which the planner costs like scans, and compiling them took a second per
+    batch that the probes never needed."""
+    await conn.execute("SET LOCAL jit = off")
+
+
+async def tune_for_ledger_scans(conn: Connection) -> None:
+    """For the rest of the transaction: room to hash a million ledger items in memory, and
+    no JIT, whose compiling cost more than a second per query over the ledger and saved less
+    (aging, a dunning run)."""
+    await conn.execute("SET LOCAL work_mem = '128MB'; SET LOCAL jit = off")
 
 
 async def balance(db: Db, as_of: dt.date, account_id: str | None = None) -> dict[str, int]:
@@ -295,28 +323,47 @@ async def known_bank_entries(conn: Connection, statement_accounts: list[str],
     return {(r["statement_account"], r["entry_key"]) for r in rows}
 
 
+# Every step is a probe of an index per value (OFFSET 0 keeps each lateral lookup a
+# probe): without statistics on the partial expression index, one OR over both ways of
+# naming an invoice, or a join on them, was estimated at every invoice, so each batch
+# read the whole table with a regexp per row, then the whole ledger to join it.
+INVOICES_BY_REFERENCE = (
+    "SELECT i.account_id, i.invoice_id, i.number_text, a.currency AS account_currency,"
+    " upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) AS body,"
+    " e.entry_id, greatest(e.entry_date,"
+    "   collections_item_released_on(e.account_id, e.entry_id)) AS entry_date"
+    " FROM (SELECT f.* FROM unnest($1::text[]) AS n(v) CROSS JOIN LATERAL"
+    "     (SELECT account_id, invoice_id, number_text FROM invoices"
+    "      WHERE number_text = n.v OFFSET 0) f"
+    "   UNION SELECT f.* FROM unnest($2::text[]) AS b(v) CROSS JOIN LATERAL"
+    "     (SELECT account_id, invoice_id, number_text FROM invoices"
+    "      WHERE upper(regexp_replace(number_text, '[^A-Za-z0-9]', '', 'g')) = b.v"
+    "      AND number_text IS NOT NULL OFFSET 0) f) i"
+    " CROSS JOIN LATERAL (SELECT currency FROM accounts"
+    "   WHERE account_id = i.account_id OFFSET 0) a"
+    " LEFT JOIN LATERAL (SELECT entry_id, entry_date, account_id FROM ledger_entries"
+    "   WHERE account_id = i.account_id AND kind = 'invoice' AND invoice_id = i.invoice_id"
+    "   OFFSET 0) e ON true")
+
+
 async def invoices_by_reference(conn: Connection, numbers: list[str],
                                 bodies: list[str]) -> list[asyncpg.Record]:
     """Finalised or draft invoices whose number, or its RF body, is among those given, with
     their account's currency and their ledger item (None for a draft)."""
-    return await conn.fetch(
-        "SELECT i.account_id, i.invoice_id, i.number_text, a.currency AS account_currency,"
-        " upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) AS body,"
-        " e.entry_id, greatest(e.entry_date,"
-        "   collections_item_released_on(e.account_id, e.entry_id)) AS entry_date"
-        " FROM invoices i JOIN accounts a USING (account_id)"
-        " LEFT JOIN ledger_entries e ON e.account_id = i.account_id AND e.kind = 'invoice'"
-        "   AND e.invoice_id = i.invoice_id"
-        " WHERE i.number_text = ANY($1::text[])"
-        "   OR upper(regexp_replace(i.number_text, '[^A-Za-z0-9]', '', 'g')) = ANY($2::text[])",
-        numbers, bodies)
+    return await conn.fetch(INVOICES_BY_REFERENCE, numbers, bodies)
 
 
 async def open_amounts(conn: Connection, accounts: list[str],
                        entry_ids: list[int]) -> dict[int, int]:
+    # collections_item_open's sums, per item by its indexes, without a function call each.
     rows = await conn.fetch(
-        "SELECT u.e, collections_item_open(u.a, u.e) AS open FROM unnest($1::text[],"
-        " $2::bigint[]) AS u(a, e)", accounts, entry_ids)
+        "SELECT u.e, e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open"
+        " FROM (SELECT DISTINCT a, e FROM unnest($1::text[], $2::bigint[]) AS u(a, e)) u"
+        " JOIN ledger_entries e ON e.account_id = u.a AND e.entry_id = u.e"
+        " LEFT JOIN LATERAL (SELECT sum(c.amount_micros) AS amount FROM ledger_entries c"
+        "   WHERE c.account_id = u.a AND c.applies_to = u.e) c ON true"
+        " LEFT JOIN LATERAL (SELECT sum(p.amount_micros) AS amount FROM payment_allocations p"
+        "   WHERE p.account_id = u.a AND p.entry_id = u.e) a ON true", accounts, entry_ids)
     return {r["e"]: int(r["open"]) for r in rows}
 
 
@@ -404,32 +451,40 @@ async def put_ladder(conn: Connection, klass: str, steps_json: str) -> str | Non
     return before
 
 
+# The overdue invoices that still owe something are formed first, once (allocations and
+# applied entries summed per item, in bigint; a tenth of the invoices at most), and only
+# they meet the ladders' steps, unrolled into a handful of (class, step) rows, and the
+# steps already taken: a jsonb ladder joined to every invoice, then its steps, was carried
+# through every hash of a million invoices.
 _DUE_STEPS = """
 WITH allocated AS (
-    SELECT account_id, entry_id, sum(amount_micros) AS amount FROM payment_allocations
-    GROUP BY account_id, entry_id
+    SELECT account_id, entry_id, sum(amount_micros)::bigint AS amount FROM payment_allocations
+    WHERE ($2::text IS NULL OR account_id = $2) GROUP BY account_id, entry_id
 ), applied AS (
-    SELECT account_id, applies_to, sum(amount_micros) AS amount FROM ledger_entries
-    WHERE applies_to IS NOT NULL GROUP BY account_id, applies_to
-), overdue AS (
-    SELECT e.account_id, e.entry_id, e.invoice_id, e.currency, e.due_date,
-           (e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0))::bigint AS open
+    SELECT account_id, applies_to, sum(amount_micros)::bigint AS amount FROM ledger_entries
+    WHERE applies_to IS NOT NULL AND ($2::text IS NULL OR account_id = $2)
+    GROUP BY account_id, applies_to
+), owing AS (
+    SELECT e.account_id, e.entry_id, e.invoice_id, e.currency, ($1 - e.due_date) AS days,
+           e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open,
+           coalesce(acc.attrs->>'dunning_class', 'default') AS class
     FROM ledger_entries e
+    JOIN accounts acc ON acc.account_id = e.account_id
     LEFT JOIN applied c ON c.account_id = e.account_id AND c.applies_to = e.entry_id
     LEFT JOIN allocated a ON a.account_id = e.account_id AND a.entry_id = e.entry_id
-    WHERE e.kind = 'invoice' AND e.due_date < $1
+    WHERE e.kind = 'invoice' AND e.due_date < $1 AND acc.status <> 'closed'
       AND ($2::text IS NULL OR e.account_id = $2)
+      AND e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) > 0
 )
-SELECT o.account_id, o.entry_id, o.invoice_id, rtrim(o.currency), o.open,
-       ($1 - o.due_date) AS days, s.step_no::int AS step_no, s.step->>'action' AS action,
-       s.step->>'fee' AS fee
-FROM overdue o
-JOIN accounts acc ON acc.account_id = o.account_id
-JOIN dunning_ladders l ON l.class = coalesce(acc.attrs->>'dunning_class', 'default')
-CROSS JOIN LATERAL jsonb_array_elements(l.steps) WITH ORDINALITY AS s(step, step_no)
-WHERE o.open > 0 AND acc.status <> 'closed'
-  AND ($1 - o.due_date) >= (s.step->>'day')::int
-  AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = o.account_id
+SELECT o.account_id, o.entry_id, o.invoice_id, rtrim(o.currency), o.open, o.days,
+       s.step_no, s.action, s.fee
+FROM owing o
+CROSS JOIN LATERAL (
+    SELECT s.step_no::int AS step_no, s.step->>'action' AS action, s.step->>'fee' AS fee
+    FROM dunning_ladders l
+    CROSS JOIN LATERAL jsonb_array_elements(l.steps) WITH ORDINALITY AS s(step, step_no)
+    WHERE l.class = o.class AND o.days >= (s.step->>'day')::int OFFSET 0) s
+WHERE NOT EXISTS (SELECT 1 FROM disputes d WHERE d.account_id = o.account_id
                   AND d.entry_id = o.entry_id AND d.closed_on IS NULL)
   AND NOT EXISTS (SELECT 1 FROM dunning_events x WHERE x.account_id = o.account_id
                   AND x.entry_id = o.entry_id AND x.step_no = s.step_no)

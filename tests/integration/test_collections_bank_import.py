@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import json
 import time
+from typing import Any
 
 import asyncpg
 import pytest
 
 from billing_oss.core.errors import DecodeError
-from billing_oss.server.collections import bank_import, creditor_reference, payments
+from billing_oss.server.collections import bank_import, creditor_reference, payments, repo
 from billing_oss.server.collections.model import NewPayment
 from tests.generators.camt_files import Entry, document
 from tests.integration import collections_seed as seed
@@ -128,6 +130,37 @@ async def test_bad_files_over_http_and_cli(api: Api, pool: asyncpg.Pool,  # noqa
     path.write_text("garbage")
     run = await asyncio.to_thread(cli, ["payment", "import", str(path)], database_url)
     assert run.returncode == 1 and "not XML" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_a_batch_finds_its_invoices_by_index_probes_not_by_reading_every_one(
+        pool: asyncpg.Pool) -> None:
+    """A batch of 2,000 RF bodies over 20,000 invoices, before any statistics exist (the
+    import runs right after billing): no invoice or ledger entry is read by a scan, so a
+    batch costs what it names, not what the ledger holds."""
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO accounts (account_id) SELECT 'P' || g FROM"
+                           " generate_series(1, 200) g")
+        await conn.execute(
+            "INSERT INTO invoices (account_id, period, period_start, period_end, currency,"
+            " rounding_method, line_total_micros, allowance_micros, net_micros, tax_micros,"
+            " total_micros, rounding_micros, payable_micros, seller, buyer, status, series,"
+            " number, number_text, issue_date, due_date)"
+            " SELECT 'P' || (g % 200 + 1), 'q' || g, now(), now(), 'EUR', 'half-up', 1000000,"
+            " 0, 1000000, 0, 1000000, 0, 1000000, '{}', '{}', 'finalised', 'P', g,"
+            " 'P-' || lpad(g::text, 6, '0'), '2026-01-01', '2026-01-15'"
+            " FROM generate_series(1, 20000) g")
+        bodies = [f"P{g:06d}" for g in range(1, 2001)]
+        plan = json.loads(await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + repo.INVOICES_BY_REFERENCE, [], bodies))
+        found = await repo.invoices_by_reference(conn, [], bodies)
+    assert len(found) == 2000 and all(r["entry_id"] is not None for r in found)
+    scanned = {n.get("Relation Name") for n in _nodes(plan[0]["Plan"])
+               if n["Node Type"] == "Seq Scan"}
+    assert not scanned & {"invoices", "ledger_entries"}, scanned
+
+
+def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
 
 
 @pytest.mark.slow
