@@ -80,3 +80,30 @@ def test_an_event_type_is_declared_once() -> None:
     with pytest.raises(TypeError, match="declared twice"):
         class Again(DomainEvent, frozen=True):
             event_type: ClassVar[str] = "test.thing_happened"
+
+
+@pytest.mark.parametrize("count", [3, repo.COPY_FROM])
+async def test_a_bulk_append_wakes_the_consumers_whichever_way_it_writes(
+        pool: asyncpg.Pool, count: int) -> None:
+    """From ``COPY_FROM`` events a bulk append copies them in; either way the consumers are
+    woken at commit, once per stream, and the events are numbered in the order given."""
+    woken: list[str] = []
+
+    def wake(*args: object) -> None:
+        woken.append(str(args[3]))
+
+    async with pool.acquire() as listener:
+        await listener.add_listener(repo.CHANNEL, wake)
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.emit_many(conn, [(ThingHappened(thing_id=n, amount="1"), f"OBM{count}")
+                                          for n in range(count)])
+        for _ in range(100):
+            if woken:
+                break
+            await asyncio.sleep(0.05)
+        await listener.remove_listener(repo.CHANNEL, wake)
+        events = await repo.events_after(listener, f"acct:OBM{count}", 0, count + 1)
+    assert woken == [f"acct:OBM{count}"]
+    assert [e.seq for e in events] == list(range(1, count + 1))
+    assert [decode(e.type, e.payload.encode()).thing_id for e in events] == list(range(count))  # type: ignore[attr-defined]
+    assert {e.account_id for e in events} == {f"OBM{count}"}
