@@ -149,13 +149,16 @@ def test_count_scores_leave_a_small_change_of_a_busy_account_alone() -> None:
 def test_ets_intervals_cover_their_level_after_holidays_in_the_history() -> None:
     """Daily revenue with a few holidays (a day at 45 %) in its history: the fit's error
     variance takes them in, so intervals from the normal quantile covered the ordinary days
-    after it 99.6 % and 100 % of the time; the fit's own error quantiles keep both levels
-    within five points of nominal."""
+    after it 99.6 % and 100 % of the time; the fit's own error quantiles keep the width, and
+    the backtest's median error moves the intervals up to where the growth the damped trend
+    bends away from lands (centred on the mean, 68 % of these 1,344 days fell inside the 80 %
+    one). 96 series: with 16 the coverage turned on the floating point of the fit on each
+    CPU."""
     rng = np.random.default_rng(11)
     inside = {0.8: 0, 0.95: 0}
     points = 0
     t = np.arange(154)
-    for _ in range(16):
+    for _ in range(96):
         y = (200 + 0.2 * t) * (1 + 0.15 * np.sin(2 * np.pi * t / 7)) + rng.normal(0, 4, 154)
         y[rng.choice(140, 4, replace=False)] *= 0.45
         fc = forecast.ets(y[:140], 14)
