@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +47,9 @@ async def sftp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sftp]:
         yield root, port, key.export_public_key().decode().strip()
 
 
-@contextmanager
-def serving(database_url: str, broker: Broker, tmp: Path, topic: str, sftp: Sftp,
-            folder: str) -> Iterator[int]:
+@asynccontextmanager
+async def serving(database_url: str, broker: Broker, tmp: Path, topic: str, sftp: Sftp,
+                  folder: str) -> AsyncIterator[int]:
     port = free_port()
     config = tmp / "server.toml"
     _, sftp_port, host_key = sftp
@@ -62,31 +60,33 @@ def serving(database_url: str, broker: Broker, tmp: Path, topic: str, sftp: Sftp
                       f'known_host_key = "{host_key}"\nremote_dir = "/{folder}"\n'
                       f'format = "jsonl"\npattern = "*.jsonl"\nmin_age_s = 0\n'
                       f'completion = "rename"\npoll_interval_s = 0.2\n')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "billing_oss", "serve", "--database-url", database_url,
-         "--port", str(port), "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    # Serve is awaited, not waited for: the SFTP server runs on this loop, and serve's SFTP
+    # client needs its answers, to the close of the session too.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "billing_oss", "serve", "--database-url", database_url,
+        "--port", str(port), "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "BILLING_OSS_CATALOG_LOAD_DEMO": "false"})
     try:
-        wait_for_port(port, timeout=120)
+        await asyncio.to_thread(wait_for_port, port, timeout=120)
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    if time.monotonic() > deadline:
+                        raise
+                await asyncio.sleep(0.2)
         yield port
     finally:
         proc.terminate()
-        # It finishes the work in flight first. Every stop also waits out the sources' 30 s
-        # grace (one of them does not see the stop: not yet found), and on a one-box cluster
-        # sharing two cores the whole stop has taken from 34 s to over three minutes.
-        _, err = proc.communicate(timeout=420)
-        assert "Traceback" not in err, err
+        # It finishes the work in flight first; on a one-box cluster sharing two cores that
+        # once took over a minute.
+        _, err = await asyncio.wait_for(proc.communicate(), 420)
+        assert b"Traceback" not in err, err.decode()
 
 
 def record(n: int, source: str) -> dict[str, Any]:
@@ -106,7 +106,7 @@ async def deliver(database_url: str, broker: Broker, tmp: Path, sftp: Sftp) -> N
     token = out.stdout.splitlines()[0].strip()
     topic, folder = f"usage-{tmp.name}", f"files-{tmp.name}"
     (sftp[0] / folder).mkdir()
-    with serving(database_url, broker, tmp, topic, sftp, folder) as port:
+    async with serving(database_url, broker, tmp, topic, sftp, folder) as port:
         url = f"http://127.0.0.1:{port}/v1/usage"
         headers = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as http:
