@@ -37,7 +37,8 @@ class Forecast:
 
 def ets(history: Array, horizon: int, levels: tuple[float, ...] = (0.8, 0.95)) -> Forecast:
     """ETS forecast of ``horizon`` steps after ``history`` with central intervals at each
-    level; falls back to seasonal naive (no intervals) on a history under three seasons."""
+    level (none asked: the mean alone, without the refit the intervals take); falls back to
+    seasonal naive (no intervals) on a history under three seasons."""
     y = np.asarray(history, dtype=float)
     if len(y) < 3 * SEASON:
         return Forecast(seasonal_naive(y, horizon), method="seasonal naive (short history)")
@@ -46,6 +47,9 @@ def ets(history: Array, horizon: int, levels: tuple[float, ...] = (0.8, 0.95)) -
         fitted = _fit(y)
         prediction = fitted.get_prediction(start=len(y), end=len(y) + horizon - 1)
         mean = np.asarray(prediction.predicted_mean, dtype=float).copy()
+        out = Forecast(mean)
+        if not levels:
+            return out
         frame = prediction.summary_frame(alpha=0.2)
         # the model's standard deviation of each step's error (its 80 % half-width / z)
         spread = (frame["pi_upper"].to_numpy(dtype=float)
@@ -54,7 +58,6 @@ def ets(history: Array, horizon: int, levels: tuple[float, ...] = (0.8, 0.95)) -
         resid = resid[np.isfinite(resid)]
         rms = float(np.sqrt(np.mean(resid ** 2))) if len(resid) else 0.0
         shift = _backtest_bias(y, spread / spread[0]) if spread[0] > 0 else np.zeros(horizon)
-        out = Forecast(mean)
         for level in levels:
             if len(resid) >= MIN_RESIDUALS and rms > 0:
                 width = float(np.quantile(np.abs(resid) / rms, level))

@@ -399,7 +399,7 @@ def segment_forecast(history_micros: Sequence[int], horizon: int) -> tuple[int, 
         return None
     # Model input in currency units, as the forecast report: an estimate, not booked money.
     y = np.asarray(history_micros[first:], dtype=float) / 1_000_000
-    fc = forecast.ets(y, horizon)
+    fc = forecast.ets(y, horizon, levels=())  # the sum of the mean alone
     return round(float(fc.mean.sum()) * 1_000_000), fc.method
 
 
@@ -485,5 +485,5 @@ def _backtest(key: dict[str, str | None], currency: str, y: Any, horizon: int) -
         return round(float(np.abs(actual - pred).sum()) / total, 4) if total else None
 
     return Backtest(key=key, currency=currency, days=horizon,
-                    wape=wape(forecast.ets(history, horizon).mean),
+                    wape=wape(forecast.ets(history, horizon, levels=()).mean),
                     seasonal_naive_wape=wape(forecast.seasonal_naive(history, horizon)))
