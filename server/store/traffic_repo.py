@@ -136,6 +136,7 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
     start, end = period.start, period.end
     first = None if start is None else _day_on_or_after(start)
     last = None if end is None else end.astimezone(dt.UTC).date()  # days before it are whole
+    across = False  # whether the account-less level is read: then between compactions
     if first is not None and last is not None and first >= last:
         parts = [_raw(arg, account, start, end)]
     else:
@@ -148,6 +149,7 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
         months_to = None if last is None else last.replace(day=1)
         if period.account_id is None:
             parts.append(_rolled_all(arg, first, last))
+            across = True
         elif months_from is None or months_to is None or months_from < months_to:
             parts.append(_rolled(arg, account, "charge_rollups_monthly", months_from,
                                  months_to))
@@ -164,7 +166,6 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
            " sum(reversals)::bigint AS reversals, sum(charged) AS charged,"
            " sum(reversed) AS reversed FROM (" + " UNION ALL ".join(parts) + ") p"
            " GROUP BY currency ORDER BY currency")
-    across = any("charge_totals" in part for part in parts)
     rows = await (_between_compactions(pool, sql, args) if across else pool.fetch(sql, *args))
     return [Total(currency=r["currency"], charges=r["charges"], reversals=r["reversals"],
                   charged_micros=_int(r["charged"]), reversed_micros=_int(r["reversed"]))
