@@ -12,6 +12,7 @@ import datetime as dt
 
 import msgspec
 
+from billing_oss.server.store.citus import NO_ACCOUNT
 from billing_oss.server.store.pool import Connection
 
 
@@ -27,7 +28,6 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 CHANNEL = "outbox_events"
-NO_ACCOUNT = ""  # the account the outbox stores an event about no account under
 _EVENT_COLUMNS = ("stream, seq, event_id, type, version, nullif(account_id, '') AS account_id,"
                   " payload::text AS payload, occurred_at")
 

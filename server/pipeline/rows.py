@@ -27,7 +27,7 @@ from billing_oss.core.ports import Charge, Failure
 from billing_oss.server.pipeline.batch import Entry, WriteBatch
 from billing_oss.server.pipeline.validate import key_problem
 from billing_oss.server.store import copy_payload, usage_repo
-from billing_oss.server.store.suspense_repo import UNKNOWN_ACCOUNT
+from billing_oss.server.store.citus import NO_ACCOUNT
 
 _EMPTY_ATTRS = "{}"
 _encode = msgspec.json.encode
@@ -199,7 +199,7 @@ def suspense_row(
     entry: Entry, failure: Failure, source_file_id: int | None
 ) -> tuple[Any, ...]:
     record = entry.record
-    account_id = failure.account_id or UNKNOWN_ACCOUNT
+    account_id = failure.account_id or NO_ACCOUNT
     if record is None:
         return (entry.source, None, account_id, str(failure.reason), failure.detail,
                 None, entry.raw, source_file_id, entry.position)

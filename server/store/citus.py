@@ -46,6 +46,12 @@ from billing_oss.server.store.pool import Connection
 
 log = logging.getLogger(__name__)
 
+# The account a row about no account is stored under in the tables distributed by account
+# (a suspended record of no known account, an outbox event about a file or a partner): no
+# account has an empty id, and Citus takes no NULL in the distribution column. Stored so on
+# one PostgreSQL too; the repositories read it back as no account.
+NO_ACCOUNT = ""
+
 # Distributed by account_id and co-located with usage_records (the first one is the anchor).
 BY_ACCOUNT: tuple[str, ...] = (
     "usage_records", "charges", "charge_rollups", "charge_rollups_monthly",

@@ -7,8 +7,9 @@ id it became; one that fails again keeps it open with the new reason. Retrying i
 pipeline's job (``server.pipeline.suspense.retry``).
 
 On Citus suspense is distributed by account (migration 1473): a record whose account is
-unknown is stored under the reserved account ``''`` (read back as None here), and rows are
-locked through ``lock_suspense`` and ``claim_suspense``, which name each row's account.
+unknown is stored under the reserved account ``''`` (``citus.NO_ACCOUNT``; read back as
+None here), and rows are locked through ``lock_suspense`` and ``claim_suspense``, which
+name each row's account.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ class SuspenseDetail(SuspenseItem, frozen=True, kw_only=True):
     record: Any
     raw: bytes | None  # base64 in JSON
 
-
-UNKNOWN_ACCOUNT = ""  # the account a suspended record of no known account is stored under
 
 _ITEM_COLUMNS = ("suspense_id, source, record_key, nullif(account_id, '') AS account_id, reason,"
                  " detail, state, resolution, source_file_id, source_position, created_at,"

@@ -34,6 +34,7 @@ from billing_oss.server.integrations.events import DomainEvent
 from billing_oss.server.pipeline.files import file_sha256
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo, reprocess_repo, suspense_repo
+from billing_oss.server.store.citus import NO_ACCOUNT
 from billing_oss.server.store.migrate import migrate
 from tests.citus.test_router_queries import Explaining
 from tests.conftest import REPO, wait_until
@@ -132,7 +133,7 @@ async def test_suspense_is_distributed_and_every_path_works_as_on_one_server(
                                         source=None, account_id="A1", after=None, limit=50)
         assert [i.record_key for i in mine] == ["nz-2", "nz-3"]
         nobody = await db.fetch("SELECT count(*) FROM suspense WHERE account_id = $1",
-                                suspense_repo.UNKNOWN_ACCOUNT)
+                                NO_ACCOUNT)
         assert nobody[0][0] == 7
     _router(db.plans)
 

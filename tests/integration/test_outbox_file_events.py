@@ -10,9 +10,10 @@ import msgspec
 from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.server import config
 from billing_oss.server.composition import read_catalog_file
-from billing_oss.server.integrations import events, repo
+from billing_oss.server.integrations import events
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo
+from billing_oss.server.store.citus import NO_ACCOUNT
 from tests.conftest import REPO
 from tests.integration.test_outbox_emitters import stored
 from tests.integration.test_pipeline import voice, write_jsonl
@@ -32,7 +33,7 @@ async def test_an_ingested_file_says_so_with_counts_that_reconcile(
     (row,) = await stored(pool, "usage.file_ingested")
     event = msgspec.json.decode(row["payload"], type=events.UsageFileIngested)
     # stored under the reserved account of events about no account
-    assert row["stream"] == "source:msc9" and row["account_id"] == repo.NO_ACCOUNT
+    assert row["stream"] == "source:msc9" and row["account_id"] == NO_ACCOUNT
     assert (event.name, event.state, event.records_in, event.charged, event.suspense,
             event.duplicates) == ("cdr42.jsonl", "done", 12, 10, 1, 1)
     assert event.records_in == (event.charged + event.suspense + event.duplicates
