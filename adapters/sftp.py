@@ -56,6 +56,9 @@ from billing_oss.server.store import files_repo
 log = logging.getLogger(__name__)
 
 DONE_DIR, ERROR_DIR = "done", "error"
+# How long a stop waits for the partner to acknowledge the session's close: a server that
+# never answers would otherwise hold every stop of ``serve`` until the sources' grace ends.
+CLOSE_TIMEOUT_S = 2.0
 # A poll that fails so (the SFTP server, or PostgreSQL, out of reach) is retried later.
 _POLL_FAILURES: tuple[type[BaseException], ...] = (OSError, asyncssh.Error, *TRANSIENT)
 
@@ -96,11 +99,15 @@ class SftpPoller:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with self._connect() as conn, conn.start_sftp_client() as sftp:
+                conn = await self._connect()
+                try:
+                    sftp = await conn.start_sftp_client()
                     while not stop.is_set():
                         await self.poll(sftp, stop)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), self.config.poll_interval_s)
+                finally:
+                    await _close(conn)
             except _POLL_FAILURES as exc:
                 log.warning("sftp poll failed; retrying", extra={"fields": {
                     "source": self.name, "error": str(exc)}})
@@ -356,6 +363,18 @@ class SftpPoller:
             if await sftp.exists(target):
                 await sftp.remove(target)
         await sftp.rename(posixpath.join(self.config.remote_dir, name), target)
+
+
+async def _close(conn: asyncssh.SSHClientConnection) -> None:
+    """Close the connection (and the SFTP session on it) without waiting on the partner for
+    more than ``CLOSE_TIMEOUT_S``; past it the connection is dropped."""
+    conn.close()
+    try:
+        await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("sftp server did not acknowledge the close; connection dropped",
+                    extra={"fields": {"timeout_s": CLOSE_TIMEOUT_S}})
+        conn.abort()
 
 
 def _known_hosts(value: str) -> object:

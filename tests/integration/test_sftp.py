@@ -506,3 +506,66 @@ async def test_an_option_the_format_does_not_take_is_refused_at_start(
     with pytest.raises(ConfigError) as bad_value:
         check_sources(config.load(conf, env={}))
     assert bad_value.value.message.startswith("sources.pbx.options: option delimiter: ")
+
+
+class _FreezableProxy:
+    """A loopback TCP relay to the SFTP server that can stop relaying: a partner that went
+    silent (hung, or behind a dead link) while a session is open."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if self.frozen.is_set():
+                    await asyncio.Event().wait()  # swallow: the partner answers nothing more
+                dst.write(data)
+                await dst.drain()
+
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_a_stop_does_not_wait_on_a_partner_that_stopped_answering(
+        sftp_root: tuple[Path, int, str], pipeline: Pipeline, pool: asyncpg.Pool) -> None:
+    """The session's close goes unanswered; the source still stops within a few seconds (it
+    waited on the close for as long as the partner stayed silent)."""
+    root, port, host_key = sftp_root
+    proxy = _FreezableProxy(port)
+    relay_port = await proxy.start()
+    put(root, "mute_0001.jsonl", ["m1"])
+    p = poller("mute", (root, relay_port, host_key), pipeline, pool)
+    stop = asyncio.Event()
+    task = asyncio.create_task(p.run(stop))
+    try:
+        for _ in range(200):
+            if p.processed == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert p.processed == 1
+        proxy.frozen.set()
+        stop.set()
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.shield(task), 10)
+        assert time.monotonic() - started < 5
+    finally:
+        task.cancel()
+        await proxy.close()
