@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 import embedded_pg  # perf/ is on sys.path: this script's folder
+from seeded import post_finalised  # perf/ is on sys.path: this script's folder
 
 from billing_oss.core.ports import Charge
 from billing_oss.core.records import UsageRecord
@@ -136,7 +137,7 @@ async def _invoices(conn: asyncpg.Connection) -> None:
         FROM bench_usage b,
              LATERAL (SELECT 9990000 + round(b.micros, -4)::bigint AS net) n;
         -- Lines, taxes and links would go in while the invoices are drafts; for the bulk load
-        -- the finalised-invoice guards are set aside (the ledger entries are in already).
+        -- the finalised invoices' own guard is set aside.
         SET session_replication_role = replica;
         INSERT INTO invoice_lines (account_id, invoice_id, line_no, kind, service, description,
             quantity, unit, charges, gross_micros, net_micros, tax_category, tax_rate,
@@ -156,6 +157,7 @@ async def _invoices(conn: asyncpg.Connection) -> None:
         SELECT c.account_id, c.charge_id, i.invoice_id, 2 FROM charges c
         JOIN invoices i USING (account_id);
         SET session_replication_role = origin;""")
+    await post_finalised(conn)
 
 
 async def median(repeat: int, work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:

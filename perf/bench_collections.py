@@ -22,6 +22,7 @@ import uuid
 
 import asyncpg
 import embedded_pg  # perf/ is on sys.path: this script's folder
+from seeded import post_finalised  # perf/ is on sys.path: this script's folder
 
 from billing_oss.server.collections import aging, dunning
 from billing_oss.server.store.dsn import with_database
@@ -45,6 +46,9 @@ async def seed(conn: asyncpg.Connection, accounts: int, invoices: int) -> None:
             'half-up', m, 0, m, 0, m, 0, m, '{{}}', '{{}}', 'finalised', 'B', g,
             'B-' || lpad(g::text, 7, '0'), '{ISSUED}'::date - (g % 90), '{DUE}'::date - (g % 90)
         FROM generate_series(1, {invoices}) g, LATERAL (SELECT (1000 + g % 9000) * 10000 AS m) x;
+        """)
+    await post_finalised(conn)
+    await conn.execute("""
         INSERT INTO payments (account_id, amount_micros, currency, received_on, method,
             external_id)
         SELECT account_id, amount_micros, 'EUR', due_date, 'transfer', entry_id::text

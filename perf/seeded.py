@@ -23,6 +23,7 @@ import asyncpg
 import embedded_pg  # perf/ is on sys.path: the running script's folder
 from served import free_port, wait_ready  # perf/ is on sys.path: the running script's folder
 
+from billing_oss.server.collections import postings
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
 from billing_oss.server.store.pool import Connection
@@ -101,7 +102,16 @@ async def seed(conn: Connection, usage: int, accounts: int) -> None:
         INSERT INTO taxes (account_id, invoice_id, category, rate, taxable_micros, tax_micros)
         SELECT account_id, invoice_id, 'S', 20, net_micros, tax_micros FROM invoices;
         SET session_replication_role = origin;""")
+    await post_finalised(conn)
     await conn.execute("VACUUM ANALYZE")
+
+
+async def post_finalised(conn: Connection) -> None:
+    """Post the finalised invoices written straight into their table to the ledger, as the
+    finaliser posts them."""
+    await postings.post_invoices(conn, await conn.fetch(
+        "SELECT account_id, invoice_id, number_text, currency, payable_micros, issue_date,"
+        " due_date FROM invoices WHERE status = 'finalised' ORDER BY invoice_id"))
 
 
 @asynccontextmanager

@@ -224,7 +224,7 @@ async def _store_batch(conn: Connection, run: Run, ids: list[str], settings: Set
     async with conn.transaction():
         batch, drafts = await compute_batch(conn, ids, run.period, settings, rates,
                                             frozen_before)
-        dropped = await drop_emptied_drafts(conn, batch, run.period, drafts)
+        dropped = await drop_emptied_drafts(conn, list(batch.accounts), run.period, drafts)
         stored = await store_drafts(conn, drafts, run.bill_run_id)
         await bill_runs_repo.add_batch(
             conn, run.bill_run_id, accounts=len(ids), invoices=len(drafts),

@@ -90,7 +90,8 @@ async def mark_finalised(conn: Connection, series: str, issue_date: dt.date, due
         "updated_at = now() FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::text[]) "
         "AS n(account_id, invoice_id, number, text) "
         "WHERE i.account_id = n.account_id AND i.invoice_id = n.invoice_id "
-        "RETURNING i.account_id, i.invoice_id, i.number_text, i.currency, i.payable_micros",
+        "RETURNING i.account_id, i.invoice_id, i.number_text, i.currency, i.payable_micros, "
+        "i.issue_date, i.due_date",
         series, issue_date, due_date, accounts, invoice_ids, numbers, texts))
 
 

@@ -3,22 +3,28 @@
 A draft of the same cycle is refreshed in place (same invoice id); its lines, allowances and
 taxes go in by bulk COPY, its charge links by one INSERT … SELECT from the batch's
 ``run_charges`` (``inputs_repo.COLLECT``). A finalised invoice is never touched.
+
+The rules that tie these rows to their invoice are checked here, by the only code that
+writes them, not by triggers (on Citus a trigger reading another table runs on a shard,
+DESIGN.md §7): parts are written only for invoices still drafts, under their row locks; a
+link names a line written with it; a draft is deleted only when no link names it.
 """
 
 from __future__ import annotations
 
 import json
 
-from billing_oss.server.billing import inputs_repo
+from billing_oss.core.errors import Conflict
 from billing_oss.server.billing.model import InvoiceDraft
 from billing_oss.server.store.pool import Connection
 
 
-async def drop_emptied_drafts(conn: Connection, batch: inputs_repo.BatchInputs, period: str,
+async def drop_emptied_drafts(conn: Connection, accounts: list[str], period: str,
                               drafts: list[InvoiceDraft]) -> list[int]:
     """Delete the batch's drafts of ``period`` that the recomputation left without lines
-    (their lines are gone already): nothing to bill in that currency any more, e.g. after a
-    plan changed currency. A finalised invoice is never touched."""
+    (their lines and links are gone already): nothing to bill in that currency any more,
+    e.g. after a plan changed currency. A finalised invoice is never touched; a draft that
+    charges are still linked to is refused (deleting it would leave the links orphaned)."""
     kept = [(d.account_id, d.currency) for d in drafts]
     rows = await conn.fetch(
         """
@@ -26,9 +32,30 @@ async def drop_emptied_drafts(conn: Connection, batch: inputs_repo.BatchInputs, 
             AND i.status = 'draft'
             AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS k(account, cur)
                             WHERE k.account = i.account_id AND k.cur = i.currency)
-        RETURNING invoice_id
-        """, list(batch.accounts), period, [a for a, _ in kept], [c for _, c in kept])
+        RETURNING account_id, invoice_id
+        """, accounts, period, [a for a, _ in kept], [c for _, c in kept])
+    if rows:
+        linked = await conn.fetchval(
+            "SELECT min(invoice_id) FROM invoice_line_charges WHERE account_id = ANY($1)"
+            " AND invoice_id = ANY($2)", sorted({r["account_id"] for r in rows}),
+            [r["invoice_id"] for r in rows])
+        if linked is not None:
+            raise Conflict(f"invoice {linked} still has charges linked to its lines: "
+                           "it cannot be deleted", invoice_id=linked)
     return [r["invoice_id"] for r in rows]
+
+
+async def refuse_unless_drafts(conn: Connection, invoices: list[tuple[str, int]]) -> None:
+    """Refuse to write lines, allowances, taxes or charge links of any of these invoices
+    that is finalised: its content is fixed (DESIGN.md §3.5). The caller holds their row
+    locks (the draft upsert, ``lock_draft_invoices``), so none is finalised meanwhile."""
+    finalised = await conn.fetchval(
+        "SELECT min(invoice_id) FROM invoices WHERE account_id = ANY($1)"
+        " AND invoice_id = ANY($2) AND status <> 'draft'",
+        sorted({a for a, _ in invoices}), [i for _, i in invoices])
+    if finalised is not None:
+        raise Conflict(f"invoice {finalised} is finalised: its lines, taxes and charge "
+                       "links cannot change", invoice_id=finalised)
 
 
 async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int) -> list[int]:
@@ -65,6 +92,7 @@ async def store_drafts(conn: Connection, drafts: list[InvoiceDraft], run_id: int
             for d in drafts], 19),
     )
     ids = {(r["account_id"], r["currency"].strip()): r["invoice_id"] for r in rows}
+    await refuse_unless_drafts(conn, [(a, i) for (a, _), i in ids.items()])
     lines, allowances, taxes, links = [], [], [], []
     for d in drafts:
         invoice_id = ids[d.account_id, d.currency]

@@ -3,7 +3,8 @@
 Numbers come from ``document_series`` by an UPDATE inside the finalising transaction: the
 row lock queues concurrent finalisers, and a rollback or a crash before COMMIT returns the
 number — so a series has no gap and no duplicate. The database refuses any later change to
-a finalised invoice (triggers in migration 0300); corrections are credit notes.
+a finalised invoice (a row trigger, migration 0300); corrections are credit notes. Both
+write their ledger entries here, in the same transaction (``server.collections.postings``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from billing_oss.server.billing import documents_repo
 from billing_oss.server.billing.documents_repo import take_numbers
 from billing_oss.server.billing.model import Allowance, InvoiceDraft, Line, Totals
 from billing_oss.server.catalog.tax import CategoryTotal, tax_on
+from billing_oss.server.collections import postings
 from billing_oss.server.integrations import events, outbox
 from billing_oss.server.store import audit
 from billing_oss.server.store.pool import Connection
@@ -93,6 +95,7 @@ async def finalise(conn: Connection, invoice_ids: list[int], series: str, today:
         done = await documents_repo.mark_finalised(
             conn, series, today, due, [r["account_id"] for r in drafts],
             [r["invoice_id"] for r in drafts], numbers, [number_text(series, n) for n in numbers])
+        await postings.post_invoices(conn, done)
         await outbox.emit_many(conn, [(events.InvoiceFinalised(
             invoice_id=r["invoice_id"], number=r["number_text"], issue_date=today.isoformat(),
             due_date=due.isoformat(), currency=r["currency"],
@@ -194,6 +197,10 @@ async def issue_credit_note(conn: Connection, invoice_id: int, reason: str,
             conn, invoice.account_id, invoice_id, series, number, text, reason, today,
             invoice.content.currency, net, tax, net + tax, json.dumps(lines), json.dumps(taxes),
             rounding)
+        await postings.post_credit_note(
+            conn, account_id=invoice.account_id, invoice_id=invoice_id,
+            credit_note_id=credit_id, number_text=text, currency=invoice.content.currency,
+            payable_micros=net + tax + rounding, issue_date=today)
         note = CreditNote(credit_note_id=credit_id, account_id=invoice.account_id,
                           invoice_id=invoice_id, invoice_number=str(invoice.number_text),
                           number_text=text, reason=reason,

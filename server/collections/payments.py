@@ -8,7 +8,7 @@ currency's minor unit, in the account's currency; an allocation never exceeds wh
 invoice still owes nor what the payment has left; a refund never exceeds what was paid less
 what was refunded or reversed before. Allocating oldest first takes open invoices and fees
 by due date; an overpayment stays unapplied, a credit balance that the account's next
-invoices consume when they are finalised (the ledger trigger of migration 0700).
+invoices consume when they are finalised (``postings.post_invoices``).
 """
 
 from __future__ import annotations

@@ -119,6 +119,60 @@ async def invoice_item(conn: Connection, account_id: str,
         " AND e.invoice_id = $2", account_id, invoice_id)
 
 
+async def post_invoices(conn: Connection, rows: list[tuple[str, int, str, str, int, dt.date,
+                                                          dt.date | None]]) -> None:
+    """One ``invoice`` entry per (account, invoice id, number text, currency, payable,
+    issue date, due date), in the order given, due on its due date (its issue date if none)."""
+    await conn.execute(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " due_date, invoice_id, description)"
+        " SELECT n.account_id, 'invoice', n.currency, n.payable, n.issued,"
+        " coalesce(n.due, n.issued), n.invoice_id, 'Invoice ' || n.number_text"
+        " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],"
+        " $6::date[], $7::date[]) WITH ORDINALITY"
+        " AS n(account_id, invoice_id, number_text, currency, payable, issued, due, ord)"
+        " ORDER BY n.ord",
+        *([r[i] for r in rows] for i in range(7)))
+
+
+async def holding_credit(conn: Connection, accounts: list[str]) -> set[tuple[str, str]]:
+    """The (account, currency) pairs of these accounts with payment money unapplied now."""
+    # The subqueries are ``collections_payment_unapplied`` written out, filtered by the
+    # payment's account: on Citus every one is pushed down to the account's shard.
+    rows = await conn.fetch(
+        "SELECT DISTINCT p.account_id, p.currency FROM payments p"
+        " WHERE p.account_id = ANY($1) AND p.amount_micros"
+        " - coalesce((SELECT sum(a.amount_micros) FROM payment_allocations a"
+        "   WHERE a.account_id = p.account_id AND a.payment_id = p.payment_id), 0)"
+        " - coalesce((SELECT sum(e.amount_micros) FROM ledger_entries e"
+        "   WHERE e.account_id = p.account_id AND e.payment_id = p.payment_id"
+        "   AND e.kind IN ('refund', 'reversal')), 0) > 0", accounts)
+    return {(r["account_id"], r["currency"].strip()) for r in rows}
+
+
+async def post_credit_note(conn: Connection, account_id: str, invoice_id: int,
+                           credit_note_id: int, number_text: str, currency: str,
+                           amount_micros: int, issued: dt.date) -> int | None:
+    """The ``credit_note`` entry reducing the invoice's item by ``amount_micros``, dated
+    when both existed; None (nothing written) when the invoice has no ledger item. The
+    caller holds the account's collections lock."""
+    entry_id: int | None = await conn.fetchval(
+        "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
+        " applies_to, invoice_id, credit_note_id, description)"
+        " SELECT e.account_id, 'credit_note', $4, -$5::bigint, greatest($6, e.entry_date),"
+        " e.entry_id, e.invoice_id, $3, 'Credit note ' || $7::text FROM ledger_entries e"
+        " WHERE e.account_id = $1 AND e.kind = 'invoice' AND e.invoice_id = $2"
+        " RETURNING applies_to",
+        account_id, invoice_id, credit_note_id, currency, amount_micros, issued, number_text)
+    return entry_id
+
+
+async def release_excess(conn: Connection, account_id: str, entry_id: int,
+                         on: dt.date) -> None:
+    """Release the item's allocations (newest first) until its open amount is ≥ 0."""
+    await conn.execute("SELECT collections_release_excess($1, $2, $3)", account_id, entry_id, on)
+
+
 async def invoice_account(db: Db, invoice_id: int) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT account_id, status FROM invoices WHERE invoice_id = $1",
                              invoice_id)

@@ -5,8 +5,7 @@ The migrations are the same files on plain PostgreSQL and on Citus. On a coordin
 migrator's transaction, and puts every table where it scales:
 
 - traffic tables are distributed by ``account_id`` and co-located with ``usage_records``, so
-  a per-account query, a bill run's per-account work and the row triggers that check an
-  invoice against its lines all stay on one shard;
+  a per-account query and a bill run's per-account work stay on one shard;
 - traffic tables keyed by something that is not an account (record-key claims, message
   offsets, partial parts) are distributed by their own key: a claim is one routed insert
   wherever the account's shard is;
@@ -26,11 +25,13 @@ Citus only: foreign keys from distributed tables to coordinator tables (accounts
 rerate jobs) are dropped — the writers create the account first, as they do now — and unique
 keys without the distribution column (document ``(series, number)``, ``anomaly_flags
 (flag_id)``) are replaced by ones that include it; numbers stay unique because one series
-counter row hands them out. Triggers on distributed tables are kept (``enable_unsafe_triggers``):
-each touches only rows of its own account, which live on the same shard (migration 1350 has
-the statement triggers read the co-located shards by name there). The collections helpers
-run inside queries routed to an account's shard and read that account's other rows, so the
-database allows that nesting on every node (``allow_nested_distributed_execution``).
+counter row hands them out. Triggers on distributed tables are created with
+``enable_unsafe_triggers``: the row guards that look only at their own row, fired on its
+shard (the charge rollups' statement trigger reads the co-located usage shard by name,
+migration 1350); ledger postings and the invoice part checks are done by the code that
+writes (migration 1480). The collections helpers run inside queries routed to an account's
+shard and read that account's other rows, so the database allows that nesting on every node
+(``allow_nested_distributed_execution``).
 
 Idempotent: a table already placed is skipped, so a later migration's new table is placed at
 the next start.

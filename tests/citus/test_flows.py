@@ -1,16 +1,18 @@
 """The main flows on a Citus cluster give what they give on one PostgreSQL.
 
 The same inputs — a catalog of 40 accounts, a usage file, a tariff correction and its
-rerate, a finalised bill run, payments allocated to invoices, a dunning run, a run of every
-assurance control, a pricing simulation — go through the command line against a database on
-the cluster and one on plain PostgreSQL; per-account totals, suspense, invoices, rollups,
-ledger entries, allocations, dunning steps, the controls' results (every one runs, none
-errs) and the simulation's result must match.
+rerate, a finalised bill run, payments allocated to invoices, credit notes on paid and
+unpaid invoices, a dunning run, a run of every assurance control, a pricing simulation — go
+through the command line (the credit notes through the issuer) against a database on the
+cluster and one on plain PostgreSQL; per-account totals, suspense, invoices, rollups, ledger
+entries, allocations, dunning steps, the controls' results (every one runs, none errs) and
+the simulation's result must match.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import subprocess
@@ -23,6 +25,7 @@ import msgspec
 import pytest
 
 from billing_oss.core.records import UsageRecord
+from billing_oss.server.billing import issuing
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.citus
@@ -86,7 +89,22 @@ def usage_file(path: Path) -> Path:
     return path
 
 
-def run_flows(database_url: str, tmp: Path, *, citus: bool) -> None:
+async def credit(database_url: str) -> None:
+    """Credit notes in full on an overpaid, a part-paid and an unpaid account's invoice: the
+    ledger takes each off its invoice, and what was paid on it goes back to the payment."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        for account in ("S000", "S001", "S003"):
+            invoice_id = await conn.fetchval(
+                "SELECT min(invoice_id) FROM invoices WHERE account_id = $1"
+                " AND status = 'finalised'", account)
+            await issuing.issue_credit_note(conn, invoice_id, "goodwill", None, "CN",
+                                            dt.date(2026, 4, 20), actor="test")
+    finally:
+        await conn.close()
+
+
+async def run_flows(database_url: str, tmp: Path, *, citus: bool) -> None:
     base = catalog()
     (tmp / "catalog.json").write_text(json.dumps(base))
     out = cli(["catalog", "load", str(tmp / "catalog.json")], database_url)
@@ -107,6 +125,7 @@ def run_flows(database_url: str, tmp: Path, *, citus: bool) -> None:
         out = cli(["payment", "add", "--account", account, "--amount", amount,
                    "--date", "2026-04-10", "--external-id", f"p-{account}"], database_url)
         assert out.returncode == 0, out.stdout + out.stderr
+    await credit(database_url)
     # Dunning of what stays unpaid: every step of the ladder is due by then.
     out = cli(["dunning", "run", "--as-of", "2030-01-01"], database_url)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -137,11 +156,12 @@ async def outcome(database_url: str) -> dict[str, Any]:
             " FROM invoice_lines l JOIN invoices i USING (account_id, invoice_id)"
             " ORDER BY 1, 2")
         ledger = await conn.fetch(
-            "SELECT account_id, kind, currency, amount_micros, entry_date FROM ledger_entries"
-            " ORDER BY 1, 2, 4")
+            "SELECT account_id, kind, currency, amount_micros, entry_date, due_date,"
+            " applies_to IS NOT NULL, invoice_id IS NOT NULL, credit_note_id IS NOT NULL"
+            " FROM ledger_entries ORDER BY 1, 2, 4, 5")
         allocated = await conn.fetch(
-            "SELECT account_id, sum(amount_micros) FROM payment_allocations GROUP BY 1"
-            " ORDER BY 1")
+            "SELECT account_id, sum(amount_micros), count(*) FILTER (WHERE amount_micros < 0)"
+            " FROM payment_allocations GROUP BY 1 ORDER BY 1")
         controls = await conn.fetch(
             "SELECT control, status, checked, offending, unpriced, at_stake::text, error"
             " FROM assurance_results ORDER BY control")
@@ -172,12 +192,14 @@ async def test_ingest_rerate_bill_run_controls_equal_single_node(
         citus_url: str, plain_url: str, tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     (tmp_path / "p").mkdir()
-    run_flows(citus_url, tmp_path / "c", citus=True)
-    run_flows(plain_url, tmp_path / "p", citus=False)
+    await run_flows(citus_url, tmp_path / "c", citus=True)
+    await run_flows(plain_url, tmp_path / "p", citus=False)
     on_citus, on_one = await outcome(citus_url), await outcome(plain_url)
     assert len(on_one["invoices"]) >= ACCOUNTS
     assert any(row[2] == "reversal" for row in on_one["totals"])  # the rerate moved money
     assert len(on_one["allocated"]) == 3
+    assert sum(r[2] for r in on_one["allocated"]) >= 2  # credit notes released allocations
+    assert sum(r[1] == "credit_note" for r in on_one["ledger"]) == 3
     assert len(on_one["controls"]) >= 20 and not any(r[6] for r in on_one["controls"])
     assert [r[0] for r in on_citus["controls"] if r[6]] == []
     assert on_one["dunning"] and {r[2] for r in on_one["dunning"]} >= {"reminder", "fee"}

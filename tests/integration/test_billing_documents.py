@@ -232,7 +232,7 @@ async def test_a_draft_finalised_during_a_recomputation_keeps_its_lines(
             finalising = asyncio.create_task(_finalise_alone(pool, invoice_id))
             await asyncio.sleep(0.3)
             assert not finalising.done()  # waits for the batch's lock on the draft
-            await drop_emptied_drafts(batch_conn, batch, "2026-01", computed)
+            await drop_emptied_drafts(batch_conn, list(batch.accounts), "2026-01", computed)
             await store_drafts(batch_conn, computed, run_id)
     assert await finalising == [invoice_id]
     counts = await pool.fetchrow(

@@ -13,7 +13,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from billing_oss.server.billing import issuing
+from billing_oss.core.errors import Conflict
+from billing_oss.server.billing import drafts_repo, issuing
 from billing_oss.server.billing.bill_runs import bill_run
 from tests.conftest import REPO
 from tests.integration import billing_seed as seed
@@ -111,31 +112,32 @@ async def test_cli_finalize_respects_grace_and_force(database_url: str,
     assert forced["finalized"] == waiting["invoice_ids"] and forced["in_grace"] == []
 
 
-async def test_links_are_checked_per_statement(pool: asyncpg.Pool) -> None:
+async def test_links_are_checked_by_the_bill_run(pool: asyncpg.Pool) -> None:
+    """A charge is linked once (the key); a draft charges are still linked to is not
+    deleted; the links of a finalised invoice are neither rewritten nor dropped."""
     async with pool.acquire() as conn:
         await seed.account(conn, "L1")
         first = await seed.charge(conn, "L1", dt.datetime(2026, 1, 3, tzinfo=UTC), 1_000_000)
-        second = await seed.charge(conn, "L1", dt.datetime(2026, 1, 4, tzinfo=UTC), 1_000_000)
+        await seed.charge(conn, "L1", dt.datetime(2026, 1, 4, tzinfo=UTC), 1_000_000)
     run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["L1"], actor="test")
     invoice_id = run.invoice_ids[0]
-    insert = ("INSERT INTO invoice_line_charges (account_id, charge_id, invoice_id, line_no) "
-              "VALUES ('L1', $1, $2, $3)")
+    links = "SELECT count(*) FROM invoice_line_charges WHERE account_id = 'L1'"
     async with pool.acquire() as conn:
         with pytest.raises(asyncpg.UniqueViolationError):  # a charge is billed once
-            await conn.execute(insert, first, invoice_id, 1)
-        with pytest.raises(asyncpg.ForeignKeyViolationError):  # no such line
-            await conn.execute(insert, 10**12, invoice_id, 99)
-        with pytest.raises(asyncpg.ForeignKeyViolationError):  # a linked line stays
-            await conn.execute("DELETE FROM invoice_lines WHERE account_id = 'L1' "
-                               "AND invoice_id = $1", invoice_id)
+            await conn.execute("INSERT INTO invoice_line_charges (account_id, charge_id,"
+                               " invoice_id, line_no) VALUES ('L1', $1, $2, 1)",
+                               first, invoice_id)
+        with pytest.raises(Conflict, match=f"invoice {invoice_id} still has charges linked"):
+            async with conn.transaction():  # as if the recomputation had left it no line
+                await drafts_repo.drop_emptied_drafts(conn, ["L1"], "2026-01", [])
+        assert await conn.fetchval(links) == 2
         await issuing.finalise(conn, run.invoice_ids, "L", dt.date(2026, 2, 2), 30, actor="test")
-        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
-            await conn.execute("DELETE FROM invoice_line_charges WHERE charge_id = $1", second)
-        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
-            await conn.execute("UPDATE invoice_line_charges SET line_no = line_no "
-                               "WHERE charge_id = $1", second)
-        assert await conn.fetchval("SELECT count(*) FROM invoice_line_charges "
-                                   "WHERE account_id = 'L1'") == 2
+        with pytest.raises(Conflict, match=f"invoice {invoice_id} is finalised"):
+            await drafts_repo.refuse_unless_drafts(conn, [("L1", invoice_id)])
+    again = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["L1"], actor="test")
+    async with pool.acquire() as conn:
+        assert again.invoice_ids == [] and await conn.fetchval(links) == 2
+        assert await conn.fetchval("SELECT count(*) FROM invoices WHERE account_id = 'L1'") == 1
 
 
 async def test_invoice_verb_shows_renders_and_exports(database_url: str, pool: asyncpg.Pool,

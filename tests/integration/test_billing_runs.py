@@ -7,7 +7,8 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from billing_oss.server.billing import issuing
+from billing_oss.core.errors import Conflict
+from billing_oss.server.billing import drafts_repo, issuing
 from billing_oss.server.billing.bill_runs import bill_run
 from billing_oss.server.store import accounts_repo, subscriptions_repo
 from tests.integration import billing_seed as seed
@@ -126,21 +127,32 @@ async def test_late_usage_gets_the_cycle_allowance_and_tiers_once(pool: asyncpg.
         15, "30", "5")
 
 
-async def test_finalised_invoice_is_immutable_in_the_database(pool: asyncpg.Pool) -> None:
+async def test_finalised_invoice_is_immutable(pool: asyncpg.Pool) -> None:
+    """The invoice row refuses change in the database (its own row trigger); its lines,
+    taxes and links are written only by the bill run, which refuses to write those of a
+    finalised invoice and leaves them as they are when it runs the period again."""
     async with pool.acquire() as conn:
         await seed.account(conn, "IMM")
         await seed.charge(conn, "IMM", dt.datetime(2026, 1, 10, tzinfo=UTC), 1_000_000)
     run = await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["IMM"], actor="test")
+    parts = ("SELECT (SELECT array_agg(net_micros ORDER BY line_no) FROM invoice_lines"
+             " WHERE invoice_id = $1), (SELECT array_agg(tax_micros) FROM taxes"
+             " WHERE invoice_id = $1), (SELECT array_agg(charge_id ORDER BY charge_id)"
+             " FROM invoice_line_charges WHERE invoice_id = $1)")
     async with pool.acquire() as conn:
         await issuing.finalise(conn, run.invoice_ids, "T", dt.date(2026, 2, 3), 30, actor="test")
         key = run.invoice_ids[0]
         for sql in ("UPDATE invoices SET tax_micros = tax_micros WHERE invoice_id = $1",
-                    "DELETE FROM invoices WHERE invoice_id = $1",
-                    "UPDATE invoice_lines SET net_micros = 0 WHERE invoice_id = $1",
-                    "DELETE FROM invoice_line_charges WHERE invoice_id = $1",
-                    "DELETE FROM taxes WHERE invoice_id = $1"):
-            with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+                    "DELETE FROM invoices WHERE invoice_id = $1"):
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="finalised"):
                 await conn.execute(sql, key)
+        with pytest.raises(Conflict, match=f"invoice {key} is finalised: its lines"):
+            await drafts_repo.refuse_unless_drafts(conn, [("IMM", key)])
+        before = tuple(await conn.fetchrow(parts, key))
+        await seed.charge(conn, "IMM", dt.datetime(2026, 1, 20, tzinfo=UTC), 2_000_000)
+    await bill_run(pool, "2026-01", seed.SETTINGS, accounts=["IMM"], actor="test")
+    async with pool.acquire() as conn:
+        assert tuple(await conn.fetchrow(parts, key)) == before and before[2]
 
 
 async def test_multi_currency_account_gets_one_invoice_per_currency(pool: asyncpg.Pool) -> None:

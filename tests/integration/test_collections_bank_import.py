@@ -15,7 +15,13 @@ import asyncpg
 import pytest
 
 from billing_oss.core.errors import DecodeError
-from billing_oss.server.collections import bank_import, creditor_reference, payments, repo
+from billing_oss.server.collections import (
+    bank_import,
+    creditor_reference,
+    payments,
+    postings,
+    repo,
+)
 from billing_oss.server.collections.model import NewPayment
 from tests.generators.camt_files import Entry, document
 from tests.integration import collections_seed as seed
@@ -140,7 +146,7 @@ async def test_a_batch_finds_its_invoices_by_index_probes_not_by_reading_every_o
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO accounts (account_id) SELECT 'P' || g FROM"
                            " generate_series(1, 200) g")
-        await conn.execute(
+        await postings.post_invoices(conn, await conn.fetch(
             "INSERT INTO invoices (account_id, period, period_start, period_end, currency,"
             " rounding_method, line_total_micros, allowance_micros, net_micros, tax_micros,"
             " total_micros, rounding_micros, payable_micros, seller, buyer, status, series,"
@@ -148,7 +154,9 @@ async def test_a_batch_finds_its_invoices_by_index_probes_not_by_reading_every_o
             " SELECT 'P' || (g % 200 + 1), 'q' || g, now(), now(), 'EUR', 'half-up', 1000000,"
             " 0, 1000000, 0, 1000000, 0, 1000000, '{}', '{}', 'finalised', 'P', g,"
             " 'P-' || lpad(g::text, 6, '0'), '2026-01-01', '2026-01-15'"
-            " FROM generate_series(1, 20000) g")
+            " FROM generate_series(1, 20000) g"
+            " RETURNING account_id, invoice_id, number_text, currency, payable_micros,"
+            " issue_date, due_date"))
         bodies = [f"P{g:06d}" for g in range(1, 2001)]
         plan = json.loads(await conn.fetchval(
             "EXPLAIN (FORMAT JSON) " + repo.INVOICES_BY_REFERENCE, [], bodies))
@@ -171,7 +179,7 @@ async def test_a_statement_of_100000_entries_imports_in_20_seconds(pool: asyncpg
                            " generate_series(1, 1000) g")
         for k in range(n // 1000):  # 100 invoices per account
             for a in range(1, 1001, 250):
-                await conn.execute(
+                await postings.post_invoices(conn, await conn.fetch(
                     "INSERT INTO invoices (account_id, period, period_start, period_end,"
                     " currency, rounding_method, line_total_micros, allowance_micros,"
                     " net_micros, tax_micros, total_micros, rounding_micros, payable_micros,"
@@ -179,8 +187,9 @@ async def test_a_statement_of_100000_entries_imports_in_20_seconds(pool: asyncpg
                     " SELECT 'S' || g, 'p' || $1::int, now(), now(), 'EUR', 'half-up', 10000000, 0,"
                     " 10000000, 0, 10000000, 0, 10000000, '{}', '{}', 'finalised', 'S',"
                     " $1::int * 1000 + g, 'S-' || lpad(($1::int * 1000 + g)::text, 6, '0'),"
-                    " '2026-01-01', '2026-01-15' FROM generate_series($2::int, $2 + 249) g",
-                    k, a)
+                    " '2026-01-01', '2026-01-15' FROM generate_series($2::int, $2 + 249) g"
+                    " RETURNING account_id, invoice_id, number_text, currency, payable_micros,"
+                    " issue_date, due_date", k, a))
     doc = document(Entry(ref=f"R{i}", amount="10.00",
                          rf=creditor_reference.for_invoice(f"S-{i + 1:06d}"))
                    for i in range(n))

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import asyncpg
 
-from billing_oss.server.collections import dunning, payments
+from billing_oss.server.collections import dunning, payments, postings
 from billing_oss.server.collections.model import NewPayment
 
 DAY0 = dt.date(2026, 1, 1)
@@ -34,14 +34,16 @@ async def test_a_120_day_simulation_over_1000_accounts(pool: asyncpg.Pool) -> No
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO accounts (account_id) SELECT 'D' || lpad(g::text, 4,"
                            " '0') FROM generate_series(0, $1 - 1) g", N)
-        await conn.execute(
+        await postings.post_invoices(conn, await conn.fetch(
             "INSERT INTO invoices (account_id, period, period_start, period_end, currency,"
             " rounding_method, line_total_micros, allowance_micros, net_micros, tax_micros,"
             " total_micros, rounding_micros, payable_micros, seller, buyer, status, series,"
             " number, number_text, issue_date, due_date) SELECT 'D' || lpad(g::text, 4, '0'),"
             " '2025-12', now(), now(), 'EUR', 'half-up', $2, 0, $2, 0, $2, 0, $2, '{}', '{}',"
             " 'finalised', 'D', g + 1, 'D-' || lpad((g + 1)::text, 6, '0'), $3, $4"
-            " FROM generate_series(0, $1 - 1) g", N, AMOUNT, DAY0, DUE)
+            " FROM generate_series(0, $1 - 1) g"
+            " RETURNING account_id, invoice_id, number_text, currency, payable_micros,"
+            " issue_date, due_date", N, AMOUNT, DAY0, DUE))
     accounts = [f"D{i:04d}" for i in range(N)]
     invoice_of = {r["account_id"]: r["invoice_id"] for r in await pool.fetch(
         "SELECT account_id, invoice_id FROM invoices WHERE account_id LIKE 'D%'")}

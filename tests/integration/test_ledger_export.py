@@ -25,7 +25,7 @@ import pytest
 from beancount import loader
 from beancount.core import realization
 
-from billing_oss.server.collections import dunning, payments, repo, write_offs
+from billing_oss.server.collections import dunning, payments, postings, repo, write_offs
 from billing_oss.server.collections.dunning import Step
 from billing_oss.server.collections.model import NONE, NewPayment, Target
 from billing_oss.server.store import api_keys
@@ -47,27 +47,33 @@ async def invoice(conn: Any, account_id: str, net: int, tax: int, rounding: int,
                   issued: dt.date) -> int:
     """A finalised invoice whose payable is net + tax + rounding."""
     number = await conn.fetchval("SELECT count(*) + 1 FROM invoices")
-    invoice_id: int = await conn.fetchval(
+    finalised = await conn.fetch(
         "INSERT INTO invoices (account_id, period, period_start, period_end, currency,"
         " rounding_method, line_total_micros, allowance_micros, net_micros, tax_micros,"
         " total_micros, rounding_micros, payable_micros, seller, buyer, status, series,"
         " number, number_text, issue_date, due_date) VALUES ($1, 'p', now(), now(), 'EUR',"
         " 'half-up', $2, 0, $2, $3, $2::bigint + $3::bigint, $4,"
         " $2::bigint + $3::bigint + $4::bigint, '{}', '{}', 'finalised', 'R', $5,"
-        " 'R-' || $5::bigint, $6, $7) RETURNING invoice_id",
+        " 'R-' || $5::bigint, $6, $7) RETURNING account_id, invoice_id, number_text,"
+        " currency, payable_micros, issue_date, due_date",
         account_id, net, tax, rounding, number, issued, issued + dt.timedelta(days=10))
+    await postings.post_invoices(conn, finalised)
+    invoice_id: int = finalised[0]["invoice_id"]
     return invoice_id
 
 
 async def credit_note(conn: Any, account_id: str, invoice_id: int, net: int, tax: int,
                       issued: dt.date) -> None:
     number = await conn.fetchval("SELECT count(*) + 1 FROM credit_notes")
-    await conn.execute(
+    credit_note_id = await conn.fetchval(
         "INSERT INTO credit_notes (account_id, invoice_id, series, number, number_text,"
         " reason, issue_date, currency, net_micros, tax_micros, total_micros, lines, taxes)"
         " VALUES ($1, $2, 'RC', $3, 'RC-' || $3::bigint, 'goodwill', $4, 'EUR', $5, $6,"
-        " $5::bigint + $6::bigint, '[]', '[]')", account_id, invoice_id, number, issued,
-        net, tax)
+        " $5::bigint + $6::bigint, '[]', '[]') RETURNING credit_note_id", account_id,
+        invoice_id, number, issued, net, tax)
+    await postings.post_credit_note(
+        conn, account_id=account_id, invoice_id=invoice_id, credit_note_id=credit_note_id,
+        number_text=f"RC-{number}", currency="EUR", payable_micros=net + tax, issue_date=issued)
 
 
 def pay(account_id: str, amount: int, on: dt.date, **kw: Any) -> NewPayment:

@@ -3,7 +3,9 @@ import pytest
 
 from billing_oss.core.errors import StartupError
 from billing_oss.server.store import migrate as migrate_module
+from billing_oss.server.store.citus import BY_ACCOUNT, BY_OWN_KEY, REFERENCE
 from billing_oss.server.store.migrate import migrate
+from tests.citus.test_triggers import TRIGGERS, unallowed
 
 
 async def test_all_migrations_applied_once(pool: asyncpg.Pool) -> None:
@@ -22,6 +24,14 @@ async def test_core_tables_exist(pool: asyncpg.Pool) -> None:
     assert {"accounts", "account_identifiers", "tariffs", "tariff_versions", "subscriptions",
             "usage_records", "usage_keys", "charges", "suspense", "source_files",
             "source_offsets"} <= tables
+
+
+async def test_tables_citus_distributes_carry_only_row_guards(pool: asyncpg.Pool) -> None:
+    """The same rule as on Citus (tests/citus/test_triggers.py), on one PostgreSQL: the
+    tables a coordinator distributes have no trigger that does work or reads another table."""
+    found = {(r[0], r[1], r[2]) for r in await pool.fetch(TRIGGERS)}
+    tables = {*BY_ACCOUNT, *(t for t, _ in BY_OWN_KEY), *REFERENCE}
+    assert unallowed(found, tables) == set()
 
 
 async def test_changed_migration_is_refused(pool: asyncpg.Pool,
