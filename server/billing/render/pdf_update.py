@@ -18,7 +18,7 @@ _STARTXREF: Final = re.compile(rb"startxref\s+(\d+)\s+%%EOF\s*$")
 _TRAILER: Final = re.compile(rb"trailer\s*<<(.*?)>>\s*(?:startxref|$)", re.S)
 _STRING: Final = rb"(?:<[0-9A-Fa-f\s]*>|\((?:\\.|[^\\)])*\))"
 _ID: Final = re.compile(rb"/ID\s*(\[\s*" + _STRING + rb"\s*" + _STRING + rb"\s*\])", re.S)
-_LENGTH: Final = re.compile(rb"/Length\s+(\d+)(?!\s+\d+\s+R)")
+_LENGTH: Final = re.compile(rb"/Length\s+(\d+)\b(?!\s+\d+\s+R)")
 
 
 def ref(trailer_or_dict: bytes, key: bytes) -> int | None:
