@@ -4,18 +4,19 @@ level) and the PDF/A extension schema that declares them, without which a PDF/A 
 refuses the unknown namespace.
 
 typst (0.15) writes the PDF/A-3b XMP packet but takes no custom XMP, so the packet it wrote
-is completed here and the metadata stream replaced with pikepdf (qpdf), which rewrites the
-file keeping it PDF/A (``preserve_pdfa``): same objects, same trailer ID and info.
+is completed here and the metadata stream replaced in an incremental update
+(server.billing.render.pdf_update): typst's bytes stay as written, the new stream and the
+trailer (same ID, same info) follow them.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Final
 
-import pikepdf
 from lxml import etree
+
+from billing_oss.server.billing.render.pdf_update import Update, stream
 
 FX: Final = "urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#"
 RDF: Final = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -38,19 +39,17 @@ PROPERTIES: Final = (
 )
 
 
-def mark_pdf(pdf: bytes, edit: Callable[[pikepdf.Pdf], object] | None = None) -> bytes:
+def mark_pdf(pdf: bytes, edit: Callable[[Update], object] | None = None) -> bytes:
     """``pdf`` (a PDF/A-3 with the XML attached) with the Factur-X XMP metadata, and what
-    ``edit`` changes in it (pages it adds) in the same rewrite."""
-    with pikepdf.open(io.BytesIO(pdf)) as doc:
-        metadata = doc.Root.Metadata
-        metadata.write(mark_xmp(metadata.read_bytes()))
-        if edit is not None:
-            edit(doc)
-        out = io.BytesIO()
-        # The version is the one typst wrote in the header and in the XMP (pdf:PDFVersion):
-        # pikepdf's check of that (a second XMP parse) would cost a third of the save.
-        doc.save(out, preserve_pdfa=True, fix_metadata_version=False)
-    return out.getvalue()
+    ``edit`` changes in it (pages it adds) in the same update."""
+    update = Update(pdf)
+    metadata = update.catalog_ref(b"Metadata")
+    _, packet = update.stream_data(metadata)
+    # PDF/A: the metadata stream stays unfiltered, plain XML any reader can find.
+    update.set(metadata, stream(b"/Type/Metadata/Subtype/XML", mark_xmp(packet)))
+    if edit is not None:
+        edit(update)
+    return update.write()
 
 
 def mark_xmp(packet: bytes) -> bytes:

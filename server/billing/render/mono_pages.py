@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-import pikepdf
 from fontTools import subset
 from fontTools.ttLib import TTFont
+
+from billing_oss.server.billing.render.pdf_update import Update, number, stream
 
 PAGE: Final = (595.2756, 841.8898)  # A4, as typst's pages
 MARGIN_X: Final = 51.0236  # 18 mm, as the invoice pages
@@ -62,7 +63,7 @@ class _Font(msgspec.Struct, frozen=True):
     length: int  # its length before deflating (FontFile2's Length1)
     chars: frozenset[str]  # the characters it has
     cid_to_gid: bytes  # the CIDToGIDMap stream (a CID is a code point), deflated
-    widths: list[object]  # the /W array, by CID
+    widths: bytes  # the /W array's entries, by CID
     to_unicode: bytes  # deflated
     bbox: list[float]
     ascent: float
@@ -71,7 +72,7 @@ class _Font(msgspec.Struct, frozen=True):
     advance: float  # of every glyph, in thousandths of the size (a monospaced font)
 
 
-def append(pdf: pikepdf.Pdf, sheet: Sheet) -> int:
+def append(pdf: Update, sheet: Sheet) -> int:
     """Appends ``sheet``'s pages to ``pdf``; returns how many."""
     chars = _characters(sheet)
     font = _subset(frozenset(chars - BASE) & _covered())
@@ -79,17 +80,17 @@ def append(pdf: pikepdf.Pdf, sheet: Sheet) -> int:
         sheet = _replaced(sheet, {ord(c): FALLBACK for c in missing})
     size = _size(sheet, font)
     pages = _paginate(sheet, size, font)
-    resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(FM=_font_object(pdf, font)))
-    first = len(pdf.pages) + 1
-    total = len(pdf.pages) + len(pages)
+    first = pdf.page_count() + 1
+    total = first - 1 + len(pages)
+    parent = pdf.catalog_ref(b"Pages")
+    page = b"<</Type/Page/Parent %d 0 R/MediaBox[0 0 %s %s]/Resources<</Font<</FM %d 0 R>>>>" \
+        % (parent, number(PAGE[0]), number(PAGE[1]), _font_object(pdf, font))
+    added = []
     for n, lines in enumerate(pages):
         content = _content(sheet, font, size, lines, first + n, total, opening=n == 0)
-        stream = pikepdf.Stream(pdf, b"")
-        stream.write(zlib.compress(content), filter=pikepdf.Name.FlateDecode,
-                     type_check=False)
-        page = pikepdf.Dictionary(Type=pikepdf.Name.Page, MediaBox=[0, 0, *PAGE],
-                                  Resources=resources, Contents=stream)
-        pdf.pages.append(pikepdf.Page(page))
+        contents = pdf.add(stream(b"/Filter/FlateDecode", zlib.compress(content, 3)))
+        added.append(pdf.add(page + b"/Contents %d 0 R>>" % contents))
+    pdf.append_pages(added)
     return len(pages)
 
 
@@ -192,29 +193,25 @@ def _string(text: str) -> bytes:
             .replace(b")", b"\\)").replace(b"\r", b"\\r").replace(b"\n", b"\\n"))
 
 
-def _font_object(pdf: pikepdf.Pdf, font: _Font) -> pikepdf.Object:
-    def deflated(data: bytes) -> pikepdf.Stream:
-        stream = pikepdf.Stream(pdf, b"")
-        stream.write(data, filter=pikepdf.Name.FlateDecode, type_check=False)
-        return stream
-
-    program = deflated(font.program)
-    program.Length1 = font.length
-    descriptor = pikepdf.Dictionary(
-        Type=pikepdf.Name.FontDescriptor, FontName=pikepdf.Name("/" + font.name),
-        Flags=5,  # fixed pitch, symbolic (glyphs by id, no standard encoding)
-        FontBBox=font.bbox, ItalicAngle=0, Ascent=font.ascent, Descent=font.descent,
-        CapHeight=font.cap_height, StemV=95.4, FontFile2=program)
-    cid_font = pikepdf.Dictionary(
-        Type=pikepdf.Name.Font, Subtype=pikepdf.Name.CIDFontType2,
-        BaseFont=pikepdf.Name("/" + font.name),
-        CIDSystemInfo=pikepdf.Dictionary(Registry="Adobe", Ordering="Identity", Supplement=0),
-        CIDToGIDMap=deflated(font.cid_to_gid), DW=0, W=font.widths,
-        FontDescriptor=pdf.make_indirect(descriptor))
-    return pdf.make_indirect(pikepdf.Dictionary(
-        Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type0,
-        BaseFont=pikepdf.Name("/" + font.name), Encoding=pikepdf.Name("/Identity-H"),
-        DescendantFonts=[pdf.make_indirect(cid_font)], ToUnicode=deflated(font.to_unicode)))
+def _font_object(pdf: Update, font: _Font) -> int:
+    """The Type0 font's object number, its descendant, descriptor and streams added."""
+    program = pdf.add(stream(b"/Filter/FlateDecode/Length1 %d" % font.length, font.program))
+    descriptor = pdf.add(
+        # Flags 5: fixed pitch, symbolic (glyphs by id, no standard encoding).
+        b"<</Type/FontDescriptor/FontName/%s/Flags 5/FontBBox[%s]/ItalicAngle 0/Ascent %s"
+        b"/Descent %s/CapHeight %s/StemV 95.4/FontFile2 %d 0 R>>"
+        % (font.name.encode(), b" ".join(map(number, font.bbox)), number(font.ascent),
+           number(font.descent), number(font.cap_height), program))
+    cid_to_gid = pdf.add(stream(b"/Filter/FlateDecode", font.cid_to_gid))
+    cid_font = pdf.add(
+        b"<</Type/Font/Subtype/CIDFontType2/BaseFont/%s/CIDSystemInfo<</Registry(Adobe)"
+        b"/Ordering(Identity)/Supplement 0>>/CIDToGIDMap %d 0 R/DW 0/W[%s]"
+        b"/FontDescriptor %d 0 R>>"
+        % (font.name.encode(), cid_to_gid, font.widths, descriptor))
+    to_unicode = pdf.add(stream(b"/Filter/FlateDecode", font.to_unicode))
+    return pdf.add(b"<</Type/Font/Subtype/Type0/BaseFont/%s/Encoding/Identity-H"
+                   b"/DescendantFonts[%d 0 R]/ToUnicode %d 0 R>>"
+                   % (font.name.encode(), cid_font, to_unicode))
 
 
 def _font_path() -> Path:
@@ -277,11 +274,12 @@ def _runs(codes: list[int], same: Callable[[int, int], bool]) -> list[tuple[int,
     return runs
 
 
-def _widths(widths: dict[int, float]) -> list[object]:
-    """The /W array: ``first last width`` for each run of CIDs of one width (a monospaced
-    font's are a few runs)."""
-    return [v for first, last in _runs(sorted(widths), lambda a, b: widths[a] == widths[b])
-            for v in (first, last, widths[first])]
+def _widths(widths: dict[int, float]) -> bytes:
+    """The /W array's entries: ``first last width`` for each run of CIDs of one width (a
+    monospaced font's are a few runs)."""
+    return b" ".join(b"%d %d %s" % (first, last, number(widths[first]))
+                     for first, last in _runs(sorted(widths),
+                                              lambda a, b: widths[a] == widths[b]))
 
 
 def _to_unicode(codes: list[int]) -> bytes:

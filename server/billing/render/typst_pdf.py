@@ -101,14 +101,16 @@ def render_credit_note(note: CreditNote, invoice: Invoice) -> bytes:
 
 
 def render_rendition(doc: Rendition, items: itemised.Itemised | None = None) -> bytes:
-    """typst sets the document's pages; the itemised list's pages (padded lines, which
-    typst took longer to lay out than the invoice itself) are written after them, in the
-    same rewrite that adds the Factur-X XMP."""
-    xml = cii.rendition_xml(doc)
+    return finish(doc, typeset(doc, cii.rendition_xml(doc)), items)
+
+
+def finish(doc: Rendition, pdf: bytes, items: itemised.Itemised | None = None) -> bytes:
+    """typst's ``pdf`` of ``doc`` with the Factur-X XMP and the itemised list's pages
+    (padded lines, which typst took longer to lay out than the invoice itself) after its
+    own, both in one incremental update."""
     sheet = itemised.sheet(items, doc.content.currency,
                            str(doc.content.buyer.get("timezone") or "UTC"), doc.title)
-    return facturx.mark_pdf(typeset(doc, xml),
-                            None if sheet is None else partial(mono_pages.append, sheet=sheet))
+    return facturx.mark_pdf(pdf, None if sheet is None else partial(mono_pages.append, sheet=sheet))
 
 
 def typeset(doc: Rendition, xml: bytes) -> bytes:
