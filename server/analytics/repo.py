@@ -101,7 +101,9 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
                  account: str | None = None, service: str | None = None) -> list[asyncpg.Record]:
     """Σ money, records, units and distinct accounts per period × dims × currency over the
     days [start, end). Money is never summed across currencies: currency is always a key.
-    Dimension and period names must be keys of DIMENSIONS / PERIODS (or ``attrs.KEY``)."""
+    Dimension and period names must be keys of DIMENSIONS / PERIODS (or ``attrs.KEY``).
+    Read, where one answers, from a level compaction keeps (migration 1500) and the deltas
+    not folded yet; else from the per-account rollups."""
     # Whole months by month or in total: the monthly level answers (one row a month), its
     # day already the month's first.
     monthly = period in ("month", "total") and start.day == 1 and end.day == 1
