@@ -1,14 +1,20 @@
 """How long revenue reports over a year of rollups take, against the same report computed
-by one grouped aggregate with a distinct-account count (the earlier query, the peer).
+by one grouped aggregate with a distinct-account count over the per-account monthly rows
+(the earlier query, the peer), at several numbers of accounts: how each scales with rows.
 
-    python perf/bench_reports.py [--accounts 5000] [--runs 3] [--database-url DSN]
+    python perf/bench_reports.py [--accounts 1250 2500 5000] [--runs 3] [--database-url DSN]
 
-Builds a throwaway database on the server at DSN (default: BILLING_OSS_TEST_DATABASE_URL)
-holding a year (2025) of compacted rollups: per account and day two rows (voice and data,
-one of four zones), 3.65 M daily rows for 5,000 accounts, and their monthly level; runs
-``report revenue --period month`` over the year by zone, by account and by country R times
-each way, checks both give the same rows, and prints the medians and their ratio; drops the
-database after.
+For each number of accounts N, builds a throwaway database on the server at DSN (default:
+BILLING_OSS_TEST_DATABASE_URL) holding a year (2025) of monthly rollups, as the daily ones
+of two rows per account and day (voice and data, one of four zones) add up to: 96 rows per
+account, 480 k for 5,000 accounts; and the daily rollups of its last quarter (184 rows per
+account, 920 k). They are written as deltas and folded by the compaction ``serve`` runs
+(timed: all of them, then the one month and the one day holding a late delta, which is what
+a run costs), which also fills the account-less levels and the per-account monthly one. Then
+runs ``report revenue`` by month over the year by zone, by service, in total (the MRR
+report's revenue) and by account and country, and by day over the quarter by zone, R times
+each way, checks both give the same rows (money, records and distinct accounts), and prints
+the medians and their ratio; drops the database after.
 """
 
 from __future__ import annotations
@@ -32,22 +38,33 @@ from embedded_pg import scratch_pool  # noqa: E402  perf/ is on sys.path: this f
 from billing_oss.server.analytics import reports  # noqa: E402
 
 START, END = dt.date(2025, 1, 1), dt.date(2026, 1, 1)
-# The earlier form of repo.totals over the monthly level: one aggregate whose
-# count(DISTINCT account_id) sorts every group's rows.
+QUARTER = dt.date(2025, 10, 1)  # the daily rollups' first day
+
+
+def peer(column: str | None, join: str = "", table: str = "charge_rollups_monthly") -> str:
+    """The earlier form of repo.totals over the monthly level (or ``table``), by ``column``
+    (None: in total): one aggregate whose count(DISTINCT account_id) sorts every group's
+    rows."""
+    key = f" {column}," if column else ""
+    n = 4 if column else 3
+    return (f"SELECT date_trunc('month', r.day)::date,{key} rtrim(r.currency),"
+            " sum(r.amount_micros)::bigint, sum(r.records)::bigint, sum(r.units),"
+            f" count(DISTINCT r.account_id) FROM {table} r{join}"
+            f" WHERE r.day >= $1 AND r.day < $2 GROUP BY {', '.join(map(str, range(1, n)))}"
+            f" ORDER BY {', '.join(map(str, range(1, n)))}")
+
+
+# (period, --by) → the peer's SQL; zone, service and none read the account-less levels,
+# account and country one row per account and month (its attributes read as they are now).
 PEER = {
-    "zone": ("SELECT date_trunc('month', r.day)::date, r.zone, rtrim(r.currency),"
-             " sum(r.amount_micros)::bigint, sum(r.records)::bigint, sum(r.units),"
-             " count(DISTINCT r.account_id) FROM charge_rollups_monthly r"
-             " WHERE r.day >= $1 AND r.day < $2 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
-    "account": ("SELECT date_trunc('month', r.day)::date, r.account_id, rtrim(r.currency),"
-                " sum(r.amount_micros)::bigint, sum(r.records)::bigint, sum(r.units),"
-                " count(DISTINCT r.account_id) FROM charge_rollups_monthly r"
-                " WHERE r.day >= $1 AND r.day < $2 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
-    "country": ("SELECT date_trunc('month', r.day)::date, a.attrs->>'country',"
-                " rtrim(r.currency), sum(r.amount_micros)::bigint, sum(r.records)::bigint,"
-                " sum(r.units), count(DISTINCT r.account_id) FROM charge_rollups_monthly r"
-                " LEFT JOIN accounts a ON a.account_id = r.account_id"
-                " WHERE r.day >= $1 AND r.day < $2 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
+    ("month", "zone"): peer("r.zone"),
+    ("month", "service"): peer("r.service"),
+    ("month", "(total)"): peer(None),
+    ("month", "account"): peer("r.account_id"),
+    ("month", "country"): peer("a.attrs->>'country'",
+                               " LEFT JOIN accounts a ON a.account_id = r.account_id"),
+    ("day", "zone"): peer("r.zone", table="charge_rollups").replace(
+        "date_trunc('month', r.day)::date", "r.day"),
 }
 
 
@@ -57,23 +74,46 @@ async def seed(pool: asyncpg.Pool, accounts: int) -> None:
         " jsonb_build_object('country', (ARRAY['FR', 'DE', 'ES', 'IT'])[i % 4 + 1])"
         " FROM generate_series(1, $1) i", accounts)
     await pool.execute(
-        "INSERT INTO charge_rollups (account_id, day, service, zone, currency,"
-        " tariff_version_id, amount_micros, records, units, compacted)"
-        " SELECT 'a' || i, d::date, s, 'z' || ((i + extract(doy FROM d)::int) % 4), 'EUR',"
-        " NULL, (i % 97 + 1) * 10000 * (CASE s WHEN 'voice' THEN 3 ELSE 1 END),"
-        " i % 13 + 1, (i % 13 + 1) * 60, true"
+        "INSERT INTO charge_rollups_monthly (account_id, day, service, zone, currency,"
+        " tariff_version_id, amount_micros, records, units)"
+        " SELECT 'a' || i, date_trunc('month', d)::date, s,"
+        " 'z' || ((i + extract(doy FROM d)::int) % 4), 'EUR', NULL,"
+        " sum((i % 97 + 1) * 10000 * (CASE s WHEN 'voice' THEN 3 ELSE 1 END)),"
+        " sum(i % 13 + 1), sum((i % 13 + 1) * 60)"
         " FROM generate_series(1, $1) i,"
         " generate_series(timestamp '2025-01-01', timestamp '2025-12-31', interval '1 day') d,"
-        " unnest(ARRAY['voice', 'data']) s", accounts)
+        " unnest(ARRAY['voice', 'data']) s GROUP BY 1, 2, 3, 4", accounts)
     await pool.execute(
-        "INSERT INTO charge_rollups_monthly (account_id, day, service, zone, currency,"
-        " tariff_version_id, amount_micros, records, units, compacted)"
-        " SELECT account_id, date_trunc('month', day)::date, service, zone, currency,"
-        " tariff_version_id, sum(amount_micros), sum(records), sum(units), true"
-        " FROM charge_rollups GROUP BY 1, 2, 3, 4, 5, 6")
-    await pool.execute("VACUUM ANALYZE charge_rollups")
-    await pool.execute("VACUUM ANALYZE charge_rollups_monthly")
-    await pool.execute("ANALYZE accounts")
+        "INSERT INTO charge_rollups (account_id, day, service, zone, currency,"
+        " tariff_version_id, amount_micros, records, units)"
+        " SELECT 'a' || i, d::date, s, 'z' || ((i + extract(doy FROM d)::int) % 4), 'EUR',"
+        " NULL, (i % 97 + 1) * 10000 * (CASE s WHEN 'voice' THEN 3 ELSE 1 END),"
+        " i % 13 + 1, (i % 13 + 1) * 60 FROM generate_series(1, $1) i,"
+        " generate_series($2::timestamp, timestamp '2025-12-31', interval '1 day') d,"
+        " unnest(ARRAY['voice', 'data']) s", accounts, QUARTER)
+
+
+async def compact(pool: asyncpg.Pool) -> tuple[float, float, float]:
+    """The compaction's time over every delta; then over the one day and month a late delta
+    is in (what a run of ``serve``'s compaction costs), and the fold alone of the same (the
+    compaction before the report levels: its peer)."""
+    fold = "SELECT compact_charge_rollups($1, $2) + compact_charge_rollups_monthly($1, $2)"
+    began = time.perf_counter()
+    await pool.fetchval(fold, START, END)
+    everything = time.perf_counter() - began
+    await pool.execute("VACUUM ANALYZE")
+    times = []
+    for sql in (fold, "SELECT $1::date, fold_charge_rollups($2, $2)"
+                " + fold_charge_rollups_monthly(date_trunc('month', $2::date)::date, $2)"):
+        for table in ("charge_rollups", "charge_rollups_monthly"):
+            await pool.execute(
+                f"INSERT INTO {table} (account_id, day, service, zone, currency, amount_micros,"
+                " records, units) VALUES ('a1', '2025-12-01', 'voice', 'z1', 'EUR', 0, 0, 0)")
+        began = time.perf_counter()
+        await pool.fetchval(sql, START, dt.date(2025, 12, 1))
+        times.append(time.perf_counter() - began)
+        await pool.execute("VACUUM ANALYZE")
+    return everything, times[0], times[1]
 
 
 async def timed(runs: int, call: object) -> tuple[float, object]:
@@ -85,35 +125,47 @@ async def timed(runs: int, call: object) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+async def measure(pool: asyncpg.Pool, accounts: int, runs: int) -> None:
+    began = time.perf_counter()
+    await seed(pool, accounts)
+    everything, late, fold_only = await compact(pool)
+    rows = {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in (
+        "charge_rollups_monthly", "charge_rollups", "charge_month_totals", "charge_day_totals")}
+    print(f"\n{accounts:,} accounts: {rows['charge_rollups_monthly']:,} monthly rollup rows"
+          f" (a year), {rows['charge_rollups']:,} daily (a quarter); account-less levels:"
+          f" {rows['charge_month_totals']:,} monthly and {rows['charge_day_totals']:,} daily"
+          f" rows ({time.perf_counter() - began:.0f} s to build); compaction: all"
+          f" {everything:.2f} s, a late day and month {late:.2f} s (the fold alone"
+          f" {fold_only:.2f} s); median of {runs} runs,"
+          f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'report revenue':34} {'ours s':>7} {'peer s':>7} {'ratio':>6}")
+    for (period, dim), peer_sql in PEER.items():
+        by = [] if dim == "(total)" else [dim]
+        first = QUARTER if period == "day" else START
+        now, report = await timed(runs, lambda by=by, period=period, first=first: reports.build(
+            pool, "revenue", by=by, period=period, start=first, end=END))
+        then, rows = await timed(runs, lambda sql=peer_sql, first=first: pool.fetch(
+            sql, first, END))
+        got = [(r.period, *r.key.values(), r.currency, r.amount, r.records, r.accounts)
+               for r in report.rows]  # type: ignore[attr-defined]
+        want = [(r[0].isoformat(), *r[1:-5], r[-5], reports.format_micros(r[-4]), r[-3],
+                 r[-1]) for r in rows]  # type: ignore[union-attr]
+        label = f"--period {period} --by {dim}" + (" (a quarter)" if period == "day" else "")
+        assert got == want, f"{label}: the rows differ from the peer's"
+        print(f"{label:34} {now:7.3f} {then:7.3f} {then / now:6.1f}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--accounts", type=int, default=5000)
+    parser.add_argument("--accounts", type=int, nargs="+", default=[1250, 2500, 5000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
     args = parser.parse_args()
     if not args.database_url:
         parser.error("--database-url (or BILLING_OSS_TEST_DATABASE_URL) is required")
-    async with scratch_pool(args.database_url, "bench_reports") as pool:
-        began = time.perf_counter()
-        await seed(pool, args.accounts)
-        daily = await pool.fetchval("SELECT count(*) FROM charge_rollups")
-        monthly = await pool.fetchval("SELECT count(*) FROM charge_rollups_monthly")
-        print(f"a year of {args.accounts:,} accounts: {daily:,} daily and {monthly:,} monthly "
-              f"rollup rows ({time.perf_counter() - began:.0f} s to build); median of "
-              f"{args.runs} runs, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
-              "cores")
-        print(f"{'report revenue --period month':34} {'now s':>7} {'peer s':>7} {'ratio':>6}")
-        for dim, peer_sql in PEER.items():
-            now, report = await timed(args.runs, lambda dim=dim: reports.build(
-                pool, "revenue", by=[dim], period="month", start=START, end=END))
-            peer, rows = await timed(args.runs, lambda sql=peer_sql: pool.fetch(sql, START,
-                                                                                END))
-            got = [(r.period, *r.key.values(), r.currency, r.amount, r.records, r.accounts)
-                   for r in report.rows]  # type: ignore[attr-defined]
-            want = [(r[0].isoformat(), r[1], r[2], reports.format_micros(r[3]), r[4], r[6])
-                    for r in rows]  # type: ignore[union-attr]
-            assert got == want, f"--by {dim}: the rows differ from the peer's"
-            print(f"{'--by ' + dim:34} {now:7.3f} {peer:7.3f} {peer / now:6.1f}")
+    for accounts in args.accounts:
+        async with scratch_pool(args.database_url, "bench_reports") as pool:
+            await measure(pool, accounts, args.runs)
 
 
 if __name__ == "__main__":

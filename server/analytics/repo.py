@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from billing_oss.server.store import compaction_lock
 from billing_oss.server.store.pool import Connection
 
 Db: TypeAlias = "Connection | asyncpg.Pool"
@@ -33,6 +34,38 @@ PERIODS: dict[str, str] = {
     "month": "date_trunc('month', r.day::timestamp)::date",
     "total": "NULL::date",
 }
+
+
+# The dimensions the account-less levels by day and month (charge_day_totals,
+# charge_month_totals, migration 1500) keep a distinct-account count for, in the order their
+# ``grouping`` names them; the sets they hold; and their column for each (currency is a key
+# of every row).
+GROUP_LEVEL: dict[str, str] = {
+    "service": "r.service",
+    "zone": "r.zone",
+    "tariff_version": "r.tariff_version_id::text",
+    "tariff": "r.tariff_id",
+    "currency": "rtrim(r.currency)",
+}
+GROUPINGS = frozenset({"", "service", "zone", "tariff_version", "tariff", "service,zone",
+                             "service,tariff_version", "service,tariff"})
+# How a delta row and a compacted row of the same month and account are in the same group.
+_SAME = {"service": "c.service IS NOT DISTINCT FROM r.service",
+         "zone": "c.zone IS NOT DISTINCT FROM r.zone",
+         "tariff_version": "c.tariff_version_id IS NOT DISTINCT FROM r.tariff_version_id",
+         "tariff": "ctv.tariff_id IS NOT DISTINCT FROM tv.tariff_id"}
+
+
+# By account or its attributes over whole months, and by nothing the account-less levels
+# answer: one row per account and month (charge_account_months, migration 1500) and the
+# monthly deltas not folded yet, instead of one per service × zone × tariff version. An
+# account's rows and deltas live together (one shard on Citus), so no lock is needed.
+_ACCOUNT_MONTHS = (
+    "(SELECT account_id, day, currency, NULL::text AS service, amount_micros, records, units"
+    " FROM charge_account_months WHERE day >= $1 AND day < $2 AND ($3::text IS NULL"
+    " OR account_id = $3) UNION ALL SELECT account_id, day, currency, service,"
+    " amount_micros, records, units FROM charge_rollups_monthly WHERE NOT compacted"
+    " AND day >= $1 AND day < $2 AND ($3::text IS NULL OR account_id = $3))")
 
 
 async def compact(db: Db, first: dt.date, last: dt.date) -> int:
@@ -68,12 +101,19 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
                  account: str | None = None, service: str | None = None) -> list[asyncpg.Record]:
     """Σ money, records, units and distinct accounts per period × dims × currency over the
     days [start, end). Money is never summed across currencies: currency is always a key.
-    Dimension and period names must be keys of DIMENSIONS / PERIODS (or ``attrs.KEY``)."""
-    params: list[Any] = [start, end, account, service]
-    columns = [_dimension(d, params) for d in dims]
+    Dimension and period names must be keys of DIMENSIONS / PERIODS (or ``attrs.KEY``).
+    Read, where one answers, from a level compaction keeps (migration 1500) and the deltas
+    not folded yet; else from the per-account rollups."""
     # Whole months by month or in total: the monthly level answers (one row a month), its
     # day already the month's first.
     monthly = period in ("month", "total") and start.day == 1 and end.day == 1
+    grouping = _grouping(dims, service) if account is None else None
+    if grouping is not None and period == "day":
+        return await _group_totals(db, grouping, "day", dims, start, end, service)
+    if grouping is not None and monthly and (period == "month" or _months(start, end) == [start]):
+        return await _group_totals(db, grouping, period, dims, start, end, service)
+    params: list[Any] = [start, end, account, service]
+    columns = [_dimension(d, params) for d in dims]
     keys = ["r.day" if monthly and period == "month" else PERIODS[period], *columns,
             "rtrim(r.currency)"]
     names = ["period", *(f"d{i}" for i in range(len(dims))), "currency"]
@@ -85,6 +125,8 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
         joins += " LEFT JOIN tariff_versions tv ON tv.tariff_version_id = r.tariff_version_id"
     group = ", ".join(str(i + 1) for i in range(len(keys)))
     table = "charge_rollups_monthly" if monthly else "charge_rollups"
+    if monthly and service is None and not set(dims) & set(_SAME):
+        table = _ACCOUNT_MONTHS
     # By account, a group is one account; else the distinct count sorts the group's rows,
     # bytewise (the same count as by the collation, much cheaper).
     accounts = ("1::bigint" if "account" in dims
@@ -97,6 +139,60 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
         f" WHERE r.day >= $1 AND r.day < $2 AND ($3::text IS NULL OR r.account_id = $3)"
         f" AND ($4::text IS NULL OR r.service = $4)"
         f" GROUP BY {group} ORDER BY {group}", *params)
+
+
+def _grouping(dims: Sequence[str], service: str | None) -> str | None:
+    """The grouping of the account-less levels that answers ``dims`` (None: none does). A
+    service filter keeps it exact only where the service is a key."""
+    if len(set(dims)) != len(dims) or not set(dims) <= set(GROUP_LEVEL):
+        return None
+    grouping = ",".join(d for d in GROUP_LEVEL if d in dims and d != "currency")
+    if grouping not in GROUPINGS or (service is not None and "service" not in dims):
+        return None
+    return grouping
+
+
+async def _group_totals(db: Db, grouping: str, period: str, dims: Sequence[str],
+                        start: dt.date, end: dt.date,
+                        service: str | None) -> list[asyncpg.Record]:
+    """repo.totals by day, by month or over one month, from the account-less level and the
+    deltas not folded yet of the same granularity. A delta's account counts only where its
+    group has no compacted row of that account: the level counted it then."""
+    level_table, rollups = (("charge_day_totals", "charge_rollups") if period == "day"
+                            else ("charge_month_totals", "charge_rollups_monthly"))
+    names = ["period", *(f"d{i}" for i in range(len(dims))), "currency"]
+    level = ["NULL::date" if period == "total" else "r.day",
+             *(GROUP_LEVEL[d] for d in dims), "rtrim(r.currency)"]
+    delta = ["NULL::date" if period == "total" else "r.day",
+             *(DIMENSIONS[d] for d in dims), "rtrim(r.currency)"]
+    tariff = "tariff" in dims
+    join = (" LEFT JOIN tariff_versions tv ON tv.tariff_version_id = r.tariff_version_id"
+            if tariff else "")
+    cjoin = (" LEFT JOIN tariff_versions ctv ON ctv.tariff_version_id = c.tariff_version_id"
+             if tariff else "")
+    same = "".join(f" AND {_SAME[d]}" for d in dims if d in _SAME)
+    where = " WHERE r.day >= $1 AND r.day < $2 AND ($3::text IS NULL OR r.service = $3)"
+    keys = ", ".join(str(i + 1) for i in range(len(names)))
+
+    def cols(sql: Sequence[str]) -> str:
+        return ", ".join(f"{e} AS {n}" for e, n in zip(sql, names, strict=True))
+
+    sql = (f"SELECT {', '.join(names)}, sum(amount_micros)::bigint AS amount_micros,"
+           " sum(records)::bigint AS records, sum(units) AS units,"
+           " sum(accounts)::bigint AS accounts FROM ("
+           f" SELECT {cols(level)}, r.amount_micros, r.records, r.units, r.accounts"
+           f" FROM {level_table} r{where} AND r.grouping = $4"
+           f" UNION ALL SELECT {cols(delta)}, r.amount_micros, r.records, r.units, 0"
+           f" FROM {rollups} r{join}{where} AND NOT r.compacted"
+           f" UNION ALL SELECT {cols(delta)}, 0, 0, 0,"
+           " count(DISTINCT r.account_id COLLATE \"C\")"
+           f" FROM {rollups} r{join}{where} AND NOT r.compacted"
+           f" AND NOT EXISTS (SELECT 1 FROM {rollups} c{cjoin}"
+           " WHERE c.day = r.day AND c.account_id = r.account_id AND c.compacted"
+           f" AND c.currency = r.currency{same}) GROUP BY {keys}) t"
+           f" GROUP BY {keys} ORDER BY {keys}")
+    return await compaction_lock.fetch_between_compactions(
+        db, sql, [start, end, service, grouping])
 
 
 async def daily_series(db: Db, start: dt.date, end: dt.date,
@@ -140,27 +236,12 @@ def _months(start: dt.date, end: dt.date) -> list[dt.date]:
     return months
 
 
-# Subscriptions are counted per month by interval arithmetic, not by joining every month
-# with every subscription (a year of 100,000 subscriptions took seconds): each subscription
-# becomes the span of months it counts in, a span not covered by the same account's earlier
-# spans adds +1 at its first month and -1 after its last (so an account counts once), and a
-# running sum over the months gives the counts. With M(t) the UTC month holding t: active at
-# a month's close (the next month's first instant) for months M(valid_from) .. M(valid_to) - 1,
-# at its open for M(valid_from) + 1 .. M(valid_to), at some moment of it for
-# M(valid_from) .. M(valid_to - 1 µs); no valid_to: to infinity.
-_SPANS_OF = ("date_trunc('month', s.valid_from AT TIME ZONE 'UTC') AS mf,"
-             " coalesce(date_trunc('month', s.valid_to AT TIME ZONE 'UTC'),"
-             " 'infinity') AS mt,"
-             " coalesce(date_trunc('month', (s.valid_to AT TIME ZONE 'UTC')"
-             " - interval '1 microsecond'), 'infinity') AS mx")
-# Of spans (key, account_id, f, t): the part of each not covered by the same key and
-# account's earlier spans (``pf`` .. t, empty when pf > t), and whether it starts an island
-# of consecutive months (not adjacent to an earlier span).
-_PIECES = ("pieces AS (SELECT *, greatest(f, coalesce(covered + interval '1 month', f)) AS pf,"
-           " (covered IS NULL OR f > covered + interval '1 month') AS starts FROM ("
-           " SELECT *, max(t) OVER (PARTITION BY key, account_id ORDER BY f, t"
-           " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS covered"
-           " FROM spans WHERE f <= t) c)")
+# Subscriptions are counted per month from the steps migration 1501 keeps per account (its
+# triggers rewrite an account's steps when its subscriptions change): +n at the first month a
+# count holds, −n after its last, an account counted once per union of its spans. A month's
+# count is the sum of the steps up to it: steps before the range are added to its first month,
+# a running sum over the range's months does the rest. Fees and currencies are joined as they
+# are now, as the report always did.
 
 
 async def mrr(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
@@ -168,33 +249,18 @@ async def mrr(db: Db, start: dt.date, end: dt.date) -> list[asyncpg.Record]:
     the subscriptions active at the month's close, their count and their accounts."""
     months = _months(start, end)
     return await db.fetch(
-        "WITH subs AS (SELECT s.account_id COLLATE \"C\" AS account_id, s.product,"
-        " rtrim(p.currency) AS currency, p.recurring_fee_micros AS fee, " + _SPANS_OF +
-        " FROM subscriptions s JOIN products p ON p.product_id = s.product"
-        " WHERE s.valid_from < ($2::date + interval '1 month') AT TIME ZONE 'UTC'"
-        " AND (s.valid_to IS NULL OR s.valid_to >= ($1::date + interval '1 month')"
-        " AT TIME ZONE 'UTC')),"
-        # active at the close of M(valid_from) .. M(valid_to) - 1, within the range
-        " spans AS (SELECT product || '/' || currency AS key, product, currency, fee,"
-        " account_id, greatest(mf, $1::date::timestamp) AS f,"
-        " least(mt - interval '1 month', $2::date::timestamp) AS t FROM subs), "
-        + _PIECES + ","
-        " deltas AS (SELECT e.month, p.product, p.currency, sum(e.fee) AS fee,"
-        " sum(e.n) AS n, sum(e.a) AS a FROM pieces p, LATERAL (VALUES"
-        " (p.f, p.fee, 1, 0), (p.t + interval '1 month', -p.fee, -1, 0),"
-        " (p.pf, 0, 0, CASE WHEN p.pf <= p.t THEN 1 ELSE 0 END),"
-        " (p.t + interval '1 month', 0, 0, CASE WHEN p.pf <= p.t THEN -1 ELSE 0 END))"
-        " AS e(month, fee, n, a) GROUP BY 1, 2, 3),"
-        " running AS (SELECT m.month, k.product, k.currency,"
-        " sum(coalesce(d.fee, 0)) OVER w AS mrr_micros, sum(coalesce(d.n, 0)) OVER w AS n,"
-        " sum(coalesce(d.a, 0)) OVER w AS a"
-        " FROM unnest($3::date[]) AS m(month)"
-        " CROSS JOIN (SELECT DISTINCT product, currency FROM deltas) k"
-        " LEFT JOIN deltas d ON d.month = m.month::timestamp AND d.product = k.product"
-        " AND d.currency = k.currency"
-        " WINDOW w AS (PARTITION BY k.product, k.currency ORDER BY m.month))"
-        " SELECT month, product, currency, mrr_micros::bigint, n::bigint AS subscriptions,"
-        " a::bigint AS accounts FROM running WHERE n > 0 ORDER BY 1, 2, 3",
+        "WITH steps AS (SELECT greatest(s.month, $1) AS month, s.product,"
+        " sum(s.subscriptions) AS n, sum(s.accounts) AS a FROM subscription_product_steps s"
+        " WHERE s.month <= $2 GROUP BY 1, 2),"
+        " running AS (SELECT m.month, k.product, sum(coalesce(d.n, 0)) OVER w AS n,"
+        " sum(coalesce(d.a, 0)) OVER w AS a FROM unnest($3::date[]) AS m(month)"
+        " CROSS JOIN (SELECT DISTINCT product FROM steps) k"
+        " LEFT JOIN steps d ON d.month = m.month AND d.product = k.product"
+        " WINDOW w AS (PARTITION BY k.product ORDER BY m.month))"
+        " SELECT r.month, r.product, rtrim(p.currency) AS currency,"
+        " (r.n * p.recurring_fee_micros)::bigint AS mrr_micros, r.n::bigint AS subscriptions,"
+        " r.a::bigint AS accounts FROM running r JOIN products p ON p.product_id = r.product"
+        " WHERE r.n > 0 ORDER BY 1, 2, 3",
         months[0], months[-1], months)
 
 
@@ -206,35 +272,18 @@ async def account_movements(db: Db, start: dt.date, end: dt.date) -> list[asyncp
     months = _months(start, end)
     after = (months[-1] + dt.timedelta(days=32)).replace(day=1)
     return await db.fetch(
-        "WITH subs AS (SELECT s.account_id COLLATE \"C\" AS account_id,"
-        " rtrim(a.currency) AS currency, " + _SPANS_OF +
-        " FROM subscriptions s JOIN accounts a ON a.account_id = s.account_id"
-        " WHERE s.valid_from < ($2::date + interval '1 month') AT TIME ZONE 'UTC'"
-        " AND (s.valid_to IS NULL OR s.valid_to >= $1::date AT TIME ZONE 'UTC')),"
-        # o: active at the month's open; d: during it; j: at some instant open..close
-        " spans AS (SELECT 'o' || currency AS key, currency, account_id,"
-        " mf + interval '1 month' AS f, mt AS t FROM subs"
-        " UNION ALL SELECT 'd' || currency, currency, account_id, mf, mx FROM subs"
-        " UNION ALL SELECT 'j' || currency, currency, account_id, mf, mt FROM subs), "
-        + _PIECES + ","
-        " deltas AS (SELECT e.month, p.currency, sum(e.o) AS o, sum(e.d) AS d,"
-        " sum(e.j) AS j, sum(e.s) AS s FROM pieces p, LATERAL (VALUES"
-        " (greatest(p.pf, $1::date::timestamp), 1), (p.t + interval '1 month', -1))"
-        " AS e0(month, step),"
-        " LATERAL (SELECT e0.month, CASE left(p.key, 1) WHEN 'o' THEN e0.step ELSE 0 END AS o,"
-        " CASE left(p.key, 1) WHEN 'd' THEN e0.step ELSE 0 END AS d,"
-        " CASE left(p.key, 1) WHEN 'j' THEN e0.step ELSE 0 END AS j,"
-        " 0 AS s) e WHERE p.pf <= p.t AND p.t >= $1::date::timestamp GROUP BY 1, 2"
-        " UNION ALL SELECT p.f, p.currency, 0, 0, 0, count(*) FROM pieces p"
-        " WHERE left(p.key, 1) = 'o' AND p.starts GROUP BY 1, 2),"
+        # a run's start is read at its own month only (the next month's new): one before
+        # the range, moved to its first month, is never read
+        "WITH steps AS (SELECT greatest(s.month, $1) AS month, rtrim(a.currency) AS currency,"
+        " sum(s.opening) AS o, sum(s.during) AS d, sum(s.touched) AS j, sum(s.starts) AS s"
+        " FROM subscription_account_steps s JOIN accounts a ON a.account_id = s.account_id"
+        " WHERE s.month <= $3 GROUP BY 1, 2),"
         " running AS (SELECT m.month, k.currency,"
         " sum(coalesce(x.o, 0)) OVER w AS opening, sum(coalesce(x.d, 0)) OVER w AS during,"
         " sum(coalesce(x.j, 0)) OVER w AS touched, coalesce(x.s, 0) AS starts"
-        " FROM unnest($3::date[]) AS m(month)"
-        " CROSS JOIN (SELECT DISTINCT currency FROM subs) k"
-        " LEFT JOIN (SELECT month, currency, sum(o) AS o, sum(d) AS d, sum(j) AS j,"
-        " sum(s) AS s FROM deltas GROUP BY 1, 2) x"
-        " ON x.month = m.month::timestamp AND x.currency = k.currency"
+        " FROM unnest($4::date[]) AS m(month)"
+        " CROSS JOIN (SELECT DISTINCT currency FROM steps) k"
+        " LEFT JOIN steps x ON x.month = m.month AND x.currency = k.currency"
         " WINDOW w AS (PARTITION BY k.currency ORDER BY m.month)),"
         " paired AS (SELECT month, currency, opening, during, touched,"
         " lead(opening) OVER n AS closing, lead(starts) OVER n AS new"
@@ -242,7 +291,7 @@ async def account_movements(db: Db, start: dt.date, end: dt.date) -> list[asyncp
         " SELECT month, currency, opening::bigint, closing::bigint, new::bigint,"
         " (new - (closing - opening))::bigint AS churned, during::bigint AS subscribed"
         " FROM paired WHERE month <= $2 AND touched > 0 ORDER BY 1, 2",
-        months[0], months[-1], [*months, after])
+        months[0], months[-1], after, [*months, after])
 
 
 # Collections: the receivables ledger (server/collections) -------------------------------

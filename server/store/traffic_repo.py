@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from billing_oss.server.store import compaction_lock
 from billing_oss.server.store.filters import Where
 
 
@@ -166,24 +167,11 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
            " sum(reversals)::bigint AS reversals, sum(charged) AS charged,"
            " sum(reversed) AS reversed FROM (" + " UNION ALL ".join(parts) + ") p"
            " GROUP BY currency ORDER BY currency")
-    rows = await (_between_compactions(pool, sql, args) if across else pool.fetch(sql, *args))
+    rows = await (compaction_lock.fetch_between_compactions(pool, sql, args) if across
+            else pool.fetch(sql, *args))
     return [Total(currency=r["currency"], charges=r["charges"], reversals=r["reversals"],
                   charged_micros=_int(r["charged"]), reversed_micros=_int(r["reversed"]))
             for r in rows]
-
-
-async def _between_compactions(pool: asyncpg.Pool, sql: str,
-                               args: list[Any]) -> list[asyncpg.Record]:
-    """``sql`` read while no compaction commits: on Citus a compaction moves deltas from the
-    workers' shards to the coordinator's level, and a read between its commits there and on
-    the workers would count them twice or not at all. Compactions take this lock exclusive
-    (migration 1423) and hold it until every node has committed; readers share it, and
-    read after taking it, with a snapshot that follows every commit."""
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock_shared(hashtext('compact_charge_rollups'))")
-        rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-        return rows
 
 
 def _raw(arg: Callable[[Any], str], account: str, start: dt.datetime | None,

@@ -1,0 +1,35 @@
+"""Reads of the account-less rollup levels (charge_totals, charge_month_totals) beside the
+per-account deltas not folded yet: taken while no compaction commits.
+
+On Citus a compaction commits on the coordinator (the account-less levels) and on the
+workers (the per-account rows) one after the other: a read in between would count the deltas
+it moves twice or not at all. Compactions take this lock exclusive (migration 1423) and hold
+it until every node has committed; readers share it, and read after taking it, with a
+snapshot that follows every commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from billing_oss.server.store.pool import Connection
+
+Db: TypeAlias = "Connection | asyncpg.Pool"
+LOCK = "SELECT pg_advisory_xact_lock_shared(hashtext('compact_charge_rollups'))"
+
+
+async def fetch_between_compactions(db: Db, sql: str, args: list[Any]) -> list[asyncpg.Record]:
+    """``sql`` read after the compaction lock is taken shared: in a read-only transaction
+    of its own, or in the caller's (which then holds the lock until it ends)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await fetch_between_compactions(conn, sql, args)
+    if db.is_in_transaction():
+        await db.execute(LOCK)
+        return await db.fetch(sql, *args)
+    async with db.transaction(readonly=True):
+        await db.execute(LOCK)
+        rows: list[asyncpg.Record] = await db.fetch(sql, *args)
+        return rows
