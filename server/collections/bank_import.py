@@ -17,10 +17,13 @@ stored with it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,8 +71,26 @@ class _Outcome(msgspec.Struct, kw_only=True):
     account_id: str | None = None
     invoice_id: int | None = None
     entry_id: int | None = None
-    entry_date: dt.date | None = None
     payment_id: int | None = None
+
+
+References = tuple[list[str], list[str]]  # (RF bodies, invoice numbers) of a credit
+
+
+class _Batch(msgspec.Struct, kw_only=True):
+    """A batch as read from the file: its transactions and what each credit's remittance
+    names (None for the others)."""
+    transactions: list[Transaction]
+    references: list[References | None]
+
+
+class _Found(msgspec.Struct, kw_only=True):
+    """The invoices a batch's credits name, looked up before its transaction (by number
+    and by RF body), and which numbers and bodies were looked up."""
+    numbers: set[str]
+    bodies: set[str]
+    by_number: dict[str, asyncpg.Record]
+    by_body: dict[str, asyncpg.Record]
 
 
 async def import_file(pool: asyncpg.Pool, actor: str, source: str | Path | IO[bytes],
@@ -82,30 +103,76 @@ async def import_file(pool: asyncpg.Pool, actor: str, source: str | Path | IO[by
     totals: dict[str, int] = {}
     seen: set[tuple[str, str]] = set()
     day = today or dt.datetime.now(dt.UTC).date()
-    for batch in _chunks(transactions, batch_size):
-        async with pool.acquire() as conn, conn.transaction():
-            await _import_batch(conn, actor, file_name, batch, day, result, totals, seen)
+    # A pipeline of three: the file is read a batch ahead in a thread of its own (always
+    # the same one: the parser stays on its thread); the invoices the next batch names are
+    # looked up on a second connection; and this batch is written, so that reading and
+    # matching overlap the writing that bounds an import.
+    loop = asyncio.get_running_loop()
+    batches = _batches(transactions, batch_size)
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camt-read")
+
+    async def read_and_find() -> tuple[_Batch, _Found] | None:
+        batch = await loop.run_in_executor(reader, next, batches, None)
+        return None if batch is None else (batch, await _find_invoices(pool, batch))
+
+    ahead = asyncio.create_task(read_and_find())
+    try:
+        while (current := await ahead) is not None:
+            ahead = asyncio.create_task(read_and_find())
+            async with pool.acquire() as conn, conn.transaction():
+                await _import_batch(conn, actor, file_name, *current, day, result, totals,
+                                    seen)
+    finally:
+        # A batch failed: what was read and looked up ahead is dropped.
+        ahead.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await ahead
+        reader.shutdown(wait=False)
     result.amount_imported = {c: format_micros(m) for c, m in sorted(totals.items())}
     return result
 
 
-def _chunks(items: Iterable[Transaction], size: int) -> Iterator[list[Transaction]]:
+def _batches(items: Iterable[Transaction], size: int) -> Iterator[_Batch]:
     it = iter(items)
     while chunk := list(itertools.islice(it, size)):
-        yield chunk
+        yield _Batch(transactions=chunk, references=[
+            _references(t) if t.credit and t.problem is None else None for t in chunk])
 
 
-async def _import_batch(conn: Connection, actor: str, file_name: str,
-                        batch: list[Transaction], day: dt.date, result: ImportResult,
+async def _find_invoices(pool: asyncpg.Pool, batch: _Batch) -> _Found:
+    """The invoices the batch's credits name, but for entries imported before (read without
+    the statement's lock: the batch checks again under it, and looks up what is missing)."""
+    keyed = [t for t in batch.transactions if t.key is not None]
+    async with pool.acquire() as conn, conn.transaction():
+        await repo.without_jit(conn)
+        known = await repo.known_bank_entries(conn, [t.statement_account for t in keyed],
+                                              [t.key for t in keyed if t.key is not None])
+        wanted = [r for t, r in zip(batch.transactions, batch.references, strict=True)
+                  if r is not None and (t.statement_account, t.key or "") not in known]
+        return await _lookup(conn, {b for bs, _ in wanted for b in bs},
+                             {n for _, ns in wanted for n in ns})
+
+
+async def _lookup(conn: Connection, bodies: set[str], numbers: set[str]) -> _Found:
+    rows = await repo.invoices_by_reference(conn, sorted(numbers), sorted(bodies)) \
+        if bodies or numbers else []
+    return _Found(numbers=numbers, bodies=bodies,
+                  by_number={r["number_text"]: r for r in rows},
+                  by_body={r["body"]: r for r in rows})
+
+
+async def _import_batch(conn: Connection, actor: str, file_name: str, batch: _Batch,
+                        found: _Found, day: dt.date, result: ImportResult,
                         totals: dict[str, int], seen: set[tuple[str, str]]) -> None:
-    result.transactions += len(batch)
+    result.transactions += len(batch.transactions)
     await repo.without_jit(conn)
-    keyed = [t for t in batch if t.key is not None]
+    keyed = [t for t in batch.transactions if t.key is not None]
     await repo.lock_statement_accounts(conn, [t.statement_account for t in keyed])
     known = await repo.known_bank_entries(conn, [t.statement_account for t in keyed],
                                           [t.key for t in keyed if t.key is not None])
     outcomes: list[_Outcome] = []
-    for t in batch:
+    wanted: list[References] = []
+    for t, refs in zip(batch.transactions, batch.references, strict=True):
         ident = (t.statement_account, t.key or "")
         if t.key is not None and (ident in known or ident in seen):
             result.duplicates += 1
@@ -116,12 +183,14 @@ async def _import_batch(conn: Connection, actor: str, file_name: str,
             outcomes.append(_Outcome(tx=t, status="rejected", reason=t.problem))
         elif t.credit:
             outcomes.append(_Outcome(tx=t, status="imported"))
+            wanted.append(refs or ([], []))
         elif t.return_reason is not None and t.end_to_end_id is not None:
             outcomes.append(_Outcome(tx=t, status="returned"))
         else:
             outcomes.append(_Outcome(tx=t, status="ignored", reason="a debit that is not the "
                                      "return of a payment (no RtrInf with an EndToEndId)"))
-    await _match_credits(conn, [o for o in outcomes if o.status == "imported"])
+    await _match_credits(conn, [o for o in outcomes if o.status == "imported"], wanted,
+                         found)
     credits = [o for o in outcomes if o.status == "imported"]
     await repo.lock_accounts(conn, [str(o.account_id) for o in credits])
     await _record_credits(conn, actor, credits, day, totals)
@@ -156,18 +225,21 @@ def _references(t: Transaction) -> tuple[list[str], list[str]]:
     return bodies, numbers
 
 
-async def _match_credits(conn: Connection, credits: list[_Outcome]) -> None:
-    wanted = [_references(o.tx) for o in credits]
-    found = await repo.invoices_by_reference(
-        conn, sorted({n for _, ns in wanted for n in ns}),
-        sorted({b for bs, _ in wanted for b in bs}))
-    by_number = {r["number_text"]: r for r in found}
-    by_body = {r["body"]: r for r in found}
-    for o, (bodies, numbers) in zip(credits, wanted, strict=True):
-        hits = [by_body.get(b) for b in bodies] + [by_number.get(n) for n in numbers]
+async def _match_credits(conn: Connection, credits: list[_Outcome],
+                         wanted: list[References], found: _Found) -> None:
+    bodies = {b for bs, _ in wanted for b in bs}
+    numbers = {n for _, ns in wanted for n in ns}
+    if not (bodies <= found.bodies and numbers <= found.numbers):
+        # Named by entries the look-up ahead took for imported: asked now.
+        more = await _lookup(conn, bodies - found.bodies, numbers - found.numbers)
+        found.by_body.update(more.by_body)
+        found.by_number.update(more.by_number)
+    for o, (bodies_named, numbers_named) in zip(credits, wanted, strict=True):
+        hits = [found.by_body.get(b) for b in bodies_named] + [
+            found.by_number.get(n) for n in numbers_named]
         invoice = next((h for h in hits if h is not None), None)
         if invoice is None:
-            named = [f"RF body {b}" for b in bodies] + numbers
+            named = [f"RF body {b}" for b in bodies_named] + numbers_named
             o.status = "unmatched"
             o.reason = (f"RmtInf: {', '.join(named)} names no invoice" if named else
                         "RmtInf: no RF creditor reference or invoice number found")
@@ -186,7 +258,7 @@ async def _match_credits(conn: Connection, credits: list[_Outcome]) -> None:
                 f"Amt: {format_micros(o.tx.amount_micros)} is not a whole number of "
                 f"{currency} minor units")
         else:
-            o.entry_id, o.entry_date = invoice["entry_id"], invoice["entry_date"]
+            o.entry_id = invoice["entry_id"]
 
 
 async def _record_credits(conn: Connection, actor: str, credits: list[_Outcome],
@@ -197,17 +269,18 @@ async def _record_credits(conn: Connection, actor: str, credits: list[_Outcome],
     ids = await repo.insert_payments(conn, [
         (str(o.account_id), o.tx.amount_micros, o.tx.currency, o.tx.booked_on or day,
          "transfer", o.tx.end_to_end_id, "camt", _external_id(o.tx)) for o in credits])
-    left = await repo.open_amounts(conn, [str(o.account_id) for o in credits],
-                                   [int(o.entry_id or 0) for o in credits])
+    items = await repo.open_amounts(conn, [str(o.account_id) for o in credits],
+                                    [int(o.entry_id or 0) for o in credits])
+    left = {entry_id: open_ for entry_id, (open_, _) in items.items()}
     allocations = []
-    for o in credits:
-        o.payment_id = ids[_external_id(o.tx)]
+    for o, payment_id in zip(credits, ids, strict=True):
+        o.payment_id = payment_id
         entry_id = int(o.entry_id or 0)
         take = min(left[entry_id], o.tx.amount_micros)
         if take > 0:
             received = o.tx.booked_on or day
             allocations.append((str(o.account_id), o.payment_id, entry_id, take,
-                                max(received, o.entry_date or received)))
+                                max(received, items[entry_id][1])))
             left[entry_id] -= take
         totals[o.tx.currency] = totals.get(o.tx.currency, 0) + o.tx.amount_micros
     await repo.insert_allocations(conn, allocations)

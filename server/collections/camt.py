@@ -111,48 +111,99 @@ def _transactions(source: str | IO[bytes], report: str) -> Iterator[Transaction]
 
 
 def _entry(ntry: Any, entry_no: int, account: str) -> Iterator[Transaction]:
-    entry_ref = _text(ntry, "AcctSvcrRef") or _text(ntry, "NtryRef")
+    fields = _fields(ntry, _ENTRY_PARTS)
+    entry_ref = _first(fields, "AcctSvcrRef") or _first(fields, "NtryRef")
     base: dict[str, Any] = {"entry_no": entry_no, "statement_account": account}
     try:
-        credit = _indicator(ntry)
-        amount, currency = _amount(ntry, "Amt", "Amt")
-        booked = _date(ntry)
+        credit = _indicator(_first(fields, "CdtDbtInd"))
+        amount, currency = _amount_of(fields.get("Amt"), "Amt")
+        booked = _date(fields)
     except ValueError as exc:
         yield _broken(base, entry_ref, str(exc))
         return
-    details = _all(ntry, "NtryDtls", "TxDtls")
+    details = fields.get(_TX_DETAILS, [])
     if not details:
         yield _transaction(base, entry_ref, credit, amount, currency, booked, None)
         return
     for i, tx in enumerate(details, start=1):
-        own = _text(tx, "Refs", "AcctSvcrRef") or _text(tx, "Refs", "EndToEndId")
+        tx_fields = _fields(tx, _TX_PARTS)
+        own = _first(tx_fields, "Refs/AcctSvcrRef") or _first(tx_fields, "Refs/EndToEndId")
         key = None if entry_ref is None else (
             entry_ref if len(details) == 1 else f"{entry_ref}/{own or i}")
         try:
-            tx_amount, tx_currency = _amount(tx, "Amt", "TxDtls/Amt") \
-                if _find(tx, "Amt") is not None else (amount, currency)
+            tx_amount, tx_currency = _amount_of(tx_fields["Amt"], "TxDtls/Amt") \
+                if "Amt" in tx_fields else (amount, currency)
         except ValueError as exc:
             yield _broken(base, key, str(exc))
             continue
-        yield _transaction(base, key, credit, tx_amount, tx_currency, booked, tx)
+        yield _transaction(base, key, credit, tx_amount, tx_currency, booked, tx_fields)
+
+
+_TX_DETAILS = "NtryDtls/TxDtls"
+# The elements read of an entry and of its transactions are children of these (by their
+# path of local names); nothing else is walked into.
+_ENTRY_PARTS = frozenset({"BookgDt", "ValDt", "NtryDtls"})
+_TX_PARTS = frozenset({"Refs", "RmtInf", "RltdPties", "RltdPties/Dbtr", "RtrInf",
+                       "RtrInf/Rsn"})
+_LOCAL: dict[str, str] = {}
+
+
+def _fields(el: Any, parts: frozenset[str]) -> dict[str, list[Any]]:
+    """The descendants of ``el`` by their path of local names (``"RmtInf/Ustrd"``), in
+    document order, walking into ``parts`` only: one walk of the entry reads it in half the
+    time of a wildcard ``find`` per field."""
+    out: dict[str, list[Any]] = {}
+    _collect(el, "", out, parts)
+    return out
+
+
+def _collect(el: Any, prefix: str, out: dict[str, list[Any]], parts: frozenset[str]) -> None:
+    for child in el:
+        tag = child.tag
+        if not isinstance(tag, str):  # a comment or processing instruction
+            continue
+        local = _LOCAL.get(tag)
+        if local is None:
+            local = _local(tag)
+            if len(_LOCAL) < 1000:  # a file of made-up names does not grow it for ever
+                _LOCAL[tag] = local
+        path = prefix + local
+        found = out.get(path)
+        if found is None:
+            out[path] = [child]
+        else:
+            found.append(child)
+        if path in parts:
+            _collect(child, path + "/", out, parts)
+
+
+def _first(fields: dict[str, list[Any]], path: str) -> str | None:
+    """The stripped text of the first element at ``path`` (None: absent or empty), as
+    ``_text`` reads it."""
+    found = fields.get(path)
+    if not found:
+        return None
+    text = found[0].text
+    return text.strip() or None if text is not None else None
 
 
 def _transaction(base: dict[str, Any], key: str | None, credit: bool, amount: int,
-                 currency: str, booked: dt.date | None, tx: Any) -> Transaction:
+                 currency: str, booked: dt.date | None,
+                 tx: dict[str, list[Any]] | None) -> Transaction:
     refs: list[str] = []
     texts: list[str] = []
     if tx is not None:
-        for strd in _all(tx, "RmtInf", "Strd"):
+        for strd in tx.get("RmtInf/Strd", ()):
             ref = _text(strd, "CdtrRefInf", "Ref")
             if ref:
                 refs.append(ref)
-        texts = [u.text.strip() for u in _all(tx, "RmtInf", "Ustrd") if u.text]
+        texts = [u.text.strip() for u in tx.get("RmtInf/Ustrd", ()) if u.text]
     return Transaction(
         **base, key=key, credit=credit, amount_micros=amount, currency=currency,
-        booked_on=booked, end_to_end_id=_text(tx, "Refs", "EndToEndId") if tx is not None
+        booked_on=booked, end_to_end_id=_first(tx, "Refs/EndToEndId") if tx is not None
         else None, creditor_refs=tuple(refs), remittance=" ".join(texts),
-        debtor=_text(tx, "RltdPties", "Dbtr", "Nm") if tx is not None else None,
-        return_reason=_text(tx, "RtrInf", "Rsn", "Cd") if tx is not None else None,
+        debtor=_first(tx, "RltdPties/Dbtr/Nm") if tx is not None else None,
+        return_reason=_first(tx, "RtrInf/Rsn/Cd") if tx is not None else None,
         problem=None if key is not None else "no AcctSvcrRef or NtryRef: the entry has no "
         "reference to import it by once")
 
@@ -163,8 +214,7 @@ def _broken(base: dict[str, Any], key: str | None, problem: str) -> Transaction:
                        debtor=None, return_reason=None, problem=problem)
 
 
-def _indicator(ntry: Any) -> bool:
-    value = _text(ntry, "CdtDbtInd")
+def _indicator(value: str | None) -> bool:
     if value not in ("CRDT", "DBIT"):
         raise ValueError(f"CdtDbtInd: expected CRDT or DBIT, got {value!r}")
     return value == "CRDT"
@@ -172,6 +222,11 @@ def _indicator(ntry: Any) -> bool:
 
 def _amount(el: Any, name: str, field: str) -> tuple[int, str]:
     found = _find(el, name)
+    return _amount_of(None if found is None else [found], field)
+
+
+def _amount_of(elements: list[Any] | None, field: str) -> tuple[int, str]:
+    found = elements[0] if elements else None
     if found is None or not found.text:
         raise ValueError(f"{field}: missing")
     currency = found.get("Ccy", "")
@@ -186,9 +241,9 @@ def _amount(el: Any, name: str, field: str) -> tuple[int, str]:
     return micros, currency.upper()
 
 
-def _date(ntry: Any) -> dt.date | None:
-    text = _text(ntry, "BookgDt", "Dt") or _text(ntry, "ValDt", "Dt") \
-        or (_text(ntry, "BookgDt", "DtTm") or "")[:10] or None
+def _date(ntry: dict[str, list[Any]]) -> dt.date | None:
+    text = _first(ntry, "BookgDt/Dt") or _first(ntry, "ValDt/Dt") \
+        or (_first(ntry, "BookgDt/DtTm") or "")[:10] or None
     if text is None:
         return None
     try:

@@ -206,3 +206,47 @@ async def test_a_statement_of_100000_entries_imports_in_20_seconds(pool: asyncpg
 async def test_not_camt_is_a_decode_error(pool: asyncpg.Pool) -> None:
     with pytest.raises(DecodeError):
         await bank_import.import_file(pool, "test", io.BytesIO(b"<a/>"), "a.xml")
+
+
+async def test_a_credit_after_a_return_in_an_earlier_batch_is_dated_from_the_release(
+        pool: asyncpg.Pool) -> None:
+    """The invoices a batch names are looked up while the batch before it is written; the
+    day an invoice owes from again (a return released what paid it) is read under the
+    account's lock, so a credit booked before the return is allocated from the return on."""
+    async with pool.acquire() as conn:
+        await seed.account(conn, "B4")
+        i = await seed.invoice(conn, "B4", 10_000_000, D)
+        number = await conn.fetchval("SELECT number_text FROM invoices WHERE invoice_id = $1",
+                                     i)
+    await payments.record(pool, "test", NewPayment(
+        account_id="B4", amount_micros=10_000_000, received_on=D, method="sepa_dd",
+        reference="DD-E2E-B4"))
+    doc = document([
+        Entry(ref="R1", amount="10.00", credit=False, end_to_end="DD-E2E-B4",
+              return_reason="MD06", booked="2026-02-20"),
+        Entry(ref="R2", amount="4.00", text=f"invoice {number}", booked="2026-02-05"),
+    ], iban="DE89370400440532013004")
+    result = await bank_import.import_file(pool, "test", io.BytesIO(doc), "late.xml",
+                                           batch_size=1)
+    assert (result.returned, result.imported) == (1, 1), result.problems
+    rows = await pool.fetch(
+        "SELECT amount_micros, allocated_on FROM payment_allocations WHERE account_id = 'B4'"
+        " ORDER BY allocation_id")
+    assert [(r["amount_micros"], str(r["allocated_on"])) for r in rows] == [
+        (10_000_000, "2026-02-01"), (-10_000_000, "2026-02-20"), (4_000_000, "2026-02-20")]
+
+
+async def test_a_file_broken_after_its_first_batch_keeps_that_batch_and_names_the_entry(
+        pool: asyncpg.Pool) -> None:
+    """Batches are read ahead of the one being written: a file that breaks in its second
+    batch raises after the first batch is stored whole, and nothing of the second is."""
+    doc = document([Entry(ref=f"K{i}", amount="1.00", text="nothing") for i in range(5)],
+                   iban="DE89370400440532013005")
+    broken = doc[:doc.index(b"K3</AcctSvcrRef>") + 2]
+    with pytest.raises(DecodeError, match="broken XML after entry 3"):
+        await bank_import.import_file(pool, "test", io.BytesIO(broken), "cut.xml",
+                                      batch_size=2)
+    keys = await pool.fetch("SELECT entry_key FROM bank_entries"
+                            " WHERE statement_account = 'DE89370400440532013005'"
+                            " ORDER BY entry_key")
+    assert [k["entry_key"] for k in keys] == ["K0", "K1"]

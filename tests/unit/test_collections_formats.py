@@ -61,3 +61,31 @@ def test_a_file_that_is_not_camt_is_refused_whole(data: bytes, message: str) -> 
     with pytest.raises(DecodeError, match=message):
         _kind, txs = camt.read(io.BytesIO(data))
         list(txs)
+
+
+def test_an_entry_of_several_transactions_is_read_field_by_field() -> None:
+    """What the generated files never hold: several TxDtls (each its own key and amount),
+    comments between elements, a booking date-time, an account by Othr/Id, remittance in
+    two RmtInf blocks, and a structured block without a reference."""
+    doc = (b'<?xml version="1.0"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:'
+           b'camt.053.001.08"><BkToCstmrStmt><Stmt><Acct><Id><Othr><Id>ACC1</Id></Othr></Id>'
+           b'</Acct><Ntry><!-- booked --><Amt Ccy="chf">12.50</Amt><CdtDbtInd>CRDT</CdtDbtInd>'
+           b"<BookgDt><DtTm>2026-02-03T10:00:00</DtTm></BookgDt><NtryRef>N1</NtryRef>"
+           b"<NtryDtls><TxDtls><Refs><EndToEndId>A</EndToEndId></Refs><Amt Ccy=\"CHF\">5</Amt>"
+           b"<RltdPties><Dbtr><Nm> Ann </Nm></Dbtr></RltdPties><RmtInf><Ustrd>a </Ustrd>"
+           b"<Ustrd/><Strd><CdtrRefInf><Ref>RF1</Ref></CdtrRefInf></Strd><Strd><CdtrRefInf>"
+           b"<Ref> </Ref></CdtrRefInf></Strd></RmtInf><RmtInf><Ustrd>b</Ustrd></RmtInf>"
+           b"</TxDtls><TxDtls><Refs><AcctSvcrRef>B</AcctSvcrRef></Refs><Amt>7</Amt></TxDtls>"
+           b"<TxDtls/></NtryDtls></Ntry><Ntry><Amt Ccy=\"EUR\">1</Amt><CdtDbtInd>X</CdtDbtInd>"
+           b"</Ntry></Stmt></BkToCstmrStmt></Document>")
+    _kind, txs = camt.read(io.BytesIO(doc))
+    got = list(txs)
+    assert [(t.key, t.entry_no, t.statement_account) for t in got] == [
+        ("N1/A", 1, "ACC1"), ("N1/B", 1, "ACC1"), ("N1/3", 1, "ACC1"), (None, 2, "ACC1")]
+    first = got[0]
+    assert (first.amount_micros, first.currency, str(first.booked_on), first.end_to_end_id,
+            first.debtor, first.creditor_refs, first.remittance) == (
+        5_000_000, "CHF", "2026-02-03", "A", "Ann", ("RF1",), "a b")
+    assert got[1].problem == "TxDtls/Amt/@Ccy: not a currency code: ''"
+    assert (got[2].amount_micros, got[2].currency, got[2].problem) == (12_500_000, "CHF", None)
+    assert got[3].problem == "CdtDbtInd: expected CRDT or DBIT, got 'X'"
