@@ -73,6 +73,17 @@ async def seed(conn: Connection, usage: int, accounts: int) -> None:
             SELECT account_id, usage_id, event_time, usage_id, 'charge', duration_s * 1000,
                    'EUR', 'national', 'offpeak', now(), source_file_id
             FROM usage_records""")
+    # Their rollup deltas, as the server's writers append them (server/store/charge_writes.py;
+    # compaction folds them): set-based here, a seed of millions of rows.
+    for table, day in (("charge_rollups", "(event_time AT TIME ZONE 'UTC')::date"),
+                       ("charge_rollups_monthly",
+                        "date_trunc('month', event_time AT TIME ZONE 'UTC')::date")):
+        await conn.execute(f"""
+            INSERT INTO {table} (account_id, day, service, zone, currency, tariff_version_id,
+                                 amount_micros, records, units)
+                SELECT account_id, {day}, 'voice', 'national', 'EUR', NULL,
+                       sum(duration_s * 1000), count(*), sum(duration_s)
+                FROM usage_records GROUP BY 1, 2""")
     await conn.execute(f"""
         INSERT INTO suspense (source, record_key, reason, detail, record, raw)
             SELECT 'msc1', 's' || g, (ARRAY['UNKNOWN_ACCOUNT', 'NO_ZONE', 'NO_TARIFF'])[g % 3 + 1],

@@ -28,7 +28,7 @@ import asyncpg
 from billing_oss.core.ports import Charge, Rater
 from billing_oss.core.records import UsageRecord
 from billing_oss.server import jobs
-from billing_oss.server.store import rerate_repo
+from billing_oss.server.store import charge_writes, rerate_repo
 from billing_oss.server.store.pool import Connection
 from billing_oss.server.store.rerate_repo import AccountDifference, Job, find, get, submit
 
@@ -93,6 +93,7 @@ async def _rerate_chunk(conn: Connection, job_id: int, rows: Sequence[asyncpg.Re
     active = await rerate_repo.active_charges(conn, rows)
     outcomes = rater.rate([_record(r) for r in rows])
     new_rows: list[tuple[Any, ...]] = []
+    facts: list[charge_writes.Fact] = []
     diffs: dict[tuple[str, str], list[int]] = {}
     changed = failed = 0
     for row, outcome in zip(rows, outcomes, strict=True):
@@ -113,14 +114,24 @@ async def _rerate_chunk(conn: Connection, job_id: int, rows: Sequence[asyncpg.Re
         changed += 1
         diff[1] += 1
         diff[3] += outcome.amount_micros
+        account, when, kind = row["account_id"], row["event_time"], row["kind"]
+        units = charge_writes.rollup_units(kind, row["duration_s"], row["volume_up"],
+                                           row["volume_down"], row["quantity"])
         if old is not None:
-            new_rows.append((row["account_id"], row["event_time"], row["usage_id"], "reversal",
+            new_rows.append((account, when, row["usage_id"], "reversal",
                              -old["amount_micros"], old["currency"], old["tariff_version_id"],
                              old["zone"], old["band"], old["charge_id"], job_id))
-        new_rows.append((row["account_id"], row["event_time"], row["usage_id"], "charge",
+            facts.append(charge_writes.Fact(
+                account, when, kind, old["zone"], old["currency"], old["tariff_version_id"],
+                True, -old["amount_micros"], units))
+        new_rows.append((account, when, row["usage_id"], "charge",
                          outcome.amount_micros, currency, outcome.tariff_version_id,
                          outcome.zone, outcome.band, None, job_id))
-    await rerate_repo.insert_charges(conn, new_rows)
+        facts.append(charge_writes.Fact(account, when, kind, outcome.zone, currency,
+                                        outcome.tariff_version_id, False,
+                                        outcome.amount_micros, units))
+    await charge_writes.write(conn, new_rows, charge_writes.roll_up(facts),
+                              columns=rerate_repo.CHARGE_COLUMNS)
     for (account, currency), (count, n_changed, before, after) in diffs.items():
         await rerate_repo.add_difference(conn, job_id, account, currency, count, n_changed,
                                          before, after)

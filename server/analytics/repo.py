@@ -1,5 +1,6 @@
-"""All of the analytics package's SQL: the charge rollups (kept by a trigger on charges,
-migration 1000) and the anomaly flags. Analytics read billing data and never write it."""
+"""All of the analytics package's SQL: the charge rollups (appended by the charges' writers,
+``server.store.charge_writes``) and the anomaly flags. Analytics read billing data and never
+write it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The database rows of a prepared batch, built before its transaction opens.
 
 ``build_rows`` turns a batch's entries into the tuples the writer COPYs — record keys, usage,
-charges, suspense — given usage ids reserved beforehand (``usage_repo.next_usage_ids``).
+charges and their rollup deltas, suspense — given usage ids reserved beforehand
+(``usage_repo.next_usage_ids``).
 File ingest builds them on the CPU stage, so the write stage only streams rows to
 PostgreSQL; should a key turn out to be taken (a duplicate of an earlier file), the writer
 drops the rows of the records that lost their claim (``Rows.keep``).
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,7 +27,7 @@ import msgspec
 from billing_oss.core.ports import Charge, Failure
 from billing_oss.server.pipeline.batch import Entry, WriteBatch
 from billing_oss.server.pipeline.validate import key_problem
-from billing_oss.server.store import copy_payload, usage_repo
+from billing_oss.server.store import charge_writes, copy_payload, usage_repo
 from billing_oss.server.store.citus import NO_ACCOUNT
 
 _EMPTY_ATTRS = "{}"
@@ -50,6 +51,8 @@ class Rows:
     failed: list[int] = field(default_factory=list)  # claim index of each suspense row
     rejects: list[tuple[Any, ...]] = field(default_factory=list)  # items that are no record
     totals: dict[str, int] = field(default_factory=dict)  # currency → micros, all claimed
+    rollup: charge_writes.Rollup = field(  # of ``charges``
+        default_factory=lambda: charge_writes.Rollup([], []))
     # Binary COPY payloads of keys, usage and charges by table (``encode_payloads``); absent
     # for a table whose rows must go through asyncpg's encoder (numeric columns).
     payloads: dict[str, bytes] = field(default_factory=dict)
@@ -75,6 +78,7 @@ class Rows:
             charged=charged,
             failed=[i for i in self.failed if won[i]],
             totals=totals,
+            rollup=rollup_of([self.claims[i] for i in charged]),
             payloads={},
         )
 
@@ -121,6 +125,7 @@ def build_rows(batch: WriteBatch, ids: Sequence[int], source_file_id: int | None
         rows.charges.append(charge_row(entry, charge, source_file_id))
         rows.charged.append(i)
         totals[charge.currency] = totals.get(charge.currency, 0) + charge.amount_micros
+    rows.rollup = rollup_of([e for _, e in charged_entries])
     for i, entry in enumerate(claims):
         if isinstance(entry.outcome, Failure):
             rows.suspense.append(suspense_row(entry, entry.outcome, source_file_id))
@@ -186,6 +191,23 @@ def usage_row(
     row.append(_encode(record.attrs).decode() if record.attrs else _EMPTY_ATTRS)
     row.append(source_file_id)
     return tuple(row)
+
+
+def rollup_of(entries: Sequence[Entry]) -> charge_writes.Rollup:
+    """The rollup deltas of the charges of these charged entries (``charge_row``)."""
+    return charge_writes.roll_up(_facts(entries))
+
+
+def _facts(entries: Sequence[Entry]) -> Iterator[charge_writes.Fact]:
+    units = charge_writes.rollup_units
+    for entry in entries:
+        record, charge = entry.record, entry.outcome
+        assert record is not None and isinstance(charge, Charge) and entry.event_time
+        yield charge_writes.Fact(
+            charge.account_id, entry.event_time, record.kind, charge.zone, charge.currency,
+            charge.tariff_version_id, False, charge.amount_micros,
+            units(record.kind, record.duration_s, record.volume_up, record.volume_down,
+                  record.quantity))
 
 
 def charge_row(entry: Entry, charge: Charge, source_file_id: int | None) -> tuple[Any, ...]:

@@ -19,7 +19,7 @@ from billing_oss.server.pipeline import writer
 from billing_oss.server.pipeline.batch import Entry
 from billing_oss.server.pipeline.raters import RaterCache
 from billing_oss.server.pipeline.validate import validate
-from billing_oss.server.store import suspense_repo, usage_repo
+from billing_oss.server.store import charge_writes, suspense_repo, usage_repo
 from billing_oss.server.store.pool import Connection
 
 
@@ -85,8 +85,8 @@ async def _retry_one(
     await usage_repo.copy_rows(conn, "usage_records", columns, [
         writer.usage_row(entry, outcome.account_id, usage_repo.USAGE_OPTIONAL,
                          row.source_file_id)])
-    await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS,
-                               [writer.charge_row(entry, outcome, row.source_file_id)])
+    await charge_writes.write(conn, [writer.charge_row(entry, outcome, row.source_file_id)],
+                              writer.rollup_of([entry]))
     await suspense_repo.resolve(conn, row.suspense_id, f"charged as usage {usage_id}")
     return RetryResult(suspense_id=row.suspense_id, record_key=record.record_key,
                        status="charged", amount=format_outcome(outcome.amount_micros),

@@ -22,17 +22,18 @@ from billing_oss.core.ports import Charge, Failure, Rater
 from billing_oss.server.pipeline import partials
 from billing_oss.server.pipeline.batch import Entry, WriteBatch
 
-__all__ = ["Rater", "charge_row", "store_batch", "suspense_row", "usage_row"]
+__all__ = ["Rater", "charge_row", "rollup_of", "store_batch", "suspense_row", "usage_row"]
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.pipeline.rows import (
     build_rows,
     charge_row,
     optional_columns,
+    rollup_of,
     suspense_row,
     usage_row,
 )
 from billing_oss.server.pipeline.validate import validate
-from billing_oss.server.store import suspense_repo, usage_repo
+from billing_oss.server.store import charge_writes, suspense_repo, usage_repo
 from billing_oss.server.store.pool import Connection
 
 _STATUS_COUNT = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
@@ -96,8 +97,7 @@ async def store_batch(
     payloads = rows.payloads
     await usage_repo.copy_rows(conn, "usage_records", rows.usage_columns, rows.usage,
                                payloads.get("usage_records"))
-    await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS, rows.charges,
-                               payloads.get("charges"))
+    await charge_writes.write(conn, rows.charges, rows.rollup, payload=payloads.get("charges"))
     await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS,
                                rows.suspense + rows.rejects)
     if merged:
@@ -112,12 +112,14 @@ async def _store_merged(
     usage_rows: list[tuple[Any, ...]] = []
     charge_rows: list[tuple[Any, ...]] = []
     suspense_rows: list[tuple[Any, ...]] = []
+    charged: list[Entry] = []
     optional = optional_columns(merged)
     totals = batch.totals
     for entry in merged:
         outcome = entry.outcome
         if isinstance(outcome, Charge):
             entry.status = "charged"
+            charged.append(entry)
             usage_rows.append(usage_row(entry, outcome.account_id, optional, source_file_id))
             charge_rows.append(charge_row(entry, outcome, source_file_id))
             totals[outcome.currency] = totals.get(outcome.currency, 0) + outcome.amount_micros
@@ -127,7 +129,7 @@ async def _store_merged(
             suspense_rows.append(suspense_row(entry, outcome, source_file_id))
     columns = (*usage_repo.USAGE_FIXED, *optional, *usage_repo.USAGE_TAIL)
     await usage_repo.copy_rows(conn, "usage_records", columns, usage_rows)
-    await usage_repo.copy_rows(conn, "charges", usage_repo.CHARGE_COLUMNS, charge_rows)
+    await charge_writes.write(conn, charge_rows, rollup_of(charged))
     await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS, suspense_rows)
 
 

@@ -149,14 +149,9 @@ async def active_charges(conn: Connection, rows: Sequence[asyncpg.Record]) -> di
     return {(r["account_id"], r["event_time"], r["usage_id"]): r for r in found}
 
 
-async def insert_charges(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    await conn.executemany(
-        "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind, amount_micros,"
-        " currency, tariff_version_id, zone, band, reverses_charge_id, rerate_job_id)"
-        " VALUES ($1, nextval('charge_id_seq'), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        rows)
+# The columns of the corrections a rerun writes (``charge_writes.write``; ids by default).
+CHARGE_COLUMNS = ("account_id", "event_time", "usage_id", "kind", "amount_micros", "currency",
+                  "tariff_version_id", "zone", "band", "reverses_charge_id", "rerate_job_id")
 
 
 async def add_difference(conn: Connection, job_id: int, account: str, currency: str,

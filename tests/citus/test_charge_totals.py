@@ -14,24 +14,21 @@ from billing_oss.server.analytics import repo as analytics
 from billing_oss.server.store import traffic_repo
 from billing_oss.server.store.traffic_repo import Period
 from billing_oss.server.store.usage_repo import ensure_partitions
+from tests.charge_seed import insert_charges
 
 pytestmark = pytest.mark.citus
 T0 = dt.datetime(2026, 3, 30, 5, 0, tzinfo=dt.UTC)
+COLUMNS = ("account_id", "event_time", "usage_id", "kind", "amount_micros", "currency")
 
 
 async def charge(pool: asyncpg.Pool, i: int) -> None:
     """Charge ``i`` (a reversal of its own amount every third), 11 h 7 min apart."""
     account, moment = f"A{i % 5}", T0 + dt.timedelta(minutes=667 * i)
     amount = 1_000_003 * (i + 1) + 11
-    await pool.execute(
-        "INSERT INTO charges (account_id, event_time, usage_id, kind, amount_micros, currency)"
-        " VALUES ($1, $2, $3, 'charge', $4, $5)", account, moment, i, amount,
-        "USD" if i % 4 == 0 else "EUR")
+    rows = [(account, moment, i, "charge", amount, "USD" if i % 4 == 0 else "EUR")]
     if i % 3 == 1:
-        await pool.execute(
-            "INSERT INTO charges (account_id, event_time, usage_id, kind, amount_micros,"
-            " currency) VALUES ($1, $2, $3, 'reversal', $4, 'EUR')", account, moment, i,
-            -amount)
+        rows.append((account, moment, i, "reversal", -amount, "EUR"))
+    await insert_charges(pool, COLUMNS, rows)
 
 
 async def raw(pool: asyncpg.Pool, period: Period) -> list[tuple[object, ...]]:
@@ -76,9 +73,8 @@ async def test_totals_across_accounts_from_the_coordinator_level(
     await check()
     for i in range(60, 90):  # later days, none folded yet
         await charge(citus_pool, i)
-    await citus_pool.execute(  # late, into a day already folded
-        "INSERT INTO charges (account_id, event_time, usage_id, kind, amount_micros, currency)"
-        " VALUES ('A3', $1, 1000, 'charge', 4242, 'EUR')", T0 + dt.timedelta(hours=1))
+    await insert_charges(citus_pool, COLUMNS,  # late, into a day already folded
+                         [("A3", T0 + dt.timedelta(hours=1), 1000, "charge", 4242, "EUR")])
     await check()
     monkeypatch.setattr(compaction, "RESTAT_AFTER", 1)  # the large fold's path, ANALYZE too
     await compaction.run_once(citus_pool)  # as serve's clock runs it

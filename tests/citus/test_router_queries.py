@@ -17,6 +17,7 @@ from billing_oss.server.collections import repo as collections
 from billing_oss.server.store import traffic_repo
 from billing_oss.server.store.citus import BY_ACCOUNT
 from billing_oss.server.store.usage_repo import ensure_partitions
+from tests.charge_seed import insert_charges
 
 pytestmark = pytest.mark.citus
 
@@ -65,10 +66,10 @@ async def test_per_account_reads_are_router_queries(citus_pool: asyncpg.Pool) ->
     async with citus_pool.acquire() as conn:
         await ensure_partitions(conn, [march.date()])
         await conn.execute("INSERT INTO accounts (account_id) VALUES ('A1'), ('A2')")
-        for account in ("A1", "A2"):
-            await conn.execute(
-                "INSERT INTO charges (account_id, event_time, usage_id, kind, amount_micros,"
-                " currency) VALUES ($1, $2, 1, 'charge', 1000, 'EUR')", account, march)
+        await insert_charges(conn, ("account_id", "event_time", "usage_id", "kind",
+                                    "amount_micros", "currency"),
+                             [(account, march, 1, "charge", 1000, "EUR")
+                              for account in ("A1", "A2")])
         db = Explaining(conn)
         period = traffic_repo.Period(account_id="A1", start=march,
                                      end=march + dt.timedelta(days=31))

@@ -28,8 +28,6 @@ ALLOWED = {
     ("payment_allocations", "payment_allocations_immutable"): "refuse_change",
     ("outbox_events", "outbox_events_immutable"): "outbox_events_append_only",
 }
-# Removed by the charge-rollups change under way beside this one; drop this entry with it.
-PENDING = {("charges", "charges_roll_up")}
 
 TRIGGERS = (
     "SELECT c.relname AS relation, t.tgname AS trigger, p.proname AS function"
@@ -48,8 +46,6 @@ def unallowed(found: set[tuple[str, str, str]], tables: set[str]) -> set[tuple[s
         if table not in tables:
             continue
         name = re.sub(r"_\d+$", "", trigger)
-        if (table, name) in PENDING:
-            continue
         if ALLOWED.get((table, name)) != function:
             bad.add((relation, trigger, function))
     return bad

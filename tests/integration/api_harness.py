@@ -23,6 +23,7 @@ from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import RaterFactory
 from billing_oss.server.store import api_keys
 from billing_oss.server.web import create_app
+from tests.charge_seed import insert_charges
 from tests.conftest import free_port
 from tests.pipeline_doubles import FlatRater
 
@@ -130,10 +131,9 @@ async def seed_usage(pool: asyncpg.Pool, account_id: str, event_time: str, *,
             account_id, usage_id, event_time, source, f"{source}-{usage_id}", kind,
             duration_s, called)
         if amount_micros is not None:
-            await conn.execute(
-                "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-                " amount_micros, currency, tariff_version_id)"
-                " VALUES ($1, nextval('charge_id_seq'), $2::text::timestamptz, $3, 'charge', $4,"
-                " $5, $6)",
-                account_id, event_time, usage_id, amount_micros, currency, tariff_version_id)
+            when = await conn.fetchval("SELECT $1::text::timestamptz", event_time)
+            await insert_charges(conn, ("account_id", "event_time", "usage_id", "kind",
+                                        "amount_micros", "currency", "tariff_version_id"),
+                                 [(account_id, when, usage_id, "charge",
+                                   amount_micros, currency, tariff_version_id)])
     return usage_id

@@ -14,6 +14,7 @@ from billing_oss.server.billing.model import Settings
 from billing_oss.server.catalog.pricing import Product, parse_components
 from billing_oss.server.store import catalog_repo, products_repo
 from billing_oss.server.store.pool import Connection
+from tests.charge_seed import insert_charges
 
 SELLER = {"name": "Example Telecom SAS", "country": "FR", "vat_id": "FR12345678901",
           "address": "1 rue de la Paix", "city": "Paris", "postcode": "75002",
@@ -75,10 +76,11 @@ async def charge(conn: Connection, account_id: str, when: dt.datetime, amount_mi
         "duration_s, volume_down) VALUES ($1, $2, $3, 'test', $7, $4, $5, $6)",
         account_id, usage_id, when, kind, duration_s if kind == "voice" else None,
         volume if kind == "data" else None, str(usage_id))
-    charge_id: int = await conn.fetchval(
-        "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind, amount_micros, "
-        "currency, zone) VALUES ($1, nextval('charge_id_seq'), $2, $3, 'charge', $4, $5, $6) "
-        "RETURNING charge_id", account_id, when, usage_id, amount_micros, currency, zone)
+    charge_id: int = await conn.fetchval("SELECT nextval('charge_id_seq')")
+    await insert_charges(conn, ("account_id", "charge_id", "event_time", "usage_id", "kind",
+                                "amount_micros", "currency", "zone"),
+                         [(account_id, charge_id, when, usage_id, "charge", amount_micros,
+                           currency, zone)])
     return charge_id
 
 

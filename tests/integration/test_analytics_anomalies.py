@@ -14,6 +14,7 @@ import pytest
 
 from billing_oss.core.errors import Conflict
 from billing_oss.server.analytics import anomalies, plots, reports
+from tests.charge_seed import insert_charges
 from tests.integration.api_harness import Api, live_api
 
 FIRST = dt.date(2026, 1, 5)  # a Monday; seven weeks of history before the scored day
@@ -33,11 +34,10 @@ async def charge_day(pool: asyncpg.Pool, account: str, day: dt.date, n: int,
             "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"
             " kind, duration_s) VALUES ($1, $2, $3, 'test', $4, 'voice', 60)",
             [(account, u, t, f"{account}-{u}") for u, t in zip(ids, times, strict=True)])
-        await conn.executemany(
-            "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-            " amount_micros, currency, zone) VALUES ($1, nextval('charge_id_seq'), $2, $3,"
-            " 'charge', $4, 'EUR', $5)",
-            [(account, t, u, amount, zone) for u, t in zip(ids, times, strict=True)])
+        await insert_charges(conn, ("account_id", "event_time", "usage_id", "kind",
+                                    "amount_micros", "currency", "zone"),
+                             [(account, t, u, "charge", amount, "EUR", zone)
+                              for u, t in zip(ids, times, strict=True)])
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from billing_oss.server.analytics import repo
 from billing_oss.server.composition import read_catalog_file
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import build_rater
-from billing_oss.server.store import catalog_repo
+from billing_oss.server.store import catalog_repo, charge_writes
 from billing_oss.server.store import migrate as migrate_module
 from billing_oss.server.store.dsn import with_database
 from tests.conftest import REPO
@@ -208,10 +208,35 @@ async def test_suspense_retry_moves_the_rollup(
     await assert_rollups_match(pool)
 
 
+async def copy_traffic(source: asyncpg.Pool, into: asyncpg.Pool, keys: str) -> None:
+    """The usage and charges of records ``keys…`` as today's ingest wrote them into
+    ``source``, copied into ``into``, a database of an earlier schema (its columns only):
+    today's writers write the rollups too, which that schema has not."""
+    for table in ("usage_records", "charges"):
+        columns = [r[0] for r in await into.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
+            " ORDER BY ordinal_position", table)]
+        join = "" if table == "usage_records" else (
+            " JOIN usage_records u USING (account_id, event_time, usage_id)")
+        rows = await source.fetch(
+            f"SELECT {', '.join('t.' + c for c in columns)} FROM {table} t{join}"
+            " WHERE record_key LIKE $1 || '%'", keys)
+        async with into.acquire() as conn:
+            for month in {r["event_time"].date().replace(day=1) for r in rows}:
+                await conn.execute("SELECT ensure_month_partition($1::regclass, $2)",
+                                   table, month)
+            await conn.copy_records_to_table(table, records=[tuple(r) for r in rows],
+                                             columns=columns)
+
+
 async def test_migration_backfills_the_charges_written_before_it(
-    pg_admin_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, pool: asyncpg.Pool, pg_admin_dsn: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A database that had charges before the rollups existed gets them, compacted."""
+    today = pool
+    await pipeline.ingest_file(write_jsonl(tmp_path / "b.jsonl", records(200, 9)),
+                               source="msc1", format="jsonl")
     earlier = tmp_path / "migrations"
     earlier.mkdir()
     for path in sorted(migrate_module.MIGRATIONS_DIR.glob("*.sql")):
@@ -234,11 +259,7 @@ async def test_migration_backfills_the_charges_written_before_it(
             assert await pool.fetchval("SELECT to_regclass('charge_rollups')") is None
             await catalog_repo.load_catalog(
                 pool, read_catalog_file(REPO / "config/demo-catalog.json"))
-            cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=50)
-            pipe = Pipeline(pool, cfg, rater_factory=build_rater,
-                            decoders={"jsonl": FormatDecoder("jsonl")})
-            await pipe.ingest_file(write_jsonl(tmp_path / "b.jsonl", records(200, 9)),
-                                   source="msc1", format="jsonl")
+            await copy_traffic(today, pool, "r9-")
             monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", real)
             applied = await migrate_module.migrate(pool)
             assert {"1000_charge_rollups", "1003_monthly_rollups"} <= set(applied)
@@ -254,10 +275,12 @@ async def test_migration_backfills_the_charges_written_before_it(
         await admin.close()
 
 
-async def test_the_trigger_probes_usage_by_key_and_never_scans_the_month(
-    pool: asyncpg.Pool,
-) -> None:
-    """A hash join would read the whole month's usage partition for every batch."""
+async def test_the_writer_reads_no_usage_and_no_trigger_is_left(pool: asyncpg.Pool) -> None:
+    """The rollups come from what the writer has in hand: writing charges probes no usage
+    row (the trigger probed one per charge, issue #24), and no trigger fires on charges."""
+    assert await pool.fetchval(
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'charges_roll_up'") == 0
+    assert await pool.fetchval("SELECT to_regproc('roll_up_charges')") is None
     async with pool.acquire() as conn, conn.transaction():
         for table in ("usage_records", "charges"):
             await conn.execute("SELECT ensure_month_partition($1::regclass, '2026-05-01')",
@@ -266,21 +289,47 @@ async def test_the_trigger_probes_usage_by_key_and_never_scans_the_month(
             "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"
             " kind, duration_s) SELECT 'P' || (i % 50), i, '2026-05-01'::timestamptz"
             " + (i - 10000000) * interval '1 minute', 'probe', 'p' || i, 'voice', 60"
-            " FROM generate_series(10000000, 10020000) i")
-    await pool.execute("ANALYZE usage_records_2026_05")
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-            " amount_micros, currency) SELECT 'P' || (i % 50), i, '2026-05-01'::timestamptz"
-            " + (i - 10000000) * interval '1 minute', i, 'charge', 5, 'EUR'"
             " FROM generate_series(10000000, 10005000) i")
-        scans = await conn.fetchrow(
-            "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables"
-            " WHERE relname = 'usage_records_2026_05'")
-        # Every charge probes its usage by key (a hash join probes none). PostgreSQL 18 adds
-        # up to two sequential reads of the partition per statement besides (two since the
-        # trigger also sums reversals; one before; none on 15): a constant per statement, not
-        # the hash join, which this test guards against, probing no key at all.
-        assert scans["idx_scan"] == 5001 and scans["seq_scan"] <= 2
+    start = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    rows, facts = [], []
+    for i in range(10000000, 10005001):
+        when = start + dt.timedelta(minutes=i - 10000000)
+        rows.append((f"P{i % 50}", when, i, "charge", 5, "EUR", None, None, None, None))
+        facts.append(charge_writes.Fact(f"P{i % 50}", when, "voice", None, "EUR", None, False,
+                                        5, charge_writes.rollup_units("voice", 60, None, None,
+                                                                      None)))
+    reads = ("SELECT seq_scan + idx_scan FROM pg_stat_xact_user_tables"
+             " WHERE relname = 'usage_records_2026_05'")
+    async with pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchval(reads)  # counts not flushed yet are shown too
+        await charge_writes.write(conn, rows, charge_writes.roll_up(facts))
+        assert await conn.fetchval(reads) == before
     assert await pool.fetchval("SELECT sum(units) FROM charge_rollups r"
                                " WHERE account_id LIKE 'P%'") == 60 * 5001
+    await assert_rollups_match(pool)
+
+
+async def test_records_that_lose_their_key_are_not_rolled_up(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A file repeating records charged before: its batches' rows were built (rollups
+    included) before their keys were claimed; those that lost their claim roll up nothing."""
+    await pipeline.ingest_file(write_jsonl(tmp_path / "d1.jsonl", records(120, 21)),
+                               source="msc1", format="jsonl")
+    again = await pipeline.ingest_file(
+        write_jsonl(tmp_path / "d2.jsonl", records(120, 21) + records(60, 22)),
+        source="msc1", format="jsonl")
+    assert again.counts.duplicates >= 100 and again.counts.charged > 40
+    await assert_rollups_match(pool)
+
+
+async def test_python_units_are_the_sql_units(pool: asyncpg.Pool) -> None:
+    """``charge_writes.rollup_units`` and the SQL ``charge_rollup_units`` agree."""
+    cases = [(kind, d, up, down, q) for kind in ("voice", "data", "sms", "event", None)
+             for d in (None, 0, 61) for up, down in ((None, None), (5, None), (None, 7), (5, 7))
+             for q in (None, "1", "2.500", "0.000001")]
+    sql = await pool.fetch(
+        "SELECT charge_rollup_units(k, d, u, w, q::numeric) FROM unnest($1::text[],"
+        " $2::bigint[], $3::bigint[], $4::bigint[], $5::text[]) AS t(k, d, u, w, q)",
+        *map(list, zip(*cases, strict=True)))
+    assert [r[0] for r in sql] == [charge_writes.rollup_units(*c) for c in cases]

@@ -15,6 +15,7 @@ import pytest
 
 from billing_oss.server.http.account_usage import current_period
 from billing_oss.server.store import api_keys
+from tests.charge_seed import insert_charges
 from tests.integration.api_harness import Api, live_api, seed_usage
 
 ACCOUNT = "USAGE1"
@@ -67,12 +68,11 @@ async def seeded(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Seeded]
         when = this_cycle + dt.timedelta(hours=4)
         first = await pool.fetchval("SELECT charge_id FROM charges WHERE usage_id = $1",
                                     usage["rerated"])
-        await pool.execute(
-            "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-            " amount_micros, currency, reverses_charge_id) VALUES"
-            " ($1, nextval('charge_id_seq'), $2, $3, 'reversal', -900000, 'EUR', $4),"
-            " ($1, nextval('charge_id_seq'), $2, $3, 'charge', 750000, 'EUR', NULL)",
-            ACCOUNT, when, usage["rerated"], first)
+        await insert_charges(pool, ("account_id", "event_time", "usage_id", "kind",
+                                    "amount_micros", "currency", "reverses_charge_id"),
+                             [(ACCOUNT, when, usage["rerated"], "reversal", -900000, "EUR",
+                               first),
+                              (ACCOUNT, when, usage["rerated"], "charge", 750000, "EUR", None)])
         customer = (await api_keys.create(pool, "customer", account_id=ACCOUNT)).token
         yield Seeded(api, customer, usage, now)
 

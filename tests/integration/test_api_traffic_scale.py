@@ -11,6 +11,7 @@ import asyncpg
 
 from billing_oss.server.store import traffic_repo
 from billing_oss.server.store.traffic_repo import Period
+from tests.charge_seed import insert_charges
 from tests.integration.api_harness import Api, api, seed_usage  # noqa: F401
 
 T0 = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
@@ -108,12 +109,7 @@ async def test_totals_from_rollups_equal_the_charges(
         usage_id = await seed_usage(pool, account, stamp(moment),
                                     amount_micros=1_000_001 * (i + 1) + 7, currency=currency)
         if i % 3 == 1:
-            await pool.execute(
-                "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-                " amount_micros, currency, reverses_charge_id)"
-                " SELECT account_id, nextval('charge_id_seq'), event_time, usage_id,"
-                " 'reversal', -amount_micros, currency, charge_id FROM charges"
-                " WHERE usage_id = $1", usage_id)
+            await reverse(pool, usage_id)
     z = dt.UTC
     periods = [
         Period(), Period(account_id="TT-1"), Period(account_id="TT-2"),
@@ -176,12 +172,17 @@ async def more_charges(pool: asyncpg.Pool, moment: dt.datetime) -> None:
     """Two charges at ``moment`` (two accounts) and a reversal of one, as rerating writes."""
     first = await seed_usage(pool, "TT-1", stamp(moment), amount_micros=7_654_321)
     await seed_usage(pool, "TT-2", stamp(moment), amount_micros=1_000_003, currency="USD")
-    await pool.execute(
-        "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-        " amount_micros, currency, reverses_charge_id)"
-        " SELECT account_id, nextval('charge_id_seq'), event_time, usage_id,"
-        " 'reversal', -amount_micros, currency, charge_id FROM charges WHERE usage_id = $1",
-        first)
+    await reverse(pool, first)
+
+
+async def reverse(pool: asyncpg.Pool, usage_id: int) -> None:
+    """A reversal of the usage's charge, as rerating writes it."""
+    rows = await pool.fetch(
+        "SELECT account_id, event_time, usage_id, 'reversal', -amount_micros, currency,"
+        " charge_id FROM charges WHERE usage_id = $1", usage_id)
+    await insert_charges(pool, ("account_id", "event_time", "usage_id", "kind",
+                                "amount_micros", "currency", "reverses_charge_id"),
+                         [tuple(r) for r in rows])
 
 
 async def folded_level_is_the_compacted_rows(pool: asyncpg.Pool) -> bool:

@@ -32,6 +32,7 @@ from billing_oss.server.collections import dunning, payments
 from billing_oss.server.collections.model import NewPayment, Target
 from billing_oss.server.config import AssuranceConfig, RetentionConfig
 from billing_oss.server.retention import archive, housekeeping, months, pseudonyms, repo
+from tests.charge_seed import insert_charges
 from tests.integration import billing_seed
 
 UTC = dt.UTC
@@ -62,10 +63,10 @@ async def calls(conn: asyncpg.Connection, account: str, month: dt.date, count: i
             " VALUES ($1, $2, $3, 'msc1', $4, 'voice', 60, $5, $6, $7, $8)",
             account, usage_id, when, f"{account}-{usage_id}", calling(account, n),
             f"4930{n:06d}", f"20801{ord(account):010d}", calling(account, n))
-        await conn.execute(
-            "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-            " amount_micros, currency, zone) VALUES ($1, nextval('charge_id_seq'), $2, $3,"
-            " 'charge', $4, 'EUR', 'national')", account, when, usage_id, 100_000 * (n + 1))
+        await insert_charges(conn, ("account_id", "event_time", "usage_id", "kind",
+                                    "amount_micros", "currency", "zone"),
+                             [(account, when, usage_id, "charge", 100_000 * (n + 1), "EUR",
+                               "national")])
 
 
 async def pay_all(pool: asyncpg.Pool, period: str, on: dt.date, *, skip: str = "") -> None:

@@ -21,6 +21,7 @@ from billing_oss.server.pipeline import suspense, writer
 from billing_oss.server.pipeline.batch import prepare
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo, suspense_repo, usage_repo
+from tests.charge_seed import insert_charges
 from tests.conftest import REPO
 from tests.integration.test_pipeline import voice
 from tests.pipeline_doubles import FlatRater
@@ -165,10 +166,9 @@ async def test_rerate_reverses_each_usage_own_charge(
             "INSERT INTO usage_records (account_id, usage_id, event_time, source, record_key,"
             " kind, duration_s, calling, called) VALUES ('A1', 777, $1, 'msc1', $2, 'voice',"
             " $3, '33611111111', '33612345678')", when, f"shared-{i}", 10 * (i + 1))
-        await pool.execute(
-            "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-            " amount_micros, currency) VALUES ('A1', nextval('charge_id_seq'), $1, 777,"
-            " 'charge', $2, 'EUR')", when, 10_000 * (i + 1))
+        await insert_charges(pool, ("account_id", "event_time", "usage_id", "kind",
+                                    "amount_micros", "currency"),
+                             [("A1", when, 777, "charge", 10_000 * (i + 1), "EUR")])
 
     class Source:
         async def current(self) -> Rater:

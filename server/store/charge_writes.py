@@ -1,0 +1,122 @@
+"""The one way charges are written: the charges and their rollup deltas, together.
+
+``charge_rollups`` and ``charge_rollups_monthly`` (DESIGN.md §10) hold, per account × UTC day
+(or month) × service × zone × currency × tariff version, the sums of the charges. Their
+writer appends the deltas in the transaction that writes the charges — no trigger on
+``charges`` (issue #21: nothing relies on triggers on distributed tables), and no lookup of
+each charge's usage row (issue #24): every writer has the usage in hand. ``roll_up`` groups
+the charges' facts into the delta rows (pure; file ingest runs it on the CPU stage), and
+``write`` sends the charges and both levels, one COPY per table. ``tests/unit/
+test_charge_writes_guard.py`` fails if any code inserts into ``charges`` another way.
+
+A reversal counts -1 record and minus its usage's units, so a rerated usage stays one record
+in the rollup while its money moves from the old tariff version to the new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from billing_oss.server.store import usage_repo
+from billing_oss.server.store.pool import Connection
+
+ROLLUP_COLUMNS = ("account_id", "day", "service", "zone", "currency", "tariff_version_id",
+                  "amount_micros", "records", "units", "reversals", "reversed_micros")
+
+Units = int | Decimal
+
+
+class Fact(NamedTuple):
+    """What the rollups need of one charge row: the charge and its usage's kind and units."""
+    account_id: str
+    event_time: dt.datetime
+    service: str | None  # usage_records.kind; None when the charge has no usage row
+    zone: str | None
+    currency: str
+    tariff_version_id: int | None
+    reversal: bool
+    amount_micros: int
+    units: Units  # ``rollup_units`` of its usage, unsigned
+
+
+class Rollup(NamedTuple):
+    daily: list[tuple[Any, ...]]  # ROLLUP_COLUMNS rows of charge_rollups
+    monthly: list[tuple[Any, ...]]  # the same, of charge_rollups_monthly (day: the 1st)
+
+
+def rollup_units(kind: str | None, duration_s: int | None, volume_up: int | None,
+                 volume_down: int | None, quantity: str | Decimal | None) -> Units:
+    """The SQL function ``charge_rollup_units`` (migration 1000), value for value: seconds
+    of voice, bytes of data, one per SMS, else the quantity (1 when absent) — a charge of no
+    usage row (kind None) counts 1 too, as the SQL's CASE over NULL did."""
+    if kind == "voice":
+        return duration_s or 0
+    if kind == "data":
+        return (volume_up or 0) + (volume_down or 0)
+    if kind == "sms":
+        return 1
+    return 1 if quantity is None else Decimal(quantity)
+
+
+def _utc_day(when: dt.datetime) -> dt.date:
+    return (when if when.tzinfo is dt.UTC else when.astimezone(dt.UTC)).date()
+
+
+def roll_up(facts: Iterable[Fact]) -> Rollup:
+    """The delta rows of these charges: one per key and day, and one per key and month."""
+    days: dict[tuple[Any, ...], list[Any]] = {}
+    last_time: dt.datetime | None = None
+    day = dt.date.min
+    for f in facts:
+        if f.event_time is not last_time:  # consecutive charges mostly share a time object
+            last_time = f.event_time
+            day = _utc_day(last_time)
+        key = (f.account_id, day, f.service, f.zone, f.currency, f.tariff_version_id)
+        sums = days.get(key)
+        if sums is None:
+            sums = days[key] = [0, 0, 0, 0, 0]
+        if f.reversal:
+            sums[0] += f.amount_micros
+            sums[1] -= 1
+            sums[2] -= f.units
+            sums[3] += 1
+            sums[4] += f.amount_micros
+        else:
+            sums[0] += f.amount_micros
+            sums[1] += 1
+            sums[2] += f.units
+    months: dict[tuple[Any, ...], list[Any]] = {}
+    for (account, on, service, zone, currency, version), sums in days.items():
+        key = (account, on.replace(day=1), service, zone, currency, version)
+        into = months.get(key)
+        if into is None:
+            months[key] = list(sums)
+        else:
+            for i, value in enumerate(sums):
+                into[i] += value
+    return Rollup(_rows(days), _rows(months))
+
+
+def _rows(sums: dict[tuple[Any, ...], list[Any]]) -> list[tuple[Any, ...]]:
+    # numeric units: asyncpg's encoder takes int or Decimal, not a mix inside one row
+    return [(*key, amount, records, Decimal(units), reversals, reversed_micros)
+            for key, (amount, records, units, reversals, reversed_micros) in sums.items()]
+
+
+async def write(conn: Connection, rows: list[tuple[Any, ...]], rollup: Rollup, *,
+                columns: Sequence[str] = usage_repo.CHARGE_COLUMNS,
+                payload: bytes | None = None) -> None:
+    """Insert charge ``rows`` (``columns`` of ``charges``; ``payload``: their binary COPY
+    encoding, when built beforehand) and ``rollup``, the ``roll_up`` of the same charges,
+    in the caller's transaction."""
+    if not rows:
+        return
+    await usage_repo.copy_rows(conn, "charges", columns, rows, payload)
+    if rollup.daily:
+        await conn.copy_records_to_table("charge_rollups", records=rollup.daily,
+                                         columns=ROLLUP_COLUMNS)
+        await conn.copy_records_to_table("charge_rollups_monthly", records=rollup.monthly,
+                                         columns=ROLLUP_COLUMNS)
