@@ -17,6 +17,10 @@ import pytest
 
 from billing_oss.core.money import format_micros
 from billing_oss.server.analytics import repo, reports
+from tests.charge_seed import insert_charges
+
+CHARGE_COLUMNS = ("account_id", "event_time", "usage_id", "kind", "amount_micros", "currency",
+                  "tariff_version_id", "zone")
 
 START, END = dt.date(2026, 1, 1), dt.date(2026, 4, 1)
 # Each grouping the level keeps (as a report asks for it: usage adds the service last).
@@ -72,12 +76,9 @@ async def charge(pool: asyncpg.Pool, i: int, versions: list[int], *, account: st
             " VALUES ($1, $2, $3, 'm', $4, $5, $6, $7, 0, '1', '2')",
             account, usage, when, f"m-{usage}", kind, 30 + i, 1000 * i)
         rows = [("charge", amount)] + ([("reversal", -amount)] if reverse else [])
-        for sort, money in rows:
-            await conn.execute(
-                "INSERT INTO charges (account_id, charge_id, event_time, usage_id, kind,"
-                " amount_micros, currency, tariff_version_id, zone)"
-                " VALUES ($1, nextval('charge_id_seq'), $2, $3, $4, $5, $6, $7, $8)",
-                account, when, usage, sort, money, currency, version, zone)
+        await insert_charges(conn, CHARGE_COLUMNS, [
+            (account, when, usage, sort, money, currency, version, zone)
+            for sort, money in rows])
 
 
 async def raw(pool: asyncpg.Pool, dims: list[str], service: str | None = None,
