@@ -10,20 +10,28 @@
 --   deleted while links name it (server/billing/drafts_repo.py, inputs_repo.py).
 -- The row triggers that look only at the row they guard (invoices_immutable, the append-only
 -- refuse_change ones, outbox_events_immutable) stay: they run on the row's own shard.
-DROP TRIGGER invoices_to_ledger_insert ON invoices;
-DROP TRIGGER invoices_to_ledger_update ON invoices;
-DROP TRIGGER credit_notes_to_ledger ON credit_notes;
-DROP TRIGGER invoice_line_charges_insert ON invoice_line_charges;
-DROP TRIGGER invoice_line_charges_delete ON invoice_line_charges;
-DROP TRIGGER invoice_line_charges_update ON invoice_line_charges;
-DROP TRIGGER invoice_lines_orphans ON invoice_lines;
-DROP TRIGGER invoice_lines_immutable ON invoice_lines;
-DROP TRIGGER invoice_allowances_immutable ON invoice_allowances;
-DROP TRIGGER taxes_immutable ON taxes;
-
-DROP FUNCTION collections_invoices_finalised();
-DROP FUNCTION collections_credit_notes_issued();
-DROP FUNCTION refuse_links_to_finalised();
-DROP FUNCTION refuse_finalised_link_change();
-DROP FUNCTION refuse_orphaned_links();
-DROP FUNCTION refuse_finalised_part_change();
+--
+-- As in 1475: each DDL statement runs on its own from PL/pgSQL (Citus refuses to send a
+-- text of several statements to the workers of a table already distributed), and the
+-- distributed functions are dropped over one connection per node.
+SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
+DO $$
+BEGIN
+    DROP TRIGGER invoices_to_ledger_insert ON invoices;
+    DROP TRIGGER invoices_to_ledger_update ON invoices;
+    DROP TRIGGER credit_notes_to_ledger ON credit_notes;
+    DROP TRIGGER invoice_line_charges_insert ON invoice_line_charges;
+    DROP TRIGGER invoice_line_charges_delete ON invoice_line_charges;
+    DROP TRIGGER invoice_line_charges_update ON invoice_line_charges;
+    DROP TRIGGER invoice_lines_orphans ON invoice_lines;
+    DROP TRIGGER invoice_lines_immutable ON invoice_lines;
+    DROP TRIGGER invoice_allowances_immutable ON invoice_allowances;
+    DROP TRIGGER taxes_immutable ON taxes;
+    DROP FUNCTION collections_invoices_finalised();
+    DROP FUNCTION collections_credit_notes_issued();
+    DROP FUNCTION refuse_links_to_finalised();
+    DROP FUNCTION refuse_finalised_link_change();
+    DROP FUNCTION refuse_orphaned_links();
+    DROP FUNCTION refuse_finalised_part_change();
+END;
+$$;
