@@ -85,7 +85,8 @@ ensure_chromium() {
 # billing_oss folder off the front of sys.path: the copy is the one imported.
 SANITIZE_TESTS=(tests/unit/test_native_tap3.py tests/unit/test_native_cdr3gpp.py
                 tests/unit/test_native_pgcopy.py tests/unit/test_native_probe.py
-                tests/unit/test_rating.py tests/unit/test_formats_items.py)
+                tests/unit/test_rating.py tests/unit/test_formats_items.py
+                tests/unit/test_pipeline_columnar.py)
 sanitize() {
   local out=build/sanitize
   rm -rf "$out" && mkdir -p "$out"

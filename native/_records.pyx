@@ -95,14 +95,17 @@ cdef class RecordBatch:
     def __len__(self):
         return self.n
 
-    def rows(self):
+    def rows(self, indexes=None):
+        """A tuple per record (``ROW_FIELDS``), or per record of ``indexes`` only."""
         cdef list out = []
         cdef OutRec* r
         cdef Py_ssize_t i
         cdef char ts[24]
         cdef char sz[24]
         cdef uint32_t f
-        for i in range(self.n):
+        for i in (range(self.n) if indexes is None else indexes):
+            if not 0 <= i < self.n:
+                raise IndexError(f"record {i} of a batch of {self.n}")
             r = &self.recs[i]
             f = r.flags
             if f & F_TIME:

@@ -21,6 +21,7 @@ from typing import Any
 
 from billing_oss.adapters.formats.api import DecodedBatch
 from billing_oss.adapters.formats.registry import get
+from billing_oss.adapters.formats.threegpp import Cdr3gppFile, NativeChunk
 from billing_oss.core.contract import Reject
 from billing_oss.core.ports import FileHeader, Item
 from billing_oss.core.records import UsageRecord
@@ -57,6 +58,17 @@ class FormatDecoder:
                 if partial_key is not None:
                     _key_partials(batch.records, partial_key)
                 yield batch_items(batch, line_numbers=lines)
+
+    def columns(self, path: Path, *, source: str, chunk: int
+                ) -> Iterator[list[Item] | NativeChunk]:
+        """Like calling the decoder, but a format that decodes into native batches (3GPP)
+        yields them whole (``NativeChunk``) for the columnar path of ingest."""
+        with self.format.open(path, source=source, options=self.options,
+                              batch_size=max(1, chunk)) as decoded:
+            if isinstance(decoded, Cdr3gppFile):
+                yield from decoded.column_batches()
+                return
+        yield from self(path, source=source, chunk=chunk)
 
     def header(self, path: Path, *, count: bool) -> FileHeader:
         with self.format.open(path, source="", options=self.options) as decoded:

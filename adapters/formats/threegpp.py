@@ -26,8 +26,9 @@ partialRecordCallReestablishment; packet volumeLimit .. aPNAMBRChange, 16-26).
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,7 +38,9 @@ from billing_oss.adapters.formats.completeness import threegpp_completeness
 from billing_oss.adapters.formats.options import Option, choice, parse_options
 from billing_oss.adapters.formats.registry import Format
 from billing_oss.core.closing_causes import BEARER_PARTIAL, CALL_PARTIAL
+from billing_oss.core.contract import Reject
 from billing_oss.core.errors import DecodeError, Reason
+from billing_oss.core.ports import Item
 from billing_oss.core.records import UsageRecord
 from billing_oss.native import _records as native_records
 from billing_oss.native import cdr3gpp
@@ -102,15 +105,20 @@ class Cdr3gppFile:
     def close(self) -> None:
         self._fh.close()
 
-    def native_batches(self) -> Iterator[tuple[RecordBatch, bytes | bytearray, int]]:
+    def native_batches(self, *, fresh: bool = False
+                       ) -> Iterator[tuple[RecordBatch, bytes | bytearray, int]]:
         """The raw native batches with the window and its file offset (for the benchmark
-        and for callers that want the columns); raises DecodeError at framing damage."""
+        and for callers that want the columns); raises DecodeError at framing damage.
+        One batch is refilled each step, unless ``fresh``: then each is new (a caller
+        that keeps them)."""
         buf: bytes | bytearray = self._head
         base, pos = 0, self._start
         final = len(buf) < CHUNK
         batch = RecordBatch(self.batch_size)
         seen = 0
         while True:
+            if fresh and len(batch):
+                batch = RecordBatch(self.batch_size)
             batch.clear()
             pos, status, message = cdr3gpp.decode_cdrs(buf, pos, batch, base, self.framed, final)
             if len(batch):
@@ -130,7 +138,7 @@ class Cdr3gppFile:
 
     def batches(self) -> Iterator[DecodedBatch]:
         index = 0
-        try:
+        with self._completeness(lambda: index):
             for native, buf, base in self.native_batches():
                 out = DecodedBatch(first_index=index, records=[])
                 for row in native.rows():
@@ -141,17 +149,33 @@ class Cdr3gppFile:
                         out.indexes.append(index)
                     index += 1
                 yield out
+
+    def column_batches(self) -> Iterator[NativeChunk]:
+        """The file as native batches, each kept (``NativeChunk``): the columnar path of
+        ingest reads them, and turns into objects only the records it does not carry."""
+        index = 0
+        with self._completeness(lambda: index):
+            for native, buf, base in self.native_batches(fresh=True):
+                yield NativeChunk(native, buf, base, self.source)
+                index += len(native)
+
+    @contextlib.contextmanager
+    def _completeness(self, seen: Callable[[], int]) -> Iterator[None]:
+        """A file that stops short of what its 32.297 header declares is incomplete: said
+        when the bytes run out (a cut record) or after the last record."""
+        try:
+            yield
         except DecodeError as exc:
-            short = self._shortfall(index)
+            short = self._shortfall(seen())
             if short is None:
                 raise
             error = DecodeError(f"{short} at offset {self.size}: {exc.message}",
-                                record_index=index, incomplete=True)
+                                record_index=seen(), incomplete=True)
             error.offset = error.detail["offset"] = exc.offset  # where the cut record starts
             raise error from None
-        short = self._shortfall(index)
+        short = self._shortfall(seen())
         if short is not None:
-            raise DecodeError(short, offset=self.size, record_index=index, incomplete=True)
+            raise DecodeError(short, offset=self.size, record_index=seen(), incomplete=True)
 
     def _shortfall(self, seen: int) -> str | None:
         """What the 32.297 header declares beyond the bytes here, if it does."""
@@ -165,6 +189,39 @@ class Cdr3gppFile:
             return (f"incomplete file: its header declares {count} CDRs, {seen} are here, "
                     "and the bytes stop")
         return None
+
+
+class NativeChunk:
+    """One native batch of a file and the window its offsets point into: the records as
+    C structs, and on demand as the items the object path takes (``objects``)."""
+
+    __slots__ = ("base", "batch", "buf", "source")
+
+    def __init__(self, batch: RecordBatch, buf: bytes | bytearray, base: int,
+                 source: str) -> None:
+        self.batch, self.buf, self.base, self.source = batch, buf, base, source
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def objects(self, indexes: Sequence[int] | None = None) -> list[Item]:
+        """Items i of ``indexes`` (all by default) as ``FormatDecoder`` yields them:
+        ``UsageRecord``s (partial calls keyed by ``call_partial_key``) and ``Reject``s."""
+        out: list[Item] = []
+        for i, row in zip(range(len(self.batch)) if indexes is None else indexes,
+                          self.batch.rows(indexes), strict=True):
+            if row[3]:
+                p = _problem(row, i, self.buf, self.base)
+                out.append(Reject(reason=p.reason, detail=p.detail, raw=p.raw,
+                                  where=f"offset {p.offset}"))
+                continue
+            record = to_usage_record(row, self.source)
+            if record.partial_seq is not None and "merge_key" not in record.attrs:
+                key = call_partial_key(record)
+                if key is not None:
+                    record.attrs["merge_key"] = key
+            out.append(record)
+        return out
 
 
 def open_3gpp(

@@ -18,6 +18,7 @@ from billing_oss.core.records import UsageRecord
 from billing_oss.server.pipeline.validate import validate
 
 if TYPE_CHECKING:
+    from billing_oss.server.pipeline.columnar import Carried
     from billing_oss.server.pipeline.rows import Rows
 
 
@@ -43,6 +44,20 @@ class WriteBatch:
     totals: dict[str, int] = field(default_factory=dict)  # currency → micro-units charged
     merged: list[Entry] = field(default_factory=list)  # partial groups completed by the batch
     rows: Rows | None = None  # built ahead of the write (``server.pipeline.rows``)
+    # Items carried as columns (``server.pipeline.columnar``): no entry each, every one
+    # charged unless its key was taken before; then ``expand`` turns the batch into entries.
+    carried: Carried | None = None
+
+    @property
+    def size(self) -> int:
+        """Items of the input the batch stands for."""
+        return len(self.entries) + (self.carried.count if self.carried is not None else 0)
+
+    def expand(self) -> None:
+        """The batch as the object path makes it: an entry per item (same usage ids)."""
+        if self.carried is not None:
+            whole = self.carried.expand()
+            self.entries, self.rows, self.carried = whole.entries, whole.rows, None
 
     def reset(self) -> None:
         """Forget what a failed write attempt decided, so the batch can be written again

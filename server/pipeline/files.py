@@ -37,6 +37,7 @@ from billing_oss.server.integrations import outbox
 from billing_oss.server.integrations.events import UsageFileIngested
 from billing_oss.server.pipeline import writer
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
+from billing_oss.server.pipeline.columnar import ColumnChunk, prepare_columns
 from billing_oss.server.pipeline.raters import RaterCache
 from billing_oss.server.pipeline.retry import (
     MAX_BACKOFF_S,
@@ -67,7 +68,7 @@ class FileSettings:
 @dataclass(slots=True)
 class _Chunk:
     start: int  # ordinal of the first item in the file
-    items: list[Item]
+    items: list[Item] | ColumnChunk  # a native batch goes the columnar path
     batch: WriteBatch | None = None
     rater: Rater | None = None
 
@@ -288,13 +289,19 @@ class _FileRun:
         event loop keeps feeding PostgreSQL meanwhile."""
         resume = self.state.claim.committed_records
         ordinal = 0
-        chunks = self.decoder(self.path, source=self.source, chunk=self.settings.batch_size)
+        columns = getattr(self.decoder, "columns", None)
+        chunks: Iterator[list[Item] | ColumnChunk] = (columns or self.decoder)(
+            self.path, source=self.source, chunk=self.settings.batch_size)
         try:
             while (items := await asyncio.to_thread(next, chunks, None)) is not None:
                 start, ordinal = ordinal, ordinal + len(items)
                 if ordinal > resume:
                     skip = max(0, resume - start)
-                    await out.put(_Chunk(start + skip, items[skip:] if skip else items))
+                    if skip:  # resumed inside it: the items after the checkpoint, as objects
+                        objects = items if isinstance(items, list) else items.objects()
+                        await out.put(_Chunk(start + skip, objects[skip:]))
+                    else:
+                        await out.put(_Chunk(start, items))
                     PIPELINE_QUEUE_DEPTH.labels("decoded").set(out.qsize())
         except DecodeError as exc:
             self.total = None  # the malformed rest is one more item, of no known size
@@ -420,7 +427,7 @@ class _FileRun:
                       claimed: asyncio.Event) -> None:
         batch, rater = chunk.batch, chunk.rater
         assert batch is not None and rater is not None
-        end = chunk.start + len(batch.entries)
+        end = chunk.start + batch.size
         conn: Connection | None = None
         try:
             conn = await self._lane(lane)
@@ -517,9 +524,11 @@ async def _read_header(decoder: SequencedDecoder, path: Path, *, count: bool) ->
         return FileHeader(None, None)
 
 
-def _prepare_rows(items: list[Item], rater: Rater, source: str,
+def _prepare_rows(items: list[Item] | ColumnChunk, rater: Rater, source: str,
                   position_of: Callable[[int], str], ids: list[int],
                   source_file_id: int) -> WriteBatch:
+    if not isinstance(items, list):
+        return prepare_columns(items, rater, source, position_of, ids, source_file_id)
     batch = prepare(items, rater, source, position_of)
     batch.rows = build_rows(batch, ids, source_file_id)
     return batch

@@ -41,11 +41,11 @@ _present = functools.partial(operator.is_not, None)
 class Rows:
     source_file_id: int | None
     claims: list[Entry]  # entries claiming a record key (first of their key in the batch)
-    keys: list[tuple[Any, ...]]  # usage_keys rows, parallel to ``claims``
+    keys: Sequence[tuple[Any, ...]]  # usage_keys rows, parallel to ``claims``
     duplicates: list[Entry]  # a key repeated inside the batch
     usage_columns: tuple[str, ...]
-    usage: list[tuple[Any, ...]] = field(default_factory=list)
-    charges: list[tuple[Any, ...]] = field(default_factory=list)
+    usage: Sequence[tuple[Any, ...]] = field(default_factory=list)
+    charges: Sequence[tuple[Any, ...]] = field(default_factory=list)
     charged: list[int] = field(default_factory=list)  # claim index of each usage/charge row
     suspense: list[tuple[Any, ...]] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)  # claim index of each suspense row
@@ -119,10 +119,12 @@ def build_rows(batch: WriteBatch, ids: Sequence[int], source_file_id: int | None
                 (*usage_repo.USAGE_FIXED, *optional, *usage_repo.USAGE_TAIL), rejects=rejects)
     rows.usage = usage_rows([e for _, e in charged_entries], optional, source_file_id)
     totals = rows.totals
+    charges: list[tuple[Any, ...]] = []
+    rows.charges = charges
     for i, entry in charged_entries:
         charge = entry.outcome
         assert isinstance(charge, Charge)
-        rows.charges.append(charge_row(entry, charge, source_file_id))
+        charges.append(charge_row(entry, charge, source_file_id))
         rows.charged.append(i)
         totals[charge.currency] = totals.get(charge.currency, 0) + charge.amount_micros
     rows.rollup = rollup_of([e for _, e in charged_entries])
@@ -143,7 +145,8 @@ def encode_payloads(rows: Rows) -> dict[str, bytes]:
                                  ("charges", usage_repo.CHARGE_COLUMNS, rows.charges)):
         kinds = copy_payload.kinds_of(table, columns)
         if data and kinds is not None:
-            payloads[table] = copy_payload.encode(data, kinds)
+            payloads[table] = copy_payload.encode(
+                data if isinstance(data, list) else list(data), kinds)
     return payloads
 
 

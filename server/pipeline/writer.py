@@ -3,9 +3,11 @@
 Order inside the transaction: partial parts are stored (a complete group becomes one merged
 entry, rated here), record keys are claimed (a key already taken is a duplicate), then usage,
 charge and suspense rows go in by binary COPY. The rows are usually built before the
-transaction (``server.pipeline.rows``); the writer then only drops those of records whose key
-was taken. Each entry ends with a ``status``; the batch
-gets its counts (over input items only) and charged totals per currency.
+transaction (``server.pipeline.rows``, or ``server.pipeline.columnar`` for records carried as
+columns); the writer then only drops those of records whose key was taken (a batch with
+carried records first becomes entries: ``WriteBatch.expand``). Each entry ends with a
+``status``; the batch gets its counts (over input items only) and charged totals per
+currency.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from billing_oss.server.pipeline.batch import Entry, WriteBatch
 __all__ = ["Rater", "charge_row", "rollup_of", "store_batch", "suspense_row", "usage_row"]
 from billing_oss.core.records import UsageRecord
 from billing_oss.server.pipeline.rows import (
+    Rows,
     build_rows,
     charge_row,
     optional_columns,
@@ -46,7 +49,7 @@ def months(batch: WriteBatch) -> set[date]:
     transaction): rated records and partial parts (a merged group takes a part's time).
     Records headed for suspense only are left out, so junk event times (any year the
     validator allows) create no partitions."""
-    found: set[date] = set()
+    found: set[date] = set(batch.carried.months) if batch.carried is not None else set()
     last = None
     for entry in batch.entries:
         when = entry.event_time
@@ -73,6 +76,7 @@ async def store_batch(
     merged = await _merge_partials(conn, batch, source_file_id, rater)
     rows = batch.rows
     if rows is None or rows.source_file_id != source_file_id:
+        batch.expand()
         ids = await usage_repo.next_usage_ids(conn, len(batch.entries))
         rows = batch.rows = build_rows(batch, ids, source_file_id)
     claimed = await usage_repo.claim_key_rows(conn, rows.keys,
@@ -81,7 +85,26 @@ async def store_batch(
     if claimed_keys is not None:
         claimed_keys()
     if claimed is not None:
+        if batch.carried is not None:
+            # Rare (a key of an earlier file): the object path sorts out who keeps what.
+            batch.expand()
+            assert batch.rows is not None
+            rows = batch.rows
         rows = rows.kept(claimed)
+    settle(batch, rows)
+    payloads = rows.payloads
+    await usage_repo.copy_rows(conn, "usage_records", rows.usage_columns, rows.usage,
+                               payloads.get("usage_records"))
+    await charge_writes.write(conn, rows.charges, rows.rollup, payload=payloads.get("charges"))
+    await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS,
+                               rows.suspense + rows.rejects)
+    if merged:
+        await _store_merged(conn, batch, merged, source_file_id)
+    _count(batch)
+
+
+def settle(batch: WriteBatch, rows: Rows) -> None:
+    """Each entry's status and the batch's totals, once ``rows`` are what is stored."""
     for entry in rows.duplicates:
         entry.status = "duplicate"
     for entry in rows.claims:
@@ -94,15 +117,6 @@ async def store_batch(
     totals = batch.totals
     for currency, amount in rows.totals.items():
         totals[currency] = totals.get(currency, 0) + amount
-    payloads = rows.payloads
-    await usage_repo.copy_rows(conn, "usage_records", rows.usage_columns, rows.usage,
-                               payloads.get("usage_records"))
-    await charge_writes.write(conn, rows.charges, rows.rollup, payload=payloads.get("charges"))
-    await usage_repo.copy_rows(conn, "suspense", usage_repo.SUSPENSE_COLUMNS,
-                               rows.suspense + rows.rejects)
-    if merged:
-        await _store_merged(conn, batch, merged, source_file_id)
-    _count(batch)
 
 
 async def _store_merged(
@@ -266,7 +280,9 @@ def _count(batch: WriteBatch) -> None:
         for part in merged.parts or ():
             part.status = merged.status  # the parts follow the usage they make up
     counts = batch.counts
-    counts["in"] = counts.get("in", 0) + len(batch.entries)
+    counts["in"] = counts.get("in", 0) + batch.size
+    if batch.carried is not None:  # claimed, all of them: else the batch was expanded
+        counts["charged"] = counts.get("charged", 0) + batch.carried.count
     for entry in batch.entries:
         name = _STATUS_COUNT[entry.status or "suspense"]
         counts[name] = counts.get(name, 0) + 1

@@ -39,6 +39,12 @@ class Accounts:
     def get(self, identifier: str) -> Account | None:
         return self._by_identifier.get(identifier)
 
+    @property
+    def by_identifier(self) -> dict[str, Account]:
+        """The directory itself (identifier -> account), for lookups over columns
+        (``native.columnar.resolve``); read it, never change it."""
+        return self._by_identifier
+
     def find(self, record: UsageRecord) -> Account | None:
         """The account of the first of the record's identifier fields that is known
         (``server.rating.fields.IDENTIFIER_FIELDS`` gives the fields and their order)."""

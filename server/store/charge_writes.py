@@ -88,6 +88,12 @@ def roll_up(facts: Iterable[Fact]) -> Rollup:
             sums[0] += f.amount_micros
             sums[1] += 1
             sums[2] += f.units
+    return of_days(days)
+
+
+def of_days(days: dict[tuple[Any, ...], list[Any]]) -> Rollup:
+    """The rollup of daily sums already grouped: key (account_id, day, service, zone,
+    currency, tariff_version_id) → [amount, records, units, reversals, reversed_micros]."""
     months: dict[tuple[Any, ...], list[Any]] = {}
     for (account, on, service, zone, currency, version), sums in days.items():
         key = (account, on.replace(day=1), service, zone, currency, version)
@@ -106,7 +112,7 @@ def _rows(sums: dict[tuple[Any, ...], list[Any]]) -> list[tuple[Any, ...]]:
             for key, (amount, records, units, reversals, reversed_micros) in sums.items()]
 
 
-async def write(conn: Connection, rows: list[tuple[Any, ...]], rollup: Rollup, *,
+async def write(conn: Connection, rows: Sequence[tuple[Any, ...]], rollup: Rollup, *,
                 columns: Sequence[str] = usage_repo.CHARGE_COLUMNS,
                 payload: bytes | None = None) -> None:
     """Insert charge ``rows`` (``columns`` of ``charges``; ``payload``: their binary COPY

@@ -4,6 +4,8 @@
 twin (the tests compare them). ``KINDS`` gives, per table, the encoding of each column the
 pipeline writes; it must follow the columns' types (``tests`` check it against the database).
 Numeric columns have no kind: a batch that fills one is copied through asyncpg instead.
+``decode`` reads a payload back into rows (for the rare caller that needs the tuples of a
+payload built without them, ``server.pipeline.columnar``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from billing_oss.native.pgcopy import encode
 
-__all__ = ["KINDS", "encode", "encode_reference", "kinds_of"]
+__all__ = ["KINDS", "decode", "encode", "encode_reference", "kinds_of"]
 
 # t text/varchar/char/json, j jsonb, q int8, i int4, h int2, T timestamptz, b bytea, ? bool
 KINDS: dict[str, dict[str, str]] = {
@@ -93,3 +95,44 @@ def _field(kind: str, value: Any, r: int, c: int) -> bytes:
     if type(value) is not bool:
         raise TypeError(f"{where}: expected bool, got {type(value).__name__}")
     return b"\x00\x00\x00\x01" + (b"\x01" if value else b"\x00")
+
+
+def decode(payload: bytes, kinds: str) -> list[tuple[Any, ...]]:
+    """The rows of a binary COPY ``payload`` of columns of ``kinds`` (``encode``'s inverse)."""
+    view = memoryview(payload)
+    if bytes(view[:11]) != _SIGNATURE:
+        raise ValueError("not a binary COPY payload")
+    pos = 19 + struct.unpack_from(">i", view, 15)[0]
+    rows: list[tuple[Any, ...]] = []
+    while True:
+        (count,) = struct.unpack_from(">h", view, pos)
+        pos += 2
+        if count == -1:
+            return rows
+        if count != len(kinds):
+            raise ValueError(f"row {len(rows)}: {count} values for {len(kinds)} columns")
+        row: list[Any] = []
+        for kind in kinds:
+            (size,) = struct.unpack_from(">i", view, pos)
+            pos += 4
+            if size == -1:
+                row.append(None)
+                continue
+            data = bytes(view[pos : pos + size])
+            pos += size
+            row.append(_value(kind, data))
+        rows.append(tuple(row))
+
+
+def _value(kind: str, data: bytes) -> Any:
+    if kind == "t":
+        return data.decode()
+    if kind == "j":
+        return data[1:].decode()
+    if kind in _FORMATS:
+        return int.from_bytes(data, "big", signed=True)
+    if kind == "T":
+        return _EPOCH + dt.timedelta(microseconds=int.from_bytes(data, "big", signed=True))
+    if kind == "b":
+        return data
+    return data != b"\x00"

@@ -71,7 +71,7 @@ async def next_usage_ids(conn: Connection, count: int) -> list[int]:
     return list(ids)
 
 
-async def claim_key_rows(conn: Connection, rows: list[tuple[Any, ...]],
+async def claim_key_rows(conn: Connection, rows: Sequence[tuple[Any, ...]],
                          payload: bytes | None = None) -> set[int] | None:
     """Claim record keys (``KEY_COLUMNS`` rows carrying their usage id). None: all claimed;
     else the usage ids of the rows claimed (the others' keys were taken before).
@@ -99,7 +99,7 @@ async def claim_key_rows(conn: Connection, rows: list[tuple[Any, ...]],
 
 
 async def copy_rows(
-    conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]],
     payload: bytes | None = None,
 ) -> None:
     """COPY ``rows`` in; ``payload``, when given, is their binary encoding, sent as is."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -16,6 +17,7 @@ import pytest
 from billing_oss.core.contract import Counts, FileOutcome
 from billing_oss.server import config
 from billing_oss.server.composition import decoders, rater_factory, read_catalog_file
+from billing_oss.server.pipeline.batch import WriteBatch
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo
 from tests.conftest import REPO, VECTORS
@@ -142,3 +144,36 @@ async def test_asterisk_csv(pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Pa
     assert tables == {"charged": 4, "charges": 4, "suspense": 1, "sequence_no": None}
     line = await pool.fetchval("SELECT detail FROM suspense WHERE source = 'pbx'")
     assert "line 5" in line
+
+
+async def test_3gpp_file_repeating_records_of_an_earlier_one(
+    pipeline: Pipeline, pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain calls go the columnar path; a batch holding a key an earlier file took turns
+    into entries at the write (``WriteBatch.expand``): the repeats are duplicates, the rest
+    charged, nothing stored twice."""
+    odd = bytes([0xA5, 0x03, 0x80, 0x01, 0x05])
+    first, second = tmp_path / "msc2-a.cdr", tmp_path / "msc2-b.cdr"
+    with first.open("wb") as fh:
+        write_3gpp_file(fh, [call(ref) for ref in range(101, 105)], sequence_number=1)
+    with second.open("wb") as fh:
+        write_3gpp_file(fh, [call(103), odd, call(104), call(105), call(106)],
+                        sequence_number=2)
+    expanded: list[bool] = []
+    expand = WriteBatch.expand
+
+    def spy(batch: WriteBatch) -> None:
+        expanded.append(batch.carried is not None)
+        expand(batch)
+
+    monkeypatch.setattr(WriteBatch, "expand", spy)
+    a = await pipeline.ingest_file(first, source="msc2", format="3gpp")
+    b = await pipeline.ingest_file(second, source="msc2", format="3gpp")
+    assert (a.counts.in_, a.counts.charged) == (4, 4)
+    c = b.counts
+    assert (c.in_, c.charged, c.duplicates, c.suspense) == (5, 2, 2, 1)
+    assert await pool.fetchval("SELECT count(*) FROM usage_records WHERE source = 'msc2'") == 6
+    charged = await pool.fetchval(
+        "SELECT sum(amount_micros) FROM charges WHERE source_file_id = $1", b.source_file_id)
+    assert any(expanded)  # the columnar batch met a taken key
+    assert list(b.totals) == ["EUR"] and Decimal(b.totals["EUR"]) * 1_000_000 == charged
