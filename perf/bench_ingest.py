@@ -12,7 +12,8 @@ them chargeable by the demo tariff.
 Both peers write the way ingest does: the rows in chunks of the pipeline's ``batch_size``
 records, each chunk in one transaction, the chunks spread over as many connections as the
 pipeline has write lanes (``write_lanes``), all lanes at once. The first peer COPYs the rows
-our run stored (a usage key, a usage row, a charge per record, every index). The lean peer
+our run stored (a usage key, a usage row, a charge per record, the charges' rollup deltas
+of both levels, spread over the chunks by their records; every index). The lean peer
 COPYs, per record, one row holding the same usage row's columns and its charge's amount,
 currency, tariff version, zone and band into a table whose only index is the unique key on
 (source, record_key): what a durable, deduplicated, charged record needs at least.
@@ -56,6 +57,7 @@ from billing_oss.server import config  # noqa: E402
 from billing_oss.server.composition import decoders, rater_factory, read_catalog_file  # noqa: E402
 from billing_oss.server.pipeline.pipeline import Pipeline  # noqa: E402
 from billing_oss.server.store import catalog_repo, usage_repo  # noqa: E402
+from billing_oss.server.store.charge_writes import ROLLUP_COLUMNS  # noqa: E402
 from billing_oss.server.store.dsn import with_database  # noqa: E402
 from billing_oss.server.store.migrate import migrate  # noqa: E402
 
@@ -67,6 +69,7 @@ COPY_TABLES = {
     "charges": ("account_id", "charge_id", "event_time", "usage_id", "kind", "amount_micros",
                 "currency", "tariff_version_id", "zone", "band"),
 }
+ROLLUP_TABLES = ("charge_rollups", "charge_rollups_monthly")
 CHARGE_CARRIED = ("amount_micros", "currency", "tariff_version_id", "zone", "band")
 LEAN_COLUMNS = (*COPY_TABLES["usage_records"], *CHARGE_CARRIED)
 # The least one charged record needs durably: its usage row with the first charge carried on
@@ -400,11 +403,25 @@ async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int, batch_
         tables = COPY_TABLES
         queries = {table: f"SELECT {', '.join(columns)} FROM {table} ORDER BY usage_id"
                    for table, columns in COPY_TABLES.items()}
+    # The rollup deltas ingest writes beside its charges (one COPY per level per batch) have
+    # no usage id to chunk by: each chunk takes its share of them, by its records.
+    rollups: dict[str, list[asyncpg.Record]] = {} if lean else {
+        table: await src.fetch(f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM {table}")
+        for table in ROLLUP_TABLES}
+    records = 0 if lean else await src.fetchval("SELECT count(*) FROM usage_keys")
+    done = 0
     timed = 0.0
     async with src.transaction():
         readers = {table: _Rows(await src.cursor(queries[table]), columns.index("usage_id"))
                    for table, columns in tables.items()}
+        tables = {**tables, **{table: ROLLUP_COLUMNS for table in rollups}}
         while window := await _read_chunks(readers, batch_size, 4 * lanes):
+            for chunk in window:
+                share = len(next(iter(chunk.values())))
+                for table, rows in rollups.items():
+                    chunk[table] = rows[len(rows) * done // records:
+                                        len(rows) * (done + share) // records]
+                done += share
             started = time.perf_counter()
             with cpu.section(backends):
                 await asyncio.gather(*(_lane(conn, window[i::lanes], tables)
