@@ -405,22 +405,23 @@ async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int, batch_
                    for table, columns in COPY_TABLES.items()}
     # The rollup deltas ingest writes beside its charges (one COPY per level per batch) have
     # no usage id to chunk by: each chunk takes its share of them, by its records.
-    rollups: dict[str, list[asyncpg.Record]] = {} if lean else {
-        table: await src.fetch(f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM {table}")
-        for table in ROLLUP_TABLES}
+    rollups: dict[str, int] = {} if lean else {
+        table: await src.fetchval(f"SELECT count(*) FROM {table}") for table in ROLLUP_TABLES}
     records = 0 if lean else await src.fetchval("SELECT count(*) FROM usage_keys")
     done = 0
     timed = 0.0
     async with src.transaction():
         readers = {table: _Rows(await src.cursor(queries[table]), columns.index("usage_id"))
                    for table, columns in tables.items()}
+        shares = {table: _Rows(await src.cursor(
+            f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM {table}"), 0) for table in rollups}
         tables = {**tables, **{table: ROLLUP_COLUMNS for table in rollups}}
         while window := await _read_chunks(readers, batch_size, 4 * lanes):
             for chunk in window:
                 share = len(next(iter(chunk.values())))
-                for table, rows in rollups.items():
-                    chunk[table] = rows[len(rows) * done // records:
-                                        len(rows) * (done + share) // records]
+                for table, total in rollups.items():
+                    chunk[table] = await shares[table].take(
+                        total * (done + share) // records - total * done // records)
                 done += share
             started = time.perf_counter()
             with cpu.section(backends):
