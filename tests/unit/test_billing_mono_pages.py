@@ -14,6 +14,7 @@ import pikepdf
 import pytest
 import typst
 from fontTools.ttLib import TTFont
+from lxml import etree
 
 from billing_oss.server.billing.render import facturx, mono_pages
 from billing_oss.server.billing.render.mono_pages import Sheet
@@ -33,6 +34,9 @@ def typst_pdf() -> bytes:
 def sheet(lines: list[str]) -> Sheet:
     return Sheet(running="Invoice 1 · list", title="The list", note="A note.",
                  head="When  What", lines=lines, foot=["Total  3"])
+
+
+NPAGES = ".//{http://ns.adobe.com/xap/1.0/t/pg/}NPages"  # the XMP's page count
 
 
 def appended(pdf: bytes, lines: list[str]) -> bytes:
@@ -67,6 +71,20 @@ def test_the_pages_follow_the_documents_and_number_from_it(typst_pdf: bytes) -> 
     for p in range(2, pages + 1):
         assert text(pdf, p)[0] == f"Invoice 1 · list page {p}/{pages}"
     assert text(pdf, 1)[0] == "Invoice 1"
+
+
+def test_the_xmp_page_count_is_the_documents_with_the_list_pages(typst_pdf: bytes) -> None:
+    """typst's XMP counts its own pages; the marked document's counts the list's too."""
+    pdf = appended(typst_pdf, [f"{i:05d} line" for i in range(250)])
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        pages = len(doc.pages)
+        packet = doc.Root.Metadata.read_bytes()
+    counts = etree.fromstring(packet).findall(NPAGES)
+    assert pages == 5 and [c.text for c in counts] == ["5"]
+    plain = facturx.mark_pdf(typst_pdf)
+    with pikepdf.open(io.BytesIO(plain)) as doc:
+        packet = doc.Root.Metadata.read_bytes()
+    assert [c.text for c in etree.fromstring(packet).findall(NPAGES)] == ["1"]
 
 
 def test_the_embedded_font_is_a_complete_pdf_a_composite_font(typst_pdf: bytes) -> None:

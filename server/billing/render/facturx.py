@@ -23,6 +23,7 @@ RDF: Final = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 PDFA_EXTENSION: Final = "http://www.aiim.org/pdfa/ns/extension/"
 PDFA_SCHEMA: Final = "http://www.aiim.org/pdfa/ns/schema#"
 PDFA_PROPERTY: Final = "http://www.aiim.org/pdfa/ns/property#"
+XMP_PAGED: Final = "http://ns.adobe.com/xap/1.0/t/pg/"  # xmpTPg: NPages
 
 FILE_NAME: Final = "factur-x.xml"
 VERSION: Final = "1.0"
@@ -41,20 +42,23 @@ PROPERTIES: Final = (
 
 def mark_pdf(pdf: bytes, edit: Callable[[Update], object] | None = None) -> bytes:
     """``pdf`` (a PDF/A-3 with the XML attached) with the Factur-X XMP metadata, and what
-    ``edit`` changes in it (pages it adds) in the same update."""
+    ``edit`` changes in it (pages it adds) in the same update; the XMP's page count is the
+    document's after the edit, not the count typst wrote."""
     update = Update(pdf)
     metadata = update.catalog_ref(b"Metadata")
     _, packet = update.stream_data(metadata)
-    # PDF/A: the metadata stream stays unfiltered, plain XML any reader can find.
-    update.set(metadata, stream(b"/Type/Metadata/Subtype/XML", mark_xmp(packet)))
     if edit is not None:
         edit(update)
+    # PDF/A: the metadata stream stays unfiltered, plain XML any reader can find.
+    update.set(metadata, stream(b"/Type/Metadata/Subtype/XML",
+                                mark_xmp(packet, pages=update.page_count())))
     return update.write()
 
 
-def mark_xmp(packet: bytes) -> bytes:
+def mark_xmp(packet: bytes, pages: int | None = None) -> bytes:
     """The XMP ``packet`` with the fx: properties in an rdf:Description of their own and
-    the fx: schema added to the packet's pdfaExtension:schemas (created if absent)."""
+    the fx: schema added to the packet's pdfaExtension:schemas (created if absent);
+    ``pages``: the document's page count, set as xmpTPg:NPages."""
     root = etree.fromstring(packet, etree.XMLParser(remove_blank_text=False,
                                                     resolve_entities=False))
     rdf = root if root.tag == _q(RDF, "RDF") else root.find(_q(RDF, "RDF"))
@@ -72,8 +76,21 @@ def mark_xmp(packet: bytes) -> bytes:
     for name, _ in PROPERTIES:
         etree.SubElement(fx, _q(FX, name)).text = values[name]
     _declare_schema(rdf)
+    if pages is not None:
+        _set_page_count(rdf, pages)
     out: bytes = etree.tostring(root.getroottree(), encoding="UTF-8")
     return out
+
+
+def _set_page_count(rdf: etree._Element, pages: int) -> None:
+    """xmpTPg:NPages (a schema XMP predefines: PDF/A needs no extension schema for it) where
+    the packet has it, else in an rdf:Description of its own."""
+    found = rdf.find(f"{_q(RDF, 'Description')}/{_q(XMP_PAGED, 'NPages')}")
+    if found is None:
+        holder = etree.SubElement(rdf, _q(RDF, "Description"), {_q(RDF, "about"): ""},
+                                  nsmap={"xmpTPg": XMP_PAGED})
+        found = etree.SubElement(holder, _q(XMP_PAGED, "NPages"))
+    found.text = str(pages)
 
 
 def _declare_schema(rdf: etree._Element) -> None:

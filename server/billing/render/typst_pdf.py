@@ -20,7 +20,14 @@ from billing_oss.core.money import format_printed
 from billing_oss.core.rounding import plain
 from billing_oss.server.billing.issuing import CreditNote, Invoice
 from billing_oss.server.billing.model import InvoiceDraft
-from billing_oss.server.billing.render import cii, facturx, itemised, mono_pages, page
+from billing_oss.server.billing.render import (
+    cii,
+    columns,
+    facturx,
+    itemised,
+    mono_pages,
+    page,
+)
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
 
 _local = threading.local()
@@ -28,14 +35,27 @@ _local = threading.local()
 TEMPLATE = r"""
 #let d = json(bytes(sys.inputs.data))
 #set document(title: d.title, author: d.seller.name)
-#set page(paper: "a4", margin: (x: 18mm, y: 16mm),
+#set page(paper: "a4", margin: (x: MARGIN_X_MMmm, y: 16mm),
   footer: text(8pt, fill: gray, d.title))
-#set text(font: "Libertinus Serif", size: 9.5pt)
-#set grid(stroke: 0.3pt + gray, inset: 4pt)
+#set text(font: "FONT", size: SIZE_PTpt)
 #let title(t) = block(above: 12pt, below: 6pt, text(11pt, weight: "bold", t))
 #pdf.attach("factur-x.xml", bytes(sys.inputs.xml), relationship: "alternative",
   mime-type: "text/xml", description: d.attachment)
 #let lines(..parts) = parts.pos().filter(p => p != "").join(linebreak())
+#let rule(widths) = line(length: (widths.sum() + GAP_EM * (widths.len() - 1)) * 1em,
+  stroke: 0.3pt + gray)
+// A table: one paragraph, a line a row, each cell a box of its column's width (measured
+// beforehand, server.billing.render.columns); the heading bold above a rule, a rule below.
+#let table(widths, aligns, head, rows) = {
+  let row(cells) = cells.enumerate().map(((i, c)) =>
+    box(width: widths.at(i) * 1em, align(aligns.at(i), c))).join(h(GAP_EMem))
+  set par(leading: 0.55em, spacing: 0.45em)
+  block(above: 0pt, below: 0pt, {
+    if head != none { par(row(head.map(strong))); rule(widths) }
+    par(rows.map(row).join(linebreak()))
+    rule(widths)
+  })
+}
 #grid(columns: (1fr, 1fr), stroke: none, inset: 0pt,
   [#text(13pt, weight: "bold", d.seller.name) \
    #lines(d.seller.address, (d.seller.postcode + " " + d.seller.city).trim(), d.seller.country,
@@ -49,25 +69,25 @@ TEMPLATE = r"""
     if d.buyer.vat_id != "" { "VAT " + d.buyer.vat_id } else { "" })]
 #for group in d.groups [
   #title(group.title)
-  #grid(columns: (auto, 1fr, auto, auto, auto, auto, auto),
-    align: (left, left, right, left, right, right, right),
-    [*No.*], [*Description*], [*Quantity*], [*Unit*], [*Unit price*], [*VAT*],
-    [*Amount #d.currency*],
-    ..group.lines.map(l => (l.no,
+  #table(d.columns.lines, (left, left, right, left, right, right, right),
+    ([No.], [Description], [Quantity], [Unit], [Unit price], [VAT], [Amount #d.currency]),
+    group.lines.map(l => (l.no,
       if l.note != "" [#l.description \ #text(8pt, fill: luma(90), l.note)] else [#l.description],
-      l.quantity, l.unit, l.unit_price, l.vat, l.amount)).flatten())
+      l.quantity, l.unit, l.unit_price, l.vat, l.amount)))
 ]
 #if d.allowances.len() > 0 [
   #title[Invoice discounts]
-  #grid(columns: (1fr, auto, auto), align: (left, right, right),
-    ..d.allowances.map(a => (a.reason, a.vat, "-" + a.amount)).flatten())
+  #table(d.columns.allowances, (left, right, right), none,
+    d.allowances.map(a => (a.reason, a.vat, "-" + a.amount)))
 ]
 #title[VAT summary]
-#grid(columns: (auto, auto, 1fr, 1fr), align: right,
-  [*Category*], [*Rate*], [*Taxable #d.currency*], [*VAT #d.currency*],
-  ..d.taxes.map(t => (t.category, t.rate + " %", t.taxable, t.tax)).flatten())
-#align(right, grid(columns: (auto, auto), stroke: none, align: right,
-  ..d.totals.map(t => (t.label, t.value)).flatten()))
+#table(d.columns.taxes, (right, right, right, right),
+  ([Category], [Rate], [Taxable #d.currency], [VAT #d.currency]),
+  d.taxes.map(t => (t.category, t.rate + " %", t.taxable, t.tax)))
+#v(6pt)
+#align(right, table(d.columns.totals, (right, right), none,
+  d.totals.map(t => (t.label, t.value))))
+#v(6pt)
 #for n in d.notes [#emph(n) \ ]
 *#d.terms_label:* #d.terms
 #if d.usage.len() > 0 [
@@ -77,11 +97,12 @@ TEMPLATE = r"""
   they were rated at (a product's price of the cycle's usage bills rated usage on its own
   line); each record is kept with its charge and can be requested by its line number.
   #v(4pt)
-  #grid(columns: (auto, auto, auto, auto, auto), align: (left, left, right, right, right),
-    [*Line*], [*Service / zone*], [*Records*], [*Usage*], [*Rated #d.currency*],
-    ..d.usage.map(u => (u.no, u.what, u.records, u.usage, u.amount)).flatten())
+  #table(d.columns.usage, (left, left, right, right, right),
+    ([Line], [Service / zone], [Records], [Usage], [Rated #d.currency]),
+    d.usage.map(u => (u.no, u.what, u.records, u.usage, u.amount)))
 ]
-"""
+""".replace("MARGIN_X_MM", f"{columns.MARGIN_X_MM:g}").replace("FONT", columns.FONT).replace(
+    "SIZE_PT", f"{columns.SIZE_PT:g}").replace("GAP_EM", f"{columns.GAP_EM:g}")
 
 def _compiler() -> Any:
     compiler = getattr(_local, "compiler", None)
@@ -157,6 +178,12 @@ def document_data(doc: Rendition) -> dict[str, Any]:
                  f"{c.seller.get('iban') or 'the account on file'}, quoting "
                  f"{doc.number if doc.issue_date else 'the invoice number'}.")
     facts.append(("Period", page.period_text(c)))
+    groups = page.as_data(reading.rows)
+    allowances = [{"reason": a.reason, "vat": f"{a.tax_category} {plain(a.tax_rate)} %",
+                   "amount": amount(a.amount_micros)} for a in c.allowances]
+    taxes = [{"category": x.category, "rate": plain(x.rate),
+              "taxable": amount(x.taxable), "tax": amount(x.tax)} for x in c.taxes]
+    printed_totals = [{"label": label, "value": f"{amount(v)} {cur}"} for label, v in totals]
     return {
         "title": doc.title, "kind": doc.heading, "number": doc.number,
         "facts": [{"label": label, "value": value} for label, value in facts],
@@ -166,16 +193,38 @@ def document_data(doc: Rendition) -> dict[str, Any]:
                                    ""), **{k: str(v) for k, v in c.seller.items()}},
         "buyer": {**dict.fromkeys(("name", "account_id", "address", "postcode", "city",
                                    "country", "vat_id"), ""), **buyer},
-        "groups": page.as_data(reading.rows),
-        "allowances": [{"reason": a.reason, "vat": f"{a.tax_category} {plain(a.tax_rate)} %",
-                        "amount": amount(a.amount_micros)} for a in c.allowances],
-        "taxes": [{"category": x.category, "rate": plain(x.rate),
-                   "taxable": amount(x.taxable), "tax": amount(x.tax)} for x in c.taxes],
-        "totals": [{"label": label, "value": f"{amount(v)} {cur}"} for label, v in totals],
+        "groups": groups,
+        "allowances": allowances,
+        "taxes": taxes,
+        "totals": printed_totals,
         "notes": list(c.notes) + (["Prices include VAT."] if c.tax_inclusive else []),
         "terms_label": "Settlement" if doc.is_credit_note else "Payment terms",
         "terms": terms,
         "usage": usage,
+        "columns": _columns(cur, groups, allowances, taxes, printed_totals, usage),
+    }
+
+
+def _columns(cur: str, groups: list[dict[str, Any]], allowances: list[dict[str, str]],
+             taxes: list[dict[str, str]], totals: list[dict[str, str]],
+             usage: list[dict[str, str]]) -> dict[str, list[float]]:
+    """Each table's column widths (em), its headings as TEMPLATE prints them: the line
+    tables share theirs, so their columns align from one group to the next."""
+    lines = [[ln["no"], ln["description"], ln["quantity"], ln["unit"], ln["unit_price"],
+              ln["vat"], ln["amount"]] for g in groups for ln in g["lines"]]
+    return {
+        "lines": columns.widths(["No.", "Description", "Quantity", "Unit", "Unit price", "VAT",
+                                 f"Amount {cur}"], lines, fill=1, full=True),
+        "allowances": columns.widths(["", "", ""], [[a["reason"], a["vat"], "-" + a["amount"]]
+                                                    for a in allowances], fill=0, full=True),
+        "taxes": columns.widths(["Category", "Rate", f"Taxable {cur}", f"VAT {cur}"],
+                                [[t["category"], t["rate"] + " %", t["taxable"], t["tax"]]
+                                 for t in taxes]),
+        "totals": columns.widths(["", ""], [[t["label"], t["value"]] for t in totals]),
+        "usage": columns.widths(["Line", "Service / zone", "Records", "Usage",
+                                 f"Rated {cur}"],
+                                [[u["no"], u["what"], u["records"], u["usage"], u["amount"]]
+                                 for u in usage], fill=1),
     }
 
 
