@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Literal
 
 import msgspec
@@ -131,13 +133,22 @@ def _is_single(payload: bytes, enc: Encoding) -> bool:
     return shape.records is None and shape.readings is None
 
 
+_attrs_of = attrgetter("attrs")
+_CONTAINER_TYPES = frozenset({dict, list})
+
+
 def _check_depth(decoded: Decoded, level: int) -> None:
     """Refuse a payload whose ``attrs`` nest the whole deeper than ``MAX_DEPTH``."""
     room = MAX_DEPTH - level  # levels left for an attrs object and what it holds
     groups: tuple[tuple[str, list[dict[str, Any]]], ...] = (
-        ("records", [r.attrs for r in decoded.records]),
-        ("readings", [r.attrs for r in decoded.readings]))
+        ("records", list(map(_attrs_of, decoded.records))),
+        ("readings", list(map(_attrs_of, decoded.readings))))
     for name, all_attrs in groups:
+        # Most attrs are flat (one level, well within room): their values' types, gathered
+        # in C, say so without walking each record's attrs in Python.
+        if room >= 1 and not _CONTAINER_TYPES.intersection(map(type, chain.from_iterable(
+                map(dict.values, all_attrs)))):
+            continue
         for index, attrs in enumerate(all_attrs):
             if attrs and (depth := _nesting(attrs, room)) > room:
                 where = f"{name}[{index}].attrs" if level > 1 else "attrs"

@@ -9,9 +9,10 @@ one's outcome is stored with its position so a replay can answer the same.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 import msgspec
@@ -101,18 +102,30 @@ async def commit(
 
 def _prepare(deliveries: Sequence[Delivery], rater: Rater, ids: list[int]
              ) -> tuple[list[WriteBatch], WriteBatch]:
-    """Each delivery's entries, and all of them as one batch with its rows built."""
-    prepared: list[WriteBatch] = []
+    """Each delivery's entries, and all of them as one batch with its rows built.
+
+    The deliveries' items are validated and rated together, in one call to the rater: a
+    commit of many small messages pays the rater's per-call cost once, not per message."""
+    items: list[Item] = []
+    starts: list[int] = []
     for delivery in deliveries:
-        items: list[Item] = [*delivery.records, *delivery.rejects]
-        prepared.append(prepare(items, rater, delivery.source, _positions(delivery.position)))
-    combined = WriteBatch([e for b in prepared for e in b.entries])
+        starts.append(len(items))
+        items += delivery.records
+        # a reject naming no source is filed under its delivery's, as ``prepare`` would
+        items += [r if r.source else msgspec.structs.replace(r, source=delivery.source)
+                  for r in delivery.rejects]
+    positions = [d.position for d in deliveries]
+
+    def position_of(index: int) -> str:
+        k = bisect.bisect_right(starts, index) - 1
+        return f"{positions[k]}#{index - starts[k]}"
+
+    entries = prepare(items, rater, "", position_of).entries
+    ends = [*starts[1:], len(items)]
+    prepared = [WriteBatch(entries[start:end]) for start, end in zip(starts, ends, strict=True)]
+    combined = WriteBatch(entries)
     combined.rows = build_rows(combined, ids, None)
     return prepared, combined
-
-
-def _positions(position: str) -> Callable[[int], str]:
-    return lambda index: f"{position}#{index}"
 
 
 def _fresh(deliveries: Sequence[Delivery], stored: dict[tuple[str, str], bytes | None]

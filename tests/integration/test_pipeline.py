@@ -4,8 +4,9 @@ reconciliation, suspense and retry, partial records, a dropped connection mid-ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import asyncpg
 import msgspec
@@ -14,7 +15,7 @@ import pytest
 from billing_oss.adapters.formats.items import FormatDecoder
 from billing_oss.core.contract import Delivery, Reject
 from billing_oss.core.errors import Reason
-from billing_oss.core.ports import FileHeader
+from billing_oss.core.ports import Charge, Failure, FileHeader
 from billing_oss.core.records import UsageRecord
 from billing_oss.server import config
 from billing_oss.server.composition import read_catalog_file
@@ -211,6 +212,45 @@ async def test_deliveries_commit_once_and_replays_answer_the_same(
     replay = await pipeline.commit([first])
     assert replay[0].replay and replay[0].results == one.results
     assert await table_counts(pool) == before
+
+
+class CountingRater(FlatRater):
+    """FlatRater that counts its calls: a commit's deliveries are rated together."""
+
+    calls: ClassVar[list[int]] = []
+
+    def rate(self, records: Sequence[UsageRecord]) -> list[Charge | Failure]:
+        self.calls.append(len(records))
+        return super().rate(records)
+
+
+async def test_a_commit_rates_its_deliveries_in_one_call_and_keeps_each_ones_outcome(
+    pool: asyncpg.Pool, pipeline: Pipeline
+) -> None:
+    counting = Pipeline(pool, pipeline.config, rater_factory=CountingRater,
+                        decoders={"jsonl": FormatDecoder("jsonl")})
+    CountingRater.calls.clear()
+    nameless = Reject(reason=Reason.MALFORMED, detail="not JSON", raw=b"{", where="payload")
+    first = Delivery(source="mq-a", position="one-1",
+                     records=[voice("one-a"), voice("one-b", calling="1")], rejects=[nameless])
+    second = Delivery(source="mq-b", position="one-2", records=[], rejects=[nameless])
+    third = Delivery(source="mq-c", position="one-3",
+                     records=[voice("one-c", called="99912"), voice("one-d")])
+    outcomes = await counting.commit([first, second, third])
+    assert CountingRater.calls == [4]  # one call for the four records of three messages
+    assert [[r.status for r in o.results] for o in outcomes] == [
+        ["charged", "suspense", "suspense"], ["suspense"], ["suspense", "charged"]]
+    assert [[r.record_key for r in o.results] for o in outcomes] == [
+        ["one-a", "one-b", None], [None], ["one-c", "one-d"]]
+    assert [o.counts.in_ for o in outcomes] == [3, 1, 2]
+    rows = await pool.fetch(
+        "SELECT source, record_key, reason, source_position FROM suspense"
+        " WHERE source_position LIKE 'one-%' ORDER BY source_position")
+    # where each suspense item came from: its message and its index there; a reject naming
+    # no source is filed under its message's
+    assert [tuple(r) for r in rows] == [
+        ("msc1", "one-b", "UNKNOWN_ACCOUNT", "one-1#1"), ("mq-a", None, "MALFORMED", "one-1#2"),
+        ("mq-b", None, "MALFORMED", "one-2#0"), ("msc1", "one-c", "NO_ZONE", "one-3#0")]
 
 
 async def test_partial_records_merge_into_one_usage(pipeline: Pipeline, pool: asyncpg.Pool) -> None:
@@ -458,7 +498,7 @@ async def test_a_failure_in_flight_rolls_back_the_later_batches_and_retries_them
 ) -> None:
     records = [voice(f"fly-{i}", seconds=1) for i in range(100)]
     path = write_jsonl(tmp_path / "fly.jsonl", records)
-    calls: list[int] = []
+    calls: ClassVar[list[int]] = []
 
     async def kill_some(conn: Connection) -> None:
         calls.append(conn.get_server_pid())
