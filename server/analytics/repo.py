@@ -119,6 +119,11 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
                     found += await _group_totals(db, grouping, piece.level, piece.total,
                                                  dims, piece.start, piece.end, service)
             return found
+        months = report_spans.split("month", start, end)
+        whole = [p for p in months or [] if p.level == "month"]
+        if period == "total" and whole:  # several months, perhaps days at the ends
+            return await _span_totals(db, grouping, dims, start, end, whole[0].start,
+                                      whole[0].end, service)
     return await _account_totals(db, period, dims, start, end, account, service)
 
 
@@ -222,6 +227,57 @@ async def _group_totals(db: Db, grouping: str, level: str, total: bool, dims: Se
            f" GROUP BY {keys} ORDER BY {keys}")
     return await compaction_lock.fetch_between_compactions(
         db, sql, [start, end, service, grouping])
+
+
+async def _span_totals(db: Db, grouping: str, dims: Sequence[str], start: dt.date,
+                       end: dt.date, first: dt.date, after: dt.date,
+                       service: str | None) -> list[asyncpg.Record]:
+    """repo.totals in total over [start, end), which holds the whole months [first, after):
+    their sums from the account-less month level and its deltas, those of the days at the
+    ends from the day level and its; the distinct accounts as the union of the accounts whose
+    months (charge_account_presence, migration 1503) meet [first, after), those of the
+    monthly deltas there, and those of the per-account daily rows of the days at the ends
+    (at most 30 at each)."""
+    names = [*(f"d{i}" for i in range(len(dims))), "currency"]
+    level = [*(GROUP_LEVEL[d] for d in dims), "rtrim(r.currency)"]
+    delta = [*(DIMENSIONS[d] for d in dims), "rtrim(r.currency)"]
+    join = (" LEFT JOIN tariff_versions tv ON tv.tariff_version_id = r.tariff_version_id"
+            if "tariff" in dims else "")
+    service_is = " AND ($3::text IS NULL OR r.service = $3)"
+    inside = f" WHERE r.day >= $4 AND r.day < $5{service_is}"
+    ends = f" WHERE (r.day >= $1 AND r.day < $4 OR r.day >= $5 AND r.day < $2){service_is}"
+    keys = ", ".join(names)
+    # The bits of [first, after) in each of its years, the first year's first.
+    years = list(range(first.year, (after - dt.timedelta(days=1)).year + 1))
+    masks = [sum(1 << (m - 1) for m in range(1, 13) if first <= dt.date(y, m, 1) < after)
+             for y in years]
+
+    def cols(sql: Sequence[str]) -> str:
+        return ", ".join(f"{e} AS {n}" for e, n in zip(sql, names, strict=True))
+
+    sums = "r.amount_micros, r.records, r.units, 0 AS accounts"
+    sql = (f"SELECT NULL::date AS period, {', '.join(names)},"
+           " sum(amount_micros)::bigint AS amount_micros, sum(records)::bigint AS records,"
+           " sum(units) AS units, sum(accounts)::bigint AS accounts FROM ("
+           f" SELECT {cols(level)}, {sums} FROM charge_month_totals r{inside}"
+           " AND r.grouping = $6"
+           f" UNION ALL SELECT {cols(delta)}, {sums} FROM charge_rollups_monthly r{join}"
+           f"{inside} AND NOT r.compacted"
+           f" UNION ALL SELECT {cols(level)}, {sums} FROM charge_day_totals r{ends}"
+           " AND r.grouping = $6"
+           f" UNION ALL SELECT {cols(delta)}, {sums} FROM charge_rollups r{join}{ends}"
+           " AND NOT r.compacted"
+           f" UNION ALL SELECT {', '.join(names)}, 0, 0, 0,"
+           " count(DISTINCT account_id COLLATE \"C\") FROM ("
+           f" SELECT r.account_id, {cols(level)} FROM charge_account_presence r"
+           " WHERE r.grouping = $6 AND r.year >= $7 AND r.year < $7 + cardinality($8::int[])"
+           f" AND r.months & ($8::int[])[r.year - $7 + 1] <> 0{service_is}"
+           f" UNION ALL SELECT r.account_id, {cols(delta)} FROM charge_rollups_monthly r{join}"
+           f"{inside} AND NOT r.compacted"
+           f" UNION ALL SELECT r.account_id, {cols(delta)} FROM charge_rollups r{join}{ends}"
+           f") a GROUP BY {keys}) t GROUP BY {keys} ORDER BY {keys}")
+    return await compaction_lock.fetch_between_compactions(
+        db, sql, [start, end, service, first, after, grouping, years[0], masks])
 
 
 async def daily_series(db: Db, start: dt.date, end: dt.date,

@@ -17,9 +17,10 @@ import pytest
 
 from billing_oss.core.money import format_micros
 from billing_oss.server.analytics import repo, report_spans, reports
-from tests.integration.test_month_totals import START, charge, seed_catalog
+from tests.integration.test_month_totals import charge, seed_catalog
 
 D = dt.date
+FIRST = D(2025, 1, 1)  # compaction's first day
 # (period, start, end): weeks over a quarter starting on a Thursday (partial weeks at both
 # ends), whole weeks, months from mid-month to mid-month, a total over one week and one day.
 SPANS: list[tuple[str, dt.date, dt.date]] = [
@@ -28,6 +29,11 @@ SPANS: list[tuple[str, dt.date, dt.date]] = [
     ("month", D(2026, 1, 15), D(2026, 3, 20)),
     ("total", D(2026, 1, 12), D(2026, 1, 19)),
     ("total", D(2026, 2, 14), D(2026, 2, 15)),
+    ("total", D(2026, 1, 1), D(2026, 4, 1)),  # several whole months
+    ("total", D(2025, 12, 1), D(2026, 3, 1)),  # across a year's end
+    ("total", D(2026, 1, 15), D(2026, 3, 20)),  # a whole month and days at both ends
+    ("total", D(2025, 12, 20), D(2026, 2, 10)),
+    ("total", D(2026, 1, 10), D(2026, 2, 20)),  # no whole month: the days per account
     ("day", D(2026, 1, 10), D(2026, 2, 20)),
 ]
 DIMS: list[list[str]] = [[], ["zone"], ["tariff"], ["tariff_version"], ["currency"],
@@ -83,15 +89,32 @@ async def week_level(pool: asyncpg.Pool) -> dict[tuple[Any, ...], int]:
     return {(r["day"].isoformat(), r["zone"], r["currency"]): r["accounts"] for r in rows}
 
 
+async def presence(pool: asyncpg.Pool) -> set[tuple[Any, ...]]:
+    """(account, month, zone, currency) of the presence level's zone rows."""
+    rows = await pool.fetch("SELECT account_id, year, zone, rtrim(currency) AS currency,"
+                            " months FROM charge_account_presence WHERE grouping = 'zone'")
+    return {(r["account_id"], D(r["year"], m, 1), r["zone"], r["currency"])
+            for r in rows for m in range(1, 13) if r["months"] & 1 << (m - 1)}
+
+
+async def raw_presence(pool: asyncpg.Pool) -> set[tuple[Any, ...]]:
+    rows = await pool.fetch(
+        "SELECT DISTINCT account_id, date_trunc('month', event_time AT TIME ZONE 'UTC')::date"
+        " AS month, zone, rtrim(currency) AS currency FROM charges")
+    return {(r["account_id"], r["month"], r["zone"], r["currency"]) for r in rows}
+
+
 async def scenario(pool: asyncpg.Pool, catalog: list[int]) -> None:
     """Charges, reports, compaction, late charges and reversals, reports, compaction."""
+    await charge(pool, 7, catalog, account="M2", day=D(2025, 12, 30))
     for i in range(120):
         await charge(pool, i, catalog, reverse=i % 9 == 4)
     await check(pool)  # deltas only
     assert await pool.fetchval("SELECT count(*) FROM charge_week_totals") == 0
+    assert await pool.fetchval("SELECT count(*) FROM charge_account_presence") == 0
 
-    assert await repo.compact(pool, START, D(2026, 12, 31)) > 0
-    everything = (D(2026, 1, 1), D(2026, 4, 1))
+    assert await repo.compact(pool, FIRST, D(2026, 12, 31)) > 0
+    everything = (FIRST, D(2027, 1, 1))
     assert await week_level(pool) == {  # every compacted week counted, as the charges
         k: v[2] for k, v in (await raw(pool, "week", *everything, ["zone"], None)).items()}
     await check(pool)
@@ -103,8 +126,12 @@ async def scenario(pool: asyncpg.Pool, catalog: list[int]) -> None:
     await charge(pool, 1, catalog, account="M8", day=D(2026, 2, 14))
     await charge(pool, 2, catalog, account="M3", day=D(2026, 1, 13), reverse=True)
     await charge(pool, 3, catalog, account="M4", day=D(2026, 3, 31))
+    # a year before: an account and group of 2026 seen in 2025 too, and one new
+    await charge(pool, 5, catalog, account="M6", day=D(2025, 12, 28))
+    await charge(pool, 6, catalog, account="M8", day=D(2025, 12, 2), reverse=True)
     await check(pool)
-    await repo.compact(pool, START, D(2026, 12, 31))
+    await repo.compact(pool, FIRST, D(2026, 12, 31))
+    assert await presence(pool) == await raw_presence(pool)
     await check(pool)
 
 
@@ -119,20 +146,27 @@ async def test_weeks_partial_periods_and_service_filters_equal_the_charges(
 
 
 async def test_the_levels_answer(pool: asyncpg.Pool, catalog: list[int]) -> None:
-    # A report over whole weeks, one over a week in total, and one by zone for one service
-    # move with their level's rows: they are read from it, not from the per-account rollups.
+    # A report over whole weeks, one over a week in total, one by zone for one service and
+    # one over a quarter in total move with their level's rows (the last with its accounts'
+    # months): they are read from it, not from the per-account rollups.
     for i in range(60):
         await charge(pool, i, catalog)
-    await repo.compact(pool, START, D(2026, 12, 31))
+    await repo.compact(pool, FIRST, D(2026, 12, 31))
     asked = [("week", D(2026, 1, 5), D(2026, 3, 30), ["zone"], None),
              ("total", D(2026, 1, 12), D(2026, 1, 19), ["zone"], None),
-             ("month", D(2026, 1, 15), D(2026, 3, 20), ["zone"], "data")]
+             ("month", D(2026, 1, 15), D(2026, 3, 20), ["zone"], "data"),
+             ("total", D(2026, 1, 1), D(2026, 4, 1), ["zone"], None)]
     before = [await answer(pool, *a) for a in asked]
     for table, grouping in (("charge_week_totals", "zone"),
                             ("charge_month_totals", "service,zone")):
         await pool.execute(f"UPDATE {table} SET accounts = accounts + 1,"
                            " amount_micros = amount_micros + 1 WHERE grouping = $1", grouping)
+    # an account's months by zone moved out of the year's twelve bits: it is forgotten
+    await pool.execute("UPDATE charge_account_presence SET months = months << 12"
+                       " WHERE grouping = 'zone' AND account_id = 'M1'")
     after = [await answer(pool, *a) for a in asked]
+    await pool.execute("UPDATE charge_account_presence SET months = months >> 12"
+                       " WHERE grouping = 'zone' AND account_id = 'M1'")
     for table, grouping in (("charge_week_totals", "zone"),
                             ("charge_month_totals", "service,zone")):
         await pool.execute(f"UPDATE {table} SET accounts = accounts - 1,"
