@@ -35,35 +35,51 @@ CREATE UNIQUE INDEX charge_account_presence_key ON charge_account_presence
     NULLS NOT DISTINCT;
 CREATE INDEX charge_account_presence_grouping ON charge_account_presence (grouping, year);
 
--- The bits of the months ``months`` (their first days), set from their compacted monthly
--- rollups: read first (on Citus: gathered from the shards, where no GROUPING SETS runs), a
--- row written only where a bit is new.
-CREATE FUNCTION mark_charge_account_presence(months date[]) RETURNS void
+-- The bits of the months ``folded`` (their first days), set from their compacted monthly
+-- rollups: read first (on Citus: gathered from the shards, where no GROUPING SETS runs). Only
+-- a bit not set yet is written: most runs fold accounts already marked for the month, and an
+-- upsert of every group would lock and rewrite each of their rows, every run.
+CREATE FUNCTION mark_charge_account_presence(folded date[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     WITH g AS MATERIALIZED (
         SELECT r.account_id, r.day, r.service, r.zone, r.tariff_version_id, r.currency
-        FROM charge_rollups_monthly r WHERE r.compacted AND r.day = ANY (months)
+        FROM charge_rollups_monthly r WHERE r.compacted AND r.day = ANY (folded)
+    ), marks AS MATERIALIZED (
+        SELECT g.account_id, g.year,
+               CASE GROUPING(g.service, g.zone, g.tariff_version_id, g.tariff_id)
+                   WHEN 15 THEN '' WHEN 7 THEN 'service' WHEN 11 THEN 'zone'
+                   WHEN 13 THEN 'tariff_version' WHEN 14 THEN 'tariff'
+                   WHEN 3 THEN 'service,zone' WHEN 5 THEN 'service,tariff_version'
+                   WHEN 6 THEN 'service,tariff' END AS grouping,
+               g.service, g.zone, g.tariff_version_id, g.tariff_id, g.currency,
+               bit_or(g.bit) AS months
+        FROM (SELECT g.*, tv.tariff_id, extract(year FROM g.day)::int AS year,
+                     1 << (extract(month FROM g.day)::int - 1) AS bit FROM g
+              LEFT JOIN tariff_versions tv ON tv.tariff_version_id = g.tariff_version_id) g
+        GROUP BY g.account_id, g.year, g.currency, GROUPING SETS ((), (g.service), (g.zone),
+            (g.tariff_version_id), (g.tariff_id), (g.service, g.zone),
+            (g.service, g.tariff_version_id), (g.service, g.tariff_id))
+    ), known AS MATERIALIZED (
+        SELECT p.account_id, p.year, p.grouping, p.service, p.zone, p.tariff_version_id,
+               p.tariff_id, p.currency, p.months
+        FROM charge_account_presence p
+        WHERE p.account_id IN (SELECT account_id FROM g)
+          AND p.year IN (SELECT extract(year FROM x)::int FROM unnest(folded) x)
     )
     INSERT INTO charge_account_presence AS p (account_id, year, grouping, service, zone,
                                               tariff_version_id, tariff_id, currency, months)
-    SELECT g.account_id, g.year,
-           CASE GROUPING(g.service, g.zone, g.tariff_version_id, g.tariff_id)
-               WHEN 15 THEN '' WHEN 7 THEN 'service' WHEN 11 THEN 'zone'
-               WHEN 13 THEN 'tariff_version' WHEN 14 THEN 'tariff'
-               WHEN 3 THEN 'service,zone' WHEN 5 THEN 'service,tariff_version'
-               WHEN 6 THEN 'service,tariff' END,
-           g.service, g.zone, g.tariff_version_id, g.tariff_id, g.currency, bit_or(g.bit)
-    FROM (SELECT g.*, tv.tariff_id, extract(year FROM g.day)::int AS year,
-                 1 << (extract(month FROM g.day)::int - 1) AS bit FROM g
-          LEFT JOIN tariff_versions tv ON tv.tariff_version_id = g.tariff_version_id) g
-    GROUP BY g.account_id, g.year, g.currency, GROUPING SETS ((), (g.service), (g.zone),
-        (g.tariff_version_id), (g.tariff_id), (g.service, g.zone),
-        (g.service, g.tariff_version_id), (g.service, g.tariff_id))
+    SELECT m.* FROM marks m
+    WHERE NOT EXISTS (
+        SELECT 1 FROM known k WHERE k.account_id = m.account_id AND k.year = m.year
+          AND k.grouping = m.grouping AND k.service IS NOT DISTINCT FROM m.service
+          AND k.zone IS NOT DISTINCT FROM m.zone
+          AND k.tariff_version_id IS NOT DISTINCT FROM m.tariff_version_id
+          AND k.tariff_id IS NOT DISTINCT FROM m.tariff_id AND k.currency = m.currency
+          AND k.months | m.months = k.months)
     ON CONFLICT (account_id, year, grouping, service, zone, tariff_version_id, tariff_id,
                  currency)
-    DO UPDATE SET months = p.months | excluded.months
-    WHERE p.months | excluded.months <> p.months;
+    DO UPDATE SET months = p.months | excluded.months;
 END;
 $$;
 
