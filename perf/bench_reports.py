@@ -10,11 +10,13 @@ of two rows per account and day (voice and data, one of four zones) add up to: 9
 account, 480 k for 5,000 accounts; and the daily rollups of its last quarter (184 rows per
 account, 920 k). They are written as deltas and folded by the compaction ``serve`` runs
 (timed: all of them, then the one month and the one day holding a late delta, which is what
-a run costs), which also fills the account-less levels and the per-account monthly one. Then
-runs ``report revenue`` by month over the year by zone, by service, in total (the MRR
-report's revenue) and by account and country, and by day over the quarter by zone, R times
-each way, checks both give the same rows (money, records and distinct accounts), and prints
-the medians and their ratio; drops the database after.
+a run costs), which also fills the account-less levels (day, week, month), the per-account
+monthly one and the accounts' months. Then runs ``report revenue`` by month over the year by
+zone, by service, in total (the MRR report's revenue) and by account and country, by day and
+by week over the quarter, by month for one service, by month from 15 October to 19 December
+(partial months), and in total over the year and over 15 October to 19 December (CASES), R
+times each way, checks both give the same rows (money, records and distinct accounts), and
+prints the medians and their ratio; drops the database after.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 
@@ -41,31 +44,69 @@ START, END = dt.date(2025, 1, 1), dt.date(2026, 1, 1)
 QUARTER = dt.date(2025, 10, 1)  # the daily rollups' first day
 
 
-def peer(column: str | None, join: str = "", table: str = "charge_rollups_monthly") -> str:
+def peer(column: str | None, join: str = "", table: str = "charge_rollups_monthly",
+         period: str = "date_trunc('month', r.day)::date", where: str = "") -> str:
     """The earlier form of repo.totals over the monthly level (or ``table``), by ``column``
-    (None: in total): one aggregate whose count(DISTINCT account_id) sorts every group's
-    rows."""
+    (None: in total) and ``period`` (the first day of a row's period; NULL: the range): one
+    aggregate whose count(DISTINCT account_id) sorts every group's rows."""
     key = f" {column}," if column else ""
     n = 4 if column else 3
-    return (f"SELECT date_trunc('month', r.day)::date,{key} rtrim(r.currency),"
+    return (f"SELECT {period},{key} rtrim(r.currency),"
             " sum(r.amount_micros)::bigint, sum(r.records)::bigint, sum(r.units),"
             f" count(DISTINCT r.account_id) FROM {table} r{join}"
-            f" WHERE r.day >= $1 AND r.day < $2 GROUP BY {', '.join(map(str, range(1, n)))}"
+            f" WHERE r.day >= $1 AND r.day < $2{where}"
+            f" GROUP BY {', '.join(map(str, range(1, n)))}"
             f" ORDER BY {', '.join(map(str, range(1, n)))}")
 
 
-# (period, --by) → the peer's SQL; zone, service and none read the account-less levels,
-# account and country one row per account and month (its attributes read as they are now).
-PEER = {
-    ("month", "zone"): peer("r.zone"),
-    ("month", "service"): peer("r.service"),
-    ("month", "(total)"): peer(None),
-    ("month", "account"): peer("r.account_id"),
-    ("month", "country"): peer("a.attrs->>'country'",
-                               " LEFT JOIN accounts a ON a.account_id = r.account_id"),
-    ("day", "zone"): peer("r.zone", table="charge_rollups").replace(
-        "date_trunc('month', r.day)::date", "r.day"),
-}
+WEEK = "date_trunc('week', r.day::timestamp)::date"
+# Migration 1502–1503's shapes, over the quarter's days or the year's months.
+MID_QUARTER = (dt.date(2025, 10, 15), dt.date(2025, 12, 20))  # whole November, days around
+
+
+class Case(NamedTuple):
+    label: str
+    period: str
+    by: list[str]
+    start: dt.date
+    end: dt.date
+    service: str | None
+    sql: str  # the peer
+
+
+CASES = [
+    # zone, service and none read the account-less levels, account and country one row per
+    # account and month (its attributes read as they are now).
+    Case("--period month --by zone", "month", ["zone"], START, END, None, peer("r.zone")),
+    Case("--period month --by service", "month", ["service"], START, END, None,
+         peer("r.service")),
+    Case("--period month --by (total)", "month", [], START, END, None, peer(None)),
+    Case("--period month --by account", "month", ["account"], START, END, None,
+         peer("r.account_id")),
+    Case("--period month --by country", "month", ["country"], START, END, None,
+         peer("a.attrs->>'country'", " LEFT JOIN accounts a ON a.account_id = r.account_id")),
+    Case("--period day --by zone (a quarter)", "day", ["zone"], QUARTER, END, None,
+         peer("r.zone", table="charge_rollups", period="r.day")),
+    # the week level (1502), partial weeks at both ends (1 Oct and 31 Dec are Wednesdays)
+    Case("--period week --by zone (a quarter)", "week", ["zone"], QUARTER, END, None,
+         peer("r.zone", table="charge_rollups", period=WEEK)),
+    Case("--period week --by (total) (a quarter)", "week", [], QUARTER, END, None,
+         peer(None, table="charge_rollups", period=WEEK)),
+    # a service filter on a report not by service: the service's grouping
+    Case("--period month --by zone --service voice", "month", ["zone"], START, END, "voice",
+         peer("r.zone", where=" AND r.service = 'voice'")),
+    # partial months: the month level inside, the end days per account
+    Case("--period month --by zone 15 Oct-19 Dec", "month", ["zone"], *MID_QUARTER, None,
+         peer("r.zone", table="charge_rollups",
+              period="date_trunc('month', r.day::timestamp)::date")),
+    # several months in total: the accounts' months (1503)
+    Case("--period total --by zone (a year)", "total", ["zone"], START, END, None,
+         peer("r.zone", period="NULL::date")),
+    Case("--period total --by service (a year)", "total", ["service"], START, END, None,
+         peer("r.service", period="NULL::date")),
+    Case("--period total --by zone 15 Oct-19 Dec", "total", ["zone"], *MID_QUARTER, None,
+         peer("r.zone", table="charge_rollups", period="NULL::date")),
+]
 
 
 async def seed(pool: asyncpg.Pool, accounts: int) -> None:
@@ -130,29 +171,30 @@ async def measure(pool: asyncpg.Pool, accounts: int, runs: int) -> None:
     await seed(pool, accounts)
     everything, late, fold_only = await compact(pool)
     rows = {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in (
-        "charge_rollups_monthly", "charge_rollups", "charge_month_totals", "charge_day_totals")}
+        "charge_rollups_monthly", "charge_rollups", "charge_month_totals", "charge_day_totals",
+        "charge_week_totals", "charge_account_presence")}
     print(f"\n{accounts:,} accounts: {rows['charge_rollups_monthly']:,} monthly rollup rows"
           f" (a year), {rows['charge_rollups']:,} daily (a quarter); account-less levels:"
-          f" {rows['charge_month_totals']:,} monthly and {rows['charge_day_totals']:,} daily"
-          f" rows ({time.perf_counter() - began:.0f} s to build); compaction: all"
+          f" {rows['charge_month_totals']:,} monthly, {rows['charge_week_totals']:,} weekly and"
+          f" {rows['charge_day_totals']:,} daily rows; the accounts' months:"
+          f" {rows['charge_account_presence']:,} rows ({time.perf_counter() - began:.0f} s to"
+          " build); compaction: all"
           f" {everything:.2f} s, a late day and month {late:.2f} s (the fold alone"
           f" {fold_only:.2f} s); median of {runs} runs,"
           f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'report revenue':34} {'ours s':>7} {'peer s':>7} {'ratio':>6}")
-    for (period, dim), peer_sql in PEER.items():
-        by = [] if dim == "(total)" else [dim]
-        first = QUARTER if period == "day" else START
-        now, report = await timed(runs, lambda by=by, period=period, first=first: reports.build(
-            pool, "revenue", by=by, period=period, start=first, end=END))
-        then, rows = await timed(runs, lambda sql=peer_sql, first=first: pool.fetch(
-            sql, first, END))
+    print(f"{'report revenue':42} {'ours s':>7} {'peer s':>7} {'ratio':>6}")
+    for case in CASES:
+        now, report = await timed(runs, lambda c=case: reports.build(
+            pool, "revenue", by=c.by, period=c.period, start=c.start, end=c.end,
+            service=c.service))
+        then, rows = await timed(runs, lambda c=case: pool.fetch(c.sql, c.start, c.end))
         got = [(r.period, *r.key.values(), r.currency, r.amount, r.records, r.accounts)
                for r in report.rows]  # type: ignore[attr-defined]
-        want = [(r[0].isoformat(), *r[1:-5], r[-5], reports.format_micros(r[-4]), r[-3],
-                 r[-1]) for r in rows]  # type: ignore[union-attr]
-        label = f"--period {period} --by {dim}" + (" (a quarter)" if period == "day" else "")
-        assert got == want, f"{label}: the rows differ from the peer's"
-        print(f"{label:34} {now:7.3f} {then:7.3f} {then / now:6.1f}")
+        want = [(r[0].isoformat() if r[0] else None, *r[1:-5], r[-5],
+                 reports.format_micros(r[-4]), r[-3], r[-1])
+                for r in rows]  # type: ignore[union-attr]
+        assert got == want, f"{case.label}: the rows differ from the peer's"
+        print(f"{case.label:42} {now:7.3f} {then:7.3f} {then / now:6.1f}")
 
 
 async def main() -> None:

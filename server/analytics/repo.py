@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from billing_oss.server.analytics import report_spans
 from billing_oss.server.store import compaction_lock
 from billing_oss.server.store.pool import Connection
 
@@ -103,16 +104,37 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
     """Σ money, records, units and distinct accounts per period × dims × currency over the
     days [start, end). Money is never summed across currencies: currency is always a key.
     Dimension and period names must be keys of DIMENSIONS / PERIODS (or ``attrs.KEY``).
-    Read, where one answers, from a level compaction keeps (migration 1500) and the deltas
-    not folded yet; else from the per-account rollups."""
+    Read, where one answers, from a level compaction keeps (migrations 1500, 1502) and the
+    deltas not folded yet; else from the per-account rollups."""
+    grouping = _grouping(dims, service) if account is None else None
+    if grouping is not None:
+        pieces = report_spans.split(period, start, end)
+        if pieces is not None:
+            found: list[asyncpg.Record] = []
+            for piece in pieces:
+                if piece.level is None:  # a partial period at an end: its days, per account
+                    found += await _account_totals(db, period, dims, piece.start, piece.end,
+                                                   None, service)
+                else:
+                    found += await _group_totals(db, grouping, piece.level, piece.total,
+                                                 dims, piece.start, piece.end, service)
+            return found
+        months = report_spans.split("month", start, end)
+        whole = [p for p in months or [] if p.level == "month"]
+        if period == "total" and whole:  # several months, perhaps days at the ends
+            return await _span_totals(db, grouping, dims, start, end, whole[0].start,
+                                      whole[0].end, service)
+    return await _account_totals(db, period, dims, start, end, account, service)
+
+
+async def _account_totals(db: Db, period: str, dims: Sequence[str], start: dt.date,
+                          end: dt.date, account: str | None,
+                          service: str | None) -> list[asyncpg.Record]:
+    """repo.totals from the per-account levels: the monthly ones over whole months, else the
+    daily rollups."""
     # Whole months by month or in total: the monthly level answers (one row a month), its
     # day already the month's first.
     monthly = period in ("month", "total") and start.day == 1 and end.day == 1
-    grouping = _grouping(dims, service) if account is None else None
-    if grouping is not None and period == "day":
-        return await _group_totals(db, grouping, "day", dims, start, end, service)
-    if grouping is not None and monthly and (period == "month" or _months(start, end) == [start]):
-        return await _group_totals(db, grouping, period, dims, start, end, service)
     params: list[Any] = [start, end, account, service]
     columns = [_dimension(d, params) for d in dims]
     keys = ["r.day" if monthly and period == "month" else PERIODS[period], *columns,
@@ -144,34 +166,45 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
 
 def _grouping(dims: Sequence[str], service: str | None) -> str | None:
     """The grouping of the account-less levels that answers ``dims`` (None: none does). A
-    service filter keeps it exact only where the service is a key."""
-    if len(set(dims)) != len(dims) or not set(dims) <= set(GROUP_LEVEL):
+    service filter is a key of the grouping (its accounts are those of that service), and
+    is left out of the answer's keys."""
+    keyed = [*dims, "service"] if service is not None and "service" not in dims else dims
+    if len(set(dims)) != len(dims) or not set(keyed) <= set(GROUP_LEVEL):
         return None
-    grouping = ",".join(d for d in GROUP_LEVEL if d in dims and d != "currency")
-    if grouping not in GROUPINGS or (service is not None and "service" not in dims):
-        return None
-    return grouping
+    grouping = ",".join(d for d in GROUP_LEVEL if d in keyed and d != "currency")
+    return grouping if grouping in GROUPINGS else None
 
 
-async def _group_totals(db: Db, grouping: str, period: str, dims: Sequence[str],
+# The account-less level of each granularity, the per-account rollups its deltas are in, and
+# the first day of the period holding a delta's day.
+_LEVELS = {"day": ("charge_day_totals", "charge_rollups", "r.day"),
+           "week": ("charge_week_totals", "charge_rollups", PERIODS["week"]),
+           "month": ("charge_month_totals", "charge_rollups_monthly", "r.day")}
+
+
+async def _group_totals(db: Db, grouping: str, level: str, total: bool, dims: Sequence[str],
                         start: dt.date, end: dt.date,
                         service: str | None) -> list[asyncpg.Record]:
-    """repo.totals by day, by month or over one month, from the account-less level and the
-    deltas not folded yet of the same granularity. A delta's account counts only where its
-    group has no compacted row of that account: the level counted it then."""
-    level_table, rollups = (("charge_day_totals", "charge_rollups") if period == "day"
-                            else ("charge_month_totals", "charge_rollups_monthly"))
+    """repo.totals over the whole days, weeks or months (``level``) of [start, end), by each
+    or in ``total`` over the one period it holds, from the account-less level and the deltas
+    not folded yet of the same granularity. A delta's account counts only where its group
+    (with the service filtered on) has no compacted row of that account in the same period:
+    the level counted it then."""
+    level_table, rollups, period_of = _LEVELS[level]
     names = ["period", *(f"d{i}" for i in range(len(dims))), "currency"]
-    level = ["NULL::date" if period == "total" else "r.day",
-             *(GROUP_LEVEL[d] for d in dims), "rtrim(r.currency)"]
-    delta = ["NULL::date" if period == "total" else "r.day",
+    level_cols = ["NULL::date" if total else "r.day",
+                  *(GROUP_LEVEL[d] for d in dims), "rtrim(r.currency)"]
+    delta = ["NULL::date" if total else period_of,
              *(DIMENSIONS[d] for d in dims), "rtrim(r.currency)"]
     tariff = "tariff" in dims
     join = (" LEFT JOIN tariff_versions tv ON tv.tariff_version_id = r.tariff_version_id"
             if tariff else "")
     cjoin = (" LEFT JOIN tariff_versions ctv ON ctv.tariff_version_id = c.tariff_version_id"
              if tariff else "")
-    same = "".join(f" AND {_SAME[d]}" for d in dims if d in _SAME)
+    keyed = {*dims, "service"} if service is not None else set(dims)
+    same = "".join(f" AND {_SAME[d]}" for d in _SAME if d in keyed)
+    in_period = ("c.day = r.day" if level != "week" else
+                 f"c.day >= {period_of} AND c.day < {period_of} + 7")
     where = " WHERE r.day >= $1 AND r.day < $2 AND ($3::text IS NULL OR r.service = $3)"
     keys = ", ".join(str(i + 1) for i in range(len(names)))
 
@@ -181,7 +214,7 @@ async def _group_totals(db: Db, grouping: str, period: str, dims: Sequence[str],
     sql = (f"SELECT {', '.join(names)}, sum(amount_micros)::bigint AS amount_micros,"
            " sum(records)::bigint AS records, sum(units) AS units,"
            " sum(accounts)::bigint AS accounts FROM ("
-           f" SELECT {cols(level)}, r.amount_micros, r.records, r.units, r.accounts"
+           f" SELECT {cols(level_cols)}, r.amount_micros, r.records, r.units, r.accounts"
            f" FROM {level_table} r{where} AND r.grouping = $4"
            f" UNION ALL SELECT {cols(delta)}, r.amount_micros, r.records, r.units, 0"
            f" FROM {rollups} r{join}{where} AND NOT r.compacted"
@@ -189,11 +222,62 @@ async def _group_totals(db: Db, grouping: str, period: str, dims: Sequence[str],
            " count(DISTINCT r.account_id COLLATE \"C\")"
            f" FROM {rollups} r{join}{where} AND NOT r.compacted"
            f" AND NOT EXISTS (SELECT 1 FROM {rollups} c{cjoin}"
-           " WHERE c.day = r.day AND c.account_id = r.account_id AND c.compacted"
+           f" WHERE {in_period} AND c.account_id = r.account_id AND c.compacted"
            f" AND c.currency = r.currency{same}) GROUP BY {keys}) t"
            f" GROUP BY {keys} ORDER BY {keys}")
     return await compaction_lock.fetch_between_compactions(
         db, sql, [start, end, service, grouping])
+
+
+async def _span_totals(db: Db, grouping: str, dims: Sequence[str], start: dt.date,
+                       end: dt.date, first: dt.date, after: dt.date,
+                       service: str | None) -> list[asyncpg.Record]:
+    """repo.totals in total over [start, end), which holds the whole months [first, after):
+    their sums from the account-less month level and its deltas, those of the days at the
+    ends from the day level and its; the distinct accounts as the union of the accounts whose
+    months (charge_account_presence, migration 1503) meet [first, after), those of the
+    monthly deltas there, and those of the per-account daily rows of the days at the ends
+    (at most 30 at each)."""
+    names = [*(f"d{i}" for i in range(len(dims))), "currency"]
+    level = [*(GROUP_LEVEL[d] for d in dims), "rtrim(r.currency)"]
+    delta = [*(DIMENSIONS[d] for d in dims), "rtrim(r.currency)"]
+    join = (" LEFT JOIN tariff_versions tv ON tv.tariff_version_id = r.tariff_version_id"
+            if "tariff" in dims else "")
+    service_is = " AND ($3::text IS NULL OR r.service = $3)"
+    inside = f" WHERE r.day >= $4 AND r.day < $5{service_is}"
+    ends = f" WHERE (r.day >= $1 AND r.day < $4 OR r.day >= $5 AND r.day < $2){service_is}"
+    keys = ", ".join(names)
+    # The bits of [first, after) in each of its years, the first year's first.
+    years = list(range(first.year, (after - dt.timedelta(days=1)).year + 1))
+    masks = [sum(1 << (m - 1) for m in range(1, 13) if first <= dt.date(y, m, 1) < after)
+             for y in years]
+
+    def cols(sql: Sequence[str]) -> str:
+        return ", ".join(f"{e} AS {n}" for e, n in zip(sql, names, strict=True))
+
+    sums = "r.amount_micros, r.records, r.units, 0 AS accounts"
+    sql = (f"SELECT NULL::date AS period, {', '.join(names)},"
+           " sum(amount_micros)::bigint AS amount_micros, sum(records)::bigint AS records,"
+           " sum(units) AS units, sum(accounts)::bigint AS accounts FROM ("
+           f" SELECT {cols(level)}, {sums} FROM charge_month_totals r{inside}"
+           " AND r.grouping = $6"
+           f" UNION ALL SELECT {cols(delta)}, {sums} FROM charge_rollups_monthly r{join}"
+           f"{inside} AND NOT r.compacted"
+           f" UNION ALL SELECT {cols(level)}, {sums} FROM charge_day_totals r{ends}"
+           " AND r.grouping = $6"
+           f" UNION ALL SELECT {cols(delta)}, {sums} FROM charge_rollups r{join}{ends}"
+           " AND NOT r.compacted"
+           f" UNION ALL SELECT {', '.join(names)}, 0, 0, 0,"
+           " count(DISTINCT account_id COLLATE \"C\") FROM ("
+           f" SELECT r.account_id, {cols(level)} FROM charge_account_presence r"
+           " WHERE r.grouping = $6 AND r.year >= $7 AND r.year < $7 + cardinality($8::int[])"
+           f" AND r.months & ($8::int[])[r.year - $7 + 1] <> 0{service_is}"
+           f" UNION ALL SELECT r.account_id, {cols(delta)} FROM charge_rollups_monthly r{join}"
+           f"{inside} AND NOT r.compacted"
+           f" UNION ALL SELECT r.account_id, {cols(delta)} FROM charge_rollups r{join}{ends}"
+           f") a GROUP BY {keys}) t GROUP BY {keys} ORDER BY {keys}")
+    return await compaction_lock.fetch_between_compactions(
+        db, sql, [start, end, service, first, after, grouping, years[0], masks])
 
 
 async def daily_series(db: Db, start: dt.date, end: dt.date,
