@@ -42,7 +42,8 @@ WINDOWS = (1, 2)  # days summed by the count score
 MATERIAL = 2.0  # a count flags only at twice or half its expected value, or beyond
 REBASE_Z = 3.0  # |z| of the last two weeks' level that moves the expectation to it
 # The expectation's error variance × known weeks × mean (measured on the tuning operator:
-# 0.07–0.11 × 6 for the level × shrunk profile, against 1.1 for one weekday's own mean)
+# 0.07–0.11 × 6 under 100 a day for the level × shrunk profile, against 1.1–1.3 for one
+# weekday's own mean)
 ESTIMATE_ERROR = 0.5
 
 
