@@ -284,7 +284,12 @@ def _follow_level_shift(x: Array, mean: Array, phi: Array, unknown: NDArray[np.b
     early, late = _lagged_sum(observed, 8, 14), _lagged_sum(later, 8, 14)
     week = _lagged_sum(np.where(paired, mean, 0.0), 8, 14)
     anchor = np.full(x.shape, np.nan)
-    anchor[:, 14:] = np.where(unknown, np.nan, mean)[:, :-14]
+    usual = np.where(unknown, np.nan, mean)
+    anchor[:, 14:] = usual[:, :-14]
+    # t's weekday a week earlier where the first week's was a holiday: also from before it
+    before = np.full(x.shape, np.nan)
+    before[:, 21:] = usual[:, :-21]
+    anchor = np.where(np.isnan(anchor), before, anchor)
     with np.errstate(all="ignore"):
         level = (early + late + 1) / (2 * week + 1)
         z = _nb_z(early + late, np.maximum(2 * week, 0.5),
