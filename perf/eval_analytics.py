@@ -19,8 +19,9 @@ false alarms stay within the **budget** (``--budget`` per 1,000 scored account-d
 ceiling an operator accepts); an account alerted is not alerted again for 7 days (its open
 flag covers the episode):
 - default (server): ``detect.count_scores`` on the daily counts, the server's code and
-  parameters: the negative-binomial tail of the day and of two days summed around the trimmed
-  mean of the same weekday over 6 weeks (moved to a level shift two weeks confirm), where the
+  parameters: the negative-binomial tail of the day and of two days summed around the expected
+  count (the level of all weekdays' trimmed means over 6 weeks times the weekday profile shrunk
+  toward the shapes all accounts share; moved to a level shift two weeks confirm), where the
   count is at least twice or at most half of it;
 - default + hourly: also the same weekday and hour's MAD score over 6 weeks (half weight:
   24 hourly draws a day have heavier maxima), which the server's daily rollups cannot feed;
