@@ -23,10 +23,8 @@
 -- transaction; readers add the deltas not folded yet (the partial index finds them).
 -- A reader may use the kept rows for any date from the day before the last compaction on.
 
--- Pages of accounts are read in the index's order and their cursors compared as Python
--- compares strings: code point order, the "C" collation.
 CREATE TABLE aging_open (
-    account_id     text COLLATE "C" NOT NULL,
+    account_id     text NOT NULL,
     currency       char(3) NOT NULL,
     due_date       date,      -- the item's due date; NULL: payment money (credit)
     from_on        date,      -- counts from this day; NULL: folded, counts on any day read
