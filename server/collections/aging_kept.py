@@ -56,7 +56,14 @@ def allocation(account_id: str, currency: str, due: dt.date, item_date: dt.date,
 
 
 async def write(conn: Connection, moves: Sequence[Move]) -> None:
-    """Append moves (in the writer's transaction)."""
+    """Append moves (in the writer's transaction), those of one cell and day summed: a
+    payment allocated on its day nets to zero in credit. A credit cell is written even at
+    zero, as compaction keeps it: it says the account has history from that day."""
+    summed: dict[tuple[str, str, dt.date | None, dt.date], int] = {}
+    for account_id, currency, due, on, amount in moves:
+        key = (account_id, currency, due, on)
+        summed[key] = summed.get(key, 0) + amount
+    moves = [(*key, amount) for key, amount in summed.items() if amount or key[2] is None]
     if not moves:
         return
     if len(moves) >= _COPY_FROM:

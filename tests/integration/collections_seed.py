@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable
 import json
+from collections.abc import Iterable
 
 from billing_oss.server.collections import aging, aging_kept, postings
 from billing_oss.server.collections.model import AgingRow
