@@ -46,8 +46,7 @@ async def run_once(pool: asyncpg.Pool) -> None:
     aging_fresh = await aging_kept.fresh(pool)
     aging_folded = await aging_kept.compact(pool)
     if aging_fresh >= RESTAT_AFTER:
-        await aging_kept.analyze(pool)
-        await aging_kept.fresh(pool)
+        await aging_kept.vacuum(pool)
     log.info("aging compacted", extra={"fields": {"deltas": aging_fresh,
                                                   "rows_folded": aging_folded}})
 

@@ -214,11 +214,17 @@ async def fresh(db: Db) -> int:
     return count
 
 
-async def analyze(db: Db) -> None:
-    """Fresh statistics after a large fold: readers then expect the few deltas left."""
-    await db.execute("ANALYZE aging_open")
+async def vacuum(db: Db) -> None:
+    """After a large fold (outside a transaction): the deltas it deleted are removed from
+    the indexes and the statistics renewed. Left to autovacuum, every reader stepped over
+    their index entries meanwhile: after the 1.9 M-entry ledger's rebuild the totals' scan
+    of the (empty) fresh deltas took 244 ms and a page of accounts read 1,300 index pages
+    for 96 rows."""
+    await db.execute("VACUUM (ANALYZE) aging_open")
 
 
 async def rebuild(db: Db) -> None:
-    """Form the kept rows anew from the ledger (after a seed wrote it by plain SQL)."""
+    """Form the kept rows anew from the ledger (after a seed wrote it by plain SQL), then
+    vacuum them (``db`` is not in a transaction)."""
     await db.execute("SELECT rebuild_aging()")
+    await vacuum(db)
