@@ -22,7 +22,7 @@ This module holds the kept tables' SQL (the rest of the package's is in ``repo``
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -55,15 +55,19 @@ def allocation(account_id: str, currency: str, due: dt.date, item_date: dt.date,
     return (account_id, currency, due, day, -amount), (account_id, currency, None, day, amount)
 
 
-async def write(conn: Connection, moves: Sequence[Move]) -> None:
+async def write(conn: Connection, moves: Sequence[Move],
+                told: Collection[tuple[str, str, dt.date]] = ()) -> None:
     """Append moves (in the writer's transaction), those of one cell and day summed: a
     payment allocated on its day nets to zero in credit. A credit cell is written even at
-    zero, as compaction keeps it: it says the account has history from that day."""
+    zero, as compaction keeps it: it says the account has history from that day; but not
+    for the (account, currency, day) in ``told``, whose history an item of the account
+    dated no later already tells."""
     summed: dict[tuple[str, str, dt.date | None, dt.date], int] = {}
     for account_id, currency, due, on, amount in moves:
         key = (account_id, currency, due, on)
         summed[key] = summed.get(key, 0) + amount
-    moves = [(*key, amount) for key, amount in summed.items() if amount or key[2] is None]
+    moves = [(*key, amount) for key, amount in summed.items()
+             if amount or (key[2] is None and (key[0], key[1], key[3]) not in told)]
     if not moves:
         return
     if len(moves) >= _COPY_FROM:

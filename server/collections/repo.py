@@ -448,42 +448,47 @@ async def open_amounts(conn: Connection, accounts: list[str],
                              r["entry_date"]) for r in rows}
 
 
-async def insert_payments(conn: Connection, rows: list[tuple[str, int, str, dt.date, str,
-                                                               str | None, str, str]]
-                          ) -> list[int]:
-    """Bulk ``(account, amount, currency, received_on, method, reference, source,
-    external_id)`` with their ledger entries; their payment ids, in the order given."""
-    # The ids are drawn first so that both tables are copied in, not inserted from arrays
-    # (the rows of a 100,000-entry bank file were a fifth of its import).
-    ids: list[int] = [r[0] for r in await conn.fetch(
+async def payment_ids(conn: Connection, count: int) -> list[int]:
+    """``count`` payment ids drawn from their sequence (``insert_payments`` uses them)."""
+    return [r[0] for r in await conn.fetch(
         "SELECT nextval(pg_get_serial_sequence('payments', 'payment_id'))"
-        " FROM generate_series(1, $1::int)", len(rows))]
+        " FROM generate_series(1, $1::int)", count)]
+
+
+async def insert_payments(conn: Connection, ids: list[int],
+                          rows: list[tuple[str, int, str, dt.date, str, str | None, str, str]],
+                          allocations: list[tuple[str, int, int, int, dt.date]],
+                          items: dict[int, OpenItem]) -> None:
+    """Bulk payments ``(account, amount, currency, received_on, method, reference, source,
+    external_id)`` under ``ids`` (``payment_ids``) with their ledger entries, and
+    ``(account, payment_id, entry_id, amount, allocated_on)`` allocations of them to the
+    ``items`` (``open_amounts``)."""
+    # Copied in, not inserted from arrays (the rows of a 100,000-entry bank file were a
+    # fifth of its import).
     await conn.copy_records_to_table("payments", columns=_PAYMENT_COLUMNS, records=[
         (a, p, m, c, d, method, ref, source, ext)
         for p, (a, m, c, d, method, ref, source, ext) in zip(ids, rows, strict=True)])
     await conn.copy_records_to_table("ledger_entries", columns=_PAYMENT_ENTRY_COLUMNS, records=[
         (a, "payment", c, -m, d, p, "Payment (bank transfer)")
         for p, (a, m, c, d, *_) in sorted(zip(ids, rows, strict=True))])
-    await aging_kept.write(conn, [aging_kept.credit(a, c, d, -m) for a, m, c, d, *_ in rows])
-    return ids
+    if allocations:
+        await conn.copy_records_to_table("payment_allocations", records=allocations, columns=[
+            "account_id", "payment_id", "entry_id", "amount_micros", "allocated_on"])
+    # Written together, a payment allocated on its day nets to zero in credit; the item it
+    # paid, dated no later, already tells the account's history from then: no row for it.
+    moves = [aging_kept.credit(a, c, d, -m) for a, m, c, d, *_ in rows]
+    told = set()
+    for a, _, e, m, on in allocations:
+        i = items[e]
+        moves += aging_kept.allocation(a, i.currency, i.due_date, i.entry_date, on, m)
+        told.add((a, i.currency, max(on, i.entry_date)))
+    await aging_kept.write(conn, moves, told=told)
 
 
 _PAYMENT_COLUMNS = ["account_id", "payment_id", "amount_micros", "currency", "received_on",
                     "method", "reference", "source", "external_id"]
 _PAYMENT_ENTRY_COLUMNS = ["account_id", "kind", "currency", "amount_micros", "entry_date",
                           "payment_id", "description"]
-
-
-async def insert_allocations(conn: Connection, rows: list[tuple[str, int, int, int, dt.date]],
-                             items: dict[int, OpenItem]) -> None:
-    """Bulk ``(account, payment_id, entry_id, amount, allocated_on)`` to the ``items``
-    (``open_amounts``)."""
-    if rows:
-        await conn.copy_records_to_table("payment_allocations", records=rows, columns=[
-            "account_id", "payment_id", "entry_id", "amount_micros", "allocated_on"])
-        await aging_kept.write(conn, [
-            move for a, _, e, m, on in rows for move in aging_kept.allocation(
-                a, items[e].currency, items[e].due_date, items[e].entry_date, on, m)])
 
 
 async def payment_by_reference(conn: Connection, reference: str) -> int | None:

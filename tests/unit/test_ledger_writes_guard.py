@@ -119,7 +119,7 @@ def test_the_writers_are_seen_by_the_scan() -> None:
                if isinstance(fn, ast.AsyncFunctionDef)
                and any(_writes_ledger(n) for n in ast.walk(fn))}
     assert {"insert_payment", "insert_entry", "post_invoices", "post_credit_note", "allocate",
-            "insert_payments", "insert_allocations", "take_due_steps"} <= writers
+            "insert_payments", "take_due_steps"} <= writers
     functions, _ = defined(_migrations())
     assert INSERT.search(functions["collections_settle"][1])
     assert INSERT.search(functions["collections_release_excess"][1])
