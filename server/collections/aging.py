@@ -1,4 +1,5 @@
-"""Aging as of any date, from the ledger alone (DESIGN.md §9).
+"""Aging as of any date (DESIGN.md §9): from today on from the state the ledger's writers
+keep (``aging_kept``), before today from the ledger alone; both give the same rows.
 
 An item (invoice, fee) is open as of a date by its amount less the credit notes and
 write-offs applied to it and the allocations made to it up to that date; it falls in the
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from typing import Any
 
 from billing_oss.core.errors import InvalidRequest
-from billing_oss.server.collections import repo
+from billing_oss.server.collections import aging_kept, repo
 from billing_oss.server.collections.model import DEFAULT_BUCKETS, AgingRow
 
 
@@ -30,10 +32,46 @@ def check_bounds(bounds: tuple[int, ...]) -> tuple[int, ...]:
 async def aging(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...] = DEFAULT_BUCKETS,
                 per_account: bool = False, account_id: str | None = None) -> list[AgingRow]:
     """One row per currency (and per account when ``per_account``), sorted."""
+    if aging_kept.serves(as_of):
+        return await kept(db, as_of, bounds=bounds, per_account=per_account,
+                          account_id=account_id)
+    return await from_ledger(db, as_of, bounds=bounds, per_account=per_account,
+                             account_id=account_id)
+
+
+async def from_ledger(db: repo.Db, as_of: dt.date, *,
+                      bounds: tuple[int, ...] = DEFAULT_BUCKETS, per_account: bool = False,
+                      account_id: str | None = None) -> list[AgingRow]:
+    """``aging`` summed from every ledger entry and allocation up to ``as_of``."""
     check_bounds(bounds)
-    thresholds = [b + 1 for b in bounds]  # width_bucket: days ≤ bound stay below
-    rows = await repo.aging(db, as_of, thresholds, per_account=per_account,
+    rows = await repo.aging(db, as_of, _thresholds(bounds), per_account=per_account,
                             account_id=account_id)
+    return _lines(rows, bounds, per_account)
+
+
+async def kept(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...] = DEFAULT_BUCKETS,
+               per_account: bool = False, account_id: str | None = None) -> list[AgingRow]:
+    """``aging`` from the kept state: as of today (UTC) or later only."""
+    check_bounds(bounds)
+    thresholds = _thresholds(bounds)
+    rows = await (aging_kept.per_account(db, as_of, thresholds, account_id) if per_account
+                  else aging_kept.totals(db, as_of, thresholds, account_id))
+    return _lines(rows, bounds, per_account)
+
+
+async def kept_page(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...] = DEFAULT_BUCKETS,
+                    after: tuple[str, str] | None, limit: int) -> list[AgingRow]:
+    """The first ``limit`` (account, currency) lines after ``after``, from the kept state."""
+    check_bounds(bounds)
+    rows = await aging_kept.page(db, as_of, _thresholds(bounds), after, limit)
+    return _lines(rows, bounds, True)
+
+
+def _thresholds(bounds: tuple[int, ...]) -> list[int]:
+    return [b + 1 for b in bounds]  # width_bucket: days ≤ bound stay below
+
+
+def _lines(rows: list[Any], bounds: tuple[int, ...], per_account: bool) -> list[AgingRow]:
     width = len(bounds) + 1
     table: dict[tuple[str | None, str], tuple[list[int], list[int]]] = {}
     for r in rows:

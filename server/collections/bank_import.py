@@ -266,12 +266,10 @@ async def _record_credits(conn: Connection, actor: str, credits: list[_Outcome],
     credits = [o for o in credits if o.status == "imported"]
     if not credits:
         return
-    ids = await repo.insert_payments(conn, [
-        (str(o.account_id), o.tx.amount_micros, o.tx.currency, o.tx.booked_on or day,
-         "transfer", o.tx.end_to_end_id, "camt", _external_id(o.tx)) for o in credits])
+    ids = await repo.payment_ids(conn, len(credits))
     items = await repo.open_amounts(conn, [str(o.account_id) for o in credits],
                                     [int(o.entry_id or 0) for o in credits])
-    left = {entry_id: open_ for entry_id, (open_, _) in items.items()}
+    left = {entry_id: i.open_micros for entry_id, i in items.items()}
     allocations = []
     for o, payment_id in zip(credits, ids, strict=True):
         o.payment_id = payment_id
@@ -280,10 +278,13 @@ async def _record_credits(conn: Connection, actor: str, credits: list[_Outcome],
         if take > 0:
             received = o.tx.booked_on or day
             allocations.append((str(o.account_id), o.payment_id, entry_id, take,
-                                max(received, items[entry_id][1])))
+                                max(received, items[entry_id].since)))
             left[entry_id] -= take
         totals[o.tx.currency] = totals.get(o.tx.currency, 0) + o.tx.amount_micros
-    await repo.insert_allocations(conn, allocations)
+    await repo.insert_payments(conn, ids, [
+        (str(o.account_id), o.tx.amount_micros, o.tx.currency, o.tx.booked_on or day,
+         "transfer", o.tx.end_to_end_id, "camt", _external_id(o.tx)) for o in credits],
+        allocations, items)
     allocated = {a[1]: a[3] for a in allocations}
     await audit.record_many(conn, actor, "payment.record", [
         (f"payment:{o.payment_id}", None,

@@ -1,16 +1,18 @@
 """Every SQL statement of the collections package (asyncpg, parameterised).
 
 Writers run inside the caller's transaction after ``lock`` has serialised the account's
-receivables; readers take a connection or a pool.
+receivables; readers take a connection or a pool. Every writer of ledger entries or
+allocations appends their moves to the kept aging (``aging_kept``) in that transaction.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 
+from billing_oss.server.collections import aging_kept
 from billing_oss.server.collections.model import Allocation, Entry, Mandate, Payment
 from billing_oss.server.store.pool import Connection
 
@@ -91,6 +93,8 @@ async def insert_payment(conn: Connection, *, account_id: str, amount_micros: in
         "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
         " payment_id, description) VALUES ($1, 'payment', $2, $3, $4, $5, $6)",
         account_id, currency, -amount_micros, received_on, payment_id, description)
+    await aging_kept.write(conn, [aging_kept.credit(account_id, currency, received_on,
+                                                    -amount_micros)])
     return payment_id
 
 
@@ -105,6 +109,7 @@ async def insert_entry(conn: Connection, *, account_id: str, kind: str, currency
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING entry_id",
         account_id, kind, currency, amount_micros, entry_date, due_date, applies_to,
         invoice_id, payment_id, description, reason)
+    await aging_kept.write_entry(conn, account_id, entry_id)
     return entry_id
 
 
@@ -133,6 +138,9 @@ async def post_invoices(conn: Connection, rows: list[tuple[str, int, str, str, i
         " AS n(account_id, invoice_id, number_text, currency, payable, issued, due, ord)"
         " ORDER BY n.ord",
         *([r[i] for r in rows] for i in range(7)))
+    await aging_kept.write(conn, [
+        aging_kept.item(account, currency, due or issued, issued, payable)
+        for account, _, _, currency, payable, issued, due in rows])
 
 
 async def holding_credit(conn: Connection, accounts: list[str]) -> set[tuple[str, str]]:
@@ -156,15 +164,19 @@ async def post_credit_note(conn: Connection, account_id: str, invoice_id: int,
     """The ``credit_note`` entry reducing the invoice's item by ``amount_micros``, dated
     when both existed; None (nothing written) when the invoice has no ledger item. The
     caller holds the account's collections lock."""
-    entry_id: int | None = await conn.fetchval(
+    row = await conn.fetchrow(
         "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
         " applies_to, invoice_id, credit_note_id, description)"
         " SELECT e.account_id, 'credit_note', $4, -$5::bigint, greatest($6, e.entry_date),"
         " e.entry_id, e.invoice_id, $3, 'Credit note ' || $7::text FROM ledger_entries e"
         " WHERE e.account_id = $1 AND e.kind = 'invoice' AND e.invoice_id = $2"
-        " RETURNING applies_to",
+        " RETURNING entry_id, applies_to",
         account_id, invoice_id, credit_note_id, currency, amount_micros, issued, number_text)
-    return entry_id
+    if row is None:
+        return None
+    await aging_kept.write_entry(conn, account_id, row["entry_id"])
+    item: int = row["applies_to"]
+    return item
 
 
 async def release_excess(conn: Connection, account_id: str, entry_id: int,
@@ -184,6 +196,7 @@ async def allocate(conn: Connection, account_id: str, payment_id: int, entry_id:
         "INSERT INTO payment_allocations (account_id, payment_id, entry_id, amount_micros,"
         " allocated_on) VALUES ($1, $2, $3, $4, $5)",
         account_id, payment_id, entry_id, amount_micros, allocated_on)
+    await aging_kept.write_allocation(conn, account_id, entry_id, amount_micros, allocated_on)
 
 
 async def last_release(conn: Connection, account_id: str, payment_id: int) -> dt.date | None:
@@ -406,16 +419,24 @@ async def invoices_by_reference(conn: Connection, numbers: list[str],
     return await conn.fetch(INVOICES_BY_REFERENCE, numbers, bodies)
 
 
+class OpenItem(NamedTuple):
+    open_micros: int
+    since: dt.date  # its own date, or the day an allocation to it was last released if later
+    currency: str
+    due_date: dt.date
+    entry_date: dt.date
+
+
 async def open_amounts(conn: Connection, accounts: list[str],
-                       entry_ids: list[int]) -> dict[int, tuple[int, dt.date]]:
-    """Per item: what it owes now, and the day from which it owes that (its own date, or
-    the day an allocation to it was last released if later: an allocation is never dated
-    before it)."""
+                       entry_ids: list[int]) -> dict[int, OpenItem]:
+    """Per item: what it owes now, and the day from which it owes that (an allocation is
+    never dated before it), with what its allocations' moves need."""
     # collections_item_open's and collections_item_released_on's queries, per item by its
     # indexes, without a call of those PL/pgSQL functions (a query plan) each.
     rows = await conn.fetch(
         "SELECT u.e, e.amount_micros + coalesce(c.amount, 0) - coalesce(a.amount, 0) AS open,"
-        " greatest(e.entry_date, a.released_on) AS since"
+        " greatest(e.entry_date, a.released_on) AS since, e.currency, e.due_date,"
+        " e.entry_date"
         " FROM (SELECT DISTINCT a, e FROM unnest($1::text[], $2::bigint[]) AS u(a, e)) u"
         " JOIN ledger_entries e ON e.account_id = u.a AND e.entry_id = u.e"
         " LEFT JOIN LATERAL (SELECT sum(c.amount_micros) AS amount FROM ledger_entries c"
@@ -423,40 +444,51 @@ async def open_amounts(conn: Connection, accounts: list[str],
         " LEFT JOIN LATERAL (SELECT sum(p.amount_micros) AS amount, max(p.allocated_on)"
         "   FILTER (WHERE p.amount_micros < 0) AS released_on FROM payment_allocations p"
         "   WHERE p.account_id = u.a AND p.entry_id = u.e) a ON true", accounts, entry_ids)
-    return {r["e"]: (int(r["open"]), r["since"]) for r in rows}
+    return {r["e"]: OpenItem(int(r["open"]), r["since"], r["currency"], r["due_date"],
+                             r["entry_date"]) for r in rows}
 
 
-async def insert_payments(conn: Connection, rows: list[tuple[str, int, str, dt.date, str,
-                                                               str | None, str, str]]
-                          ) -> list[int]:
-    """Bulk ``(account, amount, currency, received_on, method, reference, source,
-    external_id)`` with their ledger entries; their payment ids, in the order given."""
-    # The ids are drawn first so that both tables are copied in, not inserted from arrays
-    # (the rows of a 100,000-entry bank file were a fifth of its import).
-    ids: list[int] = [r[0] for r in await conn.fetch(
+async def payment_ids(conn: Connection, count: int) -> list[int]:
+    """``count`` payment ids drawn from their sequence (``insert_payments`` uses them)."""
+    return [r[0] for r in await conn.fetch(
         "SELECT nextval(pg_get_serial_sequence('payments', 'payment_id'))"
-        " FROM generate_series(1, $1::int)", len(rows))]
+        " FROM generate_series(1, $1::int)", count)]
+
+
+async def insert_payments(conn: Connection, ids: list[int],
+                          rows: list[tuple[str, int, str, dt.date, str, str | None, str, str]],
+                          allocations: list[tuple[str, int, int, int, dt.date]],
+                          items: dict[int, OpenItem]) -> None:
+    """Bulk payments ``(account, amount, currency, received_on, method, reference, source,
+    external_id)`` under ``ids`` (``payment_ids``) with their ledger entries, and
+    ``(account, payment_id, entry_id, amount, allocated_on)`` allocations of them to the
+    ``items`` (``open_amounts``)."""
+    # Copied in, not inserted from arrays (the rows of a 100,000-entry bank file were a
+    # fifth of its import).
     await conn.copy_records_to_table("payments", columns=_PAYMENT_COLUMNS, records=[
         (a, p, m, c, d, method, ref, source, ext)
         for p, (a, m, c, d, method, ref, source, ext) in zip(ids, rows, strict=True)])
     await conn.copy_records_to_table("ledger_entries", columns=_PAYMENT_ENTRY_COLUMNS, records=[
         (a, "payment", c, -m, d, p, "Payment (bank transfer)")
         for p, (a, m, c, d, *_) in sorted(zip(ids, rows, strict=True))])
-    return ids
+    if allocations:
+        await conn.copy_records_to_table("payment_allocations", records=allocations, columns=[
+            "account_id", "payment_id", "entry_id", "amount_micros", "allocated_on"])
+    # Written together, a payment allocated on its day nets to zero in credit; the item it
+    # paid, dated no later, already tells the account's history from then: no row for it.
+    moves = [aging_kept.credit(a, c, d, -m) for a, m, c, d, *_ in rows]
+    told = set()
+    for a, _, e, m, on in allocations:
+        i = items[e]
+        moves += aging_kept.allocation(a, i.currency, i.due_date, i.entry_date, on, m)
+        told.add((a, i.currency, max(on, i.entry_date)))
+    await aging_kept.write(conn, moves, told=told)
 
 
 _PAYMENT_COLUMNS = ["account_id", "payment_id", "amount_micros", "currency", "received_on",
                     "method", "reference", "source", "external_id"]
 _PAYMENT_ENTRY_COLUMNS = ["account_id", "kind", "currency", "amount_micros", "entry_date",
                           "payment_id", "description"]
-
-
-async def insert_allocations(conn: Connection,
-                             rows: list[tuple[str, int, int, int, dt.date]]) -> None:
-    """Bulk ``(account, payment_id, entry_id, amount, allocated_on)``."""
-    if rows:
-        await conn.copy_records_to_table("payment_allocations", records=rows, columns=[
-            "account_id", "payment_id", "entry_id", "amount_micros", "allocated_on"])
 
 
 async def payment_by_reference(conn: Connection, reference: str) -> int | None:
@@ -606,6 +638,10 @@ async def take_due_steps(conn: Connection, as_of: dt.date, suspending: list[str]
         " SELECT fee_entry_id, account_id, 'fee', currency, fee_micros, $1, $1,"
         " 'Reminder fee, invoice ' || invoice_id, 'dunning' FROM dunning_due"
         " WHERE action = 'fee' ORDER BY fee_entry_id", as_of)
+    await conn.execute(
+        "INSERT INTO aging_open (account_id, currency, due_date, from_on, amount_micros)"
+        " SELECT account_id, currency, $1, $1, fee_micros FROM dunning_due"
+        " WHERE action = 'fee'", as_of)
     await conn.execute(
         "INSERT INTO dunning_events (account_id, entry_id, step_no, action, invoice_id,"
         " run_on, days_past_due, open_micros, fee_entry_id) SELECT account_id, entry_id,"

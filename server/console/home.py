@@ -41,9 +41,10 @@ async def home(request: web.Request) -> web.Response:
 
 
 async def _summary(request: web.Request, now: dt.datetime) -> dict[str, Any]:
-    """Revenue month to date and the aging: each reads every account's rows (a few hundred
-    ms with 100 k accounts), so the page keeps them for ``SUMMARY_SECONDS`` and says when
-    they were computed."""
+    """Revenue month to date and the aging as of today: the revenue reads every account's
+    rows (a few hundred ms with 100 k accounts; the aging reads the kept level without the
+    account), so the page keeps them for ``SUMMARY_SECONDS`` and says when they were
+    computed."""
     cache = request.app[SUMMARY]
     held = cache.get("summary")
     if held is not None and time.monotonic() - held[0] < SUMMARY_SECONDS:

@@ -59,7 +59,7 @@ BY_ACCOUNT: tuple[str, ...] = (
     "charge_account_months", "charge_account_presence", "adjustments", "invoices",
     "invoice_lines", "invoice_line_charges",
     "invoice_allowances", "taxes", "credit_notes", "payments", "ledger_entries",
-    "payment_allocations", "dunning_events", "disputes", "dunning_suspensions",
+    "payment_allocations", "aging_open", "dunning_events", "disputes", "dunning_suspensions",
     "anomaly_flags", "rerate_job_accounts", "suspense", "outbox_heads", "outbox_events",
 )
 # Traffic tables whose key is not an account: distributed by that key.

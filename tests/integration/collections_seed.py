@@ -8,8 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+from collections.abc import Iterable
 
-from billing_oss.server.collections import postings
+from billing_oss.server.collections import aging, aging_kept, postings
+from billing_oss.server.collections.model import AgingRow
 from billing_oss.server.store.pool import Connection
 
 _numbers = itertools.count(1)
@@ -63,3 +65,25 @@ async def credit_note(conn: Connection, account_id: str, invoice_id: int, amount
             number_text=f"TC-{n}", currency=currency, payable_micros=amount_micros,
             issue_date=issued)
     return credit_note_id
+
+
+async def assert_kept_aging_is_the_ledgers(db: aging_kept.Db, *, account_id: str | None = None,
+                                           days: Iterable[dt.date] = ()) -> None:
+    """The kept aging (``aging.kept``) equals the ledger's (``aging.from_ledger``) as of today
+    and each of ``days`` from today on, in total and per account (every account, or one),
+    to the micro-unit, and a walk of its pages gives every account's line once."""
+    today = dt.datetime.now(dt.UTC).date()
+    for day in sorted({today, *(d for d in days if d >= today)}):
+        assert await aging.kept(db, day, account_id=account_id) == \
+            await aging.from_ledger(db, day, account_id=account_id), day
+        ledger = await aging.from_ledger(db, day, per_account=True, account_id=account_id)
+        assert await aging.kept(db, day, per_account=True, account_id=account_id) == ledger, day
+        if account_id is None:
+            walked: list[AgingRow] = []
+            after: tuple[str, str] | None = None
+            while page := await aging.kept_page(db, day, after=after, limit=7):
+                walked += page
+                after = (str(page[-1].account_id), page[-1].currency)
+            # in the database's order of account ids (code points under C.UTF-8)
+            assert len(set(walked)) == len(walked), day
+            assert sorted(walked, key=lambda r: (r.account_id or "", r.currency)) == ledger, day

@@ -13,7 +13,10 @@ import subprocess
 import sys
 
 import asyncpg
+import msgspec
 
+from billing_oss.server.collections import aging
+from billing_oss.server.http.collections import aging_line
 from billing_oss.server.store import audit
 from tests.conftest import REPO
 from tests.integration import collections_seed as seed
@@ -255,3 +258,39 @@ async def test_write_off_noted_with_vat_relief_and_reversed_by_a_late_payment(
     trail = await pool.fetch("SELECT action FROM audit_log WHERE action LIKE 'write_off.%'"
                              " ORDER BY seq")
     assert [t["action"] for t in trail] == ["write_off.create", "write_off.reverse"]
+
+
+async def test_aging_today_pages_the_kept_lines_as_the_ledger_has_them(
+        api: Api, pool: asyncpg.Pool) -> None:  # noqa: F811
+    """``GET /v1/aging`` without a date reads the kept state, its items a page at a time in
+    key order from the cursor; the pages and the totals are the ledger's aging as of today,
+    and asked as of yesterday (the ledger's path) the totals tell the two days apart."""
+    today = dt.datetime.now(dt.UTC).date()
+    async with pool.acquire() as conn:
+        for n in range(5):
+            await seed.account(conn, f"AG{n}")
+            await seed.invoice(conn, f"AG{n}", (n + 1) * 10_000_000,
+                               today - dt.timedelta(days=20 * n))
+    status, _ = await api.call("POST", "/v1/payments", "operator", json={
+        "account_id": "AG2", "amount": "50", "received_on": today.isoformat()})
+    assert status == 201
+    walked, cursor = [], None
+    while True:
+        status, page = await api.call("GET", "/v1/aging", "viewer", params={
+            "limit": "2", **({"cursor": cursor} if cursor else {})})
+        assert status == 200, page
+        assert page["as_of"] == today.isoformat()
+        walked += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    ledger = await aging.from_ledger(pool, today, per_account=True)
+    labels = page["buckets"]
+    assert walked == [msgspec.to_builtins(aging_line(r, labels)) for r in ledger]
+    assert page["totals"] == [msgspec.to_builtins(aging_line(r, labels))
+                              for r in await aging.from_ledger(pool, today)]
+    ag2 = next(line for line in walked if line["account_id"] == "AG2")
+    assert ag2["credit"] == "-20.00" and ag2["total"] == "-20.00"  # 30 paid, 20 unapplied
+    status, before = await api.call("GET", "/v1/aging", "viewer", params={
+        "as_of": (today - dt.timedelta(days=1)).isoformat()})
+    assert status == 200 and before["totals"] != page["totals"]  # today's payment

@@ -103,6 +103,8 @@ async def test_credits_returns_and_reasons_then_a_replay_changes_nothing(
     again = await bank_import.import_file(pool, "test", io.BytesIO(doc), "stmt.xml")
     assert (again.duplicates, again.imported, again.unmatched) == (8, 0, 0)
     assert await snapshot(pool) == before
+    # The copied payments and allocations, and the returns, kept the aging as the ledger has it.
+    await seed.assert_kept_aging_is_the_ledgers(pool)
 
 
 async def test_bad_files_over_http_and_cli(api: Api, pool: asyncpg.Pool,  # noqa: F811
@@ -234,6 +236,7 @@ async def test_a_credit_after_a_return_in_an_earlier_batch_is_dated_from_the_rel
         " ORDER BY allocation_id")
     assert [(r["amount_micros"], str(r["allocated_on"])) for r in rows] == [
         (10_000_000, "2026-02-01"), (-10_000_000, "2026-02-20"), (4_000_000, "2026-02-20")]
+    await seed.assert_kept_aging_is_the_ledgers(pool, account_id="B4")
 
 
 async def test_a_file_broken_after_its_first_batch_keeps_that_batch_and_names_the_entry(

@@ -277,6 +277,7 @@ async def test_a_pain002_rejection_reverses_the_debit_once(pool: asyncpg.Pool) -
     later = await bank_import.import_file(pool, "test", io.BytesIO(ret), "stmt.xml")
     assert (later.returned, later.ignored) == (0, 1)
     assert await open_amounts(pool, "DR1") == [10_000_000]
+    await seed.assert_kept_aging_is_the_ledgers(pool)
 
 
 async def test_collecting_without_a_creditor_identifier_is_a_conflict(

@@ -12,6 +12,7 @@ import asyncpg
 
 from billing_oss.server.collections import dunning, payments, postings
 from billing_oss.server.collections.model import NewPayment
+from tests.integration import collections_seed as seed
 
 DAY0 = dt.date(2026, 1, 1)
 DUE = DAY0 + dt.timedelta(days=14)
@@ -103,3 +104,5 @@ async def test_a_120_day_simulation_over_1000_accounts(pool: asyncpg.Pool) -> No
     async with pool.acquire() as conn:
         again = await dunning.run(conn, "sim", DAY0 + dt.timedelta(days=120))
     assert again.steps == 0 and again.suspended == [] and again.resumed == []
+    # The fees, payments and their allocations kept the aging as the ledger has it.
+    await seed.assert_kept_aging_is_the_ledgers(pool)

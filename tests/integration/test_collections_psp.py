@@ -94,6 +94,7 @@ async def test_signed_card_payments_are_recorded_once_and_forgeries_refused(
         body, headers = signed("evt_4", {"type": "charge.dispute.created", "data": {}})
         status, out = await post(api, body, headers)
         assert status == 200 and out["status"] == "ignored", out
+        await seed.assert_kept_aging_is_the_ledgers(pool)
 
 
 async def test_without_a_secret_every_event_is_refused(pool: asyncpg.Pool,

@@ -1,0 +1,158 @@
+"""Whoever writes ledger entries or payment allocations appends their moves to the kept
+aging in the same place (migration 1510, ``server.collections.aging_kept``): aging as of
+today is read from that state, which equals the ledger's aging only if no write skips it.
+
+Scanned: every function of the project's modules that writes either table (an ``INSERT
+INTO`` in a string, or a COPY call naming it) must also write ``aging_open`` (a string
+inserting into it, a COPY naming it, or a call of ``aging_kept.write*``); and the body of
+every SQL function the migrations leave defined that inserts into either table must insert
+into ``aging_open`` too. A writer found without it fails the test, naming where it is.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tests.unit.test_charge_writes_guard import defined
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = ("core", "adapters", "server")
+MIGRATIONS = ROOT / "server" / "store" / "migrations"
+
+_LEDGER = r"(?:ledger_entries|payment_allocations)\b"
+INSERT = re.compile(rf"\bINSERT\s+INTO\s+(?:ONLY\s+)?(?:public\.)?{_LEDGER}", re.I)
+SQL_COPY = re.compile(rf"\bCOPY\s+(?:public\.)?{_LEDGER}", re.I)
+TABLE_NAME = re.compile(rf"^(?:public\.)?{_LEDGER}$")
+KEPT_INSERT = re.compile(r"\bINSERT\s+INTO\s+(?:public\.)?aging_open\b", re.I)
+
+
+def _text(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(p.value if isinstance(p, ast.Constant) else "{}" for p in node.values)
+    return None
+
+
+def _copies_to(call: ast.Call, table: re.Pattern[str]) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if "copy" not in name.lower():
+        return False
+    args = [*call.args, *(k.value for k in call.keywords)]
+    return any((t := _text(a)) is not None and table.match(t) for a in args)
+
+
+def _writes_ledger(node: ast.AST) -> bool:
+    text = _text(node)
+    return (text is not None and INSERT.search(text) is not None) or (
+        isinstance(node, ast.Call) and _copies_to(node, TABLE_NAME))
+
+
+def _keeps_aging(node: ast.AST) -> bool:
+    text = _text(node)
+    if text is not None and KEPT_INSERT.search(text):
+        return True
+    if isinstance(node, ast.Call):
+        func = node.func
+        if (isinstance(func, ast.Attribute) and func.attr.startswith("write")
+                and isinstance(func.value, ast.Name) and func.value.id == "aging_kept"):
+            return True
+        return _copies_to(node, re.compile(r"^aging_open$"))
+    return False
+
+
+def source_violations(modules: Iterable[tuple[str, str]]) -> list[str]:
+    """Writes of the ledger in functions that do not keep the aging, as ``module:line``."""
+    found: list[str] = []
+    for module, source in modules:
+        tree = ast.parse(source)
+        enclosing: dict[ast.AST, ast.AST] = {}
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                for node in ast.walk(fn):  # outer first: the innermost one names it
+                    if node is not fn:
+                        enclosing[node] = fn
+        for node in ast.walk(tree):
+            if not _writes_ledger(node):
+                continue
+            fn = enclosing.get(node)
+            if fn is None or not any(_keeps_aging(n) for n in ast.walk(fn)):
+                found.append(f"{module}:{getattr(node, 'lineno', 0)}")
+    return sorted(found)
+
+
+def sql_violations(migrations: Iterable[tuple[str, str]]) -> list[str]:
+    """SQL functions still defined that write the ledger without keeping the aging."""
+    functions, _ = defined(migrations)
+    return [f"{function} ({where})" for function, (where, body) in sorted(functions.items())
+            if (INSERT.search(body) or SQL_COPY.search(body)) and not KEPT_INSERT.search(body)]
+
+
+def _project_modules() -> Iterator[tuple[str, str]]:
+    for layer in LAYERS:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            yield ".".join(path.relative_to(ROOT).with_suffix("").parts), path.read_text()
+
+
+def _migrations() -> list[tuple[str, str]]:
+    return [(p.stem, p.read_text()) for p in sorted(MIGRATIONS.glob("*.sql"))]
+
+
+def test_every_ledger_writer_keeps_the_aging() -> None:
+    assert source_violations(_project_modules()) == []
+
+
+def test_every_sql_function_writing_the_ledger_keeps_the_aging() -> None:
+    assert sql_violations(_migrations()) == []
+
+
+def test_the_writers_are_seen_by_the_scan() -> None:
+    """The scan finds the known writers (so an empty answer is not a blind one)."""
+    modules = dict(_project_modules())
+    repo = modules["server.collections.repo"]
+    tree = ast.parse(repo)
+    writers = {fn.name for fn in ast.walk(tree)
+               if isinstance(fn, ast.AsyncFunctionDef)
+               and any(_writes_ledger(n) for n in ast.walk(fn))}
+    assert {"insert_payment", "insert_entry", "post_invoices", "post_credit_note", "allocate",
+            "insert_payments", "take_due_steps"} <= writers
+    functions, _ = defined(_migrations())
+    assert INSERT.search(functions["collections_settle"][1])
+    assert INSERT.search(functions["collections_release_excess"][1])
+
+
+def test_the_scan_catches_a_writer_that_skips_the_aging() -> None:
+    bypass = '''
+async def sneaky(conn, rows):
+    await conn.execute("INSERT INTO ledger_entries (account_id) VALUES ($1)", "A")
+    await conn.copy_records_to_table("payment_allocations", records=rows)
+
+async def kept(conn, rows):
+    await conn.execute("INSERT INTO payment_allocations (account_id) VALUES ($1)", "A")
+    await aging_kept.write(conn, rows)
+
+async def kept_by_sql(conn):
+    await conn.execute("INSERT INTO ledger_entries SELECT 1")
+    await conn.execute("INSERT INTO aging_open SELECT 1")
+'''
+    assert source_violations([("server.collections.sneaky", bypass)]) == [
+        "server.collections.sneaky:3", "server.collections.sneaky:4"]
+
+
+def test_the_scan_catches_a_sql_function_that_skips_the_aging() -> None:
+    migrations = [
+        ("0001", "CREATE FUNCTION settle(a text) RETURNS void LANGUAGE plpgsql AS $$\n"
+                 "BEGIN INSERT INTO payment_allocations VALUES (a); END $$;"),
+        ("0002", "CREATE FUNCTION fee(a text) RETURNS void LANGUAGE plpgsql AS $$\n"
+                 "BEGIN INSERT INTO ledger_entries VALUES (a);"
+                 " INSERT INTO aging_open VALUES (a); END $$;"),
+    ]
+    assert sql_violations(migrations) == ["settle (0001)"]
+    migrations.append(("0003", "CREATE OR REPLACE FUNCTION settle(a text) RETURNS void"
+                               " LANGUAGE plpgsql AS $$ BEGIN INSERT INTO payment_allocations"
+                               " VALUES (a); INSERT INTO aging_open VALUES (a); END $$;"))
+    assert sql_violations(migrations) == []
