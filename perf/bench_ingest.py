@@ -4,6 +4,7 @@ lean row per record with one unique key on (source, record_key) — the physical
 
     python perf/bench_ingest.py [--records N] [--runs R] [--quick] [--database-url DSN]
                                 [--format FMT]
+    python perf/bench_ingest.py --records N --prefill M [--shared-buffers SIZE]
 
 The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default): MSC
 moCallRecords (national numbers, peak hours) and S-GW / P-GW data records, every one of
@@ -27,6 +28,14 @@ the machine (/proc/stat: WAL writer, checkpointer, other jobs), with the rate th
 cores, fully busy, would allow at that cost.
 Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is started
 in a temporary directory. The file is generated on disk first (not timed).
+
+``--prefill M`` measures how ingest holds up as the month grows instead: ``--records`` into an
+empty database, then M more through the same pipeline in files of at most ``--records``
+(their keys following on, the rollup deltas compacted after each file as ``serve`` does every
+minute; not timed), then ``--records`` more. Both timed ingests print their rate, the CPU
+split, and what the server did (WAL and full-page images, checkpoints, buffers written,
+shared-buffer hit ratio, reads and hits per record of the busiest indexes);
+``--shared-buffers`` runs the embedded server with another shared_buffers than the project's.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ sys.path.insert(0, str(REPO))
 
 from billing_oss.core.records import UsageRecord  # noqa: E402
 from billing_oss.server import config  # noqa: E402
+from billing_oss.server.analytics import compaction  # noqa: E402
 from billing_oss.server.composition import decoders, rater_factory, read_catalog_file  # noqa: E402
 from billing_oss.server.pipeline.pipeline import Pipeline  # noqa: E402
 from billing_oss.server.store import catalog_repo, usage_repo  # noqa: E402
@@ -160,12 +170,15 @@ def _cdr(i: int, rng: random.Random) -> bytes:
     return _tlv(79 if pgw else 78, body, True)
 
 
-def generate_3gpp(path: Path, n: int) -> None:
+def generate_3gpp(path: Path, n: int, first: int = 0) -> None:
+    """Records ``first`` .. ``first + n - 1`` of the mix (their keys follow on from the
+    previous file's, as a switch's next file's do)."""
     from tests.generators.threegpp_files import write_3gpp_file
 
-    rng = random.Random(7)
+    rng = random.Random(7 + first)
     with path.open("wb") as f:
-        write_3gpp_file(f, (_cdr(i, rng) for i in range(n)), sequence_number=42)
+        write_3gpp_file(f, (_cdr(i, rng) for i in range(first, first + n)),
+                        sequence_number=42 + first // max(n, 1))
 
 
 GENERATORS: dict[str, Callable[[Path, int], None]] = {"3gpp": generate_3gpp,
@@ -173,14 +186,15 @@ GENERATORS: dict[str, Callable[[Path, int], None]] = {"3gpp": generate_3gpp,
 
 
 @asynccontextmanager
-async def server(dsn: str | None) -> AsyncIterator[str]:
+async def server(dsn: str | None, overrides: dict[str, str] | None = None
+                 ) -> AsyncIterator[str]:
     if dsn:
         yield dsn
         return
     from billing_oss.server.store.embedded import start_server
 
     with tempfile.TemporaryDirectory() as tmp:
-        pg = start_server(Path(tmp) / "data", cleanup_mode="delete")
+        pg = start_server(Path(tmp) / "data", cleanup_mode="delete", overrides=overrides)
         try:
             yield pg.get_uri()
         finally:
@@ -439,6 +453,130 @@ async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int, batch_
     return timed
 
 
+# What the server did during one ingest: checkpoints and the buffers they and the backends
+# wrote, WAL (records, full-page images, bytes), and shared-buffer hits and reads of the
+# database and of each index. The embedded server serves only this run, so the server-wide
+# counters are this ingest's.
+_SERVER_STATS = """
+SELECT b.checkpoints_timed + b.checkpoints_req AS checkpoints,
+       b.buffers_checkpoint, b.buffers_clean, b.buffers_backend,
+       w.wal_records, w.wal_fpi, w.wal_bytes::float8 AS wal_bytes,
+       d.blks_hit, d.blks_read
+FROM pg_stat_bgwriter b, pg_stat_wal w, pg_stat_database d
+WHERE d.datname = current_database()"""
+# PostgreSQL 17 moved the checkpointer's counters to their own view and the backends' writes
+# to pg_stat_io.
+_SERVER_STATS_17 = """
+SELECT c.num_timed + c.num_requested AS checkpoints,
+       c.buffers_written AS buffers_checkpoint, b.buffers_clean,
+       (SELECT sum(writes) FROM pg_stat_io WHERE backend_type = 'client backend'
+        AND object = 'relation') AS buffers_backend,
+       w.wal_records, w.wal_fpi, w.wal_bytes::float8 AS wal_bytes,
+       d.blks_hit, d.blks_read
+FROM pg_stat_checkpointer c, pg_stat_bgwriter b, pg_stat_wal w, pg_stat_database d
+WHERE d.datname = current_database()"""
+# Indexes of partitions are summed under their parent index (usage_records_2026_01_pkey
+# counts as usage_records_pkey).
+_INDEX_STATS = """
+SELECT coalesce(p.relname, i.relname) AS index, sum(s.idx_blks_hit) AS hit,
+       sum(s.idx_blks_read) AS read, sum(pg_relation_size(s.indexrelid))::float8 AS bytes
+FROM pg_statio_user_indexes s JOIN pg_class i ON i.oid = s.indexrelid
+LEFT JOIN pg_inherits h ON h.inhrelid = s.indexrelid LEFT JOIN pg_class p ON p.oid = h.inhparent
+GROUP BY 1"""
+
+
+async def server_stats(dsn: str) -> tuple[dict[str, float], dict[str, tuple[float, ...]]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        recent = await conn.fetchval("SHOW server_version_num")
+        totals = dict(await conn.fetchrow(
+            _SERVER_STATS_17 if int(recent) >= 170000 else _SERVER_STATS))
+        indexes = {r["index"]: (float(r["hit"]), float(r["read"]), r["bytes"])
+                   for r in await conn.fetch(_INDEX_STATS)}
+    finally:
+        await conn.close()
+    return totals, indexes
+
+
+async def ingest_phase(dsn: str, path: Path, label: str) -> tuple[float, float]:
+    """Ingest ``path`` into the database as it stands; print the rate, the CPU split and
+    what the server did. (records/s, PostgreSQL backends' µs per record)."""
+    cpu = CpuSplit()
+    await asyncio.sleep(1)  # the backends of the last phase have flushed their statistics
+    before, idx_before = await server_stats(dsn)
+    elapsed, count, charged = await ours(dsn, path, "3gpp", cpu)
+    await asyncio.sleep(1)
+    after, idx_after = await server_stats(dsn)
+    d = {k: float(after[k] - before[k]) for k in after}
+    hit_ratio = d["blks_hit"] / max(1.0, d["blks_hit"] + d["blks_read"])
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{label}: {count:,} records ({charged:,} charged) in {elapsed:.1f} s: "
+          f"{count / elapsed:,.0f} records/s; load average {load}")
+    print(f"  {cpu.line(count)}")
+    print(f"  per record: WAL {d['wal_bytes'] / count:,.0f} bytes, "
+          f"{d['wal_records'] / count:.1f} WAL records, {d['wal_fpi'] / count:.3f} full-page "
+          f"images; buffers written by checkpoints {d['buffers_checkpoint'] / count:.3f}, "
+          f"bgwriter {d['buffers_clean'] / count:.3f}, backends "
+          f"{d['buffers_backend'] / count:.3f}; checkpoints {d['checkpoints']:.0f}; shared "
+          f"buffers hit ratio {hit_ratio:.2%} ({d['blks_read'] / count:.2f} reads/record)")
+    def busiest(index: str) -> tuple[float, float]:  # most reads, then most hits, first
+        was = idx_before.get(index, (0.0, 0.0, 0.0))
+        return was[1] - idx_after[index][1], was[0] - idx_after[index][0]
+
+    for index in sorted(idx_after, key=busiest)[:8]:
+        hit, read, size = idx_after[index]
+        hit0, read0, _ = idx_before.get(index, (0.0, 0.0, 0.0))
+        print(f"    {index:<32} {size / 2**20:8,.0f} MB  reads/record "
+              f"{(read - read0) / count:.3f}  hits/record {(hit - hit0) / count:.2f}")
+    return count / elapsed, cpu.server / count * 1e6
+
+
+async def compact(dsn: str) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        await compaction.run_once(pool)
+    finally:
+        await pool.close()
+
+
+async def growth(admin: str, tmp: Path, n: int, prefill: int) -> None:
+    """``n`` records into an empty database, ``prefill`` more (through the same pipeline,
+    files of at most ``n``, not timed), then ``n`` more: the two timed ingests side by
+    side. After each file the rollup deltas are compacted, as ``serve`` compacts them every
+    minute (``analytics.compact_interval_s``): left alone they would grow by about two
+    rows per record, which no server does."""
+    name, dsn = await fresh_database(admin, "growth")
+    try:
+        conn = await asyncpg.connect(dsn)
+        shared = await conn.fetchval("SHOW shared_buffers")
+        await conn.close()
+        print(f"{n:,} records into an empty database, {prefill:,} more, then {n:,} more; "
+              f"shared_buffers {shared}", flush=True)
+        path = tmp / "bench.3gpp"
+        generate_3gpp(path, n, 0)
+        empty = await ingest_phase(dsn, path, "into an empty database")
+        done, started = n, time.perf_counter()
+        while done < n + prefill:
+            await compact(dsn)
+            size = min(n, n + prefill - done)
+            generate_3gpp(path, size, done)
+            await ours(dsn, path, "3gpp")
+            done += size
+            print(f"  filled to {done:,} records ({time.perf_counter() - started:.0f} s)",
+                  flush=True)
+        await compact(dsn)
+        generate_3gpp(path, n, done)
+        full = await ingest_phase(dsn, path, f"into a database holding {done:,} records")
+        print(f"rate holding {done:,} / rate when empty: {full[0] / empty[0]:.1%}; "
+              f"PostgreSQL backends' CPU per record {empty[1]:.1f} → {full[1]:.1f} µs")
+    finally:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
 def _spread(rates: list[float]) -> str:
     return (f"{statistics.median(rates):,.0f} records/s (median of {len(rates)}; "
             f"{min(rates):,.0f}–{max(rates):,.0f})")
@@ -451,8 +589,20 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run (50 000)")
     parser.add_argument("--format", default="3gpp", choices=sorted(GENERATORS))
     parser.add_argument("--database-url", default=os.environ.get("BILLING_OSS_TEST_DATABASE_URL"))
+    parser.add_argument("--prefill", type=int, default=0, metavar="N",
+                        help="instead of the peers: --records into an empty database, N more, "
+                             "then --records more, the first and last timed (3gpp only)")
+    parser.add_argument("--shared-buffers", metavar="SIZE",
+                        help="the embedded server's shared_buffers instead of the project's "
+                             "(e.g. 256MB, as before it followed the machine's memory)")
     args = parser.parse_args()
     n = 50_000 if args.quick else args.records
+    if args.prefill:
+        with tempfile.TemporaryDirectory() as tmp:
+            overrides = {"shared_buffers": args.shared_buffers} if args.shared_buffers else None
+            async with server(args.database_url, overrides) as admin:
+                await growth(admin, Path(tmp), n, args.prefill)
+        return
     settings = config.load(env={}).pipeline
     lanes = settings.write_lanes
     ours_rates: list[float] = []

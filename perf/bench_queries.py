@@ -123,6 +123,16 @@ async def sample(http: aiohttp.ClientSession, base: str, path: Callable[[], str]
 
 
 Row = tuple[str, str, list[float], str]
+HEADER = f"{'query':<40} {'page':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+
+
+def line(row: Row) -> str:
+    """A row as the table prints it; also printed as soon as it is measured, so that a run
+    stopped before its end (the earlier totals query alone takes ~20 s a time at scale 1)
+    still shows what it measured."""
+    query, depth, samples, note = row
+    return (f"{query:<40} {depth:>4} {statistics.median(samples):8.1f}"
+            f" {percentile(samples, 0.99):8.1f} {max(samples):8.1f}  {note}")
 
 
 async def measure(base: str, token: str, accounts: int, invoices: tuple[int, int],
@@ -132,8 +142,10 @@ async def measure(base: str, token: str, accounts: int, invoices: tuple[int, int
     try:
         out.append(("GET /v1/invoices/{id} (peer)", "pk", await sample(
             http, base, lambda: f"/v1/invoices/{random.randint(*invoices)}", requests), ""))
+        print(line(out[-1]), flush=True)
         for name, path in queries(accounts, first_day, last_day).items():
             out.append((name, "1", await sample(http, base, path, requests), ""))
+            print(line(out[-1]), flush=True)
             if "totals" in name:
                 continue
             url, depth, walk_ms = await deep(http, base, path())
@@ -141,6 +153,7 @@ async def measure(base: str, token: str, accounts: int, invoices: tuple[int, int
                 out.append((name, str(depth), await sample(http, base, lambda u=url: u,
                                                            requests),
                             f"walk {walk_ms / 1000:.2f} s"))
+                print(line(out[-1]), flush=True)
     finally:
         await http.close()
     return out
@@ -166,6 +179,7 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
               f" {DAYS} days, {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
               f" {how}; compacted: {rollups[0]:,} daily rollup rows per account,"
               f" {rollups[1]:,} without the account")
+        print(HEADER, flush=True)
         async with serving(url) as base:
             results = await measure(base, token, accounts, invoices, requests,
                                     days["first"].isoformat(), days["last"].isoformat())
@@ -177,12 +191,12 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
                 earlier.append((time.perf_counter() - began) * 1000)
     print(f"{requests} requests per query and page, one at a time, loopback;"
           f" server: billing-oss serve")
-    print(f"{'query':<40} {'page':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(HEADER)
     worst, worst_name = 0.0, ""
-    for query, depth, samples, note in results:
+    for row in results:
+        query, depth, samples, _ = row
         p99 = percentile(samples, 0.99)
-        print(f"{query:<40} {depth:>4} {statistics.median(samples):8.1f}"
-              f" {p99:8.1f} {max(samples):8.1f}  {note}")
+        print(line(row))
         if depth != "pk" and p99 > worst:
             worst, worst_name = p99, f"{query} page {depth}"
     ours = next(r[2] for r in results if r[0].startswith("totals, all, days"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -76,23 +77,63 @@ def _start(pgdata: Path) -> Any:
 
 # The embedded server's settings beyond initdb's. Ingest writes large batches: a bigger WAL
 # budget spaces checkpoints out (each one makes the next writes of every page log a full
-# page image); more shared buffers keep the hot index pages of usage and charges in memory.
-# Durability stays as it is: fsync and synchronous_commit on.
+# page image). Durability stays as it is: fsync and synchronous_commit on.
 SETTINGS = {
-    "shared_buffers": "256MB",
     "max_wal_size": "4GB",
     "min_wal_size": "256MB",
     "checkpoint_timeout": "15min",
     "wal_buffers": "16MB",
 }
+# shared_buffers: a quarter of the memory (PostgreSQL's documented starting point), never
+# less than the 256MB it used to be. Records whose event times are not in arrival order
+# insert at random places in the month partition's primary keys and time indexes (~280 MB
+# of index per million records with the dedupe key): once those outgrow the buffers, each
+# insert reads its leaf back from the OS cache and evicts a dirty page (perf/README.md,
+# "Ingest as the month grows").
+MIN_SHARED_BUFFERS_MB = 256
+
+
+def memory_bytes() -> int | None:
+    """The memory this process may use: the machine's, or its cgroup's limit if lower;
+    None where neither is known."""
+    try:
+        total: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    for limit_file in ("/sys/fs/cgroup/memory.max",
+                       "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = int(Path(limit_file).read_text().strip())
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+        if total is None or limit < total:
+            total = limit
+    return total
+
+
+def shared_buffers(memory: int | None) -> str:
+    """The shared_buffers setting for a machine of ``memory`` bytes."""
+    quarter = (memory or 0) // 4 // 2**20
+    return f"{max(MIN_SHARED_BUFFERS_MB, quarter)}MB"
+
+
+def settings(memory: int | None = None) -> dict[str, str]:
+    """Every setting the embedded server gets, for a machine of ``memory`` bytes (default:
+    this one's)."""
+    return {"shared_buffers": shared_buffers(memory if memory is not None
+                                             else memory_bytes()), **SETTINGS}
+
+
 _CONF = "billing-oss.conf"
 
 
-def start_server(pgdata: Path, *, cleanup_mode: str) -> Any:
+def start_server(pgdata: Path, *, cleanup_mode: str,
+                 overrides: dict[str, str] | None = None) -> Any:
     """Initialise (first time), configure and start the server in ``pgdata``; its handle.
 
     Settings go in ``billing-oss.conf``, included from ``postgresql.conf``: initdb's file
-    stays as it was, and an operator's ``ALTER SYSTEM`` still overrides ours.
+    stays as it was, and an operator's ``ALTER SYSTEM`` still overrides ours. ``overrides``
+    replace some of ours (a benchmark comparing settings).
     """
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the server falls back to /tmp.
@@ -101,14 +142,14 @@ def start_server(pgdata: Path, *, cleanup_mode: str) -> Any:
 
         server = get_server(pgdata, cleanup_mode=cleanup_mode, start=False)
         server.ensure_pgdata_inited()
-        _configure(pgdata)
+        _configure(pgdata, overrides)
         server.start()
     return server
 
 
-def _configure(pgdata: Path) -> None:
-    lines = [f"# Written by billing-oss at each start ({__name__}.SETTINGS)."]
-    lines += [f"{name} = '{value}'" for name, value in SETTINGS.items()]
+def _configure(pgdata: Path, overrides: dict[str, str] | None = None) -> None:
+    lines = [f"# Written by billing-oss at each start ({__name__}.settings)."]
+    lines += [f"{name} = '{value}'" for name, value in {**settings(), **(overrides or {})}.items()]
     (pgdata / _CONF).write_text("\n".join(lines) + "\n")
     (pgdata / _CONF).chmod(0o644)  # read by the server's own user when we run as root
     main = pgdata / "postgresql.conf"

@@ -24,3 +24,19 @@ def test_bench_ingest_runs(pg_admin_dsn: str) -> None:
                     if x.startswith(side) and "CPU per record" in x)
         assert "this process" in line and "PostgreSQL backends" in line, line
     assert "the lean COPY client's" in out.stdout
+
+
+def test_bench_ingest_prefill_runs(pg_admin_dsn: str) -> None:
+    out = subprocess.run([sys.executable, "perf/bench_ingest.py", "--records", "2000",
+                          "--prefill", "3000", "--database-url", pg_admin_dsn], cwd=REPO,
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(x.startswith("into an empty database: 2,000 records (2,000 charged)")
+               for x in lines), out.stdout
+    # the prefill's keys follow on from the first file's: none of its records is a duplicate
+    assert any(x.startswith("into a database holding 5,000 records: 2,000 records "
+                            "(2,000 charged)") for x in lines), out.stdout
+    assert sum("full-page images" in x and "hit ratio" in x for x in lines) == 2
+    assert any(x.strip().startswith("usage_keys_pkey") for x in lines)
+    assert any(x.startswith("rate holding 5,000 / rate when empty:") for x in lines)
