@@ -28,7 +28,7 @@ import asyncpg
 import embedded_pg  # perf/ is on sys.path: this script's folder
 from seeded import percentile, post_finalised  # perf/ is on sys.path: this script's folder
 
-from billing_oss.server.collections import aging, aging_kept, dunning
+from billing_oss.server.collections import aging, aging_kept_repo, dunning
 from billing_oss.server.store.dsn import with_database
 from billing_oss.server.store.migrate import migrate
 
@@ -67,7 +67,7 @@ async def seed(conn: asyncpg.Connection, accounts: int, invoices: int) -> None:
         FROM payments p;""")
     # Written by plain SQL above: the kept aging is formed from the ledger, as the
     # migration forms it for an existing ledger.
-    await aging_kept.rebuild(conn)
+    await aging_kept_repo.rebuild(conn)
     await conn.execute("ANALYZE")
 
 

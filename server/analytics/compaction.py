@@ -1,5 +1,5 @@
 """What ``serve`` runs every ``analytics.compact_interval_s``: the kept aging's deltas folded
-(``collections.aging_kept``), and the charge rollups' per-batch
+(``collections.aging_kept_repo``), and the charge rollups' per-batch
 deltas folded into one row per key and day (and month), and into the account-less level
 that totals across accounts read (migration 1423); the days, weeks and months folded are then
 counted into the levels reports read (distinct accounts per dimension, one row per account
@@ -22,7 +22,7 @@ import asyncpg
 
 from billing_oss.server import scheduled
 from billing_oss.server.analytics import repo
-from billing_oss.server.collections import aging_kept
+from billing_oss.server.collections import aging_kept_repo
 
 log = logging.getLogger(__name__)
 TASK = "rollup-compaction"  # its row in scheduled_ticks
@@ -42,11 +42,11 @@ async def run_once(pool: asyncpg.Pool) -> None:
         await repo.analyze_rollups(pool)
         await repo.fresh_rollups(pool)
     log.info("rollups compacted", extra={"fields": {"deltas": fresh, "rows_folded": folded}})
-    # The kept aging's deltas, on the same clock (collections.aging_kept).
-    aging_fresh = await aging_kept.fresh(pool)
-    aging_folded = await aging_kept.compact(pool)
+    # The kept aging's deltas, on the same clock (collections.aging_kept_repo).
+    aging_fresh = await aging_kept_repo.fresh(pool)
+    aging_folded = await aging_kept_repo.compact(pool)
     if aging_fresh >= RESTAT_AFTER:
-        await aging_kept.vacuum(pool)
+        await aging_kept_repo.vacuum(pool)
     log.info("aging compacted", extra={"fields": {"deltas": aging_fresh,
                                                   "rows_folded": aging_folded}})
 

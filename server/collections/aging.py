@@ -1,5 +1,5 @@
 """Aging as of any date (DESIGN.md §9): from today on from the state the ledger's writers
-keep (``aging_kept``), before today from the ledger alone; both give the same rows.
+keep (``aging_kept_repo``), before today from the ledger alone; both give the same rows.
 
 An item (invoice, fee) is open as of a date by its amount less the credit notes and
 write-offs applied to it and the allocations made to it up to that date; it falls in the
@@ -15,7 +15,7 @@ import itertools
 from typing import Any
 
 from billing_oss.core.errors import InvalidRequest
-from billing_oss.server.collections import aging_kept, repo
+from billing_oss.server.collections import aging_kept_repo, repo
 from billing_oss.server.collections.model import DEFAULT_BUCKETS, AgingRow
 
 
@@ -32,7 +32,7 @@ def check_bounds(bounds: tuple[int, ...]) -> tuple[int, ...]:
 async def aging(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...] = DEFAULT_BUCKETS,
                 per_account: bool = False, account_id: str | None = None) -> list[AgingRow]:
     """One row per currency (and per account when ``per_account``), sorted."""
-    if aging_kept.serves(as_of):
+    if aging_kept_repo.serves(as_of):
         return await kept(db, as_of, bounds=bounds, per_account=per_account,
                           account_id=account_id)
     return await from_ledger(db, as_of, bounds=bounds, per_account=per_account,
@@ -54,8 +54,8 @@ async def kept(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...] = DEFAULT
     """``aging`` from the kept state: as of today (UTC) or later only."""
     check_bounds(bounds)
     thresholds = _thresholds(bounds)
-    rows = await (aging_kept.per_account(db, as_of, thresholds, account_id) if per_account
-                  else aging_kept.totals(db, as_of, thresholds, account_id))
+    rows = await (aging_kept_repo.per_account(db, as_of, thresholds, account_id) if per_account
+                  else aging_kept_repo.totals(db, as_of, thresholds, account_id))
     return _lines(rows, bounds, per_account)
 
 
@@ -63,7 +63,7 @@ async def kept_page(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...] = DE
                     after: tuple[str, str] | None, limit: int) -> list[AgingRow]:
     """The first ``limit`` (account, currency) lines after ``after``, from the kept state."""
     check_bounds(bounds)
-    rows = await aging_kept.page(db, as_of, _thresholds(bounds), after, limit)
+    rows = await aging_kept_repo.page(db, as_of, _thresholds(bounds), after, limit)
     return _lines(rows, bounds, True)
 
 

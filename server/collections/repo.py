@@ -2,7 +2,7 @@
 
 Writers run inside the caller's transaction after ``lock`` has serialised the account's
 receivables; readers take a connection or a pool. Every writer of ledger entries or
-allocations appends their moves to the kept aging (``aging_kept``) in that transaction.
+allocations appends their moves to the kept aging (``aging_kept_repo``) in that transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 
-from billing_oss.server.collections import aging_kept
+from billing_oss.server.collections import aging_kept_repo
 from billing_oss.server.collections.model import Allocation, Entry, Mandate, Payment
 from billing_oss.server.store.pool import Connection
 
@@ -93,7 +93,7 @@ async def insert_payment(conn: Connection, *, account_id: str, amount_micros: in
         "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
         " payment_id, description) VALUES ($1, 'payment', $2, $3, $4, $5, $6)",
         account_id, currency, -amount_micros, received_on, payment_id, description)
-    await aging_kept.write(conn, [aging_kept.credit(account_id, currency, received_on,
+    await aging_kept_repo.write(conn, [aging_kept_repo.credit(account_id, currency, received_on,
                                                     -amount_micros)])
     return payment_id
 
@@ -109,7 +109,7 @@ async def insert_entry(conn: Connection, *, account_id: str, kind: str, currency
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING entry_id",
         account_id, kind, currency, amount_micros, entry_date, due_date, applies_to,
         invoice_id, payment_id, description, reason)
-    await aging_kept.write_entry(conn, account_id, entry_id)
+    await aging_kept_repo.write_entry(conn, account_id, entry_id)
     return entry_id
 
 
@@ -138,8 +138,8 @@ async def post_invoices(conn: Connection, rows: list[tuple[str, int, str, str, i
         " AS n(account_id, invoice_id, number_text, currency, payable, issued, due, ord)"
         " ORDER BY n.ord",
         *([r[i] for r in rows] for i in range(7)))
-    await aging_kept.write(conn, [
-        aging_kept.item(account, currency, due or issued, issued, payable)
+    await aging_kept_repo.write(conn, [
+        aging_kept_repo.item(account, currency, due or issued, issued, payable)
         for account, _, _, currency, payable, issued, due in rows])
 
 
@@ -174,7 +174,7 @@ async def post_credit_note(conn: Connection, account_id: str, invoice_id: int,
         account_id, invoice_id, credit_note_id, currency, amount_micros, issued, number_text)
     if row is None:
         return None
-    await aging_kept.write_entry(conn, account_id, row["entry_id"])
+    await aging_kept_repo.write_entry(conn, account_id, row["entry_id"])
     item: int = row["applies_to"]
     return item
 
@@ -196,7 +196,7 @@ async def allocate(conn: Connection, account_id: str, payment_id: int, entry_id:
         "INSERT INTO payment_allocations (account_id, payment_id, entry_id, amount_micros,"
         " allocated_on) VALUES ($1, $2, $3, $4, $5)",
         account_id, payment_id, entry_id, amount_micros, allocated_on)
-    await aging_kept.write_allocation(conn, account_id, entry_id, amount_micros, allocated_on)
+    await aging_kept_repo.write_allocation(conn, account_id, entry_id, amount_micros, allocated_on)
 
 
 async def last_release(conn: Connection, account_id: str, payment_id: int) -> dt.date | None:
@@ -476,13 +476,13 @@ async def insert_payments(conn: Connection, ids: list[int],
             "account_id", "payment_id", "entry_id", "amount_micros", "allocated_on"])
     # Written together, a payment allocated on its day nets to zero in credit; the item it
     # paid, dated no later, already tells the account's history from then: no row for it.
-    moves = [aging_kept.credit(a, c, d, -m) for a, m, c, d, *_ in rows]
+    moves = [aging_kept_repo.credit(a, c, d, -m) for a, m, c, d, *_ in rows]
     told = set()
     for a, _, e, m, on in allocations:
         i = items[e]
-        moves += aging_kept.allocation(a, i.currency, i.due_date, i.entry_date, on, m)
+        moves += aging_kept_repo.allocation(a, i.currency, i.due_date, i.entry_date, on, m)
         told.add((a, i.currency, max(on, i.entry_date)))
-    await aging_kept.write(conn, moves, told=told)
+    await aging_kept_repo.write(conn, moves, told=told)
 
 
 _PAYMENT_COLUMNS = ["account_id", "payment_id", "amount_micros", "currency", "received_on",

@@ -17,7 +17,7 @@ from billing_oss.core.errors import DecodeError, InvalidRequest, NotFound, Unsup
 from billing_oss.core.money import format_minor, parse_micros
 from billing_oss.server.collections import (
     aging,
-    aging_kept,
+    aging_kept_repo,
     bank_import,
     dunning,
     payments,
@@ -246,7 +246,7 @@ async def get_aging(request: web.Request) -> web.Response:
     labels = bucket_labels(bounds)
     pool = request.app[POOL]
     totals = await aging.aging(pool, as_of, bounds=bounds, account_id=q.account_id)
-    if q.account_id is None and aging_kept.serves(as_of):
+    if q.account_id is None and aging_kept_repo.serves(as_of):
         # A page in key order from the cursor: the lines after it, not every account's.
         rows = await aging.kept_page(pool, as_of, bounds=bounds, after=after,
                                      limit=q.limit + 1)

@@ -12,7 +12,7 @@ import random
 import asyncpg
 import pytest
 
-from billing_oss.server.collections import aging_kept
+from billing_oss.server.collections import aging_kept_repo
 from tests.integration import collections_seed as seed
 from tests.integration.test_collections_ledger import CENT, World, apply
 
@@ -72,9 +72,9 @@ async def _run(citus_pool: asyncpg.Pool) -> None:
         for w in worlds:
             await seed.assert_kept_aging_is_the_ledgers(citus_pool, account_id=w.account,
                                                         days=w.days)
-        assert await aging_kept.compact(citus_pool) >= 0
-        assert await aging_kept.fresh(citus_pool) == 0
+        assert await aging_kept_repo.compact(citus_pool) >= 0
+        assert await aging_kept_repo.fresh(citus_pool) == 0
         await seed.assert_kept_aging_is_the_ledgers(citus_pool, days=[today + dt.timedelta(3)])
     assert await citus_pool.fetchval("SELECT count(*) FROM aging_totals") > 0
-    await aging_kept.rebuild(citus_pool)  # the backfill's path
+    await aging_kept_repo.rebuild(citus_pool)  # the backfill's path
     await seed.assert_kept_aging_is_the_ledgers(citus_pool)

@@ -10,7 +10,7 @@ import itertools
 import json
 from collections.abc import Iterable
 
-from billing_oss.server.collections import aging, aging_kept, postings
+from billing_oss.server.collections import aging, aging_kept_repo, postings
 from billing_oss.server.collections.model import AgingRow
 from billing_oss.server.store.pool import Connection
 
@@ -67,7 +67,7 @@ async def credit_note(conn: Connection, account_id: str, invoice_id: int, amount
     return credit_note_id
 
 
-async def assert_kept_aging_is_the_ledgers(db: aging_kept.Db, *, account_id: str | None = None,
+async def assert_kept_aging_is_the_ledgers(db: aging_kept_repo.Db, *, account_id: str | None = None,
                                            days: Iterable[dt.date] = ()) -> None:
     """The kept aging (``aging.kept``) equals the ledger's (``aging.from_ledger``) as of today
     and each of ``days`` from today on, in total and per account (every account, or one),

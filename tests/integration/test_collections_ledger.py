@@ -20,7 +20,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from billing_oss.core.errors import Conflict, InvalidRequest
-from billing_oss.server.collections import aging, aging_kept, payments, write_offs
+from billing_oss.server.collections import aging, aging_kept_repo, payments, write_offs
 from billing_oss.server.collections.model import AUTO, NONE, NewPayment, Target
 from tests.integration import collections_seed as seed
 
@@ -107,7 +107,7 @@ async def apply(pool: asyncpg.Pool, w: World, day: dt.date, op: tuple[Any, ...])
             await write_offs.write_off(pool, "test", w.invoices[op[1] % len(w.invoices)][0],
                                        day, "uncollectable")
         elif kind == "compact":
-            await aging_kept.compact(pool)
+            await aging_kept_repo.compact(pool)
     except (InvalidRequest, Conflict):
         pass  # refused input changes nothing; the checks below prove it
 
@@ -197,5 +197,5 @@ async def test_the_check_catches_a_ledger_write_that_skips_the_kept_aging(
             5 * CENT, today)
         with pytest.raises(AssertionError):
             await seed.assert_kept_aging_is_the_ledgers(conn, account_id="SKIP1")
-        await aging_kept.rebuild(conn)
+        await aging_kept_repo.rebuild(conn)
         await seed.assert_kept_aging_is_the_ledgers(conn)

@@ -1,10 +1,10 @@
 """Whoever writes ledger entries or payment allocations appends their moves to the kept
-aging in the same place (migration 1510, ``server.collections.aging_kept``): aging as of
+aging in the same place (migration 1510, ``server.collections.aging_kept_repo``): aging as of
 today is read from that state, which equals the ledger's aging only if no write skips it.
 
 Scanned: every function of the project's modules that writes either table (an ``INSERT
 INTO`` in a string, or a COPY call naming it) must also write ``aging_open`` (a string
-inserting into it, a COPY naming it, or a call of ``aging_kept.write*``); and the body of
+inserting into it, a COPY naming it, or a call of ``aging_kept_repo.write*``); and the body of
 every SQL function the migrations leave defined that inserts into either table must insert
 into ``aging_open`` too. A writer found without it fails the test, naming where it is.
 """
@@ -59,7 +59,7 @@ def _keeps_aging(node: ast.AST) -> bool:
     if isinstance(node, ast.Call):
         func = node.func
         if (isinstance(func, ast.Attribute) and func.attr.startswith("write")
-                and isinstance(func.value, ast.Name) and func.value.id == "aging_kept"):
+                and isinstance(func.value, ast.Name) and func.value.id == "aging_kept_repo"):
             return True
         return _copies_to(node, re.compile(r"^aging_open$"))
     return False
@@ -133,7 +133,7 @@ async def sneaky(conn, rows):
 
 async def kept(conn, rows):
     await conn.execute("INSERT INTO payment_allocations (account_id) VALUES ($1)", "A")
-    await aging_kept.write(conn, rows)
+    await aging_kept_repo.write(conn, rows)
 
 async def kept_by_sql(conn):
     await conn.execute("INSERT INTO ledger_entries SELECT 1")

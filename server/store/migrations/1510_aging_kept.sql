@@ -12,7 +12,7 @@
 -- bucketed by D − due date is the aging as of D, to the micro-unit.
 --
 -- aging_open holds those moves as delta rows, appended by every writer of ledger entries
--- and allocations in its own transaction (server/collections/aging_kept.py; the PL/pgSQL
+-- and allocations in its own transaction (server/collections/aging_kept_repo.py; the PL/pgSQL
 -- writers below): inserts only, so concurrent writers never wait on a shared row. Each
 -- carries from_on, the day it starts to count. Compaction folds an account's rows into one
 -- per (currency, due date, from_on), from_on NULL for every day up to the day before it
