@@ -26,7 +26,7 @@ SQL_COPY = re.compile(rf"\bCOPY\s+(?:public\.)?{_TABLE}", re.I)
 TABLE_NAME = re.compile(rf"^(?:public\.)?{_TABLE}$")
 
 
-def _text(node: ast.AST) -> str | None:
+def string_of(node: ast.AST) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
@@ -34,15 +34,15 @@ def _text(node: ast.AST) -> str | None:
     return None
 
 
-def _copy_target(call: ast.Call) -> bool:
+def copies_to(call: ast.Call, table: re.Pattern[str]) -> bool:
     """A call to a COPY helper (``copy_rows``, ``copy_records_to_table``, …) whose
-    arguments name the charges table."""
+    arguments name ``table``."""
     func = call.func
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
     if "copy" not in name.lower():
         return False
     args = [*call.args, *(k.value for k in call.keywords)]
-    return any((t := _text(a)) is not None and TABLE_NAME.match(t) for a in args)
+    return any((t := string_of(a)) is not None and table.match(t) for a in args)
 
 
 def writers(module: str, source: str) -> Iterator[tuple[int, str | None]]:
@@ -55,9 +55,9 @@ def writers(module: str, source: str) -> Iterator[tuple[int, str | None]]:
                 if node is not fn:
                     enclosing[node] = fn.name
     for node in ast.walk(tree):
-        text = _text(node)
+        text = string_of(node)
         if (text is not None and INSERT.search(text)) or (
-                isinstance(node, ast.Call) and _copy_target(node)):
+                isinstance(node, ast.Call) and copies_to(node, TABLE_NAME)):
             yield getattr(node, "lineno", 0), enclosing.get(node)
 
 
@@ -71,7 +71,7 @@ def source_violations(modules: Iterable[tuple[str, str]]) -> list[str]:
     return [f"{module}:{line}" for module, line in sorted(found)]
 
 
-def _project_modules() -> Iterator[tuple[str, str]]:
+def project_modules() -> Iterator[tuple[str, str]]:
     for layer in LAYERS:
         for path in sorted((ROOT / layer).rglob("*.py")):
             yield ".".join(path.relative_to(ROOT).with_suffix("").parts), path.read_text()
@@ -118,12 +118,12 @@ def sql_violations(migrations: Iterable[tuple[str, str]]) -> list[str]:
     return found
 
 
-def _migrations() -> list[tuple[str, str]]:
+def migration_texts() -> list[tuple[str, str]]:
     return [(p.stem, p.read_text()) for p in sorted(MIGRATIONS.glob("*.sql"))]
 
 
 def test_only_the_writer_of_rollups_writes_charges() -> None:
-    assert source_violations(_project_modules()) == []
+    assert source_violations(project_modules()) == []
 
 
 def test_the_writer_writes_both_rollup_levels() -> None:
@@ -131,13 +131,13 @@ def test_the_writer_writes_both_rollup_levels() -> None:
     tree = ast.parse(source)
     write = next(n for n in ast.walk(tree)
                  if isinstance(n, ast.AsyncFunctionDef) and n.name == THE_WRITER[1])
-    names = {_text(n) for n in ast.walk(write)}
+    names = {string_of(n) for n in ast.walk(write)}
     assert {"charge_rollups", "charge_rollups_monthly"} <= names
     assert list(writers(THE_WRITER[0], source)), "the writer itself is seen by the scan"
 
 
 def test_no_sql_function_or_trigger_writes_charges() -> None:
-    assert sql_violations(_migrations()) == []
+    assert sql_violations(migration_texts()) == []
 
 
 def test_the_scan_catches_a_writer_that_skips_the_rollups() -> None:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 
-from tests.unit.test_charge_writes_guard import defined
-
-ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("core", "adapters", "server")
-MIGRATIONS = ROOT / "server" / "store" / "migrations"
+from tests.unit.test_charge_writes_guard import (
+    copies_to,
+    defined,
+    migration_texts,
+    project_modules,
+    string_of,
+)
 
 _LEDGER = r"(?:ledger_entries|payment_allocations)\b"
 INSERT = re.compile(rf"\bINSERT\s+INTO\s+(?:ONLY\s+)?(?:public\.)?{_LEDGER}", re.I)
@@ -29,31 +30,14 @@ TABLE_NAME = re.compile(rf"^(?:public\.)?{_LEDGER}$")
 KEPT_INSERT = re.compile(r"\bINSERT\s+INTO\s+(?:public\.)?aging_open\b", re.I)
 
 
-def _text(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        return "".join(p.value if isinstance(p, ast.Constant) else "{}" for p in node.values)
-    return None
-
-
-def _copies_to(call: ast.Call, table: re.Pattern[str]) -> bool:
-    func = call.func
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-    if "copy" not in name.lower():
-        return False
-    args = [*call.args, *(k.value for k in call.keywords)]
-    return any((t := _text(a)) is not None and table.match(t) for a in args)
-
-
 def _writes_ledger(node: ast.AST) -> bool:
-    text = _text(node)
+    text = string_of(node)
     return (text is not None and INSERT.search(text) is not None) or (
-        isinstance(node, ast.Call) and _copies_to(node, TABLE_NAME))
+        isinstance(node, ast.Call) and copies_to(node, TABLE_NAME))
 
 
 def _keeps_aging(node: ast.AST) -> bool:
-    text = _text(node)
+    text = string_of(node)
     if text is not None and KEPT_INSERT.search(text):
         return True
     if isinstance(node, ast.Call):
@@ -61,7 +45,7 @@ def _keeps_aging(node: ast.AST) -> bool:
         if (isinstance(func, ast.Attribute) and func.attr.startswith("write")
                 and isinstance(func.value, ast.Name) and func.value.id == "aging_kept_repo"):
             return True
-        return _copies_to(node, re.compile(r"^aging_open$"))
+        return copies_to(node, re.compile(r"^aging_open$"))
     return False
 
 
@@ -92,27 +76,17 @@ def sql_violations(migrations: Iterable[tuple[str, str]]) -> list[str]:
             if (INSERT.search(body) or SQL_COPY.search(body)) and not KEPT_INSERT.search(body)]
 
 
-def _project_modules() -> Iterator[tuple[str, str]]:
-    for layer in LAYERS:
-        for path in sorted((ROOT / layer).rglob("*.py")):
-            yield ".".join(path.relative_to(ROOT).with_suffix("").parts), path.read_text()
-
-
-def _migrations() -> list[tuple[str, str]]:
-    return [(p.stem, p.read_text()) for p in sorted(MIGRATIONS.glob("*.sql"))]
-
-
 def test_every_ledger_writer_keeps_the_aging() -> None:
-    assert source_violations(_project_modules()) == []
+    assert source_violations(project_modules()) == []
 
 
 def test_every_sql_function_writing_the_ledger_keeps_the_aging() -> None:
-    assert sql_violations(_migrations()) == []
+    assert sql_violations(migration_texts()) == []
 
 
 def test_the_writers_are_seen_by_the_scan() -> None:
     """The scan finds the known writers (so an empty answer is not a blind one)."""
-    modules = dict(_project_modules())
+    modules = dict(project_modules())
     repo = modules["server.collections.repo"]
     tree = ast.parse(repo)
     writers = {fn.name for fn in ast.walk(tree)
@@ -120,7 +94,7 @@ def test_the_writers_are_seen_by_the_scan() -> None:
                and any(_writes_ledger(n) for n in ast.walk(fn))}
     assert {"insert_payment", "insert_entry", "post_invoices", "post_credit_note", "allocate",
             "insert_payments", "take_due_steps"} <= writers
-    functions, _ = defined(_migrations())
+    functions, _ = defined(migration_texts())
     assert INSERT.search(functions["collections_settle"][1])
     assert INSERT.search(functions["collections_release_excess"][1])
 
