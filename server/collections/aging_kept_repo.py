@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Sequence
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
 
+from billing_oss.server.store import compaction_lock
 from billing_oss.server.store.pool import Connection
 
 Db: TypeAlias = "Connection | asyncpg.Pool"
@@ -167,7 +168,8 @@ async def totals(db: Db, as_of: dt.date, thresholds: list[int],
     """Per (currency, bucket) across accounts, or of one account."""
     if account_id is not None:
         return await db.fetch(_ACCOUNT_TOTALS, as_of, thresholds, account_id)
-    return await _between_compactions(db, _TOTALS, [as_of, thresholds])
+    return await compaction_lock.fetch_between_compactions(db, _TOTALS, [as_of, thresholds],
+                                                           lock=_LOCK_SHARED)
 
 
 async def per_account(db: Db, as_of: dt.date, thresholds: list[int],
@@ -185,21 +187,6 @@ async def page(db: Db, as_of: dt.date, thresholds: list[int], after: tuple[str, 
         return await db.fetch(_PAGE.format(after=""), as_of, thresholds, limit)
     return await db.fetch(_PAGE.format(after="(account_id, currency) > ($4, $5) AND"),
                           as_of, thresholds, limit, after[0], after[1])
-
-
-async def _between_compactions(db: Db, sql: str, args: list[Any]) -> list[asyncpg.Record]:
-    """Read the level without the account beside the deltas not folded: while no compaction
-    commits (on Citus the coordinator and the workers commit one after the other)."""
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            return await _between_compactions(conn, sql, args)
-    if db.is_in_transaction():
-        await db.execute(_LOCK_SHARED)
-        return await db.fetch(sql, *args)
-    async with db.transaction(readonly=True):
-        await db.execute(_LOCK_SHARED)
-        rows: list[asyncpg.Record] = await db.fetch(sql, *args)
-        return rows
 
 
 # --- keeping --------------------------------------------------------------------------------

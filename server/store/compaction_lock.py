@@ -20,16 +20,18 @@ Db: TypeAlias = "Connection | asyncpg.Pool"
 LOCK = "SELECT pg_advisory_xact_lock_shared(hashtext('compact_charge_rollups'))"
 
 
-async def fetch_between_compactions(db: Db, sql: str, args: list[Any]) -> list[asyncpg.Record]:
-    """``sql`` read after the compaction lock is taken shared: in a read-only transaction
-    of its own, or in the caller's (which then holds the lock until it ends)."""
+async def fetch_between_compactions(db: Db, sql: str, args: list[Any], *,
+                                   lock: str = LOCK) -> list[asyncpg.Record]:
+    """``sql`` read after the compaction ``lock`` is taken shared: in a read-only
+    transaction of its own, or in the caller's (which then holds the lock until it ends).
+    The kept aging's compaction has a lock of its own (collections.aging_kept_repo)."""
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await fetch_between_compactions(conn, sql, args)
+            return await fetch_between_compactions(conn, sql, args, lock=lock)
     if db.is_in_transaction():
-        await db.execute(LOCK)
+        await db.execute(lock)
         return await db.fetch(sql, *args)
     async with db.transaction(readonly=True):
-        await db.execute(LOCK)
+        await db.execute(lock)
         rows: list[asyncpg.Record] = await db.fetch(sql, *args)
         return rows
