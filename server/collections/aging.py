@@ -67,6 +67,18 @@ async def kept_page(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...] = DE
     return _lines(rows, bounds, True)
 
 
+async def lines_after(db: repo.Db, as_of: dt.date, *, bounds: tuple[int, ...],
+                      account_id: str | None, after: tuple[str, str] | None,
+                      limit: int) -> list[AgingRow]:
+    """The per-account lines after the cursor ``after``, at least the first ``limit`` of
+    them: a page in key order from the kept state where it serves, else every line of the
+    ledger's aging past the cursor."""
+    if account_id is None and aging_kept_repo.serves(as_of):
+        return await kept_page(db, as_of, bounds=bounds, after=after, limit=limit)
+    rows = await aging(db, as_of, bounds=bounds, per_account=True, account_id=account_id)
+    return [r for r in rows if after is None or (r.account_id or "", r.currency) > after]
+
+
 def _thresholds(bounds: tuple[int, ...]) -> list[int]:
     return [b + 1 for b in bounds]  # width_bucket: days ≤ bound stay below
 

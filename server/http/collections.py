@@ -17,7 +17,6 @@ from billing_oss.core.errors import DecodeError, InvalidRequest, NotFound, Unsup
 from billing_oss.core.money import format_minor, parse_micros
 from billing_oss.server.collections import (
     aging,
-    aging_kept_repo,
     bank_import,
     dunning,
     payments,
@@ -246,14 +245,8 @@ async def get_aging(request: web.Request) -> web.Response:
     labels = bucket_labels(bounds)
     pool = request.app[POOL]
     totals = await aging.aging(pool, as_of, bounds=bounds, account_id=q.account_id)
-    if q.account_id is None and aging_kept_repo.serves(as_of):
-        # A page in key order from the cursor: the lines after it, not every account's.
-        rows = await aging.kept_page(pool, as_of, bounds=bounds, after=after,
-                                     limit=q.limit + 1)
-    else:
-        rows = await aging.aging(pool, as_of, bounds=bounds, per_account=True,
-                                 account_id=q.account_id)
-        rows = [r for r in rows if after is None or (r.account_id or "", r.currency) > after]
+    rows = await aging.lines_after(pool, as_of, bounds=bounds, account_id=q.account_id,
+                                   after=after, limit=q.limit + 1)
     items, next_cursor = page(rows, q.limit, lambda r: (r.account_id, r.currency))
     return reply(AgingView(as_of=as_of, buckets=labels,
                            totals=[aging_line(r, labels) for r in totals],
