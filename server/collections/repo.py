@@ -93,8 +93,8 @@ async def insert_payment(conn: Connection, *, account_id: str, amount_micros: in
         "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
         " payment_id, description) VALUES ($1, 'payment', $2, $3, $4, $5, $6)",
         account_id, currency, -amount_micros, received_on, payment_id, description)
-    await aging_kept_repo.write(conn, [aging_kept_repo.credit(account_id, currency, received_on,
-                                                    -amount_micros)])
+    await aging_kept_repo.write(
+        conn, [aging_kept_repo.credit(account_id, currency, received_on, -amount_micros)])
     return payment_id
 
 

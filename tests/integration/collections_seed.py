@@ -67,7 +67,8 @@ async def credit_note(conn: Connection, account_id: str, invoice_id: int, amount
     return credit_note_id
 
 
-async def assert_kept_aging_is_the_ledgers(db: aging_kept_repo.Db, *, account_id: str | None = None,
+async def assert_kept_aging_is_the_ledgers(db: aging_kept_repo.Db, *,
+                                           account_id: str | None = None,
                                            days: Iterable[dt.date] = ()) -> None:
     """The kept aging (``aging.kept``) equals the ledger's (``aging.from_ledger``) as of today
     and each of ``days`` from today on, in total and per account (every account, or one),
