@@ -3,7 +3,7 @@ same lanes: of the same final rows into the same tables (with the same indexes),
 lean row per record with one unique key on (source, record_key) — the physical limit here.
 
     python perf/bench_ingest.py [--records N] [--runs R] [--quick] [--database-url DSN]
-                                [--format FMT]
+                                [--format FMT] [--ladder]
     python perf/bench_ingest.py --records N --prefill M [--shared-buffers SIZE]
 
 The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default): MSC
@@ -54,6 +54,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -396,32 +397,73 @@ async def _lane(conn: asyncpg.Connection, chunks: list[Chunk],
                                                      columns=list(columns))
 
 
+# The ladder (``--ladder``): from the lean row to the project's rows, one part of the write
+# set added at a time, each a peer COPYing into a fresh migrated database changed as below.
+# The usage row carries its first charge until the charge becomes a row of its own.
+_CARRY = ("ALTER TABLE usage_records " + ", ".join(
+    f"ADD COLUMN {c} {t}" for c, t in (("amount_micros", "bigint"), ("currency", "char(3)"),
+                                      ("tariff_version_id", "bigint"), ("zone", "text"),
+                                      ("band", "text"))))
+# Every index of the rollup tables (and of their partitions) dropped: their rows, heap only.
+_ROLLUPS_BARE = """DO $$ DECLARE i regclass; BEGIN
+    FOR i IN SELECT x.indexrelid::regclass FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid
+             WHERE t.relname LIKE 'charge\\_rollups%'
+               AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = x.indexrelid)
+    LOOP EXECUTE format('DROP INDEX %s', i); END LOOP; END $$"""
+_KEYS = {"usage_keys": COPY_TABLES["usage_keys"]}
+_CARRIED = {**_KEYS, "usage_records": LEAN_COLUMNS}
+
+
+class Peer(NamedTuple):
+    label: str
+    setup: tuple[str, ...]  # run in the fresh database before the COPY
+    tables: dict[str, tuple[str, ...]]  # COPYed, the first one row per record
+    rollups: bool = False  # the rollup deltas too
+
+
+LEAN = Peer("lean row, one unique key on (source, record_key)", (LEAN_DDL,),
+            {"lean_usage": LEAN_COLUMNS})
+ROWS = Peer("the project's rows, every index", (), COPY_TABLES, rollups=True)
+LADDER = (
+    LEAN,
+    Peer("+ usage_keys; usage row (charge carried) under its primary key only",
+         (_CARRY, "DROP INDEX usage_records_time"), _CARRIED),
+    Peer("+ usage_records_time", (_CARRY,), _CARRIED),
+    Peer("+ the charge as its own row, every charges index", (), COPY_TABLES),
+    Peer("+ the rollup deltas, no index", (_ROLLUPS_BARE,), COPY_TABLES, rollups=True),
+    ROWS,
+)
+
+
+def _query(table: str, columns: tuple[str, ...]) -> str:
+    if columns == LEAN_COLUMNS:
+        return LEAN_SELECT
+    return f"SELECT {', '.join(columns)} FROM {table} ORDER BY usage_id"
+
+
 async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int, batch_size: int,
-                   lean: bool = False) -> float:
+                   peer: Peer = ROWS) -> float:
     """COPY the rows our run stored into an empty database the way ingest writes them: chunks
-    of ``batch_size`` records, one transaction each, over ``lanes`` connections at once — the
-    three tables as they are, or (``lean``) one lean row per record. The rows are read ahead
+    of ``batch_size`` records, one transaction each, over ``lanes`` connections at once —
+    ``peer``'s tables (the project's by default, or the lean row). The rows are read ahead
     a window at a time; only the COPYs are timed."""
     src = await asyncpg.connect(src_dsn)
     dsts = [await asyncpg.connect(dst_dsn) for _ in range(lanes)]
     backends = Backends()
     for conn in dsts:
         backends.add(conn.get_server_pid())
-    if lean:
-        await dsts[0].execute(LEAN_DDL)
-        tables = {"lean_usage": LEAN_COLUMNS}
-        queries = {"lean_usage": LEAN_SELECT}
-    else:
-        await dsts[0].execute("SELECT ensure_month_partition('usage_records', '2026-01-01'), "
-                              "ensure_month_partition('charges', '2026-01-01')")
-        tables = COPY_TABLES
-        queries = {table: f"SELECT {', '.join(columns)} FROM {table} ORDER BY usage_id"
-                   for table, columns in COPY_TABLES.items()}
+    await dsts[0].execute("SELECT ensure_month_partition('usage_records', '2026-01-01'), "
+                          "ensure_month_partition('charges', '2026-01-01')")
+    for sql in peer.setup:
+        await dsts[0].execute(sql)
+    tables = dict(peer.tables)
+    queries = {table: _query(table, columns) for table, columns in tables.items()}
     # The rollup deltas ingest writes beside its charges (one COPY per level per batch) have
     # no usage id to chunk by: each chunk takes its share of them, by its records.
-    rollups: dict[str, int] = {} if lean else {
-        table: await src.fetchval(f"SELECT count(*) FROM {table}") for table in ROLLUP_TABLES}
-    records = 0 if lean else await src.fetchval("SELECT count(*) FROM usage_keys")
+    rollups: dict[str, int] = {
+        table: await src.fetchval(f"SELECT count(*) FROM {table}")
+        for table in (ROLLUP_TABLES if peer.rollups else ())}
+    records = await src.fetchval("SELECT count(*) FROM usage_keys")
     done = 0
     timed = 0.0
     async with src.transaction():
@@ -444,7 +486,7 @@ async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int, batch_
             timed += time.perf_counter() - started
     # the peer wrote every row ours did (the lean one, one per usage row), no more, no less
     for table in tables:
-        ours_table = "usage_records" if lean else table
+        ours_table = "usage_records" if table == "lean_usage" else table
         assert (await src.fetchval(f"SELECT count(*) FROM {ours_table}")
                 == await dsts[0].fetchval(f"SELECT count(*) FROM {table}")), table
     await src.close()
@@ -595,6 +637,9 @@ async def main() -> None:
     parser.add_argument("--shared-buffers", metavar="SIZE",
                         help="the embedded server's shared_buffers instead of the project's "
                              "(e.g. 256MB, as before it followed the machine's memory)")
+    parser.add_argument("--ladder", action="store_true",
+                        help="peers from the lean row to the project's rows, one part of "
+                             "the write set added at a time")
     args = parser.parse_args()
     n = 50_000 if args.quick else args.records
     if args.prefill:
@@ -605,10 +650,11 @@ async def main() -> None:
         return
     settings = config.load(env={}).pipeline
     lanes = settings.write_lanes
+    peers = LADDER if args.ladder else (ROWS, LEAN)
     ours_rates: list[float] = []
-    peer_rates: list[float] = []
-    lean_rates: list[float] = []
-    ours_cpu, peer_cpu, lean_cpu = CpuSplit(), CpuSplit(), CpuSplit()
+    rates: list[list[float]] = [[] for _ in peers]
+    ours_cpu = CpuSplit()
+    cpus = [CpuSplit() for _ in peers]
     count = charged = 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"bench.{args.format}"
@@ -623,55 +669,54 @@ async def main() -> None:
                 try:
                     a_name, a_dsn = await fresh_database(admin, "ours")
                     names.append(a_name)
-                    b_name, b_dsn = await fresh_database(admin, "peer")
-                    names.append(b_name)
-                    c_name, c_dsn = await fresh_database(admin, "lean")
-                    names.append(c_name)
                     elapsed, count, charged = await ours(a_dsn, path, args.format, ours_cpu)
-                    peer = await raw_copy(a_dsn, b_dsn, peer_cpu, lanes, settings.batch_size)
-                    lean = await raw_copy(a_dsn, c_dsn, lean_cpu, lanes, settings.batch_size,
-                                          lean=True)
+                    for i, peer in enumerate(peers):
+                        b_name, b_dsn = await fresh_database(admin, "peer")
+                        names.append(b_name)
+                        took = await raw_copy(a_dsn, b_dsn, cpus[i], lanes,
+                                              settings.batch_size, peer)
+                        rates[i].append(charged / took)
                 finally:
                     conn = await asyncpg.connect(admin)
                     for name in names:
                         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                     await conn.close()
                 ours_rates.append(count / elapsed)
-                peer_rates.append(charged / peer)
-                lean_rates.append(charged / lean)
-                print(f"run {run + 1}: ours {ours_rates[-1]:,.0f}, rows COPY "
-                      f"{peer_rates[-1]:,.0f}, lean COPY {lean_rates[-1]:,.0f} records/s; "
-                      f"so far, client µs/record {ours_cpu.client_us(count * (run + 1)):.1f}"
-                      f" / {peer_cpu.client_us(charged * (run + 1)):.1f}"
-                      f" / {lean_cpu.client_us(charged * (run + 1)):.1f}", flush=True)
+                so_far = " / ".join(f"{c.client_us(charged * (run + 1)):.1f}" for c in cpus)
+                print(f"run {run + 1}: ours {ours_rates[-1]:,.0f}, "
+                      + ", ".join(f"{p.label} {r[-1]:,.0f}" for p, r in zip(peers, rates,
+                                                                              strict=True))
+                      + f" records/s; so far, client µs/record "
+                      f"{ours_cpu.client_us(count * (run + 1)):.1f} / {so_far}; load average "
+                      + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    ours_rate, peer_rate, lean_rate = (statistics.median(r)
-                                       for r in (ours_rates, peer_rates, lean_rates))
+    ours_rate = statistics.median(ours_rates)
+    runs = args.runs
 
-    def per_run(peers: list[float]) -> str:
-        return ", ".join(f"{o / p:.0%}" for o, p in zip(ours_rates, peers, strict=True))
+    def per_run(peer_rates: list[float]) -> str:
+        return ", ".join(f"{o / p:.0%}" for o, p in zip(ours_rates, peer_rates, strict=True))
 
-    print(f"records: {count} ({charged} charged), format {args.format}, {args.runs} runs of "
+    print(f"records: {count} ({charged} charged), format {args.format}, {runs} runs of "
           f"each side, each into fresh databases")
     print(f"billing-oss ingest (decode+validate+dedupe+rate+commit), {lanes} write lanes: "
           f"{_spread(ours_rates)}")
-    print(f"raw asyncpg binary COPY of the same final rows, {lanes} connections: "
-          f"{_spread(peer_rates)}")
-    print(f"raw asyncpg binary COPY of one lean row per record, one unique key on "
-          f"(source, record_key), {lanes} connections — the limit: {_spread(lean_rates)}")
-    print(f"ours / rows COPY: {ours_rate / peer_rate:.1%} (medians; per run "
-          f"{per_run(peer_rates)})")
-    print(f"ours / lean limit: {ours_rate / lean_rate:.1%} (medians; per run "
-          f"{per_run(lean_rates)})   peak RSS: {rss / 1024:.0f} MB "
-          f"(before ingest {rss_before / 1024:.0f} MB)")
-    runs = args.runs
-    print(f"ours       {ours_cpu.line(count * runs)}")
-    print(f"rows COPY  {peer_cpu.line(charged * runs)}")
-    print(f"lean COPY  {lean_cpu.line(charged * runs)}")
+    print(f"  {ours_cpu.line(count * runs)}")
+    lean_rate = statistics.median(rates[peers.index(LEAN)])
+    for peer, peer_rates, cpu in zip(peers, rates, cpus, strict=True):
+        rate = statistics.median(peer_rates)
+        server_us = (f"{cpu.server / (charged * runs) * 1e6:.1f}" if cpu.readable else "?")
+        print(f"raw asyncpg binary COPY, {lanes} connections — {peer.label}: "
+              f"{_spread(peer_rates)}; {rate / lean_rate:.1%} of the lean row's; PostgreSQL "
+              f"backends {server_us} µs/record; ours / this: {ours_rate / rate:.1%} (per run "
+              f"{per_run(peer_rates)})")
+        print(f"  {cpu.line(charged * runs)}")
+    print(f"peak RSS: {rss / 1024:.0f} MB (before ingest {rss_before / 1024:.0f} MB)")
     own = ours_cpu.client_us(count * runs)
-    print(f"our process's CPU per record: {own / peer_cpu.client_us(charged * runs):.1f}× "
-          f"the rows COPY client's, {own / lean_cpu.client_us(charged * runs):.1f}× the lean "
+    print(f"our process's CPU per record: "
+          f"{own / cpus[peers.index(ROWS)].client_us(charged * runs):.1f}× the rows COPY "
+          f"client's, {own / cpus[peers.index(LEAN)].client_us(charged * runs):.1f}× the lean "
           f"COPY client's")
+
 
 if __name__ == "__main__":
     asyncio.run(main())
