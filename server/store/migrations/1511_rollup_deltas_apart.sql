@@ -27,54 +27,59 @@
 -- Writers COPY into the parent (server/store/charge_writes.py), which routes each row to its
 -- partition; compaction's DELETE … RETURNING and INSERT of folded rows do the same. The rows
 -- of both tables move as they are. On Citus the new tables are placed by account after the
--- migrations (server/store/citus.py), their partitions with them.
+-- migrations (server/store/citus.py), their partitions with them. Citus sends a DDL
+-- statement's text to the workers and refuses a text holding several statements, as a
+-- migration file does: each runs on its own, from PL/pgSQL (as in migration 1475).
 SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
+DO $$
+BEGIN
+    ALTER TABLE charge_rollups RENAME TO charge_rollups_before_1511;
+    ALTER TABLE charge_rollups_monthly RENAME TO charge_rollups_monthly_before_1511;
 
-ALTER TABLE charge_rollups RENAME TO charge_rollups_before_1511;
-ALTER TABLE charge_rollups_monthly RENAME TO charge_rollups_monthly_before_1511;
+    CREATE TABLE charge_rollups (
+        account_id         text NOT NULL,
+        day                date NOT NULL,
+        service            text,            -- usage_records.kind: voice | sms | data | event
+        zone               text,
+        currency           char(3) NOT NULL,
+        tariff_version_id  bigint,
+        amount_micros      bigint NOT NULL, -- Σ charges.amount_micros (reversals negative)
+        records            bigint NOT NULL, -- charges − reversals: the usage records charged
+        units              numeric NOT NULL, -- seconds (voice), bytes (data), messages (sms),
+                                             -- quantity (event), signed like ``records``
+        compacted          boolean NOT NULL DEFAULT false,
+        reversals          bigint NOT NULL DEFAULT 0,
+        reversed_micros    bigint NOT NULL DEFAULT 0
+    ) PARTITION BY LIST (compacted);
+    CREATE TABLE charge_rollups_deltas PARTITION OF charge_rollups FOR VALUES IN (false);
+    CREATE TABLE charge_rollups_kept PARTITION OF charge_rollups FOR VALUES IN (true);
+    CREATE INDEX charge_rollups_deltas_day ON charge_rollups_deltas (day);
+    CREATE INDEX charge_rollups_kept_day ON charge_rollups_kept (day, account_id);
+    CREATE INDEX charge_rollups_kept_account ON charge_rollups_kept (account_id, day);
 
-CREATE TABLE charge_rollups (
-    account_id         text NOT NULL,
-    day                date NOT NULL,
-    service            text,            -- usage_records.kind: voice | sms | data | event
-    zone               text,
-    currency           char(3) NOT NULL,
-    tariff_version_id  bigint,
-    amount_micros      bigint NOT NULL, -- Σ charges.amount_micros (reversals negative)
-    records            bigint NOT NULL, -- charges − reversals: the usage records charged
-    units              numeric NOT NULL, -- seconds (voice), bytes (data), messages (sms),
-                                         -- quantity (event), signed like ``records``
-    compacted          boolean NOT NULL DEFAULT false,
-    reversals          bigint NOT NULL DEFAULT 0,
-    reversed_micros    bigint NOT NULL DEFAULT 0
-) PARTITION BY LIST (compacted);
-CREATE TABLE charge_rollups_deltas PARTITION OF charge_rollups FOR VALUES IN (false);
-CREATE TABLE charge_rollups_kept PARTITION OF charge_rollups FOR VALUES IN (true);
-CREATE INDEX charge_rollups_deltas_day ON charge_rollups_deltas (day);
-CREATE INDEX charge_rollups_kept_day ON charge_rollups_kept (day, account_id);
-CREATE INDEX charge_rollups_kept_account ON charge_rollups_kept (account_id, day);
+    CREATE TABLE charge_rollups_monthly (LIKE charge_rollups INCLUDING DEFAULTS)
+        PARTITION BY LIST (compacted);
+    CREATE TABLE charge_rollups_monthly_deltas PARTITION OF charge_rollups_monthly
+        FOR VALUES IN (false);
+    CREATE TABLE charge_rollups_monthly_kept PARTITION OF charge_rollups_monthly
+        FOR VALUES IN (true);
+    CREATE INDEX charge_rollups_monthly_deltas_day ON charge_rollups_monthly_deltas (day);
+    CREATE INDEX charge_rollups_monthly_kept_day ON charge_rollups_monthly_kept (day, account_id);
 
-CREATE TABLE charge_rollups_monthly (LIKE charge_rollups INCLUDING DEFAULTS)
-    PARTITION BY LIST (compacted);
-CREATE TABLE charge_rollups_monthly_deltas PARTITION OF charge_rollups_monthly
-    FOR VALUES IN (false);
-CREATE TABLE charge_rollups_monthly_kept PARTITION OF charge_rollups_monthly
-    FOR VALUES IN (true);
-CREATE INDEX charge_rollups_monthly_deltas_day ON charge_rollups_monthly_deltas (day);
-CREATE INDEX charge_rollups_monthly_kept_day ON charge_rollups_monthly_kept (day, account_id);
+    INSERT INTO charge_rollups (account_id, day, service, zone, currency, tariff_version_id,
+                                amount_micros, records, units, compacted, reversals,
+                                reversed_micros)
+    SELECT account_id, day, service, zone, currency, tariff_version_id, amount_micros, records,
+           units, compacted, reversals, reversed_micros
+    FROM charge_rollups_before_1511;
+    INSERT INTO charge_rollups_monthly (account_id, day, service, zone, currency,
+                                        tariff_version_id, amount_micros, records, units,
+                                        compacted, reversals, reversed_micros)
+    SELECT account_id, day, service, zone, currency, tariff_version_id, amount_micros, records,
+           units, compacted, reversals, reversed_micros
+    FROM charge_rollups_monthly_before_1511;
 
-INSERT INTO charge_rollups (account_id, day, service, zone, currency, tariff_version_id,
-                            amount_micros, records, units, compacted, reversals,
-                            reversed_micros)
-SELECT account_id, day, service, zone, currency, tariff_version_id, amount_micros, records,
-       units, compacted, reversals, reversed_micros
-FROM charge_rollups_before_1511;
-INSERT INTO charge_rollups_monthly (account_id, day, service, zone, currency,
-                                    tariff_version_id, amount_micros, records, units,
-                                    compacted, reversals, reversed_micros)
-SELECT account_id, day, service, zone, currency, tariff_version_id, amount_micros, records,
-       units, compacted, reversals, reversed_micros
-FROM charge_rollups_monthly_before_1511;
-
-DROP TABLE charge_rollups_before_1511;
-DROP TABLE charge_rollups_monthly_before_1511;
+    DROP TABLE charge_rollups_before_1511;
+    DROP TABLE charge_rollups_monthly_before_1511;
+END;
+$$;
