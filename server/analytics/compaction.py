@@ -31,16 +31,12 @@ RESTAT_AFTER = 10_000  # deltas folded in one run that call for fresh statistics
 
 
 async def run_once(pool: asyncpg.Pool) -> None:
-    """Fold every day's deltas. A fold leaves the deleted deltas' entries in the partial
-    index readers find the deltas by, until a vacuum: a reader visiting them all paid
-    0.5 s after 600 k deltas were folded. So after a large fold the statistics are renewed
-    and the run reads the deltas left once itself, marking those entries dead for the
-    readers that follow."""
+    """Fold every day's deltas; after a large fold, vacuum the deltas' partitions and renew
+    the statistics (``repo.analyze_rollups``)."""
     fresh = await repo.fresh_rollups(pool)
     folded = await repo.compact(pool, *EVERY_DAY)
     if fresh >= RESTAT_AFTER:
         await repo.analyze_rollups(pool)
-        await repo.fresh_rollups(pool)
     log.info("rollups compacted", extra={"fields": {"deltas": fresh, "rows_folded": folded}})
     # The kept aging's deltas, on the same clock (collections.aging_kept_repo).
     aging_fresh = await aging_kept_repo.fresh(pool)
