@@ -29,6 +29,9 @@ cores, fully busy, would allow at that cost.
 Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is started
 in a temporary directory. The file is generated on disk first (not timed).
 
+``--ladder`` adds peers between the two, each adding one part of the write set to the lean
+row (``LADDER``): where PostgreSQL's CPU per record goes, part by part.
+
 ``--prefill M`` measures how ingest holds up as the month grows instead: ``--records`` into an
 empty database, then M more through the same pipeline in files of at most ``--records``
 (their keys following on, the rollup deltas compacted after each file as ``serve`` does every
