@@ -22,9 +22,14 @@ flag covers the episode):
   parameters: the negative-binomial tail of the day and of two days summed around the expected
   count (the level of all weekdays' trimmed means over 6 weeks times the weekday profile shrunk
   toward the shapes all accounts share; moved to a level shift two weeks confirm), where the
-  count is at least twice or at most half of it;
-- default + hourly: also the same weekday and hour's MAD score over 6 weeks (half weight:
-  24 hourly draws a day have heavier maxima), which the server's daily rollups cannot feed;
+  count is at least twice or at most half of it; and the sequential drop test
+  (``detect.drop_cusum``: a CUSUM of each day's likelihood ratio of a fall to a quarter of
+  that count, reset on alarm), whose threshold is chosen after the count score's, by the same
+  criterion, beside it;
+- count score only: the same without the drop test (the peer it is measured against);
+- default + hourly: the default with the same weekday and hour's MAD score over 6 weeks
+  (half weight: 24 hourly draws a day have heavier maxima), which the server's daily rollups
+  cannot feed;
 - isolation forest: scikit-learn on five per-day features (volume, ratios to the last four
   weeks and to the same weekday, night share, peak hour);
 - naive: today against the mean of the last 28 days, |log ratio| (fixed-threshold rule).
@@ -464,7 +469,7 @@ def main() -> None:
             recalls = " ".join(f"{r.recall[p]:.2f}" for p in PATTERNS)
             print(f"|score| ≥ {fixed:g}: precision {r.precision:.3f}, recall {recalls}, false "
                   f"alarms per 1,000 account-days {r.false_per_1000:.3f}")
-        for fixed in (6.0, 7.0, 8.0, 9.0, 10.0):
+        for fixed in sorted({6.0, 7.0, 8.0, detect.DROP_THRESHOLD, drop_threshold, 9.0, 10.0}):
             r = judge(op, with_drop_test(count_only, evidence, fixed), valid,
                       thresholds["default (server)"])
             print(f"drop test at {fixed:g} nats: precision {r.precision:.3f}, drop recall "
