@@ -21,6 +21,10 @@ account's Saturday is known better from all accounts like it than from its own s
 Saturdays), follows a level shift once two weeks confirm it, and only a change to twice or
 half of it, or beyond, scores at all.
 
+``drop_cusum`` is a sequential drop test on the same expectation: a CUSUM of each day's
+likelihood ratio of a fall to ``DROP_DEPTH`` of the expected count, so a drop's evidence adds
+up over the days it lasts instead of being judged one or two days at a time.
+
 ``naive_scores`` is the fixed-threshold rule operators start with (today against the mean
 of the last four weeks, as a ratio); ``isolation_scores`` the scikit-learn alternative on
 per-day features. ``perf/eval_analytics.py`` measures all three.
