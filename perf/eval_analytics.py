@@ -22,9 +22,14 @@ flag covers the episode):
   parameters: the negative-binomial tail of the day and of two days summed around the expected
   count (the level of all weekdays' trimmed means over 6 weeks times the weekday profile shrunk
   toward the shapes all accounts share; moved to a level shift two weeks confirm), where the
-  count is at least twice or at most half of it;
-- default + hourly: also the same weekday and hour's MAD score over 6 weeks (half weight:
-  24 hourly draws a day have heavier maxima), which the server's daily rollups cannot feed;
+  count is at least twice or at most half of it; and the sequential drop test
+  (``detect.drop_cusum``: a CUSUM of each day's likelihood ratio of a fall to a quarter of
+  that count, reset on alarm), whose threshold is chosen after the count score's, by the same
+  criterion, beside it;
+- count score only: the same without the drop test (the peer it is measured against);
+- default + hourly: the default with the same weekday and hour's MAD score over 6 weeks
+  (half weight: 24 hourly draws a day have heavier maxima), which the server's daily rollups
+  cannot feed;
 - isolation forest: scikit-learn on five per-day features (volume, ratios to the last four
   weeks and to the same weekday, night share, peak hour);
 - naive: today against the mean of the last 28 days, |log ratio| (fixed-threshold rule).
@@ -204,6 +209,13 @@ def default_scores(op: Operator) -> tuple[np.ndarray, np.ndarray]:
     return np.abs(z_day), HOURLY_WEIGHT * np.abs(z_hour)
 
 
+def with_drop_test(day: np.ndarray, evidence: detect.DropEvidence,
+                   drop_threshold: float) -> np.ndarray:
+    """Day scores with the days the drop test's CUSUM alarms at ``drop_threshold`` raised
+    above any threshold: the server flags a day when either test does."""
+    return np.where(detect.cusum(evidence, drop_threshold).alarm, np.inf, day)
+
+
 @dataclass
 class Result:
     recall: dict[str, float]
@@ -321,16 +333,25 @@ def evaluate_forecasts(series: dict[str, np.ndarray], days: int) -> None:
         print(f"ETS {level:.0%} interval coverage: {n / points:.3f} ({n}/{points} days)")
 
 
-def detector_scores(op: Operator, valid: np.ndarray) -> dict[str, tuple[np.ndarray,
-                                                                         np.ndarray | None]]:
+Scores = dict[str, tuple[np.ndarray, np.ndarray | None]]
+
+
+def detector_scores(op: Operator, valid: np.ndarray) -> tuple[Scores, detect.DropEvidence]:
     """Each detector's day scores (higher: more anomalous) and, for the hourly one, its
-    weighted hourly scores (for the delay)."""
+    weighted hourly scores (for the delay); the drop test's evidence, which the default
+    detectors take once its threshold is known (``with_drops``)."""
     started, cpu = time.perf_counter(), time.process_time()
     day, weighted = default_scores(op)
     took, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(f"  default detector: {took:.1f} s wall, {cpu:.1f} s CPU for {len(op.segment):,} "
           f"accounts × {op.hourly.shape[1] // 24} days (hourly and daily; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    started, cpu = time.perf_counter(), time.process_time()
+    evidence = detect.drop_evidence(daily_of(op), 7, WEEKS)
+    detect.cusum(evidence, detect.DROP_THRESHOLD)
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(f"  drop test (daily): {took:.1f} s wall, {cpu:.1f} s CPU (load average "
+          f"{os.getloadavg()[0]:.1f})")
     started = time.perf_counter()
     features = detect.day_features(op.hourly)
     forest = detect.isolation_scores(features, valid & ~np.isnan(features).any(axis=2))
@@ -338,9 +359,38 @@ def detector_scores(op: Operator, valid: np.ndarray) -> dict[str, tuple[np.ndarr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         both = np.fmax(day, np.nanmax(weighted.reshape(len(op.segment), -1, 24), axis=2))
-    return {"default (server)": (day, None), "default + hourly": (both, weighted),
+    return {"count score only": (day, None), "default + hourly": (both, weighted),
             "isolation forest": (forest, None),
-            "naive threshold": (detect.naive_scores(daily_of(op)), None)}
+            "naive threshold": (detect.naive_scores(daily_of(op)), None)}, evidence
+
+
+def with_drops(scores: Scores, evidence: detect.DropEvidence, drop_threshold: float) -> Scores:
+    """The detectors with the server's (count score and drop test) first, the count score
+    alone kept beside it as the peer the drop test is measured against."""
+    day = scores["count score only"][0]
+    both, weighted = scores["default + hourly"]
+    return {"default (server)": (with_drop_test(day, evidence, drop_threshold), None),
+            **scores,
+            "default + hourly": (with_drop_test(both, evidence, drop_threshold), weighted)}
+
+
+def drop_f1(r: Result) -> float:
+    recall = r.recall["drop"]
+    return 2 * r.precision * recall / (r.precision + recall) if r.precision + recall else 0.0
+
+
+def tune_drop_test(op: Operator, day: np.ndarray, evidence: detect.DropEvidence,
+                   valid: np.ndarray, threshold: float, budget: float) -> float:
+    """The drop test's threshold (nats) chosen as the others are (the best F1 of precision
+    against the mean recall of the patterns, false alarms within ``budget``), beside the
+    count score at its own ``threshold``, on this (tuning) operator: its alarms cost every
+    pattern's precision, which the best drop F1 alone would not weigh."""
+    best, best_f1 = float("inf"), -1.0
+    for candidate in np.arange(5.0, 12.01, 0.25):
+        r = judge(op, with_drop_test(day, evidence, float(candidate)), valid, threshold)
+        if r.false_per_1000 <= budget and f1_of(r) > best_f1:
+            best, best_f1 = float(candidate), f1_of(r)
+    return best
 
 
 def f1_of(r: Result) -> float:
@@ -377,6 +427,7 @@ def main() -> None:
                         help="false alarms accepted per 1,000 scored account-days")
     args = parser.parse_args()
     thresholds: dict[str, float] = {}
+    drop_threshold = detect.DROP_THRESHOLD
     for role, seed in (("tuning", args.tune_seed), ("evaluated", args.seed)):
         started = time.perf_counter()
         op = synthesise(args.accounts, args.days, seed)
@@ -384,26 +435,46 @@ def main() -> None:
               f"{seed}, {len(op.events)} injected anomalies "
               f"({time.perf_counter() - started:.1f} s to generate)")
         valid = scored_days(op)
-        scores = detector_scores(op, valid)
+        raw, evidence = detector_scores(op, valid)
+        count_only = raw["count score only"][0]
         if role == "tuning":
+            thresholds["count score only"] = tune(op, count_only, valid, args.budget, None,
+                                                  grid=True)
+            # the server's count score keeps its own threshold; the drop test's is chosen
+            # beside it
+            thresholds["default (server)"] = thresholds["count score only"]
+            drop_threshold = tune_drop_test(op, count_only, evidence, valid,
+                                            thresholds["count score only"], args.budget)
+            scores = with_drops(raw, evidence, drop_threshold)
             for name, (score, weighted) in scores.items():
-                thresholds[name] = tune(op, score, valid, args.budget, weighted,
-                                        grid=name.startswith("default"))
+                if name not in thresholds:
+                    thresholds[name] = tune(op, score, valid, args.budget, weighted,
+                                            grid=name.startswith("default"))
             print("  thresholds chosen (best F1 within the budget): " + ", ".join(
-                f"{name} {t:.3g}" for name, t in thresholds.items()))
+                f"{name} {t:.3g}" for name, t in thresholds.items())
+                + f"; drop test {drop_threshold:g} nats")
             continue
+        scores = with_drops(raw, evidence, drop_threshold)
         results = {name: judge(op, score, valid, thresholds[name], weighted)
                    for name, (score, weighted) in scores.items()}
         print_detection(results, int(valid.sum()), args.budget, args.tune_seed)
         print(f"\nThe server flags a day's records at |score| ≥ {detect.THRESHOLD:g} "
-              f"(detect.THRESHOLD). The default (server) at other thresholds "
-              f"(recall per pattern in PATTERNS order):")
+              f"(detect.THRESHOLD) or where the drop test's CUSUM reaches "
+              f"{detect.DROP_THRESHOLD:g} nats (detect.DROP_THRESHOLD; chosen here: "
+              f"{drop_threshold:g}). The default (server) at other thresholds (recall per "
+              f"pattern in PATTERNS order):")
         day = scores["default (server)"][0]
         for fixed in (3.5, 4.0, 4.5, 5.0, 6.0):
             r = judge(op, day, valid, fixed)
             recalls = " ".join(f"{r.recall[p]:.2f}" for p in PATTERNS)
             print(f"|score| ≥ {fixed:g}: precision {r.precision:.3f}, recall {recalls}, false "
                   f"alarms per 1,000 account-days {r.false_per_1000:.3f}")
+        for fixed in sorted({6.0, 7.0, 8.0, detect.DROP_THRESHOLD, drop_threshold, 9.0, 10.0}):
+            r = judge(op, with_drop_test(count_only, evidence, fixed), valid,
+                      thresholds["default (server)"])
+            print(f"drop test at {fixed:g} nats: precision {r.precision:.3f}, drop recall "
+                  f"{r.recall['drop']:.2f} (F1 {drop_f1(r):.3f}), false alarms per 1,000 "
+                  f"account-days {r.false_per_1000:.3f}")
         evaluate_forecasts(segment_revenue(op), args.days)
 
 

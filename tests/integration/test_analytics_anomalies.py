@@ -1,5 +1,6 @@
 """Anomaly flags from the rollups: a spike and a silence found and explained with their
-numbers, a steady account left alone, flags stored once with outbox events, reviewed by an
+numbers, a drop too shallow for any one or two days found by the sequential drop test over
+its three days, a steady account left alone, flags stored once with outbox events, reviewed by an
 operator through the API."""
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ async def history(pool: asyncpg.Pool) -> asyncpg.Pool:
         await charge_day(pool, "SPIKY", day, 4 if weekend else 10)
         await charge_day(pool, "QUIET", day, 20)
         await charge_day(pool, "STEADY", day, 30 + day.day % 3)
+        # 12 a day, then 4 on each of the scored day's last three days
+        await charge_day(pool, "FADING", day, 4 if (SCORED - day).days < 3 else 12)
         day += dt.timedelta(days=1)
     await charge_day(pool, "SPIKY", SCORED, 10)
     await charge_day(pool, "SPIKY", SCORED, 50, zone="premium")  # the night's IRSF burst
     await charge_day(pool, "STEADY", SCORED, 31)  # QUIET sends nothing: a broken feed
+    await charge_day(pool, "FADING", SCORED, 4)
     return pool
 
 
@@ -59,7 +63,8 @@ async def test_flags_explain_themselves_and_are_stored_once(history: asyncpg.Poo
     flags = await anomalies.run(history, first=SCORED, last=SCORED)
     found = {(f.account_id, f.metric, f.direction) for f in flags}
     assert found == {("SPIKY", "records", "spike"), ("SPIKY", "amount", "spike"),
-                     ("QUIET", "records", "drop"), ("QUIET", "amount", "drop")}
+                     ("QUIET", "records", "drop"), ("QUIET", "amount", "drop"),
+                     ("FADING", "records", "drop"), ("FADING", "amount", "drop")}
     spike = next(f for f in flags if f.account_id == "SPIKY" and f.metric == "records")
     assert spike.explanation.startswith(
         "60 voice records on Monday 2026-02-23, most to zone premium (50): 6.0× the expected "
@@ -69,14 +74,21 @@ async def test_flags_explain_themselves_and_are_stored_once(history: asyncpg.Poo
     quiet = next(f for f in flags if f.account_id == "QUIET" and f.metric == "records")
     assert quiet.explanation.startswith("0 voice records on Monday 2026-02-23: 0.0× the")
     assert quiet.score < 0 and all(f.state == "new" for f in flags)
+    # money at a third of a steady amount is the money score's; the records' three days
+    # are the drop test's
+    fading = next(f for f in flags if f.account_id == "FADING" and f.metric == "records")
+    assert fading.explanation.startswith(
+        "12 voice records over the 3 days to Monday 2026-02-23: 33 % of the expected 36.0; a "
+        "fall to 25 % makes them "), fading.explanation
+    assert (fading.observed, fading.baseline) == ("12", "36") and fading.score < 0
     events = await history.fetch(
         "SELECT stream, payload FROM outbox_events WHERE type = 'anomaly.flagged'")
-    assert sorted(e["stream"] for e in events) == ["acct:QUIET", "acct:QUIET", "acct:SPIKY",
-                                                  "acct:SPIKY"]
+    assert sorted(e["stream"] for e in events) == ["acct:FADING", "acct:FADING", "acct:QUIET",
+                                                  "acct:QUIET", "acct:SPIKY", "acct:SPIKY"]
     # Scoring the day again adds nothing.
     assert await anomalies.run(history, first=SCORED, last=SCORED) == []
-    assert await history.fetchval("SELECT count(*) FROM anomaly_flags") == 4
-    assert await history.fetchval("SELECT count(*) FROM outbox_events") == 4
+    assert await history.fetchval("SELECT count(*) FROM anomaly_flags") == 6
+    assert await history.fetchval("SELECT count(*) FROM outbox_events") == 6
 
 
 async def test_review_once(history: asyncpg.Pool) -> None:

@@ -207,3 +207,95 @@ def test_a_level_shift_with_a_holiday_in_its_two_weeks_is_followed() -> None:
     assert (scores[:, 63:65] >= detect.THRESHOLD).any(axis=1).mean() > 0.95
     after = scores[:, 78:]
     assert int((np.abs(after) >= detect.THRESHOLD).sum()) <= 4, np.nanmax(np.abs(after))
+
+
+def cusum_reference(llr: list[float], counts: list[float], expected: list[float],
+                    threshold: float) -> list[tuple[float | None, bool, int, float, float]]:
+    """The drop test's CUSUM day by day in Python: S = max(0, S + llr), an alarm at S ≥
+    threshold and S back to 0 after it; NaN days leave S and the run alone."""
+    out: list[tuple[float | None, bool, int, float, float]] = []
+    s, days, seen, usual = 0.0, 0, 0.0, 0.0
+    for v, x, mu in zip(llr, counts, expected, strict=True):
+        if math.isnan(v):
+            out.append((None, False, days, seen, usual))
+            continue
+        s = max(0.0, s + v)
+        if s > 0:
+            days, seen, usual = days + 1, seen + x, usual + mu
+        else:
+            days, seen, usual = 0, 0.0, 0.0
+        fired = s >= threshold
+        out.append((s, fired, days, seen, usual))
+        if fired:
+            s, days, seen, usual = 0.0, 0, 0.0, 0.0
+    return out
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(-6, 6)), min_size=1, max_size=40),
+       st.floats(0.5, 8))
+def test_cusum_matches_python(steps: list[float | None], threshold: float) -> None:
+    llr = np.array([[math.nan if v is None else v for v in steps]])
+    counts = np.arange(len(steps), dtype=float)[None] + 1
+    expected = 2 * counts + 0.5
+    phi = np.full_like(counts, 0.01)
+    run = detect.cusum(detect.DropEvidence(llr, counts, expected, phi), threshold)
+    for t, (s, fired, days, seen, usual) in enumerate(
+            cusum_reference(list(llr[0]), list(counts[0]), list(expected[0]), threshold)):
+        if s is None:
+            assert math.isnan(run.statistic[0, t])
+        else:
+            assert math.isclose(run.statistic[0, t], s, abs_tol=1e-9)
+        assert (bool(run.alarm[0, t]), int(run.days[0, t])) == (fired, days)
+        assert math.isclose(run.observed[0, t], seen) and math.isclose(run.expected[0, t],
+                                                                          usual)
+
+
+def test_drop_llr_is_the_negative_binomials_log_ratio() -> None:
+    """The closed form against scipy's probabilities, and its sign: evidence for the drop
+    where the count is well below the expected one, against it at and above it."""
+    from scipy import stats
+
+    x = np.array([0.0, 3, 10, 20, 40])
+    mean, phi, depth = np.full(5, 20.0), np.full(5, 0.04), 0.25
+    n = 1 / phi
+    want = (stats.nbinom.logpmf(x, n, n / (n + depth * mean))
+            - stats.nbinom.logpmf(x, n, n / (n + mean)))
+    got = detect._nb_drop_llr(x, mean, phi, depth)
+    assert np.allclose(got, want)
+    assert got[0] > got[1] > 0 > got[3] > got[4]
+
+
+def test_drop_test_finds_small_accounts_drops_and_stops_after_each_alarm() -> None:
+    """1,000 accounts of 10 calls a day, 400 of them at a fifth for three days: the CUSUM
+    finds more of those by their third day than the count score (one or two days at a time)
+    at an equal or smaller number of alarms on the 600 stable ones over three weeks, and it
+    alarms on days of the drop, not after it (an alarm starts the sum again from 0)."""
+    rng = np.random.default_rng(41)
+    x = rng.poisson(10, size=(1000, 70)).astype(float)
+    x[:400, 60:63] = rng.poisson(2, size=(400, 3))
+    run = detect.drop_cusum(x, 7, 6)
+    scores, _ = detect.count_scores(x, 7, 6)
+    by_cusum = run.alarm[:400, 60:63].any(axis=1).mean()
+    by_score = (scores[:400, 60:63] <= -detect.THRESHOLD).any(axis=1).mean()
+    false_cusum = int(run.alarm[400:, 42:].sum())
+    false_score = int((np.abs(scores[400:, 42:]) >= detect.THRESHOLD).sum())
+    assert by_cusum >= by_score + 0.1 and false_cusum <= max(false_score, 3), (
+        by_cusum, by_score, false_cusum, false_score)
+    assert int(run.alarm[:400, 63:].sum()) <= 3  # back to 10 a day: the sum started again
+    alarmed = run.alarm[:400, 60:63]
+    assert (run.run_scores()[:400, 60:63][alarmed] < -2).all()
+
+
+def test_drop_test_leaves_spikes_and_small_falls_alone() -> None:
+    """Counts above the expected and a fall to 70 % of a busy account are evidence against
+    the drop (S stays at 0); a fall to a tenth alarms the same day."""
+    rng = np.random.default_rng(43)
+    x = rng.poisson(200, size=(30, 60)).astype(float)
+    x[:10, 50:] = rng.poisson(1000, size=(10, 10))
+    x[10:20, 50:] = rng.poisson(140, size=(10, 10))
+    x[20:, 50] = rng.poisson(20, size=10)
+    run = detect.drop_cusum(x, 7, 6)
+    assert not run.alarm[:20].any()
+    assert (run.statistic[:10, 50:] == 0).all()
+    assert run.alarm[20:, 50].all() and (run.days[20:, 50] == 1).all()
+    assert (run.observed[20:, 50] == x[20:, 50]).all()
