@@ -17,9 +17,8 @@ from billing_oss.server.assurance import repo as assurance_repo
 from billing_oss.server.collections.aging import aging
 from billing_oss.server.collections.model import DEFAULT_BUCKETS
 from billing_oss.server.console import repo
-from billing_oss.server.console.web import local_now, pool, render
+from billing_oss.server.console.web import local_now, pool, render, settings
 
-SUMMARY_SECONDS = 30.0  # how stale the month's revenue and the aging may be on the home page
 SUMMARY = web.AppKey("console_home_summary", dict)
 
 
@@ -43,16 +42,17 @@ async def home(request: web.Request) -> web.Response:
 
 async def _summary(request: web.Request, now: dt.datetime) -> dict[str, Any]:
     """Revenue month to date and the aging as of today, both read from levels without the
-    account (tens of rows whatever the accounts), kept ``SUMMARY_SECONDS`` all the same:
-    the page says when they were computed."""
+    account (tens of rows whatever the accounts), kept ``console.summary_seconds`` all the
+    same: the page says when they were computed."""
     cache = request.app[SUMMARY]
     held = cache.get("summary")
-    if held is not None and time.monotonic() - held[0] < SUMMARY_SECONDS:
+    if held is not None and time.monotonic() - held[0] < settings(request).summary_seconds:
         return dict(held[1])
     db = pool(request)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     summary = {"revenue": await month_to_date(db, now), "month": month_start.strftime("%B %Y"),
-               "aging": await aging(db, now.date()), "summary_at": now}
+               "aging": await aging(db, now.date()), "summary_at": now,
+               "refresh_s": settings(request).summary_seconds}
     cache["summary"] = (time.monotonic(), summary)
     return summary
 
