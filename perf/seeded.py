@@ -158,10 +158,11 @@ async def seeded_database(dsn: str, prefix: str, usage: int, accounts: int, *, k
 
 
 @asynccontextmanager
-async def serving(url: str) -> AsyncIterator[str]:
-    """The base URL of ``billing-oss serve`` on the database ``url``, stopped afterwards."""
+async def serving(url: str, env: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """The base URL of ``billing-oss serve`` on the database ``url`` (``env`` added to its
+    environment), stopped afterwards."""
     port = free_port()
-    server = start_server(url, port)
+    server = start_server(url, port, env or {})
     try:
         base = f"http://127.0.0.1:{port}"
         await wait_ready(base, within=60)
@@ -196,10 +197,10 @@ def cli(description: str, requests: int, per: str, main: Main) -> None:
         args.database_url))
 
 
-def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(url: str, port: int, extra: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "BILLING_OSS_CATALOG_LOAD_DEMO": "false",
            "BILLING_OSS_LOG_LEVEL": "warning", "BILLING_OSS_ASSURANCE_INTERVAL_S": "0",
-           "BILLING_OSS_WEBHOOKS_ENABLED": "false"}
+           "BILLING_OSS_WEBHOOKS_ENABLED": "false", **extra}
     return subprocess.Popen(
         [sys.executable, "-m", "billing_oss", "serve", "--database-url", url,
          "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
