@@ -192,6 +192,7 @@ class AnalyticsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class ConsoleConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     timezone: str = "UTC"  # the operator's: every time the console shows is in it
     session_minutes: int = 480  # a console sign-in lasts this long, then asks again
+    summary_seconds: float = 30.0  # the home page's revenue and aging are kept this long
 
 
 class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -311,6 +312,8 @@ def _check_console(console: ConsoleConfig) -> None:
         raise ConfigError(f"console.timezone: unknown timezone {console.timezone!r}") from None
     if not 1 <= console.session_minutes <= 60 * 24 * 31:
         raise ConfigError("console.session_minutes: must be in 1..44640 (31 days)")
+    if not 0 <= console.summary_seconds <= 3600:
+        raise ConfigError("console.summary_seconds: must be in 0..3600")
 
 
 def _check(config: Config) -> None:

@@ -154,11 +154,3 @@ async def file_alarms(pool: asyncpg.Pool, *, kind: str | None, limit: int) -> li
         " source_file_id, detail, raised_at FROM source_file_alarms"
         " WHERE ($1::text IS NULL OR kind = $1) ORDER BY raised_at DESC LIMIT $2", kind, limit)
 
-
-async def month_revenue(pool: asyncpg.Pool, month: dt.date) -> list[Any]:
-    """Per currency: the month's net charged and records charged, from the monthly rollups
-    (UTC days; appended in each charge's transaction)."""
-    return await pool.fetch(
-        "SELECT rtrim(currency) AS currency, sum(amount_micros)::bigint AS amount_micros,"
-        " sum(records)::bigint AS records FROM charge_rollups_monthly WHERE day = $1"
-        " GROUP BY currency ORDER BY currency", month)

@@ -3,6 +3,7 @@ in the API, actions audited as the API's, HTML in record fields escaped on every
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import json
 import re
@@ -12,6 +13,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from billing_oss.server.analytics import repo as analytics_repo
+from billing_oss.server.console import home
 from billing_oss.server.console.web import labelled
 from billing_oss.server.store import api_keys, audit
 from tests.integration import billing_seed
@@ -262,3 +265,31 @@ async def test_the_portal_shows_times_in_the_accounts_timezone(
         assert status == 200 and f"<td>{operator}</td>" in body
     finally:
         await operator_console.close()
+
+
+async def test_revenue_month_to_date_adds_the_deltas_to_the_folded_month(
+        pool: asyncpg.Pool, seeded: list[int]) -> None:
+    """The home page's revenue from the account-less month level: the same before a
+    compaction folds the charges into it and after, and deltas written after it added."""
+    now = dt.datetime.now(dt.UTC)
+    month = now.date().replace(day=1)
+
+    async def chf() -> tuple[int, int, int]:
+        rows = [r for r in await home.month_to_date(pool, now) if r["currency"] == "CHF"]
+        assert len(rows) == 1, rows
+        return rows[0]["net"], rows[0]["charges"], rows[0]["projected"]
+
+    for amount in (2_000_000, 3_500_000):
+        await seed_usage(pool, "acme", now.isoformat(), amount_micros=amount, currency="CHF")
+    before = await chf()
+    assert before[:2] == (5_500_000, 2)
+    days = calendar.monthrange(now.year, now.month)[1]
+    elapsed = max((now - dt.datetime.combine(month, dt.time(), dt.UTC))
+                  / dt.timedelta(days=1), 1 / 24)
+    assert before[2] == round(5_500_000 * days / elapsed)
+    assert await analytics_repo.compact(pool, month, now.date()) > 0
+    assert await pool.fetchval("SELECT count(*) FROM charge_rollups_monthly"
+                               " WHERE currency = 'CHF' AND NOT compacted") == 0
+    assert await chf() == before
+    await seed_usage(pool, "rival", now.isoformat(), amount_micros=250_000, currency="CHF")
+    assert (await chf())[:2] == (5_750_000, 3)

@@ -40,6 +40,7 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ("[http\n", {}, "not valid TOML"),
         ('[console]\ntimezone = "Mars/Olympus"\n', {}, "console.timezone"),
         ("", {"BILLING_OSS_CONSOLE_SESSION_MINUTES": "0"}, "console.session_minutes"),
+        ("", {"BILLING_OSS_CONSOLE_SUMMARY_SECONDS": "-1"}, "console.summary_seconds"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, env: dict[str, str],
