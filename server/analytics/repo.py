@@ -92,7 +92,7 @@ async def analyze_rollups(db: Db) -> None:
     the few deltas left and reads them by index rather than by bitmap. Outside a
     transaction: VACUUM runs in none."""
     await db.execute("VACUUM (ANALYZE) charge_rollups_deltas, charge_rollups_monthly_deltas")
-    await db.execute("ANALYZE charge_rollups")
+    await db.execute("ANALYZE charge_rollups, charge_rollups_monthly")
 
 
 def _dimension(name: str, params: list[Any]) -> str:
