@@ -62,12 +62,10 @@ async def commit(
     started = time.perf_counter()
     rater = await raters.current()
     # Validation, rating and the COPY rows are built before a connection is taken, so the
-    # transaction only claims and streams. Usage ids are reserved for every item. They are
-    # built in a worker thread, as a file's are: on the event loop they would hold up the
-    # commits in flight and the intake of the next messages for as long as they take.
+    # transaction only claims and streams. Usage ids are reserved for every item.
     size = sum(len(d.records) + len(d.rejects) for d in deliveries)
     ids = await (usage_ids or UsageIds(pool, block=0)).take(size)
-    prepared, combined = await asyncio.to_thread(_prepare, deliveries, rater, ids)
+    prepared, combined = _prepare(deliveries, rater, ids)
     months = writer.months(combined)
     tries = 0
 
