@@ -11,6 +11,7 @@ objects).
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -18,6 +19,8 @@ import msgspec
 from billing_oss.core.contract import Counts, Outcome, RecordResult
 
 _FIELDS = ("status", "reason", "detail", "amount", "currency")
+_DEFAULTS: dict[str, str | None] = {"status": "charged"} | dict.fromkeys(_FIELDS[1:])
+_GETTERS = tuple((name, attrgetter(name)) for name in _FIELDS)
 Column = str | list[str | None] | None  # one value for every result, or one each
 
 
@@ -50,21 +53,20 @@ class _Either(msgspec.Struct, kw_only=True):
 
 
 _encode = msgspec.json.encode
+_key = attrgetter("record_key")
 _decoder = msgspec.json.Decoder(_Either)
 
 
 def encode(outcome: Outcome) -> bytes:
     results = outcome.results
     columns: dict[str, Any] = {}
-    for name in _FIELDS:
-        values = [getattr(r, name) for r in results]
-        # one value for all (a list of one distinct value, or empty): stored once
-        distinct = set(values)
-        columns[name] = values if len(distinct) > 1 else next(iter(distinct), None)
-    if columns["status"] is None:  # no results at all
-        columns["status"] = "charged"
+    for name, field in _GETTERS:
+        values = list(map(field, results))  # in C: a message's worth per field
+        # one value for all (the same object, mostly: a cheap comparison) is stored once
+        first = values[0] if values else _DEFAULTS[name]
+        columns[name] = first if values.count(first) == len(values) else values
     return _encode(_Columns(position=outcome.position, counts=outcome.counts,
-                            keys=[r.record_key for r in results], **columns))
+                            keys=list(map(_key, results)), **columns))
 
 
 def decode(raw: bytes) -> Outcome:
