@@ -80,7 +80,9 @@ async def wait_count(pool: asyncpg.Pool, source: str, expected: int, last_key: s
 
 
 # The publisher runs in its own process so its CPU is not the server's. It prints a line
-# once connected (the clock starts there) and stamps each record with its publish time.
+# once connected (the clock starts there) and, at a set rate, each message's publish time.
+# Its records are those of the HTTP bodies and jsonl files (no attrs), so the MQTT figure
+# is compared with its peer over the same rows.
 PUBLISHER = r"""
 import asyncio, sys, time, aiomqtt, msgspec
 host, port, topic, messages, per, rate, tag = sys.argv[1:8]
@@ -101,7 +103,7 @@ async def main():
             body = msgspec.json.encode({"records": [
                 {"record_key": f"{tag}-{i}-{j}", "kind": "voice",
                  "event_time": "2026-03-02T10:00:00Z", "calling": "33610000001",
-                 "called": "33612345678", "duration_s": 95, "attrs": {"sent": sent}}
+                 "called": "33612345678", "duration_s": 95}
                 for j in range(per)]})
             pending.append(asyncio.ensure_future(c.publish(topic, body, qos=1)))
             if rate:
@@ -222,18 +224,22 @@ def write_3gpp_files(folder: Path, prefix: str, files: int, per: int, first: int
 
 
 async def direct_rate(pipeline: Pipeline, folder: Path, fmt: str, source: str,
-                      records: int) -> float:
+                      records: int) -> tuple[float, str]:
     paths = sorted(folder.iterdir())  # noqa: ASYNC240  (before the clock starts)
+    cpu = CpuMeter(pipeline.pool, None)
+    await cpu.start()
     started = time.monotonic()
     for path in paths:
         outcome = await pipeline.ingest_file(path, source=source, format=fmt)
         assert not outcome.replay
-    return records / (time.monotonic() - started)
+    rate = records / (time.monotonic() - started)
+    return rate, await cpu.per_record(records)
 
 
 async def bench_files(pool: asyncpg.Pool, pipeline: Pipeline, tmp: Path, files: int,
-                      per: int) -> tuple[float, float, float]:
-    """Direct ingest of jsonl and 32.297 files, and 32.297 files collected over SFTP."""
+                      per: int) -> tuple[tuple[float, str], tuple[float, str], float]:
+    """Direct ingest of jsonl and 32.297 files (rate and CPU per record), and 32.297 files
+    collected over SFTP."""
     for folder in ("jsonl", "3gpp", "sftp/out"):
         (tmp / folder).mkdir(parents=True)
     write_jsonl_files(tmp / "jsonl", "direct", files, per)
@@ -265,6 +271,42 @@ async def bench_files(pool: asyncpg.Pool, pipeline: Pipeline, tmp: Path, files: 
         "SELECT count(*) FROM usage_records WHERE source = 'bench-sftp'")
     assert charged == files * per, f"{charged} of {files * per} SFTP records charged"
     return jsonl, direct, via_sftp
+
+
+class CpuMeter:
+    """CPU seconds spent by the process taking a part's records (this one for direct file
+    ingest, the ``serve`` process for HTTP and MQTT) and by the database's PostgreSQL
+    backends, while the part runs. The machine is shared: a rate depends on what else runs
+    at the time, CPU per record much less (a part is compared with its peer by both)."""
+
+    def __init__(self, pool: asyncpg.Pool, pid: int | None) -> None:
+        self.pool, self.pid = pool, pid
+
+    async def _pids(self) -> list[int]:
+        return [r[0] for r in await self.pool.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+
+    def _own(self) -> float:
+        if self.pid is None:
+            return time.process_time()
+        return bench_ingest._proc_cpu_s(self.pid) or 0.0
+
+    async def start(self) -> None:
+        self.backends = bench_ingest.Backends()
+        for pid in await self._pids():
+            self.backends.add(pid)
+        self.started = self._own()
+
+    async def per_record(self, records: int) -> str:
+        own = self._own() - self.started
+        for pid in await self._pids():  # connections opened meanwhile count from the start
+            if pid not in self.backends.start:
+                self.backends.start[pid], self.backends.seen[pid] = 0.0, 0.0
+        server = self.backends.spent()
+        if not self.backends.readable:
+            return ""
+        return (f"; CPU/record {own / records * 1e6:.1f} + {server / records * 1e6:.1f} µs"
+                f" (intake + PostgreSQL)")
 
 
 PARTS = ("files", "http", "mqtt", "latency")
@@ -324,22 +366,29 @@ async def run(admin_dsn: str, parts: set[str], scale: float, quick: bool) -> int
         files, per = max(2, int(20 * scale)), 10_000
         jsonl_rate = file_rate = 0.0
         if "files" in parts:
-            jsonl_rate, file_rate, sftp_rate = await bench_files(pool, pipeline, tmp, files, per)
+            (jsonl_rate, jsonl_cpu), (file_rate, file_cpu), sftp_rate = await bench_files(
+                pool, pipeline, tmp, files, per)
             lines.append(f"pipeline file ingest, jsonl ({files} x {per:,}, direct)"
-                         f"  {jsonl_rate:>9,.0f} records/s")
+                         f"  {jsonl_rate:>9,.0f} records/s{jsonl_cpu}")
             lines.append(f"pipeline file ingest, 32.297 ({files} x {per:,}, direct)"
-                         f" {file_rate:>9,.0f} records/s")
+                         f" {file_rate:>9,.0f} records/s{file_cpu}")
             lines.append(f"SFTP 32.297 files ({files} x {per:,}, poller)    {sftp_rate:>9,.0f}"
                          f" records/s{_versus(sftp_rate, file_rate, '32.297', 100_000)}")
+        served = CpuMeter(pool, server.pid)
         if "http" in parts:
-            http_rate = await bench_http(url, token, max(5, int(300 * scale)))
+            batches = max(5, int(300 * scale))
+            await served.start()
+            http_rate = await bench_http(url, token, batches)
             lines.append(f"HTTP 1,000-record batches (4 clients)      {http_rate:>9,.0f}"
-                         f" records/s{_versus(http_rate, jsonl_rate, 'jsonl', 60_000)}")
+                         f" records/s{_versus(http_rate, jsonl_rate, 'jsonl', 60_000)}"
+                         f"{await served.per_record(batches * 1000)}")
         if "mqtt" in parts:
-            mqtt_rate = await bench_mqtt(pool, mqtt_port, "bench-mqtt",
-                                         max(50, int(3000 * scale)))
+            messages = max(50, int(3000 * scale))
+            await served.start()
+            mqtt_rate = await bench_mqtt(pool, mqtt_port, "bench-mqtt", messages)
             lines.append(f"MQTT 100-record messages via Mosquitto     {mqtt_rate:>9,.0f}"
-                         f" records/s{_versus(mqtt_rate, jsonl_rate, 'jsonl', 50_000)}")
+                         f" records/s{_versus(mqtt_rate, jsonl_rate, 'jsonl', 50_000)}"
+                         f"{await served.per_record(messages * PER_MESSAGE)}")
         if "latency" in parts:
             p50, p99, worst = await bench_latency(pool, mqtt_port, "bench-lat",
                                                   seconds=3 if quick else 15)

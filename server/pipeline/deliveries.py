@@ -3,7 +3,8 @@
 Positions are claimed first (``source_offsets``): a position committed before is a replay and
 gets the stored outcome of its first delivery; a position repeated within the same call is a
 replay of its first occurrence. The remaining deliveries are written as one batch, and each
-one's outcome is stored with its position so a replay can answer the same.
+one's outcome is stored with its position (``stored_outcomes``) so a replay can answer the
+same.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from billing_oss.core.contract import Counts, Delivery, Outcome, RecordResult
 from billing_oss.core.metrics import PIPELINE_BATCH_SECONDS
 from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Charge, Failure, Item, Rater
-from billing_oss.server.pipeline import writer
+from billing_oss.server.pipeline import stored_outcomes, writer
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache
 from billing_oss.server.pipeline.retry import with_retries
 from billing_oss.server.pipeline.rows import build_rows, printable
 from billing_oss.server.store import usage_repo
 
-_encode = msgspec.json.encode
 _COUNT_FIELD = {"charged": "charged", "suspense": "suspense", "duplicate": "duplicates",
                 "filtered": "filtered", "pending": "pending"}
 
@@ -90,7 +90,7 @@ async def commit(
                     await usage_repo.store_offset_results(
                         conn, [deliveries[i].source for i in new],
                         [deliveries[i].position for i in new],
-                        [_encode(outcomes[i]) for i in new])
+                        [stored_outcomes.encode(outcomes[i]) for i in new])
         return outcomes, batch
 
     outcomes, batch = await with_retries(attempt, attempts=attempts, backoff_s=backoff_s,
@@ -153,7 +153,7 @@ def _outcomes(deliveries: Sequence[Delivery], prepared: list[WriteBatch], fresh:
             outcome = _replayed(first[key])
         else:
             raw = stored.get(key)
-            outcome = (_replayed(msgspec.json.decode(raw, type=Outcome)) if raw
+            outcome = (_replayed(stored_outcomes.decode(raw)) if raw
                        else Outcome(position=delivery.position, replay=True, counts=Counts(),
                                     results=[]))
         outcomes.append(outcome)
