@@ -75,15 +75,53 @@ def _start(pgdata: Path) -> Any:
         raise StartupError(f"cannot start embedded PostgreSQL in {pgdata}: {exc}") from None
 
 
-# The embedded server's settings beyond initdb's. Ingest writes large batches: a bigger WAL
-# budget spaces checkpoints out (each one makes the next writes of every page log a full
-# page image). Durability stays as it is: fsync and synchronous_commit on.
+# The embedded server's settings beyond initdb's. Durability stays as it is: fsync and
+# synchronous_commit on. The first change to a page after a checkpoint logs the whole page
+# (a full-page image): ingest's time-led indexes take inserts at random leaves, so each
+# checkpoint makes the next writes log every leaf again (~340,000 pages, 2.7 GB, in a month
+# of 10 M records). Spacing checkpoints out is what bounds those images:
+# - checkpoint_timeout 30 min (default 5): on a quiet server a checkpoint every half hour;
+# - max_wal_size (``max_wal_size``, from the free disk): under ingest, a checkpoint each
+#   max_wal_size / (1 + checkpoint_completion_target) of WAL (8.4 GB at 16 GB), i.e. every
+#   ~6 M records at ~1.3 KB of WAL each, instead of every ~500,000 with 4 GB;
+# - checkpoint_completion_target 0.9 (PostgreSQL's default since 14, set so it is kept):
+#   a checkpoint's writes spread over 90 % of the interval instead of a burst.
+# The cost is crash recovery: replay of the WAL written since the last checkpoint, up to
+# max_wal_size (perf/README.md, "Ingest as the month grows", gives the replay rate measured).
+# wal_compression stays off: this PostgreSQL build has pglz only (no lz4 or zstd), which
+# cost ~190 µs of backend CPU per full-page image of these indexes to save ~30 % of its
+# bytes: 4× the backend's CPU per insert right after a checkpoint.
 SETTINGS = {
-    "max_wal_size": "4GB",
     "min_wal_size": "256MB",
-    "checkpoint_timeout": "15min",
+    "checkpoint_timeout": "30min",
+    "checkpoint_completion_target": "0.9",
     "wal_buffers": "16MB",
 }
+# max_wal_size: a quarter of the disk free where the data lives (what is left holds the
+# month's tables and indexes, and WAL may overshoot the setting while a checkpoint runs),
+# between PostgreSQL's default 1 GB and 16 GB, beyond which replay after a crash would take
+# minutes.
+MIN_WAL_GB, MAX_WAL_GB = 1, 16
+
+
+def free_disk_bytes(path: Path) -> int | None:
+    """Bytes free to this process on the filesystem holding ``path`` (or its nearest
+    existing parent); None where it cannot be read."""
+    for folder in (path, *path.parents):
+        try:
+            stat = os.statvfs(folder)
+        except OSError:
+            continue
+        return stat.f_bavail * stat.f_frsize
+    return None
+
+
+def max_wal_size(free_disk: int | None) -> str:
+    """The max_wal_size setting for ``free_disk`` bytes free (whole GB)."""
+    quarter = (free_disk or 0) // 4 // 2**30
+    return f"{min(MAX_WAL_GB, max(MIN_WAL_GB, quarter))}GB"
+
+
 # shared_buffers: a quarter of the memory (PostgreSQL's documented starting point), never
 # less than the 256MB it used to be. Records whose event times are not in arrival order
 # insert at random places in the month partition's primary keys and time indexes (~280 MB
@@ -117,11 +155,16 @@ def shared_buffers(memory: int | None) -> str:
     return f"{max(MIN_SHARED_BUFFERS_MB, quarter)}MB"
 
 
-def settings(memory: int | None = None) -> dict[str, str]:
+def settings(memory: int | None = None, free_disk: int | None = None) -> dict[str, str]:
     """Every setting the embedded server gets, for a machine of ``memory`` bytes (default:
-    this one's)."""
-    return {"shared_buffers": shared_buffers(memory if memory is not None
-                                             else memory_bytes()), **SETTINGS}
+    this one's) with ``free_disk`` bytes free under its data (default: the current
+    directory's)."""
+    if memory is None:
+        memory = memory_bytes()
+    if free_disk is None:
+        free_disk = free_disk_bytes(Path.cwd())
+    return {"shared_buffers": shared_buffers(memory), "max_wal_size": max_wal_size(free_disk),
+            **SETTINGS}
 
 
 _CONF = "billing-oss.conf"
@@ -149,7 +192,8 @@ def start_server(pgdata: Path, *, cleanup_mode: str,
 
 def _configure(pgdata: Path, overrides: dict[str, str] | None = None) -> None:
     lines = [f"# Written by billing-oss at each start ({__name__}.settings)."]
-    lines += [f"{name} = '{value}'" for name, value in {**settings(), **(overrides or {})}.items()]
+    ours = settings(free_disk=free_disk_bytes(pgdata))
+    lines += [f"{name} = '{value}'" for name, value in {**ours, **(overrides or {})}.items()]
     (pgdata / _CONF).write_text("\n".join(lines) + "\n")
     (pgdata / _CONF).chmod(0o644)  # read by the server's own user when we run as root
     main = pgdata / "postgresql.conf"
