@@ -144,12 +144,34 @@ def _int(value: int) -> bytes:
     return value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True)
 
 
-def _cdr(i: int, rng: random.Random) -> bytes:
+_JANUARY = 1767225600  # 2026-01-01T00:00:00Z
+_PEAK_S = 11 * 3600  # 08:00-18:59 UTC of each weekday
+ORDERS = ("scattered", "arrival")
+
+
+def event_time(i: int, order: str = "scattered", span: int = 1) -> int:
+    """Record i's event time (Unix seconds), a weekday's peak hour of January 2026.
+
+    ``scattered``: record i's day is i's weekday modulo 22, so consecutive records fall on
+    every day of the month (each batch inserts all over the time-led indexes). ``arrival``:
+    records 0 .. ``span`` - 1 walk the month's peak hours in time order, each up to an hour
+    before its place (records reach the file after the call ends, in the order they end),
+    as a switch writes them.
+    """
+    if order == "scattered":
+        day = _WEEKDAYS[i % len(_WEEKDAYS)]
+        return _JANUARY + (day - 1) * 86400 + (8 + i % 11) * 3600 + i % 3600
+    slot = min(i, span - 1) * len(_WEEKDAYS) * _PEAK_S // span
+    day = _WEEKDAYS[slot // _PEAK_S]
+    early = i * 7919 % 3600  # up to an hour, never before 07:00 UTC (08:00 Paris, peak)
+    return _JANUARY + (day - 1) * 86400 + 8 * 3600 + slot % _PEAK_S - early
+
+
+def _cdr(i: int, rng: random.Random, order: str = "scattered", span: int = 1) -> bytes:
     """Record i of the mix: moCall, P-GW, S-GW, P-GW (half voice, half data)."""
     from billing_oss.adapters.formats import ber_text
 
-    day = _WEEKDAYS[i % len(_WEEKDAYS)]
-    when = 1767225600 + (day - 1) * 86400 + (8 + i % 11) * 3600 + i % 3600  # UTC peak
+    when = event_time(i, order, span)
     ts = ber_text.encode_timestamp(when, 60)
     caller = f"3361{rng.randrange(ACCOUNTS):07d}"
     imsi = ber_text.encode_tbcd(f"20801{i:010d}")
@@ -174,14 +196,17 @@ def _cdr(i: int, rng: random.Random) -> bytes:
     return _tlv(79 if pgw else 78, body, True)
 
 
-def generate_3gpp(path: Path, n: int, first: int = 0) -> None:
+def generate_3gpp(path: Path, n: int, first: int = 0, order: str = "scattered",
+                  span: int = 0) -> None:
     """Records ``first`` .. ``first + n - 1`` of the mix (their keys follow on from the
-    previous file's, as a switch's next file's do)."""
+    previous file's, as a switch's next file's do), their event times in ``order`` over a
+    month of ``span`` records (default: this file's)."""
     from tests.generators.threegpp_files import write_3gpp_file
 
     rng = random.Random(7 + first)
+    span = span or first + n
     with path.open("wb") as f:
-        write_3gpp_file(f, (_cdr(i, rng) for i in range(first, first + n)),
+        write_3gpp_file(f, (_cdr(i, rng, order, span) for i in range(first, first + n)),
                         sequence_number=42 + first // max(n, 1))
 
 
@@ -577,6 +602,11 @@ async def ingest_phase(dsn: str, path: Path, label: str) -> tuple[float, float]:
     return count / elapsed, cpu.server / count * 1e6
 
 
+# The server settings a --prefill run prints: those that decide its checkpoints and buffers.
+SHOWN = ("shared_buffers", "max_wal_size", "checkpoint_timeout",
+         "checkpoint_completion_target", "wal_compression")
+
+
 async def compact(dsn: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
@@ -586,7 +616,8 @@ async def compact(dsn: str) -> None:
         await pool.close()
 
 
-async def growth(admin: str, tmp: Path, n: int, prefill: int) -> None:
+async def growth(admin: str, tmp: Path, n: int, prefill: int,
+                 order: str = "scattered") -> None:
     """``n`` records into an empty database, ``prefill`` more (through the same pipeline,
     files of at most ``n``, not timed), then ``n`` more: the two timed ingests side by
     side. After each file the rollup deltas are compacted, as ``serve`` compacts them every
@@ -595,24 +626,26 @@ async def growth(admin: str, tmp: Path, n: int, prefill: int) -> None:
     name, dsn = await fresh_database(admin, "growth")
     try:
         conn = await asyncpg.connect(dsn)
-        shared = await conn.fetchval("SHOW shared_buffers")
+        shown = {setting: await conn.fetchval(f"SHOW {setting}") for setting in SHOWN}
         await conn.close()
         print(f"{n:,} records into an empty database, {prefill:,} more, then {n:,} more; "
-              f"shared_buffers {shared}", flush=True)
+              f"event times {order}; "
+              + ", ".join(f"{setting} {value}" for setting, value in shown.items()), flush=True)
         path = tmp / "bench.3gpp"
-        generate_3gpp(path, n, 0)
+        span = 2 * n + prefill
+        generate_3gpp(path, n, 0, order, span)
         empty = await ingest_phase(dsn, path, "into an empty database")
         done, started = n, time.perf_counter()
         while done < n + prefill:
             await compact(dsn)
             size = min(n, n + prefill - done)
-            generate_3gpp(path, size, done)
+            generate_3gpp(path, size, done, order, span)
             await ours(dsn, path, "3gpp")
             done += size
             print(f"  filled to {done:,} records ({time.perf_counter() - started:.0f} s)",
                   flush=True)
         await compact(dsn)
-        generate_3gpp(path, n, done)
+        generate_3gpp(path, n, done, order, span)
         full = await ingest_phase(dsn, path, f"into a database holding {done:,} records")
         print(f"rate holding {done:,} / rate when empty: {full[0] / empty[0]:.1%}; "
               f"PostgreSQL backends' CPU per record {empty[1]:.1f} → {full[1]:.1f} µs")
@@ -643,13 +676,22 @@ async def main() -> None:
     parser.add_argument("--ladder", action="store_true",
                         help="peers from the lean row to the project's rows, one part of "
                              "the write set added at a time")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="another setting of the embedded server's (repeatable; e.g. "
+                             "max_wal_size=4GB, as before it followed the free disk)")
+    parser.add_argument("--order", default="scattered", choices=ORDERS,
+                        help="event times spread over the month record by record "
+                             "(scattered), or nearly in time order as switches write them "
+                             "(arrival; 3gpp only)")
     args = parser.parse_args()
     n = 50_000 if args.quick else args.records
+    overrides = dict(pair.split("=", 1) for pair in args.setting)
+    if args.shared_buffers:
+        overrides["shared_buffers"] = args.shared_buffers
     if args.prefill:
         with tempfile.TemporaryDirectory() as tmp:
-            overrides = {"shared_buffers": args.shared_buffers} if args.shared_buffers else None
-            async with server(args.database_url, overrides) as admin:
-                await growth(admin, Path(tmp), n, args.prefill)
+            async with server(args.database_url, overrides or None) as admin:
+                await growth(admin, Path(tmp), n, args.prefill, args.order)
         return
     settings = config.load(env={}).pipeline
     lanes = settings.write_lanes
@@ -662,10 +704,13 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"bench.{args.format}"
         started = time.perf_counter()
-        GENERATORS[args.format](path, n)
+        if args.format == "3gpp":
+            generate_3gpp(path, n, order=args.order)
+        else:
+            GENERATORS[args.format](path, n)
         print(f"generated {n} records, {path.stat().st_size / 1e6:.0f} MB, format "
               f"{args.format} in {time.perf_counter() - started:.1f} s (not timed)", flush=True)
-        async with server(args.database_url) as admin:
+        async with server(args.database_url, overrides or None) as admin:
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             for run in range(args.runs):
                 names: list[str] = []
