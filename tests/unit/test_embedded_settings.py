@@ -16,7 +16,7 @@ def test_settings_are_included_once_and_rewritten(tmp_path: Path) -> None:
     assert main.startswith("port = 5432\n")
     assert main.count("include_if_exists = 'billing-oss.conf'") == 1
     ours = (tmp_path / "billing-oss.conf").read_text()
-    for name, value in embedded.settings().items():
+    for name, value in embedded.settings(free_disk=embedded.free_disk_bytes(tmp_path)).items():
         assert f"{name} = '{value}'" in ours
     assert "'1MB'" not in ours
 
@@ -34,3 +34,26 @@ def test_this_machines_memory_is_read() -> None:
     memory = embedded.memory_bytes()
     assert memory is not None and memory > 2**28
     assert embedded.settings()["shared_buffers"] == embedded.shared_buffers(memory)
+
+
+def test_max_wal_size_is_a_quarter_of_the_free_disk_between_1_and_16gb() -> None:
+    # Checkpoints as far apart as the disk allows: each one makes the next change to every
+    # index leaf log a full page; past 16 GB, replay after a crash would take minutes.
+    assert embedded.settings(2**34, 78 * 2**30)["max_wal_size"] == "16GB"
+    assert embedded.settings(2**34, 40 * 2**30 - 1)["max_wal_size"] == "9GB"
+    assert embedded.settings(2**34, 3 * 2**30)["max_wal_size"] == "1GB"
+    assert embedded.max_wal_size(None) == "1GB"
+
+
+def test_checkpoints_are_spaced_and_full_pages_not_compressed() -> None:
+    ours = embedded.settings(2**34, 2**36)
+    assert ours["checkpoint_timeout"] == "30min"
+    assert ours["checkpoint_completion_target"] == "0.9"
+    assert "wal_compression" not in ours  # pglz only here: its CPU outweighs the bytes saved
+
+
+def test_the_free_disk_is_read_where_the_data_will_be(tmp_path: Path) -> None:
+    free = embedded.free_disk_bytes(tmp_path / "var" / "pgdata")  # not made yet: its parent's
+    assert free is not None and free > 0
+    assert embedded.settings(2**34)["max_wal_size"] == embedded.max_wal_size(
+        embedded.free_disk_bytes(Path.cwd()))
