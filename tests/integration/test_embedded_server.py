@@ -3,6 +3,7 @@ from a server started as ``serve`` starts it."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -37,3 +38,20 @@ async def test_a_new_embedded_server_runs_with_our_settings(pgdata: Path) -> Non
     expected = embedded.settings(free_disk=embedded.free_disk_bytes(pgdata))
     assert shown == {**expected, "wal_compression": "off", "fsync": "on",
                      "synchronous_commit": "on"}
+
+
+def test_benchmarks_embedded_server_has_the_same_settings() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "embedded_pg", Path(__file__).resolve().parents[2] / "perf" / "embedded_pg.py")
+    assert spec is not None and spec.loader is not None
+    embedded_pg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(embedded_pg)
+
+    async def shown(url: str) -> dict[str, str]:
+        conn = await asyncpg.connect(url)
+        try:
+            return {name: await conn.fetchval(f"SHOW {name}") for name in embedded.SETTINGS}
+        finally:
+            await conn.close()
+
+    assert embedded_pg.run(shown, None) == embedded.SETTINGS
