@@ -92,7 +92,7 @@ def _start(pgdata: Path) -> Any:
 # CPU per GB (1.5 GB of random index inserts: 12.7 s CPU, 50 s elapsed at load 13): ~70 s
 # of CPU for the 8.4 GB between checkpoints, ~2 min at most for 16 GB (4 GB before: 35 s).
 # wal_compression stays off: this PostgreSQL build has pglz only (no lz4 or zstd), which
-# cost ~190 µs of backend CPU per full-page image of these indexes to save ~30 % of its
+# cost ~190 µs of backend CPU per full-page image of these indexes to save a third of its
 # bytes: 4× the backend's CPU per insert right after a checkpoint.
 SETTINGS = {
     "min_wal_size": "256MB",
