@@ -3,8 +3,9 @@ same lanes: of the same final rows into the same tables (with the same indexes),
 lean row per record with one unique key on (source, record_key) — the physical limit here.
 
     python perf/bench_ingest.py [--records N] [--runs R] [--quick] [--database-url DSN]
-                                [--format FMT] [--ladder]
-    python perf/bench_ingest.py --records N --prefill M [--shared-buffers SIZE]
+                                [--format FMT] [--ladder] [--order ORDER]
+    python perf/bench_ingest.py --records N --prefill M [--order scattered|arrival]
+                                [--shared-buffers SIZE] [--setting NAME=VALUE ...]
 
 The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default): MSC
 moCallRecords (national numbers, peak hours) and S-GW / P-GW data records, every one of
@@ -38,7 +39,13 @@ empty database, then M more through the same pipeline in files of at most ``--re
 minute; not timed), then ``--records`` more. Both timed ingests print their rate, the CPU
 split, and what the server did (WAL and full-page images, checkpoints, buffers written,
 shared-buffer hit ratio, reads and hits per record of the busiest indexes);
-``--shared-buffers`` runs the embedded server with another shared_buffers than the project's.
+``--shared-buffers`` runs the embedded server with another shared_buffers than the project's,
+``--setting`` with another value of any setting.
+
+``--order`` sets the records' event times: ``scattered`` (the default) puts consecutive records
+on every weekday of the month, so each batch inserts all over the time-led indexes;
+``arrival`` walks the month's peak hours in time order over all the run's records, each up to
+an hour early, as a switch writes its files.
 """
 
 from __future__ import annotations
