@@ -16,13 +16,15 @@ def test_bench_ingest_runs(pg_admin_dsn: str) -> None:
                          text=True, timeout=300, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
     assert "records: 3000 (3000 charged)" in out.stdout
-    assert "raw asyncpg binary COPY of the same final rows" in out.stdout
-    assert "one lean row per record" in out.stdout
-    assert "ours / rows COPY:" in out.stdout and "ours / lean limit:" in out.stdout
-    for side in ("ours ", "rows COPY ", "lean COPY "):
-        line = next(x for x in out.stdout.splitlines()
-                    if x.startswith(side) and "CPU per record" in x)
-        assert "this process" in line and "PostgreSQL backends" in line, line
+    lines = out.stdout.splitlines()
+    peers = [x for x in lines if x.startswith("raw asyncpg binary COPY, 2 connections")]
+    assert [("the project's rows" in x, "lean row, one unique key" in x) for x in peers] == [
+        (True, False), (False, True)], peers
+    assert all("ours / this:" in x and "PostgreSQL backends" in x for x in peers), peers
+    # ours, then each peer: this process, its backends and the rest of the machine
+    cpu = [x for x in lines if x.strip().startswith("CPU per record:")]
+    assert len(cpu) == 3 and all("this process" in x and "PostgreSQL backends" in x
+                                 for x in cpu), cpu
     assert "the lean COPY client's" in out.stdout
 
 
