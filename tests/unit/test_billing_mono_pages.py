@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import zlib
 from functools import partial
 
 import pikepdf
@@ -114,3 +115,12 @@ def test_the_embedded_font_is_a_complete_pdf_a_composite_font(typst_pdf: bytes) 
     fonts = subprocess.run(["pdffonts", "-"], input=pdf, capture_output=True,
                            check=True).stdout.decode().splitlines()[2:]
     assert all(row.split()[-5:-2] == ["yes", "yes", "yes"] for row in fonts), fonts
+
+
+def test_the_font_subset_is_the_same_bytes_whenever_it_is_built() -> None:
+    """The subset keeps the font's own modification date, so an invoice's PDF is the same
+    bytes from one process (and one second) to the next."""
+    program = mono_pages._subset(frozenset()).program
+    subset = TTFont(io.BytesIO(zlib.decompress(program)))
+    source = TTFont(mono_pages._font_path(), lazy=True)
+    assert subset["head"].modified == source["head"].modified

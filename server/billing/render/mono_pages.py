@@ -232,7 +232,9 @@ def _covered() -> frozenset[str]:
 def _subset(extra: frozenset[str]) -> _Font:
     """The font subset to BASE and ``extra`` (characters the font has), its CIDs the
     characters' code points."""
-    font = TTFont(_font_path())
+    # The subset keeps the font's own head.modified: saved with the time of the save, the
+    # same invoice's PDF differed from one process to the next.
+    font = TTFont(_font_path(), recalcTimestamp=False)
     options = subset.Options()
     options.hinting = False
     options.layout_features = []
