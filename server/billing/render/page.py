@@ -14,7 +14,7 @@ import datetime as dt
 import re
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -221,7 +221,3 @@ def _zone(name: str) -> dt.tzinfo:
     except (ZoneInfoNotFoundError, ValueError):
         return dt.UTC
 
-
-def as_data(rows: dict[str, list[Row]]) -> list[dict[str, Any]]:
-    return [{"title": title, "lines": [msgspec.structs.asdict(r) for r in group]}
-            for title, group in rows.items()]
