@@ -124,3 +124,12 @@ def test_the_font_subset_is_the_same_bytes_whenever_it_is_built() -> None:
     subset = TTFont(io.BytesIO(zlib.decompress(program)))
     source = TTFont(mono_pages._font_path(), lazy=True)
     assert subset["head"].modified == source["head"].modified
+
+
+def test_ascii_lines_read_back_as_written_escapes_and_all(typst_pdf: bytes) -> None:
+    """A list all in ASCII is escaped in one piece: its parentheses, backslashes and a
+    backslash before an n still read back as written, one line a line."""
+    lines = ["(0)\\1 ))((", "C:\\new\\n\\\\", "\\", "x" * 20, "a\rb", ")"]
+    page = text(appended(typst_pdf, lines), 2)
+    assert page[4:10] == [*lines[:4], "a?b", ")"]
+    assert page[10] == "Total 3"

@@ -176,9 +176,23 @@ def _content(sheet: Sheet, font: _Font, size: float, lines: list[str], number: i
     if lines:
         out.append(b"BT /FM %.3f Tf %.1f TL %.2f %.2f Td (%s) Tj"
                    % (size, LEADING, left, y, _string(lines[0])))
-        out.extend(b"(%s) '" % _string(line) for line in lines[1:])
+        if len(lines) > 1:
+            out.append(b"(%s) '" % _strings(lines[1:]))
         out.append(b"ET")
     return b"\n".join(out)
+
+
+_NEXT: Final = b") '\n("  # a line's string shown, the next line's opened
+
+
+def _strings(lines: list[str]) -> bytes:
+    """``lines`` as the strings of one ``'`` operator each, the first's ``(`` and the last's
+    ``) '`` left to the caller. Printable ASCII (the usual list) is encoded and escaped in one
+    piece, joined by line ends, whose escape no other ASCII character's bytes can form."""
+    text = "\n".join(lines)
+    if text.isascii() and text.count("\n") == len(lines) - 1:
+        return _string(text).replace(b"\x00\\n", _NEXT)
+    return _NEXT.join(_string(line) for line in lines)
 
 
 def _text(size: float, x: float, y: float, text: str) -> bytes:
