@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from billing_oss.core.money import format_printed, minor_digits
+from billing_oss.server.billing.render import tables
 from billing_oss.server.billing.render.mono_pages import Sheet
-from billing_oss.server.billing.render.page import grouped, human
+from billing_oss.server.billing.render.page import USAGE_TEXT, USAGE_TITLE, grouped, human
 from billing_oss.server.store import account_usage_repo
 from billing_oss.server.store.account_usage_repo import Db, ItemRow
 
@@ -47,10 +48,12 @@ async def load_items(db: Db, account_id: str, invoice_id: int) -> Itemised:
     return Itemised(total, rows, micros)
 
 
-def sheet(items: Itemised | None, currency: str, timezone: str, title: str) -> Sheet | None:
-    """The list's pages (None: no list): a note, the heading line, the records' lines, one
-    a record, their columns padded to a common width, and the total of every record the
-    invoice bills; each page headed by the document's ``title``."""
+def sheet(items: Itemised | None, currency: str, timezone: str, title: str,
+          preface: list[str] | None = None) -> Sheet | None:
+    """The list's pages (None: no list): ``preface`` (the usage appendix), a note, the
+    heading line, the records' lines, one a record, their columns padded to a common width,
+    and the total of every record the invoice bills; each page headed by the document's
+    ``title``."""
     if items is None or not items.rows:
         return None
     tz = _zone(timezone)
@@ -74,7 +77,23 @@ def sheet(items: Itemised | None, currency: str, timezone: str, title: str) -> S
     heading = line(*head).rstrip()
     return Sheet(running=f"{title} · {TITLE.lower()}", title=TITLE, note=note,
                  head=heading, lines=[line(*row).rstrip() for row in rows],
-                 foot=[label + total.rjust(max(len(heading) - len(label), len(total) + 2))])
+                 foot=[label + total.rjust(max(len(heading) - len(label), len(total) + 2))],
+                 preface=preface or [])
+
+
+def appendix(usage: list[dict[str, str]], currency: str) -> list[str]:
+    """The usage appendix (``page.usage_rows``) as the list's first lines, in the words and
+    columns of the typst appendix's (``tables.USAGE``); none without usage rows."""
+    if not usage:
+        return []
+    shape = tables.USAGE
+    head = [h.replace("{cur}", currency) for h in shape.head or ()]
+    rows = [[u["no"], u["what"], u["records"], u["usage"], u["amount"]] for u in usage]
+    widths = [max(map(len, column)) for column in zip(head, *rows, strict=True)]
+    line = "  ".join(f"{{:{'<' if a == 'l' else '>'}{w}}}" for a, w
+                     in zip(shape.aligns, widths, strict=True)).format
+    return [USAGE_TITLE, USAGE_TEXT, "", line(*head).rstrip(),
+            *(line(*row).rstrip() for row in rows)]
 
 
 def _line(widths: list[int]) -> Callable[..., str]:

@@ -177,6 +177,13 @@ def grouped(value: Decimal, *, keep: bool = False) -> str:
     return f"{shown:,f}"
 
 
+USAGE_TITLE = "Appendix: usage breakdown"
+USAGE_TEXT = ("The rated records by service and zone, with the invoice line that bills them and "
+              "what they were rated at (a product's price of the cycle's usage bills rated usage "
+              "on its own line); each record is kept with its charge and can be requested by its "
+              "line number.")
+
+
 def usage_rows(c: InvoiceDraft, shown_lines: set[int]) -> list[dict[str, str]]:
     """The appendix: one row per rated usage line, billed on that line, or on the line of
     the product that prices the service when the rated line (at 0.00) is not printed."""

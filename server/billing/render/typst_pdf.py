@@ -89,10 +89,8 @@ TEMPLATE = r"""
 *#d.terms_label:* #d.terms
 #if d.usage.rows.len() > 0 [
   #pagebreak()
-  #title[Appendix: usage breakdown]
-  The rated records by service and zone, with the invoice line that bills them and what
-  they were rated at (a product's price of the cycle's usage bills rated usage on its own
-  line); each record is kept with its charge and can be requested by its line number.
+  #title(d.usage_title)
+  #d.usage_text
   #v(4pt)
   #table(d.usage)
 ]
@@ -117,21 +115,37 @@ def render_credit_note(note: CreditNote, invoice: Invoice) -> bytes:
 
 
 def render_rendition(doc: Rendition, items: itemised.Itemised | None = None) -> bytes:
-    return finish(doc, typeset(doc, cii.rendition_xml(doc)), items)
+    sheet = _sheet(doc, items)
+    return _marked(typeset(doc, cii.rendition_xml(doc), appendix=sheet is None), sheet)
 
 
 def finish(doc: Rendition, pdf: bytes, items: itemised.Itemised | None = None) -> bytes:
-    """typst's ``pdf`` of ``doc`` with the Factur-X XMP and the itemised list's pages
-    (padded lines, which typst took longer to lay out than the invoice itself) after its
-    own, both in one incremental update."""
-    sheet = itemised.sheet(items, doc.content.currency,
-                           str(doc.content.buyer.get("timezone") or "UTC"), doc.title)
+    """typst's ``pdf`` of ``doc`` (typeset without its usage appendix when ``items`` lists
+    records) with the Factur-X XMP and the itemised list's pages (padded lines, which typst
+    took longer to lay out than the invoice itself) after its own, in one incremental
+    update."""
+    return _marked(pdf, _sheet(doc, items))
+
+
+def _sheet(doc: Rendition, items: itemised.Itemised | None) -> mono_pages.Sheet | None:
+    """The list's pages, the usage appendix their first lines: typst's layout of the
+    appendix's table was a seventh of an itemised invoice's compile."""
+    if items is None or not items.rows:
+        return None
+    c = doc.content
+    usage = page.usage_rows(c, {ln.line_no for ln in doc.printed_lines})
+    return itemised.sheet(items, c.currency, str(c.buyer.get("timezone") or "UTC"), doc.title,
+                          itemised.appendix(usage, c.currency))
+
+
+def _marked(pdf: bytes, sheet: mono_pages.Sheet | None) -> bytes:
     return facturx.mark_pdf(pdf, None if sheet is None else partial(mono_pages.append, sheet=sheet))
 
 
-def typeset(doc: Rendition, xml: bytes) -> bytes:
-    """The PDF/A-3b typst writes, ``xml`` attached, before the Factur-X XMP is added."""
-    data = msgspec.json.encode(document_data(doc)).decode()
+def typeset(doc: Rendition, xml: bytes, *, appendix: bool = True) -> bytes:
+    """The PDF/A-3b typst writes, ``xml`` attached, before the Factur-X XMP is added;
+    ``appendix``: with the usage appendix (an itemised invoice's is on its list pages)."""
+    data = msgspec.json.encode(document_data(doc, appendix=appendix)).decode()
     pdf: bytes = _compiler().compile(TEMPLATE.encode(),
                                      sys_inputs={"data": data, "xml": xml.decode()},
                                      pdf_standards="a-3b", pdf_tags=False,
@@ -146,7 +160,7 @@ def _created(doc: Rendition) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
-def document_data(doc: Rendition) -> dict[str, Any]:
+def document_data(doc: Rendition, *, appendix: bool = True) -> dict[str, Any]:
     c = doc.content
     cur = c.currency
 
@@ -155,7 +169,7 @@ def document_data(doc: Rendition) -> dict[str, Any]:
 
     shown = msgspec.structs.replace(c, lines=doc.printed_lines)
     reading = page.read_lines(shown)
-    usage = page.usage_rows(c, {ln.line_no for ln in shown.lines})
+    usage = page.usage_rows(c, {ln.line_no for ln in shown.lines}) if appendix else []
     t = c.totals
     totals = _totals(c, reading, "Credited" if doc.is_credit_note else "Charges")
     if t.rounding_micros:
@@ -197,6 +211,7 @@ def document_data(doc: Rendition) -> dict[str, Any]:
         "notes": list(c.notes) + (["Prices include VAT."] if c.tax_inclusive else []),
         "terms_label": "Settlement" if doc.is_credit_note else "Payment terms",
         "terms": terms,
+        "usage_title": page.USAGE_TITLE, "usage_text": page.USAGE_TEXT,
         "usage": tables.table(tables.USAGE, [[u["no"], u["what"], u["records"], u["usage"],
                                               u["amount"]] for u in usage], cur),
     }
