@@ -3,7 +3,8 @@ message and session the invoice bills, in time order, in the account's timezone,
 what the invoice billed for it (exact: amounts finer than a cent keep their digits).
 
 The list's pages follow typst's (server.billing.render.mono_pages), each headed by the
-invoice's number and its page number; the list ends with the count and the sum of every
+invoice's number and its page number; the invoice's usage appendix opens them (typst sets
+it only for an invoice without a list); the list ends with the count and the sum of every
 record the invoice bills. A list longer than ``MAX_ROWS`` prints its first ``MAX_ROWS`` and
 says where the rest is: the usage route and its CSV export list every record.
 """
