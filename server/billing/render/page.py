@@ -178,8 +178,9 @@ def grouped(value: Decimal, *, keep: bool = False) -> str:
 
 
 USAGE_TITLE = "Appendix: usage breakdown"
+# Its apostrophes are typographic, as typst's markup made them when the template held it.
 USAGE_TEXT = ("The rated records by service and zone, with the invoice line that bills them and "
-              "what they were rated at (a product's price of the cycle's usage bills rated usage "
+              "what they were rated at (a product’s price of the cycle’s usage bills rated usage "
               "on its own line); each record is kept with its charge and can be requested by its "
               "line number.")
 
