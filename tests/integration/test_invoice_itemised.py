@@ -21,7 +21,7 @@ import pytest
 from billing_oss.core.money import format_printed
 from billing_oss.server.billing import issuing
 from billing_oss.server.billing.bill_runs import bill_run
-from billing_oss.server.billing.render import itemised, typst_pdf
+from billing_oss.server.billing.render import content, itemised, page, typst_pdf
 from billing_oss.server.store import api_keys
 from tests.integration import billing_seed, einvoice
 from tests.integration.api_harness import Api, live_api
@@ -169,9 +169,11 @@ RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (Call|Data) (.+) "
 async def test_a_long_list_holds_every_billed_record_on_numbered_pages(
         pool: asyncpg.Pool, tmp_path: Path) -> None:
     """230 records over several pages: each page after the invoice's is headed by the
-    invoice number and "page x/y" of the whole document; the records listed are those the
-    invoice's usage lines bill, and the total line is their count and sum; a called number
-    holding PDF string delimiters and markup prints as recorded."""
+    invoice number and "page x/y" of the whole document; the usage appendix, a typst page
+    of the plain invoice, opens the list's first page instead, its words and rows before
+    the list's title; the records listed are those the invoice's usage lines bill, and the
+    total line is their count and sum; a called number holding PDF string delimiters and
+    markup prints as recorded."""
     start = dt.datetime(2026, 1, 2, tzinfo=UTC)
     async with pool.acquire() as conn:
         await billing_seed.account(conn, "ITEM2", timezone="UTC")
@@ -193,16 +195,35 @@ async def test_a_long_list_holds_every_billed_record_on_numbered_pages(
         items = await itemised.load(conn, "ITEM2", invoice_id)
     pdf = tmp_path / "long.pdf"
     pdf.write_bytes(typst_pdf.render(invoice, items))
-    invoice_pages = _page_count(typst_pdf.render(invoice))
+    plain = tmp_path / "plain.pdf"
+    plain.write_bytes(typst_pdf.render(invoice))
+    invoice_pages = _page_count(plain.read_bytes()) - 1  # less the appendix, its last page
+    assert _page_text(plain, invoice_pages + 1).startswith(page.USAGE_TITLE)
 
     pages = _page_count(pdf.read_bytes())
     assert pages >= invoice_pages + 3
-    for page in range(1, pages + 1):
-        text = _page_text(pdf, page)
-        listed = page > invoice_pages
+    for number in range(1, pages + 1):
+        text = _page_text(pdf, number)
+        listed = number > invoice_pages
         assert (f"{invoice.number_text} · itemised calls and sessions" in text) is listed
-        assert (re.search(rf"page {page}/{pages}\s*$", text.splitlines()[0]) is not None) \
-            is listed, (page, text[:200])
+        assert (re.search(rf"page {number}/{pages}\s*$", text.splitlines()[0]) is not None) \
+            is listed, (number, text[:200])
+
+    assert all("usage breakdown" not in _page_text(pdf, p) for p in range(1, invoice_pages + 1))
+    opening = [" ".join(line.split()) for line in
+               _page_text(pdf, invoice_pages + 1).splitlines()]
+    title = opening.index(page.USAGE_TITLE)
+    listed = opening.index(itemised.TITLE)
+    assert 0 < title < listed
+    assert page.USAGE_TEXT in " ".join(opening[title + 1:listed])
+    printed = {ln.line_no for ln in content.of_invoice(invoice).printed_lines}
+    usage_rows = page.usage_rows(invoice.content, printed)
+    assert len(usage_rows) == 2  # voice and data, national
+    expected = ["Line Service / zone Records Usage Rated EUR",
+                *(" ".join((u["no"], u["what"], u["records"], u["usage"], u["amount"]))
+                  for u in usage_rows)]
+    start = opening.index(expected[0])
+    assert title < start and opening[start:start + 3] == expected
 
     lines = [" ".join(line.split()) for p in range(invoice_pages + 1, pages + 1)
              for line in _page_text(pdf, p).splitlines()]

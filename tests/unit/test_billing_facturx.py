@@ -100,3 +100,20 @@ def test_a_packet_without_extension_schemas_gets_one() -> None:
 def test_a_packet_without_rdf_is_refused() -> None:
     with pytest.raises(ValueError, match="rdf:RDF"):
         facturx.mark_xmp(b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
+
+
+def test_typst_packet_is_marked_in_place_as_the_rewrite_would(typst_pdf: bytes) -> None:
+    """typst's packet gets the marks spliced into its own bytes; read back, it is the packet
+    the parse-and-rewrite path makes, element for element, page count included."""
+    packet = metadata(typst_pdf)
+    spliced = facturx._spliced(packet, 7)
+    assert spliced is not None and spliced.startswith(packet[:packet.index(b"<rdf:Description")])
+    assert facturx.mark_xmp(packet, pages=7) == spliced
+
+    def elements(xml: bytes) -> list[tuple[str, dict[str, str], str | None]]:
+        return [(str(e.tag), dict(e.attrib), e.text) for e in etree.fromstring(xml).iter()]
+
+    assert elements(spliced) == elements(facturx._rewritten(packet, 7))
+    npages = "{http://ns.adobe.com/xap/1.0/t/pg/}NPages"
+    assert [e.text for e in etree.fromstring(spliced).iter(npages)] == ["7"]
+    assert facturx._spliced(spliced, 7) is None  # marked already: the rewrite keeps one set

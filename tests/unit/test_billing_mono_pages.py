@@ -8,8 +8,10 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import zlib
 from functools import partial
 
+import msgspec
 import pikepdf
 import pytest
 import typst
@@ -114,3 +116,54 @@ def test_the_embedded_font_is_a_complete_pdf_a_composite_font(typst_pdf: bytes) 
     fonts = subprocess.run(["pdffonts", "-"], input=pdf, capture_output=True,
                            check=True).stdout.decode().splitlines()[2:]
     assert all(row.split()[-5:-2] == ["yes", "yes", "yes"] for row in fonts), fonts
+
+
+def test_the_font_subset_is_the_same_bytes_whenever_it_is_built() -> None:
+    """The subset keeps the font's own modification date, so an invoice's PDF is the same
+    bytes from one process (and one second) to the next."""
+    program = mono_pages._subset(frozenset()).program
+    subset = TTFont(io.BytesIO(zlib.decompress(program)))
+    source = TTFont(mono_pages._font_path(), lazy=True)
+    assert subset["head"].modified == source["head"].modified
+
+
+def test_ascii_lines_read_back_as_written_escapes_and_all(typst_pdf: bytes) -> None:
+    """A list all in ASCII is escaped in one piece: its parentheses, backslashes and a
+    backslash before an n still read back as written, one line a line."""
+    lines = ["(0)\\1 ))((", "C:\\new\\n\\\\", "\\", "x" * 20, "a\rb", ")"]
+    page = text(appended(typst_pdf, lines), 2)
+    assert page[4:10] == [*lines[:4], "a?b", ")"]
+    assert page[10] == "Total 3"
+
+
+def test_the_preface_opens_the_first_page_before_the_title(typst_pdf: bytes) -> None:
+    """The preface's lines come first, a line too long for the width wrapped at a word's
+    end; the title, the note, the heading and the lines follow on the same page."""
+    words = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters: three lines
+    preface = ["Appendix", words, "", "Line  What", "1     Calls"]
+    pdf = facturx.mark_pdf(typst_pdf, partial(mono_pages.append, sheet=msgspec.structs.replace(
+        sheet(["00001 line"]), preface=preface)))
+    page = text(pdf, 2)
+    assert page[0] == "Invoice 1 · list page 2/2"
+    wrapped = page[2:page.index("Line What")]
+    assert page[1] == "Appendix" and len(wrapped) == 3 and " ".join(wrapped) == words
+    assert page[page.index("Line What"):] == ["Line What", "1 Calls", "The list", "A note.",
+                                              "When What", "00001 line", "Total 3"]
+
+
+def test_a_preface_longer_than_a_page_takes_pages_of_its_own(typst_pdf: bytes) -> None:
+    preface = [f"pre {i:03d}" for i in range(150)]
+    lines = [f"{i:05d} line" for i in range(100)]
+    pdf = facturx.mark_pdf(typst_pdf, partial(mono_pages.append, sheet=msgspec.structs.replace(
+        sheet(lines), preface=preface)))
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        pages = len(doc.pages)
+        packet = doc.Root.Metadata.read_bytes()
+    assert [c.text for c in etree.fromstring(packet).findall(NPAGES)] == [str(pages)]
+    read = [line for p in range(2, pages + 1) for line in text(pdf, p)[1:]]
+    assert read[:150] == preface
+    assert read[150:153] == ["The list", "A note.", "When What"]
+    assert [line for line in read if line.endswith(" line")] == lines
+    assert text(pdf, 2)[-1] == "pre 080" and "When What" not in text(pdf, 2)  # 81 a page
+    assert text(pdf, 3)[1] == "pre 081" and "The list" in text(pdf, 3)
+    assert all(text(pdf, p)[1] == "When What" for p in range(4, pages + 1))

@@ -10,6 +10,7 @@ price (BR-27). A line's quantity is the one the PDF prints, in its UN/ECE Rec. 2
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from decimal import Decimal
 
@@ -32,6 +33,7 @@ NS = {
 EN16931 = "urn:cen.eu:en16931:2017"
 
 
+@functools.cache
 def _q(tag: str) -> str:
     prefix, name = tag.split(":")
     return f"{{{NS[prefix]}}}{name}"
@@ -43,11 +45,13 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def xml_text(text: str) -> str:
-    return _NOT_XML.sub(" ", text)
+    # isprintable() is true of nearly every text and rules out all that _NOT_XML matches
+    return text if text.isprintable() else _NOT_XML.sub(" ", text)
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
-    el = etree.SubElement(parent, _q(tag), {k: xml_text(v) for k, v in attrs.items()})
+    el = etree.SubElement(parent, _q(tag), {k: xml_text(v) for k, v in attrs.items()}
+                          if attrs else None)
     if text is not None:
         el.text = xml_text(text)
     return el

@@ -45,6 +45,7 @@ def advances() -> dict[str, tuple[float, float]]:
             in zip(MEASURED, measured, strict=True)}
 
 
+@functools.lru_cache(maxsize=8192)  # headings, units, VAT rates, descriptions: the same text
 def width(text: str, *, bold: bool = False) -> float:
     """``text``'s width in em, set in the body font (bold: its bold)."""
     table = advances()

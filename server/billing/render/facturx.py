@@ -11,6 +11,8 @@ trailer (same ID, same info) follow them.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -59,6 +61,45 @@ def mark_xmp(packet: bytes, pages: int | None = None) -> bytes:
     """The XMP ``packet`` with the fx: properties in an rdf:Description of their own and
     the fx: schema added to the packet's pdfaExtension:schemas (created if absent);
     ``pages``: the document's page count, set as xmpTPg:NPages."""
+    spliced = _spliced(packet, pages)
+    return spliced if spliced is not None else _rewritten(packet, pages)
+
+
+_BAG_END: Final = b"</rdf:Bag></pdfaExtension:schemas>"
+_NPAGES: Final = re.compile(rb"<xmpTPg:NPages>\d+</xmpTPg:NPages>")
+
+
+def _spliced(packet: bytes, pages: int | None) -> bytes | None:
+    """A packet as typst writes it (one rdf:RDF, one extension schemas' bag, its page count,
+    no fx: marks) with the marks spliced in as text, the rest as typst wrote it; None for any
+    other packet. Parsing and writing the packet again was most of the marking's time."""
+    declared = (b'xmlns:%s="%s"' % (prefix, uri.encode()) in packet for prefix, uri in (
+        (b"rdf", RDF), (b"pdfaExtension", PDFA_EXTENSION), (b"xmpTPg", XMP_PAGED)))
+    if (FX.encode() in packet or packet.count(b"</rdf:RDF>") != 1
+            or packet.count(_BAG_END) != 1 or not all(declared)):
+        return None
+    if pages is not None:
+        packet, found = _NPAGES.subn(b"<xmpTPg:NPages>%d</xmpTPg:NPages>" % pages, packet)
+        if found != 1:
+            return None
+    description, schema = _marks()
+    packet = packet.replace(_BAG_END, schema + _BAG_END)
+    return packet.replace(b"</rdf:RDF>", description + b"</rdf:RDF>")
+
+
+@functools.cache
+def _marks() -> tuple[bytes, bytes]:
+    """The fx: rdf:Description and the fx: schema's rdf:li as ``_rewritten`` adds them, each
+    declaring the namespaces it uses."""
+    rdf = etree.fromstring(_rewritten(b'<rdf:RDF xmlns:rdf="%s"/>' % RDF.encode(), None))
+    description = rdf.find(_q(RDF, "Description"))
+    schema = rdf.find(f"{_q(RDF, 'Description')}/{_q(PDFA_EXTENSION, 'schemas')}/"
+                      f"{_q(RDF, 'Bag')}/{_q(RDF, 'li')}")
+    assert description is not None and schema is not None
+    return etree.tostring(description), etree.tostring(schema)
+
+
+def _rewritten(packet: bytes, pages: int | None) -> bytes:
     root = etree.fromstring(packet, etree.XMLParser(remove_blank_text=False,
                                                     resolve_entities=False))
     rdf = root if root.tag == _q(RDF, "RDF") else root.find(_q(RDF, "RDF"))

@@ -22,7 +22,7 @@ import textwrap
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 from fontTools import subset
@@ -46,8 +46,10 @@ FALLBACK: Final = "?"
 
 class Sheet(msgspec.Struct, frozen=True):
     """What the pages show: ``running`` heads every page (with its number, "page x/y" of
-    the whole document); the first page opens with ``title`` and ``note``; ``head`` (the
-    column heading) tops every page's lines; ``foot`` closes the last page."""
+    the whole document); the first page opens with ``preface`` (lines set as the lines,
+    wrapped at word ends; on pages of their own when they outgrow the first), then
+    ``title`` and ``note``; ``head`` (the column heading) tops every page's lines; ``foot``
+    closes the last page."""
 
     running: str
     title: str
@@ -55,6 +57,13 @@ class Sheet(msgspec.Struct, frozen=True):
     head: str
     lines: list[str]
     foot: list[str]
+    preface: list[str] = []
+
+
+class _Page(NamedTuple):
+    preface: list[str]
+    lines: list[str]
+    opening: bool  # the title, the note and the first lines
 
 
 class _Font(msgspec.Struct, frozen=True):
@@ -87,7 +96,7 @@ def append(pdf: Update, sheet: Sheet) -> int:
         % (parent, number(PAGE[0]), number(PAGE[1]), _font_object(pdf, font))
     added = []
     for n, lines in enumerate(pages):
-        content = _content(sheet, font, size, lines, first + n, total, opening=n == 0)
+        content = _content(sheet, font, size, lines, first + n, total)
         contents = pdf.add(stream(b"/Filter/FlateDecode", zlib.compress(content, 3)))
         added.append(pdf.add(page + b"/Contents %d 0 R>>" % contents))
     pdf.append_pages(added)
@@ -99,7 +108,7 @@ def _characters(sheet: Sheet) -> frozenset[str]:
     usual list, which BASE holds)."""
     lines = "".join(sheet.lines)
     chars = frozenset("".join((sheet.running, sheet.title, sheet.note, sheet.head,
-                               *sheet.foot)))
+                               *sheet.foot, *sheet.preface)))
     return chars if lines.isascii() and lines.isprintable() else chars | frozenset(lines)
 
 
@@ -109,7 +118,7 @@ def _replaced(sheet: Sheet, table: dict[int, str]) -> Sheet:
 
     return Sheet(running=fix(sheet.running), title=fix(sheet.title), note=fix(sheet.note),
                  head=fix(sheet.head), lines=[fix(s) for s in sheet.lines],
-                 foot=[fix(s) for s in sheet.foot])
+                 foot=[fix(s) for s in sheet.foot], preface=[fix(s) for s in sheet.preface])
 
 
 def _width() -> float:
@@ -122,19 +131,34 @@ def _size(sheet: Sheet, font: _Font) -> float:
     return max(MIN_SIZE, min(SIZE, _width() / (max(longest, 1) * font.advance / 1000)))
 
 
-def _paginate(sheet: Sheet, size: float, font: _Font) -> list[list[str]]:
+def _paginate(sheet: Sheet, size: float, font: _Font) -> list[_Page]:
     """The lines of each page (the foot after a blank line); a line too long even at
-    MIN_SIZE wraps at the width."""
+    MIN_SIZE wraps at the width. The preface goes on the first page, or as much of it as
+    leaves the opening and two lines room there, the rest on the pages after."""
     fits = max(1, int(_width() / (size * font.advance / 1000)))
     lines = [*sheet.lines, *([""] if sheet.foot else []), *sheet.foot]
     if max(map(len, lines), default=0) > fits:
         lines = [part for line in lines
                  for part in ([line[i:i + fits] for i in range(0, len(line), fits)] or [""])]
-    first = _capacity(_top(len(_note_lines(sheet, font))))
+    preface = [part for line in sheet.preface
+               for part in (textwrap.wrap(line, fits) if len(line) > fits else [line])]
+    notes = len(_note_lines(sheet, font))
+    alone = _capacity(PAGE[1] - MARGIN_Y - HEAD_SIZE - 10 - SIZE)
+    pages = []
+    while preface and _top(notes) - _below(len(preface)) < MARGIN_Y + LEADING:
+        pages.append(_Page(preface[:alone], [], opening=False))
+        preface = preface[alone:]
+    first = _capacity(_top(notes) - _below(len(preface)))
+    pages.append(_Page(preface, lines[:first], opening=True))
     then = _capacity(_top(None))
-    pages = [lines[:first]]
-    pages += [lines[i:i + then] for i in range(first, len(lines), then)]
+    pages += [_Page([], lines[i:i + then], opening=False)
+              for i in range(first, len(lines), then)]
     return pages
+
+
+def _below(preface: int) -> float:
+    """How far ``preface`` lines, and a blank line after them, move down what follows."""
+    return 10 + SIZE + preface * LEADING if preface else 0
 
 
 def _top(notes: int | None) -> float:
@@ -154,8 +178,8 @@ def _capacity(top: float) -> int:
     return max(1, int((top - MARGIN_Y) / LEADING) + 1)
 
 
-def _content(sheet: Sheet, font: _Font, size: float, lines: list[str], number: int,
-             total: int, *, opening: bool) -> bytes:
+def _content(sheet: Sheet, font: _Font, size: float, page: _Page, number: int,
+             total: int) -> bytes:
     left, right = MARGIN_X, PAGE[0] - MARGIN_X
     y = PAGE[1] - MARGIN_Y - HEAD_SIZE
     numbering = f"page {number}/{total}"
@@ -163,7 +187,12 @@ def _content(sheet: Sheet, font: _Font, size: float, lines: list[str], number: i
            _text(HEAD_SIZE, right - len(numbering) * font.advance * HEAD_SIZE / 1000, y,
                  numbering),
            b"0.6 G 0.3 w %.2f %.2f m %.2f %.2f l S" % (left, y - 4, right, y - 4), b"0 g"]
-    if opening:
+    if page.preface:
+        out.append(_lines(size, left, y - 10 - SIZE, page.preface))
+        y -= _below(len(page.preface))
+    if not (page.opening or page.lines):
+        return b"\n".join(out)
+    if page.opening:
         y -= 10 + TITLE_SIZE
         out.append(_text(TITLE_SIZE, left, y, sheet.title))
         for i, note in enumerate(_note_lines(sheet, font)):
@@ -173,12 +202,32 @@ def _content(sheet: Sheet, font: _Font, size: float, lines: list[str], number: i
     out.append(_text(size, left, y, sheet.head))
     out.append(b"%.2f %.2f m %.2f %.2f l S" % (left, y - 3, right, y - 3))
     y -= LEADING + 2
-    if lines:
-        out.append(b"BT /FM %.3f Tf %.1f TL %.2f %.2f Td (%s) Tj"
-                   % (size, LEADING, left, y, _string(lines[0])))
-        out.extend(b"(%s) '" % _string(line) for line in lines[1:])
-        out.append(b"ET")
+    if page.lines:
+        out.append(_lines(size, left, y, page.lines))
     return b"\n".join(out)
+
+
+def _lines(size: float, x: float, y: float, lines: list[str]) -> bytes:
+    """``lines`` (at least one) from the baseline ``y`` down, LEADING apart."""
+    out = [b"BT /FM %.3f Tf %.1f TL %.2f %.2f Td (%s) Tj"
+           % (size, LEADING, x, y, _string(lines[0]))]
+    if len(lines) > 1:
+        out.append(b"(%s) '" % _strings(lines[1:]))
+    out.append(b"ET")
+    return b"\n".join(out)
+
+
+_NEXT: Final = b") '\n("  # a line's string shown, the next line's opened
+
+
+def _strings(lines: list[str]) -> bytes:
+    """``lines`` as the strings of one ``'`` operator each, the first's ``(`` and the last's
+    ``) '`` left to the caller. Printable ASCII (the usual list) is encoded and escaped in one
+    piece, joined by line ends, whose escape no other ASCII character's bytes can form."""
+    text = "\n".join(lines)
+    if text.isascii() and text.count("\n") == len(lines) - 1:
+        return _string(text).replace(b"\x00\\n", _NEXT)
+    return _NEXT.join(_string(line) for line in lines)
 
 
 def _text(size: float, x: float, y: float, text: str) -> bytes:
@@ -232,7 +281,9 @@ def _covered() -> frozenset[str]:
 def _subset(extra: frozenset[str]) -> _Font:
     """The font subset to BASE and ``extra`` (characters the font has), its CIDs the
     characters' code points."""
-    font = TTFont(_font_path())
+    # The subset keeps the font's own head.modified: saved with the time of the save, the
+    # same invoice's PDF differed from one process to the next.
+    font = TTFont(_font_path(), recalcTimestamp=False)
     options = subset.Options()
     options.hinting = False
     options.layout_features = []

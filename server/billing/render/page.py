@@ -14,7 +14,7 @@ import datetime as dt
 import re
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -177,6 +177,14 @@ def grouped(value: Decimal, *, keep: bool = False) -> str:
     return f"{shown:,f}"
 
 
+USAGE_TITLE = "Appendix: usage breakdown"
+# Its apostrophes are typographic, as typst's markup made them when the template held it.
+USAGE_TEXT = ("The rated records by service and zone, with the invoice line that bills them and "
+              "what they were rated at (a product’s price of the cycle’s usage bills rated usage "
+              "on its own line); each record is kept with its charge and can be requested by its "
+              "line number.")
+
+
 def usage_rows(c: InvoiceDraft, shown_lines: set[int]) -> list[dict[str, str]]:
     """The appendix: one row per rated usage line, billed on that line, or on the line of
     the product that prices the service when the rated line (at 0.00) is not printed."""
@@ -221,7 +229,3 @@ def _zone(name: str) -> dt.tzinfo:
     except (ZoneInfoNotFoundError, ValueError):
         return dt.UTC
 
-
-def as_data(rows: dict[str, list[Row]]) -> list[dict[str, Any]]:
-    return [{"title": title, "lines": [msgspec.structs.asdict(r) for r in group]}
-            for title, group in rows.items()]

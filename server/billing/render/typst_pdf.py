@@ -27,6 +27,7 @@ from billing_oss.server.billing.render import (
     itemised,
     mono_pages,
     page,
+    tables,
 )
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
 
@@ -44,16 +45,20 @@ TEMPLATE = r"""
 #let lines(..parts) = parts.pos().filter(p => p != "").join(linebreak())
 #let rule(widths) = line(length: (widths.sum() + GAP_EM * (widths.len() - 1)) * 1em,
   stroke: 0.3pt + gray)
-// A table: one paragraph, a line a row, each cell a box of its column's width (measured
-// beforehand, server.billing.render.columns); the heading bold above a rule, a rule below.
-#let table(widths, aligns, head, rows) = {
+// A table (server.billing.render.tables): one paragraph, a line a row, each cell a box of its
+// column's width (measured beforehand, server.billing.render.columns); the heading bold above
+// a rule, a rule below. A cell [text, note] prints the note in small print under the text.
+#let aligned = (l: left, r: right)
+#let cell(c) = if type(c) == array [#c.at(0) \ #text(8pt, fill: luma(90), c.at(1))] else { c }
+#let table(t) = {
+  let aligns = t.aligns.clusters().map(a => aligned.at(a))
   let row(cells) = cells.enumerate().map(((i, c)) =>
-    box(width: widths.at(i) * 1em, align(aligns.at(i), c))).join(h(GAP_EMem))
+    box(width: t.widths.at(i) * 1em, align(aligns.at(i), cell(c)))).join(h(GAP_EMem))
   set par(leading: 0.55em, spacing: 0.45em)
   block(above: 0pt, below: 0pt, {
-    if head != none { par(row(head.map(strong))); rule(widths) }
-    par(rows.map(row).join(linebreak()))
-    rule(widths)
+    if t.head != none { par(row(t.head.map(strong))); rule(t.widths) }
+    par(t.rows.map(row).join(linebreak()))
+    rule(t.widths)
   })
 }
 #grid(columns: (1fr, 1fr), stroke: none, inset: 0pt,
@@ -69,37 +74,25 @@ TEMPLATE = r"""
     if d.buyer.vat_id != "" { "VAT " + d.buyer.vat_id } else { "" })]
 #for group in d.groups [
   #title(group.title)
-  #table(d.columns.lines, (left, left, right, left, right, right, right),
-    ([No.], [Description], [Quantity], [Unit], [Unit price], [VAT], [Amount #d.currency]),
-    group.lines.map(l => (l.no,
-      if l.note != "" [#l.description \ #text(8pt, fill: luma(90), l.note)] else [#l.description],
-      l.quantity, l.unit, l.unit_price, l.vat, l.amount)))
+  #table(group.table)
 ]
-#if d.allowances.len() > 0 [
+#if d.allowances.rows.len() > 0 [
   #title[Invoice discounts]
-  #table(d.columns.allowances, (left, right, right), none,
-    d.allowances.map(a => (a.reason, a.vat, "-" + a.amount)))
+  #table(d.allowances)
 ]
 #title[VAT summary]
-#table(d.columns.taxes, (right, right, right, right),
-  ([Category], [Rate], [Taxable #d.currency], [VAT #d.currency]),
-  d.taxes.map(t => (t.category, t.rate + " %", t.taxable, t.tax)))
+#table(d.taxes)
 #v(6pt)
-#align(right, table(d.columns.totals, (right, right), none,
-  d.totals.map(t => (t.label, t.value))))
+#align(right, table(d.totals))
 #v(6pt)
 #for n in d.notes [#emph(n) \ ]
 *#d.terms_label:* #d.terms
-#if d.usage.len() > 0 [
+#if d.usage.rows.len() > 0 [
   #pagebreak()
-  #title[Appendix: usage breakdown]
-  The rated records by service and zone, with the invoice line that bills them and what
-  they were rated at (a product's price of the cycle's usage bills rated usage on its own
-  line); each record is kept with its charge and can be requested by its line number.
+  #title(d.usage_title)
+  #d.usage_text
   #v(4pt)
-  #table(d.columns.usage, (left, left, right, right, right),
-    ([Line], [Service / zone], [Records], [Usage], [Rated #d.currency]),
-    d.usage.map(u => (u.no, u.what, u.records, u.usage, u.amount)))
+  #table(d.usage)
 ]
 """.replace("MARGIN_X_MM", f"{columns.MARGIN_X_MM:g}").replace("FONT", columns.FONT).replace(
     "SIZE_PT", f"{columns.SIZE_PT:g}").replace("GAP_EM", f"{columns.GAP_EM:g}")
@@ -122,21 +115,37 @@ def render_credit_note(note: CreditNote, invoice: Invoice) -> bytes:
 
 
 def render_rendition(doc: Rendition, items: itemised.Itemised | None = None) -> bytes:
-    return finish(doc, typeset(doc, cii.rendition_xml(doc)), items)
+    sheet = _sheet(doc, items)
+    return _marked(typeset(doc, cii.rendition_xml(doc), appendix=sheet is None), sheet)
 
 
 def finish(doc: Rendition, pdf: bytes, items: itemised.Itemised | None = None) -> bytes:
-    """typst's ``pdf`` of ``doc`` with the Factur-X XMP and the itemised list's pages
-    (padded lines, which typst took longer to lay out than the invoice itself) after its
-    own, both in one incremental update."""
-    sheet = itemised.sheet(items, doc.content.currency,
-                           str(doc.content.buyer.get("timezone") or "UTC"), doc.title)
+    """typst's ``pdf`` of ``doc`` (typeset without its usage appendix when ``items`` lists
+    records) with the Factur-X XMP and the itemised list's pages (padded lines, which typst
+    took longer to lay out than the invoice itself) after its own, in one incremental
+    update."""
+    return _marked(pdf, _sheet(doc, items))
+
+
+def _sheet(doc: Rendition, items: itemised.Itemised | None) -> mono_pages.Sheet | None:
+    """The list's pages, the usage appendix their first lines: typst's layout of the
+    appendix's table was a seventh of an itemised invoice's compile."""
+    if items is None or not items.rows:
+        return None
+    c = doc.content
+    usage = page.usage_rows(c, {ln.line_no for ln in doc.printed_lines})
+    return itemised.sheet(items, c.currency, str(c.buyer.get("timezone") or "UTC"), doc.title,
+                          itemised.appendix(usage, c.currency))
+
+
+def _marked(pdf: bytes, sheet: mono_pages.Sheet | None) -> bytes:
     return facturx.mark_pdf(pdf, None if sheet is None else partial(mono_pages.append, sheet=sheet))
 
 
-def typeset(doc: Rendition, xml: bytes) -> bytes:
-    """The PDF/A-3b typst writes, ``xml`` attached, before the Factur-X XMP is added."""
-    data = msgspec.json.encode(document_data(doc)).decode()
+def typeset(doc: Rendition, xml: bytes, *, appendix: bool = True) -> bytes:
+    """The PDF/A-3b typst writes, ``xml`` attached, before the Factur-X XMP is added;
+    ``appendix``: with the usage appendix (an itemised invoice's is on its list pages)."""
+    data = msgspec.json.encode(document_data(doc, appendix=appendix)).decode()
     pdf: bytes = _compiler().compile(TEMPLATE.encode(),
                                      sys_inputs={"data": data, "xml": xml.decode()},
                                      pdf_standards="a-3b", pdf_tags=False,
@@ -151,7 +160,7 @@ def _created(doc: Rendition) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
-def document_data(doc: Rendition) -> dict[str, Any]:
+def document_data(doc: Rendition, *, appendix: bool = True) -> dict[str, Any]:
     c = doc.content
     cur = c.currency
 
@@ -160,7 +169,7 @@ def document_data(doc: Rendition) -> dict[str, Any]:
 
     shown = msgspec.structs.replace(c, lines=doc.printed_lines)
     reading = page.read_lines(shown)
-    usage = page.usage_rows(c, {ln.line_no for ln in shown.lines})
+    usage = page.usage_rows(c, {ln.line_no for ln in shown.lines}) if appendix else []
     t = c.totals
     totals = _totals(c, reading, "Credited" if doc.is_credit_note else "Charges")
     if t.rounding_micros:
@@ -178,12 +187,8 @@ def document_data(doc: Rendition) -> dict[str, Any]:
                  f"{c.seller.get('iban') or 'the account on file'}, quoting "
                  f"{doc.number if doc.issue_date else 'the invoice number'}.")
     facts.append(("Period", page.period_text(c)))
-    groups = page.as_data(reading.rows)
-    allowances = [{"reason": a.reason, "vat": f"{a.tax_category} {plain(a.tax_rate)} %",
-                   "amount": amount(a.amount_micros)} for a in c.allowances]
-    taxes = [{"category": x.category, "rate": plain(x.rate),
-              "taxable": amount(x.taxable), "tax": amount(x.tax)} for x in c.taxes]
-    printed_totals = [{"label": label, "value": f"{amount(v)} {cur}"} for label, v in totals]
+    lines = tables.tables(tables.LINES, [[_line_cells(r) for r in group]
+                                         for group in reading.rows.values()], cur)
     return {
         "title": doc.title, "kind": doc.heading, "number": doc.number,
         "facts": [{"label": label, "value": value} for label, value in facts],
@@ -193,39 +198,28 @@ def document_data(doc: Rendition) -> dict[str, Any]:
                                    ""), **{k: str(v) for k, v in c.seller.items()}},
         "buyer": {**dict.fromkeys(("name", "account_id", "address", "postcode", "city",
                                    "country", "vat_id"), ""), **buyer},
-        "groups": groups,
-        "allowances": allowances,
-        "taxes": taxes,
-        "totals": printed_totals,
+        "groups": [{"title": title, "table": table}
+                   for title, table in zip(reading.rows, lines, strict=True)],
+        "allowances": tables.table(tables.ALLOWANCES, [
+            [a.reason, f"{a.tax_category} {plain(a.tax_rate)} %", "-" + amount(a.amount_micros)]
+            for a in c.allowances], cur),
+        "taxes": tables.table(tables.TAXES, [
+            [x.category, plain(x.rate) + " %", amount(x.taxable), amount(x.tax)]
+            for x in c.taxes], cur),
+        "totals": tables.table(tables.TOTALS, [[label, f"{amount(v)} {cur}"]
+                                               for label, v in totals], cur),
         "notes": list(c.notes) + (["Prices include VAT."] if c.tax_inclusive else []),
         "terms_label": "Settlement" if doc.is_credit_note else "Payment terms",
         "terms": terms,
-        "usage": usage,
-        "columns": _columns(cur, groups, allowances, taxes, printed_totals, usage),
+        "usage_title": page.USAGE_TITLE, "usage_text": page.USAGE_TEXT,
+        "usage": tables.table(tables.USAGE, [[u["no"], u["what"], u["records"], u["usage"],
+                                              u["amount"]] for u in usage], cur),
     }
 
 
-def _columns(cur: str, groups: list[dict[str, Any]], allowances: list[dict[str, str]],
-             taxes: list[dict[str, str]], totals: list[dict[str, str]],
-             usage: list[dict[str, str]]) -> dict[str, list[float]]:
-    """Each table's column widths (em), its headings as TEMPLATE prints them: the line
-    tables share theirs, so their columns align from one group to the next."""
-    lines = [[ln["no"], ln["description"], ln["quantity"], ln["unit"], ln["unit_price"],
-              ln["vat"], ln["amount"]] for g in groups for ln in g["lines"]]
-    return {
-        "lines": columns.widths(["No.", "Description", "Quantity", "Unit", "Unit price", "VAT",
-                                 f"Amount {cur}"], lines, fill=1, full=True),
-        "allowances": columns.widths(["", "", ""], [[a["reason"], a["vat"], "-" + a["amount"]]
-                                                    for a in allowances], fill=0, full=True),
-        "taxes": columns.widths(["Category", "Rate", f"Taxable {cur}", f"VAT {cur}"],
-                                [[t["category"], t["rate"] + " %", t["taxable"], t["tax"]]
-                                 for t in taxes]),
-        "totals": columns.widths(["", ""], [[t["label"], t["value"]] for t in totals]),
-        "usage": columns.widths(["Line", "Service / zone", "Records", "Usage",
-                                 f"Rated {cur}"],
-                                [[u["no"], u["what"], u["records"], u["usage"], u["amount"]]
-                                 for u in usage], fill=1),
-    }
+def _line_cells(r: page.Row) -> list[tables.Cell]:
+    return [r.no, [r.description, r.note] if r.note else r.description, r.quantity, r.unit,
+            r.unit_price, r.vat, r.amount]
 
 
 def _totals(c: InvoiceDraft, reading: page.Reading, first: str) -> list[tuple[str, int]]:
