@@ -1,6 +1,7 @@
 """`billing-oss serve` as a process: clean start and stop, one-line errors with status 2."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -92,7 +93,10 @@ def test_embedded_postgres_start_serve_and_clean_stop(tmp_path: Path) -> None:
             assert r.status == 200
         pgdata = tmp_path / "var" / "pgdata"
         assert (pgdata / "PG_VERSION").exists()
-        assert "max_wal_size = '4GB'" in (pgdata / "billing-oss.conf").read_text()
+        # the settings written at start: checkpoints spaced by time and by the disk free
+        conf = (pgdata / "billing-oss.conf").read_text()
+        assert "checkpoint_timeout = '30min'" in conf
+        assert re.search(r"^max_wal_size = '([1-9]|1[0-6])GB'$", conf, re.M), conf
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
