@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
 
@@ -217,6 +218,24 @@ def format_minor(micros: int, currency: str) -> str:
 def format_printed(micros: int, currency: str) -> str:
     """The invoice rendering with thousands separators: ``1,234.50``."""
     return f"{Decimal(format_minor(micros, currency)):,f}"
+
+
+def printed_in(currency: str) -> Callable[[int], str]:
+    """``format_printed`` in ``currency`` done in integers, for a list that renders every
+    record's amount (the Decimal round trip was a quarter of an itemised list's time)."""
+    digits = minor_digits(currency)
+    step = 10 ** (DECIMALS - digits)
+
+    def printed(micros: int) -> str:
+        sign = "-" if micros < 0 else ""
+        whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
+        if frac % step:
+            return f"{sign}{whole:,}.{frac:06d}".rstrip("0")
+        if digits:
+            return f"{sign}{whole:,}.{frac // step:0{digits}d}"
+        return f"{sign}{whole:,}"
+
+    return printed
 
 
 def format_labelled(micros: int, currency: str) -> str:

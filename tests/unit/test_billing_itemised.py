@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing_oss.core.money import format_printed
+from billing_oss.core.money import format_printed, printed_in
 from billing_oss.server.billing.render import itemised
 from billing_oss.server.billing.render.page import human
 
@@ -18,7 +18,7 @@ MICROS = st.one_of(st.integers(-10**15, 10**15), st.integers(-10**7, 10**7),
 
 @given(MICROS, st.sampled_from(["EUR", "JPY", "BHD", "CLF"]))
 def test_amounts_print_as_format_printed(micros: int, currency: str) -> None:
-    assert itemised._printer(currency)(micros) == format_printed(micros, currency)
+    assert printed_in(currency)(micros) == format_printed(micros, currency)
 
 
 @given(st.one_of(st.integers(-10**4, 10**16), st.sampled_from(

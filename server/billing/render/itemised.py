@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from billing_oss.core.money import format_printed, minor_digits
+from billing_oss.core.money import format_printed, printed_in
 from billing_oss.server.billing.render import tables
 from billing_oss.server.billing.render.mono_pages import Sheet
 from billing_oss.server.billing.render.page import USAGE_TEXT, USAGE_TITLE, grouped, human
@@ -58,7 +58,7 @@ def sheet(items: Itemised | None, currency: str, timezone: str, title: str,
     if items is None or not items.rows:
         return None
     tz = _zone(timezone)
-    money = _printer(currency)
+    money = printed_in(currency)
     # isoformat, cut to the second, reads as strftime("%Y-%m-%d %H:%M:%S") at a third of its cost
     rows = [[r.event_time.astimezone(tz).isoformat(" ", "seconds")[:19],
              SERVICES.get(r.kind, r.kind), _number(r), _usage(r), r.zone or "",
@@ -102,24 +102,6 @@ def _line(widths: list[int]) -> Callable[..., str]:
     zone left; amount right; two spaces apart. One format string a list, not a join a row."""
     aligns = "<<<><>"
     return "  ".join(f"{{:{a}{w}}}" for a, w in zip(aligns, widths, strict=True)).format
-
-
-def _printer(currency: str) -> Callable[[int], str]:
-    """``format_printed`` in ``currency`` in integers (a list calls it once a record): the
-    minor unit's digits, or all of an amount finer than it, and thousands separators."""
-    digits = minor_digits(currency)
-    step = 10 ** (6 - digits)
-
-    def printed(micros: int) -> str:
-        sign = "-" if micros < 0 else ""
-        whole, frac = divmod(abs(micros), 1_000_000)
-        if frac % step:
-            return f"{sign}{whole:,}.{frac:06d}".rstrip("0")
-        if digits:
-            return f"{sign}{whole:,}.{frac // step:0{digits}d}"
-        return f"{sign}{whole:,}"
-
-    return printed
 
 
 def _number(r: ItemRow) -> str:
