@@ -5,13 +5,12 @@ deltas on the shards."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import asyncpg
 import pytest
 
 from billing_oss.server.analytics import compaction
 from billing_oss.server.store import migrate as migrate_module
+from tests.migrations_before import migrate_before
 
 pytestmark = pytest.mark.citus
 LEVELS = ("charge_rollups", "charge_rollups_monthly")
@@ -19,21 +18,12 @@ COLUMNS = ("account_id, day, service, zone, currency, tariff_version_id, amount_
            " records, units, compacted, reversals, reversed_micros")
 
 
-async def test_the_rollups_move_and_stay_distributed(
-    citus_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for path in sorted(migrate_module.MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < "1511":
-            (before / path.name).write_text(path.read_text())
+async def test_the_rollups_move_and_stay_distributed(citus_url: str) -> None:
     pool = await asyncpg.create_pool(citus_url, min_size=1, max_size=4,
                                      server_settings={"timezone": "UTC"})
     assert pool is not None
     try:
-        real = migrate_module.MIGRATIONS_DIR
-        monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", before)
-        await migrate_module.migrate(pool)
+        await migrate_before(pool, "1511")
         for level in LEVELS:
             await pool.execute(
                 f"INSERT INTO {level} ({COLUMNS}) VALUES"
@@ -45,7 +35,6 @@ async def test_the_rollups_move_and_stay_distributed(
         rows = {level: await pool.fetch(f"SELECT {COLUMNS} FROM {level} ORDER BY {COLUMNS}")
                 for level in LEVELS}
 
-        monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", real)
         assert "1511_rollup_deltas_apart" in await migrate_module.migrate(pool)
         for level in LEVELS:
             assert await pool.fetch(

@@ -5,7 +5,6 @@ deltas are then the only ones (a trigger left on a shard would count each charge
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from billing_oss.server.store import migrate as migrate_module
 from billing_oss.server.store.usage_repo import ensure_partitions
 from tests.charge_seed import insert_charges
+from tests.migrations_before import migrate_before
 
 pytestmark = pytest.mark.citus
 MARCH = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
@@ -28,26 +28,16 @@ async def triggers_everywhere(pool: asyncpg.Pool) -> int:
     return here + sum(int(w["result"]) for w in workers)
 
 
-async def test_the_trigger_is_dropped_on_the_shards(
-    citus_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for path in sorted(migrate_module.MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < "1475":
-            (before / path.name).write_text(path.read_text())
+async def test_the_trigger_is_dropped_on_the_shards(citus_url: str) -> None:
     pool = await asyncpg.create_pool(citus_url, min_size=1, max_size=4,
                                      server_settings={"timezone": "UTC"})
     assert pool is not None
     try:
-        real = migrate_module.MIGRATIONS_DIR
-        monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", before)
-        await migrate_module.migrate(pool)
+        await migrate_before(pool, "1475")
         async with pool.acquire() as conn:
             await ensure_partitions(conn, [MARCH.date().replace(day=1)])
         workers = await pool.fetchval("SELECT count(*) FROM pg_dist_node WHERE groupid > 0")
         assert await triggers_everywhere(pool) > workers  # on shards of the table, and parent
-        monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", real)
         assert "1475_rollups_by_writer" in await migrate_module.migrate(pool)
         assert await triggers_everywhere(pool) == 0
 

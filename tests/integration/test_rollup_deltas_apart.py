@@ -5,7 +5,6 @@ database migrated with rollups in it keeps every row, each in the partition of i
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -14,6 +13,7 @@ from billing_oss.server.analytics import compaction
 from billing_oss.server.store import migrate as migrate_module
 from billing_oss.server.store.dsn import with_database
 from tests.integration.api_harness import seed_usage
+from tests.migrations_before import migrate_before
 
 LEVELS = ("charge_rollups", "charge_rollups_monthly")
 COLUMNS = ("account_id, day, service, zone, currency, tariff_version_id, amount_micros,"
@@ -55,22 +55,13 @@ async def test_a_delta_updates_one_index_and_compaction_moves_it(pool: asyncpg.P
 
 
 @pytest.fixture
-async def before_1511(pg_admin_dsn: str, tmp_path: Path,
-                      monkeypatch: pytest.MonkeyPatch) -> asyncpg.Pool:
-    earlier = tmp_path / "migrations"
-    earlier.mkdir()
-    for path in sorted(migrate_module.MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < "1511":
-            (earlier / path.name).write_text(path.read_text())
+async def before_1511(pg_admin_dsn: str) -> asyncpg.Pool:
     name = f"t_rollup_deltas_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(pg_admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     pool = await asyncpg.create_pool(with_database(pg_admin_dsn, name), min_size=1, max_size=4)
     assert pool is not None
-    real = migrate_module.MIGRATIONS_DIR
-    monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", earlier)
-    await migrate_module.migrate(pool)
-    monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", real)
+    await migrate_before(pool, "1511")
     try:
         yield pool
     finally:
