@@ -110,8 +110,11 @@ async def run(pool: asyncpg.Pool, *, first: dt.date, last: dt.date,
         matrix = np.stack([series[k] for k in keys])
         drops: detect.DropRun | None = None
         if metric == "records":  # counts: the tail probability the evaluation measures
-            scores, base = detect.count_scores(matrix, 7, WEEKS, MIN_HISTORY)
-            drops = detect.drop_cusum(matrix, 7, WEEKS, MIN_HISTORY)
+            # one expectation for both tests of the counts
+            expectation = detect.expected_counts(matrix, 7, WEEKS, MIN_HISTORY)
+            scores, base = detect.count_scores(matrix, 7, WEEKS, MIN_HISTORY,
+                                               expected=expectation)
+            drops = detect.drop_cusum(matrix, 7, WEEKS, MIN_HISTORY, expected=expectation)
             run_scores = drops.run_scores()
         else:
             scores, base = detect.robust_scores(matrix, 7, WEEKS, MIN_HISTORY, log=True,

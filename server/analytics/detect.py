@@ -32,6 +32,8 @@ per-day features. ``perf/eval_analytics.py`` measures all three.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -143,7 +145,8 @@ def robust_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
 
 def count_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
                  min_dispersion: float = MIN_DISPERSION, windows: tuple[int, ...] = WINDOWS,
-                 material: float = MATERIAL) -> tuple[Array, Baseline]:
+                 material: float = MATERIAL, expected: Expected | None = None
+                 ) -> tuple[Array, Baseline]:
     """Signed scores of counts (positive: more than usual) as normal quantiles of the tail
     probability of each value under a negative binomial around its expected count, the
     largest in size over the ``windows`` (days summed, ending at t); NaN where the history
@@ -156,9 +159,12 @@ def count_scores(x: Array, season: int, weeks: int, min_history: int = 3, *,
     last two weeks stood at one new level, improbably far from what the history expected
     (a level shift already flagged), the expectation moves to that level. Its variance is
     Poisson plus the expectation's own error (``ESTIMATE_ERROR`` / known weeks / mean, the
-    error measured on the tuning operator) plus ``min_dispersion``² · mean²."""
-    mean, phi, unknown, known = _expected_counts(x, season, weeks, min_history,
-                                                 min_dispersion, material)
+    error measured on the tuning operator) plus ``min_dispersion``² · mean²
+    (``expected_counts``; ``expected`` where the caller has it already)."""
+    if expected is None:
+        expected = expected_counts(x, season, weeks, min_history,
+                                   min_dispersion=min_dispersion, material=material)
+    mean, phi, unknown, known = expected
     best = np.full(x.shape, np.nan)
     for w in windows:
         if w > x.shape[1]:
@@ -208,7 +214,8 @@ class DropEvidence:
 
 
 def drop_cusum(x: Array, season: int, weeks: int, min_history: int = 3, *,
-               depth: float = DROP_DEPTH, threshold: float = DROP_THRESHOLD) -> DropRun:
+               depth: float = DROP_DEPTH, threshold: float = DROP_THRESHOLD,
+               expected: Expected | None = None) -> DropRun:
     """A CUSUM of each day's log-likelihood ratio of "the rate fell to ``depth`` of its
     expected count" against "it did not" (``drop_evidence``): S_t = max(0, S_{t−1} +
     llr_t), an alarm where S_t ≥ ``threshold`` (nats), after which S starts again at 0.
@@ -220,16 +227,21 @@ def drop_cusum(x: Array, season: int, weeks: int, min_history: int = 3, *,
     fall to a quarter is sure on its first day, a small account's takes two or more, and a
     fall to 70 % pulls S back toward 0 however improbable it is (llr_t < 0 wherever the
     count stays above about (1 − depth) / −log(depth) of its expectation: 54 % at 0.25)."""
-    return cusum(drop_evidence(x, season, weeks, min_history, depth=depth), threshold)
+    return cusum(drop_evidence(x, season, weeks, min_history, depth=depth,
+                               expected=expected), threshold)
 
 
 def drop_evidence(x: Array, season: int, weeks: int, min_history: int = 3, *,
                   depth: float = DROP_DEPTH, min_dispersion: float = MIN_DISPERSION,
-                  material: float = MATERIAL) -> DropEvidence:
+                  material: float = MATERIAL, expected: Expected | None = None
+                  ) -> DropEvidence:
     """log P(count | a rate at ``depth`` of the expected) − log P(count | the expected),
-    both negative binomials of ``count_scores``' expectation and φ."""
-    mean, phi, unknown, _ = _expected_counts(x, season, weeks, min_history,
-                                             min_dispersion, material)
+    both negative binomials of ``count_scores``' expectation and φ (``expected`` where the
+    caller has it already)."""
+    if expected is None:
+        expected = expected_counts(x, season, weeks, min_history,
+                                   min_dispersion=min_dispersion, material=material)
+    mean, phi, unknown, _ = expected
     with np.errstate(all="ignore"):
         llr = _nb_drop_llr(x, mean, phi, depth)
     llr[unknown] = np.nan
@@ -274,11 +286,21 @@ def _nb_drop_llr(x: Array, mean: Array, phi: Array, depth: float) -> Array:
     return np.asarray((x + 1 / phi) * fall + x * np.log(depth), dtype=np.float64)
 
 
-def _expected_counts(x: Array, season: int, weeks: int, min_history: int,
-                     min_dispersion: float, material: float
-                     ) -> tuple[Array, Array, NDArray[np.bool_], NDArray[np.int_]]:
+class Expected(NamedTuple):
     """Each day's expected count, its negative binomial's φ (variance mean + φ·mean²),
-    where it cannot be scored, and how many weeks its weekday took (``count_scores``)."""
+    where it cannot be scored, and how many weeks its weekday took: what ``count_scores``
+    and ``drop_evidence`` both test the counts against, computed once for both."""
+
+    mean: Array
+    phi: Array
+    unknown: NDArray[np.bool_]
+    known: NDArray[np.int_]
+
+
+def expected_counts(x: Array, season: int, weeks: int, min_history: int = 3, *,
+                    min_dispersion: float = MIN_DISPERSION,
+                    material: float = MATERIAL) -> Expected:
+    """The expectation ``count_scores`` describes, for ``x``'s daily counts."""
     expected, known = weekday_expectation(x, season, weeks)
     unknown = np.isnan(x) | (known < min_history) | np.isnan(expected)
     with np.errstate(all="ignore"):
@@ -287,7 +309,7 @@ def _expected_counts(x: Array, season: int, weeks: int, min_history: int,
         n = np.maximum(known, 1)
         phi = min_dispersion ** 2 * (1 + 1 / n) + ESTIMATE_ERROR / (n * mean)
     mean, phi = _follow_level_shift(x, mean, phi, unknown, material, min_dispersion)
-    return mean, phi, unknown, known
+    return Expected(mean, phi, unknown, known)
 
 
 def weekday_expectation(x: Array, season: int, weeks: int) -> tuple[Array, NDArray[np.int_]]:
