@@ -90,9 +90,11 @@ class Unbalanced(AssertionError):
 
 
 def build(rows: list[Any], chart: LedgerConfig, start: dt.date, end: dt.date,
-          other_currencies: tuple[str, ...] = ()) -> Journal:
+          other_currencies: tuple[str, ...] = (), first: int = 1) -> Journal:
+    """The journal of ``rows``, numbered from ``first`` (a page or a chunk of the period
+    continues the numbering of the entries before it)."""
     entries = []
-    for number, row in enumerate(rows, start=1):
+    for number, row in enumerate(rows, start=first):
         entry = _entry(number, row, chart)
         if entry.debit_micros != entry.credit_micros:
             raise Unbalanced(f"ledger entry {row['entry_id']} ({row['kind']}) books debit "

@@ -28,6 +28,8 @@ from beancount.core import realization
 from billing_oss.server.collections import dunning, payments, postings, repo, write_offs
 from billing_oss.server.collections.dunning import Step
 from billing_oss.server.collections.model import NONE, NewPayment, Target
+from billing_oss.server.config import LedgerConfig
+from billing_oss.server.ledger import export
 from billing_oss.server.store import api_keys
 from tests.conftest import REPO, serving
 from tests.integration import collections_seed as seed
@@ -263,18 +265,86 @@ async def test_api_serves_the_journal_as_json_csv_and_fec(
     auth = {"Authorization": f"Bearer {token}"}
     span = f"from={JAN}&to={END}"
     async with aiohttp.ClientSession(headers=auth) as http:
-        async with http.get(f"{server}/v1/ledger/journal?{span}") as r:
+        async with http.get(f"{server}/v1/ledger/journal?{span}&limit=500") as r:
             assert r.status == 200
             journal = await r.json()
+        async with http.get(f"{server}/v1/ledger/journal/totals?{span}") as r:
+            assert r.status == 200
+            totals = await r.json()
         async with http.get(f"{server}/v1/ledger/journal.fec?{span}&separator=tab") as r:
             assert r.status == 200
             assert f'filename="{SIREN}FEC20260331.txt"' in r.headers["Content-Disposition"]
             fec = (await r.read()).decode("iso-8859-15")
         async with http.get(f"{server}/v1/ledger/journal.csv?{span}") as r:
             assert r.status == 200 and r.content_type == "text/csv"
-        async with http.get(f"{server}/v1/ledger/journal?from={END}&to={JAN}") as r:
-            assert r.status == 422
-    assert journal["debit"] == journal["credit"]
+        for bad in (f"from={END}&to={JAN}", f"{span}&cursor=bm90LWEta2V5"):
+            async with http.get(f"{server}/v1/ledger/journal?{bad}") as r:
+                assert r.status == 422, bad
+        for form in (".csv", ".fec", "/totals"):
+            async with http.get(f"{server}/v1/ledger/journal{form}?from={END}&to={JAN}") as r:
+                assert r.status == 422, form
+    assert journal["next_cursor"] is None and journal["other_currencies"] == ["USD"]
+    assert totals["debit"] == totals["credit"] and totals["other_currencies"] == ["USD"]
+    assert totals["entries"] == len(journal["entries"])
     assert fec.split("\r\n")[0].split("\t") == FEC_SPEC
     lines = sum(len(e["lines"]) for e in journal["entries"])
     assert len(fec.split("\r\n")) == lines + 2  # header, lines, the final empty string
+
+
+async def test_json_pages_walked_by_cursor_are_the_whole_period_and_its_totals(
+        server: str, seeded: asyncpg.Pool) -> None:
+    """Pages of 3 followed by cursor: every entry of the period once, in order, numbered
+    1..n as the whole period's journal numbers them; the totals its debit and credit."""
+    whole = await export.journal(seeded, LedgerConfig(), JAN, END)
+    expected = export.json_document(whole)
+    assert len(whole.entries) > 3 * 4  # several pages
+    token = (await api_keys.create(seeded, "viewer", name="pages")).token
+    walked: list[dict[str, Any]] = []
+    url: str | None = f"{server}/v1/ledger/journal?from={JAN}&to={END}&limit=3"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        while url:
+            async with http.get(url) as r:
+                assert r.status == 200, await r.text()
+                got = await r.json()
+            assert len(got["entries"]) <= 3
+            assert {k: got[k] for k in ("from", "to", "currency", "other_currencies")} == {
+                k: expected[k] for k in ("from", "to", "currency", "other_currencies")}
+            walked.extend(got["entries"])
+            url = (f"{server}/v1/ledger/journal?from={JAN}&to={END}&limit=3&cursor="
+                   f"{got['next_cursor']}" if got["next_cursor"] else None)
+        async with http.get(f"{server}/v1/ledger/journal/totals?from={JAN}&to={END}") as r:
+            totals = await r.json()
+    assert walked == expected["entries"]
+    assert [e["number"] for e in walked] == list(range(1, len(walked) + 1))
+    assert (totals["entries"], totals["debit"], totals["credit"]) == (
+        len(whole.entries), expected["debit"], expected["credit"])
+
+
+@pytest.mark.parametrize("size", [1, 3, export.CHUNK])
+async def test_streamed_csv_and_fec_are_the_whole_period_builders_bytes(
+        server: str, seeded: asyncpg.Pool, size: int) -> None:
+    """The chunks, whatever their size, concatenate to what the whole-period builders
+    write; through the API too (its chunk size), for both FEC separators."""
+    chart = LedgerConfig(siren=SIREN)
+    whole = await export.journal(seeded, chart, JAN, END)
+    async with seeded.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        parts = [j async for j in export.chunks(conn, chart, JAN, END, size)]
+    assert len(parts) == -(-len(whole.entries) // size)
+    assert export.csv_head() + "".join(export.csv_body(j) for j in parts) == \
+        export.to_csv(whole)
+    for sep in ("|", "\t"):
+        assert export.fec_head(sep) + b"".join(export.fec_body(j, sep) for j in parts) == \
+            export.to_fec(whole, sep)
+    if size != export.CHUNK:
+        return
+    token = (await api_keys.create(seeded, "viewer", name="stream")).token
+    span = f"from={JAN}&to={END}"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.get(f"{server}/v1/ledger/journal.csv?{span}") as r:
+            assert r.status == 200 and r.headers.get("Transfer-Encoding") == "chunked"
+            assert await r.read() == export.to_csv(whole).encode()
+        for name, sep in (("pipe", "|"), ("tab", "\t")):
+            async with http.get(f"{server}/v1/ledger/journal.fec?{span}&separator={name}") as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "text/plain; charset=iso-8859-15"
+                assert await r.read() == export.to_fec(whole, sep)
