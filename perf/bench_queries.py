@@ -17,8 +17,11 @@ its last page's depth. The time is from sending the request to the last byte, ov
 A query or page whose samples pass ``BUDGET_S`` stops there once it has ``MIN_SAMPLES``
 (its row says how many it took: p99 of so few is their maximum), so that a whole-period
 export taking seconds a time does not hold the run for an hour; the primary-key peer always
-takes ``--requests``. The totals across accounts over whole days are also timed as the
-earlier query read them (Σ of every account's daily rollup rows, straight on the database),
+takes ``--requests``. The ledger journal's CSV and FEC of the whole period are then
+streamed ``EXPORT_RUNS`` times each: time to the first byte, to the last, and the server's
+peak resident memory (VmHWM) before and after them. The totals across accounts over whole
+days are also timed as the earlier query read them (Σ of every account's daily rollup rows,
+straight on the database),
 ``EARLIER_RUNS`` times after one warm-up (~20 s a time at scale 1): our figure beside it is
 a ratio from the same run.
 """
@@ -31,6 +34,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
@@ -50,6 +54,8 @@ DEPTH = 50
 BUDGET_S = 60.0  # per query and page, past the warm-ups
 MIN_SAMPLES = 5
 EARLIER_RUNS = 5
+EXPORT_RUNS = 3
+SIREN = "552100554"  # any 9 digits: the FEC's name needs one
 # The earlier form of totals across accounts over whole days: every account's rollup rows.
 EARLIER_TOTALS = (
     "SELECT rtrim(currency), sum(records + reversals), sum(reversals),"
@@ -93,6 +99,8 @@ def queries(accounts: int, first_day: str, last_day: str) -> dict[str, Callable[
         "rerate jobs": fixed("/v1/rerate-jobs"),
         "anomalies": fixed("/v1/anomalies"),
         "ledger journal": fixed(f"/v1/ledger/journal?from={first_day}&to={last_day}"),
+        "ledger journal totals": fixed(
+            f"/v1/ledger/journal/totals?from={first_day}&to={last_day}"),
         "aging, today": fixed("/v1/aging"),
         "aging, one account": lambda: f"/v1/aging?account_id={account()}",
     }
@@ -188,6 +196,49 @@ async def measure(base: str, token: str, accounts: int, invoices: tuple[int, int
     return out
 
 
+def server_peak_kb() -> int:
+    """The peak resident memory of ``serve``, our child process (VmHWM, kB)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid():
+                for row in (stat.parent / "status").read_text().splitlines():
+                    if row.startswith("VmHWM:"):
+                        return int(row.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return 0
+
+
+async def exports(base: str, token: str, first_day: str, last_day: str) -> list[str]:
+    """The journal's streamed CSV and FEC of the period: first byte, last byte, size, and
+    the server's peak memory before and after (lines to print)."""
+    out = []
+    span = f"from={first_day}&to={last_day}"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        for form in (".csv", ".fec"):
+            before = server_peak_kb()
+            first, whole, size = [], [], 0
+            for _ in range(EXPORT_RUNS):
+                started = time.perf_counter()
+                async with http.get(f"{base}/v1/ledger/journal{form}?{span}") as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"{form}: HTTP {r.status}")
+                    size = len(await r.content.readany())
+                    first.append((time.perf_counter() - started) * 1000)
+                    async for chunk in r.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                whole.append((time.perf_counter() - started) * 1000)
+            out.append(
+                f"journal{form} of the period, {EXPORT_RUNS} times: first byte p50"
+                f" {statistics.median(first):.1f} ms, whole {statistics.median(whole):,.0f}"
+                f" ms (max {max(whole):,.0f}), {size / 1e6:.1f} MB; server peak RSS"
+                f" {before / 1024:.0f} → {server_peak_kb() / 1024:.0f} MB; load average"
+                f" {load_average()}")
+            print(out[-1], flush=True)
+    return out
+
+
 def load_average() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -214,9 +265,11 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
               f" per account, {rollups[1]:,} without the account; load average"
               f" {load_average()}")
         print(HEADER, flush=True)
-        async with serving(url) as base:
+        async with serving(url, {"BILLING_OSS_LEDGER_SIREN": SIREN}) as base:
             results = await measure(base, token, accounts, invoices, requests,
                                     days["first"].isoformat(), days["last"].isoformat())
+            streamed = await exports(base, token, days["first"].isoformat(),
+                                     days["last"].isoformat())
         earlier = []
         for i in range(EARLIER_RUNS + 1):  # one to warm up
             began = time.perf_counter()
@@ -233,6 +286,7 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
         print(line(row))
         if depth != "pk" and p99 > worst:
             worst, worst_name = p99, f"{query} page {depth}"
+    print("\n".join(streamed))
     ours = next(r[2] for r in results if r[0].startswith("totals, all, days"))
     ratio = statistics.median(earlier) / statistics.median(ours)
     load = load_average()
