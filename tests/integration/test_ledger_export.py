@@ -355,3 +355,26 @@ async def test_streamed_csv_and_fec_are_the_whole_period_builders_bytes(
                 assert r.status == 200
                 assert r.headers["Content-Type"] == "text/plain; charset=iso-8859-15"
                 assert await r.read() == export.to_fec(whole, sep)
+
+
+async def test_a_stream_longer_than_the_request_timeout_runs_to_its_end(
+        seeded: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``http.request_timeout_s`` once its first bytes are out, the CSV still ends
+    whole (the timeout's 503 could no longer be sent; cancelling left the client waiting on
+    a cut file): here the chunks arrive slower than the timeout."""
+    chunks = export.chunks
+
+    async def slow(*args: Any, **kw: Any) -> Any:
+        async for j in chunks(*args, **{**kw, "size": 4}):
+            yield j
+            await asyncio.sleep(1.5)
+
+    monkeypatch.setattr(export, "chunks", slow)
+    whole = await export.journal(seeded, LedgerConfig(), JAN, END)
+    token = (await api_keys.create(seeded, "viewer", name="slow")).token
+    async with serving(database_url, {"http.request_timeout_s": 2}) as url, \
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
+            http.get(f"{url}/v1/ledger/journal.csv?from={JAN}&to={END}",
+                     timeout=aiohttp.ClientTimeout(total=120)) as r:
+        assert r.status == 200
+        assert await r.read() == export.to_csv(whole).encode()
