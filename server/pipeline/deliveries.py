@@ -22,7 +22,7 @@ from billing_oss.core.contract import Counts, Delivery, Outcome, RecordResult
 from billing_oss.core.metrics import PIPELINE_BATCH_SECONDS
 from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Charge, Failure, Item, Rater
-from billing_oss.server.pipeline import stored_outcomes, writer
+from billing_oss.server.pipeline import json_columns, stored_outcomes, writer
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache
 from billing_oss.server.pipeline.retry import with_retries
@@ -65,7 +65,10 @@ async def commit(
     # transaction only claims and streams. Usage ids are reserved for every item.
     size = sum(len(d.records) + len(d.rejects) for d in deliveries)
     ids = await (usage_ids or UsageIds(pool, block=0)).take(size)
-    prepared, combined = _prepare(deliveries, rater, ids)
+    objects = _Objects(deliveries, rater, ids)
+    combined = json_columns.prepare(deliveries, rater, ids, objects.combined)
+    if combined is None:
+        combined = objects.combined()
     months = writer.months(combined)
     tries = 0
 
@@ -81,10 +84,14 @@ async def commit(
                 if all(fresh) and tries == 1:
                     batch = combined  # the rows built ahead are the ones to write
                 else:  # replays (or a retry after a partial claim): rows built in here
-                    batch = WriteBatch([e for i, b in enumerate(prepared) if fresh[i]
-                                   for e in b.entries])
+                    batch = WriteBatch([e for i, b in enumerate(objects.prepared())
+                                        if fresh[i] for e in b.entries])
                 await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
-                outcomes = _outcomes(deliveries, prepared, fresh, stored)
+                carried = batch.carried
+                if isinstance(carried, json_columns.CarriedJson):  # every record charged
+                    outcomes = json_columns.outcomes(deliveries, carried)
+                else:
+                    outcomes = _outcomes(deliveries, objects.prepared(), fresh, stored)
                 new = [i for i, is_fresh in enumerate(fresh) if is_fresh]
                 if new:
                     await usage_repo.store_offset_results(
@@ -98,6 +105,27 @@ async def commit(
     writer.observe(batch)
     PIPELINE_BATCH_SECONDS.labels("deliveries").observe(time.perf_counter() - started)
     return outcomes
+
+
+class _Objects:
+    """The object path of a commit's items, made once, when first asked for: the batch to
+    write (``combined``) and each delivery's entries in it (``prepared``). A batch carried
+    as columns asks for it only when the writer expands it, or on a replay or retry."""
+
+    def __init__(self, deliveries: Sequence[Delivery], rater: Rater, ids: list[int]) -> None:
+        self._args = (deliveries, rater, ids)
+        self._made: tuple[list[WriteBatch], WriteBatch] | None = None
+
+    def _make(self) -> tuple[list[WriteBatch], WriteBatch]:
+        if self._made is None:
+            self._made = _prepare(*self._args)
+        return self._made
+
+    def prepared(self) -> list[WriteBatch]:
+        return self._make()[0]
+
+    def combined(self) -> WriteBatch:
+        return self._make()[1]
 
 
 def _prepare(deliveries: Sequence[Delivery], rater: Rater, ids: list[int]
