@@ -11,8 +11,9 @@ validation call per record.
 It carries a commit only when every item is a record it can vouch for: kind voice, sms or
 data, none of quantity, unit, charge or partial_seq set, keys usable and distinct, every
 field valid, and charged by the kernel. Anything else (a reject, a record the rules refuse,
-one the rater refuses, a key twice) returns None, and the commit goes through the object
-path (``batch.prepare``), which names the record and the field. A carried batch keeps
+one the rater refuses, a key twice) returns None, and those deliveries go through the
+object path (``batch.prepare``), which names the record and the field
+(``deliveries._parts`` carries the other deliveries of the commit apart). A carried batch keeps
 ``expand``, the object path over the same items and usage ids, for the writer to fall back
 on when a key was taken before (a redelivery under a new position).
 """
@@ -75,10 +76,13 @@ class CarriedJson:
 
 
 def prepare(deliveries: Sequence[Delivery], rater: Any, ids: Sequence[int],
-            expand: Callable[[], WriteBatch]) -> WriteBatch | None:
+            expand: Callable[[], WriteBatch], refused: list[int] | None = None
+            ) -> WriteBatch | None:
     """The commit's batch with its rows built from columns, or None when some item needs
     the object path (see the module's docstring). ``ids``: a usage id per item, the i-th
-    record taking ``ids[i]`` as ``rows.build_rows`` gives them."""
+    record taking ``ids[i]`` as ``rows.build_rows`` gives them. ``refused`` gets the
+    indexes (among all the records) of those refused for their account, tariff or rate,
+    when that is why: the others' deliveries may go by column without them."""
     if not isinstance(rater, NativeRater) or any(d.rejects for d in deliveries):
         return None
     records: list[UsageRecord] = []
@@ -91,6 +95,13 @@ def prepare(deliveries: Sequence[Delivery], rater: Any, ids: Sequence[int],
     sources, keys, kinds, times = col["source"], col["record_key"], col["kind"], col["event_time"]
     if not _usable_keys(sources, keys) or not _CARRIED_KINDS.issuperset(kinds):
         return None
+    # First (cheap, and the usual reason a record is refused): a record of no known account
+    found = _accounts(rater, kinds, col["calling"], col["msisdn"], col["imsi"])
+    if not all(found):  # accounts are always true: all() compares none of them
+        if refused is not None:
+            refused += [i for i, account in enumerate(found) if account is None]
+        return None
+    accounts = cast(list[Account], found)
     if any(col[name].count(None) != n for name in _UNSET):
         return None
     if not all(_digits(col[name]) for name in _DIGIT_FIELDS):
@@ -110,9 +121,6 @@ def prepare(deliveries: Sequence[Delivery], rater: Any, ids: Sequence[int],
     # validate._check_nul names the field; no match can straddle two records' "{...}"
     if "\\u0000" in "".join(attrs_text):
         return None
-    accounts = _accounts(rater, kinds, col["calling"], col["msisdn"], col["imsi"])
-    if accounts is None:
-        return None
     compiled = rater.compiled
     if any(map(_plans, accounts)):  # a subscription history: the plan at the event time
         tariff_ids = list(map(Account.tariff_at, accounts, event_us))
@@ -120,6 +128,8 @@ def prepare(deliveries: Sequence[Delivery], rater: Any, ids: Sequence[int],
         tariff_ids = list(map(_tariff_id, accounts))
     numbers = list(map(compiled.tariff_index.get, tariff_ids))  # type: ignore[arg-type]
     if None in numbers:
+        if refused is not None:
+            refused += [i for i, number in enumerate(numbers) if number is None]
         return None
     tariff = array("i", cast(list[int], numbers))
     kind_codes = bytearray(map(KIND_CODES.__getitem__, kinds))
@@ -137,6 +147,8 @@ def prepare(deliveries: Sequence[Delivery], rater: Any, ids: Sequence[int],
     compiled.kernel.rate(tariff, event_us, kind_codes, usage, called, status, amount, version,
                          zone, band)
     if status.count(0) != n:
+        if refused is not None:
+            refused += [i for i, code in enumerate(status) if code]
         return None
     account_ids = list(map(_id, accounts))
     currency_of = compiled.currencies
@@ -318,16 +330,14 @@ def _usage(kinds: list[str], durations: list[int | None], ups: list[int | None],
 
 
 def _accounts(rater: NativeRater, kinds: list[str], calling: list[str | None],
-              msisdn: list[str | None], imsi: list[str | None]) -> list[Account] | None:
+              msisdn: list[str | None], imsi: list[str | None]) -> list[Account | None]:
     """Each record's account as ``Accounts.find`` picks it (calling for voice and sms;
-    msisdn, then imsi, for data); None if one has none."""
+    msisdn, then imsi, for data); None where none."""
     find = rater.accounts.by_identifier.get
     first = [m if k == "data" else c for k, c, m in zip(kinds, calling, msisdn, strict=True)]
     found: list[Account | None] = list(map(find, first))  # type: ignore[arg-type]
-    if not all(found):  # accounts are always true: all() compares none of them
+    if not all(found):
         for i, account in enumerate(found):
             if account is None and kinds[i] == "data" and imsi[i]:
                 found[i] = find(imsi[i])  # type: ignore[arg-type]
-        if not all(found):
-            return None
-    return found  # type: ignore[return-value]
+    return found

@@ -234,3 +234,57 @@ def test_expand_gives_the_object_path_with_the_same_usage_ids() -> None:
     assert [row[4] for row in batch.rows.keys] == [7, 9, 11, 13]
     assert [e.record.record_key for e in objects.prepared()[0].entries  # type: ignore[union-attr]
             ] == ["r0", "r1", "r2", "r3"]
+
+
+def _settle(batch: WriteBatch) -> None:
+    assert batch.rows is not None
+    batch.reset()
+    writer.settle(batch, batch.rows)
+    writer._count(batch)
+
+
+def _named(columns: tuple[str, ...], rows: Any) -> Counter[str]:
+    """Usage rows by column, absent values and usage ids left out."""
+    return Counter(repr(sorted((c, v) for c, v in zip(columns, row, strict=True)
+                               if v is not None and c != "usage_id")) for row in rows)
+
+
+def _without_ids(rows: Any, at: int) -> Counter[tuple[Any, ...]]:
+    return Counter(row[:at] + row[at + 1:] for row in rows)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commits())
+def test_a_commit_split_into_columns_and_objects_stores_what_the_object_path_does(
+        bodies: list[bytes]) -> None:
+    delivered = asyncio.run(_deliveries(bodies))
+    rater = _rater()
+    ids = _ids(delivered)
+    parts = deliveries._parts(delivered, rater, ids)
+    prepared, objects = deliveries._prepare(delivered, rater, list(ids))
+    _settle(objects)
+    outcomes: list[Any] = []
+    for part in parts:
+        _settle(part.batch)
+        outcomes += part.outcomes()
+    assert [outcomes[k] for k in deliveries._order(parts)] == deliveries._outcomes(
+        delivered, prepared, [True] * len(delivered), {})
+    assert sorted(i for part in parts for i in part.indexes) == list(range(len(delivered)))
+    if len(parts) == 1:
+        return
+    carried, rest = (part.batch for part in parts)
+    assert isinstance(carried.carried, json_columns.CarriedJson)
+    a, b, whole = carried.rows, rest.rows, objects.rows
+    assert a is not None and b is not None and whole is not None
+    # (source, key, account): a record without a valid time claims its key at "now"
+    assert (Counter(k[:3] for k in (*a.keys, *b.keys)) == Counter(k[:3] for k in whole.keys))
+    assert _without_ids([*a.charges, *b.charges], 2) == _without_ids(whole.charges, 2)
+    # each batch sends the optional usage columns some record of its own fills
+    assert (_named(a.usage_columns, a.usage) + _named(b.usage_columns, b.usage)
+            == _named(whole.usage_columns, whole.usage))
+    assert b.suspense + b.rejects == whole.suspense + whole.rejects
+    counts = Counter(carried.counts) + Counter(rest.counts)
+    assert +counts == +Counter(objects.counts)
+    totals = Counter(carried.totals) + Counter(rest.totals)
+    assert +totals == +Counter(objects.totals)
+    assert writer.months(carried) | writer.months(rest) == writer.months(objects)
