@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Protocol
 
 from billing_oss.core.contract import RecordStatus, Reject
 from billing_oss.core.ports import Charge, Failure, Item, Rater
@@ -18,8 +18,22 @@ from billing_oss.core.records import UsageRecord
 from billing_oss.server.pipeline.validate import validate
 
 if TYPE_CHECKING:
-    from billing_oss.server.pipeline.columnar import Carried
     from billing_oss.server.pipeline.rows import Rows
+
+
+class Carried(Protocol):
+    """Items of a batch carried as columns, no entry each (``server.pipeline.columnar`` for
+    files, ``server.pipeline.json_columns`` for deliveries)."""
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def months(self) -> set[date]: ...
+
+    @property
+    def expand(self) -> Callable[[], WriteBatch]:
+        """The same batch through the object path, same usage ids."""
 
 
 @dataclass(slots=True)
@@ -44,7 +58,7 @@ class WriteBatch:
     totals: dict[str, int] = field(default_factory=dict)  # currency → micro-units charged
     merged: list[Entry] = field(default_factory=list)  # partial groups completed by the batch
     rows: Rows | None = None  # built ahead of the write (``server.pipeline.rows``)
-    # Items carried as columns (``server.pipeline.columnar``): no entry each, every one
+    # Items carried as columns (``Carried``): no entry each, every one
     # charged unless its key was taken before; then ``expand`` turns the batch into entries.
     carried: Carried | None = None
 

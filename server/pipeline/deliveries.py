@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import itertools
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import msgspec
@@ -22,7 +24,7 @@ from billing_oss.core.contract import Counts, Delivery, Outcome, RecordResult
 from billing_oss.core.metrics import PIPELINE_BATCH_SECONDS
 from billing_oss.core.money import format_outcome
 from billing_oss.core.ports import Charge, Failure, Item, Rater
-from billing_oss.server.pipeline import stored_outcomes, writer
+from billing_oss.server.pipeline import json_columns, stored_outcomes, writer
 from billing_oss.server.pipeline.batch import Entry, WriteBatch, prepare
 from billing_oss.server.pipeline.raters import RaterCache
 from billing_oss.server.pipeline.retry import with_retries
@@ -65,11 +67,11 @@ async def commit(
     # transaction only claims and streams. Usage ids are reserved for every item.
     size = sum(len(d.records) + len(d.rejects) for d in deliveries)
     ids = await (usage_ids or UsageIds(pool, block=0)).take(size)
-    prepared, combined = _prepare(deliveries, rater, ids)
-    months = writer.months(combined)
+    parts = _parts(deliveries, rater, ids)
+    months = set().union(*(writer.months(part.batch) for part in parts))
     tries = 0
 
-    async def attempt() -> tuple[list[Outcome], WriteBatch]:
+    async def attempt() -> tuple[list[Outcome], list[WriteBatch]]:
         nonlocal tries
         tries += 1
         async with pool.acquire() as conn:
@@ -78,26 +80,134 @@ async def commit(
                 stored = await usage_repo.claim_offsets(
                     conn, [d.source for d in deliveries], [d.position for d in deliveries])
                 fresh = _fresh(deliveries, stored)
-                if all(fresh) and tries == 1:
-                    batch = combined  # the rows built ahead are the ones to write
+                if all(fresh) and tries == 1:  # the rows built ahead are the ones to write
+                    outcomes: list[Outcome] = []
+                    for part in parts:
+                        await writer.store_batch(conn, part.batch, source_file_id=None,
+                                                 rater=rater)
+                        outcomes += part.outcomes()
+                    outcomes = [outcomes[k] for k in _order(parts)]
+                    batches = [part.batch for part in parts]
                 else:  # replays (or a retry after a partial claim): rows built in here
-                    batch = WriteBatch([e for i, b in enumerate(prepared) if fresh[i]
-                                   for e in b.entries])
-                await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
-                outcomes = _outcomes(deliveries, prepared, fresh, stored)
+                    objects = _Objects(deliveries, rater, ids)
+                    batch = WriteBatch([e for i, b in enumerate(objects.prepared())
+                                        if fresh[i] for e in b.entries])
+                    await writer.store_batch(conn, batch, source_file_id=None, rater=rater)
+                    outcomes = _outcomes(deliveries, objects.prepared(), fresh, stored)
+                    batches = [batch]
                 new = [i for i, is_fresh in enumerate(fresh) if is_fresh]
                 if new:
                     await usage_repo.store_offset_results(
                         conn, [deliveries[i].source for i in new],
                         [deliveries[i].position for i in new],
                         [stored_outcomes.encode(outcomes[i]) for i in new])
-        return outcomes, batch
+        return outcomes, batches
 
-    outcomes, batch = await with_retries(attempt, attempts=attempts, backoff_s=backoff_s,
-                                         what=f"{len(deliveries)} deliveries")
-    writer.observe(batch)
+    outcomes, batches = await with_retries(attempt, attempts=attempts, backoff_s=backoff_s,
+                                           what=f"{len(deliveries)} deliveries")
+    for batch in batches:
+        writer.observe(batch)
     PIPELINE_BATCH_SECONDS.labels("deliveries").observe(time.perf_counter() - started)
     return outcomes
+
+
+@dataclass(slots=True)
+class _Part:
+    """Deliveries of a commit written as one batch: carried as columns, or objects."""
+
+    indexes: list[int]  # of the deliveries, in the commit
+    deliveries: list[Delivery]
+    batch: WriteBatch
+    objects: _Objects
+
+    def outcomes(self) -> list[Outcome]:
+        """Once the batch is written: each delivery's outcome (all fresh)."""
+        carried = self.batch.carried
+        if isinstance(carried, json_columns.CarriedJson):  # every record charged
+            return json_columns.outcomes(self.deliveries, carried)
+        return _outcomes(self.deliveries, self.objects.prepared(),
+                         [True] * len(self.deliveries), {})
+
+
+def _parts(deliveries: Sequence[Delivery], rater: Rater, ids: list[int]) -> list[_Part]:
+    """The commit as one batch carried by column; else, when some deliveries can be and
+    others not, those two groups as two batches (written one after the other in the same
+    transaction) unless a record key is in both (then which copy claims it depends on the
+    order: the object path decides); else one batch of objects."""
+    whole = _Objects(deliveries, rater, ids)
+    everything = list(range(len(deliveries)))
+    refused: list[int] = []
+    columns = json_columns.prepare(deliveries, rater, ids, whole.combined, refused)
+    if columns is not None:
+        return [_Part(everything, list(deliveries), columns, whole)]
+    if len(deliveries) > 1:
+        if refused:  # the records the rater refuses name their deliveries: the rest may go
+            starts = list(itertools.accumulate((len(d.records) for d in deliveries),
+                                               initial=0))
+            out = {bisect.bisect_right(starts, i) - 1 for i in refused}
+            carried = [i for i in everything if i not in out]
+        else:  # some check over all the columns failed: try each delivery alone
+            carried = [i for i, d in enumerate(deliveries)
+                       if json_columns.prepare([d], rater, ids, _no_expand) is not None]
+        if carried and len(carried) < len(deliveries):
+            split = _split(deliveries, rater, ids, carried)
+            if split is not None:
+                return split
+    return [_Part(everything, list(deliveries), whole.combined(), whole)]
+
+
+def _split(deliveries: Sequence[Delivery], rater: Rater, ids: list[int], carried: list[int]
+           ) -> list[_Part] | None:
+    taken = set(carried)
+    others = [i for i in range(len(deliveries)) if i not in taken]
+    by_column = [deliveries[i] for i in carried]
+    by_object = [deliveries[i] for i in others]
+    keys = {(r.source, r.record_key) for d in by_column for r in d.records}
+    if any((r.source, r.record_key) in keys for d in by_object for r in d.records):
+        return None
+    size = sum(len(d.records) for d in by_column)
+    column_ids, object_ids = ids[:size], ids[size:]
+    objects = _Objects(by_column, rater, column_ids)
+    columns = json_columns.prepare(by_column, rater, column_ids, objects.combined)
+    if columns is None:  # a key twice among the carried deliveries
+        return None
+    rest = _Objects(by_object, rater, object_ids)
+    return [_Part(carried, by_column, columns, objects),
+            _Part(others, by_object, rest.combined(), rest)]
+
+
+def _no_expand() -> WriteBatch:
+    raise AssertionError("a delivery tried alone is never written")
+
+
+def _order(parts: list[_Part]) -> list[int]:
+    """Where each delivery's outcome is in the parts' outcomes, put end to end."""
+    at: dict[int, int] = {}
+    for part in parts:
+        for index in part.indexes:
+            at[index] = len(at)
+    return [at[i] for i in range(len(at))]
+
+
+class _Objects:
+    """The object path of a commit's items, made once, when first asked for: the batch to
+    write (``combined``) and each delivery's entries in it (``prepared``). A batch carried
+    as columns asks for it only when the writer expands it, or on a replay or retry."""
+
+    def __init__(self, deliveries: Sequence[Delivery], rater: Rater, ids: list[int]) -> None:
+        self._args = (deliveries, rater, ids)
+        self._made: tuple[list[WriteBatch], WriteBatch] | None = None
+
+    def _make(self) -> tuple[list[WriteBatch], WriteBatch]:
+        if self._made is None:
+            self._made = _prepare(*self._args)
+        return self._made
+
+    def prepared(self) -> list[WriteBatch]:
+        return self._make()[0]
+
+    def combined(self) -> WriteBatch:
+        return self._make()[1]
 
 
 def _prepare(deliveries: Sequence[Delivery], rater: Rater, ids: list[int]

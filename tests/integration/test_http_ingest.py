@@ -246,3 +246,24 @@ async def test_an_idempotency_key_sent_again_with_another_body_is_refused(
     status, _, result, _ = await post(server, token, reading("160", "2026-03-02T02:00:00Z"),
                                       **fixed)
     assert status == 200 and result["accepted"] == 1, result
+
+
+async def test_a_columnar_batch_resent_under_another_key_charges_only_the_new_record(
+        server: str, token: str, db: asyncpg.Pool) -> None:
+    # Every record chargeable: the batch goes by column (server.pipeline.json_columns); the
+    # second body repeats two keys under a new position, which the writer finds taken and
+    # sorts out through the object path.
+    tag = uuid.uuid4().hex[:8]
+    first = [voice(f"{tag}-{i}", duration=60 + i) for i in range(2)]
+    status, _, result, _ = await post(server, token, msgspec.json.encode(first))
+    assert status == 200 and result["accepted"] == 2 and not result["issues"], result
+    again = [*first, voice(f"{tag}-2", duration=62)]
+    status, _, result, _ = await post(server, token, msgspec.json.encode({"records": again}))
+    assert status == 200, result
+    assert result["counts"] == {"in": 3, "charged": 1, "suspense": 0, "duplicates": 2,
+                                "filtered": 0, "pending": 0}
+    charges = await db.fetch(
+        "SELECT u.record_key, c.amount_micros FROM charges c JOIN usage_records u"
+        " USING (account_id, usage_id) WHERE u.record_key LIKE $1 ORDER BY 1", f"{tag}-%")
+    assert [r["record_key"] for r in charges] == [f"{tag}-0", f"{tag}-1", f"{tag}-2"]
+    assert all(r["amount_micros"] > 0 for r in charges)

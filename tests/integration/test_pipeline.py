@@ -18,7 +18,7 @@ from billing_oss.core.errors import Reason
 from billing_oss.core.ports import Charge, Failure, FileHeader
 from billing_oss.core.records import UsageRecord
 from billing_oss.server import config
-from billing_oss.server.composition import read_catalog_file
+from billing_oss.server.composition import rater_factory, read_catalog_file
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.store import catalog_repo
 from billing_oss.server.store.pool import Connection
@@ -211,6 +211,37 @@ async def test_deliveries_commit_once_and_replays_answer_the_same(
 
     replay = await pipeline.commit([first])
     assert replay[0].replay and replay[0].results == one.results
+    assert await table_counts(pool) == before
+
+
+async def test_a_commit_of_plain_and_refused_messages_writes_each_its_way(
+    pool: asyncpg.Pool, pipeline: Pipeline
+) -> None:
+    # With the native rater, the plain messages go by column (server.pipeline.json_columns)
+    # and the one with a record of no account as objects, in the same transaction.
+    native = Pipeline(pool, pipeline.config, rater_factory=rater_factory(),
+                      decoders={"jsonl": FormatDecoder("jsonl")})
+    plain = [Delivery(source="msc1", position=f"mix-{i}",
+                      records=[voice(f"mix-{i}-{j}", seconds=60 + j) for j in range(3)])
+             for i in (0, 2)]
+    refused = Delivery(source="msc1", position="mix-1",
+                       records=[voice("mix-1-0"), voice("mix-1-1", calling="1")])
+    outcomes = await native.commit([plain[0], refused, plain[1]])
+    assert [[r.status for r in o.results] for o in outcomes] == [
+        ["charged"] * 3, ["charged", "suspense"], ["charged"] * 3]
+    assert outcomes[1].results[1].reason == "UNKNOWN_ACCOUNT"
+    assert outcomes[0].results[2].amount == outcomes[2].results[2].amount
+    rows = await pool.fetch(
+        "SELECT u.record_key, c.amount_micros FROM charges c JOIN usage_records u"
+        " USING (account_id, event_time, usage_id) WHERE u.record_key LIKE 'mix-%' ORDER BY 1")
+    assert [r["record_key"] for r in rows] == [
+        "mix-0-0", "mix-0-1", "mix-0-2", "mix-1-0", "mix-2-0", "mix-2-1", "mix-2-2"]
+    assert await pool.fetchval(
+        "SELECT array_agg(source_position) FROM suspense WHERE record_key = 'mix-1-1'"
+    ) == ["mix-1#1"]
+    before = await table_counts(pool)
+    replay = await native.commit([plain[1], refused])
+    assert [o.results for o in replay] == [outcomes[2].results, outcomes[1].results]
     assert await table_counts(pool) == before
 
 
