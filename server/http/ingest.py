@@ -32,11 +32,11 @@ from billing_oss.core.errors import (
 )
 from billing_oss.server.http.keys import (
     CONFIG,
-    DEADLINE,
     INGEST_ADMISSION,
     PIPELINE,
     POOL,
     PRINCIPAL,
+    lift_deadline,
 )
 from billing_oss.server.http.routing import Api
 from billing_oss.server.store import usage_repo
@@ -101,8 +101,7 @@ async def _ingest(request: web.Request, encoding: payload.Encoding,
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes") from None
     # From here the batch is decoded and committed to the end, however long it takes: a
     # timeout now could answer "failed" about usage that was stored.
-    if (deadline := request.get(DEADLINE)) is not None:
-        deadline.reschedule(None)
+    lift_deadline(request)
     key = request[PRINCIPAL]
     source = key.source or f"http:{key.key_id}"
     idempotency_key = _idempotency_key(request)

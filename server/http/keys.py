@@ -34,5 +34,14 @@ INGEST_ADMISSION = web.AppKey("ingest_admission", Admission)
 # The request's timeout (``asyncio.Timeout``): ``reschedule(None)`` once cancelling it would
 # leave its effect unknown (an ingest batch about to commit).
 DEADLINE: web.RequestKey[asyncio.Timeout] = web.RequestKey("deadline")
+
+
+def lift_deadline(request: web.Request) -> None:
+    """Let the request run to its end: past its point of no return a timeout could only
+    misreport a batch committed, or cut a streamed file whose status line is already out
+    (the client would wait on a short file instead of reading a 503)."""
+    if (deadline := request.get(DEADLINE)) is not None:
+        deadline.reschedule(None)
+
 # The API key that authenticated this request (set by server.http.auth on protected routes).
 PRINCIPAL = web.RequestKey("principal", ApiKey)

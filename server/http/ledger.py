@@ -12,7 +12,7 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from billing_oss.server.http.keys import CONFIG, DEADLINE, POOL
+from billing_oss.server.http.keys import CONFIG, POOL, lift_deadline
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
 from billing_oss.server.http.validation import decode_query
@@ -143,11 +143,7 @@ async def _stream(request: web.Request, q: JournalQuery, name: str, content_type
     async with request.app[POOL].acquire() as conn, conn.transaction(
             isolation="repeatable_read", readonly=True):
         await response.prepare(request)
-        # The status line is out: the timeout's 503 can no longer be sent, and cancelling
-        # now would leave the client waiting on a file cut short. The export runs to its
-        # end however long the period (or until the client goes away).
-        if (deadline := request.get(DEADLINE)) is not None:
-            deadline.reschedule(None)
+        lift_deadline(request)  # the export runs to its end, however long the period
         await response.write(head)
         async for j in export.chunks(conn, chart, q.from_, q.to):
             await response.write(body(j))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -10,11 +11,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
+from billing_oss.server.http import account_usage
 from billing_oss.server.http.account_usage import current_period
-from billing_oss.server.store import api_keys
+from billing_oss.server.store import account_usage_repo, api_keys
 from tests.charge_seed import insert_charges
 from tests.integration.api_harness import Api, live_api, seed_usage
 
@@ -195,3 +198,27 @@ async def test_csv_cells_that_would_start_a_formula_stay_text(seeded: Seeded,
     # the JSON page keeps the value as it was recorded
     status, page, _ = await seeded.get("/v1/accounts/USAGE3/usage", key=token)
     assert evil in [i["called"] for i in json.loads(page)["items"]]
+
+
+async def test_a_csv_export_longer_than_the_request_timeout_ends_whole(
+        seeded: Seeded, pool: asyncpg.Pool, database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once its status line is out the export is past the timeout's 503: the timeout must not
+    cut it (the client would wait on a short file). Here each chunk of one record arrives
+    slower than the whole request's timeout allows."""
+    status, whole, _ = await seeded.get(f"/v1/accounts/{ACCOUNT}/usage.csv")
+    assert status == 200 and whole.count(b"\n") > 3
+    items = account_usage_repo.items
+
+    async def slow(*args: Any, **kw: Any) -> Any:
+        await asyncio.sleep(0.4)
+        return await items(*args, **kw)
+
+    monkeypatch.setattr(account_usage, "CSV_CHUNK", 1)
+    monkeypatch.setattr(account_usage_repo, "items", slow)
+    async with live_api(pool, database_url, overrides={"http.request_timeout_s": 1}) as api:
+        async with api.http.get(f"{api.url}/v1/accounts/{ACCOUNT}/usage.csv",
+                                headers={"Authorization": f"Bearer {seeded.customer}"},
+                                timeout=aiohttp.ClientTimeout(total=30)) as r:
+            assert r.status == 200
+            assert await r.read() == whole
