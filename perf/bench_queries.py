@@ -206,12 +206,14 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
                 " (max(event_time) AT TIME ZONE 'UTC')::date AS last FROM usage_records")
         compacted_s = await compact(pool)
         rollups = (await pool.fetchval("SELECT count(*) FROM charge_rollups"),
-                   await pool.fetchval("SELECT count(*) FROM charge_totals"))
+                   await pool.fetchval("SELECT count(*) FROM charge_totals"),
+                   await pool.fetchval("SELECT count(*) FROM charge_hour_totals"))
         token = (await api_keys.create(pool, "admin", "bench")).token
         print(f"{sizes['usage_records']:,} usage records, {sizes['charges']:,} charges over"
               f" {DAYS} days, {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
               f" {how}; compacted in {compacted_s:.0f} s: {rollups[0]:,} daily rollup rows"
-              f" per account, {rollups[1]:,} without the account; load average"
+              f" per account, {rollups[1]:,} without the account, {rollups[2]:,} hourly"
+              f" without the account; load average"
               f" {load_average()}")
         print(HEADER, flush=True)
         async with serving(url) as base:
