@@ -266,8 +266,7 @@ def _rollup(role: bytearray, account: array[int], account_ids: list[str],
     ``charge_writes.rollup_units`` counts them."""
     days: dict[tuple[Any, ...], list[Any]] = {}
     day_of: dict[int, date] = {}
-    hours: charge_writes.Hours = {}
-    hour_of: dict[int, datetime] = {}
+    hours: dict[tuple[int, int], list[int]] = {}  # (hours since 1970, tariff) → count, Σ
     currencies, version_ids, zone_names = (compiled.currencies, compiled.version_ids,
                                            compiled.zone_names)
     for i in (m.start() for m in _CARRIED.finditer(role)):
@@ -275,13 +274,9 @@ def _rollup(role: bytearray, account: array[int], account_ids: list[str],
         on = day_of.get(number)
         if on is None:
             on = day_of[number] = date.fromordinal(_EPOCH_ORDINAL + number)
-        number = event_us[i] // _US_PER_HOUR
-        hour = hour_of.get(number)
-        if hour is None:
-            hour = hour_of[number] = charge_writes.hour_since_epoch(number)
-        v, z, currency = version[i], zone[i], currencies[tariff[i]]
+        v, z, t = version[i], zone[i], tariff[i]
         key = (account_ids[account[i]], on, _SERVICES[kind[i]],
-               zone_names[v][z] if z >= 0 else None, currency, version_ids[v])
+               zone_names[v][z] if z >= 0 else None, currencies[t], version_ids[v])
         sums = days.get(key)
         if sums is None:
             days[key] = [amount[i], 1, usage[i], 0, 0]
@@ -289,8 +284,20 @@ def _rollup(role: bytearray, account: array[int], account_ids: list[str],
             sums[0] += amount[i]
             sums[1] += 1
             sums[2] += usage[i]
-        charge_writes.add_hour(hours, hour, currency, False, amount[i])
-    return charge_writes.of_days(days, hours)
+        hour = (event_us[i] // _US_PER_HOUR, t)
+        counted = hours.get(hour)
+        if counted is None:
+            hours[hour] = [1, amount[i]]
+        else:
+            counted[0] += 1
+            counted[1] += amount[i]
+    by_currency: charge_writes.Hours = {}  # tariffs of one currency share its hour's row
+    for (number, t), (count, amount_sum) in hours.items():
+        hour_key = (charge_writes.hour_since_epoch(number), currencies[t])
+        into = by_currency.setdefault(hour_key, [0, 0, 0, 0])
+        into[0] += count
+        into[2] += amount_sum
+    return charge_writes.of_days(days, by_currency)
 
 
 def _object_keys(claims: list[Entry], claimed_at: list[int], role: bytearray,
