@@ -78,7 +78,7 @@ from billing_oss.server.analytics import compaction  # noqa: E402
 from billing_oss.server.composition import decoders, rater_factory, read_catalog_file  # noqa: E402
 from billing_oss.server.pipeline.pipeline import Pipeline  # noqa: E402
 from billing_oss.server.store import catalog_repo, usage_repo  # noqa: E402
-from billing_oss.server.store.charge_writes import ROLLUP_COLUMNS  # noqa: E402
+from billing_oss.server.store.charge_writes import HOUR_COLUMNS, ROLLUP_COLUMNS  # noqa: E402
 from billing_oss.server.store.dsn import with_database  # noqa: E402
 from billing_oss.server.store.migrate import migrate  # noqa: E402
 
@@ -90,7 +90,9 @@ COPY_TABLES = {
     "charges": ("account_id", "charge_id", "event_time", "usage_id", "kind", "amount_micros",
                 "currency", "tariff_version_id", "zone", "band"),
 }
-ROLLUP_TABLES = ("charge_rollups", "charge_rollups_monthly")
+# The levels' deltas written beside the charges, and their columns.
+ROLLUP_TABLES = {"charge_rollups": ROLLUP_COLUMNS, "charge_rollups_monthly": ROLLUP_COLUMNS,
+                 "charge_hour_totals": HOUR_COLUMNS}
 CHARGE_CARRIED = ("amount_micros", "currency", "tariff_version_id", "zone", "band")
 LEAN_COLUMNS = (*COPY_TABLES["usage_records"], *CHARGE_CARRIED)
 # The least one charged record needs durably: its usage row with the first charge carried on
@@ -442,7 +444,7 @@ _CARRY = ("ALTER TABLE usage_records " + ", ".join(
 # Every index of the rollup tables (and of their partitions) dropped: their rows, heap only.
 _ROLLUPS_BARE = """DO $$ DECLARE i regclass; BEGIN
     FOR i IN SELECT x.indexrelid::regclass FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid
-             WHERE t.relname LIKE 'charge\\_rollups%'
+             WHERE (t.relname LIKE 'charge\\_rollups%' OR t.relname LIKE 'charge\\_hour\\_totals%')
                AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = x.indexrelid)
     LOOP EXECUTE format('DROP INDEX %s', i); END LOOP; END $$"""
 _KEYS = {"usage_keys": COPY_TABLES["usage_keys"]}
@@ -505,8 +507,8 @@ async def raw_copy(src_dsn: str, dst_dsn: str, cpu: CpuSplit, lanes: int, batch_
         readers = {table: _Rows(await src.cursor(queries[table]), columns.index("usage_id"))
                    for table, columns in tables.items()}
         shares = {table: _Rows(await src.cursor(
-            f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM {table}"), 0) for table in rollups}
-        tables = {**tables, **{table: ROLLUP_COLUMNS for table in rollups}}
+            f"SELECT {', '.join(ROLLUP_TABLES[table])} FROM {table}"), 0) for table in rollups}
+        tables = {**tables, **{table: ROLLUP_TABLES[table] for table in rollups}}
         while window := await _read_chunks(readers, batch_size, 4 * lanes):
             for chunk in window:
                 share = len(next(iter(chunk.values())))

@@ -31,6 +31,7 @@ a ratio from the same run.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -51,7 +52,7 @@ from seeded import (  # perf/ on sys.path
     serving,
 )
 
-from billing_oss.server.store import api_keys
+from billing_oss.server.store import api_keys, traffic_repo
 
 TARGET_P99_MS = 50.0
 DEPTH = 50
@@ -65,6 +66,17 @@ EARLIER_TOTALS = (
     "SELECT rtrim(currency), sum(records + reversals), sum(reversals),"
     " sum(amount_micros::numeric - reversed_micros), sum(reversed_micros::numeric)"
     " FROM charge_rollups WHERE day >= $1 AND day < $2 GROUP BY 1")
+# The earlier read of the partial end days of a period from 12:34 to 12:34 across accounts:
+# their charges, from 12:34 to midnight and from midnight to 12:34 (the hourly level of
+# migration 1512 leaves only the minutes outside whole hours to the charges).
+EARLIER_PARTIAL = " UNION ALL ".join(
+    "(SELECT rtrim(currency), count(*) FILTER (WHERE kind = 'charge'),"
+    " count(*) FILTER (WHERE kind = 'reversal'),"
+    " coalesce(sum(amount_micros::numeric) FILTER (WHERE kind = 'charge'), 0),"
+    " coalesce(sum(amount_micros::numeric) FILTER (WHERE kind = 'reversal'), 0)"
+    f" FROM charges WHERE event_time >= {a} AND event_time < {b} GROUP BY 1)"
+    for a, b in (("$1::date + time '12:34'", "$1::date + 1"),
+                 ("$2::date", "$2::date + time '12:34'")))
 
 
 def queries(accounts: int, first_day: str, last_day: str) -> dict[str, Callable[[], str]]:
@@ -263,12 +275,14 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
                 " (max(event_time) AT TIME ZONE 'UTC')::date AS last FROM usage_records")
         compacted_s = await compact(pool)
         rollups = (await pool.fetchval("SELECT count(*) FROM charge_rollups"),
-                   await pool.fetchval("SELECT count(*) FROM charge_totals"))
+                   await pool.fetchval("SELECT count(*) FROM charge_totals"),
+                   await pool.fetchval("SELECT count(*) FROM charge_hour_totals"))
         token = (await api_keys.create(pool, "admin", "bench")).token
         print(f"{sizes['usage_records']:,} usage records, {sizes['charges']:,} charges over"
               f" {DAYS} days, {sizes['accounts']:,} accounts, {sizes['invoices']:,} invoices,"
               f" {how}; compacted in {compacted_s:.0f} s: {rollups[0]:,} daily rollup rows"
-              f" per account, {rollups[1]:,} without the account; load average"
+              f" per account, {rollups[1]:,} without the account, {rollups[2]:,} hourly"
+              f" without the account; load average"
               f" {load_average()}")
         print(HEADER, flush=True)
         async with serving(url, {"BILLING_OSS_LEDGER_SIREN": SIREN}) as base:
@@ -282,6 +296,19 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
             await pool.fetch(EARLIER_TOTALS, days["first"], days["last"])
             if i >= 1:
                 earlier.append((time.perf_counter() - began) * 1000)
+        partial: dict[str, list[float]] = {"earlier": [], "ours": []}
+        span = traffic_repo.Period(
+            start=dt.datetime.combine(days["first"], dt.time(12, 34), dt.UTC),
+            end=dt.datetime.combine(days["last"], dt.time(12, 34), dt.UTC))
+        for i in range(EARLIER_RUNS + 1 if selected("totals, all, from 12:34 to 12:34") else 0):
+            # both on the database, one after the other
+            began = time.perf_counter()
+            await pool.fetch(EARLIER_PARTIAL, days["first"], days["last"])
+            middle = time.perf_counter()
+            await traffic_repo.totals(pool, span)
+            if i >= 1:
+                partial["earlier"].append((middle - began) * 1000)
+                partial["ours"].append((time.perf_counter() - middle) * 1000)
     print(f"{requests} requests per query and page after 3 warm-ups (fewer past {BUDGET_S:g} s,"
           f" at least {MIN_SAMPLES}), one at a time, loopback; server: billing-oss serve")
     print(HEADER)
@@ -301,6 +328,14 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
               f" on the database, same run, {len(earlier)} times: p50"
               f" {statistics.median(earlier):.1f} ms, p99"
               f" {percentile(earlier, 0.99):.1f} ms ({ratio:.1f}× at p50); load average"
+              f" {load_average()}")
+    if partial["ours"]:
+        e, o = partial["earlier"], partial["ours"]
+        print(f"totals, all, 12:34 to 12:34 on the database, same run, {len(o)} times each:"
+              f" ours (the whole query) p50 {statistics.median(o):.1f} ms, max {max(o):.1f} ms;"
+              f" the earlier read of the two partial days' charges alone p50"
+              f" {statistics.median(e):.1f} ms, max {max(e):.1f} ms"
+              f" ({statistics.median(e) / statistics.median(o):.1f}× at p50); load average"
               f" {load_average()}")
     met = worst <= TARGET_P99_MS
     print(f"target every list and total ≤ {TARGET_P99_MS:g} ms p99 (scale 1): worst"

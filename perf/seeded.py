@@ -85,6 +85,12 @@ async def seed(conn: Connection, usage: int, accounts: int) -> None:
                 SELECT account_id, {day}, 'voice', 'national', 'EUR', NULL,
                        sum(duration_s * 1000), count(*), sum(duration_s)
                 FROM usage_records GROUP BY 1, 2""")
+    await conn.execute("""
+        INSERT INTO charge_hour_totals (hour, currency, charges, reversals, charged_micros,
+                                        reversed_micros)
+            SELECT date_trunc('hour', event_time, 'UTC'), currency, count(*), 0,
+                   sum(amount_micros), 0
+            FROM charges GROUP BY 1, 2""")
     await conn.execute(f"""
         INSERT INTO suspense (source, record_key, reason, detail, record, raw)
             SELECT 'msc1', 's' || g, (ARRAY['UNKNOWN_ACCOUNT', 'NO_ZONE', 'NO_TARIFF'])[g % 3 + 1],

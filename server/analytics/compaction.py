@@ -1,10 +1,11 @@
 """What ``serve`` runs every ``analytics.compact_interval_s``: the kept aging's deltas folded
 (``collections.aging_kept_repo``), and the charge rollups' per-batch
 deltas folded into one row per key and day (and month), and into the account-less level
-that totals across accounts read (migration 1423); the days, weeks and months folded are then
-counted into the levels reports read (distinct accounts per dimension, one row per account
-and month: migrations 1500, 1502) and the months marked in each account's (1503) — once per
-interval whatever the number of worker processes (``server.scheduled``).
+that totals across accounts read (migration 1423), and the account-less hourly level's
+deltas into one row per hour and currency (migration 1512); the days, weeks and months
+folded are then counted into the levels reports read (distinct accounts per dimension, one
+row per account and month: migrations 1500, 1502) and the months marked in each account's
+(1503) — once per interval whatever the number of worker processes (``server.scheduled``).
 
 Answers never wait for it: a reader adds the deltas not folded yet, so a run only makes the
 next reads shorter. Days are all those with deltas, late ones included: a charge may arrive

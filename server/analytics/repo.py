@@ -72,10 +72,11 @@ _ACCOUNT_MONTHS = (
 
 async def compact(db: Db, first: dt.date, last: dt.date) -> int:
     """Fold the rollup deltas of days ``first``..``last`` (inclusive; the monthly level:
-    of the months holding them); rows folded away."""
+    of the months holding them), and every hour's deltas of the account-less hourly level
+    (migration 1512: a row per batch × hour, whatever the days); rows folded away."""
     folded: int = await db.fetchval(
-        "SELECT compact_charge_rollups($1, $2) + compact_charge_rollups_monthly($1, $2)",
-        first, last)
+        "SELECT compact_charge_rollups($1, $2) + compact_charge_rollups_monthly($1, $2)"
+        " + compact_charge_hour_totals()", first, last)
     return folded
 
 
@@ -91,8 +92,9 @@ async def analyze_rollups(db: Db) -> None:
     paid 0.5 s after 600 k deltas were folded), and fresh statistics, so the planner expects
     the few deltas left and reads them by index rather than by bitmap. Outside a
     transaction: VACUUM runs in none."""
-    await db.execute("VACUUM (ANALYZE) charge_rollups_deltas, charge_rollups_monthly_deltas")
-    await db.execute("ANALYZE charge_rollups, charge_rollups_monthly")
+    await db.execute("VACUUM (ANALYZE) charge_rollups_deltas, charge_rollups_monthly_deltas,"
+                     " charge_hour_totals_deltas")
+    await db.execute("ANALYZE charge_rollups, charge_rollups_monthly, charge_hour_totals")
 
 
 def _dimension(name: str, params: list[Any]) -> str:

@@ -254,6 +254,7 @@ def prepare_columns(chunk: ColumnChunk, rater: Rater, source: str,
 _SERVICES = ("voice", "sms", "data")  # the kernel's kind codes the columnar path carries
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _US_PER_DAY = 86_400_000_000
+_US_PER_HOUR = 3_600_000_000
 
 
 def _rollup(role: bytearray, account: array[int], account_ids: list[str],
@@ -265,6 +266,7 @@ def _rollup(role: bytearray, account: array[int], account_ids: list[str],
     ``charge_writes.rollup_units`` counts them."""
     days: dict[tuple[Any, ...], list[Any]] = {}
     day_of: dict[int, date] = {}
+    hours: dict[tuple[int, int], list[int]] = {}  # (hours since 1970, tariff) → count, Σ
     currencies, version_ids, zone_names = (compiled.currencies, compiled.version_ids,
                                            compiled.zone_names)
     for i in (m.start() for m in _CARRIED.finditer(role)):
@@ -272,9 +274,9 @@ def _rollup(role: bytearray, account: array[int], account_ids: list[str],
         on = day_of.get(number)
         if on is None:
             on = day_of[number] = date.fromordinal(_EPOCH_ORDINAL + number)
-        v, z = version[i], zone[i]
+        v, z, t = version[i], zone[i], tariff[i]
         key = (account_ids[account[i]], on, _SERVICES[kind[i]],
-               zone_names[v][z] if z >= 0 else None, currencies[tariff[i]], version_ids[v])
+               zone_names[v][z] if z >= 0 else None, currencies[t], version_ids[v])
         sums = days.get(key)
         if sums is None:
             days[key] = [amount[i], 1, usage[i], 0, 0]
@@ -282,7 +284,20 @@ def _rollup(role: bytearray, account: array[int], account_ids: list[str],
             sums[0] += amount[i]
             sums[1] += 1
             sums[2] += usage[i]
-    return charge_writes.of_days(days)
+        hour = (event_us[i] // _US_PER_HOUR, t)
+        counted = hours.get(hour)
+        if counted is None:
+            hours[hour] = [1, amount[i]]
+        else:
+            counted[0] += 1
+            counted[1] += amount[i]
+    by_currency: charge_writes.Hours = {}  # tariffs of one currency share its hour's row
+    for (number, t), (count, amount_sum) in hours.items():
+        hour_key = (charge_writes.hour_since_epoch(number), currencies[t])
+        into = by_currency.setdefault(hour_key, [0, 0, 0, 0])
+        into[0] += count
+        into[2] += amount_sum
+    return charge_writes.of_days(days, by_currency)
 
 
 def _object_keys(claims: list[Entry], claimed_at: list[int], role: bytearray,

@@ -52,7 +52,7 @@ class Rows:
     rejects: list[tuple[Any, ...]] = field(default_factory=list)  # items that are no record
     totals: dict[str, int] = field(default_factory=dict)  # currency → micros, all claimed
     rollup: charge_writes.Rollup = field(  # of ``charges``
-        default_factory=lambda: charge_writes.Rollup([], []))
+        default_factory=lambda: charge_writes.Rollup([], [], []))
     # Binary COPY payloads of keys, usage and charges by table (``encode_payloads``); absent
     # for a table whose rows must go through asyncpg's encoder (numeric columns).
     payloads: dict[str, bytes] = field(default_factory=dict)

@@ -122,7 +122,10 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
     months from the monthly level), kept in the charges' transaction; across accounts the
     account-less level compaction fills plus the deltas it has not folded yet; so the answer
     reads a row per key × day or month instead of every charge. The parts of days at either
-    end of the period are summed from the charges. Rollups are read only over the months
+    end of the period are summed from the charges for one account; across accounts their
+    whole UTC hours come from the account-less hourly level (migration 1512) and only the
+    minutes before the first whole hour and after the last from the charges (under an hour
+    at each end). Rollups are read only over the months
     whose charges partition is attached: an archived month's charges are gone and the rollups
     keep it, so it would count here and not in the charges. The sums are those of the
     charges, to the micro-unit.
@@ -133,19 +136,37 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
         args.append(value)
         return f"${len(args)}"
 
+    def by_hour(start: dt.datetime, end: dt.datetime) -> list[str]:
+        """[start, end) across accounts: its whole UTC hours from the hourly level, the
+        minutes around them from the charges. (The hourly level needs no compaction lock:
+        on Citus too it is folded on the coordinator alone, in one transaction.)"""
+        hours_from, hours_to = _hour_on_or_after(start), _hour_of(end)
+        if hours_from >= hours_to:
+            return [_raw(arg, "", start, end)]
+        parts = [_hourly(arg, hours_from, hours_to)]
+        if start < hours_from:
+            parts.append(_raw(arg, "", start, hours_from))
+        if hours_to < end:
+            parts.append(_raw(arg, "", hours_to, end))
+        return parts
+
     account = "" if period.account_id is None else f" AND account_id = {arg(period.account_id)}"
     start, end = period.start, period.end
     first = None if start is None else _day_on_or_after(start)
     last = None if end is None else end.astimezone(dt.UTC).date()  # days before it are whole
     across = False  # whether the account-less level is read: then between compactions
+    # the part of a day at either end: from the charges, or by the hour across accounts
+    partial = (by_hour if period.account_id is None
+               else lambda a, b: [_raw(arg, account, a, b)])
     if first is not None and last is not None and first >= last:
-        parts = [_raw(arg, account, start, end)]
+        assert start is not None and end is not None
+        parts = partial(start, end)
     else:
         parts = []
         if start is not None and first is not None and _midnight(first) > start:
-            parts.append(_raw(arg, account, start, _midnight(first)))
+            parts += partial(start, _midnight(first))
         if end is not None and last is not None and _midnight(last) < end:
-            parts.append(_raw(arg, account, _midnight(last), end))
+            parts += partial(_midnight(last), end)
         months_from = None if first is None else _month_on_or_after(first)
         months_to = None if last is None else last.replace(day=1)
         if period.account_id is None:
@@ -216,6 +237,28 @@ def _rolled_all(arg: Callable[[Any], str], first: dt.date | None,
             " SELECT " + sums.format("charge_totals") + " UNION ALL"
             " SELECT " + sums.format("charge_rollups") + " AND NOT compacted) t"
             " GROUP BY currency")
+
+
+def _hourly(arg: Callable[[Any], str], start: dt.datetime, end: dt.datetime) -> str:
+    """The sums of every account's charges of the whole UTC hours [start, end): the hourly
+    level's folded rows and deltas (migration 1512), a row per hour and currency and the
+    deltas not folded yet."""
+    return ("SELECT currency, sum(charges) AS charges, sum(reversals) AS reversals,"
+            " sum(charged_micros) AS charged, sum(reversed_micros) AS reversed"
+            " FROM charge_hour_totals WHERE hour >= (SELECT since FROM live)::timestamp"
+            " AT TIME ZONE 'UTC' AND hour >= " + arg(start) + " AND hour < " + arg(end)
+            + " GROUP BY currency")
+
+
+def _hour_of(moment: dt.datetime) -> dt.datetime:
+    """The start of ``moment``'s UTC hour."""
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_on_or_after(moment: dt.datetime) -> dt.datetime:
+    """The first UTC hour that starts at or after ``moment``."""
+    hour = _hour_of(moment)
+    return hour if hour >= moment else hour + dt.timedelta(hours=1)
 
 
 def _midnight(day: dt.date) -> dt.datetime:

@@ -1,6 +1,7 @@
-"""Totals across accounts on Citus: the account-less level stays on the coordinator, is
-filled by compaction from the distributed per-account rollups, and the totals equal the
-charges' own sums to the micro-unit before, between and after compactions."""
+"""Totals across accounts on Citus: the account-less levels stay on the coordinator — the day
+level filled by compaction from the distributed per-account rollups, the hour level by the
+charges' writer beside the distributed charges — and the totals equal the charges' own sums
+to the micro-unit before, between and after compactions."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ async def test_totals_across_accounts_from_the_coordinator_level(
     placed = await citus_pool.fetchval(
         "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'charge_totals'::regclass")
     assert placed == 0  # no account: a coordinator table
+    assert await citus_pool.fetchval(
+        "SELECT count(*) FROM pg_dist_partition"
+        " WHERE logicalrelid = 'charge_hour_totals'::regclass") == 0
     async with citus_pool.acquire() as conn:
         await ensure_partitions(conn, [dt.date(2026, 3, 1), dt.date(2026, 4, 1),
                                        dt.date(2026, 5, 1)])
@@ -57,7 +61,14 @@ async def test_totals_across_accounts_from_the_coordinator_level(
                Period(start=dt.datetime(2026, 3, 31, 7, 5, tzinfo=z),
                       end=dt.datetime(2026, 4, 20, 13, 0, tzinfo=z)),
                Period(start=dt.datetime(2026, 4, 2, tzinfo=z),
-                      end=dt.datetime(2026, 4, 9, tzinfo=z))]
+                      end=dt.datetime(2026, 4, 9, tzinfo=z)),
+               # partial days: their whole hours from the hour level
+               Period(start=dt.datetime(2026, 3, 30, 12, 34, tzinfo=z),
+                      end=dt.datetime(2026, 4, 18, 12, 34, tzinfo=z)),
+               Period(start=dt.datetime(2026, 4, 3, 2, 10, tzinfo=z),
+                      end=dt.datetime(2026, 4, 3, 23, 50, tzinfo=z)),
+               Period(start=dt.datetime(2026, 3, 31, 6, tzinfo=z),
+                      end=dt.datetime(2026, 4, 5, 17, tzinfo=z))]
 
     async def check() -> None:
         for period in periods:
@@ -81,3 +92,15 @@ async def test_totals_across_accounts_from_the_coordinator_level(
     await check()
     assert await citus_pool.fetchval(
         "SELECT count(*) FROM charge_rollups WHERE NOT compacted") == 0
+    assert await citus_pool.fetchval(
+        "SELECT count(*) FROM charge_hour_totals WHERE NOT compacted") == 0
+    hours = await citus_pool.fetch(
+        "SELECT hour, rtrim(currency), charges, reversals, charged_micros, reversed_micros"
+        " FROM charge_hour_totals ORDER BY 1, 2")
+    charges = await citus_pool.fetch(
+        "SELECT date_trunc('hour', event_time, 'UTC'), rtrim(currency),"
+        " count(*) FILTER (WHERE kind = 'charge'), count(*) FILTER (WHERE kind = 'reversal'),"
+        " coalesce(sum(amount_micros) FILTER (WHERE kind = 'charge'), 0),"
+        " coalesce(sum(amount_micros) FILTER (WHERE kind = 'reversal'), 0)"
+        " FROM charges GROUP BY 1, 2 ORDER BY 1, 2")
+    assert [tuple(r) for r in hours] == [tuple(r) for r in charges]

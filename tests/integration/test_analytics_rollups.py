@@ -103,6 +103,17 @@ async def assert_rollups_match(pool: asyncpg.Pool) -> int:
         if monthly:  # the monthly level keys a month by its first day
             facts = [((*k[:1], k[1].replace(day=1), *k[2:]), a, s, u) for k, a, s, u in facts]
         await _match(pool, table, facts)
+    # the account-less hourly level: every hour's charges and reversals, counts and sums
+    hours = await pool.fetch(
+        "SELECT hour, rtrim(currency), sum(charges), sum(reversals), sum(charged_micros),"
+        " sum(reversed_micros) FROM charge_hour_totals GROUP BY 1, 2 ORDER BY 1, 2")
+    charges = await pool.fetch(
+        "SELECT date_trunc('hour', event_time, 'UTC'), rtrim(currency),"
+        " count(*) FILTER (WHERE kind = 'charge'), count(*) FILTER (WHERE kind = 'reversal'),"
+        " coalesce(sum(amount_micros) FILTER (WHERE kind = 'charge'), 0),"
+        " coalesce(sum(amount_micros) FILTER (WHERE kind = 'reversal'), 0)"
+        " FROM charges GROUP BY 1, 2 ORDER BY 1, 2")
+    assert [tuple(r) for r in hours] == [tuple(r) for r in charges]
     return len(facts)
 
 
@@ -181,7 +192,8 @@ async def test_rollups_equal_raw_charges_after_ingest_rerate_and_compaction(
 
     # Compaction folds the deltas and keeps every sum.
     both = ("SELECT (SELECT count(*) FROM charge_rollups {0})"
-            " + (SELECT count(*) FROM charge_rollups_monthly {0})")
+            " + (SELECT count(*) FROM charge_rollups_monthly {0})"
+            " + (SELECT count(*) FROM charge_hour_totals {0})")
     deltas = await pool.fetchval(both.format(""))
     folded = await repo.compact(pool, dt.date(2026, 1, 1), dt.date(2026, 2, 28))
     left = await pool.fetchval(both.format(""))

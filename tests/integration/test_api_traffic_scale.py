@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,8 @@ T0 = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 
 
 def stamp(moment: dt.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC, to the microsecond when it has one."""
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def test_pages_across_accounts_are_exact_while_rows_arrive(
@@ -123,7 +125,31 @@ async def test_totals_from_rollups_equal_the_charges(
                end=dt.datetime(2025, 12, 24, 18, tzinfo=z)),
         Period(start=dt.datetime(2025, 12, 3, tzinfo=z), end=dt.datetime(2025, 12, 9, tzinfo=z)),
         Period(start=dt.datetime(2025, 12, 1, tzinfo=z), end=dt.datetime(2026, 2, 1, tzinfo=z)),
+        # across accounts, the whole hours of partial days from the hourly level: 12:34 to
+        # 12:34, within a day, on whole hours, within an hour, across a month's end
+        Period(start=dt.datetime(2025, 11, 20, 12, 34, tzinfo=z),
+               end=dt.datetime(2026, 1, 9, 12, 34, tzinfo=z)),
+        Period(start=dt.datetime(2025, 12, 2, 1, 17, tzinfo=z),
+               end=dt.datetime(2025, 12, 2, 22, 3, tzinfo=z)),
+        Period(start=dt.datetime(2025, 12, 1, 7, tzinfo=z),
+               end=dt.datetime(2025, 12, 30, 19, tzinfo=z)),
+        Period(start=dt.datetime(2025, 12, 2, 3, 1, tzinfo=z),
+               end=dt.datetime(2025, 12, 2, 3, 59, tzinfo=z)),
+        Period(start=dt.datetime(2025, 11, 30, 20, 30, tzinfo=z),
+               end=dt.datetime(2025, 12, 1, 5, 30, tzinfo=z)),
+        Period(start=dt.datetime(2026, 1, 13, 23, 30, tzinfo=z)),
+        Period(end=dt.datetime(2025, 11, 6, 0, 1, tzinfo=z)),
     ]
+    # and random periods to the minute (a few to the microsecond), most across accounts
+    rng = random.Random(24)
+    span = int((dt.datetime(2026, 2, 2, tzinfo=z) - start).total_seconds())
+    for i in range(30):
+        a, b = sorted(start + dt.timedelta(seconds=rng.randrange(span) // 60 * 60)
+                      for _ in range(2))
+        if i % 5 == 0:
+            a += dt.timedelta(microseconds=rng.randrange(1, 60_000_000))
+        periods.append(Period(account_id="TT-1" if i % 6 == 0 else None, start=a,
+                              end=b + dt.timedelta(minutes=rng.choice((1, 59, 61)))))
 
     async def check() -> None:
         for period in periods:
@@ -142,25 +168,39 @@ async def test_totals_from_rollups_equal_the_charges(
     await check()
     assert (await raw_totals(pool, Period()))[0][2] > 0  # reversals are in
     assert await pool.fetchval("SELECT count(*) FROM charge_totals") == 0  # nothing folded
+    assert await pool.fetchval("SELECT count(*) FROM charge_hour_totals WHERE compacted") == 0
+    assert await hours_are_the_charges(pool)
     # Compaction of December only: across accounts, its days come from the account-less
     # level, the other days from the deltas still per account.
     await pool.execute("SELECT compact_charge_rollups('2025-12-01', '2025-12-31')")
     assert await pool.fetchval("SELECT count(*) FROM charge_totals") > 0
     await check()
-    # Charges and reversals arriving late for days already folded, then everything folded.
+    # The hourly level folded: one row per hour and currency, no delta left.
+    assert await pool.fetchval("SELECT compact_charge_hour_totals()") > 0
+    assert await pool.fetchval("SELECT count(*) FROM charge_hour_totals WHERE NOT compacted") == 0
+    await check()
+    # Charges and reversals arriving late for days and hours already folded, then
+    # everything folded.
     await more_charges(pool, dt.datetime(2025, 12, 2, 3, 4, tzinfo=z))
     await check()
     await pool.execute("SELECT compact_charge_rollups('2025-01-01', '2027-01-01'),"
-                       " compact_charge_rollups_monthly('2025-01-01', '2027-01-01')")
+                       " compact_charge_rollups_monthly('2025-01-01', '2027-01-01'),"
+                       " compact_charge_hour_totals()")
     await check()
     assert await folded_level_is_the_compacted_rows(pool)
+    assert await hours_are_the_charges(pool)
     await more_charges(pool, dt.datetime(2026, 1, 13, 23, 59, tzinfo=z))
+    await more_charges(pool, dt.datetime(2025, 12, 2, 3, 59, 59, 999_999, tzinfo=z))
     await check()
     # Compaction folds the deltas again and keeps every sum.
     await pool.execute("SELECT compact_charge_rollups('2025-01-01', '2027-01-01'),"
-                       " compact_charge_rollups_monthly('2025-01-01', '2027-01-01')")
+                       " compact_charge_rollups_monthly('2025-01-01', '2027-01-01'),"
+                       " compact_charge_hour_totals()")
     await check()
     assert await folded_level_is_the_compacted_rows(pool)
+    assert await hours_are_the_charges(pool)
+    assert await pool.fetchval(
+        "SELECT count(*) = count(DISTINCT (hour, currency)) FROM charge_hour_totals")
     # A month archived (its partition gone) is no longer in the charges: nor in the totals,
     # though the rollups keep it.
     await pool.execute("ALTER TABLE charges DETACH PARTITION charges_2025_11;"
@@ -183,6 +223,20 @@ async def reverse(pool: asyncpg.Pool, usage_id: int) -> None:
     await insert_charges(pool, ("account_id", "event_time", "usage_id", "kind",
                                 "amount_micros", "currency", "reverses_charge_id"),
                          [tuple(r) for r in rows])
+
+
+async def hours_are_the_charges(pool: asyncpg.Pool) -> bool:
+    """The hourly level holds, per UTC hour and currency, the charges' counts and sums."""
+    level = await pool.fetch(
+        "SELECT hour, rtrim(currency), sum(charges), sum(reversals), sum(charged_micros),"
+        " sum(reversed_micros) FROM charge_hour_totals GROUP BY 1, 2 ORDER BY 1, 2")
+    charges = await pool.fetch(
+        "SELECT date_trunc('hour', event_time, 'UTC'), rtrim(currency),"
+        " count(*) FILTER (WHERE kind = 'charge'), count(*) FILTER (WHERE kind = 'reversal'),"
+        " coalesce(sum(amount_micros) FILTER (WHERE kind = 'charge'), 0),"
+        " coalesce(sum(amount_micros) FILTER (WHERE kind = 'reversal'), 0)"
+        " FROM charges GROUP BY 1, 2 ORDER BY 1, 2")
+    return bool(level) and [tuple(r) for r in level] == [tuple(r) for r in charges]
 
 
 async def folded_level_is_the_compacted_rows(pool: asyncpg.Pool) -> bool:

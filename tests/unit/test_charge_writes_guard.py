@@ -126,13 +126,13 @@ def test_only_the_writer_of_rollups_writes_charges() -> None:
     assert source_violations(project_modules()) == []
 
 
-def test_the_writer_writes_both_rollup_levels() -> None:
+def test_the_writer_writes_every_rollup_level() -> None:
     source = (ROOT / "server" / "store" / "charge_writes.py").read_text()
     tree = ast.parse(source)
     write = next(n for n in ast.walk(tree)
                  if isinstance(n, ast.AsyncFunctionDef) and n.name == THE_WRITER[1])
     names = {string_of(n) for n in ast.walk(write)}
-    assert {"charge_rollups", "charge_rollups_monthly"} <= names
+    assert {"charge_rollups", "charge_rollups_monthly", "charge_hour_totals"} <= names
     assert list(writers(THE_WRITER[0], source)), "the writer itself is seen by the scan"
 
 

@@ -87,6 +87,7 @@ def assert_same(columnar: WriteBatch, objects: WriteBatch) -> None:
     assert a.totals == b.totals
     assert Counter(a.rollup.daily) == Counter(b.rollup.daily)
     assert Counter(a.rollup.monthly) == Counter(b.rollup.monthly)
+    assert Counter(a.rollup.hourly) == Counter(b.rollup.hourly)
     assert columnar.size == objects.size
     assert writer.months(columnar) == writer.months(objects)
     assert _settled(columnar) == _settled(objects)
