@@ -47,6 +47,7 @@ WIDTH = kernel.CALLED_WIDTH
 _INT64_MAX = 2**63 - 1
 _DIGITS_MAX = 32  # validate._is_digits
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US_PER_HOUR = 3_600_000_000
 _CARRIED_KINDS = frozenset({"voice", "sms", "data"})
 # Fields a carried record leaves unset: an event's quantity and unit, a TAP charge (numeric
 # columns, copied through asyncpg), a partial part (merged on the write stage).
@@ -178,7 +179,8 @@ def prepare(deliveries: Sequence[Delivery], rater: Any, ids: Sequence[int],
     rows = Rows(None, [], key_rows, [], usage_columns, usage=usage_rows, charges=charge_rows,
                 totals=totals,
                 rollup=_rollup(account_ids, list(map(itemgetter(2), when)), kinds, zones,
-                               currencies, version_ids, amount, usage),
+                               currencies, version_ids, amount, usage,
+                               _hours(event_us, currencies, amount)),
                 payloads={"usage_keys": pgcopy.encode(key_rows, _KEY_KINDS),
                           "usage_records": pgcopy.encode(usage_rows, usage_kinds),
                           "charges": pgcopy.encode(charge_rows, _CHARGE_KINDS)})
@@ -285,14 +287,15 @@ def _names(versions: list[tuple[Any, ...]], which: int, version: array[int],
 
 def _rollup(account_ids: list[str], days: list[date], kinds: list[str],
             zones: list[str | None], currencies: list[str], version_ids: list[int | None],
-            amount: array[int], usage: array[int]) -> charge_writes.Rollup:
+            amount: array[int], usage: array[int], hours: charge_writes.Hours
+            ) -> charge_writes.Rollup:
     """``rows.rollup_of`` of the records, all charged: their units are the kernel's usage
     (seconds, bytes up + down, one SMS), as ``charge_writes.rollup_units`` counts them."""
     keys = list(zip(account_ids, days, kinds, zones, currencies, version_ids, strict=True))
     sums: dict[tuple[Any, ...], list[Any]] = {}
     if len(dict.fromkeys(keys)) == 1:  # one account, day, zone...: sums of the columns
         sums[keys[0]] = [sum(amount), len(keys), sum(usage), 0, 0]
-        return charge_writes.of_days(sums)
+        return charge_writes.of_days(sums, hours)
     for key, micros, units in zip(keys, amount, usage, strict=True):
         found = sums.get(key)
         if found is None:
@@ -301,7 +304,24 @@ def _rollup(account_ids: list[str], days: list[date], kinds: list[str],
             found[0] += micros
             found[1] += 1
             found[2] += units
-    return charge_writes.of_days(sums)
+    return charge_writes.of_days(sums, hours)
+
+
+def _hours(event_us: array[int], currencies: list[str], amount: array[int]
+           ) -> charge_writes.Hours:
+    """The charges' counts and sums per UTC hour and currency (``charge_writes.add_hour``),
+    counted by hour number and named once per hour."""
+    counted: dict[tuple[int, str], list[int]] = {}
+    for us, currency, micros in zip(event_us, currencies, amount, strict=True):
+        key = (us // _US_PER_HOUR, currency)
+        found = counted.get(key)
+        if found is None:
+            counted[key] = [1, micros]
+        else:
+            found[0] += 1
+            found[1] += micros
+    return {(charge_writes.hour_since_epoch(number), currency): [count, 0, micros, 0]
+            for (number, currency), (count, micros) in counted.items()}
 
 
 def _usage(kinds: list[str], durations: list[int | None], ups: list[int | None],

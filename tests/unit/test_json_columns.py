@@ -188,6 +188,7 @@ def assert_same_commit(delivered: list[Delivery]) -> bool:
     assert a.totals == b.totals
     assert Counter(a.rollup.daily) == Counter(b.rollup.daily)
     assert Counter(a.rollup.monthly) == Counter(b.rollup.monthly)
+    assert Counter(a.rollup.hourly) == Counter(b.rollup.hourly)
     assert columns.size == objects.size
     assert writer.months(columns) == writer.months(objects)
     for batch in (columns, objects):  # every key claimed: the writer's statuses and counts
