@@ -1,13 +1,14 @@
 """Reports by week, over ranges that are not whole periods, and with a service filter on a
 report not grouped by service, by a dimension without the account: the whole periods read the
 account-less levels (the week one of migration 1502; day and month of 1500) and the partial
-ones at the ends their days per account. Money, records and distinct accounts equal the raw
-charges' to the micro-unit and to the account, before and after compaction, with late charges
-into weeks folded already and reversals; and a report follows its level (a wrong level makes
-it wrong), so the level is what answers."""
+ones at the ends the day level and the accounts' days (1540). Money, records and distinct
+accounts equal the raw charges' to the micro-unit and to the account, before and after
+compaction, with late charges into weeks folded already and reversals; and a report follows
+its level (a wrong level makes it wrong), so the level is what answers."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import defaultdict
 from typing import Any
@@ -212,6 +213,29 @@ async def test_the_levels_answer(pool: asyncpg.Pool, catalog: list[int]) -> None
             assert {"2026-02-01", "2026-03-01"} <= moved
     # the partial week: its one period moved with M1's days
     assert {k[0] for k in after[-1] if after[-1][k] != before[-1][k]} == {"2025-12-29"}
+
+
+async def test_charges_committed_while_compactions_run_are_counted_once(
+        pool: asyncpg.Pool, catalog: list[int]) -> None:
+    # Each fold counts and marks the deltas it deletes, in that one statement: a charge
+    # committed while a compaction runs is folded and counted by this run or the next,
+    # never by neither or both.
+    async def write() -> None:
+        for i in range(200, 280):
+            await charge(pool, i, catalog, reverse=i % 7 == 0)
+
+    async def fold() -> None:
+        for _ in range(20):
+            await repo.compact(pool, FIRST, D(2026, 12, 31))
+
+    await asyncio.gather(write(), fold())
+    await repo.compact(pool, FIRST, D(2026, 12, 31))
+    assert await account_days(pool) == await raw_account_days(pool)
+    assert await presence(pool) == await raw_presence(pool)
+    everything = (FIRST, D(2027, 1, 1))
+    assert await week_level(pool) == {
+        k: v[2] for k, v in (await raw(pool, "week", *everything, ["zone"], None)).items()}
+    await check(pool)
 
 
 @pytest.mark.parametrize(("period", "start", "end", "want"), [
