@@ -11,8 +11,8 @@ account, 480 k for 5,000 accounts; and the daily rollups of its last quarter (18
 account, 920 k). They are written as deltas and folded by the compaction ``serve`` runs
 (timed: all of them, then the one month and the one day holding a late delta, which is what
 a run costs), which also fills the account-less levels (day, week, month), the per-account
-monthly one and the accounts' months. Then runs ``report revenue`` by month over the year by
-zone, by service, in total (the MRR report's revenue) and by account and country, by day and
+monthly one and the accounts' months and days. Then runs ``report revenue`` by month over the
+year by zone, by service, in total (the MRR report's revenue) and by account and country, by day and
 by week over the quarter, by month for one service, by month from 15 October to 19 December
 (partial months), and in total over the year and over 15 October to 19 December (CASES), R
 times each way, checks both give the same rows (money, records and distinct accounts), and

@@ -114,21 +114,23 @@ async def totals(db: Db, *, period: str, dims: Sequence[str], start: dt.date, en
     grouping = _grouping(dims, service) if account is None else None
     if grouping is not None:
         pieces = report_spans.split(period, start, end)
-        if pieces is not None:
-            found: list[asyncpg.Record] = []
-            for piece in pieces:
-                if piece.level is None:  # a partial period at an end: its days, per account
-                    found += await _account_totals(db, period, dims, piece.start, piece.end,
-                                                   None, service)
-                else:
-                    found += await _group_totals(db, grouping, piece.level, piece.total,
-                                                 dims, piece.start, piece.end, service)
-            return found
-        months = report_spans.split("month", start, end)
-        whole = [p for p in months or [] if p.level == "month"]
-        if period == "total" and whole:  # several months, perhaps days at the ends
-            return await _span_totals(db, grouping, dims, start, end, whole[0].start,
-                                      whole[0].end, service)
+        if pieces is None:  # a total of several periods: whole months inside, if any
+            months = report_spans.split("month", start, end)
+            whole = [p for p in months or [] if p.level == "month"]
+            first, after = (whole[0].start, whole[0].end) if whole else (start, start)
+            return await _span_totals(db, grouping, dims, start, end, first, after, service,
+                                      None)
+        found: list[asyncpg.Record] = []
+        for piece in pieces:
+            if piece.level is None:  # partial periods at an end: their days' accounts
+                for part in report_spans.periods(period, piece.start, piece.end):
+                    found += await _span_totals(db, grouping, dims, part.start, part.end,
+                                                part.start, part.start, service,
+                                                report_spans.period_start(period, part.start))
+            else:
+                found += await _group_totals(db, grouping, piece.level, piece.total, dims,
+                                             piece.start, piece.end, service)
+        return found
     return await _account_totals(db, period, dims, start, end, account, service)
 
 
@@ -235,14 +237,16 @@ async def _group_totals(db: Db, grouping: str, level: str, total: bool, dims: Se
 
 
 async def _span_totals(db: Db, grouping: str, dims: Sequence[str], start: dt.date,
-                       end: dt.date, first: dt.date, after: dt.date,
-                       service: str | None) -> list[asyncpg.Record]:
-    """repo.totals in total over [start, end), which holds the whole months [first, after):
-    their sums from the account-less month level and its deltas, those of the days at the
-    ends from the day level and its; the distinct accounts as the union of the accounts whose
-    months (charge_account_presence, migration 1503) meet [first, after), those of the
-    monthly deltas there, and those of the per-account daily rows of the days at the ends
-    (at most 30 at each)."""
+                       end: dt.date, first: dt.date, after: dt.date, service: str | None,
+                       period: dt.date | None) -> list[asyncpg.Record]:
+    """repo.totals over [start, end) as one row per dims × currency (its ``period``: a
+    partial week or month's first day, None in total), where [first, after) are the whole
+    months inside it (none when equal): their sums from the account-less month level and
+    its deltas, those of the days at the ends from the day level and its; the distinct
+    accounts as the union of the accounts whose months (charge_account_presence, migration
+    1503) meet [first, after), whose days (charge_account_days, 1540) meet the days at the
+    ends, and those of the deltas not folded yet of either. Each part reads one row per
+    account and value a year, whatever the days, months and keys it combines."""
     names = [*(f"d{i}" for i in range(len(dims))), "currency"]
     level = [*(GROUP_LEVEL[d] for d in dims), "rtrim(r.currency)"]
     delta = [*(DIMENSIONS[d] for d in dims), "rtrim(r.currency)"]
@@ -252,16 +256,14 @@ async def _span_totals(db: Db, grouping: str, dims: Sequence[str], start: dt.dat
     inside = f" WHERE r.day >= $4 AND r.day < $5{service_is}"
     ends = f" WHERE (r.day >= $1 AND r.day < $4 OR r.day >= $5 AND r.day < $2){service_is}"
     keys = ", ".join(names)
-    # The bits of [first, after) in each of its years, the first year's first.
-    years = list(range(first.year, (after - dt.timedelta(days=1)).year + 1))
-    masks = [sum(1 << (m - 1) for m in range(1, 13) if first <= dt.date(y, m, 1) < after)
-             for y in years]
+    month_years, month_masks = _month_masks(first, after)
+    day_years, day_masks = _day_masks(start, end, first, after)
 
     def cols(sql: Sequence[str]) -> str:
         return ", ".join(f"{e} AS {n}" for e, n in zip(sql, names, strict=True))
 
     sums = "r.amount_micros, r.records, r.units, 0 AS accounts"
-    sql = (f"SELECT NULL::date AS period, {', '.join(names)},"
+    sql = (f"SELECT $11::date AS period, {', '.join(names)},"
            " sum(amount_micros)::bigint AS amount_micros, sum(records)::bigint AS records,"
            " sum(units) AS units, sum(accounts)::bigint AS accounts FROM ("
            f" SELECT {cols(level)}, {sums} FROM charge_month_totals r{inside}"
@@ -277,12 +279,43 @@ async def _span_totals(db: Db, grouping: str, dims: Sequence[str], start: dt.dat
            f" SELECT r.account_id, {cols(level)} FROM charge_account_presence r"
            " WHERE r.grouping = $6 AND r.year >= $7 AND r.year < $7 + cardinality($8::int[])"
            f" AND r.months & ($8::int[])[r.year - $7 + 1] <> 0{service_is}"
+           f" UNION ALL SELECT r.account_id, {cols(level)} FROM charge_account_days r"
+           " WHERE r.grouping = $6 AND r.year >= $9 AND r.year < $9 + cardinality($10::text[])"
+           " AND r.days & ($10::text[])[r.year - $9 + 1]::bit(366) <> 0::bit(366)"
+           f"{service_is}"
            f" UNION ALL SELECT r.account_id, {cols(delta)} FROM charge_rollups_monthly r{join}"
            f"{inside} AND NOT r.compacted"
            f" UNION ALL SELECT r.account_id, {cols(delta)} FROM charge_rollups r{join}{ends}"
+           " AND NOT r.compacted"
            f") a GROUP BY {keys}) t GROUP BY {keys} ORDER BY {keys}")
     return await compaction_lock.fetch_between_compactions(
-        db, sql, [start, end, service, first, after, grouping, years[0], masks])
+        db, sql, [start, end, service, first, after, grouping, month_years, month_masks,
+                  day_years, day_masks, period])
+
+
+def _month_masks(first: dt.date, after: dt.date) -> tuple[int, list[int]]:
+    """The months [first, after) (first days) as charge_account_presence's bits: the first
+    year, and the mask of each year from it (none when the span is empty)."""
+    if first >= after:
+        return first.year, []
+    years = range(first.year, (after - dt.timedelta(days=1)).year + 1)
+    return first.year, [sum(1 << (m - 1) for m in range(1, 13)
+                            if first <= dt.date(y, m, 1) < after) for y in years]
+
+
+def _day_masks(start: dt.date, end: dt.date, first: dt.date,
+               after: dt.date) -> tuple[int, list[str]]:
+    """The days of [start, end) outside [first, after) as charge_account_days' bits (bit
+    doy − 1 from the left, as text for ``::bit(366)``): the first year, and the mask of each
+    year from it (none when there are no such days)."""
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days)]
+    days = [d for d in days if not first <= d < after]
+    if not days:
+        return start.year, []
+    masks = [["0"] * 366 for _ in range(days[-1].year - days[0].year + 1)]
+    for d in days:
+        masks[d.year - days[0].year][d.timetuple().tm_yday - 1] = "1"
+    return days[0].year, ["".join(m) for m in masks]
 
 
 async def daily_series(db: Db, start: dt.date, end: dt.date,

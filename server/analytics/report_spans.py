@@ -1,12 +1,14 @@
 """How a report's range splits over the account-less levels (day, week, month: migrations
 1500 and 1502): the whole periods inside it, each answered by its level, and the partial
-periods at its ends, answered from the days they hold in the per-account daily rollups.
+periods at its ends, answered by the day level's sums and the accounts whose days meet them
+(charge_account_days, migration 1540).
 
 A distinct-account count is a level's own figure for its period and no sum of counts: an
 account of two days of a week, or of two months, would count twice. So a level answers only
-whole periods of its own length, and a partial one reads its days per account. That read is
-bounded by the period (at most 6 days of a week, 30 of a month at each end), never by the
-range, which is what keeps a year by month or a quarter by week as fast as whole ones.
+whole periods of its own length, and a partial one counts the accounts whose bits meet its
+days: one row per account and value a year, whatever the days (at most 6 of a week, 30 of a
+month at each end), never the range, which is what keeps a year by month or a quarter by
+week as fast as whole ones.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ ONE_DAY = dt.timedelta(days=1)
 
 
 class Piece(NamedTuple):
-    """Days [start, end) of a report, and the level answering them (None: the per-account
-    daily rollups); ``total``: one row for the whole piece (a report over one period)."""
+    """Days [start, end) of a report, and the level answering them (None: the day level and
+    the accounts' days); ``total``: one row for the whole piece (a report over one
+    period)."""
 
     start: dt.date
     end: dt.date
@@ -64,4 +67,15 @@ def split(period: str, start: dt.date, end: dt.date) -> list[Piece] | None:
     pieces.append(Piece(first, last, period))
     if last < end:
         pieces.append(Piece(last, end, None))
+    return pieces
+
+
+def periods(period: str, start: dt.date, end: dt.date) -> list[Piece]:
+    """[start, end) cut at the starts of ``period`` (week or month): each piece within one
+    period (the partial periods of a piece ``split`` leaves to no level: at most two)."""
+    pieces, day = [], start
+    while day < end:
+        after = min(next_start(period, day), end)
+        pieces.append(Piece(day, after, None))
+        day = after
     return pieces

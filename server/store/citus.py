@@ -56,8 +56,8 @@ NO_ACCOUNT = ""
 # Distributed by account_id and co-located with usage_records (the first one is the anchor).
 BY_ACCOUNT: tuple[str, ...] = (
     "usage_records", "charges", "charge_rollups", "charge_rollups_monthly",
-    "charge_account_months", "charge_account_presence", "adjustments", "invoices",
-    "invoice_lines", "invoice_line_charges",
+    "charge_account_months", "charge_account_presence", "charge_account_days", "adjustments",
+    "invoices", "invoice_lines", "invoice_line_charges",
     "invoice_allowances", "taxes", "credit_notes", "payments", "ledger_entries",
     "payment_allocations", "aging_open", "dunning_events", "disputes", "dunning_suspensions",
     "anomaly_flags", "rerate_job_accounts", "suspense", "outbox_heads", "outbox_events",

@@ -1,8 +1,8 @@
 """Reports on Citus: the account-less levels (migration 1500) stay on the coordinator and the
-per-account monthly level (and the months of each account, 1503) is distributed beside the
-rollups, the week level (1502) stays on the coordinator, all filled by compaction from
-the distributed rollups; the MRR steps (1501) follow the subscriptions on the coordinator;
-every report equals the raw tables as on one PostgreSQL."""
+per-account monthly level (and the months and days of each account, 1503 and 1540) is
+distributed beside the rollups, the week level (1502) stays on the coordinator, all filled by
+compaction from the distributed rollups; the MRR steps (1501) follow the subscriptions on the
+coordinator; every report equals the raw tables as on one PostgreSQL."""
 
 from __future__ import annotations
 
@@ -39,11 +39,12 @@ async def test_week_level_and_account_presence_on_citus(citus_pool: asyncpg.Pool
     assert await citus_pool.fetchval(  # no account: on the coordinator
         "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'charge_week_totals'"
         "::regclass AND partmethod <> 'n'") == 0
-    assert await citus_pool.fetchval(  # beside the monthly rollups it is set from
-        "SELECT colocationid FROM pg_dist_partition"
-        " WHERE logicalrelid = 'charge_account_presence'::regclass") == \
-        await citus_pool.fetchval("SELECT colocationid FROM pg_dist_partition"
-                                  " WHERE logicalrelid = 'charge_rollups_monthly'::regclass")
+    for table in ("charge_account_presence", "charge_account_days"):
+        assert await citus_pool.fetchval(  # beside the rollups it is set from
+            "SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = $1::regclass",
+            table) == await citus_pool.fetchval(
+            "SELECT colocationid FROM pg_dist_partition"
+            " WHERE logicalrelid = 'charge_rollups_monthly'::regclass")
     async with citus_pool.acquire() as conn:
         await ensure_partitions(conn, [dt.date(2025, 12, 1),
                                        *(dt.date(2026, m, 1) for m in (1, 2, 3))])
