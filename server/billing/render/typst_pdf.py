@@ -61,12 +61,14 @@ TEMPLATE = r"""
     rule(t.widths)
   })
 }
-#grid(columns: (1fr, 1fr), stroke: none, inset: 0pt,
-  [#text(13pt, weight: "bold", d.seller.name) \
+// The seller beside the document's number, each on half the width: a stack of two boxes lays
+// out as a grid of two 1fr columns did, with less work (no row sizing).
+#stack(dir: ltr,
+  box(width: 50%)[#text(13pt, weight: "bold", d.seller.name) \
    #lines(d.seller.address, (d.seller.postcode + " " + d.seller.city).trim(), d.seller.country,
      if d.seller.vat_id != "" { "VAT " + d.seller.vat_id } else { "" })],
-  align(right)[#text(16pt, weight: "bold", d.kind) \ No. #d.number
-   #for f in d.facts [\ #f.label: #f.value]])
+  box(width: 50%, align(right)[#text(16pt, weight: "bold", d.kind) \ No. #d.number
+   #for f in d.facts [\ #f.label: #f.value]]))
 #v(8pt)
 #block(stroke: 0.5pt + gray, inset: 8pt, width: 60%)[*Bill to* \
   #lines(d.buyer.name, "Account " + d.buyer.account_id, d.buyer.address,
