@@ -16,7 +16,8 @@ from aiohttp import web
 from billing_oss.core.money import format_api
 from billing_oss.server.billing import periods
 from billing_oss.server.collections import balances
-from billing_oss.server.http.keys import POOL, lift_deadline
+from billing_oss.server.http import streams
+from billing_oss.server.http.keys import POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
 from billing_oss.server.http.scope import own
@@ -173,8 +174,7 @@ async def stream_csv(request: web.Request, db: asyncpg.Pool, f: ItemFilter
     response = web.StreamResponse(headers={
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="usage-{f.account_id}.csv"'})
-    await response.prepare(request)
-    lift_deadline(request)  # a year of records may take longer than a request's timeout
+    await streams.begin(request, response)  # a year of records may outlast a request's timeout
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
     out.writerow(CSV_COLUMNS)
@@ -188,7 +188,7 @@ async def stream_csv(request: web.Request, db: asyncpg.Pool, f: ItemFilter
                 r.volume_down, cell(r.quantity), cell(r.unit), cell(r.zone), cell(r.band),
                 "" if r.amount_micros is None else format_api(r.amount_micros),
                 r.currency or ""))
-        await response.write(buffer.getvalue().encode())
+        await streams.send(request, response, buffer.getvalue().encode())
         buffer.seek(0)
         buffer.truncate()
         if len(rows) < CSV_CHUNK:

@@ -19,7 +19,15 @@ from billing_oss.server.config import Config
 from billing_oss.server.http.account_cache import ACCOUNT_CACHE, AccountCache, listen_for_changes
 from billing_oss.server.http.admission import Admission
 from billing_oss.server.http.auth import KEY_CACHE, KeyCache, listen_for_revocations
-from billing_oss.server.http.keys import API, CONFIG, DEADLINE, INGEST_ADMISSION, PIPELINE, POOL
+from billing_oss.server.http.keys import (
+    API,
+    CONFIG,
+    DEADLINE,
+    INGEST_ADMISSION,
+    PIPELINE,
+    POOL,
+    STREAMING,
+)
 from billing_oss.server.http.problems import (
     Handler,
     nul_middleware,
@@ -92,6 +100,8 @@ def timeout_middleware(seconds: float) -> Callable[..., Awaitable[web.StreamResp
                 request[DEADLINE] = deadline  # a handler past its point of no return lifts it
                 return await handler(request)
         except TimeoutError:
+            if request.get(STREAMING):  # a stalled reader (server.http.streams): drop it
+                raise
             return problem_for(
                 ErrorCode.TIMEOUT, "Request timed out",
                 f"the request did not complete within {seconds:g} s", instance=request.path,

@@ -36,6 +36,11 @@ INGEST_ADMISSION = web.AppKey("ingest_admission", Admission)
 DEADLINE: web.RequestKey[asyncio.Timeout] = web.RequestKey("deadline")
 
 
+# Set once a streamed response's status line is out (``server.http.streams``): from then on
+# an error drops the connection rather than answering with a problem.
+STREAMING = web.RequestKey("streaming", bool)
+
+
 def lift_deadline(request: web.Request) -> None:
     """Let the request run to its end: past its point of no return a timeout could only
     misreport a batch committed, or cut a streamed file whose status line is already out

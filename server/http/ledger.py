@@ -12,7 +12,8 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from billing_oss.server.http.keys import CONFIG, POOL, lift_deadline
+from billing_oss.server.http import streams
+from billing_oss.server.http.keys import CONFIG, POOL
 from billing_oss.server.http.pagination import Cursor, Limit, decode_cursor, page
 from billing_oss.server.http.routing import Api, reply
 from billing_oss.server.http.validation import decode_query
@@ -131,8 +132,8 @@ async def _stream(request: web.Request, q: JournalQuery, name: str, content_type
 
     One snapshot (repeatable read) for the whole export: a document for the books is the
     ledger at one instant, numbered without gap even while entries are posted. An entry the
-    builder refuses (``Unbalanced``) after the first bytes went out ends the response
-    without its last chunk, so the client sees a broken transfer, never a short file."""
+    builder refuses (``Unbalanced``) after the first bytes went out drops the connection
+    (``streams``), so the client sees a broken transfer, never a short file."""
     export.check_period(q.from_, q.to)  # before the status line goes out
     chart = request.app[CONFIG].ledger
     response = web.StreamResponse(headers={
@@ -142,11 +143,10 @@ async def _stream(request: web.Request, q: JournalQuery, name: str, content_type
         response.charset = charset
     async with request.app[POOL].acquire() as conn, conn.transaction(
             isolation="repeatable_read", readonly=True):
-        await response.prepare(request)
-        lift_deadline(request)  # the export runs to its end, however long the period
-        await response.write(head)
+        await streams.begin(request, response)  # runs to its end, however long the period
+        await streams.send(request, response, head)
         async for j in export.chunks(conn, chart, q.from_, q.to):
-            await response.write(body(j))
+            await streams.send(request, response, body(j))
     await response.write_eof()
     return response
 

@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from billing_oss.core.errors import BillingError, ErrorCode
+from billing_oss.server.http.keys import STREAMING
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +81,34 @@ async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except BillingError as exc:
-        return from_error(exc, instance=request.path)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        if request.get(STREAMING):
+            # A streamed body is under way (server.http.streams): a problem response now
+            # would be spliced into it. Raised on, aiohttp drops the connection.
+            log.exception("streamed response broken off", extra={"fields": {
+                "path": request.path}})
             raise
+        return _problem(request, exc)
+
+
+def _problem(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The problem response ``exc`` is (called while it is being handled)."""
+    if isinstance(exc, BillingError):
+        return from_error(exc, instance=request.path)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
         code = exc.reason.upper().replace(" ", "_").replace("-", "_")
         return problem_response(
             exc.status, code, exc.reason, exc.text if exc.text != f"{exc.status}: {exc.reason}"
             else None, instance=request.path, headers=_kept_headers(exc),
         )
-    except asyncpg.CharacterNotInRepertoireError:
+    if isinstance(exc, asyncpg.CharacterNotInRepertoireError):
         # Text PostgreSQL cannot store (a NUL byte) that slipped past a route's validation.
         return problem_for(ErrorCode.MALFORMED, "Malformed",
                            "text must not contain NUL characters", instance=request.path)
-    except Exception:
-        log.exception("unhandled error", extra={"fields": {"path": request.path}})
-        return problem_for(ErrorCode.INTERNAL, "Internal error", instance=request.path)
+    log.exception("unhandled error", extra={"fields": {"path": request.path}})
+    return problem_for(ErrorCode.INTERNAL, "Internal error", instance=request.path)
 
 
 def _kept_headers(exc: web.HTTPException) -> dict[str, str]:

@@ -378,3 +378,56 @@ async def test_a_stream_longer_than_the_request_timeout_runs_to_its_end(
                      timeout=aiohttp.ClientTimeout(total=120)) as r:
         assert r.status == 200
         assert await r.read() == export.to_csv(whole).encode()
+
+
+async def test_an_error_after_the_first_bytes_breaks_the_transfer(
+        seeded: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure once the CSV is under way must not end as a file that looks whole: no
+    problem response spliced into the body, the connection dropped."""
+    chunks = export.chunks
+
+    async def failing(*args: Any, **kw: Any) -> Any:
+        async for j in chunks(*args, **{**kw, "size": 4}):
+            yield j
+            raise ConnectionResetError("the database went away")
+
+    monkeypatch.setattr(export, "chunks", failing)
+    token = (await api_keys.create(seeded, "viewer", name="broken")).token
+    async with serving(database_url) as url, \
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
+            http.get(f"{url}/v1/ledger/journal.csv?from={JAN}&to={END}",
+                     timeout=aiohttp.ClientTimeout(total=30)) as r:
+        assert r.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await r.read()
+
+
+async def test_a_reader_that_stops_reading_is_dropped(
+        seeded: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that stops reading a streamed export is dropped after the request timeout,
+    and the export's database connection goes back to the pool (it held a snapshot)."""
+    chunks = export.chunks
+
+    async def endless(*args: Any, **kw: Any) -> Any:
+        async for j in chunks(*args, **{**kw, "size": 4}):
+            while True:
+                yield j
+
+    monkeypatch.setattr(export, "chunks", endless)
+    monkeypatch.setattr(export, "csv_body", lambda j: "x" * 1_000_000)
+    token = (await api_keys.create(seeded, "viewer", name="stalled")).token
+    async with serving(database_url, {"http.request_timeout_s": 1}) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET /v1/ledger/journal.csv?from={JAN}&to={END} HTTP/1.1\r\n"
+                     f"Host: {host}\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(4)  # reads nothing: the server's buffers fill, its write waits
+        async with asyncio.timeout(30):  # then: what was sent, and the end of it
+            while await reader.read(1 << 20):
+                pass
+        writer.close()
+        held = await seeded.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_xid IS NULL AND state = 'idle in transaction'")
+        assert held == 0
