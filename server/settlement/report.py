@@ -120,7 +120,7 @@ def to_csv(r: Report) -> str:
 
 
 TEMPLATE = r"""
-#let d = json(bytes(sys.inputs.data))
+#let d = json("data.json")
 #set document(title: "Settlement " + d.partner)
 #set page(paper: "a4", margin: (x: 18mm, y: 16mm))
 #set text(size: 10pt)
@@ -147,7 +147,7 @@ def to_pdf(r: Report) -> bytes:
     compiler = getattr(_local, "compiler", None)
     if compiler is None:
         compiler = _local.compiler = typst.Compiler()
-    data = msgspec.json.encode(r).decode()
-    pdf = compiler.compile(TEMPLATE.encode(), sys_inputs={"data": data})
+    # data as a file beside the template, as the invoices' (billing.render.typst_pdf says why)
+    pdf = compiler.compile({"main.typ": TEMPLATE.encode(), "data.json": msgspec.json.encode(r)})
     assert isinstance(pdf, bytes)
     return pdf

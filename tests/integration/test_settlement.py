@@ -6,8 +6,10 @@ and resubmitted → a report that nets to the hand-computed figure. Bad input ch
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -265,7 +267,11 @@ async def test_a_settlement_cycle_end_to_end(setup: asyncpg.Pool,
     assert built.net == "0.344"
     assert all(c["ok"] for c in built.checks)
     assert report.to_csv(built).splitlines()[-1].endswith("net,,,0.344,SDR")
-    assert report.to_pdf(built)[:5] == b"%PDF-"
+    pdf = report.to_pdf(built)
+    assert pdf[:5] == b"%PDF-"
+    printed = (await asyncio.to_thread(subprocess.run, ["pdftotext", "-", "-"], input=pdf,
+                                       capture_output=True, check=True)).stdout.decode()
+    assert "0.344" in printed and "CDFRAF1DEUD100001" in printed, printed
     # 6. The lifecycle is in the audit log.
     actions = [r[0] for r in await pool.fetch(
         "SELECT action FROM audit_log WHERE entity LIKE 'settlement_file:%' ORDER BY seq")]
