@@ -144,7 +144,7 @@ TEMPLATE = r"""
 
 
 def to_pdf(r: Report) -> bytes:
-    compiler = getattr(_local, "compiler", None)
+    compiler: Any = getattr(_local, "compiler", None)  # the stubs list no dict input
     if compiler is None:
         compiler = _local.compiler = typst.Compiler()
     # data as a file beside the template, as the invoices' (billing.render.typst_pdf says why)
