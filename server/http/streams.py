@@ -25,5 +25,6 @@ async def begin(request: web.Request, response: web.StreamResponse) -> None:
 
 
 async def send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
-    async with asyncio.timeout(request.app[CONFIG].http.request_timeout_s):
+    # config_dict: the console, a sub-application, streams the portal's CSV through here
+    async with asyncio.timeout(request.config_dict[CONFIG].http.request_timeout_s):
         await response.write(data)
