@@ -532,9 +532,12 @@ async def ladders(db: Db) -> dict[str, str]:
 async def put_ladder(conn: Connection, klass: str, steps_json: str) -> str | None:
     before: str | None = await conn.fetchval(
         "SELECT steps::text FROM dunning_ladders WHERE class = $1 FOR UPDATE", klass)
+    # The time goes in the VALUES, not the DO UPDATE: Citus refuses a function that is not
+    # IMMUTABLE in the DO UPDATE of a distributed (reference) table, and computes VALUES once.
     await conn.execute(
-        "INSERT INTO dunning_ladders (class, steps) VALUES ($1, $2::jsonb)"
-        " ON CONFLICT (class) DO UPDATE SET steps = excluded.steps, updated_at = now()",
+        "INSERT INTO dunning_ladders (class, steps, updated_at) VALUES ($1, $2::jsonb, now())"
+        " ON CONFLICT (class) DO UPDATE SET steps = excluded.steps,"
+        " updated_at = excluded.updated_at",
         klass, steps_json)
     return before
 

@@ -1,8 +1,8 @@
 """The ledger journal on Citus, where ledger_entries is distributed by account: its JSON
 pages walked by cursor and its CSV and FEC read in chunks are, entry for entry and byte for
 byte, the whole period's journal read in one query, over the seeded quarter of
-``tests/integration/test_ledger_export.py`` (every kind of entry but the dunning fee, and
-one in USD)."""
+``tests/integration/test_ledger_export.py`` (every kind of entry, the dunning fee whose
+ladder is upserted into a reference table included, and one in USD)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def test_journal_pages_and_chunks_are_the_whole_period_on_citus(
         assert await pool.fetchval(
             "SELECT partmethod::text FROM pg_dist_partition"
             " WHERE logicalrelid = 'ledger_entries'::regclass") == "h"
-        await seed_ledger(pool, fee=False)  # the ladder's upsert: refused on Citus
+        await seed_ledger(pool)
         chart = LedgerConfig(siren=SIREN)
         whole = await export.journal(pool, chart, JAN, END)
         assert len(whole.entries) > 6 and whole.other_currencies == ("USD",)

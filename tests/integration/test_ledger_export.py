@@ -88,9 +88,8 @@ async def seeded(pool: asyncpg.Pool) -> asyncpg.Pool:
     return await seed_ledger(pool)
 
 
-async def seed_ledger(pool: asyncpg.Pool, *, fee: bool = True) -> asyncpg.Pool:
-    """The quarter's documents (the module's docstring) and one USD invoice; ``fee``: the
-    dunning run that charges it (its ladder's upsert is refused on Citus)."""
+async def seed_ledger(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The quarter's documents (the module's docstring) and one USD invoice."""
     async with pool.acquire() as conn:
         for a in ("C1", "C2", "C3"):
             await seed.account(conn, a)
@@ -111,11 +110,10 @@ async def seed_ledger(pool: asyncpg.Pool, *, fee: bool = True) -> asyncpg.Pool:
                           "overpaid")
     p3, _ = await payments.record(pool, "test", pay("C3", 100 * EUR, dt.date(2026, 2, 15)))
     await payments.reverse(pool, "test", p3.payment_id, dt.date(2026, 2, 25), "AC04")
-    if fee:
-        async with pool.acquire() as conn, conn.transaction():
-            await dunning.put_ladder(conn, "test", "default",
-                                     [Step(day=5, action="fee", fee="15.00")])
-            await dunning.run(conn, "test", dt.date(2026, 3, 1))
+    async with pool.acquire() as conn, conn.transaction():
+        await dunning.put_ladder(conn, "test", "default",
+                                 [Step(day=5, action="fee", fee="15.00")])
+        await dunning.run(conn, "test", dt.date(2026, 3, 1))
     await write_offs.write_off(pool, "test", i3, dt.date(2026, 3, 10), "insolvent")
     # a late payment named against the written-off invoice reinstates part of it
     await payments.record(pool, "test", pay("C3", 50 * EUR, dt.date(2026, 3, 20),
