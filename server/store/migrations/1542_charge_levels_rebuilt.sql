@@ -6,9 +6,11 @@
 -- sums the charges' writers append as deltas (server/store/charge_writes.py).
 --
 -- A rebuild writes each level's kept rows as the charges' sums less the deltas not folded yet,
--- read in one statement (one snapshot): a writer commits its charges and their deltas
--- together, so both are in the snapshot or neither is, and a charge committed during the
--- rebuild stays counted once, by its delta, which the next compaction folds as any other.
+-- read in one statement (one snapshot: the functions reading the charges are STABLE, so they
+-- read with the statement's): a writer commits its charges and their deltas together, so
+-- both are in the snapshot or neither is, and a charge committed during the rebuild stays
+-- counted once, by its delta, which the next compaction folds as any other. On Citus no
+-- snapshot spans the nodes: exact there for days no charge is written to meanwhile.
 -- Deltas are never deleted by a rebuild, so its days need not be whole weeks or months: the
 -- levels counted from kept rows (the account-less day, week and month levels, the accounts'
 -- months, days and months bits) are then recounted from the kept rows of the periods holding
@@ -25,13 +27,17 @@
 SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
 
 -- The per-account daily sums the charges of the UTC days [lo, hi) make, as their writers
--- append them: the service and units of each charge's usage row (none: no service, one unit),
--- a reversal counted -1 record and minus its units.
+-- append them: the service and units of each charge's usage row (none: no service, one
+-- unit), a reversal counted -1 record and minus its units. PL/pgSQL, as the next: Citus
+-- plans no SQL function reading distributed tables with parameters.
 CREATE FUNCTION charge_level_days(lo date, hi date)
 RETURNS TABLE (account_id text, day date, service text, zone text, currency char(3),
                tariff_version_id bigint, amount_micros bigint, records bigint, units numeric,
                reversals bigint, reversed_micros bigint)
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT c.account_id, (c.event_time AT TIME ZONE 'UTC')::date, u.kind, c.zone, c.currency,
            c.tariff_version_id, sum(c.amount_micros)::bigint,
            sum(CASE c.kind WHEN 'reversal' THEN -1 ELSE 1 END)::bigint,
@@ -47,14 +53,18 @@ LANGUAGE sql STABLE AS $$
         AND u.event_time < hi::timestamp AT TIME ZONE 'UTC'
     WHERE c.event_time >= lo::timestamp AT TIME ZONE 'UTC'
       AND c.event_time < hi::timestamp AT TIME ZONE 'UTC'
-    GROUP BY 1, 2, 3, 4, 5, 6
+    GROUP BY 1, 2, 3, 4, 5, 6;
+END;
 $$;
 
 -- The hourly level's sums (migration 1512) the charges of the UTC days [lo, hi) make.
 CREATE FUNCTION charge_level_hours(lo date, hi date)
 RETURNS TABLE (hour timestamptz, currency char(3), charges bigint, reversals bigint,
                charged_micros numeric, reversed_micros numeric)
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT date_trunc('hour', event_time, 'UTC'), currency,
            count(*) FILTER (WHERE kind = 'charge'), count(*) FILTER (WHERE kind = 'reversal'),
            coalesce(sum(amount_micros) FILTER (WHERE kind = 'charge'), 0)::numeric,
@@ -62,7 +72,8 @@ LANGUAGE sql STABLE AS $$
     FROM charges
     WHERE event_time >= lo::timestamp AT TIME ZONE 'UTC'
       AND event_time < hi::timestamp AT TIME ZONE 'UTC'
-    GROUP BY 1, 2
+    GROUP BY 1, 2;
+END;
 $$;
 
 -- The days the charges' partitions hold: from the first day of the earliest month still in
