@@ -2,8 +2,10 @@
 from the charges and compared exactly, to the micro-unit and the count.
 
 - ``rollups.levels``: over a window of days (the last ``rollup_days`` UTC days up to the
-  as-of time, widened to the whole weeks and months holding them; ``rollup_days = 0``: every
-  day whose charges are still in the database), what the charges make (their sums per
+  as-of time, widened to the whole weeks holding them; ``rollup_days = 0``: every day whose
+  charges are still in the database; the monthly levels over the whole months inside the
+  window, so a short window reads a few days of charges, not a month), what the charges
+  make (their sums per
   account × day × service × zone × currency × tariff version, ``charge_level_days``,
   migration 1542; per hour × currency, ``charge_level_hours``) against what each level holds
   with the deltas not folded yet added, as readers add them:
@@ -21,8 +23,9 @@ from the charges and compared exactly, to the micro-unit and the count.
   tariff version; grouping) and the values expected and found; at stake, the money between
   them. Read-only, in one statement (one snapshot: a writer commits charges and deltas
   together), after the compaction's lock is taken shared (as totals across accounts read),
-  so that on Citus no compaction commits between the nodes it reads. A finding is repaired by
-  ``billing-oss report rebuild`` over its days.
+  so that on Citus no compaction commits between the nodes it reads. A week straddling the
+  first month still stored is left out (its earlier days' charges are archived). A finding is
+  repaired by ``billing-oss report rebuild`` over its days.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ _SETS = """GROUPING SETS ((), ({a}.service), ({a}.zone), ({a}.tariff_version_id)
 _GROUP_KEYS = ("grouping", "service", "zone", "tariff_version_id", "tariff_id", "currency")
 
 
-def _grouped(a: str, by: str, sums: str) -> str:
-    """``a``'s rows summed per ``by`` × currency and each grouping set of the levels."""
-    return (f"SELECT {by}, {_GROUPING.format(a=a)} AS grouping, {a}.service, {a}.zone,"
-            f" {a}.tariff_version_id, {a}.tariff_id, {a}.currency, {sums} FROM {a}"
-            f" GROUP BY {by}, {a}.currency, {_SETS.format(a=a)}")
+def _grouped(source: str, by: str, sums: str) -> str:
+    """``source``'s rows (aliased ``a``) summed per ``by`` × currency and each grouping set
+    of the levels."""
+    return (f"SELECT {by}, {_GROUPING.format(a='a')} AS grouping, a.service, a.zone,"
+            f" a.tariff_version_id, a.tariff_id, a.currency, {sums} FROM {source}"
+            f" GROUP BY {by}, a.currency, {_SETS.format(a='a')}")
 
 
 def _compare(level: str, keys: Sequence[str], values: Sequence[str], expected: str,
@@ -56,22 +60,26 @@ def _compare(level: str, keys: Sequence[str], values: Sequence[str], expected: s
     or that one side lacks."""
     cols = ", ".join(keys)
     vals = ", ".join(values)
-    e = ", ".join(f"sum({v}) FILTER (WHERE side)::numeric" for v in values)
-    f = ", ".join(f"sum({v}) FILTER (WHERE NOT side)::numeric" for v in values)
+    as_numeric = ", ".join(f"{v}::numeric AS {v}" for v in values)
+    summed = ", ".join(f"sum({v})::numeric AS {v}" for v in values)
     key = " || ' ' || ".join(f"'{k}=' || coalesce(rtrim({k}::text), 'none')" for k in keys)
     currency = "rtrim(currency)" if "currency" in keys else "NULL::text"
     stake = "abs(coalesce(e[1], 0) - coalesce(fo[1], 0))::bigint" if money else "NULL::bigint"
+    # The rows of either side not on the other (EXCEPT: NULL keys match, a hashed set of one
+    # side's rows, not an aggregate state per key), then per key what each side holds.
     return f"""
 SELECT '{level}:' || key AS object, currency, {stake} AS at_stake_micros,
        format('%s %s: expected ({vals}) %s, found %s', '{level}', key,
               coalesce(e::text, 'no row'), coalesce(fo::text, 'no row')) AS detail
-FROM (SELECT {key} AS key, {currency} AS currency,
-             CASE WHEN bool_or(side) THEN ARRAY[{e}] END AS e,
-             CASE WHEN bool_or(NOT side) THEN ARRAY[{f}] END AS fo
-      FROM (SELECT {cols}, true AS side, {vals} FROM ({expected}) x
-            UNION ALL SELECT {cols}, false, {vals} FROM ({found}) y) z
-      GROUP BY {cols}) c
-WHERE e IS DISTINCT FROM fo"""
+FROM (WITH x AS MATERIALIZED (SELECT {cols}, {as_numeric} FROM ({expected}) x),
+           y AS MATERIALIZED (SELECT {cols}, {summed} FROM ({found}) y GROUP BY {cols}),
+           d AS (SELECT true AS side, * FROM (SELECT * FROM x EXCEPT SELECT * FROM y) a
+                 UNION ALL
+                 SELECT false, * FROM (SELECT * FROM y EXCEPT SELECT * FROM x) b)
+      SELECT {key} AS key, {currency} AS currency,
+             max(ARRAY[{vals}]) FILTER (WHERE side) AS e,
+             max(ARRAY[{vals}]) FILTER (WHERE NOT side) AS fo
+      FROM d GROUP BY {cols}) c"""
 
 
 def _bits(level: str, keys: Sequence[str], expected: str, found: str, unit: str) -> str:
@@ -98,8 +106,8 @@ FROM (SELECT {key} AS key, currency, year, e::text AS e, fo::text AS fo,
                    coalesce(bit_or(bits) FILTER (WHERE NOT side), {zeros}) AS fo
             FROM (SELECT {cols}, year, true AS side, bits FROM ({expected}) x
                   UNION ALL SELECT {cols}, year, false, bits FROM ({found}) y) z
-            GROUP BY {cols}, year) w) c
-WHERE diff LIKE '%1%'"""
+            GROUP BY {cols}, year) w
+      WHERE e <> fo) c"""
 
 
 _ROLLUP_SUMS = ("amount_micros", "records", "units", "reversals", "reversed_micros")
@@ -124,12 +132,9 @@ window_days AS MATERIALIZED (
     SELECT since, until, CASE WHEN n > 0 THEN today - (n - 1) ELSE since END AS first,
            CASE WHEN n > 0 THEN today ELSE until - 1 END AS last
     FROM live),
-span AS MATERIALIZED (  -- whole weeks and months around the window, charges still stored
-    SELECT greatest(since, least(date_trunc('month', first::timestamp)::date,
-                                 date_trunc('week', first::timestamp)::date)) AS lo,
-           least(until, greatest((date_trunc('month', last::timestamp)
-                                  + interval '1 month')::date,
-                                 date_trunc('week', last::timestamp)::date + 7)) AS hi
+span AS MATERIALIZED (  -- the whole weeks of the window, charges still stored
+    SELECT greatest(since, date_trunc('week', first::timestamp)::date) AS lo,
+           least(until, date_trunc('week', last::timestamp)::date + 7) AS hi
     FROM window_days),
 months AS MATERIALIZED (  -- the months wholly in the span
     SELECT m::date AS month FROM span,
@@ -160,22 +165,17 @@ mr AS MATERIALIZED (  -- the monthly rollups of the whole months, kept and delta
     SELECT r.*, tv.tariff_id FROM charge_rollups_monthly r
     LEFT JOIN tariff_versions tv ON tv.tariff_version_id = r.tariff_version_id
     WHERE r.day IN (SELECT month FROM months)),
-g AS MATERIALIZED (  -- per account × day × group: the charges' sums
-    {_grouped("f", "f.account_id, f.day",
-              "sum(amount_micros) AS amount_micros, sum(records) AS records,"
-              " sum(units) AS units")}),
-gm AS MATERIALIZED (  -- per account × month × group
-    {_grouped("fm", "fm.account_id, fm.day",
-              "sum(amount_micros) AS amount_micros, sum(records) AS records,"
-              " sum(units) AS units")}),
 rd AS MATERIALIZED (  -- the daily rows of the accounts with deltas, per account × day × group
-    {_grouped("r", "r.account_id, r.day", _DELTA_SUMS)
-     .replace(" FROM r GROUP BY", " FROM r WHERE r.account_id IN (SELECT account_id FROM r"
-              " WHERE NOT compacted) GROUP BY")}),
+    {_grouped("r a WHERE a.account_id IN (SELECT account_id FROM r WHERE NOT compacted)",
+              "a.account_id, a.day", _DELTA_SUMS)}),
+rw AS MATERIALIZED (
+    SELECT account_id, date_trunc('week', day::timestamp)::date AS day, {_GROUP_COLS},
+           sum(amount_micros) AS amount_micros, sum(records) AS records, sum(units) AS units,
+           bool_or(kept) AS kept
+    FROM rd GROUP BY 1, 2, 3, 4, 5, 6, 7, 8),
 md AS MATERIALIZED (  -- the same of the monthly rows
-    {_grouped("mr", "mr.account_id, mr.day", _DELTA_SUMS)
-     .replace(" FROM mr GROUP BY", " FROM mr WHERE mr.account_id IN (SELECT account_id"
-              " FROM mr WHERE NOT compacted) GROUP BY")})"""
+    {_grouped("mr a WHERE a.account_id IN (SELECT account_id FROM mr WHERE NOT compacted)",
+              "a.account_id, a.day", _DELTA_SUMS)})"""
 
 _DAILY = _compare(
     "charge_rollups", _ROLLUP_KEYS, _ROLLUP_SUMS, "SELECT * FROM f",
@@ -203,40 +203,39 @@ _TOTALS = _compare(
     " FROM r WHERE NOT compacted")
 
 
-def _group_level(level: str, period: str, expected_from: str, deltas_from: str,
-                 where: str, level_where: str) -> str:
+def _group_level(level: str, expected: str, deltas_from: str, where: str) -> str:
     """A level per period × group with distinct accounts: its rows plus, per group, the
-    deltas' sums and the accounts of a delta the period's kept rows of the group lack."""
+    deltas' sums and the accounts of a delta the period's kept rows of the group lack
+    (``deltas_from`` holds a row per account × period × group), against ``expected``."""
     keys = ("day", *_GROUP_KEYS)
     return _compare(
-        level, keys, _LEVEL_SUMS,
-        f"SELECT {period} AS day, {_GROUP_COLS}, sum(amount_micros) AS amount_micros,"
-        f" sum(records) AS records, sum(units) AS units,"
-        f" count(DISTINCT account_id) AS accounts FROM span, {expected_from} WHERE {where}"
-        " GROUP BY 1, 2, 3, 4, 5, 6, 7",
-        f"SELECT t.day, {_GROUP_COLS}, {_LEVEL_COLS} FROM span, {level} t WHERE {level_where}"
-        f" UNION ALL SELECT {period} AS day, {_GROUP_COLS},"
-        " coalesce(sum(amount_micros), 0), coalesce(sum(records), 0),"
-        " coalesce(sum(units), 0), count(DISTINCT account_id)"
-        " - count(DISTINCT account_id) FILTER (WHERE kept)"
+        level, keys, _LEVEL_SUMS, expected,
+        f"SELECT day, {_GROUP_COLS}, {_LEVEL_COLS} FROM span, {level} WHERE {where}"
+        f" UNION ALL SELECT day, {_GROUP_COLS}, coalesce(sum(amount_micros), 0),"
+        " coalesce(sum(records), 0), coalesce(sum(units), 0),"
+        " count(*) FILTER (WHERE NOT kept)"
         f" FROM span, {deltas_from} WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6, 7")
 
 
-_WEEK = "date_trunc('week', day::timestamp)::date"
-_DAY_TOTALS = _group_level("charge_day_totals", "day", "g", "rd",
-                           "day >= span.lo AND day < span.hi",
-                           "t.day >= span.lo AND t.day < span.hi")
-_WEEK_TOTALS = _group_level("charge_week_totals", _WEEK, "g", "rd",
-                            f"{_WEEK} >= span.lo AND {_WEEK} + 7 <= span.hi",
-                            "t.day >= span.lo AND t.day + 7 <= span.hi")
-_MONTH_TOTALS = _group_level("charge_month_totals", "day", "gm", "md",
-                             "day IN (SELECT month FROM months)",
-                             "t.day IN (SELECT month FROM months)")
+_ACCOUNTS = ("sum(amount_micros) AS amount_micros, sum(records) AS records,"
+             " sum(units) AS units, count(DISTINCT account_id) AS accounts")
+_DAY_TOTALS = _group_level(
+    "charge_day_totals", _grouped("f a", "a.day", _ACCOUNTS), "rd",
+    "day >= span.lo AND day < span.hi")
+_WEEK_TOTALS = _group_level(
+    "charge_week_totals",
+    f"SELECT week AS day, {_GROUP_COLS}, {_LEVEL_COLS} FROM span, (" + _grouped(
+        "(SELECT f.*, date_trunc('week', f.day::timestamp)::date AS week FROM f) a",
+        "a.week", _ACCOUNTS) + ") w WHERE week >= span.lo AND week + 7 <= span.hi",
+    "rw", "day >= span.lo AND day + 7 <= span.hi")
+_MONTH_TOTALS = _group_level(
+    "charge_month_totals", _grouped("fm a", "a.day", _ACCOUNTS), "md",
+    "day IN (SELECT month FROM months)")
 _ACCOUNT_MONTHS = _compare(
     "charge_account_months", ("account_id", "day", "currency"),
     ("amount_micros", "records", "units"),
-    "SELECT account_id, day, currency, amount_micros, records, units FROM gm"
-    " WHERE grouping = ''",
+    "SELECT account_id, day, currency, sum(amount_micros) AS amount_micros,"
+    " sum(records) AS records, sum(units) AS units FROM fm GROUP BY 1, 2, 3",
     "SELECT account_id, day, currency, amount_micros, records, units"
     " FROM charge_account_months WHERE day IN (SELECT month FROM months)"
     " UNION ALL SELECT account_id, day, currency, amount_micros, records, units"
@@ -244,18 +243,19 @@ _ACCOUNT_MONTHS = _compare(
 _BIT_KEYS = ("account_id", *_GROUP_KEYS)
 _DAY_BIT = "set_bit(0::bit(366), extract(doy FROM day)::int - 1, 1)::varbit"
 _MONTH_BIT = "reverse((1 << (extract(month FROM day)::int - 1))::bit(12)::text)::varbit"
+_YEAR_BITS = "(SELECT {t}.*, extract(year FROM day)::int AS year, {bit} AS bit FROM {t}) a"
 _DAY_BITS = _bits(
     "charge_account_days", _BIT_KEYS,
-    f"SELECT {', '.join(_BIT_KEYS)}, extract(year FROM day)::int AS year, {_DAY_BIT} AS bits"
-    " FROM g",
+    _grouped(_YEAR_BITS.format(t="f", bit=_DAY_BIT), "a.account_id, a.year",
+             "bit_or(a.bit) AS bits"),
     f"SELECT {', '.join('p.' + k for k in _BIT_KEYS)}, p.year, (p.days & m.days)::varbit AS bits"
     " FROM charge_account_days p JOIN masks m ON m.year = p.year"
     f" UNION ALL SELECT {', '.join(_BIT_KEYS)}, extract(year FROM day)::int, {_DAY_BIT}"
     " FROM rd WHERE fresh", "day")
 _MONTH_BITS = _bits(
     "charge_account_presence", _BIT_KEYS,
-    f"SELECT {', '.join(_BIT_KEYS)}, extract(year FROM day)::int AS year,"
-    f" {_MONTH_BIT} AS bits FROM gm",
+    _grouped(_YEAR_BITS.format(t="fm", bit=_MONTH_BIT), "a.account_id, a.year",
+             "bit_or(a.bit) AS bits"),
     f"SELECT {', '.join('p.' + k for k in _BIT_KEYS)}, p.year,"
     " reverse((p.months & m.months)::bit(12)::text)::varbit AS bits"
     " FROM charge_account_presence p JOIN masks m ON m.year = p.year"
