@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -20,6 +22,7 @@ from billing_oss.server.store import audit, charge_writes
 from tests.charge_seed import insert_charges
 from tests.integration.api_harness import seed_usage
 
+REPO = Path(__file__).resolve().parents[2]
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 4, 30)
 AS_OF = dt.datetime(2026, 4, 30, 23, tzinfo=dt.UTC)
 ALL_DAYS = Settings(rollup_days=0)
@@ -255,3 +258,22 @@ async def test_the_window_reads_its_whole_weeks_only(seeded: asyncpg.Pool) -> No
     assert (await check(seeded))["offending"] == 1
     await rebuild.rebuild(seeded, FIRST, LAST, actor="test", levels=["daily"])
     assert (await check(seeded))["status"] == "pass"
+
+
+async def test_the_rebuild_verb(seeded: asyncpg.Pool, database_url: str) -> None:
+    await compact(seeded)
+    await seeded.execute("DELETE FROM charge_hour_totals_kept WHERE ctid ="
+                         " (SELECT min(ctid) FROM charge_hour_totals_kept)")
+    assert (await check(seeded))["status"] == "fail"
+    python = REPO / ".venv/bin/python"
+    proc = await asyncio.create_subprocess_exec(
+        str(python) if python.exists() else "python3", "-m", "billing_oss", "report",
+        "rebuild", "--from", "2026-03-01", "--to", "2026-05-01", "--level", "hourly",
+        cwd=REPO, env={**os.environ, "BILLING_OSS_DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().startswith("hourly: ") and "2026-03-01 to 2026-05-01" in out.decode()
+    assert (await check(seeded))["status"] == "pass"
+    assert await seeded.fetchval("SELECT actor FROM audit_log WHERE action = 'rollups.rebuild'"
+                                 " ORDER BY seq DESC LIMIT 1") != "test"  # the shell's user
