@@ -250,6 +250,7 @@ _DAY_BITS = _bits(
              "bit_or(a.bit) AS bits"),
     f"SELECT {', '.join('p.' + k for k in _BIT_KEYS)}, p.year, (p.days & m.days)::varbit AS bits"
     " FROM charge_account_days p JOIN masks m ON m.year = p.year"
+    " AND p.days & m.days <> 0::bit(366)"
     f" UNION ALL SELECT {', '.join(_BIT_KEYS)}, extract(year FROM day)::int, {_DAY_BIT}"
     " FROM rd WHERE fresh", "day")
 _MONTH_BITS = _bits(
@@ -259,6 +260,7 @@ _MONTH_BITS = _bits(
     f"SELECT {', '.join('p.' + k for k in _BIT_KEYS)}, p.year,"
     " reverse((p.months & m.months)::bit(12)::text)::varbit AS bits"
     " FROM charge_account_presence p JOIN masks m ON m.year = p.year"
+    " AND p.months & m.months <> 0"
     f" UNION ALL SELECT {', '.join(_BIT_KEYS)}, extract(year FROM day)::int, {_MONTH_BIT}"
     " FROM md WHERE fresh", "month")
 
