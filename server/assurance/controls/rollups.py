@@ -5,10 +5,9 @@ from the charges and compared exactly, to the micro-unit and the count.
   as-of time, widened to the whole weeks holding them; ``rollup_days = 0``: every day whose
   charges are still in the database; the monthly levels over the whole months inside the
   window, so a short window reads a few days of charges, not a month), what the charges
-  make (their sums per
-  account × day × service × zone × currency × tariff version, ``charge_level_days``,
-  migration 1542; per hour × currency, ``charge_level_hours``) against what each level holds
-  with the deltas not folded yet added, as readers add them:
+  make (their sums per account × day × service × zone × currency × tariff version,
+  ``charge_level_days``, migration 1542; per hour × currency, ``charge_level_hours``)
+  against what each level holds with the deltas not folded yet added, as readers add them:
 
   ``charge_rollups`` (daily per account) and ``charge_rollups_monthly``: kept rows + deltas;
   ``charge_hour_totals``: kept rows + deltas; ``charge_totals`` (daily, account-less): its
