@@ -2,7 +2,9 @@
 
 1. every control over ``10 M × scale`` usage records and charges and ``100 k × scale``
    finalised invoices (target at scale 1: ≤ 60 s), beside ``count(*)`` scans of the same
-   tables;
+   tables; the rollup levels control's time in that run (its default window, the last 7
+   days' whole weeks) and alone over every day (``rollup_days = 0``: January's month and
+   weeks), on the levels the rebuild builds from the charges;
 2. audit-log writes with 8 concurrent writers: transactions per second with an audit entry
    each, beside the same transactions without one (and beside the former design, every
    writer locking the one head row, for reference).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import statistics
 import time
 import uuid
@@ -113,6 +116,9 @@ async def seed(conn: asyncpg.Connection, usage: int, invoices: int) -> None:
         FROM (SELECT u.source_file_id, sum(c.amount_micros) AS micros FROM usage_records u
               JOIN charges c USING (account_id, event_time, usage_id) GROUP BY 1) t
         WHERE t.source_file_id = f.source_file_id""")
+    # The rollup levels the charges' writers and compaction would have kept, built by the
+    # rebuild from the charges (migration 1542): what the rollup levels control compares.
+    await conn.execute("SELECT * FROM rebuild_charge_levels('2026-01-01', '2026-01-31')")
     await _invoices(conn)
     await conn.execute("VACUUM ANALYZE")
 
@@ -187,6 +193,14 @@ async def controls_part(pool: asyncpg.Pool, repeat: int) -> None:
           f" {run.failed} failed)")
     for r in sorted(run.results, key=lambda r: -r.duration_ms)[:8]:
         print(f"    {r.control:<36}{r.duration_ms / 1000:>8.2f} s  {r.status}")
+    levels = next(r for r in run.results if r.control == "rollups.levels")
+    print(f"{'  rollups.levels, in the run (7 days)':<40}{levels.duration_ms / 1000:>8.2f} s  "
+          f"{levels.status}, load average {os.getloadavg()[0]:.1f}")
+    every_day = Context(as_of=ctx.as_of, settings=Settings(late_after_h=31 * 24, rollup_days=0))
+    whole, alone = await median(repeat, lambda: engine.run(
+        pool, every_day, controls=["rollups.levels"], trigger="cli", actor="bench"))
+    print(f"{'  rollups.levels alone, every day':<40}{whole:>8.2f} s  "
+          f"{alone.results[0].status}, load average {os.getloadavg()[0]:.1f}")
     print(f"{'count(*) of usage, charges, invoices':<40}{peer:>8.2f} s")
     print(f"{'ratio controls / count(*)':<40}{ours / peer:>8.1f} x")
 

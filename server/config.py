@@ -173,6 +173,7 @@ class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     silent_min_s: int = 3600
     late_after_h: int = 24
     rerate_sample: int = 500
+    rollup_days: int = 7  # 0: the rollup levels control reads every day still stored
     parallel: int = 2
 
 
@@ -353,6 +354,8 @@ def _check(config: Config) -> None:
                                 ra.parallel) < 1:
         raise ConfigError("assurance: interval_s >= 0; evidence_limit, rerate_sample,"
                           " silent_factor and parallel >= 1")
+    if ra.rollup_days < 0:
+        raise ConfigError("assurance.rollup_days must be >= 0 (0: every day still stored)")
     _check_retention(config.retention)
     if config.analytics.compact_interval_s < 0:
         raise ConfigError("analytics.compact_interval_s must be >= 0")

@@ -80,6 +80,16 @@ async def compact(db: Db, first: dt.date, last: dt.date) -> int:
     return folded
 
 
+async def rebuild(conn: Connection, first: dt.date, last: dt.date,
+                  levels: Sequence[str]) -> dict[str, int]:
+    """The rollup levels ``levels`` (daily, monthly, hourly: each with the levels counted
+    from it) of the days ``first``..``last`` recomputed from the charges, in the caller's
+    transaction, under the compaction's lock (migration 1542); rows written per level."""
+    rows = await conn.fetch("SELECT level, rows_written FROM rebuild_charge_levels($1, $2, $3)",
+                            first, last, list(levels))
+    return {r["level"]: r["rows_written"] for r in rows}
+
+
 async def fresh_rollups(db: Db) -> int:
     """The daily deltas not compacted yet (their partition, migration 1511)."""
     count: int = await db.fetchval("SELECT count(*) FROM charge_rollups WHERE NOT compacted")

@@ -17,7 +17,7 @@ def context(config: AssuranceConfig, as_of: dt.datetime | None = None,
         evidence_limit=config.evidence_limit, duplicate_tolerance_s=config.duplicate_tolerance_s,
         suspense_age_days=config.suspense_age_days, silent_factor=config.silent_factor,
         silent_min_s=config.silent_min_s, late_after_h=config.late_after_h,
-        rerate_sample=config.rerate_sample)
+        rerate_sample=config.rerate_sample, rollup_days=config.rollup_days)
     return Context(as_of=as_of or dt.datetime.now(dt.UTC), settings=settings,
                    checkpoint_dir=config.checkpoint_dir, chart=ledger or LedgerConfig(),
                    parallel=config.parallel)

@@ -1,4 +1,4 @@
-"""`billing-oss report revenue|usage|top|segments|forecast|mrr|compact|anomalies|review ...`:
+"""`billing-oss report revenue|usage|top|segments|forecast|mrr|compact|rebuild|anomalies|...`:
 reports from the daily charge rollups (MRR from subscriptions), as a table, JSON or CSV,
 with an optional plot (.svg or .png); anomaly flags, detected on demand and reviewed by an operator.
 
@@ -6,6 +6,7 @@ with an optional plot (.svg or .png); anomaly flags, detected on demand and revi
     billing-oss report usage --by account --format csv
     billing-oss report segments --by country --from 2026-02-01 --to 2026-03-01 --plot s.svg
     billing-oss report mrr --from 2026-01-01 --to 2026-04-01
+    billing-oss report rebuild --from 2026-03-01 --to 2026-03-08 --level hourly
 
 Dates are UTC days; ``--to`` is excluded. Exit 1 on a bad dimension, date or plot name.
 """
@@ -25,6 +26,7 @@ import msgspec
 from billing_oss.core.errors import InvalidRequest
 from billing_oss.core.money import format_micros, parse_micros
 from billing_oss.server.analytics import anomalies as anomaly_flags
+from billing_oss.server.analytics import rebuild as rebuild_levels
 from billing_oss.server.analytics import repo, reports
 from billing_oss.server.analytics.reports import Report
 from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
@@ -74,6 +76,17 @@ def register(verbs: Any) -> None:
     compact.add_argument("--to", dest="end", metavar="YYYY-MM-DD",
                          help="the UTC day after the last (default: tomorrow)")
     add_config_options(compact)
+    rebuild = actions.add_parser(
+        "rebuild", help="recompute the rollup levels of a range of days from the charges"
+        " (the monthly level: of the whole months holding them), while ingest goes on")
+    rebuild.add_argument("--from", dest="start", metavar="YYYY-MM-DD", required=True)
+    rebuild.add_argument("--to", dest="end", metavar="YYYY-MM-DD", required=True,
+                         help="the UTC day after the last")
+    rebuild.add_argument("--level", action="append", choices=list(rebuild_levels.LEVELS),
+                         help="daily (with the day, week and account-less levels and the"
+                         " days bits), monthly (with the month levels and the months bits)"
+                         " or hourly; repeat for several (default: all)")
+    add_config_options(rebuild)
     anomalies = actions.add_parser(
         "anomalies", help="list anomaly flags; with --detect, score the days first")
     anomalies.add_argument("--detect", action="store_true",
@@ -110,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "compact":
         start = _day(args.start, "--from", end)
         return _compact(args, start, end)
+    if args.action == "rebuild":
+        return _rebuild(args, _day(args.start, "--from", end), end)
     start = _day(args.start, "--from", end - dt.timedelta(days=90))
     if not 1 <= args.horizon <= 90:
         raise InvalidRequest(f"--horizon {args.horizon}: between 1 and 90 days")
@@ -145,6 +160,23 @@ def _compact(args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
 
     folded = asyncio.run(act())
     print(f"folded {folded} rollup rows ({start} to {end}, end excluded)")
+    return 0
+
+
+def _rebuild(args: argparse.Namespace, start: dt.date, end: dt.date) -> int:
+    if end <= start:
+        raise InvalidRequest(f"empty range: --to ({end}) must be after --from ({start})")
+    config = load_config(args)
+    levels = args.level or list(rebuild_levels.LEVELS)
+
+    async def act() -> dict[str, int]:
+        async with database_pool(config) as pool:
+            return await rebuild_levels.rebuild(pool, start, end - dt.timedelta(days=1),
+                                                actor=cli_actor(), levels=levels)
+
+    written = asyncio.run(act())
+    print(", ".join(f"{level}: {rows} rows" for level, rows in written.items())
+          + f" rebuilt ({start} to {end}, end excluded)")
     return 0
 
 

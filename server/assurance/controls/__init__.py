@@ -12,6 +12,7 @@ from billing_oss.server.assurance.controls import (
     ledger,
     rating,
     retention,
+    rollups,
     settlement,
 )
 from billing_oss.server.assurance.model import Control
@@ -19,6 +20,6 @@ from billing_oss.server.assurance.model import Control
 ALL: tuple[Control, ...] = (
     *collection.CONTROLS, *conservation.CONTROLS, *rating.CONTROLS, *billing.CONTROLS,
     *ledger.CONTROLS, *gl.CONTROLS, *settlement.CONTROLS, *duplicates.CONTROLS,
-    *audit_chain.CONTROLS, *retention.CONTROLS,
+    *audit_chain.CONTROLS, *retention.CONTROLS, *rollups.CONTROLS,
 )
 BY_NAME: dict[str, Control] = {c.name: c for c in ALL}
