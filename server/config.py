@@ -173,7 +173,7 @@ class AssuranceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     silent_min_s: int = 3600
     late_after_h: int = 24
     rerate_sample: int = 500
-    rollup_days: int = 7  # 0: the rollup levels control reads every day still stored
+    rollup_days: int = 2  # 0: the rollup levels control reads every day still stored
     parallel: int = 2
 
 

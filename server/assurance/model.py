@@ -32,7 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     silent_min_s: int = 3600
     late_after_h: int = 24
     rerate_sample: int = 500
-    rollup_days: int = 7  # the rollup levels control's window (0: every day still stored)
+    rollup_days: int = 2  # the rollup levels control's window (0: every day still stored)
 
     def params(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)  # type: ignore[no-any-return]

@@ -248,12 +248,12 @@ async def test_a_rebuild_refuses_what_the_charges_cannot_tell(seeded: asyncpg.Po
 
 
 
-async def test_the_window_reads_its_whole_weeks_only(seeded: asyncpg.Pool) -> None:
+async def test_the_window_reads_its_days_only(seeded: asyncpg.Pool) -> None:
     await compact(seeded)
     await seeded.execute("UPDATE charge_rollups_kept SET records = records + 1"
                          " WHERE ctid = (SELECT min(ctid) FROM charge_rollups_kept"
                          " WHERE day = (SELECT min(day) FROM charge_rollups_kept))")
-    # 28-30 April: the week of 27 April, no whole month: March is not read.
+    # 28-30 April: no whole week or month among them: March is not read.
     assert (await check(seeded, Settings(rollup_days=3)))["status"] == "pass"
     assert (await check(seeded))["offending"] == 1
     await rebuild.rebuild(seeded, FIRST, LAST, actor="test", levels=["daily"])
