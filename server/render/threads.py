@@ -6,8 +6,8 @@ take turns on the GIL. Threads rather than processes: nothing to pickle, the fon
 once per thread of one process, and no fork of a process whose typst holds locks (a forked
 pool in a process that had already typeset hung in its first compile).
 
-The threads are the process's own, kept between calls, so their compilers (and the layout
-typst caches in each) serve every later batch.
+The threads are the process's own, kept between calls, so their compilers (each thread's
+fonts searched once) serve every later batch.
 """
 
 from __future__ import annotations
