@@ -6,16 +6,12 @@ decimal strings, so the PDF prints exactly the ledger's figures."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from typing import Any
 
 import msgspec
-import typst
 
 from billing_oss.core.money import format_minor
 from billing_oss.server.collections.model import Entry
-
-_local = threading.local()
+from billing_oss.server.render import typst_compiler
 
 TEMPLATE = r"""
 #let d = json("data.json")
@@ -52,20 +48,10 @@ def render(seller: str, account_id: str, start: dt.date, end: dt.date,
                      "balance": format_minor(e.balance_micros, e.currency),
                      "currency": e.currency} for e in entries],
     }
-    # data as a file beside the template, as the invoices' (billing.render.typst_pdf says why)
-    pdf: bytes = _compiler().compile(
-        {"main.typ": TEMPLATE.encode(), "data.json": msgspec.json.encode(data)},
-        pdf_standards="a-3b", pdf_tags=False)
-    return pdf
+    files = {"main.typ": TEMPLATE.encode(), "data.json": msgspec.json.encode(data)}
+    return typst_compiler.pdf(files, standard="a-3b", tags=False)
 
 
 def _balances(by_currency: dict[str, int]) -> list[dict[str, str]]:
     return [{"currency": c, "balance": format_minor(m, c)}
             for c, m in sorted(by_currency.items())]
-
-
-def _compiler() -> Any:
-    compiler = getattr(_local, "compiler", None)
-    if compiler is None:
-        compiler = _local.compiler = typst.Compiler()
-    return compiler

@@ -16,18 +16,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import threading
 from typing import Any
 
 import msgspec
-import typst
 
 from billing_oss.core.money import format_scaled
+from billing_oss.server.render import typst_compiler
 from billing_oss.server.settlement import outbound, repo
 from billing_oss.server.settlement.model import SettlementFile
 from billing_oss.server.store.pool import Connection
-
-_local = threading.local()
 
 
 class Side(msgspec.Struct, kw_only=True):
@@ -144,10 +141,5 @@ TEMPLATE = r"""
 
 
 def to_pdf(r: Report) -> bytes:
-    compiler: Any = getattr(_local, "compiler", None)  # the stubs list no dict input
-    if compiler is None:
-        compiler = _local.compiler = typst.Compiler()
-    # data as a file beside the template, as the invoices' (billing.render.typst_pdf says why)
-    pdf = compiler.compile({"main.typ": TEMPLATE.encode(), "data.json": msgspec.json.encode(r)})
-    assert isinstance(pdf, bytes)
-    return pdf
+    return typst_compiler.pdf({"main.typ": TEMPLATE.encode(),
+                               "data.json": msgspec.json.encode(r)})

@@ -9,12 +9,10 @@ already formatted as a decimal string, so the PDF prints exactly the stored figu
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from functools import partial
 from typing import Any
 
 import msgspec
-import typst
 
 from billing_oss.core.money import format_printed
 from billing_oss.core.rounding import plain
@@ -30,8 +28,7 @@ from billing_oss.server.billing.render import (
     tables,
 )
 from billing_oss.server.billing.render.content import Rendition, of_credit_note, of_invoice
-
-_local = threading.local()
+from billing_oss.server.render import typst_compiler
 
 TEMPLATE = r"""
 #let d = json("data.json")
@@ -100,12 +97,6 @@ TEMPLATE = r"""
     "SIZE_PT", f"{columns.SIZE_PT:g}").replace("GAP_EM", f"{columns.GAP_EM:g}")
 _SOURCE = TEMPLATE.encode()
 
-def _compiler() -> Any:
-    compiler = getattr(_local, "compiler", None)
-    if compiler is None:
-        compiler = _local.compiler = typst.Compiler()
-    return compiler
-
 
 def render(invoice: Invoice, items: itemised.Itemised | None = None) -> bytes:
     """The invoice's PDF; ``items``: the records it bills, listed after the usage summary
@@ -148,14 +139,9 @@ def _marked(pdf: bytes, sheet: mono_pages.Sheet | None) -> bytes:
 def typeset(doc: Rendition, xml: bytes, *, appendix: bool = True) -> bytes:
     """The PDF/A-3b typst writes, ``xml`` attached, before the Factur-X XMP is added;
     ``appendix``: with the usage appendix (an itemised invoice's is on its list pages)."""
-    # The document goes in as in-memory files beside the template, not as ``sys.inputs``:
-    # typst keeps those in its standard library, an input of the work it caches across
-    # compiles, so new inputs each compile reused less of it (a compile took 1.14× as long).
     files = {"main.typ": _SOURCE, "factur-x.xml": xml,
              "data.json": msgspec.json.encode(document_data(doc, appendix=appendix))}
-    pdf: bytes = _compiler().compile(files, pdf_standards="a-3b", pdf_tags=False,
-                                     timestamp=_created(doc))
-    return pdf
+    return typst_compiler.pdf(files, standard="a-3b", tags=False, timestamp=_created(doc))
 
 
 def _created(doc: Rendition) -> dt.datetime:
