@@ -23,7 +23,7 @@ import pytest
 
 from billing_oss.server.assurance.controls.journal_days import JournalDays
 from billing_oss.server.assurance.model import Context, Settings
-from billing_oss.server.collections import journal_days_repo, payments
+from billing_oss.server.collections import journal_days_repo, payments, postings, repo
 from billing_oss.server.config import LedgerConfig
 from billing_oss.server.ledger import export
 from billing_oss.server.store import migrate as migrate_module
@@ -62,6 +62,35 @@ async def seed_quarter(pool: asyncpg.Pool) -> None:
     assert {r[0] for r in reversals} >= {"Write-off replaced by a credit note"}
 
 
+async def post_in_batches(pool: asyncpg.Pool) -> None:
+    """Documents of several accounts posted together, as a bill run's batch and a bank
+    file's payments are (their days are written under no account): two invoices with
+    rounding, two payments."""
+    day = dt.date(2026, 3, 5)
+    async with pool.acquire() as conn, conn.transaction():
+        finalised = []
+        for account, net, tax, rounding in (("C1", 9_990_000, 1_998_000, 2_000),
+                                            ("C2", 5_000_000, 1_000_000, -3_000)):
+            number = await conn.fetchval("SELECT count(*) + 1 FROM invoices")
+            finalised += await conn.fetch(
+                "INSERT INTO invoices (account_id, period, period_start, period_end, currency,"
+                " rounding_method, line_total_micros, allowance_micros, net_micros, tax_micros,"
+                " total_micros, rounding_micros, payable_micros, seller, buyer, status, series,"
+                " number, number_text, issue_date, due_date) VALUES ($1, 'p', now(), now(),"
+                " 'EUR', 'half-up', $2, 0, $2, $3, $2::bigint + $3::bigint, $4,"
+                " $2::bigint + $3::bigint + $4::bigint, '{}', '{}', 'finalised', 'B', $5,"
+                " 'B-' || $5::bigint, $6, $6) RETURNING account_id, invoice_id, number_text,"
+                " currency, payable_micros, issue_date, due_date",
+                account, net, tax, rounding, number, day)
+        await postings.post_invoices(conn, finalised)
+        ids = await repo.payment_ids(conn, 2)
+        await repo.insert_payments(conn, ids, [
+            ("C1", 1_000_000, "EUR", day, "transfer", None, "batch", f"b{ids[0]}"),
+            ("C3", 2_000_000, "EUR", day, "transfer", None, "batch", f"b{ids[1]}")], [], {})
+    assert await pool.fetchval("SELECT count(*) FROM ledger_journal_deltas"
+                               " WHERE account_id = ''") >= 2
+
+
 async def assert_totals_are_the_builders(pool: asyncpg.Pool) -> None:
     for chart in CHARTS:
         for start, end in PERIODS:
@@ -93,6 +122,7 @@ async def test_the_days_are_the_builders_before_and_after_a_fold(seeded: asyncpg
     # postings after the fold: the days and the new deltas together
     await payments.record(seeded, "test", pay("C1", 3 * 1_000_000, dt.date(2026, 3, 2)))
     assert await journal_days_repo.fresh(seeded) == 1
+    await post_in_batches(seeded)
     await assert_kept_days_are_the_builders(seeded)
     await assert_totals_are_the_builders(seeded)
 

@@ -130,8 +130,10 @@ CROSS JOIN LATERAL ledger_journal_sides(e.kind, e.amount_micros, i.net_micros, i
                                         i.payable_micros, c.net_micros, c.tax_micros,
                                         m.step_micros) s;
 
--- Appended by the writers: on Citus distributed by account beside the ledger, so that each
--- writer's insert runs on its account's shard.
+-- Appended by the writers: a row per account, currency and day for one account's entries
+-- (on Citus distributed by account beside the ledger, so that the insert runs on the
+-- account's shard), per currency and day under no account ('') for a batch of many
+-- accounts' (a bill run's, a bank file's).
 CREATE TABLE ledger_journal_deltas (
     account_id     text NOT NULL,
     currency       char(3) NOT NULL,
