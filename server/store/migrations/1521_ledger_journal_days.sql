@@ -11,15 +11,16 @@
 --   write-off: +(A − r), +r, −A; its reversal: the opposite
 -- A = |amount|; r, the VAT relief, = ⌊A·tax / payable⌋ rounded down to the currency's minor
 -- unit (0 when the invoice's tax or payable is 0 or unknown), in exact numeric arithmetic
--- (div and mod, never a rounded quotient). tests/integration/test_ledger_journal_sides.py proves it
--- equal to the builder's, entry kind by kind, on generated amounts.
+-- (div and mod, never a rounded quotient). tests/integration/test_ledger_journal_sides.py
+-- proves it equal to the builder's, entry kind by kind, on generated amounts.
 --
 -- The minor unit comes from currency_minor_steps, babel's CLDR / ISO 4217 data written out
--- (tests/integration/test_ledger_journal_sides.py fails, printing the rows, if babel says otherwise).
+-- (tests/integration/test_ledger_journal_sides.py fails, naming the currencies, if babel says
+-- otherwise: a new migration then writes them).
 --
 -- Every writer of ledger_entries appends the moves of the entries it wrote to
--- ledger_journal_deltas in its own transaction (server/collections/journal_days_repo.py; the PL/pgSQL
--- writer below): inserts only, so the concurrent postings of a bill run never wait on a
+-- ledger_journal_deltas in its own transaction (server/collections/journal_days_repo.py;
+-- the PL/pgSQL writer below): inserts only, so the concurrent postings of a bill run never wait on a
 -- shared day row (one row per day updated by each posting would hold every posting of the
 -- day behind the first until it commits). fold_ledger_journal, on serve's compaction clock,
 -- moves them into ledger_journal_days, the level without the account (a row per currency
