@@ -26,7 +26,11 @@ peak resident memory (VmHWM) before and after them. The totals across accounts o
 days are also timed as the earlier query read them (Σ of every account's daily rollup rows,
 straight on the database),
 ``EARLIER_RUNS`` times after one warm-up (~20 s a time at scale 1): our figure beside it is
-a ratio from the same run.
+a ratio from the same run. The ledger journal's totals (read from the days kept at posting,
+migration 1521) are timed beside the earlier way too: the builder over every entry of the
+period by chunks (``export.totals_built``, in one snapshot on the database), ``BUILT_RUNS``
+times after one warm-up, its totals checked equal to ours to the micro-unit, and the plan of
+our read printed with its buffers (EXPLAIN ANALYZE).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
+import asyncpg
 from seeded import (  # perf/ on sys.path
     DAYS,
     cli,
@@ -52,6 +57,9 @@ from seeded import (  # perf/ on sys.path
     serving,
 )
 
+from billing_oss.server.collections import journal_days_repo
+from billing_oss.server.config import LedgerConfig
+from billing_oss.server.ledger import export
 from billing_oss.server.store import api_keys, traffic_repo
 
 TARGET_P99_MS = 50.0
@@ -59,6 +67,7 @@ DEPTH = 50
 BUDGET_S = 60.0  # per query and page, past the warm-ups
 MIN_SAMPLES = 5
 EARLIER_RUNS = 5
+BUILT_RUNS = 3
 EXPORT_RUNS = 3
 SIREN = "552100554"  # any 9 digits: the FEC's name needs one
 # The earlier form of totals across accounts over whole days: every account's rollup rows.
@@ -257,6 +266,30 @@ async def exports(base: str, token: str, first_day: str, last_day: str) -> list[
     return out
 
 
+async def built_totals(pool: asyncpg.Pool, first: dt.date, last: dt.date) -> list[str]:
+    """The earlier totals (the builder over every entry, by chunks) ``BUILT_RUNS`` times
+    after a warm-up, checked equal to the days' totals; then the plan of the days' read.
+    Lines: the times in ms, the check, the plan."""
+    chart, times = LedgerConfig(), []
+    for i in range(BUILT_RUNS + 1):
+        began = time.perf_counter()
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                            readonly=True):
+            earlier = await export.totals_built(conn, chart, first, last)
+        if i >= 1:
+            times.append((time.perf_counter() - began) * 1000)
+    ours = await export.totals(pool, chart, first, last)
+    if ours != earlier:
+        raise SystemExit(f"the days' totals {ours} differ from the builder's {earlier}")
+    plan = await pool.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + journal_days_repo.TOTALS,
+                            first, last)
+    return [" ".join(f"{t:.1f}" for t in times),
+            f"ledger journal totals {first} .. {last}: {ours.entries:,} entries, debit ="
+            f" credit = {export.amount(ours.debit_micros, chart.currency)}, equal to the"
+            f" builder's to the micro-unit; plan of the days' read:",
+            *("    " + r[0] for r in plan)]
+
+
 def load_average() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -296,6 +329,8 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
             await pool.fetch(EARLIER_TOTALS, days["first"], days["last"])
             if i >= 1:
                 earlier.append((time.perf_counter() - began) * 1000)
+        built = await built_totals(pool, days["first"], days["last"]) \
+            if selected("ledger journal totals") else []
         partial: dict[str, list[float]] = {"earlier": [], "ours": []}
         span = traffic_repo.Period(
             start=dt.datetime.combine(days["first"], dt.time(12, 34), dt.UTC),
@@ -337,6 +372,16 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
               f" {statistics.median(e):.1f} ms, max {max(e):.1f} ms"
               f" ({statistics.median(e) / statistics.median(o):.1f}× at p50); load average"
               f" {load_average()}")
+    if built:
+        ours = next(r[2] for r in results if r[0] == "ledger journal totals")
+        print("\n".join(built[1:]))
+        times = [float(t) for t in built[0].split()]
+        print(f"ledger journal totals of the period: ours p50 {statistics.median(ours):.1f} ms,"
+              f" p99 {percentile(ours, 0.99):.1f} ms (server round trip); the earlier build"
+              f" by chunks (export.totals_built) on the database, same run, {len(times)}"
+              f" times: p50 {statistics.median(times):.0f} ms, max {max(times):.0f} ms"
+              f" ({statistics.median(times) / statistics.median(ours):.0f}× at p50); load"
+              f" average {load_average()}")
     met = worst <= TARGET_P99_MS
     print(f"target every list and total ≤ {TARGET_P99_MS:g} ms p99 (scale 1): worst"
           f" {worst:.1f} ms ({worst_name}), {'met' if met else 'NOT met'} at scale {scale:g}")

@@ -1,6 +1,7 @@
 """What ``serve`` runs every ``analytics.compact_interval_s``: the kept aging's deltas folded
-(``collections.aging_kept_repo``), and the charge rollups' per-batch
-deltas folded into one row per key and day (and month), and into the account-less level
+(``collections.aging_kept_repo``), the journal's days' deltas folded
+(``collections.journal_days_repo``), and the charge rollups' per-batch deltas folded into one
+row per key and day (and month), and into the account-less level
 that totals across accounts read (migration 1423), and the account-less hourly level's
 deltas into one row per hour and currency (migration 1512); the days, weeks and months
 folded are then counted into the levels reports read (distinct accounts per dimension, one
@@ -23,7 +24,7 @@ import asyncpg
 
 from billing_oss.server import scheduled
 from billing_oss.server.analytics import repo
-from billing_oss.server.collections import aging_kept_repo
+from billing_oss.server.collections import aging_kept_repo, journal_days_repo
 
 log = logging.getLogger(__name__)
 TASK = "rollup-compaction"  # its row in scheduled_ticks
@@ -46,6 +47,11 @@ async def run_once(pool: asyncpg.Pool) -> None:
         await aging_kept_repo.vacuum(pool)
     log.info("aging compacted", extra={"fields": {"deltas": aging_fresh,
                                                   "rows_folded": aging_folded}})
+    # The journal's days (collections.journal_days_repo), on the same clock.
+    journal_folded = await journal_days_repo.fold(pool)
+    if journal_folded >= RESTAT_AFTER:
+        await journal_days_repo.vacuum(pool)
+    log.info("journal days folded", extra={"fields": {"deltas": journal_folded}})
 
 
 async def run_forever(pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event) -> None:

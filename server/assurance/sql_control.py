@@ -37,6 +37,10 @@ class SqlControl(msgspec.Struct, frozen=True, kw_only=True):
                 await conn.execute(compaction_lock.LOCK)
             return await self._evaluate(conn, ctx)
 
+    async def evaluate_in_transaction(self, conn: Connection, ctx: Context) -> Outcome:
+        """The query in the caller's transaction (which took what it must hold first)."""
+        return await self._evaluate(conn, ctx)
+
     async def _evaluate(self, conn: Connection, ctx: Context) -> Outcome:
         params = json.dumps(ctx.settings.params())
         row = await repo.offenders(conn, self.sql, ctx.as_of, params,

@@ -2,7 +2,8 @@
 
 Writers run inside the caller's transaction after ``lock`` has serialised the account's
 receivables; readers take a connection or a pool. Every writer of ledger entries or
-allocations appends their moves to the kept aging (``aging_kept_repo``) in that transaction.
+allocations appends their moves to the kept aging (``aging_kept_repo``) in that transaction,
+and every writer of ledger entries their journal to the kept days (``journal_days_repo``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 
-from billing_oss.server.collections import aging_kept_repo
+from billing_oss.server.collections import aging_kept_repo, journal_days_repo
 from billing_oss.server.collections.model import Allocation, Entry, Mandate, Payment
 from billing_oss.server.store.pool import Connection
 
@@ -89,12 +90,14 @@ async def insert_payment(conn: Connection, *, account_id: str, amount_micros: in
         " RETURNING payment_id",
         account_id, amount_micros, currency, received_on, method, reference, source,
         external_id)
-    await conn.execute(
+    entry_id: int = await conn.fetchval(
         "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
-        " payment_id, description) VALUES ($1, 'payment', $2, $3, $4, $5, $6)",
+        " payment_id, description) VALUES ($1, 'payment', $2, $3, $4, $5, $6)"
+        " RETURNING entry_id",
         account_id, currency, -amount_micros, received_on, payment_id, description)
     await aging_kept_repo.write(
         conn, [aging_kept_repo.credit(account_id, currency, received_on, -amount_micros)])
+    await journal_days_repo.write(conn, [account_id], [entry_id])
     return payment_id
 
 
@@ -110,6 +113,7 @@ async def insert_entry(conn: Connection, *, account_id: str, kind: str, currency
         account_id, kind, currency, amount_micros, entry_date, due_date, applies_to,
         invoice_id, payment_id, description, reason)
     await aging_kept_repo.write_entry(conn, account_id, entry_id)
+    await journal_days_repo.write(conn, [account_id], [entry_id])
     return entry_id
 
 
@@ -128,7 +132,7 @@ async def post_invoices(conn: Connection, rows: list[tuple[str, int, str, str, i
                                                           dt.date | None]]) -> None:
     """One ``invoice`` entry per (account, invoice id, number text, currency, payable,
     issue date, due date), in the order given, due on its due date (its issue date if none)."""
-    await conn.execute(
+    written = await conn.fetch(
         "INSERT INTO ledger_entries (account_id, kind, currency, amount_micros, entry_date,"
         " due_date, invoice_id, description)"
         " SELECT n.account_id, 'invoice', n.currency, n.payable, n.issued,"
@@ -136,8 +140,10 @@ async def post_invoices(conn: Connection, rows: list[tuple[str, int, str, str, i
         " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],"
         " $6::date[], $7::date[]) WITH ORDINALITY"
         " AS n(account_id, invoice_id, number_text, currency, payable, issued, due, ord)"
-        " ORDER BY n.ord",
+        " ORDER BY n.ord RETURNING account_id, entry_id",
         *([r[i] for r in rows] for i in range(7)))
+    await journal_days_repo.write(conn, [r["account_id"] for r in written],
+                                  [r["entry_id"] for r in written])
     await aging_kept_repo.write(conn, [
         aging_kept_repo.item(account, currency, due or issued, issued, payable)
         for account, _, _, currency, payable, issued, due in rows])
@@ -175,13 +181,16 @@ async def post_credit_note(conn: Connection, account_id: str, invoice_id: int,
     if row is None:
         return None
     await aging_kept_repo.write_entry(conn, account_id, row["entry_id"])
+    await journal_days_repo.write(conn, [account_id], [row["entry_id"]])
     item: int = row["applies_to"]
     return item
 
 
 async def release_excess(conn: Connection, account_id: str, entry_id: int,
                          on: dt.date) -> None:
-    """Release the item's allocations (newest first) until its open amount is ≥ 0."""
+    """Release the item's allocations (newest first) until its open amount is ≥ 0 (a
+    write-off of the item reversed first: ``collections_release_excess`` keeps the aging
+    and the journal's days of the entry it writes)."""
     await conn.execute("SELECT collections_release_excess($1, $2, $3)", account_id, entry_id, on)
 
 
@@ -483,6 +492,7 @@ async def insert_payments(conn: Connection, ids: list[int],
         moves += aging_kept_repo.allocation(a, i.currency, i.due_date, i.entry_date, on, m)
         told.add((a, i.currency, max(on, i.entry_date)))
     await aging_kept_repo.write(conn, moves, told=told)
+    await journal_days_repo.write_payments(conn, [r[0] for r in rows], ids)
 
 
 _PAYMENT_COLUMNS = ["account_id", "payment_id", "amount_micros", "currency", "received_on",
@@ -635,12 +645,14 @@ async def due_summary(conn: Connection) -> tuple[list[asyncpg.Record], list[str]
 
 async def take_due_steps(conn: Connection, as_of: dt.date, suspending: list[str]) -> None:
     """Write the staged steps: the fees as ledger items, the steps taken, the suspensions."""
-    await conn.execute(
+    fees = await conn.fetch(
         "INSERT INTO ledger_entries (entry_id, account_id, kind, currency, amount_micros,"
         " entry_date, due_date, description, reason) OVERRIDING SYSTEM VALUE"
         " SELECT fee_entry_id, account_id, 'fee', currency, fee_micros, $1, $1,"
         " 'Reminder fee, invoice ' || invoice_id, 'dunning' FROM dunning_due"
-        " WHERE action = 'fee' ORDER BY fee_entry_id", as_of)
+        " WHERE action = 'fee' ORDER BY fee_entry_id RETURNING account_id, entry_id", as_of)
+    await journal_days_repo.write(conn, [r["account_id"] for r in fees],
+                                  [r["entry_id"] for r in fees])
     await conn.execute(
         "INSERT INTO aging_open (account_id, currency, due_date, from_on, amount_micros)"
         " SELECT account_id, currency, $1, $1, fee_micros FROM dunning_due"

@@ -1,8 +1,9 @@
 """`billing-oss ledger export --from DATE --to DATE --format csv|json|fec [-o PATH]`: the
 period's journal entries from the receivables ledger, balanced, on the chart of accounts of
 the ``[ledger]`` configuration. ``-o`` names a file, or a directory where the FEC takes its
-legal name ``<SIREN>FEC<YYYYMMDD>.txt``; without it the export goes to stdout. The totals
-(entries, debit, credit) go to stderr."""
+legal name ``<SIREN>FEC<YYYYMMDD>.txt``; without it the export goes to stdout. The period
+is streamed a chunk of entries at a time, in bounded memory, the same bytes as built whole.
+The totals (entries, debit, credit) go to stderr."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import msgspec
 from billing_oss.core.errors import InvalidRequest
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
+from billing_oss.server.config import Config, LedgerConfig
 from billing_oss.server.ledger import export
-from billing_oss.server.ledger.journal import Journal
 
 
 def register(verbs: Any) -> None:
@@ -62,31 +63,51 @@ def run(args: argparse.Namespace) -> int:
         print(f"billing-oss ledger export: {exc.message} (or --siren)", file=sys.stderr)
         return 2
 
-    async def main() -> Journal:
-        async with database_pool(config) as pool:
-            return await export.journal(pool, chart, args.start, args.end)
-
-    j = asyncio.run(main())
-    body = (export.to_fec(j, "|" if args.separator == "pipe" else "\t")
-            if args.format == "fec" else export.to_json(j) + b"\n"
-            if args.format == "json" else export.to_csv(j).encode())
+    separator = "|" if args.separator == "pipe" else "\t"
+    path = None
     if args.output:
         path = Path(args.output)
         path = path / name if path.is_dir() else path
-        try:
-            path.write_bytes(body)
-        except OSError as exc:
-            print(f"billing-oss ledger export: -o {args.output}: {exc.strerror}",
-                  file=sys.stderr)
-            return 2
+    try:
+        totals = asyncio.run(_export(config, chart, args, separator, path))
+    except _OutputError as exc:
+        print(f"billing-oss ledger export: -o {args.output}: {exc}", file=sys.stderr)
+        return 2
+    if path is not None:
         print(path)
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(body)
-        sys.stdout.flush()
-    print(f"{len(j.entries)} entries {args.start} .. {args.end} in {j.currency}: debit "
-          f"{export.amount(j.debit_micros, j.currency)}, credit "
-          f"{export.amount(j.credit_micros, j.currency)}"
-          + (f"; other currencies not exported: {', '.join(j.other_currencies)}"
-             if j.other_currencies else ""), file=sys.stderr)
+    print(f"{totals.entries} entries {args.start} .. {args.end} in {chart.currency}: debit "
+          f"{export.amount(totals.debit_micros, chart.currency)}, credit "
+          f"{export.amount(totals.credit_micros, chart.currency)}"
+          + (f"; other currencies not exported: {', '.join(totals.other_currencies)}"
+             if totals.other_currencies else ""), file=sys.stderr)
     return 0
+
+
+async def _export(config: Config, chart: LedgerConfig, args: argparse.Namespace,
+                  separator: str, path: Path | None) -> export.Totals:
+    """The period streamed a chunk at a time (``export.write``) in one snapshot, to stdout
+    or to ``path``: written beside it as ``<name>.part`` and renamed once whole, so that a
+    failed export never leaves a short file under the export's name."""
+    async with database_pool(config) as pool, pool.acquire() as conn, conn.transaction(
+            isolation="repeatable_read", readonly=True):
+        if path is None:
+            sys.stdout.flush()
+            totals = await export.write(conn, chart, args.start, args.end, args.format,
+                                        sys.stdout.buffer.write, separator)
+            sys.stdout.flush()
+            return totals
+        part = path.with_name(path.name + ".part")
+        try:
+            with part.open("wb") as out:
+                totals = await export.write(conn, chart, args.start, args.end, args.format,
+                                            out.write, separator)
+            part.replace(path)
+        except OSError as exc:
+            raise _OutputError(exc.strerror or str(exc)) from exc
+        finally:
+            part.unlink(missing_ok=True)
+        return totals
+
+
+class _OutputError(Exception):
+    """The output file could not be written (a usage error: exit 2)."""

@@ -101,9 +101,7 @@ async def get_ledger_journal(request: web.Request) -> web.Response:
 async def get_ledger_journal_totals(request: web.Request) -> web.Response:
     q = decode_query(request, JournalQuery)
     chart = request.app[CONFIG].ledger
-    async with request.app[POOL].acquire() as conn, conn.transaction(
-            isolation="repeatable_read", readonly=True):
-        t = await export.totals(conn, chart, q.from_, q.to)
+    t = await export.totals(request.app[POOL], chart, q.from_, q.to)
     return reply(JournalTotals(
         from_=q.from_.isoformat(), to=q.to.isoformat(), currency=chart.currency,
         other_currencies=list(t.other_currencies), entries=t.entries,
@@ -158,8 +156,8 @@ def register(api: Api) -> None:
             "the configured chart of accounts, a page at a time by cursor",
             query=JournalPageQuery, response=JournalPage, roles=("viewer",), errors=(422,))
     api.add("GET", "/v1/ledger/journal/totals", get_ledger_journal_totals, tag=tag,
-            summary="The period's journal in all: entries, debit and credit (it builds the "
-            "whole period: an export's time, not a page's)", query=JournalQuery,
+            summary="The period's journal in all: entries, debit and credit (read from the "
+            "days kept at posting: a row per day of the period)", query=JournalQuery,
             response=JournalTotals, roles=("viewer",), errors=(422,))
     api.add("GET", "/v1/ledger/journal.csv", get_ledger_journal_csv, tag=tag,
             summary="The journal of a period as CSV, one row per journal line, streamed",

@@ -19,13 +19,14 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
 from billing_oss.core.money import format_minor
+from billing_oss.server.collections import journal_days_repo
 from billing_oss.server.collections.repo import Db
 from billing_oss.server.config import LedgerConfig
 from billing_oss.server.ledger import repo
@@ -98,16 +99,74 @@ async def chunks(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date,
 
 
 async def totals(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date) -> Totals:
+    """The period's entries, debit and credit, from the days the ledger's writers keep
+    (``journal_days_repo``): a row per day of the period, whatever its entries. The days
+    hold each entry as the builder books it (migration 1521), so the totals are the
+    exports' to the micro-unit; ``totals_built`` sums the builder's own."""
+    check_period(start, end)
+    per_currency = await journal_days_repo.totals(db, start, end)
+    books = per_currency.pop(chart.currency, journal_days_repo.DayTotals(0, 0, 0))
+    return Totals(entries=books.entries, debit_micros=books.debit_micros,
+                  credit_micros=books.credit_micros,
+                  other_currencies=tuple(c for c, t in per_currency.items() if t.entries))
+
+
+async def totals_built(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date) -> Totals:
     """The period's entries, debit and credit, summed over ``chunks``: each entry booked
-    by the one builder the exports use, so the totals are theirs to the micro-unit."""
+    by the builder, O(entries) (the benchmark's and the tests' reference)."""
+    check_period(start, end)
+    others = tuple(await repo.other_currencies(db, start, end, chart.currency))
+    return await _summed(db, chart, start, end, others, CHUNK)
+
+
+async def write(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date, form: str,
+                sink: Callable[[bytes], object], separator: str = "|",
+                size: int = CHUNK) -> Totals:
+    """The period's journal in ``form`` (csv, json, fec) handed to ``sink`` a chunk of
+    ``size`` entries at a time: the bytes ``to_csv``, ``to_json`` (and a newline) and
+    ``to_fec`` write for the whole period, in bounded memory. ``db`` holds one snapshot
+    (repeatable read). The JSON names the period's debit and credit before its entries, so
+    it is built twice over the snapshot: the sums first, then the entries."""
+    check_period(start, end)
+    others = tuple(await repo.other_currencies(db, start, end, chart.currency))
+    if form == "json":
+        sums = await _summed(db, chart, start, end, others, size)
+        head = json_document(Journal(start=start, end=end, currency=chart.currency,
+                                     entries=(), other_currencies=others))
+        head.update(debit=amount(sums.debit_micros, chart.currency),
+                    credit=amount(sums.credit_micros, chart.currency))
+        sink(msgspec.json.encode(head)[:-len(b"[]}")] + b"[")
+        first = True
+        async for j in chunks(db, chart, start, end, size):
+            body = b",".join(msgspec.json.encode(entry_document(e, j.currency))
+                             for e in j.entries)
+            sink(body if first else b"," + body)
+            first = False
+        sink(b"]}\n")
+        return sums
+    if form == "fec":
+        sink(fec_head(separator))
+    elif form == "csv":
+        sink(csv_head().encode())
+    else:
+        raise InvalidRequest(f"unknown format {form!r}; one of {', '.join(FORMATS)}")
     entries = debit = credit = 0
-    async for j in chunks(db, chart, start, end):
-        entries += len(j.entries)
-        debit += j.debit_micros
-        credit += j.credit_micros
-    others = await repo.other_currencies(db, start, end, chart.currency)
+    async for j in chunks(db, chart, start, end, size):
+        sink(fec_body(j, separator) if form == "fec" else csv_body(j).encode())
+        entries, debit, credit = (entries + len(j.entries), debit + j.debit_micros,
+                                  credit + j.credit_micros)
     return Totals(entries=entries, debit_micros=debit, credit_micros=credit,
-                  other_currencies=tuple(others))
+                  other_currencies=others)
+
+
+async def _summed(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date,
+                  others: tuple[str, ...], size: int) -> Totals:
+    entries = debit = credit = 0
+    async for j in chunks(db, chart, start, end, size):
+        entries, debit, credit = (entries + len(j.entries), debit + j.debit_micros,
+                                  credit + j.credit_micros)
+    return Totals(entries=entries, debit_micros=debit, credit_micros=credit,
+                  other_currencies=others)
 
 
 def amount(micros: int, currency: str, mark: str = ".") -> str:

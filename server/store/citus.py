@@ -59,7 +59,8 @@ BY_ACCOUNT: tuple[str, ...] = (
     "charge_account_months", "charge_account_presence", "charge_account_days", "adjustments",
     "invoices", "invoice_lines", "invoice_line_charges",
     "invoice_allowances", "taxes", "credit_notes", "payments", "ledger_entries",
-    "payment_allocations", "aging_open", "dunning_events", "disputes", "dunning_suspensions",
+    "payment_allocations", "aging_open", "ledger_journal_deltas", "dunning_events", "disputes",
+    "dunning_suspensions",
     "anomaly_flags", "rerate_job_accounts", "suspense", "outbox_heads", "outbox_events",
 )
 # Traffic tables whose key is not an account: distributed by that key.
@@ -73,6 +74,7 @@ BY_OWN_KEY: tuple[tuple[str, str], ...] = (
 # Read everywhere, written rarely: a copy on every node.
 REFERENCE: tuple[str, ...] = (
     "products", "tax_rates", "partners", "exchange_rates", "dunning_ladders",
+    "currency_minor_steps",
 )
 
 # Unique keys without the distribution column: replaced by ones that include it.

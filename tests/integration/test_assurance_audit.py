@@ -236,7 +236,7 @@ async def test_runs_over_http(seeded: asyncpg.Pool, database_url: str) -> None:
             queued = await r.json()
         run_id = queued["run_id"]
         assert location == f"/v1/assurance/runs/{run_id}"
-        assert queued["state"] == "queued" and queued["controls"] == 5
+        assert queued["state"] == "queued" and queued["controls"] == 6
         assert queued["controls_done"] == 0 and queued["results"] == []
         status, waiting = await api.call("GET", location, "viewer")
         assert status == 200 and waiting["state"] == "queued"
@@ -252,17 +252,18 @@ async def test_runs_over_http(seeded: asyncpg.Pool, database_url: str) -> None:
         assert await worker == run_id
         assert all(state in ("queued", "running", "done") for state, _ in seen)
         assert [done for _, done in seen] == sorted(done for _, done in seen)
-        assert ("running", 0) in seen or any(s == "running" and 0 < d < 5 for s, d in seen)
+        assert ("running", 0) in seen or any(s == "running" and 0 < d < 6 for s, d in seen)
         status, run = await api.call("GET", location, "viewer")
         assert status == 200 and run["state"] == "done", run
-        assert run["run_id"] == run_id and run["controls_done"] == run["controls"] == 5
+        assert run["run_id"] == run_id and run["controls_done"] == run["controls"] == 6
         assert {r["control"] for r in run["results"]} == {
             "ledger.documents_booked", "ledger.payments_booked", "ledger.aging_receivables",
+            "ledger.journal_days",
             "ledger.gl_balanced", "audit.chain"}
         assert run["failed"] == 0 and run["actor"] == queued["actor"]
         job = await seeded.fetchrow("SELECT state, controls_done FROM assurance_jobs"
                                     " WHERE assurance_job_id = $1", run_id)
-        assert tuple(job) == ("done", 5)
+        assert tuple(job) == ("done", 6)
         status, page = await api.call("GET", "/v1/assurance/runs", "viewer",
                                       params={"limit": 1})
         assert status == 200 and page["items"][0]["run_id"] == run["run_id"]

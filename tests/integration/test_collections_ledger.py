@@ -5,7 +5,8 @@ a payment is never allocated beyond itself, every invoice's open amount is its t
 its credit notes and allocations and never below zero, aging as of every date of the
 sequence totals the receivables the documents add up to, per currency, and the aging kept
 by the ledger's writers (migration 1510) equals the ledger's as of today and every later
-date of the sequence, per account and across accounts, before and after compactions."""
+date of the sequence, per account and across accounts, before and after compactions; and
+the journal's days kept by the same writers (migration 1521) are the export's builder's."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from billing_oss.core.errors import Conflict, InvalidRequest
 from billing_oss.server.collections import aging, aging_kept_repo, payments, write_offs
 from billing_oss.server.collections.model import AUTO, NONE, NewPayment, Target
 from tests.integration import collections_seed as seed
+from tests.integration.journal_days_check import assert_kept_days_are_the_builders
 
 START = dt.date(2026, 1, 1)
 CENT = 10_000
@@ -164,6 +166,8 @@ async def check(pool: asyncpg.Pool, w: World) -> None:
             assert all(b >= 0 for b in row.buckets) and row.credit_micros <= 0, (day, row)
     await seed.assert_kept_aging_is_the_ledgers(pool, account_id=a, days=w.days)
     await seed.assert_kept_aging_is_the_ledgers(pool, days=w.days[-1:])
+    # The journal's days kept by the same writers: the account's deltas are its journal.
+    await assert_kept_days_are_the_builders(pool, account_id=a)
 
 
 @settings(max_examples=60)

@@ -9,6 +9,7 @@ from billing_oss.server.assurance.controls import (
     conservation,
     duplicates,
     gl,
+    journal_days,
     ledger,
     rating,
     retention,
@@ -19,7 +20,7 @@ from billing_oss.server.assurance.model import Control
 
 ALL: tuple[Control, ...] = (
     *collection.CONTROLS, *conservation.CONTROLS, *rating.CONTROLS, *billing.CONTROLS,
-    *ledger.CONTROLS, *gl.CONTROLS, *settlement.CONTROLS, *duplicates.CONTROLS,
-    *audit_chain.CONTROLS, *retention.CONTROLS, *rollups.CONTROLS,
+    *ledger.CONTROLS, *journal_days.CONTROLS, *gl.CONTROLS, *settlement.CONTROLS,
+    *duplicates.CONTROLS, *audit_chain.CONTROLS, *retention.CONTROLS, *rollups.CONTROLS,
 )
 BY_NAME: dict[str, Control] = {c.name: c for c in ALL}
