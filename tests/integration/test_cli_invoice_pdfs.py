@@ -1,5 +1,5 @@
 """`billing-oss invoice pdfs`: a cycle's finalised invoices written as the very files
-`invoice pdf ID` writes, one a invoice named by its number, whatever the threads and the
+`invoice pdf ID` writes, one an invoice named by its number, whatever the threads and the
 chunks; drafts left out and counted; an empty cycle said so."""
 
 from __future__ import annotations
