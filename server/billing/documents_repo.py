@@ -32,6 +32,25 @@ async def invoice_list(pool: asyncpg.Pool, *, account_id: str | None, status: st
         account_id, status, period, limit))
 
 
+
+async def finalised_page(conn: Connection, *, period: str, account_id: str | None,
+                         after: int | None, limit: int) -> list[int]:
+    """The next ``limit`` finalised invoices of ``period`` after ``after``, by id."""
+    return [r["invoice_id"] for r in await conn.fetch(
+        "SELECT invoice_id FROM invoices WHERE period = $1 AND status = 'finalised'"
+        " AND ($2::text IS NULL OR account_id = $2)"
+        " AND ($3::bigint IS NULL OR invoice_id > $3) ORDER BY invoice_id LIMIT $4",
+        period, account_id, after, limit)]
+
+
+async def count_by_status(conn: Connection, *, period: str, account_id: str | None
+                          ) -> dict[str, int]:
+    """How many invoices of ``period`` are drafts and how many finalised."""
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM invoices WHERE period = $1"
+        " AND ($2::text IS NULL OR account_id = $2) GROUP BY status", period, account_id)
+    return {r["status"]: int(r["n"]) for r in rows}
+
 async def credit_note_page(pool: asyncpg.Pool, *, account_id: str | None,
                            invoice_id: int | None, after: int | None, limit: int) -> list[Any]:
     return list(await pool.fetch(

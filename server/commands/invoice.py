@@ -1,6 +1,7 @@
-"""`billing-oss invoice show|pdf|xml ID` and `invoice list`: one stored invoice as JSON, as
-its PDF/A-3 document (Factur-X XML and XMP metadata) or as its EN 16931 CII XML; or the
-stored invoices, one line each.
+"""`billing-oss invoice show|pdf|xml ID`, `invoice list` and `invoice pdfs`: one stored
+invoice as JSON, as its PDF/A-3 document (Factur-X XML and XMP metadata) or as its EN 16931
+CII XML; the stored invoices, one line each; or every finalised invoice of a cycle as PDF
+files in a directory (server.commands.invoice_export).
 
 ID is the invoice id (``4``) or the number printed on it (``INV-000004``). `pdf` and `xml`
 write to `--output FILE`, or to stdout when it is not a terminal.
@@ -21,6 +22,7 @@ from billing_oss.core.errors import ConfigError, NotFound
 from billing_oss.core.money import format_minor
 from billing_oss.server.billing import documents_repo, issuing, views
 from billing_oss.server.billing.render import cii, itemised, typst_pdf
+from billing_oss.server.commands import invoice_export
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.config import Config
@@ -32,26 +34,34 @@ T = TypeVar("T")
 
 def register(verbs: Any) -> None:
     parser = add_document_verb(verbs, "invoice", "print a stored invoice as JSON, PDF or "
-                               "EN 16931 XML, or list invoices", listing=True)
+                               "EN 16931 XML, list invoices, or export a cycle's PDFs",
+                               listing=True)
     parser.set_defaults(handler=run)
 
 
 def add_document_verb(verbs: Any, verb: str, help_text: str, *,
                       listing: bool = False) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(verb, help=help_text)
-    parser.add_argument("what", choices=FORMATS + (("list",) if listing else ()),
-                        help="show (JSON), pdf or xml" + (", or list" if listing else ""))
+    parser.add_argument("what", choices=FORMATS + (("list", "pdfs") if listing else ()),
+                        help="show (JSON), pdf or xml" + (", list, or pdfs (a cycle's "
+                                                          "finalised invoices)" if listing
+                                                          else ""))
     parser.add_argument("document_id", metavar="ID", nargs="?",
                         help="the id (4) or the number printed on it (INV-000004)")
     parser.add_argument("-o", "--output", type=Path, metavar="FILE",
                         help="write the document here (pdf, xml)")
     if listing:
-        parser.add_argument("--account", help="list: only this account")
+        parser.add_argument("--account", help="list, pdfs: only this account")
         parser.add_argument("--status", choices=["draft", "finalised"],
                             help="list: only drafts or finalised invoices")
-        parser.add_argument("--period", metavar="YYYY-MM", help="list: only this cycle")
+        parser.add_argument("--period", metavar="YYYY-MM",
+                            help="list: only this cycle; pdfs: this cycle")
         parser.add_argument("--limit", type=int, default=100, help="list: at most N (100)")
         parser.add_argument("--json", action="store_true", help="list: one JSON object a line")
+        parser.add_argument("--output-dir", type=Path, metavar="DIR",
+                            help="pdfs: write <number>.pdf files here (rewrites those there)")
+        parser.add_argument("--threads", type=int, metavar="N",
+                            help="pdfs: typeset on N threads (default: one a core)")
     add_config_options(parser)
     return parser
 
@@ -59,6 +69,8 @@ def add_document_verb(verbs: Any, verb: str, help_text: str, *,
 def run(args: argparse.Namespace) -> int:
     if args.what == "list":
         return list_invoices(args)
+    if args.what == "pdfs":
+        return invoice_export.run(args)
 
     async def fetch(conn: Connection) -> tuple[issuing.Invoice, itemised.Itemised | None]:
         invoice_id = await resolve_id(conn, "invoices", "invoice_id", args.document_id)
