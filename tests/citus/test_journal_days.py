@@ -1,7 +1,7 @@
 """The journal's days kept at posting on Citus (migration 1521): the deltas are distributed
 by account beside the ledger, so each writer appends on its account's shard, the days (no
 account) stay on the coordinator, written by the fold only, and the minor units are a
-reference table. Over the export's quarter (every kind of entry but the dunning fee, a write-
+reference table. Over the export's quarter (every kind of entry, the dunning fee included, a write-
 off reversed by ``collections_release_excess``, one currency more), the days are the
 builder's per currency and day and the totals the builder's over every period, before and
 after a fold and after a rebuild; the ``ledger.journal_days`` control passes. The migration
@@ -44,7 +44,7 @@ async def test_posting_keeps_the_days_and_totals_match_on_citus(
             "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE logicalrelid"
             " IN ('ledger_journal_deltas'::regclass, 'ledger_entries'::regclass)") == 1
 
-        await seed_ledger(pool, fee=False)  # the ladder's upsert: refused on Citus
+        await seed_ledger(pool)
         invoice_id = await pool.fetchval("SELECT invoice_id FROM ledger_entries"
                                          " WHERE kind = 'write_off' AND account_id = 'C3'")
         async with pool.acquire() as conn, conn.transaction():
@@ -98,7 +98,7 @@ async def test_the_migration_forms_the_days_of_an_existing_ledger_on_citus(
             "CREATE VIEW ledger_journal_moves AS SELECT account_id, entry_id, kind, payment_id,"
             " currency, entry_date, 0::bigint AS debit_micros, 0::bigint AS credit_micros"
             " FROM ledger_entries")
-        await seed_ledger(pool, fee=False)
+        await seed_ledger(pool)
         await pool.execute("DROP VIEW ledger_journal_moves")
         await pool.execute("DROP TABLE ledger_journal_deltas")
         # 1521 alone: 1540 fails on a cluster that holds invoices already (GROUPING in its
