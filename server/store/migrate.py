@@ -3,7 +3,10 @@
 Files live in ``server/store/migrations/NNNN_name.sql``. Applied ones are recorded in
 ``schema_migrations`` with their sha256; a recorded migration whose file changed since is
 refused rather than silently diverging. An advisory lock lets several processes start at once.
-On a Citus coordinator the tables are then distributed (``server/store/citus.py``).
+On a Citus coordinator the tables are then distributed (``server/store/citus.py``), and a file
+of ``migrations/citus/`` stands in for the migration of its name: a landed migration is never
+edited, so where one holds a statement Citus refuses on tables an earlier release distributed,
+its variant makes the same tables, recorded under the original's sha256.
 """
 
 from __future__ import annotations
@@ -21,17 +24,23 @@ from billing_oss.core.errors import ConfigError, StartupError
 from billing_oss.server.store import citus
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+CITUS_VARIANTS_DIR = MIGRATIONS_DIR / "citus"
 _LOCK_KEY = 0x62696C6C  # "bill": serialises concurrent migrators
 
 log = logging.getLogger(__name__)
 
 
-def available() -> list[tuple[str, str, str]]:
-    """(name, sha256, sql) for every migration file, in order."""
+def available(on_citus: bool = False) -> list[tuple[str, str, str]]:
+    """(name, sha256, sql) for every migration file, in order; ``on_citus``: the sql of its
+    Citus variant where it has one, the sha256 still the migration's own."""
     out = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         sql = path.read_text()
-        out.append((path.stem, hashlib.sha256(sql.encode()).hexdigest(), sql))
+        digest = hashlib.sha256(sql.encode()).hexdigest()
+        variant = CITUS_VARIANTS_DIR / path.name
+        if on_citus and variant.exists():
+            sql = variant.read_text()
+        out.append((path.stem, digest, sql))
     return out
 
 
@@ -54,7 +63,7 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
                 await conn.execute("SET citus.enable_unsafe_triggers = on")
             rows = await conn.fetch("SELECT name, sha256 FROM schema_migrations")
             done: dict[str, str] = {row["name"]: row["sha256"] for row in rows}
-            for name, digest, sql in available():
+            for name, digest, sql in available(on_citus):
                 if name in done:
                     if done[name] != digest:
                         raise StartupError(

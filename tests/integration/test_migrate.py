@@ -16,6 +16,18 @@ async def test_all_migrations_applied_once(pool: asyncpg.Pool) -> None:
     assert await migrate(pool) == []  # idempotent
 
 
+def test_each_citus_variant_stands_in_for_a_migration() -> None:
+    """A variant runs in place of the migration of its name, under that one's sha256: one
+    whose name matches none would never run."""
+    names = {name for name, _, _ in migrate_module.available()}
+    variants = sorted(migrate_module.CITUS_VARIANTS_DIR.glob("*.sql"))
+    assert variants and {v.stem for v in variants} <= names
+    on_citus = {name: sql for name, _, sql in migrate_module.available(on_citus=True)}
+    assert all(on_citus[v.stem] == v.read_text() for v in variants)
+    assert [d for _, d, _ in migrate_module.available(on_citus=True)] == \
+        [d for _, d, _ in migrate_module.available()]
+
+
 async def test_core_tables_exist(pool: asyncpg.Pool) -> None:
     rows = await pool.fetch(
         "SELECT relname FROM pg_class"
@@ -38,7 +50,7 @@ async def test_changed_migration_is_refused(pool: asyncpg.Pool,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     real = migrate_module.available()
     tampered = [(real[0][0], "0" * 64, real[0][2]), *real[1:]]
-    monkeypatch.setattr(migrate_module, "available", lambda: tampered)
+    monkeypatch.setattr(migrate_module, "available", lambda on_citus=False: tampered)
     with pytest.raises(StartupError, match="changed after it was applied"):
         await migrate(pool)
 
