@@ -27,7 +27,7 @@ days are also timed as the earlier query read them (Σ of every account's daily 
 straight on the database),
 ``EARLIER_RUNS`` times after one warm-up (~20 s a time at scale 1): our figure beside it is
 a ratio from the same run. The ledger journal's totals (read from the days kept at posting,
-migration 1521) are timed beside the earlier way too: the builder over every entry of the
+migration 1543) are timed beside the earlier way too: the builder over every entry of the
 period by chunks (``export.totals_built``, in one snapshot on the database), ``BUILT_RUNS``
 times after one warm-up, its totals checked equal to ours to the micro-unit, and the plan of
 our read printed with its buffers (EXPLAIN ANALYZE).

@@ -1,4 +1,4 @@
-"""The journal's totals per day, kept at posting (migration 1521, issue #24).
+"""The journal's totals per day, kept at posting (migration 1543, issue #24).
 
 Each writer of ledger entries appends, in its own transaction, the journal entries it
 makes and their debit and credit to ``ledger_journal_deltas`` (``write``): a row per

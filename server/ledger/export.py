@@ -101,7 +101,7 @@ async def chunks(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date,
 async def totals(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date) -> Totals:
     """The period's entries, debit and credit, from the days the ledger's writers keep
     (``journal_days_repo``): a row per day of the period, whatever its entries. The days
-    hold each entry as the builder books it (migration 1521), so the totals are the
+    hold each entry as the builder books it (migration 1543), so the totals are the
     exports' to the micro-unit; ``totals_built`` sums the builder's own."""
     check_period(start, end)
     per_currency = await journal_days_repo.totals(db, start, end)

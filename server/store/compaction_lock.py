@@ -35,3 +35,17 @@ async def fetch_between_compactions(db: Db, sql: str, args: list[Any], *,
         await db.execute(lock)
         rows: list[asyncpg.Record] = await db.fetch(sql, *args)
         return rows
+
+
+# How long a fold waits for its lock exclusive before it gives the run up: a reader may hold
+# the lock shared for as long as its query runs (the assurance controls that read the levels:
+# seconds, minutes for a deep check), and PostgreSQL queues every later shared request behind
+# a waiting exclusive one, so a fold that waited would stall every read of the totals across
+# accounts until the control ended. The fold is tried again at the next run.
+FOLD_LOCK_WAIT_MS = 100
+
+
+async def wait_at_most(conn: Connection, ms: int = FOLD_LOCK_WAIT_MS) -> None:
+    """In the caller's transaction: any lock wait longer than ``ms`` fails (55P03)."""
+    await conn.execute(f"SET LOCAL lock_timeout = {int(ms)}")
+

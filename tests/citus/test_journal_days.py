@@ -1,4 +1,4 @@
-"""The journal's days kept at posting on Citus (migration 1521): the deltas are distributed
+"""The journal's days kept at posting on Citus (migration 1543): the deltas are distributed
 by account beside the ledger, so each writer appends on its account's shard, the days (no
 account) stay on the coordinator, written by the fold only, and the minor units are a
 reference table. Over the export's quarter (every kind of entry, the dunning fee included, a write-
@@ -79,13 +79,13 @@ async def test_posting_keeps_the_days_and_totals_match_on_citus(
 
 async def test_the_migration_forms_the_days_of_an_existing_ledger_on_citus(
         citus_url: str) -> None:
-    """Migration 1521 on a cluster whose ledger an earlier release wrote (the stand-ins of
+    """Migration 1543 on a cluster whose ledger an earlier release wrote (the stand-ins of
     ``test_ledger_journal_days`` let today's writers run on the earlier schema): its backfill
     reads the distributed ledger into the coordinator's days, and the tables are placed."""
     pool = await asyncpg.create_pool(citus_url, min_size=1, max_size=4,
                                      server_settings={"timezone": "UTC"})
     try:
-        await migrate_before(pool, "1521")
+        await migrate_before(pool, "1543")
     finally:
         await pool.close()
     # Sessions opened after each migration, as test_aging_kept explains.
@@ -102,9 +102,9 @@ async def test_the_migration_forms_the_days_of_an_existing_ledger_on_citus(
         await seed_ledger(pool)
         await pool.execute("DROP VIEW ledger_journal_moves")
         await pool.execute("DROP TABLE ledger_journal_deltas")
-        await migrate_module.migrate(pool)  # 1521 and the migrations after it
+        await migrate_module.migrate(pool)  # 1543 and the migrations after it
         assert await pool.fetchval("SELECT count(*) FROM schema_migrations"
-                                   " WHERE name = '1521_ledger_journal_days'") == 1
+                                   " WHERE name = '1543_ledger_journal_days'") == 1
     finally:
         await pool.close()
     pool = await asyncpg.create_pool(citus_url, min_size=1, max_size=4,

@@ -6,7 +6,7 @@ its credit notes and allocations and never below zero, aging as of every date of
 sequence totals the receivables the documents add up to, per currency, and the aging kept
 by the ledger's writers (migration 1510) equals the ledger's as of today and every later
 date of the sequence, per account and across accounts, before and after compactions; and
-the journal's days kept by the same writers (migration 1521) are the export's builder's."""
+the journal's days kept by the same writers (migration 1543) are the export's builder's."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The journal's days kept at posting (migration 1521, ``collections.journal_days_repo``) on
+"""The journal's days kept at posting (migration 1543, ``collections.journal_days_repo``) on
 the ledger export's quarter (every kind of entry: invoices with negative and positive
 rounding, credit notes, payments, a refund, a returned payment, a dunning fee, a write-off,
 its reinstatement by a payment and, by ``collections_release_excess``, by a credit note; an
@@ -166,13 +166,13 @@ async def test_two_postings_of_a_day_do_not_wait_on_each_other(seeded: asyncpg.P
 
 
 @pytest.fixture
-async def before_1521(pg_admin_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+async def before_1543(pg_admin_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     name = f"t_journal_days_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(pg_admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     pool = await asyncpg.create_pool(with_database(pg_admin_dsn, name), min_size=1, max_size=4)
     assert pool is not None
-    await migrate_before(pool, "1521")
+    await migrate_before(pool, "1543")
     try:
         yield pool
     finally:
@@ -182,12 +182,12 @@ async def before_1521(pg_admin_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def test_the_migration_forms_the_days_of_an_existing_ledger(
-        before_1521: asyncpg.Pool) -> None:
+        before_1543: asyncpg.Pool) -> None:
     """The ledger written as an earlier release wrote it: the same rows, no days. Today's
     writers append to ``ledger_journal_deltas`` from ``ledger_journal_moves``; stand-ins
     that take and keep nothing let them run on the earlier schema (its PL/pgSQL writer
     appends nothing), and go before the migration."""
-    pool = before_1521
+    pool = before_1543
     await pool.execute(
         "CREATE TABLE ledger_journal_deltas (account_id text, currency char(3),"
         " entry_date date, entries bigint, debit_micros bigint, credit_micros bigint);"
@@ -198,7 +198,7 @@ async def test_the_migration_forms_the_days_of_an_existing_ledger(
     await pool.execute("DROP VIEW ledger_journal_moves; DROP TABLE ledger_journal_deltas")
 
     applied = await migrate_module.migrate(pool)
-    assert applied[0] == "1521_ledger_journal_days"
+    assert applied[0] == "1543_ledger_journal_days"
     assert await pool.fetchval("SELECT count(*) FROM ledger_journal_days") > 10
     await assert_kept_days_are_the_builders(pool)
     await assert_totals_are_the_builders(pool)

@@ -1,4 +1,4 @@
-"""``ledger_journal_sides`` (migration 1521), the SQL the journal's days are kept by, books
+"""``ledger_journal_sides`` (migration 1543), the SQL the journal's days are kept by, books
 every ledger entry as the export's builder (``ledger.journal.build``) does, to the
 micro-unit: hypothesis draws the entry's kind and amount, its invoice's net, tax and
 payable, its credit note's net and tax (negative ones too: negative rounding, VAT relief
@@ -78,3 +78,12 @@ async def test_the_minor_units_are_babels(pool: asyncpg.Pool) -> None:
     kept = {r["currency"]: r["step_micros"] for r in await pool.fetch(
         "SELECT currency, step_micros FROM currency_minor_steps")}
     assert kept == expected, sorted(set(expected.items()) ^ set(kept.items()))
+
+
+async def test_a_currency_without_minor_unit_books_no_sides(pool: asyncpg.Pool) -> None:
+    """As ``core.money`` refuses an unknown currency, the SQL gives no debit or credit for
+    one (the deltas' NOT NULL then refuses the posting) rather than a write-off booked short."""
+    for kind in KINDS:
+        got = await pool.fetchrow(_SIDES, kind, 1_200_000, 1_000_000, 200_000, 1_200_000,
+                                  1_000_000, 200_000, "QQQ")
+        assert (got["debit_micros"], got["credit_micros"]) == (None, None), kind

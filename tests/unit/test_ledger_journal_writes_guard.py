@@ -1,5 +1,5 @@
 """Whoever writes ledger entries appends their journal to the kept days in the same place
-(migration 1521, ``server.collections.journal_days_repo``): the journal's totals are read
+(migration 1543, ``server.collections.journal_days_repo``): the journal's totals are read
 from those days, which equal the export's only if no write skips them.
 
 Scanned as the kept aging's writers are (``test_ledger_writes_guard``): every function of the

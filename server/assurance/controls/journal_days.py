@@ -1,4 +1,4 @@
-"""The journal's days kept at posting (migration 1521) equal the journal of the ledger.
+"""The journal's days kept at posting (migration 1543) equal the journal of the ledger.
 
 - ``ledger.journal_days``: per currency, every day whose kept entries, debit or credit
   (``ledger_journal_days`` and the deltas not folded yet) differ from those of the day's

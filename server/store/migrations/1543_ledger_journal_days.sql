@@ -99,7 +99,10 @@ CREATE FUNCTION ledger_journal_sides(
     p_invoice_payable bigint, p_note_net bigint, p_note_tax bigint, p_step bigint)
 RETURNS TABLE (debit_micros bigint, credit_micros bigint)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-SELECT sum(greatest(s, 0))::bigint, sum(greatest(-s, 0))::bigint
+-- No step (a currency outside currency_minor_steps, which core.money refuses too): no sides,
+-- so that the NOT NULL of the deltas and days refuses the posting instead of booking it short.
+SELECT CASE WHEN p_step IS NOT NULL THEN sum(greatest(s, 0))::bigint END,
+       CASE WHEN p_step IS NOT NULL THEN sum(greatest(-s, 0))::bigint END
 FROM (SELECT abs(p_amount)::numeric AS a,
              coalesce(p_invoice_net, 0)::numeric AS inet,
              coalesce(p_invoice_tax, 0)::numeric AS itax,
@@ -193,11 +196,15 @@ END;
 $$;
 
 -- The level formed anew from the ledger (this migration's backfill; seeds that write the
--- ledger by plain SQL). One statement, one snapshot.
+-- ledger by plain SQL; a repair). Its three statements read three snapshots, so the writers'
+-- deltas are locked out first: a posting whose delta is written waits for the rebuild to
+-- commit (its delta then stands beside the rebuilt days), one written before is committed
+-- when the lock is granted and read as a ledger entry, its delta deleted.
 CREATE FUNCTION rebuild_ledger_journal() RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('fold_ledger_journal'));
+    LOCK TABLE ledger_journal_deltas IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM ledger_journal_deltas;
     DELETE FROM ledger_journal_days;
     INSERT INTO ledger_journal_days (currency, entry_date, entries, debit_micros, credit_micros)
