@@ -87,22 +87,30 @@ async def _export(config: Config, period: str, account_id: str | None, out: Path
                                                           account_id=account_id)
         total = counts.get("finalised", 0)
         written = 0
+        names: set[str] = set()  # the files written by this export (write_chunk's)
         with progress(f"invoice pdfs {period}", "invoices") as report:
             writing: asyncio.Future[int] | None = None
             after: int | None = None
-            while True:
-                async with pool.acquire() as conn:
-                    ids = await documents_repo.finalised_page(
-                        conn, period=period, account_id=account_id, after=after, limit=CHUNK)
-                chunk = await _load_chunk(pool, ids)
-                if writing is not None:
-                    written += await writing
-                    report(written, total)
-                if not chunk:
-                    break
-                after = ids[-1]
-                writing = asyncio.ensure_future(
-                    asyncio.to_thread(write_chunk, chunk, out, n_threads))
+            try:
+                while True:
+                    async with pool.acquire() as conn:
+                        ids = await documents_repo.finalised_page(
+                            conn, period=period, account_id=account_id, after=after,
+                            limit=CHUNK)
+                    chunk = await _load_chunk(pool, ids)
+                    if writing is not None:
+                        written += await writing
+                        report(written, total)
+                    if not chunk:
+                        break
+                    after = ids[-1]
+                    writing = asyncio.ensure_future(
+                        asyncio.to_thread(write_chunk, chunk, out, n_threads, names))
+            finally:
+                # a read that failed while the last chunk was being written: that chunk's
+                # files are finished (each whole) before the error is raised
+                if writing is not None and not writing.done():
+                    await asyncio.wait([writing])
         return written, counts.get("draft", 0)
 
 
@@ -126,11 +134,18 @@ async def _load(conn: Connection, invoice_id: int) -> Loaded:
     return invoice, await itemised.load(conn, invoice.account_id, invoice_id)
 
 
-def write_chunk(chunk: Sequence[Loaded], out: Path, n_threads: int) -> int:
-    """Typeset ``chunk`` on ``n_threads`` threads and write each PDF whole; the count."""
+def write_chunk(chunk: Sequence[Loaded], out: Path, n_threads: int,
+                names: set[str] | None = None) -> int:
+    """Typeset ``chunk`` on ``n_threads`` threads and write each PDF whole; the count.
+    ``names``: the files this export wrote so far (two numbers may map to one file name)."""
     pdfs = render_threads.render_all(_render, chunk, threads=n_threads)
+    taken = set() if names is None else names
     for (invoice, _), pdf in zip(chunk, pdfs, strict=True):
-        write_whole(out / file_name(invoice), pdf)
+        name = file_name(invoice)
+        if name in taken:  # e.g. "A/1" and "A_1": the later invoice's id tells them apart
+            name = f"{name.removesuffix('.pdf')}-{invoice.invoice_id}.pdf"
+        taken.add(name)
+        write_whole(out / name, pdf)
     return len(pdfs)
 
 
@@ -141,8 +156,8 @@ def _render(loaded: Loaded) -> bytes:
 
 def file_name(invoice: issuing.Invoice) -> str:
     """``<printed number>.pdf``; a separator in the series must not reach another directory."""
-    number = invoice.number_text or f"invoice-{invoice.invoice_id}"
-    return number.replace(os.sep, "_").lstrip(".") + ".pdf"
+    number = (invoice.number_text or "").replace(os.sep, "_").lstrip(".")
+    return (number or f"invoice-{invoice.invoice_id}") + ".pdf"
 
 
 def write_whole(path: Path, data: bytes) -> None:

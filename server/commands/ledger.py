@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 async def _export(config: Config, chart: LedgerConfig, args: argparse.Namespace,
                   separator: str, path: Path | None) -> export.Totals:
     """The period streamed a chunk at a time (``export.write``) in one snapshot, to stdout
-    or to ``path``: written beside it as ``<name>.part`` and renamed once whole, so that a
+    or to ``path``: written beside it as ``.<name>.<random>.part`` and renamed once whole, so that a
     failed export never leaves a short file under the export's name."""
     async with database_pool(config) as pool, pool.acquire() as conn, conn.transaction(
             isolation="repeatable_read", readonly=True):
@@ -96,7 +97,8 @@ async def _export(config: Config, chart: LedgerConfig, args: argparse.Namespace,
                                         sys.stdout.buffer.write, separator)
             sys.stdout.flush()
             return totals
-        part = path.with_name(path.name + ".part")
+        # a name of its own: two exports to one --output never write or remove each other's
+        part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
         try:
             with part.open("wb") as out:
                 totals = await export.write(conn, chart, args.start, args.end, args.format,

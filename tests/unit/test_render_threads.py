@@ -31,8 +31,11 @@ def test_several_threads_give_the_bytes_one_gives_in_order() -> None:
 def test_each_thread_typesets_with_a_compiler_of_its_own() -> None:
     seen: dict[int, set[int]] = {}
     lock = threading.Lock()
+    both = threading.Barrier(2, timeout=30)  # the first two documents meet: two threads
 
     def typeset(n: int) -> bytes:
+        if n < 2:
+            both.wait()
         pdf = _document(n)
         with lock:
             seen.setdefault(threading.get_ident(), set()).add(id(typst_compiler._compiler()))
@@ -40,6 +43,7 @@ def test_each_thread_typesets_with_a_compiler_of_its_own() -> None:
 
     threads.render_all(typeset, range(40), threads=2)
     compilers = [c for per_thread in seen.values() for c in per_thread]
+    assert len(seen) == 2  # both threads typeset
     assert all(len(per_thread) == 1 for per_thread in seen.values())  # kept per thread
     assert len(compilers) == len(set(compilers))  # never shared between threads
 
