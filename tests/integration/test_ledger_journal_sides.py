@@ -12,11 +12,12 @@ import datetime as dt
 from typing import Any
 
 import asyncpg
+import pytest
 from babel.numbers import list_currencies
 from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
-from billing_oss.core.money import is_currency
+from billing_oss.core.money import INT64_MAX, is_currency
 from billing_oss.core.rounding import minor_step
 from billing_oss.server.config import LedgerConfig
 from billing_oss.server.ledger.journal import build
@@ -64,9 +65,16 @@ async def test_the_sql_books_every_entry_as_the_builder(
         note_tax: int | None) -> None:
     entry = build([row(kind, amount, currency, net, tax, payable, note_net, note_tax)],
                   LedgerConfig(currency=currency), DAY, DAY).entries[0]
+    note(f"builder: {entry.lines}")
+    if max(entry.debit_micros, entry.credit_micros) > INT64_MAX:
+        # documents no invoice has (a VAT relief of tax/payable × A past 64 bits): the
+        # builder's Python ints go on, the SQL refuses what no bigint column could keep
+        with pytest.raises(asyncpg.NumericValueOutOfRangeError):
+            await pool.fetchrow(_SIDES, kind, amount, net, tax, payable, note_net, note_tax,
+                                currency)
+        return
     got = await pool.fetchrow(_SIDES, kind, amount, net, tax, payable, note_net, note_tax,
                               currency)
-    note(f"builder: {entry.lines}")
     assert (got["debit_micros"], got["credit_micros"]) == (entry.debit_micros,
                                                            entry.credit_micros)
 
