@@ -13,7 +13,6 @@ import msgspec
 
 from billing_oss.server.assurance import repo
 from billing_oss.server.assurance.model import Context, Offender, Outcome, bind
-from billing_oss.server.store import compaction_lock
 from billing_oss.server.store.pool import Connection
 
 
@@ -25,21 +24,18 @@ class SqlControl(msgspec.Struct, frozen=True, kw_only=True):
     sql: str                 # offenders: object, currency, at_stake_micros, detail
     checked_sql: str = ""    # optional, on $1 only: how many items the control looked at
     planner: tuple[str, ...] = ()  # SET LOCAL settings the query needs, each with its reason
-    # Read after the rollups' compaction lock is taken shared (store.compaction_lock): on
-    # Citus a compaction commits node by node, and a read in between sees half of it.
-    between_compactions: bool = False
+    # A fold's lock the query is read after taking shared (store.compaction_lock.LOCK, the
+    # journal days' fold lock): on Citus a fold commits node by node, and a read in between
+    # sees half of it.
+    lock_shared: str = ""
 
     async def evaluate(self, conn: Connection, ctx: Context) -> Outcome:
         async with conn.transaction(readonly=True):
             for setting in self.planner:
                 await repo.set_local(conn, setting)
-            if self.between_compactions:
-                await conn.execute(compaction_lock.LOCK)
+            if self.lock_shared:
+                await conn.execute(self.lock_shared)
             return await self._evaluate(conn, ctx)
-
-    async def evaluate_in_transaction(self, conn: Connection, ctx: Context) -> Outcome:
-        """The query in the caller's transaction (which took what it must hold first)."""
-        return await self._evaluate(conn, ctx)
 
     async def _evaluate(self, conn: Connection, ctx: Context) -> Outcome:
         params = json.dumps(ctx.settings.params())

@@ -32,7 +32,6 @@ async def invoice_list(pool: asyncpg.Pool, *, account_id: str | None, status: st
         account_id, status, period, limit))
 
 
-
 async def finalised_page(conn: Connection, *, period: str, account_id: str | None,
                          after: int | None, limit: int) -> list[int]:
     """The next ``limit`` finalised invoices of ``period`` after ``after``, by id."""
@@ -50,6 +49,7 @@ async def count_by_status(conn: Connection, *, period: str, account_id: str | No
         "SELECT status, count(*) AS n FROM invoices WHERE period = $1"
         " AND ($2::text IS NULL OR account_id = $2) GROUP BY status", period, account_id)
     return {r["status"]: int(r["n"]) for r in rows}
+
 
 async def credit_note_page(pool: asyncpg.Pool, *, account_id: str | None,
                            invoice_id: int | None, after: int | None, limit: int) -> list[Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import asyncpg
 from billing_oss.core.errors import BillingError, ConfigError
 from billing_oss.server.billing import documents_repo, issuing, periods
 from billing_oss.server.billing.render import itemised, typst_pdf
+from billing_oss.server.commands import output
 from billing_oss.server.commands.options import load_config
 from billing_oss.server.commands.progress import progress
 from billing_oss.server.composition import database_pool
@@ -161,16 +161,9 @@ def file_name(invoice: issuing.Invoice) -> str:
 
 
 def write_whole(path: Path, data: bytes) -> None:
-    """Write ``path`` through a temporary file renamed over it: readers (and an export
-    stopped half-way) see the old file or the new one, never part of one."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    """Write ``path`` whole or not at all (``output.whole_file``)."""
     try:
-        with temp.open("xb") as f:  # the umask's mode, as `invoice pdf --output` gives
+        with output.whole_file(path) as f:
             f.write(data)
-        os.replace(temp, path)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise ConfigError(f"--output-dir {path.parent}: {exc.strerror}") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise

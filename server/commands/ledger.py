@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
+from billing_oss.server.commands import output
 from billing_oss.server.commands.options import add_config_options, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.config import Config, LedgerConfig
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
 async def _export(config: Config, chart: LedgerConfig, args: argparse.Namespace,
                   separator: str, path: Path | None) -> export.Totals:
     """The period streamed a chunk at a time (``export.write``) in one snapshot, to stdout
-    or to ``path``: written beside it as ``.<name>.<random>.part`` and renamed once whole, so that a
-    failed export never leaves a short file under the export's name."""
+    or to ``path`` whole or not at all (``output.whole_file``): a failed export never leaves
+    a short file under the export's name."""
     async with database_pool(config) as pool, pool.acquire() as conn, conn.transaction(
             isolation="repeatable_read", readonly=True):
         if path is None:
@@ -97,17 +97,12 @@ async def _export(config: Config, chart: LedgerConfig, args: argparse.Namespace,
                                         sys.stdout.buffer.write, separator)
             sys.stdout.flush()
             return totals
-        # a name of its own: two exports to one --output never write or remove each other's
-        part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
         try:
-            with part.open("wb") as out:
+            with output.whole_file(path) as out:
                 totals = await export.write(conn, chart, args.start, args.end, args.format,
                                             out.write, separator)
-            part.replace(path)
         except OSError as exc:
             raise _OutputError(exc.strerror or str(exc)) from exc
-        finally:
-            part.unlink(missing_ok=True)
         return totals
 
 

@@ -146,23 +146,22 @@ async def write(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date, form:
         return sums
     if form == "fec":
         sink(fec_head(separator))
-    elif form == "csv":
+        return await _summed(db, chart, start, end, others, size,
+                             lambda j: sink(fec_body(j, separator)))
+    if form == "csv":
         sink(csv_head().encode())
-    else:
-        raise InvalidRequest(f"unknown format {form!r}; one of {', '.join(FORMATS)}")
-    entries = debit = credit = 0
-    async for j in chunks(db, chart, start, end, size):
-        sink(fec_body(j, separator) if form == "fec" else csv_body(j).encode())
-        entries, debit, credit = (entries + len(j.entries), debit + j.debit_micros,
-                                  credit + j.credit_micros)
-    return Totals(entries=entries, debit_micros=debit, credit_micros=credit,
-                  other_currencies=others)
+        return await _summed(db, chart, start, end, others, size,
+                             lambda j: sink(csv_body(j).encode()))
+    raise InvalidRequest(f"unknown format {form!r}; one of {', '.join(FORMATS)}")
 
 
 async def _summed(db: Db, chart: LedgerConfig, start: dt.date, end: dt.date,
-                  others: tuple[str, ...], size: int) -> Totals:
+                  others: tuple[str, ...], size: int,
+                  each: Callable[[Journal], object] = lambda j: None) -> Totals:
+    """The chunks' entries, debit and credit summed, ``each`` chunk handed on as it comes."""
     entries = debit = credit = 0
     async for j in chunks(db, chart, start, end, size):
+        each(j)
         entries, debit, credit = (entries + len(j.entries), debit + j.debit_micros,
                                   credit + j.credit_micros)
     return Totals(entries=entries, debit_micros=debit, credit_micros=credit,

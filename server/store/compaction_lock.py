@@ -48,4 +48,3 @@ FOLD_LOCK_WAIT_MS = 100
 async def wait_at_most(conn: Connection, ms: int = FOLD_LOCK_WAIT_MS) -> None:
     """In the caller's transaction: any lock wait longer than ``ms`` fails (55P03)."""
     await conn.execute(f"SET LOCAL lock_timeout = {int(ms)}")
-

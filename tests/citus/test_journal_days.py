@@ -14,7 +14,7 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from billing_oss.server.assurance.controls.journal_days import JournalDays
+from billing_oss.server.assurance.controls.journal_days import JOURNAL_DAYS
 from billing_oss.server.assurance.model import Context, Settings
 from billing_oss.server.collections import journal_days_repo, payments
 from billing_oss.server.store import migrate as migrate_module
@@ -70,7 +70,7 @@ async def test_posting_keeps_the_days_and_totals_match_on_citus(
         await assert_kept_days_are_the_builders(pool)
         await assert_totals_are_the_builders(pool)
         async with pool.acquire() as conn:
-            outcome = await JournalDays().evaluate(
+            outcome = await JOURNAL_DAYS.evaluate(
                 conn, Context(as_of=dt.datetime.now(dt.UTC), settings=Settings()))
         assert outcome.offending == 0, outcome
     finally:

@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from billing_oss.server.assurance.controls.journal_days import JournalDays
+from billing_oss.server.assurance.controls.journal_days import JOURNAL_DAYS
 from billing_oss.server.assurance.model import Context, Settings
 from billing_oss.server.collections import journal_days_repo, payments, postings, repo
 from billing_oss.server.config import LedgerConfig
@@ -129,7 +129,7 @@ async def test_the_days_are_the_builders_before_and_after_a_fold(seeded: asyncpg
 
 async def test_the_control_passes_and_names_the_first_differing_day(
         seeded: asyncpg.Pool) -> None:
-    control = JournalDays()
+    control = JOURNAL_DAYS
     ctx = Context(as_of=dt.datetime.now(dt.UTC), settings=Settings())
     async with seeded.acquire() as conn:
         outcome = await control.evaluate(conn, ctx)

@@ -14,14 +14,13 @@ documents' amounts), against a row per day: the totals' own read is a row per da
 
 from __future__ import annotations
 
-import msgspec
-
-from billing_oss.server.assurance.model import Context, Outcome
 from billing_oss.server.assurance.sql_control import SqlControl
 from billing_oss.server.collections.journal_days_repo import FOLD_LOCK_SHARED
-from billing_oss.server.store.pool import Connection
 
-_SQL = SqlControl(
+# Read under the fold's lock shared: on Citus a fold commits the coordinator's days and the
+# workers' deltas one after the other, and a read between would see a day's deltas twice or
+# not at all.
+JOURNAL_DAYS = SqlControl(
     name="ledger.journal_days", version=1, family="ledger",
     title="the journal's days kept at posting = the journal of the ledger's entries",
     sql="""
@@ -59,23 +58,8 @@ FROM differ
 WHERE $1::timestamptz IS NOT NULL AND $2::jsonb IS NOT NULL
 GROUP BY currency""",
     checked_sql="SELECT count(*) FROM ledger_journal_days WHERE $1::timestamptz IS NOT NULL",
+    lock_shared=FOLD_LOCK_SHARED,
 )
 
 
-class JournalDays(msgspec.Struct, frozen=True, kw_only=True):
-    """``_SQL`` read under the fold's lock shared: on Citus a fold commits the coordinator's
-    days and the workers' deltas one after the other, and a read between would see a day's
-    deltas twice or not at all."""
-
-    name: str = _SQL.name
-    version: int = _SQL.version
-    family: str = _SQL.family
-    title: str = _SQL.title
-
-    async def evaluate(self, conn: Connection, ctx: Context) -> Outcome:
-        async with conn.transaction(readonly=True):
-            await conn.execute(FOLD_LOCK_SHARED)
-            return await _SQL.evaluate_in_transaction(conn, ctx)
-
-
-CONTROLS = (JournalDays(),)
+CONTROLS = (JOURNAL_DAYS,)

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from billing_oss.server.assurance.sql_control import SqlControl
+from billing_oss.server.store import compaction_lock
 
 _GROUPING = """CASE GROUPING({a}.service, {a}.zone, {a}.tariff_version_id, {a}.tariff_id)
         WHEN 15 THEN '' WHEN 7 THEN 'service' WHEN 11 THEN 'zone'
@@ -269,7 +270,7 @@ LEVELS = SqlControl(
     sql=_WITH + "\n" + "\nUNION ALL".join((
         _DAILY, _MONTHLY, _HOURLY, _TOTALS, _DAY_TOTALS, _WEEK_TOTALS, _MONTH_TOTALS,
         _ACCOUNT_MONTHS, _DAY_BITS, _MONTH_BITS)),
-    between_compactions=True,
+    lock_shared=compaction_lock.LOCK,
 )
 
 CONTROLS = (LEVELS,)
