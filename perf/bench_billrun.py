@@ -121,29 +121,19 @@ async def select_then_bill(pool: asyncpg.Pool, charges: int, accounts: int) -> t
     return select_s, run.seconds, list(run.invoice_ids)
 
 
-def cpu_medians(runs: int, works: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Median CPU seconds of this process over ``runs`` calls of each work, the works taking
-    turns within each run so the machine's load weighs on each alike. One thread works: CPU
-    seconds are what one core spent, whatever else the machine runs."""
+def medians(runs: int, works: dict[str, Callable[[], object]],
+            clock: Callable[[], float] = time.process_time) -> dict[str, float]:
+    """Median seconds of ``clock`` over ``runs`` calls of each work, the works taking turns
+    within each run so the machine's load weighs on each alike. The default, this process's
+    CPU seconds, is what one core spent whatever else the machine runs, for works on one
+    thread; works on several threads spend CPU on several cores at once, so their rate is a
+    rate of the wall clock (``time.perf_counter``)."""
     times: dict[str, list[float]] = {name: [] for name in works}
     for _ in range(runs):
         for name, work in works.items():
-            cpu = time.process_time()
+            started = clock()
             work()
-            times[name].append(time.process_time() - cpu)
-    return {name: statistics.median(spent) for name, spent in times.items()}
-
-
-def wall_medians(runs: int, works: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Median wall-clock seconds over ``runs`` calls of each work, taking turns as in
-    ``cpu_medians``: works on several threads spend CPU on several cores at once, so their
-    rate is a rate of the clock."""
-    times: dict[str, list[float]] = {name: [] for name in works}
-    for _ in range(runs):
-        for name, work in works.items():
-            wall = time.perf_counter()
-            work()
-            times[name].append(time.perf_counter() - wall)
+            times[name].append(clock() - started)
     return {name: statistics.median(spent) for name, spent in times.items()}
 
 
@@ -201,7 +191,7 @@ async def main(quick: bool, dsn: str, runs: int) -> None:
         listed_sizes = [len(typst_pdf.render(inv, it))
                         for inv, it in zip(invoices, lists, strict=True)]
         wall = time.perf_counter()
-        cpu = cpu_medians(runs, {
+        cpu = medians(runs, {
             "plain": lambda: [typst_pdf.render(inv) for inv in invoices],
             "itemised": lambda: [typst_pdf.render(inv, it)
                                  for inv, it in zip(invoices, lists, strict=True)],
@@ -247,10 +237,11 @@ async def main(quick: bool, dsn: str, runs: int) -> None:
 
         threads.render_all(listed_pdf, pairs * cores, threads=cores)  # each thread's fonts
         before = load_average()
-        clock = wall_medians(runs, {
+        clock = medians(runs, {
             "itemised": lambda: threads.render_all(listed_pdf, pairs, threads=cores),
             "typst": lambda: threads.render_all(typeset_alone, prepared, threads=cores),
-            "itemised_one": lambda: [listed_pdf(pair) for pair in pairs]})
+            "itemised_one": lambda: [listed_pdf(pair) for pair in pairs]},
+            clock=time.perf_counter)
         par, par_peer, one = (n / clock[k] for k in ("itemised", "typst", "itemised_one"))
         print(f"On {cores} threads (a core each), wall clock, median of {runs} runs taking turns; "
               f"{before} before, {load_average()} after")

@@ -266,10 +266,11 @@ async def exports(base: str, token: str, first_day: str, last_day: str) -> list[
     return out
 
 
-async def built_totals(pool: asyncpg.Pool, first: dt.date, last: dt.date) -> list[str]:
+async def built_totals(pool: asyncpg.Pool, first: dt.date, last: dt.date
+                       ) -> tuple[list[float], list[str]]:
     """The earlier totals (the builder over every entry, by chunks) ``BUILT_RUNS`` times
     after a warm-up, checked equal to the days' totals; then the plan of the days' read.
-    Lines: the times in ms, the check, the plan."""
+    The times in ms, and the lines of the check and the plan."""
     chart, times = LedgerConfig(), []
     for i in range(BUILT_RUNS + 1):
         began = time.perf_counter()
@@ -283,11 +284,11 @@ async def built_totals(pool: asyncpg.Pool, first: dt.date, last: dt.date) -> lis
         raise SystemExit(f"the days' totals {ours} differ from the builder's {earlier}")
     plan = await pool.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + journal_days_repo.TOTALS,
                             first, last)
-    return [" ".join(f"{t:.1f}" for t in times),
-            f"ledger journal totals {first} .. {last}: {ours.entries:,} entries, debit ="
-            f" credit = {export.amount(ours.debit_micros, chart.currency)}, equal to the"
-            f" builder's to the micro-unit; plan of the days' read:",
-            *("    " + r[0] for r in plan)]
+    return times, [
+        f"ledger journal totals {first} .. {last}: {ours.entries:,} entries, debit ="
+        f" credit = {export.amount(ours.debit_micros, chart.currency)}, equal to the"
+        f" builder's to the micro-unit; plan of the days' read:",
+        *("    " + r[0] for r in plan)]
 
 
 def load_average() -> str:
@@ -330,7 +331,7 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
             if i >= 1:
                 earlier.append((time.perf_counter() - began) * 1000)
         built = await built_totals(pool, days["first"], days["last"]) \
-            if selected("ledger journal totals") else []
+            if selected("ledger journal totals") else None
         partial: dict[str, list[float]] = {"earlier": [], "ours": []}
         span = traffic_repo.Period(
             start=dt.datetime.combine(days["first"], dt.time(12, 34), dt.UTC),
@@ -374,8 +375,8 @@ async def main(scale: float, requests: int, dsn: str, keep: bool, reuse: str | N
               f" {load_average()}")
     if built:
         ours = next(r[2] for r in results if r[0] == "ledger journal totals")
-        print("\n".join(built[1:]))
-        times = [float(t) for t in built[0].split()]
+        times, lines = built
+        print("\n".join(lines))
         print(f"ledger journal totals of the period: ours p50 {statistics.median(ours):.1f} ms,"
               f" p99 {percentile(ours, 0.99):.1f} ms (server round trip); the earlier build"
               f" by chunks (export.totals_built) on the database, same run, {len(times)}"
