@@ -22,6 +22,7 @@ from tests.unit.test_charge_writes_guard import (
     project_modules,
     string_of,
 )
+from tests.unit.test_ledger_writes_guard import kept_violations, sql_kept_violations
 
 INSERT = re.compile(r"\bINSERT\s+INTO\s+(?:ONLY\s+)?(?:public\.)?ledger_entries\b", re.I)
 SQL_COPY = re.compile(r"\bCOPY\s+(?:public\.)?ledger_entries\b", re.I)
@@ -48,29 +49,12 @@ def _keeps_days(node: ast.AST) -> bool:
 
 def source_violations(modules: Iterable[tuple[str, str]]) -> list[str]:
     """Writes of ledger entries in functions that do not keep the days, as ``module:line``."""
-    found: list[str] = []
-    for module, source in modules:
-        tree = ast.parse(source)
-        enclosing: dict[ast.AST, ast.AST] = {}
-        for fn in ast.walk(tree):
-            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
-                for node in ast.walk(fn):  # outer first: the innermost one names it
-                    if node is not fn:
-                        enclosing[node] = fn
-        for node in ast.walk(tree):
-            if not _writes_ledger(node):
-                continue
-            fn = enclosing.get(node)
-            if fn is None or not any(_keeps_days(n) for n in ast.walk(fn)):
-                found.append(f"{module}:{getattr(node, 'lineno', 0)}")
-    return sorted(found)
+    return kept_violations(modules, _writes_ledger, _keeps_days)
 
 
 def sql_violations(migrations: Iterable[tuple[str, str]]) -> list[str]:
     """SQL functions still defined that write ledger entries without keeping the days."""
-    functions, _ = defined(migrations)
-    return [f"{function} ({where})" for function, (where, body) in sorted(functions.items())
-            if (INSERT.search(body) or SQL_COPY.search(body)) and not KEPT_INSERT.search(body)]
+    return sql_kept_violations(migrations, (INSERT, SQL_COPY), KEPT_INSERT)
 
 
 def test_every_ledger_writer_keeps_the_journal_days() -> None:

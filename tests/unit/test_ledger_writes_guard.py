@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tests.unit.test_charge_writes_guard import (
     copies_to,
@@ -51,6 +51,13 @@ def _keeps_aging(node: ast.AST) -> bool:
 
 def source_violations(modules: Iterable[tuple[str, str]]) -> list[str]:
     """Writes of the ledger in functions that do not keep the aging, as ``module:line``."""
+    return kept_violations(modules, _writes_ledger, _keeps_aging)
+
+
+def kept_violations(modules: Iterable[tuple[str, str]], writes: Callable[[ast.AST], bool],
+                    keeps: Callable[[ast.AST], bool]) -> list[str]:
+    """The nodes that ``writes`` in functions none of whose nodes ``keeps``, as
+    ``module:line`` (the innermost function enclosing the write is the one that must)."""
     found: list[str] = []
     for module, source in modules:
         tree = ast.parse(source)
@@ -61,19 +68,26 @@ def source_violations(modules: Iterable[tuple[str, str]]) -> list[str]:
                     if node is not fn:
                         enclosing[node] = fn
         for node in ast.walk(tree):
-            if not _writes_ledger(node):
+            if not writes(node):
                 continue
             fn = enclosing.get(node)
-            if fn is None or not any(_keeps_aging(n) for n in ast.walk(fn)):
+            if fn is None or not any(keeps(n) for n in ast.walk(fn)):
                 found.append(f"{module}:{getattr(node, 'lineno', 0)}")
     return sorted(found)
 
 
 def sql_violations(migrations: Iterable[tuple[str, str]]) -> list[str]:
     """SQL functions still defined that write the ledger without keeping the aging."""
+    return sql_kept_violations(migrations, (INSERT, SQL_COPY), KEPT_INSERT)
+
+
+def sql_kept_violations(migrations: Iterable[tuple[str, str]],
+                        writes: tuple[re.Pattern[str], ...],
+                        kept: re.Pattern[str]) -> list[str]:
+    """SQL functions still defined whose body matches one of ``writes`` and not ``kept``."""
     functions, _ = defined(migrations)
     return [f"{function} ({where})" for function, (where, body) in sorted(functions.items())
-            if (INSERT.search(body) or SQL_COPY.search(body)) and not KEPT_INSERT.search(body)]
+            if any(w.search(body) for w in writes) and not kept.search(body)]
 
 
 def test_every_ledger_writer_keeps_the_aging() -> None:
