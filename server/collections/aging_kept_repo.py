@@ -214,6 +214,13 @@ async def vacuum(db: Db) -> None:
     await db.execute("VACUUM (ANALYZE) aging_open")
 
 
+async def form(conn: Connection) -> int:
+    """Form the kept rows anew from the ledger, in the caller's transaction; their rows."""
+    await conn.execute("SELECT rebuild_aging()")
+    rows: int = await conn.fetchval("SELECT count(*) FROM aging_open")
+    return rows
+
+
 async def rebuild(db: Db) -> None:
     """Form the kept rows anew from the ledger (after a seed wrote it by plain SQL), then
     vacuum them (``db`` is not in a transaction)."""

@@ -140,7 +140,15 @@ async def vacuum(db: Db) -> None:
     await db.execute("VACUUM (ANALYZE) ledger_journal_deltas")
 
 
+async def form(conn: Connection) -> int:
+    """Form the level anew from the ledger, in the caller's transaction; its rows."""
+    await conn.execute("SELECT rebuild_ledger_journal()")
+    rows: int = await conn.fetchval("SELECT count(*) FROM ledger_journal_days")
+    return rows
+
+
 async def rebuild(db: Db) -> None:
-    """Form the level anew from the ledger (after a seed wrote it by plain SQL)."""
+    """``form`` in a transaction of its own, then ``vacuum`` (after a seed wrote the ledger
+    by plain SQL; ``db`` is not in a transaction)."""
     await db.execute("SELECT rebuild_ledger_journal()")
     await vacuum(db)

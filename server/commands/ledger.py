@@ -3,7 +3,11 @@ period's journal entries from the receivables ledger, balanced, on the chart of 
 the ``[ledger]`` configuration. ``-o`` names a file, or a directory where the FEC takes its
 legal name ``<SIREN>FEC<YYYYMMDD>.txt``; without it the export goes to stdout. The period
 is streamed a chunk of entries at a time, in bounded memory, the same bytes as built whole.
-The totals (entries, debit, credit) go to stderr."""
+The totals (entries, debit, credit) go to stderr.
+
+`billing-oss ledger rebuild [--kept journal|aging]`: the state the ledger's writers keep (the
+journal's days, the aging from today on) formed anew from the ledger, audited; what repairs
+what ``ledger.journal_days`` finds wrong."""
 
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from typing import Any
 import msgspec
 
 from billing_oss.core.errors import InvalidRequest
+from billing_oss.server.collections import kept_rebuild
 from billing_oss.server.commands import output
-from billing_oss.server.commands.options import add_config_options, load_config
+from billing_oss.server.commands.options import add_config_options, cli_actor, load_config
 from billing_oss.server.composition import database_pool
 from billing_oss.server.config import Config, LedgerConfig
 from billing_oss.server.ledger import export
@@ -40,6 +45,12 @@ def register(verbs: Any) -> None:
     ex.add_argument("-o", "--output", metavar="PATH", help="a file, or a directory")
     add_config_options(ex)
     ex.set_defaults(handler=run)
+    rb = actions.add_parser("rebuild", help="form the kept journal days and aging anew from"
+                            " the ledger")
+    rb.add_argument("--kept", action="append", choices=kept_rebuild.PARTS,
+                    help="only this part (repeatable; default: all)")
+    add_config_options(rb)
+    rb.set_defaults(handler=run_rebuild)
 
 
 def _date(text: str) -> dt.date:
@@ -104,6 +115,19 @@ async def _export(config: Config, chart: LedgerConfig, args: argparse.Namespace,
         except OSError as exc:
             raise _OutputError(exc.strerror or str(exc)) from exc
         return totals
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    parts = args.kept or list(kept_rebuild.PARTS)
+
+    async def act() -> dict[str, int]:
+        async with database_pool(config) as pool:
+            return await kept_rebuild.rebuild(pool, parts, actor=cli_actor())
+
+    kept = asyncio.run(act())
+    print(", ".join(f"{part}: {rows} rows" for part, rows in kept.items()) + " rebuilt")
+    return 0
 
 
 class _OutputError(Exception):

@@ -122,11 +122,15 @@ async def seed_ledger(pool: asyncpg.Pool) -> asyncpg.Pool:
 
 
 async def cli(database_url: str, *args: str) -> tuple[int, bytes, str]:
+    return await ledger_cli(database_url, "export", *args)
+
+
+async def ledger_cli(database_url: str, *args: str) -> tuple[int, bytes, str]:
     env = {**os.environ, "BILLING_OSS_DATABASE_URL": database_url}
     python = REPO / ".venv/bin/python"
     proc = await asyncio.create_subprocess_exec(
-        str(python) if python.exists() else "python3", "-m", "billing_oss", "ledger",
-        "export", *args, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE,
+        str(python) if python.exists() else "python3", "-m", "billing_oss", "ledger", *args,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode is not None

@@ -5,7 +5,8 @@ its reinstatement by a payment and, by ``collections_release_excess``, by a cred
 entry in another currency): per currency and day they are the export's builder's, and the
 totals read from them equal the builder's over every period, before and after a fold;
 the migration forms them for a ledger an earlier release wrote; the ``ledger.journal_days``
-control passes on them and names the first day a changed level differs; two postings of the
+control passes on them and names the first day a changed level differs, which `billing-oss
+ledger rebuild` repairs; two postings of the
 same day do not wait on each other; and ``billing-oss ledger export`` streams the bytes the
 whole-period builders write."""
 
@@ -38,6 +39,7 @@ from tests.integration.test_ledger_export import (
     SIREN,
     cli,
     credit_note,
+    ledger_cli,
     pay,
     seed_ledger,
 )
@@ -146,7 +148,8 @@ async def test_the_control_passes_and_names_the_first_differing_day(
         assert outcome.at_stake_micros == {"EUR": 7, "USD": 5}
         eur = next(o for o in outcome.evidence if o.object == "journal_days:EUR")
         assert eur.detail.startswith("first differing day 2026-02-03: kept ")
-        assert eur.detail.endswith("; 2 day(s) differ"), eur.detail
+        assert eur.detail.endswith("; 2 day(s) differ (repair: billing-oss ledger rebuild"
+                                  " --kept journal)"), eur.detail
         assert (await control.evaluate(conn, ctx)).offending == 0
 
 
@@ -243,3 +246,46 @@ async def test_the_cli_streams_the_same_bytes(seeded: asyncpg.Pool, database_url
     assert not await asyncio.to_thread(lambda: list(tmp_path.glob("*.part")))
     status, _, err = await cli(database_url, *span, "-o", str(tmp_path / "no" / "such.csv"))
     assert status == 2 and "No such file or directory" in err
+
+
+AGING_CELLS = ("SELECT account_id, currency, due_date, sum(amount_micros)::bigint FROM {}"
+               " GROUP BY 1, 2, 3 HAVING sum(amount_micros) <> 0 ORDER BY 1, 2, 3")
+
+
+async def test_ledger_rebuild_repairs_what_the_control_finds(seeded: asyncpg.Pool,
+                                                             database_url: str) -> None:
+    """`billing-oss ledger rebuild` forms the journal's days and the kept aging anew from the
+    ledger: a level changed by hand fails ``ledger.journal_days`` until the verb runs, the
+    aging's cells are the ledger's moves again, and each part is audited."""
+    ctx = Context(as_of=dt.datetime.now(dt.UTC), settings=Settings())
+    async with seeded.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO ledger_journal_deltas VALUES ('X', 'EUR', '2026-02-20', 0, 7, 7)")
+        await conn.execute("INSERT INTO aging_open (account_id, currency, due_date, from_on,"
+                           " amount_micros) VALUES ('C1', 'EUR', '2026-02-20', NULL, 9)")
+        before = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM audit_log")
+        outcome = await JOURNAL_DAYS.evaluate(conn, ctx)
+        assert outcome.offending == 1, outcome
+        assert outcome.evidence[0].detail.endswith("(repair: billing-oss ledger rebuild"
+                                                   " --kept journal)")
+        assert (await conn.fetch(AGING_CELLS.format("aging_open"))
+                != await conn.fetch(AGING_CELLS.format("aging_moves")))
+
+    status, out, err = await ledger_cli(database_url, "rebuild")
+    assert status == 0, err
+    assert out.decode().startswith("journal: ") and " rows, aging: " in out.decode()
+
+    async with seeded.acquire() as conn:
+        assert (await JOURNAL_DAYS.evaluate(conn, ctx)).offending == 0
+        assert (await conn.fetch(AGING_CELLS.format("aging_open"))
+                == await conn.fetch(AGING_CELLS.format("aging_moves")))
+        audited = await conn.fetch("SELECT actor, entity, after FROM audit_log"
+                                   " WHERE action = 'ledger.rebuild' AND seq > $1 ORDER BY seq",
+                                   before)
+    assert [r["entity"] for r in audited] == ["kept:journal", "kept:aging"]
+    assert all(r["actor"].startswith("cli:") for r in audited), audited
+    await assert_kept_days_are_the_builders(seeded)
+    await assert_totals_are_the_builders(seeded)
+
+    status, _, err = await ledger_cli(database_url, "rebuild", "--kept", "ledger")
+    assert status == 2 and "invalid choice" in err

@@ -5,8 +5,9 @@
   ledger entries as the export books them (``ledger_journal_moves``, the builder's amounts:
   ``tests/integration/test_ledger_journal_sides.py``). One offender per currency,
   ``journal_days:<currency>``, naming the first differing day with both sides, and how many
-  days differ. At stake: Σ over those days of the debit's difference (or the credit's, if
-  larger). A writer of the ledger that skipped the days, or a level changed by hand, shows.
+  days differ, and the verb that repairs them (``billing-oss ledger rebuild``). At stake:
+  Σ over those days of the debit's difference (or the credit's, if larger). A writer of the
+  ledger that skipped the days, or a level changed by hand, shows.
 
 One aggregate of the ledger entries by day (an index-only read of a row per entry with its
 documents' amounts), against a row per day: the totals' own read is a row per day.
@@ -53,7 +54,9 @@ SELECT format('journal_days:%s', currency) AS object, currency,
        (array_agg(format('first differing day %s: kept %s entries, debit %s, credit %s;'
                          ' the ledger %s entries, debit %s, credit %s (micro-units)',
                          day, k_entries, k_debit, k_credit, b_entries, b_debit, b_credit)
-                  ORDER BY day))[1] || format('; %s day(s) differ', count(*)) AS detail
+                  ORDER BY day))[1]
+       || format('; %s day(s) differ (repair: billing-oss ledger rebuild --kept journal)',
+                 count(*)) AS detail
 FROM differ
 WHERE $1::timestamptz IS NOT NULL AND $2::jsonb IS NOT NULL
 GROUP BY currency""",
