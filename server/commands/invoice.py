@@ -137,6 +137,8 @@ async def _fetch(config: Config, fetch: Callable[[Connection], Awaitable[T]]) ->
 def list_invoices(args: argparse.Namespace) -> int:
     if args.document_id is not None:
         raise ConfigError("list takes no ID (filter with --account, --status, --period)")
+    if args.output is not None:
+        raise ConfigError("list prints to stdout: no -o (redirect it to a file)")
     if not 1 <= args.limit <= 10_000:
         raise ConfigError("--limit must be between 1 and 10000")
     config = load_config(args)

@@ -67,6 +67,8 @@ def _checked(args: argparse.Namespace) -> tuple[Path, int]:
         periods.parse_period(args.period)
     except BillingError:
         raise ConfigError(f"--period must be YYYY-MM, not {args.period!r}") from None
+    if args.output is not None:
+        raise ConfigError("pdfs writes a file an invoice: give --output-dir DIR, not -o")
     if args.output_dir is None:
         raise ConfigError("pdfs needs --output-dir DIR")
     if not args.output_dir.is_dir():

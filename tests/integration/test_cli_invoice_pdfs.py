@@ -130,11 +130,16 @@ async def test_usage_errors_stop_before_the_database(cycle: Cycle, tmp_path: Pat
             (("--output-dir", str(tmp_path)), "pdfs needs --period YYYY-MM"),
             (("--period", "2026-13", "--output-dir", str(tmp_path)), "--period must be"),
             (("--period", "2026-01"), "pdfs needs --output-dir DIR"),
+            (("--period", "2026-01", "-o", str(tmp_path / "all.pdf")), "not -o"),
             (("--period", "2026-01", "--output-dir", str(tmp_path / "no")), "no such dir"),
             (("--period", "2026-01", "--output-dir", str(tmp_path), "--threads", "0"),
              "--threads must be between 1 and 64"),
             (("7", "--period", "2026-01", "--output-dir", str(tmp_path)), "pdfs takes no ID")]:
         done = cli(cycle, "invoice", "pdfs", *args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+    for args, message in [(("7",), "list takes no ID"),
+                          (("-o", str(tmp_path / "list.txt")), "list prints to stdout")]:
+        done = cli(cycle, "invoice", "list", *args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
 
 
