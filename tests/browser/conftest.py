@@ -69,8 +69,8 @@ class Watched:
     async def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         await self.page.screenshot(path=str(path), full_page=True)
-        # BILLING_OSS_CONSOLE_DOCS=docs/console refreshes the README's screenshots.
-        docs = os.environ.get("BILLING_OSS_CONSOLE_DOCS")
+        # BILLING_OSS_SCREENSHOTS_DOCS=docs/console refreshes the README's screenshots.
+        docs = os.environ.get("BILLING_OSS_SCREENSHOTS_DOCS")
         if docs and name in README_SHOTS:
             await asyncio.to_thread(_copy, path, Path(docs))
         return path
