@@ -300,10 +300,8 @@ def cli() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5, help="per write measurement")
     parser.add_argument("--writes-only", action="store_true", help="skip the controls part")
-    parser.add_argument("--keep", action="store_true", help="keep the generated database")
-    parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
-    embedded_pg.add_database_url(parser)
-    args = parser.parse_args()
+    embedded_pg.add_kept_options(parser)
+    args = embedded_pg.parse_kept(parser)
     run = (args.scale, args.repeat, args.seconds)
     embedded_pg.run(lambda url: main(*run, url, args.writes_only, args.keep, args.reuse),
                     args.database_url)

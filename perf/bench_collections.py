@@ -11,7 +11,8 @@ next daily run after it. Targets: aging ≤ 5 s, aging today ≤ 50 ms p99, dunn
 Without --database-url (or BILLING_OSS_TEST_DATABASE_URL) an embedded PostgreSQL is used.
 Each query runs --repeat times (the same for both sides); the median is reported. The
 dunning runs are rolled back after each repeat, so every repeat starts from the seed.
---keep leaves the seeded database (its name is printed); --reuse NAME runs on it again.
+--keep leaves the seeded database (its name is printed); --reuse NAME runs on it again; both
+need --database-url (the embedded server goes with the run).
 """
 
 from __future__ import annotations
@@ -248,11 +249,8 @@ def cli() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--requests", type=int, default=30, help="calls per aging-today query")
     parser.add_argument("--no-dunning", action="store_true", help="stop after the aging")
-    kept = parser.add_mutually_exclusive_group()
-    kept.add_argument("--keep", action="store_true", help="leave the seeded database")
-    kept.add_argument("--reuse", metavar="NAME", help="a database --keep left: no seeding")
-    embedded_pg.add_database_url(parser)
-    args = parser.parse_args()
+    embedded_pg.add_kept_options(parser)
+    args = embedded_pg.parse_kept(parser)
     embedded_pg.run(lambda url: main(args.quick, args.repeat, url, args.keep, args.reuse,
                                      args.requests, not args.no_dunning),
                     args.database_url)

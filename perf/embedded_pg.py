@@ -27,6 +27,27 @@ def add_database_url(parser: argparse.ArgumentParser) -> None:
                         help="a server to measure on (default: an embedded one)")
 
 
+def add_kept_options(parser: argparse.ArgumentParser) -> None:
+    """``--keep`` (leave the seeded database) or ``--reuse DB`` (measure one left before),
+    and the database; ``parse_kept`` refuses them on the embedded server."""
+    kept = parser.add_mutually_exclusive_group()
+    kept.add_argument("--keep", action="store_true", help="keep the generated database"
+                      " (needs --database-url)")
+    kept.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
+    add_database_url(parser)
+
+
+def parse_kept(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments; ``--keep`` or ``--reuse`` without a server that outlives the run is a
+    usage error (the embedded server is deleted with it, kept databases and all)."""
+    args = parser.parse_args()
+    if (args.keep or args.reuse) and not args.database_url:
+        parser.error("--keep and --reuse need a server that outlives the run: --database-url"
+                     " DSN (or BILLING_OSS_TEST_DATABASE_URL); the embedded one is deleted"
+                     " after it")
+    return args
+
+
 def run(main: Callable[[str], Coroutine[Any, Any, T]], database_url: str | None) -> T:
     """``main(url)`` on ``database_url``, or on an embedded server deleted afterwards, with
     the settings ``serve`` gives its own (``server.store.embedded``): a benchmark measures

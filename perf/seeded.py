@@ -205,10 +205,8 @@ def cli(description: str, requests: int, per: str, main: Main) -> None:
                         help="1 = 10 M usage records and charges, 100 k accounts")
     parser.add_argument("--requests", type=int, default=requests,
                         help=f"per {per}, after 3 warm-ups")
-    parser.add_argument("--keep", action="store_true", help="keep the generated database")
-    parser.add_argument("--reuse", metavar="DB", help="a database generated and kept before")
-    embedded_pg.add_database_url(parser)
-    args = parser.parse_args()
+    embedded_pg.add_kept_options(parser)
+    args = embedded_pg.parse_kept(parser)
     sys.exit(embedded_pg.run(
         lambda url: main(args.scale, args.requests, url, args.keep, args.reuse),
         args.database_url))
