@@ -214,9 +214,12 @@ async def vacuum(db: Db) -> None:
     await db.execute("VACUUM (ANALYZE) aging_open")
 
 
+_REBUILD = "SELECT rebuild_aging()"
+
+
 async def form(conn: Connection) -> int:
     """Form the kept rows anew from the ledger, in the caller's transaction; their rows."""
-    await conn.execute("SELECT rebuild_aging()")
+    await conn.execute(_REBUILD)
     rows: int = await conn.fetchval("SELECT count(*) FROM aging_open")
     return rows
 
@@ -224,5 +227,5 @@ async def form(conn: Connection) -> int:
 async def rebuild(db: Db) -> None:
     """Form the kept rows anew from the ledger (after a seed wrote it by plain SQL), then
     vacuum them (``db`` is not in a transaction)."""
-    await db.execute("SELECT rebuild_aging()")
+    await db.execute(_REBUILD)
     await vacuum(db)

@@ -140,15 +140,18 @@ async def vacuum(db: Db) -> None:
     await db.execute("VACUUM (ANALYZE) ledger_journal_deltas")
 
 
+_REBUILD = "SELECT rebuild_ledger_journal()"
+
+
 async def form(conn: Connection) -> int:
     """Form the level anew from the ledger, in the caller's transaction; its rows."""
-    await conn.execute("SELECT rebuild_ledger_journal()")
+    await conn.execute(_REBUILD)
     rows: int = await conn.fetchval("SELECT count(*) FROM ledger_journal_days")
     return rows
 
 
 async def rebuild(db: Db) -> None:
-    """``form`` in a transaction of its own, then ``vacuum`` (after a seed wrote the ledger
-    by plain SQL; ``db`` is not in a transaction)."""
-    await db.execute("SELECT rebuild_ledger_journal()")
+    """Form the level anew from the ledger in a transaction of its own, then ``vacuum``
+    (after a seed wrote the ledger by plain SQL; ``db`` is not in a transaction)."""
+    await db.execute(_REBUILD)
     await vacuum(db)
