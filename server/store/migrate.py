@@ -6,7 +6,8 @@ refused rather than silently diverging. An advisory lock lets several processes 
 On a Citus coordinator the tables are then distributed (``server/store/citus.py``), and a file
 of ``migrations/citus/`` stands in for the migration of its name: a landed migration is never
 edited, so where one holds a statement Citus refuses on tables an earlier release distributed,
-its variant makes the same tables, recorded under the original's sha256.
+its variant makes the same tables, recorded under the original's sha256, the variant's own
+beside it (``variant_sha256``) so that a variant changed after a cluster ran it is refused too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncpg
 
 from billing_oss.core.errors import ConfigError, StartupError
 from billing_oss.server.store import citus
+from billing_oss.server.store.pool import Connection
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 CITUS_VARIANTS_DIR = MIGRATIONS_DIR / "citus"
@@ -44,6 +46,12 @@ def available(on_citus: bool = False) -> list[tuple[str, str, str]]:
     return out
 
 
+def variant_digests() -> dict[str, str]:
+    """sha256 of each Citus variant, by the name of the migration it stands in for."""
+    return {path.stem: hashlib.sha256(path.read_text().encode()).hexdigest()
+            for path in sorted(CITUS_VARIANTS_DIR.glob("*.sql"))}
+
+
 async def migrate(pool: asyncpg.Pool) -> list[str]:
     """Apply pending migrations; return the names applied now."""
     applied_now: list[str] = []
@@ -56,26 +64,25 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
                        sha256 text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
+            await conn.execute("ALTER TABLE schema_migrations"
+                               " ADD COLUMN IF NOT EXISTS variant_sha256 text")
             on_citus = await citus.is_citus(conn)
             if on_citus:
                 # Triggers on distributed tables touch only their own account's rows, which
                 # live on the same shard (server/store/citus.py).
                 await conn.execute("SET citus.enable_unsafe_triggers = on")
-            rows = await conn.fetch("SELECT name, sha256 FROM schema_migrations")
-            done: dict[str, str] = {row["name"]: row["sha256"] for row in rows}
+            rows = await conn.fetch("SELECT name, sha256, variant_sha256 FROM schema_migrations")
+            done = {row["name"]: (row["sha256"], row["variant_sha256"]) for row in rows}
+            variants = variant_digests() if on_citus else {}
             for name, digest, sql in available(on_citus):
                 if name in done:
-                    if done[name] != digest:
-                        raise StartupError(
-                            f"migration {name} was changed after it was applied; "
-                            "write a new migration instead"
-                        )
+                    await _check_applied(conn, name, (digest, variants.get(name)), done[name])
                     continue
                 async with conn.transaction():
                     await conn.execute(sql)
                     await conn.execute(
-                        "INSERT INTO schema_migrations (name, sha256) VALUES ($1, $2)",
-                        name, digest,
+                        "INSERT INTO schema_migrations (name, sha256, variant_sha256)"
+                        " VALUES ($1, $2, $3)", name, digest, variants.get(name),
                     )
                 applied_now.append(name)
                 log.info("migration applied", extra={"fields": {"migration": name}})
@@ -85,6 +92,24 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def _check_applied(conn: Connection, name: str,
+                         files: tuple[str, str | None], recorded: tuple[str, str | None]) -> None:
+    """Refuse an applied migration whose file, or whose Citus variant, changed since. A
+    variant applied before its sha256 was kept is recorded as it is now (the file the
+    cluster has been running since then)."""
+    (digest, variant), (was, variant_was) = files, recorded
+    if was != digest:
+        raise StartupError(f"migration {name} was changed after it was applied; "
+                           "write a new migration instead")
+    if variant is None or variant == variant_was:
+        return
+    if variant_was is not None:
+        raise StartupError(f"the Citus variant of migration {name} was changed after it was "
+                           "applied; write a new migration instead")
+    await conn.execute("UPDATE schema_migrations SET variant_sha256 = $2 WHERE name = $1",
+                       name, variant)
 
 
 async def refuse_foreign(pool: asyncpg.Pool, *, init: bool,
