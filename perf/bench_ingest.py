@@ -5,7 +5,8 @@ lean row per record with one unique key on (source, record_key) — the physical
     python perf/bench_ingest.py [--records N] [--runs R] [--quick] [--database-url DSN]
                                 [--format FMT] [--ladder] [--order ORDER]
     python perf/bench_ingest.py --records N --prefill M [--order scattered|arrival]
-                                [--shared-buffers SIZE] [--setting NAME=VALUE ...]
+                                [--partitions month|day] [--shared-buffers SIZE]
+                                [--setting NAME=VALUE ...]
 
 The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default): MSC
 moCallRecords (national numbers, peak hours) and S-GW / P-GW data records, every one of
@@ -40,7 +41,8 @@ minute; not timed), then ``--records`` more. Both timed ingests print their rate
 split, and what the server did (WAL and full-page images, checkpoints, buffers written,
 shared-buffer hit ratio, reads and hits per record of the busiest indexes);
 ``--shared-buffers`` runs the embedded server with another shared_buffers than the project's,
-``--setting`` with another value of any setting.
+``--setting`` with another value of any setting; ``--partitions day`` makes the month's usage
+and charges each a partition of its days (not the schema's layout: perf/README.md says why).
 
 ``--order`` sets the records' event times: ``scattered`` (the default) puts consecutive records
 on every weekday of the month, so each batch inserts all over the time-led indexes;
@@ -554,13 +556,13 @@ SELECT c.num_timed + c.num_requested AS checkpoints,
        d.blks_hit, d.blks_read
 FROM pg_stat_checkpointer c, pg_stat_bgwriter b, pg_stat_wal w, pg_stat_database d
 WHERE d.datname = current_database()"""
-# Indexes of partitions are summed under their parent index (usage_records_2026_01_pkey
-# counts as usage_records_pkey).
+# Indexes of partitions are summed under their top index (those of usage_records_2026_01 and
+# of its days count as usage_records_pkey).
 _INDEX_STATS = """
-SELECT coalesce(p.relname, i.relname) AS index, sum(s.idx_blks_hit) AS hit,
+SELECT coalesce(r.relname, i.relname) AS index, sum(s.idx_blks_hit) AS hit,
        sum(s.idx_blks_read) AS read, sum(pg_relation_size(s.indexrelid))::float8 AS bytes
 FROM pg_statio_user_indexes s JOIN pg_class i ON i.oid = s.indexrelid
-LEFT JOIN pg_inherits h ON h.inhrelid = s.indexrelid LEFT JOIN pg_class p ON p.oid = h.inhparent
+LEFT JOIN pg_class r ON r.oid = pg_partition_root(s.indexrelid)
 GROUP BY 1"""
 
 
@@ -625,8 +627,30 @@ async def compact(dsn: str) -> None:
         await pool.close()
 
 
+async def day_partitions(dsn: str) -> None:
+    """January 2026's usage and charges each a partition of its UTC days (a month of leaves
+    under the parent): the layout ``--partitions day`` measures against the schema's month.
+    ``ensure_month_partition`` finds the month there and leaves it alone; rows route
+    through it to their day."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for parent in ("usage_records", "charges"):
+            month = f"{parent}_2026_01"
+            await conn.execute(
+                f"CREATE TABLE {month} PARTITION OF {parent} FOR VALUES FROM "
+                "('2026-01-01 00:00+00') TO ('2026-02-01 00:00+00') "
+                "PARTITION BY RANGE (event_time)")
+            for day in range(1, 32):
+                end = f"2026-01-{day + 1:02d}" if day < 31 else "2026-02-01"
+                await conn.execute(
+                    f"CREATE TABLE {month}_{day:02d} PARTITION OF {month} FOR VALUES FROM "
+                    f"('2026-01-{day:02d} 00:00+00') TO ('{end} 00:00+00')")
+    finally:
+        await conn.close()
+
+
 async def growth(admin: str, tmp: Path, n: int, prefill: int,
-                 order: str = "scattered") -> None:
+                 order: str = "scattered", partitions: str = "month") -> None:
     """``n`` records into an empty database, ``prefill`` more (through the same pipeline,
     files of at most ``n``, not timed), then ``n`` more: the two timed ingests side by
     side. After each file the rollup deltas are compacted, as ``serve`` compacts them every
@@ -634,11 +658,13 @@ async def growth(admin: str, tmp: Path, n: int, prefill: int,
     rows per record, which no server does."""
     name, dsn = await fresh_database(admin, "growth")
     try:
+        if partitions == "day":
+            await day_partitions(dsn)
         conn = await asyncpg.connect(dsn)
         shown = {setting: await conn.fetchval(f"SHOW {setting}") for setting in SHOWN}
         await conn.close()
         print(f"{n:,} records into an empty database, {prefill:,} more, then {n:,} more; "
-              f"event times {order}; "
+              f"event times {order}; {partitions} partitions; "
               + ", ".join(f"{setting} {value}" for setting, value in shown.items()), flush=True)
         path = tmp / "bench.3gpp"
         span = 2 * n + prefill
@@ -692,6 +718,10 @@ async def main() -> None:
                         help="event times spread over the month record by record "
                              "(scattered), or nearly in time order as switches write them "
                              "(arrival; 3gpp only)")
+    parser.add_argument("--partitions", default="month", choices=("month", "day"),
+                        help="with --prefill: the month's usage and charges one partition each "
+                             "(the schema's), or each split by UTC day under it (the layout "
+                             "measured against it; perf/README.md)")
     args = parser.parse_args()
     n = 50_000 if args.quick else args.records
     overrides = dict(pair.split("=", 1) for pair in args.setting)
@@ -700,7 +730,7 @@ async def main() -> None:
     if args.prefill:
         with tempfile.TemporaryDirectory() as tmp:
             async with server(args.database_url, overrides or None) as admin:
-                await growth(admin, Path(tmp), n, args.prefill, args.order)
+                await growth(admin, Path(tmp), n, args.prefill, args.order, args.partitions)
         return
     settings = config.load(env={}).pipeline
     lanes = settings.write_lanes
