@@ -629,22 +629,14 @@ async def compact(dsn: str) -> None:
 
 async def day_partitions(dsn: str) -> None:
     """January 2026's usage and charges each a partition of its UTC days (a month of leaves
-    under the parent): the layout ``--partitions day`` measures against the schema's month.
-    ``ensure_month_partition`` finds the month there and leaves it alone; rows route
-    through it to their day."""
+    under the parent): the layout ``--partitions day`` measures against the schema's month,
+    made as ``bench_partitions`` makes it for the reads. ``ensure_month_partition`` finds the
+    month there and leaves it alone; rows route through it to their day."""
+    from bench_partitions import partition  # perf/ is on sys.path: the running script's folder
+
     conn = await asyncpg.connect(dsn)
     try:
-        for parent in ("usage_records", "charges"):
-            month = f"{parent}_2026_01"
-            await conn.execute(
-                f"CREATE TABLE {month} PARTITION OF {parent} FOR VALUES FROM "
-                "('2026-01-01 00:00+00') TO ('2026-02-01 00:00+00') "
-                "PARTITION BY RANGE (event_time)")
-            for day in range(1, 32):
-                end = f"2026-01-{day + 1:02d}" if day < 31 else "2026-02-01"
-                await conn.execute(
-                    f"CREATE TABLE {month}_{day:02d} PARTITION OF {month} FOR VALUES FROM "
-                    f"('2026-01-{day:02d} 00:00+00') TO ('{end} 00:00+00')")
+        await partition(conn, "day", 1)
     finally:
         await conn.close()
 
