@@ -5,7 +5,7 @@ lean row per record with one unique key on (source, record_key) — the physical
     python perf/bench_ingest.py [--records N] [--runs R] [--quick] [--database-url DSN]
                                 [--format FMT] [--ladder] [--order ORDER]
     python perf/bench_ingest.py --records N --prefill M [--order scattered|arrival]
-                                [--partitions month|day] [--shared-buffers SIZE]
+                                [--partitions month|day [--fold]] [--shared-buffers SIZE]
                                 [--setting NAME=VALUE ...]
 
 The default input is a 3GPP TS 32.297 file of 32.298 BER records (2 M by default): MSC
@@ -42,7 +42,9 @@ split, and what the server did (WAL and full-page images, checkpoints, buffers w
 shared-buffer hit ratio, reads and hits per record of the busiest indexes);
 ``--shared-buffers`` runs the embedded server with another shared_buffers than the project's,
 ``--setting`` with another value of any setting; ``--partitions day`` makes the month's usage
-and charges each a partition of its days (not the schema's layout: perf/README.md says why).
+and charges each of their UTC days, as the schema makes the open month (migration 1550; the
+default, ``month``, is one table each, as a closed month is), and ``--fold`` then folds them
+into one table as housekeeping does once the month closes, timed.
 
 ``--order`` sets the records' event times: ``scattered`` (the default) puts consecutive records
 on every weekday of the month, so each batch inserts all over the time-led indexes;
@@ -628,21 +630,64 @@ async def compact(dsn: str) -> None:
 
 
 async def day_partitions(dsn: str) -> None:
-    """January 2026's usage and charges each a partition of its UTC days (a month of leaves
-    under the parent): the layout ``--partitions day`` measures against the schema's month,
-    made as ``bench_partitions`` makes it for the reads. ``ensure_month_partition`` finds the
-    month there and leaves it alone; rows route through it to their day."""
-    from bench_partitions import partition  # perf/ is on sys.path: the running script's folder
-
+    """January 2026's usage and charges each made of its UTC days, as the schema makes the
+    open month (``make_day_partitions``, migration 1550): the bench's month is a past one,
+    which ``ensure_month_partition`` would make one table, the layout a month is folded
+    into once it closes."""
     conn = await asyncpg.connect(dsn)
     try:
-        await partition(conn, "day", 1)
+        await conn.execute("SELECT make_day_partitions('usage_records', '2026-01-01'),"
+                           " make_day_partitions('charges', '2026-01-01')")
     finally:
         await conn.close()
 
 
+async def fold(dsn: str) -> None:
+    """January's days folded into one table per parent, as housekeeping folds a closed
+    month, while a probe reads one account's usage and writes a record of February every
+    20 ms: how long the fold takes, and the longest either waited (the month's own late
+    writers wait for the whole fold; others only for its final swap)."""
+    conn, probe = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    waits: dict[str, float] = {"read": 0.0, "write": 0.0}
+    done = asyncio.Event()
+
+    async def probing() -> None:
+        await probe.execute("SELECT ensure_month_partition('usage_records', '2026-02-01')")
+        n = 0
+        while not done.is_set():
+            n += 1
+            for what, sql, args in (
+                    ("read", "SELECT * FROM usage_records WHERE account_id = $1"
+                     " ORDER BY event_time, usage_id LIMIT 51", ("A7",)),
+                    ("write", "INSERT INTO usage_records (account_id, usage_id, event_time,"
+                     " source, record_key, kind) VALUES ('probe', -$1::bigint,"
+                     " '2026-02-02Z', 'probe', $1::text, 'voice')", (n,))):
+                began = time.perf_counter()
+                await probe.execute(sql, *args)
+                waits[what] = max(waits[what], time.perf_counter() - began)
+            await asyncio.sleep(0.02)
+
+    try:
+        task = asyncio.create_task(probing())
+        for parent in ("usage_records", "charges"):
+            began = time.perf_counter()
+            moved = await conn.fetchval("SELECT fold_month_partition($1::regclass,"
+                                        " '2026-01-01')", parent)
+            print(f"fold of January's {parent}: {moved:,} records in "
+                  f"{time.perf_counter() - began:.1f} s", flush=True)
+        done.set()
+        await task
+        print(f"during the folds, the longest wait of a read of one account's usage "
+              f"{waits['read'] * 1000:.0f} ms, of a write into February "
+              f"{waits['write'] * 1000:.0f} ms", flush=True)
+    finally:
+        await conn.close()
+        await probe.close()
+
+
 async def growth(admin: str, tmp: Path, n: int, prefill: int,
-                 order: str = "scattered", partitions: str = "month") -> None:
+                 order: str = "scattered", partitions: str = "month",
+                 fold_after: bool = False) -> None:
     """``n`` records into an empty database, ``prefill`` more (through the same pipeline,
     files of at most ``n``, not timed), then ``n`` more: the two timed ingests side by
     side. After each file the rollup deltas are compacted, as ``serve`` compacts them every
@@ -676,6 +721,8 @@ async def growth(admin: str, tmp: Path, n: int, prefill: int,
         full = await ingest_phase(dsn, path, f"into a database holding {done:,} records")
         print(f"rate holding {done:,} / rate when empty: {full[0] / empty[0]:.1%}; "
               f"PostgreSQL backends' CPU per record {empty[1]:.1f} → {full[1]:.1f} µs")
+        if partitions == "day" and fold_after:
+            await fold(dsn)
     finally:
         conn = await asyncpg.connect(admin)
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -711,9 +758,12 @@ async def main() -> None:
                              "(scattered), or nearly in time order as switches write them "
                              "(arrival; 3gpp only)")
     parser.add_argument("--partitions", default="month", choices=("month", "day"),
-                        help="with --prefill: the month's usage and charges one partition each "
-                             "(the schema's), or each split by UTC day under it (the layout "
-                             "measured against it; perf/README.md)")
+                        help="with --prefill: the month's usage and charges one table each (a "
+                             "closed month's layout), or made of their UTC days (the open "
+                             "month's; migration 1550)")
+    parser.add_argument("--fold", action="store_true",
+                        help="with --partitions day: then fold the month into one table, "
+                             "timed, with the longest wait of a reader and a writer")
     args = parser.parse_args()
     n = 50_000 if args.quick else args.records
     overrides = dict(pair.split("=", 1) for pair in args.setting)
@@ -722,7 +772,8 @@ async def main() -> None:
     if args.prefill:
         with tempfile.TemporaryDirectory() as tmp:
             async with server(args.database_url, overrides or None) as admin:
-                await growth(admin, Path(tmp), n, args.prefill, args.order, args.partitions)
+                await growth(admin, Path(tmp), n, args.prefill, args.order, args.partitions,
+                             args.fold)
         return
     settings = config.load(env={}).pipeline
     lanes = settings.write_lanes

@@ -1,6 +1,7 @@
-"""What ``serve`` does every ``retention.interval_s``: month partitions created ahead, usage
-older than ``pseudonymise_after_days`` pseudonymised, and the months ``archive.plan`` lets go
-after ``archive_after_months`` archived.
+"""What ``serve`` does every ``retention.interval_s``: month partitions created ahead, the
+open month made of days and a closed month's days folded into one table (migration 1550),
+usage older than ``pseudonymise_after_days`` pseudonymised, and the months ``archive.plan``
+lets go after ``archive_after_months`` archived.
 
 It is one clock task of ``server.scheduled`` (``TASK``): however many processes serve, one
 of them runs it per interval, and a process that dies mid-run leaves it unrecorded, so the
@@ -27,11 +28,16 @@ from billing_oss.server.retention import archive, months, pseudonyms, repo
 log = logging.getLogger(__name__)
 ACTOR = "server:retention"
 TASK = "retention"  # its row in scheduled_ticks
+# A month of days is folded this long after it ends: late records of its last hours land
+# first, and a fold rarely makes a writer wait.
+FOLD_AFTER = dt.timedelta(days=1)
 
 
 class Housekeeping(msgspec.Struct, frozen=True, kw_only=True):
     at: dt.datetime
     months_ensured: list[str] = []
+    months_split: list[str] = []  # open months whose empty tables became days
+    months_folded: list[str] = []  # closed months whose days became one table
     pseudonymised: int = 0
     archived: list[str] = []  # months archived by this run
 
@@ -48,6 +54,8 @@ async def housekeep(pool: asyncpg.Pool, config: RetentionConfig, now: dt.datetim
     await repo.put_policy(pool, config.pseudonymise_after_days, config.archive_after_months)
     ahead = months_ahead(now, config.partitions_ahead_months)
     await repo.ensure_partitions(pool, ahead)
+    split = await split_open_months(pool, ahead)
+    folded = await fold_closed_months(pool, now)
     changed = await pseudonyms.run(pool, config.pseudonym_key, config.pseudonymise_after_days,
                                    now, actor)
     made: list[archive.Archive] = []
@@ -55,7 +63,39 @@ async def housekeep(pool: asyncpg.Pool, config: RetentionConfig, now: dt.datetim
         made = await archive.run(pool, Path(config.archive_dir), now,
                                  config.archive_after_months, actor)
     return Housekeeping(at=now, months_ensured=[months.label(m) for m in ahead],
-                        pseudonymised=changed, archived=[a.month for a in made])
+                        months_split=split, months_folded=folded, pseudonymised=changed,
+                        archived=[a.month for a in made])
+
+
+async def split_open_months(pool: asyncpg.Pool, ahead: list[dt.date]) -> list[str]:
+    """The open months (migration 1550) whose empty tables, made ahead, become days."""
+    split = set()
+    for month in ahead:
+        for parent in repo.MONTHLY:
+            if await repo.split_month(pool, parent, month):
+                split.add(months.label(month))
+    return sorted(split)
+
+
+async def fold_closed_months(pool: asyncpg.Pool, now: dt.datetime) -> list[str]:
+    """Months of days closed ``FOLD_AFTER`` ago folded into one table each. One a writer
+    would have waited on is left for the next run."""
+    closed = sorted({(parent, day.replace(day=1))
+                     for parent, _, day in await repo.day_partitions(pool)
+                     if months.start(months.add(day.replace(day=1), 1)) + FOLD_AFTER <= now})
+    folded = set()
+    for parent, month in closed:
+        try:
+            moved = await repo.fold_month(pool, parent, month)
+        except asyncpg.LockNotAvailableError as exc:
+            log.info("month fold deferred", extra={"fields": {
+                "table": parent, "month": months.label(month), "why": str(exc)}})
+            continue
+        if moved is not None:
+            folded.add(months.label(month))
+            log.info("month folded", extra={"fields": {
+                "table": parent, "month": months.label(month), "records": moved}})
+    return sorted(folded)
 
 
 async def run_if_due(pool: asyncpg.Pool, config: RetentionConfig, now: dt.datetime,

@@ -38,6 +38,11 @@ def pseudonym(key: str, number: str) -> str:
     return repo.PSEUDONYM_PREFIX + digest
 
 
+def starts(first: dt.date) -> dt.datetime:
+    """When a partition whose range starts on ``first`` (a month's or a day's) starts."""
+    return dt.datetime.combine(first, dt.time(), dt.UTC)
+
+
 def cutoff(now: dt.datetime, after_days: int) -> dt.datetime:
     return now - dt.timedelta(days=after_days)
 
@@ -54,8 +59,9 @@ async def run(pool: asyncpg.Pool, key: str, after_days: int, now: dt.datetime,
     before = cutoff(now, after_days)
     inner, outer = pads(key)
     total = 0
-    for parent, partition, month in await repo.partitions(pool):
-        if parent != "usage_records" or month >= before.date():
+    for parent, partition, since in (await repo.partitions(pool)
+                                     + await repo.day_partitions(pool)):
+        if parent != "usage_records" or starts(since) >= before:
             continue
         # Rows moved by the updates land past the end taken here: already pseudonymised.
         end = await repo.blocks(pool, partition)

@@ -67,6 +67,38 @@ async def partitions(db: Db) -> list[tuple[str, str, dt.date]]:
     return found
 
 
+async def day_partitions(db: Db) -> list[tuple[str, str, dt.date]]:
+    """(parent, partition, its UTC day) of every day partition: the open months' (migration
+    1550), and a closed month's until it is folded."""
+    rows = await db.fetch(
+        "SELECT p.relname AS parent, c.relname AS part FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
+        " WHERE p.relname = ANY($1::text[]) AND p.relnamespace = c.relnamespace"
+        " AND pg_table_is_visible(c.oid) AND c.relname ~ '_[0-9]{4}_[0-9]{2}_[0-9]{2}$'"
+        " ORDER BY c.relname", list(MONTHLY))
+    found = []
+    for r in rows:
+        year, month, day = r["part"][-10:].split("_")
+        found.append((r["parent"], r["part"], dt.date(int(year), int(month), int(day))))
+    return found
+
+
+async def split_month(db: Db, parent: str, month: dt.date) -> bool:
+    """The month's empty table made ahead replaced by its days (False: it holds records,
+    or is days already)."""
+    done: bool = await db.fetchval("SELECT split_month_partition($1::regclass, $2)",
+                                   parent, month)
+    return done
+
+
+async def fold_month(db: Db, parent: str, month: dt.date) -> int | None:
+    """The month's days folded into one table: the records moved (None: not days). Raises
+    ``asyncpg.LockNotAvailableError`` when a writer would have waited on it."""
+    moved: int | None = await db.fetchval("SELECT fold_month_partition($1::regclass, $2)",
+                                          parent, month)
+    return moved
+
+
 async def estimated_rows(db: Db, partition: str) -> int:
     """The planner's row estimate (0 before the first ANALYZE): no scan."""
     n: int = await db.fetchval("SELECT greatest(reltuples, 0)::bigint FROM pg_class"

@@ -181,7 +181,9 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
                 parts.append(_rolled(arg, account, "charge_rollups", months_to, last))
         else:
             parts.append(_rolled(arg, account, "charge_rollups", first, last))
-    sql = ("WITH live AS (SELECT min(to_date(right(c.relname, 7), 'YYYY_MM')) AS since"
+    # A partition is a month (charges_2026_01) or a day of an open one (charges_2026_01_31).
+    sql = ("WITH live AS (SELECT min(to_date(substring(c.relname"
+           " FROM '_([0-9]{4}_[0-9]{2})(_[0-9]{2})?$'), 'YYYY_MM')) AS since"
            " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
            " WHERE i.inhparent = 'charges'::regclass)"
            " SELECT rtrim(currency) AS currency, sum(charges)::bigint AS charges,"

@@ -39,6 +39,7 @@ async def test_two_servers_share_the_housekeeping(pool: asyncpg.Pool, database_u
     assert all((b - a).total_seconds() >= 0.9 for a, b in itertools.pairwise(runs)), runs
     now = months.first_of(dt.datetime.now(dt.UTC))
     made = {(parent, m) for parent, _, m in await repo.partitions(pool)}
+    made |= {(parent, d.replace(day=1)) for parent, _, d in await repo.day_partitions(pool)}
     for n in range(3):
         assert {(t, months.add(now, n)) for t in repo.MONTHLY} <= made
     policy = await pool.fetchrow("SELECT * FROM retention_policy")
