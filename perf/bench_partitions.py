@@ -1,7 +1,8 @@
-"""What splitting each month of usage and charges into its days would cost the reads: the
-planning and execution time of four queries over ``--months`` months of partitions, month
-tables (the schema's) beside month-of-days partitions (the layout ``bench_ingest.py
---prefill --partitions day`` measures for ingest), in the same run.
+"""What splitting months of usage and charges into their days costs the reads: the planning
+and execution time of four queries over ``--months`` months of partitions, in the same run,
+for three layouts: every month one table (``month``); the schema's, every month one table
+but the last, the open one, made of its days (``open``, migration 1550); every month made
+of its days (``day``).
 
     python perf/bench_partitions.py [--months 3,13] [--records 200000] [--runs 21]
                                     [--database-url DSN]
@@ -38,6 +39,11 @@ QUERIES = {
 }
 
 
+# Every month one table (as closed months are); the schema's: closed months one table each,
+# the last (open) one its days; every month its days (under the month).
+LAYOUTS = ("month", "open", "day")
+
+
 def month_after(month: dt.date) -> dt.date:
     return (month + dt.timedelta(days=32)).replace(day=1)
 
@@ -52,8 +58,12 @@ def spread(months: int) -> dt.timedelta:
 
 async def partition(conn: asyncpg.Connection, layout: str, months: int) -> None:
     month = dt.date(2026, 1, 1)
-    for _ in range(months):
+    for n in range(months):
         end = month_after(month)
+        if layout == "open" and n == months - 1:  # the schema's open month (migration 1550)
+            await conn.execute("SELECT make_day_partitions('usage_records', $1),"
+                               " make_day_partitions('charges', $1)", month)
+            break
         for parent in ("usage_records", "charges"):
             name = f"{parent}_{month:%Y_%m}"
             by_day = " PARTITION BY RANGE (event_time)" if layout == "day" else ""
@@ -95,7 +105,7 @@ async def measure(dsn: str, layout: str, months: int, records: int, runs: int) -
 
 async def main(dsn: str, months: list[int], records: int, runs: int) -> None:
     for count in months:
-        for layout in ("month", "day"):
+        for layout in LAYOUTS:
             await measure(dsn, layout, count, records, runs)
 
 

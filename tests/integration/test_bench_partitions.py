@@ -1,5 +1,6 @@
 """Keeps perf/bench_partitions.py alive and measuring what it says: each layout's tables
-(a month's days under it), every query timed on both."""
+(the open month's days beside month tables; every month's days under it), every query
+timed on each."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "perf" / "bench_partitions.py"
-LINE = re.compile(r"^(month|day) +2 months +(\d+) tables  (.+?) +planning +[\d.]+ ms"
+LINE = re.compile(r"^(month|open|day) +2 months +(\d+) tables  (.+?) +planning +[\d.]+ ms"
                   r"  execution +[\d.]+ ms  both p95 +[\d.]+ ms$")
 
 
@@ -20,7 +21,8 @@ def test_bench_partitions_small(pg_admin_dsn: str) -> None:
         capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr
     found = [LINE.match(line) for line in run.stdout.splitlines()]
-    assert all(found) and len(found) == 8, run.stdout
+    assert all(found) and len(found) == 12, run.stdout
     tables = {m[1]: int(m[2]) for m in found if m}
-    assert tables == {"month": 2, "day": 31 + 28}
-    assert [m[3] for m in found if m][:4] == [m[3] for m in found if m][4:]
+    assert tables == {"month": 2, "open": 1 + 28, "day": 31 + 28}
+    labels = [m[3] for m in found if m]
+    assert labels[:4] == labels[4:8] == labels[8:]
