@@ -73,6 +73,8 @@ async def store_batch(
     batch.reset()
     if turn is not None:
         await turn()
+    # After the turn: a batch waiting here on a fold holds nothing a batch before it needs.
+    await usage_repo.hold_months(conn, months(batch))
     merged = await _merge_partials(conn, batch, source_file_id, rater)
     rows = batch.rows
     if rows is None or rows.source_file_id != source_file_id:

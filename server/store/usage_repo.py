@@ -42,6 +42,13 @@ async def ensure_partitions(conn: Connection, months: Iterable[date]) -> None:
             "ensure_month_partition('charges', $1)", month)
 
 
+async def hold_months(conn: Connection, months: Iterable[date]) -> None:
+    """Inside the batch's transaction, before it locks usage_records or charges: no fold of
+    these months (migration 1550) runs until it commits, and one running is waited for."""
+    await conn.execute("SELECT hold_month_for_writes(m) FROM unnest($1::date[]) m",
+                       sorted(set(months)))
+
+
 async def claim_keys(
     conn: Connection, sources: list[str], keys: list[str], accounts: list[str | None],
     times: list[datetime | None],

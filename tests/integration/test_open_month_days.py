@@ -13,6 +13,7 @@ import asyncpg
 
 from billing_oss.server.config import RetentionConfig
 from billing_oss.server.retention import archive, housekeeping, pseudonyms, repo
+from billing_oss.server.store import usage_repo
 
 KEY = "k" * 32
 
@@ -200,3 +201,48 @@ async def test_a_fold_gives_way_to_writers_and_loses_nothing(pool: asyncpg.Pool)
     assert await pool.fetchval("SELECT count(*) FROM t_busy") == 100_000 + written[0]
     assert await pool.fetchval("SELECT count(DISTINCT n) FROM t_busy") == 100_000 + written[0]
     assert await repo.fold_month(pool, "t_busy", month) is None
+
+
+async def test_batches_of_the_month_wait_for_its_fold(pool: asyncpg.Pool) -> None:
+    """Writers that hold the month first, as the pipeline's batches do (``hold_months``),
+    wait for a fold instead of making it give way: it goes through at the first try while
+    they write into the month without pause, and no row is lost or doubled."""
+    await pool.execute(
+        "CREATE TABLE t_held_busy (account_id text, event_time timestamptz, n int, PRIMARY KEY"
+        " (account_id, event_time, n)) PARTITION BY RANGE (event_time);"
+        "SELECT make_day_partitions('t_held_busy', '2026-06-01');"
+        "SELECT make_day_partitions('t_held_busy', '2026-07-01')")
+    await pool.execute(
+        "INSERT INTO t_held_busy SELECT 'A', '2026-06-01Z'::timestamptz"
+        " + (n % 720) * interval '1 hour', n FROM generate_series(1, 100000) n")
+    stop = asyncio.Event()
+    written = [0]
+    june, july = dt.datetime(2026, 6, 3, tzinfo=dt.UTC), dt.datetime(2026, 7, 9, tzinfo=dt.UTC)
+
+    async def writer(lane: int) -> None:
+        n = 1_000_000 * (lane + 1)
+        async with pool.acquire() as conn:
+            while not stop.is_set():
+                async with conn.transaction():
+                    await usage_repo.hold_months(conn, [june.date(), july.date()])
+                    for when in (june, july, june):
+                        n += 1
+                        await conn.execute("INSERT INTO t_held_busy VALUES ('W', $1, $2)",
+                                           when, n)
+                written[0] += 3
+                await asyncio.sleep(0.002)
+
+    writers = [asyncio.create_task(writer(lane)) for lane in range(2)]
+    try:
+        await asyncio.sleep(0.2)
+        moved = await repo.fold_month(pool, "t_held_busy", dt.date(2026, 6, 1))
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await asyncio.gather(*writers)
+    assert moved is not None and moved >= 100_000
+    assert "t_held_busy_2026_06" in await leaves(pool, "t_held_busy")
+    assert await pool.fetchval("SELECT count(*) FROM t_held_busy_2026_06") > moved  # after
+    assert await pool.fetchval("SELECT count(*) FROM t_held_busy") == 100_000 + written[0]
+    assert await pool.fetchval("SELECT count(DISTINCT n) FROM t_held_busy") == \
+        100_000 + written[0]

@@ -88,14 +88,26 @@ BEGIN
 END;
 $$;
 
+-- Held (shared) by a batch writing records of the month, for its transaction, before it
+-- locks usage_records or charges; a fold holds it alone. A late record of the month being
+-- folded waits here, holding nothing the fold needs, instead of on a day under the parent.
+CREATE FUNCTION hold_month_for_writes(month date) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock_shared(
+        hashtext('month writes ' || to_char(date_trunc('month', month), 'YYYY_MM')))
+$$;
+
 -- A month of days folded into one table: the rows copied and indexed while the days take
 -- no writes (reads go on), then, under the parent's lock for a moment, the days detached,
 -- the month attached (its CHECK spares the scan) and the days dropped. Records of the
 -- month arriving meanwhile wait for the commit and land in the month table.
 --
--- Waits are bounded (lock_timeout 500 ms, under the default 1 s deadlock_timeout), and the
--- parent's lock is not asked for while a writer waits on a day: a writer holds the parent
--- before its day, so this gives way (55P03, tried again at the next housekeeping) and
+--
+-- The batches of the pipeline wait at ``hold_month_for_writes`` (up to 10 s for those in
+-- flight to finish). Other writers (a rerate, a suspense retry) may wait on a day while
+-- holding the parent: past that first wait, waits are bounded (lock_timeout 500 ms, under
+-- the default 1 s deadlock_timeout), and the parent's lock is not asked for while a writer
+-- waits on a day, so the fold gives way (55P03, tried again at the next housekeeping) and
 -- never leaves a writer to be chosen as a deadlock's victim. NULL: the month is not days.
 CREATE FUNCTION fold_month_partition(parent regclass, month date) RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -116,6 +128,8 @@ BEGIN
     IF days IS NULL THEN
         RETURN NULL;
     END IF;
+    PERFORM set_config('lock_timeout', '10s', true);
+    PERFORM pg_advisory_xact_lock(hashtext('month writes ' || to_char(first, 'YYYY_MM')));
     PERFORM set_config('lock_timeout', '500ms', true);
     FOREACH day IN ARRAY days LOOP
         EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', day);

@@ -11,3 +11,6 @@ LANGUAGE sql AS $$ SELECT false $$;
 
 CREATE FUNCTION fold_month_partition(parent regclass, month date) RETURNS bigint
 LANGUAGE sql AS $$ SELECT NULL::bigint $$;
+
+CREATE FUNCTION hold_month_for_writes(month date) RETURNS void
+LANGUAGE sql AS $$ SELECT $$;
