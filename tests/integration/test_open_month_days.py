@@ -10,6 +10,7 @@ import calendar
 import datetime as dt
 
 import asyncpg
+import pytest
 
 from billing_oss.server.config import RetentionConfig
 from billing_oss.server.retention import archive, housekeeping, pseudonyms, repo
@@ -246,3 +247,34 @@ async def test_batches_of_the_month_wait_for_its_fold(pool: asyncpg.Pool) -> Non
     assert await pool.fetchval("SELECT count(*) FROM t_held_busy") == 100_000 + written[0]
     assert await pool.fetchval("SELECT count(DISTINCT n) FROM t_held_busy") == \
         100_000 + written[0]
+
+
+async def test_a_fold_gives_way_to_a_batch_that_holds_the_parent(pool: asyncpg.Pool) -> None:
+    """A delivery writes a month, then a second one being folded: it waits on the fold while
+    holding the parent the fold must lock at its end. The fold gives way (no deadlock, the
+    batch never fails) and the batch commits both records."""
+    await pool.execute(
+        "CREATE TABLE t_two (account_id text, event_time timestamptz, n int, PRIMARY KEY"
+        " (account_id, event_time, n)) PARTITION BY RANGE (event_time);"
+        "SELECT make_day_partitions('t_two', '2026-08-01');"
+        "CREATE TABLE t_two_2026_09 PARTITION OF t_two FOR VALUES FROM"
+        " ('2026-09-01 00:00+00') TO ('2026-10-01 00:00+00');"
+        "INSERT INTO t_two SELECT 'A', '2026-08-01Z'::timestamptz"
+        " + (n % 720) * interval '1 hour', n FROM generate_series(1, 300000) n")
+    august, september = dt.date(2026, 8, 1), dt.date(2026, 9, 1)
+    folding = asyncio.create_task(repo.fold_month(pool, "t_two", august))
+    async with pool.acquire() as conn:
+        for _ in range(400):  # until the fold holds August's writes
+            if await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                   " AND mode = 'ExclusiveLock' AND granted") >= 2:
+                break
+            await asyncio.sleep(0.005)
+        async with conn.transaction():
+            await usage_repo.hold_months(conn, [september])
+            await conn.execute("INSERT INTO t_two VALUES ('W', '2026-09-02Z', 1)")
+            await usage_repo.hold_months(conn, [august])  # waits for the fold to give way
+            await conn.execute("INSERT INTO t_two VALUES ('W', '2026-08-02Z', 2)")
+    with pytest.raises(asyncpg.LockNotAvailableError, match="waits on the fold"):
+        await folding  # seen before it asks for the parent: not a lock timeout
+    assert await pool.fetchval("SELECT count(*) FROM t_two WHERE account_id = 'W'") == 2
+    assert await repo.fold_month(pool, "t_two", august) == 300_001

@@ -116,6 +116,7 @@ DECLARE
     name text := format('%s_%s', parent::text, to_char(first, 'YYYY_MM'));
     lo timestamptz := first::timestamp AT TIME ZONE 'UTC';
     hi timestamptz := (first + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+    writes bigint := hashtext('month writes ' || to_char(first, 'YYYY_MM'));
     days regclass[];
     day regclass;
     ddl text;
@@ -129,7 +130,7 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('lock_timeout', '10s', true);
-    PERFORM pg_advisory_xact_lock(hashtext('month writes ' || to_char(first, 'YYYY_MM')));
+    PERFORM pg_advisory_xact_lock(writes);
     PERFORM set_config('lock_timeout', '500ms', true);
     FOREACH day IN ARRAY days LOOP
         EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', day);
@@ -156,8 +157,15 @@ BEGIN
     EXECUTE format('ANALYZE %I', name);
     EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (event_time >= %L AND event_time < %L)',
                    name, name || '_bound', lo, hi);
-    IF EXISTS (SELECT FROM pg_locks WHERE NOT granted AND relation = ANY(days::oid[])) THEN
-        RAISE EXCEPTION 'a writer waits on the days of %', name USING ERRCODE = '55P03';
+    -- Someone holding the parent and waiting on a day or on this month's writes (a
+    -- delivery writing a second month in its transaction) would wait on this, and this on it.
+    IF EXISTS (SELECT FROM pg_locks w JOIN pg_locks h ON h.pid = w.pid
+               WHERE NOT w.granted AND h.granted AND h.relation = parent
+                 AND (w.relation = ANY(days::oid[])
+                      OR (w.locktype = 'advisory' AND w.objsubid = 1
+                          AND w.objid = (writes & 4294967295)::text::oid))) THEN
+        RAISE EXCEPTION 'a writer holding % waits on the fold of %', parent, name
+            USING ERRCODE = '55P03';
     END IF;
     EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', parent);
     FOREACH day IN ARRAY days LOOP
