@@ -16,6 +16,12 @@ LANGUAGE sql IMMUTABLE AS $$
        AND first <= date_trunc('month', (at AT TIME ZONE 'UTC') + interval '2 days')::date
 $$;
 
+-- usage_records_2026_12: a month's table, and the prefix of its days' (…_2026_12_06).
+CREATE FUNCTION month_partition_name(parent regclass, month date) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT format('%s_%s', parent::text, to_char(date_trunc('month', month), 'YYYY_MM'))
+$$;
+
 CREATE FUNCTION make_day_partitions(parent regclass, first date) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -40,7 +46,7 @@ CREATE OR REPLACE FUNCTION ensure_month_partition(parent regclass, month date) R
 LANGUAGE plpgsql AS $$
 DECLARE
     first date := date_trunc('month', month)::date;
-    name text := format('%s_%s', parent::text, to_char(first, 'YYYY_MM'));
+    name text := month_partition_name(parent, month);
 BEGIN
     IF to_regclass(name) IS NOT NULL OR to_regclass(name || '_01') IS NOT NULL THEN
         RETURN;
@@ -67,7 +73,7 @@ CREATE FUNCTION split_month_partition(parent regclass, month date) RETURNS boole
 LANGUAGE plpgsql AS $$
 DECLARE
     first date := date_trunc('month', month)::date;
-    name text := format('%s_%s', parent::text, to_char(first, 'YYYY_MM'));
+    name text := month_partition_name(parent, month);
     empty boolean;
 BEGIN
     IF NOT month_partition_is_open(first, now()) OR to_regclass(name || '_01') IS NOT NULL THEN
@@ -102,7 +108,6 @@ $$;
 -- the month attached (its CHECK spares the scan) and the days dropped. Records of the
 -- month arriving meanwhile wait for the commit and land in the month table.
 --
---
 -- The batches of the pipeline wait at ``hold_month_for_writes`` (up to 10 s for those in
 -- flight to finish). Other writers (a rerate, a suspense retry) may wait on a day while
 -- holding the parent: past that first wait, waits are bounded (lock_timeout 500 ms, under
@@ -113,7 +118,7 @@ CREATE FUNCTION fold_month_partition(parent regclass, month date) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     first date := date_trunc('month', month)::date;
-    name text := format('%s_%s', parent::text, to_char(first, 'YYYY_MM'));
+    name text := month_partition_name(parent, month);
     lo timestamptz := first::timestamp AT TIME ZONE 'UTC';
     hi timestamptz := (first + interval '1 month')::timestamp AT TIME ZONE 'UTC';
     writes bigint := hashtext('month writes ' || to_char(first, 'YYYY_MM'));
