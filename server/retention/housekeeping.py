@@ -72,8 +72,12 @@ async def split_open_months(pool: asyncpg.Pool, ahead: list[dt.date]) -> list[st
     split = set()
     for month in ahead:
         for parent in repo.MONTHLY:
-            if await repo.split_month(pool, parent, month):
-                split.add(months.label(month))
+            try:
+                if await repo.split_month(pool, parent, month):
+                    split.add(months.label(month))
+            except asyncpg.LockNotAvailableError as exc:  # the parent busy for 1 s
+                log.info("month split deferred", extra={"fields": {
+                    "table": parent, "month": months.label(month), "why": str(exc)}})
     return sorted(split)
 
 
