@@ -67,6 +67,12 @@ FILE_ALARMS = Counter(
     ["source", "kind"],
 )
 
+MONTHS_UNFOLDED = Gauge(
+    "billing_partition_months_unfolded",
+    "Closed months of a table still made of days after housekeeping's last fold (migration 1550)",
+    ["table"],
+)
+
 # Revenue assurance: the last run of each control.
 ASSURANCE_FAILING = Gauge(
     "billing_assurance_control_failing", "1 when the control's last run failed", ["control"]

@@ -21,6 +21,7 @@ import asyncpg
 import msgspec
 
 from billing_oss.core.errors import BillingError
+from billing_oss.core.metrics import MONTHS_UNFOLDED
 from billing_oss.server import scheduled
 from billing_oss.server.config import RetentionConfig
 from billing_oss.server.retention import archive, months, pseudonyms, repo
@@ -88,10 +89,12 @@ async def fold_closed_months(pool: asyncpg.Pool, now: dt.datetime) -> list[str]:
                      for parent, _, day in await repo.day_partitions(pool)
                      if months.start(months.add(day.replace(day=1), 1)) + FOLD_AFTER <= now})
     folded = set()
+    left = dict.fromkeys(repo.MONTHLY, 0)
     for parent, month in closed:
         try:
             moved = await repo.fold_month(pool, parent, month)
         except asyncpg.LockNotAvailableError as exc:
+            left[parent] += 1
             log.info("month fold deferred", extra={"fields": {
                 "table": parent, "month": months.label(month), "why": str(exc)}})
             continue
@@ -99,6 +102,8 @@ async def fold_closed_months(pool: asyncpg.Pool, now: dt.datetime) -> list[str]:
             folded.add(months.label(month))
             log.info("month folded", extra={"fields": {
                 "table": parent, "month": months.label(month), "records": moved}})
+    for parent, n in left.items():
+        MONTHS_UNFOLDED.labels(parent).set(n)
     return sorted(folded)
 
 
