@@ -52,34 +52,33 @@ async def ensure_partitions(db: Db, months: list[dt.date]) -> None:
         " FROM unnest($1::text[]) t, unnest($2::date[]) m", list(MONTHLY), months)
 
 
-async def partitions(db: Db) -> list[tuple[str, str, dt.date]]:
-    """(parent, partition, first day of its UTC month) of every month partition."""
+async def _leaves(db: Db, suffix: str) -> list[tuple[str, str]]:
+    """(parent, partition) of the monthly tables' partitions whose names end as ``suffix``."""
     rows = await db.fetch(
         "SELECT p.relname AS parent, c.relname AS part FROM pg_inherits i"
         " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
         " WHERE p.relname = ANY($1::text[]) AND p.relnamespace = c.relnamespace"
-        " AND pg_table_is_visible(c.oid) AND c.relname ~ '_[0-9]{4}_[0-9]{2}$'"
-        " ORDER BY c.relname", list(MONTHLY))
+        " AND pg_table_is_visible(c.oid) AND c.relname ~ $2"
+        " ORDER BY c.relname", list(MONTHLY), suffix)
+    return [(r["parent"], r["part"]) for r in rows]
+
+
+async def partitions(db: Db) -> list[tuple[str, str, dt.date]]:
+    """(parent, partition, first day of its UTC month) of every month partition."""
     found = []
-    for r in rows:
-        year, month = r["part"][-7:].split("_")
-        found.append((r["parent"], r["part"], dt.date(int(year), int(month), 1)))
+    for parent, part in await _leaves(db, "_[0-9]{4}_[0-9]{2}$"):
+        year, month = part[-7:].split("_")
+        found.append((parent, part, dt.date(int(year), int(month), 1)))
     return found
 
 
 async def day_partitions(db: Db) -> list[tuple[str, str, dt.date]]:
     """(parent, partition, its UTC day) of every day partition: the open months' (migration
     1550), and a closed month's until it is folded."""
-    rows = await db.fetch(
-        "SELECT p.relname AS parent, c.relname AS part FROM pg_inherits i"
-        " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
-        " WHERE p.relname = ANY($1::text[]) AND p.relnamespace = c.relnamespace"
-        " AND pg_table_is_visible(c.oid) AND c.relname ~ '_[0-9]{4}_[0-9]{2}_[0-9]{2}$'"
-        " ORDER BY c.relname", list(MONTHLY))
     found = []
-    for r in rows:
-        year, month, day = r["part"][-10:].split("_")
-        found.append((r["parent"], r["part"], dt.date(int(year), int(month), int(day))))
+    for parent, part in await _leaves(db, "_[0-9]{4}_[0-9]{2}_[0-9]{2}$"):
+        year, month, day = part[-10:].split("_")
+        found.append((parent, part, dt.date(int(year), int(month), int(day))))
     return found
 
 
