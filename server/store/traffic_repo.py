@@ -181,11 +181,8 @@ async def totals(pool: asyncpg.Pool, period: Period) -> list[Total]:
                 parts.append(_rolled(arg, account, "charge_rollups", months_to, last))
         else:
             parts.append(_rolled(arg, account, "charge_rollups", first, last))
-    # A partition is a month (charges_2026_01) or a day of an open one (charges_2026_01_31).
-    sql = ("WITH live AS (SELECT min(to_date(substring(c.relname"
-           " FROM '_([0-9]{4}_[0-9]{2})(_[0-9]{2})?$'), 'YYYY_MM')) AS since"
-           " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-           " WHERE i.inhparent = 'charges'::regclass)"
+    # The first day the charges' partitions still hold (months before it are archived).
+    sql = ("WITH live AS (SELECT since FROM charges_live_span())"
            " SELECT rtrim(currency) AS currency, sum(charges)::bigint AS charges,"
            " sum(reversals)::bigint AS reversals, sum(charged) AS charged,"
            " sum(reversed) AS reversed FROM (" + " UNION ALL ".join(parts) + ") p"

@@ -97,11 +97,13 @@ $$;
 -- Held (shared) by a batch writing records of the month, for its transaction, before it
 -- locks usage_records or charges; a fold holds it alone. A late record of the month being
 -- folded waits here, holding nothing the fold needs, instead of on a day under the parent.
-CREATE FUNCTION hold_month_for_writes(month date) RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock_shared(
-        hashtext('month writes ' || to_char(date_trunc('month', month), 'YYYY_MM')))
+CREATE FUNCTION month_writes_key(month date) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtext('month writes ' || to_char(date_trunc('month', month), 'YYYY_MM'))
 $$;
+
+CREATE FUNCTION hold_month_for_writes(month date) RETURNS void
+LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock_shared(month_writes_key(month)) $$;
 
 -- A month of days folded into one table: the rows copied and indexed while the days take
 -- no writes (reads go on), then, under the parent's lock for a moment, the days detached,
@@ -121,7 +123,7 @@ DECLARE
     name text := month_partition_name(parent, month);
     lo timestamptz := first::timestamp AT TIME ZONE 'UTC';
     hi timestamptz := (first + interval '1 month')::timestamp AT TIME ZONE 'UTC';
-    writes bigint := hashtext('month writes ' || to_char(first, 'YYYY_MM'));
+    writes bigint := month_writes_key(first);
     days regclass[];
     day regclass;
     ddl text;

@@ -3,9 +3,6 @@
 -- but folding a month means detaching and attaching distributed partitions under the
 -- parent's lock on every worker; it is not measured there, so the functions exist (the
 -- housekeeping calls them) and change nothing.
-CREATE FUNCTION month_partition_is_open(first date, at timestamptz) RETURNS boolean
-LANGUAGE sql IMMUTABLE AS $$ SELECT false $$;
-
 CREATE FUNCTION split_month_partition(parent regclass, month date) RETURNS boolean
 LANGUAGE sql AS $$ SELECT false $$;
 
