@@ -27,3 +27,9 @@ def encode(
     amount: array[int], version_ids: array[int], zone_base: array[int], band_base: array[int],
     currencies: Names, zones: Names, bands: Names, optional: int, source_file_id: int | None,
 ) -> tuple[bytes, bytes, bytes, dict[int, int]]: ...
+def rollup(
+    role: bytearray, account: array[int], accounts: Names, event_us: array[int],
+    kind: bytearray, usage: array[int], tariff: array[int], amount: array[int],
+    version: array[int], zone: array[int], version_ids: array[int], zone_base: array[int],
+    zone_key: array[int], zones: Names, currency_key: array[int], currencies: Names,
+) -> tuple[bytes, int, bytes, int, bytes, int] | None: ...

@@ -11,18 +11,19 @@ Steps, each over the whole batch: ``classify`` (shape; the rating kernel's colum
 released), ``resolve`` (account and tariff of each record: the directory is a Python dict),
 ``render_keys`` (record keys into one buffer; GIL released), ``duplicates`` (a key twice
 in the batch), ``encode`` (the usage_keys, usage_records and charges payloads; GIL
-released). The rows are those ``pipeline.rows.build_rows`` builds for the same records;
-the tests compare the two paths.
+released), ``rollup`` (the charges' rollup deltas grouped and encoded; GIL released). The
+rows are those ``pipeline.rows.build_rows`` builds for the same records; the tests compare
+the two paths.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcmp, memcpy, memset, strlen
 
-from ._ber cimport format_rfc3339
+from ._ber cimport bo_add64, format_rfc3339
 from ._records cimport (
     F_APN, F_CALLED, F_CALLING, F_CAUSE, F_CHARGING_ID, F_DURATION, F_IMSI, F_MSISDN,
     F_NODE, F_REF, F_SEIZURE, F_SEQ, F_TIME, F_VOLUME, OutRec, RecordBatch,
@@ -46,6 +47,9 @@ cdef int64_t EVENT_MIN = 631152000      # 1990-01-01: the validator's first year
 cdef int64_t EVENT_MAX = 4102444800     # 2100-01-01: the kernel's end
 cdef int64_t PG_EPOCH = 946684800       # 2000-01-01, PostgreSQL's timestamp origin
 cdef int64_t I64_MAX = 9223372036854775807
+cdef int64_t US_PER_DAY = 86400000000
+cdef int64_t US_PER_HOUR = 3600000000
+cdef int64_t PG_EPOCH_HOURS = 262968  # 2000-01-01 in hours since 1970-01-01
 cdef Py_ssize_t MAX_KEY = 256
 cdef Py_ssize_t MAX_DIGITS = 32
 
@@ -237,8 +241,11 @@ def resolve(RecordBatch batch, uint8_t[::1] role, int64_t[::1] event_us,
     cdef Py_ssize_t n = batch.n, i
     cdef OutRec* r
     cdef const char* ident
-    cdef object found, tariff_id, number, index
+    cdef bint data
+    cdef object found, tariff_id, number, index, key, hit
     cdef dict numbering = {name: k for k, name in enumerate(names)}
+    # identifier -> (account number, tariff number) of an account on one tariff at all times
+    cdef dict settled = {}
     if tariff.shape[0] < n or account.shape[0] < n or event_us.shape[0] < n:
         raise ValueError("columns shorter than the batch")
     _check_carried(batch, role)
@@ -246,16 +253,22 @@ def resolve(RecordBatch batch, uint8_t[::1] role, int64_t[::1] event_us,
         if role[i] != 1:
             continue
         r = &batch.recs[i]
-        found = None
-        if not (r.rtype == 78 or r.rtype == 79):
+        data = r.rtype == 78 or r.rtype == 79
+        if not data:
             ident = _calling(r)
-            found = by_identifier.get(PyUnicode_DecodeASCII(ident, strlen(ident), NULL))
+        elif r.flags & F_MSISDN:
+            ident = r.msisdn
         else:
-            if r.flags & F_MSISDN:
-                found = by_identifier.get(
-                    PyUnicode_DecodeASCII(r.msisdn, strlen(r.msisdn), NULL))
-            if found is None and r.flags & F_IMSI:
-                found = by_identifier.get(PyUnicode_DecodeASCII(r.imsi, strlen(r.imsi), NULL))
+            ident = r.imsi if r.flags & F_IMSI else NULL
+        key = PyUnicode_DecodeASCII(ident, strlen(ident), NULL) if ident != NULL else None
+        hit = settled.get(key)
+        if hit is not None:
+            account[i], tariff[i] = <tuple>hit
+            continue
+        found = by_identifier.get(key) if key is not None else None
+        if found is None and data and ident == r.msisdn and r.flags & F_IMSI:
+            key = PyUnicode_DecodeASCII(r.imsi, strlen(r.imsi), NULL)
+            found = by_identifier.get(key)
         if found is None:
             role[i] = 0
             continue
@@ -270,6 +283,8 @@ def resolve(RecordBatch batch, uint8_t[::1] role, int64_t[::1] event_us,
             index = numbering[found.id] = len(names)
             names.append(found.id)
         account[i] = index
+        if not found.plans:
+            settled[key] = (index, number)
 
 
 cdef Py_ssize_t _key(OutRec* r, char* out) noexcept nogil:
@@ -857,3 +872,241 @@ def months(RecordBatch batch, uint8_t[::1] role):
             last = key
             out.add((y, m))
     return out
+
+
+# -- rollup deltas --------------------------------------------------------------------------
+
+cdef struct Group:
+    int64_t version    # stored tariff version id, -1: none
+    int64_t amount     # Σ micro-units
+    int64_t units      # Σ kernel usage
+    int64_t records
+    int32_t account
+    int32_t day        # days since 1970-01-01 (a month's: its first day)
+    int32_t zone       # canonical zone number, -1: none
+    int32_t currency   # canonical currency number
+    uint8_t kind
+
+
+cdef struct Hour:
+    int64_t hour       # hours since the epoch
+    int64_t amount
+    int64_t count
+    int32_t currency
+
+
+cdef int _cmp_group(const void* a, const void* b) noexcept nogil:
+    cdef const Group* x = <const Group*>a
+    cdef const Group* y = <const Group*>b
+    if x.account != y.account:
+        return -1 if x.account < y.account else 1
+    if x.day != y.day:
+        return -1 if x.day < y.day else 1
+    if x.kind != y.kind:
+        return -1 if x.kind < y.kind else 1
+    if x.zone != y.zone:
+        return -1 if x.zone < y.zone else 1
+    if x.currency != y.currency:
+        return -1 if x.currency < y.currency else 1
+    if x.version != y.version:
+        return -1 if x.version < y.version else 1
+    return 0
+
+
+cdef int _cmp_hour(const void* a, const void* b) noexcept nogil:
+    cdef const Hour* x = <const Hour*>a
+    cdef const Hour* y = <const Hour*>b
+    if x.hour != y.hour:
+        return -1 if x.hour < y.hour else 1
+    if x.currency != y.currency:
+        return -1 if x.currency < y.currency else 1
+    return 0
+
+
+cdef Py_ssize_t _merge_groups(Group* g, Py_ssize_t n, bint* overflow) noexcept nogil:
+    """Sort ``g`` by key and sum each run of one key into its first; the groups left."""
+    cdef Py_ssize_t i, m = 0
+    if n == 0:
+        return 0
+    qsort(g, n, sizeof(Group), _cmp_group)
+    for i in range(1, n):
+        if _cmp_group(&g[m], &g[i]) == 0:
+            if (bo_add64(g[m].amount, g[i].amount, &g[m].amount)
+                    or bo_add64(g[m].units, g[i].units, &g[m].units)):
+                overflow[0] = True
+            g[m].records += g[i].records
+        else:
+            m += 1
+            g[m] = g[i]
+    return m + 1
+
+
+cdef inline int32_t _month_start(int32_t days) noexcept nogil:
+    """The first day of the month of ``days`` (since 1970-01-01), in days since then."""
+    cdef int64_t z = <int64_t>days + 719468, era, doe, yoe, y, doy, mp, m
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    return <int32_t>(days - (doy - (153 * mp + 2) // 5))
+
+
+cdef void _numeric(Out* o, int64_t v) noexcept nogil:
+    """An integer as PostgreSQL's binary numeric: base-10000 digits, trailing zeros cut."""
+    cdef uint64_t u = <uint64_t>(-(v + 1)) + 1 if v < 0 else <uint64_t>v
+    cdef int digits[5]
+    cdef int n = 0, weight, k, j
+    while u:
+        digits[n] = <int>(u % 10000)
+        u //= 10000
+        n += 1
+    weight = n - 1
+    k = 0
+    while k < n and digits[k] == 0:  # least significant first: zeros the weight implies
+        k += 1
+    _be32(o, 8 + 2 * (n - k))
+    _be16(o, n - k)
+    _be16(o, weight if n else 0)
+    _be16(o, 0x4000 if v < 0 else 0)
+    _be16(o, 0)
+    for j in range(n - 1, k - 1, -1):
+        _be16(o, digits[j])
+
+
+cdef void _groups(Out* o, Group* g, Py_ssize_t n, Names accounts, Names zones,
+                  Names currencies) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef const char* service
+    _header(o)
+    for i in range(n):
+        _be16(o, 11)
+        _name(o, accounts, g[i].account)
+        _be32(o, 4)
+        _be32(o, g[i].day - 10957)  # PostgreSQL's dates count from 2000-01-01
+        service = b"voice" if g[i].kind == 0 else (b"sms" if g[i].kind == 1 else b"data")
+        _cstr(o, service)
+        _name(o, zones, g[i].zone)
+        _name(o, currencies, g[i].currency)
+        if g[i].version < 0:
+            _null(o)
+        else:
+            _int8(o, g[i].version)
+        _int8(o, g[i].amount)
+        _int8(o, g[i].records)
+        _numeric(o, g[i].units)
+        _int8(o, 0)
+        _int8(o, 0)
+    _be16(o, -1)
+
+
+def rollup(uint8_t[::1] role, int32_t[::1] account, Names accounts, int64_t[::1] event_us,
+           uint8_t[::1] kind, int64_t[::1] usage, int32_t[::1] tariff, int64_t[::1] amount,
+           int32_t[::1] version, int32_t[::1] zone, int64_t[::1] version_ids,
+           int32_t[::1] zone_base, int32_t[::1] zone_key, Names zones,
+           int32_t[::1] currency_key, Names currencies):
+    """The rollup deltas of the carried records (``role[i] == 1``), each a charge of
+    ``amount[i]`` for ``usage[i]`` units: the binary COPY payloads of ``charge_rollups``,
+    ``charge_rollups_monthly`` (``charge_writes.ROLLUP_COLUMNS``) and ``charge_hour_totals``
+    (``HOUR_COLUMNS``) with their row counts, or None when a sum overflows 64 bits (the
+    caller's Python twin then sums without bound).
+
+    A record's key: account ``accounts[account[i]]``, UTC day of ``event_us[i]``, service
+    of ``kind[i]`` (0 voice, 1 sms, 2 data), zone ``zones[zone_key[zone_base[v] +
+    zone[i]]]`` (-1: none), currency ``currencies[currency_key[tariff[i]]]``, tariff version
+    ``version_ids[v]`` (-1: none), v = ``version[i]``. The keys canonical: one number per
+    name, so that equal names group."""
+    cdef Py_ssize_t n = role.shape[0], i, c = 0, nd, nm, nh
+    cdef Py_ssize_t nv = version_ids.shape[0], nz = zone_key.shape[0], nt = currency_key.shape[0]
+    cdef int32_t v, z
+    cdef Group* days = NULL
+    cdef Group* months = NULL
+    cdef Hour* hours = NULL
+    cdef Out od, om, oh
+    cdef bint overflow = False
+    if (account.shape[0] < n or event_us.shape[0] < n or kind.shape[0] < n
+            or usage.shape[0] < n or tariff.shape[0] < n or amount.shape[0] < n
+            or version.shape[0] < n or zone.shape[0] < n):
+        raise ValueError("columns shorter than the batch")
+    if zone_base.shape[0] < nv:
+        raise ValueError("zone bases shorter than the versions")
+    for i in range(n):
+        if role[i] != 1:
+            continue
+        v, z = version[i], zone[i]
+        if not 0 <= v < nv or not 0 <= tariff[i] < nt or not 0 <= account[i] < accounts.n:
+            raise ValueError(f"record {i}: version, tariff or account out of range")
+        if z >= 0 and not 0 <= zone_base[v] + z < nz:
+            raise ValueError(f"record {i}: zone out of range")
+        if kind[i] > 2 or event_us[i] < 0:
+            raise ValueError(f"record {i}: kind {kind[i]} or event time {event_us[i]}")
+        c += 1
+    memset(&od, 0, sizeof(Out))
+    memset(&om, 0, sizeof(Out))
+    memset(&oh, 0, sizeof(Out))
+    days = <Group*>malloc((c + 1) * sizeof(Group))
+    months = <Group*>malloc((c + 1) * sizeof(Group))
+    hours = <Hour*>malloc((c + 1) * sizeof(Hour))
+    try:
+        if days == NULL or months == NULL or hours == NULL:
+            raise MemoryError()
+        with nogil:
+            c = 0
+            for i in range(n):
+                if role[i] != 1:
+                    continue
+                v, z = version[i], zone[i]
+                days[c].version = version_ids[v]
+                days[c].amount = amount[i]
+                days[c].units = usage[i]
+                days[c].records = 1
+                days[c].account = account[i]
+                days[c].day = <int32_t>(event_us[i] // US_PER_DAY)
+                days[c].zone = zone_key[zone_base[v] + z] if z >= 0 else -1
+                days[c].currency = currency_key[tariff[i]]
+                days[c].kind = kind[i]
+                hours[c].hour = event_us[i] // US_PER_HOUR
+                hours[c].amount = amount[i]
+                hours[c].count = 1
+                hours[c].currency = days[c].currency
+                c += 1
+            nd = _merge_groups(days, c, &overflow)
+            memcpy(months, days, nd * sizeof(Group))
+            for i in range(nd):
+                months[i].day = _month_start(months[i].day)
+            nm = _merge_groups(months, nd, &overflow)
+            nh = 0
+            if c:
+                qsort(hours, c, sizeof(Hour), _cmp_hour)
+                for i in range(1, c):
+                    if _cmp_hour(&hours[nh], &hours[i]) == 0:
+                        if bo_add64(hours[nh].amount, hours[i].amount, &hours[nh].amount):
+                            overflow = True
+                        hours[nh].count += 1
+                    else:
+                        nh += 1
+                        hours[nh] = hours[i]
+                nh += 1
+            if not overflow:
+                _groups(&od, days, nd, accounts, zones, currencies)
+                _groups(&om, months, nm, accounts, zones, currencies)
+                _header(&oh)
+                for i in range(nh):
+                    _be16(&oh, 6)
+                    _int8(&oh, (hours[i].hour - PG_EPOCH_HOURS) * US_PER_HOUR)
+                    _name(&oh, currencies, hours[i].currency)
+                    _int8(&oh, hours[i].count)
+                    _int8(&oh, 0)
+                    _numeric(&oh, hours[i].amount)
+                    _numeric(&oh, 0)
+                _be16(&oh, -1)
+        if overflow:
+            return None
+        return _take(&od), nd, _take(&om), nm, _take(&oh), nh
+    finally:
+        free(days)
+        free(months)
+        free(hours)
+        free(od.p)
+        free(om.p)
+        free(oh.p)

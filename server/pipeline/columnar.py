@@ -129,6 +129,12 @@ class Tables:
     bands: native.Names
     currency_names: tuple[str, ...]
     currencies: native.Names
+    # the rollups' keys hold names: each zone (and tariff's currency) numbered by its name
+    # among the distinct names
+    zone_key: array[int]
+    zone_distinct: native.Names
+    currency_key: array[int]
+    currency_distinct: native.Names
 
 
 _tables: dict[int, tuple[CompiledTariffs, Tables]] = {}
@@ -146,13 +152,23 @@ def tables_of(compiled: CompiledTariffs) -> Tables:
         band_base.append(len(bands))
         zones += zone_names
         bands += band_names
+    zone_key, zone_distinct = _numbered(zones)
+    currency_key, currency_distinct = _numbered(list(compiled.currencies))
     made = Tables(array("q", [-1 if v is None else v for v in compiled.version_ids]),
                   zone_base, band_base, native.Names(zones), native.Names(bands),
-                  compiled.currencies, native.Names(list(compiled.currencies)))
+                  compiled.currencies, native.Names(list(compiled.currencies)),
+                  zone_key, zone_distinct, currency_key, currency_distinct)
     if len(_tables) >= 8:  # raters are rebuilt when tariffs change: keep the latest few
         _tables.pop(next(iter(_tables)))
     _tables[id(compiled)] = (compiled, made)
     return made
+
+
+def _numbered(names: list[str]) -> tuple[array[int], native.Names]:
+    """Each name's number among the distinct names, and those names."""
+    number: dict[str, int] = {}
+    keys = array("i", [number.setdefault(name, len(number)) for name in names])
+    return keys, native.Names(list(number))
 
 
 def prepare_columns(chunk: ColumnChunk, rater: Rater, source: str,
@@ -240,8 +256,8 @@ def prepare_columns(chunk: ColumnChunk, rater: Rater, source: str,
                 rejects=[suspense_row(e, e.outcome, source_file_id)  # type: ignore[arg-type]
                          for e in rejects],
                 totals=totals,
-                rollup=_rollup(role, account, account_ids, event_us, kind, usage, tariff,
-                               amount, version, zone, compiled),
+                rollup=rollup_of(role, account, account_ids, event_us, kind, usage, tariff,
+                                 amount, version, zone, compiled),
                 payloads={"usage_keys": keys_payload, "usage_records": usage_payload,
                           "charges": charges_payload})
     batch = WriteBatch(entries, rows=rows)
@@ -257,13 +273,38 @@ _US_PER_DAY = 86_400_000_000
 _US_PER_HOUR = 3_600_000_000
 
 
+_ROLLUP_KINDS = "tDtttqqqNqq"  # charge_writes.ROLLUP_COLUMNS
+_HOUR_KINDS = "TtqqNN"  # charge_writes.HOUR_COLUMNS
+
+
+def rollup_of(role: bytearray, account: array[int], account_ids: list[str],
+              event_us: array[int], kind: bytearray, usage: array[int], tariff: array[int],
+              amount: array[int], version: array[int], zone: array[int],
+              compiled: CompiledTariffs) -> charge_writes.Rollup:
+    """``rows.rollup_of`` of the records ``role`` marks 1, all charged, from their columns
+    (``Carried`` says what each holds): grouped and encoded by ``native.rollup``, or by its
+    twin ``_rollup`` where a sum passes 64 bits. The units of a record are its kernel usage
+    (seconds, bytes up + down, one SMS), as ``charge_writes.rollup_units`` counts them."""
+    tables = tables_of(compiled)
+    made = native.rollup(role, account, native.Names(account_ids), event_us, kind, usage,
+                         tariff, amount, version, zone, tables.version_ids, tables.zone_base,
+                         tables.zone_key, tables.zone_distinct, tables.currency_key,
+                         tables.currency_distinct)
+    if made is None:
+        return _rollup(role, account, account_ids, event_us, kind, usage, tariff, amount,
+                       version, zone, compiled)
+    daily, days, monthly, months, hourly, hours = made
+    return charge_writes.Rollup(PayloadRows(daily, _ROLLUP_KINDS, days),
+                                PayloadRows(monthly, _ROLLUP_KINDS, months),
+                                PayloadRows(hourly, _HOUR_KINDS, hours),
+                                (daily, monthly, hourly))
+
+
 def _rollup(role: bytearray, account: array[int], account_ids: list[str],
             event_us: array[int], kind: bytearray, usage: array[int], tariff: array[int],
             amount: array[int], version: array[int], zone: array[int],
             compiled: CompiledTariffs) -> charge_writes.Rollup:
-    """``rows.rollup_of`` of the carried (charged) records, read from their columns: the
-    units of a carried record are its kernel usage (seconds, bytes up + down, one SMS), as
-    ``charge_writes.rollup_units`` counts them."""
+    """``rollup_of`` in Python."""
     days: dict[tuple[Any, ...], list[Any]] = {}
     day_of: dict[int, date] = {}
     hours: dict[tuple[int, int], list[int]] = {}  # (hours since 1970, tariff) → count, Σ

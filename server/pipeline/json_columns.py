@@ -36,10 +36,12 @@ from billing_oss.core.records import MAX_YEAR, MIN_YEAR, UsageRecord
 from billing_oss.native import pgcopy
 from billing_oss.native import rating as kernel
 from billing_oss.server.catalog.model import EVENT_MAX_US, EVENT_MIN_US, Account
+from billing_oss.server.pipeline import columnar
 from billing_oss.server.pipeline.batch import WriteBatch
 from billing_oss.server.pipeline.rows import Rows
 from billing_oss.server.pipeline.validate import MAX_KEY_LENGTH
 from billing_oss.server.rating import NativeRater
+from billing_oss.server.rating.compile import CompiledTariffs
 from billing_oss.server.rating.fields import KIND_CODES
 from billing_oss.server.store import charge_writes, copy_payload, usage_repo
 
@@ -47,7 +49,6 @@ WIDTH = kernel.CALLED_WIDTH
 _INT64_MAX = 2**63 - 1
 _DIGITS_MAX = 32  # validate._is_digits
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US_PER_HOUR = 3_600_000_000
 _CARRIED_KINDS = frozenset({"voice", "sms", "data"})
 # Fields a carried record leaves unset: an event's quantity and unit, a TAP charge (numeric
 # columns, copied through asyncpg), a partial part (merged on the write stage).
@@ -178,9 +179,8 @@ def prepare(deliveries: Sequence[Delivery], rater: Any, ids: Sequence[int],
             totals[c] = totals.get(c, 0) + a
     rows = Rows(None, [], key_rows, [], usage_columns, usage=usage_rows, charges=charge_rows,
                 totals=totals,
-                rollup=_rollup(account_ids, list(map(itemgetter(2), when)), kinds, zones,
-                               currencies, version_ids, amount, usage,
-                               _hours(event_us, currencies, amount)),
+                rollup=_rollup(account_ids, event_us, kind_codes, usage, tariff, amount,
+                               version, zone, compiled),
                 payloads={"usage_keys": pgcopy.encode(key_rows, _KEY_KINDS),
                           "usage_records": pgcopy.encode(usage_rows, usage_kinds),
                           "charges": pgcopy.encode(charge_rows, _CHARGE_KINDS)})
@@ -285,43 +285,15 @@ def _names(versions: list[tuple[Any, ...]], which: int, version: array[int],
             for v, z in zip(version, number, strict=True)]
 
 
-def _rollup(account_ids: list[str], days: list[date], kinds: list[str],
-            zones: list[str | None], currencies: list[str], version_ids: list[int | None],
-            amount: array[int], usage: array[int], hours: charge_writes.Hours
-            ) -> charge_writes.Rollup:
-    """``rows.rollup_of`` of the records, all charged: their units are the kernel's usage
-    (seconds, bytes up + down, one SMS), as ``charge_writes.rollup_units`` counts them."""
-    keys = list(zip(account_ids, days, kinds, zones, currencies, version_ids, strict=True))
-    sums: dict[tuple[Any, ...], list[Any]] = {}
-    if len(dict.fromkeys(keys)) == 1:  # one account, day, zone...: sums of the columns
-        sums[keys[0]] = [sum(amount), len(keys), sum(usage), 0, 0]
-        return charge_writes.of_days(sums, hours)
-    for key, micros, units in zip(keys, amount, usage, strict=True):
-        found = sums.get(key)
-        if found is None:
-            sums[key] = [micros, 1, units, 0, 0]
-        else:
-            found[0] += micros
-            found[1] += 1
-            found[2] += units
-    return charge_writes.of_days(sums, hours)
-
-
-def _hours(event_us: array[int], currencies: list[str], amount: array[int]
-           ) -> charge_writes.Hours:
-    """The charges' counts and sums per UTC hour and currency (``charge_writes.add_hour``),
-    counted by hour number and named once per hour."""
-    counted: dict[tuple[int, str], list[int]] = {}
-    for us, currency, micros in zip(event_us, currencies, amount, strict=True):
-        key = (us // _US_PER_HOUR, currency)
-        found = counted.get(key)
-        if found is None:
-            counted[key] = [1, micros]
-        else:
-            found[0] += 1
-            found[1] += micros
-    return {(charge_writes.hour_since_epoch(number), currency): [count, 0, micros, 0]
-            for (number, currency), (count, micros) in counted.items()}
+def _rollup(account_ids: list[str], event_us: array[int], kind_codes: bytearray,
+            usage: array[int], tariff: array[int], amount: array[int], version: array[int],
+            zone: array[int], compiled: CompiledTariffs) -> charge_writes.Rollup:
+    """The records' rollup deltas, all charged, as the 3GPP columns make theirs."""
+    number: dict[str, int] = {}
+    account = array("i", [number.setdefault(a, len(number)) for a in account_ids])
+    return columnar.rollup_of(bytearray(b"\x01") * len(account), account, list(number),
+                              event_us, kind_codes, usage, tariff, amount, version, zone,
+                              compiled)
 
 
 def _usage(kinds: list[str], durations: list[int | None], ups: list[int | None],

@@ -47,9 +47,11 @@ class Fact(NamedTuple):
 
 
 class Rollup(NamedTuple):
-    daily: list[tuple[Any, ...]]  # ROLLUP_COLUMNS rows of charge_rollups
-    monthly: list[tuple[Any, ...]]  # the same, of charge_rollups_monthly (day: the 1st)
-    hourly: list[tuple[Any, ...]]  # HOUR_COLUMNS rows of charge_hour_totals
+    daily: Sequence[tuple[Any, ...]]  # ROLLUP_COLUMNS rows of charge_rollups
+    monthly: Sequence[tuple[Any, ...]]  # the same, of charge_rollups_monthly (day: the 1st)
+    hourly: Sequence[tuple[Any, ...]]  # HOUR_COLUMNS rows of charge_hour_totals
+    # their binary COPY payloads (daily, monthly, hourly), when built beforehand
+    payloads: tuple[bytes, bytes, bytes] | None = None
 
 
 # (UTC hour, currency) → [charges, reversals, charged_micros, reversed_micros]
@@ -164,11 +166,8 @@ async def write(conn: Connection, rows: Sequence[tuple[Any, ...]], rollup: Rollu
     if not rows:
         return
     await usage_repo.copy_rows(conn, "charges", columns, rows, payload)
-    if rollup.daily:
-        await conn.copy_records_to_table("charge_rollups", records=rollup.daily,
-                                         columns=ROLLUP_COLUMNS)
-        await conn.copy_records_to_table("charge_rollups_monthly", records=rollup.monthly,
-                                         columns=ROLLUP_COLUMNS)
-    if rollup.hourly:
-        await conn.copy_records_to_table("charge_hour_totals", records=rollup.hourly,
-                                         columns=HOUR_COLUMNS)
+    daily, monthly, hourly = rollup.payloads or (None, None, None)
+    await usage_repo.copy_rows(conn, "charge_rollups", ROLLUP_COLUMNS, rollup.daily, daily)
+    await usage_repo.copy_rows(conn, "charge_rollups_monthly", ROLLUP_COLUMNS, rollup.monthly,
+                               monthly)
+    await usage_repo.copy_rows(conn, "charge_hour_totals", HOUR_COLUMNS, rollup.hourly, hourly)

@@ -5,7 +5,8 @@ twin (the tests compare them). ``KINDS`` gives, per table, the encoding of each 
 pipeline writes; it must follow the columns' types (``tests`` check it against the database).
 Numeric columns have no kind: a batch that fills one is copied through asyncpg instead.
 ``decode`` reads a payload back into rows (for the rare caller that needs the tuples of a
-payload built without them, ``server.pipeline.columnar``).
+payload built without them, ``server.pipeline.columnar``); it also reads the kinds of the
+rollup payloads the columnar path builds natively: D date, N numeric (to a Decimal).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from billing_oss.native.pgcopy import encode
@@ -135,4 +137,21 @@ def _value(kind: str, data: bytes) -> Any:
         return _EPOCH + dt.timedelta(microseconds=int.from_bytes(data, "big", signed=True))
     if kind == "b":
         return data
+    if kind == "D":
+        return _EPOCH.date() + dt.timedelta(days=int.from_bytes(data, "big", signed=True))
+    if kind == "N":
+        return _numeric(data)
     return data != b"\x00"
+
+
+def _numeric(data: bytes) -> Decimal:
+    """PostgreSQL's binary numeric (digit count, weight, sign, display scale, base-10000
+    digits) as the Decimal of its value."""
+    ndigits, weight, sign, _scale = struct.unpack_from(">hhHh", data)
+    if sign == 0xC000:
+        return Decimal("NaN")
+    number = 0
+    for digit in struct.unpack_from(f">{ndigits}h", data, 8):
+        number = number * 10000 + digit
+    return Decimal((int(sign == 0x4000), tuple(map(int, str(number))),
+                    4 * (weight + 1 - ndigits)))

@@ -24,13 +24,14 @@ from billing_oss.core.ports import Charge, Failure, Rater
 from billing_oss.core.records import UsageRecord
 from billing_oss.server import config, rerate
 from billing_oss.server.analytics import repo
-from billing_oss.server.composition import read_catalog_file
+from billing_oss.server.composition import decoders, rater_factory, read_catalog_file
 from billing_oss.server.pipeline.pipeline import Pipeline
 from billing_oss.server.pipeline.raters import build_rater
 from billing_oss.server.store import catalog_repo, charge_writes
 from billing_oss.server.store import migrate as migrate_module
 from billing_oss.server.store.dsn import with_database
 from tests.conftest import REPO
+from tests.generators.threegpp_files import encode_record, write_3gpp_file
 
 KEY = ("account_id", "day", "service", "zone", "currency", "tariff_version_id")
 # Identifiers of the demo catalog's accounts: (calling number, data MSISDN)
@@ -201,6 +202,56 @@ async def test_rollups_equal_raw_charges_after_ingest_rerate_and_compaction(
     assert await pool.fetchval(both.format("WHERE NOT compacted")) == 0
     await assert_rollups_match(pool)
     assert await repo.compact(pool, dt.date(2026, 1, 1), dt.date(2026, 2, 28)) == 0
+
+
+def cdrs(n: int, seed: int) -> list[bytes]:
+    """32.297 calls, SMS and P-GW sessions of the demo accounts over UTC days around a month
+    boundary: the columnar path carries them, its deltas grouped natively; volumes up to
+    10^12 bytes and durations of whole and partial base-10000 digits (numeric units)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        when = (1769472000 + rng.randrange(10 * 86400), 0)  # 2026-01-27 .. 2026-02-06
+        caller = rng.choice(CALLERS)
+        kind = rng.choice(["call", "call", "sms", "data"])
+        if kind == "call":
+            out.append(encode_record("moCallRecord", {
+                "recordType": 0, "servedIMSI": "208011234567890", "servedMSISDN": caller,
+                "calledNumber": rng.choice(CALLED), "recordingEntity": "33609000001",
+                "answerTime": when, "callDuration": rng.choice([0, 1, 60, 10000, 123457]),
+                "causeForTerm": 0, "callReference": (seed * 10**6 + i).to_bytes(8, "big")}))
+        elif kind == "sms":
+            out.append(encode_record("moSMSRecord", {
+                "recordType": 6, "servedIMSI": "208011234567890", "servedMSISDN": caller,
+                "msClassmark": b"\x53\x19\x90", "serviceCentre": "33609000999",
+                "recordingEntity": "33609000001", "messageReference": bytes([i % 256]),
+                "originationTime": when, "destinationNumber": rng.choice(CALLED)}))
+        else:
+            out.append(encode_record("pGWRecord", {
+                "recordType": 85, "servedIMSI": "208011234567890", "servedMSISDN": caller,
+                "p-GWAddress": "10.1.2.3", "chargingID": seed * 10**6 + i,
+                "recordOpeningTime": when, "duration": 600, "causeForRecClosing": 0,
+                "listOfTrafficVolumes": [(rng.choice([0, 10**4, 10**12]),
+                                          rng.randrange(10**9))]}))
+    return out
+
+
+async def test_3gpp_ingest_rollups_equal_raw_charges(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    await catalog_repo.load_catalog(pool, read_catalog_file(REPO / "config/demo-catalog.json"))
+    cfg = msgspec.structs.replace(config.load(env={}).pipeline, batch_size=50)
+    pipeline = Pipeline(pool, cfg, rater_factory=rater_factory(), decoders=decoders())
+    before = await pool.fetchval("SELECT count(*) FROM charge_rollups")
+    for seed in (1, 2):
+        path = tmp_path / f"{seed}.cdr"
+        with path.open("wb") as fh:
+            write_3gpp_file(fh, cdrs(300, seed), sequence_number=seed)
+        out = await pipeline.ingest_file(path, source="msc-3gpp", format="3gpp")
+        assert out.counts.charged > 250
+    assert await pool.fetchval("SELECT count(*) FROM charge_rollups") > before
+    assert await pool.fetchval("SELECT max(units) FROM charge_rollups") >= 10**12
+    await assert_rollups_match(pool)
 
 
 async def test_suspense_retry_moves_the_rollup(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from billing_oss.server.store.charge_writes import Fact, roll_up, rollup_units
+from billing_oss.server.store.charge_writes import Fact, Rollup, roll_up, rollup_units
 
 UTC = dt.UTC
 PARIS = dt.timezone(dt.timedelta(hours=1))
@@ -33,7 +33,7 @@ def test_charges_group_per_key_and_utc_day_and_month() -> None:
     jan31 = dt.datetime(2026, 1, 31, 23, 30, tzinfo=UTC)
     feb1 = dt.datetime(2026, 2, 1, 0, 30, tzinfo=PARIS)  # 2026-01-31 23:30 UTC
     feb2 = dt.datetime(2026, 2, 2, 8, tzinfo=UTC)
-    daily, monthly, hourly = roll_up([
+    daily, monthly, hourly, _ = roll_up([
         fact(jan31, 100), fact(feb1, 200), fact(feb2, 5, units=30),
         fact(feb2, -5, reversal=True, units=30), fact(feb2, 9, version=8, units=30),
         fact(feb2, 1, account="B", service=None, zone=None, units=1),
@@ -73,10 +73,10 @@ def test_hours_are_utc_hours_and_currencies_apart() -> None:
 
 def test_sums_are_exact_and_nothing_is_rolled_up_for_no_charge() -> None:
     when = dt.datetime(2026, 3, 1, tzinfo=UTC)
-    daily, monthly, hourly = roll_up(fact(when, 2**62 // 4, units=Decimal("0.000001"))
+    daily, monthly, hourly, _ = roll_up(fact(when, 2**62 // 4, units=Decimal("0.000001"))
                                      for _ in range(3))
     assert daily == [("A", when.date(), "voice", "national", "EUR", 7, 3 * (2**62 // 4), 3,
                       Decimal("0.000003"), 0, 0)]
     assert monthly == daily
     assert hourly == [(when, "EUR", 3, 0, Decimal(3 * (2**62 // 4)), Decimal(0))]
-    assert roll_up([]) == ([], [], [])
+    assert roll_up([]) == Rollup([], [], [])

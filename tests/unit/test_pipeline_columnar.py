@@ -23,7 +23,7 @@ from billing_oss.core.ports import Rater
 from billing_oss.native import columnar as native
 from billing_oss.native._records import RecordBatch
 from billing_oss.server.catalog.loader import catalog_from_dict
-from billing_oss.server.catalog.model import Account
+from billing_oss.server.catalog.model import Account, Plan
 from billing_oss.server.composition import read_catalog_file
 from billing_oss.server.pipeline import writer
 from billing_oss.server.pipeline.batch import WriteBatch, prepare
@@ -165,6 +165,29 @@ def _file(records_: list[bytes]) -> bytes:
     buf = io.BytesIO()
     write_3gpp_file(buf, records_, sequence_number=1)
     return buf.getvalue()
+
+
+def test_a_plan_change_inside_a_batch_rates_each_record_on_its_plan() -> None:
+    """Accounts on one tariff are resolved once per batch; an account with a subscription
+    history is resolved record by record, on the plan in force at each event."""
+    switch_us = 1767600000 * 10**6 + 30 * 10**6  # the fourth call answers after the switch
+    rater = NativeRater(CATALOG)
+    moved = Account("acct-moved", None, (Plan(0, switch_us, "retail"),
+                                         Plan(switch_us, None, "business")))
+    rater.accounts = Accounts({"33611111111": moved})
+    calls = [encode_record("moCallRecord", {
+        "recordType": 0, "servedIMSI": "208011234567890", "callingNumber": "33611111111",
+        "calledNumber": "33612345678", "recordingEntity": "33609000001",
+        "answerTime": (1767600000 + 10 * i, 60), "callDuration": 61, "causeForTerm": 0,
+        "callReference": i.to_bytes(4, "big")}) for i in range(6)]
+    (chunk,), (items,) = _chunks(_file(calls), 16)
+    ids = list(range(1, 7))
+    columns = prepare_columns(chunk, rater, SOURCE, _position(0), ids, FILE_ID)
+    assert_same(columns, _object_path(items, rater, 0, ids))
+    carried = columns.carried
+    assert carried is not None and carried.count == 6
+    business, retail = (rater.compiled.tariff_index[t] for t in ("business", "retail"))
+    assert list(carried.tariff) == [retail] * 3 + [business] * 3
 
 
 def test_plain_records_are_carried_and_the_rest_are_objects() -> None:
