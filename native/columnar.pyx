@@ -895,32 +895,26 @@ cdef struct Hour:
     int32_t currency
 
 
+cdef inline int _order(int64_t a, int64_t b) noexcept nogil:
+    return (a > b) - (a < b)
+
+
 cdef int _cmp_group(const void* a, const void* b) noexcept nogil:
     cdef const Group* x = <const Group*>a
     cdef const Group* y = <const Group*>b
-    if x.account != y.account:
-        return -1 if x.account < y.account else 1
-    if x.day != y.day:
-        return -1 if x.day < y.day else 1
-    if x.kind != y.kind:
-        return -1 if x.kind < y.kind else 1
-    if x.zone != y.zone:
-        return -1 if x.zone < y.zone else 1
-    if x.currency != y.currency:
-        return -1 if x.currency < y.currency else 1
-    if x.version != y.version:
-        return -1 if x.version < y.version else 1
-    return 0
+    cdef int c = _order(x.account, y.account)
+    c = c if c else _order(x.day, y.day)
+    c = c if c else _order(x.kind, y.kind)
+    c = c if c else _order(x.zone, y.zone)
+    c = c if c else _order(x.currency, y.currency)
+    return c if c else _order(x.version, y.version)
 
 
 cdef int _cmp_hour(const void* a, const void* b) noexcept nogil:
     cdef const Hour* x = <const Hour*>a
     cdef const Hour* y = <const Hour*>b
-    if x.hour != y.hour:
-        return -1 if x.hour < y.hour else 1
-    if x.currency != y.currency:
-        return -1 if x.currency < y.currency else 1
-    return 0
+    cdef int c = _order(x.hour, y.hour)
+    return c if c else _order(x.currency, y.currency)
 
 
 cdef Py_ssize_t _merge_groups(Group* g, Py_ssize_t n, bint* overflow) noexcept nogil:
