@@ -49,7 +49,6 @@ cdef int64_t PG_EPOCH = 946684800       # 2000-01-01, PostgreSQL's timestamp ori
 cdef int64_t I64_MAX = 9223372036854775807
 cdef int64_t US_PER_DAY = 86400000000
 cdef int64_t US_PER_HOUR = 3600000000
-cdef int64_t PG_EPOCH_HOURS = 262968  # 2000-01-01 in hours since 1970-01-01
 cdef Py_ssize_t MAX_KEY = 256
 cdef Py_ssize_t MAX_DIGITS = 32
 
@@ -266,7 +265,7 @@ def resolve(RecordBatch batch, uint8_t[::1] role, int64_t[::1] event_us,
             account[i], tariff[i] = <tuple>hit
             continue
         found = by_identifier.get(key) if key is not None else None
-        if found is None and data and ident == r.msisdn and r.flags & F_IMSI:
+        if found is None and data and r.flags & F_MSISDN and r.flags & F_IMSI:
             key = PyUnicode_DecodeASCII(r.imsi, strlen(r.imsi), NULL)
             found = by_identifier.get(key)
         if found is None:
@@ -846,27 +845,30 @@ def optional(RecordBatch batch, uint8_t[::1] role):
     return bits
 
 
+cdef inline void _civil(int64_t days, int64_t* y, int64_t* m, int64_t* d) noexcept nogil:
+    """Year, month and day of ``days`` since 1970-01-01 (H. Hinnant's algorithm)."""
+    cdef int64_t z = days + 719468, era, doe, yoe, doy, mp
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d[0] = doy - (153 * mp + 2) // 5 + 1
+    m[0] = mp + (3 if mp < 10 else -9)
+    y[0] = yoe + era * 400 + (1 if m[0] <= 2 else 0)
+
+
 def months(RecordBatch batch, uint8_t[::1] role):
     """The (year, month) of each carried record's event time, once each."""
     cdef Py_ssize_t n = batch.n, i
-    cdef int64_t days, z, era, doe, yoe, y, doy, mp, m, last = -1, key
+    cdef int64_t y, m, d, last = -1, key
     cdef set out = set()
     if role.shape[0] < n:
         raise ValueError("columns shorter than the batch")
     for i in range(n):
         if role[i] != 1:
             continue
-        days = batch.recs[i].event_time // 86400
-        z = days + 719468
-        era = (z if z >= 0 else z - 146096) // 146097
-        doe = z - era * 146097
-        yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-        y = yoe + era * 400
-        doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-        mp = (5 * doy + 2) // 153
-        m = mp + (3 if mp < 10 else -9)
-        if m <= 2:
-            y += 1
+        _civil(batch.recs[i].event_time // 86400, &y, &m, &d)
         key = y * 12 + m
         if key != last:
             last = key
@@ -937,13 +939,9 @@ cdef Py_ssize_t _merge_groups(Group* g, Py_ssize_t n, bint* overflow) noexcept n
 
 cdef inline int32_t _month_start(int32_t days) noexcept nogil:
     """The first day of the month of ``days`` (since 1970-01-01), in days since then."""
-    cdef int64_t z = <int64_t>days + 719468, era, doe, yoe, y, doy, mp, m
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    return <int32_t>(days - (doy - (153 * mp + 2) // 5))
+    cdef int64_t y, m, d
+    _civil(days, &y, &m, &d)
+    return <int32_t>(days - (d - 1))
 
 
 cdef void _numeric(Out* o, int64_t v) noexcept nogil:
@@ -977,7 +975,7 @@ cdef void _groups(Out* o, Group* g, Py_ssize_t n, Names accounts, Names zones,
         _be16(o, 11)
         _name(o, accounts, g[i].account)
         _be32(o, 4)
-        _be32(o, g[i].day - 10957)  # PostgreSQL's dates count from 2000-01-01
+        _be32(o, g[i].day - PG_EPOCH // 86400)  # PostgreSQL's dates count from 2000-01-01
         service = b"voice" if g[i].kind == 0 else (b"sms" if g[i].kind == 1 else b"data")
         _cstr(o, service)
         _name(o, zones, g[i].zone)
@@ -1087,7 +1085,7 @@ def rollup(uint8_t[::1] role, int32_t[::1] account, Names accounts, int64_t[::1]
                 _header(&oh)
                 for i in range(nh):
                     _be16(&oh, 6)
-                    _int8(&oh, (hours[i].hour - PG_EPOCH_HOURS) * US_PER_HOUR)
+                    _int8(&oh, (hours[i].hour * 3600 - PG_EPOCH) * 1000000)
                     _name(&oh, currencies, hours[i].currency)
                     _int8(&oh, hours[i].count)
                     _int8(&oh, 0)

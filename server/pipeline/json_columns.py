@@ -189,7 +189,7 @@ def prepare(deliveries: Sequence[Delivery], rater: Any, ids: Sequence[int],
         printed[micros] = format_outcome(micros)
     batch = WriteBatch([], rows=rows)
     batch.carried = CarriedJson(
-        n, {date(m.year, m.month, 1) for m, _, _ in at.values()}, expand, keys,
+        n, {date(m.year, m.month, 1) for m, _ in at.values()}, expand, keys,
         list(map(printed.__getitem__, amount)), currencies)
     return batch
 
@@ -252,10 +252,10 @@ def _counters(values: list[int | None]) -> bool:
     return not given or (min(given) >= 0 and max(given) <= _INT64_MAX)
 
 
-def _event_times(times: list[str]) -> dict[str, tuple[datetime, int, date]] | None:
-    """Each distinct event time: UTC datetime (``records.parse_event_time``), µs since
-    the epoch (``rating.fields.event_micros``) and UTC day; None if one fails either."""
-    out: dict[str, tuple[datetime, int, date]] = {}
+def _event_times(times: list[str]) -> dict[str, tuple[datetime, int]] | None:
+    """Each distinct event time: UTC datetime (``records.parse_event_time``) and µs since
+    the epoch (``rating.fields.event_micros``); None if one fails either."""
+    out: dict[str, tuple[datetime, int]] = {}
     for text in dict.fromkeys(times):
         if "\x00" in text:
             return None
@@ -269,8 +269,7 @@ def _event_times(times: list[str]) -> dict[str, tuple[datetime, int, date]] | No
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
         if not EVENT_MIN_US <= micros < EVENT_MAX_US:
             return None
-        utc = moment.astimezone(UTC)
-        out[text] = (utc, micros, utc.date())
+        out[text] = (moment.astimezone(UTC), micros)
     return out
 
 
