@@ -86,7 +86,7 @@ ensure_chromium() {
 SANITIZE_TESTS=(tests/unit/test_native_tap3.py tests/unit/test_native_cdr3gpp.py
                 tests/unit/test_native_pgcopy.py tests/unit/test_native_probe.py
                 tests/unit/test_rating.py tests/unit/test_formats_items.py
-                tests/unit/test_pipeline_columnar.py)
+                tests/unit/test_pipeline_columnar.py tests/unit/test_native_rollup.py)
 sanitize() {
   local out=build/sanitize
   rm -rf "$out" && mkdir -p "$out"
